@@ -159,7 +159,8 @@ def changes(recorded: dict[str, Any], now: dict[str, Any], flags: bool = False) 
     for key in SHAPING:
         then = ro.get(key, UNRECORDED.get(key))
         if then != now["options"].get(key):
-            said.append(f"{option(key, flags=flags)} was {then}, now {now['options'].get(key)}")
+            was, is_ = ("not given" if v is None else v for v in (then, now["options"].get(key)))
+            said.append(f"{option(key, flags=flags)} was {was}, now {is_}")
     if recorded.get("output") != now["output"]:
         said.append(f"the output was {recorded.get('output')}, now {now['output']}")
     return said

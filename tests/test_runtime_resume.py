@@ -734,3 +734,16 @@ def test_resume_of_one_image_or_of_images_into_a_video_says_why_not(made, tmp_pa
         assert r.returncode == 2, r.stderr
         assert why in r.stderr and "camera" not in r.stderr, r.stderr
         assert not out.exists()
+
+
+def test_a_changed_quality_is_named_as_the_user_gave_it(made, tmp_path):
+    """Resuming a library run with --quality 80 added was refused as '--quality was None':
+    Python's word, which no user typed."""
+    lib = _photo_library(tmp_path / "lib", 12)
+    argv = ["--model", str(made["model"]), "--source", str(lib / "**" / "*"),
+            "--out", str(tmp_path / "out")]
+    code, err = stopped(argv, 2, signal.SIGINT)
+    assert code == 130, err
+    r = sharpen(*argv, "--resume", "--quality", "80")
+    assert r.returncode == 2, r.stderr
+    assert "--quality was not given, now 80" in r.stderr, r.stderr
