@@ -112,7 +112,8 @@ def add_commands(sub) -> None:
         "bench-compare", help="compare a bench report with a baseline (a CI regression gate)",
         description="Compare the report of `sharpen bench` NEW with BASELINE, each a report.json "
                     "or the --out folder holding one: per model, format and size the quality "
-                    "deltas (held-out PSNR and SSIM, SSIM to the teacher, real-blur pairs) and "
+                    "deltas (held-out PSNR and SSIM, SSIM to the teacher, real-blur pairs, "
+                    "--real-nogt frames' PSNR to the teacher) and "
                     "the latency deltas (median, p90), what differs between the two runs, and "
                     "the rows in one report only. `sharpen bench --baseline` does the same "
                     "after its run, into its report.",

@@ -2,7 +2,8 @@
 (`sharpen bench --baseline PATH`, `sharpen bench-compare BASELINE NEW`).
 
 Per model and format: quality deltas (held-out PSNR and SSIM to ground truth, SSIM to the
-teacher's output; real-blur pairs' PSNR and SSIM), latency deltas (median and p90 ms per frame,
+teacher's output; real-blur pairs' PSNR and SSIM; real blur without ground truth's PSNR to the
+teacher's output), latency deltas (median and p90 ms per frame,
 the streaming row's too). A regression past its tolerance (`--fail-on`) fails the gate. Rows in
 one report only are named, not compared. What makes a kind of row not comparable (other held-out
 data or teacher for quality, another CPU, thread count or mode for latency) is named, and those
@@ -30,6 +31,8 @@ BASELINE_HELP = ("compare with a baseline report (a report.json, or the --out fo
                  "report.json, and exit 1 on a regression past --fail-on")
 
 QUALITY_METRICS = {"psnr": "psnr", "ssim": "ssim", "ssim_teacher": "ssim"}   # metric: tolerance
+NOGT_METRICS = {"psnr_to_reference": "psnr"}   # --real-nogt: no ground truth, the teacher's
+NOGT = "real blur no-gt"
 LATENCY_METRICS = {"ms": "median", "p90_ms": "p90"}
 UNITS = {"psnr": "dB", "ssim": "", "median": "%", "p90": "%"}
 HEADERS = ["section", "model", "size", "metric", "baseline", "new", "change", "allowed", "verdict"]
@@ -153,6 +156,14 @@ def _quality_values(rep: dict) -> dict:
             out[("real blur", name, "-")] = {"failed": d.get("reason")}
         elif "psnr" in d and "sharpness" in d:
             out[("real blur", name, "-")] = {"psnr": d["psnr"], "ssim": d["ssim"]}
+    nogt = (rep.get("real_blur") or {}).get("nogt") or {}
+    for name, d in nogt.items():
+        if name in ("input", nogt.get("reference")) or not isinstance(d, dict):
+            continue
+        if d.get("status") == "failed":
+            out[(NOGT, name, "-")] = {"failed": d.get("reason")}
+        elif "psnr_to_reference" in d:
+            out[(NOGT, name, "-")] = {"psnr_to_reference": d["psnr_to_reference"]}
     return out
 
 
@@ -203,6 +214,9 @@ def _differences(base: dict, new: dict, paths: list[tuple[str, ...]],
 QUALITY_CONTEXT = [("held-out images",), ("settings", "calib_count"), ("settings", "calib_seed"),
                    ("quality", "settings", "teacher", "hash")]
 REAL_BLUR_CONTEXT = [("real-blur images",)]
+# Scored against the teacher's output: the same frames (by name: a clip's carry their index, so
+# other --stride or --frames differ) and teacher.
+NOGT_CONTEXT = [("real-nogt images",), ("quality", "settings", "teacher", "hash")]
 LATENCY_CONTEXT = [("machine", "cpu"), ("machine", "cpu_flags"), ("machine", "usable_cores"),
                    ("machine", "cpu_limit"), ("machine", "gpus"),
                    ("latency", "settings", "runtime_threads"), ("machine", "torch_threads"),
@@ -217,9 +231,10 @@ def _with_image_names(rep: dict) -> dict:
     for _differences."""
     held = sorted({i.get("image") for r in (rep.get("quality") or {}).get("rows") or []
                    for i in r.get("images") or []} - {None})
-    pairs = (rep.get("real_blur") or {}).get("pairs") or {}
+    real = rep.get("real_blur") or {}
     return {**rep, "held-out images": _names(held),
-            "real-blur images": _names(sorted(pairs.get("per_image") or {}))}
+            "real-blur images": _names(sorted((real.get("pairs") or {}).get("per_image") or {})),
+            "real-nogt images": _names(sorted((real.get("nogt") or {}).get("per_image") or {}))}
 
 
 def _names(names: list) -> Optional[str]:
@@ -242,10 +257,10 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
     base, new = _with_image_names(base), _with_image_names(new)
     unknown: list[str] = []
     for kind, context in (("quality", QUALITY_CONTEXT), ("real blur", REAL_BLUR_CONTEXT),
-                          ("latency", LATENCY_CONTEXT)):
+                          (NOGT, NOGT_CONTEXT), ("latency", LATENCY_CONTEXT)):
         if d := _differences(base, new, context, unknown):
             not_gated[kind] = d
-    notes = _differences(base, new, NOTED) + unknown
+    notes = _differences(base, new, NOTED) + list(dict.fromkeys(unknown))   # teacher: twice
     # A busy machine's timings say more about the other processes than about the model (the
     # same model read 5x slower here at load 12 on 2 cores): shown, not gated.
     from .machine import busy_text
@@ -269,7 +284,7 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
             if gated:
                 regressions.append(row)
             continue
-        metrics = LATENCY_METRICS if kind == "latency" else QUALITY_METRICS
+        metrics = {"latency": LATENCY_METRICS, NOGT: NOGT_METRICS}.get(kind, QUALITY_METRICS)
         for metric, tol_name in metrics.items():
             bv, nv = _number(b[key].get(metric)), _number(n[key].get(metric))
             if bv is None or nv is None:
@@ -284,7 +299,8 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
                 change = (nv - bv) / bv * 100 if bv else 0.0
                 regressed = allowed is not None and change > allowed
             label = {"ms": "median ms", "p90_ms": "p90 ms", "ssim_teacher": "ssim to teacher",
-                     "psnr": "psnr dB"}.get(metric, metric)
+                     "psnr": "psnr dB", "psnr_to_reference": "psnr to teacher"}.get(metric,
+                                                                                    metric)
             row = dict(section=section, model=model, size=size, metric=label, baseline=bv,
                        new=nv, change=change, allowed=allowed, unit=UNITS[tol_name],
                        regressed=regressed and gated, gated=gated)

@@ -358,3 +358,32 @@ def test_the_verdict_counts_the_baseline_rows_this_run_did_not_measure():
     base = _report(extra_row=True)
     last = summary_lines(compare_reports(base, _report(), TOL))[-1]
     assert last.endswith("no regression; 1 baseline row not measured"), last
+
+
+def _with_nogt(rep: dict, psnr_to_teacher: float = 35.5, frames=(0, 20)) -> dict:
+    """`rep` with --real-nogt's section as a bench of a clip writes it (its frames by name)."""
+    rep["real_blur"]["nogt"] = {
+        "has_gt": False, "reference": "teacher",
+        "input": {"sharpness": 1.0, "psnr_to_reference": 34.7},
+        "teacher": {"sharpness": 1.15},
+        "fast": {"sharpness": 1.09, "psnr_to_reference": psnr_to_teacher},
+        "per_image": {f"clip_{f:06d}": {} for f in frames}}
+    return rep
+
+
+def test_real_blur_without_ground_truth_is_compared_by_psnr_to_the_teacher():
+    """`bench --real-nogt clip.mp4 --frames 0,20 --baseline A`: the frames' PSNR to the
+    teacher's output was in neither the table nor the verdict, a student drifting from the
+    teacher on real blur passed unseen; other frames (--stride, --frames) do not compare."""
+    base = _with_nogt(_report())
+    same = compare_reports(base, _with_nogt(_report(), 35.45), TOL)
+    rows = [r for r in same["rows"] if r["section"] == "real blur no-gt"]
+    assert [(r["model"], r["metric"]) for r in rows] == [("fast", "psnr to teacher")], rows
+    assert same["regressions"] == 0
+    worse = compare_reports(base, _with_nogt(_report(), 34.9), TOL)
+    assert _regressed(worse) == {("real blur no-gt", "psnr to teacher")}
+    other = compare_reports(base, _with_nogt(_report(), 30.0, frames=(0, 10)), TOL)
+    assert other["regressions"] == 0
+    assert "real-nogt images '2: clip_000000, clip_000020' -> '2: clip_000000, clip_000010'" \
+        in other["not_gated"]["real blur no-gt"][0]
+    assert compare_reports(base, _report(), TOL)["only_in_baseline"] == ["real blur no-gt fast"]
