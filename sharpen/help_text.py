@@ -91,7 +91,7 @@ GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
         "blur settings": ("--mode", "--kernel", "--size", "--gamma", "--noise", "--jpeg-prob"),
     },
     "evaluate": {
-        "data": ("--split", "--gopro-blur", "--limit", "--crop"),
+        "data": ("--split", "--gopro-blur", "--limit", "--stride", "--frames", "--crop"),
         "figures": ("--figure-images", "--figure-crop"),
         "performance": ("--device", "--threads", "--provider"),
         "advanced": ("--teacher-config",),
@@ -102,7 +102,8 @@ GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
         "performance": ("--tile", "--overlap", "--batch-size", "--device", "--threads"),
     },
     "bench": {
-        "inputs": ("--weights", "--model", "--data", "--real-pairs", "--real-nogt", "--limit"),
+        "inputs": ("--weights", "--model", "--data", "--real-pairs", "--real-nogt", "--stride",
+                   "--frames", "--limit"),
         "quality and speed gates": ("--min-ssim-ratio", "--min-ssim-gain", "--target-fps",
                                     "--cpu-target-fps", "--max-memory-mib"),
         "timing": ("--sizes", "--stream-frames", "--tile", "--threads"),

@@ -188,3 +188,15 @@ def test_version_names_only_what_sharpen_run_can_use_as_a_backend(monkeypatch, t
     backends = next(line for line in version_text("9.9").splitlines()
                     if line.startswith("backends: "))
     assert "LiteRT (tflite-runtime) 2.14.0" in backends and "not installed: LiteRT" not in backends
+
+
+@pytest.mark.parametrize("command, group", [("bench", "inputs"), ("evaluate", "data")])
+def test_the_clip_frame_options_sit_with_the_data_they_pick_from(command, group):
+    """`sharpen bench --help` listed --stride and --frames beside --out and --full, a screen
+    above the --real-nogt clips whose frames they pick."""
+    import argparse
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    titled = {g.title: {f for a in g._group_actions for f in a.option_strings}
+              for g in sub.choices[command]._action_groups}
+    assert {"--stride", "--frames", "--limit"} <= titled[group], titled
