@@ -223,7 +223,7 @@ LATENCY_CONTEXT = [("machine", "cpu"), ("machine", "cpu_flags"), ("machine", "us
                    ("latency", "settings", "tile"), ("mode",)]
 NOTED = [("format",), ("machine", "code", "version"), ("machine", "libraries"),
          ("settings", "sizes"), ("settings", "data"), ("settings", "real_pairs"),
-         ("settings", "calibration")]
+         ("settings", "real_nogt"), ("settings", "calibration")]
 
 
 def _with_image_names(rep: dict) -> dict:

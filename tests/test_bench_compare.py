@@ -387,3 +387,14 @@ def test_real_blur_without_ground_truth_is_compared_by_psnr_to_the_teacher():
     assert "real-nogt images '2: clip_000000, clip_000020' -> '2: clip_000000, clip_000010'" \
         in other["not_gated"]["real blur no-gt"][0]
     assert compare_reports(base, _report(), TOL)["only_in_baseline"] == ["real blur no-gt fast"]
+
+
+def test_real_blur_without_ground_truth_at_another_path_is_noted_and_still_gated():
+    """The --real-nogt paths were not among the noted settings, as --data's and
+    --real-pairs' are: a clip moved between runs went unsaid."""
+    base, moved = _with_nogt(_report()), _with_nogt(_report(), 34.9)
+    base["settings"]["real_nogt"] = ["/builds/1/clips/dash.mp4"]
+    moved["settings"]["real_nogt"] = ["/builds/2/clips/dash.mp4"]
+    comp = compare_reports(base, moved, TOL)
+    assert any(n.startswith("settings.real_nogt ") for n in comp["notes"]), comp["notes"]
+    assert _regressed(comp) == {("real blur no-gt", "psnr to teacher")}
