@@ -1,8 +1,9 @@
 """`sharpen runs`: training run folders side by side, as an ablation is read: each run's state
-(finished, stopped, interrupted, killed, running), steps, wall time, best and last validation
-scores with their steps, the config keys that differ between the runs, and their curves on one
-axis. Reads only what the runs write (metrics.jsonl, train.log, config.yaml, the lock file), a
-line at a time and without taking the lock, so a run being written is read safely; no torch."""
+(finished, stopped, interrupted, failed, killed, running), steps, wall time, best and last
+validation scores with their steps, the config keys that differ between the runs, and their
+curves on one axis. Reads only what the runs write (metrics.jsonl, train.log, config.yaml, the
+lock file), a line at a time and without taking the lock, so a run being written is read safely;
+no torch."""
 from __future__ import annotations
 
 import contextlib
