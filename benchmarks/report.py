@@ -278,6 +278,7 @@ def _check_real_blur(flag: str, spec: str | Sequence[str], limit: int, need_gt: 
     from distill.images import IMAGE_EXTS, ImageReadError, is_image, read_image
     specs = nogt_paths(spec)
     clips = dict(clips=not need_gt, stride=stride, frames=frames)
+    any_clip = False
     for one in specs:
         if not need_gt and Path(one).is_file() and not (is_image(one) or is_video(one)):
             raise BenchError(f"{flag} {one}: neither an image "
@@ -296,7 +297,12 @@ def _check_real_blur(flag: str, spec: str | Sequence[str], limit: int, need_gt: 
                                  "(`sharpen labels --data VIDEO --out CACHE` saves the frames "
                                  "it labels in CACHE/frames, which these take)")
             raise BenchError(f"{flag} {one}: no images")
+        any_clip = any_clip or any(isinstance(p, ClipFrame) for _, p, _ in mine)
     shown = ", ".join(specs)
+    if not need_gt and not any_clip and (stride != 1 or frames is not None):
+        from runtime.warn import warn   # as `sharpen evaluate` says it
+        warn(f"{flag} {shown} holds no video clip: {'--stride' if frames is None else '--frames'} "
+             "applies to a clip's frames; every image is scored")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         items = source_items(specs[0] if len(specs) == 1 else specs, limit=limit, **clips)

@@ -1951,3 +1951,16 @@ def test_latency_table_shows_rounds_and_no_p90_of_one_round():
     assert all(len(r) == len(LATENCY_HEADERS) for r in (one, many))
 
 
+
+
+def test_stride_or_frames_on_real_nogt_without_a_clip_is_said_to_do_nothing(tmp_path):
+    """`sharpen bench --real-nogt photos/ --stride 5` scored every photo without a word, where
+    `sharpen evaluate` says the folder holds no clip for --stride to pick from."""
+    from benchmarks.report import _check_real_blur
+    from runtime.warn import SharpenWarning
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_image(tmp_path / "photos" / f"p{i}.png", rng.random((24, 24, 3)).astype(np.float32))
+    for kw, flag in ((dict(stride=5), "--stride"), (dict(frames=[0, 9]), "--frames")):
+        with pytest.warns(SharpenWarning, match=f"holds no video clip: {flag} applies to"):
+            _check_real_blur("--real-nogt", [str(tmp_path / "photos")], 4, need_gt=False, **kw)
