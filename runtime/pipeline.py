@@ -42,7 +42,7 @@ from .sinks import (MultiSink, NullSink, Sink, SinkError, output_sink, raised_fi
 from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, Source,
                       SourceError, SourceLost, VideoSource, open_source, refuse_live_images,
                       shown_url, spec_kind)
-from .service_notify import ServiceNotifier
+from .service_notify import EngineWork, ServiceNotifier
 from .stats import LiveReporter, Stats, StatsFile, stats_file_or_none, write_stats_atomic
 from .tiling import tiling_warnings
 from .segment_sink import SegmentSink, check_segment
@@ -529,6 +529,8 @@ class _Stream:
         self.stats = stats if stats is not None else Stats()
         self.stats_file = stats_file   # refreshed from the start until finish's final write
         self.notifier = notifier       # systemd's READY=1 and watchdog, where it listens
+        # The frame in the engine, which the watchdog counts as progress within its time
+        self.work = notifier.work if notifier is not None else EngineWork()
         self.phase = "starting"        # then running, then finishing while the output closes
         self.failing: Optional[str] = None   # an error that ends the run, said before it ends
         self.errors: list[BaseException] = []
@@ -628,7 +630,10 @@ class _Stream:
         # frame may do (seams, wasted work) either way.
         single = isinstance(src, ImageSource) and src.frame_count == 1
         self.warmup_runs = 0 if single else 2
+        # Timed for the watchdog: a photo's frame time is known before READY=1, from these.
+        self.work.begin(first.image.shape[0] * first.image.shape[1])
         self.processor.warmup(first.image, runs=self.warmup_runs)
+        self.work.end(runs=self.warmup_runs)
         first.t_capture = time.perf_counter()
         self.size, self.size_said = first.image.shape[:2], False
         stats.info = self._info(output)
@@ -886,7 +891,11 @@ class _Stream:
             if fr.image.shape[:2] != self.size:
                 self._size_changed(fr)
             t = Timings()
-            result = self.processor(fr.image, t)
+            self.work.begin(fr.image.shape[0] * fr.image.shape[1])
+            try:
+                result = self.processor(fr.image, t)
+            finally:
+                self.work.end()
             stats.add("pre", t.pre)
             stats.add("infer", t.infer)
             stats.add("post", t.post)

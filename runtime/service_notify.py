@@ -16,6 +16,8 @@ from .stats import Stats, periods
 
 # How often STATUS= is refreshed where no watchdog asks for more: `systemctl status` shows it.
 STATUS_INTERVAL = 10.0
+# How many times its expected time a frame may spend in the engine and still count as progress.
+ENGINE_SLACK = 4.0
 
 
 def _address(env: Mapping[str, str]) -> Optional[str]:
@@ -39,17 +41,54 @@ def watchdog_seconds(env: Mapping[str, str]) -> Optional[float]:
     return usec / 1e6 if usec > 0 else None
 
 
+class EngineWork:
+    """The frame the engine is sharpening, for the watchdog: a 24 MP photo takes a dozen 1080p
+    frames' time, which no `WatchdogSec=` set for a video's frames covers. Its expected time is
+    its pixels at the slowest rate a frame went so far; none is known before the first."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frame: Optional[tuple[float, int]] = None   # (monotonic start, pixels)
+        self.seconds_per_pixel = 0.0
+
+    def begin(self, pixels: int, now: Optional[float] = None) -> None:
+        with self._lock:
+            self._frame = (time.monotonic() if now is None else now, max(1, pixels))
+
+    def end(self, now: Optional[float] = None, runs: int = 1) -> None:
+        """The frame is out of the engine, after `runs` runs on it (a warm-up's)."""
+        with self._lock:
+            if self._frame is not None and runs > 0:
+                start, pixels = self._frame
+                took = (time.monotonic() if now is None else now) - start
+                self.seconds_per_pixel = max(self.seconds_per_pixel, took / runs / pixels)
+            self._frame = None
+
+    def within_time(self, now: float) -> bool:
+        """Whether a frame is in the engine and within ENGINE_SLACK times its expected time
+        (any time for the first frame, which nothing measured: a single photo's run)."""
+        with self._lock:
+            if self._frame is None:
+                return False
+            start, pixels = self._frame
+            return not self.seconds_per_pixel or \
+                now - start < ENGINE_SLACK * self.seconds_per_pixel * pixels
+
+
 class ServiceNotifier:
     """Tells the service manager how the run goes, from its own thread: STATUS= every
     STATUS_INTERVAL (or half the watchdog's period) with the state and the frames; after
     `ready()`, WATCHDOG=1 at each of those where a frame was written within the watchdog's
-    period or the source is reconnecting (which --reconnect and --timeout bound), none while
-    the frames stop (a hung read or write: the manager then restarts the run)."""
+    period, a frame is in the engine within its time (`work`), or the source is reconnecting
+    (which --reconnect and --timeout bound), none while the frames stop (a hung read or write:
+    the manager then restarts the run)."""
 
     def __init__(self, stats: Stats, state: Callable[[], str],
-                 env: Optional[Mapping[str, str]] = None) -> None:
+                 env: Optional[Mapping[str, str]] = None,
+                 work: Optional[EngineWork] = None) -> None:
         env = os.environ if env is None else env
         self.stats, self.state = stats, state
+        self.work = work if work is not None else EngineWork()
         self.address = _address(env)
         self.watchdog = watchdog_seconds(env)
         self.interval = min(STATUS_INTERVAL, self.watchdog / 2) if self.watchdog else \
@@ -114,7 +153,7 @@ class ServiceNotifier:
         frames = self.stats.frames_processed
         if frames != self._progress[1]:
             self._progress = (now, frames)
-        return now - self._progress[0] < self.watchdog
+        return now - self._progress[0] < self.watchdog or self.work.within_time(now)
 
     def _status(self, now: float) -> str:
         frames = self.stats.frames_processed

@@ -567,3 +567,32 @@ def test_the_watchdog_stops_being_pinged_when_frames_stop_though_the_clock_was_s
     assert not notifier._alive(t0 + 60)        # no frame since: the watchdog is left to fire
     stats.count("frames_processed")
     assert notifier._alive(t0 + 70)
+
+
+def test_a_photo_many_times_a_video_frames_size_keeps_the_watchdog_pinged_while_sharpened(
+        tmp_path):
+    """A library of 24 MP photos took 5 to 10 s a photo here with the `fast` model (a small
+    CPU, a minute): with `WatchdogSec=` above a 1080p frame's time, as the README says, the
+    pings stopped inside each photo and systemd killed the healthy run, and again after each
+    restart, at the same photo. A frame in the engine counts as progress for as long as its
+    pixels, at the slowest rate a frame went, take four times over; a hung engine does not."""
+    from runtime.service_notify import EngineWork, ServiceNotifier
+    from runtime.stats import Stats
+
+    stats, work = Stats(), EngineWork()
+    notifier = ServiceNotifier(stats, lambda: "running",
+                               env={"NOTIFY_SOCKET": str(tmp_path / "none"),
+                                    "WATCHDOG_USEC": "30000000"}, work=work)
+    notifier.ready()
+    t0 = time.monotonic()
+    stats.count("frames_processed")
+    assert notifier._alive(t0 + 1)
+    work.begin(2_000_000, t0)        # a 1080p frame, 1 s: the rate
+    work.end(t0 + 1)
+    work.begin(24_000_000, t0 + 1)   # then a 24 MP photo: 12 s expected, 48 allowed
+    assert notifier._alive(t0 + 40)
+    assert not notifier._alive(t0 + 60)   # past four times its time: a hung engine
+    work.end(t0 + 50)
+    stats.count("frames_processed")
+    assert notifier._alive(t0 + 61)
+    assert not notifier._alive(t0 + 100)   # no frame, none in the engine: the source hangs
