@@ -81,6 +81,10 @@ def prometheus_text(summary: dict[str, Any], camera: str) -> str:
             ("segments_closed_total", "segments_closed", "--segment files closed"),
             ("segment_frames_total", "segment_frames", "frames in the closed segments")):
         one(name, "counter", help_, summary.get(key))
+    # A library's photos that could not be read, in the run's last write (none: no sample)
+    skipped = summary.get("skipped_inputs")
+    one("skipped_inputs_total", "counter", "inputs (or stretches of one) that could not be read",
+        len(skipped) if isinstance(skipped, list) else None)
     one("fps", "gauge", "frames a second since the last refresh",
         (summary.get("recent") or {}).get("fps"))
     one("throughput_fps", "gauge", "frames a second over the whole run",

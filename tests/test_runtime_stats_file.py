@@ -1001,6 +1001,28 @@ def test_a_prom_files_last_frame_time_is_0_before_the_first_frame_so_the_alert_f
     assert m and time.time() - float(m[1]) > 60, text
 
 
+def test_a_library_runs_prom_file_counts_the_photos_it_could_not_read(model, tmp_path):
+    """A library run with a damaged photo exits 1 and its JSON --stats lists it under
+    `skipped_inputs`; its .prom said `done` and nothing else, so no alert rule could tell it
+    from a run that sharpened every photo."""
+    import re
+
+    import cv2
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    cv2.imwrite(str(lib / "a.jpg"), textured_frame(0))
+    (lib / "b.jpg").write_bytes((lib / "a.jpg").read_bytes()[:300])   # cut short
+    prom = tmp_path / "lib.prom"
+    r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                        "--source", str(lib), "--out", str(tmp_path / "out"), "--stats",
+                        str(prom), "--quiet"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    text = prom.read_text()
+    assert re.search(r'^sharpen_skipped_inputs_total\{camera="lib"\} 1$', text, re.M), text
+    assert re.search(r'^sharpen_frames_total\{camera="lib"\} 1$', text, re.M), text
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_resume_from_a_fifo_is_refused_naming_the_fifo(model, tmp_path):
     """`--resume` from a FIFO was refused as `feed.y4m (video) cannot be resumed (a camera's or
