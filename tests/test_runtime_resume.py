@@ -315,6 +315,27 @@ def test_resume_without_a_stopped_run_or_from_a_camera_is_refused(made, tmp_path
     assert "--resume needs --out naming the stopped run's output" in r.stderr, r.stderr
 
 
+def test_an_evenly_timed_clips_record_from_before_the_rate_and_quality_were_kept_resumes(
+        made, tmp_path):
+    """An upgrade between a stop and its --resume: the record an earlier version kept has no
+    video rate (`source.fps`) and no --quality. An evenly timed clip's video took its own rate
+    then as now, and an image folder OpenCV's JPEG default, so both resume, not refused."""
+    for name in ("sharp.mp4", "frames"):
+        out = tmp_path / name
+        argv = ["--model", str(made["model"]), "--source", str(made["clip"]), "--out", str(out)]
+        code, err = stopped(argv, 10, signal.SIGINT, _env(None))
+        assert code == 130, err
+        from runtime.resume import record_path
+        record_file = record_path(out)
+        record = json.loads(record_file.read_text())
+        record["source"].pop("fps", None)
+        record["source"].pop("average_fps", None)
+        del record["options"]["quality"]
+        record_file.write_text(json.dumps(record))
+        r = sharpen(*argv, "--resume")
+        assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("ext, how", [(".mp4", "seek"), (".ts", "read")])
 def test_a_seek_is_checked_and_frames_read_and_dropped_where_it_lands_elsewhere(tmp_path, ext,
                                                                                how):
