@@ -76,7 +76,10 @@ def prometheus_text(summary: dict[str, Any], camera: str) -> str:
             ("frames_captured_total", "frames_captured", "frames read from the source"),
             ("dropped_frames_total", "dropped_frames", "stale live frames dropped"),
             ("repeated_frames_total", "repeated_frames",
-             "frames repeated in the video over drops"),
+             "frames repeated in the video to keep its times (a live source's drops, a "
+             "variable-rate clip's longer gaps)"),
+            ("left_out_frames_total", "left_out_frames",
+             "frames sharpened but left out of the video, closer together than its interval"),
             ("reconnects_total", "reconnects", "times the source was reconnected"),
             ("segments_closed_total", "segments_closed", "--segment files closed"),
             ("segment_frames_total", "segment_frames", "frames in the closed segments")):

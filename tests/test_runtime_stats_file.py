@@ -1001,6 +1001,23 @@ def test_a_prom_files_last_frame_time_is_0_before_the_first_frame_so_the_alert_f
     assert m and time.time() - float(m[1]) > 60, text
 
 
+def test_a_prom_file_counts_the_frames_a_video_left_out_beside_those_it_repeated():
+    """A variable-rate clip's video repeats frames before its longer gaps and leaves out those
+    closer together than its interval (`left_out_frames` in the JSON, which --fps at the
+    clip's average makes many of). The .prom file gave the repeats alone, as "over drops",
+    the live case's, and not the frames a video lost."""
+    import re
+
+    from runtime.prometheus import prometheus_text
+    from runtime.stats import Stats
+
+    text = prometheus_text({**Stats().summary(), "repeated_frames": 87,
+                            "left_out_frames": 180}, "clip")
+    assert re.search(r'^sharpen_left_out_frames_total\{camera="clip"\} 180$', text, re.M), text
+    help_ = re.search(r"^# HELP sharpen_repeated_frames_total (.*)$", text, re.M)
+    assert help_ and "variable-rate" in help_[1], text
+
+
 def test_a_library_runs_prom_file_counts_the_photos_it_could_not_read(model, tmp_path):
     """A library run with a damaged photo exits 1 and its JSON --stats lists it under
     `skipped_inputs`; its .prom said `done` and nothing else, so no alert rule could tell it
