@@ -50,6 +50,8 @@ class EngineWork:
         self._lock = threading.Lock()
         self._frame: Optional[tuple[float, int]] = None   # (monotonic start, pixels)
         self.seconds_per_pixel = 0.0
+        # When a frame last came out of the engine: progress, whose writing comes next
+        self.last_end = -float("inf")
 
     def begin(self, pixels: int, now: Optional[float] = None) -> None:
         with self._lock:
@@ -60,8 +62,10 @@ class EngineWork:
         with self._lock:
             if self._frame is not None and runs > 0:
                 start, pixels = self._frame
-                took = (time.monotonic() if now is None else now) - start
-                self.seconds_per_pixel = max(self.seconds_per_pixel, took / runs / pixels)
+                now = time.monotonic() if now is None else now
+                self.seconds_per_pixel = max(self.seconds_per_pixel,
+                                             (now - start) / runs / pixels)
+                self.last_end = now
             self._frame = None
 
     def within_time(self, now: float) -> bool:
@@ -78,10 +82,10 @@ class EngineWork:
 class ServiceNotifier:
     """Tells the service manager how the run goes, from its own thread: STATUS= every
     STATUS_INTERVAL (or half the watchdog's period) with the state and the frames; after
-    `ready()`, WATCHDOG=1 at each of those where a frame was written within the watchdog's
-    period, a frame is in the engine within its time (`work`), or the source is reconnecting
-    (which --reconnect and --timeout bound), none while the frames stop (a hung read or write:
-    the manager then restarts the run)."""
+    `ready()`, WATCHDOG=1 at each of those where a frame was written or came out of the engine
+    within the watchdog's period, one is in the engine within its time (`work`), or the
+    source is reconnecting (which --reconnect and --timeout bound), none while the frames stop
+    (a hung read or write: the manager then restarts the run)."""
 
     def __init__(self, stats: Stats, state: Callable[[], str],
                  env: Optional[Mapping[str, str]] = None,
@@ -153,7 +157,8 @@ class ServiceNotifier:
         frames = self.stats.frames_processed
         if frames != self._progress[1]:
             self._progress = (now, frames)
-        return now - self._progress[0] < self.watchdog or self.work.within_time(now)
+        return (now - max(self._progress[0], self.work.last_end) < self.watchdog
+                or self.work.within_time(now))
 
     def _status(self, now: float) -> str:
         frames = self.stats.frames_processed

@@ -593,6 +593,10 @@ def test_a_photo_many_times_a_video_frames_size_keeps_the_watchdog_pinged_while_
     assert notifier._alive(t0 + 40)
     assert not notifier._alive(t0 + 60)   # past four times its time: a hung engine
     work.end(t0 + 50)
+    # Out of the engine is progress: the last photo's encoding (seconds for a 24 MP PNG) gets
+    # a watchdog period of its own, where the last frame written was a photo's time ago.
+    assert notifier._alive(t0 + 70)
+    assert not notifier._alive(t0 + 90)   # not written since: a hung write
     stats.count("frames_processed")
-    assert notifier._alive(t0 + 61)
-    assert not notifier._alive(t0 + 100)   # no frame, none in the engine: the source hangs
+    assert notifier._alive(t0 + 91)
+    assert not notifier._alive(t0 + 130)   # no frame, none in the engine: the source hangs
