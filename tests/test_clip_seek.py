@@ -121,3 +121,47 @@ def test_a_clip_found_unseekable_late_goes_on_from_where_it_was(tmp_path):
     assert all(np.array_equal(f, seq[i]) for i, f in zip(order, got))
     assert reader.seeks == 0 and reader._seek.exact is False
     assert reader.decoded == 141
+
+
+def _cut_mid_gop(tmp_path) -> str:
+    """A .ts whose first bytes are cut away, as a recording joined mid-stream: its first
+    packet is no keyframe, so its keyframes cannot be listed."""
+    full = _clip(tmp_path / "full.ts", "-g", "30", "-bf", "0", n=300)
+    data = open(full, "rb").read()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[188 * (len(data) // 188 // 5):])   # whole 188-byte TS packets
+    return str(cut)
+
+
+def test_a_clip_whose_keyframes_cannot_be_listed_is_decoded_forward_and_says_why(tmp_path):
+    # Without its keyframe list a pause past the first frames checked would go unseen, and
+    # every seek after it would land on another frame: such a clip is never sought.
+    clip = _cut_mid_gop(tmp_path)
+    seq = _sequential(clip)
+    order = [3, 100, 150, 200, len(seq) - 1]
+    got, reader = _read(clip, order)
+    for i, f in zip(order, got):
+        assert np.array_equal(f, seq[i]), f"frame {i} is another frame"
+    assert reader.seeks == 0
+    assert reader.seek_note == (f"{clip}: decoded forward from its start (its keyframes "
+                                "cannot be listed: its first packet is no keyframe)")
+
+
+def test_an_open_gop_clip_is_decoded_forward_and_says_open_gop(tmp_path):
+    clip = _clip(tmp_path / "open-gop.mp4", "-g", "12", "-bf", "3",
+                 "-x264-params", "open-gop=1")
+    seq = _sequential(clip)
+    got, reader = _read(clip, ORDER)
+    for i, f in zip(ORDER, got):
+        assert np.array_equal(f, seq[i]), f"frame {i} is another frame"
+    assert reader.seeks == 0
+    assert reader.seek_note == (f"{clip}: decoded forward from its start "
+                                "(open GOP: a seek may land elsewhere)")
+
+
+def test_a_sought_clip_and_one_read_forward_anyway_have_no_note(tmp_path):
+    clip = _clip(tmp_path / "dash.mp4", "-g", "10", "-bf", "0")
+    _, reader = _read(clip, ORDER)
+    assert reader.seeks >= 3 and reader.seek_note is None
+    _, reader = _read(clip, list(range(20)))   # never far enough ahead to look
+    assert reader.seek_note is None

@@ -31,26 +31,41 @@ PROBE_SPAN = 600
 SEEK_BACK = 16
 
 
-def keyframes(path: str | os.PathLike) -> Optional[list[tuple[int, float]]]:
+def keyframes(path: str | os.PathLike) -> tuple[Optional[list[tuple[int, float]]], str]:
     """(index, timestamp in ms) of a clip's keyframes, the index in packet order (where
     B-frames reorder a closed GOP its keyframe's is the same), read from the packets without
-    decoding them; None where the backend cannot say (not FFmpeg, or an OpenCV without raw
-    packet reads)."""
+    decoding them, and why seeking is unsafe ("" where the list allows it): None and why
+    where the list cannot be read whole (not FFmpeg, an OpenCV without raw packet reads, a
+    first packet that is no keyframe), the list and "open GOP..." where a packet after a
+    keyframe shows before it (a seek to that keyframe drops or garbles those frames)."""
     flag = getattr(cv2, "CAP_PROP_LRF_HAS_KEY_FRAME", None)
     if flag is None:
-        return None
+        return None, "its keyframes cannot be listed: this OpenCV reads no raw packets"
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_FORMAT, -1])
     try:
         if not cap.isOpened():
-            return None
-        keys, i = [], 0
+            return None, "its keyframes cannot be listed: its packets cannot be read"
+        declared = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        keys, stamps = [], []
         while cap.grab():
+            stamps.append(cap.get(cv2.CAP_PROP_POS_MSEC))
             if cap.get(flag):
-                keys.append((i, cap.get(cv2.CAP_PROP_POS_MSEC)))
-            i += 1
+                keys.append((len(stamps) - 1, stamps[-1]))
     finally:
         cap.release()
-    return keys if keys and keys[0][0] == 0 else None
+    if not keys or keys[0][0] != 0:
+        return None, "its keyframes cannot be listed: its first packet is no keyframe"
+    if math.isfinite(declared) and declared >= 1 and len(stamps) < int(declared):
+        # Packets unread past a damaged one: a keyframe among them goes unchecked.
+        return None, (f"its keyframes cannot be listed: {len(stamps)} of its "
+                      f"{int(declared)} packets read")
+    # Earliest timestamp from each packet on: a keyframe later than it leads an open GOP.
+    later = stamps[:]
+    for i in range(len(later) - 2, -1, -1):
+        later[i] = min(later[i], later[i + 1])
+    if any(i + 1 < len(later) and later[i + 1] < t for i, t in keys):
+        return keys, "open GOP: a seek may land elsewhere"
+    return keys, ""
 
 
 class SeekCheck:
@@ -72,8 +87,13 @@ class SeekCheck:
         if self.exact is False or index - start < SEEK_AHEAD:
             return False
         if not self._scanned:
-            self.keys, self._scanned = keyframes(self.path), True
-        return self.keys is None or any(start < k <= index - SEEK_BACK for k, _ in self.keys)
+            self._scanned = True
+            self.keys, unsafe = keyframes(self.path)
+            if unsafe:
+                # Without the whole keyframe list a pause past the frames checked goes unseen.
+                self.exact, self.why = False, unsafe
+                return False
+        return any(start < k <= index - SEEK_BACK for k, _ in self.keys or [])
 
     def check(self, cap, frame_count: int, near: int) -> bool:
         """Set `exact` for the clip `cap` reads (its position is then anywhere): the frame a
@@ -109,7 +129,7 @@ class SeekCheck:
         if any(not self._on_time(i, t) for i, t in [*enumerate(stamps), *(self.keys or [])]):
             # Every keyframe is checked, not the first frames alone: a pause an hour into a
             # clip barely moves its mean rate, and every seek past it would land early.
-            return False, "variable frame rate (timestamps off the declared rate)"
+            return False, "variable frame rate: a seek may land frames early or late"
         got = self.read_at(cap, probe)
         if got is None or not np.array_equal(got, want):
             return False, f"a seek to frame {probe} gave another frame than decoding forward"

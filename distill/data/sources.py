@@ -739,6 +739,14 @@ class FrameReader:
     def read(self, index: int) -> np.ndarray:
         return to_rgb_float(self.read_bgr(index), f"{self.path}[frame {index}]")
 
+    @property
+    def seek_note(self) -> Optional[str]:
+        """Why this clip is decoded forward where a seek would have saved decoding, in one
+        line for the user (a slow evaluation says why); None where nothing was ruled out."""
+        if self._seek.exact is not False:
+            return None
+        return f"{self.path}: decoded forward from its start ({self._seek.why})"
+
     def close(self) -> None:
         if self._cap is not None:
             self._cap.release()
