@@ -34,7 +34,7 @@ Fn = Callable[[np.ndarray], np.ndarray]
 RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outputs", "split",
             "crop", "limit", "flat_images", "weights", "per_image", "reference", "interrupted",
             "exit_code", "teacher_labels", "environment", "convention", "clip_frames",
-            "stride", "frames", "cut_clips", "clips_left_out"}
+            "stride", "frames", "cut_clips", "clips_left_out", "seek_notes"}
 
 
 # Rows of `sharpen evaluate --out`'s figure (--figure-images), and the images whose outputs
@@ -932,6 +932,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
         res["stride"], res["frames"] = stride, sorted(frames) if frames is not None else None
     if used.get("clips_left_out"):
         res["clips_left_out"] = list(used["clips_left_out"])
+    if reader.seek_notes:   # why a slow evaluation decoded a clip from its start
+        res["seek_notes"] = list(reader.seek_notes)
     if stopped is not None:
         res["exit_code"] = interrupt_exit_code(stopped)   # 130 Ctrl-C, 143 SIGTERM
     for k, ratios in sharp_ratio.items():

@@ -162,6 +162,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(format_table(res))
     if said := teacher_labels_line(res):
         print(said)
+    for note in res.get("seek_notes") or []:
+        print(f"note: {note}")
     outputs = res.pop("outputs")
     if args.out:
         out = Path(args.out)

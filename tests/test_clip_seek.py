@@ -165,3 +165,14 @@ def test_a_sought_clip_and_one_read_forward_anyway_have_no_note(tmp_path):
     assert reader.seeks >= 3 and reader.seek_note is None
     _, reader = _read(clip, list(range(20)))   # never far enough ahead to look
     assert reader.seek_note is None
+
+
+def test_sharpen_evaluate_says_once_why_an_open_gop_clip_is_decoded_forward(tmp_path, capsys):
+    from sharpen.cli import main
+    clip = _clip(tmp_path / "open-gop.mp4", "-g", "12", "-bf", "3",
+                 "-x264-params", "open-gop=1")
+    assert main(["evaluate", "--weights", "fast", "--data", clip,
+                 "--frames", "3,100,140"]) == 0
+    out = capsys.readouterr().out
+    note = f"note: {clip}: decoded forward from its start (open GOP: a seek may land elsewhere)"
+    assert out.count(note) == 1, out

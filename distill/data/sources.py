@@ -766,6 +766,13 @@ class SampleReader:
     def __init__(self, keep: int = 2):
         self.keep = keep
         self._videos: dict[Path, FrameReader] = {}   # in the order last read
+        # FrameReader.seek_note of each clip read, once (a clip closed and reopened repeats it)
+        self.seek_notes: list[str] = []
+
+    def _closed(self, reader: FrameReader) -> None:
+        reader.close()
+        if (note := reader.seek_note) and note not in self.seek_notes:
+            self.seek_notes.append(note)
 
     def input_raw(self, sample: Sample) -> np.ndarray:
         """Video frames: the decoded uint8 BGR frame; files: raise (use read_image)."""
@@ -773,7 +780,7 @@ class SampleReader:
         reader = self._videos.pop(sample.input, None)
         if reader is None:
             while len(self._videos) >= self.keep:   # the one read longest ago
-                self._videos.pop(next(iter(self._videos))).close()
+                self._closed(self._videos.pop(next(iter(self._videos))))
             reader = FrameReader(sample.input)
         self._videos[sample.input] = reader
         return reader.read_bgr(sample.frame)
@@ -785,5 +792,5 @@ class SampleReader:
 
     def close(self) -> None:
         for r in self._videos.values():
-            r.close()
+            self._closed(r)
         self._videos.clear()
