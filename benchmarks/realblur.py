@@ -40,6 +40,8 @@ def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: 
     def scored(key: str, source, title: str, **kw) -> None:
         """One set scored by every model into res[key], its side-by-side figure written."""
         r = evaluate_fns(fns, source, progress=not quiet, **kw)
+        for note in r.get("seek_notes") or []:   # as `sharpen evaluate` says it
+            say(f"note: {note}")
         outputs = r.pop("outputs")
         res[key] = _with_failed(r, failed)
         # 128 px crops come out at 2x for up to six columns (input, teacher, three

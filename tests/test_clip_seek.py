@@ -176,3 +176,14 @@ def test_sharpen_evaluate_says_once_why_an_open_gop_clip_is_decoded_forward(tmp_
     out = capsys.readouterr().out
     note = f"note: {clip}: decoded forward from its start (open GOP: a seek may land elsewhere)"
     assert out.count(note) == 1, out
+
+
+def test_bench_real_nogt_says_why_an_open_gop_clip_is_decoded_forward(tmp_path):
+    from benchmarks.realblur import run_real_blur
+    clip = _clip(tmp_path / "open-gop.mp4", "-g", "12", "-bf", "3",
+                 "-x264-params", "open-gop=1")
+    said: list[str] = []
+    run_real_blur(None, [clip], lambda x: x, [], tmp_path, said.append, None, None,
+                  quiet=True, frames=[3, 100, 140])
+    note = f"note: {clip}: decoded forward from its start (open GOP: a seek may land elsewhere)"
+    assert said.count(note) == 1, said
