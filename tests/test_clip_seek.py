@@ -187,3 +187,21 @@ def test_bench_real_nogt_says_why_an_open_gop_clip_is_decoded_forward(tmp_path):
                   quiet=True, frames=[3, 100, 140])
     note = f"note: {clip}: decoded forward from its start (open GOP: a seek may land elsewhere)"
     assert said.count(note) == 1, said
+
+
+def test_a_clip_whose_packets_stop_before_its_declared_frames_is_decoded_forward(tmp_path):
+    # Cut short after its header: the keyframes past the cut go unlisted and unchecked.
+    whole = _clip(tmp_path / "whole.mp4", "-g", "10", "-bf", "0", "-movflags", "+faststart")
+    data = open(whole, "rb").read()
+    clip = tmp_path / "cut.mp4"
+    clip.write_bytes(data[: len(data) * 3 // 4])
+    seq = _sequential(str(clip))
+    assert 90 < len(seq) < N
+    order = [3, 90, len(seq) - 1]
+    got, reader = _read(str(clip), order)
+    for i, f in zip(order, got):
+        assert np.array_equal(f, seq[i]), f"frame {i} is another frame"
+    assert reader.seeks == 0
+    assert reader.seek_note.startswith(f"{clip}: decoded forward from its start (its keyframes "
+                                       "cannot be listed whole: ")
+    assert reader.seek_note.endswith(f" of the {N} frames it declares)")

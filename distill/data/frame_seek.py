@@ -6,7 +6,9 @@ timestamps start where the decoder's first frame is, wrong (a frame early or lat
 off) on a variable-rate clip or where timestamps and decode order disagree. So a clip is sought
 only after `SeekCheck` found it exact: a frame reached by a seek is the very frame decoding
 forward gives, its timestamps run at the declared rate from the first frame to the last, and
-each seek lands on the index and timestamp asked for. Otherwise frames are decoded forward.
+each seek lands on the index and timestamp asked for. That needs every keyframe listed
+(a pause between the frames checked goes unseen otherwise) and no open GOP. Otherwise
+frames are decoded forward, and `SeekCheck.why` says why.
 
 Only OpenCV is needed (no torch).
 """
@@ -57,8 +59,8 @@ def keyframes(path: str | os.PathLike) -> tuple[Optional[list[tuple[int, float]]
         return None, "its keyframes cannot be listed: its first packet is no keyframe"
     if math.isfinite(declared) and declared >= 1 and len(stamps) < int(declared):
         # Packets unread past a damaged one: a keyframe among them goes unchecked.
-        return None, (f"its keyframes cannot be listed: {len(stamps)} of its "
-                      f"{int(declared)} packets read")
+        return None, (f"its keyframes cannot be listed whole: {len(stamps)} packets read "
+                      f"of the {int(declared)} frames it declares")
     # Earliest timestamp from each packet on: a keyframe later than it leads an open GOP.
     later = stamps[:]
     for i in range(len(later) - 2, -1, -1):
