@@ -205,3 +205,15 @@ def test_a_clip_whose_packets_stop_before_its_declared_frames_is_decoded_forward
     assert reader.seek_note.startswith(f"{clip}: decoded forward from its start (its keyframes "
                                        "cannot be listed whole: ")
     assert reader.seek_note.endswith(f" of the {N} frames it declares)")
+
+
+def test_the_check_itself_refuses_a_clip_whose_keyframes_cannot_be_listed(tmp_path):
+    from distill.data.frame_seek import SeekCheck
+    clip = _cut_mid_gop(tmp_path)
+    cap = cv2.VideoCapture(clip)
+    try:
+        seek = SeekCheck(clip)
+        assert seek.check(cap, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 100) is False
+    finally:
+        cap.release()
+    assert seek.why == "its keyframes cannot be listed: its first packet is no keyframe"

@@ -80,6 +80,7 @@ class SeekCheck:
         self.why = ""   # why seeking was ruled out, for a test or a curious user
         self.keys: Optional[list[tuple[int, float]]] = None
         self._scanned = False
+        self._unsafe = ""
         self._t0 = 0.0
         self._fps = 0.0
 
@@ -88,14 +89,17 @@ class SeekCheck:
         the keyframe the seek decodes from is after `start` (else it decodes more)."""
         if self.exact is False or index - start < SEEK_AHEAD:
             return False
+        if unsafe := self._scan():
+            self.exact, self.why = False, unsafe
+            return False
+        return any(start < k <= index - SEEK_BACK for k, _ in self.keys or [])
+
+    def _scan(self) -> str:
+        """Lists the keyframes once; why seeking is unsafe, "" where the list allows it."""
         if not self._scanned:
             self._scanned = True
-            self.keys, unsafe = keyframes(self.path)
-            if unsafe:
-                # Without the whole keyframe list a pause past the frames checked goes unseen.
-                self.exact, self.why = False, unsafe
-                return False
-        return any(start < k <= index - SEEK_BACK for k, _ in self.keys or [])
+            self.keys, self._unsafe = keyframes(self.path)
+        return self._unsafe
 
     def check(self, cap, frame_count: int, near: int) -> bool:
         """Set `exact` for the clip `cap` reads (its position is then anywhere): the frame a
@@ -107,9 +111,12 @@ class SeekCheck:
         return self.exact
 
     def _check(self, cap, frame_count: int, near: int) -> tuple[bool, str]:
+        if unsafe := self._scan():
+            # Without the whole keyframe list a pause past the frames checked goes unseen.
+            return False, unsafe
         fps = cap.get(cv2.CAP_PROP_FPS)
         if not (math.isfinite(fps) and fps > 0) or frame_count < 2:
-            return False, "no frame rate or frame count"
+            return False, "it declares no frame rate or frame count"
         # A few frames past a keyframe: the seek decodes forward from it, as most seeks do.
         past = SEEK_BACK + 2
         later = [k for k, _ in (self.keys or []) if 0 < k <= min(near, PROBE_SPAN) - past]
@@ -117,13 +124,13 @@ class SeekCheck:
         ref = cv2.VideoCapture(self.path)
         try:
             if not ref.isOpened():
-                return False, "cannot reopen"
+                return False, "it cannot be opened a second time"
             ref = oriented(ref, self.path)
             stamps, want = [], None
             for _ in range(probe + 1):
                 ok, want = ref.read()
                 if not ok:
-                    return False, "a frame before the probe does not decode"
+                    return False, f"frame {len(stamps)} does not decode"
                 stamps.append(ref.get(cv2.CAP_PROP_POS_MSEC))
         finally:
             ref.release()
@@ -140,7 +147,7 @@ class SeekCheck:
         last = (min(self.keys[-1][0] + SEEK_BACK, frame_count - 1) if self.keys
                 else frame_count - 1)
         if self.read_at(cap, last) is None:
-            return False, f"frame {last} is not where the frame rate puts it"
+            return False, f"a seek to frame {last} lands elsewhere"
         return True, ""
 
     def _on_time(self, index: int, msec: float) -> bool:
