@@ -260,6 +260,15 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
                           (NOGT, NOGT_CONTEXT), ("latency", LATENCY_CONTEXT)):
         if d := _differences(base, new, context, unknown):
             not_gated[kind] = d
+    # Scores of another PSNR/SSIM formula (an older version's) differ by the formula, not the
+    # model: every kind of score row is then shown, not gated.
+    conventions = [(rep.get("quality") or {}).get("convention") for rep in (base, new)]
+    if all(isinstance(c, dict) for c in conventions) and conventions[0] != conventions[1]:
+        which = sorted(k for k in {*conventions[0], *conventions[1]}
+                       if conventions[0].get(k) != conventions[1].get(k))
+        for kind in ("quality", "real blur", NOGT):
+            not_gated.setdefault(kind, []).append(
+                f"quality.convention differs ({', '.join(which)}): scored by another formula")
     notes = _differences(base, new, NOTED) + list(dict.fromkeys(unknown))   # teacher: twice
     # A busy machine's timings say more about the other processes than about the model (the
     # same model read 5x slower here at load 12 on 2 cores): shown, not gated.

@@ -398,3 +398,18 @@ def test_real_blur_without_ground_truth_at_another_path_is_noted_and_still_gated
     comp = compare_reports(base, moved, TOL)
     assert any(n.startswith("settings.real_nogt ") for n in comp["notes"]), comp["notes"]
     assert _regressed(comp) == {("real blur no-gt", "psnr to teacher")}
+
+
+def test_scores_by_another_psnr_ssim_formula_are_shown_not_gated():
+    """A baseline whose report says its SSIM was computed another way (an older version's
+    formula) was compared silently: its SSIM differences came from the formula, not the model."""
+    from distill.metrics import CONVENTION
+    base, new = _report(), _report(ssim=0.50)
+    new["quality"]["convention"] = CONVENTION
+    base["quality"]["convention"] = {**CONVENTION, "ssim": "7x7 uniform window"}
+    comp = compare_reports(base, new, TOL)
+    assert not _regressed(comp), comp["rows"]
+    assert set(comp["not_gated"]) >= {"quality", "real blur"}, comp["not_gated"]
+    assert any("quality.convention differs (ssim)" in d for d in comp["not_gated"]["quality"])
+    base["quality"]["convention"] = CONVENTION   # the same formula: gated as before
+    assert ("quality", "ssim") in _regressed(compare_reports(base, new, TOL))
