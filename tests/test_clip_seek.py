@@ -4,13 +4,14 @@ frame identity against a sequential decode of tiny generated H.264 clips."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from distill.data.sources import FrameReader
-from tests.runtime_fixtures import ffmpeg_or_skip
+from tests.runtime_fixtures import ffmpeg_or_skip, read_video
 
 W, H, N = 64, 48, 150
 
@@ -34,15 +35,7 @@ def _clip(path, *x264: str, vf: str = "", n: int = N) -> str:
 
 
 def _sequential(path: str) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(path)
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
-    cap.release()
-    return frames
+    return read_video(Path(path))[0]
 
 
 def _read(path: str, order: list[int]) -> tuple[list[np.ndarray], FrameReader]:
