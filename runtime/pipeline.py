@@ -608,10 +608,11 @@ class _Stream:
                 video.join(Path(output), self.progress["slots"])
         # A file's frames go into a video at its own rate by their times in the file: a phone
         # records at a variable rate, and written one per slot at the average rate they drifted
-        # from the sound copied beside them (0.5 s by the middle of a clip). --fps other than
-        # the file's plays it faster or slower on purpose: frame by frame, as before.
+        # from the sound copied beside them (0.5 s by the middle of a clip). So does a
+        # variable-rate clip at any --fps; a constant-rate clip's --fps other than its own
+        # plays it faster or slower on purpose: frame by frame.
         self.timed = (isinstance(src, VideoSource) and src.kind == "video" and not src.live
-                      and bool(src.fps) and src.own_rate(self.video_fps)
+                      and bool(src.fps) and src.placed_at(self.video_fps)
                       and _writes_video(self.sink))
         self.frames = src.frames(self.stop)
         first = next(self.frames, None)
@@ -1393,9 +1394,10 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
             # A local file's sound, which OpenCV's writer leaves out (a --compare video keeps
             # it too: both sides play in the source's time). A URL's is not fetched again.
             file_sink.audio_source, file_sink.audio_live = str(src.target), src.live
-            # The rate the sound is matched to: the file's, else --fps taken as the clip's; 0
-            # where neither is known and the video's rate is a guess.
-            file_sink.source_fps = (fps_asked if fps_asked and src.own_rate(fps_asked)
+            # The rate the sound is matched to: --fps where the frames are placed by their
+            # times (or taken as the clip's), else the file's; 0 where neither is known and
+            # the video's rate is a guess.
+            file_sink.source_fps = (fps_asked if fps_asked and src.placed_at(fps_asked)
                                     else src.fps or fps_asked or 0.0)
         # What a camera or a pipe gave is not given again: an earlier run's recording is kept,
         # and its frames numbered on.

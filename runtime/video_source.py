@@ -572,10 +572,13 @@ class VideoSource(Source):
         self.cap.release()
         self.closed = True
 
-    def own_rate(self, rate: float) -> bool:
-        """Whether a video at `rate` fps plays this file's frames in their own time: its rate,
-        or, where that is a variable-rate clip's peak, the average players give it (--fps)."""
-        return any(r and abs(rate - r) <= 1e-3 * r for r in (self.fps, self.average_fps))
+    def placed_at(self, rate: float) -> bool:
+        """Whether a video at `rate` fps takes this file's frames by their times (and its
+        sound): at its own rate, and a variable-rate clip's at any (--fps as ffmpeg's
+        -fps_mode cfr -r), which frame by frame would drift from its sound. A constant-rate
+        clip's --fps of another rate plays it faster or slower, frame by frame."""
+        return bool(self.average_fps) or bool(self.fps) and abs(rate - self.fps) <= \
+            1e-3 * self.fps
 
     def describe(self) -> dict:
         d = super().describe()

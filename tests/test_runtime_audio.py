@@ -432,6 +432,28 @@ def test_fps_of_a_variable_rate_clips_average_keeps_its_sound_and_times(
     assert "the 13 fps video (--fps; the clip's peak rate is 20) repeats" in err, err
 
 
+def test_fps_of_another_rate_places_a_variable_rate_clips_frames_by_their_times(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg):
+    """--fps 16 on the clip above (20 fps peak, 13 on average), as ffmpeg's -fps_mode cfr
+    -r 16: a 16 fps video whose frames are placed by their times, those in a filled interval
+    left out, and its sound kept. Written frame by frame instead, 39 frames at 16 fps played
+    2.4 s, the flash at 1.19 s, and the sound was left out with a warning."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _marked_clip(ffmpeg, tmp_path / "phone.mp4",
+                        "select='not(between(t,0.5,1.9))+not(mod(n,4))'")
+    out = tmp_path / "sharp.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip),
+                   "--out", str(out), "--fps", "16")
+    assert rc == 0 and "warning" not in err, err
+    frames, fps = read_video(out)
+    assert fps == pytest.approx(16) and abs(len(frames) - 48) <= 1, (fps, len(frames))
+    flash, click, frame = _flash_and_click(ffmpeg, out)
+    assert click == pytest.approx(MARK_S, abs=0.01) and abs(flash - click) < frame, (flash,
+                                                                                      click)
+    assert "the 16 fps video (--fps; the clip's peak rate is 20) repeats" in err, err
+    assert "leaves out" in err, err
+
+
 def test_a_constant_rate_clips_uneven_timestamps_move_no_frame(
         tmp_path, capsys, monkeypatch, onnx_model, ffmpeg):
     """Frames up to 0.4 of an interval off their slots (a recorder's clock, a timebase's
