@@ -548,8 +548,12 @@ def _retimed_note(summary: dict, source: str, asked: float = 0.0) -> str:
         return ""
     fps = (summary.get("source") or {}).get("fps") or 0
     average = (summary.get("source") or {}).get("average_fps")
-    if average and asked and abs(asked - fps) > 1e-3 * fps:   # --fps of its average
-        rate = f"{asked:g} fps video (--fps; the clip's peak rate is {fps:g})"
+    peak = (summary.get("source") or {}).get("peak_fps")   # above the video's cap
+    if average and asked and abs(asked - fps) > 1e-3 * fps:   # --fps of another rate
+        rate = f"{asked:g} fps video (--fps; the clip's peak rate is {peak or fps:g})"
+    elif peak:
+        rate = (f"{fps:g} fps video (the clip's peak rate of {peak:.4g} capped at {fps:g}; "
+                f"{average:.3g} on average; --fps {peak:.4g} keeps every frame)")
     else:
         rate = (f"{fps:g} fps video (the clip's peak rate; {average:.3g} on average)"
                 if average else f"{fps:g} fps video")

@@ -55,6 +55,12 @@ GUESSED_TIMES_EXTS = frozenset({".mpg", ".mpeg", ".vob", ".m2p"})
 # (runtime/frame_rate.py): an evenly timed clip whose last frame lasts longer, or a recorder's
 # jitter, reads a few percent off; a phone's 60 fps clip with a 30 fps stretch, far more.
 PEAK_OVER_AVERAGE = 1.1
+# The most a peak rate is taken up to, for a clip averaging no more: a screen recording
+# averaging 36 fps with a 1.5 s burst at 120, written at 120, sharpened and encoded 3.3 times
+# its frames for that burst's sake. 60 keeps a phone's 60 fps whole, as HandBrake's usual
+# peak does; a clip averaging more (a 120 fps game capture that dips) takes its peak, and
+# --fps any rate, the frames still placed by their times.
+PEAK_CAP_FPS = 60.0
 # The frame rates a header may declare and be believed: the video writers refuse rates far
 # below (mp4v fails to open at 0.001 fps, VP8 writes unplayable files at 0.01), and misbehave
 # far above (1e300 hung inside cv2.VideoWriter). Outside them the rate counts as unknown.
@@ -158,9 +164,12 @@ class VideoSource(Source):
         # OpenCV's rate is the average: a variable-rate clip's video takes its peak rate,
         # where that is well above it, so that its faster stretches lose no frame.
         self.average_fps: Optional[float] = None
+        self.peak_fps: Optional[float] = None   # the peak, where the video takes less (capped)
         peak = peak_fps(target) if self._timed and self.fps and not live else None
-        if peak and self.fps * PEAK_OVER_AVERAGE < peak <= MAX_FPS:
-            self.average_fps, self.fps = self.fps, peak
+        rate = PEAK_CAP_FPS if peak and self.fps <= PEAK_CAP_FPS < peak else peak
+        if peak and rate and self.fps * PEAK_OVER_AVERAGE < rate <= MAX_FPS:
+            self.average_fps, self.fps = self.fps, rate
+            self.peak_fps = peak if rate < peak else None
         if not self.fps and fps_prop and fps_prop > 0:   # nan compares False: left unsaid
             # A warning: a video output then runs at another rate than the header says.
             warn(f"{spec} declares {fps_prop:g} fps, outside {MIN_FPS:g} to {MAX_FPS:g}: taken "
@@ -585,6 +594,8 @@ class VideoSource(Source):
         d.update(width=self.width, height=self.height)
         if self.average_fps:
             d.update(average_fps=self.average_fps)
+        if self.peak_fps:
+            d.update(peak_fps=self.peak_fps)
         return d
 
 

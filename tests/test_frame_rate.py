@@ -7,9 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime_fixtures import with_stts
+from runtime_fixtures import onnx_model, read_video, run_cli, with_stts
 
 from runtime.frame_rate import peak_fps
+
+__all__ = ["onnx_model"]  # the fixture is used by name
 
 
 def _clip(path: Path, frames: int = 60, fps: float = 20) -> Path:
@@ -37,3 +39,53 @@ def test_a_sample_table_of_billions_of_frames_gives_no_rate(tmp_path):
     clip = _clip(tmp_path / "even.mp4")
     huge = with_stts(clip, [(0xFFFFFFFF, 512)], tmp_path / "huge.mp4", strict=False)
     assert peak_fps(huge) is None
+
+
+def test_a_short_burst_far_above_the_average_is_capped_at_60_fps(tmp_path):
+    """A screen recording averaging 30 fps with a 1 s burst at 120: written at its 120 fps
+    peak, the whole clip took 4 times the frames to sharpen and encode for one second's
+    sake. Its video takes the peak only up to 60 fps, and says the peak it had."""
+    from runtime.video_source import VideoSource
+
+    clip = _clip(tmp_path / "even.mp4", frames=170, fps=30)
+    vfr = with_stts(clip, [(10, 1024), (120, 128), (40, 1536)], tmp_path / "screen.mp4")
+    assert abs(peak_fps(vfr) - 120) < 0.1, peak_fps(vfr)
+    src = VideoSource(str(vfr), str(vfr))
+    try:
+        assert src.fps == 60 and abs(src.average_fps - 30) < 0.1, (src.fps, src.average_fps)
+        assert abs(src.peak_fps - 120) < 0.1, src.peak_fps
+        assert abs(src.describe()["peak_fps"] - 120) < 0.1, src.describe()
+    finally:
+        src.close()
+
+
+def test_a_peak_up_to_60_fps_is_taken_whole(tmp_path):
+    """A phone's 60 fps with slower stretches keeps every frame: the cap leaves it alone."""
+    from runtime.video_source import VideoSource
+
+    clip = _clip(tmp_path / "even.mp4", frames=170, fps=30)
+    vfr = with_stts(clip, [(40, 1024), (80, 256), (50, 512)], tmp_path / "phone.mp4")
+    src = VideoSource(str(vfr), str(vfr))
+    try:
+        assert abs(src.fps - 60) < 0.1 and src.peak_fps is None, (src.fps, src.peak_fps)
+        assert "peak_fps" not in src.describe()
+    finally:
+        src.close()
+
+
+def test_a_capped_clips_run_writes_60_fps_and_says_how_to_keep_every_frame(
+        tmp_path, capsys, onnx_model):
+    """The burst clip above sharpened: a 60 fps video up to its last frame's time, 5.57 s
+    (335 frames, not the 669 its 120 fps peak took), the burst's frames in filled intervals
+    left out, and the note names the peak and the --fps that keeps them."""
+    clip = _clip(tmp_path / "even.mp4", frames=170, fps=30)
+    vfr = with_stts(clip, [(10, 1024), (120, 128), (40, 1536)], tmp_path / "screen.mp4")
+    out = tmp_path / "sharp.mp4"
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(vfr), "--out", str(out),
+                  "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "warning" not in err, err
+    frames, fps = read_video(out)
+    assert fps == 60 and abs(len(frames) - 335) <= 1, (fps, len(frames))
+    assert ("the 60 fps video (the clip's peak rate of 120 capped at 60; 30 on average; "
+            "--fps 120 keeps every frame) repeats") in err, err
