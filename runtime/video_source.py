@@ -56,10 +56,10 @@ GUESSED_TIMES_EXTS = frozenset({".mpg", ".mpeg", ".vob", ".m2p"})
 # jitter, reads a few percent off; a phone's 60 fps clip with a 30 fps stretch, far more.
 PEAK_OVER_AVERAGE = 1.1
 # The most a peak rate is taken up to, for a clip averaging no more: a screen recording
-# averaging 36 fps with a 1.5 s burst at 120, written at 120, sharpened and encoded 3.3 times
-# its frames for that burst's sake. 60 keeps a phone's 60 fps whole, as HandBrake's usual
-# peak does; a clip averaging more (a 120 fps game capture that dips) takes its peak, and
-# --fps any rate, the frames still placed by their times.
+# averaging 36 fps with a 1.5 s burst at 120, written at 120, encoded and stored 3.3 times
+# its frames (repeats of the sharpened ones) for that burst's sake. 60 keeps a phone's 60 fps
+# whole; a clip averaging more (a 120 fps game capture that dips) takes its peak, and --fps
+# any rate, the frames still placed by their times.
 PEAK_CAP_FPS = 60.0
 # The frame rates a header may declare and be believed: the video writers refuse rates far
 # below (mp4v fails to open at 0.001 fps, VP8 writes unplayable files at 0.01), and misbehave
