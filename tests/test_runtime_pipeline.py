@@ -1372,7 +1372,7 @@ def test_a_latency_that_is_not_a_number_does_not_end_the_run():
             "Frame.capture_s" in str(said[0].message), [str(w.message) for w in said]
         got = stats.summary()["latency_ms"]["capture"]
         assert got == {"p50": 10.0, "p90": 10.0, "p95": 10.0, "p99": 10.0, "mean": 10.0,
-                       "min": 10.0, "max": 10.0, "n": 100}, got
+                       "min": 10.0, "max": 10.0, "sum": 1000.0, "n": 100}, got
         json.dumps(stats.summary(), allow_nan=False)
 
 
