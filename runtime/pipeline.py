@@ -579,6 +579,8 @@ class _Stream:
         else:   # frames the app holds; a list of arrays was once read as a file name
             src = ArraySource(source, fps=o.fps)
         self.src = src
+        if self.notifier is not None:
+            self.notifier.reconnect_due = lambda: getattr(src, "attempt_due", None)
         refuse_live_images(src, o.live, self.flags)
         if o.live is not None:
             src.live = o.live

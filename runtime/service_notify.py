@@ -84,7 +84,7 @@ class ServiceNotifier:
     STATUS_INTERVAL (or half the watchdog's period) with the state and the frames; after
     `ready()`, WATCHDOG=1 at each of those where a frame was written or came out of the engine
     within the watchdog's period, one is in the engine within its time (`work`), or the
-    source is reconnecting (which --reconnect and --timeout bound), none while the frames stop
+    source is reconnecting within the attempt's delay and --timeout, none while the frames stop
     (a hung read or write: the manager then restarts the run)."""
 
     def __init__(self, stats: Stats, state: Callable[[], str],
@@ -104,6 +104,9 @@ class ServiceNotifier:
         self._stopping = False
         self._last = (time.monotonic(), 0)   # (when, frames) at the last STATUS
         self._progress = self._last          # (when, frames) when frames were last seen to come
+        # While the source reconnects: when the attempt under way is due (VideoSource's
+        # attempt_due), None where the source bounds its own attempts
+        self.reconnect_due: Callable[[], Optional[float]] = lambda: None
         self._thread = threading.Thread(target=self._run, name="service-notify", daemon=True)
 
     @property
@@ -148,17 +151,20 @@ class ServiceNotifier:
         if self.watchdog is None or self._ready_at is None or self._stopping:
             return False
         state = self.state()
-        if state == "reconnecting":
-            return True
-        if state != "running":
+        if state not in ("running", "reconnecting"):
             return False
         # Frames seen to come, by the monotonic clock: the frames' wall times (last_frame_at)
         # look recent for as long as NTP set the clock back after the run started.
         frames = self.stats.frames_processed
         if frames != self._progress[1]:
             self._progress = (now, frames)
-        return (now - max(self._progress[0], self.work.last_end) < self.watchdog
-                or self.work.within_time(now))
+        if now - max(self._progress[0], self.work.last_end) < self.watchdog \
+                or self.work.within_time(now):
+            return True
+        # An attempt that overran its delay and its open's and read's limits hangs (a GStreamer
+        # or RTSP open that never returns): the watchdog is left to restart the run.
+        due = self.reconnect_due() if state == "reconnecting" else None
+        return state == "reconnecting" and (due is None or now < due)
 
     def _status(self, now: float) -> str:
         frames = self.stats.frames_processed

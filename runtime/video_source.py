@@ -39,6 +39,11 @@ MAX_DAMAGED_READS = 250   # failed reads in a row before a file counts as ended
 # still opening may have lasted minutes ('no signal' before the picture). Past this, the still
 # frames read are yielded as they come, the comparison going on; --no-live holds them all.
 LIVE_HOLD_S = 2.0
+# FFmpeg's own limit for a URL's open and each read where --timeout 0 leaves it to FFmpeg.
+FFMPEG_OWN_TIMEOUT_S = 30.0
+# What a reconnect attempt may take beyond its delay, its open's and its first read's limits
+# (a GStreamer pipeline's start, a camera's driver), before the watchdog counts it as hung.
+ATTEMPT_SLACK_S = 5.0
 # MPEG program streams (.mpg, .mpeg) keep no frame count: FFmpeg's is their duration times
 # their rate, and short (1 or 3 for 5 frames written here, 23 for 30, 98 for 100), so a
 # progress bar read 5/1 frames. Their count is checked by seeking to its last frame (a frame
@@ -106,6 +111,9 @@ class VideoSource(Source):
         self.reconnect_attempts, self.reconnect_delay = reconnect_attempts, reconnect_delay
         self._loss_said = False   # the loss `_reconnect` handles is warned of (once)
         self.reconnecting = False   # inside `_reconnect`: the --stats file's state says so
+        # While reconnecting, the monotonic time by which the attempt under way has opened and
+        # read (or failed): past it the attempt hangs, and the watchdog is no longer pinged.
+        self.attempt_due: Optional[float] = None
         self.reconnects = 0         # times it came back: the --stats file's `reconnects`
         self._lost_after = 0      # and the frames read before it
         # Whether its frames' times are the file's own (`_media_time`)
@@ -259,7 +267,12 @@ class VideoSource(Source):
         try:
             return (yield from self._reopen(stop, read))
         finally:
-            self.reconnecting = False
+            self.reconnecting, self.attempt_due = False, None
+
+    def _read_limit(self) -> float:
+        """How long an open or a read may take: --timeout, or FFmpeg's own where it is 0
+        (a camera's or a GStreamer pipeline's open, which no timeout bounds, gets as long)."""
+        return self.timeout if self.timeout > 0 else FFMPEG_OWN_TIMEOUT_S
 
     def _reopen(self, stop: threading.Event,
                 read: int) -> Generator[tuple[np.ndarray, float], None, bool]:
@@ -292,6 +305,8 @@ class VideoSource(Source):
         self._reading_opening = False   # what comes next is another connection's
         delay = self.reconnect_delay
         for attempt in range(1, self.reconnect_attempts + 1):
+            self.attempt_due = (time.monotonic() + delay + 2 * self._read_limit()
+                                + ATTEMPT_SLACK_S)
             if stop.wait(delay):
                 self._say_lost()
                 return False
@@ -389,6 +404,7 @@ class VideoSource(Source):
             if stop.is_set():   # a Ctrl-C waited for the whole still opening's reads
                 return True
             if j:
+                self.attempt_due = time.monotonic() + self._read_limit() + ATTEMPT_SLACK_S
                 ok, img = self.cap.read()
                 t = time.perf_counter()
                 if not ok or img is None:

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -600,3 +601,58 @@ def test_a_photo_many_times_a_video_frames_size_keeps_the_watchdog_pinged_while_
     stats.count("frames_processed")
     assert notifier._alive(t0 + 91)
     assert not notifier._alive(t0 + 130)   # no frame, none in the engine: the source hangs
+
+
+def test_a_reconnect_whose_open_never_returns_stops_the_watchdogs_pings(model, tmp_path):
+    """While the source reconnected, WATCHDOG=1 went out whatever the reconnect did: an open
+    that never returned (a GStreamer or RTSP open that hangs, here FFmpeg opening a FIFO nobody
+    writes to again) kept systemd's watchdog fed forever and the camera box recorded nothing.
+    Pings go on for as long as an attempt may take (its delay, its open's and first read's
+    --timeout), then stop."""
+    w, h = 32, 24
+    fifo = tmp_path / "cam.fifo"
+    os.mkfifo(fifo)
+    addr = tmp_path / "notify"
+
+    def write() -> None:   # one connection's frames, then the camera is gone for good
+        with open(fifo, "wb") as f:
+            f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+            for i in range(40):
+                f.write(_y4m_frame(w, h, 40 + i * 4))
+                f.flush()
+                time.sleep(0.05)
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(addr))
+        sock.settimeout(30)
+        env = {**os.environ, "NOTIFY_SOCKET": str(addr), "WATCHDOG_USEC": "1000000"}
+        proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model",
+                                 str(model), "--source", f"file://{fifo}", "--live",
+                                 "--timeout", "1", "--reconnect", "3",
+                                 "--out", str(tmp_path / "o.ts"), "--quiet"],
+                                stderr=subprocess.PIPE, cwd=tempfile.gettempdir(), env=env)
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        try:
+            got: list[list[str]] = []
+            while not any(m[0].startswith("STATUS=reconnecting") for m in got):
+                got.append(sock.recv(4096).decode().split("\n"))
+                assert len(got) < 200, got
+            # The reopen hangs: a ping or so within the attempt's bound, then none.
+            reconnecting = len(got)
+            quiet = 0
+            while quiet < 8:
+                got.append(sock.recv(4096).decode().split("\n"))
+                quiet = 0 if "WATCHDOG=1" in got[-1] else quiet + 1
+                assert len(got) - reconnecting < 40, got[reconnecting:]
+            assert got[-1][0].startswith("STATUS=reconnecting"), got[-1]
+            # within its bound (0.5 s delay, 1 s open, 1 s read and slack) a slow reopen is fed
+            assert sum("WATCHDOG=1" in m for m in got[reconnecting:]) >= 3, got[reconnecting:]
+        finally:
+            proc.terminate()   # the hung open outlasts it: systemd's TimeoutStopSec kills
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
