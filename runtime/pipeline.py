@@ -746,7 +746,8 @@ class _Stream:
             # at the stop's (not after a killed run's); else the source is read up to it.
             digest = (record.get("last_digest")
                       if kind == "video" or record.get("next") == start else None)
-            how = src.start_at(start, digest)
+            how = src.start_at(start, digest, self.notifier.progress
+                               if self.notifier is not None else None)
             if self.note:
                 self.note(f"resuming at frame {start} of {src.spec} ("
                           f"{'seek' if how == 'seek' else 'read from the start'}); "

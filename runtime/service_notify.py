@@ -18,6 +18,11 @@ from .stats import Stats, periods
 STATUS_INTERVAL = 10.0
 # How many times its expected time a frame may spend in the engine and still count as progress.
 ENGINE_SLACK = 4.0
+# The share of a core the process uses, before READY=1, for its start to count as working (a
+# TensorRT engine being built, a resumed clip decoded up to its stop); a hung open uses none.
+START_CPU_SHARE = 0.1
+# EXTEND_TIMEOUT_USEC asks for this many ticks: one lost datagram does not time the start out.
+EXTEND_TICKS = 3
 
 
 def _address(env: Mapping[str, str]) -> Optional[str]:
@@ -81,7 +86,8 @@ class EngineWork:
 
 class ServiceNotifier:
     """Tells the service manager how the run goes, from its own thread: STATUS= every
-    STATUS_INTERVAL (or half the watchdog's period) with the state and the frames; after
+    STATUS_INTERVAL (or half the watchdog's period) with the state and the frames; before
+    `ready()`, EXTEND_TIMEOUT_USEC at each of those where the start works (`_start_works`); after
     `ready()`, WATCHDOG=1 at each of those where a frame was written or came out of the engine
     within the watchdog's period, one is in the engine within its time (`work`), or the
     source is reconnecting within the attempt's delay and --timeout, none while the frames stop
@@ -107,6 +113,8 @@ class ServiceNotifier:
         # While the source reconnects: when the attempt under way is due (VideoSource's
         # attempt_due), None where the source bounds its own attempts
         self.reconnect_due: Callable[[], Optional[float]] = lambda: None
+        self._steps = self._steps_seen = 0   # the start's steps (`progress`), at the last tick
+        self._cpu_seen = (time.monotonic(), time.process_time())   # (when, CPU s) at the last tick
         self._thread = threading.Thread(target=self._run, name="service-notify", daemon=True)
 
     @property
@@ -129,6 +137,7 @@ class ServiceNotifier:
 
     def start(self) -> "ServiceNotifier":
         if self.enabled:
+            self._cpu_seen = (time.monotonic(), time.process_time())
             self.send("STATUS=starting: loading the model, opening the source")
             self._thread.start()
         return self
@@ -139,6 +148,20 @@ class ServiceNotifier:
             self._ready_at = time.monotonic()
             self._last = self._progress = (self._ready_at, self.stats.frames_processed)
             self.send("READY=1", "STATUS=running: the first frame read")
+
+    def progress(self) -> None:
+        """A step of a long start that uses little CPU (a frame a --resume read from a network
+        share up to where the stopped run got): systemd's start timeout is extended."""
+        self._steps += 1
+
+    def _start_works(self, now: float) -> bool:
+        """Before READY=1: whether the start moved on since the last tick, by a step or the
+        process's CPU (the model's load and first run, whose engine build says nothing)."""
+        then, cpu_then = self._cpu_seen
+        self._cpu_seen = (now, time.process_time())
+        steps, self._steps_seen = self._steps_seen, self._steps
+        return self._steps != steps or \
+            self._cpu_seen[1] - cpu_then >= START_CPU_SHARE * (now - then)
 
     def stopping(self) -> None:
         """The frames are over and the output closing: the manager's stop timeout applies, no
@@ -180,7 +203,11 @@ class ServiceNotifier:
             if self._stopping:
                 continue
             lines = [self._status(now)]
-            if self._alive(now):
+            if self._ready_at is None:
+                # systemd >= 236; an older one ignores it, and TimeoutStartSec= alone applies.
+                if self._start_works(now):
+                    lines.append(f"EXTEND_TIMEOUT_USEC={int(EXTEND_TICKS * self.interval * 1e6)}")
+            elif self._alive(now):
                 lines.append("WATCHDOG=1")
             self.send(*lines)
 

@@ -9,7 +9,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generator, Iterator, Optional
+from typing import Callable, Generator, Iterator, Optional
 from urllib.parse import unquote, urlsplit
 
 import cv2
@@ -440,13 +440,15 @@ class VideoSource(Source):
                  "recording, not a live stream; ending after one pass")
         self._check_ended(read)
 
-    def start_at(self, k: int, last_digest: Optional[str]) -> str:
+    def start_at(self, k: int, last_digest: Optional[str],
+                 progress: Optional[Callable[[], None]] = None) -> str:
         """Go on from frame `k` (a resumed run): the next frame read is frame k. A seek is
         exact for the clips this runtime writes, not for every codec (a seek lands on a keyframe
         and some demuxers count from it), so it is checked on frame k-1 against `last_digest`,
         the digest of the frame the stopped run read last; where the seek missed, the file is
         read from its start and k frames dropped. Returns how ('seek' or 'read'); SourceError
-        where frame k-1 is not the frame the stopped run read (the file is another)."""
+        where frame k-1 is not the frame the stopped run read (the file is another).
+        `progress`: called at each frame read from the start (a service's start goes on)."""
         from .resume import frame_digest
         self._ahead.clear()
         self._start = k
@@ -463,6 +465,8 @@ class VideoSource(Source):
         img = None
         for _ in range(k):
             ok, img = self.cap.read()
+            if progress is not None:
+                progress()
             if not ok or img is None:
                 raise SourceError(f"{self.spec}: ended before frame {k}, where the stopped run "
                                   "got to")

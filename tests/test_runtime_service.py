@@ -656,3 +656,57 @@ def test_a_reconnect_whose_open_never_returns_stops_the_watchdogs_pings(model, t
                 proc.kill()
                 proc.wait()
             proc.stderr.close()
+
+
+def _notices(sock: socket.socket, seconds: float) -> list[str]:
+    """The lines the run sent over `seconds`."""
+    lines, end = [], time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        sock.settimeout(left)
+        with contextlib.suppress(socket.timeout):
+            lines += sock.recv(4096).decode().split("\n")
+    return lines
+
+
+def test_a_slow_start_extends_systemds_start_timeout_while_it_works_and_not_once_it_hangs(
+        tmp_path):
+    """A model that loads for minutes (the TensorRT provider building its engine on a Jetson)
+    or a --resume reading a long clip up to where the stopped run got counted against
+    `TimeoutStartSec=` (90 s): systemd killed the start and restarted it, which built or read
+    it all again, forever. While the start works (the process uses CPU, or the resume reads
+    frames) EXTEND_TIMEOUT_USEC asks for more time; a start that hangs asks for none."""
+    from runtime.service_notify import ServiceNotifier
+    from runtime.stats import Stats
+
+    addr = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(addr))
+        notifier = ServiceNotifier(Stats(), lambda: "starting",
+                                   env={"NOTIFY_SOCKET": str(addr), "WATCHDOG_USEC": "400000"})
+        notifier.start()
+        try:
+            assert _notices(sock, 0.1)[0].startswith("STATUS=starting")
+            end = time.monotonic() + 1.5
+            while time.monotonic() < end:   # an engine being built: CPU, no frames
+                sum(i * i for i in range(10_000))
+            busy = _notices(sock, 0.3)
+            extends = [ln for ln in busy if ln.startswith("EXTEND_TIMEOUT_USEC=")]
+            assert extends, busy
+            assert all(int(ln.split("=")[1]) >= 3 * 200_000 for ln in extends), extends
+            # A hung open (no CPU) asks for no more time: TimeoutStartSec= is left to act
+            _notices(sock, 0.4)
+            hung = _notices(sock, 1.5)
+            assert hung and not any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in hung), hung
+            # A resume reading a network share's clip (little CPU) counts each frame read
+            for _ in range(8):
+                notifier.progress()
+                time.sleep(0.1)
+            assert any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in _notices(sock, 0.3))
+            notifier.ready()   # the run's own watchdog from here: no more extensions
+            for _ in range(5):
+                notifier.progress()
+                time.sleep(0.1)
+            after = _notices(sock, 0.5)
+            assert not any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in after), after
+        finally:
+            notifier.close()
