@@ -607,7 +607,8 @@ class _Stream:
         if start and self.resume_record.get("output") == "video":
             video = _video_sink(self.sink)
             if video is not None:
-                video.join(Path(output), self.progress["slots"])
+                video.join(Path(output), self.progress["slots"], self.notifier.progress
+                           if self.notifier is not None else None)
         # A file's frames go into a video at its own rate by their times in the file: a phone
         # records at a variable rate, and written one per slot at the average rate they drifted
         # from the sound copied beside them (0.5 s by the middle of a clip). So does a

@@ -150,8 +150,10 @@ class ServiceNotifier:
             self.send("READY=1", "STATUS=running: the first frame read")
 
     def progress(self) -> None:
-        """A step of a long start that uses little CPU (a frame a --resume read from a network
-        share up to where the stopped run got): systemd's start timeout is extended."""
+        """A step of long work that writes no frame: before READY=1 (a frame a --resume read
+        from a network share up to where the stopped run got, little CPU) systemd's start
+        timeout is extended; after it (the stopped run's frames encoded again ahead of a
+        resumed run's) the watchdog is pinged."""
         self._steps += 1
 
     def _start_works(self, now: float) -> bool:
@@ -173,9 +175,12 @@ class ServiceNotifier:
     def _alive(self, now: float) -> bool:
         if self.watchdog is None or self._ready_at is None or self._stopping:
             return False
+        steps, self._steps_seen = self._steps_seen, self._steps
         state = self.state()
         if state not in ("running", "reconnecting"):
             return False
+        if self._steps != steps:
+            return True
         # Frames seen to come, by the monotonic clock: the frames' wall times (last_frame_at)
         # look recent for as long as NTP set the clock back after the run started.
         frames = self.stats.frames_processed

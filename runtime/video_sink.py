@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -140,6 +140,7 @@ class VideoFileSink(Sink):
         # this run's in the output (`join`).
         self.joined: Optional[Path] = None
         self.joined_frames = 0
+        self._join_progress: Optional[Callable[[], None]] = None
         self._join_ffmpeg: Optional[str] = None
         self._joined_stat: Optional[tuple[int, int]] = None   # `joined`'s size and time then
         self.replaced = False   # this run's video took the output's name
@@ -204,13 +205,15 @@ class VideoFileSink(Sink):
                 self._broken = True   # close() discards it rather than naming half a video
                 raise
 
-    def join(self, earlier: Path, frames: int) -> None:
+    def join(self, earlier: Path, frames: int,
+             progress: Optional[Callable[[], None]] = None) -> None:
         """Make the output `earlier`'s `frames` followed by this run's (a resumed run). With
         ffmpeg, joined at close by a stream copy: the earlier frames keep their encoding. Without
         it, OpenCV cannot append to a video, so they are decoded and encoded again ahead of this
-        run's: a second lossy encode of those frames, said once."""
+        run's: a second lossy encode of those frames, said once. `progress`: called at each
+        (a service's watchdog, which no frame of this run's feeds meanwhile)."""
         from .audio import find_ffmpeg
-        self.joined, self.joined_frames = earlier, frames
+        self.joined, self.joined_frames, self._join_progress = earlier, frames, progress
         st = os.stat(earlier)
         self._joined_stat = (st.st_size, st.st_mtime_ns)
         self._join_ffmpeg, why = find_ffmpeg()
@@ -250,6 +253,8 @@ class VideoFileSink(Sink):
                 if (img.shape[1], img.shape[0]) != self.size:
                     img = letterbox(img, self.size)
                 self.writer.write(img)
+                if self._join_progress is not None:
+                    self._join_progress()
         finally:
             cap.release()
         self.frames += self.joined_frames

@@ -710,3 +710,37 @@ def test_a_slow_start_extends_systemds_start_timeout_while_it_works_and_not_once
             assert not any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in after), after
         finally:
             notifier.close()
+
+
+def test_a_resume_re_encoding_the_stopped_runs_frames_keeps_the_watchdog_pinged(tmp_path,
+                                                                                monkeypatch):
+    """A --resume without ffmpeg encodes the stopped run's frames again ahead of its own, after
+    READY=1 and before its first frame is written: minutes for an hour of 1080p, which no
+    `WatchdogSec=` set for a frame covered, so systemd killed the resumed run and the next
+    restart did the same, forever. Each frame encoded again counts as progress."""
+    from runtime.service_notify import ServiceNotifier
+    from runtime.stats import Stats
+    from runtime.video_sink import VideoFileSink
+
+    earlier = tmp_path / "earlier.avi"
+    vw = cv2.VideoWriter(str(earlier), cv2.VideoWriter.fourcc(*fourcc_for(earlier)), 10, (64, 48))
+    for i in range(6):
+        vw.write(textured_frame(i, 48, 64))
+    vw.release()
+    stats = Stats()
+    notifier = ServiceNotifier(stats, lambda: "running",
+                               env={"NOTIFY_SOCKET": str(tmp_path / "none"),
+                                    "WATCHDOG_USEC": "30000000"})
+    notifier.ready()
+    t0 = time.monotonic()
+    assert notifier._alive(t0 + 1)
+    assert not notifier._alive(t0 + 40)   # nothing written for longer than WatchdogSec=
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(tmp_path / "no-ffmpeg"))   # as on a bare box
+    sink = VideoFileSink(tmp_path / "out.avi", 10)
+    with pytest.warns(UserWarning, match="encoded a second time"):
+        sink.join(earlier, 6, progress=notifier.progress)
+    frame = textured_frame(9, 48, 64)
+    sink.write(frame, frame, "9")   # opens the writer: the 6 are encoded first
+    sink.close()
+    assert notifier._alive(t0 + 45)
+    assert not notifier._alive(t0 + 50)   # none since
