@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import cv2
 import numpy as np
@@ -85,6 +85,19 @@ MAX_SIDE = {".webp": 16383, ".jpg": 65500, ".jpeg": 65500}
 JPEG_QUALITY = 95
 # The formats --quality sets; the others are lossless or fixed.
 QUALITY_EXTS = frozenset({".jpg", ".jpeg", ".webp"})
+
+
+def effective_quality(quality: Optional[int], exts: Iterable[str]) -> dict[str, Optional[int]]:
+    """What `--quality` (None: not given) writes each of `exts`' formats at, for those it
+    sets: {"JPEG": 95} for a JPEG without it, {"WebP": None} for a lossless WebP; PNG and TIFF
+    take none and are left out."""
+    said: dict[str, Optional[int]] = {}
+    for ext in {e.lower() for e in exts} & QUALITY_EXTS:
+        if ext == ".webp":
+            said["WebP"] = quality
+        else:
+            said["JPEG"] = quality or JPEG_QUALITY
+    return said
 
 
 def _encoded(image: np.ndarray, target: Path, quality: Optional[int] = None) -> bytes:

@@ -714,7 +714,9 @@ class _Stream:
             return 0
         named = option("output", out, self.flags)
         record = resume_mod.load(out, self.flags)
-        if changed := resume_mod.changes(record, now, self.flags):
+        # A video's frames go into a folder as PNG, which --quality leaves alone.
+        if changed := resume_mod.changes(record, now, self.flags,
+                                         formats=(".png",) if kind == "images" else None):
             raise resume_mod.ResumeError(
                 f"{what}: {named} was made otherwise than this run would make it: "
                 f"{'; '.join(changed)}; run without {what} to start from the first frame")
@@ -767,7 +769,8 @@ class _Stream:
         if o.resume:
             what = option("resume", True, self.flags)
             record = resume_mod.load(out, self.flags)
-            if changed := resume_mod.changes(record, now, self.flags):
+            formats = {Path(n).suffix.lower() or ".png" for n in src.names}
+            if changed := resume_mod.changes(record, now, self.flags, formats):
                 raise resume_mod.ResumeError(
                     f"{what}: {option('output', out, self.flags)} was made otherwise than this "
                     f"run would make it: {'; '.join(changed)}; run without {what} to start "

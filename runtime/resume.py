@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
@@ -126,11 +126,14 @@ def sealed(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "model": model}
 
 
-def changes(recorded: dict[str, Any], now: dict[str, Any], flags: bool = False) -> list[str]:
+def changes(recorded: dict[str, Any], now: dict[str, Any], flags: bool = False,
+            formats: Optional[Iterable[str]] = None) -> list[str]:
     """What differs between a record's identity and this run's, in words ([] : none);
     `flags`: options named as `sharpen run`'s flags, else as run_stream's keywords. A record
     saved with a folder's first image, before any stop, holds no hash: its model's size and
-    time are compared."""
+    time are compared. `formats`: the image outputs' extensions, whose quality is compared as
+    written (`effective_quality`: none for PNG, 95 for a JPEG without --quality), not as the
+    flag was typed."""
     said = []
     rm, nm = recorded.get("model", {}), now["model"]
     if "sha256" in rm:
@@ -158,12 +161,29 @@ def changes(recorded: dict[str, Any], now: dict[str, Any], flags: bool = False) 
             said.append(f"the video's rate was {then:g} fps, now {ns['fps']:g} fps")
     for key in SHAPING:
         then = ro.get(key, UNRECORDED.get(key))
-        if then != now["options"].get(key):
-            was, is_ = ("not given" if v is None else v for v in (then, now["options"].get(key)))
-            said.append(f"{option(key, flags=flags)} was {was}, now {is_}")
+        if then == now["options"].get(key):
+            continue
+        was, is_ = ("not given" if v is None else v for v in (then, now["options"].get(key)))
+        detail = ""
+        if key == "quality" and formats is not None:
+            from .image_sink import effective_quality
+            before, after = (effective_quality(q, formats)
+                             for q in (then, now["options"]["quality"]))
+            if before == after:
+                continue
+            # Where the flag's values alone mislead: a default that differs by format
+            detail = "; ".join(f"{f}: {_quality(before[f])} then, {_quality(after[f])} now"
+                               for f in sorted(before) if before[f] != after[f]
+                               and (then is None or now["options"]["quality"] is None))
+        said.append(f"{option(key, flags=flags)} was {was}, now {is_}"
+                    + (f" ({detail})" if detail else ""))
     if recorded.get("output") != now["output"]:
         said.append(f"the output was {recorded.get('output')}, now {now['output']}")
     return said
+
+
+def _quality(q: Optional[int]) -> str:
+    return "lossless" if q is None else str(q)
 
 
 def load(output: str | os.PathLike, flags: bool = False) -> dict[str, Any]:

@@ -708,9 +708,9 @@ def test_a_scratch_folder_that_cannot_be_removed_does_not_fail_the_finished_job(
             subprocess.run(["chattr", "-i", str(held)], capture_output=True)
 
 
-def _photo_library(root: Path, n: int = 30) -> Path:
+def _photo_library(root: Path, n: int = 30, ext: str = ".png") -> Path:
     for i in range(n):
-        f = root / f"{2024 + i % 2}" / f"IMG_{i:04d}.png"
+        f = root / f"{2024 + i % 2}" / f"IMG_{i:04d}{ext}"
         f.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(f), textured_frame(i % 16, H, W, seed=i))
     return root
@@ -762,7 +762,7 @@ def test_resume_of_one_image_or_of_images_into_a_video_says_why_not(made, tmp_pa
 def test_a_changed_quality_is_named_as_the_user_gave_it(made, tmp_path):
     """Resuming a library run with --quality 80 added was refused as '--quality was None':
     Python's word, which no user typed."""
-    lib = _photo_library(tmp_path / "lib", 12)
+    lib = _photo_library(tmp_path / "lib", 12, ".jpg")
     argv = ["--model", str(made["model"]), "--source", str(lib / "**" / "*"),
             "--out", str(tmp_path / "out")]
     code, err = stopped(argv, 2, signal.SIGINT)
@@ -770,3 +770,33 @@ def test_a_changed_quality_is_named_as_the_user_gave_it(made, tmp_path):
     r = sharpen(*argv, "--resume", "--quality", "80")
     assert r.returncode == 2, r.stderr
     assert "--quality was not given, now 80" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("exts, then, now, refused", [
+    ((".png", ".tif"), None, "80", None),   # --quality sets no PNG's or TIFF's pixel
+    ((".jpg",), None, "95", None),          # JPEG's default
+    ((".jpg",), "95", None, None),
+    ((".jpg", ".webp"), None, "95", "--quality was not given, now 95 (WebP: lossless then, "
+                                    "95 now)"),
+    ((".webp",), "90", "80", "--quality was 90, now 80"),
+])
+def test_resume_compares_the_quality_each_output_format_is_written_at(made, tmp_path, exts,
+                                                                      then, now, refused):
+    """--resume refused a library of PNGs for a --quality added, which sets no PNG's pixel,
+    and `--quality 95` after a run without it, though 95 is what JPEG was written at: the
+    flag was compared as typed. A change that makes other JPEG or WebP images is refused."""
+    lib = tmp_path / "lib"
+    for i in range(12):
+        f = lib / f"{2024 + i % 2}" / f"IMG_{i:04d}{exts[i % len(exts)]}"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(f), textured_frame(i % 16, H, W, seed=i))
+    argv = ["--model", str(made["model"]), "--source", str(lib / "**" / "*"),
+            "--out", str(tmp_path / "out")]
+    code, err = stopped(argv + (["--quality", then] if then else []), 2, signal.SIGINT)
+    assert code == 130, err
+    r = sharpen(*argv, "--resume", *(["--quality", now] if now else []))
+    if refused:
+        assert r.returncode == 2 and refused in r.stderr, r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+        assert len([p for p in (tmp_path / "out").rglob("IMG_*")]) == 12
