@@ -230,6 +230,11 @@ def _is_fifo(path: Optional[str]) -> bool:
         return False
 
 
+def _unit(summary: dict) -> str:
+    """What the output holds: a photo library's images, else a video's or a folder's frames."""
+    return "image" if (summary.get("source") or {}).get("kind") == "images" else "frame"
+
+
 def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0) -> str:
     """What an interrupted run left: a recording's output then holds only part of it, under
     its final name, and may have replaced a complete one (a live source is stopped this way
@@ -239,6 +244,10 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
     if total and max_frames:
         total = min(total, max_frames)
     resumed = summary.get("resumed_from", 0)
+    unit = _unit(summary)
+    if unit == "image":   # a library's: this run's images are those the stopped run left
+        resumed = summary.get("kept_images", 0)
+        total = total + resumed if total else total
     if output is not None and output.strip() == "-":   # a stream: no file to run again for
         # Not "nothing": a reader that stalled or closed may hold the header and part of a frame
         done = summary.get("stdout_frames", done)
@@ -247,8 +256,8 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
                 "stdout")
     if output and not done and resumed and summary.get("resumable"):
         # "nothing written" read as an empty output: the stopped run's frames are there still.
-        return (f"interrupted before the first frame was written: {output} holds the "
-                f"{resumed} {'frame' if resumed == 1 else 'frames'} it held; run the same "
+        return (f"interrupted before the first {unit} was written: {output} holds the "
+                f"{resumed} {unit if resumed == 1 else unit + 's'} it held; run the same "
                 "command with --resume to go on from there")
     if output and not done:
         # A video gets its name only when it is closed with frames in it, so a file there
@@ -274,7 +283,7 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
         if summary.get("segment"):   # a rerun replaces no segment
             again += " (into segments numbered on from these)"
     part = f"{done} of {total}" if total else f"the first {done}"
-    frames = "frame" if (total or done) == 1 else "frames"
+    frames = unit if (total or done) == 1 else unit + "s"
     return f"interrupted: {held} {part} {frames} only ({whole}); {again}"
 
 
@@ -597,8 +606,10 @@ def _kept_before_error(summary: Optional[dict], output: Optional[str]) -> str:
         return ""
     if s.get("output_replaced") is False:   # discarded (a full disk, a join that failed)
         return f"{output} is as it was before this run, which wrote no video there"
-    done += s.get("resumed_from", 0) if s.get("resumable") else 0
-    frames = "frame" if done == 1 else "frames"
+    unit = _unit(s)
+    kept = s.get("kept_images" if unit == "image" else "resumed_from", 0)
+    done += kept if s.get("resumable") else 0
+    frames = unit if done == 1 else unit + "s"
     return f"{output} holds the {done} {frames} written before the error (closed cleanly)"
 
 

@@ -549,6 +549,7 @@ class _Stream:
         self.progress: dict[str, Any] = {}
         self.output: Optional[Union[str, Path]] = None
         self.resumed_from = 0   # the source frame a resumed run started at
+        self.kept_images = 0    # a resumed library's images that the stopped run wrote
         self.ran = False        # the stream ran to its end (or its limit, or an error)
         self.stopped_part_way = False   # by a signal, before the output closed
 
@@ -791,6 +792,7 @@ class _Stream:
                 f"{option('resume', True, self.flags)}: {option('output', out, self.flags)} "
                 f"holds every image of {src.spec} already")
         src.leave_out(done)
+        self.kept_images = len(done)
         if self.note and done:
             self.note(f"resuming {src.spec}: {count(len(done), 'image')} written by the "
                       f"stopped run kept, {count(src.frame_count, 'image')} to go")
@@ -1048,6 +1050,8 @@ class _Stream:
         summary = self.stats.summary()
         if self.output is not None:
             summary["resumed_from"] = self.resumed_from
+            if self.kept_images:
+                summary["kept_images"] = self.kept_images
             summary["resumable"] = resume_mod.record_path(self.output).exists()
         video = _video_sink(self.sink) if self.sink is not None else None
         if video is not None and video.frames:   # whether its video took the name (a camera's

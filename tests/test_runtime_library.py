@@ -158,3 +158,22 @@ def test_an_output_folder_the_glob_would_read_again_is_refused_before_the_run(tm
     # A video there is no image folder the glob reads again.
     run_stream(onnx_model, str(tmp_path / "lib" / "**" / "*"), tmp_path / "lib" / "v.mp4")
     assert (tmp_path / "lib" / "v.mp4").stat().st_size > 0
+
+
+def test_a_stopped_library_run_counts_the_images_its_folder_holds(tmp_path, onnx_model):
+    """A library's run stopped part-way said 'holds 1 of 3 frames only' of a folder of
+    photos, and after a --resume stopped again counted only that run's images, as though
+    the photos kept from the first run were not there."""
+    from runtime.cli import _interrupted_note
+
+    _library(tmp_path / "lib", ["2024/01/a.jpg", "2024/02/b.jpg", "2024/03/c.jpg"])
+    out = tmp_path / "out"
+    stats = run_stream(onnx_model, str(tmp_path / "lib" / "**" / "*"), out, quiet=True,
+                       max_frames=1)
+    stats["interrupted"] = True
+    assert f"{out} holds 1 of 3 images only" in _interrupted_note(stats, str(out))
+    # A resumed run of the 3 left, 10 kept from the stopped run, stopped after 1
+    resumed = {**stats, "kept_images": 10, "resumable": True}
+    assert f"{out} holds 11 of 13 images only" in _interrupted_note(resumed, str(out))
+    none_yet = {**resumed, "frames_processed": 0}
+    assert f"{out} holds the 10 images it held" in _interrupted_note(none_yet, str(out))
