@@ -425,6 +425,13 @@ def _ended_status(summary: dict[str, Any], exc: Optional[BaseException] = None) 
     else:
         state = summary.get("state", "done")
     said = f"{state}: {count(summary.get('frames_processed', 0), 'frame')}"
+    if skipped := summary.get("skipped_inputs"):
+        # The exit 1 a unit then fails with, which "done: N frames" alone read as a clean run
+        what = (count(len(skipped), "image") if (summary.get("source") or {}).get("kind")
+                == "images" else count(len(skipped), "input or stretch", "inputs or stretches"))
+        first = str(skipped[0]).splitlines()[0]
+        said += (f", {what} could not be read ({'the first: ' if len(skipped) > 1 else ''}"
+                 f"{first})")
     if exc is not None and not isinstance(exc, KeyboardInterrupt):
         said += f", {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     return said

@@ -744,3 +744,32 @@ def test_a_resume_re_encoding_the_stopped_runs_frames_keeps_the_watchdog_pinged(
     sink.close()
     assert notifier._alive(t0 + 45)
     assert not notifier._alive(t0 + 50)   # none since
+
+
+def test_a_library_run_with_photos_it_could_not_read_says_so_in_its_last_status(model,
+                                                                               tmp_path):
+    """A `Type=notify` library run that exited 1 because a photo could not be read ended
+    with `Status: done: 2 frames` in `systemctl status`, which read as a clean run: the
+    failed unit's status did not say what failed."""
+    lib = tmp_path / "lib"
+    for name in ("2024/a.jpg", "2024/b.png"):
+        (lib / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(lib / name), np.full((24, 32, 3), 90, np.uint8))
+    (lib / "2024" / "broken.jpg").write_bytes(b"not a jpeg")
+    addr = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(addr))
+        env = {**os.environ, "NOTIFY_SOCKET": str(addr)}
+        done = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                               "--source", str(lib / "**" / "*"), "--out", str(tmp_path / "o"),
+                               "--quiet"], cwd=tempfile.gettempdir(), capture_output=True,
+                              text=True, env=env, timeout=120)
+        sock.settimeout(1)
+        said = []
+        with contextlib.suppress(socket.timeout):
+            while True:
+                said += sock.recv(4096).decode().split("\n")
+    assert done.returncode == 1, done.stderr
+    last = [m for m in said if m.startswith("STATUS=")][-1]
+    assert last.startswith("STATUS=done: 2 frames, 1 image could not be read ("), said
+    assert "broken.jpg" in last, last
