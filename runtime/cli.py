@@ -17,7 +17,8 @@ from typing import Optional
 
 from .cli_errors import (interrupt_exit_code, missing_dependency, raise_if_interrupted,
                          said_after_hang_up)
-from .console import count, open_closed_std_fds, quiet_library_logs, report_fatal_errors
+from .console import (count, open_closed_std_fds, quiet_library_logs, report_fatal_errors,
+                      unread)
 from .host import limit_note, threads_help, threads_warning
 from .options import OVERLAP, RATE_SETTING_KINDS, video_rate   # not .tiling's (numpy)
 
@@ -517,8 +518,8 @@ def handler(args: argparse.Namespace) -> int:
         # Listed again here: a library's run of hours said each among thousands of lines.
         n, shown = len(skipped), skipped[:SKIPPED_LISTED]
         more = f"\n  ... and {n - len(shown)} more (listed above)" if n > len(shown) else ""
-        print(f"sharpen run: {count(n, 'input or stretch', 'inputs or stretches')} of the "
-              "input could not be read; the rest were processed:\n"
+        kind = (summary.get("source") or {}).get("kind")
+        print(f"sharpen run: {unread(n, kind)} could not be read; the rest were processed:\n"
               + "\n".join(f"  {m}" for m in shown) + more, file=sys.stderr)
         return 1
     if summary.get("interrupted"):   # the shell's 128 + signal number, as the trainers exit

@@ -22,6 +22,13 @@ def count(n: int, noun: str, plural: Optional[str] = None) -> str:
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
+def unread(n: int, source_kind: Optional[str]) -> str:
+    """`n` inputs that could not be read, as the source has them: a library's photos, a
+    video's damaged stretches (or a folder's files among them)."""
+    return (count(n, "image") if source_kind == "images"
+            else count(n, "input or stretch", "inputs or stretches") + " of the input")
+
+
 def shell_join(words: Sequence[str], system: Optional[str] = None) -> str:
     """`words` as one command line to paste into this system's shell (`system`: sys.platform's
     spelling, default this one's): shlex's quoting, but on Windows, whose cmd.exe takes single

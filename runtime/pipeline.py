@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 from .backends import BACKEND_BY_SUFFIX, Backend, check_providers, load_backend
 from .cli_errors import drop_gone_outputs, signals_to_take
 from .compare_sink import CompareSink
-from .console import count
+from .console import count, unread
 from .host import check_threads
 from .image_sink import QUALITY_EXTS, ImageSink
 from .options import is_number, option, video_rate
@@ -427,8 +427,7 @@ def _ended_status(summary: dict[str, Any], exc: Optional[BaseException] = None) 
     said = f"{state}: {count(summary.get('frames_processed', 0), 'frame')}"
     if skipped := summary.get("skipped_inputs"):
         # The exit 1 a unit then fails with, which "done: N frames" alone read as a clean run
-        what = (count(len(skipped), "image") if (summary.get("source") or {}).get("kind")
-                == "images" else count(len(skipped), "input or stretch", "inputs or stretches"))
+        what = unread(len(skipped), (summary.get("source") or {}).get("kind"))
         first = str(skipped[0]).splitlines()[0]
         said += (f", {what} could not be read ({'the first: ' if len(skipped) > 1 else ''}"
                  f"{first})")

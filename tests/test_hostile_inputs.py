@@ -125,7 +125,7 @@ def test_a_folders_entries_named_as_images_that_are_not_files_are_said_and_count
                       ("b.png", "a link that loops or points nowhere"),
                       ("x.png", "a folder, not an image file")]:
         assert f"warning: skipped: {src / name}: {why}" in r.stderr, r.stderr
-    assert "4 inputs or stretches of the input could not be read" in r.stderr, r.stderr
+    assert "sharpen run: 4 images could not be read" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("argv", [

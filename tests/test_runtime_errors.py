@@ -572,7 +572,8 @@ def test_skipped_inputs_are_warnings_from_python_and_warning_lines_on_the_comman
             f"warning: {m}" for m in said if "skipped" in m], err
         # ... and again at the end, where a library's run of hours shows them with its
         # summary, not thousands of progress lines up.
-        assert lines[-2] == ("sharpen run: 1 input or stretch of the input could not be read; "
+        what = "1 image" if source == src else "1 input or stretch of the input"
+        assert lines[-2] == (f"sharpen run: {what} could not be read; "
                              "the rest were processed:"), err
         assert lines[-1] == "  " + stats["skipped_inputs"][0], err
 
