@@ -231,9 +231,13 @@ def _is_fifo(path: Optional[str]) -> bool:
         return False
 
 
-def _unit(summary: dict) -> str:
-    """What the output holds: a photo library's images, else a video's or a folder's frames."""
-    return "image" if (summary.get("source") or {}).get("kind") == "images" else "frame"
+def _unit(summary: dict, output: Optional[str]) -> str:
+    """What the output holds: a photo library's images in a folder, else frames (a video's,
+    or a video's frames in a folder)."""
+    from .imageio import VIDEO_EXTS
+    images = (summary.get("source") or {}).get("kind") == "images"
+    return "image" if images and os.path.splitext(output or "")[1].lower() not in VIDEO_EXTS \
+        else "frame"
 
 
 def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0) -> str:
@@ -245,7 +249,7 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
     if total and max_frames:
         total = min(total, max_frames)
     resumed = summary.get("resumed_from", 0)
-    unit = _unit(summary)
+    unit = _unit(summary, output)
     if unit == "image":   # a library's: this run's images are those the stopped run left
         resumed = summary.get("kept_images", 0)
         total = total + resumed if total else total
@@ -607,7 +611,7 @@ def _kept_before_error(summary: Optional[dict], output: Optional[str]) -> str:
         return ""
     if s.get("output_replaced") is False:   # discarded (a full disk, a join that failed)
         return f"{output} is as it was before this run, which wrote no video there"
-    unit = _unit(s)
+    unit = _unit(s, output)
     kept = s.get("kept_images" if unit == "image" else "resumed_from", 0)
     done += kept if s.get("resumable") else 0
     frames = unit if done == 1 else unit + "s"
