@@ -546,20 +546,27 @@ def test_a_notify_socket_nobody_reads_neither_hangs_nor_fails_the_run(model, tmp
     assert (tmp_path / "o.mkv").stat().st_size > 0
 
 
+def _ready_with_a_30s_watchdog(stats, tmp_path: Path, work=None):
+    """A notifier that has said READY=1 under `WatchdogSec=30`, its socket bound by nobody."""
+    from runtime.service_notify import ServiceNotifier
+
+    notifier = ServiceNotifier(stats, lambda: "running",
+                               env={"NOTIFY_SOCKET": str(tmp_path / "none"),
+                                    "WATCHDOG_USEC": "30000000"}, work=work)
+    notifier.ready()
+    return notifier
+
+
 def test_the_watchdog_stops_being_pinged_when_frames_stop_though_the_clock_was_set_back(
         tmp_path):
     """A camera box without a clock (a Raspberry Pi) has its time set by NTP after the run
     started: a frame written before the clock was set back an hour looked written "in the
     future", and the watchdog went on being pinged for that hour while the camera read hung.
     Whether frames still come is told by the monotonic clock."""
-    from runtime.service_notify import ServiceNotifier
     from runtime.stats import Stats
 
     stats = Stats()
-    notifier = ServiceNotifier(stats, lambda: "running",
-                               env={"NOTIFY_SOCKET": str(tmp_path / "none"),
-                                    "WATCHDOG_USEC": "30000000"})
-    notifier.ready()
+    notifier = _ready_with_a_30s_watchdog(stats, tmp_path)
     t0 = time.monotonic()
     stats.count("frames_processed")
     assert notifier._alive(t0 + 10)
@@ -577,14 +584,11 @@ def test_a_photo_many_times_a_video_frames_size_keeps_the_watchdog_pinged_while_
     pings stopped inside each photo and systemd killed the healthy run, and again after each
     restart, at the same photo. A frame in the engine counts as progress for as long as its
     pixels, at the slowest rate a frame went, take four times over; a hung engine does not."""
-    from runtime.service_notify import EngineWork, ServiceNotifier
+    from runtime.service_notify import EngineWork
     from runtime.stats import Stats
 
     stats, work = Stats(), EngineWork()
-    notifier = ServiceNotifier(stats, lambda: "running",
-                               env={"NOTIFY_SOCKET": str(tmp_path / "none"),
-                                    "WATCHDOG_USEC": "30000000"}, work=work)
-    notifier.ready()
+    notifier = _ready_with_a_30s_watchdog(stats, tmp_path, work)
     t0 = time.monotonic()
     stats.count("frames_processed")
     assert notifier._alive(t0 + 1)
@@ -718,7 +722,6 @@ def test_a_resume_re_encoding_the_stopped_runs_frames_keeps_the_watchdog_pinged(
     READY=1 and before its first frame is written: minutes for an hour of 1080p, which no
     `WatchdogSec=` set for a frame covered, so systemd killed the resumed run and the next
     restart did the same, forever. Each frame encoded again counts as progress."""
-    from runtime.service_notify import ServiceNotifier
     from runtime.stats import Stats
     from runtime.video_sink import VideoFileSink
 
@@ -728,10 +731,7 @@ def test_a_resume_re_encoding_the_stopped_runs_frames_keeps_the_watchdog_pinged(
         vw.write(textured_frame(i, 48, 64))
     vw.release()
     stats = Stats()
-    notifier = ServiceNotifier(stats, lambda: "running",
-                               env={"NOTIFY_SOCKET": str(tmp_path / "none"),
-                                    "WATCHDOG_USEC": "30000000"})
-    notifier.ready()
+    notifier = _ready_with_a_30s_watchdog(stats, tmp_path)
     t0 = time.monotonic()
     assert notifier._alive(t0 + 1)
     assert not notifier._alive(t0 + 40)   # nothing written for longer than WatchdogSec=
