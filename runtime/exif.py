@@ -15,39 +15,56 @@ _JPEG_EXIF = b"Exif\x00\x00"
 MAX_JPEG_EXIF_BYTES = 0xFFFF - 2 - len(_JPEG_EXIF)
 
 
+def orientation_entry(block: bytes) -> Optional[tuple[str, int, int, int]]:
+    """Where the TIFF-structured `block`'s Orientation entry is, in its first IFD: (struct's
+    byte order, the IFD's offset, its entry count, the entry's offset); None where it has none
+    or is no block read here (BigTIFF's 8-byte layout, a cut or malformed one)."""
+    if block[:2] not in (b"II", b"MM"):
+        return None
+    e = "<" if block[:2] == b"II" else ">"
+    try:
+        if struct.unpack(e + "H", block[2:4])[0] != 42:
+            return None
+        ifd = struct.unpack(e + "I", block[4:8])[0]
+        n = struct.unpack(e + "H", block[ifd:ifd + 2])[0]
+        for k in range(n):
+            at = ifd + 2 + 12 * k
+            if struct.unpack(e + "H", block[at:at + 2])[0] == ORIENTATION:
+                return e, ifd, n, at
+    except struct.error:
+        pass
+    return None
+
+
+def orientation_value(block: bytes, found: tuple[str, int, int, int]) -> Optional[int]:
+    """The value of the Orientation entry `orientation_entry` found; None where it is cut."""
+    e, _, _, at = found
+    try:
+        return struct.unpack(e + "H", block[at + 8:at + 10])[0]
+    except struct.error:
+        return None
+
+
 def upright_exif(block: bytes) -> bytes:
     """The EXIF (TIFF-structured) `block` of a photo whose pixels were turned upright by its
     Orientation tag: that tag set to 1 (as stored) and its thumbnail (IFD1, still stored as
     the camera took it) unlinked, so no viewer turns either once more; after a quarter turn
     its pixel width and height are swapped. Unchanged where the tag is 1 or absent, or the
     block is not one `exif_orientation` reads."""
-    if block[:2] not in (b"II", b"MM"):
+    found = orientation_entry(block)
+    turned = orientation_value(block, found) if found else None
+    if turned is None or not 2 <= turned <= 8:
         return block
-    e = "<" if block[:2] == b"II" else ">"
-    try:
-        if struct.unpack(e + "H", block[2:4])[0] != 42:
-            return block
-        ifd = struct.unpack(e + "I", block[4:8])[0]
-        n = struct.unpack(e + "H", block[ifd:ifd + 2])[0]
-        for k in range(n):
-            at = ifd + 2 + 12 * k
-            if struct.unpack(e + "H", block[at:at + 2])[0] != ORIENTATION:
-                continue
-            if not 2 <= struct.unpack(e + "H", block[at + 8:at + 10])[0] <= 8:
-                return block
-            turned = struct.unpack(e + "H", block[at + 8:at + 10])[0]
-            out = bytearray(block)
-            out[at + 8:at + 10] = struct.pack(e + "H", 1)
-            link = ifd + 2 + 12 * n
-            if link + 4 <= len(out):
-                out[link:link + 4] = b"\x00\x00\x00\x00"
-            if turned >= 5:   # a quarter turn: the stored width is the upright height
-                with contextlib.suppress(struct.error):   # a cut Exif IFD: left as it is
-                    _swap_pixel_dimensions(out, e, ifd, n)
-            return bytes(out)
-    except struct.error:
-        pass
-    return block
+    e, ifd, n, at = found
+    out = bytearray(block)
+    out[at + 8:at + 10] = struct.pack(e + "H", 1)
+    link = ifd + 2 + 12 * n
+    if link + 4 <= len(out):
+        out[link:link + 4] = b"\x00\x00\x00\x00"
+    if turned >= 5:   # a quarter turn: the stored width is the upright height
+        with contextlib.suppress(struct.error):   # a cut Exif IFD: left as it is
+            _swap_pixel_dimensions(out, e, ifd, n)
+    return bytes(out)
 
 
 def _entries(block: bytes | bytearray, e: str, ifd: int, n: int) -> dict[int, int]:

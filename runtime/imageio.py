@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from .console import native_stderr_captured
+from .exif import orientation_entry, orientation_value
 
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
                         ".pgm", ".pnm"})
@@ -403,23 +404,12 @@ def with_icc_profile(encoded: bytes, profile: bytes) -> Optional[bytes]:
 
 def exif_orientation(data: bytes) -> int:
     """The EXIF Orientation tag (1-8; 1 = as stored) of an encoded image, 1 when absent; a
-    TIFF's own Orientation tag (the same tag, which OpenCV's TIFF decoder applies)."""
+    TIFF's own Orientation tag (the same tag, which OpenCV's TIFF decoder applies). A cut or
+    malformed block, or BigTIFF's 8-byte layout, shows the pixels as stored."""
     t = data if data[:2] in (b"II", b"MM") else exif_block(data)
-    if not t or t[:2] not in (b"II", b"MM"):
-        return 1
-    e = "<" if t[:2] == b"II" else ">"
-    try:
-        if struct.unpack(e + "H", t[2:4])[0] != 42:   # BigTIFF's 8-byte layout: not read here
-            return 1
-        ifd = struct.unpack(e + "I", t[4:8])[0]
-        for k in range(struct.unpack(e + "H", t[ifd:ifd + 2])[0]):
-            entry = t[ifd + 2 + 12 * k:ifd + 14 + 12 * k]
-            if struct.unpack(e + "H", entry[:2])[0] == 0x0112:
-                value = struct.unpack(e + "H", entry[8:10])[0]
-                return value if 1 <= value <= 8 else 1
-    except struct.error:   # a cut or malformed block: show the pixels as stored
-        pass
-    return 1
+    found = orientation_entry(t) if t else None
+    value = orientation_value(t, found) if found else None
+    return value if value is not None and 1 <= value <= 8 else 1
 
 
 # Orientation tag -> what turns the stored pixels upright (as OpenCV's IMREAD_COLOR does).
