@@ -374,6 +374,21 @@ def _flash_and_click(ffmpeg: str, path: Path) -> tuple[float, float, float]:
     return flash, float(np.argmax(sound > 0.3 * sound.max())) / RATE, 1 / fps
 
 
+# A phone's variable rate: 20 fps but for 0.5-1.9 s, where only every 4th frame is kept.
+PHONE_FRAMES = "select='not(between(t,0.5,1.9))+not(mod(n,4))'"
+
+
+def _phone_clip_run(capsys, monkeypatch, onnx_model, ffmpeg: str, tmp_path: Path,
+                    *argv: str) -> tuple[int, str, Path]:
+    """`sharpen run` of the phone clip (PHONE_FRAMES) into sharp.mp4 with `argv`."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _marked_clip(ffmpeg, tmp_path / "phone.mp4", PHONE_FRAMES)
+    out = tmp_path / "sharp.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip),
+                   "--out", str(out), *argv)
+    return rc, err, out
+
+
 def test_a_variable_frame_rate_clip_keeps_its_pictures_in_step_with_its_sound(
         tmp_path, capsys, monkeypatch, onnx_model, ffmpeg):
     """A phone records at a variable frame rate: here 20 fps but for 0.5-1.9 s, where only
@@ -386,8 +401,7 @@ def test_a_variable_frame_rate_clip_keeps_its_pictures_in_step_with_its_sound(
     import json
 
     monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
-    clip = _marked_clip(ffmpeg, tmp_path / "phone.mp4",
-                        "select='not(between(t,0.5,1.9))+not(mod(n,4))'")
+    clip = _marked_clip(ffmpeg, tmp_path / "phone.mp4", PHONE_FRAMES)
     times = _frame_times(clip)
     assert len(times) == 39 and times[19] == pytest.approx(MARK_S), times
     out, stats = tmp_path / "sharp.mp4", tmp_path / "stats.json"
@@ -418,12 +432,8 @@ def test_fps_of_a_variable_rate_clips_average_keeps_its_sound_and_times(
     rate. Compared with the peak, 20, it was taken as another rate: the video was written
     frame by frame (the flash 0.5 s before the click) and silent, the warning naming a 20 fps
     no player shows."""
-    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
-    clip = _marked_clip(ffmpeg, tmp_path / "phone.mp4",
-                        "select='not(between(t,0.5,1.9))+not(mod(n,4))'")
-    out = tmp_path / "sharp.mp4"
-    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip),
-                   "--out", str(out), "--fps", "13")
+    rc, err, out = _phone_clip_run(capsys, monkeypatch, onnx_model, ffmpeg, tmp_path,
+                                   "--fps", "13")
     assert rc == 0 and "warning" not in err, err
     assert read_video(out)[1] == pytest.approx(13), read_video(out)[1]
     flash, click, frame = _flash_and_click(ffmpeg, out)
@@ -438,12 +448,8 @@ def test_fps_of_another_rate_places_a_variable_rate_clips_frames_by_their_times(
     -r 16: a 16 fps video whose frames are placed by their times, those in a filled interval
     left out, and its sound kept. Written frame by frame instead, 39 frames at 16 fps played
     2.4 s, the flash at 1.19 s, and the sound was left out with a warning."""
-    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
-    clip = _marked_clip(ffmpeg, tmp_path / "phone.mp4",
-                        "select='not(between(t,0.5,1.9))+not(mod(n,4))'")
-    out = tmp_path / "sharp.mp4"
-    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip),
-                   "--out", str(out), "--fps", "16")
+    rc, err, out = _phone_clip_run(capsys, monkeypatch, onnx_model, ffmpeg, tmp_path,
+                                   "--fps", "16")
     assert rc == 0 and "warning" not in err, err
     frames, fps = read_video(out)
     assert fps == pytest.approx(16) and abs(len(frames) - 48) <= 1, (fps, len(frames))
