@@ -319,6 +319,20 @@ def test_samples_go_on_from_the_checkpoint_after_a_resume_with_other_crops_a_ste
     assert run.crops_per_step == [(0, 2), (2, 4)] and samples_axis(run, 4) == 12
 
 
+def _exit_code_as_nobody(check) -> int:
+    """0 where `check()` is true run as user nobody (65534) in a forked child, 1 where false,
+    2 where it raised (needs root)."""
+    child = os.fork()
+    if child == 0:   # pragma: no cover (the child's exit status is the result)
+        try:
+            os.setuid(65534)
+            os._exit(0 if check() else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 def test_without_proc_locks_the_lock_files_process_says_whether_the_run_lives(tmp_path,
                                                                               monkeypatch):
     """Where /proc/locks is not there (macOS, a locked-down /proc) the lock file's process id
@@ -343,15 +357,7 @@ def test_without_proc_locks_the_lock_files_process_says_whether_the_run_lives(tm
     try:
         other.chmod(0o755)
         (other / ".lock").write_text("1\nrun\ntraining")   # process 1: alive, root's
-        child = os.fork()
-        if child == 0:   # pragma: no cover (the child's exit status is the result)
-            try:
-                os.setuid(65534)
-                os._exit(0 if rc._lock_held(other) else 1)
-            except BaseException:
-                os._exit(2)
-        _, status = os.waitpid(child, 0)
-        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert _exit_code_as_nobody(lambda: rc._lock_held(other)) == 0
     finally:
         shutil.rmtree(other)
 
@@ -374,18 +380,12 @@ def test_a_folder_that_cannot_be_read_gets_a_line_not_a_traceback(two_runs):
             p.chmod(0o755 if p.is_dir() else 0o644)
         (top / "mine").chmod(0o755)
         (top / "theirs").chmod(0o700)
-        child = os.fork()
-        if child == 0:   # pragma: no cover (the child's exit status is the result)
-            try:
-                os.setuid(65534)
-                got = {p.name: read_run(p) for p in run_folders([top])}
-                ok = (set(got) == {"mine", "theirs"} and not got["mine"].problem
-                      and "cannot be read: Permission denied" in got["theirs"].problem)
-                os._exit(0 if ok else 1)
-            except BaseException:
-                os._exit(2)
-        _, status = os.waitpid(child, 0)
-        assert os.waitstatus_to_exitcode(status) == 0, status
+        def read_as_nobody() -> bool:
+            got = {p.name: read_run(p) for p in run_folders([top])}
+            return (set(got) == {"mine", "theirs"} and not got["mine"].problem
+                    and "cannot be read: Permission denied" in got["theirs"].problem)
+
+        assert _exit_code_as_nobody(read_as_nobody) == 0
     finally:
         shutil.rmtree(top)
 
