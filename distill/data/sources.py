@@ -9,6 +9,8 @@ A source SPEC is a path whose layout is detected, or an explicit ``kind:path``:
              ``blur/`` + ``sharp/``, matched by file name (relative path); also a root with split
              subfolders ``root/{train,val,test}/{input,target}`` (what ``sharpen synth`` and the
              embedded dataset write).
+- ``reds``, ``hide``, ``list``: REDS, HIDE and RealBlur's pair lists as published (see
+             public_layouts).
 - ``folder`` a folder of (blurred) images and/or video clips without ground truth, searched
              recursively (footage); a clip's frames are named ``<relative path without
              extension>_<index:06d>``, so same-named clips in different subfolders differ.
@@ -42,7 +44,7 @@ from ..dist import DistInfo
 from ..images import UndecodableImage, is_image, read_image, to_rgb_float
 from .frame_seek import SeekCheck
 
-KINDS = ("gopro", "paired", "folder", "video", "embedded")
+KINDS = ("gopro", "paired", "reds", "hide", "list", "folder", "video", "embedded")
 SPLITS = ("train", "val", "test")
 PAIR_DIRS = (("input", "target"), ("blur", "sharp"))
 GOPRO_BLUR = ("blur", "blur_gamma")
@@ -250,6 +252,9 @@ def data_set_in(folder: Path) -> str:
         return "a paired data set (input/ + target/ or blur/ + sharp/)"
     if _gopro_root(folder) is not None:
         return "a GoPro data set"
+    from .public_layouts import describe, layout_of
+    if layout := layout_of(folder):
+        return describe(layout)
     if any(p.is_file() and not p.name.startswith(".") and (is_image(p) or is_video(p))
            for p in folder.iterdir()):
         return "images or videos"
@@ -259,7 +264,10 @@ def data_set_in(folder: Path) -> str:
 def detect_kind(path: Path) -> str:
     if not path.exists():
         raise SourceError(f"data source not found: {path}")
+    from .public_layouts import layout_of
     if path.is_file():
+        if layout_of(path):
+            return "list"
         if is_video(path):
             return "video"
         if is_image(path):
@@ -273,7 +281,7 @@ def detect_kind(path: Path) -> str:
         return "gopro"
     if _pair_dirs(path) or _paired_split_root(path):
         return "paired"
-    return "folder"
+    return layout_of(path) or "folder"
 
 
 def gopro_blur_unused(specs: Iterable[str], gopro_blur: str, option: str) -> Optional[str]:
@@ -346,6 +354,9 @@ def resolve_source(spec: str | os.PathLike, split: str = "train",
         return _resolve_gopro(path, split, gopro_blur)
     if kind == "paired":
         return _resolve_paired(path, split)
+    from . import public_layouts
+    if kind in public_layouts.LAYOUTS:
+        return public_layouts.resolve(kind, path, split)
     if kind == "video":
         return _resolve_video(path)
     return _resolve_folder(path, frames)
@@ -472,7 +483,14 @@ def _resolve_paired(path: Path, split: str) -> SourceInfo:
         dirs = _pair_dirs(path / split)
         used_split = split
     assert dirs is not None
-    in_dir, gt_dir = dirs
+    return pair_folders(*dirs, "paired", root, used_split)
+
+
+def pair_folders(in_dir: Path, gt_dir: Path, kind: str, root: Path,
+                 split: Optional[str]) -> SourceInfo:
+    """The pairs of a blurred folder and its ground truth's, matched by relative path (a
+    sequence's frame: a file missing from one side drops that pair, never shifts the others),
+    the unmatched named in a warning."""
     others: list[str] = []
     ins = {r.as_posix(): r for r in _images_under(in_dir, others=others)}
     gts = {r.as_posix(): r for r in _images_under(gt_dir, others=others)}
@@ -488,8 +506,7 @@ def _resolve_paired(path: Path, split: str) -> SourceInfo:
     both = [ins[k] for k in sorted(pairs, key=name_key)]
     names = _sample_names(both)
     samples = [Sample(names[r], in_dir / r, gt_dir / pairs[r.as_posix()]) for r in both]
-    return SourceInfo("paired", root, samples, used_split, un_in, un_gt,
-                      not_images=sorted(others))
+    return SourceInfo(kind, root, samples, split, un_in, un_gt, not_images=sorted(others))
 
 
 def _match_pairs(ins: dict[str, Path], gts: dict[str, Path]) -> dict[str, Path]:

@@ -1,0 +1,178 @@
+"""The public deblurring sets in the layouts they are published in, read as blurred/sharp pairs:
+
+- ``reds``  REDS: ``{split}/{split}_blur/<sequence>/<frame>.png`` beside
+            ``{split}/{split}_sharp/...`` (or ``{split}_blur/`` + ``{split}_sharp/`` in the
+            folder given); samples are named ``<sequence>/<frame>``.
+- ``hide``  HIDE: blurred images under ``train/`` and ``test/`` (``test-close-ups/``,
+            ``test-long-shot/``), the ground truth of both in ``GT/`` under the same file name;
+            samples are named by the path under the split (``test-long-shot/<name>``).
+- ``list``  a pair list, ``GT_PATH BLUR_PATH`` per line, paths from the list's folder
+            (RealBlur's ``RealBlur_J_test_list.txt``), or the folder holding the lists, whose
+            ``*_{split}_list.txt`` is read; samples are named by the blurred path, less a top
+            folder all share (``scene001/blur/blur_1``).
+
+Read as footage, these sets' sharp frames were scored as blurred inputs with no ground truth.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from runtime.console import count
+from runtime.warn import warn
+
+from .sources import (SPLITS, Sample, SourceError, SourceInfo, _few, _report_unmatched,
+                      _sample_names, is_image, pair_folders)
+
+LAYOUTS = ("reds", "hide", "list")
+HIDE_SPLITS = ("train", "test")
+LIST_SUFFIX = ".txt"
+
+
+def layout_of(path: Path) -> Optional[str]:
+    """Which of LAYOUTS `path` is in, or None."""
+    if path.is_file():
+        return "list" if path.suffix.lower() == LIST_SUFFIX else None
+    if _reds_splits(path):
+        return "reds"
+    if (path / "GT").is_dir() and any((path / s).is_dir() for s in HIDE_SPLITS):
+        return "hide"
+    if _split_lists(path):
+        return "list"
+    return None
+
+
+def describe(kind: str) -> str:
+    """The layout in words, for a folder named as an output by mistake."""
+    return {"reds": "a REDS data set ({split}_blur/ + {split}_sharp/)",
+            "hide": "a HIDE data set (train/, test/ + GT/)",
+            "list": "a data set with pair lists (*_train_list.txt, *_test_list.txt)"}[kind]
+
+
+def resolve(kind: str, path: Path, split: str) -> SourceInfo:
+    if kind == "reds":
+        return _resolve_reds(path, split)
+    if kind == "hide":
+        return _resolve_hide(path, split)
+    return _resolve_list(path, split)
+
+
+# --- REDS ---------------------------------------------------------------------------------------
+
+def _reds_pair(folder: Path, split: str) -> Optional[tuple[Path, Path]]:
+    blur, sharp = folder / f"{split}_blur", folder / f"{split}_sharp"
+    return (blur, sharp) if blur.is_dir() and sharp.is_dir() else None
+
+
+def _reds_splits(path: Path) -> dict[str, tuple[Path, Path]]:
+    """Each split's (blurred, sharp) folders, under the split's folder or in `path` itself."""
+    found = {}
+    for s in SPLITS:
+        dirs = (_reds_pair(path / s, s) if (path / s).is_dir() else None) or _reds_pair(path, s)
+        if dirs:
+            found[s] = dirs
+    return found
+
+
+def _resolve_reds(path: Path, split: str) -> SourceInfo:
+    found = _reds_splits(path)
+    if not found:
+        raise SourceError(f"{path} is not a REDS folder: expected {{train,val}}/"
+                          "{train,val}_blur/<sequence>/*.png beside {train,val}_sharp/")
+    if len(found) == 1:   # a split's folder given alone: its pairs, whatever --split says
+        split = next(iter(found))
+    elif split not in found:
+        raise SourceError(f"{path} has no {split!r} split (it has: {', '.join(found)}; REDS' "
+                          "test split has no sharp frames: score its val split with --split val)")
+    return pair_folders(*found[split], "reds", path, split)
+
+
+# --- HIDE ---------------------------------------------------------------------------------------
+
+def _resolve_hide(path: Path, split: str) -> SourceInfo:
+    if split not in HIDE_SPLITS:
+        raise SourceError(f"HIDE has splits train and test, not {split!r}")
+    split_dir, gt_dir = path / split, path / "GT"
+    from .sources import _images_under
+    if not split_dir.is_dir():
+        raise SourceError(f"HIDE folder {path} has no {split}/ folder")
+    others: list[str] = []
+    blurred = _images_under(split_dir, others=others)
+    if not blurred:
+        raise SourceError(f"no images in {split_dir}")
+    both = [r for r in blurred if (gt_dir / r.name).is_file()]
+    unmatched = [f"{split}/{r.as_posix()}" for r in blurred if not (gt_dir / r.name).is_file()]
+    _report_unmatched(path, unmatched, [], "GT/ image", "blurred image")
+    if not both:
+        raise SourceError(f"no image in {split_dir} has a same-named file in {gt_dir}")
+    names = _sample_names(both)
+    samples = [Sample(names[r], split_dir / r, gt_dir / r.name) for r in both]
+    return SourceInfo("hide", path, samples, split, unmatched, [], not_images=sorted(others))
+
+
+# --- pair lists (RealBlur) ----------------------------------------------------------------------
+
+def _split_lists(folder: Path) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        for s in SPLITS:
+            if p.is_file() and p.name.lower().endswith(f"_{s}_list{LIST_SUFFIX}"):
+                found.setdefault(s, []).append(p)
+    return found
+
+
+def _resolve_list(path: Path, split: str) -> SourceInfo:
+    if path.is_file():
+        return _read_list(path, None)
+    found = _split_lists(path)
+    if split not in found:
+        raise SourceError(f"{path} has no *_{split}_list{LIST_SUFFIX} (it has lists for: "
+                          f"{', '.join(found) or 'no split'})")
+    if len(found[split]) > 1:
+        names = ", ".join(p.name for p in found[split])
+        raise SourceError(f"{path} has {len(found[split])} {split} lists ({names}): give the "
+                          f"one to read as --data, e.g. {found[split][0]}")
+    return _read_list(found[split][0], split)
+
+
+def _read_list(listed: Path, split: Optional[str]) -> SourceInfo:
+    base = listed.parent
+    rows: list[tuple[Path, Path]] = []
+    try:
+        text = listed.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SourceError(f"cannot read the pair list {listed}: {e}") from None
+    for no, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise SourceError(f"{listed} line {no}: {line.strip()!r} is not 'GT_PATH BLUR_PATH' "
+                              "(two paths from the list's folder, the ground truth's first, as "
+                              "RealBlur's lists)")
+        gt, blurred = (Path(f) for f in fields)
+        for f in (gt, blurred):
+            if not is_image(f):
+                raise SourceError(f"{listed} line {no}: {f} is not an image file")
+        rows.append((blurred, gt))
+    missing = [f.as_posix() for b, g in rows for f in (g, b) if not (base / f).is_file()]
+    kept = [(b, g) for b, g in rows if (base / b).is_file() and (base / g).is_file()]
+    if missing:
+        one = len(missing) == 1
+        warn(f"{listed}: {count(len(missing), 'listed file')} "
+             f"{'is' if one else 'are'} missing from {base}, "
+             f"{'its pair is' if one else 'their pairs are'} left out: {_few(missing)}",
+             stacklevel=3)
+    if not kept:
+        raise SourceError(f"no listed pair of {listed} has both files"
+                          + (f" ({count(len(missing), 'file')} missing, the first "
+                             f"{base / missing[0]})" if missing else ": the list is empty"))
+    rels = [b for b, _ in kept]
+    tops = {r.parts[0] for r in rels}
+    if len(tops) == 1 and all(len(r.parts) > 2 for r in rels):   # the camera's folder
+        rels = [Path(*r.parts[1:]) for r in rels]
+    names = _sample_names(rels)
+    if len(set(names.values())) < len(rels):
+        raise SourceError(f"{listed} lists a blurred image twice")
+    samples = [Sample(names[r], base / b, base / g) for r, (b, g) in zip(rels, kept)]
+    return SourceInfo("list", listed, samples, split, missing, [])

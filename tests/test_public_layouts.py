@@ -1,0 +1,141 @@
+"""The public deblurring sets in their official layouts (REDS, HIDE, RealBlur's pair lists) are
+read as blurred/sharp pairs, matched by sequence and frame: read as footage, their sharp
+frames were scored as blurred inputs with no ground truth."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from distill.data.sources import SourceError, data_set_in, detect_kind, resolve_source
+
+
+def _png(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = np.random.default_rng(seed).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+def _pairs(info) -> dict[str, tuple[Path, Path]]:
+    return {s.name: (s.input, s.gt) for s in info.samples}
+
+
+def _reds(root: Path) -> Path:
+    for split in ("train", "val"):
+        for seq in ("000", "001"):
+            for i in range(3):
+                for side in ("blur", "sharp"):
+                    _png(root / split / f"{split}_{side}" / seq / f"{i:08d}.png", i)
+    (root / "train" / "train_sharp" / "000" / "00000001.png").unlink()
+    return root
+
+
+def test_reds_pairs_by_sequence_and_frame(tmp_path):
+    reds = _reds(tmp_path / "REDS")
+    assert detect_kind(reds) == "reds"
+    with pytest.warns(UserWarning, match=r"000/00000001\.png"):
+        info = resolve_source(reds, split="train")
+    assert info.kind == "reds" and info.split == "train" and info.has_gt
+    pairs = _pairs(info)
+    assert len(pairs) == 5 and "000/00000001" not in pairs
+    blur, sharp = pairs["000/00000002"]   # the missing frame shifts no other pair
+    assert blur == reds / "train" / "train_blur" / "000" / "00000002.png"
+    assert sharp == reds / "train" / "train_sharp" / "000" / "00000002.png"
+    assert len(resolve_source(reds, split="val").samples) == 6
+    # the split folder itself, as REDS' zips unpack it
+    assert len(resolve_source(reds / "val", split="test").samples) == 6
+    with pytest.raises(SourceError, match=r"no 'test' split.*train, val"):
+        resolve_source(reds, split="test")
+    assert "REDS" in data_set_in(reds)
+
+
+def _hide(root: Path) -> Path:
+    for i in range(8):
+        name = f"{i}fromGOPR{1000 + i}.MP4.png"
+        where = "train" if i < 4 else "test/test-close-ups" if i < 6 else "test/test-long-shot"
+        _png(root / where / name, i)
+        if i != 5:
+            _png(root / "GT" / name, i)
+    return root
+
+
+def test_hide_pairs_blurred_split_with_gt_by_name(tmp_path):
+    hide = _hide(tmp_path / "HIDE_dataset")
+    (hide / "train.txt").write_text("0fromGOPR1000.MP4.png\n")
+    assert detect_kind(hide) == "hide"
+    with pytest.warns(UserWarning, match=r"test-close-ups/5fromGOPR1005\.MP4\.png") as rec:
+        info = resolve_source(hide, split="test")
+    assert len(rec) == 1   # the train split's ground truth in GT/ is not "unmatched"
+    assert info.kind == "hide" and info.split == "test"
+    pairs = _pairs(info)
+    assert sorted(pairs) == ["test-close-ups/4fromGOPR1004.MP4",
+                             "test-long-shot/6fromGOPR1006.MP4",
+                             "test-long-shot/7fromGOPR1007.MP4"]
+    blur, sharp = pairs["test-long-shot/6fromGOPR1006.MP4"]
+    assert blur == hide / "test" / "test-long-shot" / "6fromGOPR1006.MP4.png"
+    assert sharp == hide / "GT" / "6fromGOPR1006.MP4.png"
+    assert len(resolve_source(hide, split="train").samples) == 4
+    with pytest.raises(SourceError, match=r"HIDE.*train and test"):
+        resolve_source(hide, split="val")
+
+
+def _realblur(root: Path) -> Path:
+    top = "RealBlur-J_ECC_IMCORR_centroid_itensity_ref"
+    lines = {"train": [], "test": []}
+    for s in range(1, 5):
+        for i in range(1, 3):
+            scene = root / top / f"scene{s:03d}"
+            _png(scene / "blur" / f"blur_{i}.png", s * 10 + i)
+            _png(scene / "gt" / f"gt_{i}.png", s * 10 + i)
+            lines["train" if s < 3 else "test"].append(
+                f"{top}/scene{s:03d}/gt/gt_{i}.png {top}/scene{s:03d}/blur/blur_{i}.png\n")
+    for split, ls in lines.items():
+        (root / f"RealBlur_J_{split}_list.txt").write_text("".join(ls))
+    return root
+
+
+def test_realblur_list_pairs_each_line(tmp_path):
+    rb = _realblur(tmp_path / "RealBlur")
+    scene1 = rb / "RealBlur-J_ECC_IMCORR_centroid_itensity_ref" / "scene001"
+    (scene1 / "gt" / "gt_2.png").unlink()
+    listed = rb / "RealBlur_J_train_list.txt"
+    assert detect_kind(listed) == "list" and detect_kind(rb) == "list"
+    with pytest.warns(UserWarning, match=r"scene001/gt/gt_2\.png"):
+        info = resolve_source(listed)
+    assert info.kind == "list" and info.has_gt
+    pairs = _pairs(info)
+    assert list(pairs) == ["scene001/blur/blur_1", "scene002/blur/blur_1",
+                           "scene002/blur/blur_2"]
+    assert pairs["scene001/blur/blur_1"] == (scene1 / "blur" / "blur_1.png",
+                                             scene1 / "gt" / "gt_1.png")
+    # the root: the split's list
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        test = resolve_source(rb, split="test")
+    assert test.split == "test" and len(test.samples) == 4
+    assert test.samples[0].name == "scene003/blur/blur_1"
+
+
+def test_realblur_root_with_both_cameras_asks_for_one_list(tmp_path):
+    rb = _realblur(tmp_path / "RealBlur")
+    (rb / "RealBlur_R_test_list.txt").write_text((rb / "RealBlur_J_test_list.txt").read_text())
+    with pytest.raises(SourceError, match=r"RealBlur_J_test_list\.txt.*RealBlur_R_test_list"):
+        resolve_source(rb, split="test")
+
+
+def test_pair_list_errors_name_the_line(tmp_path):
+    rb = _realblur(tmp_path / "RealBlur")
+    bad = rb / "bad_list.txt"
+    bad.write_text("RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene001/gt/gt_1.png\n")
+    with pytest.raises(SourceError, match=r"bad_list\.txt line 1: .*GT_PATH BLUR_PATH"):
+        resolve_source(bad)
+    gone = rb / "gone_list.txt"
+    gone.write_text("a/gt.png a/blur.png\n")
+    with pytest.raises(SourceError, match=r"no listed pair.*a/gt\.png"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            resolve_source(gone)
