@@ -108,16 +108,16 @@ def test_realblur_list_pairs_each_line(tmp_path):
         info = resolve_source(listed)
     assert info.kind == "list" and info.has_gt
     pairs = _pairs(info)
-    assert list(pairs) == ["scene001/blur/blur_1", "scene002/blur/blur_1",
-                           "scene002/blur/blur_2"]
-    assert pairs["scene001/blur/blur_1"] == (scene1 / "blur" / "blur_1.png",
+    assert list(pairs) == ["scene001/blur_1", "scene002/blur_1",
+                           "scene002/blur_2"]
+    assert pairs["scene001/blur_1"] == (scene1 / "blur" / "blur_1.png",
                                              scene1 / "gt" / "gt_1.png")
     # the root: the split's list
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         test = resolve_source(rb, split="test")
     assert test.split == "test" and len(test.samples) == 4
-    assert test.samples[0].name == "scene003/blur/blur_1"
+    assert test.samples[0].name == "scene003/blur_1"
 
 
 def test_realblur_root_with_both_cameras_asks_for_one_list(tmp_path):
@@ -139,3 +139,20 @@ def test_pair_list_errors_name_the_line(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             resolve_source(gone)
+
+
+def test_ground_truth_folders_read_as_footage_are_named(tmp_path):
+    rb = _realblur(tmp_path / "RealBlur")
+    for listed in rb.glob("*_list.txt"):   # the lists not copied: no layout to pair by
+        listed.unlink()
+    assert detect_kind(rb) == "folder"
+    with pytest.warns(UserWarning, match=r"8 images under ground-truth folders \(gt/\).*"
+                      r"scene001/gt/gt_1\.png.*GT_PATH BLUR_PATH") as rec:
+        info = resolve_source(rb)
+    assert len(rec) == 1 and not info.has_gt
+    footage = tmp_path / "footage"
+    _png(footage / "day1" / "a.png")
+    _png(footage / "sharpest" / "b.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(resolve_source(footage).samples) == 2

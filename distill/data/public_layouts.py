@@ -9,7 +9,8 @@
 - ``list``  a pair list, ``GT_PATH BLUR_PATH`` per line, paths from the list's folder
             (RealBlur's ``RealBlur_J_test_list.txt``), or the folder holding the lists, whose
             ``*_{split}_list.txt`` is read; samples are named by the blurred path, less a top
-            folder all share (``scene001/blur/blur_1``).
+            folder and a blurred folder all
+            share (``scene001/blur_1``).
 
 Read as footage, these sets' sharp frames were scored as blurred inputs with no ground truth.
 """
@@ -171,6 +172,8 @@ def _read_list(listed: Path, split: Optional[str]) -> SourceInfo:
     tops = {r.parts[0] for r in rels}
     if len(tops) == 1 and all(len(r.parts) > 2 for r in rels):   # the camera's folder
         rels = [Path(*r.parts[1:]) for r in rels]
+    if len({r.parent.name for r in rels}) == 1 and all(len(r.parts) > 2 for r in rels):
+        rels = [r.parent.parent / r.name for r in rels]   # scene001/blur/: the scene's frames
     names = _sample_names(rels)
     if len(set(names.values())) < len(rels):
         raise SourceError(f"{listed} lists a blurred image twice")

@@ -348,6 +348,7 @@ def resolve_source(spec: str | os.PathLike, split: str = "train",
         raise SourceError(f"data source not found: {path}")
     if kind in (None, "folder") and path.is_dir():
         _refuse_label_cache(path, frames)
+    chosen = kind is not None   # folder:PATH reads a paired tree as footage on purpose
     if kind is None:
         kind = detect_kind(path)
     if kind == "gopro":
@@ -359,7 +360,7 @@ def resolve_source(spec: str | os.PathLike, split: str = "train",
         return public_layouts.resolve(kind, path, split)
     if kind == "video":
         return _resolve_video(path)
-    return _resolve_folder(path, frames)
+    return _resolve_folder(path, frames, warn_gt=not chosen)
 
 
 def _refuse_label_cache(path: Path, frames: bool = True) -> None:
@@ -529,7 +530,7 @@ def _match_pairs(ins: dict[str, Path], gts: dict[str, Path]) -> dict[str, Path]:
     return pairs
 
 
-def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
+def _resolve_folder(path: Path, frames: bool = True, warn_gt: bool = True) -> SourceInfo:
     """A folder of footage: its images, and every frame of its video clips (a folder of clips
     was "no images found", and clips beside images were left out without a word)."""
     if path.is_file():
@@ -547,6 +548,8 @@ def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
                  f"{path / gt}")
     others: list[str] = []
     rels = _images_under(path, others=others)
+    if warn_gt:
+        _warn_ground_truth_as_footage(path, rels)
     clips = _images_under(path, kind=is_video, broken=[])   # (its broken links: said above)
     not_images = sorted(o for o in others if not is_video(o))   # clips: frames, or left out
     if not frames and rels:
@@ -590,6 +593,24 @@ def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
     return SourceInfo("folder", path, samples, not_images=not_images,
                       unopenable_videos=unusable,
                       clips_left_out=[c for named in why.values() for c in named])
+
+
+_GT_FOLDER = re.compile(r"(.*_)?(sharp|gt|target|groundtruth|ground_truth)", re.IGNORECASE)
+
+
+def _warn_ground_truth_as_footage(path: Path, rels: list[Path]) -> None:
+    """A warning naming the images of a footage folder that sit in ground-truth folders (gt/,
+    train_sharp/): a paired set in a layout not recognised (RealBlur without its lists) is
+    read as footage, and its sharp images then scored and labelled as blurred inputs."""
+    gt = [r for r in rels if any(_GT_FOLDER.fullmatch(p) for p in r.parts[:-1])]
+    if not gt:
+        return
+    folders = sorted({next(p for p in r.parts[:-1] if _GT_FOLDER.fullmatch(p)) for r in gt})
+    warn(f"{path}: {count(len(gt), 'image')} under ground-truth folders "
+         f"({', '.join(f + '/' for f in folders)}) are read as blurred footage without ground "
+         f"truth, e.g. {gt[0].as_posix()}: the layout is none that pairs (input/ + target/, "
+         "blur/ + sharp/, GoPro, REDS, HIDE); give the blurred images alone, or a list of "
+         "'GT_PATH BLUR_PATH' lines (RealBlur's) as --data", stacklevel=3)
 
 
 def _resolve_folder_images(path: Path, rels: list[Path]) -> SourceInfo:
