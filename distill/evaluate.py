@@ -26,6 +26,7 @@ from runtime.warn import SharpenWarning
 from .metrics import (CONVENTION, SSIM_MIN_SIDE, input_range, overshoot, psnr, quantise_8bit,
                       ssim)
 from .evaluate_journal import ScoreJournal
+from .evaluate_sequences import per_sequence
 from .real_verdicts import nogt_verdicts, pair_verdicts
 
 Fn = Callable[[np.ndarray], np.ndarray]
@@ -34,7 +35,8 @@ Fn = Callable[[np.ndarray], np.ndarray]
 RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outputs", "split",
             "crop", "limit", "flat_images", "weights", "per_image", "reference", "interrupted",
             "exit_code", "teacher_labels", "environment", "convention", "clip_frames",
-            "stride", "frames", "cut_clips", "clips_left_out", "seek_notes"}
+            "stride", "frames", "cut_clips", "clips_left_out", "seek_notes",
+            "per_sequence"}
 
 
 # Rows of `sharpen evaluate --out`'s figure (--figure-images), and the images whose outputs
@@ -960,6 +962,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
             res[k]["psnr_to_reference"] = float(np.mean(
                 [v[k]["psnr_to_reference"] for v in per_image.values()]))
     res["per_image"] = per_image
+    if seqs := per_sequence(res):
+        res["per_sequence"] = seqs
     res["outputs"] = outputs
     if stopped is not None:
         # The interruption goes on, carrying the results: returned, they let a loop over

@@ -160,6 +160,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         pick_device(args.device), (*LIBS, "onnxruntime", "ai_edge_litert")),
         "threads": default_threads(args.threads)}
     print(format_table(res))
+    if res.get("per_sequence"):
+        from .evaluate_sequences import format_sequences
+        print(format_sequences(res, res["per_sequence"]))
     if said := teacher_labels_line(res):
         print(said)
     for note in res.get("seek_notes") or []:
