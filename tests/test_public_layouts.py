@@ -48,7 +48,7 @@ def test_reds_pairs_by_sequence_and_frame(tmp_path):
     assert len(resolve_source(reds, split="val").samples) == 6
     # the split folder itself, as REDS' zips unpack it
     assert len(resolve_source(reds / "val", split="test").samples) == 6
-    with pytest.raises(SourceError, match=r"no 'test' split.*train, val"):
+    with pytest.raises(SourceError, match=r"no .test. split.*train, val.*--split val, or give"):
         resolve_source(reds, split="test")
     assert "REDS" in data_set_in(reds)
 
@@ -156,3 +156,15 @@ def test_ground_truth_folders_read_as_footage_are_named(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(resolve_source(footage).samples) == 2
+
+
+def test_pair_list_blurred_first_is_read_by_its_folder_names(tmp_path):
+    rb = _realblur(tmp_path / "RealBlur")
+    listed = rb / "RealBlur_J_test_list.txt"
+    flipped = rb / "mine.txt"   # BLUR_PATH GT_PATH, as other sets' lists are written
+    flipped.write_text("".join(" ".join(line.split()[::-1]) + "\n"
+                               for line in listed.read_text().splitlines()))
+    a, b = resolve_source(listed), resolve_source(flipped)
+    assert [(s.name, s.input, s.gt) for s in a.samples] == [
+        (s.name, s.input, s.gt) for s in b.samples]
+    assert all(s.gt.parent.name == "gt" for s in b.samples)

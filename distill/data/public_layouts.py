@@ -7,10 +7,11 @@
             ``test-long-shot/``), the ground truth of both in ``GT/`` under the same file name;
             samples are named by the path under the split (``test-long-shot/<name>``).
 - ``list``  a pair list, ``GT_PATH BLUR_PATH`` per line, paths from the list's folder
-            (RealBlur's ``RealBlur_J_test_list.txt``), or the folder holding the lists, whose
-            ``*_{split}_list.txt`` is read; samples are named by the blurred path, less a top
-            folder and a blurred folder all
-            share (``scene001/blur_1``).
+            (RealBlur's ``RealBlur_J_test_list.txt``; ``BLUR_PATH GT_PATH`` where every
+            line's second path, and no first one, is in a gt/, sharp/ or target/ folder), or
+            the folder holding the lists, whose ``*_{split}_list.txt`` is read; samples are
+            named by the blurred path, less a top folder and a blurred folder all share
+            (``scene001/blur_1``).
 
 Read as footage, these sets' sharp frames were scored as blurred inputs with no ground truth.
 """
@@ -22,7 +23,7 @@ from typing import Optional
 from runtime.console import count
 from runtime.warn import warn
 
-from .sources import (SPLITS, Sample, SourceError, SourceInfo, _few, _report_unmatched,
+from .sources import (_GT_FOLDER, SPLITS, Sample, SourceError, SourceInfo, _few, _report_unmatched,
                       _sample_names, is_image, pair_folders)
 
 LAYOUTS = ("reds", "hide", "list")
@@ -84,7 +85,8 @@ def _resolve_reds(path: Path, split: str) -> SourceInfo:
         split = next(iter(found))
     elif split not in found:
         raise SourceError(f"{path} has no {split!r} split (it has: {', '.join(found)}; REDS' "
-                          "test split has no sharp frames: score its val split with --split val)")
+                          "test split has no sharp frames: score its val split with --split val, "
+                          f"or give {path / 'val'})")
     return pair_folders(*found[split], "reds", path, split)
 
 
@@ -112,6 +114,10 @@ def _resolve_hide(path: Path, split: str) -> SourceInfo:
 
 
 # --- pair lists (RealBlur) ----------------------------------------------------------------------
+
+def _in_gt_folder(path: Path) -> bool:
+    return any(_GT_FOLDER.fullmatch(p) for p in path.parts[:-1])
+
 
 def _split_lists(folder: Path) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
@@ -156,6 +162,8 @@ def _read_list(listed: Path, split: Optional[str]) -> SourceInfo:
             if not is_image(f):
                 raise SourceError(f"{listed} line {no}: {f} is not an image file")
         rows.append((blurred, gt))
+    if rows and all(_in_gt_folder(b) and not _in_gt_folder(g) for b, g in rows):
+        rows = [(g, b) for b, g in rows]   # BLUR_PATH GT_PATH, as other sets' lists have it
     missing = [f.as_posix() for b, g in rows for f in (g, b) if not (base / f).is_file()]
     kept = [(b, g) for b, g in rows if (base / b).is_file() and (base / g).is_file()]
     if missing:
