@@ -51,6 +51,11 @@ def test_reds_pairs_by_sequence_and_frame(tmp_path):
     with pytest.raises(SourceError, match=r"no .test. split.*train, val.*--split val, or give"):
         resolve_source(reds, split="test")
     assert "REDS" in data_set_in(reds)
+    only_train = tmp_path / "REDS-train"   # the train zip alone: never scored as the test split
+    only_train.mkdir()
+    (_reds(tmp_path / "copy") / "train").rename(only_train / "train")
+    with pytest.raises(SourceError, match=r"no 'test' split \(it has: train"):
+        resolve_source(only_train, split="test")
 
 
 def _hide(root: Path) -> Path:

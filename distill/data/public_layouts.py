@@ -81,8 +81,9 @@ def _resolve_reds(path: Path, split: str) -> SourceInfo:
     if not found:
         raise SourceError(f"{path} is not a REDS folder: expected {{train,val}}/"
                           "{train,val}_blur/<sequence>/*.png beside {train,val}_sharp/")
-    if len(found) == 1:   # a split's folder given alone: its pairs, whatever --split says
-        split = next(iter(found))
+    given = [s for s, (blur, _) in found.items() if blur.parent == path]
+    if len(found) == 1 and given:   # a split's folder given alone: its pairs, whatever --split
+        split = given[0]
     elif split not in found:
         raise SourceError(f"{path} has no {split!r} split (it has: {', '.join(found)}; REDS' "
                           "test split has no sharp frames: score its val split with --split val, "
