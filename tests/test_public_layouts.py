@@ -173,3 +173,17 @@ def test_pair_list_blurred_first_is_read_by_its_folder_names(tmp_path):
     assert [(s.name, s.input, s.gt) for s in a.samples] == [
         (s.name, s.input, s.gt) for s in b.samples]
     assert all(s.gt.parent.name == "gt" for s in b.samples)
+
+
+def test_a_photo_folder_with_gt_and_test_subfolders_is_footage_not_hide(tmp_path):
+    photos = tmp_path / "photos"   # GT/ and test/ beside other folders: no HIDE names shared
+    for i, where in enumerate(("GT/a.png", "GT/b.png", "test/c.png", "test/d.png",
+                               "holiday/e.png")):
+        _png(photos / where, i)
+    assert detect_kind(photos) == "folder"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for split in ("train", "test"):
+            info = resolve_source(photos, split=split)
+            assert info.kind == "folder" and len(info.samples) == 5
+    assert "HIDE" not in data_set_in(photos)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from runtime.console import count
+from runtime.walk import walk_files
 from runtime.warn import warn
 
 from .sources import (_GT_FOLDER, SPLITS, Sample, SourceError, SourceInfo, _few, _report_unmatched,
@@ -37,7 +38,7 @@ def layout_of(path: Path) -> Optional[str]:
         return "list" if path.suffix.lower() == LIST_SUFFIX else None
     if _reds_splits(path):
         return "reds"
-    if (path / "GT").is_dir() and any((path / s).is_dir() for s in HIDE_SPLITS):
+    if _hide_root(path):
         return "hide"
     if _split_lists(path):
         return "list"
@@ -92,6 +93,17 @@ def _resolve_reds(path: Path, split: str) -> SourceInfo:
 
 
 # --- HIDE ---------------------------------------------------------------------------------------
+
+def _hide_root(path: Path) -> bool:
+    """GT/ beside train/ or test/ holding an image of the same name as one in GT/: a folder of
+    photos with GT/ and test/ subfolders is footage, not a HIDE set that matches nothing."""
+    gt = path / "GT"
+    if not gt.is_dir():
+        return False
+    return any(is_image(f) and (gt / f.name).is_file()
+               for s in HIDE_SPLITS if (path / s).is_dir()
+               for f in walk_files(path / s, broken=[]))
+
 
 def _resolve_hide(path: Path, split: str) -> SourceInfo:
     if split not in HIDE_SPLITS:
