@@ -187,3 +187,14 @@ def test_a_photo_folder_with_gt_and_test_subfolders_is_footage_not_hide(tmp_path
             info = resolve_source(photos, split=split)
             assert info.kind == "folder" and len(info.samples) == 5
     assert "HIDE" not in data_set_in(photos)
+
+
+def test_pair_list_blurred_first_is_read_by_its_blurred_folder_names(tmp_path):
+    for i, side in enumerate(("blurred", "clean")):   # no gt/ or sharp/ folder to tell by
+        _png(tmp_path / side / "a.png", i)
+        _png(tmp_path / side / "b.png", i + 2)
+    listed = tmp_path / "pairs.txt"
+    listed.write_text("blurred/a.png clean/a.png\nblurred/b.png clean/b.png\n")
+    info = resolve_source(listed)
+    assert [(s.input.parent.name, s.gt.parent.name) for s in info.samples] == [
+        ("blurred", "clean"), ("blurred", "clean")]

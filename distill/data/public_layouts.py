@@ -8,7 +8,8 @@
             samples are named by the path under the split (``test-long-shot/<name>``).
 - ``list``  a pair list, ``GT_PATH BLUR_PATH`` per line, paths from the list's folder
             (RealBlur's ``RealBlur_J_test_list.txt``; ``BLUR_PATH GT_PATH`` where every
-            line's second path, and no first one, is in a gt/, sharp/ or target/ folder), or
+            line's second path, and no first one, is in a gt/, sharp/ or target/ folder, or
+            every first path, and no second one, in a blur/, blurred/ or input/ folder), or
             the folder holding the lists, whose ``*_{split}_list.txt`` is read; samples are
             named by the blurred path, less a top folder and a blurred folder all share
             (``scene001/blur_1``).
@@ -17,6 +18,7 @@ Read as footage, these sets' sharp frames were scored as blurred inputs with no 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -128,8 +130,25 @@ def _resolve_hide(path: Path, split: str) -> SourceInfo:
 
 # --- pair lists (RealBlur) ----------------------------------------------------------------------
 
+# Folders of blurred images: blur/, blurred/, input/, train_blur/, blur_gamma/.
+_BLUR_FOLDER = re.compile(r"(.*_)?(blur|blurred|blurry|input)(_.*)?", re.IGNORECASE)
+
+
 def _in_gt_folder(path: Path) -> bool:
     return any(_GT_FOLDER.fullmatch(p) for p in path.parts[:-1])
+
+
+def _in_blur_folder(path: Path) -> bool:
+    return any(_BLUR_FOLDER.fullmatch(p) for p in path.parts[:-1])
+
+
+def _blurred_first(rows: list[tuple[Path, Path]]) -> bool:
+    """Whether the folders name a list's lines BLUR_PATH GT_PATH (rows as read, second path
+    first): every second path, and no first one, in a gt/ folder, or every first path, and no
+    second one, in a blur/ folder."""
+    return bool(rows) and (all(_in_gt_folder(b) and not _in_gt_folder(g) for b, g in rows)
+                           or all(_in_blur_folder(g) and not _in_blur_folder(b)
+                                  for b, g in rows))
 
 
 def _split_lists(folder: Path) -> dict[str, list[Path]]:
@@ -175,7 +194,7 @@ def _read_list(listed: Path, split: Optional[str]) -> SourceInfo:
             if not is_image(f):
                 raise SourceError(f"{listed} line {no}: {f} is not an image file")
         rows.append((blurred, gt))
-    if rows and all(_in_gt_folder(b) and not _in_gt_folder(g) for b, g in rows):
+    if _blurred_first(rows):
         rows = [(g, b) for b, g in rows]   # BLUR_PATH GT_PATH, as other sets' lists have it
     missing = [f.as_posix() for b, g in rows for f in (g, b) if not (base / f).is_file()]
     kept = [(b, g) for b, g in rows if (base / b).is_file() and (base / g).is_file()]
