@@ -198,3 +198,14 @@ def test_pair_list_blurred_first_is_read_by_its_blurred_folder_names(tmp_path):
     info = resolve_source(listed)
     assert [(s.input.parent.name, s.gt.parent.name) for s in info.samples] == [
         ("blurred", "clean"), ("blurred", "clean")]
+
+
+def test_footage_with_a_gt_like_folder_is_told_how_to_keep_it_footage(tmp_path):
+    photos = tmp_path / "photos"   # photos of archery targets, not ground truth
+    _png(photos / "target" / "a.png")
+    _png(photos / "b.png", 1)
+    with pytest.warns(UserWarning, match=r"target/.*folder:" + str(photos)):
+        assert len(resolve_source(photos).samples) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(resolve_source(f"folder:{photos}").samples) == 2

@@ -610,7 +610,8 @@ def _warn_ground_truth_as_footage(path: Path, rels: list[Path]) -> None:
          f"({', '.join(f + '/' for f in folders)}) are read as blurred footage without ground "
          f"truth, e.g. {gt[0].as_posix()}: the layout is none that pairs (input/ + target/, "
          "blur/ + sharp/, GoPro, REDS, HIDE); give the blurred images alone, or a list of "
-         "'GT_PATH BLUR_PATH' lines (RealBlur's) as --data", stacklevel=3)
+         "'GT_PATH BLUR_PATH' lines (RealBlur's) as --data; footage indeed: give it as "
+         f"folder:{path}", stacklevel=3)
 
 
 def _resolve_folder_images(path: Path, rels: list[Path]) -> SourceInfo:
