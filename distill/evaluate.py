@@ -26,7 +26,7 @@ from runtime.warn import SharpenWarning
 from .metrics import (CONVENTION, SSIM_MIN_SIDE, input_range, overshoot, psnr, quantise_8bit,
                       ssim)
 from .evaluate_journal import ScoreJournal
-from .evaluate_sequences import per_sequence
+from .evaluate_sequences import per_sequence, sequence_of
 from .real_verdicts import nogt_verdicts, pair_verdicts
 
 Fn = Callable[[np.ndarray], np.ndarray]
@@ -992,10 +992,9 @@ def write_per_image_csv(res: dict, path: str | Path) -> Path:
         clip_cols = ["clip", "frame"] if on_clip else []
         w.writerow(["image", "sequence", *clip_cols, "model", *metrics])
         for name, scores in res["per_image"].items():
-            seq = name.rsplit("/", 1)[0] if "/" in name else ""
             where = [*on_clip.get(name, ["", ""])] if on_clip else []
             for model, by_model in scores.items():
-                w.writerow([name, seq, *where, model,
+                w.writerow([name, sequence_of(name), *where, model,
                             *(_cell(by_model.get(m)) for m in metrics)])
     return Path(path)
 

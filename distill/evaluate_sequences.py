@@ -10,7 +10,8 @@ from .data.sources import name_key
 NOT_MODELS = ("input", "ground truth")
 
 
-def _sequence(name: str) -> str:
+def sequence_of(name: str) -> str:
+    """The sequence of an image's name: its folder part ("" where there is none)."""
     return name.rsplit("/", 1)[0] if "/" in name else ""
 
 
@@ -23,7 +24,7 @@ def per_sequence(res: dict) -> dict[str, dict]:
         return {}
     groups: dict[str, list[dict]] = {}
     for name, scores in per_image.items():
-        groups.setdefault(_sequence(name), []).append(scores)
+        groups.setdefault(sequence_of(name), []).append(scores)
     if len(groups) < 2 or "" in groups:
         return {}
     labels = [k for k in next(iter(per_image.values())) if k not in NOT_MODELS]
