@@ -150,6 +150,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.split and res["split"] is None:
         print(f"warning: {args.data} has no split folders (train/, val/, test/): --split "
               f"{args.split} does not apply; every image was evaluated", file=sys.stderr)
+    elif args.split and res["split"] != args.split:   # a REDS split's folder given alone
+        print(f"warning: {args.data} holds the {res['split']} split alone: --split "
+              f"{args.split} does not apply; its {res['split']} images were evaluated",
+              file=sys.stderr)
     from runtime.host import default_threads
 
     from .provenance import LIBS, run_environment

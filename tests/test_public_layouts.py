@@ -13,9 +13,9 @@ import pytest
 from distill.data.sources import SourceError, data_set_in, detect_kind, resolve_source
 
 
-def _png(path: Path, seed: int = 0) -> Path:
+def _png(path: Path, seed: int = 0, shape: tuple[int, int, int] = (6, 8, 3)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    img = np.random.default_rng(seed).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    img = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
     assert cv2.imwrite(str(path), img)
     return path
 
@@ -24,12 +24,12 @@ def _pairs(info) -> dict[str, tuple[Path, Path]]:
     return {s.name: (s.input, s.gt) for s in info.samples}
 
 
-def _reds(root: Path) -> Path:
+def _reds(root: Path, shape: tuple[int, int, int] = (6, 8, 3)) -> Path:
     for split in ("train", "val"):
         for seq in ("000", "001"):
             for i in range(3):
                 for side in ("blur", "sharp"):
-                    _png(root / split / f"{split}_{side}" / seq / f"{i:08d}.png", i)
+                    _png(root / split / f"{split}_{side}" / seq / f"{i:08d}.png", i, shape)
     (root / "train" / "train_sharp" / "000" / "00000001.png").unlink()
     return root
 
@@ -209,3 +209,43 @@ def test_footage_with_a_gt_like_folder_is_told_how_to_keep_it_footage(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(resolve_source(f"folder:{photos}").samples) == 2
+
+
+class _Teacher:
+    device, config_name, weights_id, model = "cpu", "fake", "fake-weights", None
+
+    def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+        return image
+
+
+def test_a_reds_split_folder_given_alone_says_another_split_does_not_apply(tmp_path, capsys):
+    """REDS/val labelled with --split train and --split val gave two identical caches, and
+    evaluated with --split test scored the val frames, neither said."""
+    from distill.data.labels import run_labels
+    from runtime import SharpenWarning
+    val = _reds(tmp_path / "REDS", (16, 16, 3)) / "val"   # SSIM's least side: 11
+    with pytest.warns(SharpenWarning, match=r"REDS/val holds the val split alone: --split "
+                                            "train does not apply"):
+        s = run_labels(str(val), tmp_path / "cache", split="train", teacher=_Teacher(),
+                       tile=0, overlap=0, progress=False)
+    assert s.done == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SharpenWarning)
+        run_labels(str(val), tmp_path / "cache-val", split="val", teacher=_Teacher(), tile=0,
+                   overlap=0, progress=False)
+
+    import torch
+
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.students import create_student
+    from sharpen.cli import main
+    torch.manual_seed(0)
+    st = create_student("fast", width=8)
+    ckpt = tmp_path / "student-mine.pt"
+    atomic_save(make_checkpoint(st, kind="student", arch="fast", arch_args=st.arch_args), ckpt)
+    assert main(["evaluate", "--weights", str(ckpt), "--data", str(val), "--split", "test",
+                 "--quiet"]) == 0
+    assert "REDS/val holds the val split alone: --split test does not apply" in \
+        capsys.readouterr().err
+    assert main(["evaluate", "--weights", str(ckpt), "--data", str(val), "--quiet"]) == 0
+    assert "does not apply" not in capsys.readouterr().err

@@ -177,6 +177,10 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         # Labelling --split train and --split val of a flat folder gave two identical caches.
         warn(f"{data} has no split folders (train/, val/, test/): --split {split} does not "
               "apply; labelling all of it")
+    elif split and info.split not in (None, split) and dist.rank == 0:
+        # REDS/val given alone: --split train and --split val gave two identical caches.
+        warn(f"{data} holds the {info.split} split alone: --split {split} does not apply; "
+             f"labelling its {info.split} images")
     pool = [s for s in info.samples if s.name not in exclude] if exclude else info.samples
     if not pool:
         raise SourceError(f"{info.describe()}: none left once the {len(exclude)} held out "
