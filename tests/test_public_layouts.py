@@ -3,6 +3,7 @@ read as blurred/sharp pairs, matched by sequence and frame: read as footage, the
 frames were scored as blurred inputs with no ground truth."""
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -247,5 +248,11 @@ def test_a_reds_split_folder_given_alone_says_another_split_does_not_apply(tmp_p
                  "--quiet"]) == 0
     assert "REDS/val holds the val split alone: --split test does not apply" in \
         capsys.readouterr().err
-    assert main(["evaluate", "--weights", str(ckpt), "--data", str(val), "--quiet"]) == 0
-    assert "does not apply" not in capsys.readouterr().err
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--weights", str(ckpt), "--data", str(val), "--quiet",
+                 "--out", str(out)]) == 0
+    said = capsys.readouterr()
+    assert "does not apply" not in said.err
+    assert "per sequence:" in said.out   # the command's table, and metrics.json's entry
+    seqs = json.loads((out / "metrics.json").read_text())["per_sequence"]
+    assert list(seqs) == ["000", "001"] and seqs["000"]["images"] == 3
