@@ -26,8 +26,8 @@ from runtime.console import count
 from runtime.walk import walk_files
 from runtime.warn import warn
 
-from .sources import (_GT_FOLDER, SPLITS, Sample, SourceError, SourceInfo, _few, _report_unmatched,
-                      _sample_names, is_image, pair_folders)
+from .sources import (_GT_FOLDER, SPLITS, Sample, SourceError, SourceInfo, _few, _images_under,
+                      _report_unmatched, _sample_names, is_image, pair_folders)
 
 LAYOUTS = ("reds", "hide", "list")
 HIDE_SPLITS = ("train", "test")
@@ -111,7 +111,6 @@ def _resolve_hide(path: Path, split: str) -> SourceInfo:
     if split not in HIDE_SPLITS:
         raise SourceError(f"HIDE has splits train and test, not {split!r}")
     split_dir, gt_dir = path / split, path / "GT"
-    from .sources import _images_under
     if not split_dir.is_dir():
         raise SourceError(f"HIDE folder {path} has no {split}/ folder")
     others: list[str] = []
