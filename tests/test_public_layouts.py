@@ -199,6 +199,10 @@ def test_pair_list_blurred_first_is_read_by_its_blurred_folder_names(tmp_path):
     info = resolve_source(listed)
     assert [(s.input.parent.name, s.gt.parent.name) for s in info.samples] == [
         ("blurred", "clean"), ("blurred", "clean")]
+    for i, side in enumerate(("sharp_input", "degraded")):   # GT_PATH BLUR_PATH: as read
+        _png(tmp_path / side / "a.png", i)
+    listed.write_text("sharp_input/a.png degraded/a.png\n")
+    assert resolve_source(listed).samples[0].input.parent.name == "degraded"
 
 
 def test_footage_with_a_gt_like_folder_is_told_how_to_keep_it_footage(tmp_path):

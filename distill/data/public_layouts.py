@@ -129,8 +129,10 @@ def _resolve_hide(path: Path, split: str) -> SourceInfo:
 
 # --- pair lists (RealBlur) ----------------------------------------------------------------------
 
-# Folders of blurred images: blur/, blurred/, input/, train_blur/, blur_gamma/.
-_BLUR_FOLDER = re.compile(r"(.*_)?(blur|blurred|blurry|input)(_.*)?", re.IGNORECASE)
+# Folders of blurred images: blur/, blurred/, input/, train_blur/, blur_gamma/; no wider (a
+# sharp_input/ is no blurred folder).
+_BLUR_FOLDER = re.compile(r"((train|val|test)_)?(blur|blurred|blurry|input)(_(gamma|comp))?",
+                          re.IGNORECASE)
 
 
 def _in_gt_folder(path: Path) -> bool:
