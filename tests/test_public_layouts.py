@@ -260,3 +260,13 @@ def test_a_reds_split_folder_given_alone_says_another_split_does_not_apply(tmp_p
     assert "per sequence:" in said.out   # the command's table, and metrics.json's entry
     seqs = json.loads((out / "metrics.json").read_text())["per_sequence"]
     assert list(seqs) == ["000", "001"] and seqs["000"]["images"] == 3
+
+
+def test_a_reds_blurred_folder_given_alone_names_its_split_to_give(tmp_path):
+    """`--data REDS/val/val_blur` was scored as footage without ground truth and no word,
+    where `blur/` beside `sharp/` names the folder to give."""
+    from distill.data.sources import paired_parent
+    reds = _reds(tmp_path / "REDS")
+    assert paired_parent(reds / "val" / "val_blur") == (reds / "val", "val_sharp")
+    assert paired_parent(reds / "val" / "val_sharp") is None
+    assert paired_parent(reds / "val") is None
