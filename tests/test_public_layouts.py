@@ -270,3 +270,7 @@ def test_a_reds_blurred_folder_given_alone_names_its_split_to_give(tmp_path):
     assert paired_parent(reds / "val" / "val_blur") == (reds / "val", "val_sharp")
     assert paired_parent(reds / "val" / "val_sharp") is None
     assert paired_parent(reds / "val") is None
+    from benchmarks.report import BenchError, _check_real_blur
+    with pytest.raises(BenchError, match=r"val_blur is the blurred half of a paired folder: "
+                                         r"give .*REDS/val, whose val_sharp/"):
+        _check_real_blur("--real-pairs", str(reds / "val" / "val_blur"), 4, need_gt=True)
