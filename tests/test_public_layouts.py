@@ -274,3 +274,13 @@ def test_a_reds_blurred_folder_given_alone_names_its_split_to_give(tmp_path):
     with pytest.raises(BenchError, match=r"val_blur is the blurred half of a paired folder: "
                                          r"give .*REDS/val, whose val_sharp/"):
         _check_real_blur("--real-pairs", str(reds / "val" / "val_blur"), 4, need_gt=True)
+
+
+def test_a_hide_split_folder_given_alone_names_the_hide_root_to_give(tmp_path):
+    """HIDE_dataset/test (or one of its subsets) given alone was footage without ground truth,
+    unsaid: its ground truth is in GT/ beside it."""
+    from distill.data.sources import paired_parent
+    hide = _hide(tmp_path / "HIDE_dataset")
+    for half in (hide / "test", hide / "train", hide / "test" / "test-long-shot"):
+        assert paired_parent(half) == (hide, "GT"), half
+    assert paired_parent(hide) is None and paired_parent(hide / "GT") is None

@@ -54,6 +54,19 @@ def describe(kind: str) -> str:
             "list": "a data set with pair lists (*_train_list.txt, *_test_list.txt)"}[kind]
 
 
+def blurred_half(folder: Path) -> Optional[tuple[Path, str]]:
+    """(the folder to give, its ground truth's folder name) where `folder` holds the blurred
+    images of one of LAYOUTS alone: REDS' `val_blur/` beside `val_sharp/`, HIDE's `test/` (or
+    `test/test-long-shot/`) whose ground truth is in `GT/` beside it. None otherwise."""
+    for s in SPLITS:
+        if folder.name == f"{s}_blur" and (folder.parent / f"{s}_sharp").is_dir():
+            return folder.parent, f"{s}_sharp"
+    for split_dir in (folder, folder.parent):
+        if split_dir.name in HIDE_SPLITS and _hide_root(split_dir.parent):
+            return split_dir.parent, "GT"
+    return None
+
+
 def resolve(kind: str, path: Path, split: str) -> SourceInfo:
     if kind == "reds":
         return _resolve_reds(path, split)

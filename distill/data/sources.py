@@ -208,16 +208,17 @@ def _pair_dirs(root: Path) -> Optional[tuple[Path, Path]]:
 
 def paired_parent(path: str | os.PathLike) -> Optional[tuple[Path, str]]:
     """(the paired folder, its ground truth's folder name) where `path` is the blurred half of
-    one (`blur/` beside `sharp/`, `input/` beside `target/`, REDS' `val_blur/` beside
-    `val_sharp/`): given alone, it reads as real blur without ground truth. None otherwise."""
+    one (`blur/` beside `sharp/`, `input/` beside `target/`, and the public layouts' halves:
+    see public_layouts.blurred_half): given alone, it reads as real blur without ground truth.
+    None otherwise."""
     p = Path(path)
     if not p.is_dir():
         return None
-    reds = tuple((f"{s}_blur", f"{s}_sharp") for s in SPLITS)
-    for blurred, gt in (*PAIR_DIRS, *reds):
+    for blurred, gt in PAIR_DIRS:
         if p.name == blurred and (p.parent / gt).is_dir():
             return p.parent, gt
-    return None
+    from .public_layouts import blurred_half
+    return blurred_half(p)
 
 
 def _gopro_sequences(split_dir: Path) -> list[Path]:
