@@ -156,7 +156,8 @@ def add_commands(sub) -> None:
                    "runtime as `sharpen run` deploys them (INT8 included)")
     p.add_argument("--teacher-config", default=None, metavar="NAME", help=CONFIG_HELP)
     p.add_argument("--data", required=True, metavar="SPEC",
-                   help="paired folder (blur/+sharp/, input/+target/), GoPro root, corpus, or "
+                   help="paired folder (blur/+sharp/, input/+target/), GoPro, REDS or HIDE "
+                   "root, RealBlur pair list, corpus, or "
                    "blurred images and/or video clips without ground truth (a folder or a "
                    "clip)")
     p.add_argument("--split", default=None, metavar="NAME",

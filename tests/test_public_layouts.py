@@ -284,3 +284,13 @@ def test_a_hide_split_folder_given_alone_names_the_hide_root_to_give(tmp_path):
     for half in (hide / "test", hide / "train", hide / "test" / "test-long-shot"):
         assert paired_parent(half) == (hide, "GT"), half
     assert paired_parent(hide) is None and paired_parent(hide / "GT") is None
+
+
+def test_help_names_every_layout():
+    """`sharpen labels --help` listed the kinds of kind:path without reds:, hide:, list:."""
+    import re
+
+    from distill.data.commands import LABELS_DESCRIPTION
+    from distill.data.sources import KINDS
+    listed = set(re.findall(r"^  (\w+) ", LABELS_DESCRIPTION, re.MULTILINE))
+    assert set(KINDS) <= listed, set(KINDS) - listed

@@ -26,6 +26,9 @@ SPEC is a path whose layout is detected, or kind:path with kind one of
   gopro     GOPRO_Large/{train,test}/<sequence>/{blur,blur_gamma,sharp}/*.png
   paired    input/ + target/ or blur/ + sharp/ (optionally under train/ val/ test/), paired
             by file name (blur/a.jpg with sharp/a.png where that is the only a.*)
+  reds      REDS: {train,val}/{train,val}_blur/<sequence>/*.png beside {train,val}_sharp/
+  hide      HIDE: train/ and test/{test-close-ups,test-long-shot}/, ground truth in GT/
+  list      a list of 'GT_PATH BLUR_PATH' lines (RealBlur_J_test_list.txt), or its folder
   folder    footage without ground truth: blurred images and/or video clips (searched
             recursively; a clip's frames are named <its path in the folder>_<frame:06d>)
   video     a video file; every frame is labelled
@@ -61,8 +64,9 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", "--output", metavar="DIR", required=True, help="label cache folder")
     add_teacher_arguments(p)
     p.add_argument("--split", default=None, metavar="NAME",
-                   help="split of GoPro (train, test) or of a paired root with split folders "
-                        "(train, val, test) (default: train)")
+                   help="split of GoPro or HIDE (train, test), REDS (train, val), RealBlur's "
+                        "lists or a paired root with split folders (train, val, test) "
+                        "(default: train)")
     add_gopro_blur_argument(p)
     p.add_argument("--device", default="auto",
                    help="auto, cpu, cuda or cuda:N (default: auto; under torchrun each rank "
