@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from runtime.warn import warn
 
@@ -86,6 +85,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two float images in [0, 1] (HxWx3 or HxW, the same shape; values outside
     are clipped), capped at PSNR_MAX (identical images). Symmetric. ValueError for integer
     images or other shapes."""
+    from skimage.metrics import peak_signal_noise_ratio   # lazily: `models FILE` on a device
     a, b = _pair(a, b)
     if np.array_equal(a, b):   # scikit-image would divide by zero and warn on the way to inf
         return PSNR_MAX
@@ -106,6 +106,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     range 1: the published convention) of two float images in [0, 1]: HxWx3
     (channels averaged) or HxW, the same shape, each side at least SSIM_MIN_SIDE; values
     outside [0, 1] are clipped. ValueError for integer images, other shapes or smaller ones."""
+    from skimage.metrics import structural_similarity
     a, b = _pair(a, b)
     if min(a.shape[:2]) < SSIM_MIN_SIDE:
         raise ValueError(f"SSIM needs images of at least {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} "

@@ -37,7 +37,44 @@ def _formula_text(ck: dict) -> str:
     return f" (SSIM: {formula}, not this version's)"
 
 
+def _artifact_lines(args: argparse.Namespace) -> list[str] | int:
+    """How each exported artifact `args.names` gives was made, in lines, taking those names
+    out of `args.names`; or refuse()'s exit code. Reads JSON and hashes files only: a device
+    install without torch traces its models too."""
+    from runtime.backends.base import ModelError
+
+    from .provenance import artifact_provenance, artifact_suffixes
+    lines: list[str] = []
+    for n in [n for n in args.names if n.endswith(artifact_suffixes())]:
+        if not Path(n).is_file():   # not "checkpoint not found": it names no checkpoint
+            return refuse(f"exported artifact not found: {n} (`sharpen models` traces an "
+                          "existing .onnx, .tflite or .engine file from the export report "
+                          "beside it)")
+        try:
+            lines += artifact_provenance(n)
+        except ModelError as e:   # a foreign model's sidecar that `run` would refuse too
+            return refuse(str(e))
+        args.names.remove(n)
+    return lines
+
+
 def cmd_models(args: argparse.Namespace) -> int:
+    h, w = args.height, args.width
+    if args.measure_runs < 1:
+        return refuse(f"--measure-runs must be >= 1, got {args.measure_runs}")
+    if not (16 <= h <= 8640 and 16 <= w <= 15360):
+        return refuse(f"--height must be within 16..8640 and --width within 16..15360, got "
+                    f"--height {h} --width {w}")
+    provenance: list[str] = []   # exported artifacts: how each was made, from its report
+    if args.names:   # space or comma separated, as --weights everywhere
+        args.names = list(dict.fromkeys(n for item in args.names for n in item.split(",") if n))
+        traced = _artifact_lines(args)
+        if isinstance(traced, int):
+            return traced
+        provenance = traced
+        if provenance and not args.names:
+            print("\n".join(provenance))
+            return 0
     import time
 
     import numpy as np
@@ -50,9 +87,6 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .teacher import check_threads, names_a_file, set_torch_threads
     from runtime.host import cpu_model
 
-    h, w = args.height, args.width
-    if args.measure_runs < 1:
-        return refuse(f"--measure-runs must be >= 1, got {args.measure_runs}")
     check_threads(args.threads)
     # Before any model is built: the title below reports the count the times ran on.
     set_torch_threads(args.threads, note_line if args.measure else None)
@@ -60,30 +94,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         from runtime.host import threads_warning
         if args.measure and (too_many := threads_warning(args.threads, "--threads")):
             print(f"warning: {too_many}", file=sys.stderr)   # oversubscribed times mislead
-    if not (16 <= h <= 8640 and 16 <= w <= 15360):
-        return refuse(f"--height must be within 16..8640 and --width within 16..15360, got "
-                    f"--height {h} --width {w}")
     names = list_students()
     checkpoints: dict[str, tuple] = {}   # a trained student's own layout (grown, blocks=1)
-    provenance: list[str] = []   # exported artifacts: how each was made, from its report
-    if args.names:   # space or comma separated, as --weights everywhere
-        args.names = list(dict.fromkeys(n for item in args.names for n in item.split(",") if n))
-        from runtime.backends.base import ModelError
-
-        from .provenance import artifact_provenance, artifact_suffixes
-        for n in [n for n in args.names if n.endswith(artifact_suffixes())]:
-            if not Path(n).is_file():   # not "checkpoint not found": it names no checkpoint
-                return refuse(f"exported artifact not found: {n} (`sharpen models` traces an "
-                            "existing .onnx, .tflite or .engine file from the export report "
-                            "beside it)")
-            try:
-                provenance += artifact_provenance(n)
-            except ModelError as e:   # a foreign model's sidecar that `run` would refuse too
-                return refuse(str(e))
-            args.names.remove(n)
-        if provenance and not args.names:
-            print("\n".join(provenance))
-            return 0
+    if args.names:
         for n in args.names:
             if n not in names and names_a_file(n):
                 try:

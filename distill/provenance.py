@@ -127,10 +127,9 @@ def _io_lines(p: Path) -> list[str]:
 
 def _provenance(p: Path) -> list[str]:
     from runtime.backends.provenance import read_report
+    from runtime.resume import file_sha256
 
-    from .teacher import file_hash
-
-    sha = file_hash(p, n=64)
+    sha = file_sha256(p)
     found, unhashed = [], []
     for report_path in sorted(p.parent.glob("export_report*.json")):
         report = read_report(report_path) or {}

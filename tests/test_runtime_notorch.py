@@ -144,3 +144,57 @@ def test_run_cli_imports_no_numpy_before_its_handler():
     r = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and "LIGHT_OK" in r.stdout, r.stdout + r.stderr
+
+
+MODELS_SCRIPT = textwrap.dedent("""
+    import contextlib, importlib.abc, io, sys
+
+    # What a device install (the runtime extra) lacks: the training and export stacks.
+    BLOCKED = {"torch", "tensorflow", "keras", "skimage", "yaml", "tqdm", "onnx"}
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"import of {name} blocked", name=name)
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+    from sharpen.cli import main
+    for model in sys.argv[1:]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(["models", model])
+        print(out.getvalue(), end="")
+        assert rc == 0, (rc, err.getvalue())
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+    assert not leaked, leaked
+    print("MODELS_OK")
+""")
+
+
+def test_models_traces_an_exported_model_without_torch(tmp_path, onnx_model):
+    """`sharpen models FILE.onnx` on a device: how the file was made is read from the export
+    report beside it, JSON and a sha256, so the runtime extra alone must do (it needed torch
+    and scikit-image, and a device image has neither)."""
+    import hashlib
+    import json
+    import shutil
+
+    traced, alone = tmp_path / "exp" / "student-fast.onnx", tmp_path / "alone" / "copy.onnx"
+    for p in (traced, alone):
+        p.parent.mkdir()
+        shutil.copy(onnx_model, p)
+    sha = hashlib.sha256(traced.read_bytes()).hexdigest()
+    (traced.parent / "export_report.json").write_text(json.dumps({
+        "weights_path": "models/student-fast.pt", "ssim_formula": None,
+        "results": [{"format": "onnx-int8", "status": "pass", "precision": "int8",
+                     "ssim": 0.99, "extra": {"file_sha256": sha}}]}))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    r = subprocess.run([sys.executable, "-c", MODELS_SCRIPT, str(traced), str(alone)],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "MODELS_OK" in r.stdout, r.stdout + r.stderr
+    assert f"{traced} (sha256 {sha[:16]}): onnx-int8 of " in r.stdout, r.stdout
+    assert "weights: models/student-fast.pt" in r.stdout, r.stdout
+    assert "parity SSIM 0.9900, its formula not recorded" in r.stdout, r.stdout
+    assert f"{alone} (sha256 " in r.stdout, r.stdout
