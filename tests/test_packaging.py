@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -166,3 +167,39 @@ def test_setup_removes_the_egg_info_setuptools_left_in_the_checkout(tmp_path):
                        "VENV": str(venv)}, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert not old.exists()
+
+
+def _dockerignored(patterns: list[str], path: str) -> bool:
+    """Whether Docker leaves `path` (relative, '/'-separated) out of the build context: the last
+    .dockerignore pattern matching it or a folder above it decides ('!' keeps); '*' stays
+    within one folder, '**' crosses them."""
+    ignored = False
+    parts = path.split("/")
+    for pat in patterns:
+        keep = pat.startswith("!")
+        body = pat[1:] if keep else pat
+        rx = re.escape(body).replace(r"\*\*", ".*").replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        if any(re.fullmatch(rx, "/".join(parts[:i])) for i in range(1, len(parts) + 1)):
+            ignored = not keep
+    return ignored
+
+
+def test_the_docker_build_context_is_the_packages_and_the_exported_models():
+    """`docker build .` in a checkout sent all of it (.venv alone is GBs of torch), since the
+    Dockerfile bind-mounts the context; .dockerignore keeps what the Dockerfile reads."""
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    patterns = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()
+    sources = [p for p in tracked if p.split("/")[0] in PACKAGES and p.endswith((".py", ".typed"))
+               and not p.rsplit("/", 1)[-1].startswith(("test_", "conftest"))]
+    copied = [ln.split()[1] for ln in (REPO / "Dockerfile").read_text().splitlines()
+              if ln.startswith("COPY ") and "--from" not in ln]
+    kept = ["pyproject.toml", "README.md", *sources, *copied, "export/student-fast.onnx",
+            "export/student-fast_int8.tflite.json", "export/export_report.json"]
+    assert copied and not [p for p in kept if _dockerignored(patterns, p)]
+    left = [".venv/lib/python3.11/site-packages/torch/__init__.py", "runs/sharpen/a.mp4",
+            "models/student-fast.pt", "tests/test_packaging.py", "docs/hardest_crops.png",
+            ".git/HEAD", "runtime/__pycache__/cli.cpython-311.pyc", "data/clip.mp4",
+            "benchmarks/test_latency.py", "export/.export-tmp.1.x/student.onnx"]
+    assert not [p for p in left if not _dockerignored(patterns, p)]
