@@ -151,6 +151,9 @@ def one_line(e: BaseException) -> str:
 # The pip extra each command needs (pyproject.toml); commands not named need `train`.
 EXTRA_BY_COMMAND = {"run": "runtime", "export": "export", "bench": "dev", "demo": "dev"}
 OWN_PACKAGES = ("distill", "optimize", "runtime", "benchmarks", "sharpen")
+# What such a command still does without its extra, said beside the install hint.
+WITHOUT_EXTRA = {"models": "`sharpen models FILE.onnx` (.tflite, .engine) needs none of it: "
+                           "how an exported model was made, from the export report beside it"}
 
 
 def missing_dependency(command: str, exc: ImportError) -> str:
@@ -163,8 +166,9 @@ def missing_dependency(command: str, exc: ImportError) -> str:
                 "not loadable here: a missing system library?)")
     extra = EXTRA_BY_COMMAND.get(command, "train")
     top = exc.name.split(".")[0]
+    without = f"; {WITHOUT_EXTRA[command]}" if command in WITHOUT_EXTRA else ""
     return (f"missing dependency {top!r}: `sharpen {command}` needs the {extra!r} extra: "
-            f"{install_hint(extra)}")
+            f"{install_hint(extra)}{without}")
 
 
 def install_hint(extra: str) -> str:

@@ -66,6 +66,8 @@ SCRIPT = textwrap.dedent("""
             msg = err.getvalue()
             assert rc == 2 and "missing dependency 'torch'" in msg and "[train]" in msg, (rc, msg)
             assert "Traceback" not in msg and msg.count(chr(10)) == 1, msg
+            # ... and what the command does without it
+            assert ("`sharpen models FILE.onnx`" in msg) == (argv == ["models"]), msg
         print("NEEDS_TORCH_OK")
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "tensorflow", "keras"})
     assert not leaked, leaked
