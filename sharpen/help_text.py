@@ -145,6 +145,27 @@ start here:
 'sharpen COMMAND --help' describes a command, with examples at its end."""
 
 
+# The same for an install without PyTorch (a device's: the runtime or litert extra).
+DEVICE_START_HERE = """\
+no PyTorch here (a runtime-only install): `run` works, and `models` on an exported file; the
+other commands need the train extra (each says how to install it).
+
+start here:
+  sharpen run --model export/student-fast.onnx --source in.mp4 --out out.mp4
+  sharpen models export/student-fast.onnx  # how an exported model was made
+
+'sharpen COMMAND --help' describes a command, with examples at its end."""
+
+
+def _has_torch() -> bool:
+    """Whether torch can be imported, asked of the import system without importing it."""
+    import importlib.util
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def first_example(command: str) -> str | None:
     """The first example of `command`, without its comment, for a usage error."""
     lines = EXAMPLES.get(command)
@@ -234,7 +255,7 @@ ORDER = ("demo", "run", "teacher", "export", "evaluate", "bench", "bench-compare
 def finish(parser: argparse.ArgumentParser) -> None:
     """The top-level help's first steps, and each command's option groups, examples and
     wrapped text."""
-    parser.epilog = START_HERE
+    parser.epilog = START_HERE if _has_torch() else DEVICE_START_HERE
     parser.formatter_class = wrapping(parser.formatter_class)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

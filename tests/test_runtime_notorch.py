@@ -52,13 +52,20 @@ SCRIPT = textwrap.dedent("""
     # importable without torch/tensorflow too (their handlers import those lazily).
     BLOCKED -= {"distill", "optimize"}
     if (Path(runtime.__file__).parents[1] / "distill" / "cli.py").exists():
+        import contextlib, io
         from sharpen.cli import main
         rc = main(["run", "--model", model, "--source", video,
                    "--output", str(out / "sharpen.mp4"), "--quiet"])
         assert rc == 0, rc
         print("SHARPEN_CLI_OK")
+        # `sharpen --help` starts a device user with what this install runs, not `sharpen demo`.
+        shown = io.StringIO()
+        with contextlib.redirect_stdout(shown), contextlib.suppress(SystemExit):
+            main(["--help"])
+        start = shown.getvalue().split("start here:")[-1]
+        assert "sharpen run --model" in start and "sharpen demo" not in start, shown.getvalue()
+        assert "no PyTorch" in shown.getvalue(), shown.getvalue()
         # A command that needs torch says what to install, in one line, not a traceback.
-        import contextlib, io
         for argv in (["models"], ["labels", "--data", video, "--out", str(out / "lab")]):
             err = io.StringIO()
             with contextlib.redirect_stderr(err):
