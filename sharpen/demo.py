@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-import numpy as np
-
 from runtime.atomic import atomic_path, atomic_write_json
 from runtime.cli_errors import SharpenError, one_line
 from runtime.console import HelpFormatter, count
@@ -65,6 +63,7 @@ def make_demo_video(path: Path, frames: int = 24, fps: float = 12.0, size=(1920,
     """A short 1080p clip: a slow pan over held-out photos and dead leaves, each frame blurred by
     its own camera-shake kernel (as a hand-held camera would)."""
     import cv2
+    import numpy as np   # here, not at the top: every `sharpen` start builds this parser
 
     from distill.data.blur import apply_kernel, camera_shake_kernel
     from distill.data.embedded import _skimage_photo, dead_leaves
@@ -118,6 +117,7 @@ def _side_by_side_frame(blurred: Path, model: str, dst: Path, side: int = 480,
     sharpened half is the model's output on that frame, not the sharpened video's frame read
     back: the video's encoder (mp4v) takes away a fifth of the gain this picture is for."""
     import cv2
+    import numpy as np
 
     from distill.evaluate import crop_box
     from runtime.backends import load_backend
