@@ -153,7 +153,10 @@ EXTRA_BY_COMMAND = {"run": "runtime", "export": "export", "bench": "dev", "demo"
 OWN_PACKAGES = ("distill", "optimize", "runtime", "benchmarks", "sharpen")
 # What such a command still does without its extra, said beside the install hint.
 WITHOUT_EXTRA = {"models": "`sharpen models FILE.onnx` (.tflite, .engine) needs none of it: "
-                           "how an exported model was made, from the export report beside it"}
+                           "how an exported model was made, from the export report beside it",
+                 "bench": "`sharpen run --model FILE --source synthetic:1920x1080 --max-frames 100 "
+                          "--out t.mp4 --stats t.json` times an exported model without it "
+                          "(the stats file's per-stage latency, the done: line's peak memory)"}
 
 
 def missing_dependency(command: str, exc: ImportError) -> str:

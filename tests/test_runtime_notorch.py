@@ -76,6 +76,13 @@ SCRIPT = textwrap.dedent("""
             assert "Traceback" not in msg and msg.count(chr(10)) == 1, msg
             # ... and what the command does without it
             assert ("`sharpen models FILE.onnx`" in msg) == (argv == ["models"]), msg
+        # `sharpen bench` needs the dev extra; a device times a model with `sharpen run`.
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            rc = main(["bench", "--out", str(out / "bench"), "--model", model])
+        msg = err.getvalue()
+        assert rc == 2 and "[dev]" in msg and msg.count(chr(10)) == 1, (rc, msg)
+        assert "--source synthetic:1920x1080 --max-frames" in msg, msg
         print("NEEDS_TORCH_OK")
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "tensorflow", "keras"})
     assert not leaked, leaked
