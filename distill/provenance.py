@@ -236,12 +236,25 @@ def _sidecar_lines(p) -> list[str]:
 
 
 def _onnx_record(p: Path) -> dict:
-    """The export's record inside a .onnx (metadata_props); {} when none is read."""
+    """The export's record inside a .onnx (metadata_props); {} when none is read. Read with
+    the onnx package where installed, else with ONNX Runtime (a device has that alone)."""
     if p.suffix.lower() != ".onnx":
         return {}
     try:
         import onnx
+    except ImportError:
+        return _onnxruntime_record(p)
+    try:
         model = onnx.load(str(p), load_external_data=False)
-    except Exception:   # no onnx, or not a model it reads: nothing to say of its record
+    except Exception:   # not a model it reads: nothing to say of its record
         return {}
     return {m.key: m.value for m in model.metadata_props}
+
+
+def _onnxruntime_record(p: Path) -> dict:
+    from runtime.backends.base import ModelError
+    try:
+        from runtime.backends.onnxruntime_backend import onnx_metadata
+        return onnx_metadata(p)
+    except (ImportError, ModelError):   # no onnxruntime, or a file it cannot load
+        return {}

@@ -200,10 +200,18 @@ def test_models_traces_an_exported_model_without_torch(tmp_path, onnx_model):
     import json
     import shutil
 
+    import onnx
+
     traced, alone = tmp_path / "exp" / "student-fast.onnx", tmp_path / "alone" / "copy.onnx"
     for p in (traced, alone):
         p.parent.mkdir()
         shutil.copy(onnx_model, p)
+    # A model copied alone to the device keeps the record the export wrote into it; the
+    # device has ONNX Runtime, not the onnx package.
+    model = onnx.load(str(alone))
+    onnx.helper.set_model_props(model, {"student": "fast", "precision": "fp32",
+                                        "source_sha256": "ab" * 32, "multiple": "8"})
+    onnx.save(model, str(alone))
     sha = hashlib.sha256(traced.read_bytes()).hexdigest()
     (traced.parent / "export_report.json").write_text(json.dumps({
         "weights_path": "models/student-fast.pt", "ssim_formula": None,
@@ -218,3 +226,5 @@ def test_models_traces_an_exported_model_without_torch(tmp_path, onnx_model):
     assert "weights: models/student-fast.pt" in r.stdout, r.stdout
     assert "parity SSIM 0.9900, its formula not recorded" in r.stdout, r.stdout
     assert f"{alone} (sha256 " in r.stdout, r.stdout
+    assert "the record inside the file gives: student fast, precision fp32, weights sha256 " \
+           "abababababababab" in r.stdout, r.stdout

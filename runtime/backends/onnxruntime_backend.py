@@ -397,6 +397,13 @@ def _multiple(meta: dict[str, str], sidecar: dict, path: Path) -> int:
     return parse_multiple(meta.get("multiple", sidecar.get("multiple")), str(path))
 
 
+def onnx_metadata(path: Union[str, Path]) -> dict[str, str]:
+    """The metadata_props of an .onnx as ONNX Runtime reads them (`sharpen models FILE` on a
+    device, which has no onnx package); ModelError where it cannot load the file."""
+    import onnxruntime as ort
+    return _peek(ort, Path(path))[0]
+
+
 def _peek(ort, path: Path) -> tuple[dict[str, str], str, list]:
     """Metadata, input name and input shape of a model, from an unoptimised CPU session: the
     TensorRT provider's options (profile, INT8) need them before its own session is made."""
