@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -169,17 +170,57 @@ def test_setup_removes_the_egg_info_setuptools_left_in_the_checkout(tmp_path):
     assert not old.exists()
 
 
+def _docker_pattern(line: str) -> tuple[bool, str, str]:
+    """One .dockerignore line as Docker reads it: (an exception ('!'), how it matches: 'exact',
+    'prefix', 'suffix' or 're', and what it matches with). A port of moby/patternmatcher's
+    compile(), which the docker CLI and BuildKit share: the pattern cleaned (a leading / is the
+    context's root), '*' and '?' within one folder, '**/' any number of folders (none too),
+    a trailing '**' anything, '\\' escaping the next character, [...] a class."""
+    body = line.strip()
+    keep = body.startswith("!")
+    body = posixpath.normpath(body[1:].strip() if keep else body)
+    body = body.lstrip("/") or body
+    rx, kind, i = "", "exact", 0
+    while i < len(body):
+        ch, at = body[i], i
+        i += 1
+        if body.startswith("**", at):
+            i += 2 if body.startswith("**/", at) else 1
+            if i >= len(body):   # what comes before, and anything after it
+                kind, rx = ("prefix", rx) if kind == "exact" else ("re", rx + ".*")
+            else:
+                kind, rx = "re", rx + "(.*/)?"
+            kind = "suffix" if at == 0 else kind   # a leading **: the rest, after any folder
+        elif ch in "*?":
+            kind, rx = "re", rx + ("[^/]*" if ch == "*" else "[^/]")
+        elif ch == "\\" and i < len(body):
+            kind, rx, i = "re", rx + "\\" + body[i], i + 1
+        elif ch in "[]":
+            kind, rx = "re", rx + ch
+        else:   # Go's regexp reads the rest as Python's does; these are no glob's
+            rx += "\\" + ch if ch in ".+()|{}$" else ch
+    what = {"exact": body, "prefix": body[:-2], "suffix": body[2:]}.get(kind, rx)
+    return keep, kind, what
+
+
+def _docker_matches(kind: str, what: str, path: str) -> bool:
+    if kind == "exact":
+        return path == what
+    if kind == "prefix":
+        return path.startswith(what)
+    if kind == "suffix":
+        return path.endswith(what) or (what.startswith("/") and path == what[1:])
+    return re.fullmatch(what, path) is not None
+
+
 def _dockerignored(patterns: list[str], path: str) -> bool:
     """Whether Docker leaves `path` (relative, '/'-separated) out of the build context: the last
-    .dockerignore pattern matching it or a folder above it decides ('!' keeps); '*' stays
-    within one folder, '**' crosses them."""
+    .dockerignore pattern matching it or a folder above it decides ('!' keeps)."""
     ignored = False
     parts = path.split("/")
-    for pat in patterns:
-        keep = pat.startswith("!")
-        body = pat[1:] if keep else pat
-        rx = re.escape(body).replace(r"\*\*", ".*").replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
-        if any(re.fullmatch(rx, "/".join(parts[:i])) for i in range(1, len(parts) + 1)):
+    for keep, kind, what in map(_docker_pattern, patterns):
+        if any(_docker_matches(kind, what, "/".join(parts[:i]))
+               for i in range(1, len(parts) + 1)):
             ignored = not keep
     return ignored
 
@@ -203,3 +244,40 @@ def test_the_docker_build_context_is_the_packages_and_the_exported_models():
             ".git/HEAD", "runtime/__pycache__/cli.cpython-311.pyc", "data/clip.mp4",
             "benchmarks/test_latency.py", "export/.export-tmp.1.x/student.onnx"]
     assert not [p for p in left if not _dockerignored(patterns, p)]
+
+
+@pytest.mark.parametrize("patterns, path, ignored", [
+    # The examples of Docker's .dockerignore reference, then its matcher's rules
+    # (moby/patternmatcher, which the docker CLI and BuildKit share).
+    (["*/temp*"], "somedir/temporary.txt", True),
+    (["*/temp*"], "somedir/temp/a.txt", True),
+    (["*/temp*"], "temp.txt", False),
+    (["*/*/temp*"], "somedir/subdir/temporary.txt", True),
+    (["temp?"], "tempa", True),
+    (["temp?"], "tempab", False),
+    (["**/*.go"], "main.go", True),   # "including the root of the build context"
+    (["**/*.go"], "a/b/c.go", True),
+    (["*.md", "!README.md"], "README.md", False),
+    (["*.md", "!README.md"], "CHANGES.md", True),
+    (["*.md", "!README*.md", "README-secret.md"], "README-secret.md", True),
+    (["*.md", "!README*.md", "README-secret.md"], "README-x.md", False),
+    (["*.md", "README-secret.md", "!README*.md"], "README-secret.md", False),
+    (["/foo/bar"], "foo/bar", True),   # a leading / is the context's root
+    (["./foo/bar/"], "foo/bar/baz.txt", True),   # cleaned, and a folder takes what it holds
+    (["foo/bar"], "x/foo/bar", False),
+    (["a/**/b"], "a/b", True),   # ** is any number of folders, none too
+    (["a/**/b"], "a/x/y/b", True),
+    (["a/**"], "a/x/y", True),
+    (["**/__pycache__"], "__pycache__/m.pyc", True),
+    (["[ab].txt"], "b.txt", True),
+    (["[^ab].txt"], "b.txt", False),
+    (["f\\*o"], "f*o", True),
+    (["f\\*o"], "fxo", False),
+    (["*", "!export/*.onnx"], "export/m.onnx", False),
+    (["*", "!export/*.onnx"], "export/sub/m.onnx", True),
+])
+def test_the_dockerignore_matcher_reads_patterns_as_docker_does(patterns, path, ignored):
+    """The build-context test below trusts this matcher: it must agree with Docker on the
+    documented examples and on the rules a hand-written regex gets wrong (**/ at the root, a
+    leading /, ** standing for no folder)."""
+    assert _dockerignored(patterns, path) == ignored
