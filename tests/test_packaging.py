@@ -234,7 +234,7 @@ def test_the_docker_build_context_is_the_packages_and_the_exported_models():
                              check=True).stdout.split()
     sources = [p for p in tracked if p.split("/")[0] in PACKAGES and p.endswith((".py", ".typed"))
                and not p.rsplit("/", 1)[-1].startswith(("test_", "conftest"))]
-    copied = [ln.split()[1] for ln in (REPO / "Dockerfile").read_text().splitlines()
+    copied = [ln.split()[1] for ln in _dockerfile({})[2]
               if ln.startswith("COPY ") and "--from" not in ln]
     kept = ["pyproject.toml", "README.md", *sources, *copied, "export/student-fast.onnx",
             "export/student-fast_int8.tflite.json", "export/export_report.json"]
@@ -281,3 +281,46 @@ def test_the_dockerignore_matcher_reads_patterns_as_docker_does(patterns, path, 
     documented examples and on the rules a hand-written regex gets wrong (**/ at the root, a
     leading /, ** standing for no folder)."""
     assert _dockerignored(patterns, path) == ignored
+
+
+def _dockerfile(build_args: dict[str, str]) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """The Dockerfile as `docker build --build-arg K=V...` reads it: its ARGs (their defaults
+    overridden by `build_args`), its ENVs, and its instructions, continuation lines joined and
+    ${ARG} replaced where Docker replaces it (COPY, ENV; not an exec-form ENTRYPOINT)."""
+    args: dict[str, str] = {}
+    env: dict[str, str] = {}
+    lines = []
+    text = (REPO / "Dockerfile").read_text()
+    for ln in re.sub(r"\\\n\s*", " ", text).splitlines():
+        if ln.startswith(("COPY ", "ENV ")):
+            ln = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), ln)
+        if ln.startswith("ARG "):
+            name, _, default = ln[4:].strip().partition("=")
+            args[name] = build_args.get(name, default)
+        elif ln.startswith("ENV "):
+            name, _, value = ln[4:].strip().partition("=")
+            env[name] = value
+        lines.append(ln)
+    return args, env, lines
+
+
+def test_each_docker_build_the_readme_gives_installs_the_engine_of_the_model_it_runs():
+    """The README's build for an .onnx model (--build-arg EXTRAS=runtime) installed ONNX Runtime
+    alone while the image still copied and ran the .tflite: every `sharpen run` of it ended with
+    "LiteRT is not installed"."""
+    engine_extra = {".onnx": "runtime", ".tflite": "litert"}
+    builds = [ln.split("#")[0] for ln in (REPO / "README.md").read_text().splitlines()
+              if ln.startswith("docker build ")]
+    assert [b for b in builds if ".onnx" in b] and [b for b in builds if ".onnx" not in b]
+    for build in builds:
+        given = dict(a.split("=", 1) for a in re.findall(r"--build-arg (\S+)", build))
+        args, env, lines = _dockerfile(given)
+        assert set(given) <= set(args), (build, args)
+        (entry,) = [ln for ln in lines if ln.startswith("ENTRYPOINT ")]
+        entry = re.sub(r"\$(\w+)", lambda m: env.get(m.group(1), m.group(0)), entry)
+        (model,) = re.findall(r"/models/[\w.-]+", entry)
+        copied = [ln.split()[1] for ln in lines if ln.startswith("COPY ")]
+        assert [c for c in copied if c.rsplit("/", 1)[-1] == model.rsplit("/", 1)[-1]], \
+            (build, copied, model)
+        needs = engine_extra[Path(model).suffix]
+        assert needs in args["EXTRAS"].split(","), (build, model, args["EXTRAS"])
