@@ -242,7 +242,7 @@ def _onnx_record(p: Path) -> dict:
         return {}
     try:
         import onnx
-    except ImportError:
+    except Exception:   # not installed, or broken (an older onnx's protobuf: a TypeError)
         return _onnxruntime_record(p)
     try:
         model = onnx.load(str(p), load_external_data=False)
