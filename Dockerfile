@@ -16,7 +16,8 @@ ARG MODEL=student-fast_int8.tflite
 RUN --mount=type=bind,source=.,target=/src python -m venv --without-pip /opt/sharpen \
     && pip --python /opt/sharpen/bin/python install --no-cache-dir --root-user-action=ignore \
        --disable-pip-version-check "/src[${EXTRAS}]"
-COPY export/${MODEL} /models/
+# Readable by any user: an export made under umask 077 is owner-only, and root owns the copy.
+COPY --chmod=0444 export/${MODEL} /models/
 ENV SHARPEN_RUN_MODEL=/models/${MODEL}
 USER 65534:65534
 # sh only reads the model's path (an exec-form ENTRYPOINT expands no variable); exec leaves

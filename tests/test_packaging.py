@@ -234,8 +234,8 @@ def test_the_docker_build_context_is_the_packages_and_the_exported_models():
                              check=True).stdout.split()
     sources = [p for p in tracked if p.split("/")[0] in PACKAGES and p.endswith((".py", ".typed"))
                and not p.rsplit("/", 1)[-1].startswith(("test_", "conftest"))]
-    copied = [ln.split()[1] for ln in _dockerfile({})[2]
-              if ln.startswith("COPY ") and "--from" not in ln]
+    copied = [src for flags, srcs in _copies(_dockerfile({})[2]) if "from" not in flags
+              for src in srcs]
     kept = ["pyproject.toml", "README.md", *sources, *copied, "export/student-fast.onnx",
             "export/student-fast_int8.tflite.json", "export/export_report.json"]
     assert copied and not [p for p in kept if _dockerignored(patterns, p)]
@@ -304,6 +304,17 @@ def _dockerfile(build_args: dict[str, str]) -> tuple[dict[str, str], dict[str, s
     return args, env, lines
 
 
+def _copies(lines: list[str]) -> list[tuple[dict[str, str], list[str]]]:
+    """Each COPY instruction's --flags and sources."""
+    found = []
+    for ln in lines:
+        if ln.startswith("COPY "):
+            words = ln.split()[1:]
+            flags = dict(w[2:].partition("=")[::2] for w in words if w.startswith("--"))
+            found.append((flags, [w for w in words if not w.startswith("--")][:-1]))
+    return found
+
+
 def test_each_docker_build_the_readme_gives_installs_the_engine_of_the_model_it_runs():
     """The README's build for an .onnx model (--build-arg EXTRAS=runtime) installed ONNX Runtime
     alone while the image still copied and ran the .tflite: every `sharpen run` of it ended with
@@ -319,8 +330,11 @@ def test_each_docker_build_the_readme_gives_installs_the_engine_of_the_model_it_
         (entry,) = [ln for ln in lines if ln.startswith("ENTRYPOINT ")]
         entry = re.sub(r"\$(\w+)", lambda m: env.get(m.group(1), m.group(0)), entry)
         (model,) = re.findall(r"/models/[\w.-]+", entry)
-        copied = [ln.split()[1] for ln in lines if ln.startswith("COPY ")]
-        assert [c for c in copied if c.rsplit("/", 1)[-1] == model.rsplit("/", 1)[-1]], \
-            (build, copied, model)
+        copies = [flags for flags, srcs in _copies(lines)
+                  if [s for s in srcs if s.rsplit("/", 1)[-1] == model.rsplit("/", 1)[-1]]]
+        assert copies, (build, lines, model)
+        # An export made under umask 077 is owner-only: the image's user (65534, or -u the
+        # host's) could not read the model that COPY gives root.
+        assert int(copies[0].get("chmod", "0"), 8) & 0o444 == 0o444, (build, copies)
         needs = engine_extra[Path(model).suffix]
         assert needs in args["EXTRAS"].split(","), (build, model, args["EXTRAS"])
