@@ -151,19 +151,27 @@ no PyTorch here (a runtime-only install): `run` works, and `models` on an export
 other commands need the train extra (each says how to install it).
 
 start here:
-  sharpen run --model export/student-fast.onnx --source in.mp4 --out out.mp4
-  sharpen models export/student-fast.onnx  # how an exported model was made
+  sharpen run --model export/{model} --source in.mp4 --out out.mp4
+  sharpen models export/{model}  # how an exported model was made
 
 'sharpen COMMAND --help' describes a command, with examples at its end."""
 
 
-def _has_torch() -> bool:
-    """Whether torch can be imported, asked of the import system without importing it."""
+def _has(module: str) -> bool:
+    """Whether `module` can be imported, asked of the import system without importing it."""
     import importlib.util
     try:
-        return importlib.util.find_spec("torch") is not None
+        return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def _device_start_here() -> str:
+    """DEVICE_START_HERE with a model the engine installed here runs: the .tflite where LiteRT
+    (or tflite-runtime) is and ONNX Runtime is not, as in the litert extra's image."""
+    tflite = not _has("onnxruntime") and (_has("ai_edge_litert") or _has("tflite_runtime"))
+    return DEVICE_START_HERE.format(
+        model="student-fast_int8.tflite" if tflite else "student-fast.onnx")
 
 
 def first_example(command: str) -> str | None:
@@ -255,7 +263,7 @@ ORDER = ("demo", "run", "teacher", "export", "evaluate", "bench", "bench-compare
 def finish(parser: argparse.ArgumentParser) -> None:
     """The top-level help's first steps, and each command's option groups, examples and
     wrapped text."""
-    parser.epilog = START_HERE if _has_torch() else DEVICE_START_HERE
+    parser.epilog = START_HERE if _has("torch") else _device_start_here()
     parser.formatter_class = wrapping(parser.formatter_class)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

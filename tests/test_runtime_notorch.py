@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -233,3 +234,34 @@ def test_models_traces_an_exported_model_without_torch(tmp_path, onnx_model, onn
     assert f"{alone} (sha256 " in r.stdout, r.stdout
     assert "the record inside the file gives: student fast, precision fp32, weights sha256 " \
            "abababababababab" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("lacking, shown", [("onnxruntime", "student-fast_int8.tflite"),
+                                            ("ai_edge_litert", "student-fast.onnx")])
+def test_help_without_torch_starts_with_a_model_this_install_runs(lacking, shown):
+    """`sharpen --help` in the Dockerfile's default image (the litert extra alone) began with
+    `sharpen run --model export/student-fast.onnx`, which ends in "ONNX Runtime is not
+    installed" there."""
+    script = textwrap.dedent(f"""
+        import contextlib, importlib.abc, io, sys
+
+        class Blocker(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in {{"torch", "tflite_runtime", {lacking!r}}}:
+                    raise ModuleNotFoundError(f"import of {{name}} blocked", name=name)
+                return None
+
+        sys.meta_path.insert(0, Blocker())
+        from sharpen.cli import main
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            main(["--help"])
+        print(out.getvalue().split("start here:")[-1])
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    r = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    models = set(re.findall(r"export/(\S+)", r.stdout))
+    assert models == {shown}, r.stdout
