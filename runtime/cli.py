@@ -742,7 +742,11 @@ def _url_output_name(url: str) -> tuple[str, str]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """`python -m runtime.cli run ...`: the runtime alone, for devices without the training code."""
+    from .locale_text import unspellable_escaped, utf8_file_names
+    if argv is None:
+        utf8_file_names()
     open_closed_std_fds()
+    unspellable_escaped()
     report_fatal_errors()   # a delegate's crash inside a quiet_native_stderr window says so
     parser = argparse.ArgumentParser(prog="sharpen")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -16,6 +16,7 @@ from runtime.cli_errors import (OWN_PACKAGES, STOP_SIGNALS, SharpenError, Termin
                                  drop_gone_outputs, interrupt_exit_code, interrupted_message,
                                  missing_dependency, said_after_hang_up)
 from runtime.console import open_closed_std_fds, quiet_library_logs, report_fatal_errors
+from runtime.locale_text import unspellable_escaped, utf8_file_names
 from runtime.suggest import near
 
 
@@ -289,7 +290,10 @@ def _as_overrides(argv: list[str], extra: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:   # this process is the command line, not a caller's function call
+        utf8_file_names()
     open_closed_std_fds()
+    unspellable_escaped()
     report_fatal_errors()   # a native crash inside a quiet_native_stderr window says so
     # TensorFlow (TFLite export) and absl print C++ INFO/WARNING lines users cannot act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

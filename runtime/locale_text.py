@@ -1,0 +1,34 @@
+"""File names and messages beyond ASCII whatever the locale: `~/Videos/Urlaub 2026/Straße 東京
+🎥.mp4` under LANG=C, or printed to a stdout in a Windows code page. For command lines'
+main(), before anything is read or printed."""
+from __future__ import annotations
+
+import codecs
+import os
+import sys
+
+
+def utf8_file_names() -> None:
+    """Restart this command in Python's UTF-8 mode where Python reads file names as ASCII
+    (LC_ALL=C or POSIX with PYTHONUTF8=0: Python's own default there is UTF-8 mode). Names
+    then arrive as surrogate escapes, which ONNX Runtime, protobuf, JSON and print() refuse,
+    each with its own misleading error; in UTF-8 mode they are the names the user typed, and
+    a name that is not UTF-8 still round-trips. An explicit `-X utf8=0` is left as asked."""
+    if sys.flags.utf8_mode or os.name == "nt" or not sys.executable \
+            or "utf8" in sys._xoptions or not getattr(sys, "orig_argv", None) \
+            or codecs.lookup(sys.getfilesystemencoding()).name != "ascii":
+        return
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    os.execv(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]])
+
+
+def unspellable_escaped() -> None:
+    """A stdout or stderr whose encoding cannot spell a name (a redirected stdout on Windows is
+    in the ANSI code page: cp1252 has no 東京, cp932 no ß or 🎥; PYTHONIOENCODING=ascii)
+    writes it as \\u escapes, as Python's stderr already does, instead of raising
+    UnicodeEncodeError once the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")

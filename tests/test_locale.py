@@ -1,0 +1,63 @@
+"""Paths and messages outside ASCII on any locale: a laptop's `~/Videos/Urlaub 2026/Straße 東京
+🎥.mp4` under LANG=C (where Python may read file names as ASCII), a stdout whose encoding cannot
+spell them (Windows' code pages when redirected, PYTHONIOENCODING=ascii), and a `~` that quotes
+kept from the shell."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from tests.runtime_fixtures import make_onnx_model
+
+FOLDER = "Urlaub 2026/Straße 東京 🎥"
+
+
+def _sharpen(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("LANG", "LC_ALL", "LC_CTYPE", "PYTHONUTF8", "PYTHONIOENCODING")}
+    environ["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), environ.get("PYTHONPATH", "")])
+    environ.update(env)
+    return subprocess.run([sys.executable, "-m", "sharpen", *args], cwd=cwd, env=environ,
+                          capture_output=True, timeout=300)
+
+
+def _model_and_photo(root: Path) -> tuple[Path, Path]:
+    folder = root / FOLDER
+    folder.mkdir(parents=True)
+    model = make_onnx_model(folder / "Modell 模型.onnx")
+    photo = folder / "Müller 富士山 😀.png"
+    rng = np.random.default_rng(0)
+    cv2.imencode(".png", rng.integers(0, 255, (24, 32, 3), np.uint8))[1].tofile(photo)
+    return model, photo
+
+
+def test_a_c_locale_without_utf8_mode_runs_and_names_non_ascii_paths(tmp_path):
+    """LC_ALL=C with PYTHONUTF8=0 gives Python an ASCII file-system encoding: names reached the
+    program as surrogate escapes, which ONNX Runtime refused ("cannot load ... made for a newer
+    version?") and protobuf and print() crashed on."""
+    model, photo = _model_and_photo(tmp_path)
+    out = tmp_path / FOLDER / "Ausgabe ✨"
+    c = {"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0"}
+    r = _sharpen(["run", "--model", str(model), "--source", str(photo), "--out", str(out)],
+                 tmp_path, **c)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    assert (out / photo.name).is_file()
+    r = _sharpen(["models", str(model)], tmp_path, **c)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    assert "Modell 模型.onnx".encode() in r.stdout
+
+
+def test_a_stdout_that_cannot_spell_a_name_prints_it_escaped_not_a_traceback(tmp_path):
+    """A redirected stdout on Windows is in the ANSI code page (cp1252 has no 東京); print()
+    raised UnicodeEncodeError there after the work was done. Escaped as stderr already is."""
+    model, _ = _model_and_photo(tmp_path)
+    r = _sharpen(["models", str(model)], tmp_path, PYTHONIOENCODING="ascii")
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    assert b"Traceback" not in r.stderr
+    assert b"Modell \\u6a21\\u578b.onnx" in r.stdout
