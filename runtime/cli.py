@@ -751,7 +751,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="sharpen")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_commands(sub)
-    args = parser.parse_args(argv)
+    from .shell_words import home_expanded
+    args = parser.parse_args(home_expanded(list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

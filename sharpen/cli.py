@@ -17,6 +17,7 @@ from runtime.cli_errors import (OWN_PACKAGES, STOP_SIGNALS, SharpenError, Termin
                                  missing_dependency, said_after_hang_up)
 from runtime.console import open_closed_std_fds, quiet_library_logs, report_fatal_errors
 from runtime.locale_text import unspellable_escaped, utf8_file_names
+from runtime.shell_words import home_expanded
 from runtime.suggest import near
 
 
@@ -301,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     _one_line_warnings()
     try:   # the commands' modules load here (numpy...: most of a second on a slow machine)
         parser = build_parser()
-        argv = list(sys.argv[1:] if argv is None else argv)
+        argv = home_expanded(list(sys.argv[1:] if argv is None else argv))
         if argv[:1] == ["help"]:   # `sharpen help [COMMAND]`, as git and yolo take it
             argv = [*argv[1:2], "--help"]
         # argparse stops collecting a positional list at the first option, so the training

@@ -61,3 +61,18 @@ def test_a_stdout_that_cannot_spell_a_name_prints_it_escaped_not_a_traceback(tmp
     assert r.returncode == 0, r.stderr.decode(errors="replace")
     assert b"Traceback" not in r.stderr
     assert b"Modell \\u6a21\\u578b.onnx" in r.stdout
+
+
+def test_a_quoted_tilde_is_the_home_folder_not_a_folder_named_tilde(tmp_path):
+    """"~/Videos/Urlaub 2026" in quotes (a path with spaces, copied from a file manager) reaches
+    the program unexpanded: the model was "not found", and --out made a folder named ~ in the
+    working directory, which a later `rm -rf ~` would take for the home folder."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    model, photo = _model_and_photo(home)
+    r = _sharpen(["run", "--model", f"~/{FOLDER}/{model.name}",
+                  "--source", f"~/{FOLDER}/../{Path(FOLDER).name}/{photo.name}",
+                  "--out=~/Ausgabe ✨/"], elsewhere, HOME=str(home))
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    assert (home / "Ausgabe ✨" / photo.name).is_file()
+    assert list(elsewhere.iterdir()) == []
