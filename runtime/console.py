@@ -100,8 +100,30 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
         table.add_column(h, justify="right" if h in right else "left", overflow="fold")
     for r in rows:
         table.add_row(*r, style=row_style(r) if row_style else None)
-    width = max(120, min(200, shutil.get_terminal_size((160, 24)).columns))
-    Console(file=file, width=width).print(table)
+    console = Console(file=file, width=_table_width(file))
+    if console.measure(table, options=console.options.update_width(10_000)).maximum \
+            > console.width:
+        # Folded into narrow columns, 179.6 KiB became "179." over "6 KiB": a record per row,
+        # a line per column, as psql's expanded display, keeps every value whole.
+        table = Table(title=title, show_header=False)
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(overflow="fold")
+        for r in rows:
+            for h, c in zip(headers, r):
+                table.add_row(h, c, style=row_style(r) if row_style else None)
+            table.add_section()
+    console.print(table)
+
+
+def _table_width(file: TextIO) -> int:
+    """A terminal's own width (a laptop's may be 60 columns: a wider table wrapped every row
+    into broken lines); a log or pipe gets 120 to 200, so that no column is folded there."""
+    try:
+        if file.isatty():
+            return os.get_terminal_size(file.fileno()).columns
+    except (AttributeError, OSError, ValueError):   # no descriptor (StringIO) or no size
+        pass
+    return max(120, min(200, shutil.get_terminal_size((160, 24)).columns))
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

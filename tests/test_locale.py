@@ -5,6 +5,7 @@ kept from the shell."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,39 @@ def test_a_quoted_tilde_is_the_home_folder_not_a_folder_named_tilde(tmp_path):
     assert r.returncode == 0, r.stderr.decode(errors="replace")
     assert (home / "Ausgabe ✨" / photo.name).is_file()
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_table_fits_a_60_column_terminal(tmp_path):
+    """Tables were at least 120 columns wide whatever the terminal: on a laptop's narrow
+    terminal each row wrapped into two broken lines. On a terminal they take its width, and
+    a table too wide for it is a record per row, its numbers whole, not folded columns."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    from runtime.console import print_table
+
+    main_fd, term_fd = pty.openpty()
+    fcntl.ioctl(term_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))
+    headers = ["format", "precision", "file", "size", "ms @1080p", "max abs", "PSNR dB", "SSIM",
+               "result"]
+    row = ["onnx", "FP32", "Straße 東京 🎥 student-fast.onnx", "179.6 KiB", "166", "1.2e-07",
+           "100.00", "1.0000", "PASS"]
+    with open(term_fd, "w", encoding="utf-8", closefd=True) as term:
+        print_table("export: fast -> Modelle", headers, [row], file=term, right=["size"])
+    text = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:   # the terminal side is closed: all read
+            break
+        if not chunk:
+            break
+        text += chunk
+    os.close(main_fd)
+    from rich.cells import cell_len
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", text.decode()).replace("\r", "").splitlines()
+    assert lines and max(cell_len(line) for line in lines) <= 60, "\n".join(lines)
+    assert any("179.6 KiB" in line for line in lines), "a number folded over two lines"
+    assert any("Straße 東京 🎥 student-fast.onnx" in line for line in lines)
