@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from distill.figure_fonts import any_script_text
+
 from .latency import BACKENDS
 from .markdown import where_timed
 from .quality import held_out_label
@@ -24,7 +26,7 @@ def write_figures(rep: dict, quality, out: Path, target_fps: float, say) -> dict
     for key, fn in (("latency", _fig_latency), ("scatter", _fig_scatter),
                     ("crops", _fig_crops)):
         try:
-            if fn(rep, quality, out / FIGURES[key], target_fps):
+            if any_script_text(fn)(rep, quality, out / FIGURES[key], target_fps):
                 figs[key] = FIGURES[key]
         except Exception as e:  # noqa: BLE001 - a figure must not lose the report
             say(f"figure {FIGURES[key]} failed: {type(e).__name__}: {e}")

@@ -27,6 +27,7 @@ from .metrics import (CONVENTION, SSIM_MIN_SIDE, input_range, overshoot, psnr, q
                       ssim)
 from .evaluate_journal import ScoreJournal
 from .evaluate_sequences import per_sequence, sequence_of
+from .figure_fonts import any_script_text
 from .real_verdicts import nogt_verdicts, pair_verdicts
 
 Fn = Callable[[np.ndarray], np.ndarray]
@@ -1017,6 +1018,7 @@ FIGURE_MAX_WIDTH = 1600
 _GAP, _LINE = 8, 15   # pixels between cells; one 9 pt line of text at 100 dpi
 
 
+@any_script_text
 def side_by_side(outputs: dict[str, dict[str, np.ndarray]], path: str | Path, side: int = 192,
                  title: str = "") -> Path:
     """One row per image: the crop with the most edge energy in the input, every output, each

@@ -21,6 +21,7 @@ from typing import Optional
 
 from runtime.run_lock import LOCK_NAME
 from .config import RUN_CONTROL
+from .figure_fonts import any_script_text
 
 # What makes a folder a training run: any one of them.
 RUN_FILES = ("metrics.jsonl", "train.log", "config.yaml", "last.pt", "best.pt")
@@ -471,6 +472,7 @@ def pick_axis(runs: list[Run], axis: str) -> str:
     return "samples" if len(rates) > 1 else "steps"
 
 
+@any_script_text
 def plot(runs: list[Run], png: Path, axis: str) -> Path:
     """Training loss, validation PSNR and SSIM of every run, overlaid, to `png`."""
     from runtime.atomic import atomic_file

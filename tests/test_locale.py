@@ -113,3 +113,27 @@ def test_a_table_fits_a_60_column_terminal(tmp_path):
     assert lines and max(cell_len(line) for line in lines) <= 60, "\n".join(lines)
     assert any("179.6 KiB" in line for line in lines), "a number folded over two lines"
     assert any("Straße 東京 🎥 student-fast.onnx" in line for line in lines)
+
+
+def test_a_figure_of_non_latin_names_says_once_which_characters_no_font_draws(tmp_path):
+    """matplotlib warned once per character no font had ("Glyph 26481 (\\N{CJK UNIFIED
+    IDEOGRAPH-6771}) missing from font(s) DejaVu Sans.", six lines for a folder of two names);
+    now an installed CJK font draws them, or one warning names them all."""
+    import warnings
+
+    from distill.evaluate import side_by_side
+    from runtime.warn import SharpenWarning
+
+    img = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)
+    outputs = {"Straße 東京 🎥": {"input": img, "fast": img},
+               "Müller 富士山": {"input": img, "fast": img}}
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        side_by_side(outputs, tmp_path / "Fotos 写真" / "side.png", side=16,
+                     title="Urlaub 2026/Fotos 写真")
+    assert (tmp_path / "Fotos 写真" / "side.png").is_file()
+    texts = [str(w.message) for w in said]
+    assert not [t for t in texts if t.startswith("Glyph")], texts
+    ours = [t for t in texts if "font" in t]
+    assert len(ours) <= 1, texts
+    assert all(issubclass(w.category, SharpenWarning) for w in said if "font" in str(w.message))
