@@ -12,6 +12,7 @@ from typing import Any, Callable
 import yaml
 
 from runtime.atomic import atomic_write_bytes
+from runtime.shell_words import home_of
 
 
 @dataclass
@@ -536,9 +537,13 @@ def _override_value(cfg: TrainConfig, key: str, text: str) -> Any:
         current = getattr(current, part)
     raw = text.strip()
     if not isinstance(current, str) or raw in ("null", "Null", "NULL", "~") or \
-            raw[:1] in ("'", "{", "["):
+            raw[:1] in ("{", "["):
         return yaml.safe_load(text)
-    return raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
+    if raw[:1] == "'":
+        value = yaml.safe_load(text)
+        return home_of(value) if isinstance(value, str) else value
+    # A leading ~ is the home folder: bash leaves it alone after `data.labels=`.
+    return home_of(raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw)
 
 
 def _yaml_problem(e: Exception) -> str:

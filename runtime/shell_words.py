@@ -4,19 +4,23 @@ from __future__ import annotations
 import os
 import re
 
-# A word's leading ~ (`~/x`, `~`, `~name/x`), alone or as an option's `--out=~/x` value.
-_TILDE = re.compile(r"(?P<flag>--[\w-]+=)?(?P<path>~[^/\\]*(?:[/\\].*)?)", re.DOTALL)
+# An option's value given as `--out=~/x`: bash expands a ~ after = only in variable assignments.
+_FLAG = re.compile(r"(--[\w-]+=)(~.*)", re.DOTALL)
+
+
+def home_of(path: str) -> str:
+    """`path` with a leading `~` (`~`, `~/x`, `~name/x`) expanded as the shell does unquoted;
+    `~name` of no known user stays as it is."""
+    return os.path.expanduser(path) if path.startswith("~") else path
 
 
 def home_expanded(words: list[str]) -> list[str]:
-    """`words` with a leading `~` expanded as the shell does unquoted: "~/Videos/Urlaub 2026"
-    is quoted for its space, and its ~ then reached the program, where --out made a folder
-    named ~ in the working directory (one `rm -rf ~` away from the home folder) and an input
-    was "not found". `~name` of no known user stays as it is."""
+    """`words` with a leading `~`, or one after an option's `=`, expanded as the shell does
+    unquoted: "~/Videos/Urlaub 2026" is quoted for its space, and its ~ then reached the
+    program, where --out made a folder named ~ in the working directory (one `rm -rf ~` away
+    from the home folder) and an input was "not found"."""
     out = []
     for word in words:
-        m = _TILDE.fullmatch(word)
-        if m:
-            word = (m["flag"] or "") + os.path.expanduser(m["path"])
-        out.append(word)
+        m = _FLAG.fullmatch(word)
+        out.append(m[1] + home_of(m[2]) if m else home_of(word))
     return out

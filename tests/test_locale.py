@@ -137,3 +137,18 @@ def test_a_figure_of_non_latin_names_says_once_which_characters_no_font_draws(tm
     ours = [t for t in texts if "font" in t]
     assert len(ours) <= 1, texts
     assert all(issubclass(w.category, SharpenWarning) for w in said if "font" in str(w.message))
+
+
+def test_a_tilde_in_a_key_value_override_is_the_home_folder(monkeypatch, tmp_path):
+    """Bash expands ~ after = only in variable assignments: `data.labels=~/Etiketten` reaches
+    the program as typed, quoted or not, and training said "label cache not found:
+    ~/Etiketten"."""
+    from distill.config import as_overrides, load_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(None, ["data.labels=~/Etiketten ラベル/", "out='~/Läufe 実行/fast'",
+                             "data.val_labels=~"])
+    assert cfg.data.labels == f"{tmp_path}/Etiketten ラベル/"
+    assert cfg.out == f"{tmp_path}/Läufe 実行/fast"
+    assert cfg.data.val_labels == ""   # YAML's null, as before
+    assert load_config(None, as_overrides(cfg)).to_dict() == cfg.to_dict()
