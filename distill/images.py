@@ -179,13 +179,16 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8,
         data = to_uint8_bgr(rgb)
     suffix = path.suffix or ".png"
     with atomic_path(path, suffix=suffix) as tmp:
+        # Encoded here and written by Python: cv2.imwrite takes the name as UTF-8 (a Latin-1
+        # folder name crashed it) or, on Windows, in the ANSI code page (東京 fails there).
+        ok, encoded = cv2.imencode(suffix, np.ascontiguousarray(data))
+        if not ok:
+            raise OSError(f"OpenCV could not encode {path}")
+        del data
         if icc:
             from runtime.image_sink import with_input_profile
-            ok, encoded = cv2.imencode(suffix, data)
-            if not ok:
-                raise OSError(f"OpenCV could not encode {path}")
-            del data
             Path(tmp).write_bytes(with_input_profile(encoded.tobytes(), icc, path, False))
-        elif not cv2.imwrite(str(tmp), np.ascontiguousarray(data)):
-            raise OSError(f"OpenCV could not write {path}")
+        else:
+            with open(tmp, "wb") as f:
+                f.write(encoded)
     return path

@@ -32,3 +32,19 @@ def unspellable_escaped() -> None:
     for stream in (sys.stdout, sys.stderr):
         if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+
+
+def opencv_name(path: "str | os.PathLike[str]", error: type[Exception]) -> str:
+    """`path` as OpenCV's VideoCapture and VideoWriter take it, UTF-8; `error` (the caller's
+    SourceError or SinkError) naming the file where its name is not UTF-8 (a folder named on
+    a Latin-1 system, its bytes kept by Python as surrogate escapes), which crashed OpenCV in
+    a segfault."""
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(name).decode("utf-8", "backslashreplace")   # Stra\xdfe
+        raise error(f"{shown}: its name is not UTF-8 (bytes from another system's code page), "
+                    "which OpenCV cannot open or write; rename it, e.g. `convmv -f latin1 -t "
+                    "utf8 --notest -r FOLDER`") from None
+    return name

@@ -152,3 +152,39 @@ def test_a_tilde_in_a_key_value_override_is_the_home_folder(monkeypatch, tmp_pat
     assert cfg.out == f"{tmp_path}/Läufe 実行/fast"
     assert cfg.data.val_labels == ""   # YAML's null, as before
     assert load_config(None, as_overrides(cfg)).to_dict() == cfg.to_dict()
+
+
+LATIN1 = os.fsdecode(b"Urlaub Stra\xdfe")   # a folder named on a Latin-1 system (a camera card)
+
+
+def test_a_folder_named_in_latin1_gets_pairs_written_not_a_segfault(tmp_path):
+    """OpenCV's imwrite took the name as UTF-8: a name that is not (its bytes kept by Python
+    as surrogate escapes) crashed `sharpen synth` and `sharpen labels` in a segfault."""
+    out = tmp_path / LATIN1 / "a.png"
+    code = ("import sys, numpy as np; from distill.images import write_image; "
+            "write_image(sys.argv[1], np.zeros((8, 8, 3), np.float32))")
+    r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
+    assert cv2.imdecode(np.fromfile(out, np.uint8), cv2.IMREAD_COLOR).shape == (8, 8, 3)
+
+
+def test_a_video_named_in_latin1_is_refused_by_name_not_a_segfault(tmp_path):
+    """cv2.VideoCapture and cv2.VideoWriter crashed (a segfault) on a name that is not UTF-8;
+    the error now names the file and the rename that makes it readable."""
+    model, _ = _model_and_photo(tmp_path)
+    folder = tmp_path / LATIN1
+    folder.mkdir()
+    clip = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 10, (32, 24))
+    for _ in range(3):
+        w.write(np.full((24, 32, 3), 128, np.uint8))
+    w.release()
+    for source, out in ((clip, folder / "out.mp4"), (folder / "clip.mp4", tmp_path / "o.mp4")):
+        if source.parent == folder:
+            clip.rename(source)
+        r = _sharpen(["run", "--model", str(model), "--source", str(source), "--out", str(out)],
+                     tmp_path)
+        said = r.stderr.decode(errors="replace")
+        assert r.returncode in (1, 2), said[-2000:]
+        assert "UTF-8" in said and "Urlaub Stra" in said, said
