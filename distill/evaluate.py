@@ -987,7 +987,7 @@ def write_per_image_csv(res: dict, path: str | Path) -> Path:
     for scores in res["per_image"].values():
         for by_model in scores.values():
             metrics += [m for m in by_model if m not in metrics]
-    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         on_clip = res.get("clip_frames") or {}
         clip_cols = ["clip", "frame"] if on_clip else []

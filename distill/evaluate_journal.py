@@ -41,7 +41,7 @@ class ScoreJournal(JournaledRecord):
         self.found = False   # an earlier run's record was there, this run's or not
         other: Optional[dict] = None
         try:
-            state = json.loads(self.path.read_text())
+            state = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             state = None
         if isinstance(state, dict) and isinstance(state.get("done"), dict):
@@ -51,7 +51,7 @@ class ScoreJournal(JournaledRecord):
             else:
                 other = state.get("settings")
         try:
-            lines = self.journal.read_text().splitlines()
+            lines = self.journal.read_text(encoding="utf-8").splitlines()
         except OSError:
             lines = []
         for line in lines:   # a line a kill cut short is skipped: that image is scored again

@@ -22,7 +22,7 @@ def new_file_mode() -> int:
     shared folder's 0002 took away the group's write. Read from /proc (Linux), as os.umask
     sets it while it reads it, which another thread making a file meanwhile would get."""
     try:
-        with open("/proc/self/status") as f:
+        with open("/proc/self/status", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("Umask:"):
                     return 0o666 & ~int(line.split()[1], 8)

@@ -72,8 +72,8 @@ def code_info() -> dict:
         # No optional locks: a status that refreshes the index holds .git/index.lock, and the
         # user's own `git commit` at that moment fails on it.
         res = subprocess.run(["git", "-C", str(repo), "status", "--porcelain=v2", "--branch",
-                              "--untracked-files=no"], capture_output=True, text=True,
-                             stdin=subprocess.DEVNULL, timeout=GIT_TIMEOUT_S,
+                              "--untracked-files=no"], capture_output=True, encoding="utf-8",
+                             errors="replace", stdin=subprocess.DEVNULL, timeout=GIT_TIMEOUT_S,
                              env={**env, "GIT_OPTIONAL_LOCKS": "0"})
     except (OSError, subprocess.SubprocessError):
         return info
@@ -135,7 +135,7 @@ def cgroup_cpu_limit(root: Optional[Path] = None,
     then throttled, and no thread count was warned of."""
     root, membership = root or CGROUP_ROOT, membership or CGROUP_MEMBERSHIP
     try:
-        lines = membership.read_text().splitlines()
+        lines = membership.read_text(encoding="utf-8").splitlines()
     except OSError:
         return None
     limits = []
@@ -182,7 +182,7 @@ def _cpus(folder: Path, files: tuple[str, ...]) -> Optional[float]:
     """quota / period in one cgroup folder (v2 `cpu.max`: "max 100000" or "200000 100000";
     v1 cpu.cfs_quota_us, -1 for none, and cpu.cfs_period_us), None without a limit."""
     try:
-        texts = [(folder / f).read_text().split() for f in files]
+        texts = [(folder / f).read_text(encoding="utf-8").split() for f in files]
     except OSError:
         return None
     words = texts[0] if len(texts) == 1 else [w for t in texts for w in t[:1]]

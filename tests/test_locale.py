@@ -188,3 +188,26 @@ def test_a_video_named_in_latin1_is_refused_by_name_not_a_segfault(tmp_path):
         said = r.stderr.decode(errors="replace")
         assert r.returncode in (1, 2), said[-2000:]
         assert "UTF-8" in said and "Urlaub Stra" in said, said
+
+
+def test_evaluate_reads_and_writes_its_named_files_in_utf8_whatever_the_locale(tmp_path):
+    """per_image.csv (the images' names) was written, and the resume journal read, in the
+    locale's encoding: on Windows (cp1252) a 東京 in a name raised UnicodeEncodeError once
+    every image was scored. Python's EncodingWarning finds each open() that leaves it so."""
+    model, _ = _model_and_photo(tmp_path)
+    pairs = tmp_path / "Paare ペア"
+    rng = np.random.default_rng(1)
+    for sub in ("input", "target"):
+        (pairs / sub).mkdir(parents=True)
+        cv2.imencode(".png", rng.integers(0, 255, (32, 32, 3), np.uint8))[1].tofile(
+            pairs / sub / "Straße 東京.png")
+    code = ("import sys, warnings; warnings.filterwarnings('error', category=EncodingWarning, "
+            "module=r'(distill|runtime|benchmarks|optimize|sharpen)\\.'); "
+            "from sharpen.cli import main; sys.exit(main(sys.argv[1:]))")
+    out = tmp_path / "Bewertung"
+    r = subprocess.run([sys.executable, "-X", "warn_default_encoding", "-c", code, "evaluate",
+                        "--model", str(model), "--data", str(pairs), "--out", str(out)],
+                       capture_output=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
+    assert "Straße 東京" in (out / "per_image.csv").read_text(encoding="utf-8")

@@ -368,7 +368,8 @@ def is_label_cache(folder: Path) -> bool:
     """Whether `folder` is a `sharpen labels` output (its manifest says so): read as images,
     its labels/ are the teacher's outputs, not blurred inputs."""
     try:
-        return json.loads((Path(folder) / MANIFEST).read_text()).get("format") == MANIFEST_FORMAT
+        manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+        return manifest.get("format") == MANIFEST_FORMAT
     except (OSError, ValueError, AttributeError):
         return False
 

@@ -22,7 +22,7 @@ REPORT = "export_report.json"
 def read_report(path: Path) -> Optional[dict]:
     """An export report (any JSON object) as a dict, or None when it is missing or unreadable."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
