@@ -376,7 +376,7 @@ def _read_file(p: Path) -> tuple[dict, str]:
         raise ValueError(f"--config {p} is a folder; give a YAML file (e.g. "
                          "configs/distill-fast.yaml)")
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
         d = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{p} is not valid YAML: {_yaml_problem(e)}") from None

@@ -70,7 +70,7 @@ def _records(path: Path) -> tuple[list[dict], bool]:
     """metrics.jsonl's records, and whether a line could not be read. A run being written may
     have its last line half written: that one is left for the next look, not an error."""
     try:
-        text = path.read_text(errors="replace")
+        text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return [], False
     recs, bad = [], False
@@ -148,7 +148,7 @@ def _read_log(run: Run, log: Path) -> Optional[str]:
     """The state the run's train.log ends in (None: it ends mid-run), and the crops each of
     its stretches took a step (a resume under another process count changes them)."""
     try:
-        lines = log.read_text(errors="replace").splitlines()
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return None
     state = None
@@ -229,7 +229,7 @@ def _read_run(path: Path) -> Run:
                          "this version's, so compare it with runs of its own version")
     try:
         import yaml
-        cfg = yaml.safe_load((path / "config.yaml").read_text())
+        cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
         run.config = _flatten(cfg) if isinstance(cfg, dict) else {}
     except FileNotFoundError:
         run.notes.append("no config.yaml (an older version's run, or one that never started): "

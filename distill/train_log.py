@@ -16,14 +16,14 @@ from runtime.atomic import atomic_file
 def append_text(path: Path, msg: str) -> None:
     """A timestamped line of train.log; its folder made where missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    with open(path, "a", encoding="utf-8") as f:
         f.write(f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} {msg}\n")
 
 
 def append_jsonl(path: Path, rec: dict) -> None:
     """A record of metrics.jsonl; its folder made where missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(json_safe(rec)) + "\n")
 
 
@@ -90,7 +90,7 @@ def plot_curves(out: Path) -> Optional[Path]:
     # A Figure of its own, not pyplot's: matplotlib.use("Agg") switched the backend of
     # the notebook or app that called train().
     from matplotlib.figure import Figure
-    recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    recs = [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
     tr = [r for r in recs if r.get("loss") is not None]
     va = [r for r in recs if "val" in r]
     fig = Figure(figsize=(11, 4))

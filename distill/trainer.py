@@ -1401,7 +1401,7 @@ def read_run_id(out: Path) -> Optional[str]:
     """The id the first run in `out` wrote into it (RUN_ID_NAME), which every checkpoint
     written there records: None when there is none, or not one this code wrote."""
     try:
-        text = (Path(out) / RUN_ID_NAME).read_text().strip()
+        text = (Path(out) / RUN_ID_NAME).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
         return None
     return text if re.fullmatch(r"[0-9a-f]{32}", text) else None

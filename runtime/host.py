@@ -91,7 +91,7 @@ def cpu_model() -> str:
     """The CPU's name as /proc/cpuinfo gives it (x86 'model name', ARM 'Hardware' or 'CPU
     model'), else what the platform module knows."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.lower().startswith(("model name", "hardware", "cpu model")):
                 return line.split(":", 1)[1].strip()
     except OSError:

@@ -211,3 +211,20 @@ def test_evaluate_reads_and_writes_its_named_files_in_utf8_whatever_the_locale(t
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
     assert "Straße 東京" in (out / "per_image.csv").read_text(encoding="utf-8")
+
+
+def test_training_files_are_utf8_whatever_the_locale(tmp_path):
+    """A config file and train.log were read and written in the locale's encoding: on
+    Windows (cp1252) `labels: ~/Straße 東京` in a config read back as mojibake, and
+    train.log, which names the data's paths, could not be written."""
+    (tmp_path / "a.yaml").write_text("data:\n  labels: /Fotos/Straße 東京\n", encoding="utf-8")
+    code = ("import sys, warnings; warnings.filterwarnings('error', category=EncodingWarning, "
+            "module=r'(distill|runtime)\\.'); from pathlib import Path; "
+            "from distill.config import load_config; from distill.train_log import append_text; "
+            "d = Path(sys.argv[1]); cfg = load_config(str(d / 'a.yaml')); "
+            "append_text(d / 'run' / 'train.log', cfg.data.labels); print(cfg.data.labels)")
+    r = subprocess.run([sys.executable, "-X", "warn_default_encoding", "-c", code, str(tmp_path)],
+                       capture_output=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
+    assert "/Fotos/Straße 東京" in (tmp_path / "run" / "train.log").read_text(encoding="utf-8")

@@ -99,7 +99,7 @@ def _read_input_stats(root: Path) -> dict[str, list]:
     """INPUT_STATS's records, input path -> [hash, size, mtime_ns, ctime_ns]; {} when missing
     or unreadable (each input is then hashed again)."""
     try:
-        obj = json.loads((root / INPUT_STATS).read_text())
+        obj = json.loads((root / INPUT_STATS).read_text(encoding="utf-8"))
         records = obj["inputs"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
@@ -122,7 +122,7 @@ def read_manifest_entries(path: str | os.PathLike) -> dict[str, dict]:
     # then leaves its entries in the manifest read second, not in neither.
     journal = _read_journal(journal_path(path))
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
         entries = obj["entries"]
         if not isinstance(entries, dict):
             raise TypeError("entries is not an object")
@@ -143,7 +143,7 @@ def _read_journal(path: Path) -> list[tuple[str, dict]]:
     is skipped: its label is made again (each record starts on a new line, so the next one
     still parses)."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
     except OSError as e:
@@ -377,7 +377,7 @@ def is_label_cache(folder: Path) -> bool:
 def read_run_record(out_dir: Path) -> dict:
     """The cache's run record; {} when absent (caches made before it existed) or unreadable."""
     try:
-        obj = json.loads((Path(out_dir) / RUN_RECORD).read_text())
+        obj = json.loads((Path(out_dir) / RUN_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return obj if isinstance(obj, dict) else {}

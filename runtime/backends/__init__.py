@@ -27,7 +27,7 @@ def read_marker(path: Union[str, Path]) -> dict:
     """The record of the failed-or-unchecked marker beside the artifact at `path` (status,
     reason); {} when there is none or it is unreadable."""
     try:
-        data = json.loads(failed_marker(path).read_text())
+        data = json.loads(failed_marker(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
