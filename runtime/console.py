@@ -119,8 +119,9 @@ def _table_width(file: TextIO) -> int:
     """A terminal's own width (a laptop's may be 60 columns: a wider table wrapped every row
     into broken lines); a log or pipe gets 120 to 200, so that no column is folded there."""
     try:
-        if file.isatty():
-            return os.get_terminal_size(file.fileno()).columns
+        # 0 columns: a pty nobody sized (`docker exec -t`, a CI runner), which printed nothing.
+        if file.isatty() and (columns := os.get_terminal_size(file.fileno()).columns) > 0:
+            return columns
     except (AttributeError, OSError, ValueError):   # no descriptor (StringIO) or no size
         pass
     return max(120, min(200, shutil.get_terminal_size((160, 24)).columns))

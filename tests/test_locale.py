@@ -115,6 +115,33 @@ def test_a_table_fits_a_60_column_terminal(tmp_path):
     assert any("Straße 東京 🎥 student-fast.onnx" in line for line in lines)
 
 
+def test_a_table_on_a_terminal_of_no_size_is_printed_whole():
+    """A terminal that reports 0 columns (a pty nobody sized: `docker exec -t`, some CI
+    runners, a serial console) made a 0-column console, which printed no table at all."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    from runtime.console import print_table
+
+    main_fd, term_fd = pty.openpty()
+    fcntl.ioctl(term_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+    with open(term_fd, "w", encoding="utf-8", closefd=True) as term:
+        print_table("export", ["format", "size"], [["onnx", "179.6 KiB"]], file=term)
+    text = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:   # the terminal side is closed: all read
+            break
+        if not chunk:
+            break
+        text += chunk
+    os.close(main_fd)
+    assert b"179.6 KiB" in text and b"onnx" in text, text
+
+
 def test_a_figure_of_non_latin_names_says_once_which_characters_no_font_draws(tmp_path):
     """matplotlib warned once per character no font had ("Glyph 26481 (\\N{CJK UNIFIED
     IDEOGRAPH-6771}) missing from font(s) DejaVu Sans.", six lines for a folder of two names);
