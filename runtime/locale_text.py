@@ -21,6 +21,10 @@ def utf8_file_names() -> None:
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
             stream.flush()
+    # In the environment too: a Python this command starts (bench's memory run) read the
+    # names as ASCII again. -X as well, for `python -E` or `-I`, which ignore the environment.
+    # execv, not a child: the PID a supervisor (systemd's MAINPID) and signals know stays.
+    os.environ["PYTHONUTF8"] = "1"
     os.execv(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]])
 
 

@@ -54,6 +54,23 @@ def test_a_c_locale_without_utf8_mode_runs_and_names_non_ascii_paths(tmp_path):
     assert "Modell 模型.onnx".encode() in r.stdout
 
 
+def test_a_restarted_command_starts_python_children_that_read_names_as_utf8(tmp_path):
+    """The restart in UTF-8 mode was the command's alone: a Python it started (`sharpen
+    bench`'s memory run) read the same names as ASCII again, and ONNX Runtime refused the
+    model ("cannot load ... made for a newer version?")."""
+    model, _ = _model_and_photo(tmp_path)
+    code = ("import sys; from runtime.locale_text import utf8_file_names; utf8_file_names(); "
+            "from benchmarks.memory import measure_peak_mib; "
+            "peak, why = measure_peak_mib('ort-fp32', sys.argv[1], (32, 24), frames=1); "
+            "print(why); sys.exit(0 if peak else 1)")
+    environ = {k: v for k, v in os.environ.items() if k not in ("LANG", "PYTHONUTF8")}
+    r = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True,
+                       timeout=300, cwd=tmp_path,
+                       env={**environ, "LC_ALL": "C", "PYTHONUTF8": "0",
+                            "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0, (r.stdout + r.stderr).decode(errors="replace")[-2000:]
+
+
 def test_a_stdout_that_cannot_spell_a_name_prints_it_escaped_not_a_traceback(tmp_path):
     """A redirected stdout on Windows is in the ANSI code page (cp1252 has no 東京); print()
     raised UnicodeEncodeError there after the work was done. Escaped as stderr already is."""
