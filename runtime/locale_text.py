@@ -16,7 +16,8 @@ def utf8_file_names() -> None:
     a name that is not UTF-8 still round-trips. An explicit `-X utf8=0` is left as asked."""
     if sys.flags.utf8_mode or os.name == "nt" or not sys.executable \
             or "utf8" in sys._xoptions or not getattr(sys, "orig_argv", None) \
-            or codecs.lookup(sys.getfilesystemencoding()).name != "ascii":
+            or codecs.lookup(sys.getfilesystemencoding()).name != "ascii" \
+            or not _sharpens_own_process():
         return
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
@@ -26,6 +27,21 @@ def utf8_file_names() -> None:
     # execv, not a child: the PID a supervisor (systemd's MAINPID) and signals know stays.
     os.environ["PYTHONUTF8"] = "1"
     os.execv(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]])
+
+
+# The modules `python -m` runs as sharpen's command lines (torchrun's workers: sharpen.cli).
+COMMAND_MODULES = ("sharpen.__main__", "sharpen.cli", "runtime.cli")
+
+
+def _sharpens_own_process() -> bool:
+    """Whether this process was started as sharpen's command line (the console script,
+    `python -m sharpen` or one of COMMAND_MODULES), whose restart runs nothing twice; not a
+    script or notebook that calls main(), whose own work before the call a restart repeated."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None:
+        return spec.name in COMMAND_MODULES
+    return os.path.basename(getattr(main, "__file__", None) or "") == "sharpen"
 
 
 def unspellable_escaped() -> None:

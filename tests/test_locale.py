@@ -59,16 +59,40 @@ def test_a_restarted_command_starts_python_children_that_read_names_as_utf8(tmp_
     bench`'s memory run) read the same names as ASCII again, and ONNX Runtime refused the
     model ("cannot load ... made for a newer version?")."""
     model, _ = _model_and_photo(tmp_path)
-    code = ("import sys; from runtime.locale_text import utf8_file_names; utf8_file_names(); "
-            "from benchmarks.memory import measure_peak_mib; "
-            "peak, why = measure_peak_mib('ort-fp32', sys.argv[1], (32, 24), frames=1); "
-            "print(why); sys.exit(0 if peak else 1)")
+    command = tmp_path / "bin" / "sharpen"   # a console script's stand-in: it restarts
+    command.parent.mkdir()
+    command.write_text(
+        "import sys; from runtime.locale_text import utf8_file_names; utf8_file_names(); "
+        "from benchmarks.memory import measure_peak_mib; "
+        "peak, why = measure_peak_mib('ort-fp32', sys.argv[1], (32, 24), frames=1); "
+        "print(why); sys.exit(0 if peak else 1)\n", encoding="utf-8")
     environ = {k: v for k, v in os.environ.items() if k not in ("LANG", "PYTHONUTF8")}
-    r = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True,
+    r = subprocess.run([sys.executable, str(command), str(model)], capture_output=True,
                        timeout=300, cwd=tmp_path,
                        env={**environ, "LC_ALL": "C", "PYTHONUTF8": "0",
                             "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert r.returncode == 0, (r.stdout + r.stderr).decode(errors="replace")[-2000:]
+
+
+def test_a_script_that_calls_main_is_not_run_again_from_its_start(tmp_path):
+    """A script that set sys.argv and called sharpen's main() was restarted whole under
+    LC_ALL=C PYTHONUTF8=0: what it did before the call (here a line appended) was done
+    twice. Only sharpen's own command line restarts; a caller's process is the caller's."""
+    script = tmp_path / "pipeline.py"
+    script.write_text("import sys\n"
+                      "with open(sys.argv[1], 'a') as f:\n"
+                      "    f.write('started\\n')\n"
+                      "from sharpen.cli import main\n"
+                      "sys.argv = ['sharpen', '--version']\n"
+                      "sys.exit(main())\n", encoding="utf-8")
+    log = tmp_path / "log.txt"
+    environ = {k: v for k, v in os.environ.items() if k not in ("LANG", "PYTHONUTF8")}
+    r = subprocess.run([sys.executable, str(script), str(log)], capture_output=True,
+                       timeout=120, cwd=tmp_path,
+                       env={**environ, "LC_ALL": "C", "PYTHONUTF8": "0",
+                            "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
+    assert log.read_text() == "started\n"
 
 
 def test_a_stdout_that_cannot_spell_a_name_prints_it_escaped_not_a_traceback(tmp_path):
