@@ -380,8 +380,13 @@ def _read_file(p: Path) -> tuple[dict, str]:
         d = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{p} is not valid YAML: {_yaml_problem(e)}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{p} is not a text file; give a YAML config") from None
+    except UnicodeDecodeError as e:
+        if b"\0" in e.object[:8192]:   # a checkpoint or an image given as --config
+            raise ValueError(f"{p} is not a text file; give a YAML config") from None
+        line = e.object.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{p} is not UTF-8 (byte 0x{e.object[e.start]:02x} on line {line}, "
+                         "from another code page such as Windows' cp1252); save it as "
+                         "UTF-8") from None
     except OSError as e:   # no read permission, a file on a failing disk or share
         raise ValueError(f"{p} cannot be read: {e.strerror or e}") from None
     if not isinstance(d, dict):

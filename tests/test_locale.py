@@ -296,3 +296,18 @@ def test_training_files_are_utf8_whatever_the_locale(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
     assert "/Fotos/Straße 東京" in (tmp_path / "run" / "train.log").read_text(encoding="utf-8")
+
+
+def test_a_config_saved_in_latin1_is_named_as_not_utf8_with_the_line(tmp_path):
+    """Configs are read as UTF-8 on every system now; one saved in Windows' cp1252 (Notepad's
+    "ANSI") was refused as "not a text file", which it is, and nothing said what to change."""
+    import pytest
+
+    from distill.config import load_config
+
+    p = tmp_path / "fast.yaml"
+    p.write_bytes(b"model:\n  arch: fast\ndata:\n  labels: /Fotos/Stra\xdfe\n")
+    with pytest.raises(ValueError) as e:
+        load_config(str(p))
+    said = str(e.value)
+    assert str(p) in said and "UTF-8" in said and "line 4" in said, said
