@@ -188,8 +188,12 @@ def file_header_size(path: Union[str, Path]) -> Optional[tuple[int, int]]:
 def shown_path(path: Union[str, os.PathLike]) -> str:
     """`path` as a message shows it: a control character in a stranger's file name (a newline,
     an escape sequence) written as Python escapes it, so the message stays one line and the
-    terminal does what it is told by no file name; other characters as they are."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(path))
+    terminal does what it is told by no file name; a byte of a name that is not UTF-8 (a
+    Latin-1 ß, which Python keeps as the surrogate escape U+DCDF) as `\xdf`, as `ls -b` shows
+    it; other characters as they are."""
+    return "".join(c if c.isprintable() or c == " "
+                   else f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff"
+                   else repr(c)[1:-1] for c in str(path))
 
 
 def special_kind(mode: int) -> str:

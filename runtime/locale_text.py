@@ -63,8 +63,8 @@ def opencv_name(path: "str | os.PathLike[str]", error: type[Exception]) -> str:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        shown = os.fsencode(name).decode("utf-8", "backslashreplace")   # Stra\xdfe
-        raise error(f"{shown}: its name is not UTF-8 (bytes from another system's code page), "
-                    "which OpenCV cannot open or write; rename it, e.g. `convmv -f latin1 -t "
-                    "utf8 --notest -r FOLDER`") from None
+        from .imageio import shown_path   # OpenCV's import, not before a command's restart
+        raise error(f"{shown_path(name)}: its name is not UTF-8 (bytes from another system's "
+                    "code page), which OpenCV cannot open or write; rename it, e.g. `convmv -f "
+                    "latin1 -t utf8 --notest -r FOLDER`") from None
     return name

@@ -311,3 +311,22 @@ def test_a_config_saved_in_latin1_is_named_as_not_utf8_with_the_line(tmp_path):
         load_config(str(p))
     said = str(e.value)
     assert str(p) in said and "UTF-8" in said and "line 4" in said, said
+
+
+def test_a_name_that_is_not_utf8_is_shown_by_its_bytes_in_every_message(tmp_path):
+    """A Latin-1 ß reached messages as Python's surrogate escape, `Stra\\udcdfe`, in one and
+    as `Stra\\xdfe` in the video's; a newline in such a name broke the video's message in two.
+    Each shows the byte (as `ls -b` does) and escapes control characters."""
+    import pytest
+
+    from runtime.imageio import shown_path
+    from runtime.locale_text import opencv_name
+    from runtime.source_base import SourceError
+
+    name = tmp_path / LATIN1 / "a\nb.mp4"
+    shown = f"{tmp_path}/Urlaub Stra\\xdfe/a\\nb.mp4"
+    assert shown_path(name) == shown
+    with pytest.raises(SourceError) as e:
+        opencv_name(name, SourceError)
+    assert str(e.value).startswith(shown + ":"), str(e.value)
+    assert shown_path("Straße 東京 🎥.mp4") == "Straße 東京 🎥.mp4"
