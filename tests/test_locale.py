@@ -330,3 +330,24 @@ def test_a_name_that_is_not_utf8_is_shown_by_its_bytes_in_every_message(tmp_path
         opencv_name(name, SourceError)
     assert str(e.value).startswith(shown + ":"), str(e.value)
     assert shown_path("Straße 東京 🎥.mp4") == "Straße 東京 🎥.mp4"
+
+
+def test_a_training_video_named_in_latin1_is_refused_by_name_not_a_segfault(tmp_path):
+    """`sharpen run` refused such a video by name, but `sharpen labels` on a folder of clips
+    and `sharpen evaluate` on a clip still handed the name to OpenCV, which crashed (-11)."""
+    model, _ = _model_and_photo(tmp_path)
+    folder = tmp_path / LATIN1
+    folder.mkdir()
+    clip = folder / "clip.mp4"
+    w = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter.fourcc(*"mp4v"), 10, (32, 24))
+    for _ in range(3):
+        w.write(np.full((24, 32, 3), 128, np.uint8))
+    w.release()
+    (tmp_path / "clip.mp4").rename(clip)
+    for args in (["labels", "--data", str(folder), "--out", str(tmp_path / "labels")],
+                 ["evaluate", "--model", str(model), "--data", str(clip),
+                  "--out", str(tmp_path / "scores")]):
+        r = _sharpen(args, tmp_path)
+        said = r.stderr.decode(errors="replace")
+        assert r.returncode in (1, 2), said[-2000:]
+        assert "not UTF-8" in said and "Urlaub Stra\\xdfe" in said, said[-2000:]
