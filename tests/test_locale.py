@@ -351,3 +351,14 @@ def test_a_training_video_named_in_latin1_is_refused_by_name_not_a_segfault(tmp_
         said = r.stderr.decode(errors="replace")
         assert r.returncode in (1, 2), said[-2000:]
         assert "not UTF-8" in said and "Urlaub Stra\\xdfe" in said, said[-2000:]
+
+
+def test_the_demo_refuses_an_out_folder_named_in_latin1_before_its_stages(tmp_path):
+    """The demo's video and crops went to OpenCV under --out: a folder name that is not UTF-8
+    crashed it (a segfault) after the data set was built and labelled."""
+    out = tmp_path / LATIN1 / "demo"
+    r = _sharpen(["demo", "--out", str(out)], tmp_path)
+    said = r.stderr.decode(errors="replace")
+    assert r.returncode in (1, 2), said[-2000:]
+    assert "not UTF-8" in said and "Urlaub Stra\\xdfe" in said, said[-2000:]
+    assert not (tmp_path / LATIN1).exists()
