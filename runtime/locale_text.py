@@ -54,17 +54,19 @@ def unspellable_escaped() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
-def opencv_name(path: "str | os.PathLike[str]", error: type[Exception]) -> str:
-    """`path` as OpenCV's VideoCapture and VideoWriter take it, UTF-8; `error` (the caller's
-    SourceError or SinkError) naming the file where its name is not UTF-8 (a folder named on
-    a Latin-1 system, its bytes kept by Python as surrogate escapes), which crashed OpenCV in
-    a segfault."""
+def utf8_name(path: "str | os.PathLike[str]", error: type[Exception],
+              library: str = "OpenCV") -> str:
+    """`path` as a native library takes it, UTF-8: OpenCV's VideoCapture and VideoWriter,
+    ONNX Runtime's and LiteRT's model loaders. `error` (the caller's SourceError, SinkError or
+    ModelError) names the file where its name is not UTF-8 (a folder named on a Latin-1
+    system, its bytes kept by Python as surrogate escapes), which crashed OpenCV in a segfault
+    and which ONNX Runtime took for a model made by a newer version."""
     name = os.fspath(path)
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
         from .imageio import shown_path   # OpenCV's import, not before a command's restart
         raise error(f"{shown_path(name)}: its name is not UTF-8 (bytes from another system's "
-                    "code page), which OpenCV cannot open or write; rename it, e.g. `convmv -f "
-                    "latin1 -t utf8 --notest -r FOLDER`") from None
+                    f"code page), which {library} cannot open or write; rename it, e.g. "
+                    "`convmv -f latin1 -t utf8 --notest -r FOLDER`") from None
     return name

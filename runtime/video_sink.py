@@ -32,7 +32,7 @@ from .colour_tags import (copy_tagged, players_guess_hd, source_colours, tag_opt
                           wants_tags)
 from .console import count, quiet_native_stderr, shell_quote
 from .hdr import colr_values
-from .locale_text import opencv_name
+from .locale_text import utf8_name
 from .options import option
 from .output_paths import folders_to_make, make_folder, remove_if_empty
 from .prepost import to_8bit
@@ -110,7 +110,7 @@ class VideoFileSink(Sink):
         `lossless`: FFV1 (`LOSSLESS_FOURCC`) in a .mkv or .avi, refused in other containers."""
         if lossless:
             refuse_lossless(path, flags)
-        opencv_name(path, SinkError)   # before any frame is sharpened
+        utf8_name(path, SinkError)   # before any frame is sharpened
         self.path = Path(path)
         self.lossless = lossless
         self.fps = fps if fps and fps > 0 else 30.0

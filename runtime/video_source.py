@@ -19,7 +19,7 @@ from .console import count
 from .frame_rate import peak_fps
 from .hdr import hdr_warning
 from .imageio import frames_over_budget, shown_path
-from .locale_text import opencv_name
+from .locale_text import utf8_name
 from .options import option
 from .orientation import oriented
 from .source_base import (Frame, Note, Source, SourceError, SourceLost, _interruptible,
@@ -108,7 +108,7 @@ class VideoSource(Source):
         self.note, self.flags = note or _no_note, flags
         self.target, self.api, self.live, self.kind = target, api, live, kind
         if isinstance(target, str) and kind == "video":
-            opencv_name(target, SourceError)
+            utf8_name(target, SourceError)
         self.timeout = STREAM_TIMEOUT_S if timeout is None else timeout
         self.req = (width, height, fps)
         self.reconnect_attempts, self.reconnect_delay = reconnect_attempts, reconnect_delay

@@ -566,13 +566,13 @@ def _run_demo(args: argparse.Namespace, run: _Run) -> int:
         except ValueError as e:
             raise SharpenError(str(e)) from None
         val_split, not_train, not_val = plan.split, plan.not_train, plan.not_val
-    from runtime.locale_text import opencv_name
+    from runtime.locale_text import utf8_name
     from runtime.output_paths import make_folder
     from runtime.sinks import SinkError
     try:
         # Stage 1's video and the crops are OpenCV's to write: a name it crashes on is said
         # now, not after the data set is built and labelled.
-        opencv_name(Path(args.out).expanduser(), SinkError)
+        utf8_name(Path(args.out).expanduser(), SinkError)
         make_folder(args.out, "--out")
     except SinkError as e:
         raise SharpenError(str(e)) from None

@@ -320,14 +320,14 @@ def test_a_name_that_is_not_utf8_is_shown_by_its_bytes_in_every_message(tmp_path
     import pytest
 
     from runtime.imageio import shown_path
-    from runtime.locale_text import opencv_name
+    from runtime.locale_text import utf8_name
     from runtime.source_base import SourceError
 
     name = tmp_path / LATIN1 / "a\nb.mp4"
     shown = f"{tmp_path}/Urlaub Stra\\xdfe/a\\nb.mp4"
     assert shown_path(name) == shown
     with pytest.raises(SourceError) as e:
-        opencv_name(name, SourceError)
+        utf8_name(name, SourceError)
     assert str(e.value).startswith(shown + ":"), str(e.value)
     assert shown_path("Straße 東京 🎥.mp4") == "Straße 東京 🎥.mp4"
 
@@ -362,3 +362,17 @@ def test_the_demo_refuses_an_out_folder_named_in_latin1_before_its_stages(tmp_pa
     assert r.returncode in (1, 2), said[-2000:]
     assert "not UTF-8" in said and "Urlaub Stra\\xdfe" in said, said[-2000:]
     assert not (tmp_path / LATIN1).exists()
+
+
+def test_a_model_in_a_folder_named_in_latin1_is_refused_by_name_not_as_a_newer_version(tmp_path):
+    """ONNX Runtime (and LiteRT) take a model's path as UTF-8: one that is not was said to be
+    "made for a newer version, or a damaged copy?", and the user replaced a good model."""
+    model, photo = _model_and_photo(tmp_path)
+    folder = tmp_path / LATIN1
+    folder.mkdir()
+    model = model.rename(folder / "m.onnx")
+    r = _sharpen(["run", "--model", str(model), "--source", str(photo),
+                  "--out", str(tmp_path / "o.png")], tmp_path)
+    said = r.stderr.decode(errors="replace")
+    assert r.returncode in (1, 2), said[-2000:]
+    assert "not UTF-8" in said and "ONNX Runtime" in said and "newer" not in said, said

@@ -35,7 +35,7 @@ import numpy as np
 from runtime.console import count
 from runtime.hdr import LABELLED, hdr_warning
 from runtime.imageio import VIDEO_EXTS, frames_over_budget
-from runtime.locale_text import opencv_name
+from runtime.locale_text import utf8_name
 from runtime.orientation import oriented
 from runtime.sources import NO_DECODABLE_FRAMES
 from runtime.walk import walk_files
@@ -637,7 +637,7 @@ def _count_frames(path: Path) -> int:
         raise SourceError(f"{path}: empty file (0 bytes)")
     # Each clip of a source is counted here before it is read: a name OpenCV would crash on
     # (not UTF-8) is refused once, by name, before any frame is labelled or trained on.
-    cap = cv2.VideoCapture(opencv_name(path, SourceError))
+    cap = cv2.VideoCapture(utf8_name(path, SourceError))
     try:
         if not cap.isOpened():
             raise SourceError(f"{path}: {UNOPENABLE_VIDEO}")

@@ -78,6 +78,10 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     if reason and not force:   # before loading: a failed model is not opened at all
         raise ModelError(_refused(p, reason))
     kind = BACKEND_BY_SUFFIX.get(p.suffix.lower())
+    if kind in ("onnxruntime", "litert"):   # TensorRT's engine is read by Python
+        from ..locale_text import utf8_name
+        from .sniff import ENGINE_NAME
+        utf8_name(p, ModelError, ENGINE_NAME[kind])
     from .sniff import content_engine, misnamed
     held = content_engine(p)
     if held is not None and held != kind:   # a copy renamed by mistake: say which it is
