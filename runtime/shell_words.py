@@ -9,9 +9,10 @@ _FLAG = re.compile(r"(--[\w-]+=)(~.*)", re.DOTALL)
 
 
 def home_of(path: str) -> str:
-    """`path` with a leading `~` (`~`, `~/x`, `~name/x`) expanded as the shell does unquoted;
-    `~name` of no known user stays as it is."""
-    return os.path.expanduser(path) if path.startswith("~") else path
+    """`path` with a leading `~` or `~/` expanded to the home folder. `~name` is left: quoted,
+    it is more likely a folder named so than another user's home (`~backup` is /var/backups
+    on Debian)."""
+    return os.path.expanduser(path) if path == "~" or path.startswith("~/") else path
 
 
 def home_expanded(words: list[str]) -> list[str]:

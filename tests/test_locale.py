@@ -120,6 +120,22 @@ def test_a_quoted_tilde_is_the_home_folder_not_a_folder_named_tilde(tmp_path):
     assert list(elsewhere.iterdir()) == []
 
 
+def test_only_a_bare_tilde_is_expanded_not_a_quoted_tilde_name():
+    """`'~backup/x'` quoted is most likely a folder named ~backup, not user backup's home
+    (Debian has a `backup` user whose home is /var/backups): only `~` and `~/...` stand for
+    the home folder once quotes kept the shell away."""
+    import os
+
+    from runtime.shell_words import home_expanded, home_of
+
+    home = os.path.expanduser("~")
+    assert home_of("~") == home
+    assert home_of("~/Videos") == os.path.join(home, "Videos")
+    assert home_of("~backup/x") == "~backup/x"
+    assert home_of("~root") == "~root"
+    assert home_expanded(["--out=~root/x", "~/y"]) == ["--out=~root/x", home + "/y"]
+
+
 def test_a_table_fits_a_60_column_terminal(tmp_path):
     """Tables were at least 120 columns wide whatever the terminal: on a laptop's narrow
     terminal each row wrapped into two broken lines. On a terminal they take its width, and
