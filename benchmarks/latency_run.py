@@ -476,10 +476,10 @@ def _too_big(students, sizes, budget: dict, max_gb) -> dict:
 
 
 def _bar(total: int, desc: str, quiet: bool):
-    from tqdm import tqdm
+    from runtime.progress import progress
 
-    b = tqdm(total=total, desc=f"  {desc}", unit="case", leave=False,
-             disable=True if quiet else None, file=sys.stderr)
+    b = progress(total=total, desc=f"  {desc}", unit="case", leave=False, quiet=quiet,
+                 file=sys.stderr)
 
     def update(n: int, close: bool = False, what: str = "") -> None:
         if what:

@@ -366,12 +366,12 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
             continue
         loaders[gm.name] = lambda file=str(gm.path): load_runner(file, threads=threads)
 
-    from tqdm import tqdm
+    from runtime.progress import progress as progress_bar
 
     crops: dict[str, dict] = {}
     teacher_outs: dict[str, np.ndarray] = {}
-    bar = tqdm(total=len(pairs) * (1 + len(loaders)), desc="  quality", unit="run", leave=False,
-               disable=None if progress else True, file=sys.stderr)
+    bar = progress_bar(total=len(pairs) * (1 + len(loaders)), desc="  quality", unit="run",
+                       leave=False, quiet=not progress, file=sys.stderr)
     pending = {"input", "teacher", *loaders}   # rows yet to run on every image
     interrupted: Optional[KeyboardInterrupt] = None
     try:

@@ -799,7 +799,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     """
     if reference is not None and reference not in fns:
         raise ValueError(f"reference {reference!r} is not one of the models {list(fns)}")
-    from tqdm import tqdm
+    from runtime.progress import progress as progress_bar
 
     from .images import ImageReadError
     used: dict = {}
@@ -861,8 +861,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     scored = len(entries)
     labelled = next((f for f in fns.values() if isinstance(f, LabelledTeacher)), None)
     todo = [(i, it) for i, it in enumerate(items) if i not in entries]
-    bar = tqdm(todo, desc="evaluate", unit="frame" if len(on_clip) == len(items) else "img",
-               disable=not progress)
+    bar = progress_bar(todo, desc="evaluate",
+                       unit="frame" if len(on_clip) == len(items) else "img", quiet=not progress)
     try:
         for i, (name, inp, gt) in bar:
             try:

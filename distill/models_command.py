@@ -118,10 +118,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         headers.append(f"PyTorch ms, median / p90 of {runs} run{'s' if runs != 1 else ''}")
     headers.append("description")
     rows = []
-    from tqdm import tqdm
+    from runtime.progress import progress
 
-    for name in tqdm(names, desc="models", unit="model", leave=False, file=sys.stderr,
-                     disable=True if args.quiet else None):
+    for name in progress(names, desc="models", unit="model", leave=False, file=sys.stderr,
+                         quiet=args.quiet):
         if name in checkpoints:
             m, ck = checkpoints[name]
             description = f"checkpoint: {ck.get('arch')} {m.arch_args}{_trained_text(ck)}"

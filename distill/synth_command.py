@@ -48,6 +48,7 @@ def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
     from runtime.console import count, shell_quote
     from .images import ImageReadError, list_images, to_rgb_float, warn_16_bit, write_image
     from runtime.imageio import decode_image
+    from runtime.progress import progress
 
     # Subfolders too, as `corpus` and `labels` read them; never this run's own output.
     files = [src / r for r in _images_under(src)
@@ -99,7 +100,7 @@ def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
         print(f"warning: {_held_pairs(out, held, writing)}", file=sys.stderr)
     failed = 0
     deep: list[Path] = []   # 16-bit photos, said once at the end
-    for i, f in enumerate(tqdm(files, desc="synth", unit="img", disable=args.quiet or None)):
+    for i, f in enumerate(progress(files, desc="synth", unit="img", quiet=args.quiet)):
         try:
             raw = decode_image(f)
             sharp = to_rgb_float(raw, str(f))

@@ -349,12 +349,11 @@ class Teacher:
             overlap = overlap_for(tile)
         bar = None
         if progress:
-            from tqdm import tqdm
-
+            from runtime.progress import progress as progress_bar
             from runtime.tiling import count_tiles
             # The count up front: a bar of total 0 read "0tile" until the first tile finished.
             total = count_tiles(*image.shape[:2], tile, overlap, Restormer.multiple)
-            bar = tqdm(total=total, desc=desc, unit="tile", leave=False)
+            bar = progress_bar(total=total, desc=desc, unit="tile", leave=False)
 
             also = on_tile
 

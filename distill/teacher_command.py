@@ -112,6 +112,8 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     from runtime.tiling import count_tiles
     from tqdm import tqdm
 
+    from runtime.progress import progress
+
     from .restormer import Restormer
 
     def tiles(size: tuple[int, int] | None) -> int:
@@ -122,8 +124,8 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     # of the images so far, hours off where a 48-megapixel photo follows 12-megapixel ones.
     # Not read under --quiet: a folder's headers read before the first image, for no bar.
     sizes = {} if args.quiet else {src: file_header_size(src) for src, _ in todo}
-    bar = tqdm(total=sum(tiles(s) for s in sizes.values()), desc="teacher", unit="tile",
-               disable=args.quiet, dynamic_ncols=True)
+    bar = progress(total=sum(tiles(s) for s in sizes.values()), desc="teacher", unit="tile",
+                   quiet=args.quiet, dynamic_ncols=True)
     try:
         for src, rel in todo:
             bar.set_postfix_str(f"{done + failed + 1}/{len(files)}: {src.name}", refresh=False)

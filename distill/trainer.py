@@ -853,12 +853,9 @@ class Trainer:
             self._text(self._history_note)
         bar = None
         if self.dist.main and not self.quiet:
-            from tqdm import tqdm
-            # Off a terminal (`> out.txt 2>&1`, nohup, a scheduler's log) every redraw is a
-            # line of the file: a few seconds apart there, tqdm's usual rate on a terminal.
-            bar = tqdm(total=cfg.optim.steps, initial=self.step, desc=f"train {self.arch}",
-                       unit="step", dynamic_ncols=True,
-                       mininterval=0.1 if sys.stderr.isatty() else 5.0)
+            from runtime.progress import progress
+            bar = progress(total=cfg.optim.steps, initial=self.step, desc=f"train {self.arch}",
+                           unit="step", dynamic_ncols=True)
         batches = iter(loader)
         try:
             if cfg.val_start and self.step == 0:

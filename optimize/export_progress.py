@@ -9,8 +9,8 @@ from runtime.warn import SharpenWarning
 
 
 class Progress(Console):
-    """Step messages (`say`) on stderr and tqdm bars (hidden when stderr is not a terminal);
-    warnings (`warn`) as SharpenWarnings."""
+    """Step messages (`say`) on stderr and progress bars (runtime.progress: plain lines off a
+    terminal); warnings (`warn`) as SharpenWarnings."""
 
     def say(self, msg: str) -> None:
         self(msg)
@@ -43,11 +43,11 @@ class _Bar:
         self.bar = None
 
     def __call__(self, done: int, total: int) -> None:
-        from tqdm import tqdm
+        from runtime.progress import progress
 
         if self.bar is None:
-            self.bar = tqdm(total=total, desc=f"  {self.desc}", unit="crop", leave=False,
-                            disable=True if self.quiet else None, file=self.out)
+            self.bar = progress(total=total, desc=f"  {self.desc}", unit="crop", leave=False,
+                                quiet=self.quiet, file=self.out)
         self.bar.update(done - self.bar.n)
         if done >= total:
             self.close()

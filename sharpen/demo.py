@@ -90,8 +90,8 @@ def make_demo_video(path: Path, frames: int = 24, fps: float = 12.0, size=(1920,
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {path} (mp4v)")
-    from tqdm import tqdm
-    for i in tqdm(range(frames), desc="demo video", unit="frame", disable=not progress):
+    from runtime.progress import progress as bar
+    for i in bar(range(frames), desc="demo video", unit="frame", quiet=not progress):
         frame = canvas[:, i * 16:i * 16 + w]
         blurred = apply_kernel(frame, camera_shake_kernel(rng, (9, 21)))
         writer.write((np.clip(blurred, 0, 1)[..., ::-1] * 255 + 0.5).astype(np.uint8))

@@ -337,7 +337,7 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
     the photos read were 16-bit (their pairs are 8-bit), as `synth` does."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from tqdm import tqdm
+    from runtime.progress import progress as bar
 
     summary: dict = {"failed": [], "small": [], "small_in": {s: 0 for s in splits},
                      "photos": {s: len(by_split[s]) for s in splits}}
@@ -352,8 +352,8 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
                        else map(_photo_pairs, jobs))
             n = 0
             for f, (written, skipped, too_small, bits) in zip(
-                    files, tqdm(results, total=len(jobs), desc=f"corpus {split}",
-                                unit="photo", disable=not progress)):
+                    files, bar(results, total=len(jobs), desc=f"corpus {split}",
+                               unit="photo", quiet=not progress)):
                 n += written
                 read += bits > 0
                 if bits == 16 and written:

@@ -151,8 +151,8 @@ def build_embedded(root: str | os.PathLike | None = None, splits=("train", "val"
             continue
         items = blurred_pairs(split, EMBEDDED_BLUR, n_dead_leaves)
         if progress:
-            from tqdm import tqdm
-            items = tqdm(items, desc=f"embedded {split}", unit="img")
+            from runtime.progress import progress as bar
+            items = bar(items, desc=f"embedded {split}", unit="img")
         for name, blurred, sharp in items:
             write_image(d / "input" / f"{name}.png", blurred)
             write_image(d / "target" / f"{name}.png", sharp)

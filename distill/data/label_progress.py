@@ -51,9 +51,9 @@ class TileBar:
     for the teacher, whose tiles are added then)."""
 
     def __init__(self, planned: dict[str, int], n_samples: int, tag: str, progress: bool):
-        from tqdm import tqdm
-        self.bar = tqdm(total=sum(planned.values()), desc=f"{tag}labels", unit="tile",
-                        disable=not progress, dynamic_ncols=True)
+        from runtime.progress import progress as bar
+        self.bar = bar(total=sum(planned.values()), desc=f"{tag}labels", unit="tile",
+                       quiet=not progress, dynamic_ncols=True)
         self.planned, self.n_samples = planned, n_samples
         self._base = 0   # the bar's count when this sample began
         self._plan = 0   # this sample's tiles as planned, then as the teacher reports them

@@ -1,0 +1,132 @@
+"""Progress for every long command: tqdm's bar on a terminal; off one (`> log 2>&1`, a pipe,
+nohup, cron, a Kubernetes log collector, TERM=dumb) a plain timestamped line every
+SHARPEN_PROGRESS_INTERVAL seconds (default 60) and one at the end, never a carriage return:
+redrawn bars there were one line of the log megabytes long, which collectors split or drop.
+
+tqdm is imported when a bar is made: the runtime-only install has none, and uses no bar."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Iterable, Optional, TextIO
+
+from runtime.cli_errors import SharpenError
+
+INTERVAL_ENV = "SHARPEN_PROGRESS_INTERVAL"
+DEFAULT_INTERVAL = 60.0
+
+_KNOWN_TOTAL = ("{desc}: {n_fmt}/{total_fmt} {unit} ({percentage:.0f}%), {rate_fmt}, "
+                "elapsed {elapsed}, eta {remaining}{postfix}")
+_OPEN_TOTAL = "{desc}: {n_fmt} {unit}, {rate_fmt}, elapsed {elapsed}{postfix}"
+
+
+class ProgressSettingError(SharpenError):
+    """SHARPEN_PROGRESS_INTERVAL set to something that is not a number of seconds."""
+
+
+def interactive(stream: Optional[TextIO] = None) -> bool:
+    """Whether `stream` (default stderr) is a terminal that can redraw a bar in place: not
+    where TERM=dumb (Emacs shells, some CI consoles), which take no cursor movement."""
+    stream = sys.stderr if stream is None else stream
+    if os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):   # no isatty, or a closed stream
+        return False
+
+
+def line_interval() -> float:
+    """Seconds between plain progress lines off a terminal (SHARPEN_PROGRESS_INTERVAL)."""
+    raw = os.environ.get(INTERVAL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_INTERVAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:   # NaN too
+        raise ProgressSettingError(f"{INTERVAL_ENV}={raw!r} is not a number of seconds >= 0")
+    return value
+
+
+def progress(iterable: Optional[Iterable] = None, *, desc: str, unit: str,
+             total: Optional[float] = None, quiet: bool = False,
+             file: Optional[TextIO] = None, **kwargs: Any):
+    """A tqdm bar, used as tqdm is (iterate it, or `update`/`set_postfix`/`close`): drawn on a
+    terminal; off one, plain lines (module docstring). `quiet`: none at all. `leave=False`
+    (a bar inside another job) gives off a terminal no closing line, and no line at all when
+    it ends within the interval. Other keywords go to tqdm on a terminal."""
+    from tqdm import tqdm
+
+    stream = sys.stderr if file is None else file
+    if quiet:
+        return tqdm(iterable, total=total, desc=desc, unit=unit, file=stream, disable=True)
+    if interactive(stream):
+        return tqdm(iterable, total=total, desc=desc, unit=unit, file=stream, disable=False,
+                    **kwargs)
+    interval = line_interval()
+    keep = {k: kwargs[k] for k in ("initial", "unit_scale", "smoothing", "postfix")
+            if k in kwargs}
+    return _lines_class(tqdm)(iterable, total=total, desc=desc.strip(), unit=unit,
+                              file=stream, disable=False, leave=kwargs.get("leave", True),
+                              mininterval=interval, maxinterval=max(interval, 10.0),
+                              ascii=True, interval=interval, **keep)
+
+
+_LINES: dict = {}
+
+
+def _lines_class(tqdm: type) -> type:
+    """tqdm made to write lines (made once, as tqdm is only importable in here lazily)."""
+    if tqdm in _LINES:
+        return _LINES[tqdm]
+
+    class LineProgress(tqdm):
+        """Each display a whole line with its time, at most one an interval; no clearing."""
+
+        def __init__(self, *args: Any, interval: float, **kwargs: Any) -> None:
+            self._interval = interval
+            self._said_n: Optional[float] = None
+            self._said_at = time.time()
+            super().__init__(*args, **kwargs)
+
+        def display(self, msg: Optional[str] = None, pos: Optional[int] = None) -> bool:
+            # tqdm calls this on its own schedule (mininterval), after tqdm.write, and from
+            # its monitor thread: a line only when the interval has passed and something moved.
+            if msg is not None or self.disable:
+                return False
+            now = time.time()
+            if (now - self._said_at < self._interval or self.n == self._said_n
+                    or self.n == self.initial):   # nothing done yet: no rate, no eta
+                return False
+            self._say(now)
+            return True
+
+        def _say(self, now: float) -> None:
+            self._said_at, self._said_n = now, self.n
+            d = self.format_dict
+            d["bar_format"] = _KNOWN_TOTAL if d.get("total") else _OPEN_TOTAL
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+            try:
+                self.fp.write(f"{stamp} {self.format_meter(**d)}\n")
+                self.fp.flush()
+            except (OSError, ValueError):   # a reader gone: progress is not worth an error
+                pass
+
+        def clear(self, nolock: bool = False) -> None:
+            pass   # a written line stays
+
+        def close(self) -> None:
+            if self.disable:
+                return
+            said = self._said_n is not None
+            if (self.leave or said) and self.n != self._said_n:
+                self._ema_dt = lambda: None   # the closing rate: the whole run's average
+                self._say(time.time())
+            self.disable = True
+            self._decr_instances(self)
+
+    _LINES[tqdm] = LineProgress
+    return LineProgress

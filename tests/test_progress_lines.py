@@ -1,0 +1,92 @@
+"""Progress off a terminal (cron, nohup, `> log 2>&1`, a Kubernetes Job's log collector):
+tqdm redrew its bar with carriage returns into the file, one "line" megabytes long over a
+training run, or showed nothing at all for minutes. There: a timestamped line an interval
+(SHARPEN_PROGRESS_INTERVAL), one at the end, never a carriage return; a terminal keeps the bar."""
+from __future__ import annotations
+
+import io
+import os
+import re
+
+import numpy as np
+import pytest
+
+from runtime.cli_errors import SharpenError
+from runtime.progress import INTERVAL_ENV, progress
+
+STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
+
+
+def test_off_a_terminal_each_interval_is_one_timestamped_line_with_an_eta(monkeypatch):
+    monkeypatch.setenv(INTERVAL_ENV, "0")
+    out = io.StringIO()
+    bar = progress(total=4, desc="train fast", unit="step", file=out, dynamic_ncols=True)
+    for _ in range(4):
+        bar.update(1)
+        bar.set_postfix(loss="0.1234", refresh=False)
+    bar.close()
+    text = out.getvalue()
+    assert "\r" not in text and "\x1b" not in text
+    lines = text.splitlines()
+    assert lines, text
+    assert all(re.match(STAMP + "train fast: ", line) for line in lines), text
+    assert re.search(r"4/4 step \(100%\), .*elapsed .*, eta ", lines[-1]), lines[-1]
+    assert "loss=0.1234" in lines[-1]
+
+
+def test_off_a_terminal_a_short_job_says_only_where_it_ended(monkeypatch):
+    monkeypatch.delenv(INTERVAL_ENV, raising=False)   # the default: a line a minute
+    out = io.StringIO()
+    for _ in progress(range(50), desc="synth", unit="img", file=out):
+        pass
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and re.match(STAMP + r"synth: 50/50 img \(100%\)", lines[0]), lines
+    # A bar inside another job (leave=False) that ends within the interval says nothing.
+    inner = io.StringIO()
+    for _ in progress(range(5), desc="tiles", unit="tile", file=inner, leave=False):
+        pass
+    assert inner.getvalue() == ""
+
+
+def test_quiet_says_nothing_and_a_bad_interval_is_named(monkeypatch):
+    out = io.StringIO()
+    for _ in progress(range(3), desc="x", unit="img", file=out, quiet=True):
+        pass
+    assert out.getvalue() == ""
+    monkeypatch.setenv(INTERVAL_ENV, "soon")
+    with pytest.raises(SharpenError, match="SHARPEN_PROGRESS_INTERVAL='soon'"):
+        progress(range(3), desc="x", unit="img", file=io.StringIO())
+
+
+@pytest.mark.parametrize("term, bar", [("xterm", True), ("dumb", False)])
+def test_a_terminal_keeps_the_bar_unless_term_is_dumb(monkeypatch, term, bar):
+    monkeypatch.setenv("TERM", term)
+    monkeypatch.setenv(INTERVAL_ENV, "0")
+    master, slave = os.openpty()
+    try:
+        with os.fdopen(slave, "w", closefd=True) as tty:
+            for _ in progress(range(3), desc="corpus", unit="photo", file=tty):
+                pass
+        said = os.read(master, 65536).decode()
+    finally:
+        os.close(master)
+    # (a terminal writes each newline as \r\n)
+    assert bool(re.search("\r(?!\n)", said)) is bar, repr(said)
+    assert bool(re.search(STAMP + "corpus: 3/3", said)) is not bar, repr(said)
+
+
+def test_synth_to_a_log_file_writes_progress_lines_not_bars(tmp_path, capsys, monkeypatch):
+    """`sharpen synth > log 2>&1` showed no progress at all (tqdm hides itself off a terminal),
+    and `sharpen corpus` the same way wrote carriage-return bars."""
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    monkeypatch.setenv(INTERVAL_ENV, "0")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_image(tmp_path / "photos" / f"p{i}.png", rng.random((40, 48, 3)).astype(np.float32))
+    assert main(["synth", "--sharp", str(tmp_path / "photos"), "--out", str(tmp_path / "out"),
+                 "--size", "3", "7"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert re.search(STAMP + r"synth: 3/3 img \(100%\)", err), err
