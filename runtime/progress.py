@@ -33,7 +33,7 @@ def interactive(stream: Optional[TextIO] = None) -> bool:
         return False
     try:
         return bool(stream.isatty())
-    except (AttributeError, ValueError):   # no isatty, or a closed stream
+    except (AttributeError, OSError, ValueError):   # no isatty, or closed (a daemon's)
         return False
 
 

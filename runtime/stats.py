@@ -29,6 +29,7 @@ from .console import count
 from .host import peak_memory_mib
 from .prometheus import HEAD, camera_name, is_prometheus, prometheus_text
 from .warn import warn
+from .progress import interactive
 
 STAGES = ("capture", "pre", "infer", "post", "write", "end_to_end")
 # How far a percentile of a run longer than the window may be from the samples' own, relative
@@ -468,22 +469,17 @@ class StatsFile:
 TERMINAL_INTERVAL, LOG_INTERVAL = 1.0, 60.0
 
 
-def _is_terminal(stream) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, OSError, ValueError):   # no isatty, or closed (a daemon's)
-        return False
-
-
 class LiveReporter:
     """Prints `stats.line()` every `interval` seconds from its own thread (None: once a second
     on a terminal, once a minute in a log); rich when available and the terminal is
-    interactive, plain lines otherwise (logs, pipes, devices without rich)."""
+    interactive, plain lines otherwise (logs, pipes, devices without rich, TERM=dumb), each
+    with its time in a log, where nothing else dates it (cron's mail, `>> run.log`)."""
 
     def __init__(self, stats: Stats, interval: Optional[float] = None, stream=None) -> None:
         self.stream = stream or sys.stderr
+        self.terminal = interactive(self.stream)
         if interval is None:
-            interval = TERMINAL_INTERVAL if _is_terminal(self.stream) else LOG_INTERVAL
+            interval = TERMINAL_INTERVAL if self.terminal else LOG_INTERVAL
         self.stats, self.interval = stats, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stats", daemon=True)
@@ -493,7 +489,7 @@ class LiveReporter:
         self.doing: Optional[str] = None
 
     def start(self) -> "LiveReporter":
-        if _is_terminal(self.stream):
+        if self.terminal:
             try:
                 from rich.console import Console
                 from rich.live import Live
@@ -512,7 +508,8 @@ class LiveReporter:
         if self._live is not None:
             self._live.update(text)
         else:
-            print(text, file=self.stream, flush=True)
+            stamp = "" if self.terminal else time.strftime("%Y-%m-%d %H:%M:%S ")
+            print(stamp + text, file=self.stream, flush=True)
 
     def _run(self) -> None:
         for _ in periods(self._stop, self.interval, self.stats):

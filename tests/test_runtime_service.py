@@ -77,7 +77,9 @@ def test_a_config_error_exits_2_and_a_camera_not_there_or_lost_exits_3(model, tm
 
 
 def _status_lines(err: str) -> list[str]:
-    return [ln for ln in err.splitlines() if re.match(r"\d+ frames?  [\d.]+ fps  e2e", ln)]
+    """The live lines, their date off (a log's lines are dated)."""
+    return [ln.split(" ", 2)[2] for ln in err.splitlines()
+            if re.match(r"\S+ \S+ \d+ frames?  [\d.]+ fps  e2e", ln)]
 
 
 def test_a_live_line_goes_to_a_log_once_a_minute_not_once_a_second(model, tmp_path):
@@ -114,6 +116,24 @@ def test_a_terminal_still_gets_the_live_line_once_a_second():
         assert LiveReporter(Stats(), stream=tty).interval == 1.0
         assert LiveReporter(Stats(), stream=log).interval == 60.0
         assert LiveReporter(Stats(), 5.0, stream=tty).interval == 5.0
+    os.close(main)
+
+
+def test_a_log_gets_dated_live_lines_and_term_dumb_is_a_log(monkeypatch):
+    """`sharpen run` over a folder from cron (`>> run.log 2>&1`) wrote a line a minute that
+    no date placed; under TERM=dumb rich's in-place line showed nothing until the end."""
+    import io
+
+    from runtime.stats import LiveReporter, Stats
+
+    log = io.StringIO()
+    reporter = LiveReporter(Stats(), 60.0, stream=log).start()
+    reporter.close()
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d 0 frames  ", log.getvalue()), log.getvalue()
+    monkeypatch.setenv("TERM", "dumb")
+    main, second = os.openpty()
+    with os.fdopen(second, "w") as tty:
+        assert LiveReporter(Stats(), stream=tty).interval == 60.0
     os.close(main)
 
 
