@@ -72,7 +72,9 @@ def progress(iterable: Optional[Iterable] = None, *, desc: str, unit: str,
     return _lines_class(tqdm)(iterable, total=total, desc=desc.strip(), unit=unit,
                               file=stream, disable=False, leave=kwargs.get("leave", True),
                               mininterval=interval, maxinterval=max(interval, 10.0),
-                              ascii=True, interval=interval, **keep)
+                              # the clock read at every update: tqdm's own count between
+                              # reads (a past interval's steps) let a line come an interval late
+                              miniters=1, ascii=True, interval=interval, **keep)
 
 
 _LINES: dict = {}
