@@ -328,9 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.argv = argv   # what the training log records
     from runtime.imageio import ImageReadError, max_pixels
+    from runtime.progress import ProgressSettingError, line_interval
     try:   # a bad setting is one error now, not one skipped image per file later
         max_pixels()
-    except ImageReadError as e:
+        line_interval()   # nor a training run's failure at its first progress line
+    except (ImageReadError, ProgressSettingError) as e:
         print(f"sharpen {args.command}: error: {e}", file=sys.stderr)
         return 2
     from runtime.warn import shown_once_as_lines

@@ -90,3 +90,16 @@ def test_synth_to_a_log_file_writes_progress_lines_not_bars(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert "\r" not in err
     assert re.search(STAMP + r"synth: 3/3 img \(100%\)", err), err
+
+
+def test_a_bad_interval_stops_a_command_before_any_work(tmp_path, capsys, monkeypatch):
+    """A mistyped SHARPEN_PROGRESS_INTERVAL failed a training run at its bar, after its data
+    checks and its train.log were written; it is one error at the start, as SHARPEN_MAX_PIXELS."""
+    from sharpen.cli import main
+
+    monkeypatch.setenv(INTERVAL_ENV, "5m")
+    out = tmp_path / "out"
+    assert main(["synth", "--sharp", str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "sharpen synth: error: SHARPEN_PROGRESS_INTERVAL='5m' is not a number of seconds >= 0\n")
+    assert not out.exists()
