@@ -25,10 +25,14 @@ class ProgressSettingError(SharpenError):
     """SHARPEN_PROGRESS_INTERVAL set to something that is not a number of seconds."""
 
 
-def interactive(stream: Optional[TextIO] = None) -> bool:
-    """Whether `stream` (default stderr) is a terminal that can redraw a bar in place: not
-    where TERM=dumb (Emacs shells, some CI consoles), which take no cursor movement."""
+def interactive(stream: Optional[TextIO] = None, notebook: bool = True) -> bool:
+    """Whether `stream` (default stderr) can redraw a bar in place: a terminal, but not where
+    TERM=dumb (Emacs shells, some CI consoles), which take no cursor movement; a Jupyter
+    notebook's output (unless `notebook` is False), which is no terminal but draws tqdm's
+    carriage returns in place."""
     stream = sys.stderr if stream is None else stream
+    if type(stream).__module__.startswith("ipykernel."):   # Jupyter draws \r in place
+        return notebook
     if os.environ.get("TERM") == "dumb":
         return False
     try:

@@ -477,7 +477,7 @@ class LiveReporter:
 
     def __init__(self, stats: Stats, interval: Optional[float] = None, stream=None) -> None:
         self.stream = stream or sys.stderr
-        self.terminal = interactive(self.stream)
+        self.terminal = interactive(self.stream, notebook=False)   # rich's line: a terminal
         if interval is None:
             interval = TERMINAL_INTERVAL if self.terminal else LOG_INTERVAL
         self.stats, self.interval = stats, interval

@@ -75,6 +75,18 @@ def test_a_terminal_keeps_the_bar_unless_term_is_dumb(monkeypatch, term, bar):
     assert bool(re.search(STAMP + "corpus: 3/3", said)) is not bar, repr(said)
 
 
+def test_a_notebook_keeps_its_bar(monkeypatch):
+    """A Jupyter cell's stderr is no terminal, yet it redraws a bar's carriage returns in
+    place: lines a minute apart there would take the live bar from a notebook's training."""
+    from runtime.progress import interactive
+
+    class OutStream(io.StringIO):   # as ipykernel's
+        pass
+    OutStream.__module__ = "ipykernel.iostream"
+    monkeypatch.delenv("TERM", raising=False)
+    assert interactive(OutStream()) and not interactive(io.StringIO())
+
+
 def test_synth_to_a_log_file_writes_progress_lines_not_bars(tmp_path, capsys, monkeypatch):
     """`sharpen synth > log 2>&1` showed no progress at all (tqdm hides itself off a terminal),
     and `sharpen corpus` the same way wrote carriage-return bars."""
