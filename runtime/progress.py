@@ -7,6 +7,7 @@ tqdm is imported when a bar is made: the runtime-only install has none, and uses
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from typing import Any, Iterable, Optional, TextIO
@@ -116,7 +117,9 @@ def _lines_class(tqdm: type) -> type:
             d["bar_format"] = _KNOWN_TOTAL if d.get("total") else _OPEN_TOTAL
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
             try:
-                self.fp.write(f"{stamp} {self.format_meter(**d)}\n")
+                # tqdm pads a rate to its bar's width (" 6.99photo/s"): one space in a line
+                line = re.sub(" {2,}", " ", self.format_meter(**d))
+                self.fp.write(f"{stamp} {line}\n")
                 self.fp.flush()
             except (OSError, ValueError):   # a reader gone: progress is not worth an error
                 pass
@@ -128,7 +131,8 @@ def _lines_class(tqdm: type) -> type:
             if self.disable:
                 return
             said = self._said_n is not None
-            if (self.leave or said) and self.n != self._said_n:
+            # Nothing done (all of it done before: a rerun) says nothing.
+            if (self.leave or said) and self.n not in (self._said_n, self.initial):
                 self._ema_dt = lambda: None   # the closing rate: the whole run's average
                 self._say(time.time())
             self.disable = True

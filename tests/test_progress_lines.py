@@ -75,6 +75,35 @@ def test_a_terminal_keeps_the_bar_unless_term_is_dumb(monkeypatch, term, bar):
     assert bool(re.search(STAMP + "corpus: 3/3", said)) is not bar, repr(said)
 
 
+def test_the_corpus_progress_ends_at_its_count(tmp_path, capsys, monkeypatch):
+    """`sharpen corpus`'s bar ended at 26/27 photos, 0/1 for one photo: the last photo was
+    never counted (zip took the photo list's end before the bar's)."""
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    monkeypatch.setenv(INTERVAL_ENV, "60")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_image(tmp_path / "photos" / f"p{i}.png", rng.random((80, 96, 3)).astype(np.float32))
+    assert main(["corpus", "--photos", str(tmp_path / "photos"), "--out", str(tmp_path / "c"),
+                 "--crop", "32", "--test-crop", "32", "--copies", "1"]) == 0
+    said = re.findall(r"corpus (\w+): (\d+)/(\d+) photo", capsys.readouterr().err)
+    assert said and all(done == total for _, done, total in said), said
+
+
+def test_a_line_has_single_spaces_and_none_says_nothing_was_done(monkeypatch):
+    monkeypatch.setenv(INTERVAL_ENV, "60")
+    out = io.StringIO()
+    bar = progress(total=10, desc="corpus test", unit="photo", file=out)
+    bar.start_t -= 0.5   # 6 photos/s: tqdm pads the rate to " 6.00photo/s"
+    bar.update(3)
+    bar.close()
+    assert "  " not in out.getvalue(), out.getvalue()
+    out = io.StringIO()
+    progress(total=2, desc="corpus val", unit="photo", file=out).close()   # all done before
+    assert out.getvalue() == ""
+
+
 def test_a_notebook_keeps_its_bar(monkeypatch):
     """A Jupyter cell's stderr is no terminal, yet it redraws a bar's carriage returns in
     place: lines a minute apart there would take the live bar from a notebook's training."""

@@ -351,9 +351,11 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
             results = (pool.map(_photo_pairs, jobs, chunksize=4) if pool
                        else map(_photo_pairs, jobs))
             n = 0
-            for f, (written, skipped, too_small, bits) in zip(
-                    files, bar(results, total=len(jobs), desc=f"corpus {split}",
-                               unit="photo", quiet=not progress)):
+            # The bar first: zip stops at the first iterator to end, and the bar counts a photo
+            # when asked for the next one, so after the file list it ended a photo short.
+            for (written, skipped, too_small, bits), f in zip(
+                    bar(results, total=len(jobs), desc=f"corpus {split}", unit="photo",
+                        quiet=not progress), files):
                 n += written
                 read += bits > 0
                 if bits == 16 and written:
