@@ -99,6 +99,14 @@ def _lines_class(tqdm: type) -> type:
             self._said_at = time.time()
             super().__init__(*args, **kwargs)
 
+        def update(self, n: float = 1) -> Optional[bool]:
+            shown = super().update(n)
+            # tqdm times its next redraw from last_print_t, which a pause left out of the rate
+            # moves on (the trainer's validations, unpause()): the line is due by the clock.
+            if not shown and not self.disable and time.time() - self._said_at >= self._interval:
+                self.refresh()
+            return shown
+
         def display(self, msg: Optional[str] = None, pos: Optional[int] = None) -> bool:
             # tqdm calls this on its own schedule (mininterval), after tqdm.write, and from
             # its monitor thread: a line only when the interval has passed and something moved.

@@ -144,3 +144,30 @@ def test_a_bad_interval_stops_a_command_before_any_work(tmp_path, capsys, monkey
     assert capsys.readouterr().err == (
         "sharpen synth: error: SHARPEN_PROGRESS_INTERVAL='5m' is not a number of seconds >= 0\n")
     assert not out.exists()
+
+
+def test_a_pause_left_out_of_the_rate_does_not_hold_back_the_next_line(monkeypatch):
+    """The trainer leaves each validation and checkpoint save out of the bar's rate by moving
+    tqdm's clock marks on by its time: off a terminal the next line came that much later, an
+    interval plus every validation in it apart, not once a minute."""
+    import time
+
+    import tqdm.std
+
+    from distill.trainer import _pause_bar
+
+    clock = [1000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    monkeypatch.setattr(tqdm.std, "time", lambda: clock[0])
+    monkeypatch.setenv(INTERVAL_ENV, "60")
+    out = io.StringIO()
+    bar = progress(total=100, desc="train fast", unit="step", file=out)
+    clock[0] += 10
+    bar.update(1)
+    clock[0] += 60   # a validation of 30 s among them
+    _pause_bar(bar, 30.0)
+    clock[0] += 5
+    bar.update(1)   # 75 s after the start: a line is due
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and "train fast: 2/100 step" in lines[0], lines
+    bar.close()
