@@ -18,7 +18,8 @@ SCRIPT = textwrap.dedent("""
     import importlib.abc, importlib.util, sys
     from pathlib import Path
 
-    BLOCKED = {"torch", "tensorflow", "keras", "distill", "optimize"}
+    # tqdm: a train extra; the runtime-only install has none (runtime.progress imports it lazily)
+    BLOCKED = {"torch", "tensorflow", "keras", "distill", "optimize", "tqdm"}
 
     class Blocker(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
@@ -35,7 +36,7 @@ SCRIPT = textwrap.dedent("""
         pass
     model, video, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 
-    import runtime, runtime.cli, runtime.pipeline, runtime.sinks, runtime.stats
+    import runtime, runtime.cli, runtime.pipeline, runtime.progress, runtime.sinks, runtime.stats
     import runtime.backends.onnxruntime_backend, runtime.backends.litert_backend
     import runtime.backends.tensorrt_backend
     from runtime.backends import load_backend
