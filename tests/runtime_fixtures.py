@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import os
+import select
 import shutil
 import struct
 import subprocess
@@ -26,6 +28,21 @@ REPO = Path(__file__).resolve().parents[1]
 FRAME_H, FRAME_W = 64, 96
 BAND = 16          # rows at the top holding the frame index as a flat grey level
 LEVEL0, STEP = 20, 14  # up to 16 frames: levels 20..230
+
+
+def drain(fd: int) -> bytes:
+    """All a terminal's other end (`fd`, an openpty master) has been sent: one read gives only
+    what had arrived by then."""
+    got = b""
+    while select.select([fd], [], [], 0.2)[0]:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:   # the terminal's other end is closed: all read
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got
 
 
 def unsharp_kernel(amount: float = 1.5) -> np.ndarray:

@@ -5,7 +5,6 @@ two 16x16 crops: a real INT8 conversion in a few seconds."""
 from __future__ import annotations
 
 import os
-import select
 import sys
 
 import numpy as np
@@ -17,6 +16,7 @@ pytest.importorskip("tensorflow")
 from distill.students import create_student  # noqa: E402
 from optimize.keras_student import build_keras_student  # noqa: E402
 from optimize.tflite_export import convert_keras  # noqa: E402
+from runtime_fixtures import drain  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -43,25 +43,13 @@ def test_int8_conversion_hides_tfs_settings_line_but_not_other_lines_on_fd_2(tin
     assert "fully_quantize" not in err and "inference_type" not in err, err
 
 
-def _drain(fd: int) -> bytes:
-    got = b""
-    while select.select([fd], [], [], 0.2)[0]:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:   # the terminal's other end is closed: all read
-            break
-        if not chunk:
-            break
-        got += chunk
-    return got
-
-
 def test_the_tflite_calibration_bar_shows_on_a_terminal(tiny_keras, monkeypatch):
     """The bar was made inside the converter's window, on a stderr that was then a temporary
     file: never shown (not a terminal), nor anything the bar wrote. It writes to the terminal
     now, and TensorFlow's settings line still does not."""
     from optimize.export import Progress
 
+    monkeypatch.setenv("TERM", "xterm")   # TERM=dumb (some CI consoles) draws no bar
     master, slave = os.openpty()
     sys.stderr.flush()
     saved = os.dup(2)
@@ -76,7 +64,7 @@ def test_the_tflite_calibration_bar_shows_on_a_terminal(tiny_keras, monkeypatch)
         os.dup2(saved, 2)
         os.close(saved)
         os.close(slave)
-    shown = _drain(master).decode("utf-8", "replace")
+    shown = drain(master).decode("utf-8", "replace")
     os.close(master)
     assert "TFLite calibration" in shown and "crop" in shown, repr(shown)
     assert "fully_quantize" not in shown, repr(shown)
