@@ -173,3 +173,30 @@ def test_a_pause_left_out_of_the_rate_does_not_hold_back_the_next_line(monkeypat
     assert len(lines) == 1 and "train fast: 2/100 step" in lines[0], lines
     bar.close()
 
+
+def test_an_interrupted_job_says_where_it_stopped_once(monkeypatch):
+    """Ctrl-C (or SIGTERM, raised as KeyboardInterrupt) inside the loop: one closing line with
+    the count reached, not none (the log would end an interval earlier) nor two (the bar's
+    close and its garbage collection)."""
+    import gc
+
+    monkeypatch.setenv(INTERVAL_ENV, "60")
+    out = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        for i in progress(range(100), desc="synth", unit="img", file=out):
+            if i == 5:
+                raise KeyboardInterrupt
+    bar = progress(total=100, desc="train fast", unit="step", file=out)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bar.update(7)
+            raise KeyboardInterrupt
+    finally:
+        bar.close()
+    bar.close()
+    del bar
+    gc.collect()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert re.match(STAMP + r"synth: 5/100 img", lines[0]), lines
+    assert re.match(STAMP + r"train fast: 7/100 step", lines[1]), lines
