@@ -331,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.progress import ProgressSettingError, line_interval
     try:   # a bad setting is one error now, not one skipped image per file later
         max_pixels()
-        line_interval()   # nor a training run's failure at its first progress line
+        if args.command != "run":   # run draws no bar: a camera service is not stopped
+            line_interval()   # nor a training run's failure at its first progress line
     except (ImageReadError, ProgressSettingError) as e:
         print(f"sharpen {args.command}: error: {e}", file=sys.stderr)
         return 2

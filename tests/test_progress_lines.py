@@ -147,6 +147,20 @@ def test_a_bad_interval_stops_a_command_before_any_work(tmp_path, capsys, monkey
     assert not out.exists()
 
 
+def test_a_bad_interval_does_not_stop_sharpen_run_which_draws_no_bar(tmp_path, capsys,
+                                                                  monkeypatch):
+    """`sharpen run` draws no progress bar (its live line is its own), so a bad
+    SHARPEN_PROGRESS_INTERVAL set for the whole environment must not stop a camera service."""
+    from sharpen.cli import main
+
+    monkeypatch.setenv(INTERVAL_ENV, "5m")
+    code = main(["run", "--model", str(tmp_path / "none.onnx"), "--source", "synthetic:64x64",
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert INTERVAL_ENV not in err
+    assert code == 2 and "none.onnx" in err
+
+
 def test_a_pause_left_out_of_the_rate_does_not_hold_back_the_next_line(monkeypatch):
     """The trainer leaves each validation and checkpoint save out of the bar's rate by moving
     tqdm's clock marks on by its time: off a terminal the next line came that much later, an
