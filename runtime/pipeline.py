@@ -109,6 +109,10 @@ class FrameQueue:
 
 
 WORKER_NAMES = ("capture", "infer")   # the pipeline's threads (the caller writes)
+# How long a stopped run waits for each to end before closing the output without it: a frame
+# in the engine (a 24 MP photo) takes seconds; a read takes a frame's time, or hangs in native
+# code for good (a FIFO whose writer hangs), which under systemd TimeoutStopSec= would cut.
+WORKER_JOIN_S = {"capture": 2.0, "infer": 10.0}
 # A live frame older than this many frame periods (and at least LIVE_MIN_AGE_S) is dropped
 # when a newer one is waiting: latency stays bounded, a burst of fresh frames is kept.
 LIVE_MAX_AGE_FRAMES = 2.0
@@ -982,7 +986,7 @@ class _Stream:
                 try:
                     for w in self.workers:
                         if w.ident is not None:   # started (join refuses one that is not)
-                            w.join(timeout=10)
+                            w.join(timeout=WORKER_JOIN_S[w.name])
                 except KeyboardInterrupt:
                     pass  # a second Ctrl-C: stop waiting for a worker inside the engine
                 sig.closing = True

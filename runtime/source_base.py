@@ -74,9 +74,26 @@ class Source:
                 "frame_count": self.frame_count}
 
 
-def _interruptible(fn: Callable[[], Any]) -> Any:
+# The opens `_interruptible` stopped waiting for, some maybe still inside FFmpeg's open
+_left_open: list[threading.Thread] = []
+
+
+def open_left_running() -> bool:
+    """Whether an open that was given up still runs: OpenCV opens one FFmpeg capture or writer
+    at a time, so that any other (a recording's check that it plays) waits for it, for good
+    where it hangs (a FIFO nobody writes to)."""
+    _left_open[:] = [t for t in _left_open if t.is_alive()]
+    return bool(_left_open)
+
+
+class OpenStopped(Exception):
+    """`stop` was set while an open waited (a reconnect's, in the reader thread)."""
+
+
+def _interruptible(fn: Callable[[], Any], stop: Optional[threading.Event] = None) -> Any:
     """fn() in a helper thread, waited for in this one: FFmpeg's open of an unanswering URL
-    blocks in native code for up to --timeout, and Ctrl-C (KeyboardInterrupt) was only seen
+    blocks in native code for up to --timeout (a GStreamer one for good), and Ctrl-C
+    (KeyboardInterrupt) or `stop` (OpenStopped; a SIGTERM seen by another thread) was only seen
     once it returned. Interrupted, the helper is left to finish on its own (a daemon)."""
     box: dict = {}
 
@@ -88,8 +105,14 @@ def _interruptible(fn: Callable[[], Any]) -> Any:
 
     t = threading.Thread(target=run, name="source-open", daemon=True)
     t.start()
-    while t.is_alive():
-        t.join(0.1)
+    try:
+        while t.is_alive():
+            if stop is not None and stop.is_set():
+                raise OpenStopped()
+            t.join(0.1)
+    except BaseException:
+        _left_open.append(t)
+        raise
     if "error" in box:
         raise box["error"]
     return box["value"]

@@ -37,6 +37,7 @@ from .options import option
 from .output_paths import folders_to_make, make_folder, remove_if_empty
 from .prepost import to_8bit
 from .sinks import Sink, SinkError
+from .source_base import open_left_running
 from .video_probe import size_refused, why_unwritable
 from .warn import warn
 
@@ -775,7 +776,11 @@ class VideoFileSink(Sink):
 
     def _check_playable(self) -> None:
         """The written file opens and gives its first frame: what a failed write (a full disk,
-        an I/O error) leaves in MP4/MOV, which keep their index at the end, does not."""
+        an I/O error) leaves in MP4/MOV, which keep their index at the end, does not. Not
+        checked while a source's given-up open holds OpenCV's FFmpeg (a stop during a
+        camera's reconnect): the check would wait for that open, the stop with it."""
+        if open_left_running():
+            return
         with quiet_native_stderr():
             cap = cv2.VideoCapture(str(self.tmp))
             ok = cap.isOpened() and cap.read()[0]

@@ -22,8 +22,8 @@ from .imageio import frames_over_budget, shown_path
 from .locale_text import utf8_name
 from .options import option
 from .orientation import oriented
-from .source_base import (Frame, Note, Source, SourceError, SourceLost, _interruptible,
-                          _no_note)
+from .source_base import (Frame, Note, OpenStopped, Source, SourceError, SourceLost,
+                          _interruptible, _no_note)
 from .source_spec import pipeline_reads_file
 from .transport_stream import TRANSPORT_STREAM_EXTS, _transport_cut
 from .warn import warn
@@ -224,13 +224,15 @@ class VideoSource(Source):
         ms = int(self.timeout * 1000)
         return [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
 
-    def _open(self) -> cv2.VideoCapture:
+    def _open(self, stop: Optional[threading.Event] = None) -> cv2.VideoCapture:
+        """`stop`: a reconnect's open, given up (OpenStopped) once it is set."""
         params = self._params()
 
         def open_capture() -> cv2.VideoCapture:
             return cv2.VideoCapture(self.target, self.api, params)
 
-        cap = _interruptible(open_capture) if self.kind == "stream" else open_capture()
+        cap = (_interruptible(open_capture, stop) if self.kind == "stream" or stop is not None
+               else open_capture())
         if not cap.isOpened():
             cap.release()
             why = {"video": "corrupt or unsupported file?",
@@ -316,7 +318,10 @@ class VideoSource(Source):
             delay = min(delay * 2, 10.0)
             self.cap.release()
             try:
-                self.cap = self._open()
+                self.cap = self._open(stop)
+            except OpenStopped:   # the open may never return: the run ends without it
+                self._say_lost()
+                return False
             except SourceError:
                 self._say_lost()
                 continue

@@ -675,9 +675,9 @@ def test_a_reconnect_whose_open_never_returns_stops_the_watchdogs_pings(model, t
             # within its bound (0.5 s delay, 1 s open, 1 s read and slack) a slow reopen is fed
             assert sum("WATCHDOG=1" in m for m in got[reconnecting:]) >= 3, got[reconnecting:]
         finally:
-            proc.terminate()   # the hung open outlasts it: systemd's TimeoutStopSec kills
+            proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
+                proc.wait(30)
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -795,3 +795,101 @@ def test_a_library_run_with_photos_it_could_not_read_says_so_in_its_last_status(
     last = [m for m in said if m.startswith("STATUS=")][-1]
     assert last.startswith("STATUS=done: 2 frames, 1 image could not be read ("), said
     assert "broken.jpg" in last, last
+
+
+def test_sigterm_while_a_reconnects_open_hangs_stops_at_once_with_the_recording_playable(
+        model, tmp_path):
+    """SIGTERM while the camera's reopen hung (FFmpeg opening a FIFO nobody writes to, as an
+    RTSP open that never answers) waited for that open: forever here, and under systemd until
+    TimeoutStopSec's SIGKILL cut the recording. The reopen is given up, and the recording,
+    whose check would wait on OpenCV's FFmpeg lock that the open holds, closed at once."""
+    w, h = 32, 24
+    fifo = tmp_path / "cam.fifo"
+    os.mkfifo(fifo)
+    out, stats = tmp_path / "o.ts", tmp_path / "o.json"
+
+    def write() -> None:   # one connection's frames, then the camera is gone for good
+        with open(fifo, "wb") as f:
+            f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+            for i in range(20):
+                f.write(_y4m_frame(w, h, 40 + i * 8))
+                f.flush()
+                time.sleep(0.05)
+
+    proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                             "--source", f"file://{fifo}", "--live", "--timeout", "1",
+                             "--reconnect", "3", "--out", str(out), "--stats", str(stats),
+                             "--quiet", "--report-interval", "1"], stderr=subprocess.PIPE,
+                            text=True, cwd=tempfile.gettempdir())
+    threading.Thread(target=write, daemon=True).start()
+    try:
+        for _ in range(600):   # the second attempt's open is the one that hangs
+            if stats.exists() and '"state": "reconnecting"' in stats.read_text():
+                time.sleep(3)
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert rc == 143, err
+    assert json.loads(stats.read_text())["state"] == "stopped", err
+    cap = cv2.VideoCapture(str(out))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames >= 10, (frames, err)
+
+
+def test_sigterm_while_a_fifos_writer_hangs_stops_within_seconds(model, tmp_path):
+    """A FIFO source whose writer hangs (`--source feed.y4m`, an ffmpeg stuck) holds the
+    capture thread in a read that nothing ends: SIGTERM waited 10 s for it before closing the
+    recording, a third of the README unit's TimeoutStopSec. The read is left behind sooner."""
+    w, h = 32, 24
+    fifo = tmp_path / "feed.y4m"
+    os.mkfifo(fifo)
+    out, stats = tmp_path / "o.ts", tmp_path / "o.json"
+    hold = threading.Event()
+
+    def write() -> None:
+        with open(fifo, "wb") as f:
+            f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+            for i in range(12):
+                f.write(_y4m_frame(w, h, 40 + i * 8))
+                f.flush()
+            hold.wait(120)   # alive, writing nothing
+
+    threading.Thread(target=write, daemon=True).start()
+    proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                             "--source", str(fifo), "--out", str(out), "--stats", str(stats),
+                             "--quiet", "--report-interval", "1"], stderr=subprocess.PIPE,
+                            text=True, cwd=tempfile.gettempdir())
+    try:
+        for _ in range(600):
+            if stats.exists() and json.loads(stats.read_text())["frames_processed"] >= 12:
+                break
+            time.sleep(0.1)
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        rc = proc.wait(30)
+        took = time.monotonic() - sent
+    finally:
+        hold.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert rc == 143, err
+    assert took < 8, (took, err)
+    assert json.loads(stats.read_text())["state"] == "stopped", err
+    cap = cv2.VideoCapture(str(out))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 12, (frames, err)
