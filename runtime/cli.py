@@ -15,8 +15,9 @@ import sys
 import threading
 from typing import Optional
 
-from .cli_errors import (interrupt_exit_code, missing_dependency, raise_if_interrupted,
-                         said_after_hang_up)
+from .cli_errors import (interrupt_exit_code, interrupted_message, missing_dependency,
+                         raise_if_interrupted, said_after_hang_up, stop_signals_as_interrupt)
+from .cli_parser import CommandParser
 from .console import (count, open_closed_std_fds, quiet_library_logs, report_fatal_errors,
                       unread)
 from .host import limit_note, threads_help, threads_warning
@@ -740,25 +741,48 @@ def _url_output_name(url: str) -> tuple[str, str]:
     return "".join(c if c.isalnum() else "_" for c in shown_url(url))[:40] or "stream", ".mp4"
 
 
+# The usage errors' pointer: `sharpen run --help`'s epilog has more (sharpen/help_text.py).
+RUN_EXAMPLE = "sharpen run --model export/student-fast.onnx --source in.mp4 --out out.mp4"
+
+
+class _RunParser(CommandParser):
+    def first_example(self, command: str) -> Optional[str]:
+        return RUN_EXAMPLE if command == "run" else None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    """`python -m runtime.cli run ...`: the runtime alone, for devices without the training code."""
+    """`python -m runtime.cli run ...`: the runtime alone, for devices without the training
+    code (a unit's ExecStart), with `sharpen run`'s usage errors, signals and exit codes."""
     from .locale_text import unspellable_escaped, utf8_file_names
     if argv is None:
         utf8_file_names()
     open_closed_std_fds()
     unspellable_escaped()
     report_fatal_errors()   # a delegate's crash inside a quiet_native_stderr window says so
-    parser = argparse.ArgumentParser(prog="sharpen")
+    parser = _RunParser(prog="sharpen")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_commands(sub)
     from .shell_words import home_expanded
-    args = parser.parse_args(home_expanded(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        args, extra = parser.parse_known_args(
+            home_expanded(list(sys.argv[1:] if argv is None else argv)))
+    except KeyboardInterrupt as e:
+        print("sharpen: interrupted", file=sys.stderr)
+        return interrupt_exit_code(e)
+    if extra:   # from the command's parser, as `sharpen` says it: `sharpen run: error: ...`
+        sub.choices.get(getattr(args, "command", None), parser).error(
+            f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     from .warn import shown_once_as_lines
-    with shown_once_as_lines():
-        return int(args.func(args) or 0)
+    try:
+        with stop_signals_as_interrupt(), shown_once_as_lines():
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as e:
+        with said_after_hang_up():
+            print(interrupted_message(args.command, e, False), file=sys.stderr)
+        return interrupt_exit_code(e)
 
 
 if __name__ == "__main__":

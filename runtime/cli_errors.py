@@ -7,6 +7,7 @@ import errno
 import os
 import signal
 import sys
+import threading
 from typing import Iterator
 
 # The signals that stop a command as Ctrl-C does, the one list every handler reads: SIGTERM
@@ -197,3 +198,36 @@ def install_hint(extra: str) -> str:
                 "this was installed from; scripts/setup.sh there installs everything)")
     return (f"pip install '.[{extra}]' in a checkout of the project (-e for one you edit; "
             "scripts/setup.sh installs everything)")
+
+
+@contextlib.contextmanager
+def stop_signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Terminated while a command runs, as Ctrl-C raises
+    KeyboardInterrupt, so that it cleans up and says so."""
+    # Only the stop signals that still have their default action (the trainer and `sharpen run`
+    # install their own handlers, which replace this one while they run; `nohup` ignores
+    # SIGHUP). Python runs the handler between bytecodes, so a long native call (a teacher
+    # tile, an engine build) finishes first; schedulers follow SIGTERM with SIGKILL after
+    # their grace period anyway.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    taken = [s for s in STOP_SIGNALS if signal.getsignal(s) is signal.SIG_DFL]
+    pid = os.getpid()
+
+    def raise_terminated(signum, frame):
+        if os.getpid() != pid:   # a forked worker (pool, loader): die as it would have
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        drop_gone_outputs(signum)
+        raise Terminated(signum)
+    raise_terminated.sharpen_stop = True   # run_stream and the trainer may take SIGHUP over
+    for s in taken:
+        signal.signal(s, raise_terminated)
+    try:
+        yield
+    finally:
+        for s in taken:   # not one ignored since (by a trainer ending on a lost process)
+            if signal.getsignal(s) is not signal.SIG_IGN:
+                signal.signal(s, signal.SIG_DFL)

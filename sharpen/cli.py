@@ -4,164 +4,25 @@ with only the runtime installed never imports torch."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import re
-import signal
 import sys
-import threading
 from pathlib import Path
 
-from runtime.cli_errors import (OWN_PACKAGES, STOP_SIGNALS, SharpenError, Terminated,
-                                 drop_gone_outputs, interrupt_exit_code, interrupted_message,
-                                 missing_dependency, said_after_hang_up)
+from runtime.cli_errors import (OWN_PACKAGES, SharpenError, interrupt_exit_code,
+                                 interrupted_message, missing_dependency, said_after_hang_up,
+                                 stop_signals_as_interrupt)
 from runtime.console import open_closed_std_fds, quiet_library_logs, report_fatal_errors
+from runtime.cli_parser import OTHER_TOOLS_NAMES, CommandParser
 from runtime.locale_text import unspellable_escaped, utf8_file_names
 from runtime.shell_words import home_expanded
-from runtime.suggest import near
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse's parser (the commands' too: subparsers take their parent's class), whose errors
-    are one line naming the option and the value, with "did you mean" for a misspelled command,
-    option or choice, and a pointer to the command's --help instead of its whole usage. Its
-    "expected one argument" says how to write a value starting with '-' (a stranger's file
-    name, -photo.jpg), which argparse reads as an option. `argv`: the command line main()
-    parses."""
-    argv: list[str] = []
+class _Parser(CommandParser):
+    """CommandParser whose usage errors point to the commands' own examples."""
 
-    def parse_known_args(self, args=None, namespace=None):
-        # Each parse's own words (a command's parser gets those after its name): the errors
-        # of a parser built for the API must not name the last command line main() parsed.
-        _Parser.argv = list(sys.argv[1:] if args is None else args)
-        return super().parse_known_args(args, namespace)
-
-    def error(self, message: str):
-        m = re.fullmatch(r"argument (\S+): expected one argument", message)
-        names = m.group(1).split("/") if m else []
-        after = [(a, self.argv[i + 1]) for i, a in enumerate(self.argv[:-1]) if a in names]
-        if after and after[-1][1].startswith("-") and after[-1][1] != "-" \
-                and not self._is_option(after[-1][1]):
-            flag, v = after[-1]   # as typed: --format or --formats
-            action = self._option_string_actions[flag]
-            # ./-photo.jpg is the same file; ./-1,2 is no list of frames
-            a_file = action.type is None and not action.choices and action.metavar != "LIST"
-            message += (f" ({v}, starting with '-', is read as an option: write {flag}={v}"
-                        + (f" or {flag} ./{v})" if a_file else ")"))
-        message = self._with_suggestion(message)
-        pointer = self._help_pointer(message.startswith("the following arguments are required"))
-        self.exit(2, f"{self.prog}: error: {message}\n{pointer}\n")
-
-    def _with_suggestion(self, message: str) -> str:
-        # `export --model fast` is taken by argparse as --modelopt-method, which it abbreviates:
-        # an option name from another tool is what the user meant, whatever argparse made of it.
-        borrowed = [w for w in self.argv if (n := w.split("=", 1)[0]) in OTHER_TOOLS_NAMES
-                    and n not in self._option_string_actions and self._is_option(w)
-                    and self._meant(w)]
-        if borrowed and not message.startswith("unrecognized arguments"):
-            return f"unrecognized arguments: {borrowed[0]} ({self._meant(borrowed[0])})"
-        if m := re.fullmatch(r"argument (\S+): invalid choice: '(.*)' \(choose from (.*)\)",
-                             message):
-            suggestion = _choice_hint(m.group(2), re.findall(r"'([^']*)'", m.group(3)))
-            return f"{message}; {suggestion}" if suggestion else message
-        unknown = self._unknown_options()
-        if unknown and message.startswith("the following arguments are required"):
-            missing = set(re.findall(r"--[\w-]+", message))
-            named = {o for u in unknown for o in re.findall(r"--[\w-]+", self._meant(u) or "")}
-            unrecognized = f"unrecognized arguments: {' '.join(unknown)}"
-            if named & missing:
-                # A misspelled required option (--modle) is why "--model is required": say that.
-                message = unrecognized
-            else:   # both, or the missing one comes to light only on the next try
-                return f"{message}; {unrecognized}{self._hints(unknown)}"
-        if message.startswith("unrecognized arguments"):
-            message += self._hints(unknown)
-        return message
-
-    def _hints(self, unknown: list[str]) -> str:
-        """" (did you mean --model?)", or " (did you mean --model for -m, --out for -o?)", for
-        the unknown options with a suggestion; else ""."""
-        meant = {u: c for u in unknown if (c := self._meant(u))}
-        if len(meant) == 1 and len(unknown) == 1:
-            return f" ({next(iter(meant.values()))})"
-        if meant:
-            said = ", ".join(f"{c.removeprefix('did you mean ').rstrip('?')} for {u}"
-                             for u, c in meant.items())
-            return f" (did you mean {said}?)"
-        return ""
-
-    def _meant(self, word: str) -> str | None:
-        """"did you mean --model?" for an option this command lacks: its name for another
-        tool's (--input, -o), else the nearest spelling; where the inputs take no flag, how
-        to give them."""
-        name = word.split("=", 1)[0]
-        ours = [o for o in OTHER_TOOLS_NAMES.get(name, ()) if o in self._option_string_actions]
-        if ours:
-            return f"did you mean {ours[0]}?"
-        if OTHER_TOOLS_NAMES.get(name) == _INPUT and any(a.dest == "inputs"
-                                                         for a in self._actions):
-            from .help_text import first_example
-            example = first_example(self.prog.split(" ", 1)[-1])
-            return "the inputs take no flag" + (f": {example}" if example else "")
-        if name.startswith("--") and not self._is_option(word):
-            # Compared without their dashes, which every pair shares (--lr was near --help).
-            longs = sorted(o[2:] for o in self._option_string_actions if o.startswith("--"))
-            if meant := near(name[2:], longs):
-                return f"did you mean --{meant}?"
-        return None
-
-    def _unknown_options(self) -> list[str]:
-        """The words of the command line that look like options of this command and are not
-        (-o as other tools spell their options, too)."""
-        return [w for w in self.argv
-                if (w.startswith("--") and len(w) > 2 or re.fullmatch(r"-[A-Za-z]", w))
-                and not self._is_option(w) and w.split("=", 1)[0] != "--version"]
-
-    def _help_pointer(self, required: bool) -> str:
+    def first_example(self, command: str) -> str | None:
         from .help_text import first_example
-        example = (first_example(self.prog.split(" ", 1)[1])
-                   if " " in self.prog and required else None)
-        return (f"see '{self.prog} --help'" + (f"; e.g. {example}" if example else "")
-                if " " in self.prog else
-                f"see '{self.prog} --help' for the commands; '{self.prog} COMMAND --help' for one")
-
-    def _is_option(self, word: str) -> bool:
-        """Whether `word` is one of this command's options (or, as argparse takes them, a
-        long one's prefix, with its =VALUE): then the value before it was left out."""
-        name = word.split("=", 1)[0]
-        return any(o == name or (name.startswith("--") and o.startswith(name))
-                   for o in self._option_string_actions)
-
-
-# Other tools' names for this project's options (ffmpeg's -i, YOLO's --source, a trainer's
-# --checkpoint), each with ours in the order they are tried: the first the command has is meant.
-_INPUT = ("--source", "--data", "--photos", "--sharp")
-# teacher and labels run the teacher alone: its weights are the model they take.
-_MODEL = ("--model", "--weights", "--teacher-weights")
-_WEIGHTS = ("--weights", "--model", "--teacher-weights")
-_STUDENT = ("--weights", "--model")
-OTHER_TOOLS_NAMES: dict[str, tuple[str, ...]] = {
-    "--input": _INPUT, "--inputs": _INPUT, "-i": _INPUT, "--src": ("--source",),
-    "--video": ("--source",), "--camera": ("--source",), "--images": _INPUT,
-    "-o": ("--out",), "--output-dir": ("--out",), "--outdir": ("--out",),
-    "--out-dir": ("--out",), "--save-dir": ("--out",),
-    "-m": _MODEL, "--model": _MODEL, "--weights": _MODEL, "--checkpoint": _WEIGHTS,
-    "--ckpt": _WEIGHTS, "-w": _WEIGHTS, "--onnx": ("--model",), "--engine": ("--model",),
-    "-j": ("--threads",), "--jobs": ("--threads",), "--num-threads": ("--threads",),
-    "--gpu": ("--device", "--provider"), "--cuda": ("--device", "--provider"),
-    "-q": ("--quiet",),
-    # ffmpeg's segment muxer's and NVRs' names for how many recordings to keep
-    "--max-segments": ("--keep-segments",), "--segment_wrap": ("--keep-segments",),
-    "--segment-wrap": ("--keep-segments",),
-    # demo's and bench's names for the student weights, in the commands without them
-    "--student": _STUDENT, "--students": _STUDENT, "--student-weights": _STUDENT,
-}
-
-
-def _choice_hint(word: str, choices: list[str]) -> str:
-    """"did you mean 'run'?" for a word near one of `choices` (a typo, or a prefix), else ""."""
-    meant = near(word, choices)
-    return f"did you mean '{meant}'?" if meant else ""
+        return first_example(command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,37 +80,6 @@ def _command_parser(parser: argparse.ArgumentParser,
 
 # Commands whose rerun skips what an interrupted run finished (their caches and outputs).
 RESUMABLE = ("corpus", "labels", "bench", "export")
-
-
-@contextlib.contextmanager
-def _stop_signals_as_interrupt():
-    # Only the stop signals that still have their default action (the trainer and `sharpen run`
-    # install their own handlers, which replace this one while they run; `nohup` ignores
-    # SIGHUP). Python runs the handler between bytecodes, so a long native call (a teacher
-    # tile, an engine build) finishes first; schedulers follow SIGTERM with SIGKILL after
-    # their grace period anyway.
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    taken = [s for s in STOP_SIGNALS if signal.getsignal(s) is signal.SIG_DFL]
-    pid = os.getpid()
-
-    def raise_terminated(signum, frame):
-        if os.getpid() != pid:   # a forked worker (pool, loader): die as it would have
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        drop_gone_outputs(signum)
-        raise Terminated(signum)
-    raise_terminated.sharpen_stop = True   # run_stream and the trainer may take SIGHUP over
-    for s in taken:
-        signal.signal(s, raise_terminated)
-    try:
-        yield
-    finally:
-        for s in taken:   # not one ignored since (by a trainer ending on a lost process)
-            if signal.getsignal(s) is not signal.SIG_IGN:
-                signal.signal(s, signal.SIG_DFL)
 
 
 def _as_overrides(argv: list[str], extra: list[str]) -> str:
@@ -338,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from runtime.warn import shown_once_as_lines
     try:
-        with _stop_signals_as_interrupt(), shown_once_as_lines():
+        with stop_signals_as_interrupt(), shown_once_as_lines():
             return int(args.func(args) or 0)
     except SharpenError as e:
         print(f"sharpen {args.command}: error: {e}", file=sys.stderr)

@@ -893,3 +893,18 @@ def test_sigterm_while_a_fifos_writer_hangs_stops_within_seconds(model, tmp_path
     while cap.read()[0]:
         frames += 1
     assert frames == 12, (frames, err)
+
+
+@pytest.mark.parametrize("argv", [["run", "--model"], ["run", "--modle", "m.onnx"],
+                                  ["run", "--model", "m.onnx", "--source", "a", "-o", "b"],
+                                  ["run", "--model", "m.onnx", "--source", "a", "--view", "sid"]])
+def test_the_module_form_of_sharpen_run_says_its_usage_errors_as_sharpen_run_does(argv):
+    """A unit's ExecStart may run `python -m runtime.cli run ...` (a device without the
+    console script on PATH): its usage errors were argparse's, the whole usage and no "did you
+    mean", where `sharpen run` says one line and a pointer to its --help."""
+    def said(module: str) -> tuple[int, str]:
+        r = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True,
+                           text=True, timeout=60, cwd=tempfile.gettempdir())
+        return r.returncode, r.stderr
+
+    assert said("runtime.cli") == said("sharpen.cli")
