@@ -72,7 +72,8 @@ def prometheus_text(summary: dict[str, Any], camera: str) -> str:
         model=Path(summary.get("model") or "").name, engine=backend.get("name", ""),
         precision=backend.get("precision", ""))
     for name, key, help_ in (
-            ("frames_total", "frames_processed", "frames sharpened and written"),
+            # Not `sharpen_frames_total`: the JSON's `frames_total` is the frames to come
+            ("frames_processed_total", "frames_processed", "frames sharpened and written"),
             ("frames_captured_total", "frames_captured", "frames read from the source"),
             ("dropped_frames_total", "dropped_frames", "stale live frames dropped"),
             ("repeated_frames_total", "repeated_frames",
@@ -84,6 +85,9 @@ def prometheus_text(summary: dict[str, Any], camera: str) -> str:
             ("segments_closed_total", "segments_closed", "--segment files closed"),
             ("segment_frames_total", "segment_frames", "frames in the closed segments")):
         one(name, "counter", help_, summary.get(key))
+    one("frames_expected", "gauge",
+        "the frames a file run will write (the JSON's frames_total; none for a camera)",
+        summary.get("frames_total"))
     # A library's photos that could not be read, in the run's last write (none: no sample)
     skipped = summary.get("skipped_inputs")
     one("skipped_inputs_total", "counter", "inputs (or stretches of one) that could not be read",

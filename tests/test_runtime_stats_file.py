@@ -911,7 +911,7 @@ def test_a_stats_file_named_prom_is_prometheus_text_that_a_textfile_collector_re
             else m[1]
         assert base in typed, line   # each family's TYPE comes before its samples
         samples[m[1] + m[2]] = float(m[3])
-    assert samples["sharpen_frames_total"] == 25
+    assert samples["sharpen_frames_processed_total"] == 25
     assert samples['sharpen_state,state="done"'] == 1
     assert samples['sharpen_state,state="running"'] == 0 and samples["sharpen_up"] == 0
     assert samples["sharpen_segments_closed_total"] == 3
@@ -1037,7 +1037,7 @@ def test_a_library_runs_prom_file_counts_the_photos_it_could_not_read(model, tmp
     assert r.returncode == 1, r.stderr
     text = prom.read_text()
     assert re.search(r'^sharpen_skipped_inputs_total\{camera="lib"\} 1$', text, re.M), text
-    assert re.search(r'^sharpen_frames_total\{camera="lib"\} 1$', text, re.M), text
+    assert re.search(r'^sharpen_frames_processed_total\{camera="lib"\} 1$', text, re.M), text
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
@@ -1062,3 +1062,27 @@ def test_resume_from_a_fifo_is_refused_naming_the_fifo(model, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, err
     assert f"{fifo} (FIFO) cannot be resumed" in err and "camera's" not in err, err
+
+
+def test_a_prometheus_metric_named_as_a_json_field_holds_that_fields_number():
+    """`frames_total` in the JSON file is the frames a file run will write (the 300 of
+    `120/300 frames`), and `sharpen_frames_total` in the .prom file was the frames written:
+    one name, two numbers, which a dashboard moved from one file to the other mixed up. The
+    frames written are `sharpen_frames_processed_total` (the JSON's `frames_processed`), the
+    frames to come `sharpen_frames_expected`."""
+    import re
+
+    from runtime.prometheus import prometheus_text
+
+    summary = {"state": "running", "frames_processed": 120, "frames_total": 300,
+               "frames_captured": 125, "dropped_frames": 5, "reconnects": 0,
+               "throughput_fps": 9.5}
+    samples = dict(re.findall(r'^sharpen_([a-z_]+)\{camera="c"\} (\S+)$',
+                              prometheus_text(summary, "c"), re.M))
+    assert samples["frames_processed_total"] == "120", samples
+    assert samples["frames_expected"] == "300", samples
+    for name, value in samples.items():
+        if name in summary:
+            assert float(value) == summary[name], (name, value, summary[name])
+    camera = prometheus_text({**summary, "frames_total": None}, "c")
+    assert "sharpen_frames_expected" not in camera, camera   # a camera's run has no end
