@@ -33,6 +33,30 @@ def _address(env: Mapping[str, str]) -> Optional[str]:
     return "\0" + addr[1:] if addr[0] == "@" else addr
 
 
+def _children_work() -> tuple[float, int]:
+    """The CPU seconds and bytes written so far by this process's children (the ffmpeg that
+    copies a recording's sound in), from /proc; (0, 0) where there is none to read."""
+    me, cpu, written = str(os.getpid()), 0.0, 0
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return cpu, written
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()   # the name may hold spaces
+            if fields[1].decode() != me:   # the parent's pid
+                continue
+            cpu += (int(fields[11]) + int(fields[12])) / tick   # utime, stime
+            with open(f"/proc/{pid}/io", "rb") as f:
+                written += next(int(line.split()[1]) for line in f
+                                if line.startswith(b"wchar:"))
+        except (OSError, IndexError, ValueError, StopIteration):
+            continue   # gone meanwhile, or not ours to read
+    return cpu, written
+
+
 def watchdog_seconds(env: Mapping[str, str]) -> Optional[float]:
     """WatchdogSec= as the service manager passes it (WATCHDOG_USEC), for this process only
     (WATCHDOG_PID, where set, names the main process: a child ffmpeg inherits the variables)."""
@@ -115,6 +139,8 @@ class ServiceNotifier:
         self.reconnect_due: Callable[[], Optional[float]] = lambda: None
         self._steps = self._steps_seen = 0   # the start's steps (`progress`), at the last tick
         self._cpu_seen = (time.monotonic(), time.process_time())   # (when, CPU s) at the last tick
+        # After STOPPING=1, at the last tick: (when, CPU s, the children's CPU s and bytes written)
+        self._close_seen: tuple[float, float, float, int] = (0.0, 0.0, 0.0, 0)
         self._thread = threading.Thread(target=self._run, name="service-notify", daemon=True)
 
     @property
@@ -167,10 +193,24 @@ class ServiceNotifier:
 
     def stopping(self) -> None:
         """The frames are over and the output closing: the manager's stop timeout applies, no
-        longer the watchdog."""
+        longer the watchdog, extended while the close works (`_close_works`)."""
         if self.enabled and not self._stopping:
+            self._close_seen = (time.monotonic(), time.process_time(), *_children_work())
+            self._steps_seen = self._steps
             self._stopping = True
             self.send("STOPPING=1", "STATUS=finishing: closing the output")
+
+    def _close_works(self, now: float) -> bool:
+        """After STOPPING=1: whether the close moved on since the last tick, by a step (a
+        resume's join), the CPU of the process or of its children (ffmpeg copying the sound
+        in), or the bytes its children wrote (that copy on a slow disk). A write that hangs
+        moves none of them."""
+        seen = self._close_seen
+        self._close_seen = (now, time.process_time(), *_children_work())
+        steps, self._steps_seen = self._steps_seen, self._steps
+        cpu = sum(b - a for a, b in zip(seen[1:3], self._close_seen[1:3]))
+        return (self._steps != steps or cpu >= START_CPU_SHARE * (now - seen[0])
+                or self._close_seen[3] != seen[3])
 
     def _alive(self, now: float) -> bool:
         if self.watchdog is None or self._ready_at is None or self._stopping:
@@ -206,6 +246,9 @@ class ServiceNotifier:
         for _ in periods(self._stop, self.interval, self.stats):
             now = time.monotonic()
             if self._stopping:
+                # systemd >= 236 extends TimeoutStopSec= by it, as TimeoutStartSec= above
+                if self._close_works(now):
+                    self.send(f"EXTEND_TIMEOUT_USEC={int(EXTEND_TICKS * self.interval * 1e6)}")
                 continue
             lines = [self._status(now)]
             if self._ready_at is None:

@@ -908,3 +908,40 @@ def test_the_module_form_of_sharpen_run_says_its_usage_errors_as_sharpen_run_doe
         return r.returncode, r.stderr
 
     assert said("runtime.cli") == said("sharpen.cli")
+
+
+def test_closing_after_stopping_extends_the_stop_timeout_while_the_close_works(tmp_path):
+    """After STOPPING=1 the run sent nothing: a long close (ffmpeg copying an hour's sound in,
+    a segment's colour-tagging copy) ran into TimeoutStopSec=, whose SIGKILL cut the
+    recording. The close asks for more time while it or its ffmpeg child works, and for none
+    once nothing moves (a write that hangs), which the stop timeout is then left to end."""
+    from runtime.service_notify import ServiceNotifier
+    from runtime.stats import Stats
+
+    addr = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(addr))
+        notifier = ServiceNotifier(Stats(), lambda: "finishing",
+                                   env={"NOTIFY_SOCKET": str(addr), "WATCHDOG_USEC": "400000"})
+        notifier.start()
+        try:
+            notifier.ready()
+            notifier.stopping()
+            _notices(sock, 0.5)
+            # ffmpeg copying, as a child process busy for 1.5 s
+            child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() "
+                                      "+ 1.5\nwhile time.time() < end: sum(range(10000))"])
+            busy = _notices(sock, 1.2)
+            child.wait()
+            extends = [ln for ln in busy if ln.startswith("EXTEND_TIMEOUT_USEC=")]
+            assert extends, busy
+            assert all(int(ln.split("=")[1]) >= 3 * 200_000 for ln in extends), extends
+            _notices(sock, 0.5)
+            hung = _notices(sock, 1.5)   # nothing moves: no more time asked
+            assert not any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in hung), hung
+            for _ in range(8):   # a closer's own steps (a resume's join) count too
+                notifier.progress()
+                time.sleep(0.1)
+            assert any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in _notices(sock, 0.3))
+        finally:
+            notifier.close()
