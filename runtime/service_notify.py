@@ -195,10 +195,21 @@ class ServiceNotifier:
         """The frames are over and the output closing: the manager's stop timeout applies, no
         longer the watchdog, extended while the close works (`_close_works`)."""
         if self.enabled and not self._stopping:
-            self._close_seen = (time.monotonic(), time.process_time(), *_children_work())
+            self._close_seen = (time.monotonic(), self._others_cpu(), *_children_work())
             self._steps_seen = self._steps
             self._stopping = True
             self.send("STOPPING=1", "STATUS=finishing: closing the output")
+
+    def _others_cpu(self) -> float:
+        """The process's CPU seconds but this notifier's: its look through /proc for the
+        children, tens of ms a tick on a host of thousands of processes, is not the close."""
+        # Alive only: a detached thread's id that ended names nothing (close() ends it, after)
+        ident = self._thread.ident if self._thread.is_alive() else None
+        try:
+            own = time.clock_gettime(time.pthread_getcpuclockid(ident)) if ident else 0.0
+        except (AttributeError, OSError):   # no per-thread clock (not Linux)
+            own = 0.0
+        return time.process_time() - own
 
     def _close_works(self, now: float) -> bool:
         """After STOPPING=1: whether the close moved on since the last tick, by a step (a
@@ -206,7 +217,7 @@ class ServiceNotifier:
         in), or the bytes its children wrote (that copy on a slow disk). A write that hangs
         moves none of them."""
         seen = self._close_seen
-        self._close_seen = (now, time.process_time(), *_children_work())
+        self._close_seen = (now, self._others_cpu(), *_children_work())
         steps, self._steps_seen = self._steps_seen, self._steps
         cpu = sum(b - a for a, b in zip(seen[1:3], self._close_seen[1:3]))
         return (self._steps != steps or cpu >= START_CPU_SHARE * (now - seen[0])

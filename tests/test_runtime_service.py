@@ -945,3 +945,28 @@ def test_closing_after_stopping_extends_the_stop_timeout_while_the_close_works(t
             assert any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in _notices(sock, 0.3))
         finally:
             notifier.close()
+
+
+def test_a_hung_close_asks_for_no_more_time_however_busy_the_notifiers_own_look_is(tmp_path):
+    """After STOPPING=1 each tick reads every process's /proc files to find the ffmpeg child:
+    on a host of thousands of processes that look costs tens of ms of the notifier's own CPU,
+    which counted as the close working, so a write that hung was given more time each tick,
+    never reaching TimeoutStopSec=. A 2 ms tick makes the look's share of it as large here."""
+    from runtime.service_notify import ServiceNotifier
+    from runtime.stats import Stats
+
+    addr = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(addr))
+        notifier = ServiceNotifier(Stats(), lambda: "finishing",
+                                   env={"NOTIFY_SOCKET": str(addr), "WATCHDOG_USEC": "4000"})
+        notifier.start()
+        try:
+            notifier.ready()
+            notifier.stopping()
+            _notices(sock, 0.2)
+            hung = _notices(sock, 1.0)   # the close waits on a write: nothing moves
+            extends = [ln for ln in hung if ln.startswith("EXTEND_TIMEOUT_USEC=")]
+            assert not extends, f"{len(extends)} extensions while nothing but the look ran"
+        finally:
+            notifier.close()
