@@ -32,6 +32,7 @@ from .colour_tags import (copy_tagged, players_guess_hd, source_colours, tag_opt
                           wants_tags)
 from .console import count, quiet_native_stderr, shell_quote
 from .hdr import colr_values
+from .iso_boxes import read_moov, tracks
 from .locale_text import utf8_name
 from .options import option
 from .output_paths import folders_to_make, make_folder, remove_if_empty
@@ -777,10 +778,18 @@ class VideoFileSink(Sink):
     def _check_playable(self) -> None:
         """The written file opens and gives its first frame: what a failed write (a full disk,
         an I/O error) leaves in MP4/MOV, which keep their index at the end, does not. Not
-        checked while a source's given-up open holds OpenCV's FFmpeg (a stop during a
-        camera's reconnect): the check would wait for that open, the stop with it."""
+        opened while a source's given-up open holds OpenCV's FFmpeg (a stop during a
+        camera's reconnect), which the check would wait for, the stop with it: then an MP4's
+        or MOV's video track is looked for in its index, without OpenCV; other files pass."""
         if open_left_running():
-            return
+            if self.tmp.suffix.lower() not in ISO_EXTS or read_moov(
+                    self.tmp, lambda f, moov: next(tracks(f, moov, b"vide"), None) is not None):
+                return
+            # size_refused would open OpenCV's writer, which waits for that open as well
+            raise SinkError(f"{option('output', self.path, self.flags)}: the video written "
+                            f"({count(self.frames, 'frame')}) does not play back: it has no "
+                            "index (disk full or I/O error?); nothing was written under that "
+                            "name")
         with quiet_native_stderr():
             cap = cv2.VideoCapture(str(self.tmp))
             ok = cap.isOpened() and cap.read()[0]

@@ -597,6 +597,47 @@ def test_a_video_that_did_not_get_written_is_an_error_not_done(tmp_path, onnx_mo
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_an_mp4_cut_short_is_an_error_while_a_given_up_open_holds_opencvs_ffmpeg(tmp_path):
+    """A stop during a camera's hung reopen leaves that open running, and OpenCV opens one
+    FFmpeg file at a time: the check that the recording plays was skipped, so an MP4 a full
+    disk cut short (no index) was kept and said to be closed cleanly. Its index is looked for
+    without OpenCV."""
+    import threading
+    import time
+
+    from runtime.sinks import SinkError
+    from runtime.source_base import OpenStopped, _interruptible, open_left_running
+    from runtime.video_sink import VideoFileSink
+
+    out = tmp_path / "v.mp4"
+    sink = VideoFileSink(out, 10)
+    for i in range(5):
+        sink.write(textured_frame(i), textured_frame(i), f"f{i}")
+    sink.writer.release()          # what a full disk leaves: the data, no index (moov) at the end
+    sink.writer = cv2.VideoWriter()
+    data = sink.tmp.read_bytes()
+    sink.tmp.write_bytes(data[:len(data) // 2])
+    fifo = tmp_path / "cam.fifo"   # a camera's reopen that never returns: nobody writes
+    os.mkfifo(fifo)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(OpenStopped):   # given up, as a SIGTERM during a reconnect gives it up
+        _interruptible(lambda: cv2.VideoCapture(str(fifo), cv2.CAP_FFMPEG), stop)
+    try:
+        assert open_left_running()
+        with pytest.raises(SinkError, match="does not play back"):
+            sink.close()
+        assert not out.exists()
+    finally:
+        with open(fifo, "wb"):   # the open ends (no stream), OpenCV's FFmpeg free again
+            pass
+        for _ in range(100):
+            if not open_left_running():
+                break
+            time.sleep(0.1)
+
+
 def test_a_ts_too_short_for_ffmpeg_to_recognise_is_said_so_not_blamed_on_the_disk(tmp_path):
     """Two frames of a still 64x48 picture make a .ts of 5 packets, which FFmpeg's format probe
     (OpenCV's reader, the ffmpeg command) takes for MPEG-PS and opens no stream of: the run
