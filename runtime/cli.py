@@ -526,12 +526,14 @@ def handler(args: argparse.Namespace) -> int:
         kind = (summary.get("source") or {}).get("kind")
         print(f"sharpen run: {unread(n, kind)} could not be read; the rest were processed:\n"
               + "\n".join(f"  {m}" for m in shown) + more, file=sys.stderr)
-        return 1
-    if summary.get("interrupted"):   # the shell's 128 + signal number, as the trainers exit
+        code = 1
+    elif summary.get("interrupted"):   # the shell's 128 + signal number, as the trainers exit
         code = 128 + getattr(signal, summary.get("signal") or "SIGINT")
-        _exit_now_if_workers_run(code)
-        return code
-    return 0
+    else:
+        code = 0
+    # A live run's frame limit, too, leaves a read that stalled behind (after WORKER_JOIN_S)
+    _exit_now_if_workers_run(code)
+    return code
 
 
 def _live_left_out_note(summary: dict, asked_fps: float) -> str:
@@ -652,10 +654,14 @@ def _note(message: str) -> None:
 def _exit_now_if_workers_run(code: int) -> None:
     """A second Ctrl-C leaves the pipeline's threads behind, possibly inside the engine's
     native code, where letting the interpreter shut down around them aborts the process
-    (SIGABRT, no exit code of ours); the output and stats are already closed, so leave now."""
+    (SIGABRT, no exit code of ours); the output and stats are already closed, so leave now.
+    So does a stop during a camera's reopen, whose open, given up, may return into OpenCV."""
     from .pipeline import WORKER_NAMES, _Worker
+    from .source_base import open_left_running
     stuck = [t.name for t in threading.enumerate()
              if isinstance(t, _Worker) and t.running and t.name in WORKER_NAMES]
+    if open_left_running():
+        stuck.append("source-open")
     if stuck:
         from .console import end_stderr_windows
         end_stderr_windows()   # a capture thread inside a decode holds fd 2 aside

@@ -971,3 +971,65 @@ def test_a_hung_close_asks_for_no_more_time_however_busy_the_notifiers_own_look_
             assert not extends, f"{len(extends)} extensions while nothing but the look ran"
         finally:
             notifier.close()
+
+
+def test_an_open_given_up_still_calling_opencv_does_not_abort_the_exit(tmp_path):
+    """A stop during a camera's reopen leaves that open running in its helper thread (it may
+    never return). One that returns while the interpreter shuts down, in OpenCV's wrapper,
+    aborts the process ("terminate called without an active exception", exit 134 and a core
+    dump for systemd, not 143). Here the open goes on calling OpenCV, so it always does."""
+    script = tmp_path / "left_open.py"
+    script.write_text(
+        "import sys, threading\n"
+        "import cv2, numpy as np\n"
+        "from runtime.cli import _exit_now_if_workers_run\n"
+        "from runtime.source_base import OpenStopped, _interruptible\n"
+        "img = np.zeros((240, 320, 3), np.uint8)\n"
+        "def opening():   # native, returning to Python every few ms\n"
+        "    while True:\n"
+        "        cv2.GaussianBlur(img, (31, 31), 5)\n"
+        "stop = threading.Event()\n"
+        "stop.set()\n"
+        "try:\n"
+        "    _interruptible(opening, stop)\n"
+        "except OpenStopped:\n"
+        "    pass\n"
+        "_exit_now_if_workers_run(143)\n"
+        "sys.exit(143)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, OMP_NUM_THREADS="1",
+                                            PYTHONPATH=os.pathsep.join(sys.path)))
+    assert r.returncode == 143, r.stderr
+    assert "not waiting for the source-open thread" in r.stderr, r.stderr
+
+
+def test_a_live_run_ending_at_its_frame_limit_leaves_a_stalled_read_behind(model, tmp_path):
+    """`--max-frames` on a live source ends the run while the capture thread may be inside a
+    read (a stream that stalled). The run waits 2 s for it, then finishes without it: it exits
+    at once too, exit 0, rather than shut the interpreter down around a read in OpenCV."""
+    w, h = 32, 24
+    fifo = tmp_path / "cam.y4m"
+    os.mkfifo(fifo)
+    out = tmp_path / "o.ts"
+    hold = threading.Event()
+
+    def write() -> None:
+        with open(fifo, "wb") as f:
+            f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+            for i in range(5):   # the limit's frames, then the read of a sixth stalls
+                f.write(_y4m_frame(w, h, 40 + i * 8))
+                f.flush()
+                time.sleep(0.1)
+            hold.wait(120)   # alive, writing nothing
+
+    threading.Thread(target=write, daemon=True).start()
+    try:
+        r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                            "--source", f"file://{fifo}", "--live", "--max-frames", "5",
+                            "--out", str(out), "--quiet"], capture_output=True, text=True,
+                           timeout=120, cwd=tempfile.gettempdir())
+    finally:
+        hold.set()
+    assert r.returncode == 0, r.stderr
+    assert "done: 5 frames" in r.stderr, r.stderr
+    assert "not waiting for the capture thread" in r.stderr, r.stderr
