@@ -95,7 +95,7 @@ def _iso_has_sound_track(path: Path) -> Optional[bool]:
 
 def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
               ffmpeg: str, codecs: Optional[list[str]], video_options: Sequence[str] = (),
-              start: float = 0.0) -> str:
+              start: float = 0.0, metadata: Sequence[str] = ()) -> str:
     """Write `out`: `video`'s pictures, copied, with `source`'s audio over its first `seconds`
     (the video's length: a run that stopped early, --max-frames, gets that much of it), from
     `start` seconds after the first frame's time on (a segment of a recording, --segment). The
@@ -103,7 +103,8 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
     else encoded in the container's default one (AAC in MP4, from PCM or Vorbis). Returns ''
     or why not, in words (ffmpeg's last error line). `codecs`: `audio_codecs` of `source`,
     which the caller probed already to know there is sound. `video_options`: output options for
-    the copied pictures (their colour tags, runtime/colour_tags.py)."""
+    the copied pictures (their colour tags, runtime/colour_tags.py). `metadata`: options that
+    carry `source`'s (input 1's) timecode and metadata (runtime/clip_metadata.py)."""
     # OpenCV's first frame is the video stream's first, while ffmpeg would copy the sound from
     # its own start: where the sound begins earlier, skip to the first frame's time; where
     # later, delay it as much.
@@ -112,7 +113,7 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
              else ["-itsoffset", f"{-lead:.6f}"] if lead < -0.0005 else [])
     base = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
             "-i", os.fspath(video), *shift, "-i", os.fspath(source),
-            "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", *video_options,
+            "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", *video_options, *metadata,
             "-t", f"{seconds:.6f}"]
     why = ""
     try:

@@ -19,7 +19,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 from .audio import PROBE_TIMEOUT_S, TIMED_OUT, _run, copy_failure
 
@@ -124,12 +124,16 @@ def tag_options(path: str | os.PathLike, primaries: Optional[str] = None,
     return []
 
 
-def copy_tagged(video: Path, out: Path, ffmpeg: str, options: list[str], limit: float) -> str:
-    """Write `out`: `video`'s streams copied, tagged by `options`. '' or why not, in words."""
+def copy_tagged(video: Path, out: Path, ffmpeg: str, options: list[str], limit: float,
+                source: Optional[str | os.PathLike] = None, metadata: Sequence[str] = ()) -> str:
+    """Write `out`: `video`'s streams copied, tagged by `options`. '' or why not, in words.
+    `metadata`: options that carry the video file `source`'s (input 1's) timecode and
+    metadata (runtime/clip_metadata.py), which only its streams' copy reads from it."""
+    carried = ["-i", os.fspath(source), *metadata] if source is not None and metadata else []
     try:
         done = _run([ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i",
-                     os.fspath(video), "-map", "0", "-c", "copy", *options, os.fspath(out)],
-                    limit)
+                     os.fspath(video), *carried[:2], "-map", "0", "-c", "copy", *options,
+                     *carried[2:], os.fspath(out)], limit)
     except subprocess.TimeoutExpired:
         return f"{TIMED_OUT} {limit:.0f} s"
     except (OSError, subprocess.SubprocessError) as exc:

@@ -27,6 +27,7 @@ import numpy as np
 
 from .atomic import new_file_mode, sync_folder
 from .atomic import pid_alive as _pid_alive
+from .clip_metadata import metadata_options
 from .audio import ENV, ISO_EXTS, MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, find_ffmpeg
 from .colour_tags import (copy_tagged, players_guess_hd, source_colours, tag_options, taggable,
                           wants_tags)
@@ -153,6 +154,7 @@ class VideoFileSink(Sink):
         self.colour_source: Optional[str] = None
         self._colour: Optional[tuple[Optional[str], list[str], bool]] = None
         self._tagged = False   # an ffmpeg copy wrote the colour tags
+        self._carried = False   # ... or the source's timecode and metadata
         # Why the copy at close that would tag them is not tried: the join's or the sound's
         # copy found them refused (an ffmpeg without mpeg2_metadata), or was stopped (Ctrl-C).
         self._not_tagged = ""
@@ -672,18 +674,21 @@ class VideoFileSink(Sink):
                  f"ffmpeg, or set {ENV} to an ffmpeg executable, to keep it ({off})")
             return
         muxed = self._copy_file()
+        refused = ""
         try:
             tags = self._colour_options()[1]
+            carried = metadata_options(source, ffmpeg, 1, self.audio_start, self.fps)
             why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg, codecs,
-                            tags, start=self.audio_start)
+                            tags, start=self.audio_start, metadata=carried)
             # An ffmpeg that refuses the tags still copies the sound (and the copy at close
             # is not tried, to be refused as well); one that ran out of time is not run again
-            # to wait as long for the same source.
-            if why and tags and not why.startswith(TIMED_OUT):
-                refused, tags = why, []
+            # to wait as long for the same source. The retry is the plain copy, without the
+            # timecode and metadata either.
+            if why and (tags or carried) and not why.startswith(TIMED_OUT):
+                refused, tried, tags = why, tags, []
                 why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg,
                                 codecs, start=self.audio_start)
-                self._not_tagged = "" if why else refused
+                self._not_tagged = "" if why or not tried else refused
             if why:
                 warn(f"{silent} {ffmpeg} could not copy the audio of {source} into it ({why}); "
                      "the video was written without it")
@@ -691,6 +696,7 @@ class VideoFileSink(Sink):
             os.replace(muxed, self.tmp)   # one step: a Ctrl-C cannot leave neither file
             muxed = None
             self._tagged = bool(tags)
+            self._carried = not refused
         finally:
             if muxed is not None:
                 muxed.unlink(missing_ok=True)
@@ -762,8 +768,11 @@ class VideoFileSink(Sink):
         else:
             tagged: Optional[Path] = self._copy_file()
             try:
+                source = self.audio_source or self.colour_source
+                carried = ([] if self._carried else
+                           metadata_options(source, ffmpeg, 1, self.audio_start, self.fps))
                 why = copy_tagged(self.tmp, tagged, ffmpeg, options,
-                                  MUX_TIMEOUT_S + 2 * size / SLOW_DISK_BYTES_S)
+                                  MUX_TIMEOUT_S + 2 * size / SLOW_DISK_BYTES_S, source, carried)
                 if not why:
                     os.replace(tagged, self.tmp)
                     tagged = None

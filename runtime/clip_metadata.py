@@ -1,0 +1,67 @@
+"""A video file source's timecode and container metadata, carried into its sharpened video.
+
+An NLE (Resolve, Premiere) conforms a clip to its timeline by its start timecode and lists it
+by its creation time; OpenCV's writer writes neither. The ffmpeg copies that add the sound or
+the colour tags (runtime/audio.py, runtime/colour_tags.py) take the source as an input too:
+`metadata_options` maps its global metadata (creation time, title, a phone's location) and
+sets the timecode, which ffmpeg keeps with the source's video stream and so would not copy.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+# ffmpeg lists a MOV/MP4 tmcd track's, an MXF's or an MKV's start timecode as `timecode : ...`;
+# a drop-frame one (29.97, 59.94 fps) is separated by ';' (or '.') before its frames.
+_FIELDS = r"(\d{2}):(\d{2}):(\d{2})([:;.])(\d{2})"
+_TIMECODE = re.compile(rf"^\s*timecode\s*:\s*{_FIELDS}\s*$", re.M)
+_BARE = re.compile(rf"{_FIELDS}$")
+
+
+def source_timecode(source: Optional[str | os.PathLike], ffmpeg: str) -> Optional[str]:
+    """The start timecode the video file `source` says (`HH:MM:SS:FF`), or None."""
+    from .audio import PROBE_TIMEOUT_S, _run
+    if source is None or not Path(source).is_file():
+        return None
+    try:
+        done = _run([ffmpeg, "-hide_banner", "-nostdin", "-i", os.fspath(source)],
+                    PROBE_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = _TIMECODE.search(done.stderr)
+    if not found:
+        return None
+    h, m, s, sep, f = found.groups()
+    return f"{h}:{m}:{s}{sep}{f}"
+
+
+def shifted_timecode(timecode: str, seconds: float, fps: float) -> Optional[str]:
+    """`timecode` moved on by `seconds` of a `fps` video (a segment that starts part-way into
+    its source); None for a drop-frame one moved on, whose frame numbers skip."""
+    found = _BARE.match(timecode)
+    if not found or seconds <= 0:
+        return timecode if found else None
+    h, m, s, sep, f = found.groups()
+    if sep != ":" or fps <= 0:
+        return None
+    base = max(1, round(fps))   # a timecode counts 30 frames a second at 29.97 fps
+    frames = ((int(h) * 60 + int(m)) * 60 + int(s)) * base + int(f) + round(seconds * fps)
+    frames %= 24 * 3600 * base   # a timecode wraps at midnight
+    secs, f2 = divmod(frames, base)
+    return f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}:{f2:02d}"
+
+
+def metadata_options(source: Optional[str | os.PathLike], ffmpeg: str, source_input: int,
+                     start: float = 0.0, fps: float = 0.0) -> list[str]:
+    """ffmpeg output options that carry `source`'s global metadata and timecode (shifted by
+    `start` seconds at `fps`) into a copy that reads it as input number `source_input`."""
+    if source is None or not Path(source).is_file():
+        return []
+    options = ["-map_metadata", str(source_input)]
+    timecode = source_timecode(source, ffmpeg)
+    if timecode is not None:
+        timecode = shifted_timecode(timecode, start, fps)
+    return options + (["-timecode", timecode] if timecode else [])

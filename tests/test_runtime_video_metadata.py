@@ -1,0 +1,68 @@
+"""A sharpened clip keeps its source's timecode and creation time: an editor brings it back into
+an NLE (Resolve, Premiere), which conforms a clip to its timeline by its timecode, and sorts
+and finds clips by when they were shot. OpenCV's writer writes neither; the ffmpeg copy that
+adds the sound or the colour tags carries them over, as ffmpeg itself does."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runtime_fixtures import ffmpeg_or_skip, onnx_model, run_cli, write_video
+
+__all__ = ["onnx_model"]  # the fixture is used by name
+
+FPS, FRAMES = 25.0, 10
+TIMECODE, SHOT = "01:02:03:04", "2026-11-30T10:00:00.000000Z"
+
+
+@pytest.fixture(scope="module")
+def ffmpeg() -> str:
+    return ffmpeg_or_skip("make a clip with a timecode")
+
+
+def _clip(folder: Path, ffmpeg: str, sound: bool) -> Path:
+    """A MOV as a camera writes one: a timecode track and a creation time, with sound or not."""
+    pictures = folder / "pictures.mp4"
+    write_video(pictures, FRAMES, FPS)
+    clip = folder / ("loud.mov" if sound else "silent.mov")
+    tone = (["-f", "lavfi", "-i", f"sine=frequency=440:duration={FRAMES / FPS}", "-map", "0:v",
+             "-map", "1:a", "-c:a", "aac"] if sound else [])
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(pictures), *tone,
+                    "-c:v", "copy", "-timecode", TIMECODE, "-metadata", f"creation_time={SHOT}",
+                    str(clip)], check=True, timeout=60)
+    return clip
+
+
+def _listing(ffmpeg: str, path: Path) -> str:
+    return subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
+                          capture_output=True, text=True, timeout=60).stderr
+
+
+@pytest.mark.parametrize("sound", [True, False], ids=["with-sound", "silent"])
+def test_the_sharpened_clip_keeps_the_sources_timecode_and_creation_time(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, sound):
+    """With sound the copy that adds it carries them; without, the copy that tags the
+    colours (a small clip's BT.601, which players would otherwise guess)."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _clip(tmp_path, ffmpeg, sound)
+    assert f"timecode        : {TIMECODE}" in _listing(ffmpeg, clip)
+    out = tmp_path / "sharp.mov"
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out", str(out),
+                  "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "warning" not in err, err
+    listing = _listing(ffmpeg, out)
+    assert f"timecode        : {TIMECODE}" in listing, listing
+    assert f"creation_time   : {SHOT}" in listing, listing
+
+
+def test_a_segments_timecode_starts_at_its_first_frame():
+    """--segment cuts a clip in files, each a stretch of it: each starts at its own time."""
+    from runtime.clip_metadata import shifted_timecode
+    assert shifted_timecode("01:00:00:00", 0.0, 25.0) == "01:00:00:00"
+    assert shifted_timecode("01:00:59:20", 2.0, 25.0) == "01:01:01:20"
+    assert shifted_timecode("23:59:59:23", 1.0, 24000 / 1001) == "00:00:00:23"   # wraps
+    assert shifted_timecode("01:00:00;00", 0.0, 30000 / 1001) == "01:00:00;00"
+    assert shifted_timecode("01:00:00;00", 2.0, 30000 / 1001) is None   # drop-frame: left out
