@@ -515,6 +515,9 @@ def handler(args: argparse.Namespace) -> int:
         written = str(segments_shown(written))
     if defaulted:
         print(f"sharpen run: results written to {written} (no --out given)", file=sys.stderr)
+    if summary.get("video") and not summary.get("segment"):
+        from .video_sink import encoding_said
+        print(f"sharpen run: {written}: {encoding_said(summary['video'])}", file=sys.stderr)
     if args.compare and args.output:   # the frames' captions say it too, once opened
         from .compare_sink import compare_layout
         shown = "--out - (stdout)" if args.output.strip() == "-" else written

@@ -1066,6 +1066,7 @@ class _Stream:
         video = _video_sink(self.sink) if self.sink is not None else None
         if video is not None and video.frames:   # whether its video took the name (a camera's
             summary["output_replaced"] = video.replaced   # too: kept as NAME.new.EXT)
+            summary["video"] = video.encoding()
         piped = _inner_sink(self.sink, StdoutSink) if self.sink is not None else None
         if piped is not None:   # what stdout got whole: a stalled reader leaves frames out
             summary["stdout_frames"] = piped.writer.frames

@@ -55,6 +55,10 @@ DEFAULT_FOURCC = "mp4v"
 # (measured in README, beside the list of codecs). Of the containers written, Matroska and
 # AVI hold it.
 LOSSLESS_FOURCC = "FFV1"
+# Each FOURCC's codec, as ffmpeg names it and as the run's closing lines say it.
+CODECS = {"mp4v": ("mpeg4", "MPEG-4 Part 2 (mp4v)"), "VP80": ("vp8", "VP8"),
+          "MPG2": ("mpeg2video", "MPEG-2"), "FLV1": ("flv1", "FLV1 (Sorenson H.263)"),
+          "WMV2": ("wmv2", "WMV2"), LOSSLESS_FOURCC: ("ffv1", "FFV1 (lossless)")}
 LOSSLESS_EXTS = (".mkv", ".avi")
 # ffmpeg's options for a copy of a lossless (BGR) video to share: libx264 alone keeps 4:4:4,
 # which browsers and phones do not play, and converts by BT.601 untagged, which players take
@@ -155,6 +159,8 @@ class VideoFileSink(Sink):
         self._colour: Optional[tuple[Optional[str], list[str], bool]] = None
         self._tagged = False   # an ffmpeg copy wrote the colour tags
         self._carried = False   # ... or the source's timecode and metadata
+        self.audio_streams = 0   # the source's audio streams copied in
+        self.timecode: Optional[str] = None   # the source's start timecode, carried over
         # Why the copy at close that would tag them is not tried: the join's or the sound's
         # copy found them refused (an ffmpeg without mpeg2_metadata), or was stopped (Ctrl-C).
         self._not_tagged = ""
@@ -627,6 +633,16 @@ class VideoFileSink(Sink):
             warn(f"{self.resized} frames in all were resized to {self.size[0]}x{self.size[1]} "
                  f"in {self.path}")
 
+    def encoding(self) -> dict:
+        """What the video was written in, for --stats and the run's closing lines
+        (`encoding_said`): every codec here takes 8 bits; FFV1 stores the frames as BGR."""
+        fourcc = fourcc_for(self.path, self.lossless)
+        rgb = fourcc == LOSSLESS_FOURCC
+        return {"codec": CODECS[fourcc][0], "fourcc": fourcc, "bit_depth": 8,
+                "chroma": "4:4:4" if rgb else "4:2:0", "matrix": None if rgb else "bt601",
+                "range": None if rgb else "limited", "tagged": self._tagged,
+                "audio_streams": self.audio_streams, "timecode": self.timecode}
+
     def _say_aspect(self, sar: tuple[int, int], source: str) -> None:
         """OpenCV's writer has no pixel aspect ratio to set: players show the video narrower
         or wider than the source. ffmpeg sets it in the container without re-encoding."""
@@ -697,6 +713,9 @@ class VideoFileSink(Sink):
             muxed = None
             self._tagged = bool(tags)
             self._carried = not refused
+            self.audio_streams = len(codecs or []) or 1
+            if self._carried:
+                self.timecode = _timecode_of(carried)
         finally:
             if muxed is not None:
                 muxed.unlink(missing_ok=True)
@@ -777,6 +796,7 @@ class VideoFileSink(Sink):
                     os.replace(tagged, self.tmp)
                     tagged = None
                     self._tagged = True
+                    self.timecode = self.timecode or _timecode_of(carried)
                     return
             finally:
                 if tagged is not None:
@@ -818,6 +838,28 @@ class VideoFileSink(Sink):
 # found no stream, while `ffmpeg -f mpegts` read every frame (FFmpeg 9, OpenCV's own).
 TS_PACKET = 188
 TS_PROBE_PACKETS = 16
+
+
+def encoding_said(written: dict) -> str:
+    """`VideoFileSink.encoding` in words: `MPEG-4 Part 2 (mp4v), 8-bit 4:2:0, BT.601 limited
+    range (tagged), OpenCV's fixed quality; 2 audio streams copied; timecode 01:00:00:00`."""
+    name = CODECS.get(written["fourcc"], (None, written["fourcc"]))[1]
+    if written["matrix"] is None:
+        pictures = (f"{name}, {written['bit_depth']}-bit BGR {written['chroma']}, no YUV "
+                    "matrix, every pixel kept")
+    else:
+        pictures = (f"{name}, {written['bit_depth']}-bit {written['chroma']}, BT.601 "
+                    f"{written['range']} range ({'' if written['tagged'] else 'un'}tagged), "
+                    "OpenCV's fixed quality")
+    n = written["audio_streams"]
+    sound = count(n, "audio stream") + " copied" if n else "no audio"
+    timecode = f"; timecode {written['timecode']}" if written.get("timecode") else ""
+    return f"{pictures}; {sound}{timecode}"
+
+
+def _timecode_of(options: list[str]) -> Optional[str]:
+    """The timecode that ffmpeg `options` set (runtime/clip_metadata.py), or None."""
+    return options[options.index("-timecode") + 1] if "-timecode" in options else None
 
 
 def _too_short_ts(path: Path) -> str:

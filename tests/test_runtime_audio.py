@@ -72,7 +72,7 @@ def test_a_video_files_sound_is_copied_into_the_sharpened_video(
     out = tmp_path / "sharp.mp4"
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clips["loud"]),
                    "--out", str(out))
-    assert rc == 0 and "sound" not in err and "warning" not in err, err
+    assert rc == 0 and "sound" not in err.replace(str(tmp_path), "") and "warning" not in err, err
     frames, fps = read_video(out)
     assert len(frames) == FRAMES and fps == FPS
     assert_tone(sound_of(ffmpeg, out), FRAMES / FPS)
@@ -88,7 +88,7 @@ def test_a_shortened_run_and_a_comparison_keep_the_sound_of_the_frames_they_hold
     out = tmp_path / "cmp.mp4"
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clips["loud"]),
                    "--out", str(out), "--max-frames", "6", "--compare")
-    assert rc == 0 and "sound" not in err, err
+    assert rc == 0 and "sound" not in err.replace(str(tmp_path), ""), err
     frames, _ = read_video(out)
     assert len(frames) == 6
     assert_tone(sound_of(ffmpeg, out), 6 / FPS)
@@ -121,7 +121,8 @@ def test_without_ffmpeg_the_run_succeeds_and_says_once_that_the_video_is_silent(
     for source, flags in ((clips["loud"], ["--no-audio"]), (clips["silent"], [])):
         rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(source),
                        "--out", str(tmp_path / "again.mp4"), *flags)
-        assert rc == 0 and "sound" not in err and "warning" not in err, (source, err)
+        said = err.replace(str(tmp_path), "")   # the paths name the test, "..._sound_..."
+        assert rc == 0 and "sound" not in said and "warning" not in err, (source, err)
 
 
 @pytest.mark.parametrize("flags, why", [
@@ -258,7 +259,7 @@ def test_sound_that_starts_before_the_pictures_is_copied_from_the_first_frame_on
     out = tmp_path / "sharp.mp4"
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(early),
                    "--out", str(out))
-    assert rc == 0 and "sound" not in err, err
+    assert rc == 0 and "sound" not in err.replace(str(tmp_path), ""), err
     assert_tone(sound_of(ffmpeg, out), FRAMES / FPS)
     first = sound_of(ffmpeg, out)[:RATE // 2]
     assert np.argmax(np.abs(np.fft.rfft(first))) * RATE / len(first) == pytest.approx(
@@ -299,7 +300,7 @@ def test_a_movs_pcm_sound_is_encoded_to_aac_in_an_mp4(
         out = tmp_path / name
         rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(mov),
                        "--out", str(out))
-        assert rc == 0 and "sound" not in err, err
+        assert rc == 0 and "sound" not in err.replace(str(tmp_path), ""), err
         listing = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(out)],
                                  capture_output=True, text=True, timeout=60).stderr
         assert f"Audio: {codec}" in listing, (name, listing)
@@ -325,7 +326,7 @@ def test_a_clip_of_unknown_frame_rate_keeps_its_sound_only_at_the_rate_given(
     assert sound_of(ffmpeg, out) is None
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(fast), "--out", str(out),
                    "--fps", "1000", "--max-frames", "400")
-    assert rc == 0 and "sound" not in err, err
+    assert rc == 0 and "sound" not in err.replace(str(tmp_path), ""), err
     assert_tone(sound_of(ffmpeg, out), 0.4)
 
 
@@ -684,7 +685,7 @@ def test_an_avi_with_b_frames_keeps_its_sound(tmp_path, capsys, monkeypatch, onn
                    check=True, timeout=60)
     out = tmp_path / "sharp.mp4"
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip), "--out", str(out))
-    assert rc == 0 and "sound" not in err and "warning" not in err, err
+    assert rc == 0 and "sound" not in err.replace(str(tmp_path), "") and "warning" not in err, err
     assert len(read_video(out)[0]) == FRAMES
     assert_tone(sound_of(ffmpeg, out), FRAMES / FPS)
 
@@ -757,7 +758,7 @@ def test_each_segment_gets_the_stretch_of_sound_under_its_frames(
                     str(clip)], check=True, timeout=60)
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip),
                    "--out", str(tmp_path / "out" / "rec.mp4"), "--segment", str(half))
-    assert rc == 0 and "sound" not in err, err
+    assert rc == 0 and "sound" not in err.replace(str(tmp_path), ""), err
     first, second = sorted((tmp_path / "out").glob("rec-*.mp4"))
     for seg, hz in ((first, 880), (second, TONE_HZ)):
         samples = sound_of(ffmpeg, seg)

@@ -66,3 +66,29 @@ def test_a_segments_timecode_starts_at_its_first_frame():
     assert shifted_timecode("23:59:59:23", 1.0, 24000 / 1001) == "00:00:00:23"   # wraps
     assert shifted_timecode("01:00:00;00", 0.0, 30000 / 1001) == "01:00:00;00"
     assert shifted_timecode("01:00:00;00", 2.0, 30000 / 1001) is None   # drop-frame: left out
+
+
+def test_the_run_says_what_the_video_was_written_in(tmp_path, capsys, monkeypatch, onnx_model,
+                                                    ffmpeg):
+    """As ffmpeg's and a render queue's log do: codec, bit depth, chroma, colours, and what of
+    the source it kept, so that an editor knows before importing it (and --stats keeps it)."""
+    import json
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _clip(tmp_path, ffmpeg, sound=True)
+    out, stats = tmp_path / "sharp.mov", tmp_path / "stats.json"
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out", str(out),
+                  "--stats", str(stats), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert (f"sharpen run: {out}: MPEG-4 Part 2 (mp4v), 8-bit 4:2:0, BT.601 limited range "
+            f"(tagged), OpenCV's fixed quality; 1 audio stream copied; timecode {TIMECODE}"
+            in err), err
+    written = json.loads(stats.read_text())["video"]
+    assert written == {"codec": "mpeg4", "fourcc": "mp4v", "bit_depth": 8, "chroma": "4:2:0",
+                       "matrix": "bt601", "range": "limited", "tagged": True,
+                       "audio_streams": 1, "timecode": TIMECODE}, written
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
+                  str(tmp_path / "sharp.mkv"), "--lossless", "--no-audio", "--quiet"])
+    err = capsys.readouterr().err
+    assert (f"{tmp_path / 'sharp.mkv'}: FFV1 (lossless), 8-bit BGR 4:4:4, no YUV matrix, "
+            "every pixel kept; no audio" in err), err
