@@ -21,17 +21,29 @@ _TIMECODE = re.compile(rf"^\s*timecode\s*:\s*{_FIELDS}\s*$", re.M)
 _BARE = re.compile(rf"{_FIELDS}$")
 
 
-def source_timecode(source: Optional[str | os.PathLike], ffmpeg: str) -> Optional[str]:
-    """The start timecode the video file `source` says (`HH:MM:SS:FF`), or None."""
+_CREATED = re.compile(r"^\s*creation_time\s*:", re.M)
+# The containers written here that hold a start timecode (an MP4/MOV tmcd track, a Matroska tag)
+TIMECODE_EXTS = (".mov", ".mp4", ".mkv")
+
+
+def _listing(source: str | os.PathLike, ffmpeg: str) -> str:
     from .audio import PROBE_TIMEOUT_S, _run
-    if source is None or not Path(source).is_file():
-        return None
     try:
-        done = _run([ffmpeg, "-hide_banner", "-nostdin", "-i", os.fspath(source)],
-                    PROBE_TIMEOUT_S)
+        return _run([ffmpeg, "-hide_banner", "-nostdin", "-i", os.fspath(source)],
+                    PROBE_TIMEOUT_S).stderr
     except (OSError, subprocess.SubprocessError):
-        return None
-    found = _TIMECODE.search(done.stderr)
+        return ""
+
+
+def source_timecode(source: Optional[str | os.PathLike], ffmpeg: str,
+                    listing: Optional[str] = None) -> Optional[str]:
+    """The start timecode the video file `source` says (`HH:MM:SS:FF`), or None. `listing`:
+    ffmpeg's listing of it, where probed already."""
+    if listing is None:
+        if source is None or not Path(source).is_file():
+            return None
+        listing = _listing(source, ffmpeg)
+    found = _TIMECODE.search(listing)
     if not found:
         return None
     h, m, s, sep, f = found.groups()
@@ -55,13 +67,18 @@ def shifted_timecode(timecode: str, seconds: float, fps: float) -> Optional[str]
 
 
 def metadata_options(source: Optional[str | os.PathLike], ffmpeg: str, source_input: int,
-                     start: float = 0.0, fps: float = 0.0) -> list[str]:
+                     start: float = 0.0, fps: float = 0.0, said_only: bool = False) -> list[str]:
     """ffmpeg output options that carry `source`'s global metadata and timecode (shifted by
-    `start` seconds at `fps`) into a copy that reads it as input number `source_input`."""
+    `start` seconds at `fps`) into a copy that reads it as input number `source_input`.
+    `said_only`: [] where the source says neither a timecode nor a creation time (a copy made
+    for them alone is then not worth its time)."""
     if source is None or not Path(source).is_file():
         return []
     options = ["-map_metadata", str(source_input)]
-    timecode = source_timecode(source, ffmpeg)
+    listing = _listing(source, ffmpeg)
+    timecode = source_timecode(source, ffmpeg, listing)
+    if said_only and timecode is None and not _CREATED.search(listing.split("Stream #")[0]):
+        return []
     if timecode is not None:
         timecode = shifted_timecode(timecode, start, fps)
     return options + (["-timecode", timecode] if timecode else [])

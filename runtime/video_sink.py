@@ -27,7 +27,7 @@ import numpy as np
 
 from .atomic import new_file_mode, sync_folder
 from .atomic import pid_alive as _pid_alive
-from .clip_metadata import metadata_options
+from .clip_metadata import TIMECODE_EXTS, metadata_options
 from .audio import ENV, ISO_EXTS, MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, find_ffmpeg
 from .colour_tags import (copy_tagged, players_guess_hd, source_colours, tag_options, taggable,
                           wants_tags)
@@ -159,6 +159,7 @@ class VideoFileSink(Sink):
         self._colour: Optional[tuple[Optional[str], list[str], bool]] = None
         self._tagged = False   # an ffmpeg copy wrote the colour tags
         self._carried = False   # ... or the source's timecode and metadata
+        self._copies_stopped = False   # a Ctrl-C stopped one: no other is started
         self.audio_streams = 0   # the source's audio streams copied in
         self.timecode: Optional[str] = None   # the source's start timecode, carried over
         # Why the copy at close that would tag them is not tried: the join's or the sound's
@@ -597,6 +598,7 @@ class VideoFileSink(Sink):
                     # That Ctrl-C stopped waiting for the output: no other copy is started.
                     self._not_tagged = ("the copy with the sound, which tags them, was stopped "
                                         "(Ctrl-C)")
+                    self._copies_stopped = True
                 except Exception as exc:   # noqa: BLE001 - said; the video is kept
                     # Every frame is in the video: an optional copy that failed in a way its
                     # own checks did not foresee (EMFILE or ENOSPC making its temporary file,
@@ -609,9 +611,18 @@ class VideoFileSink(Sink):
             except KeyboardInterrupt:
                 warn(f"{option('output', self.path, self.flags)}: the copy that tags its "
                      "colours was stopped (Ctrl-C); the video was written untagged")
+                self._copies_stopped = True
             except Exception as exc:   # noqa: BLE001 - said; the video is kept, as above
                 warn(f"{option('output', self.path, self.flags)}: the copy that tags its "
                      f"colours failed ({_said(exc)}); the video was kept untagged")
+            try:
+                self._carry_metadata()
+            except KeyboardInterrupt:
+                warn(f"{option('output', self.path, self.flags)}: the copy that keeps the "
+                     "source's timecode was stopped (Ctrl-C); the video was written without it")
+            except Exception as exc:   # noqa: BLE001 - said; the video is kept, as above
+                warn(f"{option('output', self.path, self.flags)}: the copy that keeps the "
+                     f"source's timecode failed ({_said(exc)}); the video was kept without it")
             with open(self.tmp, "r+b") as f:   # on disk before it gets its final name (a
                 os.fsync(f.fileno())           # writable handle: Windows' fsync needs one)
             os.chmod(self.tmp, new_file_mode())   # mkstemp makes files owner-only
@@ -751,6 +762,10 @@ class VideoFileSink(Sink):
         show shifted colours; SD, which they take as BT.601, as written, is not."""
         if self._tagged:
             return
+        if self._copies_stopped and self._colour is None:
+            # A Ctrl-C stopped the source's probe (a share that stopped answering): probing
+            # it again would keep the user waiting as long; the closing line says "untagged".
+            return
         ffmpeg, options, wanted = self._colour_options()
         if not wanted or self.size is None:
             return
@@ -796,6 +811,7 @@ class VideoFileSink(Sink):
                     os.replace(tagged, self.tmp)
                     tagged = None
                     self._tagged = True
+                    self._carried = self._carried or bool(carried)
                     self.timecode = self.timecode or _timecode_of(carried)
                     return
             finally:
@@ -803,6 +819,40 @@ class VideoFileSink(Sink):
                     tagged.unlink(missing_ok=True)
         warn(f"{said}: its colours (BT.601, limited range) were not tagged ({why})"
              + (f": {shifted}" if hd else ""))
+
+    def _carry_metadata(self) -> None:
+        """Where neither the sound's copy nor the colour tags' ran (a silent clip whose output
+        stays untagged, a lossless one), a copy of its own carries the source's timecode and
+        creation time (runtime/clip_metadata.py), in a container that holds them."""
+        source = self.audio_source or self.colour_source
+        if (self._carried or self._copies_stopped or source is None or self.keep_previous
+                or self.path.suffix.lower() not in TIMECODE_EXTS):
+            return
+        ffmpeg, _ = find_ffmpeg()
+        carried = (metadata_options(source, ffmpeg, 1, self.audio_start, self.fps,
+                                    said_only=True) if ffmpeg else [])
+        if not carried:
+            return
+        size = os.path.getsize(self.tmp)
+        free = free_bytes(self.path.parent)
+        if free is not None and free < size + DISK_FULL_BYTES:
+            why = f"{free} bytes free in {self.path.parent}, for a copy of {size}"
+        else:
+            copy: Optional[Path] = self._copy_file()
+            try:
+                why = copy_tagged(self.tmp, copy, ffmpeg, [],
+                                  MUX_TIMEOUT_S + 2 * size / SLOW_DISK_BYTES_S, source, carried)
+                if not why:
+                    os.replace(copy, self.tmp)
+                    copy = None
+                    self._carried = True
+                    self.timecode = _timecode_of(carried)
+                    return
+            finally:
+                if copy is not None:
+                    copy.unlink(missing_ok=True)
+        warn(f"{option('output', self.path, self.flags)}: the timecode and creation time of "
+             f"{source} were not kept ({why})")
 
     def _check_playable(self) -> None:
         """The written file opens and gives its first frame: what a failed write (a full disk,

@@ -92,3 +92,24 @@ def test_the_run_says_what_the_video_was_written_in(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert (f"{tmp_path / 'sharp.mkv'}: FFV1 (lossless), 8-bit BGR 4:4:4, no YUV matrix, "
             "every pixel kept; no audio" in err), err
+
+
+def test_a_silent_untagged_hd_clip_keeps_its_timecode_too(tmp_path, capsys, monkeypatch,
+                                                          onnx_model, ffmpeg):
+    """Neither the sound's copy nor the colour tags' runs for it (its output stays untagged, to
+    play as the source does): a copy of its own carries the timecode."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = tmp_path / "drone.mov"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=1280x720:rate=25:duration=0.2", "-c:v", "mpeg4",
+                    "-timecode", TIMECODE, "-metadata", f"creation_time={SHOT}", str(clip)],
+                   check=True, timeout=60)
+    out = tmp_path / "sharp.mov"
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out", str(out),
+                  "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "warning" not in err, err
+    listing = _listing(ffmpeg, out)
+    assert f"timecode        : {TIMECODE}" in listing and "Video: mpeg4" in listing, listing
+    assert f"creation_time   : {SHOT}" in listing, listing
+    assert f"(untagged), OpenCV's fixed quality; no audio; timecode {TIMECODE}" in err, err
