@@ -14,10 +14,11 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-# ffmpeg lists a MOV/MP4 tmcd track's, an MXF's or an MKV's start timecode as `timecode : ...`;
-# a drop-frame one (29.97, 59.94 fps) is separated by ';' (or '.') before its frames.
+# ffmpeg lists a MOV/MP4 tmcd track's or an MXF's start timecode as `timecode : ...`, an MKV's
+# as `TIMECODE : ...` (a tag of the file's own, which -map_metadata copies as it is); a
+# drop-frame one (29.97, 59.94 fps) is separated by ';' (or '.') before its frames.
 _FIELDS = r"(\d{2}):(\d{2}):(\d{2})([:;.])(\d{2})"
-_TIMECODE = re.compile(rf"^\s*timecode\s*:\s*{_FIELDS}\s*$", re.M)
+_TIMECODE = re.compile(rf"^\s*timecode\s*:\s*{_FIELDS}\s*$", re.M | re.I)
 _BARE = re.compile(rf"{_FIELDS}$")
 
 
@@ -79,6 +80,8 @@ def metadata_options(source: Optional[str | os.PathLike], ffmpeg: str, source_in
     timecode = source_timecode(source, ffmpeg, listing)
     if said_only and timecode is None and not _CREATED.search(listing.split("Stream #")[0]):
         return []
-    if timecode is not None:
-        timecode = shifted_timecode(timecode, start, fps)
-    return options + (["-timecode", timecode] if timecode else [])
+    if timecode is None:
+        return options
+    # Where it cannot be moved on, an empty value drops the one the file's tags would carry.
+    shifted = shifted_timecode(timecode, start, fps)
+    return options + ["-timecode", shifted] if shifted else options + ["-metadata", "timecode="]

@@ -113,3 +113,38 @@ def test_a_silent_untagged_hd_clip_keeps_its_timecode_too(tmp_path, capsys, monk
     assert f"timecode        : {TIMECODE}" in listing and "Video: mpeg4" in listing, listing
     assert f"creation_time   : {SHOT}" in listing, listing
     assert f"(untagged), OpenCV's fixed quality; no audio; timecode {TIMECODE}" in err, err
+
+
+def _segments_timecodes(ffmpeg: str, folder: Path) -> list[str]:
+    """Each segment's timecode as ffmpeg lists it ('' where it holds none), in order."""
+    found = []
+    for seg in sorted(folder.glob("rec-*.mov")):
+        listing = _listing(ffmpeg, seg)
+        line = [ln for ln in listing.splitlines() if ln.strip().lower().startswith("timecode")]
+        found.append(line[0].split(":", 1)[1].strip() if line else "")
+    return found
+
+
+@pytest.mark.parametrize("timecode, second", [(TIMECODE, "01:02:03:09"), ("01:02:03;04", "")],
+                         ids=["non-drop", "drop-frame"])
+def test_a_matroska_sources_timecode_is_read_and_moved_on_for_each_segment(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, timecode, second):
+    """Matroska lists its timecode tag as TIMECODE, in capitals, among the file's own tags,
+    which the copy maps over whole: each segment's is its own, not the file's first frame's,
+    and a drop-frame one moved on is left out, not kept unmoved."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    pictures = tmp_path / "pictures.mp4"
+    write_video(pictures, FRAMES, FPS if ";" not in timecode else 30000 / 1001)
+    clip = tmp_path / "camera.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(pictures), "-c:v", "copy",
+                    "-timecode", timecode, str(clip)], check=True, timeout=60)
+    assert f"TIMECODE        : {timecode}" in _listing(ffmpeg, clip)
+    out = tmp_path / "sharp.mov"
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out", str(out),
+                  "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and f"; timecode {timecode}" in err, err
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
+                  str(tmp_path / "rec" / "rec.mov"), "--segment", "0.2", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    assert _segments_timecodes(ffmpeg, tmp_path / "rec") == [timecode, second]
