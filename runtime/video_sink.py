@@ -649,10 +649,13 @@ class VideoFileSink(Sink):
         (`encoding_said`): every codec here takes 8 bits; FFV1 stores the frames as BGR."""
         fourcc = fourcc_for(self.path, self.lossless)
         rgb = fourcc == LOSSLESS_FOURCC
+        # MPEG program and transport streams (MPEG-2's containers) hold no timecode: ffmpeg's
+        # copy into one drops it.
+        timecode = None if fourcc == "MPG2" else self.timecode
         return {"codec": CODECS[fourcc][0], "fourcc": fourcc, "bit_depth": 8,
                 "chroma": "4:4:4" if rgb else "4:2:0", "matrix": None if rgb else "bt601",
                 "range": None if rgb else "limited", "tagged": self._tagged,
-                "audio_streams": self.audio_streams, "timecode": self.timecode}
+                "audio_streams": self.audio_streams, "timecode": timecode}
 
     def _say_aspect(self, sar: tuple[int, int], source: str) -> None:
         """OpenCV's writer has no pixel aspect ratio to set: players show the video narrower

@@ -148,3 +148,21 @@ def test_a_matroska_sources_timecode_is_read_and_moved_on_for_each_segment(
                   str(tmp_path / "rec" / "rec.mov"), "--segment", "0.2", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     assert _segments_timecodes(ffmpeg, tmp_path / "rec") == [timecode, second]
+
+
+def test_an_mpeg_stream_output_is_not_said_to_hold_the_timecode(tmp_path, capsys, monkeypatch,
+                                                               onnx_model, ffmpeg):
+    """MPEG program and transport streams keep no timecode (ffmpeg drops it from the copy): the
+    closing line and --stats do not say one was written."""
+    import json
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _clip(tmp_path, ffmpeg, sound=True)
+    for name in ("sharp.ts", "sharp.mpg"):
+        out, stats = tmp_path / name, tmp_path / f"{name}.json"
+        rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
+                      str(out), "--stats", str(stats), "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        assert TIMECODE not in _listing(ffmpeg, out)
+        assert f"sharpen run: {out}: MPEG-2" in err and "timecode" not in err, err
+        assert json.loads(stats.read_text())["video"]["timecode"] is None
