@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 
 from .die_with_run import dies_with_run
 from .iso_boxes import ISO_EXTS, read_moov, tracks
+from .transport_stream import TRANSPORT_STREAM_EXTS
 
 ENV = "SHARPEN_FFMPEG"
 PROBE_TIMEOUT_S = 30
@@ -31,6 +32,7 @@ _AUDIO_LINE = re.compile(r"^\s*Stream #\d+:\d+.*?: Audio: (\w+)", re.M)
 # Vorbis into one when asked, as tracks those players do not play: such sound is encoded.
 MP4_EXTS = (".mp4", ".m4v", ".3gp", ".3g2")
 MP4_PLAYED = ("aac", "mp3", "ac3", "eac3", "alac", "opus", "flac")
+# An MPEG-TS given PCM keeps it as a private data stream, which no player plays: it is encoded.
 
 
 def find_ffmpeg() -> tuple[Optional[str], str]:
@@ -95,14 +97,15 @@ def _iso_has_sound_track(path: Path) -> Optional[bool]:
 
 def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
               ffmpeg: str, codecs: Optional[list[str]], video_options: Sequence[str] = (),
-              start: float = 0.0, metadata: Sequence[str] = ()) -> str:
+              start: float = 0.0, metadata: Sequence[str] = ()) -> tuple[str, bool]:
     """Write `out`: `video`'s pictures, copied, with `source`'s audio over its first `seconds`
     (the video's length: a run that stopped early, --max-frames, gets that much of it), from
     `start` seconds after the first frame's time on (a segment of a recording, --segment). The
-    audio is copied where `out`'s container takes its codec (and an MP4's players play it),
-    else encoded in the container's default one (AAC in MP4, from PCM or Vorbis). Returns ''
-    or why not, in words (ffmpeg's last error line). `codecs`: `audio_codecs` of `source`,
-    which the caller probed already to know there is sound. `video_options`: output options for
+    audio is copied where `out`'s container takes its codec (and an MP4's or a TS's players
+    play it), else encoded in the container's default one (AAC in MP4, from PCM or Vorbis).
+    Returns ('' or why not, in words (ffmpeg's last error line); whether the sound was copied
+    as it is, not encoded). `codecs`: `audio_codecs` of `source`, which the caller probed
+    already to know there is sound. `video_options`: output options for
     the copied pictures (their colour tags, runtime/colour_tags.py). `metadata`: options that
     carry `source`'s (input 1's) timecode and metadata (runtime/clip_metadata.py)."""
     # OpenCV's first frame is the video stream's first, while ffmpeg would copy the sound from
@@ -122,20 +125,21 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
         sizes = 0
     limit = MUX_TIMEOUT_S + sizes / SLOW_DISK_BYTES_S
     tries: list[list[str]] = [["-c:a", "copy"], []]
-    if out.suffix.lower() in MP4_EXTS and any(
-            c not in MP4_PLAYED for c in codecs or []):
+    ext = out.suffix.lower()
+    if ((ext in MP4_EXTS and any(c not in MP4_PLAYED for c in codecs or []))
+            or (ext in TRANSPORT_STREAM_EXTS and any(c.startswith("pcm_") for c in codecs or []))):
         del tries[0]
     for audio in tries:
         try:
             done = _run([*base, *audio, os.fspath(out)], limit)
         except subprocess.TimeoutExpired:
-            return f"{TIMED_OUT} {limit:.0f} s"
+            return f"{TIMED_OUT} {limit:.0f} s", False
         except (OSError, subprocess.SubprocessError) as exc:
-            return str(exc)
+            return str(exc), False
         why = copy_failure(done, out)
         if not why:
-            return ""
-    return why
+            return "", bool(audio)
+    return why, False
 
 
 NO_TIME = -(1 << 63)   # ffmpeg's AV_NOPTS_VALUE, a packet without a time

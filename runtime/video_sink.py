@@ -160,7 +160,8 @@ class VideoFileSink(Sink):
         self._tagged = False   # an ffmpeg copy wrote the colour tags
         self._carried = False   # ... or the source's timecode and metadata
         self._copies_stopped = False   # a Ctrl-C stopped one: no other is started
-        self.audio_streams = 0   # the source's audio streams copied in
+        self.audio_streams = 0   # the source's audio streams in the video
+        self.audio_copied = False   # ... copied as they are, not encoded for its container
         self.timecode: Optional[str] = None   # the source's start timecode, carried over
         # Why the copy at close that would tag them is not tried: the join's or the sound's
         # copy found them refused (an ffmpeg without mpeg2_metadata), or was stopped (Ctrl-C).
@@ -655,7 +656,8 @@ class VideoFileSink(Sink):
         return {"codec": CODECS[fourcc][0], "fourcc": fourcc, "bit_depth": 8,
                 "chroma": "4:4:4" if rgb else "4:2:0", "matrix": None if rgb else "bt601",
                 "range": None if rgb else "limited", "tagged": self._tagged,
-                "audio_streams": self.audio_streams, "timecode": timecode}
+                "audio_streams": self.audio_streams, "audio_copied": self.audio_copied,
+                "timecode": timecode}
 
     def _say_aspect(self, sar: tuple[int, int], source: str) -> None:
         """OpenCV's writer has no pixel aspect ratio to set: players show the video narrower
@@ -708,16 +710,16 @@ class VideoFileSink(Sink):
         try:
             tags = self._colour_options()[1]
             carried = metadata_options(source, ffmpeg, 1, self.audio_start, self.fps)
-            why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg, codecs,
-                            tags, start=self.audio_start, metadata=carried)
+            why, copied = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg,
+                                    codecs, tags, start=self.audio_start, metadata=carried)
             # An ffmpeg that refuses the tags still copies the sound (and the copy at close
             # is not tried, to be refused as well); one that ran out of time is not run again
             # to wait as long for the same source. The retry is the plain copy, without the
             # timecode and metadata either.
             if why and (tags or carried) and not why.startswith(TIMED_OUT):
                 refused, tried, tags = why, tags, []
-                why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg,
-                                codecs, start=self.audio_start)
+                why, copied = mux_audio(self.tmp, source, muxed, self.frames / self.fps,
+                                        ffmpeg, codecs, start=self.audio_start)
                 self._not_tagged = "" if why or not tried else refused
             if why:
                 warn(f"{silent} {ffmpeg} could not copy the audio of {source} into it ({why}); "
@@ -727,7 +729,7 @@ class VideoFileSink(Sink):
             muxed = None
             self._tagged = bool(tags)
             self._carried = not refused
-            self.audio_streams = len(codecs or []) or 1
+            self.audio_streams, self.audio_copied = len(codecs or []) or 1, copied
             if self._carried:
                 self.timecode = _timecode_of(carried)
         finally:
@@ -905,7 +907,8 @@ def encoding_said(written: dict) -> str:
                     f"{written['range']} range ({'' if written['tagged'] else 'un'}tagged), "
                     "OpenCV's fixed quality")
     n = written["audio_streams"]
-    sound = count(n, "audio stream") + " copied" if n else "no audio"
+    kept = "copied" if written.get("audio_copied", True) else "encoded for the container"
+    sound = f"{count(n, 'audio stream')} {kept}" if n else "no audio"
     timecode = f"; timecode {written['timecode']}" if written.get("timecode") else ""
     return f"{pictures}; {sound}{timecode}"
 

@@ -22,13 +22,13 @@ def ffmpeg() -> str:
     return ffmpeg_or_skip("make a clip with a timecode")
 
 
-def _clip(folder: Path, ffmpeg: str, sound: bool) -> Path:
+def _clip(folder: Path, ffmpeg: str, sound: bool, audio_codec: str = "aac") -> Path:
     """A MOV as a camera writes one: a timecode track and a creation time, with sound or not."""
     pictures = folder / "pictures.mp4"
     write_video(pictures, FRAMES, FPS)
     clip = folder / ("loud.mov" if sound else "silent.mov")
     tone = (["-f", "lavfi", "-i", f"sine=frequency=440:duration={FRAMES / FPS}", "-map", "0:v",
-             "-map", "1:a", "-c:a", "aac"] if sound else [])
+             "-map", "1:a", "-c:a", audio_codec] if sound else [])
     subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(pictures), *tone,
                     "-c:v", "copy", "-timecode", TIMECODE, "-metadata", f"creation_time={SHOT}",
                     str(clip)], check=True, timeout=60)
@@ -86,7 +86,7 @@ def test_the_run_says_what_the_video_was_written_in(tmp_path, capsys, monkeypatc
     written = json.loads(stats.read_text())["video"]
     assert written == {"codec": "mpeg4", "fourcc": "mp4v", "bit_depth": 8, "chroma": "4:2:0",
                        "matrix": "bt601", "range": "limited", "tagged": True,
-                       "audio_streams": 1, "timecode": TIMECODE}, written
+                       "audio_streams": 1, "audio_copied": True, "timecode": TIMECODE}, written
     rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
                   str(tmp_path / "sharp.mkv"), "--lossless", "--no-audio", "--quiet"])
     err = capsys.readouterr().err
@@ -166,3 +166,24 @@ def test_an_mpeg_stream_output_is_not_said_to_hold_the_timecode(tmp_path, capsys
         assert TIMECODE not in _listing(ffmpeg, out)
         assert f"sharpen run: {out}: MPEG-2" in err and "timecode" not in err, err
         assert json.loads(stats.read_text())["video"]["timecode"] is None
+
+
+def test_sound_encoded_for_the_container_is_said_so_not_copied(tmp_path, capsys, monkeypatch,
+                                                               onnx_model, ffmpeg):
+    """A camera's PCM sound goes into an MP4 as AAC and into an MPEG-TS as MPEG audio (a TS
+    would keep PCM only as a data stream that no player plays): the closing line says so."""
+    import json
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _clip(tmp_path, ffmpeg, sound=True, audio_codec="pcm_s16le")
+    for name, kept in (("sharp.mov", "copied"), ("sharp.mp4", "encoded"),
+                       ("sharp.ts", "encoded")):
+        out, stats = tmp_path / name, tmp_path / f"{name}.json"
+        rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
+                      str(out), "--stats", str(stats), "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        listing = _listing(ffmpeg, out)
+        assert ("Audio: pcm_s16le" in listing) == (kept == "copied"), listing
+        assert "Audio: " in listing and "Data: bin_data" not in listing, listing
+        assert f"; 1 audio stream {kept}" in err, err
+        assert json.loads(stats.read_text())["video"]["audio_copied"] == (kept == "copied")
