@@ -308,16 +308,21 @@ class VideoFileSink(Sink):
             tries = ([["-bsf:v", "setts=ts=N"], []] if self.path.suffix.lower() == ".avi"
                      else [[]])
             # Tagged (runtime/colour_tags.py), else untagged: an ffmpeg that refuses the tags
-            # (one built without mpeg2_metadata) still joins the frames.
+            # (one built without mpeg2_metadata) still joins the frames. The source's timecode
+            # and metadata come with the tags: a silent clip's join is then its only copy.
             colour = self._colour_options()[1]
+            source = self.audio_source or self.colour_source
+            carried = metadata_options(source, self._join_ffmpeg, 1, self.audio_start, self.fps)
+            first = [*colour, *carried]
             refused = ""
-            for renumber, tags in [(r, t) for t in ([colour, []] if colour else [[]])
+            for renumber, tags in [(r, t) for t in ([first, []] if first else [[]])
                                    for r in tries]:
+                given = ["-i", os.fspath(source)] if tags and carried else []
                 try:
                     done = _run([self._join_ffmpeg, "-hide_banner", "-nostdin", "-loglevel",
                                  "error", "-y", "-f", "concat", "-safe", "0", "-i",
-                                 str(listing), "-map", "0:v:0", "-c", "copy", *renumber,
-                                 *tags, str(joined)], limit)
+                                 str(listing), *given, "-map", "0:v:0", "-c", "copy",
+                                 *renumber, *tags, str(joined)], limit)
                 except subprocess.TimeoutExpired:
                     why = f"it had not finished after {limit:.0f} s"
                     break
@@ -336,8 +341,10 @@ class VideoFileSink(Sink):
                                 "earlier video is left as it was")
             os.replace(joined, self.tmp)
             joined = None
-            self._tagged = bool(tags)
-            self._not_tagged = "" if tags else refused
+            self._tagged = bool(tags) and bool(colour)
+            self._not_tagged = "" if self._tagged or not colour else refused
+            if tags and carried:
+                self._carried, self.timecode = True, _timecode_of(carried)
         finally:
             listing.unlink(missing_ok=True)
             if joined is not None:

@@ -802,3 +802,36 @@ def test_resume_compares_the_quality_each_output_format_is_written_at(made, tmp_
     else:
         assert r.returncode == 0, r.stderr
         assert len([p for p in (tmp_path / "out").rglob("IMG_*")]) == 12
+
+
+def test_a_resumed_silent_run_keeps_the_timecode_in_the_joins_own_copy(made, tmp_path):
+    """An editor's long silent clip: the join, a copy of the whole video at close, carries the
+    source's timecode and creation time too, rather than a second copy of hours of video
+    after it; the resumed output starts at the source's own timecode."""
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        pytest.skip("no ffmpeg to join with")
+    camera = tmp_path / "camera.mov"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(made["clip"]), "-c",
+                    "copy", "-timecode", "01:02:03:04", "-metadata",
+                    "creation_time=2026-11-30T10:00:00Z", str(camera)], check=True, timeout=60)
+    calls = tmp_path / "calls.txt"
+    logged = tmp_path / "ffmpeg"   # ffmpeg, each call's arguments written down
+    logged.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\nexec "{ffmpeg}" "$@"\n')
+    logged.chmod(0o755)
+    env = _env(str(logged))
+    out = tmp_path / "sharp.mov"
+    argv = ["--model", str(made["model"]), "--source", str(camera), "--out", str(out)]
+    code, err = stopped(argv, 15, signal.SIGINT, env)
+    assert code == 130, err
+    calls.unlink()
+    r = sharpen(*argv, "--resume", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "timecode 01:02:03:04" in r.stderr, r.stderr
+    copies = [c for c in calls.read_text().splitlines() if ".copy.mov" in c]
+    assert len(copies) == 1 and "concat" in copies[0], copies
+    listing = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(out)],
+                             capture_output=True, text=True, timeout=60).stderr
+    assert "timecode        : 01:02:03:04" in listing, listing
+    assert "creation_time   : 2026-11-30T10:00:00" in listing, listing
+    assert len(frames_and_times(out)[0]) == N
