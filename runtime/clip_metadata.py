@@ -70,7 +70,9 @@ def shifted_timecode(timecode: str, seconds: float, fps: float) -> Optional[str]
 def metadata_options(source: Optional[str | os.PathLike], ffmpeg: str, source_input: int,
                      start: float = 0.0, fps: float = 0.0, said_only: bool = False) -> list[str]:
     """ffmpeg output options that carry `source`'s global metadata and timecode (shifted by
-    `start` seconds at `fps`) into a copy that reads it as input number `source_input`.
+    `start` seconds at `fps`) into a copy that reads it as input number `source_input`. `fps`:
+    0 for a video that plays the source's frames at another rate (--fps), whose frames the
+    timecode would not count: it gets none.
     `said_only`: [] where the source says neither a timecode nor a creation time (a copy made
     for them alone is then not worth its time)."""
     if source is None or not Path(source).is_file():
@@ -83,5 +85,5 @@ def metadata_options(source: Optional[str | os.PathLike], ffmpeg: str, source_in
     if timecode is None:
         return options
     # Where it cannot be moved on, an empty value drops the one the file's tags would carry.
-    shifted = shifted_timecode(timecode, start, fps)
+    shifted = shifted_timecode(timecode, start, fps) if fps > 0 else None
     return options + ["-timecode", shifted] if shifted else options + ["-metadata", "timecode="]

@@ -1416,11 +1416,6 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
             # A local file's sound, which OpenCV's writer leaves out (a --compare video keeps
             # it too: both sides play in the source's time). A URL's is not fetched again.
             file_sink.audio_source, file_sink.audio_live = str(src.target), src.live
-            # The rate the sound is matched to: --fps where the frames are placed by their
-            # times (or taken as the clip's), else the file's; 0 where neither is known and
-            # the video's rate is a guess.
-            file_sink.source_fps = (fps_asked if fps_asked and src.placed_at(fps_asked)
-                                    else src.fps or fps_asked or 0.0)
         # What a camera or a pipe gave is not given again: an earlier run's recording is kept,
         # and its frames numbered on.
         once = src.live or getattr(src, "once", False)
@@ -1445,6 +1440,11 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
                 and src.kind == "video":
             # Whose primaries and transfer the frames keep, said in the video's tags.
             file_sink.colour_source = str(src.target)
+            # The rate the sound and the timecode are matched to: --fps where the frames are
+            # placed by their times (or taken as the clip's), else the file's; 0 where neither
+            # is known and the video's rate is a guess.
+            file_sink.source_fps = (fps_asked if fps_asked and src.placed_at(fps_asked)
+                                    else src.fps or fps_asked or 0.0)
         if isinstance(file_sink, VideoFileSink) and isinstance(src, VideoSource) and src.sar:
             file_sink.source_sar = (src.sar, shown_url(src.spec))
         sinks.append(CompareSink(file_sink, view, flags) if compare else file_sink)

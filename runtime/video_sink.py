@@ -312,7 +312,7 @@ class VideoFileSink(Sink):
             # and metadata come with the tags: a silent clip's join is then its only copy.
             colour = self._colour_options()[1]
             source = self.audio_source or self.colour_source
-            carried = metadata_options(source, self._join_ffmpeg, 1, self.audio_start, self.fps)
+            carried = self._source_metadata(self._join_ffmpeg)
             first = [*colour, *carried]
             refused = ""
             for renumber, tags in [(r, t) for t in ([first, []] if first else [[]])
@@ -716,7 +716,7 @@ class VideoFileSink(Sink):
         refused = ""
         try:
             tags = self._colour_options()[1]
-            carried = metadata_options(source, ffmpeg, 1, self.audio_start, self.fps)
+            carried = self._source_metadata(ffmpeg)
             why, copied = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg,
                                     codecs, tags, start=self.audio_start, metadata=carried)
             # An ffmpeg that refuses the tags still copies the sound (and the copy at close
@@ -815,8 +815,7 @@ class VideoFileSink(Sink):
             tagged: Optional[Path] = self._copy_file()
             try:
                 source = self.audio_source or self.colour_source
-                carried = ([] if self._carried else
-                           metadata_options(source, ffmpeg, 1, self.audio_start, self.fps))
+                carried = [] if self._carried else self._source_metadata(ffmpeg)
                 why = copy_tagged(self.tmp, tagged, ffmpeg, options,
                                   MUX_TIMEOUT_S + 2 * size / SLOW_DISK_BYTES_S, source, carried)
                 if not why:
@@ -832,6 +831,15 @@ class VideoFileSink(Sink):
         warn(f"{said}: its colours (BT.601, limited range) were not tagged ({why})"
              + (f": {shifted}" if hd else ""))
 
+    def _source_metadata(self, ffmpeg: str, said_only: bool = False) -> list[str]:
+        """The options that carry the source's timecode and metadata into a copy that reads it
+        as input 1 (runtime/clip_metadata.py `metadata_options`): its timecode counts its
+        frames, so a video that plays them at another rate (--fps) gets none."""
+        same = (self.source_fps > 0
+                and abs(self.fps - self.source_fps) <= 1e-3 * self.source_fps)
+        return metadata_options(self.audio_source or self.colour_source, ffmpeg, 1,
+                                self.audio_start, self.fps if same else 0.0, said_only)
+
     def _carry_metadata(self) -> None:
         """Where neither the sound's copy nor the colour tags' ran (a silent clip whose output
         stays untagged, a lossless one), a copy of its own carries the source's timecode and
@@ -841,8 +849,7 @@ class VideoFileSink(Sink):
                 or self.path.suffix.lower() not in TIMECODE_EXTS):
             return
         ffmpeg, _ = find_ffmpeg()
-        carried = (metadata_options(source, ffmpeg, 1, self.audio_start, self.fps,
-                                    said_only=True) if ffmpeg else [])
+        carried = self._source_metadata(ffmpeg, said_only=True) if ffmpeg else []
         if not carried:
             return
         size = os.path.getsize(self.tmp)

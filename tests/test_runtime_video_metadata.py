@@ -187,3 +187,22 @@ def test_sound_encoded_for_the_container_is_said_so_not_copied(tmp_path, capsys,
         assert "Audio: " in listing and "Data: bin_data" not in listing, listing
         assert f"; 1 audio stream {kept}" in err, err
         assert json.loads(stats.read_text())["video"]["audio_copied"] == (kept == "copied")
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-audio"]], ids=["default", "no-audio"])
+def test_a_video_played_at_another_rate_gets_no_timecode(tmp_path, capsys, monkeypatch,
+                                                         onnx_model, ffmpeg, flags):
+    """The timecode counts the source's frames: at --fps 50 a 25 fps clip's frames would be
+    conformed to the wrong places (as its sound would play out of step, which is left out);
+    at the clip's own rate it is kept, with --no-audio too."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _clip(tmp_path, ffmpeg, sound=False)
+    for fps, kept in (("50", False), ("25", True)):
+        out = tmp_path / f"sharp{fps}.mov"
+        rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
+                      str(out), "--fps", fps, "--quiet", *flags])
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        listing = _listing(ffmpeg, out)
+        assert (TIMECODE in listing) == kept and (TIMECODE in err) == kept, (fps, listing, err)
+        assert f"creation_time   : {SHOT}" in listing, listing
