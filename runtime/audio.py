@@ -58,15 +58,22 @@ def has_audio(source: str | os.PathLike, ffmpeg: Optional[str]) -> Optional[bool
     return None
 
 
-def audio_codecs(source: str | os.PathLike, ffmpeg: str) -> Optional[list[str]]:
-    """The codec of each of `source`'s audio streams; None where ffmpeg cannot read it."""
+def source_listing(source: str | os.PathLike, ffmpeg: str) -> Optional[str]:
+    """ffmpeg's listing of the file `source` (its streams, their colours, its tags); None where
+    ffmpeg did not run or did not finish. The one probe the sound's, the colour tags' and the
+    timecode's copies read (runtime/colour_tags.py, runtime/clip_metadata.py)."""
     try:
         # Without an output ffmpeg lists the streams and exits 1: the listing is the answer.
-        done = _run([ffmpeg, "-hide_banner", "-nostdin", "-i", os.fspath(source)],
-                    PROBE_TIMEOUT_S)
+        return _run([ffmpeg, "-hide_banner", "-nostdin", "-i", os.fspath(source)],
+                    PROBE_TIMEOUT_S).stderr
     except (OSError, subprocess.SubprocessError):
         return None
-    return _AUDIO_LINE.findall(done.stderr) if "Stream #" in done.stderr else None
+
+
+def audio_codecs(source: str | os.PathLike, ffmpeg: str) -> Optional[list[str]]:
+    """The codec of each of `source`'s audio streams; None where ffmpeg cannot read it."""
+    listing = source_listing(source, ffmpeg)
+    return _AUDIO_LINE.findall(listing) if listing and "Stream #" in listing else None
 
 
 def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:

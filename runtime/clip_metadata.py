@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Optional
 
@@ -28,12 +27,8 @@ TIMECODE_EXTS = (".mov", ".mp4", ".mkv")
 
 
 def _listing(source: str | os.PathLike, ffmpeg: str) -> str:
-    from .audio import PROBE_TIMEOUT_S, _run
-    try:
-        return _run([ffmpeg, "-hide_banner", "-nostdin", "-i", os.fspath(source)],
-                    PROBE_TIMEOUT_S).stderr
-    except (OSError, subprocess.SubprocessError):
-        return ""
+    from .audio import source_listing
+    return source_listing(source, ffmpeg) or ""
 
 
 def source_timecode(source: Optional[str | os.PathLike], ffmpeg: str,

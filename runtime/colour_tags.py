@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
-from .audio import PROBE_TIMEOUT_S, TIMED_OUT, _run, copy_failure
+from .audio import TIMED_OUT, _run, copy_failure, source_listing
 
 WRITER_MATRIX = "smpte170m"   # BT.601, libswscale's default (bt470bg has the same numbers)
 WRITER_MATRIX_CODE = 6        # ITU-T H.273
@@ -67,12 +67,8 @@ def source_colours(source: Optional[str | os.PathLike], ffmpeg: str) -> SourceCo
     only: a named pipe's bytes are OpenCV's, and ffmpeg would wait for a writer that has gone."""
     if source is None or not Path(source).is_file():
         return SourceColours()
-    try:
-        done = _run([ffmpeg, "-hide_banner", "-nostdin", "-i", os.fspath(source)],
-                    PROBE_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError):
-        return SourceColours()
-    line = _VIDEO_LINE.search(done.stderr)
+    listing = source_listing(source, ffmpeg)
+    line = _VIDEO_LINE.search(listing) if listing else None
     if not line:
         return SourceColours()
     size = re.search(r", (\d+)x(\d+)(?:[ ,]|$)", line.group(0))
