@@ -32,7 +32,6 @@ _AUDIO_LINE = re.compile(r"^\s*Stream #\d+:\d+.*?: Audio: (\w+)", re.M)
 # Vorbis into one when asked, as tracks those players do not play: such sound is encoded.
 MP4_EXTS = (".mp4", ".m4v", ".3gp", ".3g2")
 MP4_PLAYED = ("aac", "mp3", "ac3", "eac3", "alac", "opus", "flac")
-# An MPEG-TS given PCM keeps it as a private data stream, which no player plays: it is encoded.
 
 
 def find_ffmpeg() -> tuple[Optional[str], str]:
@@ -112,9 +111,9 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
     play it), else encoded in the container's default one (AAC in MP4, from PCM or Vorbis).
     Returns ('' or why not, in words (ffmpeg's last error line); whether the sound was copied
     as it is, not encoded). `codecs`: `audio_codecs` of `source`, which the caller probed
-    already to know there is sound. `video_options`: output options for
-    the copied pictures (their colour tags, runtime/colour_tags.py). `metadata`: options that
-    carry `source`'s (input 1's) timecode and metadata (runtime/clip_metadata.py)."""
+    already to know there is sound. `video_options`: output options for the copied pictures
+    (their colour tags, runtime/colour_tags.py). `metadata`: options that carry `source`'s
+    (input 1's) timecode and metadata (runtime/clip_metadata.py)."""
     # OpenCV's first frame is the video stream's first, while ffmpeg would copy the sound from
     # its own start: where the sound begins earlier, skip to the first frame's time; where
     # later, delay it as much.
@@ -132,6 +131,7 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
         sizes = 0
     limit = MUX_TIMEOUT_S + sizes / SLOW_DISK_BYTES_S
     tries: list[list[str]] = [["-c:a", "copy"], []]
+    # An MPEG-TS given PCM keeps it as a private data stream, which no player plays.
     ext = out.suffix.lower()
     if ((ext in MP4_EXTS and any(c not in MP4_PLAYED for c in codecs or []))
             or (ext in TRANSPORT_STREAM_EXTS and any(c.startswith("pcm_") for c in codecs or []))):

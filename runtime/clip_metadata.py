@@ -68,17 +68,17 @@ def metadata_options(source: Optional[str | os.PathLike], ffmpeg: str, source_in
     `start` seconds at `fps`) into a copy that reads it as input number `source_input`. `fps`:
     0 for a video that plays the source's frames at another rate (--fps), whose frames the
     timecode would not count: it gets none.
-    `said_only`: [] where the source says neither a timecode nor a creation time (a copy made
+    `said_only`: [] where neither a timecode is kept nor a creation time said (a copy made
     for them alone is then not worth its time)."""
     if source is None or not Path(source).is_file():
         return []
     options = ["-map_metadata", str(source_input)]
     listing = _listing(source, ffmpeg)
     timecode = source_timecode(source, ffmpeg, listing)
-    if said_only and timecode is None and not _CREATED.search(listing.split("Stream #")[0]):
+    shifted = shifted_timecode(timecode, start, fps) if timecode and fps > 0 else None
+    if said_only and shifted is None and not _CREATED.search(listing.split("Stream #")[0]):
         return []
     if timecode is None:
         return options
     # Where it cannot be moved on, an empty value drops the one the file's tags would carry.
-    shifted = shifted_timecode(timecode, start, fps) if fps > 0 else None
     return options + ["-timecode", shifted] if shifted else options + ["-metadata", "timecode="]

@@ -206,3 +206,19 @@ def test_a_video_played_at_another_rate_gets_no_timecode(tmp_path, capsys, monke
         listing = _listing(ffmpeg, out)
         assert (TIMECODE in listing) == kept and (TIMECODE in err) == kept, (fps, listing, err)
         assert f"creation_time   : {SHOT}" in listing, listing
+
+
+def test_no_copy_is_made_for_a_timecode_that_is_not_kept(tmp_path, ffmpeg):
+    """A silent clip's copy of its own is made only for what it keeps: a timecode left out (a
+    video at another rate, a drop-frame segment) with no creation time is not worth one."""
+    from runtime.clip_metadata import metadata_options
+    clip = tmp_path / "tc.mov"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=64x48:rate=30000/1001:duration=0.2", "-c:v", "mpeg4",
+                    "-timecode", "01:00:00;00", str(clip)], check=True, timeout=60)
+    assert metadata_options(clip, ffmpeg, 1, 0.0, 30000 / 1001, said_only=True) == [
+        "-map_metadata", "1", "-timecode", "01:00:00;00"]
+    assert metadata_options(clip, ffmpeg, 1, 0.0, 0.0, said_only=True) == []
+    assert metadata_options(clip, ffmpeg, 1, 2.0, 30000 / 1001, said_only=True) == []
+    assert metadata_options(clip, ffmpeg, 1, 2.0, 30000 / 1001) == [
+        "-map_metadata", "1", "-metadata", "timecode="]
