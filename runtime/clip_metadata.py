@@ -63,16 +63,19 @@ def shifted_timecode(timecode: str, seconds: float, fps: float) -> Optional[str]
 
 
 def metadata_options(source: Optional[str | os.PathLike], ffmpeg: str, source_input: int,
-                     start: float = 0.0, fps: float = 0.0, said_only: bool = False) -> list[str]:
+                     start: float = 0.0, fps: float = 0.0, said_only: bool = False,
+                     part: bool = False) -> list[str]:
     """ffmpeg output options that carry `source`'s global metadata and timecode (shifted by
     `start` seconds at `fps`) into a copy that reads it as input number `source_input`. `fps`:
     0 for a video that plays the source's frames at another rate (--fps), whose frames the
     timecode would not count: it gets none.
     `said_only`: [] where neither a timecode is kept nor a creation time said (a copy made
-    for them alone is then not worth its time)."""
+    for them alone is then not worth its time). `part`: the copy is a stretch of the source (a
+    --segment file), which the source's chapters, timed from its start, do not fit."""
     if source is None or not Path(source).is_file():
         return []
-    options = ["-map_metadata", str(source_input)]
+    # ffmpeg copies the chapters of the first input that has any: the source's.
+    options = ["-map_metadata", str(source_input), *(["-map_chapters", "-1"] if part else [])]
     listing = _listing(source, ffmpeg)
     timecode = source_timecode(source, ffmpeg, listing)
     shifted = shifted_timecode(timecode, start, fps) if timecode and fps > 0 else None

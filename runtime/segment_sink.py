@@ -122,7 +122,7 @@ class SegmentSink(VideoFileSink):
         seg.source_fps = self.source_fps
         # The source's sound under this segment's frames: from the time of its first slot.
         seg.audio_source, seg.audio_live = self.audio_source, self.audio_live
-        seg.audio_start = self.frames / self.fps
+        seg.audio_start, seg.part = self.frames / self.fps, True
         # Not `closed_count`: the first may still be closing while the second opens.
         if self.opened == 1:   # said once, not at every segment
             seg.source_sar = self.source_sar

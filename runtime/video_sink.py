@@ -138,6 +138,7 @@ class VideoFileSink(Sink):
         self.audio_source: Optional[str] = None
         self.audio_live = False
         self.audio_start = 0.0   # where this video's frames begin in the source (a segment's)
+        self.part = False   # a segment: a stretch of the source, not all of it from its start
         # A camera's or live stream's recording, which no rerun makes again: one that an earlier
         # run left under this name is kept beside it, not replaced (a service restarted after
         # its camera dropped off replaced the hours before at every restart). run_stream sets it.
@@ -838,7 +839,8 @@ class VideoFileSink(Sink):
         same = (self.source_fps > 0
                 and abs(self.fps - self.source_fps) <= 1e-3 * self.source_fps)
         return metadata_options(self.audio_source or self.colour_source, ffmpeg, 1,
-                                self.audio_start, self.fps if same else 0.0, said_only)
+                                self.audio_start, self.fps if same else 0.0, said_only,
+                                part=self.part)
 
     def _carry_metadata(self) -> None:
         """Where neither the sound's copy nor the colour tags' ran (a silent clip whose output

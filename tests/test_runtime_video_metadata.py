@@ -222,3 +222,30 @@ def test_no_copy_is_made_for_a_timecode_that_is_not_kept(tmp_path, ffmpeg):
     assert metadata_options(clip, ffmpeg, 1, 2.0, 30000 / 1001, said_only=True) == []
     assert metadata_options(clip, ffmpeg, 1, 2.0, 30000 / 1001) == [
         "-map_metadata", "1", "-metadata", "timecode="]
+
+
+def test_a_segment_holds_none_of_the_whole_clips_chapters(tmp_path, capsys, monkeypatch,
+                                                          onnx_model, ffmpeg):
+    """The source's chapters are timed from its start: the whole clip's video keeps them, a
+    --segment file, which starts part-way, would list them at the wrong times."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    silent = _clip(tmp_path, ffmpeg, sound=False)
+    chapters = tmp_path / "chapters.txt"
+    chapters.write_text(";FFMETADATA1\n" + "".join(
+        f"[CHAPTER]\nTIMEBASE=1/1000\nSTART={a}\nEND={a + 200}\ntitle=shot{a}\n"
+        for a in (0, 200)))
+    clip = tmp_path / "chaptered.mov"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(silent), "-i",
+                    str(chapters), "-map", "0", "-map_chapters", "1", "-c", "copy", str(clip)],
+                   check=True, timeout=60)
+    assert "title           : shot200" in _listing(ffmpeg, clip)
+    out = tmp_path / "sharp.mov"
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out", str(out),
+                  "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    assert "title           : shot200" in _listing(ffmpeg, out)
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
+                  str(tmp_path / "rec" / "rec.mov"), "--segment", "0.2", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    for seg in sorted((tmp_path / "rec").glob("rec-*.mov")):
+        assert "Chapter #" not in _listing(ffmpeg, seg), seg
