@@ -74,7 +74,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         provenance = traced
         if provenance and not args.names:
             print("\n".join(provenance))
-            return 0
+            from .provenance import cannot_be_opened
+            return 1 if cannot_be_opened(provenance) else 0
     import time
 
     import numpy as np

@@ -111,9 +111,21 @@ def artifact_provenance(path) -> list[str]:
     return _provenance(p) + _io_lines(p)
 
 
+def cannot_be_opened(lines: list[str]) -> bool:
+    """Whether artifact_provenance's `lines` say an installed engine refused the file (not a
+    model, or cut short): `sharpen models` then fails, as a deploy script needs."""
+    from runtime.backends.litert_backend import LITERT_MISSING
+    return any(line.startswith("  input and output: ") and " cannot open it (" in line
+               and LITERT_MISSING not in line for line in lines)
+
+
 def _io_lines(p: Path) -> list[str]:
     """A .tflite's input and output as an app sets them (signature, int8 scale and zero point),
-    which the export report does not give; nothing for other formats."""
+    which the export report does not give; for an .onnx, only why ONNX Runtime cannot open
+    it; nothing for other formats."""
+    if p.suffix.lower() == ".onnx":
+        from runtime.backends.foreign import onnx_open_error
+        return [why] if (why := onnx_open_error(p)) else []
     if p.suffix.lower() != ".tflite":
         return []
     from runtime.backends.base import ModelError

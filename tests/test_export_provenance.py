@@ -346,3 +346,18 @@ def test_an_older_exports_carried_int8_row_keeps_its_formula_unrecorded(fast_stu
                 if r["format"] == "onnx")
     assert main(["models", fp32]) == 0
     assert "formula not recorded" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["garbage.onnx", "garbage.tflite"])
+def test_sharpen_models_on_a_file_that_is_no_model_says_so_and_fails(tmp_path, capsys, name):
+    """A file copied over wrong (an HTML error page saved as .onnx, a truncated download) was
+    traced with exit 0 and, for .onnx, not a word that no engine can open it; a deploy script
+    checking `sharpen models FILE` went on to ship it."""
+    from sharpen.cli import main
+
+    bad = tmp_path / name
+    bad.write_bytes(b"<html>404 Not Found</html>\n" * 40)
+    assert main(["models", str(bad)]) == 1
+    out = capsys.readouterr().out
+    engine = "ONNX Runtime" if name.endswith(".onnx") else "LiteRT"
+    assert f"{engine} cannot open it (" in out, out

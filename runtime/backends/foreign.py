@@ -14,6 +14,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ..cli_errors import raise_if_interrupted
+from ..console import brief
 from .base import ModelError, sidecar_path
 
 # The contract's keys a user may set in a sidecar, with their values (the first: the default).
@@ -217,6 +219,24 @@ def _tiled(c: IoContract, batch: np.ndarray, fn: Callable[[np.ndarray], np.ndarr
         outs.append(out)
     result = np.stack(outs)
     return result if nhwc else np.ascontiguousarray(result.transpose(0, 3, 1, 2))
+
+
+def onnx_open_error(path: Path) -> Optional[str]:
+    """Why ONNX Runtime cannot load the .onnx at `path` (`sharpen models FILE`: a file copied
+    over wrong or cut short), in one line; None where it loads or ONNX Runtime is absent."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    o = ort.SessionOptions()
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    o.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(path), sess_options=o, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise_if_interrupted(exc)
+        return f"  input and output: ONNX Runtime cannot open it ({brief(exc)})"
+    return None
 
 
 def onnx_io_lines(path: Path) -> Optional[list[str]]:
