@@ -144,6 +144,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "the default codecs (mp4v, VP8, "
                         "MPEG-2) round off much of a model's fine detail (README: "
                         "measured where the codecs of video outputs are listed)")
+    output.add_argument("--codec", choices=("h264", "hevc", "prores", "ffv1", "mp4v"),
+                        default=None,
+                        help="a video --out's codec: h264 or hevc (.mp4 .mov .mkv; quality by "
+                             "--crf) or prores (422 HQ 10-bit; .mov .mkv), encoded by ffmpeg "
+                             "with BT.709 tags for HD; ffv1 is --lossless; default: the "
+                             "container's (mp4v for .mp4 .mov .mkv .avi), by OpenCV")
+    output.add_argument("--crf", type=int, default=None, metavar="N",
+                        help="--codec h264/hevc quality, 0-51, lower is better and larger "
+                             "(default: h264 18, hevc 20)")
     output.add_argument("--quality", type=int, default=None, metavar="Q",
                         help="JPEG and WebP image outputs' quality, 1-100 (default: JPEG 95, "
                              "WebP lossless)")
@@ -340,6 +349,7 @@ def options_from_args(args: argparse.Namespace):
                          force=args.force,
                          compare=args.compare, audio=not args.no_audio, resume=args.resume,
                          lossless=args.lossless, quality=args.quality, segment=args.segment,
+                         codec=args.codec, crf=args.crf,
                          keep_segments=args.keep_segments, keep_gb=args.keep_gb,
                          service_notify=True)
 

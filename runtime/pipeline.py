@@ -46,6 +46,7 @@ from .service_notify import EngineWork, ServiceNotifier
 from .stats import LiveReporter, Stats, StatsFile, stats_file_or_none, write_stats_atomic
 from .tiling import tiling_warnings
 from .segment_sink import SegmentSink, check_segment
+from .video_codecs import codec_problems, encoded_by_ffmpeg
 from .video_sink import VideoFileSink, refuse_lossless
 from .warn import warn
 from .walk import glob_reaches
@@ -266,6 +267,9 @@ class StreamOptions:
     lossless: bool = False              # a video output in FFV1 (.mkv, .avi): every pixel kept
     quality: Optional[int] = None       # JPEG/WebP image outputs' 1-100 (None: JPEG 95, WebP
     #                                     lossless)
+    codec: Optional[str] = None         # a video output's codec (runtime/video_codecs.py;
+    #                                     None: its container's, by OpenCV)
+    crf: Optional[int] = None           # --codec h264/hevc's quality (None: the codec's default)
     resume: bool = False                # go on with a stopped run of a video file (resume.py)
     segment: Optional[float] = None     # seconds of video a file of the output (segment_sink)
     keep_segments: Optional[int] = None  # the most segments kept, the oldest removed (None: all)
@@ -332,6 +336,11 @@ def run_stream(model: Union[str, Path, Backend],
         refuse_unwritten_format(output, flags)   # a usage error: before anything is opened
         if o.lossless and _video_sink_for(Path(output)):
             refuse_lossless(output, flags)
+    if problems := codec_problems(o.codec, o.crf, output if not isinstance(output, Sink)
+                                  else None, flags, o.lossless, o.resume, bool(o.segment)):
+        raise SinkError("; ".join(problems))
+    if o.codec == "ffv1":   # OpenCV's FFV1, as --lossless writes it
+        o = replace(o, lossless=True)
     if o.segment:
         _check_segmented_output(output, o.resume, flags)
     # numpy's numbers pass the checks; the stats (JSON) take Python's.
@@ -613,7 +622,7 @@ class _Stream:
         self.sink = _make_sink(src, output, o.show, o.view, self.stop, self.video_fps, stats,
                                o.compare, self.flags, o.audio, o.fps, self.note, o.lossless,
                                (o.segment or 0, o.keep_segments or 0, o.keep_gb or 0),
-                               o.quality)
+                               o.quality, (o.codec, o.crf))
         start = self.resumed_from = self._resume_from(src, output)
         if start and self.resume_record.get("output") == "video":
             video = _video_sink(self.sink)
@@ -706,6 +715,9 @@ class _Stream:
                                   {"tile": o.tile, "overlap": o.overlap, "fps": o.fps,
                                    "compare": o.compare, "view": o.view if o.compare else None,
                                    "lossless": o.lossless and kind == "video",
+                                   # ffmpeg's encode, which --resume does not join
+                                   "codec": o.codec if kind == "video"
+                                   and encoded_by_ffmpeg(o.codec) else None,
                                    "quality": o.quality if kind == "images" else None},
                                   kind, self.video_fps, getattr(src, "average_fps", None))
         self.output, self.resume_record = out, now
@@ -1117,7 +1129,7 @@ def _close_all(closers: Iterable[Callable[[], None]], errors: list) -> None:
 _NUMBERS = {"threads": True, "tile": True, "overlap": True, "width": True, "height": True,
             "fps": False, "max_frames": True, "queue_size": True, "reconnect_attempts": True,
             "timeout": False, "report_interval": False, "segment": False,
-            "keep_segments": True, "keep_gb": False, "quality": True}
+            "keep_segments": True, "keep_gb": False, "quality": True, "crf": True}
 
 
 def _check_options(o: StreamOptions, flags: bool = False) -> None:
@@ -1361,7 +1373,8 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
                flags: bool = False, audio: bool = True,
                fps_asked: Optional[float] = None, note: Optional[Note] = None,
                lossless: bool = False, segment: tuple[float, int, float] = (0, 0, 0),
-               quality: Optional[int] = None) -> Sink:
+               quality: Optional[int] = None,
+               codec: tuple[Optional[str], Optional[int]] = (None, None)) -> Sink:
     sinks: list[Sink] = []
     # The window first: one refused (no display, a headless OpenCV) leaves no output made.
     window = _window_sink(output, view, stop, stats, flags) if show else None
@@ -1370,7 +1383,7 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
             sinks.append(_stdout_sink(src, fps, stop, compare, view, flags, note, lossless))
         else:
             sinks += _output_sinks(src, output, view, fps, compare, flags, audio, fps_asked,
-                                   lossless, segment, quality)
+                                   lossless, segment, quality, codec)
     except BaseException:
         if window is not None:
             window.close()
@@ -1397,7 +1410,8 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
                   fps: float, compare: bool, flags: bool, audio: bool = True,
                   fps_asked: Optional[float] = None, lossless: bool = False,
                   segment: tuple[float, int, float] = (0, 0, 0),
-                  quality: Optional[int] = None) -> list[Sink]:
+                  quality: Optional[int] = None,
+                  codec: tuple[Optional[str], Optional[int]] = (None, None)) -> list[Sink]:
     sinks: list[Sink] = []
     if isinstance(output, Sink):
         sinks.append(CompareSink(output, view, flags) if compare else output)
@@ -1408,6 +1422,8 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
         file_sink = output_sink(output, fps, single, tuple(dirs),
                                 _input_files(src), flags=flags, lossless=lossless,
                                 segment=segment)
+        if isinstance(file_sink, VideoFileSink) and encoded_by_ffmpeg(codec[0]):
+            file_sink.codec, file_sink.crf = codec
         if isinstance(file_sink, ImageSink) and isinstance(src, ImageSource) and not compare:
             # Grayscale images are written back as grayscale, an alpha channel is kept.
             src.layouts = file_sink.layouts = {}

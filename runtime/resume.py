@@ -30,9 +30,9 @@ from .options import option
 VERSION = 1
 # The options that change the frames written (the provider and threads change no pixel
 # beyond float rounding, and --max-frames only where it stops).
-SHAPING = ("tile", "overlap", "fps", "compare", "view", "lossless", "quality")
+SHAPING = ("tile", "overlap", "fps", "compare", "view", "lossless", "quality", "codec")
 # A shaping option's value in a record written before it was one.
-UNRECORDED = {"lossless": False, "quality": None}
+UNRECORDED = {"lossless": False, "quality": None, "codec": None}
 
 
 class ResumeError(ValueError):

@@ -29,6 +29,8 @@ from .atomic import new_file_mode, sync_folder
 from .atomic import pid_alive as _pid_alive
 from .clip_metadata import TIMECODE_EXTS, metadata_options
 from .audio import ENV, ISO_EXTS, MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, find_ffmpeg
+from .video_codecs import CODECS as ENCODED, FFmpegEncoder, codec_said, colour_names
+from .video_codecs import encode_command, encoding
 from .colour_tags import (copy_tagged, players_guess_hd, source_colours, tag_options, taggable,
                           wants_tags)
 from .console import count, quiet_native_stderr, shell_quote
@@ -167,6 +169,11 @@ class VideoFileSink(Sink):
         # Why the copy at close that would tag them is not tried: the join's or the sound's
         # copy found them refused (an ffmpeg without mpeg2_metadata), or was stopped (Ctrl-C).
         self._not_tagged = ""
+        # A codec ffmpeg encodes (runtime/video_codecs.py; None: OpenCV's writer) and its
+        # --crf; run_stream sets them.
+        self.codec: Optional[str] = None
+        self.crf: Optional[int] = None
+        self._encoded_colours = ("", "", "")   # its (matrix, primaries, transfer), as tagged
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if sharpened.dtype == np.uint16:   # video codecs here take 8 bits
@@ -181,9 +188,12 @@ class VideoFileSink(Sink):
             codec = fourcc_for(self.path, self.lossless)
             # FFmpeg's note that it maps the tag itself is dropped; whether the writer opened
             # is checked right after, and the reason sought when it did not.
-            with quiet_native_stderr(FFMPEG_TAG_NOISE):
-                self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*codec),
-                                              self.fps, (w, h))
+            if self.codec is not None:
+                self.writer, codec = self._ffmpeg_encoder((w, h)), self.codec
+            else:
+                with quiet_native_stderr(FFMPEG_TAG_NOISE):
+                    self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*codec),
+                                                  self.fps, (w, h))
             if not self.writer.isOpened():
                 raise SinkError(f"cannot open video writer for {self.path} ({codec}, {w}x{h}): "
                                 f"{why_unwritable(self.tmp, codec, (w, h), self.fps, self.flags)}")
@@ -210,7 +220,11 @@ class VideoFileSink(Sink):
                      "keeping their aspect ratio")
             self.resized += 1
             sharpened = letterbox(sharpened, self.size)
-        self.writer.write(sharpened)
+        try:
+            self.writer.write(sharpened)
+        except SinkError:   # ffmpeg stopped: close() discards the part written
+            self._broken = True
+            raise
         self.frames += 1
         self._last = sharpened
         if self.frames % DISK_CHECK_EVERY == 0:
@@ -351,6 +365,17 @@ class VideoFileSink(Sink):
             if joined is not None:
                 joined.unlink(missing_ok=True)
         self.frames += self.joined_frames
+
+    def _ffmpeg_encoder(self, size: tuple[int, int]) -> FFmpegEncoder:
+        """ffmpeg encoding the frames into the hidden file in `self.codec`, in the YUV matrix
+        players take `size` in, tagged so, with the source's SDR primaries and transfer."""
+        ffmpeg, _ = find_ffmpeg()
+        said = (source_colours(self.colour_source, ffmpeg)
+                if ffmpeg is not None and self.colour_source is not None else None)
+        self._encoded_colours = colour_names(size, *(said[1:3] if said else ()))
+        command = encode_command(ffmpeg, ENCODED[self.codec], self.crf, size, self.fps,
+                                 self.tmp, self._encoded_colours)
+        return FFmpegEncoder(command, self.path, self.flags)
 
     def repeat_last(self, n: int) -> int:
         if self.writer is None or self._last is None or n <= 0:
@@ -581,7 +606,14 @@ class VideoFileSink(Sink):
             remove_if_empty(self._made)
             return
         self.writer.release()
+        failure = getattr(self.writer, "failure", "")   # an ffmpeg encoder's
         self.writer = None
+        if failure and not self._broken:
+            self._broken = True
+            self.close()
+            raise SinkError(f"{option('output', self.path, self.flags)}: ffmpeg could not "
+                            f"encode the video ({failure}); nothing was written under that "
+                            "name")
         if self._broken:
             self.tmp.unlink(missing_ok=True)
             remove_if_empty(self._made)
@@ -656,6 +688,9 @@ class VideoFileSink(Sink):
     def encoding(self) -> dict:
         """What the video was written in, for --stats and the run's closing lines
         (`encoding_said`): every codec here takes 8 bits; FFV1 stores the frames as BGR."""
+        if self.codec is not None:
+            return encoding(self.codec, self.crf, self._encoded_colours[0], self.audio_streams,
+                            self.timecode)
         fourcc = fourcc_for(self.path, self.lossless)
         rgb = fourcc == LOSSLESS_FOURCC
         # MPEG program and transport streams (MPEG-2's containers) hold no timecode: ffmpeg's
@@ -748,6 +783,9 @@ class VideoFileSink(Sink):
         """(the ffmpeg that tags the video's colours, or None; the output options that do;
         whether its frames want tags, runtime/colour_tags.py `wants_tags`), found once: the
         join, the sound's copy and the tags' own copy use the same."""
+        if self._colour is None and self.codec is not None:
+            # ffmpeg's encoder wrote the tags (`_ffmpeg_encoder`): no copy re-tags them.
+            self._colour = (find_ffmpeg()[0], [], False)
         if self._colour is None:
             ffmpeg, _ = find_ffmpeg()
             source = (source_colours(self.colour_source, ffmpeg)
@@ -912,6 +950,12 @@ TS_PROBE_PACKETS = 16
 
 
 def encoding_said(written: dict) -> str:
+    if written.get("quality"):   # ffmpeg's encode (runtime/video_codecs.py)
+        return codec_said(written)
+    return _opencv_said(written)
+
+
+def _opencv_said(written: dict) -> str:
     """`VideoFileSink.encoding` in words: `MPEG-4 Part 2 (mp4v), 8-bit 4:2:0, BT.601 limited
     range (tagged), OpenCV's fixed quality; 2 audio streams copied; timecode 01:00:00:00`."""
     name = CODECS.get(written["fourcc"], (None, written["fourcc"]))[1]

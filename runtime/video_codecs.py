@@ -1,0 +1,236 @@
+"""The codecs a video --out is written in on request (`sharpen run --codec`), beyond what
+OpenCV's writer encodes (mp4v at a fixed quality, FFV1).
+
+H.264, HEVC and ProRes are encoded by an ffmpeg executable (runtime/audio.py `find_ffmpeg`):
+the sharpened frames are piped to it raw (BGR, 8-bit), so nothing but ffmpeg's own lookahead
+is held in memory and no intermediate file is written, however long the recording. ffmpeg
+converts them to YUV by the matrix players take the size in (BT.709 for HD, BT.601 below)
+and tags the stream so; the sound, timecode and creation time are then copied in by the same
+stream copies as OpenCV's videos get (runtime/video_sink.py).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .options import option
+from .sinks import SinkError
+
+
+@dataclass(frozen=True)
+class Codec:
+    name: str                   # as --codec takes it
+    said: str                   # as the run's closing line says it
+    encoder: str                # ffmpeg's encoder; '' for OpenCV's writer
+    exts: tuple[str, ...]       # the containers that hold it
+    pix_fmt: str = ""           # what ffmpeg encodes (sets the chroma and bit depth)
+    crf: Optional[int] = None   # the default --crf (None: the codec takes none)
+    crf_max: int = 51
+    args: tuple[str, ...] = ()  # ffmpeg's encoder options beyond the quality
+    install: str = ""           # what to install where ffmpeg lacks the encoder
+
+
+# x264's CRF 18 and x265's 20 are the usual "visually lossless" settings (HandBrake's RF 18-20
+# for HD); ProRes 422 HQ (profile 3) is what an NLE's editor asks for, its rate set by the
+# profile. mp4v and FFV1 are OpenCV's (the default and --lossless).
+CODECS: dict[str, Codec] = {c.name: c for c in (
+    Codec("h264", "H.264 (libx264)", "libx264", (".mp4", ".mov", ".mkv"), "yuv420p", 18,
+          args=("-preset", "medium"), install="an ffmpeg built with libx264 (most are: "
+          "apt install ffmpeg, brew install ffmpeg)"),
+    Codec("hevc", "HEVC (libx265)", "libx265", (".mp4", ".mov", ".mkv"), "yuv420p", 20,
+          args=("-preset", "medium", "-x265-params", "log-level=error"),
+          install="an ffmpeg built with libx265 (apt install ffmpeg, brew install ffmpeg)"),
+    Codec("prores", "ProRes 422 HQ (prores_ks)", "prores_ks", (".mov", ".mkv"),
+          "yuv422p10le", args=("-profile:v", "3", "-vendor", "apl0"),
+          install="an ffmpeg with prores_ks (any full build)"),
+    Codec("ffv1", "FFV1 (lossless)", "", (".mkv", ".avi")),
+    Codec("mp4v", "MPEG-4 Part 2 (mp4v)", "", (".mp4", ".mov", ".mkv", ".avi")),
+)}
+CHROMA = {"yuv420p": ("4:2:0", 8), "yuv422p10le": ("4:2:2", 10)}
+
+
+def encoded_by_ffmpeg(codec: Optional[str]) -> bool:
+    return codec is not None and bool(CODECS[codec].encoder)
+
+
+def codec_problems(codec: Optional[str], crf: Optional[int], output: Optional[str | Path],
+                   flags: bool = False, lossless: bool = False, resume: bool = False,
+                   segment: bool = False) -> list[str]:
+    """What is wrong with asking `codec` (and `crf`) for `output`, one message each; [] when
+    nothing is. Asked before anything is opened: a usage error, not one after the model ran."""
+    from .imageio import VIDEO_EXTS
+    from .pipe_io import is_stdio
+    if codec is None:
+        return ([f"{option('crf', crf, flags)} sets the quality of --codec h264 or hevc; "
+                 "give one of them"] if crf is not None else [])
+    if codec not in CODECS:
+        return [f"{option('codec', codec, flags)}: unknown codec; one of "
+                f"{', '.join(CODECS)}"]
+    c = CODECS[codec]
+    asked = option("codec", codec, flags)
+    ext = Path(output).suffix.lower() if output and not is_stdio(output) else ""
+    if not output or is_stdio(output) or ext not in VIDEO_EXTS:
+        what = ("no output" if not output else "Y4M on stdout" if is_stdio(output)
+                else f"{output}, which is not a video file")
+        return [f"{asked} applies to a video {option('output', flags=flags)} "
+                f"({', '.join(c.exts)}), not to {what}"]
+    problems = []
+    if ext not in c.exts:
+        problems.append(f"{asked}: {ext} does not hold {c.said}; give "
+                        f"{option('output', Path(output).with_suffix(c.exts[0]), flags)} "
+                        f"(or {', '.join(c.exts[1:])})")
+    if lossless and codec != "ffv1":
+        problems.append(f"{asked} and {'--lossless' if flags else 'lossless=True'} ask for "
+                        "two codecs (--lossless is --codec ffv1); give one")
+    if crf is not None:
+        if c.crf is None:
+            problems.append(f"{option('crf', crf, flags)} sets the quality of h264 and hevc; "
+                            f"{c.said} takes none")
+        elif not 0 <= crf <= c.crf_max:
+            problems.append(f"{option('crf', flags=flags)} must be 0 to {c.crf_max} (lower is "
+                            f"better, {c.crf} by default), got {crf}")
+    if c.encoder and (resume or segment):
+        what = "--resume" if resume else "--segment"
+        problems.append(f"{asked} is not written with {what} yet (it joins or cuts the "
+                        "video OpenCV writes): leave out --codec, and make an H.264 or ProRes "
+                        "copy of the output with ffmpeg (README: codecs of video outputs)")
+    if c.encoder and not problems:
+        why = encoder_missing(c)
+        if why:
+            problems.append(f"{asked}: {why}")
+    return problems
+
+
+def encoder_missing(codec: Codec) -> str:
+    """'' where the ffmpeg found has `codec`'s encoder, else why not and what to install."""
+    from .audio import ENV, _run, find_ffmpeg
+    ffmpeg, why = find_ffmpeg()
+    if ffmpeg is None:
+        return (f"{codec.said} is encoded by ffmpeg, and {why}: install {codec.install}, or "
+                f"set {ENV} to an ffmpeg executable; without --codec OpenCV writes mp4v")
+    try:
+        done = _run([ffmpeg, "-hide_banner", "-nostdin", "-encoders"], 30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{ffmpeg} did not run ({exc})"
+    if f" {codec.encoder} " not in done.stdout:
+        return (f"{ffmpeg} has no {codec.encoder} encoder: install {codec.install}, or set "
+                f"{ENV} to one that has it")
+    return ""
+
+
+def colour_names(size: tuple[int, int], primaries: Optional[str] = None,
+                 transfer: Optional[str] = None) -> tuple[str, str, str]:
+    """(matrix, primaries, transfer) in ffmpeg's names for a video of `size`: BT.709 for what
+    players take as HD, BT.601 (smpte170m) below, the source's own primaries and transfer
+    where it says SDR ones."""
+    from .colour_tags import players_guess_hd
+    family = "bt709" if players_guess_hd(size) else "smpte170m"
+    return family, primaries or family, transfer or family
+
+
+def encode_command(ffmpeg: str, codec: Codec, crf: Optional[int], size: tuple[int, int],
+                   fps: float, out: Path, colours: Sequence[str]) -> list[str]:
+    """ffmpeg's command that encodes raw BGR frames of `size` from stdin into `out`."""
+    matrix, primaries, transfer = colours
+    rate = Fraction(fps).limit_denominator(1001)
+    # The even size 4:2:0 and 4:2:2 take (the sink warns of the column or row dropped).
+    scale = (f"crop=trunc(iw/2)*2:trunc(ih/2)*2,scale=out_color_matrix="
+             f"{'bt709' if matrix == 'bt709' else 'bt601'}:out_range=tv:"
+             # swscale's default rounding put a green of BGR 40,180,60 back at 37,178,56
+             f"flags=accurate_rnd+full_chroma_int,format={codec.pix_fmt},"
+             # The frames' own tags, which recent ffmpeg writes over the -color_* options
+             f"setparams=colorspace={matrix}:color_primaries={primaries}:"
+             f"color_trc={transfer}:range=tv")
+    quality = ["-crf", str(codec.crf if crf is None else crf)] if codec.crf is not None else []
+    # Apple's players open HEVC in MP4/MOV only under the hvc1 tag (ffmpeg's default is hev1).
+    tag = (["-tag:v", "hvc1"] if codec.name == "hevc" and out.suffix.lower() in (".mp4", ".mov")
+           else [])
+    return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}",
+            "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "-",
+            "-vf", scale, "-c:v", codec.encoder, *codec.args, *quality, *tag,
+            "-colorspace", matrix, "-color_primaries", primaries, "-color_trc", transfer,
+            "-color_range", "tv", "-an", os.fspath(out)]
+
+
+class FFmpegEncoder:
+    """An ffmpeg process encoding the frames written to it, in cv2.VideoWriter's manner
+    (`isOpened`, `write`, `release`). A failure is a SinkError naming ffmpeg's reason; at
+    `release` it is kept in `failure` ('' when the video was written whole)."""
+
+    def __init__(self, command: list[str], out: Path, flags: bool = False) -> None:
+        from .die_with_run import dies_with_run
+        self.out, self.flags, self.failure = out, flags, ""
+        self._log = tempfile.TemporaryFile()
+        # In a session of its own, as the sound's copy is (runtime/audio.py `_run`): a
+        # terminal's Ctrl-C, which the run takes as "finish what you are doing", would stop
+        # ffmpeg before the frames it holds are written; it dies with a killed run.
+        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                      stderr=self._log, start_new_session=True,
+                                      preexec_fn=dies_with_run())
+
+    def isOpened(self) -> bool:  # noqa: N802 - cv2.VideoWriter's name
+        return self._proc.poll() is None
+
+    def write(self, frame: np.ndarray) -> None:
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).data)
+        except (BrokenPipeError, OSError, ValueError):
+            self._proc.wait()
+            raise SinkError(f"{option('output', self.out, self.flags)}: ffmpeg stopped "
+                            f"encoding ({self._said()})") from None
+
+    def release(self) -> None:
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+        code = self._proc.wait()
+        if code:
+            self.failure = self._said()
+        self._log.close()
+
+    def _said(self) -> str:
+        code = self._proc.returncode
+        self._log.seek(0)
+        lines = [ln.strip() for ln in self._log.read().decode(errors="replace").splitlines()
+                 if ln.strip()]
+        return lines[-1] if lines else f"exit code {code}"
+
+
+FOURCCS = {"h264": "avc1", "hevc": "hvc1", "prores": "apch"}
+
+
+def encoding(codec: str, crf: Optional[int], matrix: str, audio_streams: int,
+             timecode: Optional[str]) -> dict:
+    """What ffmpeg encoded, in the keys of VideoFileSink.encoding (--stats `video`)."""
+    c = CODECS[codec]
+    chroma, depth = CHROMA[c.pix_fmt]
+    quality = (f"CRF {c.crf if crf is None else crf}" if c.crf is not None
+               else "profile HQ")
+    return {"codec": c.encoder.removeprefix("lib").removesuffix("_ks").replace("x265", "hevc")
+            .replace("x264", "h264"), "fourcc": FOURCCS[codec], "bit_depth": depth,
+            "chroma": chroma, "matrix": "bt709" if matrix == "bt709" else "bt601",
+            "range": "limited", "tagged": True, "audio_streams": audio_streams,
+            "timecode": timecode, "quality": quality}
+
+
+def codec_said(written: dict) -> str:
+    """`encoding` in words: `H.264 (libx264), 8-bit 4:2:0, BT.709 limited range (tagged),
+    CRF 18; 1 audio stream copied; timecode 01:00:00:00`."""
+    from .console import count
+    name = CODECS[next(k for k, v in FOURCCS.items() if v == written["fourcc"])].said
+    matrix = "BT.709" if written["matrix"] == "bt709" else "BT.601"
+    n = written["audio_streams"]
+    sound = count(n, "audio stream") + " copied" if n else "no audio"
+    timecode = f"; timecode {written['timecode']}" if written.get("timecode") else ""
+    return (f"{name}, {written['bit_depth']}-bit {written['chroma']}, {matrix} "
+            f"{written['range']} range (tagged), {written['quality']}; {sound}{timecode}")

@@ -1,0 +1,192 @@
+"""`sharpen run --codec h264|hevc|prores` writes what an editor or a viewer expects from ffmpeg
+or HandBrake, not OpenCV's mp4v at its fixed quality: the frames are encoded by ffmpeg, with a
+quality knob (--crf), the YUV matrix players take the size in, tagged so, and the source's
+sound and timecode kept. A codec the container or the ffmpeg found cannot take is refused
+before the model loads, naming the option and what to install."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.pipeline import StreamOptions, run_stream
+from runtime.sinks import SinkError
+from runtime_fixtures import (assert_in_order, ffmpeg_or_skip, onnx_model, read_video, run_cli,
+                              write_video)
+
+__all__ = ["onnx_model"]  # the fixture is used by name
+
+FPS, FRAMES, TIMECODE = 25.0, 10, "01:02:03:04"
+
+
+@pytest.fixture(scope="module")
+def ffmpeg() -> str:
+    return ffmpeg_or_skip("encode H.264, HEVC and ProRes")
+
+
+@pytest.fixture
+def clip(tmp_path, ffmpeg) -> Path:
+    """A camera's MOV: AAC sound and a start timecode."""
+    pictures = tmp_path / "pictures.mp4"
+    write_video(pictures, FRAMES, FPS)
+    clip = tmp_path / "clip.mov"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(pictures), "-f", "lavfi",
+                    "-i", f"sine=frequency=440:duration={FRAMES / FPS}", "-map", "0:v", "-map",
+                    "1:a", "-c:v", "copy", "-c:a", "aac", "-timecode", TIMECODE, str(clip)],
+                   check=True, timeout=60)
+    return clip
+
+
+def _listing(ffmpeg: str, path: Path) -> str:
+    return subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
+                          capture_output=True, text=True, timeout=60).stderr
+
+
+def _video_line(listing: str) -> str:
+    return re.search(r"Stream #.*Video: .*", listing).group(0)
+
+
+def _psnr(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return float(np.mean([cv2.PSNR(x, y) for x, y in zip(a, b)]))
+
+
+def _run(model: Path, source: Path, out: Path, *extra: str) -> int:
+    return run_cli(["run", "--model", str(model), "--source", str(source), "--out", str(out),
+                  "--quiet", *extra])
+
+
+def test_h264_keeps_sound_and_timecode_and_says_what_was_written(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clip):
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    out = tmp_path / "sharp.mp4"
+    assert _run(onnx_model, clip, out, "--codec", "h264") == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err, err
+    # The closing line says what was written, as a render queue's log does.
+    assert (f"{out}: H.264 (libx264), 8-bit 4:2:0, BT.601 limited range (tagged), "
+            "CRF 18; 1 audio stream copied; timecode " + TIMECODE) in err, err
+    listing = _listing(ffmpeg, out)
+    video = _video_line(listing)
+    # 96x64 is SD: BT.601 (smpte170m), as players take untagged SD, and said so.
+    assert "h264" in video and "yuv420p(tv, smpte170m, progressive)" in video, video
+    assert "Audio: aac" in listing and f"timecode        : {TIMECODE}" in listing, listing
+    frames, fps = read_video(out)
+    assert fps == FPS
+    assert_in_order(frames, FRAMES)
+
+
+def test_crf_trades_size_for_fidelity(tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clip):
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    exact, fine, coarse = tmp_path / "exact.mkv", tmp_path / "fine.mkv", tmp_path / "coarse.mkv"
+    assert _run(onnx_model, clip, exact, "--codec", "ffv1") == 0   # --lossless
+    assert _run(onnx_model, clip, fine, "--codec", "hevc", "--crf", "10") == 0
+    assert _run(onnx_model, clip, coarse, "--codec", "hevc", "--crf", "40") == 0
+    assert "CRF 40" in capsys.readouterr().err
+    assert "hevc" in _video_line(_listing(ffmpeg, coarse))
+    assert fine.stat().st_size > 2 * coarse.stat().st_size
+    frames = read_video(exact)[0]
+    assert _psnr(read_video(fine)[0], frames) > _psnr(read_video(coarse)[0], frames) + 3
+
+
+def test_an_hd_h264_output_is_bt709_tagged(tmp_path, monkeypatch, onnx_model, ffmpeg):
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    frames = [np.full((720, 1280, 3), (40, 180, 60), np.uint8) for _ in range(2)]
+    out = tmp_path / "hd.mp4"
+    run_stream(onnx_model, frames, out, StreamOptions(codec="h264", fps=25))
+    video = _video_line(_listing(ffmpeg, out))
+    assert "yuv420p(tv, bt709, progressive)" in video, video
+    # Read back by the tags (OpenCV's reader honours them): the green patch as written.
+    back, _ = read_video(out)
+    assert np.abs(back[0][300:400, 500:700].astype(int) - (40, 180, 60)).max() <= 2
+
+
+def test_prores_is_422_hq_10_bit_for_an_nle(tmp_path, capsys, monkeypatch, onnx_model, ffmpeg,
+                                            clip):
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    out = tmp_path / "sharp.mov"
+    assert _run(onnx_model, clip, out, "--codec", "prores") == 0
+    err = capsys.readouterr().err
+    assert "ProRes 422 HQ (prores_ks), 10-bit 4:2:2, BT.601 limited range (tagged)" in err, err
+    listing = _listing(ffmpeg, out)
+    assert "prores (HQ)" in listing and "yuv422p10le(tv, smpte170m" in listing, listing
+    assert f"timecode        : {TIMECODE}" in listing and "Audio:" in listing, listing
+    assert_in_order(read_video(out)[0], FRAMES)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--codec", "prores", "--out", "sharp.mp4"], r"--codec prores: \.mp4 does not hold "
+     r"ProRes.*--out sharp\.mov"),
+    (["--codec", "h264", "--out", "frames/"], r"--codec h264 applies to a video --out"),
+    (["--codec", "h264", "--out", "-"], r"--codec h264 applies to a video --out.*stdout"),
+    (["--crf", "20", "--out", "sharp.mp4"], r"--crf 20 sets the quality of --codec h264"),
+    (["--codec", "prores", "--crf", "20", "--out", "sharp.mov"], r"--crf 20 .* takes none"),
+    (["--codec", "h264", "--crf", "60", "--out", "sharp.mp4"], r"--crf must be 0 to 51"),
+    (["--codec", "h264", "--resume", "--out", "sharp.mp4"], r"--codec h264 is not written "
+     r"with --resume"),
+    (["--codec", "h264", "--segment", "60", "--out", "sharp.mp4"], r"with --segment"),
+    (["--codec", "h264", "--lossless", "--out", "sharp.mkv"], r"two codecs"),
+])
+def test_a_codec_that_cannot_be_written_is_refused_before_the_model_loads(
+        tmp_path, capsys, monkeypatch, ffmpeg, argv, said):
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    monkeypatch.chdir(tmp_path)
+    write_video(tmp_path / "clip.mp4", 2)
+    rc = run_cli(["run", "--model", "missing.onnx", "--source", "clip.mp4", *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and re.search(said, err), err
+    assert "missing.onnx" not in err, err   # said before the model is looked for
+
+
+def test_no_ffmpeg_names_the_option_and_what_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(tmp_path / "no-ffmpeg"))
+    write_video(tmp_path / "clip.mp4", 2)
+    rc = run_cli(["run", "--model", str(tmp_path / "m.onnx"), "--source",
+                  str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "sharp.mp4"),
+                  "--codec", "h264"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--codec h264: H.264 (libx264) is encoded by ffmpeg" in err, err
+    assert "install an ffmpeg built with libx264" in err and "SHARPEN_FFMPEG" in err, err
+
+
+def test_an_ffmpeg_without_the_encoder_is_named(tmp_path, monkeypatch):
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\necho ' V....D mpeg4   MPEG-4 part 2'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(fake))
+    with pytest.raises(SinkError, match=rf"{fake} has no libx265 encoder: install"):
+        run_stream(tmp_path / "m.onnx", [np.zeros((8, 8, 3), np.uint8)],
+                   tmp_path / "sharp.mkv", StreamOptions(codec="hevc"))
+
+
+def test_resume_after_an_h264_run_is_refused_naming_the_codec(tmp_path):
+    """Its part could not be joined by a stream copy to an mp4v one (--resume writes
+    OpenCV's codec), so the change is said, as a change of --lossless is."""
+    from runtime import resume
+    src, model = tmp_path / "clip.mp4", tmp_path / "m.onnx"
+    src.write_bytes(b"x")
+    model.write_bytes(b"y")
+    before = resume.identity(model, str(src), 10, {"tile": 0}, "video")
+    before["options"].pop("codec", None)   # a record from before the option
+    then = resume.identity(model, str(src), 10, {"tile": 0, "codec": "h264"}, "video")
+    now = resume.identity(model, str(src), 10, {"tile": 0}, "video")
+    assert resume.changes(before, now, flags=True) == []
+    said = resume.changes(then, now, flags=True)
+    assert said == ["--codec was h264, now not given"], said
+
+
+def test_an_encoder_that_fails_says_why_and_leaves_no_file(tmp_path, onnx_model):
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\ncase \"$*\" in *-encoders*) echo ' V....D libx264  H.264';"
+                    " exit 0;; esac\necho 'Error: No space left on device' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    out = tmp_path / "out" / "sharp.mp4"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SHARPEN_FFMPEG", str(fake))
+        with pytest.raises(SinkError, match="ffmpeg .*No space left on device"):
+            run_stream(onnx_model, [np.zeros((64, 96, 3), np.uint8)] * 40, out,
+                       StreamOptions(codec="h264", fps=25))
+    assert not out.parent.exists() or not list(out.parent.iterdir())
