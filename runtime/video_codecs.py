@@ -135,14 +135,26 @@ def colour_names(size: tuple[int, int], primaries: Optional[str] = None,
     return family, primaries or family, transfer or family
 
 
+def source_read_as_bt601(matrix: Optional[str], size: Optional[tuple[int, int]]) -> bool:
+    """Whether a video file source whose stream says `matrix` (None: untagged) at `size` was
+    read by OpenCV as BT.601 while players show it as BT.709: an untagged HD clip."""
+    from .colour_tags import players_guess_hd
+    return matrix is None and size is not None and players_guess_hd(size)
+
+
 def encode_command(ffmpeg: str, codec: Codec, crf: Optional[int], size: tuple[int, int],
-                   fps: float, out: Path, colours: Sequence[str]) -> list[str]:
-    """ffmpeg's command that encodes raw BGR frames of `size` from stdin into `out`."""
+                   fps: float, out: Path, colours: Sequence[str],
+                   read_by: Optional[str] = None) -> list[str]:
+    """ffmpeg's command that encodes raw BGR frames of `size` from stdin into `out`, tagged
+    with `colours` (matrix, primaries, transfer). `read_by`: the matrix the frames were read
+    from YUV by, where it is not the one tagged (an untagged HD source's, see
+    `source_read_as_bt601`), so that the source's YUV is written back as it was."""
     matrix, primaries, transfer = colours
+    convert = read_by or matrix
     rate = Fraction(fps).limit_denominator(1001)
     # The even size 4:2:0 and 4:2:2 take (the sink warns of the column or row dropped).
     scale = (f"crop=trunc(iw/2)*2:trunc(ih/2)*2,scale=out_color_matrix="
-             f"{'bt709' if matrix == 'bt709' else 'bt601'}:out_range=tv:"
+             f"{'bt709' if convert == 'bt709' else 'bt601'}:out_range=tv:"
              # swscale's default rounding put a green of BGR 40,180,60 back at 37,178,56
              f"flags=accurate_rnd+full_chroma_int,format={codec.pix_fmt},"
              # The frames' own tags, which recent ffmpeg writes over the -color_* options

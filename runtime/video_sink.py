@@ -30,7 +30,7 @@ from .atomic import pid_alive as _pid_alive
 from .clip_metadata import TIMECODE_EXTS, metadata_options
 from .audio import ENV, ISO_EXTS, MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, find_ffmpeg
 from .video_codecs import CODECS as ENCODED, FFmpegEncoder, codec_said, colour_names
-from .video_codecs import encode_command, encoding
+from .video_codecs import encode_command, encoding, source_read_as_bt601
 from .colour_tags import (copy_tagged, players_guess_hd, source_colours, tag_options, taggable,
                           wants_tags)
 from .console import count, quiet_native_stderr, shell_quote
@@ -373,8 +373,11 @@ class VideoFileSink(Sink):
         said = (source_colours(self.colour_source, ffmpeg)
                 if ffmpeg is not None and self.colour_source is not None else None)
         self._encoded_colours = colour_names(size, *(said[1:3] if said else ()))
+        # An untagged HD source's YUV goes back as it came, tagged as players showed it.
+        untagged_hd = said is not None and source_read_as_bt601(said.matrix, said.size)
+        read_by = "smpte170m" if untagged_hd else None
         command = encode_command(ffmpeg, ENCODED[self.codec], self.crf, size, self.fps,
-                                 self.tmp, self._encoded_colours)
+                                 self.tmp, self._encoded_colours, read_by)
         return FFmpegEncoder(command, self.path, self.flags)
 
     def repeat_last(self, n: int) -> int:

@@ -190,3 +190,35 @@ def test_an_encoder_that_fails_says_why_and_leaves_no_file(tmp_path, onnx_model)
             run_stream(onnx_model, [np.zeros((64, 96, 3), np.uint8)] * 40, out,
                        StreamOptions(codec="h264", fps=25))
     assert not out.parent.exists() or not list(out.parent.iterdir())
+
+
+def _mean_yuv(ffmpeg: str, path: Path) -> np.ndarray:
+    """The first frame's mean Y, U and V over its middle, as stored (no conversion)."""
+    raw = subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(path), "-frames:v", "1",
+                          "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"], capture_output=True,
+                         check=True, timeout=60).stdout
+    w, h = 1280, 720
+    y = np.frombuffer(raw[:w * h], np.uint8).reshape(h, w)
+    u = np.frombuffer(raw[w * h:w * h * 5 // 4], np.uint8).reshape(h // 2, w // 2)
+    v = np.frombuffer(raw[w * h * 5 // 4:], np.uint8).reshape(h // 2, w // 2)
+    return np.array([y[200:500, 400:800].mean(), u[100:250, 200:400].mean(),
+                     v[100:250, 200:400].mean()])
+
+
+def test_an_untagged_hd_source_plays_in_its_own_colours(tmp_path, monkeypatch, onnx_model,
+                                                        ffmpeg):
+    """Players take an untagged HD clip as BT.709; OpenCV reads it as BT.601. The output keeps
+    the source's YUV (encoded back by BT.601), tagged BT.709 as players took the source: a
+    green patch that was Y/U/V 150/60/60 stays so, where a BT.709 encode moved it."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = tmp_path / "untagged.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
+                    "color=c=0x2cc040:s=1280x720:r=25:d=0.12", "-vf", "format=yuv420p",
+                    "-c:v", "libx264", "-qp", "0", str(clip)], check=True, timeout=60)
+    assert "bt709" not in _listing(ffmpeg, clip)
+    out = tmp_path / "sharp.mp4"
+    assert run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out", str(out),
+                    "--quiet", "--codec", "h264"]) == 0
+    assert "yuv420p(tv, bt709, progressive)" in _video_line(_listing(ffmpeg, out))
+    assert np.abs(_mean_yuv(ffmpeg, out) - _mean_yuv(ffmpeg, clip)).max() < 1.5, (
+        _mean_yuv(ffmpeg, out), _mean_yuv(ffmpeg, clip))
