@@ -189,7 +189,9 @@ class FFmpegEncoder:
                                       preexec_fn=dies_with_run())
 
     def isOpened(self) -> bool:  # noqa: N802 - cv2.VideoWriter's name
-        return self._proc.poll() is None
+        # Started: an ffmpeg that refused its options at once is said in its own words by
+        # the first `write` (not by OpenCV's reasons, which a closed writer gets).
+        return True
 
     def write(self, frame: np.ndarray) -> None:
         try:
