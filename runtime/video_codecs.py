@@ -96,11 +96,10 @@ def codec_problems(codec: Optional[str], crf: Optional[int], output: Optional[st
         elif not 0 <= crf <= c.crf_max:
             problems.append(f"{option('crf', flags=flags)} must be 0 to {c.crf_max} (lower is "
                             f"better, {c.crf} by default), got {crf}")
-    if c.encoder and (resume or segment):
-        what = "--resume" if resume else "--segment"
-        problems.append(f"{asked} is not written with {what} yet (it joins or cuts the "
-                        "video OpenCV writes): leave out --codec, and make an H.264 or ProRes "
-                        "copy of the output with ffmpeg (README: codecs of video outputs)")
+    if c.encoder and segment:
+        problems.append(f"{asked} is not written with --segment yet (it cuts the video "
+                        "OpenCV writes): leave out --codec, and make an H.264 or ProRes copy "
+                        "of each file with ffmpeg (README: codecs of video outputs)")
     if c.encoder and not problems:
         why = encoder_missing(c)
         if why:

@@ -407,6 +407,30 @@ def test_a_resumed_video_gets_the_sound_of_all_its_frames(made, tmp_path):
     assert abs(len(done.stdout) / 2 / 8000 - N / FPS) < 0.1
 
 
+def test_a_stopped_h264_run_resumes_as_the_closing_line_says(made, tmp_path):
+    """`--codec h264`'s stopped run says "run the same command with --resume": that command
+    joins this run's H.264 to it, every frame in its place, the sound over all of them."""
+    ffmpeg, loud = _with_sound(made["clip"], tmp_path, "encode H.264")
+    out = tmp_path / "sharp.mp4"
+    argv = ["--model", str(made["model"]), "--source", str(loud), "--out", str(out),
+            "--codec", "h264"]
+    code, err = stopped(argv, 15, signal.SIGINT, _env(ffmpeg))
+    assert code == 130 and "run the same command with --resume" in err, err
+    r = sharpen(*argv, "--resume", env=_env(ffmpeg))
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    assert "H.264 (libx264)" in r.stderr and "1 audio stream copied" in r.stderr, r.stderr
+    got, _, _ = frames_and_times(out)
+    assert len(got) == N
+    truth = [cv2.imread(str(made["truth"] / f"frame_{i:06d}.png")) for i in range(N)]
+    for i, f in enumerate(got):
+        errs = [cv2.norm(f, t, cv2.NORM_L1) for t in truth[max(0, i - 1):i + 2]]
+        assert int(np.argmin(errs)) == min(i, 1), f"frame {i} is not in its place"
+    done = subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(out), "-map", "0:a:0",
+                           "-f", "s16le", "-ac", "1", "-ar", "8000", "-"], capture_output=True,
+                          timeout=60, check=True)
+    assert abs(len(done.stdout) / 2 / 8000 - N / FPS) < 0.1
+
+
 @pytest.mark.parametrize("ext", [".mp4", ".mkv", ".avi", ".ts"])
 def test_a_resumed_clip_with_sound_keeps_its_frames_times(made, tmp_path, ext):
     """A phone's clip has sound. The stopped run's video got the sound of its frames, whose
