@@ -64,6 +64,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     # only -h).
     need = p.add_argument_group("input and model (required)")
     output = p.add_argument_group("output")
+    codec = p.add_argument_group("video codec")
     perf = p.add_argument_group("performance")
     cap = p.add_argument_group("cameras and streams")
     rec = p.add_argument_group("recording for days (a video --out cut into files)")
@@ -138,19 +139,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="leave a video file source's sound out of a video --out without a "
                         "word (default: copied in by ffmpeg, found on PATH or named by "
                         "SHARPEN_FFMPEG; said when it cannot be)")
-    output.add_argument("--lossless", action="store_true",
+    codec.add_argument("--lossless", action="store_true",
                    help="write a video --out in FFV1, which keeps every sharpened pixel (.mkv or "
                         ".avi; about 1.6 MB a 1080p frame), or --out - in 4:4:4 (not 4:2:0); "
                         "the default codecs (mp4v, VP8, "
                         "MPEG-2) round off much of a model's fine detail (README: "
                         "measured where the codecs of video outputs are listed)")
-    output.add_argument("--codec", choices=("h264", "hevc", "prores", "ffv1", "mp4v"),
+    codec.add_argument("--codec", choices=("h264", "hevc", "prores", "ffv1", "mp4v"),
                         default=None,
                         help="a video --out's codec: h264 or hevc (.mp4 .mov .mkv; quality by "
                              "--crf) or prores (422 HQ 10-bit; .mov .mkv), encoded by ffmpeg "
                              "with BT.709 tags for HD; ffv1 is --lossless; default: the "
                              "container's (mp4v for .mp4 .mov .mkv .avi), by OpenCV")
-    output.add_argument("--crf", type=int, default=None, metavar="N",
+    codec.add_argument("--crf", type=int, default=None, metavar="N",
                         help="--codec h264/hevc quality, 0-51, lower is better and larger "
                              "(default: h264 18, hevc 20)")
     output.add_argument("--quality", type=int, default=None, metavar="Q",
