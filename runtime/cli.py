@@ -21,7 +21,8 @@ from .cli_parser import CommandParser
 from .console import (count, open_closed_std_fds, quiet_library_logs, report_fatal_errors,
                       unread)
 from .host import limit_note, threads_help, threads_warning
-from .options import OVERLAP, RATE_SETTING_KINDS, video_rate   # not .tiling's (numpy)
+# Not .tiling's: it imports numpy, which --help must not load.
+from .options import AUTO_TILE, AUTO_TILE_PIXELS, OVERLAP, RATE_SETTING_KINDS, video_rate
 
 # The exit code of a camera or stream not there, or lost and not back (SourceLost): neither a
 # usage error (2: a service manager should stop, RestartPreventExitStatus=2) nor failed work
@@ -103,10 +104,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     perf.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
                    help="ONNX Runtime execution provider (auto: TensorRT, CUDA, then CPU, "
                         "whichever this build has)")
-    perf.add_argument("--tile", type=int, default=0, metavar="N",
+    perf.add_argument("--tile", type=int, default=None, metavar="N",
                    help="run in Gaussian-blended tiles of this size (0: whole frame), one at "
                         "a time, for devices that cannot hold a frame in float (a 4K photo: "
-                        "700 MiB at its peak whole, 230 with --tile 512; README: peak memory)")
+                        "700 MiB at its peak whole, 230 with --tile 512; README: peak memory);"
+                        f" default: whole, but a frame above {AUTO_TILE_PIXELS / 1e6:.1f} MP "
+                        f"in {AUTO_TILE}-pixel tiles, said (a 24 MP photo: 2 GiB whole)")
     perf.add_argument("--overlap", type=int, default=None, metavar="N",
                    help="tile overlap in pixels (with --tile; default: the model's receptive "
                         f"field as its export recorded it, at most half the tile, else {OVERLAP})")
@@ -340,7 +343,7 @@ def options_from_args(args: argparse.Namespace):
         raise ValueError(f"--fps must be 0 (the source's) or at least {MIN_FPS:g}, got "
                          f"{args.fps:g}")
     # Before the model loads: a usage error. An automatic overlap (None) always fits its tile.
-    check_tiling(args.tile, 0 if args.overlap is None else args.overlap, flags=True)
+    check_tiling(args.tile or 0, 0 if args.overlap is None else args.overlap, flags=True)
     return StreamOptions(show=args.show, view=args.view or "side", stats_path=args.stats,
                          threads=args.threads or None, provider=args.provider, tile=args.tile,
                          overlap=args.overlap, width=args.width, height=args.height,
@@ -649,6 +652,8 @@ def _result_line(summary: dict) -> str:
     if summary.get("tile"):
         how = "automatic overlap" if summary.get("overlap_auto") else "overlap"
         tiles = f"; tile {summary['tile']}, {how} {summary['overlap']}"
+    elif auto := summary.get("auto_tiled"):   # the frames above the size tiled without --tile
+        tiles = f"; {count(auto, 'frame')} in {AUTO_TILE}-pixel tiles"
     n = summary["frames_processed"]
     # a mixed model's float layers (--float-layers): "int8" alone said integer throughout
     floats = b.get("float_layers") or ()

@@ -31,7 +31,8 @@ from .compare_sink import CompareSink
 from .console import count, unread
 from .host import check_threads
 from .image_sink import QUALITY_EXTS, ImageSink
-from .options import is_number, option, video_rate
+from .options import (AUTO_TILE, AUTO_TILE_PIXELS, WHOLE_FRAME_BYTES_PER_PIXEL, is_number,
+                      option, video_rate)
 from .output_paths import make_folder, same_file
 from . import resume as resume_mod
 from .pipe_io import StdinSource, StdoutSink, is_stdio
@@ -55,13 +56,32 @@ from .window_sink import WindowSink
 _END = object()  # end-of-stream marker passed down the queues
 
 
+# The decoded source frames a lossless queue holds at most (at least one, and at most its
+# count): four 4K frames fit (100 MB), one 24 MP photo (72 MB) or 8K frame; four of those in
+# each queue took 600 MB more than a tiled photo library run needed.
+QUEUE_BYTES = 128 << 20
+
+
+def _frame_bytes(item: Any) -> int:
+    """The bytes of an item's source frame: a Frame's, or a (Frame, result) pair's."""
+    frame = item[0] if isinstance(item, tuple) and item else item
+    return getattr(getattr(frame, "image", None), "nbytes", 0)
+
+
 class FrameQueue:
-    """Bounded FIFO. With drop_oldest, put never blocks: the oldest item is discarded instead."""
+    """Bounded FIFO. With drop_oldest, put never blocks: the oldest item is discarded instead.
+    Without, it holds `maxsize` items, and fewer where their source frames pass QUEUE_BYTES."""
 
     def __init__(self, maxsize: int, drop_oldest: bool) -> None:
         self.maxsize, self.drop_oldest = max(1, maxsize), drop_oldest
         self._items: deque = deque()
+        self._bytes = 0
         self._cond = threading.Condition()
+
+    def _full(self, item: Any) -> bool:
+        return len(self._items) >= self.maxsize or (
+            not self.drop_oldest and bool(self._items)
+            and self._bytes + _frame_bytes(item) > QUEUE_BYTES)
 
     def __len__(self) -> int:
         with self._cond:
@@ -73,15 +93,16 @@ class FrameQueue:
         is set (the consumer then sees the end of the stream)."""
         with self._cond:
             dropped = 0
-            while len(self._items) >= self.maxsize:
+            while self._full(item):
                 if self.drop_oldest:
-                    self._items.popleft()
+                    self._bytes -= _frame_bytes(self._items.popleft())
                     dropped += 1
                 elif stop.is_set():
                     return 0
                 else:
                     self._cond.wait(0.05)
             self._items.append(item)
+            self._bytes += _frame_bytes(item)
             self._cond.notify_all()
             return dropped
 
@@ -102,9 +123,10 @@ class FrameQueue:
                 oldest = time.perf_counter() - max_age
                 while (len(self._items) > 1 and self._items[1] is not _END
                        and getattr(self._items[0], "t_capture", oldest) < oldest):
-                    self._items.popleft()
+                    self._bytes -= _frame_bytes(self._items.popleft())
                     skipped += 1
             item = self._items.popleft()
+            self._bytes -= _frame_bytes(item)
             self._cond.notify_all()
             return item, skipped
 
@@ -247,7 +269,10 @@ class StreamOptions:
     # CPU threads of ONNX Runtime / LiteRT (0/None: runtime.host.ZERO_THREADS)
     threads: Optional[int] = None
     provider: Union[str, Sequence[str]] = "auto"
-    tile: int = 0                       # Gaussian-blended tiles of this side (0: whole frame)
+    # Gaussian-blended tiles of this side (0: whole frame; None: whole, but a frame above
+    # auto_tile_above pixels in AUTO_TILE tiles, as `sharpen run` without --tile)
+    tile: Optional[int] = 0
+    auto_tile_above: int = AUTO_TILE_PIXELS
     overlap: Optional[int] = None       # None: the model's receptive field, at most tile/2
     width: int = 1920                   # camera capture size and fps
     height: int = 1080
@@ -613,8 +638,10 @@ class _Stream:
             raise SinkError(f"{option('stats_path', o.stats_path, self.flags)} is the source or "
                             f"the {option('output', flags=self.flags)} file: the stats would "
                             "overwrite it; choose another path")
-        self.processor = FrameProcessor(self.backend, tile=o.tile, overlap=o.overlap,
-                                        flags=self.flags)
+        self.processor = FrameProcessor(
+            self.backend, tile=o.tile or 0, overlap=o.overlap, flags=self.flags,
+            auto_tile_above=o.auto_tile_above if o.tile is None else None)
+        self.auto_tiled = 0   # frames run in automatic tiles: the first is said
         # The output video's rate, and its slots' (see video_rate).
         self.video_fps = video_rate(src.kind, src.fps, o.fps) or 30.0
         if not 0 < self.video_fps <= MAX_FPS:
@@ -924,6 +951,8 @@ class _Stream:
                 self._size_changed(fr)
             t = Timings()
             self.work.begin(fr.image.shape[0] * fr.image.shape[1])
+            if self.processor.auto_tiles(*fr.image.shape[:2]):
+                self._say_auto_tiled(fr)
             try:
                 result = self.processor(fr.image, t)
             finally:
@@ -933,6 +962,19 @@ class _Stream:
             stats.add("post", t.post)
             self.q_out.put((fr, result), stop)
             stats.queue_len("output", len(self.q_out))
+
+    def _say_auto_tiled(self, fr: Frame) -> None:
+        """The first frame tiled without --tile: that it is, and why (its memory whole)."""
+        self.auto_tiled += 1
+        self.stats.info["auto_tiled"] = self.auto_tiled
+        if self.auto_tiled > 1 or not self.note:
+            return
+        h, w = fr.image.shape[:2]
+        whole = h * w * WHOLE_FRAME_BYTES_PER_PIXEL / (1 << 30)
+        self.note(f"{fr.name}: {w}x{h} ({h * w / 1e6:.1f} MP) is sharpened in {AUTO_TILE}-pixel "
+                  f"tiles, as is every frame above {self.o.auto_tile_above / 1e6:.1f} MP: "
+                  f"whole it would hold about {whole:.1f} GiB in float (README: peak memory); "
+                  f"{option('tile', 0, self.flags)} runs it whole")
 
     def _size_changed(self, fr: Frame) -> None:
         """A stream whose frames change size part-way (a camera renegotiating, new GStreamer
@@ -949,7 +991,7 @@ class _Stream:
         warn(f"{self.src.spec}: the frame size changed from {w0}x{h0} to {w}x{h} at {fr.name}; "
              "frames are sharpened at their own size")
         proc = self.processor
-        for msg in tiling_warnings(h, w, self.o.tile, proc.overlap, self.backend.multiple,
+        for msg in tiling_warnings(h, w, self.o.tile or 0, proc.overlap, self.backend.multiple,
                                    self.backend.receptive_field, auto=proc.overlap_auto,
                                    flags=self.flags,
                                    unrecorded=self.backend.receptive_field_unrecorded,
@@ -1129,7 +1171,8 @@ def _close_all(closers: Iterable[Callable[[], None]], errors: list) -> None:
 _NUMBERS = {"threads": True, "tile": True, "overlap": True, "width": True, "height": True,
             "fps": False, "max_frames": True, "queue_size": True, "reconnect_attempts": True,
             "timeout": False, "report_interval": False, "segment": False,
-            "keep_segments": True, "keep_gb": False, "quality": True, "crf": True}
+            "keep_segments": True, "keep_gb": False, "quality": True, "crf": True,
+            "auto_tile_above": True}
 
 
 def _check_options(o: StreamOptions, flags: bool = False) -> None:
@@ -1144,6 +1187,8 @@ def _check_options(o: StreamOptions, flags: bool = False) -> None:
          f"max_frames must be >= 0 (0: all), got {o.max_frames}"),
         (o.queue_size is not None and o.queue_size < 1,
          f"queue_size must be >= 1, got {o.queue_size}"),
+        (o.auto_tile_above is None or o.auto_tile_above < 1,
+         f"auto_tile_above must be a number of pixels >= 1, got {o.auto_tile_above}"),
         ((o.tile or 0) < 0 or (o.overlap or 0) < 0,
          f"tile and overlap must be >= 0, got tile={o.tile} overlap={o.overlap}"),
         ((o.tile or 0) > 0 and (o.overlap or 0) >= o.tile,

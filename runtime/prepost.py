@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .backends.base import Backend
-from .options import is_number, option
+from .options import AUTO_TILE, is_number, option
 from .tiling import (OVERLAP, auto_overlap, cut_padded, pad_to_multiple, padded_indices,
                      round_up, tiled_rows, tiling_warnings)
 from .warn import warn as _warn
@@ -337,14 +337,23 @@ class FrameProcessor:
     frame in float."""
 
     def __init__(self, backend: Backend, tile: int = 0, overlap: Optional[int] = None, *,
-                 rgb: bool = False, flags: bool = False) -> None:
+                 rgb: bool = False, flags: bool = False,
+                 auto_tile_above: Optional[int] = None) -> None:
         """tile: the side of the tiles in pixels (0: the whole frame); overlap: theirs (None:
         the model's receptive field, at most half the tile). Tiles that can show seams or
         waste work are warned about (SharpenWarning) at the first frame. rgb: frames come in
         RGB (or RGBA) and go out RGB, as PIL, imageio and GStreamer's RGB caps hand them over,
         not OpenCV's BGR. flags: the warnings name `sharpen run`'s flags (--tile), not these
-        keywords: run_stream sets it."""
+        keywords: run_stream sets it. auto_tile_above: with tile 0, a frame of more pixels
+        than this is run in AUTO_TILE tiles with the automatic overlap, as `tile=AUTO_TILE`
+        runs it (None: never; `sharpen run` gives AUTO_TILE_PIXELS)."""
         _check_processor_args(backend, tile, overlap)
+        if auto_tile_above is not None and (not is_number(auto_tile_above)
+                                            or auto_tile_above < 1):
+            raise ValueError("auto_tile_above must be a whole number of pixels from 1, got "
+                             f"{auto_tile_above!r}")
+        self.auto_tile_above = None if tile else auto_tile_above
+        self._auto: Optional[FrameProcessor] = None   # made at the first frame it takes
         if not isinstance(rgb, (bool, np.bool_)):   # bool("false") is True: every frame swapped
             raise TypeError(f"rgb must be True or False, got {rgb!r}")
         self.rgb = bool(rgb)
@@ -371,6 +380,16 @@ class FrameProcessor:
         # what does not depend on the size (a tile rounded up, an export without a receptive
         # field) was said twice.
         self.tiling_said: set[str] = set()
+
+    def auto_tiles(self, h: int, w: int) -> bool:
+        """Whether an h x w frame is run in automatic tiles (auto_tile_above)."""
+        return self.auto_tile_above is not None and h * w > self.auto_tile_above
+
+    def _auto_tiled(self) -> FrameProcessor:
+        if self._auto is None:
+            self._auto = FrameProcessor(self.backend, AUTO_TILE, None, rgb=self.rgb,
+                                        flags=self.flags)
+        return self._auto
 
     def _infer_nchw(self, batch: np.ndarray) -> np.ndarray:
         # tiled_apply speaks NCHW; NHWC backends (TFLite) get transposed tiles.
@@ -433,6 +452,9 @@ class FrameProcessor:
         engine meets only the tile's shape, and every tile of an 8K photo made a warm-up as
         long as the run."""
         h, w = frame.shape[:2]
+        if self.auto_tiles(h, w):   # on one tile's worth, as --tile's
+            self._auto_tiled().warmup(frame, runs)
+            return
         self._say_tiling(h, w)
         m = self.backend.multiple
         if self.tile and (self.tile_runs_as < round_up(h, m) or self.tile_runs_as < round_up(w, m)):
@@ -455,12 +477,15 @@ class FrameProcessor:
             if not is_out_of_memory(exc) or isinstance(exc, FrameOutOfMemory):
                 raise
             h, w = frame.shape[:2]
+            tile = AUTO_TILE if self.auto_tiles(h, w) else self.tile
             # `from exc`: SHARPEN_DEBUG's traceback goes on to the allocation that failed.
             raise FrameOutOfMemory(out_of_memory_message(
-                exc, h, w, getattr(self.backend, "path", None), self.tile, self.flags,
+                exc, h, w, getattr(self.backend, "path", None), tile, self.flags,
                 getattr(getattr(frame, "dtype", None), "itemsize", 1))) from exc
 
     def _sharpen(self, frame: np.ndarray, timings: Optional[Timings]) -> np.ndarray:
+        if self.auto_tiles(*frame.shape[:2]):
+            return self._auto_tiled()._sharpen(frame, timings)
         t = timings if timings is not None else Timings()
         t0 = time.perf_counter()
         # 16-bit frames (e.g. 16-bit PNG/TIFF) stay 16-bit: float models see their full

@@ -177,3 +177,33 @@ def test_a_stopped_library_run_counts_the_images_its_folder_holds(tmp_path, onnx
     assert f"{out} holds 11 of 13 images only" in _interrupted_note(resumed, str(out))
     none_yet = {**resumed, "frames_processed": 0}
     assert f"{out} holds the 10 images it held" in _interrupted_note(none_yet, str(out))
+
+
+def _noise_library(root, sizes: dict[str, tuple[int, int]]) -> None:
+    rng = np.random.default_rng(0)
+    for name, (h, w) in sizes.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / name), rng.integers(0, 256, (h, w, 3), np.uint8))
+
+
+def test_a_large_photo_is_tiled_without_tile_and_said(tmp_path, onnx_model):
+    """A 24-megapixel JPEG took 2 GB sharpened whole: a library run on a small board died
+    unless the user knew --tile. Above the automatic threshold (forced down here) a photo is
+    tiled as --tile 512 tiles it, and said; a smaller one stays whole."""
+    from runtime.options import AUTO_TILE
+    _noise_library(tmp_path / "lib", {"a/big.png": (560, 600), "b/small.png": (40, 48)})
+    src = str(tmp_path / "lib" / "**" / "*")
+    notes: list[str] = []
+    stats = run_stream(onnx_model, src, tmp_path / "auto", tile=None,
+                       auto_tile_above=100 * 100, note=notes.append)
+    assert stats["auto_tiled"] == 1 and stats["tile"] == 0, stats
+    run_stream(onnx_model, src, tmp_path / "tiled", tile=AUTO_TILE)
+    run_stream(onnx_model, src, tmp_path / "whole", tile=0, auto_tile_above=100 * 100)
+
+    def read(out: str, name: str) -> np.ndarray:
+        return cv2.imread(str(tmp_path / out / name))
+    assert np.array_equal(read("auto", "a/big.png"), read("tiled", "a/big.png"))
+    assert np.array_equal(read("auto", "b/small.png"), read("whole", "b/small.png"))
+    said = [n for n in notes if "tiles" in n]
+    assert len(said) == 1 and "big.png" in said[0] and "600x560" in said[0], notes
+    assert f"{AUTO_TILE}-pixel tiles" in said[0] and "tile=0" in said[0], said

@@ -507,6 +507,23 @@ def test_frame_queue_bounds():
     assert lossless.put(3, stop) == 0 and len(lossless) == 2  # full + stopped: returns, no growth
 
 
+def test_a_lossless_frame_queue_holds_big_frames_by_their_bytes():
+    """A library of 24 MP photos (72 MB each decoded) held 4 in each queue, 600 MB more than
+    the tiled model needed: a queue takes frames up to a byte budget, at least one."""
+    from runtime.pipeline import QUEUE_BYTES
+    from runtime.source_base import Frame
+    stop = threading.Event()
+    big = np.zeros(QUEUE_BYTES // 2 + 1, np.uint8)
+    q = FrameQueue(4, drop_oldest=False)
+    q.put((Frame(0, big, "a.jpg", 0.0), big), stop)   # one frame always fits, however big
+    stop.set()
+    assert q.put((Frame(1, big, "b.jpg", 0.0), big), stop) == 0 and len(q) == 1
+    small = FrameQueue(4, drop_oldest=False)
+    for i in range(4):   # 4K frames: four fit, as before
+        small.put(Frame(i, np.zeros((2160, 3840, 3), np.uint8), f"{i}.png", 0.0), stop)
+    assert len(small) == 4
+
+
 def test_stop_event_leaves_playable_video(tmp_path, onnx_model):
     stop = threading.Event()
     out = tmp_path / "live.mp4"
