@@ -66,6 +66,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     need = p.add_argument_group("input and model (required)")
     output = p.add_argument_group("output")
     codec = p.add_argument_group("video codec")
+    photos = p.add_argument_group("photos (images into an image --out)")
     perf = p.add_argument_group("performance")
     cap = p.add_argument_group("cameras and streams")
     rec = p.add_argument_group("recording for days (a video --out cut into files)")
@@ -157,7 +158,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     codec.add_argument("--crf", type=int, default=None, metavar="N",
                         help="--codec h264/hevc quality, 0-51, lower is better and larger "
                              "(default: h264 18, hevc 20)")
-    output.add_argument("--quality", type=int, default=None, metavar="Q",
+    photos.add_argument("--quality", type=int, default=None, metavar="Q",
                         help="JPEG and WebP image outputs' quality, 1-100 (default: JPEG 95, "
                              "WebP lossless)")
     adv.add_argument("--resume", action="store_true",
@@ -166,6 +167,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "a folder's or glob's images into a folder with those not written; "
                         "refused, naming what changed, where the model, the source or an "
                         "option that shapes the frames differs")
+    photos.add_argument("--no-exif", action="store_true",
+                        help="write image outputs without their photos' EXIF (capture date, "
+                             "camera, GPS position); the colour profile is kept")
+    photos.add_argument("--overwrite", action="store_true",
+                        help="a folder's or glob's images into a folder: sharpen every image "
+                             "again, replacing the outputs there (default: an output already "
+                             "there is kept, unless its photo changed since, and said)")
     rec.add_argument("--segment", type=float, default=None, metavar="S",
                    help="cut a video --out into files of S seconds of video each, closed "
                         "whole at a frame boundary and named STEM-NNNNNN-YYYYmmdd-HHMMSS.EXT "
@@ -352,6 +360,7 @@ def options_from_args(args: argparse.Namespace):
                          report_interval=interval,
                          force=args.force,
                          compare=args.compare, audio=not args.no_audio, resume=args.resume,
+                         overwrite=args.overwrite, exif=not args.no_exif,
                          lossless=args.lossless, quality=args.quality, segment=args.segment,
                          codec=args.codec, crf=args.crf,
                          keep_segments=args.keep_segments, keep_gb=args.keep_gb,
@@ -441,6 +450,10 @@ def handler(args: argparse.Namespace) -> int:
               "and without --stats", file=sys.stderr)
     if args.view is not None and not (args.show or args.compare):
         print("warning: --view has no effect without --show or --compare", file=sys.stderr)
+    if args.resume and args.overwrite:
+        print("sharpen run: error: --resume keeps the images the stopped run wrote and "
+              "--overwrite sharpens them again: give one", file=sys.stderr)
+        return 2
     if args.resume and args.output is None:
         # The default output is a fresh name (clip2.mp4 where clip.mp4 is there), never the
         # stopped run's.

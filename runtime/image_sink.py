@@ -153,6 +153,9 @@ class ImageSink(Sink):
     def __init__(self, path: str | os.PathLike, single_file: bool = False,
                  layouts: Optional[dict] = None, flags: bool = False) -> None:
         self.path, self.single, self.layouts = Path(path), single_file, layouts
+        # frame name -> its photo's (atime, mtime) in ns, which its output takes (cp -p's):
+        # photo managers sort by file date. Set by run_stream for an image file source.
+        self.times: Optional[dict[str, tuple[int, int]]] = None
         folder = self.path.parent if single_file else self.path
         # A run whose every input is unreadable should not leave an empty folder behind.
         self._made = folders_to_make(folder)
@@ -210,6 +213,11 @@ class ImageSink(Sink):
                 self._unsynced[target] = None
         except OSError as exc:
             raise SinkError(f"cannot write image {target}: {exc}") from None
+        if self.times is not None and (times := self.times.pop(name, None)) is not None:
+            try:
+                os.utime(target, ns=times)
+            except OSError:   # a file system that keeps no such times: the image is whole
+                pass
         self._written += 1
         if len(self._unsynced) >= SYNC_BATCH:
             self._sync()

@@ -41,6 +41,10 @@ class ImageSource(Source):
         # Set to {} by an output that writes each image back in its own channel layout (an
         # image folder or file): frame name -> `Layout` of the grayscale and BGRA files.
         self.layouts: Optional[dict[str, Layout]] = None
+        # Set to {} by an image output, which gives each output its photo's times: frame name
+        # -> (atime, mtime) in ns.
+        self.times: Optional[dict[str, tuple[int, int]]] = None
+        self.keep_exif = True   # False: the outputs get no EXIF (GPS, camera) from the photos
 
     def leave_out(self, done: set[int]) -> None:
         """Read only the images not in `done` (indices), each keeping its output name: a
@@ -61,8 +65,9 @@ class ImageSource(Source):
                 img = self._decode(i)
                 changes = conversions(img)
                 # Profile and EXIF only for an output that keeps the layout (read again: cheap)
-                layout = Layout.of(img, *(_metadata(self._bytes(i))
-                                          if self.layouts is not None else (None, None)))
+                icc, exif = (_metadata(self._bytes(i)) if self.layouts is not None
+                             else (None, None))
+                layout = Layout.of(img, icc, exif if self.keep_exif else None)
                 try:
                     img = to_bgr(img, warn=False)
                 except FrameError as e:   # e.g. a float TIFF: name the file, like a bad one
@@ -82,10 +87,20 @@ class ImageSource(Source):
                 continue
             t1 = time.perf_counter()
             _say_other_pages(where, *self._pages(i))
+            if self.times is not None and (times := self._times(i)) is not None:
+                self.times[name] = times
             yield Frame(i, img, name, t1, t1 - t0)
 
     def _decode(self, i: int) -> np.ndarray:
         return decode_image(self.paths[i])
+
+    def _times(self, i: int) -> Optional[tuple[int, int]]:
+        """Image `i`'s access and modification times (ns), None where it has none to give."""
+        try:
+            st = self.paths[i].stat()
+        except OSError:
+            return None
+        return st.st_atime_ns, st.st_mtime_ns
 
     def _bytes(self, i: int) -> bytes:
         """Image `i`'s encoded bytes, for its colour profile and EXIF."""

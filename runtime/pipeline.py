@@ -296,6 +296,10 @@ class StreamOptions:
     #                                     None: its container's, by OpenCV)
     crf: Optional[int] = None           # --codec h264/hevc's quality (None: the codec's default)
     resume: bool = False                # go on with a stopped run of a video file (resume.py)
+    # a folder's or glob's images into a folder: sharpen again those whose output is there
+    # (default: kept, unless older than their photo)
+    overwrite: bool = False
+    exif: bool = True                   # an image input's EXIF kept in its image output
     segment: Optional[float] = None     # seconds of video a file of the output (segment_sink)
     keep_segments: Optional[int] = None  # the most segments kept, the oldest removed (None: all)
     keep_gb: Optional[float] = None     # the most GB of segments kept, the oldest removed
@@ -594,6 +598,7 @@ class _Stream:
         self.output: Optional[Union[str, Path]] = None
         self.resumed_from = 0   # the source frame a resumed run started at
         self.kept_images = 0    # a resumed library's images that the stopped run wrote
+        self.nothing_to_do = False   # every image of a library run has its output there
         self.ran = False        # the stream ran to its end (or its limit, or an error)
         self.stopped_part_way = False   # by a signal, before the output closed
 
@@ -624,6 +629,8 @@ class _Stream:
         else:   # frames the app holds; a list of arrays was once read as a file name
             src = ArraySource(source, fps=o.fps)
         self.src = src
+        if isinstance(src, ImageSource):
+            src.keep_exif = o.exif
         if self.notifier is not None:
             self.notifier.reconnect_due = lambda: getattr(src, "attempt_due", None)
         refuse_live_images(src, o.live, self.flags)
@@ -671,6 +678,9 @@ class _Stream:
             # The app's stop_event, set while the run opened (a TensorRT engine loading): a
             # run stopped before its first frame, as the docstring says, not "produced no
             # frames", a SourceError.
+            stats.info = self._info(output)
+            return
+        if first is None and self.nothing_to_do:   # every image's output kept: said
             stats.info = self._info(output)
             return
         if first is None:
@@ -834,6 +844,8 @@ class _Stream:
 
         self.progress["first"] = first
         if not o.resume:
+            if not o.overwrite:
+                self._keep_outputs_there(src, out)
             return
         done = resume_mod.images_written(out, src.names, src.paths, started)
         if len(done) == src.frame_count:
@@ -845,6 +857,30 @@ class _Stream:
         if self.note and done:
             self.note(f"resuming {src.spec}: {count(len(done), 'image')} written by the "
                       f"stopped run kept, {count(src.frame_count, 'image')} to go")
+
+    def _keep_outputs_there(self, src: ImageSource, out: Path) -> None:
+        """A library run into a folder that holds outputs of its images (a finished run's,
+        new photos added since; outputs edited since): those are kept, said, and only the
+        images without one, or changed since it was written, are sharpened."""
+        kept, stale = resume_mod.outputs_there(out, src.names, src.paths)
+        total = src.frame_count
+        if stale:
+            first = src.names[min(stale)]
+            warn(f"{count(len(stale), 'image')} of {src.spec} changed since {out} got "
+                 f"{'its output' if len(stale) == 1 else 'theirs'} ({first}"
+                 f"{', ...' if len(stale) > 1 else ''}): sharpened again, replacing "
+                 f"{'it' if len(stale) == 1 else 'them'}")
+        if not kept:
+            return
+        src.leave_out(kept)
+        self.kept_images = len(kept)
+        self.nothing_to_do = not src.frame_count
+        if self.note:
+            left = (f"{count(src.frame_count, 'image')} of {total} to sharpen"
+                    if src.frame_count else "nothing to sharpen")
+            self.note(f"{count(len(kept), 'image')} already in {out} kept as they are, "
+                      f"{left}; {option('overwrite', True, self.flags)} sharpens every "
+                      "image again")
 
     def _not_resumable(self, spec: str, kind: str, live: bool) -> resume_mod.ResumeError:
         whose = "a FIFO's" if kind == "FIFO" else "a camera's or stream's"
@@ -1469,6 +1505,8 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
                                 segment=segment)
         if isinstance(file_sink, VideoFileSink) and encoded_by_ffmpeg(codec[0]):
             file_sink.codec, file_sink.crf = codec
+        if isinstance(file_sink, ImageSink) and isinstance(src, ImageSource):
+            src.times = file_sink.times = {}   # each output dated as its photo
         if isinstance(file_sink, ImageSink) and isinstance(src, ImageSource) and not compare:
             # Grayscale images are written back as grayscale, an alpha channel is kept.
             src.layouts = file_sink.layouts = {}

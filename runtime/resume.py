@@ -239,17 +239,33 @@ def images_written(folder: str | os.PathLike, names: list[str], inputs: list[Pat
                    since_ns: Optional[int]) -> set[int]:
     """Which of a library's images (output `names` in `folder`, read from `inputs`) the
     stopped run wrote: each output is whole once there (renamed into place); one older than
-    the run is an earlier run's, and one older than its input was made from another picture."""
+    the run is an earlier run's, and one older than its input was made from another picture.
+    One dated as its input is a run's that gave it its photo's times (a rerun keeps it too)."""
     since = -1 if since_ns is None else since_ns - CLOCK_SLACK_NS
     done = set()
     for i, (name, src) in enumerate(zip(names, inputs)):
         try:
-            t = (Path(folder) / name).stat().st_mtime_ns
-            if t >= since and t >= src.stat().st_mtime_ns:
+            t, photo = (Path(folder) / name).stat().st_mtime_ns, src.stat().st_mtime_ns
+            if (t >= since or t == photo) and t >= photo:
                 done.add(i)
         except OSError:   # not written, or gone meanwhile
             continue
     return done
+
+
+def outputs_there(folder: str | os.PathLike, names: list[str],
+                  inputs: list[Path]) -> tuple[set[int], set[int]]:
+    """(kept, stale) of a library's images (output `names` in `folder`, read from `inputs`):
+    those whose output is there and not older than its input, and those whose output is older
+    than its input (the photo changed since)."""
+    kept, stale = set(), set()
+    for i, (name, src) in enumerate(zip(names, inputs)):
+        try:
+            t = (Path(folder) / name).stat().st_mtime_ns
+            (kept if t >= src.stat().st_mtime_ns else stale).add(i)
+        except OSError:   # not written, or gone meanwhile
+            continue
+    return kept, stale
 
 
 def images_done(folder: str | os.PathLike, start: int = 0,

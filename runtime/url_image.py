@@ -30,6 +30,9 @@ class UrlImageSource(ImageSource):
     def _decode(self, i: int) -> np.ndarray:
         return decode_bytes(self._data, self.spec)
 
+    def _times(self, i: int) -> Optional[tuple[int, int]]:
+        return None   # a fetch's, not the picture's
+
     def _bytes(self, i: int) -> bytes:
         return self._data
 

@@ -114,3 +114,17 @@ def test_a_png_exif_with_jpeg_s_prefix_is_read_and_written_without_it(tmp_path, 
         assert im.size == (20, 24)   # turned upright
         assert im.getexif()[0x0112] == 1 and im.getexif()[0x0132] == DATE
     assert exif_block((tmp_path / f"sharp.{out_ext}").read_bytes())[:4] == e.tobytes()[6:10]
+
+
+@pytest.mark.parametrize("out_ext", ["jpg", "png", "tif"])
+def test_exif_false_writes_no_exif_and_says_no_drop(tmp_path, onnx_model, out_ext):
+    """No option left a photo's EXIF out: its GPS position went with every sharpened photo a
+    user published. exif=False (--no-exif) writes none, and no format then warns it drops it."""
+    import warnings
+    src, out = tmp_path / "photo.jpg", tmp_path / f"sharp.{out_ext}"
+    _photo(src)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SharpenWarning)
+        run_stream(onnx_model, str(src), out, exif=False)
+    with Image.open(out) as im:
+        assert not im.getexif().get_ifd(0x8825) and 0x010F not in im.getexif()

@@ -207,3 +207,57 @@ def test_a_large_photo_is_tiled_without_tile_and_said(tmp_path, onnx_model):
     said = [n for n in notes if "tiles" in n]
     assert len(said) == 1 and "big.png" in said[0] and "600x560" in said[0], notes
     assert f"{AUTO_TILE}-pixel tiles" in said[0] and "tile=0" in said[0], said
+
+
+def test_a_rerun_keeps_the_outputs_there_and_sharpens_only_new_photos(tmp_path, onnx_model):
+    """A library run again after it finished (new photos added) sharpened every photo again,
+    replacing outputs the user had edited since without a word: outputs already there are
+    kept and said, a photo changed since its output sharpened again, and overwrite=True
+    redoes them all."""
+    import os
+
+    import pytest
+
+    from runtime import SharpenWarning
+    _library(tmp_path / "lib", ["2024/01/a.jpg", "2024/02/b.png"])
+    src, out = str(tmp_path / "lib" / "**" / "*"), tmp_path / "out"
+    run_stream(onnx_model, src, out)
+    edited = out / "2024" / "01" / "a.jpg"
+    edited.write_bytes(b"edited in another program")
+    _library(tmp_path / "lib", ["2024/01/a.jpg", "2024/02/b.png", "2025/c.jpg"][2:])
+    changed = tmp_path / "lib" / "2024" / "02" / "b.png"
+    os.utime(out / "2024" / "02" / "b.png", ns=(10**18, 10**18))   # made before the change
+    notes: list[str] = []
+    with pytest.warns(SharpenWarning, match=r"1 image of .* changed since .* got its output "
+                                            r"\(2024/02/b\.png\): sharpened again"):
+        stats = run_stream(onnx_model, src, out, note=notes.append)
+    assert stats["frames_processed"] == 2, stats   # c.jpg, new, and b.png, changed
+    assert edited.read_bytes() == b"edited in another program"
+    assert (out / "2025" / "c.jpg").is_file()
+    assert (out / "2024" / "02" / "b.png").stat().st_mtime_ns >= changed.stat().st_mtime_ns
+    said = " ".join(notes)
+    assert "1 image already in" in said and "overwrite=True" in said, notes
+    notes.clear()
+    stats = run_stream(onnx_model, src, out, note=notes.append)
+    assert stats["frames_processed"] == 0 and "3 images already in" in " ".join(notes), notes
+    run_stream(onnx_model, src, out, overwrite=True)
+    assert edited.read_bytes() != b"edited in another program"
+
+
+def test_outputs_keep_their_photos_modification_time(tmp_path, onnx_model):
+    """Every output was dated by the run, so a photo manager sorting by file date put a
+    decade of photos on one day: an output takes its photo's times, as `cp -p` and
+    `rsync -t` keep them, and a rerun still knows it for done."""
+    import os
+    names = ["2014/07/a.jpg", "2019/01/b.png"]
+    _library(tmp_path / "lib", names)
+    for k, name in enumerate(names):
+        os.utime(tmp_path / "lib" / name, ns=(10**18 + k, 1_400_000_000 * 10**9 + k))
+    src, out = str(tmp_path / "lib" / "**" / "*"), tmp_path / "out"
+    run_stream(onnx_model, src, out)
+    for name in names:
+        assert (out / name).stat().st_mtime_ns == (tmp_path / "lib" / name).stat().st_mtime_ns
+    assert run_stream(onnx_model, src, out)["frames_processed"] == 0
+    one = tmp_path / "one.jpg"
+    run_stream(onnx_model, tmp_path / "lib" / names[0], one)
+    assert one.stat().st_mtime_ns == (tmp_path / "lib" / names[0]).stat().st_mtime_ns
