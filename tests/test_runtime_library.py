@@ -198,7 +198,8 @@ def test_a_large_photo_is_tiled_without_tile_and_said(tmp_path, onnx_model):
                        auto_tile_above=100 * 100, note=notes.append)
     assert stats["auto_tiled"] == 1 and stats["tile"] == 0, stats
     run_stream(onnx_model, src, tmp_path / "tiled", tile=AUTO_TILE)
-    run_stream(onnx_model, src, tmp_path / "whole", tile=0, auto_tile_above=100 * 100)
+    whole = run_stream(onnx_model, src, tmp_path / "whole", tile=0, auto_tile_above=100 * 100)
+    assert "auto_tiled" not in whole, whole   # tile=0 (--tile 0): every frame whole
 
     def read(out: str, name: str) -> np.ndarray:
         return cv2.imread(str(tmp_path / out / name))
