@@ -599,6 +599,8 @@ class _Stream:
         self.resumed_from = 0   # the source frame a resumed run started at
         self.kept_images = 0    # a resumed library's images that the stopped run wrote
         self.nothing_to_do = False   # every image of a library run has its output there
+        # the makers of a library's outputs kept (resume.made), where some made them otherwise
+        self.kept_makers: list[dict[str, Any]] = []
         self.ran = False        # the stream ran to its end (or its limit, or an error)
         self.stopped_part_way = False   # by a signal, before the output closed
 
@@ -823,7 +825,8 @@ class _Stream:
         o = self.o
         now = resume_mod.library_identity(self.backend.path, src.spec, {
             "tile": o.tile, "overlap": o.overlap, "fps": o.fps, "compare": o.compare,
-            "view": o.view if o.compare else None, "lossless": False, "quality": o.quality})
+            "view": o.view if o.compare else None, "lossless": False, "quality": o.quality,
+            "exif": o.exif})
         self.output, self.resume_record, self.progress = out, now, {}
         record: dict[str, Any] = {}
         if o.resume:
@@ -872,6 +875,7 @@ class _Stream:
                  f"{'it' if len(stale) == 1 else 'them'}")
         if not kept:
             return
+        self._made_otherwise(src, out, len(kept))
         src.leave_out(kept)
         self.kept_images = len(kept)
         self.nothing_to_do = not src.frame_count
@@ -881,6 +885,29 @@ class _Stream:
             self.note(f"{count(len(kept), 'image')} already in {out} kept as they are, "
                       f"{left}; {option('overwrite', True, self.flags)} sharpens every "
                       "image again")
+
+    def _made_otherwise(self, src: ImageSource, out: Path, kept: int) -> None:
+        """Warn where the outputs kept in `out` were made by another model or with other
+        options (the records of the runs that made them, or of a stopped one): an rsync user
+        expects no change of model to go unsaid. Their makers stay in the folder's record,
+        so that every rerun says it until they are made again (overwrite)."""
+        now, formats = self.resume_record, {Path(n).suffix.lower() or ".png" for n in src.names}
+        stopped = self._stopped_record(out)
+        records = resume_mod.made(out) + ([stopped] if stopped else [])
+        changed = next((c for r in records
+                        if (c := resume_mod.rerun_changes(r, now, self.flags, formats))), [])
+        if not changed:
+            return
+        self.kept_makers = records
+        warn(f"{count(kept, 'image')} kept in {out} were made otherwise than this run makes "
+             f"them: {'; '.join(changed)}; {option('overwrite', True, self.flags)} sharpens "
+             "them again")
+
+    def _stopped_record(self, out: Path) -> Optional[dict[str, Any]]:
+        try:
+            return resume_mod.load(out, self.flags)
+        except resume_mod.ResumeError:   # none: the last run into `out` ended whole
+            return None
 
     def _not_resumable(self, spec: str, kind: str, live: bool) -> resume_mod.ResumeError:
         whose = "a FIFO's" if kind == "FIFO" else "a camera's or stream's"
@@ -901,6 +928,8 @@ class _Stream:
         if self.ran and not self.errors and not self.stopped_part_way \
                 and not (app and app.is_set()):
             resume_mod.remove(out)
+            if rec["output"] == "images" and "last" in p:
+                resume_mod.save_made(out, resume_mod.sealed(rec), self.kept_makers)
             return
         if "last" not in p:   # no frame of this run's reached the output
             return

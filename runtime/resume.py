@@ -31,8 +31,14 @@ VERSION = 1
 # The options that change the frames written (the provider and threads change no pixel
 # beyond float rounding, and --max-frames only where it stops).
 SHAPING = ("tile", "overlap", "fps", "compare", "view", "lossless", "quality", "codec")
+# Those of image outputs alone: compared where this run's identity holds them (a video's has
+# none, and its record from before them too).
+IMAGE_SHAPING = ("exif",)
 # A shaping option's value in a record written before it was one.
-UNRECORDED = {"lossless": False, "quality": None, "codec": None}
+UNRECORDED = {"lossless": False, "quality": None, "codec": None, "exif": True}
+# Where a rerun keeps the outputs there, those that tell their pixels apart only within the
+# tiling tolerance (README: peak memory), or not at all for images, are not compared.
+RERUN_IGNORED = ("tile", "overlap", "fps")
 
 
 class ResumeError(ValueError):
@@ -43,7 +49,7 @@ class ResumeError(ValueError):
 INSIDE_NAME = ".sharpen-run.resume.json"
 
 
-def record_paths(output: str | os.PathLike) -> list[Path]:
+def record_paths(output: str | os.PathLike, kind: str = "resume") -> list[Path]:
     """Where the record of a run into `output` may be, in the order `save` tries them: beside
     it, and inside an image folder, first where the folder is a mount point. As its lock
     (run_lock.output_lock): `--out /out`, a container's volume, has a parent that is read-only
@@ -51,10 +57,10 @@ def record_paths(output: str | os.PathLike) -> list[Path]:
     record there was lost with the container)."""
     from .run_lock import mount_point
     p = Path(output)
-    beside = p.with_name(f".{p.name}.resume.json")
+    beside = p.with_name(f".{p.name}.{kind}.json")
     if not p.is_dir():
         return [beside]
-    inside = p / INSIDE_NAME
+    inside = p / INSIDE_NAME.replace(".resume.", f".{kind}.")
     return [inside, beside] if mount_point(Path(os.path.realpath(p))) else [beside, inside]
 
 
@@ -105,7 +111,8 @@ def library_identity(model: str | os.PathLike, spec: str,
                       "mtime_ns": mst.st_mtime_ns},
             "source": {"file": os.path.abspath(spec), "size": None, "mtime_ns": None,
                        "frame_count": None},
-            "options": {k: options.get(k) for k in SHAPING}, "output": "images"}
+            "options": {k: options.get(k) for k in (*SHAPING, *IMAGE_SHAPING)},
+            "output": "images"}
 
 
 def _model_unchanged(model: dict[str, Any]) -> bool:
@@ -159,9 +166,13 @@ def changes(recorded: dict[str, Any], now: dict[str, Any], flags: bool = False,
                                  or ns["fps"])
         if abs(then - ns["fps"]) > 1e-3 * ns["fps"]:
             said.append(f"the video's rate was {then:g} fps, now {ns['fps']:g} fps")
-    for key in SHAPING:
+    for key in (*SHAPING, *(k for k in IMAGE_SHAPING if k in now["options"])):
         then = ro.get(key, UNRECORDED.get(key))
         if then == now["options"].get(key):
+            continue
+        if key == "exif" and flags:   # the flag is --no-exif: "--exif was True" named none
+            said.append("--no-exif was " + ("not given, now given" if then
+                                            else "given, now not given"))
             continue
         was, is_ = ("not given" if v is None else v for v in (then, now["options"].get(key)))
         detail = ""
@@ -186,6 +197,56 @@ def _quality(q: Optional[int]) -> str:
     return "lossless" if q is None else str(q)
 
 
+def rerun_changes(recorded: dict[str, Any], now: dict[str, Any], flags: bool = False,
+                  formats: Optional[Iterable[str]] = None) -> list[str]:
+    """`changes` that make the outputs a library run keeps in its folder other than this run
+    would make them: its model and the options that shape an image, not its source's spelling
+    (new photos come from anywhere) nor its tiles (RERUN_IGNORED)."""
+    ignored = {k: now["options"].get(k) for k in RERUN_IGNORED}
+    recorded = {**recorded, "source": now["source"],
+                "options": {**recorded.get("options", {}), **ignored}}
+    return changes(recorded, now, flags, formats)
+
+
+# What made the outputs in an image folder, kept by a library run that wrote there and ended
+# whole (`record_paths` of kind "made": beside the folder, so that a folder published as it is
+# does not carry the model's path): a rerun, which keeps the outputs there, compares its model
+# and options.
+MADE = "made"
+# The most makers of a folder's outputs its record keeps (a few models tried in turn)
+MADE_MAX = 16
+_MADE_KEYS = ("model", "options", "output")
+
+
+def made(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """The identities of the runs whose outputs a folder holds, the last run's first ([]: no
+    record, or an unreadable one)."""
+    path = next((p for p in record_paths(folder, MADE) if p.exists()), None)
+    try:
+        record = json.loads(path.read_text()) if path is not None else None
+    except (OSError, ValueError):
+        return []
+    if not isinstance(record, dict) or record.get("version") != VERSION:
+        return []
+    also = record.get("also")
+    return [record, *(r for r in also if isinstance(r, dict))] if isinstance(also, list) \
+        else [record]
+
+
+def save_made(folder: str | os.PathLike, record: dict[str, Any],
+              also: Iterable[dict[str, Any]] = ()) -> None:
+    """Keep `record` as what made the outputs in `folder`, and `also` the makers of those it
+    kept; where no record can be written a rerun compares nothing, as before there was one."""
+    this = {k: record.get(k) for k in _MADE_KEYS}
+    others: list[dict[str, Any]] = []
+    for r in also:
+        r = {k: r.get(k) for k in _MADE_KEYS}
+        if r != this and r not in others:
+            others.append(r)
+    with contextlib.suppress(OSError):
+        save(folder, {**this, "also": others[:MADE_MAX]}, MADE)
+
+
 def load(output: str | os.PathLike, flags: bool = False) -> dict[str, Any]:
     """The record of the stopped run into `output`, or ResumeError saying why there is none."""
     path = record_path(output)
@@ -204,8 +265,8 @@ def load(output: str | os.PathLike, flags: bool = False) -> dict[str, Any]:
     return record
 
 
-def save(output: str | os.PathLike, record: dict[str, Any]) -> None:
-    paths = record_paths(output)
+def save(output: str | os.PathLike, record: dict[str, Any], kind: str = "resume") -> None:
+    paths = record_paths(output, kind)
     for i, path in enumerate(paths):
         try:
             atomic_write_json(path, {"version": VERSION, **record})

@@ -113,7 +113,8 @@ def test_a_glob_through_dot_dot_writes_nothing_outside_the_output_folder(tmp_pat
     run_stream(onnx_model, str(tmp_path / "lib" / "2024" / "*" / ".." / ".." / "*.jpg"),
                tmp_path / "out" / "sharp")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lib", "out"]
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["sharp"]
+    assert [p.name for p in (tmp_path / "out").iterdir()
+            if not p.name.endswith(".made.json")] == ["sharp"]   # what made it, beside it
     for p in (tmp_path / "out").rglob("*"):
         assert ".." not in p.relative_to(tmp_path / "out").parts, p
 
@@ -262,3 +263,40 @@ def test_outputs_keep_their_photos_modification_time(tmp_path, onnx_model):
     one = tmp_path / "one.jpg"
     run_stream(onnx_model, tmp_path / "lib" / names[0], one)
     assert one.stat().st_mtime_ns == (tmp_path / "lib" / names[0]).stat().st_mtime_ns
+
+
+def test_a_rerun_with_another_model_or_option_says_the_outputs_it_keeps_were_made_otherwise(
+        tmp_path, onnx_model):
+    """A rerun into the folder kept every output there whatever made it: a user who reran
+    with a new model, another quality or --no-exif (to publish without GPS) got the old
+    outputs, the GPS in them, with a note alone. The rerun warns, naming what changed, until
+    overwrite=True makes them again."""
+    import pytest
+
+    from runtime import SharpenWarning
+    from runtime_fixtures import make_onnx_model, runtime_warnings
+    other = make_onnx_model(tmp_path / "other.onnx", kind="int8")
+    _library(tmp_path / "lib", ["2024/01/a.jpg", "2024/02/b.jpg"])
+    src, out = str(tmp_path / "lib" / "**" / "*"), tmp_path / "out"
+    run_stream(onnx_model, src, out)
+    for given, said in (({"model": other}, r"the model \(.*\) differs"),
+                        ({"quality": 50}, r"quality was not given, now 50"),
+                        ({"exif": False}, r"exif was True, now False")):
+        kw = {"model": onnx_model, **given}
+        with pytest.warns(SharpenWarning, match=r"2 images kept in .*out were made otherwise "
+                                                rf"than this run makes them: .*{said}.*"
+                                                r"overwrite=True sharpens them again"):
+            stats = run_stream(kw.pop("model"), src, out, **kw)
+        assert stats["frames_processed"] == 0, stats
+    with runtime_warnings() as warned:
+        run_stream(onnx_model, src, out)   # as they were made: no warning
+    assert not [w for w in warned if "otherwise" in w], warned
+    _library(tmp_path / "lib", ["2024/01/a.jpg", "2024/02/b.jpg", "2025/c.jpg"][2:])
+    with pytest.warns(SharpenWarning, match="2 images kept"):
+        assert run_stream(other, src, out)["frames_processed"] == 1   # c.jpg, by `other`
+    with pytest.warns(SharpenWarning, match="3 images kept .* the model"):   # c.jpg's
+        run_stream(onnx_model, src, out)
+    run_stream(other, src, out, overwrite=True)
+    with runtime_warnings() as warned:
+        run_stream(other, src, out)
+    assert not [w for w in warned if "otherwise" in w], warned

@@ -798,6 +798,21 @@ def test_a_changed_quality_is_named_as_the_user_gave_it(made, tmp_path):
     assert "--quality was not given, now 80" in r.stderr, r.stderr
 
 
+def test_a_resume_without_no_exif_after_a_run_with_it_is_refused(made, tmp_path):
+    """--resume went on without --no-exif after a run stopped with it (not recorded): the
+    images written after the stop took their photos' GPS into a folder meant to publish."""
+    lib = _photo_library(tmp_path / "lib", 12, ".jpg")
+    argv = ["--model", str(made["model"]), "--source", str(lib / "**" / "*"),
+            "--out", str(tmp_path / "out")]
+    code, err = stopped(argv + ["--no-exif"], 2, signal.SIGINT)
+    assert code == 130, err
+    r = sharpen(*argv, "--resume")
+    assert r.returncode == 2, r.stderr
+    assert "--no-exif was given, now not given" in r.stderr, r.stderr
+    r = sharpen(*argv, "--resume", "--no-exif")
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("exts, then, now, refused", [
     ((".png", ".tif"), None, "80", None),   # --quality sets no PNG's or TIFF's pixel
     ((".jpg",), None, "95", None),          # JPEG's default
