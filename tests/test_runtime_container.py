@@ -650,14 +650,15 @@ def test_a_frame_too_big_for_the_memory_limit_is_named_with_what_to_change(tmp_p
     the run with `error: MemoryError: Unable to allocate 94.9 MiB for an array with shape (1, 3,
     2160, 3840)` (or OpenCV's `error: error: ... Insufficient memory`), which named neither the
     frame nor a way out. An 8K photo under a limit 300 MB above the loaded process stands in:
-    its float copy alone is 400 MB."""
+    its float copy alone is 400 MB, whole (--tile 0: without --tile it is tiled, and ran out
+    of memory all the same, its 8-bit frames in and out and a band of tiles in float)."""
     import cv2
     import numpy as np
     photo = tmp_path / "big.png"
     cv2.imwrite(str(photo), np.full((4320, 7680, 3), 128, np.uint8))
     res = subprocess.run([sys.executable, "-c", _under_a_memory_limit(),
                           "run", "--model", str(onnx_model), "--source", str(photo),
-                          "--out", str(tmp_path / "out.png"), "--quiet"],
+                          "--out", str(tmp_path / "out.png"), "--quiet", "--tile", "0"],
                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 1, res.stderr
@@ -669,7 +670,7 @@ def test_a_frame_too_big_for_the_memory_limit_is_named_with_what_to_change(tmp_p
     # SHARPEN_DEBUG's traceback goes on to the allocation that failed: it ended at the rewrap.
     res = subprocess.run([sys.executable, "-c", _under_a_memory_limit(),
                           "run", "--model", str(onnx_model), "--source", str(photo),
-                          "--out", str(tmp_path / "out.png"), "--quiet"],
+                          "--out", str(tmp_path / "out.png"), "--quiet", "--tile", "0"],
                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
                               "SHARPEN_DEBUG": "1"},
                          capture_output=True, text=True, timeout=120)
