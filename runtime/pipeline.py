@@ -750,8 +750,12 @@ class _Stream:
             return 0
         out = Path(output)
         kind = "video" if _video_sink_for(out) else "images"
+        # The tile its frames are run at: without one, whole up to the automatic tiling's
+        # size, as a record from before that rule holds it (0), else its tile.
+        tile = o.tile if o.tile is not None else (
+            AUTO_TILE if self.processor.auto_tiles(src.height, src.width) else 0)
         now = resume_mod.identity(self.backend.path, str(src.target), src.frame_count,
-                                  {"tile": o.tile, "overlap": o.overlap, "fps": o.fps,
+                                  {"tile": tile, "overlap": o.overlap, "fps": o.fps,
                                    "compare": o.compare, "view": o.view if o.compare else None,
                                    "lossless": o.lossless and kind == "video",
                                    # ffmpeg's encode, which --resume does not join

@@ -247,7 +247,7 @@ def test_a_changed_model_source_or_option_is_refused_naming_it(made, tmp_path):
     other = slow_model(tmp_path / "slow.onnx", depth=59)   # another file: other contents
     for given, said in (
             (["--model", str(other)], "the model ("),
-            (["--tile", "64"], "--tile was not given, now 64"),
+            (["--tile", "64"], "--tile was 0, now 64"),
             (["--fps", "30"], "--fps was 0.0, now 30.0")):
         args = list(argv)
         if given[0] == "--model":
@@ -331,6 +331,7 @@ def test_an_evenly_timed_clips_record_from_before_the_rate_and_quality_were_kept
         record["source"].pop("fps", None)
         record["source"].pop("average_fps", None)
         del record["options"]["quality"]
+        record["options"]["tile"] = 0   # whole, before frames above a size were tiled
         record_file.write_text(json.dumps(record))
         r = sharpen(*argv, "--resume")
         assert r.returncode == 0, r.stderr
@@ -372,7 +373,7 @@ def test_the_record_beside_the_output_says_how_far_the_run_got(made, tmp_path):
     record = json.loads((tmp_path / ".sharp.mp4.resume.json").read_text())
     assert record["source"]["frame_count"] == N and record["next"] == len(
         frames_and_times(out)[0])
-    assert record["model"]["sha256"] and record["options"]["tile"] is None
+    assert record["model"]["sha256"] and record["options"]["tile"] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [".sharp.mp4.resume.json",
                                                           "sharp.mp4"]
 
