@@ -932,7 +932,7 @@ class _Stream:
         if self.ran and not self.errors and not self.stopped_part_way \
                 and not (app and app.is_set()):
             resume_mod.remove(out)
-            if rec["output"] == "images" and "last" in p:
+            if isinstance(self.src, ImageSource) and "last" in p:   # a library's (rerun)
                 resume_mod.save_made(out, resume_mod.sealed(rec), self.kept_makers)
             return
         if "last" not in p:   # no frame of this run's reached the output
