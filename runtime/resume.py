@@ -301,13 +301,14 @@ def images_written(folder: str | os.PathLike, names: list[str], inputs: list[Pat
     """Which of a library's images (output `names` in `folder`, read from `inputs`) the
     stopped run wrote: each output is whole once there (renamed into place); one older than
     the run is an earlier run's, and one older than its input was made from another picture.
-    One dated as its input is a run's that gave it its photo's times (a rerun keeps it too)."""
+    An output takes its photo's times, every run's alike: its change time (ctime, which no
+    program sets) tells when it was written."""
     since = -1 if since_ns is None else since_ns - CLOCK_SLACK_NS
     done = set()
     for i, (name, src) in enumerate(zip(names, inputs)):
         try:
-            t, photo = (Path(folder) / name).stat().st_mtime_ns, src.stat().st_mtime_ns
-            if (t >= since or t == photo) and t >= photo:
+            st, photo = (Path(folder) / name).stat(), src.stat().st_mtime_ns
+            if st.st_ctime_ns >= since and st.st_mtime_ns >= photo:
                 done.add(i)
         except OSError:   # not written, or gone meanwhile
             continue

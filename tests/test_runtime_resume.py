@@ -771,6 +771,28 @@ def test_a_photo_library_resumes_past_the_images_written(made, tmp_path, signum)
     assert r.returncode == 2 and "no stopped run" in r.stderr, r.stderr
 
 
+def test_a_stopped_overwrite_resumes_past_the_images_it_wrote_not_the_earlier_runs(made,
+                                                                                    tmp_path):
+    """Outputs take their photos' times, so an earlier run's looked written by the stopped
+    one: a library sharpened again with --overwrite (a new model), stopped and resumed, kept
+    the earlier model's outputs of every image the stopped run had not reached."""
+    from runtime_fixtures import make_onnx_model
+    lib = _photo_library(tmp_path / "lib")
+    src = str(lib / "**" / "*")
+    truth, out = tmp_path / "truth", tmp_path / "out"
+    for model, folder in ((made["model"], truth),
+                          (make_onnx_model(tmp_path / "earlier.onnx", kind="int8"), out)):
+        r = sharpen("--model", str(model), "--source", src, "--out", str(folder))
+        assert r.returncode == 0, r.stderr
+    argv = ["--model", str(made["model"]), "--source", src, "--out", str(out)]
+    code, err = stopped(argv + ["--overwrite"], 8, signal.SIGINT)
+    assert code == 130, err
+    r = sharpen(*argv, "--resume")
+    assert r.returncode == 0, r.stderr
+    for p in truth.rglob("IMG_*"):
+        assert (out / p.relative_to(truth)).read_bytes() == p.read_bytes(), p
+
+
 def test_resume_of_one_image_or_of_images_into_a_video_says_why_not(made, tmp_path):
     """One photo with --resume was refused as 'a camera's or stream's frames are not given
     again': no camera was involved, and the user looked for one."""
