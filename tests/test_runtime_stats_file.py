@@ -683,7 +683,8 @@ def test_a_stats_file_in_the_image_folder_read_is_not_called_a_file_left_out(mod
         cv2.imwrite(str(folder / f"f{i}.png"), textured_frame(i, 24, 32))
     stats = folder / "stats.json"
     argv = [sys.executable, "-m", cli_module(), "run", "--model", str(model), "--source",
-            str(folder), "--out", str(tmp_path / "sharp"), "--stats", str(stats), "--quiet"]
+            str(folder), "--out", str(tmp_path / "sharp"), "--stats", str(stats), "--quiet",
+            "--overwrite"]   # each run sharpens both, not only those without an output
     for _ in range(2):   # the first run makes the file, the second finds it there
         r = subprocess.run(argv, cwd=tempfile.gettempdir(), capture_output=True, text=True,
                            timeout=120)
