@@ -171,14 +171,16 @@ def frame_names(paths: list[Path], root: Optional[Path] = None) -> list[str]:
     name leads out of the output folder."""
     # Lexical, not resolved: a linked folder keeps the name it is reached by.
     norm = [Path(os.path.normpath(p.absolute())) for p in paths]
-    if len({p.parent for p in norm}) <= 1:
-        return [p.name for p in norm]
     # Not the photos' own common folder: a year's months came out as 01/, 02/ (the year lost),
-    # and the layout moved when the next year's photos were added.
-    base = Path(os.path.commonpath([str(p.parent) for p in norm]))
+    # and the layout moved when the next year's photos were added; so did one year's folder,
+    # flat, which a rerun (that keeps the outputs there) then found none of.
     if root is not None:
         fixed = Path(os.path.normpath(root.absolute()))
-        base = fixed if base.is_relative_to(fixed) else base
+        if all(p.is_relative_to(fixed) for p in norm):
+            return [p.relative_to(fixed).as_posix() for p in norm]
+    if len({p.parent for p in norm}) <= 1:
+        return [p.name for p in norm]
+    base = Path(os.path.commonpath([str(p.parent) for p in norm]))
     return [p.relative_to(base).as_posix() for p in norm]
 
 

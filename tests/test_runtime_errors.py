@@ -454,7 +454,7 @@ def test_folder_without_images_says_what_it_holds(tmp_path, capsys, onnx_model):
     # ... and the glob it suggests works
     rc, err = _run(capsys, "--model", str(onnx_model), "--source",
                    str(tmp_path / "shots" / "**" / "*"), "--output", str(tmp_path / "out"))
-    assert rc == 0 and (tmp_path / "out" / "a.png").is_file(), err
+    assert rc == 0 and (tmp_path / "out" / "day1" / "a.png").is_file(), err   # below the glob
     (tmp_path / "shots" / "clip.mp4").write_bytes(b"")
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(tmp_path / "shots"))
     _one_clear_line(err, "video files (clip.mp4)")

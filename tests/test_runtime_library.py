@@ -300,3 +300,17 @@ def test_a_rerun_with_another_model_or_option_says_the_outputs_it_keeps_were_mad
     with runtime_warnings() as warned:
         run_stream(other, src, out)
     assert not [w for w in warned if "otherwise" in w], warned
+
+
+def test_a_glob_librarys_one_folder_keeps_its_name_so_a_rerun_finds_its_outputs(tmp_path,
+                                                                                  onnx_model):
+    """'lib/**/*' with this year's folder alone came out flat (out/a.jpg); with the next
+    year's folder added it came out as 2024/a.jpg, 2025/c.jpg: the rerun found none of its
+    outputs, sharpened every photo again and left the flat ones behind."""
+    _library(tmp_path / "lib", ["2024/a.jpg", "2024/b.jpg"])
+    src, out = str(tmp_path / "lib" / "**" / "*"), tmp_path / "out"
+    run_stream(onnx_model, src, out)
+    _library(tmp_path / "lib", ["2024/a.jpg", "2024/b.jpg", "2025/c.jpg"][2:])
+    assert run_stream(onnx_model, src, out)["frames_processed"] == 1
+    got = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert got == ["2024/a.jpg", "2024/b.jpg", "2025/c.jpg"]
