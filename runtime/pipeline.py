@@ -842,19 +842,23 @@ class _Stream:
                     f"{what}: {option('output', out, self.flags)} was made otherwise than this "
                     f"run would make it: {'; '.join(changed)}; run without {what} to start "
                     "from the first image")
-        # A resumed run stopped again goes on judging images by the first run's start.
+        # A resumed run stopped again goes on judging images by the first run's start, and
+        # as it did (an older version's run wrote over every output: overwrite).
         started = record.get("started_ns")
+        overwrite = record.get("overwrite", True) if o.resume else o.overwrite
+        self.resume_record = {**now, "overwrite": overwrite}
 
         def first() -> None:
             self.progress["started_ns"] = started or time.time_ns()
-            resume_mod.save(out, {**now, "started_ns": self.progress["started_ns"]})
+            resume_mod.save(out, {**self.resume_record,
+                                  "started_ns": self.progress["started_ns"]})
 
         self.progress["first"] = first
         if not o.resume:
             if not o.overwrite:
                 self._keep_outputs_there(src, out)
             return
-        done = resume_mod.images_written(out, src.names, src.paths, started)
+        done = resume_mod.images_written(out, src.names, src.paths, started, overwrite)
         if len(done) == src.frame_count:
             raise resume_mod.ResumeError(
                 f"{option('resume', True, self.flags)}: {option('output', out, self.flags)} "

@@ -297,12 +297,15 @@ CLOCK_SLACK_NS = 1_000_000_000
 
 
 def images_written(folder: str | os.PathLike, names: list[str], inputs: list[Path],
-                   since_ns: Optional[int]) -> set[int]:
+                   since_ns: Optional[int], overwrite: bool = True) -> set[int]:
     """Which of a library's images (output `names` in `folder`, read from `inputs`) the
     stopped run wrote: each output is whole once there (renamed into place); one older than
     the run is an earlier run's, and one older than its input was made from another picture.
     An output takes its photo's times, every run's alike: its change time (ctime, which no
-    program sets) tells when it was written."""
+    program sets) tells when it was written. A stopped run that kept the outputs there (not
+    `overwrite`) goes on keeping them: every output not older than its photo counts."""
+    if not overwrite:
+        return outputs_there(folder, names, inputs)[0]
     since = -1 if since_ns is None else since_ns - CLOCK_SLACK_NS
     done = set()
     for i, (name, src) in enumerate(zip(names, inputs)):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -784,6 +785,7 @@ def test_a_stopped_overwrite_resumes_past_the_images_it_wrote_not_the_earlier_ru
                           (make_onnx_model(tmp_path / "earlier.onnx", kind="int8"), out)):
         r = sharpen("--model", str(model), "--source", src, "--out", str(folder))
         assert r.returncode == 0, r.stderr
+    time.sleep(1.2)   # written before the rerun began, beyond the clock's slack (1 s)
     argv = ["--model", str(made["model"]), "--source", src, "--out", str(out)]
     code, err = stopped(argv + ["--overwrite"], 8, signal.SIGINT)
     assert code == 130, err
@@ -791,6 +793,32 @@ def test_a_stopped_overwrite_resumes_past_the_images_it_wrote_not_the_earlier_ru
     assert r.returncode == 0, r.stderr
     for p in truth.rglob("IMG_*"):
         assert (out / p.relative_to(truth)).read_bytes() == p.read_bytes(), p
+
+
+def test_a_stopped_rerun_resumes_keeping_the_outputs_it_kept(made, tmp_path):
+    """A rerun keeps the outputs there (new photos added); stopped and resumed, it must keep
+    them still, though they bear their photos' times and were written before the run."""
+    import shutil
+    every = sorted(_photo_library(tmp_path / "all").rglob("IMG_*"))
+    lib, out = tmp_path / "lib", tmp_path / "out"
+
+    def add(photos: list[Path]) -> None:
+        for p in photos:
+            (lib / p.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, lib / p.parent.name / p.name)
+    add(every[:8])
+    argv = ["--model", str(made["model"]), "--source", str(lib / "**" / "*"), "--out", str(out)]
+    assert sharpen(*argv).returncode == 0
+    for p in out.rglob("IMG_*"):
+        p.write_bytes(b"edited")
+    time.sleep(1.2)   # edited before the rerun began, beyond the clock's slack (1 s)
+    add(every[8:])
+    code, err = stopped(argv, 4, signal.SIGINT)
+    assert code == 130 and "8 images already in" in err, err
+    r = sharpen(*argv, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert sum(p.read_bytes() == b"edited" for p in out.rglob("IMG_*")) == 8, r.stderr
+    assert len(list(out.rglob("IMG_*"))) == 30
 
 
 def test_resume_of_one_image_or_of_images_into_a_video_says_why_not(made, tmp_path):
