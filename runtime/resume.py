@@ -296,6 +296,15 @@ def output_stat(path: str | os.PathLike) -> dict[str, int]:
 CLOCK_SLACK_NS = 1_000_000_000
 
 
+# How much older than its photo an output given the photo's time may read: a NAS share keeps
+# times to 100 ns, exFAT to 10 ms, FAT to 2 s, each rounded down from the photo's nanoseconds.
+TIMES_KEPT_TO_NS = 2_000_000_000
+
+
+def _not_older(output_ns: int, photo_ns: int) -> bool:
+    return output_ns + TIMES_KEPT_TO_NS >= photo_ns
+
+
 def images_written(folder: str | os.PathLike, names: list[str], inputs: list[Path],
                    since_ns: Optional[int], overwrite: bool = True) -> set[int]:
     """Which of a library's images (output `names` in `folder`, read from `inputs`) the
@@ -311,7 +320,7 @@ def images_written(folder: str | os.PathLike, names: list[str], inputs: list[Pat
     for i, (name, src) in enumerate(zip(names, inputs)):
         try:
             st, photo = (Path(folder) / name).stat(), src.stat().st_mtime_ns
-            if st.st_ctime_ns >= since and st.st_mtime_ns >= photo:
+            if st.st_ctime_ns >= since and _not_older(st.st_mtime_ns, photo):
                 done.add(i)
         except OSError:   # not written, or gone meanwhile
             continue
@@ -327,7 +336,7 @@ def outputs_there(folder: str | os.PathLike, names: list[str],
     for i, (name, src) in enumerate(zip(names, inputs)):
         try:
             t = (Path(folder) / name).stat().st_mtime_ns
-            (kept if t >= src.stat().st_mtime_ns else stale).add(i)
+            (kept if _not_older(t, src.stat().st_mtime_ns) else stale).add(i)
         except OSError:   # not written, or gone meanwhile
             continue
     return kept, stale

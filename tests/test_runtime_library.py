@@ -314,3 +314,24 @@ def test_a_glob_librarys_one_folder_keeps_its_name_so_a_rerun_finds_its_outputs(
     assert run_stream(onnx_model, src, out)["frames_processed"] == 1
     got = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert got == ["2024/a.jpg", "2024/b.jpg", "2025/c.jpg"]
+
+
+def test_outputs_on_a_file_system_of_coarser_times_are_not_taken_for_older_than_their_photos(
+        tmp_path, onnx_model):
+    """An output folder on a NAS share or a FAT card keeps times to 100 ns or 2 s: an output
+    given its photo's time read older than the photo, and every rerun sharpened the whole
+    library again, warning that every photo had changed."""
+    import os
+
+    from runtime_fixtures import runtime_warnings
+    names = ["2024/a.jpg", "2024/b.jpg"]
+    _library(tmp_path / "lib", names)
+    src, out = str(tmp_path / "lib" / "**" / "*"), tmp_path / "out"
+    for name in names:   # a photo's time to the nanosecond, as ext4 keeps it
+        os.utime(tmp_path / "lib" / name, ns=(1_700_000_001_234_567_891,) * 2)
+    run_stream(onnx_model, src, out)
+    for name in names:   # as FAT kept it: to 2 s, rounded down
+        os.utime(out / name, ns=(1_700_000_000 * 10**9,) * 2)
+    with runtime_warnings() as warned:
+        assert run_stream(onnx_model, src, out)["frames_processed"] == 0
+    assert not [w for w in warned if "changed since" in w], warned
