@@ -60,6 +60,9 @@ class ImageSource(Source):
                 return
             t0 = time.perf_counter()
             where = self._where(i)
+            # Its times before the read: a photo written meanwhile (an import) is newer than
+            # its output, which a rerun then makes again.
+            times = self._times(i) if self.times is not None else None
             # UNCHANGED keeps 16-bit and alpha so pre-processing converts them knowingly.
             try:
                 img = self._decode(i)
@@ -87,7 +90,7 @@ class ImageSource(Source):
                 continue
             t1 = time.perf_counter()
             _say_other_pages(where, *self._pages(i))
-            if self.times is not None and (times := self._times(i)) is not None:
+            if self.times is not None and times is not None:
                 self.times[name] = times
             yield Frame(i, img, name, t1, t1 - t0)
 

@@ -335,3 +335,29 @@ def test_outputs_on_a_file_system_of_coarser_times_are_not_taken_for_older_than_
     with runtime_warnings() as warned:
         assert run_stream(onnx_model, src, out)["frames_processed"] == 0
     assert not [w for w in warned if "changed since" in w], warned
+
+
+def test_an_output_takes_the_time_its_photo_had_when_read_not_a_later_one(tmp_path):
+    """A photo still being written (an import into the library) when the run read it: its
+    output took the time the photo had after the read, so a rerun took the finished photo
+    for the one sharpened and never made it again. The time is the one before the read."""
+    import os
+    import threading
+    from pathlib import Path
+
+    from runtime.image_sources import ImageSource
+    _library(tmp_path, ["a.jpg", "b.jpg"])
+    photos = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
+    for p in photos:
+        os.utime(p, ns=(10**18, 10**18))
+
+    class Importing(ImageSource):   # the real reader, with the import going on meanwhile
+        def _decode(self, i: int) -> np.ndarray:
+            img = super()._decode(i)
+            os.utime(self.paths[i], ns=(2 * 10**18, 2 * 10**18))
+            return img
+
+    src = Importing(str(tmp_path / "*.jpg"), [Path(p) for p in photos], tmp_path)
+    src.times = {}
+    assert len(list(src.frames(threading.Event()))) == 2
+    assert src.times == {"a.jpg": (10**18, 10**18), "b.jpg": (10**18, 10**18)}
