@@ -354,6 +354,8 @@ class FrameProcessor:
                              f"{auto_tile_above!r}")
         self.auto_tile_above = None if tile else auto_tile_above
         self._auto: Optional[FrameProcessor] = None   # made at the first frame it takes
+        # False: tiled without a tile asked for (the automatic one's); see tiling_warnings
+        self.tile_given = True
         if not isinstance(rgb, (bool, np.bool_)):   # bool("false") is True: every frame swapped
             raise TypeError(f"rgb must be True or False, got {rgb!r}")
         self.rgb = bool(rgb)
@@ -389,6 +391,7 @@ class FrameProcessor:
         if self._auto is None:
             self._auto = FrameProcessor(self.backend, AUTO_TILE, None, rgb=self.rgb,
                                         flags=self.flags)
+            self._auto.tile_given = False   # its advice names the tile to give
         return self._auto
 
     def _infer_nchw(self, batch: np.ndarray) -> np.ndarray:
@@ -442,7 +445,8 @@ class FrameProcessor:
                                    auto=self.overlap_auto, flags=self.flags,
                                    unrecorded=getattr(self.backend,
                                                       "receptive_field_unrecorded", False),
-                                   model=getattr(self.backend, "path", None)):
+                                   model=getattr(self.backend, "path", None),
+                                   tile_given=self.tile_given):
             self.tiling_said.add(msg)
             _warn(msg)
 

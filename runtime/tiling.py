@@ -247,7 +247,7 @@ def auto_overlap(tile: int, receptive_field: Optional[int] = None) -> int:
 def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
                     receptive_field: int | None = None, auto: bool = False,
                     flags: bool = False, unrecorded: bool = False,
-                    model: object = None) -> list[str]:
+                    model: object = None, tile_given: bool = True) -> list[str]:
     """What a user should know before an h x w frame is tiled: a tile rounded up to the model's
     size multiple, tiles that overlap so much that each pixel is computed many times, and an
     overlap narrower than the model's receptive field (the blend then hides seams only
@@ -257,7 +257,8 @@ def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
     was recorded), whose automatic overlap is then a fixed one that may be too narrow; `model`,
     its file, which that message names.
     The messages name run_stream's keywords (`tile=250`), or with `flags` the flags of
-    `sharpen run` (`--tile 250`)."""
+    `sharpen run` (`--tile 250`). `tile_given` False: the frame is tiled without a tile asked
+    for (above the automatic tiling's size), where an overlap takes effect only with one."""
     if not tile:
         return []
 
@@ -281,7 +282,8 @@ def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
         out.append(f"{whose} records no receptive field (an export from before it "
                    f"was recorded): the automatic overlap {overlap} may be narrower than it, and "
                    "tile seams may show; export it again with `sharpen export` to record it, or "
-                   f"give a wider {named('overlap')}")
+                   f"give a wider {named('overlap')}"
+                   + ("" if tile_given else f" with {named('tile', tile)}"))
     elif receptive_field and overlap < receptive_field:
         out.append(f"{named('overlap', overlap)} is narrower than the model's receptive field "
                    f"({receptive_field} px): tile seams may show; an {named('overlap')} near "

@@ -361,3 +361,27 @@ def test_an_output_takes_the_time_its_photo_had_when_read_not_a_later_one(tmp_pa
     src.times = {}
     assert len(list(src.frames(threading.Event()))) == 2
     assert src.times == {"a.jpg": (10**18, 10**18), "b.jpg": (10**18, 10**18)}
+
+
+def test_an_automatically_tiled_photo_s_advice_on_the_overlap_names_the_tile_it_needs(
+        tmp_path):
+    """Above the size a photo is tiled without --tile, and an export that recorded no
+    receptive field was told to 'give a wider --overlap': given alone, --overlap has no
+    effect without --tile (said so). The advice names the tile to give with it."""
+    import onnx
+
+    from runtime.options import AUTO_TILE
+    from runtime_fixtures import make_onnx_model, runtime_warnings
+    old = make_onnx_model(tmp_path / "old.onnx")
+    m = onnx.load(str(old))
+    onnx.helper.set_model_props(m, {"student": "fast", "multiple": "8", "precision": "fp32",
+                                    "arch_args": '{"width": 8, "blocks": 1}',
+                                    "layout": "NCHW RGB float32 [0,1]"})
+    onnx.save(m, str(old))
+    _noise_library(tmp_path / "lib", {"big.png": (600, 640), "b.png": (20, 24)})
+    with runtime_warnings() as said:
+        run_stream(old, str(tmp_path / "lib" / "*"), tmp_path / "out", tile=None,
+                   auto_tile_above=100 * 100)
+    said = [w for w in said if "records no receptive field" in w]
+    assert len(said) == 1 and said[0].endswith(
+        f"give a wider overlap with tile={AUTO_TILE}"), said
