@@ -67,6 +67,10 @@ def sharpen(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           text=True, timeout=120, env=env)
 
 
+# The live line's frame count, dated where stderr is a log (as here, a pipe).
+LIVE_COUNT = r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )?\s*(\d+)/"
+
+
 def stopped(argv: list[str], after: int, signum: int | None, env: dict | None = None,
             then=None) -> tuple[int, str]:
     """Run `sharpen run`, and send `signum` (if any) and call `then` (if any) once its live
@@ -80,7 +84,7 @@ def stopped(argv: list[str], after: int, signum: int | None, env: dict | None = 
     try:
         for line in proc.stderr:
             lines.append(line)
-            m = re.match(r"\s*(\d+)/", line)
+            m = re.match(LIVE_COUNT, line)
             if m and int(m.group(1)) >= after:
                 if signum is not None:
                     proc.send_signal(signum)
@@ -528,7 +532,7 @@ def test_a_resumed_runs_progress_counts_the_frames_it_has_to_write(made, tmp_pat
     k = len(list(out.glob("frame_*")))
     code, err = stopped([*argv, "--resume"], N + 1, None)   # never reached: runs to its end
     assert code == 0, err
-    counts = re.findall(r"^\s*(\d+)/(\d+) frames", err, re.M)
+    counts = re.findall(LIVE_COUNT + r"(\d+) frames", err, re.M)
     assert counts and {int(t) for _, t in counts} == {N - k}, err
     assert counts[-1] == (str(N - k), str(N - k)), err
 
