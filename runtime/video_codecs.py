@@ -11,6 +11,7 @@ stream copies as OpenCV's videos get (runtime/video_sink.py).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -216,7 +217,17 @@ class FFmpegEncoder:
         self._log.seek(0)
         lines = [ln.strip() for ln in self._log.read().decode(errors="replace").splitlines()
                  if ln.strip()]
-        return lines[-1] if lines else f"exit code {code}"
+        if lines:
+            return lines[-1]
+        if code is not None and code < 0:   # a signal ffmpeg had no word for
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            # SIGKILL, unasked, is mostly the OOM killer's, which dmesg names
+            return f"killed by {name}" + (", as the OOM killer kills" if name == "SIGKILL"
+                                           else "")
+        return f"exit code {code}"
 
 
 FOURCCS = {"h264": "avc1", "hevc": "hvc1", "prores": "apch"}

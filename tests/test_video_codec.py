@@ -220,3 +220,26 @@ def test_an_untagged_hd_source_plays_in_its_own_colours(tmp_path, monkeypatch, o
     assert "yuv420p(tv, bt709, progressive)" in _video_line(_listing(ffmpeg, out))
     assert np.abs(_mean_yuv(ffmpeg, out) - _mean_yuv(ffmpeg, clip)).max() < 1.5, (
         _mean_yuv(ffmpeg, out), _mean_yuv(ffmpeg, clip))
+
+
+def test_an_ffmpeg_killed_mid_run_is_said_so_not_as_a_negative_exit_code(tmp_path, ffmpeg):
+    """The OOM killer picks the encoder: the run stops at its next frame, naming the signal
+    (ffmpeg said nothing), where it said 'exit code -9'."""
+    import signal
+
+    from runtime.video_codecs import CODECS, FFmpegEncoder, encode_command
+
+    out = tmp_path / "sharp.mkv"
+    command = encode_command(ffmpeg, CODECS["h264"], None, (64, 48), 25.0, out,
+                             ("smpte170m",) * 3)
+    enc = FFmpegEncoder(command, out, flags=True)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    enc.write(frame)
+    enc._proc.send_signal(signal.SIGKILL)
+    enc._proc.wait(30)
+    with pytest.raises(SinkError) as raised:
+        for _ in range(1000):   # past what the pipe's buffer takes
+            enc.write(frame)
+    enc.release()
+    assert "killed by SIGKILL" in str(raised.value) and "-9" not in str(raised.value), raised
+    assert enc.failure.startswith("killed by SIGKILL"), enc.failure
