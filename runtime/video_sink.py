@@ -481,9 +481,17 @@ class VideoFileSink(Sink):
             warn(f"{said}, which OpenCV could not read back (try ffmpeg or VLC; delete it if "
                  "it holds nothing of use)")
             return
+        said = (f"{said}, which no player opens: its frames are there but not the index "
+                f"{ext.lstrip('.').upper()} files get when they are closed")
+        if not _holds_mpeg4_part2(kept):   # --codec's H.264, HEVC or ProRes
+            warn(f"{said}. Its frames are not mp4v's, the one codec ffmpeg alone puts back "
+                 "behind a complete video's header: a tool that rebuilds an index from a "
+                 "complete video of the same --codec and frame size (untrunc, "
+                 "github.com/anthwlock/untrunc; not tried by this runtime) may recover them; "
+                 "record into .mkv, which plays up to a cut as it is")
+            return
         rebuilt = kept.with_name(f"{kept.stem}-rebuilt{ext}")
-        warn(f"{said}, which no player opens: its frames are there but not the index "
-             f"{ext.lstrip('.').upper()} files get when they are closed. Given REF{ext}, a "
+        warn(f"{said}. Given REF{ext}, a "
              "complete video this runtime wrote at the same frame size and rate (a recording "
              f"of the same camera), ffmpeg rebuilds it: ffmpeg -i REF{ext} -c copy -bsf:v "
              f"dump_extra -frames:v 1 -f m4v - | cat - {shlex.quote(str(kept))} | ffmpeg -f "
@@ -1091,6 +1099,32 @@ def _first_frame_reads(path: Path) -> bool:
 def _mp4_frame_bytes(path: Path) -> int:
     """The bytes of frames in an MP4/MOV file's mdat box (0: none, or not such a file): what a
     writer killed before it wrote the index at close leaves them in."""
+    return _mdat(path)[1]
+
+
+# MPEG-4 Part 2's start codes (GOV, VOP, visual object sequence and object): what OpenCV's
+# mp4v puts first in the mdat, where H.264 and HEVC put a 4-byte NAL length and ProRes a
+# frame's size.
+MP4V_STARTS = (b"\x00\x00\x01\xb0", b"\x00\x00\x01\xb3", b"\x00\x00\x01\xb5",
+               b"\x00\x00\x01\xb6")
+
+
+def _holds_mpeg4_part2(path: Path) -> bool:
+    """Whether the frames in an MP4/MOV file's mdat are mp4v's (OpenCV's), which ffmpeg reads
+    as a raw stream behind a complete video's header, unlike --codec's."""
+    at, size = _mdat(path)
+    if size < 4:
+        return False
+    try:
+        with open(path, "rb") as f:
+            f.seek(at)
+            return f.read(4) in MP4V_STARTS
+    except OSError:
+        return False
+
+
+def _mdat(path: Path) -> tuple[int, int]:
+    """(where the frames in an MP4/MOV file's mdat box start, their bytes); (0, 0): none."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -1104,13 +1138,13 @@ def _mp4_frame_bytes(path: Path) -> int:
                     box, header = int.from_bytes(head[8:16], "big"), 16
                 if kind == b"mdat":   # size 0: up to the end, as the writer leaves it open
                     end = size if box == 0 else min(size, at + box)
-                    return max(0, end - at - header)
+                    return at + header, max(0, end - at - header)
                 if box < header or (at == 0 and kind != b"ftyp"):
-                    return 0
+                    return 0, 0
                 at += box
     except OSError:
         pass
-    return 0
+    return 0, 0
 
 
 def _move_aside(old: Path, name: Path) -> Optional[Path]:

@@ -698,6 +698,7 @@ import sys
 import numpy as np
 from runtime.video_sink import VideoFileSink
 sink, rng, n = VideoFileSink(sys.argv[1], 30.0), np.random.default_rng(0), 0
+sink.codec = sys.argv[2] if len(sys.argv) > 2 else None   # --codec's, encoded by ffmpeg
 while True:
     f = rng.integers(0, 255, (96, 128, 3), np.uint8)
     sink.write(f, f, "f")
@@ -705,15 +706,16 @@ while True:
 """
 
 
-def _killed_recording(out: Path, at_least: int = 300_000) -> Path:
-    """The hidden file a recording into `out` leaves when it is SIGKILLed (a power cut) once
-    that file holds `at_least` bytes."""
+def _killed_recording(out: Path, at_least: int = 300_000, codec: str = "") -> Path:
+    """The hidden file a recording into `out` (in `codec`, --codec's: ffmpeg's encode; '':
+    OpenCV's) leaves when it is SIGKILLed (a power cut) once that file holds `at_least`
+    bytes."""
     import signal
     import subprocess
     import sys
     import time
 
-    proc = subprocess.Popen([sys.executable, "-c", _RECORDER, str(out)],
+    proc = subprocess.Popen([sys.executable, "-c", _RECORDER, str(out), *([codec] * bool(codec))],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     try:
@@ -806,6 +808,29 @@ def test_a_killed_mp4_recording_is_kept_and_the_way_to_rebuild_it_is_said(tmp_pa
     assert r.returncode == 0, r.stderr
     (rebuilt,) = tmp_path.glob(f"day.interrupted-*-rebuilt{ext}")
     assert _frames_read(rebuilt) > 20   # the frames up to the cut, at 300 KB of noise
+
+
+def test_a_killed_h264_mp4_recording_is_not_given_mp4v_s_rebuild(tmp_path, monkeypatch):
+    """`--codec h264` into .mp4, killed: its frames are H.264, which the warning's mp4v
+    rebuild (an MPEG-4 Part 2 stream behind a reference's header) cannot read back. The
+    warning says what can rebuild it, and that .mkv plays up to a cut as it is."""
+    from runtime.video_sink import VideoFileSink
+    from runtime_fixtures import ffmpeg_or_skip
+
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg_or_skip("encode H.264"))
+    out = tmp_path / "day.mp4"
+    left = _killed_recording(out, codec="h264")
+    assert _frames_read(left) == 0
+    with runtime_warnings() as said:
+        sink = VideoFileSink(out, 30)
+        for _ in range(3):
+            f = np.random.default_rng(1).integers(0, 255, (96, 128, 3), np.uint8)
+            sink.write(f, f, "f")
+        sink.close()
+    (moved,) = tmp_path.glob("day.interrupted-*.mp4")
+    (note,) = [s for s in said if "interrupted" in s]
+    assert str(moved) in note and "no player opens" in note, note
+    assert "-f m4v" not in note and "untrunc" in note and ".mkv" in note, note
 
 
 def test_a_killed_recording_that_holds_no_frame_is_removed(tmp_path):
