@@ -47,7 +47,7 @@ from .service_notify import EngineWork, ServiceNotifier
 from .stats import LiveReporter, Stats, StatsFile, stats_file_or_none, write_stats_atomic
 from .tiling import tiling_warnings
 from .segment_sink import SegmentSink, check_segment
-from .video_codecs import codec_problems, encoded_by_ffmpeg
+from .video_codecs import codec_problems, crf_used, encoded_by_ffmpeg
 from .video_sink import VideoFileSink, refuse_lossless
 from .warn import warn
 from .walk import glob_reaches
@@ -761,6 +761,9 @@ class _Stream:
                                    # ffmpeg's encode, which --resume does not join
                                    "codec": o.codec if kind == "video"
                                    and encoded_by_ffmpeg(o.codec) else None,
+                                   # as encoded: a --crf 18 given is h264's default
+                                   "crf": crf_used(o.codec, o.crf) if kind == "video"
+                                   else None,
                                    "quality": o.quality if kind == "images" else None},
                                   kind, self.video_fps, getattr(src, "average_fps", None))
         self.output, self.resume_record = out, now

@@ -61,6 +61,14 @@ def encoded_by_ffmpeg(codec: Optional[str]) -> bool:
     return codec is not None and bool(CODECS[codec].encoder)
 
 
+def crf_used(codec: Optional[str], crf: Optional[int]) -> Optional[int]:
+    """The CRF `codec` is encoded at with --crf `crf` (None: the codec takes none)."""
+    c = CODECS.get(codec) if codec else None
+    if c is None or c.crf is None:
+        return None
+    return c.crf if crf is None else crf
+
+
 def codec_problems(codec: Optional[str], crf: Optional[int], output: Optional[str | Path],
                    flags: bool = False, lossless: bool = False, resume: bool = False,
                    segment: bool = False) -> list[str]:
@@ -160,7 +168,7 @@ def encode_command(ffmpeg: str, codec: Codec, crf: Optional[int], size: tuple[in
              # The frames' own tags, which recent ffmpeg writes over the -color_* options
              f"setparams=colorspace={matrix}:color_primaries={primaries}:"
              f"color_trc={transfer}:range=tv")
-    quality = ["-crf", str(codec.crf if crf is None else crf)] if codec.crf is not None else []
+    quality = ["-crf", str(crf_used(codec.name, crf))] if codec.crf is not None else []
     # Apple's players open HEVC in MP4/MOV only under the hvc1 tag (ffmpeg's default is hev1).
     tag = (["-tag:v", "hvc1"] if codec.name == "hevc" and out.suffix.lower() in (".mp4", ".mov")
            else [])
@@ -238,8 +246,7 @@ def encoding(codec: str, crf: Optional[int], matrix: str, audio_streams: int,
     """What ffmpeg encoded, in the keys of VideoFileSink.encoding (--stats `video`)."""
     c = CODECS[codec]
     chroma, depth = CHROMA[c.pix_fmt]
-    quality = (f"CRF {c.crf if crf is None else crf}" if c.crf is not None
-               else "profile HQ")
+    quality = f"CRF {crf_used(codec, crf)}" if c.crf is not None else "profile HQ"
     return {"codec": c.encoder.removeprefix("lib").removesuffix("_ks").replace("x265", "hevc")
             .replace("x264", "h264"), "fourcc": FOURCCS[codec], "bit_depth": depth,
             "chroma": chroma, "matrix": "bt709" if matrix == "bt709" else "bt601",

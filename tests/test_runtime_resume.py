@@ -437,6 +437,25 @@ def test_a_stopped_h264_run_resumes_as_the_closing_line_says(made, tmp_path):
     assert abs(len(done.stdout) / 2 / 8000 - N / FPS) < 0.1
 
 
+def test_a_stopped_h264_run_resumed_at_another_crf_is_refused_naming_it(made, tmp_path):
+    """Half a video at CRF 18 and half at CRF 30 joined, its closing line saying CRF 30 for
+    all of it: --crf changes the frames written, as --quality does, and is named so."""
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        pytest.skip("no ffmpeg to encode H.264")
+    out = tmp_path / "sharp.mkv"
+    argv = ["--model", str(made["model"]), "--source", str(made["clip"]), "--out", str(out),
+            "--codec", "h264"]
+    code, err = stopped(argv, 10, signal.SIGINT, _env(ffmpeg))
+    assert code == 130 and "run the same command with --resume" in err, err
+    before = out.stat().st_size
+    r = sharpen(*argv, "--resume", "--crf", "30", env=_env(ffmpeg))
+    assert r.returncode == 2 and "--crf was 18, now 30" in r.stderr, r.stderr
+    assert out.stat().st_size == before
+    r = sharpen(*argv, "--resume", "--crf", "18", env=_env(ffmpeg))   # h264's default
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("ext", [".mp4", ".mkv", ".avi", ".ts"])
 def test_a_resumed_clip_with_sound_keeps_its_frames_times(made, tmp_path, ext):
     """A phone's clip has sound. The stopped run's video got the sound of its frames, whose
