@@ -242,7 +242,7 @@ FOURCCS = {"h264": "avc1", "hevc": "hvc1", "prores": "apch"}
 
 
 def encoding(codec: str, crf: Optional[int], matrix: str, audio_streams: int,
-             timecode: Optional[str]) -> dict:
+             audio_copied: bool, timecode: Optional[str]) -> dict:
     """What ffmpeg encoded, in the keys of VideoFileSink.encoding (--stats `video`)."""
     c = CODECS[codec]
     chroma, depth = CHROMA[c.pix_fmt]
@@ -251,17 +251,13 @@ def encoding(codec: str, crf: Optional[int], matrix: str, audio_streams: int,
             .replace("x264", "h264"), "fourcc": FOURCCS[codec], "bit_depth": depth,
             "chroma": chroma, "matrix": "bt709" if matrix == "bt709" else "bt601",
             "range": "limited", "tagged": True, "audio_streams": audio_streams,
-            "timecode": timecode, "quality": quality}
+            "audio_copied": audio_copied, "timecode": timecode, "quality": quality}
 
 
-def codec_said(written: dict) -> str:
-    """`encoding` in words: `H.264 (libx264), 8-bit 4:2:0, BT.709 limited range (tagged),
-    CRF 18; 1 audio stream copied; timecode 01:00:00:00`."""
-    from .console import count
+def pictures_said(written: dict) -> str:
+    """`encoding`'s pictures in words: `H.264 (libx264), 8-bit 4:2:0, BT.709 limited range
+    (tagged), CRF 18` (the sound and timecode are said as OpenCV's videos' are)."""
     name = CODECS[next(k for k, v in FOURCCS.items() if v == written["fourcc"])].said
     matrix = "BT.709" if written["matrix"] == "bt709" else "BT.601"
-    n = written["audio_streams"]
-    sound = count(n, "audio stream") + " copied" if n else "no audio"
-    timecode = f"; timecode {written['timecode']}" if written.get("timecode") else ""
     return (f"{name}, {written['bit_depth']}-bit {written['chroma']}, {matrix} "
-            f"{written['range']} range (tagged), {written['quality']}; {sound}{timecode}")
+            f"{written['range']} range (tagged), {written['quality']}")

@@ -29,7 +29,7 @@ from .atomic import new_file_mode, sync_folder
 from .atomic import pid_alive as _pid_alive
 from .clip_metadata import TIMECODE_EXTS, metadata_options
 from .audio import ENV, ISO_EXTS, MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, find_ffmpeg
-from .video_codecs import CODECS as ENCODED, FFmpegEncoder, codec_said, colour_names
+from .video_codecs import CODECS as ENCODED, FFmpegEncoder, colour_names, pictures_said
 from .video_codecs import encode_command, encoding, source_read_as_bt601
 from .colour_tags import (copy_tagged, players_guess_hd, source_colours, tag_options, taggable,
                           wants_tags)
@@ -701,7 +701,7 @@ class VideoFileSink(Sink):
         (`encoding_said`): every codec here takes 8 bits; FFV1 stores the frames as BGR."""
         if self.codec is not None:
             return encoding(self.codec, self.crf, self._encoded_colours[0], self.audio_streams,
-                            self.timecode)
+                            self.audio_copied, self.timecode)
         fourcc = fourcc_for(self.path, self.lossless)
         rgb = fourcc == LOSSLESS_FOURCC
         # MPEG program and transport streams (MPEG-2's containers) hold no timecode: ffmpeg's
@@ -961,16 +961,12 @@ TS_PROBE_PACKETS = 16
 
 
 def encoding_said(written: dict) -> str:
-    if written.get("quality"):   # ffmpeg's encode (runtime/video_codecs.py)
-        return codec_said(written)
-    return _opencv_said(written)
-
-
-def _opencv_said(written: dict) -> str:
     """`VideoFileSink.encoding` in words: `MPEG-4 Part 2 (mp4v), 8-bit 4:2:0, BT.601 limited
     range (tagged), OpenCV's fixed quality; 2 audio streams copied; timecode 01:00:00:00`."""
     name = CODECS.get(written["fourcc"], (None, written["fourcc"]))[1]
-    if written["matrix"] is None:
+    if written.get("quality"):   # ffmpeg's encode (runtime/video_codecs.py)
+        pictures = pictures_said(written)
+    elif written["matrix"] is None:
         pictures = (f"{name}, {written['bit_depth']}-bit BGR {written['chroma']}, no YUV "
                     "matrix, every pixel kept")
     else:

@@ -243,3 +243,23 @@ def test_an_ffmpeg_killed_mid_run_is_said_so_not_as_a_negative_exit_code(tmp_pat
     enc.release()
     assert "killed by SIGKILL" in str(raised.value) and "-9" not in str(raised.value), raised
     assert enc.failure.startswith("killed by SIGKILL"), enc.failure
+
+
+def test_sound_encoded_for_the_container_is_said_so(tmp_path, capsys, monkeypatch, onnx_model,
+                                                   ffmpeg):
+    """A MOV's PCM sound does not go into an MP4 as it is: it is encoded (AAC), which the
+    closing line and --stats say, as they do for mp4v, not 'copied'."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    pictures, clip = tmp_path / "pictures.mp4", tmp_path / "pcm.mov"
+    write_video(pictures, FRAMES, FPS)
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(pictures), "-f", "lavfi",
+                    "-i", f"sine=frequency=440:duration={FRAMES / FPS}", "-map", "0:v", "-map",
+                    "1:a", "-c:v", "copy", "-c:a", "pcm_s16le", str(clip)],
+                   check=True, timeout=60)
+    out, stats = tmp_path / "sharp.mp4", tmp_path / "stats.json"
+    assert _run(onnx_model, clip, out, "--codec", "h264", "--stats", str(stats)) == 0
+    err = capsys.readouterr().err
+    assert "CRF 18; 1 audio stream encoded for the container" in err, err
+    assert "Audio: aac" in _listing(ffmpeg, out)
+    import json
+    assert json.loads(stats.read_text())["video"]["audio_copied"] is False
