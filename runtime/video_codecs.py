@@ -220,6 +220,12 @@ class FFmpegEncoder:
             self.failure = self._said()
         self._log.close()
 
+    @property
+    def killed(self) -> bool:
+        """Whether ffmpeg was ended by a signal (the OOM killer, a kill), not by an error of
+        its own: what it wrote stops at the cut, as a killed run's video does."""
+        return self._proc.returncode is not None and self._proc.returncode < 0
+
     def _said(self) -> str:
         code = self._proc.returncode
         self._log.seek(0)

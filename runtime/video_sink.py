@@ -366,6 +366,34 @@ class VideoFileSink(Sink):
                 joined.unlink(missing_ok=True)
         self.frames += self.joined_frames
 
+    def _keep_cut(self) -> bool:
+        """What an ffmpeg encoder killed mid-run wrote, kept beside the output and said where it
+        plays up to the cut (an MKV's, a MOV's without its index does not), as a killed run's
+        recording is (`_keep_or_remove`); False where nothing was kept."""
+        # A resumed run's part is not the video (the output holds the rest); a source's
+        # given-up open holds OpenCV's FFmpeg, which the look would wait for.
+        if (self.joined is not None or open_left_running()
+                or not _first_frame_reads(self.tmp)):
+            return False
+        st = self.tmp.stat()
+        when = time.strftime("%Y%m%d-%H%M%S", time.localtime(st.st_mtime))
+        kept = _move_aside(self.tmp, self.path.with_name(
+            f"{self.path.stem}.interrupted-{when}{self.path.suffix}"))
+        if kept is None:
+            return False
+        os.chmod(kept, new_file_mode())   # mkstemp made it owner-only
+        cut = (f"{option('output', self.path, self.flags)}: ffmpeg was killed while encoding "
+               f"it and left {st.st_size / 1e6:.1f} MB of video")
+        bound = self._interrupted_bound()
+        if self._bound_kept(kept, "interrupted-", INTERRUPTED_KEPT, bound,
+                            "what an earlier cut recording left"):
+            warn(f"{cut}; it was removed, holding no more video than each of the "
+                 f"{INTERRUPTED_KEPT} kept from earlier cuts: {bound}")
+            return False
+        warn(f"{cut}; it is kept as {kept}, which plays up to the cut (less what ffmpeg still "
+             "held then)")
+        return True
+
     def _ffmpeg_encoder(self, size: tuple[int, int]) -> FFmpegEncoder:
         """ffmpeg encoding the frames into the hidden file in `self.codec`, in the YUV matrix
         players take `size` in, tagged so, with the source's SDR primaries and transfer."""
@@ -464,9 +492,7 @@ class VideoFileSink(Sink):
                f"process, {pid}, was killed or the power failed) and left "
                f"{st.st_size / 1e6:.1f} MB of video, last written "
                f"{time.strftime('%Y-%m-%d %H:%M:%S', when)}")
-        bound = (f"at most {INTERRUPTED_KEPT} such recordings of {self.path.name} are kept, the "
-                 "ones holding the most video, so that a service killed in a loop does not "
-                 "fill the disk (rename one to keep it out of the count)")
+        bound = self._interrupted_bound()
         if self._bound_kept(kept, "interrupted-", INTERRUPTED_KEPT, bound,
                             "what an earlier cut recording left"):
             warn(f"{cut}; it was removed, holding no more video than each of the "
@@ -498,6 +524,11 @@ class VideoFileSink(Sink):
              f"m4v -r {self.fps:g} -i - -c copy -bsf:v 'noise=drop=not(n)' "
              f"{shlex.quote(str(rebuilt))}; an .mkv, .avi or .ts recording plays up to a cut "
              "as it is")
+
+    def _interrupted_bound(self) -> str:
+        return (f"at most {INTERRUPTED_KEPT} such recordings of {self.path.name} are kept, the "
+                "ones holding the most video, so that a service killed in a loop does not "
+                "fill the disk (rename one to keep it out of the count)")
 
     def _not_replaced(self, exc: OSError) -> str:
         """Why the finished video did not get its name, and where it is: beside the output under
@@ -618,13 +649,14 @@ class VideoFileSink(Sink):
             return
         self.writer.release()
         failure = getattr(self.writer, "failure", "")   # an ffmpeg encoder's
+        kept = getattr(self.writer, "killed", False) and self._keep_cut()
         self.writer = None
         if failure and not self._broken:
             self._broken = True
             self.close()
             raise SinkError(f"{option('output', self.path, self.flags)}: ffmpeg could not "
                             f"encode the video ({failure}); nothing was written under that "
-                            "name")
+                            f"name{', what it wrote is kept beside it' if kept else ''}")
         if self._broken:
             self.tmp.unlink(missing_ok=True)
             remove_if_empty(self._made)

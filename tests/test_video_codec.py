@@ -16,7 +16,7 @@ import pytest
 from runtime.pipeline import StreamOptions, run_stream
 from runtime.sinks import SinkError
 from runtime_fixtures import (assert_in_order, ffmpeg_or_skip, onnx_model, read_video, run_cli,
-                              write_video)
+                              runtime_warnings, write_video)
 
 __all__ = ["onnx_model"]  # the fixture is used by name
 
@@ -263,3 +263,46 @@ def test_sound_encoded_for_the_container_is_said_so(tmp_path, capsys, monkeypatc
     assert "Audio: aac" in _listing(ffmpeg, out)
     import json
     assert json.loads(stats.read_text())["video"]["audio_copied"] is False
+
+
+def _kill_child_ffmpeg() -> bool:
+    """SIGKILL this process's ffmpeg children (the encoder), as the OOM killer would."""
+    import os
+    import signal
+
+    killed = False
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                if "ffmpeg" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="ignore"):
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed = True
+            except OSError:
+                pass
+    return killed
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds ffmpeg in /proc")
+def test_an_mkv_recording_whose_ffmpeg_was_killed_is_kept_up_to_the_cut(tmp_path, monkeypatch,
+                                                                        onnx_model, ffmpeg):
+    """A day's .mkv recording, its encoder killed (the OOM killer picks ffmpeg): the run stops,
+    and what ffmpeg wrote, which plays up to the cut as a killed run's .mkv does, is kept
+    beside the output and said, not deleted with the rest of the day."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    rng = np.random.default_rng(0)
+    sent = []
+
+    def frames():
+        for i in range(2000):
+            if len(sent) == 300:
+                assert _kill_child_ffmpeg()
+            sent.append(i)
+            yield rng.integers(0, 255, (64, 96, 3), np.uint8)
+
+    out = tmp_path / "day.mkv"
+    with runtime_warnings() as said, pytest.raises(SinkError, match="killed by SIGKILL"):
+        run_stream(onnx_model, frames(), out, StreamOptions(codec="h264", fps=25))
+    (kept,) = tmp_path.glob("day.interrupted-*.mkv")
+    assert any(f"kept as {kept}" in s and "ffmpeg was killed" in s for s in said), said
+    assert len(read_video(kept)[0]) > 50
+    assert not out.exists() and not list(tmp_path.glob(".*"))
