@@ -502,9 +502,11 @@ def test_runtime_warnings_are_python_warnings_that_the_cli_shows_once_each(tmp_p
         err = capsys.readouterr().err
         assert rc == 0, err
         lines = err.splitlines()
-        assert lines[:-1] == [f"warning: {m}" for m in said[:2]] + \
+        assert lines[:-2] == [f"warning: {m}" for m in said[:2]] + \
             [f"warning: 2 frames in all were resized to 32x24 in {tmp_path / f'{run}.mp4'}"], err
-        assert lines[-1].startswith("done: 3 frames, "), err   # --quiet keeps the result
+        # --quiet keeps the result and what the video was written in
+        assert lines[-2].startswith("done: 3 frames, "), err
+        assert lines[-1].startswith(f"sharpen run: {tmp_path / f'{run}.mp4'}: MPEG-4"), err
 
 
 def test_truncated_video_is_said_and_a_whole_one_is_not(tmp_path, capsys, onnx_model):
