@@ -29,8 +29,9 @@ def utf8_file_names() -> None:
     os.execv(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]])
 
 
-# The modules `python -m` runs as sharpen's command lines (torchrun's workers: sharpen.cli).
-COMMAND_MODULES = ("sharpen.__main__", "sharpen.cli", "runtime.cli")
+# The modules `python -m` runs as sharpen's command lines (torchrun's workers: sharpen.cli,
+# distill.data.labels).
+COMMAND_MODULES = ("sharpen.__main__", "sharpen.cli", "runtime.cli", "distill.data.labels")
 
 
 def _sharpens_own_process() -> bool:

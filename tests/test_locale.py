@@ -4,6 +4,7 @@ spell them (Windows' code pages when redirected, PYTHONIOENCODING=ascii), and a 
 kept from the shell."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -392,3 +393,44 @@ def test_a_model_in_a_folder_named_in_latin1_is_refused_by_name_not_as_a_newer_v
     said = r.stderr.decode(errors="replace")
     assert r.returncode in (1, 2), said[-2000:]
     assert "not UTF-8" in said and "ONNX Runtime" in said and "newer" not in said, said
+
+
+def test_the_labels_module_torchrun_runs_restarts_in_utf8_mode_as_sharpen_labels(tmp_path):
+    """`python -m distill.data.labels` (the command `sharpen labels --help` gives torchrun)
+    did not restart under LC_ALL=C PYTHONUTF8=0: its manifest recorded the data's names as
+    surrogate escapes ("Stra\\udcc3\\udc9fe"), which `sharpen labels` then found at "a new
+    path"; and a mistyped SHARPEN_PROGRESS_INTERVAL stopped it at its first progress line, after
+    the teacher was loaded and run.json written, not before any work as `sharpen labels`."""
+    import torch
+
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.images import write_image
+    from distill.restormer import build_restormer
+
+    torch.manual_seed(0)
+    m = build_restormer("tiny")
+    teacher = tmp_path / "t.pt"
+    atomic_save(make_checkpoint(m, kind="teacher", arch="restormer",
+                                arch_args=m.config.to_dict()), teacher)
+    data = tmp_path / FOLDER
+    rng = np.random.default_rng(0)
+    for sub in ("input", "target"):
+        write_image(data / sub / "Müller.png", rng.random((24, 32, 3)).astype(np.float32))
+    out = tmp_path / "Etiketten 東京"
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("LANG", "LC_CTYPE", "PYTHONUTF8", "RANK", "WORLD_SIZE",
+                            "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    environ.update(LC_ALL="C", PYTHONUTF8="0", OMP_NUM_THREADS="1",
+                   PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    cmd = [sys.executable, "-m", "distill.data.labels", "--data", str(data), "--out", str(out),
+           "--teacher-weights", str(teacher), "--tile", "32", "--overlap", "8", "--device",
+           "cpu"]
+    bad = subprocess.run(cmd, capture_output=True, timeout=300, cwd=tmp_path,
+                         env={**environ, "SHARPEN_PROGRESS_INTERVAL": "abc"})
+    assert bad.returncode == 2, bad.stderr.decode(errors="replace")[-2000:]
+    assert b"SHARPEN_PROGRESS_INTERVAL" in bad.stderr and not out.exists()
+    r = subprocess.run(cmd + ["--quiet"], capture_output=True, timeout=300, cwd=tmp_path,
+                       env=environ)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
+    entries = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["entries"]
+    assert [e["input"] for e in entries.values()] == [str(data / "input" / "Müller.png")]

@@ -11,6 +11,8 @@ from typing import Optional
 
 from runtime.cli_errors import SharpenError, interrupt_exit_code, interrupted_message
 from runtime.console import shell_join
+from runtime.locale_text import unspellable_escaped, utf8_file_names
+from runtime.progress import line_interval
 from runtime.warn import shown_once_as_lines, warn
 
 from ..dist import DistInfo
@@ -127,7 +129,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 description="Cache teacher pseudo-labels (same as "
                                             "`sharpen labels`).")
     add_labels_arguments(p)
+    if argv is None:   # the command line torchrun starts: as `sharpen` starts it
+        utf8_file_names()
+    unspellable_escaped()
+    from runtime.shell_words import home_expanded
+    argv = home_expanded(list(sys.argv[1:] if argv is None else argv))
     try:
+        line_interval()   # a mistyped setting is one error before the teacher loads
         with shown_once_as_lines():   # as `sharpen labels` shows its warnings
             return run_from_args(p.parse_args(argv))
     except SharpenError as e:
