@@ -319,7 +319,7 @@ def setting_origin(path: str | None, overrides: list[str] | None, key: str) -> s
         if touches(ov):
             return f"by the override {ov}"
     for p in _config_chain(path) if path else []:
-        line = _key_lines(p.read_text()).get(key)
+        line = _key_lines(p.read_text(encoding="utf-8")).get(key)
         if line:
             return f"at {p}, line {line}"
     return ""
@@ -429,8 +429,24 @@ def _apply_file(cfg: TrainConfig, p: Path, seen: tuple[Path, ...]) -> dict:
                 " (a relative base is read from the folder of the config naming it)"
                 if not Path(d["base"]).is_absolute() else ""))
         _apply_file(cfg, there, seen)
-    apply_dict(cfg, {k: v for k, v in d.items() if k != "base"}, at=_file_place(p, lines))
+    apply_dict(cfg, {k: _home_of_strings(v) for k, v in d.items() if k != "base"},
+               at=_file_place(p, lines))
     return d
+
+
+def _home_of_strings(value: Any, inside: tuple[int, ...] = ()) -> Any:
+    """`value` with a leading ~ of each string (in lists and mappings too) the home folder, as
+    an override's (`out=~/runs`): YAML leaves it as written, and `out: ~/runs` made a folder
+    named ~ in the working directory. A YAML alias of its own mapping (`a: &x {b: *x}`) is
+    left as it is, for the settings' check to name."""
+    if isinstance(value, str):
+        return home_of(value)
+    if not isinstance(value, (dict, list)) or id(value) in inside:
+        return value
+    inside = (*inside, id(value))
+    if isinstance(value, dict):
+        return {k: _home_of_strings(v, inside) for k, v in value.items()}
+    return [_home_of_strings(v, inside) for v in value]
 
 
 def _config_chain(path: str | Path) -> list[Path]:
@@ -707,7 +723,8 @@ def _reads_back(cfg: TrainConfig, key: str, text: str) -> bool:
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
     # As checkpoints are written: a temp name of its own (config.tmp was every writer's),
     # synced before the rename and the folder after.
-    atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+    atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False,
+                                            allow_unicode=True).encode())
 
 
 # Settings that steer one invocation, not what is trained: changing them on resume is normal.

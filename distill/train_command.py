@@ -138,7 +138,7 @@ def _print_config(cfg: Any, args: argparse.Namespace) -> int:
         build_model(cfg)
     except ConfigValueError as e:
         return refuse(_with_origin(e, args))
-    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), end="")
     return 0
 
 

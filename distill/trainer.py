@@ -821,7 +821,8 @@ class Trainer:
                     earlier, changes = self._earlier_config
                     kept = self.out / f"config-step{self.step}.yaml"
                     import yaml
-                    atomic_write_bytes(kept, yaml.safe_dump(earlier, sort_keys=False).encode())
+                    atomic_write_bytes(kept, yaml.safe_dump(earlier, sort_keys=False,
+                                                            allow_unicode=True).encode())
                     warn(f"resuming {self._resume_path()} (step {self.step}) with settings of "
                          f"its own changed: {'; '.join(changes)}. The run goes on with the new "
                          f"ones; the earlier settings are in {kept}")

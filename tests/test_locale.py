@@ -239,6 +239,25 @@ def test_a_tilde_in_a_key_value_override_is_the_home_folder(monkeypatch, tmp_pat
     assert load_config(None, as_overrides(cfg)).to_dict() == cfg.to_dict()
 
 
+def test_a_tilde_in_a_config_file_is_the_home_folder_as_in_an_override(monkeypatch, tmp_path):
+    """`out: ~/runs/fast` in a YAML config made a folder named ~ in the working directory (one
+    `rm -rf ~` away from the home folder), where `out=~/runs/fast` on the command line is the
+    home folder's; config.yaml and --print-config spelled Straße as Stra\\xDFe."""
+    from distill.config import load_config, save_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = tmp_path / "mine.yaml"
+    config.write_text("out: ~/Läufe 実行/fast\ndata:\n  labels: ~/Etiketten\n  val_labels: ~\n",
+                      encoding="utf-8")
+    cfg = load_config(str(config))
+    assert cfg.out == f"{tmp_path}/Läufe 実行/fast"
+    assert cfg.data.labels == f"{tmp_path}/Etiketten"
+    assert cfg.data.val_labels == ""   # YAML's null, as before
+    save_config(cfg, tmp_path / "config.yaml")
+    assert f"out: {tmp_path}/Läufe 実行/fast\n" in (tmp_path / "config.yaml").read_text(
+        encoding="utf-8")
+
+
 LATIN1 = os.fsdecode(b"Urlaub Stra\xdfe")   # a folder named on a Latin-1 system (a camera card)
 
 
