@@ -4,6 +4,7 @@ frames were scored as blurred inputs with no ground truth."""
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def test_reds_pairs_by_sequence_and_frame(tmp_path):
     assert len(resolve_source(reds, split="val").samples) == 6
     # the split folder itself, as REDS' zips unpack it
     assert len(resolve_source(reds / "val", split="test").samples) == 6
-    with pytest.raises(SourceError, match=r"no .test. split.*train, val.*--split val, or give"):
+    with pytest.raises(SourceError, match=r"no .test. split.*train, val.*give .*val for its val split, or --split val"):
         resolve_source(reds, split="test")
     assert "REDS" in data_set_in(reds)
     only_train = tmp_path / "REDS-train"   # the train zip alone: never scored as the test split
@@ -274,6 +275,24 @@ def test_a_reds_blurred_folder_given_alone_names_its_split_to_give(tmp_path):
     with pytest.raises(BenchError, match=r"val_blur is the blurred half of a paired folder: "
                                          r"give .*REDS/val, whose val_sharp/"):
         _check_real_blur("--real-pairs", str(reds / "val" / "val_blur"), 4, need_gt=True)
+
+
+def test_bench_given_a_reds_root_is_told_the_folder_to_give_not_a_split_option_it_lacks(tmp_path):
+    """bench --real-pairs REDS (its test split has no sharp frames) was told to "score its val
+    split with --split val": bench has no --split, and its help offered a REDS root."""
+    reds = _reds(tmp_path / "REDS")
+    from benchmarks.report import BenchError, _check_real_blur
+    with pytest.raises(BenchError) as e:
+        _check_real_blur("--real-pairs", str(reds), 4, need_gt=True)
+    assert re.search(r"give \S*REDS/val for its val split", str(e.value)), str(e.value)
+    assert "with --split val" not in str(e.value)
+    import argparse
+
+    from sharpen.cli import build_parser
+    commands = next(a for a in build_parser()._actions
+                    if isinstance(a, argparse._SubParsersAction))
+    help_text = " ".join(commands.choices["bench"].format_help().split())
+    assert "REDS' val/ folder" in help_text and "REDS or HIDE root" not in help_text
 
 
 def test_a_hide_split_folder_given_alone_names_the_hide_root_to_give(tmp_path):

@@ -101,9 +101,10 @@ def _resolve_reds(path: Path, split: str) -> SourceInfo:
     if len(found) == 1 and given:   # a split's folder given alone: its pairs, whatever --split
         split = given[0]
     elif split not in found:
+        # bench has no --split: the folder first, which every command takes
         raise SourceError(f"{path} has no {split!r} split (it has: {', '.join(found)}; REDS' "
-                          "test split has no sharp frames: score its val split with --split val, "
-                          f"or give {path / 'val'})")
+                          f"test split has no sharp frames: give {path / 'val'} for its val "
+                          "split, or --split val in evaluate and labels)")
     return pair_folders(*found[split], "reds", path, split)
 
 
