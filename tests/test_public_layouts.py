@@ -50,7 +50,8 @@ def test_reds_pairs_by_sequence_and_frame(tmp_path):
     assert len(resolve_source(reds, split="val").samples) == 6
     # the split folder itself, as REDS' zips unpack it
     assert len(resolve_source(reds / "val", split="test").samples) == 6
-    with pytest.raises(SourceError, match=r"no .test. split.*train, val.*give .*val for its val split, or --split val"):
+    with pytest.raises(SourceError, match=r"no .test. split.*train, val.*give .*val for its "
+                                          r"val split, or --split val"):
         resolve_source(reds, split="test")
     assert "REDS" in data_set_in(reds)
     only_train = tmp_path / "REDS-train"   # the train zip alone: never scored as the test split
