@@ -1033,6 +1033,7 @@ def side_by_side(outputs: dict[str, dict[str, np.ndarray]], path: str | Path, si
     from matplotlib.figure import Figure
 
     from runtime.atomic import atomic_path
+    from runtime.imageio import shown_path
     names = list(outputs)
     cols = list(outputs[names[0]])
     # Many columns: smaller crops, still pixel for pixel, rather than a figure past the cap.
@@ -1045,6 +1046,8 @@ def side_by_side(outputs: dict[str, dict[str, np.ndarray]], path: str | Path, si
     shown = f"crops of {cell} px at {zoom}x (each pixel {zoom}x{zoom}, not resampled)" \
         if zoom > 1 else f"crops of {cell} px at 1:1 (not resampled)"
     # Wrapped to the figure's width (a 9 pt character is about 7.5 px at 100 dpi).
+    # Names as messages show them: matplotlib cannot draw a name's byte that is not UTF-8.
+    title = shown_path(title)
     head = textwrap.fill(f"{title}; {shown}" if title else shown, width=max(20, width // 8),
                          break_on_hyphens=False)
     top = _GAP + _LINE * (head.count("\n") + 1) + _GAP
@@ -1056,12 +1059,12 @@ def side_by_side(outputs: dict[str, dict[str, np.ndarray]], path: str | Path, si
     for i, n in enumerate(names):
         y, x, s = boxes[n]
         y_top = top + i * row_h
-        fig.text(_GAP / width, 1 - y_top / height, n, ha="left", va="top", fontsize=9,
-                 fontweight="bold")
+        fig.text(_GAP / width, 1 - y_top / height, shown_path(n), ha="left", va="top",
+                 fontsize=9, fontweight="bold")
         for j, c in enumerate(cols):
             x_left = _GAP + j * (cell * zoom + _GAP)
-            fig.text(x_left / width, 1 - (y_top + _LINE) / height, c, ha="left", va="top",
-                     fontsize=9)
+            fig.text(x_left / width, 1 - (y_top + _LINE) / height, shown_path(c), ha="left",
+                     va="top", fontsize=9)
             crop = np.clip(outputs[n][c][y:y + s, x:x + s], 0, 1)
             crop = np.repeat(np.repeat(crop, zoom, 0), zoom, 1)
             y_img = y_top + 2 * _LINE

@@ -389,6 +389,18 @@ def test_a_training_video_named_in_latin1_is_refused_by_name_not_a_segfault(tmp_
         assert "not UTF-8" in said and "Urlaub Stra\\xdfe" in said, said[-2000:]
 
 
+def test_a_figure_of_a_folder_named_in_latin1_shows_its_bytes_not_a_crash(tmp_path):
+    """`sharpen evaluate --data` a REDS folder named in Latin-1 scored every image, then
+    crashed in matplotlib on the figure's title (a surrogate escape it cannot draw), before
+    per_image.csv was written."""
+    from distill.evaluate import side_by_side
+
+    img = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)
+    out = side_by_side({f"{LATIN1}/000": {"input": img, "fast": img}}, tmp_path / "side.png",
+                       side=16, title=f"/data/{LATIN1}/REDS/val")
+    assert out.is_file()
+
+
 def test_the_demo_refuses_an_out_folder_named_in_latin1_before_its_stages(tmp_path):
     """The demo's video and crops went to OpenCV under --out: a folder name that is not UTF-8
     crashed it (a segfault) after the data set was built and labelled."""
