@@ -435,7 +435,8 @@ def write_csv(runs: list[Run], path: Path) -> Path:
         cells += [_value(r.config[k]) if k in r.config else "" for k in keys]
         w.writerow(["" if c is None else c for c in cells])
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue().encode())
+    # A folder's name that is not UTF-8 (a run copied from a Latin-1 system): its own bytes.
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8", "surrogateescape"))
     return path
 
 
@@ -487,6 +488,8 @@ def figure(runs: list[Run], axis: str):
     """The matplotlib Figure `plot` writes."""
     from matplotlib.figure import Figure
 
+    # Names as messages show them: matplotlib cannot draw a name's byte that is not UTF-8.
+    from runtime.imageio import shown_path
     runs = [r for r in runs if not r.problem]
     fig = Figure(figsize=(15, 4.2))
     fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.9, wspace=0.22)
@@ -497,7 +500,7 @@ def figure(runs: list[Run], axis: str):
               if isinstance(t.get("loss"), (int, float))]
         if tr:
             # a lone record (a run killed after its first log) is a line of no length
-            ax[0].plot(*zip(*tr), lw=0.8, color=colour, label=r.label,
+            ax[0].plot(*zip(*tr), lw=0.8, color=colour, label=shown_path(r.label),
                        marker="." if len(tr) == 1 else None)
         key = r.score_key
         if key:
@@ -505,7 +508,8 @@ def figure(runs: list[Run], axis: str):
                 pts = [(x_value(r, v, axis), v["val"][k]) for v in r.val
                        if isinstance(v["val"].get(k), (int, float))]
                 if pts:
-                    ax[j + 1].plot(*zip(*pts), marker=".", color=colour, label=r.label)
+                    ax[j + 1].plot(*zip(*pts), marker=".", color=colour,
+                                   label=shown_path(r.label))
     # The blurred input's score, where the validation has ground truth: the line a model must
     # be above to sharpen at all (one per set of validation images).
     for j, kind in enumerate(("psnr", "ssim")):

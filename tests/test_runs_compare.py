@@ -400,3 +400,14 @@ def test_a_run_whose_crops_a_step_are_unknown_does_not_switch_the_axis_to_sample
     old.mkdir()
     shutil.copy(two_runs / "a" / "metrics.jsonl", old / "metrics.jsonl")
     assert pick_axis([read_run(two_runs / "a"), read_run(old)], "auto") == "steps"
+
+
+def test_a_run_folder_named_in_latin1_is_drawn_by_its_bytes_not_a_crash(two_runs, capsys,
+                                                                        tmp_path):
+    """A run copied from a Latin-1 system (lauf-\\xe4) crashed the curves' figure in matplotlib,
+    which cannot draw a name's byte that is not UTF-8, after the table was printed."""
+    latin1 = tmp_path / os.fsdecode(b"lauf-\xe4")
+    shutil.copytree(two_runs / "a", latin1)
+    code, text = runs(capsys, latin1, two_runs / "b", "--out", tmp_path / "cmp")
+    assert code == 0, text
+    assert (tmp_path / "cmp" / "runs.png").is_file()
