@@ -16,7 +16,8 @@ from runtime.atomic import atomic_file
 def append_text(path: Path, msg: str) -> None:
     """A timestamped line of train.log; its folder made where missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
+    # A name that is not UTF-8 (a Latin-1 folder) as \udcdf: the log stays UTF-8 to read back.
+    with open(path, "a", encoding="utf-8", errors="backslashreplace") as f:
         f.write(f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} {msg}\n")
 
 

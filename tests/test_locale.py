@@ -334,6 +334,22 @@ def test_training_files_are_utf8_whatever_the_locale(tmp_path):
     assert "/Fotos/Straße 東京" in (tmp_path / "run" / "train.log").read_text(encoding="utf-8")
 
 
+def test_a_run_in_a_folder_named_in_latin1_trains_and_logs_not_a_unicode_error(tmp_path):
+    """train.log, written as UTF-8, refused a path whose name is not UTF-8 (its byte kept by
+    Python as a surrogate escape): `sharpen distill data.labels=` a cache labelled in a Latin-1
+    folder stopped at its first log line with "'utf-8' codec can't encode character
+    '\\udcdf'", after labels and validation images were read."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_trainer import tiny_cfg
+
+    from distill.trainer import train
+
+    out = tmp_path / LATIN1 / "run"
+    train(tiny_cfg(out, 1), quiet=True)
+    assert (out / "last.pt").is_file()
+    assert "Stra\\udcdfe" in (out / "train.log").read_text(encoding="utf-8")
+
+
 def test_a_config_saved_in_latin1_is_named_as_not_utf8_with_the_line(tmp_path):
     """Configs are read as UTF-8 on every system now; one saved in Windows' cp1252 (Notepad's
     "ANSI") was refused as "not a text file", which it is, and nothing said what to change."""
