@@ -987,7 +987,9 @@ def write_per_image_csv(res: dict, path: str | Path) -> Path:
     for scores in res["per_image"].values():
         for by_model in scores.values():
             metrics += [m for m in by_model if m not in metrics]
-    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    # A name that is not UTF-8 (a Latin-1 folder) as \udcdf: the table stays UTF-8 to read.
+    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8",
+                                                       errors="backslashreplace") as f:
         w = csv.writer(f)
         on_clip = res.get("clip_frames") or {}
         clip_cols = ["clip", "frame"] if on_clip else []

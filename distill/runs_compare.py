@@ -435,8 +435,9 @@ def write_csv(runs: list[Run], path: Path) -> Path:
         cells += [_value(r.config[k]) if k in r.config else "" for k in keys]
         w.writerow(["" if c is None else c for c in cells])
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A folder's name that is not UTF-8 (a run copied from a Latin-1 system): its own bytes.
-    atomic_write_bytes(path, buf.getvalue().encode("utf-8", "surrogateescape"))
+    # A folder's name that is not UTF-8 (a run copied from a Latin-1 system) as \udcdf: the
+    # table stays UTF-8 to read, as evaluate's per_image.csv.
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8", "backslashreplace"))
     return path
 
 

@@ -350,6 +350,25 @@ def test_a_run_in_a_folder_named_in_latin1_trains_and_logs_not_a_unicode_error(t
     assert "Stra\\udcdfe" in (out / "train.log").read_text(encoding="utf-8")
 
 
+def test_tables_of_images_in_a_folder_named_in_latin1_are_written_not_a_unicode_error():
+    """per_image.csv, written as UTF-8, refused an image in a Latin-1 subfolder (its name's
+    byte a surrogate escape): `sharpen evaluate --out` scored every image, then stopped on a
+    UnicodeEncodeError with no per_image.csv."""
+    import csv
+    import tempfile
+
+    from distill.evaluate import write_per_image_csv
+
+    name = f"{LATIN1}/000"
+    res = {"per_image": {name: {"input": {"psnr": 20.0, "ssim": 0.5},
+                                "fast": {"psnr": 21.0, "ssim": 0.6}}}}
+    with tempfile.TemporaryDirectory() as d:
+        path = write_per_image_csv(res, Path(d) / "per_image.csv")
+        with open(path, encoding="utf-8", newline="") as f:   # UTF-8 still, for pandas
+            rows = list(csv.reader(f))
+    assert rows[1][:2] == ["Urlaub Stra\\udcdfe/000", "Urlaub Stra\\udcdfe"], rows
+
+
 def test_a_config_saved_in_latin1_is_named_as_not_utf8_with_the_line(tmp_path):
     """Configs are read as UTF-8 on every system now; one saved in Windows' cp1252 (Notepad's
     "ANSI") was refused as "not a text file", which it is, and nothing said what to change."""
