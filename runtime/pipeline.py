@@ -31,6 +31,7 @@ from .compare_sink import CompareSink
 from .console import count, unread
 from .host import check_threads
 from .image_sink import QUALITY_EXTS, ImageSink
+from .locale_text import utf8_name
 from .options import (AUTO_TILE, AUTO_TILE_PIXELS, WHOLE_FRAME_BYTES_PER_PIXEL, is_number,
                       option, video_rate)
 from .output_paths import make_folder, same_file
@@ -365,6 +366,8 @@ def run_stream(model: Union[str, Path, Backend],
         refuse_unwritten_format(output, flags)   # a usage error: before anything is opened
         if o.lossless and _video_sink_for(Path(output)):
             refuse_lossless(output, flags)
+        if _video_sink_for(Path(output)):   # OpenCV's writer's name: not after a camera's open
+            utf8_name(output, SinkError)
     if problems := codec_problems(o.codec, o.crf, output if not isinstance(output, Sink)
                                   else None, flags, o.lossless, o.resume, bool(o.segment)):
         raise SinkError("; ".join(problems))

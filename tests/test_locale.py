@@ -294,6 +294,23 @@ def test_a_video_named_in_latin1_is_refused_by_name_not_a_segfault(tmp_path):
         assert "UTF-8" in said and "Urlaub Stra" in said, said
 
 
+def test_a_video_out_named_in_latin1_is_refused_before_the_camera_is_opened(tmp_path):
+    """The refusal came once the source had opened: with the camera away it was "cannot open
+    stream source" and exit 3, which a unit's Restart= retries for good, and with the camera
+    there after its open (up to --timeout). A usage error, exit 2, before anything is opened."""
+    model, _ = _model_and_photo(tmp_path)
+    folder = tmp_path / LATIN1
+    folder.mkdir()
+    for out in (folder / "cam.mp4", folder / "cam.ts"):
+        extra = ["--segment", "60"] if out.suffix == ".ts" else []
+        r = _sharpen(["run", "--model", str(model), "--source", "http://127.0.0.1:9/cam.mjpg",
+                      "--timeout", "5", "--reconnect", "0", "--out", str(out), *extra],
+                     tmp_path)
+        said = r.stderr.decode(errors="replace")
+        assert r.returncode == 2, said[-2000:]
+        assert "not UTF-8" in said and "Urlaub Stra" in said and "stream" not in said, said
+
+
 def test_evaluate_reads_and_writes_its_named_files_in_utf8_whatever_the_locale(tmp_path):
     """per_image.csv (the images' names) was written, and the resume journal read, in the
     locale's encoding: on Windows (cp1252) a 東京 in a name raised UnicodeEncodeError once
