@@ -414,6 +414,12 @@ def handler(args: argparse.Namespace) -> int:
         print(f"sharpen run: error: {missing_dependency('run', exc)}", file=sys.stderr)
         return 1
     expected = (ModelError, SourceError, SinkError, FrameError, ValueError, OSError)
+    from .imageio import ImageReadError, max_pixels
+    try:   # once, a usage error, for `python -m runtime.cli` too (sharpen.cli checks it first)
+        max_pixels()
+    except ImageReadError as exc:
+        print(f"sharpen run: error: {exc}", file=sys.stderr)
+        return 2
     if args.model.lower().endswith((".pt", ".pth")):
         print(f"sharpen run: error: {args.model} is a PyTorch checkpoint; export it first: "
               f"sharpen export --weights {args.model} --out export/ (then --model "

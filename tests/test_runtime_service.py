@@ -911,6 +911,32 @@ def test_the_module_form_of_sharpen_run_says_its_usage_errors_as_sharpen_run_doe
     assert said("runtime.cli") == said("sharpen.cli")
 
 
+def test_the_module_form_of_sharpen_run_refuses_a_bad_pixel_budget_as_sharpen_run_does(
+        model, tmp_path):
+    """SHARPEN_MAX_PIXELS=lots: `sharpen run` says so and exits 2 (a unit's
+    RestartPreventExitStatus=2 stops there); `python -m runtime.cli run` exited 1, which
+    Restart= retries for good, or skipped every photo of a folder with it, one by one."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), np.full((24, 32, 3), 90, np.uint8))
+    clip = tmp_path / "a.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 10, (32, 24))
+    writer.write(np.full((24, 32, 3), 90, np.uint8))
+    writer.release()
+    env = dict(os.environ, SHARPEN_MAX_PIXELS="lots")
+
+    def said(module: str, source: Path) -> tuple[int, str]:
+        r = subprocess.run([sys.executable, "-m", module, "run", "--model", str(model),
+                            "--source", str(source), "--out", str(tmp_path / module / "o")],
+                           capture_output=True, text=True, timeout=60,
+                           cwd=tempfile.gettempdir(), env=env)
+        return r.returncode, r.stderr
+
+    for source in (photos, clip):
+        assert said("runtime.cli", source) == said("sharpen.cli", source) == (
+            2, "sharpen run: error: SHARPEN_MAX_PIXELS='lots' is not a number\n")
+
+
 def test_closing_after_stopping_extends_the_stop_timeout_while_the_close_works(tmp_path):
     """After STOPPING=1 the run sent nothing: a long close (ffmpeg copying an hour's sound in,
     a segment's colour-tagging copy) ran into TimeoutStopSec=, whose SIGKILL cut the
