@@ -1553,8 +1553,10 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
         if isinstance(file_sink, ImageSink) and isinstance(src, ImageSource) and not compare:
             # Grayscale images are written back as grayscale, an alpha channel is kept.
             src.layouts = file_sink.layouts = {}
+        # Not a FIFO's: the run read its frames, and ffmpeg's own open of it waits for a
+        # writer gone or hung (the probe's 30 s, the copy's minutes).
         if audio and isinstance(file_sink, VideoFileSink) and isinstance(src, VideoSource) \
-                and src.kind == "video":
+                and src.kind == "video" and os.path.isfile(src.target):
             # A local file's sound, which OpenCV's writer leaves out (a --compare video keeps
             # it too: both sides play in the source's time). A URL's is not fetched again.
             file_sink.audio_source, file_sink.audio_live = str(src.target), src.live

@@ -895,6 +895,37 @@ def test_sigterm_while_a_fifos_writer_hangs_stops_within_seconds(model, tmp_path
     assert frames == 12, (frames, err)
 
 
+def test_a_fifo_sources_run_closes_without_ffmpeg_waiting_on_the_fifo_for_its_sound(
+        model, tmp_path):
+    """A FIFO source (`--source feed.y4m`) was given to ffmpeg again at the close, to probe
+    and copy its sound: ffmpeg's open of the FIFO waited for a writer that had gone (or hung),
+    30 s of probe and up to 10 minutes of copy, where an ffmpeg is installed. The frames the
+    run read are all there is: its output closes at once."""
+    from tests.runtime_fixtures import ffmpeg_or_skip
+    ffmpeg = ffmpeg_or_skip("copy a sound")
+    w, h = 32, 24
+    fifo = tmp_path / "feed.y4m"
+    os.mkfifo(fifo)
+    out = tmp_path / "o.mp4"
+
+    def write() -> None:
+        with open(fifo, "wb") as f:
+            f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+            for i in range(6):
+                f.write(_y4m_frame(w, h, 40 + i * 8))
+
+    threading.Thread(target=write, daemon=True).start()
+    r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                        "--source", str(fifo), "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir(),
+                       env=dict(os.environ, SHARPEN_FFMPEG=ffmpeg))
+    assert r.returncode == 0, r.stderr
+    assert "done: 6 frames" in r.stderr, r.stderr
+    assert "has no sound" not in r.stderr, r.stderr
+    cap = cv2.VideoCapture(str(out))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 6
+
+
 # ["run"]: its pointer's example, runtime.cli's own copy of sharpen/help_text's (a layer above)
 @pytest.mark.parametrize("argv", [["run"], ["run", "--model"], ["run", "--modle", "m.onnx"],
                                   ["run", "--model", "m.onnx", "--source", "a", "-o", "b"],
