@@ -384,11 +384,7 @@ class VideoFileSink(Sink):
         os.chmod(kept, new_file_mode())   # mkstemp made it owner-only
         cut = (f"{option('output', self.path, self.flags)}: ffmpeg was killed while encoding "
                f"it and left {st.st_size / 1e6:.1f} MB of video")
-        bound = self._interrupted_bound()
-        if self._bound_kept(kept, "interrupted-", INTERRUPTED_KEPT, bound,
-                            "what an earlier cut recording left"):
-            warn(f"{cut}; it was removed, holding no more video than each of the "
-                 f"{INTERRUPTED_KEPT} kept from earlier cuts: {bound}")
+        if self._removed_past_bound(kept, cut):
             return False
         warn(f"{cut}; it is kept as {kept}, which plays up to the cut (less what ffmpeg still "
              "held then)")
@@ -492,11 +488,7 @@ class VideoFileSink(Sink):
                f"process, {pid}, was killed or the power failed) and left "
                f"{st.st_size / 1e6:.1f} MB of video, last written "
                f"{time.strftime('%Y-%m-%d %H:%M:%S', when)}")
-        bound = self._interrupted_bound()
-        if self._bound_kept(kept, "interrupted-", INTERRUPTED_KEPT, bound,
-                            "what an earlier cut recording left"):
-            warn(f"{cut}; it was removed, holding no more video than each of the "
-                 f"{INTERRUPTED_KEPT} kept from earlier cuts: {bound}")
+        if self._removed_past_bound(kept, cut):
             return
         said = f"{cut}; it is kept as {kept}"
         if plays:
@@ -524,6 +516,17 @@ class VideoFileSink(Sink):
              f"m4v -r {self.fps:g} -i - -c copy -bsf:v 'noise=drop=not(n)' "
              f"{shlex.quote(str(rebuilt))}; an .mkv, .avi or .ts recording plays up to a cut "
              "as it is")
+
+    def _removed_past_bound(self, kept: Path, cut: str) -> bool:
+        """Remove the cut recording `kept` (warned as `cut`) where it holds no more video than
+        each of the INTERRUPTED_KEPT kept from earlier cuts; whether it was removed."""
+        bound = self._interrupted_bound()
+        if not self._bound_kept(kept, "interrupted-", INTERRUPTED_KEPT, bound,
+                                "what an earlier cut recording left"):
+            return False
+        warn(f"{cut}; it was removed, holding no more video than each of the "
+             f"{INTERRUPTED_KEPT} kept from earlier cuts: {bound}")
+        return True
 
     def _interrupted_bound(self) -> str:
         return (f"at most {INTERRUPTED_KEPT} such recordings of {self.path.name} are kept, the "
