@@ -101,7 +101,10 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
     for r in rows:
         table.add_row(*r, style=row_style(r) if row_style else None)
     console = Console(file=file, width=_table_width(file))
-    if console.measure(table, options=console.options.update_width(10_000)).maximum \
+    # A log or pipe keeps the columns (scripts read them; a long description folds in its
+    # cell); only a terminal narrower than the table gets a record per row.
+    if _on_terminal(file) and \
+            console.measure(table, options=console.options.update_width(10_000)).maximum \
             > console.width:
         # Folded into narrow columns, 179.6 KiB became "179." over "6 KiB": a record per row,
         # a line per column, as psql's expanded display, keeps every value whole.
@@ -113,6 +116,13 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
                 table.add_row(h, c, style=row_style(r) if row_style else None)
             table.add_section()
     console.print(table)
+
+
+def _on_terminal(file: TextIO) -> bool:
+    try:
+        return bool(file.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _table_width(file: TextIO) -> int:
