@@ -723,8 +723,10 @@ def _reads_back(cfg: TrainConfig, key: str, text: str) -> bool:
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
     # As checkpoints are written: a temp name of its own (config.tmp was every writer's),
     # synced before the rename and the folder after.
-    atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False,
-                                            allow_unicode=True).encode())
+    # width: a long path stays on its line (folded at a space it reads back the same, but
+    # neither grep nor a reader finds it).
+    atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True,
+                                            width=2**16).encode())
 
 
 # Settings that steer one invocation, not what is trained: changing them on resume is normal.

@@ -488,7 +488,8 @@ class FrameProcessor:
                 getattr(getattr(frame, "dtype", None), "itemsize", 1))) from exc
 
     def _sharpen(self, frame: np.ndarray, timings: Optional[Timings]) -> np.ndarray:
-        if self.auto_tiles(*frame.shape[:2]):
+        # Not an array (a PIL image): to_bgr below says what to pass.
+        if getattr(frame, "ndim", 0) >= 2 and self.auto_tiles(*frame.shape[:2]):
             return self._auto_tiled()._sharpen(frame, timings)
         t = timings if timings is not None else Timings()
         t0 = time.perf_counter()

@@ -1234,7 +1234,8 @@ def test_the_live_line_of_a_file_says_how_far_and_the_time_left(tmp_path, onnx_m
     rc = run_cli(["run", "--model", str(onnx_model), "--source", str(src), "--output",
                   str(tmp_path / "o.mp4"), "--max-frames", "4"])
     lines = capsys.readouterr().err.splitlines()
-    assert rc == 0 and lines[-2].split(" ", 2)[2].startswith("4/4 frames  "), lines   # dated
+    live = [ln for ln in lines if " frames  " in ln][-1]   # dated; then done: and the codec
+    assert rc == 0 and live.split(" ", 2)[2].startswith("4/4 frames  "), lines
     stats = Stats()
     stats.total, stats.frames_processed, stats.t_start = 9000, 1800, time.perf_counter() - 600
     assert stats.line().startswith("1800/9000 frames  40m00s left  3.0 fps  "), stats.line()

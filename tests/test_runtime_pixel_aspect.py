@@ -56,7 +56,7 @@ def test_a_video_of_square_pixels_says_nothing_of_them(tmp_path, onnx_model, cap
     write_video(clip, 3, 5.0)
     assert run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
                     str(tmp_path / "sharp.mp4"), "--quiet"]) == 0
-    assert "pixels" not in capsys.readouterr().err
+    assert "pixels" not in capsys.readouterr().err.replace(str(tmp_path), "")   # its name
 
 
 def test_a_ratio_of_square_pixels_but_for_rounding_says_nothing(tmp_path, onnx_model, ffmpeg,
@@ -75,7 +75,7 @@ def test_a_ratio_of_square_pixels_but_for_rounding_says_nothing(tmp_path, onnx_m
     assert num != den and abs(num / den - 1) < 0.005, listing
     assert run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
                     str(tmp_path / "sharp.mp4"), "--quiet"]) == 0
-    assert "pixels" not in capsys.readouterr().err
+    assert "pixels" not in capsys.readouterr().err.replace(str(tmp_path), "")   # its name
 
 
 def test_the_ffmpeg_line_runs_for_an_output_path_with_spaces(tmp_path, onnx_model, ffmpeg,

@@ -40,8 +40,11 @@ def _category(call: ast.Call) -> ast.expr | None:
 
 
 def _is_sharpen_warning(node: ast.expr | None) -> bool:
+    """SharpenWarning, or a caught warning's own category (`w.category`): a library's warning
+    recorded and given back unchanged is not the project's to classify."""
     return ((isinstance(node, ast.Name) and node.id == "SharpenWarning")
-            or (isinstance(node, ast.Attribute) and node.attr == "SharpenWarning"))
+            or (isinstance(node, ast.Attribute) and node.attr in ("SharpenWarning",
+                                                                   "category")))
 
 
 def test_every_warnings_warn_of_the_project_is_a_sharpen_warning():
