@@ -356,7 +356,6 @@ def test_a_run_in_a_folder_named_in_latin1_trains_and_logs_not_a_unicode_error(t
     Python as a surrogate escape): `sharpen distill data.labels=` a cache labelled in a Latin-1
     folder stopped at its first log line with "'utf-8' codec can't encode character
     '\\udcdf'", after labels and validation images were read."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from test_trainer import tiny_cfg
 
     from distill.trainer import train
