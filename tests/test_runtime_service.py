@@ -968,41 +968,49 @@ def test_the_module_form_of_sharpen_run_refuses_a_bad_pixel_budget_as_sharpen_ru
             2, "sharpen run: error: SHARPEN_MAX_PIXELS='lots' is not a number\n")
 
 
-def test_closing_after_stopping_extends_the_stop_timeout_while_the_close_works(tmp_path):
-    """After STOPPING=1 the run sent nothing: a long close (ffmpeg copying an hour's sound in,
-    a segment's colour-tagging copy) ran into TimeoutStopSec=, whose SIGKILL cut the
-    recording. The close asks for more time while it or its ffmpeg child works, and for none
-    once nothing moves (a write that hangs), which the stop timeout is then left to end."""
+@contextlib.contextmanager
+def _notifier_stopping(tmp_path, watchdog_usec: int):
+    """A ServiceNotifier on a socket this test reads, past READY=1 and STOPPING=1: a run
+    closing its output; (socket, notifier)."""
     from runtime.service_notify import ServiceNotifier
     from runtime.stats import Stats
 
     addr = tmp_path / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(addr))
-        notifier = ServiceNotifier(Stats(), lambda: "finishing",
-                                   env={"NOTIFY_SOCKET": str(addr), "WATCHDOG_USEC": "400000"})
+        notifier = ServiceNotifier(Stats(), lambda: "finishing", env={
+            "NOTIFY_SOCKET": str(addr), "WATCHDOG_USEC": str(watchdog_usec)})
         notifier.start()
         try:
             notifier.ready()
             notifier.stopping()
-            _notices(sock, 0.5)
-            # ffmpeg copying, as a child process busy for 1.5 s
-            child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() "
-                                      "+ 1.5\nwhile time.time() < end: sum(range(10000))"])
-            busy = _notices(sock, 1.2)
-            child.wait()
-            extends = [ln for ln in busy if ln.startswith("EXTEND_TIMEOUT_USEC=")]
-            assert extends, busy
-            assert all(int(ln.split("=")[1]) >= 3 * 200_000 for ln in extends), extends
-            _notices(sock, 0.5)
-            hung = _notices(sock, 1.5)   # nothing moves: no more time asked
-            assert not any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in hung), hung
-            for _ in range(8):   # a closer's own steps (a resume's join) count too
-                notifier.progress()
-                time.sleep(0.1)
-            assert any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in _notices(sock, 0.3))
+            yield sock, notifier
         finally:
             notifier.close()
+
+
+def test_closing_after_stopping_extends_the_stop_timeout_while_the_close_works(tmp_path):
+    """After STOPPING=1 the run sent nothing: a long close (ffmpeg copying an hour's sound in,
+    a segment's colour-tagging copy) ran into TimeoutStopSec=, whose SIGKILL cut the
+    recording. The close asks for more time while it or its ffmpeg child works, and for none
+    once nothing moves (a write that hangs), which the stop timeout is then left to end."""
+    with _notifier_stopping(tmp_path, watchdog_usec=400_000) as (sock, notifier):
+        _notices(sock, 0.5)
+        # ffmpeg copying, as a child process busy for 1.5 s
+        child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() "
+                                  "+ 1.5\nwhile time.time() < end: sum(range(10000))"])
+        busy = _notices(sock, 1.2)
+        child.wait()
+        extends = [ln for ln in busy if ln.startswith("EXTEND_TIMEOUT_USEC=")]
+        assert extends, busy
+        assert all(int(ln.split("=")[1]) >= 3 * 200_000 for ln in extends), extends
+        _notices(sock, 0.5)
+        hung = _notices(sock, 1.5)   # nothing moves: no more time asked
+        assert not any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in hung), hung
+        for _ in range(8):   # a closer's own steps (a resume's join) count too
+            notifier.progress()
+            time.sleep(0.1)
+        assert any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in _notices(sock, 0.3))
 
 
 def test_a_hung_close_asks_for_no_more_time_however_busy_the_notifiers_own_look_is(tmp_path):
@@ -1010,24 +1018,11 @@ def test_a_hung_close_asks_for_no_more_time_however_busy_the_notifiers_own_look_
     on a host of thousands of processes that look costs tens of ms of the notifier's own CPU,
     which counted as the close working, so a write that hung was given more time each tick,
     never reaching TimeoutStopSec=. A 2 ms tick makes the look's share of it as large here."""
-    from runtime.service_notify import ServiceNotifier
-    from runtime.stats import Stats
-
-    addr = tmp_path / "notify"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(str(addr))
-        notifier = ServiceNotifier(Stats(), lambda: "finishing",
-                                   env={"NOTIFY_SOCKET": str(addr), "WATCHDOG_USEC": "4000"})
-        notifier.start()
-        try:
-            notifier.ready()
-            notifier.stopping()
-            _notices(sock, 0.2)
-            hung = _notices(sock, 1.0)   # the close waits on a write: nothing moves
-            extends = [ln for ln in hung if ln.startswith("EXTEND_TIMEOUT_USEC=")]
-            assert not extends, f"{len(extends)} extensions while nothing but the look ran"
-        finally:
-            notifier.close()
+    with _notifier_stopping(tmp_path, watchdog_usec=4000) as (sock, _):
+        _notices(sock, 0.2)
+        hung = _notices(sock, 1.0)   # the close waits on a write: nothing moves
+        extends = [ln for ln in hung if ln.startswith("EXTEND_TIMEOUT_USEC=")]
+        assert not extends, f"{len(extends)} extensions while nothing but the look ran"
 
 
 def test_an_open_given_up_still_calling_opencv_does_not_abort_the_exit(tmp_path):
