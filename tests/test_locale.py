@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tests.runtime_fixtures import make_onnx_model
+from tests.runtime_fixtures import drain, make_onnx_model
 
 FOLDER = "Urlaub 2026/Straße 東京 🎥"
 
@@ -156,15 +156,7 @@ def test_a_table_fits_a_60_column_terminal(tmp_path):
            "100.00", "1.0000", "PASS"]
     with open(term_fd, "w", encoding="utf-8", closefd=True) as term:
         print_table("export: fast -> Modelle", headers, [row], file=term, right=["size"])
-    text = b""
-    while True:
-        try:
-            chunk = os.read(main_fd, 65536)
-        except OSError:   # the terminal side is closed: all read
-            break
-        if not chunk:
-            break
-        text += chunk
+    text = drain(main_fd)
     os.close(main_fd)
     from rich.cells import cell_len
     lines = re.sub(r"\x1b\[[0-9;]*m", "", text.decode()).replace("\r", "").splitlines()
@@ -187,15 +179,7 @@ def test_a_table_on_a_terminal_of_no_size_is_printed_whole():
     fcntl.ioctl(term_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
     with open(term_fd, "w", encoding="utf-8", closefd=True) as term:
         print_table("export", ["format", "size"], [["onnx", "179.6 KiB"]], file=term)
-    text = b""
-    while True:
-        try:
-            chunk = os.read(main_fd, 65536)
-        except OSError:   # the terminal side is closed: all read
-            break
-        if not chunk:
-            break
-        text += chunk
+    text = drain(main_fd)
     os.close(main_fd)
     assert b"179.6 KiB" in text and b"onnx" in text, text
 
