@@ -40,6 +40,17 @@ def _listing(ffmpeg: str, path: Path) -> str:
                           capture_output=True, text=True, timeout=60).stderr
 
 
+def _sharpened_without_warnings(model: Path, clip: Path, out: Path, ffmpeg: str,
+                                capsys) -> tuple[str, str]:
+    """`sharpen run` of `clip` into `out`, which must succeed without a warning; (its stderr,
+    ffmpeg's listing of `out`)."""
+    rc = run_cli(["run", "--model", str(model), "--source", str(clip), "--out", str(out),
+                  "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "warning" not in err, err
+    return err, _listing(ffmpeg, out)
+
+
 @pytest.mark.parametrize("sound", [True, False], ids=["with-sound", "silent"])
 def test_the_sharpened_clip_keeps_the_sources_timecode_and_creation_time(
         tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, sound):
@@ -49,11 +60,7 @@ def test_the_sharpened_clip_keeps_the_sources_timecode_and_creation_time(
     clip = _clip(tmp_path, ffmpeg, sound)
     assert f"timecode        : {TIMECODE}" in _listing(ffmpeg, clip)
     out = tmp_path / "sharp.mov"
-    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out", str(out),
-                  "--quiet"])
-    err = capsys.readouterr().err
-    assert rc == 0 and "warning" not in err, err
-    listing = _listing(ffmpeg, out)
+    err, listing = _sharpened_without_warnings(onnx_model, clip, out, ffmpeg, capsys)
     assert f"timecode        : {TIMECODE}" in listing, listing
     assert f"creation_time   : {SHOT}" in listing, listing
 
@@ -105,11 +112,7 @@ def test_a_silent_untagged_hd_clip_keeps_its_timecode_too(tmp_path, capsys, monk
                     "-timecode", TIMECODE, "-metadata", f"creation_time={SHOT}", str(clip)],
                    check=True, timeout=60)
     out = tmp_path / "sharp.mov"
-    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out", str(out),
-                  "--quiet"])
-    err = capsys.readouterr().err
-    assert rc == 0 and "warning" not in err, err
-    listing = _listing(ffmpeg, out)
+    err, listing = _sharpened_without_warnings(onnx_model, clip, out, ffmpeg, capsys)
     assert f"timecode        : {TIMECODE}" in listing and "Video: mpeg4" in listing, listing
     assert f"creation_time   : {SHOT}" in listing, listing
     assert f"(untagged), OpenCV's fixed quality; no audio; timecode {TIMECODE}" in err, err
