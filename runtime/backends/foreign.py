@@ -221,18 +221,25 @@ def _tiled(c: IoContract, batch: np.ndarray, fn: Callable[[np.ndarray], np.ndarr
     return result if nhwc else np.ascontiguousarray(result.transpose(0, 3, 1, 2))
 
 
+def _inspection_session(path: Path) -> Any:
+    """An ONNX Runtime session on the CPU that loads `path` as it is (no graph optimisation,
+    errors only), to read its inputs and metadata or why it does not load."""
+    import onnxruntime as ort
+    o = ort.SessionOptions()
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    o.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=o, providers=["CPUExecutionProvider"])
+
+
 def onnx_open_error(path: Path) -> Optional[str]:
     """Why ONNX Runtime cannot load the .onnx at `path` (`sharpen models FILE`: a file copied
     over wrong or cut short), in one line; None where it loads or ONNX Runtime is absent."""
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401 - absent: nothing to say
     except ImportError:
         return None
-    o = ort.SessionOptions()
-    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    o.log_severity_level = 3
     try:
-        ort.InferenceSession(str(path), sess_options=o, providers=["CPUExecutionProvider"])
+        _inspection_session(path)
     except Exception as exc:
         raise_if_interrupted(exc)
         return f"  input and output: ONNX Runtime cannot open it ({brief(exc)})"
@@ -246,11 +253,7 @@ def onnx_io_lines(path: Path) -> Optional[list[str]]:
     from .base import read_sidecar
 
     try:
-        import onnxruntime as ort
-        o = ort.SessionOptions()
-        o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        o.log_severity_level = 3
-        s = ort.InferenceSession(str(path), sess_options=o, providers=["CPUExecutionProvider"])
+        s = _inspection_session(path)
     except Exception:   # no onnxruntime, or a file it cannot load
         return None
     meta = dict(s.get_modelmeta().custom_metadata_map or {})
