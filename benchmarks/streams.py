@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from runtime.cli_errors import stop_signals_held
+
 from .memory import TIMEOUT_S, VIDEO_FRAMES, child_command, child_failure, peak_of
 
 OPTION = "--streams"
@@ -91,7 +93,8 @@ def measure_streams(n: int, model: str | Path, clip: str | Path, threads: Option
                 with open(Path(tmp) / f"stdout-{i}", "w") as so, \
                         open(Path(tmp) / f"stderr-{i}", "w") as se:
                     try:
-                        procs.append(subprocess.Popen(cmd, stdout=so, stderr=se, env=env))
+                        with stop_signals_held():   # each child started is one _stop ends
+                            procs.append(subprocess.Popen(cmd, stdout=so, stderr=se, env=env))
                     except OSError as e:
                         return {"streams": n, "error": f"stream {i + 1} of {n} could not "
                                                        f"start: {e}"}

@@ -201,6 +201,31 @@ def install_hint(extra: str) -> str:
 
 
 @contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Ctrl-C or a stop signal arriving inside it acts at its end instead: around a child's
+    start and its recording (`Popen(...)` then `procs.append(...)`), where the interrupt raised
+    after the fork, before Popen returns, left a child that no cleanup knew of, running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield   # Python raises a signal's exception in the main thread only
+        return
+    got: list[int] = []
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, *STOP_SIGNALS)}
+    held = [s for s, h in old.items() if callable(h) or h == signal.SIG_DFL]
+    for s in held:
+        signal.signal(s, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        for s in held:
+            signal.signal(s, old[s])
+        for s in dict.fromkeys(got):
+            if callable(old[s]):
+                old[s](s, None)   # raises KeyboardInterrupt or Terminated here
+            else:
+                os.kill(os.getpid(), s)   # the default action: ends the process
+
+
+@contextlib.contextmanager
 def stop_signals_as_interrupt() -> Iterator[None]:
     """SIGTERM and SIGHUP raise Terminated while a command runs, as Ctrl-C raises
     KeyboardInterrupt, so that it cleans up and says so."""

@@ -240,6 +240,58 @@ def test_ctrl_c_leaves_no_stream_running_and_no_temp_files(tmp_path):
     assert list(tmp.iterdir()) == []
 
 
+# Ctrl-C as the second stream starts: after its fork, before Popen returns it to the bench.
+INTERRUPTED_IN_A_START = """
+import os, signal, subprocess, sys
+
+class Popen(subprocess.Popen):
+    started = 0
+
+    def _execute_child(self, *args, **kwargs):
+        super()._execute_child(*args, **kwargs)
+        Popen.started += 1
+        if Popen.started == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+subprocess.Popen = Popen
+from benchmarks.streams import measure_streams
+try:
+    measure_streams(2, sys.argv[1], sys.argv[2], threads=1)
+except KeyboardInterrupt:
+    sys.exit(130)
+sys.exit(0)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_as_a_stream_starts_leaves_it_not_running_in_a_removed_folder(tmp_path):
+    """Ctrl-C inside a stream's start (a busy host makes that window wide): the child ran, but
+    its Popen never reached the bench's list, so nothing stopped it, and it went on writing
+    into the temp folder the bench had removed (a `.bench-tmp` folder left in --out)."""
+    import subprocess
+    import sys
+
+    from benchmarks.latency import make_video
+    from runtime_fixtures import make_onnx_model
+
+    model = make_onnx_model(tmp_path / "m.onnx")
+    clip = make_video(tmp_path / "clip", 64, 48, 3000)   # runs far longer than the test
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+                                          os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-c", INTERRUPTED_IN_A_START, str(model), str(clip)],
+                         env=env, capture_output=True, text=True, timeout=120)
+    left = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+            and str(clip).encode() in _cmdline(p)]
+    for pid in left:   # not left running past the test
+        os.kill(pid, signal.SIGKILL)
+    assert res.returncode == 130, res.stderr
+    assert left == [], "a stream outlived the interrupted bench"
+    assert list(tmp.iterdir()) == []
+
+
 def _cmdline(p: Path) -> bytes:
     try:
         return (p / "cmdline").read_bytes()
