@@ -968,25 +968,57 @@ def test_the_module_form_of_sharpen_run_refuses_a_bad_pixel_budget_as_sharpen_ru
             2, "sharpen run: error: SHARPEN_MAX_PIXELS='lots' is not a number\n")
 
 
+# A ServiceNotifier past READY=1 and STOPPING=1 (a run closing its output), in a process that
+# runs nothing else: `busy SECONDS` on its stdin starts a child as busy (ffmpeg copying the
+# sound in) and answers `done` once it ended; `progress` is a closer's own step.
+NOTIFIER_STOPPING = """
+import subprocess, sys
+from runtime.service_notify import ServiceNotifier
+from runtime.stats import Stats
+
+notifier = ServiceNotifier(Stats(), lambda: "finishing", env={
+    "NOTIFY_SOCKET": sys.argv[1], "WATCHDOG_USEC": sys.argv[2]})
+notifier.start()
+notifier.ready()
+notifier.stopping()
+print("stopping", flush=True)
+for line in sys.stdin:
+    if line.startswith("busy "):
+        subprocess.run([sys.executable, "-c", "import time\\nend = time.time() + "
+                        + line.split()[1] + "\\nwhile time.time() < end: sum(range(10000))"])
+        print("done", flush=True)
+    elif line.strip() == "progress":
+        notifier.progress()
+notifier.close()
+"""
+
+
 @contextlib.contextmanager
 def _notifier_stopping(tmp_path, watchdog_usec: int):
-    """A ServiceNotifier on a socket this test reads, past READY=1 and STOPPING=1: a run
-    closing its output; (socket, notifier)."""
-    from runtime.service_notify import ServiceNotifier
-    from runtime.stats import Stats
-
+    """NOTIFIER_STOPPING on a socket this test reads: (socket, its process). Not in the test's
+    own process: the notifier counts every thread's CPU there but its own as the close
+    working, and a thread another test left running there made a hung close look busy."""
     addr = tmp_path / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(addr))
-        notifier = ServiceNotifier(Stats(), lambda: "finishing", env={
-            "NOTIFY_SOCKET": str(addr), "WATCHDOG_USEC": str(watchdog_usec)})
-        notifier.start()
+        proc = subprocess.Popen([sys.executable, "-c", NOTIFIER_STOPPING, str(addr),
+                                 str(watchdog_usec)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True,
+                                env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
         try:
-            notifier.ready()
-            notifier.stopping()
-            yield sock, notifier
+            assert proc.stdout.readline() == "stopping\n"
+            yield sock, proc
+            proc.stdin.close()
+            assert proc.wait(timeout=60) == 0
         finally:
-            notifier.close()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _tell(proc: subprocess.Popen, line: str) -> None:
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
 
 
 def test_closing_after_stopping_extends_the_stop_timeout_while_the_close_works(tmp_path):
@@ -994,13 +1026,11 @@ def test_closing_after_stopping_extends_the_stop_timeout_while_the_close_works(t
     a segment's colour-tagging copy) ran into TimeoutStopSec=, whose SIGKILL cut the
     recording. The close asks for more time while it or its ffmpeg child works, and for none
     once nothing moves (a write that hangs), which the stop timeout is then left to end."""
-    with _notifier_stopping(tmp_path, watchdog_usec=400_000) as (sock, notifier):
+    with _notifier_stopping(tmp_path, watchdog_usec=400_000) as (sock, proc):
         _notices(sock, 0.5)
-        # ffmpeg copying, as a child process busy for 1.5 s
-        child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() "
-                                  "+ 1.5\nwhile time.time() < end: sum(range(10000))"])
+        _tell(proc, "busy 1.5")   # ffmpeg copying, as a child process busy for 1.5 s
         busy = _notices(sock, 1.2)
-        child.wait()
+        assert proc.stdout.readline() == "done\n"
         extends = [ln for ln in busy if ln.startswith("EXTEND_TIMEOUT_USEC=")]
         assert extends, busy
         assert all(int(ln.split("=")[1]) >= 3 * 200_000 for ln in extends), extends
@@ -1008,7 +1038,7 @@ def test_closing_after_stopping_extends_the_stop_timeout_while_the_close_works(t
         hung = _notices(sock, 1.5)   # nothing moves: no more time asked
         assert not any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in hung), hung
         for _ in range(8):   # a closer's own steps (a resume's join) count too
-            notifier.progress()
+            _tell(proc, "progress")
             time.sleep(0.1)
         assert any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in _notices(sock, 0.3))
 
