@@ -538,6 +538,18 @@ def test_stop_event_leaves_playable_video(tmp_path, onnx_model):
     assert frames[0].shape == (FRAME_H, FRAME_W, 3)
 
 
+def _wait_for_frames_written(proc: subprocess.Popen, folder: Path, out: Path) -> None:
+    """Returns once the run `proc` has frames in its temp video of `out` in `folder`. Its
+    start (imports, the model's load) took over the 30 s these tests gave it on a loaded host:
+    the signal then came before any frame, and the test failed on what it did not mean."""
+    deadline = time.monotonic() + 300
+    while not any(p.stat().st_size for p in folder.glob(f".{out.stem}.*partial*")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the run wrote no frame (exit status {proc.wait()}, -9: 300 s passed)")
+        time.sleep(0.1)
+
+
 def _stream_until_frames_are_written(tmp_path, onnx_model, out, stats) -> subprocess.Popen:
     """`sharpen run` of a live synthetic source into `out`, returned once its temp video has
     frames in it."""
@@ -546,10 +558,7 @@ def _stream_until_frames_are_written(tmp_path, onnx_model, out, stats) -> subpro
          "--source", f"synthetic:{FRAME_W}x{FRAME_H}@50", "--output", str(out),
          "--stats", str(stats), "--quiet"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline and not any(
-            p.stat().st_size for p in tmp_path.glob(f".{out.stem}.*partial*")):
-        time.sleep(0.1)
+    _wait_for_frames_written(proc, tmp_path, out)
     return proc
 
 
@@ -581,10 +590,7 @@ def _hang_up_run(tmp_path, onnx_model, out, stats, closed: bool, ignored: bool =
         preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignored else None)
     os.close(w)
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline and not any(
-                p.stat().st_size for p in tmp_path.glob(f".{out.stem}.*partial*")):
-            time.sleep(0.1)
+        _wait_for_frames_written(proc, tmp_path, out)
         time.sleep(0.5)
         if closed:
             os.close(r)
@@ -678,10 +684,7 @@ def test_a_hang_up_that_also_ends_a_tee_still_exits_129(tmp_path, onnx_model):
     proc = subprocess.Popen(["bash", "-c", job], cwd=tmp_path, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline and not any(
-                p.stat().st_size for p in tmp_path.glob(f".{out.stem}.*partial*")):
-            time.sleep(0.1)
+        _wait_for_frames_written(proc, tmp_path, out)
         os.killpg(proc.pid, signal.SIGHUP)   # its own session: the job, never pytest
         proc.wait(timeout=60)
     finally:
