@@ -196,11 +196,15 @@ import os, signal, sys, threading, time
 from pathlib import Path
 from benchmarks.streams import measure_streams
 
+def parent(p):
+    try:
+        return (p / "stat").read_text().rsplit(")", 1)[1].split()[1]
+    except OSError:   # a process that ended while the loop looked: one of a busy host's
+        return None
+
 def interrupt():
     me = str(os.getpid())
-    while sum((p / "stat").read_text().rsplit(")", 1)[1].split()[1] == me
-              for p in Path("/proc").iterdir() if p.name.isdigit()
-              and (p / "stat").exists()) < 2:
+    while sum(parent(p) == me for p in Path("/proc").iterdir() if p.name.isdigit()) < 2:
         time.sleep(0.02)
     os.kill(os.getpid(), signal.SIGINT)
 
