@@ -2171,3 +2171,20 @@ def test_an_image_wider_than_its_format_holds_is_said_not_called_out_of_memory(
     _one_clear_line(err, f"{side + 8}x8", str(out), f"at most {side} pixels a side", ".png")
     assert "out of memory" not in err, err
     assert not out.exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_a_stop_signal_inside_stop_signals_held_acts_at_its_end():
+    """benchmarks.streams holds them over a child's start and its recording: the interrupt
+    raised between the two left a child no cleanup knew of."""
+    import signal
+
+    from runtime.cli_errors import stop_signals_held
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with stop_signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            reached.append("the recording")
+    assert reached == ["the recording"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
