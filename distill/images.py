@@ -167,10 +167,11 @@ def to_uint8_bgr(rgb: np.ndarray) -> np.ndarray:
 
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8,
-                icc: bytes | None = None) -> Path:
+                icc: bytes | None = None, exif: bytes | None = None) -> Path:
     """Write HxWx3 float RGB atomically (temp file + rename). PNG is lossless; bits=16 keeps the
-    full precision of a float result. `icc`: the input's colour profile, kept in a PNG or JPEG
-    (else left out with a warning saying why, as `sharpen run` does)."""
+    full precision of a float result. `icc`, `exif`: the input's colour profile and EXIF block
+    (its Orientation 1: the pixels are upright), kept in a PNG or JPEG (else left out with a
+    warning saying why, as `sharpen run` does)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if bits == 16:
@@ -185,9 +186,14 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8,
         if not ok:
             raise OSError(f"OpenCV could not encode {path}")
         del data
-        if icc:
-            from runtime.image_sink import with_input_profile
-            Path(tmp).write_bytes(with_input_profile(encoded.tobytes(), icc, path, False))
+        if icc or exif:
+            from runtime.image_sink import with_input_exif, with_input_profile
+            kept = encoded.tobytes()
+            if icc:
+                kept = with_input_profile(kept, icc, path, False)
+            if exif:
+                kept = with_input_exif(kept, exif, path)
+            Path(tmp).write_bytes(kept)
         else:
             with open(tmp, "wb") as f:
                 f.write(encoded)

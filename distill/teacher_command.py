@@ -42,6 +42,15 @@ def cmd_teacher(args: argparse.Namespace) -> int:
             files += [(p, Path(p.name)) for p in found]
         else:
             files.append((src, Path(src.name)))
+    from runtime.imageio import VIDEO_EXTS
+    clips = [src for src, _ in files if src.suffix.lower() in VIDEO_EXTS]
+    if clips and len(clips) == len(files):
+        # Before the teacher loads: it writes images, and a clip "skipped" (exit 1) after a
+        # minute's loading, pointing at `labels` (training labels), left video users stuck.
+        return refuse(f"{clips[0]}: a video; {video_hint(str(clips[0]))}")
+    for clip in clips:
+        print(f"warning: {clip}: a video, left out; {video_hint(str(clip))}", file=sys.stderr)
+    files = [(src, rel) for src, rel in files if src not in clips]
     seen: set[Path] = set()
     unique = []
     for src, rel in files:
@@ -86,7 +95,8 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     from .teacher import Teacher
     from .teacher_tiles import tiling_context
     from runtime.atomic import remove_killed_writes
-    from runtime.imageio import decode_image, icc_profile
+    from runtime.imageio import decode_image
+    from runtime.image_sources import photo_metadata
     remove_killed_writes(out)   # a killed run's half-written outputs, up to ~100 MB each
     try:
         teacher = Teacher.load(args.teacher_weights, args.config, device=args.device)
@@ -100,7 +110,9 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     run = TeacherRun(out, {"weights": teacher.weights_id, "config": teacher.config_name,
                             "tile": args.tile, "overlap": args.overlap,
                             "bits": 16 if args.bits16 else 8,
-                            "device": teacher.device.type}, resume=args.resume)
+                            "device": teacher.device.type,
+                            # only when given: the records of runs before --no-exif stay valid
+                            **({"exif": False} if args.no_exif else {})}, resume=args.resume)
     todo = [(src, rel) for src, rel in files if not run.is_done(src, rel)]
     if len(todo) < len(files):
         print(f"resuming: {len(files) - len(todo)} of {count(len(files), 'image')} already in "
@@ -108,7 +120,7 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
               "from an earlier run with the same weights and settings (--no-resume writes them "
               "again)", file=sys.stderr)
     failed, done = 0, len(files) - len(todo)
-    from runtime.imageio import VIDEO_EXTS, file_header_size
+    from runtime.imageio import file_header_size
     from runtime.tiling import count_tiles
     from tqdm import tqdm
 
@@ -141,9 +153,6 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
             try:
                 if not src.exists():
                     raise ImageReadError(f"{src}: no such file")
-                if src.suffix.lower() in VIDEO_EXTS:
-                    raise ImageReadError(f"{src}: a video; `sharpen labels --data VIDEO` runs "
-                                         "the teacher over a video's frames")
                 if not is_image(src):
                     raise ImageReadError(f"{src}: not an image file extension")
                 raw = decode_image(src)   # its bit depth, which the float image no longer has
@@ -155,10 +164,12 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                 y = teacher.sharpen(img, tile=args.tile, overlap=args.overlap,
                                     batch_size=args.batch_size, on_tile=on_tile)
                 del img
-                # As `sharpen run` keeps it: without it a phone's Display P3 photo is shown
-                # as sRGB, its colours duller.
-                write_image(out / rel, y, bits=16 if args.bits16 else 8,
-                            icc=icc_profile(src.read_bytes()))
+                # As `sharpen run` keeps them: without its profile a phone's Display P3 photo
+                # is shown as sRGB, its colours duller; without its EXIF a photo loses its
+                # capture date, camera and place in a photographer's catalogue.
+                icc, exif = photo_metadata(src.read_bytes())
+                write_image(out / rel, y, bits=16 if args.bits16 else 8, icc=icc,
+                            exif=None if args.no_exif else exif)
                 del y   # kept, it would be held through the next image's reading and tiling
                 run.mark_done(src, rel)
                 done += 1
@@ -182,6 +193,15 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     return 1 if failed else 0
 
 
+def video_hint(clip: str) -> str:
+    """What to run for a sharpened video: the teacher writes images (seconds to minutes a
+    frame on a CPU), a student exported for `sharpen run` writes video."""
+    import shlex
+    return ("the teacher writes images, not video; a student sharpens video: `sharpen run "
+            f"--model export/student-fast.onnx --source {shlex.quote(clip)} --out sharp.mp4` "
+            "(export it first: `sharpen export --weights fast --out export/`)")
+
+
 def _warn_left_out_of_folder(folder: Path, out: Path) -> None:
     """Say what `sharpen teacher FOLDER` leaves out: its files that are not images (clips among
     them, which `labels` takes) and its subfolders but `out`. Left out unsaid, a folder of
@@ -195,8 +215,8 @@ def _warn_left_out_of_folder(folder: Path, out: Path) -> None:
                      key=lambda p: p.name)
     others = [p.name for p in entries if p.is_file() and not is_image(p)]
     clips = any(Path(n).suffix.lower() in VIDEO_EXTS for n in others)
-    hint = (f"; `sharpen labels --data {folder}` runs the teacher over its clips' frames"
-            if clips else "")
+    hint = (f"; `sharpen labels --data {folder}` runs the teacher over its clips' frames "
+            f"(training labels); {video_hint(f'{folder}/CLIP')}" if clips else "")
     warn_not_images(str(folder), others, "teacher", hint)
     dirs = [p for p in entries if p.is_dir() and p.resolve() != out.resolve()]
     # An earlier run's --out (its record says so): "name it as an input too" invited

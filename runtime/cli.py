@@ -22,7 +22,8 @@ from .console import (count, open_closed_std_fds, quiet_library_logs, report_fat
                       unread)
 from .host import limit_note, threads_help, threads_warning
 # Not .tiling's: it imports numpy, which --help must not load.
-from .options import AUTO_TILE, AUTO_TILE_PIXELS, OVERLAP, RATE_SETTING_KINDS, video_rate
+from .options import (AUTO_TILE, AUTO_TILE_PIXELS, NO_EXIF_HELP, OVERLAP, RATE_SETTING_KINDS,
+                      video_rate)
 
 # The exit code of a camera or stream not there, or lost and not back (SourceLost): neither a
 # usage error (2: a service manager should stop, RestartPreventExitStatus=2) nor failed work
@@ -167,9 +168,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "a folder's or glob's images into a folder with those not written; "
                         "refused, naming what changed, where the model, the source or an "
                         "option that shapes the frames differs")
-    photos.add_argument("--no-exif", action="store_true",
-                        help="write image outputs without their photos' EXIF (capture date, "
-                             "camera, GPS position); the colour profile is kept")
+    photos.add_argument("--no-exif", action="store_true", help=NO_EXIF_HELP)
     photos.add_argument("--overwrite", action="store_true",
                         help="a folder's or glob's images into a folder: sharpen every image "
                              "again, replacing the outputs there (default: an output already "

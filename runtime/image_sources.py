@@ -68,7 +68,7 @@ class ImageSource(Source):
                 img = self._decode(i)
                 changes = conversions(img)
                 # Profile and EXIF only for an output that keeps the layout (read again: cheap)
-                icc, exif = (_metadata(self._bytes(i)) if self.layouts is not None
+                icc, exif = (photo_metadata(self._bytes(i)) if self.layouts is not None
                              else (None, None))
                 layout = Layout.of(img, icc, exif if self.keep_exif else None)
                 try:
@@ -121,9 +121,9 @@ class ImageSource(Source):
         return tiff_pages(self.paths[i]), False
 
 
-def _metadata(data: bytes) -> tuple[Optional[bytes], Optional[bytes]]:
+def photo_metadata(data: bytes) -> tuple[Optional[bytes], Optional[bytes]]:
     """An encoded image's ICC profile and its EXIF, the latter's Orientation set to 1 since
-    the decoded pixels were turned upright by it."""
+    the decoded pixels were turned upright by it (`sharpen run`'s and `sharpen teacher`'s)."""
     exif = exif_block(data) if data[:2] not in (b"II", b"MM") else None   # a TIFF's own tags
     # Only a TIFF-structured block: other bytes copied made an output whose EXIF no reader
     # parses (Pillow's getexif raised on such a PNG).

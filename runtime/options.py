@@ -24,6 +24,11 @@ WHOLE_FRAME_BYTES_PER_PIXEL = 120
 AUTO_TILE_PIXELS = (1 << 30) // WHOLE_FRAME_BYTES_PER_PIXEL
 AUTO_TILE = 512
 
+# `--no-exif`, worded once for `sharpen run` and `sharpen teacher`, which both keep a photo's
+# EXIF in its output.
+NO_EXIF_HELP = ("write image outputs without their photos' EXIF (capture date, camera, GPS "
+                "position); the colour profile is kept")
+
 # run_stream's keywords whose `sharpen run` flag has another name.
 _FLAGS = {"output": "--out", "stats_path": "--stats", "reconnect_attempts": "--reconnect"}
 

@@ -85,6 +85,7 @@ EXAMPLES: dict[str, list[str]] = {
 GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
     "teacher": {
         "model": ("--teacher-weights", "--teacher-config"),
+        "photos": ("--bits16", "--no-exif"),
         "performance": ("--tile", "--overlap", "--batch-size", "--device", "--threads"),
     },
     "synth": {

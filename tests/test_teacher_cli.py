@@ -362,6 +362,7 @@ def test_a_folders_clips_and_subfolders_left_out_are_said(tmp_path, tiny_teacher
     assert rc == 0 and (tmp_path / "out" / "still.png").is_file()
     assert f"{src}: 2 files that are not images skipped (notes.txt, walk.avi)" in err, err
     assert f"`sharpen labels --data {src}` runs the teacher over its clips' frames" in err, err
+    assert "a student sharpens video: `sharpen run --model" in err, err   # not only labels
     assert f"{src}: its subfolder day1 is not searched: name it as an input too" in err, err
     # The --out folder inside the input folder is no subfolder left out.
     main(["teacher", str(src), "--out", str(src / "sharp"), "--teacher-weights", tiny_teacher,
@@ -855,3 +856,49 @@ def test_torch_and_the_engines_take_one_count_from_mkl_and_omp_num_threads(mkl, 
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == [mkl, mkl], out
+
+
+def test_a_photos_exif_is_kept_in_its_output_unless_no_exif(tmp_path, tiny_teacher):
+    # A photographer's capture date, camera and GPS position: `sharpen run` keeps them, the
+    # teacher wrote its PNGs without them, without a word. The pixels are turned upright on
+    # reading, so the kept block says Orientation 1 (a viewer would turn them once more).
+    from PIL import Image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0112] = "TestCam", "Model X", 6   # Make, Model, Orient.
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(src / "shot.jpg", quality=95, exif=exif.tobytes())
+    Image.fromarray(rgb).save(src / "plain.jpg", quality=95)
+    out = tmp_path / "out"
+    assert main(["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
+                 "--tile", "0", "--quiet"]) == 0
+    with Image.open(out / "shot.png") as im:
+        kept = im.getexif()
+        assert im.size == (40, 48)   # turned upright: a quarter turn of 48x40
+    assert kept[0x010F] == "TestCam" and kept[0x0110] == "Model X" and kept[0x0112] == 1
+    with Image.open(out / "plain.png") as im:
+        assert not im.getexif()
+    assert main(["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
+                 "--tile", "0", "--quiet", "--no-exif"]) == 0
+    with Image.open(out / "shot.png") as im:   # written again: the setting changed
+        assert not im.getexif()
+
+
+def test_a_video_is_refused_before_the_teacher_loads_naming_sharpen_run(tmp_path, capsys):
+    # The teacher writes images: a clip given to it loaded the model, was "skipped" (exit 1)
+    # and pointed at `sharpen labels`, which caches training labels, not a sharpened video.
+    clip = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 24, (64, 48))
+    for _ in range(3):
+        w.write(np.zeros((48, 64, 3), np.uint8))
+    w.release()
+    rc = main(["teacher", str(clip), "--out", str(tmp_path / "out"),
+               "--teacher-weights", str(tmp_path / "not-loaded.pt")])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "not-loaded.pt" not in err   # said before the weights are looked for
+    assert f"{clip}: a video" in err
+    assert "sharpen run --model" in err and "--source" in err and "sharpen export" in err
+    assert not (tmp_path / "out").exists()
