@@ -334,7 +334,9 @@ class Teacher:
     def sharpen(self, image: np.ndarray, tile: int = TILE, overlap: Optional[int] = None,
                 batch_size: int = TEACHER_BATCH,
                 progress: bool = False, desc: str = "tiles",
-                on_tile: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+                on_tile: Optional[Callable[[int, int], None]] = None,
+                out: Optional[np.ndarray] = None, from_row: int = 0,
+                on_rows: Optional[Callable[[int], None]] = None) -> np.ndarray:
         """Sharpen one image: HxWx3 float RGB in [0, 1] in (float32, or float16/64, converted),
         an HxWx3 float32 RGB image in [0, 1] of the same size out; the input is not changed.
         OpenCV's BGR uint8 is not accepted (FrameError, a ValueError, saying so): convert it
@@ -342,7 +344,10 @@ class Teacher:
         whole image at once) overlapping by `overlap` (default: 64, at most half the tile),
         `batch_size` tiles per forward pass;
         `progress` shows a tqdm bar on stderr (off by default); `on_tile(done, total)` is
-        called after each batch of tiles (a folder's bar counts them over all its images)."""
+        called after each batch of tiles (a folder's bar counts them over all its images).
+        `out`, `from_row`, `on_rows`: an array to blend into whose rows above `from_row` are
+        done, and a call as rows are finished (`runtime.tiling.tiled_apply`'s: a stopped
+        `sharpen teacher` goes on from the rows it had)."""
         from runtime.prepost import check_rgb_float
         image = check_rgb_float(image)
         if overlap is None:
@@ -367,7 +372,7 @@ class Teacher:
         try:
             return tiled_apply(image, self._run, tile=tile, overlap=overlap,
                                multiple=Restormer.multiple, batch_size=batch_size,
-                               on_tile=on_tile)
+                               on_tile=on_tile, out=out, from_row=from_row, on_rows=on_rows)
         finally:
             if bar is not None:
                 bar.close()

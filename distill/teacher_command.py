@@ -113,6 +113,9 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                             "device": teacher.device.type,
                             # only when given: the records of runs before --no-exif stay valid
                             **({"exif": False} if args.no_exif else {})}, resume=args.resume)
+    from .teacher_partial import PartialImage
+    partial = PartialImage(out, run.settings)
+    current: list[str] = []   # the image being sharpened, for the interrupted line
     todo = [(src, rel) for src, rel in files if not run.is_done(src, rel)]
     if len(todo) < len(files):
         print(f"resuming: {len(files) - len(todo)} of {count(len(files), 'image')} already in "
@@ -161,8 +164,16 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                                "16 bits)", file=sys.stderr)
                 img = to_rgb_float(raw, str(src))
                 del raw   # each copy of a 48-megapixel photo is hundreds of MB
+                rows = _tile_rows(img.shape[0], args.tile, args.overlap)
+                from_row = partial.open(src, rel, img.shape, args.resume) if rows > 1 else 0
+                current[:] = [src.name] if rows > 1 else []
+                if from_row:
+                    tqdm.write(f"{src.name}: going on from row {from_row} of {img.shape[0]}, "
+                               "where an earlier run was stopped", file=sys.stderr)
                 y = teacher.sharpen(img, tile=args.tile, overlap=args.overlap,
-                                    batch_size=args.batch_size, on_tile=on_tile)
+                                    batch_size=args.batch_size, on_tile=on_tile,
+                                    out=partial.array if rows > 1 else None, from_row=from_row,
+                                    on_rows=partial.done_to if rows > 1 else None)
                 del img
                 # As `sharpen run` keeps them: without its profile a phone's Display P3 photo
                 # is shown as sRGB, its colours duller; without its EXIF a photo loses its
@@ -172,6 +183,9 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                             exif=None if args.no_exif else exif)
                 del y   # kept, it would be held through the next image's reading and tiling
                 run.mark_done(src, rel)
+                if current:
+                    partial.clear()
+                    current.clear()
                 done += 1
             except (ImageReadError, OSError, MemoryError) as e:
                 failed += 1
@@ -181,8 +195,14 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     except KeyboardInterrupt as e:
         bar.close()
         run.close()   # its warning, if any, before the line that ends the run
-        print(f"interrupted: {done} of {count(len(files), 'image')} in {out}; the same command "
-              "continues with the rest", file=sys.stderr)
+        kept = ""
+        if current and partial.rows:
+            kept = (f" ({current[0]}: its rows 0-{partial.rows - 1} of {partial.height} kept, "
+                    "from which it goes on)")
+        elif current:
+            partial.clear()   # no row of it done: a file of the photo's size for nothing
+        print(f"interrupted: {done} of {count(len(files), 'image')} in {out}{kept}; the same "
+              "command continues with the rest", file=sys.stderr)
         return interrupt_exit_code(e)
     finally:   # the record whole, for a version that reads no journal
         run.close()
@@ -191,6 +211,16 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     print(f"teacher: {count(done, 'image')} in {out}"
           + (f" ({earlier} from an earlier run)" if earlier else "") + f", {failed} failed")
     return 1 if failed else 0
+
+
+def _tile_rows(height: int, tile: int, overlap: int) -> int:
+    """The rows of tiles the teacher runs down an image `height` pixels high: with more than
+    one, rows are finished before the last tile, and a stopped run keeps them."""
+    from runtime.tiling import round_up, tile_starts
+
+    from .restormer import Restormer
+    h, t = round_up(height, Restormer.multiple), round_up(tile, Restormer.multiple)
+    return len(tile_starts(h, min(t, h), overlap, Restormer.multiple)) if tile else 1
 
 
 def video_hint(clip: str) -> str:

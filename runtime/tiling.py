@@ -98,7 +98,7 @@ def cut_padded(image: np.ndarray, rows: np.ndarray, cols: np.ndarray,
 
 def tiled_rows(cut: CutFn, h: int, w: int, fn: TileFn, tile: int = 256,
                overlap: int = OVERLAP, multiple: int = 8, batch_size: int = 4,
-               on_tile: Optional[Callable[[int, int], None]] = None
+               on_tile: Optional[Callable[[int, int], None]] = None, from_row: int = 0
                ) -> Iterator[tuple[int, np.ndarray]]:
     """Run `fn` tile by tile over an h x w image and yield its blended output as it is
     finished, top to bottom: (y, rows), rows a k x w x C' float32 array for rows y..y+k
@@ -114,6 +114,9 @@ def tiled_rows(cut: CutFn, h: int, w: int, fn: TileFn, tile: int = 256,
     rows above the next tile row's start get no more tiles, so they are divided out and yielded.
     Each pixel sums the same tiles in the same order as a whole-image accumulator would, so the
     output is the same to the bit.
+    from_row: rows above it are done already (a stopped run's): only the tiles that reach a row
+    from it down run, and only rows from it down are yielded, each as a run from row 0 made it
+    (the tiles that reach it are the same, summed in the same order); `on_tile` counts those.
     """
     if tile < 0 or overlap < 0:
         raise ValueError(f"tile and overlap must be >= 0, got tile={tile} overlap={overlap}")
@@ -131,7 +134,7 @@ def tiled_rows(cut: CutFn, h: int, w: int, fn: TileFn, tile: int = 256,
         raise ValueError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
     th, tw = min(tile, H), min(tile, W)
     boxes = [(y, x) for y in tile_starts(H, th, overlap, multiple)
-             for x in tile_starts(W, tw, overlap, multiple)]
+             for x in tile_starts(W, tw, overlap, multiple) if y + th > from_row]
     base = gaussian_window(th, tw)
     # Zero the weight of a strip of overlap/2 px along every tile edge that lies inside the image:
     # those pixels saw zero padding instead of their neighbours, and a neighbouring tile always
@@ -160,17 +163,19 @@ def tiled_rows(cut: CutFn, h: int, w: int, fn: TileFn, tile: int = 256,
     # The band: padded rows top..top+th, every tile that reaches them added in.
     acc: Optional[np.ndarray] = None
     wsum = np.zeros((th, W), dtype=np.float32)
-    top = 0
+    if not boxes:   # every row done
+        return
+    top = boxes[0][0]   # the band starts at the first tile row that runs
 
     def finished(k: int) -> Iterator[tuple[int, np.ndarray]]:
         # Rows top..top+k are done: divide out (those past the image are padding), then move
         # the band down by k rows.
         nonlocal top
         assert acc is not None
-        n = min(k, h - top)
-        if n > 0:
-            np.divide(acc[:n], wsum[:n, :, None], out=acc[:n])
-            yield top, acc[:n, :w]
+        n, skip = min(k, h - top), max(0, min(k, from_row - top))
+        if n > skip:
+            np.divide(acc[skip:n], wsum[skip:n, :, None], out=acc[skip:n])
+            yield top + skip, acc[skip:n, :w]
         # k rows at a time, top down: no block overlaps its source, so numpy copies in place
         # (an overlapping assignment goes through a temporary copy of the band).
         for j in range(0, th - k, k):
@@ -202,25 +207,32 @@ def tiled_rows(cut: CutFn, h: int, w: int, fn: TileFn, tile: int = 256,
 
 def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = OVERLAP,
                 multiple: int = 8, batch_size: int = 4,
-                on_tile: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+                on_tile: Optional[Callable[[int, int], None]] = None,
+                out: Optional[np.ndarray] = None, from_row: int = 0,
+                on_rows: Optional[Callable[[int], None]] = None) -> np.ndarray:
     """Run `fn` over `image` (HxWxC float32) tile by tile and blend the outputs (`tiled_rows`).
 
     tile: tile side in pixels (rounded up to `multiple`); 0 runs the whole image at once.
     overlap: pixels shared by neighbouring tiles.
     on_tile(done, total): progress callback, called after each batch.
-    Returns an HxWxC' float32 image with the input's height and width.
+    out: the HxWxC' float32 array to write into (a file's memmap, which a stopped run keeps);
+    from_row: its rows above this are done and kept, only the rest computed (`tiled_rows`);
+    on_rows(n): called once rows up to n are in it.
+    Returns an HxWxC' float32 image with the input's height and width (`out`, where given).
     """
     if image.ndim != 3:
         raise ValueError(f"tiled_apply expects an HxWxC image, got shape {image.shape}")
     image = np.asarray(image, dtype=np.float32)
     h, w = image.shape[:2]
     rows, cols = padded_indices(h, w, multiple)
-    result: Optional[np.ndarray] = None
+    result: Optional[np.ndarray] = out
     for y, part in tiled_rows(lambda *box: cut_padded(image, rows, cols, *box), h, w, fn,
-                              tile, overlap, multiple, batch_size, on_tile):
+                              tile, overlap, multiple, batch_size, on_tile, from_row):
         if result is None:
             result = np.empty((h, w, part.shape[2]), dtype=np.float32)
         result[y:y + len(part)] = part
+        if on_rows:
+            on_rows(y + len(part))
     assert result is not None
     return result
 

@@ -192,3 +192,32 @@ def test_tiling_a_large_image_holds_about_one_float_copy_beside_it():
     assert out.shape == img.shape and out.flags.c_contiguous
     np.testing.assert_allclose(out, img * 0.5, atol=1e-6)
     assert peak < 2 * img.nbytes, f"peak {peak / img.nbytes:.2f} image copies"
+
+
+@pytest.mark.parametrize("h,tile,overlap", [(203, 64, 32), (150, 48, 8), (64, 64, 16)])
+def test_a_run_resumed_from_a_row_computes_the_rest_as_the_whole_run_did(h, tile, overlap):
+    """`sharpen teacher` keeps the rows of a large photo done when it is stopped, and the next
+    run computes only the rest: tiles that reach no row from `from_row` down are not run, and
+    those rows come out as an uninterrupted run made them, to the bit (the last tile row,
+    aligned to the edge, overlaps more than one row above it)."""
+    rng = np.random.default_rng(1)
+    img = rng.uniform(size=(h, 91, 3)).astype(np.float32)
+    fn = conv_fn(9)
+    full, rows_done = np.zeros_like(img), []
+    tiled_apply(img, fn, tile=tile, overlap=overlap, multiple=8, batch_size=1, out=full,
+                on_rows=rows_done.append)
+    assert rows_done[-1] == h and rows_done == sorted(rows_done)
+    for from_row in sorted(set(rows_done[:-1] + [1, h // 2])):
+        ran = []
+
+        def counted(batch):
+            ran.append(len(batch))
+            return fn(batch)
+        part = np.full_like(img, -1.0)
+        part[:from_row] = full[:from_row]
+        got = tiled_apply(img, counted, tile=tile, overlap=overlap, multiple=8, batch_size=1,
+                          out=part, from_row=from_row)
+        assert got is part
+        assert np.array_equal(part, full), from_row
+        if tile <= from_row < h:   # the first tile row reaches no row left to do
+            assert sum(ran) < count_tiles(h, 91, tile, overlap, 8)
