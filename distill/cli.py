@@ -43,6 +43,8 @@ def add_commands(sub) -> None:
                    "input with the same weights and settings (--no-resume writes every image)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_teacher)
+    p.not_here = {"--quality": "the teacher writes lossless PNG only, 8-bit or --bits16: "
+                               "make a JPEG of it with an image tool"}
 
     p = sub.add_parser("models", formatter_class=fmt, help="list student models (params, MACs)",
                        description="Table of registered students with parameter counts and "

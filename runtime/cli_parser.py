@@ -18,6 +18,9 @@ class CommandParser(argparse.ArgumentParser):
     name, -photo.jpg), which argparse reads as an option. `argv`: the command line main()
     parses."""
     argv: list[str] = []
+    # A command's word on an option another command has and it lacks (the teacher's on run's
+    # --quality), said instead of a near spelling ("did you mean --quiet?").
+    not_here: dict[str, str] = {}
 
     def parse_known_args(self, args=None, namespace=None):
         # Each parse's own words (a command's parser gets those after its name): the errors
@@ -73,17 +76,21 @@ class CommandParser(argparse.ArgumentParser):
         meant = {u: c for u in unknown if (c := self._meant(u))}
         if len(meant) == 1 and len(unknown) == 1:
             return f" ({next(iter(meant.values()))})"
-        if meant:
+        spelt = {u: c for u, c in meant.items() if c.startswith("did you mean ")}
+        parts = [f"{u}: {c}" for u, c in meant.items() if u not in spelt]   # a word, not a name
+        if spelt:
             said = ", ".join(f"{c.removeprefix('did you mean ').rstrip('?')} for {u}"
-                             for u, c in meant.items())
-            return f" (did you mean {said}?)"
-        return ""
+                             for u, c in spelt.items())
+            parts.insert(0, f"did you mean {said}?")
+        return f" ({'; '.join(parts)})" if parts else ""
 
     def _meant(self, word: str) -> str | None:
         """"did you mean --model?" for an option this command lacks: its name for another
         tool's (--input, -o), else the nearest spelling; where the inputs take no flag, how
         to give them."""
         name = word.split("=", 1)[0]
+        if name in self.not_here:
+            return self.not_here[name]
         ours = [o for o in OTHER_TOOLS_NAMES.get(name, ()) if o in self._option_string_actions]
         if ours:
             return f"did you mean {ours[0]}?"
@@ -133,6 +140,8 @@ _WEIGHTS = ("--weights", "--model", "--teacher-weights")
 _STUDENT = ("--weights", "--model")
 OTHER_TOOLS_NAMES: dict[str, tuple[str, ...]] = {
     "--input": _INPUT, "--inputs": _INPUT, "-i": _INPUT, "--src": ("--source",),
+    "--source": _INPUT,   # `run`'s, in the commands that name their inputs otherwise
+    "--overwrite": ("--no-resume",),   # `run`'s, in the teacher's words
     "--video": ("--source",), "--camera": ("--source",), "--images": _INPUT,
     "-o": ("--out",), "--output-dir": ("--out",), "--outdir": ("--out",),
     "--out-dir": ("--out",), "--save-dir": ("--out",),

@@ -944,3 +944,18 @@ def test_a_photo_stopped_part_way_is_continued_from_the_rows_it_had(tmp_path, ti
     assert np.array_equal(cv2.imread(str(out / "big.png")),
                           cv2.imread(str(tmp_path / "whole" / "big.png")))
     assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "big.png"]
+
+
+@pytest.mark.parametrize("words,said", [
+    (["--source", "photos/"], "the inputs take no flag: sharpen teacher photos/ --out sharp/"),
+    (["photos/", "--overwrite"], "did you mean --no-resume?"),
+    (["photos/", "--quality", "90"], "the teacher writes lossless PNG"),
+])
+def test_sharpen_runs_photo_options_point_at_the_teachers(words, said, capsys):
+    # A user of `sharpen run --source photos/ --out sharp/ --overwrite --quality 90` trying
+    # the teacher got no hint, or "did you mean --quiet?" for --quality.
+    with pytest.raises(SystemExit) as e:
+        main(["teacher", *words, "--out", "sharp/"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and said in err, err
+    assert "--quiet" not in err
