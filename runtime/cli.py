@@ -22,8 +22,8 @@ from .console import (count, open_closed_std_fds, quiet_library_logs, report_fat
                       unread)
 from .host import limit_note, threads_help, threads_warning
 # Not .tiling's: it imports numpy, which --help must not load.
-from .options import (AUTO_TILE, AUTO_TILE_PIXELS, NO_EXIF_HELP, OVERLAP, RATE_SETTING_KINDS,
-                      video_rate)
+from .options import (AUTO_TILE, AUTO_TILE_PIXELS, NO_EXIF_HELP, OVERLAP, PRESETS,
+                      RATE_SETTING_KINDS, video_rate)
 
 # The exit code of a camera or stream not there, or lost and not back (SourceLost): neither a
 # usage error (2: a service manager should stop, RestartPreventExitStatus=2) nor failed work
@@ -102,7 +102,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "its state saying how it ended; a name ending in .prom: Prometheus' text "
                         "format, for node_exporter's textfile collector")
     perf.add_argument("--threads", type=int, default=0, metavar="N",
-                   help=threads_help("ONNX Runtime / LiteRT"))
+                   help=threads_help("ONNX Runtime / LiteRT, and for --codec h264/hevc's "
+                                     "encoder where given"))
     perf.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
                    help="ONNX Runtime execution provider (auto: TensorRT, CUDA, then CPU, "
                         "whichever this build has)")
@@ -159,6 +160,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     codec.add_argument("--crf", type=int, default=None, metavar="N",
                         help="--codec h264/hevc quality, 0-51, lower is better and larger "
                              "(default: h264 18, hevc 20)")
+    codec.add_argument("--encoder-preset", choices=PRESETS, default=None, metavar="NAME",
+                        help="--codec h264/hevc speed, x264/x265's -preset: "
+                             f"{', '.join(PRESETS)}; faster is larger at one --crf "
+                             "(default: veryfast for a live source, which must keep up, "
+                             "medium for a file)")
     photos.add_argument("--quality", type=int, default=None, metavar="Q",
                         help="JPEG and WebP image outputs' quality, 1-100 (default: JPEG 95, "
                              "WebP lossless)")
@@ -362,6 +368,7 @@ def options_from_args(args: argparse.Namespace):
                          overwrite=args.overwrite, exif=not args.no_exif,
                          lossless=args.lossless, quality=args.quality, segment=args.segment,
                          codec=args.codec, crf=args.crf,
+                         encoder_preset=args.encoder_preset,
                          keep_segments=args.keep_segments, keep_gb=args.keep_gb,
                          service_notify=True)
 
@@ -539,6 +546,8 @@ def handler(args: argparse.Namespace) -> int:
     elif not summary.get("live") and (retimed := _retimed_note(summary, args.source,
                                                                  args.fps)):
         print(f"sharpen run: {retimed}", file=sys.stderr)
+    if summary.get("live") and (slower := _slower_step_note(summary)):
+        print(f"sharpen run: {slower}", file=sys.stderr)
     if summary.get("live") and summary.get("left_out_frames"):
         print(f"sharpen run: {_live_left_out_note(summary, args.fps)}", file=sys.stderr)
     written = args.output
@@ -569,6 +578,39 @@ def handler(args: argparse.Namespace) -> int:
     # A live run's frame limit, too, leaves a read that stalled behind (after WORKER_JOIN_S)
     _exit_now_if_workers_run(code)
     return code
+
+
+# ffmpeg's encoder of a --codec, as the stats' `video` names the codec
+ENCODERS = {"h264": "libx264", "hevc": "libx265"}
+
+
+def _slower_step_note(summary: dict) -> str:
+    """Which kept a live run from its source's rate where it dropped frames ('' where none
+    were): sharpening (the model's thread) or writing the video (the caller's, which waits on
+    ffmpeg's encoder), each at its mean time a frame, and what makes it faster. The live line
+    shows both, but an encoder behind the model read as the model's fault."""
+    dropped, latency = summary.get("dropped_frames") or 0, summary.get("latency_ms") or {}
+    sharpen = sum((latency.get(k) or {}).get("mean") or 0.0 for k in ("pre", "infer", "post"))
+    write = (latency.get("write") or {}).get("mean")
+    if not dropped or not sharpen or write is None:
+        return ""
+    fps = (summary.get("source") or {}).get("fps")
+    budget = f", against the source's {1000 / fps:.0f} ms a frame ({fps:g} fps)" if fps else ""
+    said = (f"{dropped} frames were dropped: sharpening took {sharpen:.0f} ms a frame and "
+            f"writing the video {write:.0f} ms{budget}; ")
+    video = summary.get("video") or {}
+    if sharpen >= write:
+        return said + ("sharpening was the slower: a smaller frame, a faster model or more "
+                       "--threads keeps up better")
+    if video.get("preset") in PRESETS:
+        at = PRESETS.index(video["preset"])
+        quicker = [p for p in ("veryfast", "ultrafast") if PRESETS.index(p) < at]
+        faster = f"--encoder-preset {' or '.join(quicker)}, " if quicker else ""
+        return said + (f"writing the video was the slower ({ENCODERS.get(video['codec'], '')} "
+                       f"at --encoder-preset {video['preset']}): {faster}a higher --crf, or "
+                       "the default codec (mp4v) keeps up better")
+    return said + ("writing the video was the slower: a faster disk, or a codec that costs "
+                   "less (mp4v, the default), keeps up better")
 
 
 def _live_left_out_note(summary: dict, asked_fps: float) -> str:

@@ -29,6 +29,15 @@ AUTO_TILE = 512
 NO_EXIF_HELP = ("write image outputs without their photos' EXIF (capture date, camera, GPS "
                 "position); the colour profile is kept")
 
+# x264's and x265's speed presets (`sharpen run --encoder-preset`), fastest first: a faster one
+# writes a larger file at one CRF. A file's encode waits for the model and may take its time;
+# a live one must keep up with the camera beside the model: `medium`, on one core, held a
+# 1280x720@25 recording to 6.3 fps where mp4v kept 21.7 (README: codecs of video outputs), and
+# `veryfast` is where live encoders (OBS, ffmpeg's streaming guide) start. Here for --help.
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+           "veryslow")
+FILE_PRESET, LIVE_PRESET = "medium", "veryfast"
+
 # run_stream's keywords whose `sharpen run` flag has another name.
 _FLAGS = {"output": "--out", "stats_path": "--stats", "reconnect_attempts": "--reconnect"}
 

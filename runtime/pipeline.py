@@ -48,7 +48,8 @@ from .service_notify import EngineWork, ServiceNotifier
 from .stats import LiveReporter, Stats, StatsFile, stats_file_or_none, write_stats_atomic
 from .tiling import tiling_warnings
 from .segment_sink import SegmentSink, check_segment
-from .video_codecs import codec_problems, crf_used, encoded_by_ffmpeg
+from .video_codecs import (FILE_PRESET, codec_problems, crf_used, encoded_by_ffmpeg,
+                           preset_used)
 from .video_sink import VideoFileSink, refuse_lossless
 from .warn import warn
 from .walk import glob_reaches
@@ -296,6 +297,9 @@ class StreamOptions:
     codec: Optional[str] = None         # a video output's codec (runtime/video_codecs.py;
     #                                     None: its container's, by OpenCV)
     crf: Optional[int] = None           # --codec h264/hevc's quality (None: the codec's default)
+    # --codec h264/hevc's speed preset (video_codecs.PRESETS; None: veryfast for a live source,
+    # medium for a file)
+    encoder_preset: Optional[str] = None
     resume: bool = False                # go on with a stopped run of a video file (resume.py)
     # a folder's or glob's images into a folder: sharpen again those whose output is there
     # (default: kept, unless older than their photo)
@@ -369,7 +373,7 @@ def run_stream(model: Union[str, Path, Backend],
         if _video_sink_for(Path(output)):   # OpenCV's writer's name: not after a camera's open
             utf8_name(output, SinkError)
     if problems := codec_problems(o.codec, o.crf, output if not isinstance(output, Sink)
-                                  else None, flags, o.lossless, o.resume, bool(o.segment)):
+                                  else None, flags, o.lossless, o.resume, o.encoder_preset):
         raise SinkError("; ".join(problems))
     if o.codec == "ffv1":   # OpenCV's FFV1, as --lossless writes it
         o = replace(o, lossless=True)
@@ -661,7 +665,7 @@ class _Stream:
         self.sink = _make_sink(src, output, o.show, o.view, self.stop, self.video_fps, stats,
                                o.compare, self.flags, o.audio, o.fps, self.note, o.lossless,
                                (o.segment or 0, o.keep_segments or 0, o.keep_gb or 0),
-                               o.quality, (o.codec, o.crf))
+                               o.quality, (o.codec, o.crf, o.encoder_preset, o.threads))
         start = self.resumed_from = self._resume_from(src, output)
         if start and self.resume_record.get("output") == "video":
             video = _video_sink(self.sink)
@@ -766,6 +770,10 @@ class _Stream:
                                    and encoded_by_ffmpeg(o.codec) else None,
                                    # as encoded: a --crf 18 given is h264's default
                                    "crf": crf_used(o.codec, o.crf) if kind == "video"
+                                   else None,
+                                   # as encoded, a resumed file's default (a record from
+                                   # before the option: medium) left unrecorded
+                                   "encoder_preset": _preset_recorded(o) if kind == "video"
                                    else None,
                                    "quality": o.quality if kind == "images" else None},
                                   kind, self.video_fps, getattr(src, "average_fps", None))
@@ -1492,13 +1500,24 @@ def _input_files(src: Source) -> list:
     return [src.target] if isinstance(src, VideoSource) and src.kind == "video" else []
 
 
+# (--codec, --crf, --encoder-preset, --threads), as a video output's encoder takes them
+Codec_ = tuple[Optional[str], Optional[int], Optional[str], Optional[int]]
+
+
+def _preset_recorded(o: StreamOptions) -> Optional[str]:
+    """The preset a resume record holds for `o` (a file's run, never live): None for medium,
+    which a record from before --encoder-preset was encoded at, as for no preset."""
+    used = preset_used(o.codec, o.encoder_preset, False)
+    return None if used == FILE_PRESET else used
+
+
 def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool, view: str,
                stop: threading.Event, fps: float, stats: Stats, compare: bool = False,
                flags: bool = False, audio: bool = True,
                fps_asked: Optional[float] = None, note: Optional[Note] = None,
                lossless: bool = False, segment: tuple[float, int, float] = (0, 0, 0),
                quality: Optional[int] = None,
-               codec: tuple[Optional[str], Optional[int]] = (None, None)) -> Sink:
+               codec: Codec_ = (None, None, None, None)) -> Sink:
     sinks: list[Sink] = []
     # The window first: one refused (no display, a headless OpenCV) leaves no output made.
     window = _window_sink(output, view, stop, stats, flags) if show else None
@@ -1535,7 +1554,7 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
                   fps_asked: Optional[float] = None, lossless: bool = False,
                   segment: tuple[float, int, float] = (0, 0, 0),
                   quality: Optional[int] = None,
-                  codec: tuple[Optional[str], Optional[int]] = (None, None)) -> list[Sink]:
+                  codec: Codec_ = (None, None, None, None)) -> list[Sink]:
     sinks: list[Sink] = []
     if isinstance(output, Sink):
         sinks.append(CompareSink(output, view, flags) if compare else output)
@@ -1547,7 +1566,9 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
                                 _input_files(src), flags=flags, lossless=lossless,
                                 segment=segment)
         if isinstance(file_sink, VideoFileSink) and encoded_by_ffmpeg(codec[0]):
-            file_sink.codec, file_sink.crf = codec
+            file_sink.codec, file_sink.crf, _, file_sink.encoder_threads = codec
+            # A camera's encode must keep up beside the model; a file's may take its time.
+            file_sink.preset = preset_used(codec[0], codec[2], src.live)
         if isinstance(file_sink, ImageSink) and isinstance(src, ImageSource):
             src.times = file_sink.times = {}   # each output dated as its photo
         if isinstance(file_sink, ImageSink) and isinstance(src, ImageSource) and not compare:

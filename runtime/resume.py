@@ -31,13 +31,13 @@ VERSION = 1
 # The options that change the frames written (the provider and threads change no pixel
 # beyond float rounding, and --max-frames only where it stops).
 SHAPING = ("tile", "overlap", "fps", "compare", "view", "lossless", "quality", "codec",
-           "crf")
+           "crf", "encoder_preset")
 # Those of image outputs alone: compared where this run's identity holds them (a video's has
 # none, and its record from before them too).
 IMAGE_SHAPING = ("exif",)
 # A shaping option's value in a record written before it was one.
 UNRECORDED = {"lossless": False, "quality": None, "codec": None, "crf": None,
-              "exif": True}
+              "encoder_preset": None, "exif": True}
 # Where a rerun keeps the outputs there, those that tell their pixels apart only within the
 # tiling tolerance (README: peak memory), or not at all for images, are not compared.
 RERUN_IGNORED = ("tile", "overlap", "fps")

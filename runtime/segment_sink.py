@@ -119,6 +119,9 @@ class SegmentSink(VideoFileSink):
         self.next_number += 1
         self.opened += 1
         seg.colour_source = self.colour_source
+        # ffmpeg's codec (--codec h264...), each segment a file of its own
+        seg.codec, seg.crf, seg.preset = self.codec, self.crf, self.preset
+        seg.encoder_threads = self.encoder_threads
         seg.source_fps = self.source_fps
         # The source's sound under this segment's frames: from the time of its first slot.
         seg.audio_source, seg.audio_live = self.audio_source, self.audio_live

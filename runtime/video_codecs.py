@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .options import option
+from .options import FILE_PRESET, LIVE_PRESET, PRESETS, option
 from .sinks import SinkError
 
 
@@ -34,7 +34,8 @@ class Codec:
     pix_fmt: str = ""           # what ffmpeg encodes (sets the chroma and bit depth)
     crf: Optional[int] = None   # the default --crf (None: the codec takes none)
     crf_max: int = 51
-    args: tuple[str, ...] = ()  # ffmpeg's encoder options beyond the quality
+    args: tuple[str, ...] = ()  # ffmpeg's encoder options beyond the quality and speed
+    presets: bool = False       # takes x264/x265's speed presets (--encoder-preset)
     install: str = ""           # what to install where ffmpeg lacks the encoder
 
 
@@ -43,10 +44,10 @@ class Codec:
 # profile. mp4v and FFV1 are OpenCV's (the default and --lossless).
 CODECS: dict[str, Codec] = {c.name: c for c in (
     Codec("h264", "H.264 (libx264)", "libx264", (".mp4", ".mov", ".mkv"), "yuv420p", 18,
-          args=("-preset", "medium"), install="an ffmpeg built with libx264 (most are: "
+          presets=True, install="an ffmpeg built with libx264 (most are: "
           "apt install ffmpeg, brew install ffmpeg)"),
     Codec("hevc", "HEVC (libx265)", "libx265", (".mp4", ".mov", ".mkv"), "yuv420p", 20,
-          args=("-preset", "medium", "-x265-params", "log-level=error"),
+          args=("-x265-params", "log-level=error"), presets=True,
           install="an ffmpeg built with libx265 (apt install ffmpeg, brew install ffmpeg)"),
     Codec("prores", "ProRes 422 HQ (prores_ks)", "prores_ks", (".mov", ".mkv"),
           "yuv422p10le", args=("-profile:v", "3", "-vendor", "apl0"),
@@ -69,16 +70,28 @@ def crf_used(codec: Optional[str], crf: Optional[int]) -> Optional[int]:
     return c.crf if crf is None else crf
 
 
+def preset_used(codec: Optional[str], preset: Optional[str], live: bool) -> Optional[str]:
+    """The speed preset `codec` is encoded at with --encoder-preset `preset` (None: the codec
+    takes none), for a `live` source or a file."""
+    c = CODECS.get(codec) if codec else None
+    if c is None or not c.presets:
+        return None
+    return preset or (LIVE_PRESET if live else FILE_PRESET)
+
+
 def codec_problems(codec: Optional[str], crf: Optional[int], output: Optional[str | Path],
                    flags: bool = False, lossless: bool = False, resume: bool = False,
-                   segment: bool = False) -> list[str]:
-    """What is wrong with asking `codec` (and `crf`) for `output`, one message each; [] when
-    nothing is. Asked before anything is opened: a usage error, not one after the model ran."""
+                   preset: Optional[str] = None) -> list[str]:
+    """What is wrong with asking `codec` (and `crf`, `preset`) for `output`, one message each;
+    [] when nothing is. Asked before anything is opened: a usage error, not one after the
+    model ran."""
     from .imageio import VIDEO_EXTS
     from .pipe_io import is_stdio
     if codec is None:
-        return ([f"{option('crf', crf, flags)} sets the quality of --codec h264 or hevc; "
-                 "give one of them"] if crf is not None else [])
+        return [f"{option(name, value, flags)} sets the {what} of --codec h264 or hevc; give "
+                "one of them" for name, value, what in (("crf", crf, "quality"),
+                                                       ("encoder_preset", preset, "speed"))
+                if value is not None]
     if codec not in CODECS:
         return [f"{option('codec', codec, flags)}: unknown codec; one of "
                 f"{', '.join(CODECS)}"]
@@ -105,10 +118,13 @@ def codec_problems(codec: Optional[str], crf: Optional[int], output: Optional[st
         elif not 0 <= crf <= c.crf_max:
             problems.append(f"{option('crf', flags=flags)} must be 0 to {c.crf_max} (lower is "
                             f"better, {c.crf} by default), got {crf}")
-    if c.encoder and segment:
-        problems.append(f"{asked} is not written with --segment yet (it cuts the video "
-                        "OpenCV writes): leave out --codec, and make an H.264 or ProRes copy "
-                        "of each file with ffmpeg (README: codecs of video outputs)")
+    if preset is not None:
+        if not c.presets:
+            problems.append(f"{option('encoder_preset', preset, flags)} sets the speed of "
+                            f"h264 and hevc; {c.said} takes none")
+        elif preset not in PRESETS:
+            problems.append(f"{option('encoder_preset', preset, flags)}: unknown preset; one "
+                            f"of {', '.join(PRESETS)}")
     if c.encoder and not problems:
         why = encoder_missing(c)
         if why:
@@ -152,11 +168,14 @@ def source_read_as_bt601(matrix: Optional[str], size: Optional[tuple[int, int]])
 
 def encode_command(ffmpeg: str, codec: Codec, crf: Optional[int], size: tuple[int, int],
                    fps: float, out: Path, colours: Sequence[str],
-                   read_by: Optional[str] = None) -> list[str]:
+                   read_by: Optional[str] = None, preset: Optional[str] = None,
+                   threads: Optional[int] = None) -> list[str]:
     """ffmpeg's command that encodes raw BGR frames of `size` from stdin into `out`, tagged
     with `colours` (matrix, primaries, transfer). `read_by`: the matrix the frames were read
     from YUV by, where it is not the one tagged (an untagged HD source's, see
-    `source_read_as_bt601`), so that the source's YUV is written back as it was."""
+    `source_read_as_bt601`), so that the source's YUV is written back as it was. `preset`: the
+    codec's speed preset (None: `medium`); `threads`: the encoder's (None: ffmpeg's own, one
+    a core and more)."""
     matrix, primaries, transfer = colours
     convert = read_by or matrix
     rate = Fraction(fps).limit_denominator(1001)
@@ -169,13 +188,16 @@ def encode_command(ffmpeg: str, codec: Codec, crf: Optional[int], size: tuple[in
              f"setparams=colorspace={matrix}:color_primaries={primaries}:"
              f"color_trc={transfer}:range=tv")
     quality = ["-crf", str(crf_used(codec.name, crf))] if codec.crf is not None else []
+    speed = ["-preset", preset or FILE_PRESET] if codec.presets else []
+    # --threads bounds the encoder too: x264 alone took more than a core from the model.
+    cores = ["-threads", str(threads)] if threads else []
     # Apple's players open HEVC in MP4/MOV only under the hvc1 tag (ffmpeg's default is hev1).
     tag = (["-tag:v", "hvc1"] if codec.name == "hevc" and out.suffix.lower() in (".mp4", ".mov")
            else [])
     return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}",
             "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "-",
-            "-vf", scale, "-c:v", codec.encoder, *codec.args, *quality, *tag,
+            "-vf", scale, "-c:v", codec.encoder, *codec.args, *speed, *cores, *quality, *tag,
             "-colorspace", matrix, "-color_primaries", primaries, "-color_trc", transfer,
             "-color_range", "tv", "-an", os.fspath(out)]
 
@@ -248,21 +270,24 @@ FOURCCS = {"h264": "avc1", "hevc": "hvc1", "prores": "apch"}
 
 
 def encoding(codec: str, crf: Optional[int], matrix: str, audio_streams: int,
-             audio_copied: bool, timecode: Optional[str]) -> dict:
+             audio_copied: bool, timecode: Optional[str], preset: Optional[str] = None) -> dict:
     """What ffmpeg encoded, in the keys of VideoFileSink.encoding (--stats `video`)."""
     c = CODECS[codec]
     chroma, depth = CHROMA[c.pix_fmt]
     quality = f"CRF {crf_used(codec, crf)}" if c.crf is not None else "profile HQ"
+    if c.presets:
+        quality += f", preset {preset or FILE_PRESET}"
     return {"codec": c.encoder.removeprefix("lib").removesuffix("_ks").replace("x265", "hevc")
             .replace("x264", "h264"), "fourcc": FOURCCS[codec], "bit_depth": depth,
             "chroma": chroma, "matrix": "bt709" if matrix == "bt709" else "bt601",
             "range": "limited", "tagged": True, "audio_streams": audio_streams,
-            "audio_copied": audio_copied, "timecode": timecode, "quality": quality}
+            "audio_copied": audio_copied, "timecode": timecode, "quality": quality,
+            "preset": preset or FILE_PRESET if c.presets else None}
 
 
 def pictures_said(written: dict) -> str:
     """`encoding`'s pictures in words: `H.264 (libx264), 8-bit 4:2:0, BT.709 limited range
-    (tagged), CRF 18` (the sound and timecode are said as OpenCV's videos' are)."""
+    (tagged), CRF 18, preset medium` (the sound and timecode are said as OpenCV's videos' are)."""
     name = CODECS[next(k for k, v in FOURCCS.items() if v == written["fourcc"])].said
     matrix = "BT.709" if written["matrix"] == "bt709" else "BT.601"
     return (f"{name}, {written['bit_depth']}-bit {written['chroma']}, {matrix} "

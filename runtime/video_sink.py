@@ -173,6 +173,8 @@ class VideoFileSink(Sink):
         # --crf; run_stream sets them.
         self.codec: Optional[str] = None
         self.crf: Optional[int] = None
+        self.preset: Optional[str] = None   # --encoder-preset as used (None: medium)
+        self.encoder_threads: Optional[int] = None   # --threads (None: ffmpeg's own)
         self._encoded_colours = ("", "", "")   # its (matrix, primaries, transfer), as tagged
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
@@ -401,7 +403,8 @@ class VideoFileSink(Sink):
         untagged_hd = said is not None and source_read_as_bt601(said.matrix, said.size)
         read_by = "smpte170m" if untagged_hd else None
         command = encode_command(ffmpeg, ENCODED[self.codec], self.crf, size, self.fps,
-                                 self.tmp, self._encoded_colours, read_by)
+                                 self.tmp, self._encoded_colours, read_by, self.preset,
+                                 self.encoder_threads)
         return FFmpegEncoder(command, self.path, self.flags)
 
     def repeat_last(self, n: int) -> int:
@@ -736,7 +739,7 @@ class VideoFileSink(Sink):
         (`encoding_said`): every codec here takes 8 bits; FFV1 stores the frames as BGR."""
         if self.codec is not None:
             return encoding(self.codec, self.crf, self._encoded_colours[0], self.audio_streams,
-                            self.audio_copied, self.timecode)
+                            self.audio_copied, self.timecode, self.preset)
         fourcc = fourcc_for(self.path, self.lossless)
         rgb = fourcc == LOSSLESS_FOURCC
         # MPEG program and transport streams (MPEG-2's containers) hold no timecode: ffmpeg's

@@ -1129,6 +1129,43 @@ def test_a_live_run_that_drops_frames_is_not_said_to_have_uneven_frame_times(
     assert "uneven" not in err, err
 
 
+def _latency(**means: float) -> dict:
+    return {k: {"mean": v} for k, v in means.items()}
+
+
+def test_a_live_run_that_dropped_frames_says_whether_the_encoder_or_the_model_was_slower():
+    """A one-core live recording with --codec h264 dropped 255 of 300 frames, the live line's
+    `write 362.6` beside `infer 77.6` the only sign that x264, not the model, was behind; the
+    run ended saying nothing of it, nor of --encoder-preset."""
+    from runtime.cli import _slower_step_note
+
+    summary = {"dropped_frames": 255, "source": {"kind": "stdin", "fps": 25.0},
+               "latency_ms": _latency(pre=0.7, infer=77.6, post=0.7, write=362.6),
+               "video": {"codec": "h264", "preset": "medium"}}
+    note = _slower_step_note(summary)
+    assert "255 frames were dropped" in note and "79 ms" in note and "363 ms" in note, note
+    assert "40 ms a frame (25 fps)" in note, note
+    assert "libx264 at --encoder-preset medium" in note and "ultrafast" in note, note
+    model = _slower_step_note({**summary, "latency_ms": _latency(pre=5, infer=300, post=5,
+                                                                 write=20)})
+    assert "sharpening was the slower" in model and "--encoder-preset" not in model, model
+    mp4v = _slower_step_note({**summary, "video": {"codec": "mpeg4"}})
+    assert "writing the video was the slower" in mp4v and "--encoder-preset" not in mp4v, mp4v
+    assert _slower_step_note({**summary, "dropped_frames": 0}) == ""
+
+
+def test_a_live_h264_run_that_drops_frames_names_the_slower_step(tmp_path, capsys, monkeypatch,
+                                                                  onnx_model):
+    from runtime_fixtures import ffmpeg_or_skip
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg_or_skip("encode H.264"))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", "synthetic:1280x720@1000",
+                   "--max-frames", "12", "--out", str(tmp_path / "o.mkv"), "--codec", "h264",
+                   "--threads", "1")
+    assert rc == 0, err
+    assert re.search(r"frames were dropped: sharpening took \d+ ms a frame and writing the "
+                     r"video \d+ ms, against the source's 1 ms a frame \(1000 fps\)", err), err
+
+
 @pytest.mark.parametrize("kind", ["camera", "gstreamer"])
 def test_a_camera_live_video_note_gives_the_rate_it_was_written_at(kind):
     """A camera's (or GStreamer pipeline's) declared rate is its video's, --fps only asking the

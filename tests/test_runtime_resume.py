@@ -452,7 +452,14 @@ def test_a_stopped_h264_run_resumed_at_another_crf_is_refused_naming_it(made, tm
     r = sharpen(*argv, "--resume", "--crf", "30", env=_env(ffmpeg))
     assert r.returncode == 2 and "--crf was 18, now 30" in r.stderr, r.stderr
     assert out.stat().st_size == before
-    r = sharpen(*argv, "--resume", "--crf", "18", env=_env(ffmpeg))   # h264's default
+    # Another x264 preset is another stream (ultrafast's has no CABAC): not joined either;
+    # medium is what the stopped run, given none, was encoded at.
+    r = sharpen(*argv, "--resume", "--encoder-preset", "ultrafast", env=_env(ffmpeg))
+    assert r.returncode == 2 and "--encoder-preset was not given, now ultrafast" in r.stderr, \
+        r.stderr
+    assert out.stat().st_size == before
+    r = sharpen(*argv, "--resume", "--crf", "18", "--encoder-preset", "medium",
+                env=_env(ffmpeg))   # h264's defaults for a file
     assert r.returncode == 0, r.stderr
 
 

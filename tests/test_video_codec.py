@@ -68,7 +68,7 @@ def test_h264_keeps_sound_and_timecode_and_says_what_was_written(
     assert "warning" not in err, err
     # The closing line says what was written, as a render queue's log does.
     assert (f"{out}: H.264 (libx264), 8-bit 4:2:0, BT.601 limited range (tagged), "
-            "CRF 18; 1 audio stream copied; timecode " + TIMECODE) in err, err
+            "CRF 18, preset medium; 1 audio stream copied; timecode " + TIMECODE) in err, err
     listing = _listing(ffmpeg, out)
     video = _video_line(listing)
     # 96x64 is SD: BT.601 (smpte170m), as players take untagged SD, and said so.
@@ -125,7 +125,10 @@ def test_prores_is_422_hq_10_bit_for_an_nle(tmp_path, capsys, monkeypatch, onnx_
     (["--crf", "20", "--out", "sharp.mp4"], r"--crf 20 sets the quality of --codec h264"),
     (["--codec", "prores", "--crf", "20", "--out", "sharp.mov"], r"--crf 20 .* takes none"),
     (["--codec", "h264", "--crf", "60", "--out", "sharp.mp4"], r"--crf must be 0 to 51"),
-    (["--codec", "h264", "--segment", "60", "--out", "sharp.mp4"], r"with --segment"),
+    (["--encoder-preset", "veryfast", "--out", "sharp.mp4"],
+     r"--encoder-preset veryfast sets the speed of --codec h264 or hevc"),
+    (["--codec", "prores", "--encoder-preset", "fast", "--out", "sharp.mov"],
+     r"--encoder-preset fast .* takes none"),
     (["--codec", "h264", "--lossless", "--out", "sharp.mkv"], r"two codecs"),
 ])
 def test_a_codec_that_cannot_be_written_is_refused_before_the_model_loads(
@@ -259,7 +262,7 @@ def test_sound_encoded_for_the_container_is_said_so(tmp_path, capsys, monkeypatc
     out, stats = tmp_path / "sharp.mp4", tmp_path / "stats.json"
     assert _run(onnx_model, clip, out, "--codec", "h264", "--stats", str(stats)) == 0
     err = capsys.readouterr().err
-    assert "CRF 18; 1 audio stream encoded for the container" in err, err
+    assert "CRF 18, preset medium; 1 audio stream encoded for the container" in err, err
     assert "Audio: aac" in _listing(ffmpeg, out)
     import json
     assert json.loads(stats.read_text())["video"]["audio_copied"] is False
@@ -306,3 +309,62 @@ def test_an_mkv_recording_whose_ffmpeg_was_killed_is_kept_up_to_the_cut(tmp_path
     assert any(f"kept as {kept}" in s and "ffmpeg was killed" in s for s in said), said
     assert len(read_video(kept)[0]) > 50
     assert not out.exists() and not list(tmp_path.glob(".*"))
+
+
+def _x264_settings(path: Path) -> str:
+    """The settings x264 wrote into the stream (its SEI: `... subme=7 ... threads=1 ...`)."""
+    found = re.search(rb"x264 - core .*? options: ([ -~]*)", path.read_bytes())
+    assert found, f"{path}: no x264 settings in the stream"
+    return found.group(1).decode()
+
+
+def test_a_live_h264_recording_takes_a_fast_preset_and_the_runs_threads(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg):
+    """x264's `medium`, which --threads did not limit, held a one-core live recording of
+    1280x720@25 to 6.3 fps (180 frames dropped in 12 s) where mp4v wrote 21.7: a live source
+    is encoded at `veryfast`, on the run's --threads, as a camera recorder's ffmpeg is."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    out = tmp_path / "live.mkv"
+    assert run_cli(["run", "--model", str(onnx_model), "--source", "synthetic:96x64@25",
+                    "--max-frames", "6", "--out", str(out), "--quiet", "--codec", "h264",
+                    "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "H.264 (libx264), 8-bit 4:2:0, BT.601 limited range (tagged), CRF 18, preset " \
+           "veryfast" in err, err
+    settings = _x264_settings(out)
+    assert " subme=2 " in settings and " threads=1 " in settings, settings
+
+
+def test_a_files_h264_takes_medium_and_encoder_preset_picks_another(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clip):
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    medium, quick = tmp_path / "medium.mp4", tmp_path / "quick.mp4"
+    assert _run(onnx_model, clip, medium, "--codec", "h264") == 0
+    assert "CRF 18, preset medium" in capsys.readouterr().err
+    assert " subme=7 " in _x264_settings(medium)
+    assert _run(onnx_model, clip, quick, "--codec", "h264", "--encoder-preset",
+                "ultrafast") == 0
+    assert "CRF 18, preset ultrafast" in capsys.readouterr().err
+    assert " subme=0 " in _x264_settings(quick)
+
+
+def test_h264_segments_are_each_a_playable_h264_file(tmp_path, capsys, monkeypatch,
+                                                      onnx_model, ffmpeg):
+    """--codec with --segment: each segment is ffmpeg's H.264, named as mp4v's are."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    src = tmp_path / "clip.mp4"
+    write_video(src, 12, FPS)
+    out = tmp_path / "rec" / "cam.mkv"
+    assert run_cli(["run", "--model", str(onnx_model), "--source", str(src), "--out",
+                    str(out), "--quiet", "--codec", "h264", "--segment", "0.24"]) == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err, err
+    segments = sorted(out.parent.glob("cam-*.mkv"))
+    assert [p.name[:10] for p in segments] == ["cam-000000", "cam-000001"], segments
+    counts = []
+    for seg in segments:
+        assert "h264" in _video_line(_listing(ffmpeg, seg)), seg
+        frames, fps = read_video(seg)
+        assert fps == FPS
+        counts.append(len(frames))
+    assert counts == [6, 6], counts
