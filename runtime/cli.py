@@ -621,7 +621,12 @@ def _live_left_out_note(summary: dict, asked_fps: float) -> str:
     video_fps = video_rate(kind, src.get("fps") or 0.0, asked_fps or 0.0) or 30.0
     elapsed = summary.get("elapsed_s") or 0
     sent = f" (about {summary.get('frames_captured', 0) / elapsed:.0f} fps)" if elapsed else ""
-    if kind in RATE_SETTING_KINDS:
+    if src.get("format") == "y4m" and video_fps == src.get("fps"):
+        # Its header's rate, which the video took: only a feed that fell behind and caught up
+        # (ffmpeg -re on a loaded machine) gives frames faster.
+        why = (f"than the {video_fps:g} fps its Y4M header declares, which the video is "
+               "written at: a feed that fell behind sends its frames in bursts")
+    elif kind in RATE_SETTING_KINDS:
         # Its declared rate is the video's, --fps or not: --fps only asks the camera for one.
         why = (f"than the {video_fps:g} fps it declares, which the video is written at "
                "(a camera may give another rate than the one it says)")

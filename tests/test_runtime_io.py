@@ -1183,6 +1183,19 @@ def test_a_camera_live_video_note_gives_the_rate_it_was_written_at(kind):
     assert "the video's 25 fps" in stream and "--fps with the source's rate keeps" in stream
 
 
+def test_a_y4m_pipes_left_out_frames_are_not_blamed_on_a_rate_it_declares():
+    """A live Y4M feed (ffmpeg -re on a loaded machine, 25 fps in its header) that sent frames
+    in bursts was said to declare no rate, as MJPEG, and to be kept whole by --fps with its
+    rate: the video was already at that rate."""
+    from runtime.cli import _live_left_out_note
+
+    summary = {"left_out_frames": 2, "frames_processed": 95, "frames_captured": 300,
+               "elapsed_s": 10.7, "source": {"kind": "stdin", "fps": 25.0, "format": "y4m"}}
+    note = _live_left_out_note(summary, 0.0)
+    assert "leaves out 2 of the 95 frames" in note and "25 fps its Y4M header" in note, note
+    assert "MJPEG" not in note and "keeps them" not in note and "bursts" in note, note
+
+
 def test_a_live_video_ended_by_an_error_says_the_frames_it_holds(tmp_path, capsys, onnx_model):
     """A camera gone for good ends a live run with an error, and the line after it says what the
     video holds: it counted the frames sharpened, where a video of a camera faster than its
