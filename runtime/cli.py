@@ -131,7 +131,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     cap.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                    help="force the live policy (drop stale frames) or --no-live for lossless; "
                         "default: live for cameras, streams and synthetic@FPS, lossless for "
-                        "files and an unpaced synthetic")
+                        "files, --source - (give --live for a camera's feed) and an unpaced "
+                        "synthetic")
     cap.add_argument("--reconnect", type=int, default=None, metavar="N",
                    help="attempts to reopen a camera or stream that disconnects (exponential "
                         "backoff; default 5; 0: an HTTP(S) stream run --no-live ends where it "
