@@ -7,7 +7,8 @@ The project's checkpoints are plain dicts (loadable with `torch.load(weights_onl
      "model": state_dict, "ema": state_dict | None,
      "step": int, "config": {...}, "metrics": {...},
      # resume state, only in training checkpoints:
-     "optimizer": ..., "scheduler": ..., "rng": {...}}
+     "optimizer": ..., "scheduler": ..., "rng": {...},
+     "qat_ranges": {...}}   # qat=true runs' observed activation ranges
 
 Teacher loading also accepts the official Restormer file ({"params": state_dict}) and a bare
 state dict. A checkpoint is untrusted input: never unpickle arbitrary objects.
@@ -245,7 +246,8 @@ def slim(ck: dict, source: str | os.PathLike = "<checkpoint>") -> dict:
     writes and a run's `stepN.pt` snapshots hold."""
     sd = extract_state_dict(ck, source, prefer_ema=True)
     keep = {k: v for k, v in ck.items()
-            if k not in ("optimizer", "scheduler", "rng", "best", "model", "ema")}
+            if k not in ("optimizer", "scheduler", "rng", "best", "model", "ema",
+                         "qat_ranges")}
     return {**keep, "model": sd, "ema": None}
 
 

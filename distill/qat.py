@@ -8,8 +8,9 @@ range that always includes 0). Rounding passes gradients straight through
 (torch.fake_quantize_*). The student itself is untouched: weights are fake-quantised on the way
 into `torch.func.functional_call`, activations by forward hooks that act only inside
 `FakeQuantForward`, so checkpoints, the EMA, validation and export see the plain float model.
-The observed ranges live in the wrapper, not in checkpoints: a resumed run re-observes them
-within its first ~100 steps.
+The observed ranges live in the wrapper; a training checkpoint (last.pt) keeps them
+(`ranges`, `load_ranges`), so a resumed run goes on with them as an uninterrupted one would. One
+resumed from weights alone (best.pt, a stepN.pt) re-observes them within its first ~100 steps.
 
 `keep_float` lists modules ("dec.0", "head", "output" for the network's output) whose weights
 and outputs stay float, as in the mixed-precision exports (`optimize/float_layers.py`).
@@ -226,6 +227,22 @@ class FakeQuantForward(nn.Module):
                 self(x[None])
         finally:
             self._calibrating = False
+
+    def ranges(self) -> dict[str, list[float] | None]:
+        """Every observed range as [lo, hi] (None: not observed yet), for a checkpoint."""
+        return {n: None if o.lo is None else [float(o.lo), float(o.hi)]
+                for n, o in self.observers.items()}
+
+    def load_ranges(self, ranges: dict) -> None:
+        """Go on with the ranges `ranges()` gave; ValueError naming the layers where they are
+        another model's."""
+        if set(ranges) != set(self.observers):
+            diff = sorted(set(ranges) ^ set(self.observers))
+            raise ValueError(f"the QAT ranges recorded are another model's ({len(diff)} "
+                             f"layers differ: {', '.join(diff[:4])})")
+        for n, r in ranges.items():
+            o = self.observers[n]
+            o.lo, o.hi = (None, None) if r is None else (float(r[0]), float(r[1]))
 
     def remove(self) -> None:
         """Detach the hooks: `model` is a plain float model again."""

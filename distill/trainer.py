@@ -198,12 +198,19 @@ class Trainer:
         self._carried: Optional[bytes] = None
         self._history_note = ""           # train.log's word on where the earlier steps are
         self._repeated = ""               # ... and on steps it logged that are trained again
+        self._qat = None                  # qat=true: the simulated-INT8 forward, its ranges
+        self._qat_ranges: Optional[dict] = None   # ... as the checkpoint resumed recorded them
         self._resume()
         self.net = self.model
         if cfg.qat:
             from .qat import FakeQuantForward
 
-            self.net = FakeQuantForward(self.model)
+            self.net = self._qat = FakeQuantForward(self.model)
+            if self._qat_ranges is not None:
+                # Re-observed from the first batch instead, the resumed weights drifted from
+                # an uninterrupted run's.
+                with naming("resume", self._resume_path()):
+                    self._qat.load_ranges(self._qat_ranges)
         if self.dist.enabled:
             self.net = nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[self.device.index] if self.cuda else None)
@@ -233,6 +240,8 @@ class Trainer:
             extra = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                      "rng": rng_state(), "best": self.best, "best_step": self.best_step,
                      "data": self._data_sig}
+            if self._qat is not None:
+                extra["qat_ranges"] = self._qat.ranges()
         # In every checkpoint, slim ones too: a resume from a stepN.pt or best.pt under another
         # process count changes the batch of a step as one from last.pt does.
         extra["processes"] = self.dist.world
@@ -389,6 +398,8 @@ class Trainer:
             self.opt.load_state_dict(ck["optimizer"])
             self.sched.load_state_dict(ck["scheduler"])
             set_rng_state(ck["rng"])
+            ranges = ck.get("qat_ranges")   # absent before they were kept, or without qat
+            self._qat_ranges = ranges if self.cfg.qat and isinstance(ranges, dict) else None
             best_step = ck.get("best_step")   # absent from checkpoints before it was kept
             found = (ck.get("best"), best_step if isinstance(best_step, int) else None)
         else:
