@@ -207,7 +207,9 @@ def add_commands(sub) -> None:
                            "overrides, e.g. optim.steps=2000 data.batch_size=16 out=runs/x. "
                            "Re-running the same command resumes from OUT/last.pt. Under torchrun "
                            "it trains with DDP.")
-        p.add_argument("--config", default=None, metavar="FILE", help="YAML config file")
+        p.add_argument("--config", default=None, metavar="FILE",
+                       help="YAML config file, or a checkpoint (best.pt, last.pt): the "
+                       "settings it records, to train its run again")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides (dotted keys)")
         p.add_argument("--threads", type=int, default=0, metavar="N",

@@ -319,7 +319,7 @@ def setting_origin(path: str | None, overrides: list[str] | None, key: str) -> s
         if touches(ov):
             return f"by the override {ov}"
     for p in _config_chain(path) if path else []:
-        line = _key_lines(p.read_text(encoding="utf-8")).get(key)
+        line = _key_lines(_read_file(p)[1]).get(key)
         if line:
             return f"at {p}, line {line}"
     return ""
@@ -381,7 +381,9 @@ def _read_file(p: Path) -> tuple[dict, str]:
     except yaml.YAMLError as e:
         raise ValueError(f"{p} is not valid YAML: {_yaml_problem(e)}") from None
     except UnicodeDecodeError as e:
-        if b"\0" in e.object[:8192]:   # a checkpoint or an image given as --config
+        if e.object[:4] == b"PK\x03\x04":   # a checkpoint (torch's zip): its recorded settings
+            return _checkpoint_settings(p), ""
+        if b"\0" in e.object[:8192]:   # an image given as --config
             raise ValueError(f"{p} is not a text file; give a YAML config") from None
         line = e.object.count(b"\n", 0, e.start) + 1
         raise ValueError(f"{p} is not UTF-8 (byte 0x{e.object[e.start]:02x} on line {line}, "
@@ -392,6 +394,21 @@ def _read_file(p: Path) -> tuple[dict, str]:
     if not isinstance(d, dict):
         raise ValueError(f"{p}: a config file must hold a mapping")
     return d, text
+
+
+def _checkpoint_settings(p: Path) -> dict:
+    """The training settings a checkpoint records (best.pt, last.pt, a shipped model), to rerun
+    its run when its config.yaml is not at hand. Its text is "": it has no lines to name."""
+    from .checkpoint import CheckpointError, read_checkpoint   # torch: only for a checkpoint
+
+    try:
+        d = read_checkpoint(p).get("config")
+    except CheckpointError as e:
+        raise ValueError(f"--config {p}: {e}") from None
+    if not isinstance(d, dict) or not d:
+        raise ValueError(f"--config {p} is a checkpoint that records no training settings; "
+                         "give a YAML config")
+    return d
 
 
 def _base_of(p: Path, d: dict, lines: dict[str, int]) -> Path | None:
@@ -508,12 +525,13 @@ def _refuse_a_moved_runs_out(config: Path, out: str) -> None:
 
 
 def run_folder_of(config) -> Path | None:
-    """The run folder (resolved) whose own config.yaml (or config-stepN.yaml) `config` is; None
-    for any other config file."""
+    """The run folder (resolved) whose own config.yaml (or config-stepN.yaml), or checkpoint
+    given as the config, `config` is; None for any other config file."""
     if not config:
         return None
     config = Path(config)
-    if not re.fullmatch(r"config(-step\d+)?\.yaml", config.resolve().name):
+    name = config.resolve().name
+    if not re.fullmatch(r"config(-step\d+)?\.yaml", name) and not name.endswith(".pt"):
         return None
     here = config.resolve().parent
     return here if _is_run(here) else None

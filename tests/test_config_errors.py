@@ -270,3 +270,34 @@ def test_base_as_an_override_says_where_base_goes():
         load_config(str(FAST), [f"base={FAST}"])
     assert str(e.value) == (f"base= is not an override: a config to start from is --config "
                             f"{FAST} (or base: in a config file)")
+
+
+def test_a_checkpoint_given_as_config_reruns_the_settings_it_records(tmp_path):
+    """An auditor handed only best.pt (what a run's README says a colleague is given, and what
+    models/ ships) got "is not a text file; give a YAML config", though the checkpoint records
+    every setting of its run: its `config` is now the --config, overrides on top."""
+    import torch
+
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.students import create_student
+    ran = load_config(str(FAST), ["optim.lr=3e-4", "seed=7", "out=runs/a"])
+    net = create_student("fast", width=8)
+    ck = tmp_path / "best.pt"
+    atomic_save(make_checkpoint(net, kind="student", arch="fast", arch_args=net.arch_args,
+                                config=ran.to_dict()), ck)
+    again = load_config(str(ck), ["out=runs/a-again"])
+    assert again.to_dict() == {**ran.to_dict(), "out": "runs/a-again"}
+    # Where a bad value came from, as the train commands say it: the override, or nowhere
+    # in a file (a checkpoint has no lines to point at).
+    from distill.config import setting_origin
+    assert setting_origin(str(ck), ["optim.lr=-1"], "optim.lr") == "by the override optim.lr=-1"
+    assert setting_origin(str(ck), [], "optim.lr") == ""
+    # In its run's folder, the new run is compared with that run before its first step, as
+    # one given the folder's config.yaml is.
+    from distill.config import run_folder_of
+    assert run_folder_of(ck) is None
+    (tmp_path / ".run-id").write_text("a\n")
+    assert run_folder_of(ck) == tmp_path.resolve()
+    torch.save({"weights": net.state_dict()}, tmp_path / "other.pt")   # no settings in it
+    with pytest.raises(ValueError, match="records no training settings"):
+        load_config(str(tmp_path / "other.pt"))
