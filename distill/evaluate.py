@@ -979,27 +979,23 @@ def write_per_image_csv(res: dict, path: str | Path) -> Path:
     GoPro sequence, the folder part of the image's name; empty where there is none), model and
     each per-image score, so that `pandas.read_csv(path).groupby(["model", "sequence"])` gives
     per-sequence means; with a clip's frames among them, its "clip" and "frame" index too.
-    Written atomically."""
-    import csv
-
-    from runtime.atomic import atomic_path
+    Written atomically, for a spreadsheet as well (runtime.spreadsheet: a BOM, and a name a
+    spreadsheet would run as a formula behind a `'`)."""
+    from runtime.spreadsheet import write_table_csv
     metrics: list[str] = []
     for scores in res["per_image"].values():
         for by_model in scores.values():
             metrics += [m for m in by_model if m not in metrics]
+    on_clip = res.get("clip_frames") or {}
+    clip_cols = ["clip", "frame"] if on_clip else []
+    rows = []
+    for name, scores in res["per_image"].items():
+        where = [*on_clip.get(name, ["", ""])] if on_clip else []
+        for model, by_model in scores.items():
+            rows.append([name, sequence_of(name), *where, model,
+                         *(_cell(by_model.get(m)) for m in metrics)])
     # A name that is not UTF-8 (a Latin-1 folder) as \udcdf: the table stays UTF-8 to read.
-    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8",
-                                                       errors="backslashreplace") as f:
-        w = csv.writer(f)
-        on_clip = res.get("clip_frames") or {}
-        clip_cols = ["clip", "frame"] if on_clip else []
-        w.writerow(["image", "sequence", *clip_cols, "model", *metrics])
-        for name, scores in res["per_image"].items():
-            where = [*on_clip.get(name, ["", ""])] if on_clip else []
-            for model, by_model in scores.items():
-                w.writerow([name, sequence_of(name), *where, model,
-                            *(_cell(by_model.get(m)) for m in metrics)])
-    return Path(path)
+    return write_table_csv(path, ["image", "sequence", *clip_cols, "model", *metrics], rows)
 
 
 def _cell(v: Optional[float]) -> str:

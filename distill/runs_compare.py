@@ -7,9 +7,7 @@ no torch."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime
-import io
 import json
 import math
 import os
@@ -412,15 +410,15 @@ def report(runs: list[Run]) -> str:
 
 def write_csv(runs: list[Run], path: Path) -> Path:
     """The table's numbers unrounded, a row per comparable run, for a spreadsheet or pandas:
-    scores and their steps in columns of their own, seconds of wall time."""
-    from runtime.atomic import atomic_write_bytes
+    scores and their steps in columns of their own, seconds of wall time. Written as
+    runtime.spreadsheet writes a table: a BOM, a run name a spreadsheet would run as a formula
+    behind a `'`."""
+    from runtime.spreadsheet import write_table_csv
     keys = differing_settings(runs)
     cols = ["run", "path", "state", "steps", "total_steps", "seconds"]
     scores = [f"{which}_{kind}{part}" for kind in ("ssim", "psnr") for which in ("best", "last")
               for part in ("", "_step")]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*cols, "score", *scores, *keys])
+    rows = []
     for r in runs:
         if r.problem:
             continue
@@ -433,12 +431,10 @@ def write_csv(runs: list[Run], path: Path) -> Path:
                 got = pick(r, k) if k else None
                 cells += list(got) if got else ["", ""]
         cells += [_value(r.config[k]) if k in r.config else "" for k in keys]
-        w.writerow(["" if c is None else c for c in cells])
-    path.parent.mkdir(parents=True, exist_ok=True)
+        rows.append(cells)
     # A folder's name that is not UTF-8 (a run copied from a Latin-1 system) as \udcdf: the
     # table stays UTF-8 to read, as evaluate's per_image.csv.
-    atomic_write_bytes(path, buf.getvalue().encode("utf-8", "backslashreplace"))
-    return path
+    return write_table_csv(path, [*cols, "score", *scores, *keys], rows)
 
 
 def samples_axis(run: Run, step: int) -> int:

@@ -1113,7 +1113,7 @@ def test_metrics_json_and_csv_name_the_convention_each_image_and_sequence(tmp_pa
     conv = res["convention"]
     assert "8 bits" in conv["psnr"] and "data range 255" in conv["psnr"]
     assert "gaussian_weights=True" in conv["ssim"] and "mean over images" in conv["mean"]
-    with open(out / "per_image.csv", newline="") as f:
+    with open(out / "per_image.csv", encoding="utf-8-sig", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["image", "sequence", "model", "psnr", "ssim", "overshoot",
                              "overshoot_beyond_gt"]
@@ -1167,3 +1167,50 @@ def test_a_partial_restormer_state_dict_is_not_read_as_a_named_config(tmp_path):
     torch.save(partial, tmp_path / "partial.pth")
     with pytest.raises(CheckpointError, match="partial.pth is neither a teacher nor a student"):
         load_model_fn(tmp_path / "partial.pth")
+
+
+def test_per_image_csv_opens_in_a_spreadsheet_without_running_names_as_formulas(tmp_path,
+                                                                                 capsys):
+    """per_image.csv had no byte-order mark, so Excel on Windows read `Straße 東京` in the ANSI
+    code page (`StraÃŸe`), and wrote images named `=HYPERLINK(...)`, `+1`, `-3_x` or `@SUM` as
+    cells a spreadsheet runs as formulas (CSV injection). Names now come behind a `'`; numbers,
+    negative ones too, stay numbers."""
+    import csv
+
+    from distill.images import write_image
+    from sharpen.cli import main
+    names = ['=HYPERLINK("x","y")', "+1+2", "-3_frame", "@SUM(A1)", "Straße 東京"]
+    for i, name in enumerate(names):
+        x8, y8 = _smooth_pair(20 + i, 24, 32)
+        for d, img in (("blur", x8), ("sharp", y8)):
+            write_image(tmp_path / "pairs" / d / f"{name}.png", img.astype(np.float32) / 255)
+    student = tmp_path / "s.pt"
+    _tiny_student(student)
+    out = tmp_path / "out"
+    assert main(["evaluate", "--weights", str(student), "--data", str(tmp_path / "pairs"),
+                 "--quiet", "--out", str(out), "--figure-images", "1"]) == 0, capsys.readouterr()
+    raw = (out / "per_image.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbfimage,"), raw[:20]
+    with open(out / "per_image.csv", encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f))
+    cells = {r["image"] for r in rows}
+    assert cells == {"'" + n for n in names[:4]} | {"Straße 東京"}, cells
+    assert all(not c.startswith(("=", "+", "-", "@")) for r in rows for c in r.values()), rows
+    assert sum(float(r["psnr"]) > 0 for r in rows if r["psnr"]) == 10, rows
+    # metrics.json keeps the names as they are: it is what programs read.
+    res = json.loads((out / "metrics.json").read_text())
+    assert set(res["per_image"]) == set(names), res["per_image"].keys()
+
+
+def test_per_image_csv_keeps_negative_scores_numbers_and_escapes_only_text(tmp_path):
+    """The formula guard of per_image.csv is for text: a negative score (-0.25) stays a number
+    a spreadsheet sums; a name like -inf or -1_0, which Python reads as a float but a
+    spreadsheet as a formula, is escaped."""
+    import csv
+
+    from distill.evaluate import write_per_image_csv
+    res = {"per_image": {n: {"input": {"psnr": 20.0, "gain": -0.25}} for n in ("-inf", "-1_0")}}
+    path = write_per_image_csv(res, tmp_path / "per_image.csv")
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["image"], r["gain"]) for r in rows] == [("'-inf", "-0.25"), ("'-1_0", "-0.25")]

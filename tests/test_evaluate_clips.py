@@ -89,7 +89,7 @@ def test_sharpen_evaluate_on_a_clip_writes_frame_rows_and_the_figure(tmp_path, c
     assert "verdict per model:" in said and "3 frames of 1 clip" in said, said
     res = json.loads((out / "metrics.json").read_text())
     assert res["images"] == 3 and res["stride"] == 2
-    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    rows = list(csv.DictReader(open(out / "per_image.csv", encoding="utf-8-sig")))
     assert {(r["clip"], r["frame"]) for r in rows} == {(str(clip), str(i)) for i in (0, 2, 4)}
     assert (out / "side_by_side.png").is_file()
     assert res["clip_frames"] == {f"drone_{i:06d}": [str(clip), i] for i in (0, 2, 4)}

@@ -364,7 +364,7 @@ def test_tables_of_images_in_a_folder_named_in_latin1_are_written_not_a_unicode_
                                 "fast": {"psnr": 21.0, "ssim": 0.6}}}}
     with tempfile.TemporaryDirectory() as d:
         path = write_per_image_csv(res, Path(d) / "per_image.csv")
-        with open(path, encoding="utf-8", newline="") as f:   # UTF-8 still, for pandas
+        with open(path, encoding="utf-8-sig", newline="") as f:   # UTF-8 still, for pandas
             rows = list(csv.reader(f))
     assert rows[1][:2] == ["Urlaub Stra\\udcdfe/000", "Urlaub Stra\\udcdfe"], rows
 

@@ -54,7 +54,8 @@ def test_a_table_of_each_runs_state_scores_and_only_the_settings_that_differ(two
     png = tmp_path / "cmp" / "runs.png"
     assert png.stat().st_size > 10_000 and "curves by steps" in text, text
     import csv
-    table = {r["run"]: r for r in csv.DictReader(open(tmp_path / "cmp" / "runs.csv"))}
+    with open(tmp_path / "cmp" / "runs.csv", encoding="utf-8-sig", newline="") as f:
+        table = {r["run"]: r for r in csv.DictReader(f)}
     assert float(table["a"]["best_ssim"]) == max(ssim) and table["a"]["last_ssim_step"] == "4"
     assert table["b"]["state"] == "stopped (budget)" and table["b"]["loss.ssim"] == "0.5"
     assert table["a"]["score"] == "model_gt", table
@@ -63,6 +64,26 @@ def test_a_table_of_each_runs_state_scores_and_only_the_settings_that_differ(two
 def test_a_folder_of_runs_stands_for_each_run_in_it(two_runs, capsys):
     code, text = runs(capsys, two_runs)
     assert code == 0 and set(rows(text)) >= {"a", "b"}, text
+
+
+def test_runs_csv_opens_in_a_spreadsheet_without_running_a_run_name_as_a_formula(two_runs,
+                                                                               capsys, tmp_path):
+    """runs.csv wrote a run folder named `=cmd|' -C calc'!A0` or `-lr 3e-4` as a cell a
+    spreadsheet runs as a formula (CSV injection), and with no byte-order mark Excel read
+    `Straße` in the ANSI code page. The name now comes behind a `'`, after a BOM."""
+    import csv
+    odd = {"=cmd|' -C calc'!A0": two_runs / "a", "-lr Straße": two_runs / "b"}
+    for name, run in odd.items():
+        shutil.copytree(run, tmp_path / name)
+    code, text = runs(capsys, *(tmp_path / n for n in odd), "--out", tmp_path / "cmp")
+    assert code == 0, text
+    raw = (tmp_path / "cmp" / "runs.csv").read_bytes()
+    assert raw.startswith("\ufeffrun,".encode()), raw[:20]
+    with open(tmp_path / "cmp" / "runs.csv", encoding="utf-8-sig", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert {r["run"] for r in table} == {"'" + n for n in odd}, table
+    assert all(not c.startswith(("=", "+", "-", "@")) for r in table for c in r.values()), table
+    assert {r["loss.ssim"] for r in table} == {"0.2", "0.5"}, table
 
 
 def test_a_killed_run_and_one_being_written_are_read_as_they_are(two_runs, capsys, tmp_path):
