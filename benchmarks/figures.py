@@ -13,6 +13,14 @@ from .quality import held_out_label
 FIGURES = {"latency": "latency_per_backend.png", "scatter": "quality_vs_latency.png",
            "crops": "hardest_crops.png"}
 
+# The smallest text of the charts: 9 pt at their 110 dpi still reads on a slide they are
+# pasted into at half its width (7 pt did not).
+MIN_FONT_PT = 9
+# Bar styles per frame size, for greyscale prints and colour-blind readers: Okabe-Ito colours
+# of well-spaced lightness (blue, orange, yellow: greys 0.34, 0.63, 0.84) and a hatch each.
+SIZE_STYLES = (("#0072B2", ""), ("#E69F00", "//"), ("#F0E442", ".."), ("#CC79A7", "xx"),
+               ("#56B4E9", "\\\\"), ("#009E73", "++"))
+
 
 def write_figures(rep: dict, quality, out: Path, target_fps: float, say) -> dict:
     try:
@@ -45,12 +53,22 @@ def _targets(rows: list[dict], target_fps: float) -> list[tuple[float, str, str]
 
 
 def _fig_latency(rep, quality, path: Path, target_fps: float) -> bool:
+    fig = latency_figure(rep, target_fps)
+    if fig is None:
+        return False
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def latency_figure(rep: dict, target_fps: float):
+    """latency_per_backend.png's Figure: a bar per row, grouped by model and backend, a bar
+    colour and hatch per frame size; None without a timed row."""
     from matplotlib.figure import Figure
     import numpy as np
 
     rows = [r for r in rep["latency"]["rows"] if r["status"] == "ok"]
     if not rows:
-        return False
+        return None
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     labels = list(dict.fromkeys(_label(r, "\n") for r in rows))
     ms = {(_label(r, "\n"), r["size"]): r["ms"] for r in rows}
@@ -60,23 +78,24 @@ def _fig_latency(rep, quality, path: Path, target_fps: float) -> bool:
     ax = fig.subplots()
     for i, s in enumerate(sizes):
         vals = [ms.get((lb, s), np.nan) for lb in labels]
-        ax.bar(x + (i - (len(sizes) - 1) / 2) * wdt, vals, wdt, label=s)
+        colour, hatch = SIZE_STYLES[i % len(SIZE_STYLES)]
+        ax.bar(x + (i - (len(sizes) - 1) / 2) * wdt, vals, wdt, label=s, color=colour,
+               hatch=hatch, edgecolor="black", linewidth=0.6)
     for fps, where, style in _targets(rows, target_fps):
         ax.axhline(1000.0 / fps, color="red", ls=style, lw=1,
                    label=f"{fps:g} fps ({1000 / fps:.1f} ms){where}")
     ax.set_yscale("log")
     ax.set_ylabel("ms per frame (log)")
     ax.set_xticks(x)
-    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=MIN_FONT_PT)
     import textwrap
     ax.set_title(textwrap.fill(f"Latency per backend ({where_timed(rep)}; teacher: tile time "
                                "x tile count)", width=int(fig.get_figwidth() * 72 / 6)),
                  fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=MIN_FONT_PT)
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return True
+    return fig
 
 
 def _label(r: dict, sep: str) -> str:
@@ -88,11 +107,21 @@ def _label(r: dict, sep: str) -> str:
 
 
 def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
+    fig = scatter_figure(rep, target_fps)
+    if fig is None:
+        return False
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def scatter_figure(rep: dict, target_fps: float):
+    """quality_vs_latency.png's Figure: a point per model and format at the largest size
+    timed, each its own marker; None without a timed row that has a held-out SSIM."""
     from matplotlib.figure import Figure
 
     rows = [r for r in rep["latency"]["rows"] if r["status"] == "ok"]
     if not rows:
-        return False
+        return None
     # The largest measured size (1920x1080 when measured).
     size = max((r["width"] * r["height"], r["size"]) for r in rows)[1]
     qrows = {r["key"]: r for r in rep["quality"]["rows"]}
@@ -113,7 +142,7 @@ def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
             pts.append((r["ms"], q["ssim"], label))
             plotted.add(r.get("given") or r["student"] or "teacher")
     if not pts:
-        return False
+        return None
     fig = Figure(figsize=(11, 6))
     ax = fig.subplots()
     markers = "osD^vP*Xh<>"
@@ -130,22 +159,25 @@ def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
                    label=f"real time: {fps:g} fps = {1000 / fps:.1f} ms{where}")
     ax.set_xscale("log")
     ax.set_xlabel(f"median ms per frame at {size} (log)")
-    ax.set_ylabel(f"SSIM vs ground truth, higher is better\n(mean over the held-out set: "
-                  f"{held_out_label(rep)})")
+    # The held-out set goes in the title, which wraps: in the y label, a long --data path ran
+    # up over the title and off the figure.
+    ax.set_ylabel("SSIM vs ground truth (higher is better)")
     import textwrap
     ax.set_title(textwrap.fill(f"Quality versus latency, one point per model and format "
-                               f"(better: up and to the left; {where_timed(rep)})",
-                               width=int(fig.get_figwidth() * 72 / 6)), fontsize=9)
+                               f"(better: up and to the left; SSIM: mean over the held-out set: "
+                               f"{held_out_label(rep)}; {where_timed(rep)})",
+                               # the axes' width: the legend takes a third of the figure's
+                               width=int(fig.get_figwidth() * 72 / 6 * 0.65)),
+                 fontsize=MIN_FONT_PT)
     # Quick mode times some students at small sizes only: say so rather than drop them quietly.
     missing = sorted({r.get("given") or r["student"] or "teacher" for r in rows} - plotted)
     if missing:
         fig.text(0.01, 0.01, f"not timed at {size}, so not shown: {', '.join(missing)} (see the "
-                 "latency table for their sizes)", fontsize=8)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+                 "latency table for their sizes)", fontsize=MIN_FONT_PT)
+    ax.legend(fontsize=MIN_FONT_PT, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return True
+    return fig
 
 
 def crop_titles(rep: dict, names: list[str], cols: list[str], n_students: int) -> dict:

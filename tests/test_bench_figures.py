@@ -1,0 +1,75 @@
+"""`sharpen bench`'s figures as a report's reader sees them: pasted into slides, printed in
+greyscale, read by someone who does not tell red from green. Drawn from hand-made report dicts
+(the figures read report.json's rows alone), rendered by matplotlib as the bench renders them."""
+from __future__ import annotations
+
+import pytest
+
+SIZES = (("1920x1080", 1920, 1080), ("1280x720", 1280, 720), ("640x360", 640, 360))
+
+
+def _report(held_out: str = "embedded") -> dict:
+    rows = [{"status": "ok", "model": "teacher", "student": None, "backend": "pytorch",
+             "backend_label": "PyTorch (tiled)", "size": s, "width": w, "height": h,
+             "ms": 9e4 * w / 1920, "target_fps": 10.0, "target_device": "CPU"}
+            for s, w, h in SIZES]
+    for backend, label, fmt_ms in (("onnx", "ONNX Runtime FP32", 900.0),
+                                   ("onnx-int8", "ONNX Runtime INT8", 400.0)):
+        rows += [{"status": "ok", "model": "student", "student": "fast", "backend": backend,
+                  "backend_label": label, "size": s, "width": w, "height": h,
+                  "ms": fmt_ms * w / 1920, "target_fps": 10.0, "target_device": "CPU"}
+                 for s, w, h in SIZES]
+    quality = [{"key": "input", "ssim": 0.578}, {"key": "teacher", "ssim": 0.658},
+               {"key": "fast/onnx", "ssim": 0.585}, {"key": "fast/onnx-int8", "ssim": 0.579}]
+    return {"latency": {"rows": rows, "settings": {"runtime_threads": 1}},
+            "quality": {"rows": quality, "images": [{"image": f"im{i}"} for i in range(4)]},
+            "settings": {"target_fps": 30.0, "cpu_target_fps": 10.0, "data": held_out},
+            "machine": {"cpu": "AMD EPYC", "torch_threads": 2}}
+
+
+def _grey(rgba) -> float:
+    r, g, b = rgba[:3]
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def test_latency_bars_of_each_frame_size_differ_in_greyscale_and_by_pattern():
+    """The latency figure told its frame sizes apart by colour alone, matplotlib's blue, orange
+    and green: printed in greyscale 1920x1080's bars and 640x360's were the same grey, and a
+    deuteranope saw 1280x720's and 640x360's alike. Each size now has its own hatch and a
+    colour of its own lightness."""
+    from benchmarks.figures import latency_figure
+    fig = latency_figure(_report(), 30.0)
+    ax = fig.axes[0]
+    by_size = {c.get_label(): c.patches for c in ax.containers}
+    assert list(by_size) == [s for s, _, _ in SIZES], by_size
+    hatches = {s: {p.get_hatch() for p in bars} for s, bars in by_size.items()}
+    assert all(len(h) == 1 for h in hatches.values()), hatches
+    assert len({h.pop() for h in hatches.values()}) == len(SIZES), hatches
+    greys = sorted(_grey(bars[0].get_facecolor()) for bars in by_size.values())
+    assert min(b - a for a, b in zip(greys, greys[1:])) >= 0.15, greys
+
+
+@pytest.mark.parametrize("held_out", ["embedded", "/data/a long folder name/of the footage "
+                                      "that the held-out set came from/val"])
+def test_quality_figure_labels_do_not_overlap_and_read_at_slide_size(held_out):
+    """quality_vs_latency.png's two-line y label ran up into the title (its last words over
+    the title's second line), and its legend was 7 pt: pasted into a slide, unreadable. Now no
+    text of the figure overlaps another's box, and none is under 9 pt."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from benchmarks.figures import latency_figure, scatter_figure
+    for fig in (scatter_figure(_report(held_out), 30.0), latency_figure(_report(), 30.0)):
+        renderer = FigureCanvasAgg(fig).get_renderer()   # savefig's, to PNG
+        fig.draw(renderer)
+        ax = fig.axes[0]
+        title, ylabel = ax.title, ax.yaxis.label
+        assert not title.get_window_extent(renderer).overlaps(
+            ylabel.get_window_extent(renderer)), (title.get_text(), ylabel.get_text())
+        box = fig.bbox
+        for t in (title, ylabel, ax.xaxis.label):
+            e = t.get_window_extent(renderer)
+            assert e.x0 >= box.x0 - 1 and e.y1 <= box.y1 + 1, (t.get_text(), e, box)
+        small = {t.get_text(): t.get_fontsize() for t in fig.findobj(
+            lambda o: hasattr(o, "get_fontsize") and hasattr(o, "get_text"))
+            if t.get_text() and t.get_visible() and t.get_fontsize() < 9}
+        assert not small, small
