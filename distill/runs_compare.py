@@ -470,6 +470,10 @@ def pick_axis(runs: list[Run], axis: str) -> str:
     return "samples" if len(rates) > 1 else "steps"
 
 
+RUN_LINES = ("-", "--", ":", "-.")
+RUN_MARKERS = ("o", "s", "D", "^", "v", "P", "*", "X", "h", "<")
+
+
 @any_script_text
 def plot(runs: list[Run], png: Path, axis: str) -> Path:
     """Training loss, validation PSNR and SSIM of every run, overlaid, to `png`."""
@@ -492,21 +496,23 @@ def figure(runs: list[Run], axis: str):
     fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.9, wspace=0.22)
     ax = fig.subplots(1, 3)
     for i, r in enumerate(runs):
-        colour = f"C{i % 10}"
+        # A line style and marker of its own too: by colour alone, runs were one curve in
+        # greyscale and to a colour-blind reader (20 runs before a pair repeats).
+        style = {"color": f"C{i % 10}", "ls": RUN_LINES[i % len(RUN_LINES)],
+                 "marker": RUN_MARKERS[i % len(RUN_MARKERS)], "ms": 4}
         tr = [(x_value(r, t, axis), t["loss"]) for t in r.train
               if isinstance(t.get("loss"), (int, float))]
         if tr:
-            # a lone record (a run killed after its first log) is a line of no length
-            ax[0].plot(*zip(*tr), lw=0.8, color=colour, label=shown_path(r.label),
-                       marker="." if len(tr) == 1 else None)
+            # markers spread over the loss's many points, ten or so a curve
+            ax[0].plot(*zip(*tr), lw=0.8, label=shown_path(r.label),
+                       markevery=max(1, len(tr) // 10), **style)
         key = r.score_key
         if key:
             for j, k in enumerate((key.replace("_ssim", "_psnr"), key)):
                 pts = [(x_value(r, v, axis), v["val"][k]) for v in r.val
                        if isinstance(v["val"].get(k), (int, float))]
                 if pts:
-                    ax[j + 1].plot(*zip(*pts), marker=".", color=colour,
-                                   label=shown_path(r.label))
+                    ax[j + 1].plot(*zip(*pts), label=shown_path(r.label), **style)
     # The blurred input's score, where the validation has ground truth: the line a model must
     # be above to sharpen at all (one per set of validation images).
     for j, kind in enumerate(("psnr", "ssim")):

@@ -86,6 +86,26 @@ def test_runs_csv_opens_in_a_spreadsheet_without_running_a_run_name_as_a_formula
     assert {r["loss.ssim"] for r in table} == {"0.2", "0.5"}, table
 
 
+def test_each_runs_curves_differ_by_line_style_and_marker_not_colour_alone(two_runs,
+                                                                           tmp_path):
+    """runs.png drew every run as the same solid line with the same dot, in its own colour
+    alone: printed in greyscale, or to a reader who does not tell red from green, runs a and b
+    were the same curve. Each run now has its own line style and marker, in the legend too."""
+    from distill.runs_compare import figure, read_run
+    for i in range(3):
+        shutil.copytree(two_runs / "a", tmp_path / f"c{i}")
+    runs = [read_run(p) for p in (two_runs / "a", two_runs / "b", *sorted(tmp_path.iterdir()))]
+    fig = figure(runs, "steps")
+    for ax in fig.axes:
+        styles = {ln.get_label(): (ln.get_linestyle(), ln.get_marker()) for ln in ax.get_lines()
+                  if not ln.get_label().startswith("_") and ln.get_label() != "blurred input"}
+        assert len(styles) == 5 and len(set(styles.values())) == 5, styles
+        legend = ax.get_legend()
+        shown = {t.get_text(): (h.get_linestyle(), h.get_marker())
+                 for t, h in zip(legend.get_texts(), legend.legend_handles)}
+        assert {k: shown[k] for k in styles} == styles, (shown, styles)
+
+
 def test_a_killed_run_and_one_being_written_are_read_as_they_are(two_runs, capsys, tmp_path):
     """A SIGKILL leaves train.log without its end line; a run being written has its lock held
     and its last metrics.jsonl line half written: neither is a traceback or a wrong state."""
