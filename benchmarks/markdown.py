@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from runtime.console import count
@@ -12,10 +13,22 @@ from .quality import TABLE_HEADERS, TEACHER_SSIM_MEANING, format_table, held_out
 from .streams import HEADERS as STREAMS_HEADERS, table_rows as streams_table
 
 
+# A cell that is a number: 21.69, +0.0075, -0.36, 1.5e-07, 874x, 36% ("-" is none).
+_NUMBER = re.compile(r"[+-]?\d[\d,]*(\.\d+)?(e[+-]?\d+)?[x%]?")
+
+
 def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, its columns of numbers right-aligned: left-aligned, a rendered column
+    of PSNRs or ms did not line up by its digits."""
     def esc(s) -> str:
         return str(s).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+
+    def align(j: int) -> str:
+        cells = [str(r[j]).strip() for r in rows if j < len(r)]
+        cells = [c for c in cells if c not in ("", "-")]
+        return "---:" if cells and all(_NUMBER.fullmatch(c) for c in cells) else "---"
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join(align(j) for j in range(len(headers))) + "|"]
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -382,14 +395,14 @@ def _quality_lines(rep: dict) -> list[str]:
         f"Held-out set: {q['data']}. {real_blur_note(rep)} PSNR/SSIM (RGB, outputs rounded "
         "to 8 bits, data range 255, no border crop; SSIM with scikit-image's Gaussian window "
         "sigma 1.5, population covariances, as published tables) against ground truth, mean "
-        f"over the images; {TEACHER_SSIM_MEANING} (the "
+        f"over the images, higher is better; {TEACHER_SSIM_MEANING} (the "
         "gate is in Checks); parity is the worst image against the FP32 PyTorch student "
         "(gates from "
         f"`optimize.export.Thresholds`: FP32 max abs < "
         f"{q['settings']['thresholds']['fp32_max_abs']:g}, INT8/FP16 SSIM >= "
         f"{q['settings']['thresholds']['min_ssim']:g}); SSIM lost vs FP32 is what an "
-        "artifact loses in SSIM to ground truth against the FP32 student, worst image "
-        "(the students issue's INT8 budget: 0.002). Teacher: "
+        "artifact loses in SSIM to ground truth against the FP32 student, worst image, "
+        "lower is better (the students issue's INT8 budget: 0.002). Teacher: "
         f"{Path(s['teacher']['weights']).name} (sha256 {s['teacher']['hash']}), tiled "
         f"{s['teacher']['tile']} px, overlap {s['teacher']['overlap']}, Gaussian-blended."
         + _calibration_sentence(s),

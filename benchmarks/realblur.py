@@ -129,7 +129,8 @@ def markdown(res: dict, md_table) -> list[str]:
         lines += [f"Real blur/sharp pairs: {p['data']} ({p['images']} images). PyTorch models "
                   "(and the --model files); "
                   "the gain is over the blurred input. A model that sharpens real blur has a "
-                  "positive PSNR and SSIM gain here.", "",
+                  "positive PSNR and SSIM gain here: PSNR, SSIM and their gains, higher is "
+                  "better; overshoot, lower is better.", "",
                   md_table(HEADERS, table_rows(p)), ""]
         lines += ["Verdict per model (overshoot: the share of pixels pushed more than 8 levels "
                   "outside the input's 15x15 neighbourhood; a model is called out for pixels "

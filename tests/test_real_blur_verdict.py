@@ -324,3 +324,24 @@ def test_the_input_range_is_computed_once_and_gives_the_same_overshoot():
     assert overshoot(outs[2], x, truth=t, around=around) == overshoot(outs[2], x, truth=t)
     with pytest.raises(ValueError, match="window"):
         overshoot(outs[0], x, window=7, around=around)
+
+
+def test_report_tables_right_align_numbers_and_say_which_way_is_better():
+    """report.md's tables aligned every column left, so a rendered column of PSNRs or ms did
+    not line up by its digits, and the real-blur section did not say that a lower overshoot
+    is the better one (PSNR gain: "positive" alone)."""
+    from benchmarks.markdown import _md_table as md_table
+    from benchmarks.realblur import markdown
+    res = _pairs_res(teacher=(0.89, 0.0245, -0.36, 0.6), fast=(0.56, 0.0039, 0.12, 0.4))
+    md = "\n".join(markdown({"pairs": res}, md_table))
+    lines = md.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("| model |"))
+    names = [c.strip() for c in lines[head].strip("|").split("|")]
+    aligns = [c.strip() for c in lines[head + 1].strip("|").split("|")]
+    align = dict(zip(names, aligns))
+    assert align["model"] == "---" and align["worst image's PSNR gain"] == "---", align
+    assert {align[n] for n in ("PSNR dB", "SSIM", "PSNR gain", "SSIM gain",
+                               "sharpness (x input)", "overshoot (% px)")} == {"---:"}, align
+    intro = lines[head - 2]
+    assert "higher is better" in intro and "overshoot" in intro and "lower is better" in intro, \
+        intro
