@@ -1167,7 +1167,9 @@ def format_table(res: dict) -> str:
                      "border crop, mean over images, against the ground truth; SSIM: "
                      "scikit-image's Gaussian window sigma 1.5, population covariances "
                      "(Wang et al., BasicSR); d: gain over the input; sharpness: mean gradient, "
-                     "x the input's)")
+                     "x the input's; PSNR in dB)")
+        lines.append("(higher is better: PSNR, SSIM and their gains; overshoot, lower is "
+                     "better, down to the ground truth's own)")
     if res.get("flat_images"):
         lines.append(f"({count(res['flat_images'], 'flat image')} without detail left out of the "
                      "sharpness ratio)")

@@ -345,3 +345,15 @@ def test_report_tables_right_align_numbers_and_say_which_way_is_better():
     intro = lines[head - 2]
     assert "higher is better" in intro and "overshoot" in intro and "lower is better" in intro, \
         intro
+
+
+def test_evaluates_table_with_ground_truth_says_units_and_which_way_is_better(edge_pairs):
+    """Without ground truth `sharpen evaluate`'s table said "higher is better"; with it, its
+    PSNR column had no unit and no word of which way is better, for PSNR, the d gains or the
+    overshoot: a report's writer had to guess from the verdict lines."""
+    from distill.evaluate import evaluate_fns, format_table
+    res = evaluate_fns({"keeps": lambda x: x, "rings": _usm}, str(edge_pairs), progress=False)
+    text = format_table(res)
+    assert "PSNR in dB" in text, text
+    assert "higher is better: PSNR, SSIM and their gains" in text, text
+    assert "overshoot, lower is better" in text, text
