@@ -205,13 +205,23 @@ def crop_titles(rep: dict, names: list[str], cols: list[str], n_students: int) -
 
 
 def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
+    fig = crops_figure(rep, quality)
+    if fig is None:
+        return False
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def crops_figure(rep: dict, quality):
+    """hardest_crops.png's Figure: a row per held-out image, lowest input PSNR first, a crop
+    per model, each titled; None without crops (`quality.crops`)."""
     from matplotlib.figure import Figure
 
     from distill.evaluate import crop_box
 
     crops = quality.crops if quality is not None else {}
     if not crops:
-        return False
+        return None
     psnr_of = {d["image"]: d["input_psnr"] for d in rep["quality"]["images"]}
     names = sorted(crops, key=lambda n: psnr_of.get(n, 0.0))
     students = [s["name"] for s in rep["settings"]["students"]]
@@ -221,7 +231,9 @@ def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
     cols = ["blurred", "teacher"] + [s for s in students if any(s in crops[n] for n in names)] \
         + ["sharp"]
     titles = crop_titles(rep, names, cols, n_students)
-    fig = Figure(figsize=(2.6 * len(cols), 2.8 * len(names)))
+    # Constrained layout: tight_layout let a row's two-line titles at 9 pt run into the crops
+    # above them.
+    fig = Figure(figsize=(2.6 * len(cols), 2.9 * len(names)), layout="constrained")
     axes = fig.subplots(len(names), len(cols), squeeze=False)
     for i, n in enumerate(names):
         y, x, side = crop_box(crops[n]["sharp"], 160)
@@ -232,9 +244,7 @@ def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
             if img is None:
                 continue
             ax.imshow(img[y:y + side, x:x + side].clip(0, 1), interpolation="nearest")
-            ax.set_title(titles[n, c], fontsize=8)
+            ax.set_title(titles[n, c], fontsize=MIN_FONT_PT)
     fig.suptitle(f"Hardest blur in the held-out set ({held_out_label(rep)}): blurred | "
                  "teacher | students | ground truth", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return True
+    return fig

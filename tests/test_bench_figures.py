@@ -73,3 +73,34 @@ def test_quality_figure_labels_do_not_overlap_and_read_at_slide_size(held_out):
             lambda o: hasattr(o, "get_fontsize") and hasattr(o, "get_text"))
             if t.get_text() and t.get_visible() and t.get_fontsize() < 9}
         assert not small, small
+
+
+def test_hardest_crops_titles_read_at_slide_size():
+    """hardest_crops.png titled each crop (whose output, its PSNR) in 8 pt at 100 dpi, the
+    smallest text of the bench's figures: pasted into a slide it did not read."""
+    import types
+
+    import numpy as np
+
+    from benchmarks.figures import crops_figure
+    rng = np.random.default_rng(0)
+    names = ["deadleaves_9002_1", "chelsea_0"]
+    crops = {n: {c: rng.random((48, 64, 3)).astype(np.float32)
+                 for c in ("blurred", "teacher", "fast", "sharp")} for n in names}
+    rep = {"settings": {"students": [{"name": "fast"}], "data": "embedded"},
+           "quality": {"images": [{"image": n, "input_psnr": 16.0 + i}
+                                  for i, n in enumerate(names)],
+                       "rows": [{"key": k, "images": [{"image": n, "psnr": 17.0} for n in names]}
+                                for k in ("teacher", "fast/pytorch")]}}
+    fig = crops_figure(rep, types.SimpleNamespace(crops=crops))
+    titles = [ax.title for ax in fig.axes if ax.title.get_text()]
+    assert len(titles) == 8 and "student fast (PSNR 17.0 dB)" in [t.get_text() for t in titles]
+    assert min(t.get_fontsize() for t in titles) >= 9, [t.get_fontsize() for t in titles]
+    # At 9 pt under tight_layout the second row's image name ran into the crop above it.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    top, below = fig.axes[:4], fig.axes[4:]
+    for upper, lower in zip(top, below):
+        assert not lower.title.get_window_extent(renderer).overlaps(
+            upper.get_images()[0].get_window_extent(renderer)), lower.title.get_text()
