@@ -88,8 +88,10 @@ def _checkpoint_stem(path: str) -> str:
 def is_teacher(path: str | Path, teacher_config: Optional[str] = None) -> bool:
     """Whether `path` is a teacher: a project checkpoint of one, or with `teacher_config` Restormer
     weights without a config of their own (the official .pth, a bare state dict)."""
+    if is_artifact(path):   # before distill.checkpoint, which imports torch
+        return False
     from .checkpoint import read_checkpoint
-    return not is_artifact(path) and _teacher_checkpoint(read_checkpoint(path), teacher_config)
+    return _teacher_checkpoint(read_checkpoint(path), teacher_config)
 
 
 def _teacher_checkpoint(ck: dict, teacher_config: Optional[str]) -> bool:
@@ -593,11 +595,13 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
     tens of MB a 1080p image and model). `out`: a folder (`sharpen evaluate --out`) where each
     image's scores are recorded as it is scored, so that the same call after a kill scores
     only the images left (see `evaluate_journal`)."""
-    from .teacher import resolve_weights
     if isinstance(weights, (str, os.PathLike)):   # iterated, a path was read letter by letter
         weights = [weights]
-    # Resolved here as load_model_fn does, so that is_teacher reads the file, not the name.
-    weights = [str(w) if is_artifact(w) else str(resolve_weights(w)) for w in weights]
+    if not all(is_artifact(w) for w in weights):   # exported models alone need no torch
+        from .teacher import resolve_weights
+        # Resolved here as load_model_fn does, so that is_teacher reads the file, not the name.
+        weights = [str(w) if is_artifact(w) else str(resolve_weights(w)) for w in weights]
+    weights = [str(w) for w in weights]
     labels = model_labels(weights)
     fns = {label: load_model_fn(w, tile, device, teacher_config, threads, provider)
            for label, w in zip(labels, weights)}

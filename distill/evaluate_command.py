@@ -51,23 +51,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from runtime.backends.base import ModelError
 
-    from .checkpoint import CheckpointError
     from .data.sources import SourceError
     from .evaluate import (MIN_SIDE, evaluate, format_table, is_artifact, side_by_side,
                            teacher_labels_line, write_per_image_csv)
 
-    from .teacher import check_device, check_threads, pick_device, resolve_weights
-    check_device(args.device)
-    from runtime.host import ZERO_THREADS, threads_warning
-    check_threads(args.threads, zero=ZERO_THREADS)   # artifacts: the runtimes' meaning of 0
+    from runtime.host import ZERO_THREADS, check_threads, threads_warning
+    # Exported models alone run on their runtimes: a device install (the runtime extra) has
+    # no torch, which checkpoints, --device and the checkpoint errors below need.
+    checkpoints = bool(args.weights)
+    if checkpoints:
+        from .teacher import check_device
+        check_device(args.device)
+    try:   # artifacts: the runtimes' meaning of 0
+        check_threads(args.threads, "--threads", ZERO_THREADS)
+    except ValueError as e:
+        return refuse(str(e))
     if too_many := threads_warning(args.threads, "--threads"):   # as sharpen run warns
         print(f"warning: {too_many}", file=sys.stderr)
     models = [m for item in args.model or [] for m in item.split(",") if m]
-    try:
-        weights = [str(resolve_weights(w)) for item in args.weights or []
-                   for w in item.split(",") if w]
-    except CheckpointError as e:
-        return refuse(f"--weights {e}")
+    weights = []
+    if checkpoints:
+        from .checkpoint import CheckpointError
+        from .teacher import resolve_weights
+        try:
+            weights = [str(resolve_weights(w)) for item in args.weights
+                       for w in item.split(",") if w]
+        except CheckpointError as e:
+            return refuse(f"--weights {e}")
     if not weights and not models:
         return refuse("give --weights (checkpoints) and/or --model (exported artifacts)")
     if args.out:   # found now, not after every model has run over every image
@@ -125,9 +135,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"warning: {args.data} is the blurred half of a paired folder: --data {half[0]} "
               f"scores against its {half[1]}/ images; this run has no ground truth",
               file=sys.stderr)
-    if any(not is_artifact(w) for w in weights) and pick_device(args.device).type == "cpu":
-        from .teacher import set_torch_threads
-        set_torch_threads(args.threads)
+    if checkpoints:
+        from .teacher import pick_device, set_torch_threads
+        if pick_device(args.device).type == "cpu":
+            set_torch_threads(args.threads)
     if not args.threads and (note := limit_note("PyTorch, ONNX Runtime and LiteRT")):
         note_line(f"note: {note}")
     try:
@@ -141,7 +152,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         if not hasattr(e, "results"):
             raise
         res = e.results
-    except (CheckpointError, SourceError, ModelError, ValueError, FileNotFoundError) as e:
+    # ValueError: a checkpoint's CheckpointError too (distill.checkpoint imports torch)
+    except (SourceError, ModelError, ValueError, FileNotFoundError) as e:
         return refuse(str(e))
     if (args.stride != 1 or frames is not None) and "stride" not in res:
         print(f"warning: {args.data} holds no video clip: "
@@ -161,8 +173,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     # an artifact's last digits, torch's a checkpoint's. The threads they ran on, as the
     # bench records them: --threads, else OMP_NUM_THREADS's (None: the engines' default).
     res["environment"] = {**run_environment(
-        pick_device(args.device), (*LIBS, "onnxruntime", "ai_edge_litert")),
-        "threads": default_threads(args.threads)}
+        pick_device(args.device) if checkpoints else None,
+        (*LIBS, "onnxruntime", "ai_edge_litert")), "threads": default_threads(args.threads)}
     print(format_table(res))
     if res.get("per_sequence"):
         from .evaluate_sequences import format_sequences
@@ -186,11 +198,18 @@ def _evaluate(args: argparse.Namespace) -> int:
                  if res["has_gt"] else
                  f"{count(len(shown), 'frame')} spread over the clips" if res.get("clip_frames")
                  else f"the first {count(len(shown), 'image')}")
-        fig = side_by_side(shown, out / f"side_by_side{tag}.png", side=args.figure_crop,
-                           title=f"{args.data}, {which}: input | " + " | ".join(
-                               k for k in next(iter(shown.values())) if k != "input"))
+        try:
+            import matplotlib  # noqa: F401
+        except ModuleNotFoundError:   # a device install (the runtime extra): the numbers alone
+            fig = None
+            print(f"warning: side_by_side{tag}.png not written: the figure needs matplotlib "
+                  "(pip install matplotlib); the scores are complete", file=sys.stderr)
+        else:
+            fig = side_by_side(shown, out / f"side_by_side{tag}.png", side=args.figure_crop,
+                               title=f"{args.data}, {which}: input | " + " | ".join(
+                                   k for k in next(iter(shown.values())) if k != "input"))
         table = write_per_image_csv(res, out / f"per_image{tag}.csv")
-        print(f"written: {out / f'metrics{tag}.json'}, {table}, {fig}")
+        print(f"written: {out / f'metrics{tag}.json'}, {table}" + (f", {fig}" if fig else ""))
         if not res["interrupted"]:
             _remove_stale_partial(out)
     if res["interrupted"]:

@@ -85,13 +85,16 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two float images in [0, 1] (HxWx3 or HxW, the same shape; values outside
     are clipped), capped at PSNR_MAX (identical images). Symmetric. ValueError for integer
     images or other shapes."""
-    from skimage.metrics import peak_signal_noise_ratio   # lazily: `models FILE` on a device
     a, b = _pair(a, b)
     if np.array_equal(a, b):   # scikit-image would divide by zero and warn on the way to inf
         return PSNR_MAX
     # float64: float32's mean squared error was 1e-6 dB off a by-hand check on uint8.
-    return min(float(peak_signal_noise_ratio(b.astype(np.float64), a.astype(np.float64),
-                                             data_range=1.0)), PSNR_MAX)
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    try:   # lazily: `models FILE` on a device
+        from skimage.metrics import peak_signal_noise_ratio
+    except ImportError:   # a device install (the runtime extra): the same formula
+        return min(float(10 * np.log10(1.0 / np.mean((a - b) ** 2))), PSNR_MAX)
+    return min(float(peak_signal_noise_ratio(b, a, data_range=1.0)), PSNR_MAX)
 
 
 def quantise_8bit(img: np.ndarray) -> np.ndarray:
@@ -106,17 +109,45 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     range 1: the published convention) of two float images in [0, 1]: HxWx3
     (channels averaged) or HxW, the same shape, each side at least SSIM_MIN_SIDE; values
     outside [0, 1] are clipped. ValueError for integer images, other shapes or smaller ones."""
-    from skimage.metrics import structural_similarity
     a, b = _pair(a, b)
     if min(a.shape[:2]) < SSIM_MIN_SIDE:
         raise ValueError(f"SSIM needs images of at least {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} "
                          f"pixels (its window), got {a.shape[1]}x{a.shape[0]}")
+    try:
+        from skimage.metrics import structural_similarity
+    except ImportError:   # a device install (the runtime extra): the same numbers by OpenCV
+        return _ssim_opencv(a, b)
     # A 2-D image is one gray channel: channel_axis=-1 read its columns as channels. float64:
     # in float32 the filtered moments lose the 1e-6 that a by-hand check on uint8 keeps.
     return float(structural_similarity(a.astype(np.float64), b.astype(np.float64),
                                        channel_axis=-1 if a.ndim == 3 else None,
                                        data_range=1.0, gaussian_weights=True, sigma=SSIM_SIGMA,
                                        use_sample_covariance=False))
+
+
+def _ssim_opencv(a: np.ndarray, b: np.ndarray) -> float:
+    """`ssim` of two checked images in [0, 1] without scikit-image (about 200 MB with scipy,
+    seconds to import: a device install has neither), computed as its structural_similarity
+    computes the convention: float64, the Gaussian window scipy's gaussian_filter builds
+    (truncated at 3.5 sigma: 11 taps) with its mirrored border, C1 = 0.01^2, C2 = 0.03^2, the
+    map's mean without the window's half-width at each border, channels averaged."""
+    import cv2
+    radius = int(3.5 * SSIM_SIGMA + 0.5)
+    g = cv2.getGaussianKernel(2 * radius + 1, SSIM_SIGMA, cv2.CV_64F)
+
+    def blur(x: np.ndarray) -> np.ndarray:   # scipy's mode="reflect" is OpenCV's REFLECT
+        return cv2.sepFilter2D(x, cv2.CV_64F, g, g, borderType=cv2.BORDER_REFLECT)
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    scores = []
+    for x, y in ([(a, b)] if a.ndim == 2 else zip(np.moveaxis(a, -1, 0), np.moveaxis(b, -1, 0))):
+        x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
+        ux, uy = blur(x), blur(y)
+        vx, vy, vxy = blur(x * x) - ux * ux, blur(y * y) - uy * uy, blur(x * y) - ux * uy
+        s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+        scores.append(s[radius:-radius, radius:-radius].mean())
+    return float(np.mean(scores))
 
 
 def psnr_ssim(a: np.ndarray, b: np.ndarray) -> dict[str, float]:

@@ -21,9 +21,9 @@ _NAMES = {"sharpen": "sharpen", "code": "commit", "python": "python", "torch": "
 def run_environment(device=None, libs: tuple[str, ...] = LIBS) -> dict:
     """This process's: project version and git commit (with `+changes` where tracked files had
     uncommitted changes), Python's and `libs`' versions (runtime.host.LIBRARIES' names), torch's
-    thread count and the device (`cpu` or the GPU's name)."""
-    import torch
-
+    thread count and the device (`cpu` or the GPU's name). Without a `device` on an install
+    without torch (exported models scored on a device), the torch thread count and device are
+    left out."""
     from runtime.host import code_info, library_versions
     code = code_info()
     env: dict = {"sharpen": code.get("version")}
@@ -31,6 +31,12 @@ def run_environment(device=None, libs: tuple[str, ...] = LIBS) -> dict:
         env["code"] = code["commit"][:12] + ("+changes" if code.get("dirty") else "")
     env["python"] = platform.python_version()
     env.update(library_versions(libs))
+    try:
+        import torch
+    except ModuleNotFoundError:
+        if device is not None:
+            raise
+        return env
     env["torch_threads"] = torch.get_num_threads()
     kind = "cpu" if device is None else torch.device(device).type
     # A GPU by its name (another card sums in another order); mps as itself, not as cpu.

@@ -1214,3 +1214,26 @@ def test_per_image_csv_keeps_negative_scores_numbers_and_escapes_only_text(tmp_p
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["image"], r["gain"]) for r in rows] == [("'-inf", "-0.25"), ("'-1_0", "-0.25")]
+
+
+@pytest.mark.parametrize("shape", [(40, 48, 3), (11, 13, 3), (37, 29), (64, 96, 3)])
+def test_psnr_ssim_without_scikit_image_are_its_numbers(shape, monkeypatch):
+    """A device install (the runtime extra) has no scikit-image (about 200 MB with scipy, 2.5-3.4
+    s to import here): psnr/ssim then compute the same convention with OpenCV, and must give
+    scikit-image's numbers, or a device's table would not be comparable with the dev box's."""
+    import sys
+
+    from distill.metrics import psnr, ssim
+    rng = np.random.default_rng(sum(shape))
+    y8 = rng.integers(0, 256, shape, dtype=np.uint8)
+    x8 = np.clip(y8.astype(np.int16) + rng.integers(-40, 41, shape), 0, 255).astype(np.uint8)
+    x, y = x8.astype(np.float32) / 255, y8.astype(np.float32) / 255
+    field = ssim(x, y), psnr(x, y)
+    assert field[0] == pytest.approx(_field_ssim(y8, x8) if len(shape) == 3 else
+                                     _field_ssim(y8[..., None], x8[..., None]), abs=1e-6)
+    monkeypatch.setitem(sys.modules, "skimage.metrics", None)   # import fails, as not installed
+    with pytest.raises(ImportError):
+        from skimage.metrics import structural_similarity  # noqa: F401
+    assert ssim(x, y) == pytest.approx(field[0], abs=1e-9)
+    assert psnr(x, y) == pytest.approx(field[1], abs=1e-9)
+    assert ssim(y, y) == 1.0 and psnr(y, y) == 100.0
