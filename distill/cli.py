@@ -158,6 +158,11 @@ def add_commands(sub) -> None:
     p.add_argument("--model", nargs="+", default=None, metavar="FILE",
                    help="exported student artifacts (.onnx, .tflite, .engine), run by the "
                    "runtime as `sharpen run` deploys them (INT8 included)")
+    p.add_argument("--reference", default=None, metavar="MODEL",
+                   help="one of --weights/--model whose output stands in for ground truth on "
+                   "data without it: each other model's PSNR and SSIM to that output (the FP32 "
+                   "export beside its INT8 one, as the export's parity gate compares them; "
+                   "default: the teacher, where one is given)")
     p.add_argument("--teacher-config", default=None, metavar="NAME", help=CONFIG_HELP)
     p.add_argument("--data", required=True, metavar="SPEC",
                    help="paired folder (blur/+sharp/, input/+target/), GoPro, REDS or HIDE "

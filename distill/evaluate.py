@@ -500,7 +500,8 @@ def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
     if y is not None:
         scores = {k: {"psnr": psnr(img, y), "ssim": ssim(img, y)} for k, img in models.items()}
     elif reference is not None:
-        scores = {k: {"psnr_to_reference": psnr(img, models[reference])}
+        scores = {k: {"psnr_to_reference": psnr(img, models[reference]),
+                      "ssim_to_reference": ssim(img, models[reference])}
                   for k, img in models.items() if k != reference}
     else:
         scores = {}
@@ -584,7 +585,8 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
              teacher_config: Optional[str] = None, threads: int = 0,
              provider: str = "auto", gopro_blur: str = "blur", stride: int = 1,
              frames: Optional[Collection[int]] = None,
-             out: Optional[str | os.PathLike] = None) -> dict:
+             out: Optional[str | os.PathLike] = None,
+             reference: Optional[str | os.PathLike] = None) -> dict:
     """Checkpoints and exported artifacts (paths, or shipped names such as `fast` and
     `teacher`; one, or a list) over a data source; see `evaluate_fns`. With exactly one
     teacher among them, its output is the reference where the data has no ground truth.
@@ -594,7 +596,9 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
     "outputs" holds the `keep_outputs` images' outputs a figure shows (None: every image's,
     tens of MB a 1080p image and model). `out`: a folder (`sharpen evaluate --out`) where each
     image's scores are recorded as it is scored, so that the same call after a kill scores
-    only the images left (see `evaluate_journal`)."""
+    only the images left (see `evaluate_journal`). `reference`: one of `weights` whose output
+    stands in for ground truth instead of the teacher's (the FP32 export beside its INT8 one);
+    ValueError naming it and the models when it is none of them."""
     if isinstance(weights, (str, os.PathLike)):   # iterated, a path was read letter by letter
         weights = [weights]
     if not all(is_artifact(w) for w in weights):   # exported models alone need no torch
@@ -606,6 +610,14 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
     fns = {label: load_model_fn(w, tile, device, teacher_config, threads, provider)
            for label, w in zip(labels, weights)}
     teachers = [label for label, w in zip(labels, weights) if is_teacher(w, teacher_config)]
+    ref_label = teachers[0] if len(teachers) == 1 else None
+    if reference is not None:
+        ref = reference if is_artifact(reference) else _resolved(reference)
+        given = [label for label, w in zip(labels, weights) if _same_file(w, ref)]
+        if not given:
+            raise ValueError(f"--reference {reference}: not one of the models given "
+                             f"({', '.join(weights)})")
+        ref_label = given[0]
     from_labels = _teacher_from_labels(fns, spec, crop, split, limit, stride, frames)
     import contextlib
 
@@ -617,10 +629,10 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
           if out is not None else contextlib.nullcontext()):
         if out is not None:
             journal = _score_journal(out, labels, weights, fns, crop, device, teacher_config,
-                                     threads, provider, tile)
+                                     threads, provider, tile, ref_label)
         try:
             res = evaluate_fns(fns, spec, split, limit, crop, progress,
-                               reference=teachers[0] if len(teachers) == 1 else None,
+                               reference=ref_label,
                                keep_outputs=keep_outputs, rank=least_gain,
                                names=dict(zip(labels, weights)), gopro_blur=gopro_blur,
                                clips=True, stride=stride, frames=frames, journal=journal)
@@ -634,9 +646,21 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
     return res
 
 
+def _resolved(item: str | os.PathLike) -> str:
+    from .teacher import resolve_weights   # a checkpoint's name: torch is there
+    return str(resolve_weights(item))
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _score_journal(out, labels: list[str], weights: list[str], fns: dict[str, Fn], crop: int,
                    device: str, teacher_config: Optional[str], threads: int, provider: str,
-                   tile: Optional[int]) -> ScoreJournal:
+                   tile: Optional[int], reference: Optional[str] = None) -> ScoreJournal:
     """`evaluate(out=)`'s record, its settings the models' files and the options that change
     every score."""
     from runtime.host import code_info, default_threads
@@ -651,7 +675,7 @@ def _score_journal(out, labels: list[str], weights: list[str], fns: dict[str, Fn
                     # the count the engines run with (--threads, else OMP_NUM_THREADS):
                     # it changes outputs' last digits
                     "threads": default_threads(threads), "--provider": provider,
-                    "tile": tile,
+                    "tile": tile, "--reference": reference,
                     "teacher labels": next((str(f.cache) for f in fns.values()
                                             if isinstance(f, LabelledTeacher)), None),
                     # The code that scored: an upgrade (a metric redefined, a bug fixed) took
@@ -964,8 +988,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     elif reference is not None:
         res["reference"] = reference
         for k in (k for k in ("input", *fns) if k != reference):
-            res[k]["psnr_to_reference"] = float(np.mean(
-                [v[k]["psnr_to_reference"] for v in per_image.values()]))
+            for m in ("psnr_to_reference", "ssim_to_reference"):
+                res[k][m] = float(np.mean([v[k][m] for v in per_image.values()]))
     res["per_image"] = per_image
     if seqs := per_sequence(res):
         res["per_sequence"] = seqs
@@ -1131,19 +1155,21 @@ def format_table(res: dict) -> str:
                          f"{res['ground_truth_overshoot']:.2f}%)")
     else:
         ref = res.get("reference")
-        to_ref = f"  PSNR to {ref}'s output" if ref else ""
+        to_ref = f"  PSNR to {ref}'s output, SSIM" if ref else ""
         lines.append(f"{'model':{width}s} {'sharpness (x input)':>20s} {'overshoot %':>11s}"
                      f"{to_ref}")
         for k in keys:
             d = res[k]
             lines.append(f"{k:{width}s} {_sharp(d['sharpness'], 20)} {_over(d, 11)}" + (
-                f"  {d['psnr_to_reference']:8.2f} dB" if "psnr_to_reference" in d else ""))
+                f"  {d['psnr_to_reference']:8.2f} dB" if "psnr_to_reference" in d else "") + (
+                f"  {d['ssim_to_reference']:.4f}" if "ssim_to_reference" in d else ""))
         against = f"; compare with {ref}'s" if ref else ""
         lines.append(f"({OVER_TEXT}{against})")
         # Without ground truth neither column is a score the reader knows the sense of; the
         # sharpness ratio also rewards ringing, which the distance to the reference does not.
         caveat = "though halos and noise raise it too"
-        lines.append(f"(higher is better in both: PSNR to {ref}'s output, closer to it; "
+        lines.append(f"(higher is better in each: PSNR and SSIM to {ref}'s output, closer to "
+                     "it; "
                      f"sharpness, {caveat})" if ref
                      else f"(sharpness: higher is sharper, {caveat})")
     n = res["images"]

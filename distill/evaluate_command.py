@@ -147,7 +147,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                        keep_outputs=args.figure_images if args.out else 0, device=args.device,
                        teacher_config=args.teacher_config, threads=args.threads,
                        provider=args.provider, gopro_blur=args.gopro_blur,
-                       stride=args.stride, frames=frames, out=args.out)
+                       stride=args.stride, frames=frames, out=args.out,
+                       reference=args.reference)
     except KeyboardInterrupt as e:   # after some images: theirs are reported and saved
         if not hasattr(e, "results"):
             raise
@@ -155,6 +156,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     # ValueError: a checkpoint's CheckpointError too (distill.checkpoint imports torch)
     except (SourceError, ModelError, ValueError, FileNotFoundError) as e:
         return refuse(str(e))
+    if args.reference and res["has_gt"]:
+        print(f"warning: {args.data} has ground truth, which every model is scored against: "
+              f"--reference applies to data without it", file=sys.stderr)
     if (args.stride != 1 or frames is not None) and "stride" not in res:
         print(f"warning: {args.data} holds no video clip: "
               f"{'--stride' if frames is None else '--frames'} applies to a clip's frames; "

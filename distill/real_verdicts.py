@@ -145,8 +145,23 @@ def nogt_verdicts(r: dict) -> list[tuple[str, str]]:
         else:
             word = (f"sharpens its own way, away from the {ref}'s output ({s:.3f}x sharper, "
                     f"{to:.2f} dB to it, input {base:.2f})")
-        lines.append((k, f"{word}{_over_text(d, ref_over, f'the {ref}')}"))
+        lines.append((k, f"{word}{_close_text(r, k)}{_over_text(d, ref_over, f'the {ref}')}"))
     return lines
+
+
+def _close_text(r: dict, k: str) -> str:
+    """How close `k`'s output stays to the reference's, by SSIM, the measure the export's
+    parity gate takes (an INT8 file against its FP32 one), with the frame furthest from it:
+    the sharpness ratio counts quantisation noise as sharpening."""
+    ref, to = r["reference"], r[k].get("ssim_to_reference")
+    base = (r.get("input") or {}).get("ssim_to_reference")
+    if to is None or base is None:
+        return ""
+    per = {n: m[k]["ssim_to_reference"] for n, m in (r.get("per_image") or {}).items()
+           if m.get(k, {}).get("ssim_to_reference") is not None}
+    worst = min(per, key=per.get) if per else None
+    return (f"; SSIM {to:.4f} to {ref}'s output (the input's {base:.4f})"
+            + (f", worst frame {per[worst]:.4f} ({worst})" if worst is not None else ""))
 
 
 def _unreferenced_verdicts(r: dict) -> list[tuple[str, str]]:
