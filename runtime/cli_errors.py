@@ -157,7 +157,9 @@ WITHOUT_EXTRA = {"models": "`sharpen models FILE.onnx` (.tflite, .engine) needs 
                            "how an exported model was made, from the export report beside it",
                  "bench": "`sharpen run --model FILE --source synthetic:1920x1080 --max-frames 100 "
                           "--out t.mp4 --stats t.json` times an exported model without it "
-                          "(the stats file's per-stage latency, the done: line's peak memory)"}
+                          "(the stats file's per-stage latency, the done: line's peak memory), "
+                          "and `sharpen evaluate --model FILE --data PAIRS` scores its quality "
+                          "(PSNR/SSIM to the sharp images of a blur/+sharp/ folder)"}
 
 
 def missing_dependency(command: str, exc: ImportError) -> str:

@@ -85,6 +85,8 @@ SCRIPT = textwrap.dedent("""
         msg = err.getvalue()
         assert rc == 2 and "[dev]" in msg and msg.count(chr(10)) == 1, (rc, msg)
         assert "--source synthetic:1920x1080 --max-frames" in msg, msg
+        # ... and scores its quality on the device's own pairs without it
+        assert "`sharpen evaluate --model FILE --data PAIRS`" in msg, msg
         print("NEEDS_TORCH_OK")
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "tensorflow", "keras"})
     assert not leaked, leaked
