@@ -607,17 +607,20 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
         weights = [str(w) if is_artifact(w) else str(resolve_weights(w)) for w in weights]
     weights = [str(w) for w in weights]
     labels = model_labels(weights)
-    fns = {label: load_model_fn(w, tile, device, teacher_config, threads, provider)
-           for label, w in zip(labels, weights)}
     teachers = [label for label, w in zip(labels, weights) if is_teacher(w, teacher_config)]
     ref_label = teachers[0] if len(teachers) == 1 else None
-    if reference is not None:
-        ref = reference if is_artifact(reference) else _resolved(reference)
+    if reference is not None:   # before any model loads
+        # A checkpoint's name (fast) among exported models alone: not resolved, which needs
+        # torch, a device install's missing dependency rather than this mistake.
+        ref = (reference if is_artifact(reference) or all(map(is_artifact, weights))
+               else _resolved(reference))
         given = [label for label, w in zip(labels, weights) if _same_file(w, ref)]
         if not given:
             raise ValueError(f"--reference {reference}: not one of the models given "
                              f"({', '.join(weights)})")
         ref_label = given[0]
+    fns = {label: load_model_fn(w, tile, device, teacher_config, threads, provider)
+           for label, w in zip(labels, weights)}
     from_labels = _teacher_from_labels(fns, spec, crop, split, limit, stride, frames)
     import contextlib
 

@@ -291,6 +291,13 @@ EVALUATE_SCRIPT = textwrap.dedent("""
                    "--threads", "1"])
     print(err.getvalue(), file=sys.stderr)
     assert rc == 0, (rc, err.getvalue())
+    # A checkpoint's name as --reference, among exported models: this mistake, not torch's
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["evaluate", "--model", model, "--reference", "fast", "--data", data,
+                   "--quiet"])
+    assert rc == 2 and "--reference fast: not one of the models given" in err.getvalue(), (
+        rc, err.getvalue())
     # ... and `sharpen --help` there names it beside `run`
     shown = io.StringIO()
     with contextlib.redirect_stdout(shown), contextlib.suppress(SystemExit):
