@@ -142,16 +142,19 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("evaluate", formatter_class=fmt,
                        help="PSNR/SSIM gain over the input (paired data) and side-by-side crops",
-                       description="Run teacher and/or student checkpoints over a data source. "
+                       description="Run teacher and/or student checkpoints, or exported "
+                       "models (these alone need no torch: a device install), over a data source. "
                        "With ground truth (paired folder, GoPro root, corpus): PSNR/SSIM of the "
                        "input and each model, and the gain. Without (real blurred frames, and "
                        "video clips, read a frame at a time: --stride, --frames): a sharpness "
-                       "ratio and overshoot. PSNR/SSIM as published tables compute them: 8-bit RGB "
-                       "outputs, data range 255, no border crop, SSIM with scikit-image's "
-                       "Gaussian window sigma 1.5 (use_sample_covariance=False), mean over "
-                       "images. --out writes metrics.json (with the convention), per_image.csv "
-                       "(one row per image and model, and with ground truth one with its "
-                       "overshoot) and side_by_side.png (input | models | ground truth).")
+                       "ratio and overshoot, and PSNR/SSIM to a reference model's output (the "
+                       "teacher's, or --reference). PSNR/SSIM as published tables compute "
+                       "them: 8-bit RGB outputs, data range 255, no border crop, SSIM with "
+                       "scikit-image's Gaussian window sigma 1.5 (use_sample_covariance=False), "
+                       "mean over images. --out writes metrics.json (with the convention), "
+                       "per_image.csv (one row per image and model, and with ground truth one "
+                       "with its overshoot) and side_by_side.png (input | models | ground "
+                       "truth).")
     p.add_argument("--weights", nargs="+", default=None, metavar="CKPT",
                    help="project checkpoints (teacher or student), space or comma separated; "
                    "shipped ones by name (fast, edge, seed, teacher)")
