@@ -62,6 +62,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if checkpoints:
         from .teacher import check_device
         check_device(args.device)
+    elif args.device != "auto":
+        print("warning: --device applies to checkpoints (--weights); exported models run on "
+              "their runtime (--provider for .onnx)", file=sys.stderr)
     try:   # artifacts: the runtimes' meaning of 0
         check_threads(args.threads, "--threads", ZERO_THREADS)
     except ValueError as e:

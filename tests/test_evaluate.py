@@ -1278,3 +1278,15 @@ def test_reference_scores_an_int8_file_against_its_fp32_one_on_footage(nogt, tmp
     assert main([*argv, "--reference", str(tmp_path / "other.onnx")]) == 2
     err = capsys.readouterr().err
     assert "--reference" in err and "other.onnx" in err and "m_int8.onnx" in err, err
+
+
+def test_device_without_checkpoints_is_said_to_apply_to_checkpoints(nogt, tmp_path, capsys):
+    """Exported models alone load no torch (a device install has none), so --device is not
+    checked against torch's devices there; it was taken without a word instead."""
+    from runtime_fixtures import make_onnx_model
+
+    from sharpen.cli import main
+    assert main(["evaluate", "--model", str(make_onnx_model(tmp_path / "m.onnx")), "--data",
+                 str(nogt), "--device", "cuda", "--threads", "1", "--quiet"]) == 0
+    assert ("warning: --device applies to checkpoints (--weights); exported models run on "
+            "their runtime (--provider for .onnx)") in capsys.readouterr().err
