@@ -23,6 +23,31 @@ def file_in_the_way(folder: str | os.PathLike, what: str) -> str:
     return ""
 
 
+def cannot_write(what: str, folder: str | os.PathLike, exc: OSError) -> str:
+    """The message when `folder` (or the nearest of its parents that exists) refused a write
+    with `exc`, naming `what` and, on a server several users share, the folder's owner where
+    that is another user: "Permission denied" alone left them guessing whose it was."""
+    folder = Path(folder)
+    near = next((p for p in (folder, *folder.parents) if os.path.lexists(p)), folder)
+    return f"{what}: cannot write in {folder} ({exc.strerror or exc}{_owner_note(near)})"
+
+
+def _owner_note(path: Path) -> str:
+    """'; PATH belongs to user NAME' where `path` is not this user's, else ''."""
+    try:
+        uid = path.stat().st_uid
+    except OSError:
+        return ""
+    if not hasattr(os, "geteuid") or uid == os.geteuid():
+        return ""
+    try:
+        import pwd
+        name = pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        name = f"id {uid}"
+    return f"; {path} belongs to user {name}"
+
+
 def make_folder(folder: str | os.PathLike, what: str) -> None:
     """Create `folder` and make sure a file can be written in it, or SinkError naming `what`:
     found at the start rather than after the whole stream has run."""
@@ -36,7 +61,7 @@ def make_folder(folder: str | os.PathLike, what: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise SinkError(f"{what}: cannot write in {folder} ({exc.strerror or exc})") from None
+        raise SinkError(cannot_write(what, folder, exc)) from None
 
 
 def folders_to_make(folder: str | os.PathLike) -> list[Path]:

@@ -85,7 +85,13 @@ def run_lock(out: Path, enabled: bool = True, doing: str = "training",
         yield
         return
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    what = f"{flag}{out}" if flag.endswith("=") else f"{flag} {out}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:   # another user's folder, a read-only mount: was a traceback
+        from .output_paths import cannot_write
+        above = next((p for p in out.parents if os.path.isdir(p)), out.parent)
+        raise ValueError(cannot_write(what, above, e)) from None
     path = out / name
     try:
         fd = _acquire(path)
@@ -95,6 +101,9 @@ def run_lock(out: Path, enabled: bool = True, doing: str = "training",
         raise RunLocked(f"{_holding(e)} into {out} (process {e.holder}); {wait}, or give this "
                         f"run another {flag}", e.holder, e.doing, e.kind) from None
     except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            from .output_paths import cannot_write
+            raise ValueError(cannot_write(what, out, e)) from None
         if e.errno not in NO_LOCKS:
             raise
         # An export or bench (and training) there ended in this traceback, where they ran
@@ -126,11 +135,14 @@ def _acquire(path: Path) -> int:
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except PermissionError:
+        except PermissionError as denied:
             # Another user's, left by a run of theirs that was killed in a shared folder: it
             # refused every later run in a traceback. Locked through a read-only descriptor
             # (flock needs none other), it shows whether that run is alive.
-            fd = os.open(path, os.O_RDONLY)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:   # none there: the folder itself takes no file
+                raise denied from None
             _lock_or_refuse(fd, path)
             try:
                 path.unlink()   # that run has ended: its file goes, and this run makes its own

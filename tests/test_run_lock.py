@@ -96,3 +96,39 @@ def test_a_cache_lock_made_under_a_private_umask_still_keeps_another_users_run_w
         os.umask(umask)
     assert said.get("waited") == f"waiting for process {os.getpid()}, which is building into m", \
         said
+
+
+def test_an_out_folder_another_user_owns_is_refused_naming_it_and_its_owner(tmp_path):
+    """A training run given out= in a colleague's read-only run folder (to resume or compare
+    it) ended in a PermissionError traceback from mkdir; the refusal now names the out=, the
+    folder that cannot be written and, where it is another user's, whose it is."""
+    tmp_path.chmod(0o755)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    theirs.chmod(0o755 if os.geteuid() == 0 else 0o555)
+
+    def work(said: dict) -> None:
+        os.chdir(tmp_path)
+        if os.geteuid() == 0:
+            os.setgid(65534)
+            os.setuid(65534)
+        try:
+            with run_lock(Path("theirs/run1")):
+                said["inside"] = True
+        except ValueError as e:
+            said["refused"] = f"{type(e).__name__}: {e}"
+        try:   # the folder itself, there already: an export's lock cannot be made in it
+            with run_lock(Path("theirs"), doing="exporting", flag="--out", name=".e.lock"):
+                said["inside"] = True
+        except ValueError as e:
+            said["export"] = f"{type(e).__name__}: {e}"
+
+    said = in_a_child(work)
+    theirs.chmod(0o755)
+    assert said.get("refused", "").startswith(
+        "ValueError: out=theirs/run1: cannot write in theirs (Permission denied"), said
+    assert said.get("export", "").startswith(
+        "ValueError: --out theirs: cannot write in theirs (Permission denied"), said
+    if os.geteuid() == 0:   # the child was nobody, the folder root's
+        assert said["refused"].endswith("; theirs belongs to user root)"), said
+        assert said["export"].endswith("; theirs belongs to user root)"), said
