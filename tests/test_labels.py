@@ -2314,3 +2314,25 @@ def test_an_old_ssim_label_of_an_image_over_the_budget_now_is_kept_not_failed(
     monkeypatch.delenv("SHARPEN_MAX_PIXELS")
     s = run_labels(str(data), out, teacher=_NoTeacher(), **kw)   # scored once it may be read
     assert (s.done, s.skipped, s.rescored) == (0, 2, 2)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/sys"), reason="needs a folder no file can be made in")
+def test_an_out_that_cannot_be_written_is_refused_before_the_teacher_loads(tmp_path, capsys,
+                                                                         monkeypatch):
+    """A label cache another user owns (a team's shared cache, read-only to this one; /proc/sys
+    stands in, as root cannot write there either) warned its manifest unreadable, then ended
+    in '.manifest.lock: Permission denied' with 'the same command run again skips them', which
+    fails again alike. It is refused at once, naming --out and the folder."""
+    data = _paired(tmp_path / "data", 2, h=16, w=16)
+    from distill.data import labels
+
+    def no_teacher(*a, **k):
+        raise AssertionError("the teacher loaded for an --out that cannot be written")
+
+    monkeypatch.setattr(labels, "load_teacher", no_teacher)
+    assert main(["--data", str(data), "--out", "/proc/sys/cache", "--tile", "0",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(
+        "sharpen labels: error: --out /proc/sys/cache: cannot write in /proc/sys ("), err
+    assert "run again" not in err and "warning" not in err, err

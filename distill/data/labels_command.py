@@ -26,7 +26,8 @@ def _check_out(out: Path, data: str, flag: str = "--out") -> None:
     """SharpenError for an --out (or --val-out) that is (under) a file, or inside the data it
     labels: a paired folder or footage read again would take the label images in as data."""
     from runtime.output_paths import file_in_the_way, refuse_output_inside
-    if problem := file_in_the_way(out, f"{flag} {out}") or _data_set_in_the_way(out, flag):
+    if problem := (file_in_the_way(out, f"{flag} {out}") or _data_set_in_the_way(out, flag)
+                   or _unwritable(out, flag)):
         raise SharpenError(problem)
     try:
         _, path = parse_spec(data)
@@ -37,6 +38,23 @@ def _check_out(out: Path, data: str, flag: str = "--out") -> None:
             refuse_output_inside(out, path, "--data", what="the labels", out_flag=flag)
         except ValueError as e:
             raise SharpenError(str(e)) from None
+
+
+def _unwritable(out: Path, flag: str) -> str:
+    """The message when no file can be made in --out (or the folder it would be made in): a
+    cache another user owns ended, after the teacher loaded, in its lock file's
+    PermissionError with a hint to run the same command again, which failed alike. A file
+    made and removed, not the mode bits, which say nothing to root or of a read-only mount."""
+    import os
+    import tempfile
+    from runtime.output_paths import cannot_write
+    near = next((p for p in (out, *out.parents) if os.path.isdir(p)), Path("."))
+    try:
+        with tempfile.TemporaryFile(dir=near):
+            pass
+    except OSError as e:
+        return cannot_write(f"{flag} {out}", near, e)
+    return ""
 
 
 def _data_set_in_the_way(out: Path, flag: str) -> str:
