@@ -541,6 +541,7 @@ def _run_demo(args: argparse.Namespace, run: _Run) -> int:
     from distill.checkpoint import CheckpointError
     from distill.config import load_config
     from distill.data.embedded import build_embedded, default_root
+    from distill.data.sources import SourceError
     from distill.data.labels import run_labels
     from distill.teacher import BUNDLED_TEACHER, OVERLAP, TILE, models_dir
     from distill.trainer import Trainer
@@ -599,8 +600,11 @@ def _run_demo(args: argparse.Namespace, run: _Run) -> int:
     _step(1, f"data: {'embedded test images' if args.data == 'embedded' else args.data}"
              + ("" if clip else " and a blurred 1080p video"), run)
     if args.data == "embedded":
-        root = build_embedded(default_root(), splits=("train", "val", "test"),
-                              progress=not args.quiet)
+        try:
+            root = build_embedded(default_root(), splits=("train", "val", "test"),
+                                  progress=not args.quiet)
+        except SourceError as e:   # a cache another user made: a line, not a traceback
+            raise SharpenError(f"{_stage(1)}: {e}", exit_code=1) from None
         # The CPU teacher needs ~3 s per 320x320 image: label centre crops of a few training
         # images spread over the split, so the demo stays within minutes.
         train_spec = f"paired:{_training_crops(root / 'train', out / 'train-crops', args.label_images)}"

@@ -639,3 +639,21 @@ def test_the_side_by_side_shows_the_models_output_not_the_video_read_back(tmp_pa
     ok, read_back = cap.read()
     cap.release()
     assert ok and not np.array_equal(read_back, sharpened)   # what the picture showed before
+
+
+def test_demo_in_a_cache_it_cannot_write_is_one_line_naming_stage_1_and_sharpen_data(
+        tmp_path, capsys, monkeypatch):
+    """A shared server's ~/.cache/sharpen made by another user: stage 1 ended the demo in a
+    PermissionError traceback naming only the folder. /sys stands in: root cannot write it."""
+    monkeypatch.delenv("SHARPEN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "/sys/no-cache")
+    rc = main(["demo", "--out", str(tmp_path / "d"), "--steps", "1", "--no-bench",
+               "--threads", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("sharpen demo: error: stage 1 (data and video): the embedded data set "
+                           "cannot be built in /sys/no-cache/sharpen/embedded: cannot write "
+                           "in /sys ("), err
+    assert last.endswith("set SHARPEN_DATA to a folder this user can write, where it is built "
+                         "once"), err

@@ -2336,3 +2336,24 @@ def test_an_out_that_cannot_be_written_is_refused_before_the_teacher_loads(tmp_p
     assert err.splitlines()[-1].startswith(
         "sharpen labels: error: --out /proc/sys/cache: cannot write in /proc/sys ("), err
     assert "run again" not in err and "warning" not in err, err
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys"), reason="needs a folder no folder can be made in")
+def test_a_cache_folder_that_cannot_be_written_names_the_embedded_set_and_sharpen_data(
+        tmp_path, capsys, monkeypatch):
+    """A team's shared ~/.cache (or one whose sharpen/ another user made) ended `sharpen
+    labels` on the embedded set in '.../sharpen: Permission denied (the labels made before it
+    stay in OUT: the same command run again skips them)': no word of the data set being built
+    nor of SHARPEN_DATA, and a rerun failed alike. /sys stands in: root cannot write there."""
+    monkeypatch.delenv("SHARPEN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "/sys/no-cache")
+    from distill.data import labels
+    monkeypatch.setattr(labels, "load_teacher", lambda *a, **k: FakeTeacher())
+    assert main(["--out", str(tmp_path / "cache"), "--limit", "1", "--tile", "0",
+                 "--quiet"]) == 2
+    last = " ".join(capsys.readouterr().err.split("sharpen labels: error: ")[-1].split())
+    assert last.startswith("the embedded data set cannot be built in "
+                           "/sys/no-cache/sharpen/embedded: cannot write in /sys ("), last
+    assert last.endswith("): set SHARPEN_DATA to a folder this user can write, where it "
+                         "is built once"), last
+    assert "run again" not in last, last

@@ -17,6 +17,7 @@ root/{train,val,test}/{input,target}/NAME.png by `build_embedded`.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import asdict
@@ -139,6 +140,25 @@ def build_embedded(root: str | os.PathLike | None = None, splits=("train", "val"
     """Write the embedded default as paired folders; skips a split already built with the same
     settings (a stamp file records them)."""
     root = Path(root) if root else default_root()
+    try:
+        _build(root, splits, n_dead_leaves, progress)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        # A cache another user made (a team's shared ~/.cache) said only the path it was
+        # refused, which read as the caller's own output; a SourceError is said as it is.
+        from runtime.output_paths import cannot_write
+        from .sources import SourceError
+        where = Path(e.filename) if e.filename else root
+        where = next((p for p in (where, *where.parents) if os.path.isdir(p)), where)
+        hint = ("set SHARPEN_DATA to a folder this user can write, where it is built once"
+                if root == default_root() else "give it a folder this user can write")
+        raise SourceError(f"the embedded data set cannot be built in {root}: "
+                          f"{cannot_write('', where, e).removeprefix(': ')}: {hint}") from None
+    return root
+
+
+def _build(root: Path, splits, n_dead_leaves: int, progress: bool) -> None:
     for split in splits:
         d = root / split
         stamp = d / "embedded.json"
@@ -159,4 +179,3 @@ def build_embedded(root: str | os.PathLike | None = None, splits=("train", "val"
         # Atomic: runs sharing the cache (parallel test workers, two commands) read the stamp
         # while another writes it.
         atomic_write_json(stamp, settings, indent=1)
-    return root
