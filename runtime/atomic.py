@@ -49,6 +49,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         yield Path(tmp)
         os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno is None or e.filename not in (None, tmp, str(tmp)):
+            raise
+        # A write's own error (a full disk, a quota, a file size limit) names no file, or
+        # this hidden temp name: every command said "[Errno 28] No space left on device"
+        # without where. The file being written is named instead.
+        raise OSError(e.errno, e.strerror, str(path)) from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -39,8 +39,11 @@ def stage_image(path: Path, rgb: np.ndarray, bits: int) -> Path:
     os.close(fd)
     try:
         write_image(tmp, rgb, bits=bits)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None and e.filename == tmp:
+            # A full disk named the hidden temp file, which is gone: the label is named.
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     return Path(tmp)
