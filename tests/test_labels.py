@@ -2387,3 +2387,41 @@ def test_a_full_disk_mid_run_names_the_file_it_could_not_write(tmp_path, monkeyp
     last = said["err"].strip().splitlines()[-1]
     assert last.startswith(f"sharpen labels: error: {out / 'labels'}/im0"), last
     assert "File too large (the labels made before it stay in" in last, last
+
+
+class _CountingTeacher(FakeTeacher):
+    """A teacher that takes a while per image (as the real one's seconds) and counts its
+    images in a file, one line each, whichever process runs it."""
+
+    def __init__(self, tally: Path):
+        self.tally = tally
+
+    def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+        time.sleep(0.3)
+        with open(self.tally, "a") as f:
+            f.write("1\n")
+        return super().sharpen(image)
+
+
+def test_two_labels_runs_into_one_cache_share_the_images_not_label_each_twice(tmp_path):
+    """Two users labelling the same footage into a team's shared cache at once both ran the
+    teacher on every image (the slow part: 13 s an image on a CPU here), the second's labels
+    replacing the first's. An image one run is labelling is left to it, and one it finished
+    since the other began is skipped: the teacher runs once per image, and both runs end
+    with every label."""
+    data = _paired(tmp_path / "data", 8, h=24, w=24)
+    out, tally = tmp_path / "cache", tmp_path / "tally"
+    pid = os.fork()
+    if pid == 0:   # the other user's run
+        try:
+            s = run_labels(str(data), out, teacher=_CountingTeacher(tally), tile=0, overlap=0,
+                           progress=False)
+            os._exit(0 if s.failed == 0 else 1)
+        except BaseException:   # noqa: BLE001 - its exit status says it
+            os._exit(2)
+    s = run_labels(str(data), out, teacher=_CountingTeacher(tally), tile=0, overlap=0,
+                   progress=False)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert s.failed == 0 and s.done + s.skipped == 8, s
+    assert len(tally.read_text().splitlines()) == 8   # no image labelled twice
+    assert len(LabelCache(out)) == 8

@@ -10,6 +10,7 @@ writes are described in `labels.py`."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from runtime.warn import warn
 from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, input_stat, label_relpath, link_or_copy, png_whole,
                           read_cache_entries, sha256_array, video_signature)
+from .label_claims import LabelClaims
 from .label_maker import LabelMaker
 from .label_manifest import ManifestWriter
 from .label_progress import TileBar, TilePlan, takes_on_tile
@@ -55,7 +57,10 @@ class LabelRun:
         self.dist = dist
         self.reader = SampleReader()
         self._video_ids: dict[str, str] = {}
+        # Before the manifest is read: a label put in place since was made by another run.
+        self.started = time.time() - 1.0   # a coarse file system clock's second
         self.writer = ManifestWriter(out_dir, dist)
+        self.claims = LabelClaims(out_dir)
         self.stats = LabelStats()
         self._tiles = TilePlan(self.tile, self.overlap)   # for the bar's plan
         # The other cache of a hold-out, whose labels of samples that moved to this one are
@@ -238,27 +243,61 @@ class LabelRun:
         # image ends.
         tile_kw: dict[str, Any] = {"on_tile": bar.on_tile} if takes_on_tile(self.teacher) else {}
         psnr = ""
+        # Images another live run into this cache is labelling: left to it, and taken up at
+        # the end, by then (almost always) its labels, skipped as up to date.
+        theirs: list[Sample] = []
         try:
             for i, sample in enumerate(samples):
                 bar.start(i, sample, psnr)
                 ran = False
                 try:
-                    inp = self._read(sample, tag)
-                    if inp is None or self._kept(sample, inp, tag):
+                    if not self.claims.take(sample.name):
+                        theirs.append(sample)
                         continue
-                    t0 = time.perf_counter()
-                    label = self._teach(sample, inp, tag, tile_kw)
-                    if label is None:
-                        continue
-                    ran = True
-                    psnr = self._put(sample, inp, label, t0, tag) or psnr
+                    ran, psnr = self._claimed(sample, tag, tile_kw, psnr)
                 finally:
                     bar.end(ran)
+            bar.close()
+            if theirs:
+                print(f"{tag}{len(theirs)} image(s) being labelled by another run into "
+                      f"{self.out_dir}: waiting for it", file=sys.stderr, flush=True)
+            for sample in theirs:
+                self.claims.take(sample.name, wait=True)
+                psnr = self._claimed(sample, tag, {}, psnr)[1]
         finally:
             bar.close()
             self.reader.close()
+            self.claims.close()
             self.flush()
         return self.stats
+
+    def _claimed(self, sample: Sample, tag: str, tile_kw: dict[str, Any],
+                 psnr: str) -> tuple[bool, str]:
+        """`sample`, claimed by this run, skipped where up to date or labelled (released
+        after): whether the teacher ran, and the bar's PSNR note."""
+        try:
+            self._catch_up(sample)
+            inp = self._read(sample, tag)
+            if inp is None or self._kept(sample, inp, tag):
+                return False, psnr
+            t0 = time.perf_counter()
+            label = self._teach(sample, inp, tag, tile_kw)
+            if label is None:
+                return False, psnr
+            return True, self._put(sample, inp, label, t0, tag) or psnr
+        finally:
+            self.claims.release(sample.name)
+
+    def _catch_up(self, sample: Sample) -> None:
+        """`sample`'s entry read again where another run put its label in place after this
+        one read the manifest (two runs into one cache): made again, it was labelled twice.
+        A stat per image; the manifest is read again only for those."""
+        try:
+            newer = (self.out_dir / label_relpath(sample.name)).stat().st_mtime >= self.started
+        except OSError:
+            return
+        if newer and (entry := read_cache_entries(self.out_dir).get(sample.name)):
+            self.known[sample.name] = entry
 
     def _read(self, sample: Sample, tag: str) -> Optional[_Input]:
         """`sample`'s input read and hashed; None where it is done with: an image file whose

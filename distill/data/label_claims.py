@@ -1,0 +1,67 @@
+"""Which images of a label cache a live labels run is labelling, so that two runs into one
+cache (a team's shared cache, two users at once) share its images: each ran the teacher on
+every image, the slow part, and the second's labels replaced the first's.
+
+One lock file per cache, `.labelling.lock`, an image claimed by a POSIX record lock on one
+byte of it at an offset its name hashes to: the kernel drops a claim when its process dies,
+however it dies, and one file serves any number of images (a file per image left tens of
+thousands behind). A run that cannot open the file to write (another user's, made before its
+mode was shared) or a filesystem without locks labels unclaimed, as before."""
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+from pathlib import Path
+
+CLAIMS = ".labelling.lock"
+_BUSY = frozenset({errno.EACCES, errno.EAGAIN})
+
+
+class LabelClaims:
+    def __init__(self, out_dir: Path):
+        self.fd: int | None = None
+        try:
+            import fcntl  # noqa: F401 - POSIX only: elsewhere every image is this run's
+            out_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(out_dir / CLAIMS, os.O_RDWR | os.O_CREAT, 0o666)
+        except (ImportError, OSError):
+            return
+        # Writable by every user whatever the umask: a record lock needs a writable file, and
+        # a run of another user that could not open it would label beside this one unclaimed.
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o666)
+        self.fd = fd
+
+    @staticmethod
+    def _offset(name: str) -> int:
+        digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).digest()
+        return int.from_bytes(digest[:4], "big") >> 1   # a non-negative off_t anywhere
+
+    def take(self, name: str, wait: bool = False) -> bool:
+        """Claim `name`: False where another live run holds it (at once, unless `wait`)."""
+        if self.fd is None:
+            return True
+        import fcntl
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB), 1,
+                        self._offset(name))
+        except OSError as e:
+            if e.errno in _BUSY and not wait:
+                return False
+            self.close()   # no locks here (ENOLCK, some NFS and FUSE mounts): unclaimed
+        return True
+
+    def release(self, name: str) -> None:
+        if self.fd is None:
+            return
+        import fcntl
+        with contextlib.suppress(OSError):
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, self._offset(name))
+
+    def close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
