@@ -35,11 +35,12 @@ def new_file_mode() -> int:
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
-    """Yields a temp path beside `path` to write; on success it becomes `path` (the mode a new
-    file gets under the umask, new_file_mode: mkstemp makes files owner-only), on error it is
-    removed and `path` is left as it was. `suffix` matters to writers that pick the format by
-    extension (OpenCV). The temp name, .NAME.PID.XXXXXXXX+suffix, holds the writer's pid: what
-    a SIGKILL left is told from a live write of another run by it (`remove_killed_writes`)."""
+    """Yields a temp path beside `path` to write; on success it becomes `path` (the mode of the
+    file it replaces, else the mode a new file gets under the umask, new_file_mode: mkstemp
+    makes files owner-only), on error it is removed and `path` is left as it was. `suffix`
+    matters to writers that pick the format by extension (OpenCV). The temp name,
+    .NAME.PID.XXXXXXXX+suffix, holds the writer's pid: what a SIGKILL left is told from a
+    live write of another run by it (`remove_killed_writes`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix,
@@ -47,7 +48,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, new_file_mode())
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except OSError as e:
         if e.errno is None or e.filename not in (None, tmp, str(tmp)):
@@ -184,6 +185,16 @@ def scratch_folder(folder: str | os.PathLike, name: str) -> Iterator[Path]:
 # before the first: tempfile.tempdir is one for all threads.
 _scratch_lock = threading.Lock()
 _scratch_open: list[str] = []
+def _mode_for(path: Path) -> int:
+    """The mode a file written over `path` gets: the file's own where it is there (a team's
+    shared manifest, group-writable, rewritten by a member under umask 077 became that
+    member's alone, as `cp` onto a file or an editor's save would not), else a new file's."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        return new_file_mode()
+
+
 _scratch_was: list[str | None] = [None]
 
 

@@ -2425,3 +2425,25 @@ def test_two_labels_runs_into_one_cache_share_the_images_not_label_each_twice(tm
     assert s.failed == 0 and s.done + s.skipped == 8, s
     assert len(tally.read_text().splitlines()) == 8   # no image labelled twice
     assert len(LabelCache(out)) == 8
+
+
+def test_a_shared_caches_manifest_keeps_its_mode_when_a_private_umask_rewrites_it(tmp_path):
+    """A team's cache (group-writable, umask 002) relabelled by a member whose umask is 077:
+    the rewritten manifest.json became 0600, that member's alone, so every other member's
+    next run read no manifest, warned it unreadable and ran the teacher on every image again.
+    A file rewritten keeps its mode; a new one (a new label) takes the umask as before."""
+    data = _paired(tmp_path / "data", 3, h=16, w=16)
+    out = tmp_path / "cache"
+    old = os.umask(0o002)
+    try:
+        run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, limit=2,
+                   progress=False)
+        os.umask(0o077)
+        s = run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0,
+                       progress=False)
+    finally:
+        os.umask(old)
+    assert (s.done, s.skipped) == (1, 2), s
+    assert oct((out / "manifest.json").stat().st_mode & 0o777) == oct(0o664)
+    modes = sorted(oct(p.stat().st_mode & 0o777) for p in (out / "labels").iterdir())
+    assert modes == [oct(0o600), oct(0o664), oct(0o664)], modes
