@@ -26,7 +26,8 @@ be on a filesystem all ranks share.
 This module is `run_labels`, one run into one cache; the rest is by job: `label_run.py` the
 labelling loop (`LabelRun`), `label_maker.py` how it makes labels, `label_manifest.py` its
 journaled manifest, `label_progress.py` its bar in tiles, `label_replacing.py` what it says of
-other teachers' labels, `label_staging.py` its temp files, `label_stats.py` the counts
+other teachers' labels, `label_staging.py` its temp files, `label_claims.py` the images
+another run into the same cache is labelling, `label_stats.py` the counts
 and scores it reports, `label_dist.py` the helpers of several ranks, `labels_hold_out.py`
 --hold-out's two caches, `labels_command.py` the command line, `label_cache.py` the cache on
 disk and its reader.
