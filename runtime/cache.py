@@ -76,8 +76,11 @@ def cache_lock(folder: Path, say: Callable[[str], None], doing: str) -> Iterator
 def _open_lock_file(path: Path) -> Optional[int]:
     """A descriptor of the lock file `path`, made where it is missing; None where it can be
     neither made nor opened."""
+    from .run_lock import LockIsALink, open_lock_file
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_lock_file(path, os.O_RDWR | os.O_CREAT)
+    except LockIsALink:
+        raise
     except OSError:
         pass
     else:
@@ -87,6 +90,8 @@ def _open_lock_file(path: Path) -> Optional[int]:
             os.fchmod(fd, os.fstat(fd).st_mode & 0o777 | 0o444)
         return fd
     try:   # another user's, in a cache they share: flock needs no write access
-        return os.open(path, os.O_RDONLY)
+        return open_lock_file(path, os.O_RDONLY)
+    except LockIsALink:
+        raise
     except OSError:
         return None

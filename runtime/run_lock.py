@@ -27,6 +27,35 @@ NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSY
 _HELD: set[tuple[int, int]] = set()
 
 
+class LockIsALink(ValueError):
+    """A lock file's name that is a symbolic link, which no run of ours makes: refused, not
+    written through (open_lock_file)."""
+
+
+# A lock file is opened without following a link: a link planted in a shared folder
+# (`.out.lock -> ~/.ssh/id_ed25519`) had the run make its target readable by every user and
+# truncate it to a process id, and the run's end removed the link, leaving no trace.
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def open_lock_file(path: Path, flags: int) -> int:
+    """os.open of the lock file `path` (made 0o644 under the umask where O_CREAT is in
+    `flags`), never through a link: LockIsALink, naming it and where it points."""
+    try:
+        return os.open(path, flags | _NO_FOLLOW, 0o644)
+    except OSError as e:
+        if e.errno != errno.ELOOP or not os.path.islink(path):
+            raise
+        try:
+            target = f" (to {os.readlink(path)})"
+        except OSError:
+            target = ""
+        raise LockIsALink(
+            f"{path} is a symbolic link{target}, which no lock file of sharpen's is: not "
+            "written through; remove it (anyone who can write into "
+            f"{path.parent} can have planted it)") from None
+
+
 class RunLocked(ValueError):
     """Another live process is writing into this out folder (training, a corpus, a checkpoint
     of grow or slim_checkpoint); `holder` is its process id as its lock file says it
@@ -134,13 +163,13 @@ def _acquire(path: Path) -> int:
     and what it is doing, when another holds it (each caller words the refusal)."""
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_lock_file(path, os.O_RDWR | os.O_CREAT)
         except PermissionError as denied:
             # Another user's, left by a run of theirs that was killed in a shared folder: it
             # refused every later run in a traceback. Locked through a read-only descriptor
             # (flock needs none other), it shows whether that run is alive.
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = open_lock_file(path, os.O_RDONLY)
             except FileNotFoundError:   # none there: the folder itself takes no file
                 raise denied from None
             _lock_or_refuse(fd, path)

@@ -1,0 +1,80 @@
+"""Links a hostile or careless colleague can plant in a shared folder, where a run writes its
+lock file. Each test was a real hole first."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime_fixtures import onnx_model, run_cli
+
+__all__ = ["onnx_model"]
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "O_NOFOLLOW"), reason="needs O_NOFOLLOW (POSIX)")
+
+SECRET = b"-----BEGIN OPENSSH PRIVATE KEY-----\nnot for anyone\n"
+
+
+def _victim(tmp_path: Path) -> Path:
+    """An owner-only file outside the output folder, as a private key is."""
+    victim = tmp_path / "id_ed25519"
+    victim.write_bytes(SECRET)
+    victim.chmod(0o600)
+    return victim
+
+
+def _untouched(victim: Path) -> None:
+    assert victim.read_bytes() == SECRET
+    assert victim.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_run_does_not_write_through_a_lock_file_planted_as_a_link(tmp_path, onnx_model,
+                                                                    capsys):
+    """`sharpen run --out shared/out/` locks `shared/.out.lock`; anyone who can write into
+    `shared/` could make that name a link to a file of the user's (a key, a config): the run
+    opened it, made it readable by every user, truncated it to its process id and removed the
+    link, all without a word. It is refused now, naming the link, and the file is untouched."""
+    victim = _victim(tmp_path)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    image = shared / "a.png"
+    cv2.imwrite(str(image), np.full((32, 32, 3), 128, np.uint8))
+    (shared / ".out.lock").symlink_to(victim)
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(image),
+                  "--out", str(shared / "out") + "/", "--quiet"])
+    err = capsys.readouterr().err
+    _untouched(victim)
+    assert rc == 2, err
+    assert f"{shared / '.out.lock'} is a symbolic link" in err, err
+    assert "Traceback" not in err, err
+    assert (shared / ".out.lock").is_symlink()   # left for the user to look at
+
+
+def test_a_training_or_corpus_lock_planted_as_a_link_is_refused(tmp_path):
+    """The same for `<out>/.lock` (train, distill, corpus, synth) and `.export.lock`."""
+    from runtime.run_lock import run_lock
+
+    victim = _victim(tmp_path)
+    for name in (".lock", ".export.lock"):
+        out = tmp_path / f"run{name}"
+        out.mkdir()
+        (out / name).symlink_to(victim)
+        with pytest.raises(ValueError, match=rf"{out / name} is a symbolic link"):
+            with run_lock(out, doing="training", name=name):
+                pass
+        _untouched(victim)
+
+
+def test_a_cache_lock_planted_as_a_link_is_refused(tmp_path):
+    """The TensorRT engine cache and the bench cache, which camera services share."""
+    from runtime.cache import cache_lock
+
+    victim = _victim(tmp_path)
+    (tmp_path / ".engines.lock").symlink_to(victim)
+    with pytest.raises(ValueError, match=r"\.engines\.lock is a symbolic link"):
+        with cache_lock(tmp_path / "engines", print, "building"):
+            pass
+    _untouched(victim)
