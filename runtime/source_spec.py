@@ -50,11 +50,20 @@ def spec_kind(spec: str) -> str:
 _URL_AUTHORITY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#\s]*)")
 
 
+# A query or fragment parameter whose name says it holds a secret (pwd=, password=, token=,
+# access_token=, apiKey=, X-Amz-Signature=, auth=, sig=...), as many IP cameras' CGI URLs
+# (videostream.cgi?user=admin&pwd=...) and signed URLs carry one: its value, up to the next
+# parameter, the fragment or a space (a GStreamer pipeline's next property).
+_SECRET_PARAM = re.compile(r"([?&#;])([^=&#\s]*(?:pass|pwd|token|secret|key|auth|sig|cred|"
+                           r"session)[^=&#\s]*)=[^&#\s]*", re.IGNORECASE)
+
+
 def shown_url(spec: str) -> str:
     """A source as messages, stats and file names show it: the password of each URL's user
-    info (rtsp://admin:PASSWORD@camera/...), which IP cameras take there, replaced by ***, in
-    a stream URL and in a GStreamer pipeline's (rtspsrc location=...) alike, so that it does
-    not end up in logs, --stats files or runs/sharpen/ names."""
+    info (rtsp://admin:PASSWORD@camera/...), which IP cameras take there, and the value of
+    each query parameter named for a secret (?pwd=, ?token=), replaced by ***, in a stream
+    URL and in a GStreamer pipeline's (rtspsrc location=...) alike, so that it does not end
+    up in logs, --stats files or runs/sharpen/ names."""
     def masked(m: re.Match) -> str:
         if "@" not in m.group(2):
             return m.group(0)
@@ -62,4 +71,7 @@ def shown_url(spec: str) -> str:
         if ":" not in userinfo:
             return m.group(0)
         return f"{m.group(1)}{userinfo.split(':', 1)[0]}:***@{host}"
-    return _URL_AUTHORITY.sub(masked, spec)
+    spec = _URL_AUTHORITY.sub(masked, spec)
+    if "://" not in spec:   # a file name's own ?, & or # is no query
+        return spec
+    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}=***", spec)

@@ -2045,6 +2045,33 @@ def test_a_gstreamer_pipelines_url_password_stays_out_of_messages_and_names(caps
     assert "--source rtspsrc location=rtsp://admin:***@10.0.0.7:554/live" in err, err
 
 
+def test_a_urls_password_in_its_query_stays_out_of_messages_stats_and_names(tmp_path, capsys,
+                                                                             onnx_model):
+    """Many IP cameras and signed URLs take the secret in the query string
+    (videostream.cgi?user=admin&pwd=..., ?token=..., X-Amz-Signature=...), not as user info:
+    only the latter was masked, and the secret was printed in the error, written into the
+    --stats file and into the runs/sharpen/ name."""
+    from runtime.cli import _default_output
+    from runtime.sources import shown_url
+
+    url = ("http://10.0.0.7/videostream.cgi?user=admin&pwd=s3cret&Access_Token=t0ken"
+           "&X-Amz-Signature=s1g&channel=1#apiKey=k3y")
+    assert shown_url(url) == ("http://10.0.0.7/videostream.cgi?user=admin&pwd=***"
+                              "&Access_Token=***&X-Amz-Signature=***&channel=1#apiKey=***")
+    pipeline = f"souphttpsrc location={url} ! jpegdec ! videoconvert ! appsink"
+    assert "s3cret" not in shown_url(pipeline) and "appsink" in shown_url(pipeline)
+    secrets = ("s3cret", "t0ken", "s1g", "k3y")
+    assert not any(s in _default_output(url) for s in secrets)
+    stats = tmp_path / "stats.json"
+    url = url.replace("10.0.0.7", "127.0.0.1:9")   # nothing listens: refused at once
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", url, "--timeout", "3",
+                   "--reconnect", "0", "--stats", str(stats))
+    assert rc in (2, 3), err
+    assert "pwd=***" in err and not any(s in err for s in secrets), err
+    written = stats.read_text()
+    assert not any(s in written for s in secrets), written
+
+
 def test_frames_of_the_wrong_kind_say_how_to_convert_them():
     """A float RGB [0, 1] image (what the PyTorch side and distill.images give), a
     channels-first array and a batch were refused with 'expected uint8 or uint16' or 'expected
