@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from runtime.atomic import no_follow
+
 from .journal_compaction import JournaledRecord
 
 
@@ -94,7 +96,7 @@ class ScoreJournal(JournaledRecord):
         try:
             # Each record on a line of its own, after a newline: a line a kill cut short is
             # then followed by whole ones.
-            with open(self.journal, "a", encoding="utf-8") as f:
+            with open(self.journal, "a", encoding="utf-8", opener=no_follow) as f:
                 f.write("\n" + json.dumps({"name": name, "stamp": stamp, "entry": entry,
                                            "settings": self.settings}))
         except OSError as e:

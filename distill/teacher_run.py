@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runtime.atomic import no_follow
+
 from .journal_compaction import JournaledRecord
 
 
@@ -75,7 +77,7 @@ class TeacherRun(JournaledRecord):
         stamp = self.done[str(rel)] = self._stamp(src, rel)
         # Each record on a line of its own, after a newline: a line a kill cut short is then
         # followed by whole ones.
-        with open(self.journal, "a", encoding="utf-8") as f:
+        with open(self.journal, "a", encoding="utf-8", opener=no_follow) as f:
             f.write("\n" + json.dumps({"name": str(rel), "stamp": stamp,
                                        "settings": self.settings}))
         self._appended()

@@ -10,21 +10,21 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from runtime.atomic import atomic_file
+from runtime.atomic import atomic_file, no_follow
 
 
 def append_text(path: Path, msg: str) -> None:
     """A timestamped line of train.log; its folder made where missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # A name that is not UTF-8 (a Latin-1 folder) as \udcdf: the log stays UTF-8 to read back.
-    with open(path, "a", encoding="utf-8", errors="backslashreplace") as f:
+    with open(path, "a", encoding="utf-8", errors="backslashreplace", opener=no_follow) as f:
         f.write(f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} {msg}\n")
 
 
 def append_jsonl(path: Path, rec: dict) -> None:
     """A record of metrics.jsonl; its folder made where missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
+    with open(path, "a", encoding="utf-8", opener=no_follow) as f:
         f.write(json.dumps(json_safe(rec)) + "\n")
 
 

@@ -3,6 +3,7 @@ so a reader (or a resumed run after a crash) never sees half a file; then the fo
 or after a power cut the rename could be lost, or kept without the data."""
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -31,6 +32,42 @@ def new_file_mode() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+class LinkRefused(ValueError):
+    """A name sharpen writes in place (a lock file, a log it appends to) that is a symbolic
+    link, which none of its own is: refused, not written through (open_no_follow)."""
+
+
+# Files written in place, not renamed over (lock files, appended logs and journals), are
+# opened without following a link: one planted in a shared folder (`.out.lock ->
+# ~/.ssh/id_ed25519`) had a run make its target readable by every user and truncate it to a
+# process id, and a shared runs folder's `train.log -> ~/.bashrc` got log lines appended.
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def open_no_follow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
+    """os.open of `path` (made with `mode` under the umask where O_CREAT is in `flags`), never
+    through a link: LinkRefused, naming it and where it points."""
+    try:
+        return os.open(path, flags | _NO_FOLLOW, mode)
+    except OSError as e:
+        if e.errno != errno.ELOOP or not os.path.islink(path):
+            raise
+        try:
+            target = f" (to {os.readlink(path)})"
+        except OSError:
+            target = ""
+        raise LinkRefused(
+            f"{path} is a symbolic link{target}, which no file sharpen writes there is: not "
+            f"written through; remove it (anyone who can write into {Path(path).parent} can "
+            "have planted it)") from None
+
+
+def no_follow(path: str, flags: int) -> int:
+    """An `opener` for open() that never writes through a link (open_no_follow): a log or
+    journal appended to in place."""
+    return open_no_follow(path, flags, 0o666)
 
 
 @contextmanager

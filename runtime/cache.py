@@ -76,10 +76,10 @@ def cache_lock(folder: Path, say: Callable[[str], None], doing: str) -> Iterator
 def _open_lock_file(path: Path) -> Optional[int]:
     """A descriptor of the lock file `path`, made where it is missing; None where it can be
     neither made nor opened."""
-    from .run_lock import LockIsALink, open_lock_file
+    from .atomic import LinkRefused, open_no_follow
     try:
-        fd = open_lock_file(path, os.O_RDWR | os.O_CREAT)
-    except LockIsALink:
+        fd = open_no_follow(path, os.O_RDWR | os.O_CREAT)
+    except LinkRefused:
         raise
     except OSError:
         pass
@@ -90,8 +90,8 @@ def _open_lock_file(path: Path) -> Optional[int]:
             os.fchmod(fd, os.fstat(fd).st_mode & 0o777 | 0o444)
         return fd
     try:   # another user's, in a cache they share: flock needs no write access
-        return open_lock_file(path, os.O_RDONLY)
-    except LockIsALink:
+        return open_no_follow(path, os.O_RDONLY)
+    except LinkRefused:
         raise
     except OSError:
         return None

@@ -38,7 +38,7 @@ from .output_paths import make_folder, same_file
 from . import resume as resume_mod
 from .pipe_io import StdinSource, StdoutSink, is_stdio
 from .prepost import FrameProcessor, Timings
-from .run_lock import LockIsALink, RunLocked, output_lock
+from .run_lock import LinkRefused, RunLocked, output_lock
 from .sinks import (MultiSink, NullSink, Sink, SinkError, output_sink, raised_first,
                     refuse_unwritten_format)
 from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, Source,
@@ -321,7 +321,7 @@ def _hold_run_lock(held: ExitStack, path: Union[str, Path], key: str,
     try:
         held.enter_context(output_lock(path, option(key, path, flags), option(key, flags=flags),
                                        **how))
-    except LockIsALink as e:   # a usage error, which a retry repeats
+    except LinkRefused as e:   # a usage error, which a retry repeats
         raise SinkError(str(e)) from None
     except RunLocked as e:
         err = SinkError(str(e))

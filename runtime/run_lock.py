@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 from typing import Iterator
 
+from .atomic import LinkRefused as LinkRefused, open_no_follow
+
 LOCK_NAME = ".lock"
 # flock's errors on a filesystem without locks (some NFS, SMB and FUSE mounts): the lock only
 # keeps concurrent runs apart, so a run there goes on without it (as the bench cache's lock).
@@ -25,35 +27,6 @@ NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSY
 # process's own lock would refuse writing_into. Known here, not from the pid in the file: a
 # run in another PID namespace (a container's process 1) can have this process's number.
 _HELD: set[tuple[int, int]] = set()
-
-
-class LockIsALink(ValueError):
-    """A lock file's name that is a symbolic link, which no run of ours makes: refused, not
-    written through (open_lock_file)."""
-
-
-# A lock file is opened without following a link: a link planted in a shared folder
-# (`.out.lock -> ~/.ssh/id_ed25519`) had the run make its target readable by every user and
-# truncate it to a process id, and the run's end removed the link, leaving no trace.
-_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
-
-
-def open_lock_file(path: Path, flags: int) -> int:
-    """os.open of the lock file `path` (made 0o644 under the umask where O_CREAT is in
-    `flags`), never through a link: LockIsALink, naming it and where it points."""
-    try:
-        return os.open(path, flags | _NO_FOLLOW, 0o644)
-    except OSError as e:
-        if e.errno != errno.ELOOP or not os.path.islink(path):
-            raise
-        try:
-            target = f" (to {os.readlink(path)})"
-        except OSError:
-            target = ""
-        raise LockIsALink(
-            f"{path} is a symbolic link{target}, which no lock file of sharpen's is: not "
-            "written through; remove it (anyone who can write into "
-            f"{path.parent} can have planted it)") from None
 
 
 class RunLocked(ValueError):
@@ -163,13 +136,13 @@ def _acquire(path: Path) -> int:
     and what it is doing, when another holds it (each caller words the refusal)."""
     while True:
         try:
-            fd = open_lock_file(path, os.O_RDWR | os.O_CREAT)
+            fd = open_no_follow(path, os.O_RDWR | os.O_CREAT)
         except PermissionError as denied:
             # Another user's, left by a run of theirs that was killed in a shared folder: it
             # refused every later run in a traceback. Locked through a read-only descriptor
             # (flock needs none other), it shows whether that run is alive.
             try:
-                fd = open_lock_file(path, os.O_RDONLY)
+                fd = open_no_follow(path, os.O_RDONLY)
             except FileNotFoundError:   # none there: the folder itself takes no file
                 raise denied from None
             _lock_or_refuse(fd, path)

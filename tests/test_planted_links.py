@@ -78,3 +78,22 @@ def test_a_cache_lock_planted_as_a_link_is_refused(tmp_path):
         with cache_lock(tmp_path / "engines", print, "building"):
             pass
     _untouched(victim)
+
+
+def test_a_training_runs_logs_are_not_appended_through_a_planted_link(tmp_path):
+    """A runs folder shared on the internal server and resumed into (`out=`): train.log or
+    metrics.jsonl made a link to ~/.bashrc had each log line, which holds paths of the
+    config's choosing, appended to that file. Refused, naming the link."""
+    from distill.train_log import append_jsonl, append_text
+
+    victim = _victim(tmp_path)
+    out = tmp_path / "run"
+    out.mkdir()
+    for name, append in (("train.log", lambda p: append_text(p, "resumed at step 10")),
+                         ("metrics.jsonl", lambda p: append_jsonl(p, {"step": 10}))):
+        (out / name).symlink_to(victim)
+        with pytest.raises(ValueError, match=rf"{out / name} is a symbolic link"):
+            append(out / name)
+        _untouched(victim)
+    append_text(out / "other.log", "a file of its own is written")
+    assert (out / "other.log").read_text().endswith("a file of its own is written\n")

@@ -26,7 +26,7 @@ from typing import Any, Collection, Iterable, Optional
 
 import numpy as np
 
-from runtime.atomic import atomic_path, atomic_write_json
+from runtime.atomic import atomic_path, atomic_write_json, no_follow
 from runtime.warn import warn
 
 from .sources import Sample, SourceError, name_key
@@ -167,7 +167,7 @@ def append_journal(path: str | os.PathLike, entries: dict[str, dict]) -> None:
     labels (4,000 took 601 s with a tiny teacher, 1,000 took 43 s)."""
     text = "".join("\n" + json.dumps({"name": n, "entry": e}, default=str)
                    for n, e in entries.items())
-    with open(journal_path(path), "a", encoding="utf-8") as f:
+    with open(journal_path(path), "a", encoding="utf-8", opener=no_follow) as f:
         f.write(text)
 
 
@@ -213,7 +213,7 @@ def _manifest_lock(out_dir: Path):
         yield
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / LOCK_FILE, "a") as f:
+    with open(out_dir / LOCK_FILE, "a", opener=no_follow) as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield
