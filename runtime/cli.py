@@ -79,8 +79,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="camera index (0), V4L2 device (/dev/video0), video file, rtsp/http URL "
                         "(one whose path names an image file is read as that image), "
                         "GStreamer pipeline (contains '!'), image file, folder or glob, "
-                        "synthetic[:WxH][@FPS], or - for Y4M video on stdin "
-                        "(ffmpeg -i IN -f yuv4mpegpipe -pix_fmt yuv420p - | ...)")
+                        "synthetic[:WxH][@FPS], - for Y4M video on stdin "
+                        "(ffmpeg -i IN -f yuv4mpegpipe -pix_fmt yuv420p - | ...), or "
+                        "env:NAME for the one in environment variable NAME (a URL's "
+                        "password kept out of ps)")
     output.add_argument("--out", "--output", dest="output", default=None, metavar="PATH",
                    help="video file (.mp4, same size and fps as the source), image folder "
                         "(same file names), an image file for a single image input, or - "
@@ -201,6 +203,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "stderr is a file, a pipe or a service's journal) and refreshes of "
                         "the --stats file (default: 10)")
     p.set_defaults(func=handler)
+
+
+# `--source env:NAME`: the source (a camera URL with its password) from that environment
+# variable, off the command line.
+SOURCE_FROM_ENV = "env:"
 
 
 # Flags that only a kind of source reads; given for another, they are said to do nothing.
@@ -427,6 +434,15 @@ def handler(args: argparse.Namespace) -> int:
     except ImageReadError as exc:
         print(f"sharpen run: error: {exc}", file=sys.stderr)
         return 2
+    if args.source.startswith(SOURCE_FROM_ENV):
+        # A camera URL's password on the command line is readable by every user of the host
+        # (ps, /proc/PID/cmdline); the environment only by the process's own user and root.
+        name = args.source[len(SOURCE_FROM_ENV):]
+        if not os.environ.get(name, "").strip():
+            print(f"sharpen run: error: --source {args.source}: the environment variable "
+                  f"{name or '(no name)'} is not set, or empty", file=sys.stderr)
+            return 2
+        args.source = os.environ[name].strip()
     if args.model.lower().endswith((".pt", ".pth")):
         print(f"sharpen run: error: {args.model} is a PyTorch checkpoint; export it first: "
               f"sharpen export --weights {args.model} --out export/ (then --model "

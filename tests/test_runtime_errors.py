@@ -2072,6 +2072,24 @@ def test_a_urls_password_in_its_query_stays_out_of_messages_stats_and_names(tmp_
     assert not any(s in written for s in secrets), written
 
 
+def test_a_source_url_given_by_an_environment_variable_stays_off_the_command_line(
+        tmp_path, capsys, onnx_model, monkeypatch):
+    """A camera service's `--source rtsp://admin:PASSWORD@...` is in its command line, which
+    every user of the host reads (`ps`, /proc/PID/cmdline). `--source env:NAME` reads it from
+    the environment (a systemd EnvironmentFile readable by root alone), which only the
+    service's own user can read; messages show it masked, as any URL."""
+    url = "http://admin:s3cret@127.0.0.1:9/stream?pwd=s3cret"
+    monkeypatch.setenv("CAM_URL", url)
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", "env:CAM_URL",
+                   "--timeout", "3", "--reconnect", "0")
+    assert rc in (2, 3), err
+    assert "http://admin:***@127.0.0.1:9/stream?pwd=***" in err and "s3cret" not in err, err
+    monkeypatch.delenv("CAM_URL")
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", "env:CAM_URL")
+    assert rc == 2
+    _one_clear_line(err, "--source env:CAM_URL: the environment variable CAM_URL is not set")
+
+
 def test_frames_of_the_wrong_kind_say_how_to_convert_them():
     """A float RGB [0, 1] image (what the PyTorch side and distill.images give), a
     channels-first array and a batch were refused with 'expected uint8 or uint16' or 'expected
