@@ -59,6 +59,10 @@ def _artifact_lines(args: argparse.Namespace) -> list[str] | int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    # What a model or checkpoint records of itself is a stranger's text: its control
+    # characters (an escape sequence the terminal would obey, a newline forging a line of
+    # ours) are shown escaped, as file names are.
+    from runtime.imageio import shown_path
     h, w = args.height, args.width
     if args.measure_runs < 1:
         return refuse(f"--measure-runs must be >= 1, got {args.measure_runs}")
@@ -73,7 +77,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             return traced
         provenance = traced
         if provenance and not args.names:
-            print("\n".join(provenance))
+            print("\n".join(map(shown_path, provenance)))
             from .provenance import cannot_be_opened
             return 1 if cannot_be_opened(provenance) else 0
     import time
@@ -174,11 +178,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name, (_, ck) in checkpoints.items():
         # A colleague's best.pt: what to install and set to reproduce the numbers it carries.
         if isinstance(env := ck.get("environment"), dict):
-            print(f"{name}: trained with {describe(env)}")
+            print(shown_path(f"{name}: trained with {describe(env)}"))
         for line in describe_lineage(ck.get("lineage")):
-            print(f"{name}: {line}")
+            print(shown_path(f"{name}: {line}"))
     if provenance:
-        print("\n".join(provenance))
+        print("\n".join(map(shown_path, provenance)))
     return 0
 
 
