@@ -439,8 +439,10 @@ def handler(args: argparse.Namespace) -> int:
         # (ps, /proc/PID/cmdline); the environment only by the process's own user and root.
         name = args.source[len(SOURCE_FROM_ENV):]
         if not os.environ.get(name, "").strip():
+            file = (f" (for the file of that name, give --source ./{args.source})"
+                    if os.path.exists(args.source) else "")
             print(f"sharpen run: error: --source {args.source}: the environment variable "
-                  f"{name or '(no name)'} is not set, or empty", file=sys.stderr)
+                  f"{name or '(no name)'} is not set, or empty{file}", file=sys.stderr)
             return 2
         args.source = os.environ[name].strip()
     if args.model.lower().endswith((".pt", ".pth")):

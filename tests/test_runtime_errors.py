@@ -2088,6 +2088,11 @@ def test_a_source_url_given_by_an_environment_variable_stays_off_the_command_lin
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", "env:CAM_URL")
     assert rc == 2
     _one_clear_line(err, "--source env:CAM_URL: the environment variable CAM_URL is not set")
+    monkeypatch.chdir(tmp_path)
+    Path("env:CAM_URL").write_bytes(b"")   # a file so named is read as ./env:CAM_URL
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", "env:CAM_URL")
+    assert rc == 2
+    _one_clear_line(err, "(for the file of that name, give --source ./env:CAM_URL)")
 
 
 def test_frames_of_the_wrong_kind_say_how_to_convert_them():
