@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Iterator
+from typing import Iterator, Optional
 
 # The signals that stop a command as Ctrl-C does, the one list every handler reads: SIGTERM
 # (kill, a job scheduler, `timeout`) and SIGHUP (the terminal closed, the SSH connection
@@ -212,19 +212,33 @@ def stop_signals_held() -> Iterator[None]:
         return
     got: list[int] = []
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, *STOP_SIGNALS)}
-    held = [s for s, h in old.items() if callable(h) or h == signal.SIG_DFL]
-    for s in held:
-        signal.signal(s, lambda signum, frame: got.append(signum))
-    try:
+    held = [(s, h) for s, h in old.items() if callable(h) or h == signal.SIG_DFL]
+    try:   # from the first handler taken: a stop signal raising before the next left it taken
+        for s, _ in held:
+            signal.signal(s, lambda signum, frame: got.append(signum))
         yield
     finally:
-        for s in held:
-            signal.signal(s, old[s])
+        _put_back(held)
         for s in dict.fromkeys(got):
             if callable(old[s]):
                 old[s](s, None)   # raises KeyboardInterrupt or Terminated here
             else:
                 os.kill(os.getpid(), s)   # the default action: ends the process
+
+
+def _put_back(handlers: list[tuple[int, object]]) -> None:
+    """Each handler back, then the first interruption raised meanwhile: a signal whose own
+    handler is back raises at once (a second Ctrl-C), which left the others not put back."""
+    raised: Optional[BaseException] = None
+    while True:
+        try:
+            for s, h in handlers:
+                signal.signal(s, h)
+            break
+        except BaseException as e:   # noqa: BLE001 - only to finish, then raised again
+            raised = raised or e
+    if raised is not None:
+        raise raised
 
 
 @contextlib.contextmanager

@@ -2238,3 +2238,82 @@ def test_a_stop_signal_inside_stop_signals_held_acts_at_its_end():
             reached.append("the recording")
     assert reached == ["the recording"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _held_with_a_signal_at_each_line(signum: int) -> list[str]:
+    """`with stop_signals_held(): pass`, once per line the holder runs, `signum` raised just
+    before that line (as a Ctrl-C or a `kill` lands anywhere): what went wrong at which line,
+    '' where all did not."""
+    import signal
+    import sys
+
+    from runtime.cli_errors import STOP_SIGNALS, stop_signals_held
+
+    here = stop_signals_held.__wrapped__.__code__.co_filename   # its helpers' lines too
+
+    def once(step: int) -> int:
+        lines = 0
+
+        def local(frame, event, arg):
+            nonlocal lines
+            if event == "line":
+                lines += 1
+                if lines == step:
+                    signal.raise_signal(signum)
+            return local
+
+        sys.settrace(lambda frame, event, arg: local if frame.f_code.co_filename == here
+                     else None)
+        try:
+            with stop_signals_held():
+                pass
+        finally:
+            sys.settrace(None)
+        return lines
+
+    def run(step: int) -> tuple[int, int]:
+        """(the signal's deliveries, the lines run)"""
+        try:
+            return 0, once(step)
+        except KeyboardInterrupt:
+            return 1, 0
+
+    wrong = []
+    lines = once(0)
+    for step in range(1, lines + 1):
+        before = {s: signal.getsignal(s) for s in (signal.SIGINT, *STOP_SIGNALS)}
+        delivered, _ = run(step)
+        after = {s: signal.getsignal(s) for s in before}
+        for s in before:   # put back, for the next step and the tests after
+            signal.signal(s, before[s])
+        if delivered != 1:
+            wrong.append(f"line {step} of {lines}: delivered {delivered} times")
+        if after != before:
+            wrong.append(f"line {step} of {lines}: handlers left replaced: "
+                         f"{[signal.Signals(s).name for s in before if after[s] != before[s]]}")
+    return wrong
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_anywhere_in_stop_signals_held_acts_once_and_leaves_every_handler_put_back(
+        name):
+    """A second Ctrl-C as the holder put SIGINT's handler back, before SIGTERM's (a user
+    pressing it twice), raised there: SIGTERM's and SIGHUP's handlers stayed the holder's,
+    which swallow a signal, so a later `kill` or systemd's stop did nothing until SIGKILL. A
+    stop signal as the holder took SIGINT over, before the stop signals, left SIGINT's so:
+    Ctrl-C did nothing for the rest of the command."""
+    import signal
+
+    from runtime.cli_errors import STOP_SIGNALS, Terminated
+
+    def raise_terminated(signum, frame):   # as under `sharpen` (stop_signals_as_interrupt)
+        raise Terminated(signum)
+
+    before = {s: signal.signal(s, raise_terminated) for s in STOP_SIGNALS}
+    try:
+        wrong = _held_with_a_signal_at_each_line(getattr(signal, name))
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+    assert wrong == [], wrong
