@@ -18,8 +18,9 @@ from .stats import Stats, periods
 STATUS_INTERVAL = 10.0
 # How many times its expected time a frame may spend in the engine and still count as progress.
 ENGINE_SLACK = 4.0
-# The share of a core the process uses, before READY=1, for its start to count as working (a
-# TensorRT engine being built, a resumed clip decoded up to its stop); a hung open uses none.
+# The share of a core the process uses or waits for, before READY=1, for its start to count as
+# working (a TensorRT engine being built, a resumed clip decoded up to its stop, on a host so
+# loaded it gets less); a hung open uses none and waits for none.
 START_CPU_SHARE = 0.1
 # EXTEND_TIMEOUT_USEC asks for this many ticks: one lost datagram does not time the start out.
 EXTEND_TICKS = 3
@@ -55,6 +56,27 @@ def _children_work() -> tuple[float, int]:
         except (OSError, IndexError, ValueError, StopIteration):
             continue   # gone meanwhile, or not ours to read
     return cpu, written
+
+
+def _waited(tasks: str = "/proc/self/task", skip: Optional[int] = None) -> float:
+    """Seconds the threads under `tasks` (a /proc task folder) spent ready to run, waiting for
+    a core (schedstat's second field), the thread `skip` (a native id) left out; 0 where
+    there is none to read. A start or close starved on a loaded host waits so, a hung one
+    sleeps. A thread ended since takes its wait with it: the next tick counts less."""
+    waited = 0
+    try:
+        names = os.listdir(tasks)
+    except OSError:
+        return 0.0
+    for name in names:
+        if name == str(skip):
+            continue
+        try:
+            with open(f"{tasks}/{name}/schedstat", "rb") as f:
+                waited += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return waited / 1e9
 
 
 def watchdog_seconds(env: Mapping[str, str]) -> Optional[float]:
@@ -163,7 +185,7 @@ class ServiceNotifier:
 
     def start(self) -> "ServiceNotifier":
         if self.enabled:
-            self._cpu_seen = (time.monotonic(), time.process_time())
+            self._cpu_seen = (time.monotonic(), self._worked())
             self.send("STATUS=starting: loading the model, opening the source")
             self._thread.start()
         return self
@@ -184,9 +206,10 @@ class ServiceNotifier:
 
     def _start_works(self, now: float) -> bool:
         """Before READY=1: whether the start moved on since the last tick, by a step or the
-        process's CPU (the model's load and first run, whose engine build says nothing)."""
+        process's CPU, used or waited for (the model's load and first run, whose engine build
+        says nothing)."""
         then, cpu_then = self._cpu_seen
-        self._cpu_seen = (now, time.process_time())
+        self._cpu_seen = (now, self._worked())
         steps, self._steps_seen = self._steps_seen, self._steps
         return self._steps != steps or \
             self._cpu_seen[1] - cpu_then >= START_CPU_SHARE * (now - then)
@@ -210,6 +233,11 @@ class ServiceNotifier:
         except (AttributeError, OSError):   # no per-thread clock (not Linux)
             own = 0.0
         return time.process_time() - own
+
+    def _worked(self) -> float:
+        """The process's CPU seconds and its threads' seconds waiting for a core, but the
+        notifier's wait (each tick's wake-up): what a start or close has used or asked for."""
+        return time.process_time() + _waited(skip=self._thread.native_id)
 
     def _close_works(self, now: float) -> bool:
         """After STOPPING=1: whether the close moved on since the last tick, by a step (a

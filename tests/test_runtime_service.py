@@ -739,6 +739,60 @@ def test_a_slow_start_extends_systemds_start_timeout_while_it_works_and_not_once
             notifier.close()
 
 
+# A start that works, starved: pinned to one core at nice 19 beside a busy process at nice 0,
+# it gets under 2% of that core; `start` on stdout once its notifier runs, `done` after.
+STARVED_START = """
+import os, sys, time
+from runtime.service_notify import ServiceNotifier
+from runtime.stats import Stats
+
+os.sched_setaffinity(0, {int(sys.argv[3])})
+os.nice(19)
+notifier = ServiceNotifier(Stats(), lambda: "starting", env={
+    "NOTIFY_SOCKET": sys.argv[1], "WATCHDOG_USEC": sys.argv[2]}).start()
+print("start", flush=True)
+end = time.monotonic() + 3.0
+while time.monotonic() < end:   # an engine being built, on what the host leaves it
+    sum(i * i for i in range(1000))
+print("done", flush=True)
+notifier.close()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity")
+                    or not Path("/proc/self/task").is_dir(), reason="Linux's scheduler")
+def test_a_start_that_works_on_a_starved_core_still_extends_systemds_start_timeout(tmp_path):
+    """On an overloaded host a start that works got under START_CPU_SHARE of a core: judged
+    hung, it asked for no more time and systemd killed it at TimeoutStartSec=, then restarted
+    it into the same load, forever. Time spent ready to run, waiting for a core, counts."""
+    cpu = min(os.sched_getaffinity(0))
+    hog = subprocess.Popen([sys.executable, "-c", "import os, sys\n"
+                            f"os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+    addr = tmp_path / "notify"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(str(addr))
+            proc = subprocess.Popen([sys.executable, "-c", STARVED_START, str(addr), "400000",
+                                     str(cpu)], stdout=subprocess.PIPE, text=True,
+                                    env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+            try:
+                assert proc.stdout.readline() == "start\n"
+                busy = []
+                while not select.select([proc.stdout], [], [], 0)[0]:
+                    busy += _notices(sock, 0.1)
+                assert proc.stdout.readline() == "done\n"
+                assert proc.wait(timeout=60) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        hog.kill()
+        hog.wait()
+    assert any(ln.startswith("STATUS=") for ln in busy), busy   # the notifier ticked
+    assert any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in busy), busy
+
+
 def test_a_resume_re_encoding_the_stopped_runs_frames_keeps_the_watchdog_pinged(tmp_path,
                                                                                 monkeypatch):
     """A --resume without ffmpeg encodes the stopped run's frames again ahead of its own, after
