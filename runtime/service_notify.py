@@ -35,8 +35,9 @@ def _address(env: Mapping[str, str]) -> Optional[str]:
 
 
 def _children_work() -> tuple[float, int]:
-    """The CPU seconds and bytes written so far by this process's children (the ffmpeg that
-    copies a recording's sound in), from /proc; (0, 0) where there is none to read."""
+    """The CPU seconds (used, or waited for: `_waited`) and bytes written so far by this
+    process's children (the ffmpeg that copies a recording's sound in), from /proc; (0, 0)
+    where there is none to read."""
     me, cpu, written = str(os.getpid()), 0.0, 0
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit()]
@@ -50,6 +51,7 @@ def _children_work() -> tuple[float, int]:
             if fields[1].decode() != me:   # the parent's pid
                 continue
             cpu += (int(fields[11]) + int(fields[12])) / tick   # utime, stime
+            cpu += _waited(f"/proc/{pid}/task")   # starved on a loaded host
             with open(f"/proc/{pid}/io", "rb") as f:
                 written += next(int(line.split()[1]) for line in f
                                 if line.startswith(b"wchar:"))
@@ -218,7 +220,7 @@ class ServiceNotifier:
         """The frames are over and the output closing: the manager's stop timeout applies, no
         longer the watchdog, extended while the close works (`_close_works`)."""
         if self.enabled and not self._stopping:
-            self._close_seen = (time.monotonic(), self._others_cpu(), *_children_work())
+            self._close_seen = (time.monotonic(), self._others_worked(), *_children_work())
             self._steps_seen = self._steps
             self._stopping = True
             self.send("STOPPING=1", "STATUS=finishing: closing the output")
@@ -234,18 +236,22 @@ class ServiceNotifier:
             own = 0.0
         return time.process_time() - own
 
+    def _others_worked(self) -> float:
+        """_others_cpu, and the threads' time waiting for a core but the notifier's."""
+        return self._others_cpu() + _waited(skip=self._thread.native_id)
+
     def _worked(self) -> float:
         """The process's CPU seconds and its threads' seconds waiting for a core, but the
-        notifier's wait (each tick's wake-up): what a start or close has used or asked for."""
+        notifier's wait (each tick's wake-up): what a start has used or asked for."""
         return time.process_time() + _waited(skip=self._thread.native_id)
 
     def _close_works(self, now: float) -> bool:
         """After STOPPING=1: whether the close moved on since the last tick, by a step (a
         resume's join), the CPU of the process or of its children (ffmpeg copying the sound
-        in), or the bytes its children wrote (that copy on a slow disk). A write that hangs
-        moves none of them."""
+        in), used or waited for, or the bytes its children wrote (that copy on a slow disk). A
+        write that hangs moves none of them."""
         seen = self._close_seen
-        self._close_seen = (now, self._others_cpu(), *_children_work())
+        self._close_seen = (now, self._others_worked(), *_children_work())
         steps, self._steps_seen = self._steps_seen, self._steps
         cpu = sum(b - a for a, b in zip(seen[1:3], self._close_seen[1:3]))
         return (self._steps != steps or cpu >= START_CPU_SHARE * (now - seen[0])

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -759,17 +760,31 @@ notifier.close()
 """
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity")
-                    or not Path("/proc/self/task").is_dir(), reason="Linux's scheduler")
+@contextlib.contextmanager
+def _busy_core(cpu: int):
+    """A process at nice 0 busy on core `cpu` while it runs: one at nice 19 pinned there gets
+    under 2% of it."""
+    hog = subprocess.Popen([sys.executable, "-c", "import os\n"
+                            f"os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+    try:
+        yield
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+STARVED = pytest.mark.skipif(not hasattr(os, "sched_setaffinity")
+                             or not Path("/proc/self/task").is_dir(), reason="Linux's scheduler")
+
+
+@STARVED
 def test_a_start_that_works_on_a_starved_core_still_extends_systemds_start_timeout(tmp_path):
     """On an overloaded host a start that works got under START_CPU_SHARE of a core: judged
     hung, it asked for no more time and systemd killed it at TimeoutStartSec=, then restarted
     it into the same load, forever. Time spent ready to run, waiting for a core, counts."""
     cpu = min(os.sched_getaffinity(0))
-    hog = subprocess.Popen([sys.executable, "-c", "import os, sys\n"
-                            f"os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
     addr = tmp_path / "notify"
-    try:
+    with _busy_core(cpu):
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.bind(str(addr))
             proc = subprocess.Popen([sys.executable, "-c", STARVED_START, str(addr), "400000",
@@ -786,9 +801,6 @@ def test_a_start_that_works_on_a_starved_core_still_extends_systemds_start_timeo
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-    finally:
-        hog.kill()
-        hog.wait()
     assert any(ln.startswith("STATUS=") for ln in busy), busy   # the notifier ticked
     assert any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in busy), busy
 
@@ -1027,10 +1039,13 @@ def test_the_module_form_of_sharpen_run_refuses_a_bad_pixel_budget_as_sharpen_ru
 # runs nothing else: `busy SECONDS` on its stdin starts a child as busy (ffmpeg copying the
 # sound in) and answers `done` once it ended; `progress` is a closer's own step.
 NOTIFIER_STOPPING = """
-import subprocess, sys
+import os, subprocess, sys
 from runtime.service_notify import ServiceNotifier
 from runtime.stats import Stats
 
+if len(sys.argv) > 3:   # starved: pinned to that core at nice 19, its children too
+    os.sched_setaffinity(0, {int(sys.argv[3])})
+    os.nice(19)
 notifier = ServiceNotifier(Stats(), lambda: "finishing", env={
     "NOTIFY_SOCKET": sys.argv[1], "WATCHDOG_USEC": sys.argv[2]})
 notifier.start()
@@ -1049,15 +1064,17 @@ notifier.close()
 
 
 @contextlib.contextmanager
-def _notifier_stopping(tmp_path, watchdog_usec: int):
+def _notifier_stopping(tmp_path, watchdog_usec: int, starved_on: Optional[int] = None):
     """NOTIFIER_STOPPING on a socket this test reads: (socket, its process). Not in the test's
     own process: the notifier counts every thread's CPU there but its own as the close
-    working, and a thread another test left running there made a hung close look busy."""
+    working, and a thread another test left running there made a hung close look busy.
+    `starved_on`: a core it and its children are pinned to, at nice 19."""
     addr = tmp_path / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(addr))
+        starved = [] if starved_on is None else [str(starved_on)]
         proc = subprocess.Popen([sys.executable, "-c", NOTIFIER_STOPPING, str(addr),
-                                 str(watchdog_usec)], stdin=subprocess.PIPE,
+                                 str(watchdog_usec), *starved], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True,
                                 env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
         try:
@@ -1098,6 +1115,24 @@ def test_closing_after_stopping_extends_the_stop_timeout_while_the_close_works(t
             _tell(proc, "progress")
             time.sleep(0.1)
         assert any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in _notices(sock, 0.3))
+
+
+@STARVED
+def test_a_close_that_works_on_a_starved_core_still_extends_the_stop_timeout(tmp_path):
+    """An ffmpeg copying the sound in, on an overloaded host, got under START_CPU_SHARE of a
+    core: the close was judged hung and asked for no more time, and TimeoutStopSec='s SIGKILL
+    cut the recording. Its (and the run's) time waiting for a core counts as its CPU does."""
+    cpu = min(os.sched_getaffinity(0))
+    with _busy_core(cpu), \
+            _notifier_stopping(tmp_path, watchdog_usec=400_000, starved_on=cpu) as (sock, proc):
+        _notices(sock, 0.5)
+        _tell(proc, "busy 3")
+        busy = []
+        while not select.select([proc.stdout], [], [], 0)[0]:
+            busy += _notices(sock, 0.1)
+        assert proc.stdout.readline() == "done\n"
+    extends = [ln for ln in busy if ln.startswith("EXTEND_TIMEOUT_USEC=")]
+    assert extends, busy
 
 
 def test_a_hung_close_asks_for_no_more_time_however_busy_the_notifiers_own_look_is(tmp_path):
