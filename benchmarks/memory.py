@@ -27,6 +27,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from runtime.cli_errors import stop_signals_held
+
 UNIT = "MiB"
 FRAMES = 2   # the first frame's allocations, and a second that reuses them
 # A video run's clip: long enough to fill sharpen run's two 4-frame queues with a frame in
@@ -88,12 +90,24 @@ def child_command(args: list[str]) -> tuple[list[str], dict]:
 
 def _run_child(args: list[str]) -> tuple[Optional[float], Optional[str]]:
     cmd, env = child_command(args)
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+    proc: Optional[subprocess.Popen] = None
+    try:   # subprocess.run's, but an interrupt inside Popen left a child it never had, running
+        with stop_signals_held():
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=env)
+        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return None, f"the memory run took over {TIMEOUT_S} s"
     except OSError as e:   # fork's ENOMEM on a machine already short of memory, among others
+        if proc is not None:
+            raise
         return None, f"the memory run could not start: {e}"
+    finally:
+        if proc is not None:
+            with proc:   # closes its pipes and reaps it
+                if proc.poll() is None:   # timed out, or the bench interrupted (Ctrl-C)
+                    proc.kill()
+    res = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     if res.returncode != 0:
         return None, child_failure(res)
     return peak_of(res.stdout)

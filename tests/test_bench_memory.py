@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _killed_child() -> subprocess.CompletedProcess:
     # A child that wrote a warning before the kernel killed it, as an engine's child does
@@ -77,3 +79,49 @@ def test_the_childs_peak_leaves_out_the_benchs_sample_photo_libraries():
     peak_line, loaded = res.stdout.strip().splitlines()[-2:]
     assert json.loads(peak_line)["peak_rss_mib"] > 0, res.stdout
     assert loaded == "[]", loaded
+
+
+# Ctrl-C as the memory run starts: after its fork, before Popen returns it to subprocess.run.
+INTERRUPTED_IN_ITS_START = """
+import os, signal, subprocess, sys
+
+class Popen(subprocess.Popen):
+    def _execute_child(self, *args, **kwargs):
+        super()._execute_child(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+
+subprocess.Popen = Popen
+from benchmarks.memory import measure_video_peak_mib
+try:
+    measure_video_peak_mib(sys.argv[1], sys.argv[2], (64, 48), threads=1)
+except KeyboardInterrupt:
+    sys.exit(130)
+sys.exit(0)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_as_the_memory_run_starts_leaves_it_not_running(tmp_path):
+    """As bench --streams' streams (benchmarks.streams): an interrupt after the child's fork,
+    before subprocess.run had its Popen, left a child nothing stopped, writing its video beside
+    the bench's clip in a folder the bench removed."""
+    from benchmarks.latency import make_video
+    from runtime_fixtures import make_onnx_model
+
+    model = make_onnx_model(tmp_path / "m.onnx")
+    clip = make_video(tmp_path / "clip", 64, 48, 3000)   # runs far longer than the test
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-c", INTERRUPTED_IN_ITS_START, str(model), str(clip)],
+                         env=env, capture_output=True, text=True, timeout=120)
+    left = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and str(clip).encode() in (p / "cmdline").read_bytes():
+                left.append(int(p.name))
+        except OSError:
+            continue
+    for pid in left:   # not left running past the test
+        os.kill(pid, signal.SIGKILL)
+    assert res.returncode == 130, res.stderr
+    assert left == [], "the memory run outlived the interrupted bench"
