@@ -2262,13 +2262,14 @@ def _held_with_a_signal_at_each_line(signum: int) -> list[str]:
                     signal.raise_signal(signum)
             return local
 
+        tracer = sys.gettrace()   # a coverage run's, put back after
         sys.settrace(lambda frame, event, arg: local if frame.f_code.co_filename == here
                      else None)
         try:
             with stop_signals_held():
                 pass
         finally:
-            sys.settrace(None)
+            sys.settrace(tracer)
         return lines
 
     def run(step: int) -> tuple[int, int]:
