@@ -2318,3 +2318,34 @@ def test_a_signal_anywhere_in_stop_signals_held_acts_once_and_leaves_every_handl
         for s, h in before.items():
             signal.signal(s, h)
     assert wrong == [], wrong
+
+
+HELD_WITH_DEFAULT_AND_IGNORED = """
+import os, signal
+from runtime.cli_errors import stop_signals_held
+
+signal.signal(signal.SIGHUP, signal.SIG_IGN)   # as under nohup
+with stop_signals_held():
+    os.kill(os.getpid(), signal.SIGHUP)
+    os.kill(os.getpid(), signal.SIGTERM)   # its default action: to end the process
+    print("the work finished", flush=True)
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+print("past the hold", flush=True)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_a_default_stop_signal_held_ends_the_process_after_the_work_and_an_ignored_one_not():
+    """Where SIGTERM has its default action (an app calling measure_streams, not `sharpen`),
+    held, it still ends the process, once the held work is done; a SIGHUP `nohup` ignores is
+    not taken, so stays ignored."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-c", HELD_WITH_DEFAULT_AND_IGNORED], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == -signal.SIGTERM, res
+    assert res.stdout == "the work finished\n", res
