@@ -86,6 +86,22 @@ def test_runs_csv_opens_in_a_spreadsheet_without_running_a_run_name_as_a_formula
     assert {r["loss.ssim"] for r in table} == {"0.2", "0.5"}, table
 
 
+def test_runs_csv_keeps_a_setting_that_is_none_a_dash(two_runs, capsys, tmp_path):
+    """A setting null in one run's config.yaml reads `-` in the table; runs.csv wrote it `'-`
+    (the formula guard took the lone dash for a formula's start), text with a quote to pandas
+    and in a spreadsheet."""
+    import csv
+    for name in ("a", "b"):
+        shutil.copytree(two_runs / name, tmp_path / name)
+    cfg = tmp_path / "b" / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("init: ''", "init: null"))
+    code, text = runs(capsys, tmp_path / "a", tmp_path / "b", "--out", tmp_path / "cmp")
+    assert code == 0 and " init " in f" {text.splitlines()[0]} ", text
+    with open(tmp_path / "cmp" / "runs.csv", encoding="utf-8-sig", newline="") as f:
+        table = {r["run"]: r for r in csv.DictReader(f)}
+    assert (table["a"]["init"], table["b"]["init"]) == ("", "-"), table
+
+
 def test_each_runs_curves_differ_by_line_style_and_marker_not_colour_alone(two_runs,
                                                                            tmp_path):
     """runs.png drew every run as the same solid line with the same dot, in its own colour
