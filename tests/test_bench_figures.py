@@ -13,8 +13,8 @@ def _report(held_out: str = "embedded") -> dict:
              "backend_label": "PyTorch (tiled)", "size": s, "width": w, "height": h,
              "ms": 9e4 * w / 1920, "target_fps": 10.0, "target_device": "CPU"}
             for s, w, h in SIZES]
-    for backend, label, fmt_ms in (("onnx", "ONNX Runtime FP32", 900.0),
-                                   ("onnx-int8", "ONNX Runtime INT8", 400.0)):
+    for backend, label, fmt_ms in (("ort-fp32", "ONNX Runtime FP32", 900.0),
+                                   ("ort-int8", "ONNX Runtime INT8", 400.0)):
         rows += [{"status": "ok", "model": "student", "student": "fast", "backend": backend,
                   "backend_label": label, "size": s, "width": w, "height": h,
                   "ms": fmt_ms * w / 1920, "target_fps": 10.0, "target_device": "CPU"}
@@ -58,7 +58,10 @@ def test_quality_figure_labels_do_not_overlap_and_read_at_slide_size(held_out):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     from benchmarks.figures import latency_figure, scatter_figure
-    for fig in (scatter_figure(_report(held_out), 30.0), latency_figure(_report(), 30.0)):
+    scatter = scatter_figure(_report(held_out), 30.0)
+    # every model and format of the report a point, the legend its longest
+    assert len(scatter.axes[0].collections) == 3, scatter.axes[0].collections
+    for fig in (scatter, latency_figure(_report(), 30.0)):
         renderer = FigureCanvasAgg(fig).get_renderer()   # savefig's, to PNG
         fig.draw(renderer)
         ax = fig.axes[0]
