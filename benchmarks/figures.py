@@ -180,6 +180,16 @@ def scatter_figure(rep: dict, target_fps: float):
     return fig
 
 
+# The characters of an image's name a crop's title holds on a line: about what 9 pt fits over
+# a 2.6 in column. Longer, a footage frame's name ran off the figure's left edge, its start cut.
+CROP_NAME_CHARS = 28
+
+
+def _wrapped_name(name: str) -> str:
+    import textwrap
+    return "\n".join(textwrap.wrap(name, CROP_NAME_CHARS, break_on_hyphens=False)) or name
+
+
 def crop_titles(rep: dict, names: list[str], cols: list[str], n_students: int) -> dict:
     """(image, column) -> the crop's title: every crop says whose output it is and that
     model's PSNR on the whole image (the first row alone was titled, and the outputs had no
@@ -194,7 +204,7 @@ def crop_titles(rep: dict, names: list[str], cols: list[str], n_students: int) -
                 out[n, c] = "ground truth"
                 continue
             if c == "blurred":
-                who, db = f"{n}\nblurred", psnr_in.get(n)
+                who, db = f"{_wrapped_name(n)}\nblurred", psnr_in.get(n)
             else:
                 key = f"{c}/pytorch" if c in students else c
                 who = f"student {c}" if c in students else c

@@ -107,3 +107,31 @@ def test_hardest_crops_titles_read_at_slide_size():
     for upper, lower in zip(top, below):
         assert not lower.title.get_window_extent(renderer).overlaps(
             upper.get_images()[0].get_window_extent(renderer)), lower.title.get_text()
+
+
+def test_hardest_crops_keeps_a_long_image_name_on_the_figure():
+    """A held-out image's name titles its row's blurred crop, centred over it: a footage
+    frame's name (`2024-06-12 flight over the harbour/frame_000123`) ran off the figure's left
+    edge, its start cut, at 9 pt from about 35 characters on. It wraps now, whole."""
+    import types
+
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from benchmarks.figures import crops_figure
+    rng = np.random.default_rng(0)
+    names = ["2024-06-12 flight over the harbour/frame_000123",
+             "GOPR0384_11_00_deblur_long_sequence_name/000001", "chelsea_0"]
+    crops = {n: {c: rng.random((48, 64, 3)).astype(np.float32)
+                 for c in ("blurred", "teacher", "fast", "sharp")} for n in names}
+    rep = {"settings": {"students": [{"name": "fast"}], "data": "embedded"},
+           "quality": {"images": [{"image": n, "input_psnr": 16.0 + i}
+                                  for i, n in enumerate(names)], "rows": []}}
+    fig = crops_figure(rep, types.SimpleNamespace(crops=crops))
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    for ax in fig.axes:
+        e = ax.title.get_window_extent(renderer)
+        assert e.x0 >= fig.bbox.x0 and e.x1 <= fig.bbox.x1, (ax.title.get_text(), e)
+    shown = ["".join(ax.title.get_text().split("\n")[:-1]) for ax in fig.axes[::4]]
+    assert [s.replace(" ", "") for s in shown] == [n.replace(" ", "") for n in names], shown
