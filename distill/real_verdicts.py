@@ -117,15 +117,16 @@ def pair_verdicts(r: dict) -> list[tuple[str, str]]:
 
 
 def nogt_verdicts(r: dict) -> list[tuple[str, str]]:
-    """(model, verdict) per model without ground truth: sharper or not, towards the teacher's output
-    or away from it, and whether it overshoots more than the teacher."""
+    """(model, verdict) per model without ground truth: sharper or not, towards the reference's
+    output (the teacher's, or --reference's) or away from it, or sharper where the reference is
+    not, and whether it overshoots more than the reference."""
     ref = r.get("reference")
     if ref is None:
         return _unreferenced_verdicts(r)
     if not isinstance(r.get(ref), dict):
         return []
     base = (r.get("input") or {}).get("psnr_to_reference")
-    ref_over = r[ref].get("overshoot")
+    ref_over, ref_sharp = r[ref].get("overshoot"), r[ref].get("sharpness")
     lines = []
     for k in _models(r):
         d = r[k]
@@ -135,6 +136,12 @@ def nogt_verdicts(r: dict) -> list[tuple[str, str]]:
         side = _clear_sign(r, k, "psnr_to_reference", to - base)
         if s < SHARPER:
             word = f"no sharper than the input ({s:.3f}x)"
+        elif ref_sharp is not None and ref_sharp < SHARPER:
+            # An INT8 file beside an FP32 reference that does not sharpen this footage: the
+            # sharpness is quantisation noise or halos, not sharpening towards the reference.
+            word = (f"sharper than the input ({s:.3f}x) though the {ref}'s output is not "
+                    f"({ref_sharp:.3f}x): sharpness of its own (noise, halos); {to:.2f} dB to "
+                    f"that output, input {base:.2f}")
         elif side == 0:
             word = (f"sharpens ({s:.3f}x), neither clearly towards nor away from the {ref}'s "
                     f"output ({to:.2f} dB to it, input {base:.2f}: within the frames' spread, "

@@ -357,3 +357,36 @@ def test_evaluates_table_with_ground_truth_says_units_and_which_way_is_better(ed
     assert "PSNR in dB" in text, text
     assert "higher is better: PSNR, SSIM and their gains" in text, text
     assert "overshoot, lower is better" in text, text
+
+
+def test_sharper_than_a_reference_that_does_not_sharpen_is_not_sharpening_towards_it():
+    """evaluate --reference with an FP32 export (realblur-nogt/hide): the FP32 output was 0.956x
+    the input's sharpness, its INT8 file's 1.086x, and the verdict read 'sharpens towards the
+    student-fast.onnx's output (1.086x sharper ...)': the sharpness the reference lacks is the
+    INT8 file's own (quantisation noise, halos), the very reading --reference was added to
+    stop."""
+    from distill.real_verdicts import nogt_verdicts
+    per_image = {f"k{i}": {"input": {"sharpness": 1.0, "psnr_to_reference": 34.0 + i / 10,
+                                     "ssim_to_reference": 0.970},
+                           "m.onnx": {"sharpness": 0.956},
+                           "m_int8.onnx": {"sharpness": 1.086,
+                                           "psnr_to_reference": 44.0 + i / 10,
+                                           "ssim_to_reference": 0.980 - i / 1000}}
+                 for i in range(4)}
+    res = {"has_gt": False, "reference": "m.onnx", "per_image": per_image,
+           "input": {"sharpness": 1.0, "psnr_to_reference": 34.15, "ssim_to_reference": 0.970,
+                     "overshoot": 0.0},
+           "m.onnx": {"sharpness": 0.956, "overshoot": 0.2},
+           "m_int8.onnx": {"sharpness": 1.086, "psnr_to_reference": 44.15,
+                           "ssim_to_reference": 0.9785, "overshoot": 0.3}}
+    verdict = dict(nogt_verdicts(res))["m_int8.onnx"]
+    assert not verdict.startswith("sharpens"), verdict
+    assert verdict.startswith("sharper than the input (1.086x) though the m.onnx's output is "
+                              "not (0.956x): sharpness of its own (noise, halos)"), verdict
+    # how close it stays is still said, by PSNR and by SSIM with the furthest frame
+    assert "44.15 dB to that output, input 34.15" in verdict, verdict
+    assert "SSIM 0.9785 to m.onnx's output (the input's 0.9700), worst frame 0.9770 (k3)" \
+        in verdict, verdict
+    # a model no sharper than the input, beside it, is said so as before
+    res["m_int8.onnx"]["sharpness"] = 1.0
+    assert dict(nogt_verdicts(res))["m_int8.onnx"].startswith("no sharper than the input")
