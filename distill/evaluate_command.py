@@ -48,6 +48,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise
 
 
+def _can_draw() -> bool:
+    """Whether matplotlib, which draws side_by_side.png, imports: a device install (the runtime
+    extra) has none, and scores exported models all the same."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from runtime.backends.base import ModelError
 
@@ -144,10 +154,14 @@ def _evaluate(args: argparse.Namespace) -> int:
             set_torch_threads(args.threads)
     if not args.threads and (note := limit_note("PyTorch, ONNX Runtime and LiteRT")):
         note_line(f"note: {note}")
+    figure = bool(args.out) and _can_draw()
+    if args.out and not figure:   # said now; and no model runs again for it on a rerun
+        print("warning: --out gets no side_by_side.png: the figure needs matplotlib (pip "
+              "install matplotlib); metrics.json and per_image.csv are written", file=sys.stderr)
     try:
         res = evaluate(weights, args.data, split=args.split or "test", limit=args.limit,
                        crop=args.crop, progress=not args.quiet,
-                       keep_outputs=args.figure_images if args.out else 0, device=args.device,
+                       keep_outputs=args.figure_images if figure else 0, device=args.device,
                        teacher_config=args.teacher_config, threads=args.threads,
                        provider=args.provider, gopro_blur=args.gopro_blur,
                        stride=args.stride, frames=frames, out=args.out,
@@ -205,13 +219,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                  if res["has_gt"] else
                  f"{count(len(shown), 'frame')} spread over the clips" if res.get("clip_frames")
                  else f"the first {count(len(shown), 'image')}")
-        try:
-            import matplotlib  # noqa: F401
-        except ModuleNotFoundError:   # a device install (the runtime extra): the numbers alone
-            fig = None
-            print(f"warning: side_by_side{tag}.png not written: the figure needs matplotlib "
-                  "(pip install matplotlib); the scores are complete", file=sys.stderr)
-        else:
+        fig = None
+        if figure:
             fig = side_by_side(shown, out / f"side_by_side{tag}.png", side=args.figure_crop,
                                title=f"{args.data}, {which}: input | " + " | ".join(
                                    k for k in next(iter(shown.values())) if k != "input"))

@@ -1290,3 +1290,28 @@ def test_device_without_checkpoints_is_said_to_apply_to_checkpoints(nogt, tmp_pa
                  str(nogt), "--device", "cuda", "--threads", "1", "--quiet"]) == 0
     assert ("warning: --device applies to checkpoints (--weights); exported models run on "
             "their runtime (--provider for .onnx)") in capsys.readouterr().err
+
+
+def test_out_without_matplotlib_runs_no_model_again_for_a_figure_it_cannot_draw(
+        nogt, tmp_path, capsys, monkeypatch):
+    """A device install has no matplotlib: the same command again after every frame was scored
+    (a rerun after a kill) ran the models again on the figure's frames, seconds each on a
+    device, for a side_by_side.png it then did not write; and the warning said 'the scores
+    are complete' of an interrupted run too."""
+    import sys
+
+    from runtime_fixtures import make_onnx_model
+
+    from sharpen.cli import main
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # import fails, as not installed
+    out = tmp_path / "scores"
+    argv = ["evaluate", "--model", str(make_onnx_model(tmp_path / "m.onnx")), "--data",
+            str(nogt), "--threads", "1", "--out", str(out)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert ("warning: --out gets no side_by_side.png: the figure needs matplotlib (pip install "
+            "matplotlib); metrics.json and per_image.csv are written") in err, err
+    assert (out / "metrics.json").is_file() and not (out / "side_by_side.png").exists()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "scored earlier" in err and "running the models again" not in err, err
