@@ -149,6 +149,8 @@ def one_line(e: BaseException) -> str:
     return " ".join(line.strip() for line in str(e).strip().splitlines()) or type(e).__name__
 
 
+# pyproject.toml's dependencies (import names): every install has them, whatever its extras.
+CORE_MODULES = ("numpy", "cv2", "tqdm")
 # The pip extra each command needs (pyproject.toml); commands not named need `train`.
 EXTRA_BY_COMMAND = {"run": "runtime", "export": "export", "bench": "dev", "demo": "dev"}
 OWN_PACKAGES = ("distill", "optimize", "runtime", "benchmarks", "sharpen")
@@ -172,13 +174,18 @@ def missing_dependency(command: str, exc: ImportError) -> str:
                 "not loadable here: a missing system library?)")
     extra = EXTRA_BY_COMMAND.get(command, "train")
     top = exc.name.split(".")[0]
+    if top in CORE_MODULES:   # an extra would not add it back, and may bring torch
+        return (f"missing dependency {top!r}: a core dependency (pyproject.toml's "
+                f"dependencies; an install made before it joined them lacks it): "
+                f"{install_hint(None)}")
     without = f"; {WITHOUT_EXTRA[command]}" if command in WITHOUT_EXTRA else ""
     return (f"missing dependency {top!r}: `sharpen {command}` needs the {extra!r} extra: "
             f"{install_hint(extra)}{without}")
 
 
-def install_hint(extra: str) -> str:
-    """The pip command that adds `extra` to this install. The project is installed from a
+def install_hint(extra: Optional[str]) -> str:
+    """The pip command that adds `extra` (None: the core dependencies alone) to this install.
+    The project is installed from a
     checkout, not from PyPI, where `pip install 'image-sharpening-kd[train]'` found no such
     package (or someone else's): the folder pip recorded (PEP 610's direct_url.json) is named,
     editable where it was, else a checkout in general."""
@@ -187,6 +194,7 @@ def install_hint(extra: str) -> str:
     from importlib.metadata import PackageNotFoundError, distribution
     from urllib.parse import urlsplit
     from urllib.request import url2pathname
+    wanted = f"[{extra}]" if extra else ""
     try:
         info = json.loads(distribution("image-sharpening-kd").read_text("direct_url.json")
                           or "{}")
@@ -196,9 +204,9 @@ def install_hint(extra: str) -> str:
     if url.startswith("file:") and isinstance(info.get("dir_info"), dict):
         folder = url2pathname(urlsplit(url).path)
         editable = "-e " if info["dir_info"].get("editable") else ""
-        return (f"pip install {editable}{shlex.quote(f'{folder}[{extra}]')} (the checkout "
+        return (f"pip install {editable}{shlex.quote(folder + wanted)} (the checkout "
                 "this was installed from; scripts/setup.sh there installs everything)")
-    return (f"pip install '.[{extra}]' in a checkout of the project (-e for one you edit; "
+    return (f"pip install '.{wanted}' in a checkout of the project (-e for one you edit; "
             "scripts/setup.sh installs everything)")
 
 

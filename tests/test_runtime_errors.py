@@ -2349,3 +2349,20 @@ def test_a_default_stop_signal_held_ends_the_process_after_the_work_and_an_ignor
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == -signal.SIGTERM, res
     assert res.stdout == "the work finished\n", res
+
+
+@pytest.mark.parametrize("command", ["evaluate", "run"])
+def test_a_missing_core_dependency_names_the_core_install_not_an_extra(command):
+    """tqdm became a core dependency (evaluate --model's progress on a device): a device install
+    made before, its checkout pulled since, was told that `sharpen evaluate` needs the 'train'
+    extra (torch, gigabytes on a Jetson), and the runtime extra would put the CPU onnxruntime
+    over onnxruntime-gpu. The checkout itself, with no extra, installs it."""
+    from runtime.cli_errors import missing_dependency
+    msg = missing_dependency(command, ModuleNotFoundError("No module named 'tqdm'", name="tqdm"))
+    assert msg.startswith("missing dependency 'tqdm': a core dependency (pyproject.toml's "
+                          "dependencies; an install made before it joined them lacks it): "
+                          "pip install "), msg
+    assert "[" not in msg and "extra" not in msg, msg
+    # torch still names its extra
+    absent = ModuleNotFoundError("No module named 'torch'", name="torch")
+    assert "[train]" in missing_dependency("evaluate", absent)
