@@ -1315,3 +1315,38 @@ def test_out_without_matplotlib_runs_no_model_again_for_a_figure_it_cannot_draw(
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "scored earlier" in err and "running the models again" not in err, err
+
+
+def _flat_and_step(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    x = np.full(shape, 0.2, np.float32)
+    y = x.copy()
+    y[:, shape[1] // 2:] = 0.9
+    return x, y
+
+
+@pytest.mark.parametrize("case", ["smooth", "flat", "flat-step", "one-channel", "four-channel",
+                                  "strided"])
+def test_ssim_without_scikit_image_on_flat_smooth_and_odd_layouts(case, monkeypatch):
+    """Noise alone (the test above) leaves the luminance term's C1 and flat areas' near-zero
+    variances barely tried; a device's footage is mostly smooth. The OpenCV fallback gives
+    scikit-image's numbers on them too, and on other channel counts and strided views."""
+    import sys
+
+    from distill.metrics import ssim
+    rng = np.random.default_rng(3)
+    if case == "smooth":
+        x8, y8 = _smooth_pair(1, 37, 53)
+        x, y = x8.astype(np.float32) / 255, y8.astype(np.float32) / 255
+    elif case == "flat":
+        x, y = np.full((24, 30, 3), 0.2, np.float32), np.full((24, 30, 3), 0.7, np.float32)
+    elif case == "flat-step":
+        x, y = _flat_and_step((24, 30, 3))
+    elif case == "one-channel":
+        x, y = rng.random((2, 20, 25, 1)).astype(np.float32)
+    elif case == "four-channel":
+        x, y = rng.random((2, 20, 25, 4))
+    else:
+        x, y = rng.random((2, 60, 80, 3))[:, ::2, ::3]
+    field = ssim(x, y)
+    monkeypatch.setitem(sys.modules, "skimage.metrics", None)   # import fails, as not installed
+    assert ssim(x, y) == pytest.approx(field, abs=1e-9)
