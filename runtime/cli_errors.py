@@ -157,6 +157,8 @@ OWN_PACKAGES = ("distill", "optimize", "runtime", "benchmarks", "sharpen")
 # What such a command still does without its extra, said beside the install hint.
 WITHOUT_EXTRA = {"models": "`sharpen models FILE.onnx` (.tflite, .engine) needs none of it: "
                            "how an exported model was made, from the export report beside it",
+                 "evaluate": "`sharpen evaluate --model FILE.onnx` (.tflite, .engine) needs none "
+                             "of it: an exported model's PSNR/SSIM, on pairs or footage",
                  "bench": "`sharpen run --model FILE --source synthetic:1920x1080 --max-frames 100 "
                           "--out t.mp4 --stats t.json` times an exported model without it "
                           "(the stats file's per-stage latency, the done: line's peak memory), "

@@ -2366,3 +2366,15 @@ def test_a_missing_core_dependency_names_the_core_install_not_an_extra(command):
     # torch still names its extra
     absent = ModuleNotFoundError("No module named 'torch'", name="torch")
     assert "[train]" in missing_dependency("evaluate", absent)
+
+
+def test_evaluate_of_a_checkpoint_without_torch_names_evaluate_model():
+    """On a device `sharpen evaluate --weights fast` said only that evaluate needs the train
+    extra (torch), though evaluate --model scores the checkpoint's exported files there."""
+    from runtime.cli_errors import missing_dependency
+    msg = missing_dependency("evaluate", ModuleNotFoundError("No module named 'torch'",
+                                                             name="torch"))
+    assert msg.startswith("missing dependency 'torch': `sharpen evaluate` needs the 'train' "
+                          "extra: pip install "), msg
+    assert msg.endswith("; `sharpen evaluate --model FILE.onnx` (.tflite, .engine) needs none "
+                        "of it: an exported model's PSNR/SSIM, on pairs or footage"), msg
