@@ -617,7 +617,8 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
         given = [label for label, w in zip(labels, weights) if _same_file(w, ref)]
         if not given:
             raise ValueError(f"--reference {reference}: not one of the models given "
-                             f"({', '.join(weights)})")
+                             f"({', '.join(weights)}); give it with --model (an exported "
+                             "model) or --weights (a checkpoint) too: it runs beside them")
         ref_label = given[0]
     fns = {label: load_model_fn(w, tile, device, teacher_config, threads, provider)
            for label, w in zip(labels, weights)}

@@ -1278,6 +1278,8 @@ def test_reference_scores_an_int8_file_against_its_fp32_one_on_footage(nogt, tmp
     assert main([*argv, "--reference", str(tmp_path / "other.onnx")]) == 2
     err = capsys.readouterr().err
     assert "--reference" in err and "other.onnx" in err and "m_int8.onnx" in err, err
+    # ... and how to make it one: it is run beside them, not only named
+    assert "give it with --model (an exported model) or --weights (a checkpoint)" in err, err
 
 
 def test_device_without_checkpoints_is_said_to_apply_to_checkpoints(nogt, tmp_path, capsys):
