@@ -343,3 +343,13 @@ def test_evaluate_scores_an_exported_model_on_pairs_without_torch(tmp_path, onnx
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert len(rows) >= 2, rows
     assert "side_by_side.png" in r.stderr and "matplotlib" in r.stderr, r.stderr
+    # The device's table is the dev install's (scikit-image's PSNR/SSIM), image by image.
+    from sharpen.cli import main
+    assert main(["evaluate", "--model", str(onnx_model), "--data", str(tmp_path / "pairs"),
+                 "--out", str(tmp_path / "dev"), "--quiet", "--threads", "1"]) == 0
+    dev = json.loads((tmp_path / "dev" / "metrics.json").read_text())
+    for name, image in res["per_image"].items():
+        for who in ("input", onnx_model.name):
+            for m in ("psnr", "ssim"):
+                assert image[who][m] == pytest.approx(dev["per_image"][name][who][m],
+                                                      abs=1e-9), (name, who, m)
