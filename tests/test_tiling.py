@@ -221,3 +221,28 @@ def test_a_run_resumed_from_a_row_computes_the_rest_as_the_whole_run_did(h, tile
         assert np.array_equal(part, full), from_row
         if tile <= from_row < h:   # the first tile row reaches no row left to do
             assert sum(ran) < count_tiles(h, 91, tile, overlap, 8)
+
+
+def test_a_resumed_run_batches_its_tiles_as_the_whole_run_did():
+    """An engine's output for a tile depends, in its last bits, on the batch it ran in (the
+    tiny teacher's by 2e-7 between a batch of 1 and of 2): a resumed run that cut its batches
+    elsewhere than the whole run blended other values from its first row on. Three tiles a row
+    in batches of 2: a tile row begins in the middle of a batch."""
+    rng = np.random.default_rng(2)
+    img = rng.uniform(size=(150, 130, 3)).astype(np.float32)
+
+    def fn(batch):   # each tile's output moved by what else is in its batch, as an engine's is
+        return batch * 0.5 + np.float32(batch.mean() * 1e-3)
+    full, rows_done = np.zeros_like(img), []
+    tiled_apply(img, fn, tile=64, overlap=16, multiple=8, batch_size=2, out=full,
+                on_rows=rows_done.append)
+    assert count_tiles(150, 130, 64, 16) % 3 == 0 and len(rows_done) > 2
+    for from_row in rows_done:
+        part = np.full_like(img, -1.0)
+        part[:from_row] = full[:from_row]
+        ran = []
+        tiled_apply(img, lambda b: (ran.append(len(b)), fn(b))[1], tile=64, overlap=16,
+                    multiple=8, batch_size=2, out=part, from_row=from_row)
+        assert np.array_equal(part, full), from_row
+        if from_row == 150:   # every row kept: nothing runs
+            assert ran == []
