@@ -95,6 +95,7 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     from .teacher import Teacher
     from .teacher_tiles import tiling_context
     from runtime.atomic import remove_killed_writes
+    from runtime.warn import warn
     from runtime.imageio import decode_image
     from runtime.image_sources import photo_metadata
     remove_killed_writes(out)   # a killed run's half-written outputs, up to ~100 MB each
@@ -130,6 +131,10 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     from runtime.progress import progress
 
     from .restormer import Restormer
+
+    def left(shape: tuple[int, ...], from_row: int = 0) -> int:   # a stopped photo's tiles
+        return count_tiles(*shape[:2], args.tile, args.overlap, Restormer.multiple,
+                           from_row=from_row, batch_size=args.batch_size)
 
     def tiles(size: tuple[int, int] | None) -> int:
         return count_tiles(size[1], size[0], args.tile, args.overlap,
@@ -167,9 +172,12 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                 rows = _tile_rows(img.shape[0], args.tile, args.overlap)
                 from_row = partial.open(src, rel, img.shape, args.resume) if rows > 1 else 0
                 current[:] = [src.name] if rows > 1 else []
+                if rows > 1 and partial.dropped:
+                    warn(partial.dropped)
                 if from_row:
                     tqdm.write(f"{src.name}: going on from row {from_row} of {img.shape[0]}, "
-                               "where an earlier run was stopped", file=sys.stderr)
+                               f"where an earlier run was stopped ({left(img.shape, from_row)} of "
+                               f"its {left(img.shape)} tiles to run)", file=sys.stderr)
                 y = teacher.sharpen(img, tile=args.tile, overlap=args.overlap,
                                     batch_size=args.batch_size, on_tile=on_tile,
                                     out=partial.array if rows > 1 else None, from_row=from_row,
@@ -196,11 +204,18 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
         bar.close()
         run.close()   # its warning, if any, before the line that ends the run
         kept = ""
-        if current and partial.rows:
+        # The tiles reaching the rows not kept run again: those of the row above them too,
+        # so a photo stopped in its second row of tiles is spared none.
+        if current and partial.rows and left(partial.shape, partial.rows) < left(partial.shape):
             kept = (f" ({current[0]}: its rows 0-{partial.rows - 1} of {partial.height} kept, "
-                    "from which it goes on)")
+                    "from which the same command goes on: "
+                    f"{left(partial.shape, partial.rows)} of its {left(partial.shape)} tiles to "
+                    "run)")
         elif current:
-            partial.clear()   # no row of it done: a file of the photo's size for nothing
+            if partial.rows:
+                kept = (f" ({current[0]}: nothing of it kept: the rows it finished need all "
+                        "its tiles again)")
+            partial.clear()   # a file of the photo's size for nothing
         print(f"interrupted: {done} of {count(len(files), 'image')} in {out}{kept}; the same "
               "command continues with the rest", file=sys.stderr)
         return interrupt_exit_code(e)

@@ -18,8 +18,14 @@ class PartialImage:
     FILE = ".sharpen-teacher.partial.json"
 
     def __init__(self, out: Path, settings: dict):
-        self.out, self.settings = out, settings
-        self.rows, self.height = 0, 0
+        # Those that change its pixels: a photo stopped and run again with --bits16 or
+        # --no-exif goes on from its rows (it is quantised and tagged when it is written).
+        self.out = out
+        self.settings = {k: v for k, v in settings.items() if k not in ("bits", "exif")}
+        self.rows, self.height, self.shape = 0, 0, (0, 0)
+        # Why open() dropped another image's or other settings' rows, for a warning: one
+        # stopped photo is kept per --out, and the interrupted line said it goes on.
+        self.dropped = ""
         self.array: Optional[np.ndarray] = None
         self._key: dict = {}
 
@@ -32,9 +38,10 @@ class PartialImage:
         self._key = {"name": str(rel), "input": [str(src.resolve()), st.st_size,
                                                   st.st_mtime_ns],
                      "shape": list(shape), "settings": self.settings}
-        self.height, self.rows = shape[0], 0
+        self.shape, self.height, self.rows, self.dropped = tuple(shape), shape[0], 0, ""
         data = self.out / self.DATA
         if resume:
+            state = {}
             try:
                 state = json.loads((self.out / self.FILE).read_text())
                 if {k: state.get(k) for k in self._key} == self._key:
@@ -42,11 +49,30 @@ class PartialImage:
                     if self.array.shape == tuple(shape) and self.array.dtype == np.float32:
                         self.rows = int(state["rows"])
                         return self.rows
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 pass   # none, cut short or another image's: this one starts at row 0
+            self.dropped = self._why_dropped(state)
         self.clear()
         self.array = np.lib.format.open_memmap(data, mode="w+", dtype=np.float32, shape=shape)
         return 0
+
+    def _why_dropped(self, state: object) -> str:
+        """What the user is told of an earlier stopped run's rows this image replaces."""
+        try:
+            name, rows = str(state["name"]), int(state["rows"])
+        except (TypeError, KeyError, ValueError, IndexError):
+            return ""   # none, or cut short: nothing a user was told is kept
+        if not rows:
+            return ""
+        if name != self._key["name"]:
+            why = f"one stopped photo is kept per --out, and this run sharpens {self._key['name']}"
+        elif state.get("settings") != self.settings:
+            why = "this run's weights, --tile, --overlap or device differ from that run's"
+        elif {k: state.get(k) for k in self._key} == self._key:
+            why = f"{self.DATA} is missing or cut short"
+        else:
+            why = f"{name}'s input file changed since"
+        return f"the rows 0-{rows - 1} of {name} an earlier stopped run kept are dropped: {why}"
 
     def done_to(self, rows: int) -> None:
         """Rows up to `rows` are in the array: on disk, then recorded (a kill between the two

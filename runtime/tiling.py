@@ -250,14 +250,22 @@ def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = O
     return result
 
 
-def count_tiles(h: int, w: int, tile: int, overlap: int, multiple: int = 8) -> int:
-    """Number of tiles `tiled_apply` runs for an h x w image (used to scale tile timings)."""
+def count_tiles(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
+                from_row: int = 0, batch_size: int = 1) -> int:
+    """Number of tiles `tiled_apply` runs for an h x w image (used to scale tile timings);
+    with `from_row`, those it runs when the rows above it are done (`batch_size` tiles a
+    batch): what a stopped `sharpen teacher` has left of a photo."""
     H, W = round_up(h, multiple), round_up(w, multiple)
     if tile == 0 or (tile >= H and tile >= W):
         return 1
     tile = round_up(tile, multiple)
-    return (len(tile_starts(H, min(tile, H), overlap, multiple))
-            * len(tile_starts(W, min(tile, W), overlap, multiple)))
+    th = min(tile, H)
+    rows = tile_starts(H, th, overlap, multiple)
+    cols = len(tile_starts(W, min(tile, W), overlap, multiple))
+    if not from_row:
+        return len(rows) * cols
+    boxes = [(y, 0) for y in rows for _ in range(cols)]
+    return len(boxes) - _resume_at(boxes, th, batch_size, from_row, h)
 
 
 def auto_overlap(tile: int, receptive_field: Optional[int] = None) -> int:

@@ -932,14 +932,16 @@ def test_a_photo_stopped_part_way_is_continued_from_the_rows_it_had(tmp_path, ti
     capsys.readouterr()
     assert main(args) == 130
     err = capsys.readouterr().err
-    assert "big.png: its rows 0-95 of 200 kept" in err, err
+    assert "big.png: its rows 0-95 of 200 kept, from which the same command goes on: 6 of " \
+        "its 8 tiles to run" in err, err
     assert not (out / "big.png").exists()
     batches.clear()
     monkeypatch.setattr(Teacher, "_run", lambda self, batch: (batches.append(len(batch)),
                                                               real(self, batch))[1])
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert "big.png: going on from row 96 of 200" in err, err
+    assert "big.png: going on from row 96 of 200, where an earlier run was stopped (6 of " \
+        "its 8 tiles to run)" in err, err
     assert sum(batches) == 6   # of 8: the first tile row reaches no row left to do
     assert np.array_equal(cv2.imread(str(out / "big.png")),
                           cv2.imread(str(tmp_path / "whole" / "big.png")))
@@ -976,3 +978,75 @@ def test_the_teacher_resumed_from_any_kept_row_blends_what_one_run_does(tiny_tea
         part[:from_row] = full[:from_row]
         teacher.sharpen(img, tile=64, overlap=16, batch_size=2, out=part, from_row=from_row)
         assert np.array_equal(part, full), (from_row, np.abs(part - full).max())
+
+
+def _stopped_at_batch(monkeypatch, n: int) -> None:
+    """The teacher interrupted (Ctrl-C) as its n-th batch of tiles runs."""
+    from distill.teacher import Teacher
+
+    real, batches = Teacher._run, []
+
+    def stopped(self, batch):
+        batches.append(len(batch))
+        if len(batches) == n:
+            raise KeyboardInterrupt
+        return real(self, batch)
+    monkeypatch.setattr(Teacher, "_run", stopped)
+
+
+def test_a_photo_stopped_before_any_tile_is_spared_says_nothing_is_kept(tmp_path, tiny_teacher,
+                                                                       monkeypatch, capsys):
+    """Stopped in its second row of tiles, a photo's first rows are finished, but the first
+    row of tiles reaches below them and runs again: 'its rows 0-47 kept, from which it goes
+    on' promised a head start the next run did not have, and left a file of the photo's size
+    for it."""
+    src = tmp_path / "big.png"
+    cv2.imwrite(str(src), np.random.default_rng(0).integers(0, 255, (200, 90, 3), np.uint8))
+    out = tmp_path / "out"
+    args = ["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
+            "--tile", "64", "--overlap", "16", "--quiet"]   # 2 tiles a row, a batch a row
+    _stopped_at_batch(monkeypatch, 3)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "big.png: nothing of it kept: the rows it finished need all its tiles again" in err
+    assert "rows 0-" not in err, err
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_a_stopped_photo_s_rows_dropped_for_another_are_said(tmp_path, tiny_teacher,
+                                                            monkeypatch, capsys):
+    """One stopped photo is kept per --out: another photo (or other settings) into it drops
+    that one's rows, minutes to hours of a CPU's work, which the interrupted line had said the
+    same command goes on from; dropped without a word, the user found it begun again. Run
+    again with --bits16 or --no-exif, which change how it is written, it goes on."""
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), rng.integers(0, 255, (200, 90, 3), np.uint8))
+    out = tmp_path / "out"
+    args = ["teacher", str(tmp_path / "a.png"), "--out", str(out), "--teacher-weights",
+            tiny_teacher, "--tile", "64", "--overlap", "16", "--quiet"]
+    _stopped_at_batch(monkeypatch, 4)
+    assert main(args) == 130
+    assert "a.png: its rows 0-95 of 200 kept" in capsys.readouterr().err
+    monkeypatch.undo()
+    args[1] = str(tmp_path / "b.png")
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert ("warning: the rows 0-95 of a.png an earlier stopped run kept are dropped: one "
+            "stopped photo is kept per --out, and this run sharpens b.png") in err, err
+    args[1] = str(tmp_path / "a.png")
+    _stopped_at_batch(monkeypatch, 4)
+    assert main(args) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main([*args, "--bits16", "--no-exif"]) == 0   # how it is written, not its pixels
+    err = capsys.readouterr().err
+    assert "a.png: going on from row 96 of 200" in err and "warning: the rows" not in err, err
+    _stopped_at_batch(monkeypatch, 4)
+    assert main(args) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main([*args, "--overlap", "24"]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: the rows 0-95 of a.png an earlier stopped run kept are dropped: this "
+            "run's weights, --tile, --overlap or device differ from that run's") in err, err

@@ -244,5 +244,7 @@ def test_a_resumed_run_batches_its_tiles_as_the_whole_run_did():
         tiled_apply(img, lambda b: (ran.append(len(b)), fn(b))[1], tile=64, overlap=16,
                     multiple=8, batch_size=2, out=part, from_row=from_row)
         assert np.array_equal(part, full), from_row
+        # what `sharpen teacher` says a stopped photo has left
+        assert sum(ran) == count_tiles(150, 130, 64, 16, from_row=from_row, batch_size=2)
         if from_row == 150:   # every row kept: nothing runs
             assert ran == []
