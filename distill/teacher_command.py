@@ -171,9 +171,14 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                 del raw   # each copy of a 48-megapixel photo is hundreds of MB
                 rows = _tile_rows(img.shape[0], args.tile, args.overlap)
                 from_row = partial.open(src, rel, img.shape, args.resume) if rows > 1 else 0
-                current[:] = [src.name] if rows > 1 else []
                 if rows > 1 and partial.dropped:
                     warn(partial.dropped)
+                if rows > 1 and partial.array is None:
+                    warn(f"{src.name}: its finished rows cannot be kept in {out} "
+                         f"({partial.unkept}); it is sharpened without them, and a stop begins "
+                         "it again")
+                    rows = 1
+                current[:] = [src.name] if rows > 1 else []
                 if from_row:
                     tqdm.write(f"{src.name}: going on from row {from_row} of {img.shape[0]}, "
                                f"where an earlier run was stopped ({left(img.shape, from_row)} of "

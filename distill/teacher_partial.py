@@ -26,6 +26,7 @@ class PartialImage:
         # Why open() dropped another image's or other settings' rows, for a warning: one
         # stopped photo is kept per --out, and the interrupted line said it goes on.
         self.dropped = ""
+        self.unkept = ""
         self.array: Optional[np.ndarray] = None
         self._key: dict = {}
 
@@ -39,6 +40,7 @@ class PartialImage:
                                                   st.st_mtime_ns],
                      "shape": list(shape), "settings": self.settings}
         self.shape, self.height, self.rows, self.dropped = tuple(shape), shape[0], 0, ""
+        self.unkept = ""   # why there is no array: no room for it in --out
         data = self.out / self.DATA
         if resume:
             state = {}
@@ -53,7 +55,13 @@ class PartialImage:
                 pass   # none, cut short or another image's: this one starts at row 0
             self.dropped = self._why_dropped(state)
         self.clear()
-        self.array = np.lib.format.open_memmap(data, mode="w+", dtype=np.float32, shape=shape)
+        try:
+            self.array = np.lib.format.open_memmap(data, mode="w+", dtype=np.float32,
+                                                   shape=shape)
+            _reserve(data)
+        except OSError as e:   # the caller sharpens the image without them
+            self.clear()
+            self.unkept = str(e)
         return 0
 
     def _why_dropped(self, state: object) -> str:
@@ -88,3 +96,20 @@ class PartialImage:
         self.array = None   # the memmap closed before its file is removed (Windows)
         for name in (self.FILE, self.DATA):
             (self.out / name).unlink(missing_ok=True)
+
+
+def _reserve(path: Path) -> None:
+    """The blocks of `path` (a sparse file as numpy makes it) allocated now: where the disk
+    has no room for them, a write into the memmap later is a bus error that kills Python."""
+    import errno
+    import os
+
+    if not hasattr(os, "posix_fallocate"):   # macOS: APFS makes it sparse; nothing to ask
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            # a file system that cannot say: the sparse file, as before

@@ -1050,3 +1050,29 @@ def test_a_stopped_photo_s_rows_dropped_for_another_are_said(tmp_path, tiny_teac
     err = capsys.readouterr().err
     assert ("warning: the rows 0-95 of a.png an earlier stopped run kept are dropped: this "
             "run's weights, --tile, --overlap or device differ from that run's") in err, err
+
+
+def test_a_photo_whose_rows_find_no_room_in_out_is_sharpened_without_them(tmp_path, tiny_teacher,
+                                                                          capsys):
+    """The stopped rows' file is 12 bytes a pixel, four times an 8-bit PNG: on a disk with
+    room for the image but not for it, a photo that was written before was skipped ('File too
+    large', or on a full disk a sparse file's first write crashed Python with a bus error).
+    It is now sharpened without them, saying so. The file-size limit stands in for the disk."""
+    import resource
+
+    src = tmp_path / "big.png"
+    cv2.imwrite(str(src), np.random.default_rng(0).integers(0, 255, (200, 90, 3), np.uint8))
+    out = tmp_path / "out"
+    args = ["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
+            "--tile", "64", "--overlap", "16", "--quiet"]
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, hard))   # the rows: 216,000 bytes
+    try:
+        code = main(args)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "big.png: its finished rows cannot be kept in" in err and "File too large" in err
+    assert "a stop begins it again" in err
+    assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "big.png"]
