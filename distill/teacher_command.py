@@ -182,7 +182,7 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                 if from_row:
                     tqdm.write(f"{src.name}: going on from row {from_row} of {img.shape[0]}, "
                                f"where an earlier run was stopped ({left(img.shape, from_row)} of "
-                               f"its {left(img.shape)} tiles to run)", file=sys.stderr)
+                               f"its {left(img.shape)} tiles left to run)", file=sys.stderr)
                 y = teacher.sharpen(img, tile=args.tile, overlap=args.overlap,
                                     batch_size=args.batch_size, on_tile=on_tile,
                                     out=partial.array if rows > 1 else None, from_row=from_row,
@@ -213,9 +213,8 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
         # so a photo stopped in its second row of tiles is spared none.
         if current and partial.rows and left(partial.shape, partial.rows) < left(partial.shape):
             kept = (f" ({current[0]}: its rows 0-{partial.rows - 1} of {partial.height} kept, "
-                    "from which the same command goes on: "
-                    f"{left(partial.shape, partial.rows)} of its {left(partial.shape)} tiles to "
-                    "run)")
+                    f"{left(partial.shape, partial.rows)} of its {left(partial.shape)} tiles "
+                    "left to run)")
         elif current:
             if partial.rows:
                 kept = (f" ({current[0]}: nothing of it kept: the rows it finished need all "

@@ -932,8 +932,8 @@ def test_a_photo_stopped_part_way_is_continued_from_the_rows_it_had(tmp_path, ti
     capsys.readouterr()
     assert main(args) == 130
     err = capsys.readouterr().err
-    assert "big.png: its rows 0-95 of 200 kept, from which the same command goes on: 6 of " \
-        "its 8 tiles to run" in err, err
+    assert "big.png: its rows 0-95 of 200 kept, 6 of its 8 tiles left to run); the same " \
+        "command continues" in err, err
     assert not (out / "big.png").exists()
     batches.clear()
     monkeypatch.setattr(Teacher, "_run", lambda self, batch: (batches.append(len(batch)),
@@ -941,7 +941,7 @@ def test_a_photo_stopped_part_way_is_continued_from_the_rows_it_had(tmp_path, ti
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "big.png: going on from row 96 of 200, where an earlier run was stopped (6 of " \
-        "its 8 tiles to run)" in err, err
+        "its 8 tiles left to run)" in err, err
     assert sum(batches) == 6   # of 8: the first tile row reaches no row left to do
     assert np.array_equal(cv2.imread(str(out / "big.png")),
                           cv2.imread(str(tmp_path / "whole" / "big.png")))
