@@ -82,6 +82,15 @@ class PartialImage:
             why = f"{name}'s input file changed since"
         return f"the rows 0-{rows - 1} of {name} an earlier stopped run kept are dropped: {why}"
 
+    def kept_name(self) -> Optional[str]:
+        """The output name of the image whose rows an earlier stopped run kept, if any."""
+        import json
+        try:
+            state = json.loads((self.out / self.FILE).read_text())
+            return str(state["name"]) if int(state["rows"]) > 0 else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def done_to(self, rows: int) -> None:
         """Rows up to `rows` are in the array: on disk, then recorded (a kill between the two
         leaves the older count, whose rows are there)."""

@@ -1076,3 +1076,26 @@ def test_a_photo_whose_rows_find_no_room_in_out_is_sharpened_without_them(tmp_pa
     assert "big.png: its finished rows cannot be kept in" in err and "File too large" in err
     assert "a stop begins it again" in err
     assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "big.png"]
+
+
+def test_a_stopped_photo_goes_on_first_when_the_folder_has_gained_photos(tmp_path, tiny_teacher,
+                                                                         monkeypatch, capsys):
+    """One stopped photo is kept per --out, and a folder's photos run in name order: a
+    photographer who added a.png beside the stopped b.png and ran the same command had b's
+    rows dropped for a's. The stopped photo now runs first."""
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(src / "b.png"), rng.integers(0, 255, (200, 90, 3), np.uint8))
+    out = tmp_path / "out"
+    args = ["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
+            "--tile", "64", "--overlap", "16", "--quiet"]
+    _stopped_at_batch(monkeypatch, 4)
+    assert main(args) == 130
+    monkeypatch.undo()
+    cv2.imwrite(str(src / "a.png"), rng.integers(0, 255, (200, 90, 3), np.uint8))
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "b.png: going on from row 96 of 200" in err and "dropped" not in err, err
+    assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "a.png", "b.png"]
