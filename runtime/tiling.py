@@ -115,8 +115,9 @@ def tiled_rows(cut: CutFn, h: int, w: int, fn: TileFn, tile: int = 256,
     Each pixel sums the same tiles in the same order as a whole-image accumulator would, so the
     output is the same to the bit.
     from_row: rows above it are done already (a stopped run's): only the tiles that reach a row
-    from it down run, and only rows from it down are yielded, each as a run from row 0 made it
-    (the tiles that reach it are the same, summed in the same order); `on_tile` counts those.
+    from it down run (from the start of the batch that holds the first, as a run from row 0
+    batched them), and only rows from it down are yielded, each as that run made it (the tiles
+    that reach it are the same, summed in the same order); `on_tile` counts those run.
     """
     if tile < 0 or overlap < 0:
         raise ValueError(f"tile and overlap must be >= 0, got tile={tile} overlap={overlap}")
