@@ -618,6 +618,12 @@ def _slower_step_note(summary: dict) -> str:
     said = (f"{dropped} frames were dropped: sharpening took {sharpen:.0f} ms a frame and "
             f"writing the video {write:.0f} ms{budget}; ")
     video = summary.get("video") or {}
+    if fps and sharpen + write < 1000 / fps:
+        # Even one after the other both fit the frame's time: the drops came from stalls
+        # (the host busy, a disk's flush) or a feed's bursts, which neither step's speed cures.
+        return said + ("both kept up on average, so the frames were dropped in stalls (the "
+                       "machine busy with other work) or bursts of the source, not by either "
+                       "step's speed")
     if sharpen >= write:
         return said + ("sharpening was the slower: a smaller frame, a faster model or more "
                        "--threads keeps up better")
@@ -628,8 +634,12 @@ def _slower_step_note(summary: dict) -> str:
         return said + (f"writing the video was the slower ({ENCODERS.get(video['codec'], '')} "
                        f"at --encoder-preset {video['preset']}): {faster}a higher --crf, or "
                        "the default codec (mp4v) keeps up better")
-    return said + ("writing the video was the slower: a faster disk, or a codec that costs "
-                   "less (mp4v, the default), keeps up better")
+    if video.get("codec") in ("ffv1", "prores"):   # --lossless, --codec prores: the costly
+        return said + ("writing the video was the slower: a faster disk, or a codec that "
+                       "costs less (mp4v, the default), keeps up better")
+    # Already the container's own codec (mp4v, VP8, MPEG-2): no cheaper one to point to.
+    return said + ("writing the video was the slower: a faster disk or a smaller frame keeps "
+                   "up better")
 
 
 def _live_left_out_note(summary: dict, asked_fps: float) -> str:

@@ -1154,6 +1154,37 @@ def test_a_live_run_that_dropped_frames_says_whether_the_encoder_or_the_model_wa
     assert _slower_step_note({**summary, "dropped_frames": 0}) == ""
 
 
+def test_a_drop_note_whose_steps_both_kept_up_blames_neither():
+    """A 25 fps feed whose model took 12 ms and whose writer took 6 ms (both well inside the
+    40 ms a frame) dropped 3 frames in a stall of the host: the note said sharpening was the
+    slower and to give a smaller frame, a faster model or more --threads, none of which the
+    drops came from."""
+    from runtime.cli import _slower_step_note
+
+    summary = {"dropped_frames": 3, "source": {"kind": "stdin", "fps": 25.0},
+               "latency_ms": _latency(pre=1, infer=10, post=1, write=6),
+               "video": {"codec": "h264", "preset": "veryfast"}}
+    note = _slower_step_note(summary)
+    assert "3 frames were dropped" in note and "12 ms" in note and "6 ms" in note, note
+    assert "slower" not in note and "--threads" not in note, note
+    assert "--encoder-preset" not in note and "kept up" in note, note
+
+
+def test_a_drop_note_for_the_default_codec_does_not_advise_the_default_codec():
+    """An mp4v recording whose writer was the slower step was told that mp4v, the codec it
+    was already written in, keeps up better."""
+    from runtime.cli import _slower_step_note
+
+    summary = {"dropped_frames": 40, "source": {"kind": "camera", "fps": 25.0},
+               "latency_ms": _latency(pre=1, infer=20, post=1, write=90),
+               "video": {"codec": "mpeg4", "fourcc": "mp4v"}}
+    note = _slower_step_note(summary)
+    assert "writing the video was the slower" in note and "mp4v" not in note, note
+    lossless = _slower_step_note({**summary, "video": {"codec": "ffv1", "fourcc": "FFV1"}})
+    assert "mp4v" in lossless, lossless
+
+
+
 def test_a_live_h264_run_that_drops_frames_names_the_slower_step(tmp_path, capsys, monkeypatch,
                                                                   onnx_model):
     from runtime_fixtures import ffmpeg_or_skip
