@@ -239,7 +239,8 @@ def test_a_misspelt_keyword_of_run_stream_itself_is_named(onnx_model):
     frames = [textured_frame(0)]
     with pytest.raises(ValueError, match=r"^run_stream: unknown option stop_evnet=.* \(did you "
                                          r"mean stop_event=\?\); it takes .*\bcompare, audio, "
-                                         r"lossless, quality, codec, crf, encoder_preset, resume, overwrite, "
+                                         r"lossless, quality, codec, crf, encoder_preset, "
+                                         r"resume, overwrite, "
                                          r"exif, segment, keep_segments, keep_gb, "
                                          r"service_notify, "
                                          r"besides output, options, "
