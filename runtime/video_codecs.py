@@ -191,13 +191,18 @@ def encode_command(ffmpeg: str, codec: Codec, crf: Optional[int], size: tuple[in
     speed = ["-preset", preset or FILE_PRESET] if codec.presets else []
     # --threads bounds the encoder too: x264 alone took more than a core from the model.
     cores = ["-threads", str(threads)] if threads else []
+    args = list(codec.args)
+    if threads and "-x265-params" in args:
+        # -threads sets x265's frame threads alone; its pool (wavefront rows, lookahead) took a
+        # thread a core whatever it said, until told its size.
+        args[args.index("-x265-params") + 1] += f":pools={threads}"
     # Apple's players open HEVC in MP4/MOV only under the hvc1 tag (ffmpeg's default is hev1).
     tag = (["-tag:v", "hvc1"] if codec.name == "hevc" and out.suffix.lower() in (".mp4", ".mov")
            else [])
     return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}",
             "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "-",
-            "-vf", scale, "-c:v", codec.encoder, *codec.args, *speed, *cores, *quality, *tag,
+            "-vf", scale, "-c:v", codec.encoder, *args, *speed, *cores, *quality, *tag,
             "-colorspace", matrix, "-color_primaries", primaries, "-color_trc", transfer,
             "-color_range", "tv", "-an", os.fspath(out)]
 

@@ -335,6 +335,21 @@ def test_a_live_h264_recording_takes_a_fast_preset_and_the_runs_threads(
     assert " subme=2 " in settings and " threads=1 " in settings, settings
 
 
+def test_hevc_is_held_to_the_runs_threads(tmp_path, capsys, monkeypatch, onnx_model, ffmpeg):
+    """ffmpeg's -threads sets x265's frame threads alone: its thread pool (wavefront rows,
+    lookahead) still took a thread a core ("Thread pool created using 2 threads" with
+    -threads 1 on this 2-core host), so --threads 1 left the model's core shared."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    src, out = tmp_path / "clip.mp4", tmp_path / "sharp.mkv"
+    write_video(src, 4, FPS)
+    assert run_cli(["run", "--model", str(onnx_model), "--source", str(src), "--out", str(out),
+                    "--quiet", "--codec", "hevc", "--threads", "1"]) == 0
+    found = re.search(rb"x265 \(build [^)]*\) - [^\0]*? options: ([ -~]*)", out.read_bytes())
+    assert found, f"{out}: no x265 settings in the stream"
+    settings = f" {found.group(1).decode()} "
+    assert " frame-threads=1 " in settings and " numa-pools=1 " in settings, settings
+
+
 def test_a_files_h264_takes_medium_and_encoder_preset_picks_another(
         tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clip):
     monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
