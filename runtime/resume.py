@@ -177,6 +177,13 @@ def changes(recorded: dict[str, Any], now: dict[str, Any], flags: bool = False,
                                             else "given, now not given"))
             continue
         was, is_ = ("not given" if v is None else v for v in (then, now["options"].get(key)))
+        if key == "encoder_preset":
+            # Recorded as encoded but for medium (a file's default, as a record from before
+            # the option): named as each run's h264/hevc was encoded, as --crf's are.
+            from .video_codecs import CODECS, FILE_PRESET
+            was, is_ = (v or (FILE_PRESET if (c := CODECS.get(opts.get("codec") or ""))
+                              and c.presets else "not given")
+                        for v, opts in ((then, ro), (now["options"].get(key), now["options"])))
         detail = ""
         if key == "quality" and formats is not None:
             from .image_sink import effective_quality

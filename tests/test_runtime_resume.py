@@ -437,6 +437,29 @@ def test_a_stopped_h264_run_resumes_as_the_closing_line_says(made, tmp_path):
     assert abs(len(done.stdout) / 2 / 8000 - N / FPS) < 0.1
 
 
+def test_a_preset_change_on_resume_names_the_preset_each_run_encodes_at(tmp_path):
+    """A stopped run given --encoder-preset medium (recorded as none, as a record from before
+    the option) resumed with fast was told `--encoder-preset was not given`: it was, and
+    either way its half was encoded at medium, as --crf's message says CRF 18 for h264's
+    default. An mp4v run's record has no preset to name."""
+    from runtime import resume as resume_mod
+
+    model, src = tmp_path / "m.onnx", tmp_path / "clip.mp4"
+    model.write_bytes(b"model")
+    src.write_bytes(b"clip")
+
+    def ident(**options) -> dict:
+        return resume_mod.identity(model, str(src), 10, options, "video", 25.0)
+
+    h264 = {"codec": "h264", "crf": 18}
+    assert resume_mod.changes(ident(**h264), ident(**h264, encoder_preset="fast"),
+                              flags=True) == ["--encoder-preset was medium, now fast"]
+    assert resume_mod.changes(ident(**h264, encoder_preset="fast"), ident(**h264),
+                              flags=True) == ["--encoder-preset was fast, now medium"]
+    said = resume_mod.changes(ident(), ident(**h264, encoder_preset="fast"), flags=True)
+    assert "--encoder-preset was not given, now fast" in said, said
+
+
 def test_a_stopped_h264_run_resumed_at_another_crf_is_refused_naming_it(made, tmp_path):
     """Half a video at CRF 18 and half at CRF 30 joined, its closing line saying CRF 30 for
     all of it: --crf changes the frames written, as --quality does, and is named so."""
@@ -455,7 +478,7 @@ def test_a_stopped_h264_run_resumed_at_another_crf_is_refused_naming_it(made, tm
     # Another x264 preset is another stream (ultrafast's has no CABAC): not joined either;
     # medium is what the stopped run, given none, was encoded at.
     r = sharpen(*argv, "--resume", "--encoder-preset", "ultrafast", env=_env(ffmpeg))
-    assert r.returncode == 2 and "--encoder-preset was not given, now ultrafast" in r.stderr, \
+    assert r.returncode == 2 and "--encoder-preset was medium, now ultrafast" in r.stderr, \
         r.stderr
     assert out.stat().st_size == before
     r = sharpen(*argv, "--resume", "--crf", "18", "--encoder-preset", "medium",
