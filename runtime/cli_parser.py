@@ -153,6 +153,8 @@ OTHER_TOOLS_NAMES: dict[str, tuple[str, ...]] = {
     # ffmpeg's segment muxer's and NVRs' names for how many recordings to keep
     "--max-segments": ("--keep-segments",), "--segment_wrap": ("--keep-segments",),
     "--segment-wrap": ("--keep-segments",),
+    # ffmpeg's, x264's and x265's name for the encoder's speed (synth's --preset is its own)
+    "--preset": ("--encoder-preset",),
     # demo's and bench's names for the student weights, in the commands without them
     "--student": _STUDENT, "--students": _STUDENT, "--student-weights": _STUDENT,
 }

@@ -104,6 +104,9 @@ def test_a_misspelled_name_the_command_checks_gets_did_you_mean(argv, meant, tmp
       "5"], "--segment_wrap 5 (did you mean --keep-segments?)"),
     (["run", "--model", "m.onnx", "--source", "in.mp4", "--segment_time", "60"],
      "--segment_time 60 (did you mean --segment?)"),
+    # ffmpeg's and x264's own spelling of the encoder's speed: not "did you mean --resume?"
+    (["run", "--model", "m.onnx", "--source", "in.mp4", "--codec", "h264", "--preset",
+      "veryfast"], "--preset veryfast (did you mean --encoder-preset?)"),
 ])
 def test_other_tools_option_names_point_at_ours(argv, said, capsys):
     err = error_of(argv, capsys)
