@@ -204,7 +204,11 @@ def encode_command(ffmpeg: str, codec: Codec, crf: Optional[int], size: tuple[in
             "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "-",
             "-vf", scale, "-c:v", codec.encoder, *args, *speed, *cores, *quality, *tag,
             "-colorspace", matrix, "-color_primaries", primaries, "-color_trc", transfer,
-            "-color_range", "tv", "-an", os.fspath(out)]
+            "-color_range", "tv", "-an",
+            # Each packet (an .mkv's cluster, about 5 s) to disk as the muxer gives it, not
+            # in 256 KB blocks: a still scene's few KB a second left minutes of a recording
+            # cut by a kill or a power cut in ffmpeg's buffer, lost.
+            "-flush_packets", "1", os.fspath(out)]
 
 
 class FFmpegEncoder:

@@ -16,7 +16,7 @@ import pytest
 from runtime.pipeline import StreamOptions, run_stream
 from runtime.sinks import SinkError
 from runtime_fixtures import (assert_in_order, ffmpeg_or_skip, onnx_model, read_video, run_cli,
-                              runtime_warnings, write_video)
+                              runtime_warnings, textured_frame, write_video)
 
 __all__ = ["onnx_model"]  # the fixture is used by name
 
@@ -309,6 +309,32 @@ def test_an_mkv_recording_whose_ffmpeg_was_killed_is_kept_up_to_the_cut(tmp_path
     assert any(f"kept as {kept}" in s and "ffmpeg was killed" in s for s in said), said
     assert len(read_video(kept)[0]) > 50
     assert not out.exists() and not list(tmp_path.glob(".*"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds ffmpeg in /proc")
+def test_a_quiet_scenes_mkv_recording_cut_by_a_kill_keeps_its_closed_clusters(
+        tmp_path, monkeypatch, onnx_model, ffmpeg):
+    """A camera on a still scene encodes to a few KB a second, and ffmpeg wrote its .mkv
+    through a 256 KB buffer: killed 12 s in (a 320x180 recording; a static one held minutes),
+    nothing was on disk, and the next run removed the empty file. Each Matroska cluster
+    (about 5 s) is now on disk once closed."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    still = textured_frame(0)
+    sent = []
+
+    def frames():
+        for i in range(2000):
+            if len(sent) == 300:   # 12 s of 25 fps video
+                assert _kill_child_ffmpeg()
+            sent.append(i)
+            yield still
+
+    out = tmp_path / "yard.mkv"
+    with runtime_warnings(), pytest.raises(SinkError, match="killed by SIGKILL"):
+        run_stream(onnx_model, frames(), out, StreamOptions(codec="h264", fps=25))
+    kept = list(tmp_path.glob("yard.interrupted-*.mkv"))
+    assert len(kept) == 1, sorted(p.name for p in tmp_path.iterdir())
+    assert len(read_video(kept[0])[0]) >= 100
 
 
 def _x264_settings(path: Path) -> str:
