@@ -389,6 +389,23 @@ def test_a_files_h264_takes_medium_and_encoder_preset_picks_another(
     assert " subme=0 " in _x264_settings(quick)
 
 
+def test_a_live_h264_recordings_segments_each_take_its_preset_and_threads(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg):
+    """Each segment is a VideoFileSink of its own, given the recording's settings: one that
+    did not get them was encoded at `medium` on ffmpeg's own threads, the camera's recording
+    falling behind from its second file on."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    out = tmp_path / "rec" / "cam.mkv"
+    assert run_cli(["run", "--model", str(onnx_model), "--source", "synthetic:96x64@25",
+                    "--max-frames", "8", "--out", str(out), "--quiet", "--codec", "h264",
+                    "--segment", "0.16", "--threads", "1"]) == 0
+    segments = sorted(out.parent.glob("cam-*.mkv"))
+    assert len(segments) >= 2, segments
+    for seg in segments:
+        settings = _x264_settings(seg)
+        assert " subme=2 " in settings and " threads=1 " in settings, (seg, settings)
+
+
 def test_h264_segments_are_each_a_playable_h264_file(tmp_path, capsys, monkeypatch,
                                                       onnx_model, ffmpeg):
     """--codec with --segment: each segment is ffmpeg's H.264, named as mp4v's are."""
