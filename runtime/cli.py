@@ -655,6 +655,13 @@ def _live_left_out_note(summary: dict, asked_fps: float) -> str:
         # (ffmpeg -re on a loaded machine) gives frames faster.
         why = (f"than the {video_fps:g} fps its Y4M header declares, which the video is "
                "written at: a feed that fell behind sends its frames in bursts")
+    elif src.get("format") == "y4m" and src.get("fps") and video_fps < src["fps"]:
+        # --fps below the rate its header declares: the frames past --fps's are left out.
+        why = (f"than the video's {video_fps:g} fps (--fps; its Y4M header declares "
+               f"{src['fps']:g} fps); --fps {src['fps']:g}, or none, keeps them")
+    elif src.get("format") == "y4m" and src.get("fps"):
+        why = (f"than the video's {video_fps:g} fps (--fps, above the {src['fps']:g} fps its "
+               "Y4M header declares): a feed that fell behind sends its frames in bursts")
     elif kind in RATE_SETTING_KINDS:
         # Its declared rate is the video's, --fps or not: --fps only asks the camera for one.
         why = (f"than the {video_fps:g} fps it declares, which the video is written at "

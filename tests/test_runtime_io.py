@@ -1225,6 +1225,13 @@ def test_a_y4m_pipes_left_out_frames_are_not_blamed_on_a_rate_it_declares():
     note = _live_left_out_note(summary, 0.0)
     assert "leaves out 2 of the 95 frames" in note and "25 fps its Y4M header" in note, note
     assert "MJPEG" not in note and "keeps them" not in note and "bursts" in note, note
+    # --fps below its header's rate: the frames past it are left out, and --fps is the cause,
+    # not a rate the feed does not declare.
+    slower = _live_left_out_note({**summary, "left_out_frames": 19}, 20.0)
+    assert "MJPEG" not in slower and "declares 25 fps" in slower, slower
+    assert "--fps 25" in slower, slower
+    faster = _live_left_out_note(summary, 30.0)   # --fps above it: bursts, as at its rate
+    assert "MJPEG" not in faster and "keeps them" not in faster and "bursts" in faster, faster
 
 
 def test_a_live_video_ended_by_an_error_says_the_frames_it_holds(tmp_path, capsys, onnx_model):
