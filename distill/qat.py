@@ -11,6 +11,8 @@ into `torch.func.functional_call`, activations by forward hooks that act only in
 The observed ranges live in the wrapper; a training checkpoint (last.pt) keeps them
 (`ranges`, `load_ranges`), so a resumed run goes on with them as an uninterrupted one would. One
 resumed from weights alone (best.pt, a stepN.pt) re-observes them within its first ~100 steps.
+Under DDP the trainer gives every process the widest of the processes' ranges at each step, so
+process 0's, which last.pt keeps, are every process's.
 
 `keep_float` lists modules ("dec.0", "head", "output" for the network's output) whose weights
 and outputs stay float, as in the mixed-precision exports (`optimize/float_layers.py`).

@@ -1056,6 +1056,7 @@ class Trainer:
         with torch.autocast("cuda", dtype=torch.bfloat16,
                             enabled=self.cuda and self.cfg.amp):
             pred = self.net(x)
+        self._share_qat_ranges()
         loss, parts = combined_loss(pred.float(), y, gt, self.weights)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -1086,6 +1087,24 @@ class Trainer:
         o = self.cfg.optim
         ema_update(self.ema, self.model, ema_decay_at(o.ema_decay, self.step + 1, o.ema_warmup))
         return float(loss.detach()), parts
+
+    def _share_qat_ranges(self) -> None:
+        """Under DDP with qat=true, every process takes the widest of the processes' QAT ranges
+        after its forward: what one process observing the step's whole batch has (each range
+        moved towards the lowest minimum and the highest maximum of the processes' crops, from
+        the same range). Each process kept its own before, last.pt held process 0's alone, and
+        a resumed run, every process on process 0's, drifted from an uninterrupted one."""
+        if self._qat is None or not self.dist.enabled:
+            return
+        # The same layers on every process: those the model's forward observes.
+        seen = [o for o in self._qat.observers.values() if o.lo is not None]
+        if not seen:
+            return
+        t = torch.tensor([v for o in seen for v in (-o.lo, o.hi)], dtype=torch.float64,
+                         device=self.device)
+        _all_reduce_kept(t, dist.ReduceOp.MAX)
+        for o, (lo, hi) in zip(seen, t.view(-1, 2).tolist()):
+            o.lo, o.hi = -lo, hi
 
     def best_text(self) -> str:
         """What best.pt scored and at which step, for the closing lines ("best.pt scored

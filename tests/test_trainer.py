@@ -791,6 +791,17 @@ if "history" in phases:
         dist.destroy_process_group()
         (d / f"exit{rank}.json").write_text("0")
 
+if "qat" in phases:
+    # a qat=true run stopped at step 2 and resumed, and the same run straight through
+    with phase("qat") as d:
+        for run, stop in (("whole", 0), ("resumed", 2), ("resumed", 0)):
+            cfg = load_config(str(d / f"{run}.yaml"))
+            cfg.stop_after = stop
+            Trainer(cfg, quiet=True).fit()
+            dist.barrier()
+        dist.destroy_process_group()
+        (d / f"exit{rank}.json").write_text("0")
+
 if "weights" in phases:
     with phase("weights") as d:
         losses, step, fit = [], Trainer._train_step, Trainer.fit
@@ -831,6 +842,7 @@ DDP_PHASES = {
     "test_train_log_records_the_torchrun_command_a_user_would_run_again": "weights",
     "test_ddp_two_processes_at_batch_b_train_as_one_process_at_batch_2b": "weights",
     "test_ddp_a_signal_during_rank0_validation_stops_every_rank_there": "val_signal",
+    "test_ddp_a_resumed_qat_run_equals_an_uninterrupted_one": "qat",
     "test_ddp_when_process_0_cannot_start_the_others_stop_without_a_traceback": "no_start",
 }
 
@@ -890,6 +902,11 @@ def ddp_job(request, tmp_path_factory):
         save_config(tiny_cfg(job / "history" / "ddp", 4, device="cpu", snapshot_every=2),
                     job / "history" / "ddp.yaml")
         phases["history"] = []
+    if "qat" in wanted:
+        for run in ("whole", "resumed"):
+            save_config(tiny_cfg(job / "qat" / run, 5, device="cpu", qat="true"),
+                        job / "qat" / f"{run}.yaml")
+        phases["qat"] = []
     if "weights" in wanted:
         phases["weights"] = ["train", f"out={job / 'weights' / 'ddp'}", "optim.steps=3",
                              "optim.warmup_steps=2", "log_every=1", "snapshot_every=2",
@@ -968,6 +985,22 @@ def test_ddp_two_processes_identical_weights(ddp_job, tmp_path):
             f"was trained by 2 processes, this run has 1: data.batch_size ({b}) is per "
             f"process, so the batch of a step changes from {2 * b} to {b}")):
         train(tiny_cfg(tmp_path / "ddp", 4, device="cpu"), quiet=True)
+
+
+def test_ddp_a_resumed_qat_run_equals_an_uninterrupted_one(ddp_job):
+    """Under torchrun each process observed the QAT ranges of its own crops, and last.pt kept
+    process 0's alone: resumed, process 1 went on with process 0's ranges where the
+    uninterrupted run had its own, and the weights drifted from the uninterrupted run's
+    (README: "a resumed run's weights equal an uninterrupted one's, with qat=true too")."""
+    d = ddp_job.phase("qat")
+    assert ddp_job.exits("qat") == [0, 0], ddp_job.err("qat", 0)[-3000:]
+    a = read_checkpoint(d / "whole" / "last.pt")
+    b = read_checkpoint(d / "resumed" / "last.pt")
+    assert b["step"] == a["step"] == 5
+    assert a["qat_ranges"] == b["qat_ranges"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+        assert torch.equal(a["ema"][k], b["ema"][k]), k
 
 
 def test_ddp_going_back_and_starting_over_move_and_remove_on_process_0_alone(ddp_job):
