@@ -400,6 +400,14 @@ class Trainer:
             set_rng_state(ck["rng"])
             ranges = ck.get("qat_ranges")   # absent before they were kept, or without qat
             self._qat_ranges = ranges if self.cfg.qat and isinstance(ranges, dict) else None
+            if (self.cfg.qat and self._qat_ranges is None and self.dist.main
+                    and (ck.get("config") or {}).get("qat") is not False):
+                # Resumed silently, the run left an uninterrupted one's weights unsaid. A run
+                # that turns qat on is told so by the changed settings.
+                self._resume_warnings.append(
+                    f"{path} records no QAT ranges (saved by an older version): qat=true "
+                    f"observes them again from the batches after step {self.step}, so this "
+                    "run's weights will differ slightly from an uninterrupted run's")
             best_step = ck.get("best_step")   # absent from checkpoints before it was kept
             found = (ck.get("best"), best_step if isinstance(best_step, int) else None)
         else:
@@ -445,9 +453,10 @@ class Trainer:
         if self.dist.main and not self.quiet:   # train.log says it too ("resumed at step")
             # Many trainers restart the schedule or the data order on a resume: say this one
             # did not (a weights-only checkpoint's fresh optimizer is warned of above).
+            ranges = " and QAT ranges" if self._qat_ranges is not None else ""
             exact = (f": weights, EMA, optimizer, learning rate "
-                     f"({self.opt.param_groups[0]['lr']:.2e}) and random state (crops and "
-                     "their order) restored"
+                     f"({self.opt.param_groups[0]['lr']:.2e}){',' if ranges else ' and'} "
+                     f"random state (crops and their order){ranges} restored"
                      if "optimizer" in ck else "")
             print(f"resumed from {path} at step {self.step}{exact}", file=sys.stderr)
         before = ck.get("processes")

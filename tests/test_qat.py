@@ -1,5 +1,8 @@
 """Quantisation-aware fine-tuning (distill/qat.py): INT8 rounding simulated in the training
 forward, gradients reaching the float student, and nothing left behind in the model."""
+import re
+import shutil
+
 import torch
 
 from distill.checkpoint import load_student, read_checkpoint
@@ -88,3 +91,33 @@ def test_a_resumed_qat_run_equals_an_uninterrupted_one(tmp_path, one_thread):
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
         assert torch.equal(a["ema"][k], b["ema"][k]), k
+
+
+def test_an_older_last_pt_without_qat_ranges_resumes_saying_they_are_observed_again(
+        tmp_path, one_thread, capsys):
+    """A qat=true last.pt saved before the ranges were kept resumed silently, re-observing
+    them, so its weights left an uninterrupted run's with nothing said; the README promises
+    a resumed run equals one. It resumes (nothing else of it is missing) and says why it will
+    not equal it; one that has them says they were restored."""
+    import pytest
+
+    from distill.checkpoint import atomic_save
+    from distill.trainer import train
+    from runtime import SharpenWarning
+
+    train(tiny_cfg(tmp_path / "new", 4, qat="true", stop_after=2), quiet=True)
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    ck = read_checkpoint(tmp_path / "old" / "last.pt")
+    del ck["qat_ranges"]
+    atomic_save(ck, tmp_path / "old" / "last.pt")
+    with pytest.warns(SharpenWarning, match=re.escape(
+            f"{tmp_path / 'old' / 'last.pt'} records no QAT ranges (saved by an older "
+            "version): qat=true observes them again from the batches after step 2, so this "
+            "run's weights will differ slightly from an uninterrupted run's")):
+        train(tiny_cfg(tmp_path / "old", 4, qat="true"), quiet=True)
+    assert read_checkpoint(tmp_path / "old" / "last.pt")["step"] == 4
+    assert "records no QAT ranges" in (tmp_path / "old" / "train.log").read_text()
+    capsys.readouterr()
+    train(tiny_cfg(tmp_path / "new", 4, qat="true"), quiet=False)
+    assert ", random state (crops and their order) and QAT ranges restored" in \
+        capsys.readouterr().err
