@@ -370,6 +370,9 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
     return cfg
 
 
+_CHECKPOINT_MAGIC = b"PK\x03\x04"   # torch.save's zip
+
+
 def _read_file(p: Path) -> tuple[dict, str]:
     """A config file's mapping and its text."""
     if p.is_dir():
@@ -381,7 +384,7 @@ def _read_file(p: Path) -> tuple[dict, str]:
     except yaml.YAMLError as e:
         raise ValueError(f"{p} is not valid YAML: {_yaml_problem(e)}") from None
     except UnicodeDecodeError as e:
-        if e.object[:4] == b"PK\x03\x04":   # a checkpoint (torch's zip): its recorded settings
+        if e.object[:4] == _CHECKPOINT_MAGIC:   # a checkpoint (torch's zip): its recorded settings
             return _checkpoint_settings(p), ""
         if b"\0" in e.object[:8192]:   # an image given as --config
             raise ValueError(f"{p} is not a text file; give a YAML config") from None
@@ -394,6 +397,15 @@ def _read_file(p: Path) -> tuple[dict, str]:
     if not isinstance(d, dict):
         raise ValueError(f"{p}: a config file must hold a mapping")
     return d, text
+
+
+def _is_checkpoint(p: Path) -> bool:
+    """Whether `p` is a torch checkpoint (a zip, as torch.save writes one), not a YAML file."""
+    try:
+        with open(p, "rb") as f:
+            return f.read(4) == _CHECKPOINT_MAGIC
+    except OSError:
+        return False
 
 
 def _checkpoint_settings(p: Path) -> dict:
@@ -492,12 +504,22 @@ def _refuse_a_moved_runs_out(config: Path, out: str) -> None:
     copy of the folder, it trained the original. Refused, with the `out=` of each."""
     here = config.resolve().parent
     config = Path(os.path.abspath(config))   # "the run in ." named no folder; links kept
+    there = Path(out).expanduser()
+    if _is_checkpoint(config):
+        # Its run's out, wherever it was handed: models/student-fast.pt's runs/fast-crop256
+        # trained in a folder of the user's that has that name. Beside its run, as
+        # config.yaml is, it goes on with that run or is refused as moved or copied below.
+        if there.resolve() == here:
+            return
+        if not _is_run(here):
+            raise ValueError(f"{config} is a checkpoint outside the run folder it records, "
+                             f"out: {out}: add out=FOLDER for the run again (e.g. "
+                             f"{_word('out', f'{out}-again')})")
     # The trainer's names only: a config of the user's own kept in a run's folder (a fine-tune
     # beside the run it starts from) names another out on purpose.
-    if not re.fullmatch(r"config(-step\d+)?\.yaml", config.resolve().name) or not _is_run(
+    elif not re.fullmatch(r"config(-step\d+)?\.yaml", config.resolve().name) or not _is_run(
             here):
         return
-    there = Path(out).expanduser()
     if there.resolve() == here:
         return
     beside, theirs = _word("out", config.parent), _word("out", out)

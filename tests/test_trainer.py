@@ -551,6 +551,36 @@ def test_a_moved_runs_own_config_names_its_out_rather_than_training_a_new_run_th
     assert load_config(str(laptop / "finetune.yaml")).out == str(laptop / "ft")
 
 
+def test_a_checkpoint_given_as_config_without_out_trains_no_run_it_was_not_found_in(
+        tmp_path, capsys):
+    """--config CKPT.pt takes the `out` its run recorded, as RUN/config.yaml does, but the
+    moved-or-copied guard was config.yaml's alone: the checkpoint of a copied run folder went
+    on training, and changed, the original, and one handed over alone (models/student-fast.pt
+    records out: runs/fast-crop256) trained in whatever folder of the user's has that name."""
+    from sharpen.cli import main
+    run = tmp_path / "s1"
+    train(tiny_cfg(run, 3, stop_after=2), quiet=True)
+    shutil.copytree(run, tmp_path / "s1-try")
+    before = (run / "last.pt").read_bytes()
+    assert main(["train", "--config", str(tmp_path / "s1-try" / "last.pt"), "--quiet"]) == 2
+    assert f"out: {run} is another run's folder" in capsys.readouterr().err
+    assert (run / "last.pt").read_bytes() == before
+    handed = tmp_path / "handed" / "best.pt"
+    handed.parent.mkdir()
+    shutil.copy(run / "last.pt", handed)
+    assert main(["train", "--config", str(handed), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert (f"{handed} is a checkpoint outside the run folder it records, out: {run}" in err
+            and f"add out=FOLDER for the run again (e.g. out={run}-again)" in err), err
+    assert (run / "last.pt").read_bytes() == before
+    assert main(["train", "--config", str(handed), f"out={run}-again", "--quiet"]) == 0
+    # It stops where the run did: the settings it records hold stop_after=2 too.
+    assert read_checkpoint(tmp_path / "s1-again" / "last.pt")["step"] == 2
+    # In its own run's folder, it goes on with that run, as the folder's config.yaml does.
+    assert main(["train", "--config", str(run / "last.pt"), "--quiet"]) == 0
+    assert read_checkpoint(run / "last.pt")["step"] == 3
+
+
 def test_a_runs_config_whose_out_cannot_be_looked_into_here_is_refused_not_a_traceback(
         tmp_path, capsys):
     """A run copied from a folder this user may not look into (a colleague's home, 0700) keeps
