@@ -370,7 +370,10 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
     return cfg
 
 
-_CHECKPOINT_MAGIC = b"PK\x03\x04"   # torch.save's zip
+def _checkpoint_head(head: bytes) -> bool:
+    """Whether a file's first bytes are a torch checkpoint's: torch.save's zip, or the pickle
+    older torch versions wrote (0x80), as distill.checkpoint reads them. No YAML starts so."""
+    return head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"
 
 
 def _read_file(p: Path) -> tuple[dict, str]:
@@ -384,10 +387,11 @@ def _read_file(p: Path) -> tuple[dict, str]:
     except yaml.YAMLError as e:
         raise ValueError(f"{p} is not valid YAML: {_yaml_problem(e)}") from None
     except UnicodeDecodeError as e:
-        if e.object[:4] == _CHECKPOINT_MAGIC:   # a checkpoint (torch's zip): its recorded settings
+        if _checkpoint_head(e.object[:4]):   # a checkpoint: its recorded settings
             return _checkpoint_settings(p), ""
         if b"\0" in e.object[:8192]:   # an image given as --config
-            raise ValueError(f"{p} is not a text file; give a YAML config") from None
+            raise ValueError(f"{p} is not a text file; give a YAML config or a training "
+                             "checkpoint (best.pt, last.pt)") from None
         line = e.object.count(b"\n", 0, e.start) + 1
         raise ValueError(f"{p} is not UTF-8 (byte 0x{e.object[e.start]:02x} on line {line}, "
                          "from another code page such as Windows' cp1252); save it as "
@@ -400,10 +404,10 @@ def _read_file(p: Path) -> tuple[dict, str]:
 
 
 def _is_checkpoint(p: Path) -> bool:
-    """Whether `p` is a torch checkpoint (a zip, as torch.save writes one), not a YAML file."""
+    """Whether `p` is a torch checkpoint, not a YAML file."""
     try:
         with open(p, "rb") as f:
-            return f.read(4) == _CHECKPOINT_MAGIC
+            return _checkpoint_head(f.read(4))
     except OSError:
         return False
 

@@ -301,3 +301,20 @@ def test_a_checkpoint_given_as_config_reruns_the_settings_it_records(tmp_path):
     torch.save({"weights": net.state_dict()}, tmp_path / "other.pt")   # no settings in it
     with pytest.raises(ValueError, match="records no training settings"):
         load_config(str(tmp_path / "other.pt"))
+
+
+def test_an_older_torch_checkpoint_given_as_config_is_read_too(tmp_path):
+    """A checkpoint saved in torch's older pickle format (read everywhere else a checkpoint
+    is) was called "not a text file; give a YAML config" by --config, which takes
+    checkpoints; another binary file is told both what --config takes."""
+    import torch
+
+    ran = load_config(str(FAST), ["seed=7"])
+    ck = tmp_path / "best.pt"
+    torch.save({"config": ran.to_dict(), "step": 3}, ck, _use_new_zipfile_serialization=False)
+    assert load_config(str(ck), ["out=runs/a-again"]).seed == 7
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
+    with pytest.raises(ValueError) as e:
+        load_config(str(tmp_path / "photo.png"))
+    assert str(e.value) == (f"{tmp_path / 'photo.png'} is not a text file; give a YAML config "
+                            "or a training checkpoint (best.pt, last.pt)")
