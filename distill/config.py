@@ -310,7 +310,8 @@ def _file_place(path: Path, lines: dict[str, int]) -> Callable[[str], str]:
 
 def setting_origin(path: str | None, overrides: list[str] | None, key: str) -> str:
     """Where `key` got its value: "by the override K=V" (the last one wins), "at FILE, line N",
-    or "" where it is a default."""
+    "in the settings CKPT records" (a checkpoint given as the config), or "" where it is a
+    default."""
     def touches(ov: str) -> bool:   # optim={lr: -1} sets optim.lr, model.args.x=1 model.args
         k = ov.split("=", 1)[0].strip().replace("-", "_")
         return k == key or key.startswith(k + ".") or k.startswith(key + ".")
@@ -319,10 +320,26 @@ def setting_origin(path: str | None, overrides: list[str] | None, key: str) -> s
         if touches(ov):
             return f"by the override {ov}"
     for p in _config_chain(path) if path else []:
-        line = _key_lines(_read_file(p)[1]).get(key)
+        d, text = _read_file(p)
+        if _is_checkpoint(p):
+            # No lines to name, but its value is the run's, not a default: train-teacher, told
+            # model.arch was nobody's, trained a student's run as a Restormer.
+            if _holds(d, key):
+                return f"in the settings {p} records"
+            continue
+        line = _key_lines(text).get(key)
         if line:
             return f"at {p}, line {line}"
     return ""
+
+
+def _holds(d: dict, key: str) -> bool:
+    """Whether the nested mapping `d` has the dotted `key` (model.arch)."""
+    for part in key.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return False
+        d = d[part]
+    return True
 
 
 def _project_config_hint(p: Path) -> str:
@@ -403,13 +420,18 @@ def _read_file(p: Path) -> tuple[dict, str]:
     return d, text
 
 
-def _is_checkpoint(p: Path) -> bool:
-    """Whether `p` is a torch checkpoint, not a YAML file."""
+def _head(p: Path) -> bytes:
+    """A file's first 4 bytes (b"" where it cannot be read)."""
     try:
         with open(p, "rb") as f:
-            return _checkpoint_head(f.read(4))
+            return f.read(4)
     except OSError:
-        return False
+        return b""
+
+
+def _is_checkpoint(p: Path) -> bool:
+    """Whether `p` is a torch checkpoint, not a YAML file."""
+    return _checkpoint_head(_head(p))
 
 
 def _checkpoint_settings(p: Path) -> dict:
@@ -418,7 +440,7 @@ def _checkpoint_settings(p: Path) -> dict:
     from .checkpoint import CheckpointError, read_checkpoint   # torch: only for a checkpoint
 
     try:
-        d = read_checkpoint(p).get("config")
+        d = read_checkpoint(p, mmap=True).get("config")   # its settings, not its tensors
     except CheckpointError as e:
         raise ValueError(f"--config {p}: {e}") from None
     if not isinstance(d, dict) or not d:

@@ -287,11 +287,12 @@ def test_a_checkpoint_given_as_config_reruns_the_settings_it_records(tmp_path):
                                 config=ran.to_dict()), ck)
     again = load_config(str(ck), ["out=runs/a-again"])
     assert again.to_dict() == {**ran.to_dict(), "out": "runs/a-again"}
-    # Where a bad value came from, as the train commands say it: the override, or nowhere
-    # in a file (a checkpoint has no lines to point at).
+    # Where a bad value came from, as the train commands say it: the override, or the
+    # checkpoint's settings (it has no lines to point at).
     from distill.config import setting_origin
     assert setting_origin(str(ck), ["optim.lr=-1"], "optim.lr") == "by the override optim.lr=-1"
-    assert setting_origin(str(ck), [], "optim.lr") == ""
+    assert setting_origin(str(ck), [], "optim.lr") == f"in the settings {ck} records"
+    assert setting_origin(str(ck), [], "optim.no_such_key") == ""
     # In its run's folder, the new run is compared with that run before its first step, as
     # one given the folder's config.yaml is.
     from distill.config import run_folder_of
@@ -318,3 +319,29 @@ def test_an_older_torch_checkpoint_given_as_config_is_read_too(tmp_path):
         load_config(str(tmp_path / "photo.png"))
     assert str(e.value) == (f"{tmp_path / 'photo.png'} is not a text file; give a YAML config "
                             "or a training checkpoint (best.pt, last.pt)")
+
+
+def test_train_teacher_refuses_a_students_checkpoint_as_config_as_it_refuses_its_yaml(
+        tmp_path, capsys):
+    """train-teacher replaces model.arch with restormer unless the config names one; a
+    checkpoint's recorded model.arch counted as named by no one, so a `sharpen train` run's
+    best.pt (task: teacher, model.arch: fast) was trained as a Restormer, or refused for the
+    student's model.args, where the same run's config.yaml is refused for its arch."""
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.config import save_config, setting_origin
+    from distill.students import create_student
+    from sharpen.cli import main
+    ran = load_config(None, ["task=teacher", "model.arch=fast", "out=runs/gt"])
+    net = create_student("fast", width=8)
+    ck = tmp_path / "best.pt"
+    atomic_save(make_checkpoint(net, kind="student", arch="fast", arch_args=net.arch_args,
+                                config=ran.to_dict()), ck)
+    save_config(ran, tmp_path / "gt.yaml")
+    said = []
+    for config in (tmp_path / "gt.yaml", ck):
+        # optim.steps=0: refused after the arch is settled, where the Restormer trained
+        assert main(["train-teacher", "--config", str(config), f"out={tmp_path / 'o'}",
+                     "optim.steps=0"]) == 2
+        said.append(capsys.readouterr().err)
+    assert said[0] == said[1] and "trains the Restormer teacher, not model.arch=fast" in said[1]
+    assert setting_origin(str(ck), [], "model.arch") == f"in the settings {ck} records"
