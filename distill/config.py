@@ -321,7 +321,7 @@ def setting_origin(path: str | None, overrides: list[str] | None, key: str) -> s
             return f"by the override {ov}"
     for p in _config_chain(path) if path else []:
         d, text = _read_file(p)
-        if _is_checkpoint(p):
+        if is_checkpoint(p):
             # No lines to name, but its value is the run's, not a default: train-teacher, told
             # model.arch was nobody's, trained a student's run as a Restormer.
             if _holds(d, key):
@@ -429,7 +429,7 @@ def _head(p: Path) -> bytes:
         return b""
 
 
-def _is_checkpoint(p: Path) -> bool:
+def is_checkpoint(p: Path) -> bool:
     """Whether `p` is a torch checkpoint, not a YAML file."""
     return _checkpoint_head(_head(p))
 
@@ -531,7 +531,7 @@ def _refuse_a_moved_runs_out(config: Path, out: str) -> None:
     here = config.resolve().parent
     config = Path(os.path.abspath(config))   # "the run in ." named no folder; links kept
     there = Path(out).expanduser()
-    if _is_checkpoint(config):
+    if is_checkpoint(config):
         # Its run's out, wherever it was handed: models/student-fast.pt's runs/fast-crop256
         # trained in a folder of the user's that has that name. Beside its run, as
         # config.yaml is, it goes on with that run or is refused as moved or copied below.

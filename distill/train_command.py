@@ -4,6 +4,7 @@ without torch."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ def _train(args: argparse.Namespace, task: str) -> int:
         return refuse(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
     if not cfg.out:
         return refuse("out= is empty: give the run's folder (e.g. out=runs/mine)")
+    _warn_of_init_as_config(args.config, cfg.init)
     check_device(cfg.device, "device=")
     declared, wanted = cfg.task, "student" if task == "student" else "teacher"
     if declared and declared != wanted:
@@ -234,6 +236,22 @@ def _command_line(args: argparse.Namespace) -> str:
     if argv is None or argv == sys.argv[1:]:
         return launch_command(sys.argv)
     return launch_command(["sharpen", *argv])
+
+
+def _warn_of_init_as_config(config: str | None, init: str | None) -> None:
+    """A shipped model records its recipe, whose init: is the model's own path (it fine-tuned
+    the file's earlier version): given as --config, it trained from the shipped weights, a
+    fine-tune of the result rather than its run again, said only in the README."""
+    from .dist import DistInfo
+    if not (config and init and os.path.isfile(config) and os.path.isfile(init)
+            and DistInfo.from_env().main):
+        return
+    from .config import is_checkpoint
+    if os.path.samefile(config, init) and is_checkpoint(Path(config)):
+        from runtime.warn import warn
+        warn(f"init: {init} is the checkpoint given as --config: this run starts from its "
+             "trained weights, not from those its run started from (an earlier version of "
+             "the file)")
 
 
 def _arch_given(args: argparse.Namespace) -> bool:

@@ -345,3 +345,31 @@ def test_train_teacher_refuses_a_students_checkpoint_as_config_as_it_refuses_its
         said.append(capsys.readouterr().err)
     assert said[0] == said[1] and "trains the Restormer teacher, not model.arch=fast" in said[1]
     assert setting_origin(str(ck), [], "model.arch") == f"in the settings {ck} records"
+
+
+def test_a_checkpoint_whose_init_is_itself_warns_that_the_rerun_starts_from_its_weights(
+        tmp_path, capsys):
+    """A shipped model records the recipe it was trained with, whose init: is the model's own
+    path (models/student-fast.pt fine-tuned its previous version): --config on it trained
+    from the shipped weights, a fine-tune of the result rather than its run again, unsaid
+    but in the README."""
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.students import create_student
+    from sharpen.cli import main
+    ck = tmp_path / "models" / "student-fast.pt"
+    ran = load_config(str(FAST), [f"init={ck}", "out=runs/fast"])
+    net = create_student("fast", width=8)
+    atomic_save(make_checkpoint(net, kind="student", arch="fast", arch_args=net.arch_args,
+                                config=ran.to_dict()), ck)
+    main(["distill", "--config", str(ck), f"out={tmp_path / 'again'}", "optim.steps=0"])
+    assert (f"warning: init: {ck} is the checkpoint given as --config: this run starts from "
+            "its trained weights, not from those its run started from (an earlier version of "
+            "the file)") in capsys.readouterr().err
+    # A checkpoint whose init is another file: nothing to say.
+    ran = load_config(str(FAST), [f"init={tmp_path / 'other.pt'}", "out=runs/fast"])
+    atomic_save(make_checkpoint(net, kind="student", arch="fast", arch_args=net.arch_args,
+                                config=ran.to_dict()), tmp_path / "other.pt")
+    atomic_save(make_checkpoint(net, kind="student", arch="fast", arch_args=net.arch_args,
+                                config=ran.to_dict()), ck)
+    main(["distill", "--config", str(ck), f"out={tmp_path / 'again'}", "optim.steps=0"])
+    assert "warning: init:" not in capsys.readouterr().err
