@@ -3,17 +3,17 @@ so a reader (or a resumed run after a crash) never sees half a file; then the fo
 or after a power cut the rename could be lost, or kept without the data."""
 from __future__ import annotations
 
-import errno
 import glob
 import json
 import os
 import re
+import stat
 import sys
 import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator, Optional
 
 
 def new_file_mode() -> int:
@@ -36,32 +36,73 @@ def new_file_mode() -> int:
 
 class LinkRefused(ValueError):
     """A name sharpen writes in place (a lock file, a log it appends to) that is a symbolic
-    link, which none of its own is: refused, not written through (open_no_follow)."""
+    link, a FIFO or anything else but a file, which none of its own is: refused, not written
+    through nor waited on (open_no_follow)."""
 
 
 # Files written in place, not renamed over (lock files, appended logs and journals), are
 # opened without following a link: one planted in a shared folder (`.out.lock ->
 # ~/.ssh/id_ed25519`) had a run make its target readable by every user and truncate it to a
 # process id, and a shared runs folder's `train.log -> ~/.bashrc` got log lines appended.
+# Only the name itself: a link among the folders above it is followed, as a folder the user
+# linked to another disk must be.
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# Opened without waiting: a FIFO planted under the name held the open (of a log, or of
+# another user's lock file read-only) until someone read it, the run hung without a word.
+_NO_WAIT = getattr(os, "O_NONBLOCK", 0)
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
 
 
-def open_no_follow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
-    """os.open of `path` (made with `mode` under the umask where O_CREAT is in `flags`), never
-    through a link: LinkRefused, naming it and where it points."""
+def _refuse_odd(path: str | os.PathLike, st: Optional[os.stat_result] = None) -> None:
+    """LinkRefused where `path` (lstat, else `st` of what was opened) is a link or no file."""
     try:
-        return os.open(path, flags | _NO_FOLLOW, mode)
-    except OSError as e:
-        if e.errno != errno.ELOOP or not os.path.islink(path):
-            raise
+        st = os.lstat(path) if st is None else st
+    except OSError:
+        return
+    where = f"anyone who can write into {Path(path).parent} can have planted it"
+    if stat.S_ISLNK(st.st_mode):
         try:
             target = f" (to {os.readlink(path)})"
         except OSError:
             target = ""
         raise LinkRefused(
             f"{path} is a symbolic link{target}, which no file sharpen writes there is: not "
-            f"written through; remove it (anyone who can write into {Path(path).parent} can "
-            "have planted it)") from None
+            f"written through; remove it ({where})")
+    kind = next((k for test, k in _KINDS if test(st.st_mode)), None)
+    if kind is not None:
+        raise LinkRefused(f"{path} is {kind}, not the file sharpen writes there: not opened; "
+                          f"remove it ({where})")
+
+
+def open_no_follow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
+    """os.open of `path` (made with `mode` under the umask where O_CREAT is in `flags`), never
+    through a link nor into a FIFO, a device or a socket: LinkRefused, naming it (and where a
+    link points). Where the system has no O_NOFOLLOW (Windows), the name is looked at before
+    and after the open instead, which a link swapped in between can slip past."""
+    if not _NO_FOLLOW:
+        _refuse_odd(path)
+    try:
+        fd = os.open(path, flags | _NO_FOLLOW | _NO_WAIT, mode)
+    except OSError:
+        # A link is ELOOP on Linux and macOS, EMLINK on FreeBSD, EFTYPE on NetBSD; a FIFO
+        # opened to write with no reader is ENXIO: each said as what is there.
+        _refuse_odd(path)
+        raise
+    try:
+        _refuse_odd(path, os.fstat(fd))
+        if not _NO_FOLLOW:
+            after = os.lstat(path)
+            if stat.S_ISLNK(after.st_mode) or not os.path.samestat(after, os.fstat(fd)):
+                _refuse_odd(path)
+                raise LinkRefused(f"{path} was replaced while it was opened: not written "
+                                  f"through; look at what is there")
+        if _NO_WAIT:
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def no_follow(path: str, flags: int) -> int:

@@ -97,3 +97,67 @@ def test_a_training_runs_logs_are_not_appended_through_a_planted_link(tmp_path):
         _untouched(victim)
     append_text(out / "other.log", "a file of its own is written")
     assert (out / "other.log").read_text().endswith("a file of its own is written\n")
+
+
+def test_without_o_nofollow_a_planted_lock_link_is_still_refused(tmp_path, monkeypatch):
+    """Where the system has no O_NOFOLLOW (Windows, which has links too), the open fell back
+    to following the link: the planted `.lock` had the victim truncated to a process id."""
+    import runtime.atomic
+    from runtime.run_lock import run_lock
+
+    monkeypatch.setattr(runtime.atomic, "_NO_FOLLOW", 0)
+    victim = _victim(tmp_path)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").symlink_to(victim)
+    with pytest.raises(ValueError, match=rf"{out / '.lock'} is a symbolic link"):
+        with run_lock(out, doing="training"):
+            pass
+    _untouched(victim)
+
+
+def test_a_link_is_refused_whatever_errno_the_system_gives_for_it(tmp_path, monkeypatch):
+    """O_NOFOLLOW on a link is ELOOP on Linux and macOS but EMLINK on FreeBSD and EFTYPE on
+    NetBSD: those went out as 'Too many links', and a cache lock as none at all."""
+    import errno
+
+    from runtime.cache import cache_lock
+
+    real = os.open
+
+    def bsd_open(path, flags, mode=0o777, **kw):   # FreeBSD's documented open(2)
+        if flags & os.O_NOFOLLOW and os.path.islink(path):
+            raise OSError(errno.EMLINK, os.strerror(errno.EMLINK), str(path))
+        return real(path, flags, mode, **kw)
+
+    monkeypatch.setattr(os, "open", bsd_open)
+    victim = _victim(tmp_path)
+    (tmp_path / ".engines.lock").symlink_to(victim)
+    with pytest.raises(ValueError, match=r"\.engines\.lock is a symbolic link"):
+        with cache_lock(tmp_path / "engines", print, "building"):
+            pass
+    _untouched(victim)
+
+
+def test_a_fifo_planted_as_a_log_or_a_lock_is_refused_not_waited_on(tmp_path):
+    """A FIFO planted as `train.log` held the run's open until someone read it (a training
+    run hung without a word); with a reader there, the log lines went to whoever read."""
+    from distill.train_log import append_text
+    from runtime.run_lock import run_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("train.log", ".lock"):
+        os.mkfifo(out / name)
+    reader = os.open(out / "train.log", os.O_RDONLY | os.O_NONBLOCK)   # the one listening
+    try:
+        with pytest.raises(ValueError, match=rf"{out / 'train.log'} is a FIFO"):
+            append_text(out / "train.log", "resumed at step 10")
+        assert os.read(reader, 4096) == b""   # nothing went its way
+    finally:
+        os.close(reader)
+    with pytest.raises(ValueError, match=rf"{out / 'train.log'} is a FIFO"):
+        append_text(out / "train.log", "no one listening: refused, not waited on")
+    with pytest.raises(ValueError, match=rf"{out / '.lock'} is a FIFO"):
+        with run_lock(out, doing="training"):
+            pass
