@@ -2447,3 +2447,29 @@ def test_a_shared_caches_manifest_keeps_its_mode_when_a_private_umask_rewrites_i
     assert oct((out / "manifest.json").stat().st_mode & 0o777) == oct(0o664)
     modes = sorted(oct(p.stat().st_mode & 0o777) for p in (out / "labels").iterdir())
     assert modes == [oct(0o600), oct(0o664), oct(0o664)], modes
+
+
+@pytest.mark.skipif(not hasattr(os, "O_NOFOLLOW"), reason="needs O_NOFOLLOW (POSIX)")
+def test_a_lock_file_planted_as_a_link_in_a_shared_cache_is_refused(tmp_path, teachers,
+                                                                   capsys):
+    """A team's cache is writable by all: `.labelling.lock` made a link to a file of the
+    user's had `sharpen labels` make that file readable and writable by every user (its
+    claims file is 0666 by design), and the manifest's lock link ended in a traceback.
+    Refused, exit 2, naming the link; the file it points to is untouched."""
+    import stat
+
+    data = _paired(tmp_path / "data", 1, h=16, w=24)
+    victim = tmp_path / "id_ed25519"
+    victim.write_bytes(b"private\n")
+    victim.chmod(0o600)
+    for name in (".labelling.lock", ".manifest.lock"):
+        out = tmp_path / f"cache{name}"
+        out.mkdir()
+        (out / name).symlink_to(victim)
+        rc = main(["--data", str(data), "--out", str(out), "--teacher-weights",
+                   str(teachers[0]), "--tile", "0", "--device", "cpu", "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert f"{out / name} is a symbolic link" in err and "Traceback" not in err, err
+        assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+        assert victim.read_bytes() == b"private\n"

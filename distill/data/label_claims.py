@@ -15,6 +15,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from runtime.atomic import open_no_follow
+
 CLAIMS = ".labelling.lock"
 _BUSY = frozenset({errno.EACCES, errno.EAGAIN})
 
@@ -25,7 +27,9 @@ class LabelClaims:
         try:
             import fcntl  # noqa: F401 - POSIX only: elsewhere every image is this run's
             out_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(out_dir / CLAIMS, os.O_RDWR | os.O_CREAT, 0o666)
+            # Never through a link nor into a FIFO (LinkRefused): the fchmod below made a
+            # `.labelling.lock -> ~/.ssh/id_ed25519` planted in a shared cache 0666.
+            fd = open_no_follow(out_dir / CLAIMS, os.O_RDWR | os.O_CREAT, 0o666)
         except (ImportError, OSError):
             return
         # Writable by every user whatever the umask: a record lock needs a writable file, and

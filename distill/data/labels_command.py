@@ -103,8 +103,10 @@ def run_from_args(args: argparse.Namespace) -> int:
                            f"labels made before it stay in {args.out}: the same command run "
                            "again skips them)") from None
     except Exception as e:
+        from runtime.atomic import LinkRefused
+
         from ..checkpoint import CheckpointError
-        if isinstance(e, CheckpointError):
+        if isinstance(e, (CheckpointError, LinkRefused)):   # a lock file planted as a link
             raise SharpenError(str(e)) from None
         raise
     if stats.done + stats.skipped + stats.reused and DistInfo.from_env().rank == 0:
