@@ -54,25 +54,24 @@ _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK,
           (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
 
 
-def _refuse_odd(path: str | os.PathLike, st: Optional[os.stat_result] = None) -> None:
-    """LinkRefused where `path` (lstat, else `st` of what was opened) is a link or no file."""
+def _odd(path: str | os.PathLike, st: Optional[os.stat_result] = None) -> str:
+    """Why `path` (lstat, else `st` of what was opened) is refused, a link or no file; ''
+    where it is a file or nothing is there."""
     try:
         st = os.lstat(path) if st is None else st
     except OSError:
-        return
+        return ""
     where = f"anyone who can write into {Path(path).parent} can have planted it"
     if stat.S_ISLNK(st.st_mode):
         try:
             target = f" (to {os.readlink(path)})"
         except OSError:
             target = ""
-        raise LinkRefused(
-            f"{path} is a symbolic link{target}, which no file sharpen writes there is: not "
-            f"written through; remove it ({where})")
+        return (f"{path} is a symbolic link{target}, which no file sharpen writes there is: "
+                f"not written through; remove it ({where})")
     kind = next((k for test, k in _KINDS if test(st.st_mode)), None)
-    if kind is not None:
-        raise LinkRefused(f"{path} is {kind}, not the file sharpen writes there: not opened; "
-                          f"remove it ({where})")
+    return (f"{path} is {kind}, not the file sharpen writes there: not opened; remove it "
+            f"({where})") if kind else ""
 
 
 def open_no_follow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
@@ -80,23 +79,24 @@ def open_no_follow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> in
     through a link nor into a FIFO, a device or a socket: LinkRefused, naming it (and where a
     link points). Where the system has no O_NOFOLLOW (Windows), the name is looked at before
     and after the open instead, which a link swapped in between can slip past."""
-    if not _NO_FOLLOW:
-        _refuse_odd(path)
+    if not _NO_FOLLOW and (why := _odd(path)):
+        raise LinkRefused(why)
     try:
         fd = os.open(path, flags | _NO_FOLLOW | _NO_WAIT, mode)
     except OSError:
         # A link is ELOOP on Linux and macOS, EMLINK on FreeBSD, EFTYPE on NetBSD; a FIFO
         # opened to write with no reader is ENXIO: each said as what is there.
-        _refuse_odd(path)
+        if why := _odd(path):
+            raise LinkRefused(why) from None
         raise
     try:
-        _refuse_odd(path, os.fstat(fd))
+        if why := _odd(path, os.fstat(fd)):
+            raise LinkRefused(why)
         if not _NO_FOLLOW:
             after = os.lstat(path)
             if stat.S_ISLNK(after.st_mode) or not os.path.samestat(after, os.fstat(fd)):
-                _refuse_odd(path)
-                raise LinkRefused(f"{path} was replaced while it was opened: not written "
-                                  f"through; look at what is there")
+                raise LinkRefused(_odd(path) or f"{path} was replaced while it was opened: "
+                                  "not written through; look at what is there")
         if _NO_WAIT:
             os.set_blocking(fd, True)
     except BaseException:

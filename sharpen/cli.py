@@ -166,13 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ImageReadError, ProgressSettingError) as e:
         print(f"sharpen {args.command}: error: {e}", file=sys.stderr)
         return 2
+    from runtime.atomic import LinkRefused
     from runtime.warn import shown_once_as_lines
     try:
         with stop_signals_as_interrupt(), shown_once_as_lines():
             return int(args.func(args) or 0)
-    except SharpenError as e:
+    except (SharpenError, LinkRefused) as e:
+        # LinkRefused: a lock file or log planted as a link in a shared folder, which every
+        # command that writes into one meets (synth, teacher, corpus, training, evaluate)
         print(f"sharpen {args.command}: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt as e:
         with said_after_hang_up():
             print(interrupted_message(args.command, e, args.command in RESUMABLE),

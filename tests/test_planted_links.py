@@ -161,3 +161,21 @@ def test_a_fifo_planted_as_a_log_or_a_lock_is_refused_not_waited_on(tmp_path):
     with pytest.raises(ValueError, match=rf"{out / '.lock'} is a FIFO"):
         with run_lock(out, doing="training"):
             pass
+
+
+def test_every_command_refuses_a_planted_link_in_one_line_not_a_traceback(tmp_path, capsys):
+    """Only `sharpen run` and the engine cache turned the refusal into an error line: `synth`,
+    `teacher`, `corpus`, training and `evaluate --out` ended in a traceback."""
+    from sharpen.cli import main
+
+    victim = _victim(tmp_path)
+    sharp, out = tmp_path / "sharp", tmp_path / "out"
+    sharp.mkdir()
+    out.mkdir()
+    cv2.imwrite(str(sharp / "a.png"), np.full((64, 64, 3), 100, np.uint8))
+    (out / ".lock").symlink_to(victim)
+    assert main(["synth", "--sharp", str(sharp), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"sharpen synth: error: {out / '.lock'} is a symbolic link" in err, err
+    assert "Traceback" not in err, err
+    _untouched(victim)
