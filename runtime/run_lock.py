@@ -369,10 +369,12 @@ def output_in_use(output: str | os.PathLike) -> bool:
         return False
     for path in _output_lock_paths(Path(os.path.realpath(output))):
         try:
-            fd = os.open(path, os.O_RDONLY)
+            # Not through a link nor into a FIFO, whose open waited for a writer: the run
+            # hung before its first frame.
+            fd = open_no_follow(path, os.O_RDONLY)
         except FileNotFoundError:
             continue
-        except OSError:
+        except (OSError, LinkRefused):
             return True   # cannot tell: taken for a live run's, as a name not to write
         try:
             # Shared, and let go of at once: a live run's exclusive lock refuses it.

@@ -179,3 +179,23 @@ def test_every_command_refuses_a_planted_link_in_one_line_not_a_traceback(tmp_pa
     assert f"sharpen synth: error: {out / '.lock'} is a symbolic link" in err, err
     assert "Traceback" not in err, err
     _untouched(victim)
+
+
+def test_a_fifo_planted_as_a_runs_lock_file_is_no_free_name_and_no_hang(tmp_path):
+    """Picking the default output (runs/sharpen/cam.mp4, else cam2.mp4) opens each name's lock
+    file to see whether a live run holds it: a FIFO planted as `.cam.mp4.lock` held that open
+    until someone wrote to it, and `sharpen run` hung before its first frame."""
+    from runtime.run_lock import output_in_use
+
+    out = tmp_path / "cam.mp4"
+    os.mkfifo(tmp_path / ".cam.mp4.lock")
+    holder = os.open(tmp_path / ".cam.mp4.lock", os.O_RDWR)   # a writer, so no wait here
+    try:
+        assert output_in_use(out)   # a name not to write, as one that cannot be looked at
+    finally:
+        os.close(holder)
+    assert output_in_use(out)   # no writer: said at once, not waited on
+    victim = _victim(tmp_path)
+    (tmp_path / ".linked.mp4.lock").symlink_to(victim)
+    assert output_in_use(tmp_path / "linked.mp4")
+    _untouched(victim)
