@@ -50,20 +50,31 @@ def spec_kind(spec: str) -> str:
 _URL_AUTHORITY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#\s]*)")
 
 
-# A query or fragment parameter whose name says it holds a secret (pwd=, password=, token=,
-# access_token=, apiKey=, X-Amz-Signature=, auth=, sig=...), as many IP cameras' CGI URLs
-# (videostream.cgi?user=admin&pwd=...) and signed URLs carry one: its value, up to the next
-# parameter, the fragment or a space (a GStreamer pipeline's next property).
-_SECRET_PARAM = re.compile(r"([?&#;])([^=&#\s]*(?:pass|pwd|token|secret|key|auth|sig|cred|"
-                           r"session)[^=&#\s]*)=[^&#\s]*", re.IGNORECASE)
+# A word in a parameter's name that says it holds a secret: pas (pass, password, and the
+# loginpas= of many cheap cameras' CGI), pw (pwd=, GStreamer's user-pw= and proxy-pw=),
+# token (access_token=), key (apiKey=), sig (X-Amz-Signature=)... A name that merely holds
+# one (keyframe=, author=) is masked too, which costs only what the message shows.
+_SECRET_WORDS = r"(?:pas|pw|token|secret|key|auth|sig|cred|session)"
+
+# A query or fragment parameter so named, or named `p` (?u=admin&p=...), as many IP
+# cameras' CGI URLs (videostream.cgi?user=admin&pwd=...) and signed URLs carry one: its
+# value, up to the next parameter, the fragment, a quote or a space (a GStreamer pipeline's
+# next property).
+_SECRET_PARAM = re.compile(rf"([?&#;])([^=&#\s]*{_SECRET_WORDS}[^=&#\s]*|p)=[^&#\s\"']*",
+                           re.IGNORECASE)
+# A GStreamer pipeline's property so named (rtspsrc user-pw=..., souphttpsrc proxy-pw=...),
+# a quoted value whole.
+_SECRET_PROPERTY = re.compile(rf"(^|\s)([\w-]*{_SECRET_WORDS}[\w-]*)\s*=\s*"
+                              r"(?:\"[^\"]*\"|'[^']*'|[^\s!]*)", re.IGNORECASE)
 
 
 def shown_url(spec: str) -> str:
     """A source as messages, stats and file names show it: the password of each URL's user
     info (rtsp://admin:PASSWORD@camera/...), which IP cameras take there, and the value of
     each query parameter named for a secret (?pwd=, ?token=), replaced by ***, in a stream
-    URL and in a GStreamer pipeline's (rtspsrc location=...) alike, so that it does not end
-    up in logs, --stats files or runs/sharpen/ names."""
+    URL and in a GStreamer pipeline's (rtspsrc location=...) alike, and the value of a
+    pipeline's property so named (user-pw=), so that it does not end up in logs, --stats
+    files or runs/sharpen/ names."""
     def masked(m: re.Match) -> str:
         if "@" not in m.group(2):
             return m.group(0)
@@ -72,6 +83,8 @@ def shown_url(spec: str) -> str:
             return m.group(0)
         return f"{m.group(1)}{userinfo.split(':', 1)[0]}:***@{host}"
     spec = _URL_AUTHORITY.sub(masked, spec)
+    if spec_kind(spec) == "gstreamer":
+        spec = _SECRET_PROPERTY.sub(lambda m: f"{m.group(1)}{m.group(2)}=***", spec)
     if "://" not in spec:   # a file name's own ?, & or # is no query
         return spec
     return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}=***", spec)

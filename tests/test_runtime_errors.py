@@ -2072,6 +2072,27 @@ def test_a_urls_password_in_its_query_stays_out_of_messages_stats_and_names(tmp_
     assert not any(s in written for s in secrets), written
 
 
+def test_camera_secrets_under_other_names_are_masked_too():
+    """Secrets the first rule let through: the `loginuse=admin&loginpas=...` of many cheap
+    cameras' CGI (pas, not pass), `?u=admin&p=...`, and a GStreamer pipeline's `user-pw=`
+    and `proxy-pw=` properties (rtspsrc, souphttpsrc), quoted values whole."""
+    from runtime.sources import shown_url
+
+    cgi = "http://10.0.0.7/videostream.cgi?loginuse=admin&loginpas=s3cret&resolution=32"
+    assert shown_url(cgi) == ("http://10.0.0.7/videostream.cgi?loginuse=admin&loginpas=***"
+                              "&resolution=32")
+    assert shown_url("http://10.0.0.7/snap.cgi?u=admin&p=s3cret") == \
+        "http://10.0.0.7/snap.cgi?u=admin&p=***"
+    pipeline = ('rtspsrc location=rtsp://10.0.0.7/live user-id=admin user-pw="s3cret two" '
+                "proxy-pw=s3cret ! decodebin ! videoconvert ! appsink")
+    assert shown_url(pipeline) == ("rtspsrc location=rtsp://10.0.0.7/live user-id=admin "
+                                   "user-pw=*** proxy-pw=*** ! decodebin ! videoconvert ! "
+                                   "appsink")
+    assert shown_url("v4l2src ! videoconvert ! appsink") == "v4l2src ! videoconvert ! appsink"
+    # A file's own name is no URL, a word of it no parameter
+    assert shown_url("clips/p=1 token=2.mp4") == "clips/p=1 token=2.mp4"
+
+
 def test_a_source_url_given_by_an_environment_variable_stays_off_the_command_line(
         tmp_path, capsys, onnx_model, monkeypatch):
     """A camera service's `--source rtsp://admin:PASSWORD@...` is in its command line, which
