@@ -31,3 +31,29 @@ def test_sharpen_models_shows_a_models_own_record_escaped(onnx_model, tmp_path, 
         in out, out
     assert not any(line.startswith("weights: models/student-fast.pt") for line in
                    out.splitlines()), out
+
+
+def test_sharpen_run_shows_a_models_own_record_escaped(onnx_model, tmp_path, capsys):
+    """`sharpen run` printed a stranger's model's `precision` in its done line and its
+    `parity_failed` in the warning (or refusal) as they were: the reviewer's terminal obeyed
+    the escape sequences in them, and a newline forged a line of its choosing."""
+    import cv2
+    import numpy as np
+
+    from sharpen.cli import main
+
+    model = onnx.load(str(onnx_model))
+    onnx.helper.set_model_props(model, {"multiple": "8", "precision": FORGED,
+                                        "parity_failed": FORGED})
+    path = tmp_path / "stranger.onnx"
+    onnx.save(model, str(path))
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.full((32, 32, 3), 128, np.uint8))
+    for forced in ([], ["--force"]):
+        main(["run", "--model", str(path), "--source", str(image), "--out",
+              str(tmp_path / "out.png"), "--threads", "1", "--overwrite", *forced])
+        err = capsys.readouterr().err
+        assert "\x1b" not in err and "\x07" not in err, repr(err)
+        assert "PWNED" in err, err   # shown, escaped
+        assert not any(line.startswith("weights: models/student-fast.pt") for line in
+                       err.splitlines()), err

@@ -35,11 +35,14 @@ def read_marker(path: Union[str, Path]) -> dict:
 
 def parity_failure(path: Union[str, Path], backend: Optional[Backend] = None) -> Optional[str]:
     """Why the artifact failed its export parity gate: the marker beside it, else the record
-    inside it (`backend.parity_failed`, once loaded); None when nothing says it failed."""
+    inside it (`backend.parity_failed`, once loaded); None when nothing says it failed. A
+    stranger's text, escaped (shown_path): no escape sequence or newline of it is printed."""
+    from ..imageio import shown_path
     mark = failed_marker(path)
     if mark.exists():
-        return read_marker(path).get("reason") or f"see {mark}"
-    return backend.parity_failed if backend is not None else None
+        return shown_path(str(read_marker(path).get("reason") or f"see {mark}"))
+    failed = backend.parity_failed if backend is not None else None
+    return shown_path(str(failed)) if failed else None
 
 
 def load_backend(path: Union[str, Path], threads: Optional[int] = None,
@@ -94,6 +97,11 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
         named = option("provider", shown, True) if flags else f"provider {shown!r}"
         warn(f"{named} is for ONNX models; {p.name} runs on {kind}")
     backend = _open(p, kind, threads, providers, flags)
+    # What a model records of itself is a stranger's text, shown in the done line and the
+    # --stats file: escaped, so that no escape sequence reaches the terminal nor a newline
+    # forges a line of ours.
+    from ..imageio import shown_path
+    backend.precision = shown_path(str(backend.precision))
     # The marker file stays behind when the model alone is copied to the device; the record
     # inside the model (or its sidecar, which travels with it) does not.
     reason = reason or backend.parity_failed
@@ -152,11 +160,14 @@ def _say_stale(path: Path, reason: Optional[str]) -> None:
     """An artifact left by an export of other weights runs (it passed its own gate), but not
     silently: beside a newer export it looks like part of it."""
     if reason:
-        _say_once(path, f"stale model: {reason}; re-export it (sharpen export --formats ...) or "
-                        "remove it")
+        from ..imageio import shown_path
+        _say_once(path, f"stale model: {shown_path(reason)}; re-export it (sharpen export "
+                        "--formats ...) or remove it")
 
 
 def _failed(path: Path, reason: str) -> str:
+    from ..imageio import shown_path
+    reason = shown_path(str(reason))   # a stranger's text (backend.parity_failed)
     if _marker_status(path) == "unchecked":   # an export stopped before judging (or while
         return f"{path} has no parity verdict: {reason}"   # replacing) it: not a failure
     return f"{path} failed its parity gate at export ({reason})"
