@@ -199,3 +199,25 @@ def test_a_fifo_planted_as_a_runs_lock_file_is_no_free_name_and_no_hang(tmp_path
     (tmp_path / ".linked.mp4.lock").symlink_to(victim)
     assert output_in_use(tmp_path / "linked.mp4")
     _untouched(victim)
+
+
+def test_the_journals_of_labels_teacher_and_evaluate_are_not_appended_through_a_link(tmp_path):
+    """The README names them beside train.log; only train.log and metrics.jsonl were tried."""
+    from distill.data.label_cache import append_journal, journal_path
+    from distill.evaluate_journal import ScoreJournal
+    from distill.teacher_run import TeacherRun
+
+    victim = _victim(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"x")
+    journal = journal_path(out / "manifest.json")
+    score, teacher = ScoreJournal(out, {"k": 1}), TeacherRun(out, {"k": 1})
+    for link, append in (
+            (journal, lambda: append_journal(out / "manifest.json", {"a": {"hash": "0"}})),
+            (score.journal, lambda: score.put("a.png", [1], {"psnr": 30.0})),
+            (teacher.journal, lambda: teacher.mark_done(out / "a.png", Path("a.png")))):
+        link.symlink_to(victim)
+        with pytest.raises(ValueError, match=rf"{link} is a symbolic link"):
+            append()
+        _untouched(victim)
