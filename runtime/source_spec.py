@@ -62,6 +62,11 @@ _SECRET_WORDS = r"(?:pas|pw|token|secret|key|auth|sig|cred|session)"
 # next property).
 _SECRET_PARAM = re.compile(rf"([?&#;])([^=&#\s]*{_SECRET_WORDS}[^=&#\s]*|p)=[^&#\s\"']*",
                            re.IGNORECASE)
+# The same in a URL's path, as Xiongmai (XMEye) DVRs and cameras take it
+# (rtsp://host:554/user=admin_password=..._channel=1_stream=0.sdp): a name of letters after
+# a `_` or `/`, its value up to the next `_`.
+_SECRET_IN_PATH = re.compile(rf"([_/])([a-z-]*{_SECRET_WORDS}[a-z-]*)=[^_&#?/\s\"']*",
+                             re.IGNORECASE)
 # A GStreamer pipeline's property so named (rtspsrc user-pw=..., souphttpsrc proxy-pw=...),
 # a quoted value whole.
 _SECRET_PROPERTY = re.compile(rf"(^|\s)([\w-]*{_SECRET_WORDS}[\w-]*)\s*=\s*"
@@ -87,4 +92,5 @@ def shown_url(spec: str) -> str:
         spec = _SECRET_PROPERTY.sub(lambda m: f"{m.group(1)}{m.group(2)}=***", spec)
     if "://" not in spec:   # a file name's own ?, & or # is no query
         return spec
-    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}=***", spec)
+    spec = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}=***", spec)
+    return _SECRET_IN_PATH.sub(lambda m: f"{m.group(1)}{m.group(2)}=***", spec)

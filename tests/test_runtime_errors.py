@@ -2089,6 +2089,12 @@ def test_camera_secrets_under_other_names_are_masked_too():
                                    "user-pw=*** proxy-pw=*** ! decodebin ! videoconvert ! "
                                    "appsink")
     assert shown_url("v4l2src ! videoconvert ! appsink") == "v4l2src ! videoconvert ! appsink"
+    # Xiongmai (XMEye) DVRs and cameras take them in the path, `_` or `&` between
+    xm = "rtsp://10.0.0.7:554/user=admin_password=s3cret_channel=1_stream=0.sdp?real_stream"
+    assert shown_url(xm) == ("rtsp://10.0.0.7:554/user=admin_password=***_channel=1_stream=0"
+                             ".sdp?real_stream")
+    xm = "rtsp://10.0.0.7:554/user=admin&password=s3cret&channel=1&stream=0.sdp"
+    assert "s3cret" not in shown_url(xm) and "channel=1" in shown_url(xm)
     # A file's own name is no URL, a word of it no parameter
     assert shown_url("clips/p=1 token=2.mp4") == "clips/p=1 token=2.mp4"
 
