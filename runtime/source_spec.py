@@ -46,8 +46,11 @@ def spec_kind(spec: str) -> str:
 
 
 # A URL's scheme and authority, in a --source URL or inside a GStreamer pipeline (rtspsrc
-# location=rtsp://...): the authority ends at the path, query, fragment or a space.
-_URL_AUTHORITY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#\s]*)")
+# location=rtsp://...): the authority ends at the path, query, fragment or a space; but a
+# user's password typed unencoded (`admin:P#ss?1@camera`) runs to the last @ before the
+# path, as the one run that fails because of it printed it.
+_URL_AUTHORITY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)"
+                            r"([^/?#\s@:]*:[^/\s]*@[^/?#\s@]*|[^/?#\s]*)")
 
 
 # A word in a parameter's name that says it holds a secret: pas (pass, password, and the
