@@ -3,6 +3,7 @@ so a reader (or a resumed run after a crash) never sees half a file; then the fo
 or after a power cut the rename could be lost, or kept without the data."""
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -50,8 +51,10 @@ _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # Opened without waiting: a FIFO planted under the name held the open (of a log, or of
 # another user's lock file read-only) until someone read it, the run hung without a word.
 _NO_WAIT = getattr(os, "O_NONBLOCK", 0)
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-          (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+# A folder is left to the OS's own error (IsADirectoryError), an OSError as callers expect
+# of a name they cannot write (the evaluate journal's warning, and the run goes on).
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"))
 
 
 def _odd(path: str | os.PathLike, st: Optional[os.stat_result] = None) -> str:
@@ -90,7 +93,10 @@ def open_no_follow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> in
             raise LinkRefused(why) from None
         raise
     try:
-        if why := _odd(path, os.fstat(fd)):
+        opened = os.fstat(fd)
+        if stat.S_ISDIR(opened.st_mode):   # opened read-only
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if why := _odd(path, opened):
             raise LinkRefused(why)
         if not _NO_FOLLOW:
             after = os.lstat(path)

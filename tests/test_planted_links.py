@@ -221,3 +221,14 @@ def test_the_journals_of_labels_teacher_and_evaluate_are_not_appended_through_a_
         with pytest.raises(ValueError, match=rf"{link} is a symbolic link"):
             append()
         _untouched(victim)
+
+
+def test_a_folder_under_a_lock_or_log_name_is_still_the_oss_own_error(tmp_path):
+    """A folder there is no planted file: callers that go on without a log they cannot
+    write (the evaluate journal's one warning) get the OSError they expect, not a refusal."""
+    from runtime.atomic import open_no_follow
+
+    (tmp_path / "train.log").mkdir()
+    for flags in (os.O_WRONLY | os.O_APPEND | os.O_CREAT, os.O_RDONLY):
+        with pytest.raises(IsADirectoryError):
+            os.close(open_no_follow(tmp_path / "train.log", flags))
