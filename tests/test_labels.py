@@ -2473,3 +2473,59 @@ def test_a_lock_file_planted_as_a_link_in_a_shared_cache_is_refused(tmp_path, te
         assert f"{out / name} is a symbolic link" in err and "Traceback" not in err, err
         assert stat.S_IMODE(victim.stat().st_mode) == 0o600
         assert victim.read_bytes() == b"private\n"
+
+
+def _private_key(tmp_path: Path) -> Path:
+    """An owner-only file of the user's outside the cache, as a private key is."""
+    victim = tmp_path / "id_ed25519"
+    victim.write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    victim.chmod(0o600)
+    return victim
+
+
+@pytest.mark.skipif(not hasattr(os, "O_NOFOLLOW"), reason="needs O_NOFOLLOW (POSIX)")
+def test_a_labelling_lock_planted_as_a_link_is_refused_and_its_target_untouched(
+        tmp_path, monkeypatch, capsys):
+    """Anyone who can write into a team's cache could make `.labelling.lock` a link to a file
+    of the next user to label there (a key, ~/.bashrc): the run opened it through the link
+    and made it readable and writable by every user. Refused now, naming the link."""
+    data = _paired(tmp_path / "data", 2, h=16, w=16)
+    out = tmp_path / "cache"
+    out.mkdir()
+    victim = _private_key(tmp_path)
+    (out / ".labelling.lock").symlink_to(victim)
+    from distill.data import labels
+    monkeypatch.setattr(labels, "load_teacher", lambda *a, **k: FakeTeacher())
+    rc = main(["--data", str(data), "--out", str(out), "--tile", "0", "--quiet"])
+    assert oct(victim.stat().st_mode & 0o777) == oct(0o600)
+    assert victim.read_bytes() == b"-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"sharpen labels: error: {out / '.labelling.lock'} is a symbolic link" in err, err
+    assert "Traceback" not in err, err
+    assert (out / ".labelling.lock").is_symlink()   # left for the user to look at
+
+
+def test_a_labelling_lock_planted_as_a_hard_link_leaves_its_target_private(tmp_path):
+    """A hard link to the user's file (where the system lets a user make one to a file not
+    theirs: fs.protected_hardlinks off, BSDs, macOS) is no link to O_NOFOLLOW: its target
+    is not made writable by every user, and the run labels every image."""
+    data = _paired(tmp_path / "data", 2, h=16, w=16)
+    out = tmp_path / "cache"
+    out.mkdir()
+    victim = _private_key(tmp_path)
+    os.link(victim, out / ".labelling.lock")
+    s = run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    assert oct(victim.stat().st_mode & 0o777) == oct(0o600)
+    assert victim.read_bytes() == b"-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    assert (s.done, s.failed) == (2, 0)
+
+
+def test_a_labelling_lock_planted_as_a_fifo_does_not_hang_the_run(tmp_path):
+    """A FIFO in the lock file's place: the run labels (unshared), not stuck opening it."""
+    data = _paired(tmp_path / "data", 2, h=16, w=16)
+    out = tmp_path / "cache"
+    out.mkdir()
+    os.mkfifo(out / ".labelling.lock")
+    s = run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    assert (s.done, s.failed) == (2, 0)

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 from runtime.atomic import open_no_follow
@@ -27,15 +28,24 @@ class LabelClaims:
         try:
             import fcntl  # noqa: F401 - POSIX only: elsewhere every image is this run's
             out_dir.mkdir(parents=True, exist_ok=True)
-            # Never through a link nor into a FIFO (LinkRefused): the fchmod below made a
-            # `.labelling.lock -> ~/.ssh/id_ed25519` planted in a shared cache 0666.
-            fd = open_no_follow(out_dir / CLAIMS, os.O_RDWR | os.O_CREAT, 0o666)
+            # Never through a link (LinkRefused, naming it): anyone who can write into a
+            # team's cache could plant `.labelling.lock -> ~/.ssh/id_ed25519`, made writable
+            # by every user below. Not blocking on a FIFO planted there.
+            fd = open_no_follow(out_dir / CLAIMS, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK,
+                                0o666)
+            st = os.fstat(fd)
         except (ImportError, OSError):
+            return
+        if not stat.S_ISREG(st.st_mode):   # a FIFO, a device: not a lock file of this run's
+            os.close(fd)
             return
         # Writable by every user whatever the umask: a record lock needs a writable file, and
         # a run of another user that could not open it would label beside this one unclaimed.
-        with contextlib.suppress(OSError):
-            os.fchmod(fd, 0o666)
+        # Only a file of this user's own that no other name shares: a hard link planted there
+        # to a file of theirs (where the system allows one) would have had it made 0666.
+        if st.st_nlink == 1 and st.st_uid == os.geteuid():
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, 0o666)
         self.fd = fd
 
     @staticmethod

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from runtime.atomic import LinkRefused
 from runtime.cli_errors import SharpenError, interrupt_exit_code, interrupted_message
 from runtime.console import shell_join
 from runtime.locale_text import unspellable_escaped, utf8_file_names
@@ -93,7 +94,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         else:
             stats = run_labels(args.data, args.out, teacher_weights=args.teacher_weights,
                                config=args.config, split=args.split, **common)
-    except SourceError as e:
+    except (SourceError, LinkRefused) as e:   # LinkRefused: a link planted in a shared cache
         raise SharpenError(str(e)) from None
     except OSError as e:
         # A full disk or a folder made read-only as a label, a frame or run.json is written:
