@@ -117,6 +117,21 @@ def no_follow(path: str, flags: int) -> int:
     return open_no_follow(path, flags, 0o666)
 
 
+def _mode_for(path: Path) -> int:
+    """The mode a file written over `path` gets: a new file's (new_file_mode), and what the
+    regular file there gave to read and to write, but not write by every user (a team's shared
+    manifest, group-writable, rewritten by a member under umask 077 became that member's
+    alone). Not the old mode alone: a member's 0600 manifest, rewritten by another, stayed
+    0600, now the other's, and the first locked out; a 0666 one (umask 000, a FAT stick's
+    0777) stayed writable by anyone. Never a link's target's: the rename replaces the link."""
+    new = new_file_mode()
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return new
+    return new | (st.st_mode & 0o664) if stat.S_ISREG(st.st_mode) else new
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yields a temp path beside `path` to write; on success it becomes `path` (the mode of the
@@ -269,16 +284,6 @@ def scratch_folder(folder: str | os.PathLike, name: str) -> Iterator[Path]:
 # before the first: tempfile.tempdir is one for all threads.
 _scratch_lock = threading.Lock()
 _scratch_open: list[str] = []
-def _mode_for(path: Path) -> int:
-    """The mode a file written over `path` gets: the file's own where it is there (a team's
-    shared manifest, group-writable, rewritten by a member under umask 077 became that
-    member's alone, as `cp` onto a file or an editor's save would not), else a new file's."""
-    try:
-        return os.stat(path).st_mode & 0o777
-    except OSError:
-        return new_file_mode()
-
-
 _scratch_was: list[str | None] = [None]
 
 
