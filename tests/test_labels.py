@@ -2529,3 +2529,50 @@ def test_a_labelling_lock_planted_as_a_fifo_does_not_hang_the_run(tmp_path):
     os.mkfifo(out / ".labelling.lock")
     s = run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
     assert (s.done, s.failed) == (2, 0)
+
+
+class _HandingOverTeacher(FakeTeacher):
+    """A teacher that, on its first image, starts another user's run into the same cache
+    and waits until that run has labelled the second image: the hand-over two runs into one
+    cache make, without timing. That run writes its counts and lines to `said`."""
+
+    def __init__(self, data: Path, out: Path, said: Path):
+        self.data, self.out, self.said, self.child = data, out, said, 0
+
+    def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+        if not self.child:
+            self.child = os.fork()
+            if self.child == 0:   # the other user's run
+                lines: list[str] = []
+                try:
+                    s = run_labels(str(self.data), self.out, teacher=FakeTeacher(), tile=0,
+                                   overlap=0, progress=False, say=lines.append)
+                    self.said.write_text(json.dumps({"stats": vars(s), "lines": lines}))
+                finally:
+                    os._exit(0)
+            from distill.data.label_cache import read_cache_entries
+            for _ in range(6000):   # until its label of im01 is in (a minute at most)
+                if "im01" in read_cache_entries(self.out):
+                    break
+                time.sleep(0.01)
+        return super().sharpen(image)
+
+
+def test_labels_another_run_made_meanwhile_are_said_as_theirs(tmp_path):
+    """Two users labelling into one cache at once: each run's summary said the other's labels
+    as '3 skipped (up to date)', as if made before it began. Said as another run's now."""
+    data = _paired(tmp_path / "data", 2, h=16, w=16)
+    out, said = tmp_path / "cache", tmp_path / "said.json"
+    teacher = _HandingOverTeacher(data, out, said)
+    lines: list[str] = []
+    s = run_labels(str(data), out, teacher=teacher, tile=0, overlap=0, progress=False,
+                   say=lines.append)
+    os.waitpid(teacher.child, 0)
+    theirs = json.loads(said.read_text())
+    assert (s.done, s.skipped, s.shared) == (1, 1, 1), s
+    assert {k: theirs["stats"][k] for k in ("done", "skipped", "shared")} == {
+        "done": 1, "skipped": 1, "shared": 1}, theirs
+    for said_lines in (lines, theirs["lines"]):
+        summary = next(x for x in said_lines if x.startswith("labels: "))
+        assert summary.startswith("labels: 1 done, 1 skipped (up to date; 1 of them labelled "
+                                  "by another run into this cache while this one ran)"), summary

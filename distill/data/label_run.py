@@ -58,7 +58,8 @@ class LabelRun:
         self.reader = SampleReader()
         self._video_ids: dict[str, str] = {}
         # Before the manifest is read: a label put in place since was made by another run.
-        self.started = time.time() - 1.0   # a coarse file system clock's second
+        self.began = time.time()
+        self.started = self.began - 1.0   # a coarse file system clock's second
         self.writer = ManifestWriter(out_dir, dist)
         self.claims = LabelClaims(out_dir)
         self.stats = LabelStats()
@@ -277,8 +278,14 @@ class LabelRun:
         after): whether the teacher ran, and the bar's PSNR note."""
         try:
             self._catch_up(sample)
+            skipped = self.stats.skipped
             inp = self._read(sample, tag)
             if inp is None or self._kept(sample, inp, tag):
+                # One another run made since this one began is said as theirs: "skipped (up
+                # to date)" alone read as made before.
+                e = self.known.get(sample.name) or {}
+                self.stats.shared += (self.stats.skipped > skipped and sample.name not in
+                                      self.writer.touched and e.get("created", 0) >= self.began)
                 return False, psnr
             t0 = time.perf_counter()
             label = self._teach(sample, inp, tag, tile_kw)

@@ -70,6 +70,7 @@ class LabelStats:
     reused: int = 0        # copied from the other cache of a hold-out (`reuse_from`): no teacher
     repointed: int = 0     # of `skipped`: the same input at a new path (the data folder moved)
     rescored: int = 0      # of `skipped`: scored against the ground truth again (`old_ssim`)
+    shared: int = 0        # of `skipped`: labelled by another run into the cache meanwhile
     # Clips of a footage folder that could not be opened, so none of their frames was listed:
     # bad files like an undecodable image, but not among `total`.
     videos_left_out: int = 0
@@ -115,13 +116,17 @@ def failed_advice(stats: LabelStats) -> str:
 def skipped_detail(stats: LabelStats) -> str:
     """What became of the labels a run skipped as up to date, after "up to date" in its
     summary and in the line of an interrupted run."""
+    # Said: two users labelling one cache at once read the other's labels as made before.
+    theirs = (f"; {stats.shared} of them labelled by another run into this cache while this "
+              "one ran" if stats.shared else "")
     # Said: after a move, "skipped (up to date)" alone left users unsure the labels of the
     # old path were kept for the new one rather than stale.
     moved = (f"; {stats.repointed} of them found by content at their input's new path"
              if stats.repointed else "")
     # Said: the means changed from the last run's by the formula alone.
-    return moved + (f"; {stats.rescored} of them re-scored against the ground truth with this "
-                    "version's SSIM, their labels kept" if stats.rescored else "")
+    rescored = (f"; {stats.rescored} of them re-scored against the ground truth with this "
+                "version's SSIM, their labels kept" if stats.rescored else "")
+    return theirs + moved + rescored
 
 
 def say_summary(stats: LabelStats, samples: list, known: dict[str, dict], donor: Optional[Path],
