@@ -2576,3 +2576,59 @@ def test_labels_another_run_made_meanwhile_are_said_as_theirs(tmp_path):
         summary = next(x for x in said_lines if x.startswith("labels: "))
         assert summary.startswith("labels: 1 done, 1 skipped (up to date; 1 of them labelled "
                                   "by another run into this cache while this one ran)"), summary
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="needs root, to label as another user (nobody)")
+def test_a_shared_cache_whose_labels_or_lock_another_user_owns_is_refused_before_the_teacher(
+        tmp_path, monkeypatch):
+    """A team's cache folder writable by all, but its labels/ folder and .manifest.lock made
+    by a member under umask 022 (theirs alone to write): the folder's check passed, the
+    teacher loaded, and the first label ended in 'Permission denied' with 'the same command
+    run again skips them', which fails alike. Refused at once, naming what cannot be written
+    and whose it is."""
+    from child_fixtures import in_a_child
+    from distill.data import labels
+
+    def no_teacher(*a, **k):
+        raise AssertionError("the teacher loaded for a cache that cannot be written")
+
+    monkeypatch.setattr(labels, "load_teacher", no_teacher)
+    tmp_path.chmod(0o755)
+    _paired(tmp_path / "data", 2, h=16, w=16)
+    cache = tmp_path / "cache"
+    (cache / "labels").mkdir(parents=True)
+    cache.chmod(0o777)
+    (cache / "labels").chmod(0o755)
+    (cache / ".manifest.lock").touch(0o644)
+
+    def work(said: dict) -> None:
+        import io
+        from contextlib import redirect_stderr
+        os.chdir(tmp_path)
+        os.setgid(65534)
+        os.setuid(65534)
+        err = io.StringIO()
+        with redirect_stderr(err):
+            said["rc"] = main(["--data", "data", "--out", "cache", "--tile", "0", "--quiet"])
+        said["err"] = err.getvalue()
+
+    # pytest's tmp folders are root's alone: passable for nobody while it labels.
+    shut = [(p, p.stat().st_mode) for p in tmp_path.parents if not p.stat().st_mode & 0o001]
+    try:
+        for p, mode in shut:
+            p.chmod(mode | 0o001)
+        said = in_a_child(work)
+        assert said.get("rc") == 2, said
+        assert said["err"].strip().splitlines()[-1].startswith(
+            "sharpen labels: error: --out cache: cannot write in cache/labels (Permission "
+            "denied; cache/labels belongs to user root)"), said
+        (cache / "labels").chmod(0o777)
+        said = in_a_child(work)
+    finally:
+        for p, mode in shut:
+            p.chmod(mode)
+    assert said.get("rc") == 2, said
+    assert said["err"].strip().splitlines()[-1].startswith(
+        "sharpen labels: error: --out cache: cannot write in cache/.manifest.lock (Permission "
+        "denied; cache/.manifest.lock belongs to user root)"), said

@@ -48,13 +48,27 @@ def _unwritable(out: Path, flag: str) -> str:
     made and removed, not the mode bits, which say nothing to root or of a read-only mount."""
     import os
     import tempfile
+
+    from runtime.atomic import LinkRefused, open_no_follow
     from runtime.output_paths import cannot_write
+
+    from .label_cache import FRAMES_DIR, LABELS_DIR, LOCK_FILE
     near = next((p for p in (out, *out.parents) if os.path.isdir(p)), Path("."))
-    try:
-        with tempfile.TemporaryFile(dir=near):
-            pass
-    except OSError as e:
-        return cannot_write(f"{flag} {out}", near, e)
+    # And a team's cache, writable by all, whose labels/ and .manifest.lock a member under
+    # umask 022 made: theirs alone to write, found at the first label as the folder was.
+    for folder in (near, *(f for f in (out / LABELS_DIR, out / FRAMES_DIR) if f.is_dir())):
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            return cannot_write(f"{flag} {out}", folder, e)
+    if os.path.lexists(lock := out / LOCK_FILE):
+        try:
+            os.close(open_no_follow(lock, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
+        except LinkRefused:
+            pass   # the run refuses it, naming the link
+        except OSError as e:
+            return cannot_write(f"{flag} {out}", lock, e)
     return ""
 
 
