@@ -2632,3 +2632,12 @@ def test_a_shared_cache_whose_labels_or_lock_another_user_owns_is_refused_before
     assert said["err"].strip().splitlines()[-1].startswith(
         "sharpen labels: error: --out cache: cannot write in cache/.manifest.lock (Permission "
         "denied; cache/.manifest.lock belongs to user root)"), said
+
+
+def test_the_out_check_runs_where_os_has_no_o_nonblock(tmp_path, monkeypatch):
+    """Windows' os has no O_NONBLOCK: the check of a cache's .manifest.lock (made by any
+    earlier run) must not end every labels run there in an AttributeError."""
+    from distill.data.labels_command import _unwritable
+    (tmp_path / ".manifest.lock").touch()
+    monkeypatch.delattr(os, "O_NONBLOCK")
+    assert _unwritable(tmp_path, "--out") == ""

@@ -64,7 +64,8 @@ def _unwritable(out: Path, flag: str) -> str:
             return cannot_write(f"{flag} {out}", folder, e)
     if os.path.lexists(lock := out / LOCK_FILE):
         try:
-            os.close(open_no_follow(lock, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
+            os.close(open_no_follow(lock, os.O_WRONLY | os.O_APPEND
+                                    | getattr(os, "O_NONBLOCK", 0)))   # not on Windows
         except LinkRefused:
             pass   # the run refuses it, naming the link
         except OSError as e:
