@@ -2495,7 +2495,11 @@ def test_a_labelling_lock_planted_as_a_link_is_refused_and_its_target_untouched(
     victim = _private_key(tmp_path)
     (out / ".labelling.lock").symlink_to(victim)
     from distill.data import labels
-    monkeypatch.setattr(labels, "load_teacher", lambda *a, **k: FakeTeacher())
+
+    def no_teacher(*a, **k):   # refused first: the teacher takes long to load
+        raise AssertionError("the teacher loaded for a cache that is refused")
+
+    monkeypatch.setattr(labels, "load_teacher", no_teacher)
     rc = main(["--data", str(data), "--out", str(out), "--tile", "0", "--quiet"])
     assert oct(victim.stat().st_mode & 0o777) == oct(0o600)
     assert victim.read_bytes() == b"-----BEGIN OPENSSH PRIVATE KEY-----\n"

@@ -53,6 +53,7 @@ def _unwritable(out: Path, flag: str) -> str:
     from runtime.output_paths import cannot_write
 
     from .label_cache import FRAMES_DIR, LABELS_DIR, LOCK_FILE
+    from .label_claims import CLAIMS
     near = next((p for p in (out, *out.parents) if os.path.isdir(p)), Path("."))
     # And a team's cache, writable by all, whose labels/ and .manifest.lock a member under
     # umask 022 made: theirs alone to write, found at the first label as the folder was.
@@ -66,10 +67,17 @@ def _unwritable(out: Path, flag: str) -> str:
         try:
             os.close(open_no_follow(lock, os.O_WRONLY | os.O_APPEND
                                     | getattr(os, "O_NONBLOCK", 0)))   # not on Windows
-        except LinkRefused:
-            pass   # the run refuses it, naming the link
+        except LinkRefused as e:   # planted: refused now, not once the teacher has loaded
+            return str(e)
         except OSError as e:
             return cannot_write(f"{flag} {out}", lock, e)
+    if os.path.islink(claims := out / CLAIMS):
+        try:
+            os.close(open_no_follow(claims, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
+        except LinkRefused as e:
+            return str(e)
+        except OSError:
+            pass   # not to be told here: the run says what it finds as it opens it
     return ""
 
 
