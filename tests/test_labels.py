@@ -2645,3 +2645,16 @@ def test_the_out_check_runs_where_os_has_no_o_nonblock(tmp_path, monkeypatch):
     (tmp_path / ".manifest.lock").touch()
     monkeypatch.delattr(os, "O_NONBLOCK")
     assert _unwritable(tmp_path, "--out") == ""
+
+
+def test_the_labelling_lock_is_writable_by_those_who_may_write_the_cache_not_by_all(tmp_path):
+    """.labelling.lock was made 0666 in any cache: a user who could not write the cache (a
+    folder 0755, a group's 0775) could still open it and hold a claim on every image, and each
+    run into it then waited at its end for ever. It is opened up as far as the folder is."""
+    from distill.data.label_claims import CLAIMS, LabelClaims
+    for folder_mode, lock_mode in ((0o755, 0o600), (0o2775, 0o660), (0o1777, 0o666)):
+        out = tmp_path / oct(folder_mode)
+        out.mkdir()
+        out.chmod(folder_mode)
+        LabelClaims(out).close()
+        assert oct((out / CLAIMS).stat().st_mode & 0o777) == oct(lock_mode), oct(folder_mode)

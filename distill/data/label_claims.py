@@ -39,13 +39,18 @@ class LabelClaims:
         if not stat.S_ISREG(st.st_mode):   # a FIFO, a device: not a lock file of this run's
             os.close(fd)
             return
-        # Writable by every user whatever the umask: a record lock needs a writable file, and
-        # a run of another user that could not open it would label beside this one unclaimed.
-        # Only a file of this user's own that no other name shares: a hard link planted there
-        # to a file of theirs (where the system allows one) would have had it made 0666.
+        # Writable by whoever may write the cache folder (its group, every user where it is
+        # world-writable), whatever the umask: a record lock needs a writable file, and a run
+        # of another user that could not open it would label beside this one unclaimed. Not
+        # by more: a user who cannot write the cache could hold a claim on every image, and
+        # each run into it would wait at its end for ever. Only a file of this user's own
+        # that no other name shares: a hard link planted there to a file of theirs (where
+        # the system allows one) would have had it opened up.
         if st.st_nlink == 1 and st.st_uid == os.geteuid():
             with contextlib.suppress(OSError):
-                os.fchmod(fd, 0o666)
+                folder = os.stat(out_dir).st_mode
+                os.fchmod(fd, 0o600 | (0o060 if folder & 0o020 else 0)
+                          | (0o006 if folder & 0o002 else 0))
         self.fd = fd
 
     @staticmethod
