@@ -2526,13 +2526,16 @@ def test_a_labelling_lock_planted_as_a_hard_link_leaves_its_target_private(tmp_p
 
 
 def test_a_labelling_lock_planted_as_a_fifo_does_not_hang_the_run(tmp_path):
-    """A FIFO in the lock file's place: the run labels (unshared), not stuck opening it."""
+    """A FIFO in the lock file's place: refused at once, naming it, as a planted link is (no
+    lock file of sharpen's is a FIFO), not a run stuck opening it."""
+    from runtime.atomic import LinkRefused
+
     data = _paired(tmp_path / "data", 2, h=16, w=16)
     out = tmp_path / "cache"
     out.mkdir()
     os.mkfifo(out / ".labelling.lock")
-    s = run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
-    assert (s.done, s.failed) == (2, 0)
+    with pytest.raises(LinkRefused, match=r"\.labelling\.lock"):
+        run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
 
 
 class _HandingOverTeacher(FakeTeacher):

@@ -49,7 +49,7 @@ def _unwritable(out: Path, flag: str) -> str:
     import os
     import tempfile
 
-    from runtime.atomic import LinkRefused, open_no_follow
+    from runtime.atomic import open_no_follow
     from runtime.output_paths import cannot_write
 
     from .label_cache import FRAMES_DIR, LABELS_DIR, LOCK_FILE
@@ -127,8 +127,6 @@ def run_from_args(args: argparse.Namespace) -> int:
                            f"labels made before it stay in {args.out}: the same command run "
                            "again skips them)") from None
     except Exception as e:
-        from runtime.atomic import LinkRefused
-
         from ..checkpoint import CheckpointError
         if isinstance(e, (CheckpointError, LinkRefused)):   # a lock file planted as a link
             raise SharpenError(str(e)) from None
