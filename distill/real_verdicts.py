@@ -25,6 +25,21 @@ def _models(r: dict) -> list[str]:
             and "sharpness" in d and k != r.get("reference")]
 
 
+def _installed(package: str) -> bool:
+    """Whether `package` can be imported: a device install (the runtime extra) has neither
+    torch nor matplotlib, and its verdicts named a teacher and a figure it cannot have."""
+    from importlib.util import find_spec
+    try:
+        return find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _look() -> str:
+    """A verdict's pointer to side_by_side.png, where matplotlib is there to draw it."""
+    return ": look at the figure" if _installed("matplotlib") else ""
+
+
 def _over_text(d: dict, ref: Optional[float], whose: str) -> str:
     """The overshoot clause of a verdict: called out above `ref` (the ground truth's or the
     teacher's), else stated."""
@@ -33,7 +48,7 @@ def _over_text(d: dict, ref: Optional[float], whose: str) -> str:
         return ""
     if ref is not None and v > ref + OVERSHOOT_MARGIN:
         return (f"; overshoots (halos or ringing): {v:.1f}% of pixels past the input's "
-                f"local range, against {whose} {ref:.1f}%: look at the figure")
+                f"local range, against {whose} {ref:.1f}%{_look()}")
     return f"; no overshoot beyond {whose} ({v:.1f}% of pixels, {whose} {ref:.1f}%)" \
         if ref is not None else f"; overshoot {v:.1f}% of pixels"
 
@@ -67,7 +82,7 @@ def _beyond_gt_text(r: dict, k: str) -> str:
     own = f", the ground truth's own {gt:.1f}%" if gt is not None else ""
     if b > BEYOND_GT_MARGIN:
         return (f"; overshoots (halos or ringing): {b:.2f}% of pixels past both the input's "
-                f"and the ground truth's local range: look at the figure")
+                f"and the ground truth's local range{_look()}")
     text = (f"; no overshoot beyond the ground truth ({b:.2f}% of pixels past both its and "
             f"the input's local range; past the input's alone {d['overshoot']:.1f}%{own})")
     frames = {n: m[k]["overshoot_beyond_gt"] for n, m in (r.get("per_image") or {}).items()
@@ -190,6 +205,9 @@ def _unreferenced_verdicts(r: dict) -> list[tuple[str, str]]:
         most = (f", most on {worst} ({over[worst]:.1f}%)" if worst and over[worst] >= 0.05
                 else "")
         lines.append((k, f"sharpens ({s:.3f}x){_over_text(d, None, '')}{most}; whether "
-                         "towards a true restoration or with halos of its own: add teacher to "
-                         "--weights (it is the reference), or look at the figure"))
+                         "towards a true restoration or with halos of its own: "
+                         + ("add teacher to --weights (it is the reference)" if _installed("torch")
+                            else "another model's output says, given with --model and "
+                            "--reference (the teacher's needs torch)")
+                         + (", or look at the figure" if _installed("matplotlib") else "")))
     return lines

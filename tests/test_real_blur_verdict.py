@@ -2,6 +2,8 @@
 sharpness ratio, which rewards any high-frequency gain, and a plain verdict per model."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -390,3 +392,25 @@ def test_sharper_than_a_reference_that_does_not_sharpen_is_not_sharpening_toward
     # a model no sharper than the input, beside it, is said so as before
     res["m_int8.onnx"]["sharpness"] = 1.0
     assert dict(nogt_verdicts(res))["m_int8.onnx"].startswith("no sharper than the input")
+
+
+def test_a_device_install_is_not_sent_to_a_figure_or_a_teacher_it_cannot_have(monkeypatch):
+    """`sharpen evaluate --model` on a device (the runtime extra: no matplotlib, no torch) on
+    footage: the verdict said 'look at the figure', which --out there does not draw, and 'add
+    teacher to --weights', which needs torch. There it names what does run: --reference, and
+    the figure only where matplotlib is installed (the dev install says it as before)."""
+    from distill.real_verdicts import nogt_verdicts
+    res = {"has_gt": False, "reference": "m.onnx",
+           "input": {"sharpness": 1.0, "psnr_to_reference": 34.0, "overshoot": 0.0},
+           "m.onnx": {"sharpness": 1.2, "overshoot": 0.2},
+           "m_int8.onnx": {"sharpness": 1.3, "psnr_to_reference": 30.0, "overshoot": 9.0}}
+    alone = {"has_gt": False, "input": {"sharpness": 1.0, "overshoot": 0.0},
+             "m.onnx": {"sharpness": 1.2, "overshoot": 0.2}}
+    dev = dict(nogt_verdicts(res))["m_int8.onnx"], dict(nogt_verdicts(alone))["m.onnx"]
+    assert "look at the figure" in dev[0] and "add teacher to --weights" in dev[1], dev
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # as a device install lacks them
+    monkeypatch.setitem(sys.modules, "torch", None)
+    device = dict(nogt_verdicts(res))["m_int8.onnx"], dict(nogt_verdicts(alone))["m.onnx"]
+    assert "overshoots (halos or ringing)" in device[0], device
+    assert not any("figure" in v or "--weights" in v for v in device), device
+    assert "--reference" in device[1], device
