@@ -598,7 +598,7 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
     image's scores are recorded as it is scored, so that the same call after a kill scores
     only the images left (see `evaluate_journal`). `reference`: one of `weights` whose output
     stands in for ground truth instead of the teacher's (the FP32 export beside its INT8 one);
-    ValueError naming it and the models when it is none of them."""
+    ValueError naming it and the models when it is none of them, or the only one."""
     if isinstance(weights, (str, os.PathLike)):   # iterated, a path was read letter by letter
         weights = [weights]
     if not all(is_artifact(w) for w in weights):   # exported models alone need no torch
@@ -619,6 +619,10 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
             raise ValueError(f"--reference {reference}: not one of the models given "
                              f"({', '.join(weights)}); give it with --model (an exported "
                              "model) or --weights (a checkpoint) too: it runs beside them")
+        if len(given) == len(labels):   # every model run would be scored against nothing
+            raise ValueError(f"--reference {reference} is the only model given: nothing is "
+                             "compared with its output; give the others (its INT8 file) with "
+                             "--model or --weights too")
         ref_label = given[0]
     fns = {label: load_model_fn(w, tile, device, teacher_config, threads, provider)
            for label, w in zip(labels, weights)}

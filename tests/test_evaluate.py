@@ -1282,6 +1282,21 @@ def test_reference_scores_an_int8_file_against_its_fp32_one_on_footage(nogt, tmp
     assert "give it with --model (an exported model) or --weights (a checkpoint)" in err, err
 
 
+def test_reference_that_is_the_only_model_is_refused_before_it_runs(nogt, tmp_path, capsys):
+    """`--model m.onnx --reference m.onnx` (the INT8 file left off) ran the model over every
+    frame and printed a table with no verdict: nothing was compared with the reference, and
+    nothing said so. Refused before any model loads, naming what to add."""
+    from runtime_fixtures import make_onnx_model
+
+    from sharpen.cli import main
+    fp32 = str(make_onnx_model(tmp_path / "m.onnx"))
+    assert main(["evaluate", "--model", fp32, "--reference", fp32, "--data", str(nogt),
+                 "--threads", "1", "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert f"--reference {fp32} is the only model given" in captured.err, captured.err
+    assert "--model" in captured.err and not captured.out, captured
+
+
 def test_device_without_checkpoints_is_said_to_apply_to_checkpoints(nogt, tmp_path, capsys):
     """Exported models alone load no torch (a device install has none), so --device is not
     checked against torch's devices there; it was taken without a word instead."""
