@@ -232,3 +232,90 @@ def test_a_folder_under_a_lock_or_log_name_is_still_the_oss_own_error(tmp_path):
     for flags in (os.O_WRONLY | os.O_APPEND | os.O_CREAT, os.O_RDONLY):
         with pytest.raises(IsADirectoryError):
             os.close(open_no_follow(tmp_path / "train.log", flags))
+
+
+def test_a_label_caches_claims_file_planted_as_a_link_is_refused(tmp_path):
+    """Two labels runs into a team's shared cache claim its images in `.labelling.lock`; a
+    link planted under that name (to ~/.ssh/id_ed25519) had the run open its target and make
+    it readable and writable by every user (mode 666), without a word. Refused, naming the
+    link, before any image is labelled, and the file is untouched."""
+    from distill.data.label_claims import CLAIMS, LabelClaims
+
+    victim = _victim(tmp_path)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / CLAIMS).symlink_to(victim)
+    with pytest.raises(ValueError, match=rf"{cache / CLAIMS} is a symbolic link"):
+        LabelClaims(cache)
+    _untouched(victim)
+    assert (cache / CLAIMS).is_symlink()   # left for the user to look at
+
+
+@pytest.mark.parametrize("name", [".labelling.lock", ".manifest.lock",
+                                  "manifest.journal.jsonl"])
+def test_sharpen_labels_into_a_cache_with_a_planted_link_says_so_in_one_line(
+        tmp_path, tiny_teacher_pt, capsys, name):
+    """`sharpen labels` into a shared cache holding such a link: its claims file, the manifest
+    lock and the label journal are refused (above), which ended the command in a
+    LinkRefused traceback. One line naming the link, exit 2, the file untouched."""
+    victim = _victim(tmp_path)
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    rng = np.random.default_rng(0)
+    for half in ("input", "target"):
+        (data / half).mkdir(parents=True)
+        cv2.imwrite(str(data / half / "im0.png"), rng.integers(0, 256, (16, 16, 3), np.uint8))
+    cache.mkdir()
+    (cache / name).symlink_to(victim)
+    rc = run_cli(["labels", "--data", str(data), "--out", str(cache), "--teacher-weights",
+                  str(tiny_teacher_pt), "--tile", "0", "--threads", "1", "--quiet"])
+    err = capsys.readouterr().err
+    _untouched(victim)
+    assert rc == 2, err
+    assert f"{cache / name} is a symbolic link" in err, err
+    assert "Traceback" not in err, err
+
+
+def test_sharpen_teacher_into_a_folder_with_its_journal_planted_as_a_link_says_so(
+        tmp_path, tiny_teacher_pt, capsys):
+    """`sharpen teacher photos/ --out shared/` appends each photo done to its journal, never
+    through a link (above): that refusal ended the command in a LinkRefused traceback after
+    the first photo. One line naming the link, exit 2, the file untouched."""
+    victim = _victim(tmp_path)
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), np.full((16, 16, 3), 128, np.uint8))
+    out.mkdir()
+    (out / ".sharpen-teacher.journal.jsonl").symlink_to(victim)
+    rc = run_cli(["teacher", str(photos), "--out", str(out), "--teacher-weights",
+                  str(tiny_teacher_pt), "--threads", "1", "--quiet"])
+    err = capsys.readouterr().err
+    _untouched(victim)
+    assert rc == 2, err
+    assert f"{out / '.sharpen-teacher.journal.jsonl'} is a symbolic link" in err, err
+    assert "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("command, lock", [
+    (["synth", "--copies", "1"], ".lock"),
+    (["export", "--weights", "fast", "--formats", "onnx"], ".export.lock"),
+])
+def test_every_command_refuses_a_planted_lock_link_in_one_line(tmp_path, capsys, command,
+                                                                lock):
+    """run_lock refuses a `.lock` or `.export.lock` planted as a link (above), but `sharpen
+    synth` and `sharpen export` let that refusal out as a LinkRefused traceback, exit 1. The
+    command line says it as every usage error: one line naming the link, exit 2."""
+    victim = _victim(tmp_path)
+    sharp, out = tmp_path / "sharp", tmp_path / "out"
+    sharp.mkdir()
+    cv2.imwrite(str(sharp / "a.png"), np.full((32, 32, 3), 128, np.uint8))
+    out.mkdir()
+    (out / lock).symlink_to(victim)
+    argv = [*command, "--out", str(out)]
+    if command[0] == "synth":
+        argv += ["--sharp", str(sharp)]
+    rc = run_cli(argv)
+    err = capsys.readouterr().err
+    _untouched(victim)
+    assert rc == 2, err
+    assert f"sharpen {command[0]}: error: {out / lock} is a symbolic link" in err, err
+    assert "Traceback" not in err, err
