@@ -161,6 +161,8 @@ class SegmentSink(VideoFileSink):
         # `current`, for `close` to close whole rather than hidden and never released.
         self._join_closing()
         seg, self.current = self.current, None
+        if seg._encoded_colours[0]:   # --codec: the colours ffmpeg tagged its segments with,
+            self._encoded_colours = seg._encoded_colours   # which --stats' `video` names
         if wait:
             self._finish(seg)
             return

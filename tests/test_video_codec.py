@@ -426,3 +426,23 @@ def test_h264_segments_are_each_a_playable_h264_file(tmp_path, capsys, monkeypat
         assert fps == FPS
         counts.append(len(frames))
     assert counts == [6, 6], counts
+
+
+def test_h264_segments_stats_name_the_matrix_their_files_are_tagged_with(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg):
+    """--codec with --segment of an HD source: each segment is tagged BT.709, and --stats'
+    `video` said bt601, the recording's own (never encoded) colours rather than its
+    segments'."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    out, stats = tmp_path / "rec" / "cam.mkv", tmp_path / "cam.json"
+    assert run_cli(["run", "--model", str(onnx_model), "--source", "synthetic:1280x720@10",
+                    "--no-live", "--max-frames", "4", "--out", str(out), "--quiet",
+                    "--codec", "h264", "--encoder-preset", "ultrafast", "--segment", "0.2",
+                    "--threads", "1", "--stats", str(stats)]) == 0
+    segments = sorted(out.parent.glob("cam-*.mkv"))
+    assert len(segments) == 2, segments
+    for seg in segments:
+        assert "bt709" in _video_line(_listing(ffmpeg, seg)), seg
+    import json
+    video = json.loads(stats.read_text())["video"]
+    assert (video["codec"], video["matrix"], video["tagged"]) == ("h264", "bt709", True), video
