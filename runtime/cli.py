@@ -650,7 +650,10 @@ def _live_left_out_note(summary: dict, asked_fps: float) -> str:
     video_fps = video_rate(kind, src.get("fps") or 0.0, asked_fps or 0.0) or 30.0
     elapsed = summary.get("elapsed_s") or 0
     sent = f" (about {summary.get('frames_captured', 0) / elapsed:.0f} fps)" if elapsed else ""
-    if src.get("format") == "y4m" and video_fps == src.get("fps"):
+    # --fps 29.97 for a header's 30000:1001 is its rate, as a user writes it
+    y4m_rate = src.get("format") == "y4m" and src.get("fps") and \
+        math.isclose(video_fps, src["fps"], rel_tol=1e-3)
+    if y4m_rate:
         # Its header's rate, which the video took: only a feed that fell behind and caught up
         # (ffmpeg -re on a loaded machine) gives frames faster.
         why = (f"than the {video_fps:g} fps its Y4M header declares, which the video is "

@@ -1232,6 +1232,11 @@ def test_a_y4m_pipes_left_out_frames_are_not_blamed_on_a_rate_it_declares():
     assert "--fps 25" in slower, slower
     faster = _live_left_out_note(summary, 30.0)   # --fps above it: bursts, as at its rate
     assert "MJPEG" not in faster and "keeps them" not in faster and "bursts" in faster, faster
+    # --fps 29.97 for a header's 30000:1001, as a user writes NTSC's rate: its own rate, not
+    # one below it to be told to give as --fps 29.97, the --fps it was given.
+    ntsc = {**summary, "source": {**summary["source"], "fps": 30000 / 1001}}
+    same = _live_left_out_note(ntsc, 29.97)
+    assert "keeps them" not in same and "bursts" in same, same
 
 
 def test_a_live_video_ended_by_an_error_says_the_frames_it_holds(tmp_path, capsys, onnx_model):
