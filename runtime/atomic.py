@@ -35,6 +35,16 @@ def new_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def _mode_for(path: Path) -> int:
+    """The mode a file written over `path` gets: the file's own where it is there (a team's
+    shared manifest, group-writable, rewritten by a member under umask 077 became that
+    member's alone, as `cp` onto a file or an editor's save would not), else a new file's."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        return new_file_mode()
+
+
 class LinkRefused(ValueError):
     """A name sharpen writes in place (a lock file, a log it appends to) that is a symbolic
     link, a FIFO or anything else but a file, which none of its own is: refused, not written
