@@ -248,6 +248,34 @@ def test_an_ffmpeg_killed_mid_run_is_said_so_not_as_a_negative_exit_code(tmp_pat
     assert enc.failure.startswith("killed by SIGKILL"), enc.failure
 
 
+def test_a_stop_signal_to_the_encoder_leaves_the_run_to_end_the_video(tmp_path, ffmpeg):
+    """`systemctl stop` of a camera's unit sends SIGTERM to each of its processes (systemd's
+    KillMode=control-group), the encoder too: ffmpeg ended at once (exit 255), and the run,
+    stopping cleanly, said 'ffmpeg could not encode the video (exit code 255); nothing was
+    written under that name', the recording lost, exit 2. The run ends the encode itself,
+    every frame it wrote in the video."""
+    import signal
+
+    from runtime.video_codecs import CODECS, FFmpegEncoder, encode_command
+
+    out = tmp_path / "sharp.mkv"
+    command = encode_command(ffmpeg, CODECS["h264"], None, (64, 48), 25.0, out,
+                             ("smpte170m",) * 3, preset="ultrafast")
+    enc = FFmpegEncoder(command, out, flags=True)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for _ in range(5):
+        enc.write(frame)
+    for stop in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        enc._proc.send_signal(stop)
+    with pytest.raises(subprocess.TimeoutExpired):
+        enc._proc.wait(1)   # not stopped by them
+    for _ in range(5):
+        enc.write(frame)
+    enc.release()
+    assert enc.failure == "" and enc._proc.returncode == 0, enc.failure
+    assert len(read_video(out)[0]) == 10
+
+
 def test_sound_encoded_for_the_container_is_said_so(tmp_path, capsys, monkeypatch, onnx_model,
                                                    ffmpeg):
     """A MOV's PCM sound does not go into an MP4 as it is: it is encoded (AAC), which the
