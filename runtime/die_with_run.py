@@ -35,25 +35,23 @@ _PRCTL = _load_prctl()
 
 def dies_with_run() -> Optional[Callable[[], None]]:
     """A `preexec_fn` for subprocess that has the child killed when this process dies, and
-    deaf to the stop signals (None where the system has neither). Called in the thread that
-    waits for the child: the kernel ties it to the thread that started it."""
-    tie_to = (os.getpid(), _PRCTL) if _PRCTL is not None else None
+    deaf to the stop signals (None where the system has no such thing: no preexec_fn, which
+    Python's docs warn of in a threaded process, where it is not needed). Called in the
+    thread that waits for the child: the kernel ties it to the thread that started it."""
+    if _PRCTL is None:
+        return None
+    parent, prctl = os.getpid(), _PRCTL
     # `systemctl stop` sends SIGTERM to every process of the unit (KillMode=control-group),
     # these children too: the encoder ended at once (exit 255) and the stopping run threw the
     # recording away. Blocked, the signals wait unseen (ffmpeg unblocks none), and the run,
     # which they stop, ends its children as a stop should: the encode closed after the last
     # frame. A SIGKILL (TimeoutStopSec=, the OOM killer) still ends them.
-    deaf = (signal.SIGINT, *STOP_SIGNALS) if hasattr(signal, "pthread_sigmask") else ()
-    if tie_to is None and not deaf:
-        return None
+    deaf = (signal.SIGINT, *STOP_SIGNALS)
 
     def tie() -> None:
-        if deaf:
-            signal.pthread_sigmask(signal.SIG_BLOCK, deaf)
-        if tie_to is not None:
-            parent, prctl = tie_to
-            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent:   # the run died before the tie was made
-                os._exit(1)
+        signal.pthread_sigmask(signal.SIG_BLOCK, deaf)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:   # the run died before the tie was made
+            os._exit(1)
 
     return tie
