@@ -2060,6 +2060,10 @@ def test_a_urls_password_in_its_query_stays_out_of_messages_stats_and_names(tmp_
                               "&Access_Token=***&X-Amz-Signature=***&channel=1#apiKey=***")
     pipeline = f"souphttpsrc location={url} ! jpegdec ! videoconvert ! appsink"
     assert "s3cret" not in shown_url(pipeline) and "appsink" in shown_url(pipeline)
+    # A quoted location= keeps its closing quote: the pipeline shown as it was written
+    quoted = 'rtspsrc location="rtsp://10.0.0.7/live?token=t0ken" latency=0 ! appsink'
+    assert shown_url(quoted) == ('rtspsrc location="rtsp://10.0.0.7/live?token=***" '
+                                 'latency=0 ! appsink')
     secrets = ("s3cret", "t0ken", "s1g", "k3y")
     assert not any(s in _default_output(url) for s in secrets)
     stats = tmp_path / "stats.json"
