@@ -704,7 +704,8 @@ def _retimed_note(summary: dict, source: str, asked: float = 0.0) -> str:
                    "sharpened, each in a frame interval already filled")
     why = ("a variable frame rate, or frames lost to damage" if summary.get("skipped_inputs")
            else "a variable frame rate")
-    return (f"{source} has frames at uneven times ({why}): the {rate} "
+    from .source_spec import shown_url   # an HTTP video's URL: its password masked
+    return (f"{shown_url(source)} has frames at uneven times ({why}): the {rate} "
             f"{' and '.join(did)}, so that it keeps their times (and any sound in step)")
 
 

@@ -2117,6 +2117,20 @@ def test_a_password_with_an_unencoded_hash_or_question_mark_is_masked_whole():
     assert shown_url("http://10.0.0.7:8080/mail/a@b.c") == "http://10.0.0.7:8080/mail/a@b.c"
 
 
+def test_an_http_videos_uneven_times_note_shows_its_url_masked():
+    """A recorded video served over HTTP, read --no-live, whose frames came at uneven times:
+    the note after the done: line named the URL as given, password and ?token= with it, the
+    one message of a run that did not mask it (and the one `--source env:NAME` was to keep
+    out of the journal)."""
+    from runtime.cli import _retimed_note
+
+    summary = {"repeated_frames": 3, "frames_processed": 40,
+               "source": {"fps": 25.0, "average_fps": 24.0}}
+    note = _retimed_note(summary, "http://admin:s3cret@10.0.0.7/clip.mp4?token=t0ken")
+    assert "http://admin:***@10.0.0.7/clip.mp4?token=*** has frames at uneven times" in note
+    assert "s3cret" not in note and "t0ken" not in note, note
+
+
 def test_a_source_url_given_by_an_environment_variable_stays_off_the_command_line(
         tmp_path, capsys, onnx_model, monkeypatch):
     """A camera service's `--source rtsp://admin:PASSWORD@...` is in its command line, which
