@@ -31,14 +31,26 @@ def write_figures(rep: dict, quality, out: Path, target_fps: float, say) -> dict
         say("matplotlib is not installed: no figures")
         return {}
     figs = {}
-    for key, fn in (("latency", _fig_latency), ("scatter", _fig_scatter),
-                    ("crops", _fig_crops)):
+    makers = {"latency": (lambda: latency_figure(rep, target_fps), 110),
+              "scatter": (lambda: scatter_figure(rep, target_fps), 110),
+              "crops": (lambda: crops_figure(rep, quality), 100)}
+    for key, (make, dpi) in makers.items():
         try:
-            if any_script_text(fn)(rep, quality, out / FIGURES[key], target_fps):
+            if any_script_text(_saved)(make, out / FIGURES[key], dpi):
                 figs[key] = FIGURES[key]
         except Exception as e:  # noqa: BLE001 - a figure must not lose the report
             say(f"figure {FIGURES[key]} failed: {type(e).__name__}: {e}")
     return figs
+
+
+def _saved(make, path: Path, dpi: int) -> bool:
+    """`make()`'s figure saved at `path` (its text drawn there, under any_script_text's
+    fonts); False where it has nothing to draw."""
+    fig = make()
+    if fig is None:
+        return False
+    fig.savefig(path, dpi=dpi)
+    return True
 
 
 def _targets(rows: list[dict], target_fps: float) -> list[tuple[float, str, str]]:
@@ -50,14 +62,6 @@ def _targets(rows: list[dict], target_fps: float) -> list[tuple[float, str, str]
         return [(target_fps, "", "--")]
     return [(fps, f" on a {dev}" if len(got) > 1 or dev == "CPU" else "", style)
             for (fps, dev), style in zip(got, ("--", ":", "-."))]
-
-
-def _fig_latency(rep, quality, path: Path, target_fps: float) -> bool:
-    fig = latency_figure(rep, target_fps)
-    if fig is None:
-        return False
-    fig.savefig(path, dpi=110)
-    return True
 
 
 def latency_figure(rep: dict, target_fps: float):
@@ -104,14 +108,6 @@ def _label(r: dict, sep: str) -> str:
     if r["model"] == "teacher":
         return "teacher"
     return f"{r.get('given') or r['student']}{sep}{r['backend_label']}"
-
-
-def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
-    fig = scatter_figure(rep, target_fps)
-    if fig is None:
-        return False
-    fig.savefig(path, dpi=110)
-    return True
 
 
 def scatter_figure(rep: dict, target_fps: float):
@@ -212,14 +208,6 @@ def crop_titles(rep: dict, names: list[str], cols: list[str], n_students: int) -
                            if d["image"] == n), None)
             out[n, c] = who + ("" if db is None else f" (PSNR {db:.1f} dB)")
     return out
-
-
-def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
-    fig = crops_figure(rep, quality)
-    if fig is None:
-        return False
-    fig.savefig(path, dpi=100)
-    return True
 
 
 def crops_figure(rep: dict, quality):

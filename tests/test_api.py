@@ -180,7 +180,7 @@ def test_plots_leave_the_callers_matplotlib_backend_alone(tmp_path):
     matplotlib.use("Agg"), which switched a notebook's backend (inline plots stopped showing)."""
     import matplotlib
 
-    from benchmarks.figures import _fig_latency
+    from benchmarks.figures import _saved, latency_figure
     from distill.evaluate import side_by_side
 
     before = matplotlib.get_backend()
@@ -196,7 +196,8 @@ def test_plots_leave_the_callers_matplotlib_backend_alone(tmp_path):
         side_by_side({"a": {"input": img, "out": img}}, tmp_path / "sbs.png", side=16)
         rows = [{"status": "ok", "model": "student", "student": "fast", "backend_label": "onnx",
                  "size": "64x64", "ms": 3.0}]
-        assert _fig_latency({"latency": {"rows": rows}}, None, tmp_path / "lat.png", 10.0)
+        rep = {"latency": {"rows": rows}}
+        assert _saved(lambda: latency_figure(rep, 10.0), tmp_path / "lat.png", 110)
         assert (tmp_path / "sbs.png").is_file() and (tmp_path / "lat.png").is_file()
         assert matplotlib.get_backend() == "svg"
     finally:
