@@ -96,7 +96,7 @@ def _lines_class(tqdm: type) -> type:
         def __init__(self, *args: Any, interval: float, **kwargs: Any) -> None:
             self._interval = interval
             self._said_n: Optional[float] = None
-            self._said_at = time.time()
+            self._said_at = self._began = time.time()
             super().__init__(*args, **kwargs)
 
         def update(self, n: float = 1) -> Optional[bool]:
@@ -123,6 +123,13 @@ def _lines_class(tqdm: type) -> type:
             self._said_at, self._said_n = now, self.n
             d = self.format_dict
             d["bar_format"] = _KNOWN_TOTAL if d.get("total") else _OPEN_TOTAL
+            # The rate (and ETA) leave out what the caller paused (the trainer's validations);
+            # elapsed is the wall time since the job began, as the timestamps read: leaving
+            # pauses out of it too made it go back (01:10, then 01:00) after a line said
+            # during a pause.
+            if d.get("rate") is None and d.get("elapsed"):
+                d["rate"] = (d["n"] - d.get("initial", 0)) / d["elapsed"]
+            d["elapsed"] = max(now - self._began, 0.0)
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
             try:
                 # tqdm pads a rate to its bar's width (" 6.99photo/s"): one space in a line

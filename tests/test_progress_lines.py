@@ -188,6 +188,41 @@ def test_a_pause_left_out_of_the_rate_does_not_hold_back_the_next_line(monkeypat
     bar.close()
 
 
+def test_elapsed_is_the_wall_time_and_never_goes_back_across_a_pause(monkeypatch):
+    """A training log said "20/40 step ..., elapsed 00:04" and then "40/40 step ...,
+    elapsed 00:02": the validations left out of the rate were left out of the elapsed time
+    too, except in a line said during one (a validation's own line redraws the bar). Elapsed
+    is the time since the job began, as its timestamps read; the rate leaves pauses out."""
+    import time
+
+    import tqdm.std
+
+    from distill.trainer import _pause_bar
+
+    clock = [1000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    monkeypatch.setattr(tqdm.std, "time", lambda: clock[0])
+    monkeypatch.setenv(INTERVAL_ENV, "60")
+    out = io.StringIO()
+    bar = progress(total=40, desc="train fast", unit="step", file=out)
+    for _ in range(20):
+        clock[0] += 2.5
+        bar.update(1)   # 50 s: no line yet
+    clock[0] += 20
+    bar.refresh()   # 20 s into a validation of 40 s: a line is due (70 s)
+    clock[0] += 20
+    _pause_bar(bar, 40.0)
+    for _ in range(20):
+        clock[0] += 0.5
+        bar.update(1)
+    bar.close()   # 100 s after the start, 60 s of them training
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    elapsed = [re.search(r"elapsed (\d\d):(\d\d)", ln).groups() for ln in lines]
+    assert [int(m) * 60 + int(s) for m, s in elapsed] == [70, 100], lines
+    assert "40/40 step (100%), 1.50s/step" in lines[-1], lines[-1]
+
+
 def test_an_interrupted_job_says_where_it_stopped_once(monkeypatch):
     """Ctrl-C (or SIGTERM, raised as KeyboardInterrupt) inside the loop: one closing line with
     the count reached, not none (the log would end an interval earlier) nor two (the bar's
