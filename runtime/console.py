@@ -1,5 +1,6 @@
-"""One table printer for every command: a rich table when rich is installed, aligned plain
-text otherwise (a device with only the runtime has no rich)."""
+"""One table printer for every command: a rich table on a terminal when rich is installed,
+aligned plain text, a row a line, otherwise (a log, a pipe, TERM=dumb, a device with only the
+runtime, which has no rich)."""
 from __future__ import annotations
 
 import argparse
@@ -82,18 +83,18 @@ def brief(exc: BaseException, limit: int = 400) -> str:
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]],
                 file: Optional[TextIO] = None, right: Sequence[str] = (),
                 row_style: Optional[Callable[[Sequence[str]], Optional[str]]] = None) -> None:
-    """`right`: headers of right-aligned (numeric) columns; `row_style(row)`: a rich style."""
+    """`right`: headers of right-aligned (numeric) columns; `row_style(row)`: a rich style.
+    A rich table on a terminal (or where FORCE_COLOR asks for one); plain aligned columns, a
+    row a line, in a log, a pipe, on a dumb terminal or without rich (`_plain_table`)."""
     file = file or sys.stdout
     rows = [[str(c) for c in r] for r in rows]
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-                  for i, h in enumerate(headers)]
-        print(title, file=file)
-        for r in [list(headers), *rows]:
-            print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=file)
+        Table = None
+    if Table is None or not _boxes_wanted(file):
+        _plain_table(title, headers, rows, file, right)
         return
     table = Table(title=title)
     for h in headers:
@@ -101,8 +102,8 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
     for r in rows:
         table.add_row(*r, style=row_style(r) if row_style else None)
     console = Console(file=file, width=_table_width(file))
-    # A log or pipe keeps the columns (scripts read them; a long description folds in its
-    # cell); only a terminal narrower than the table gets a record per row.
+    # A FORCE_COLOR log keeps the columns (a long description folds in its cell); only a
+    # terminal narrower than the table gets a record per row.
     if _on_terminal(file) and \
             console.measure(table, options=console.options.update_width(10_000)).maximum \
             > console.width:
@@ -118,6 +119,39 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
     console.print(table)
 
 
+def _plain_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]],
+                 file: TextIO, right: Sequence[str] = ()) -> None:
+    """The title, then the headers and each row on a line of its own, in columns two spaces
+    apart (numeric ones right-aligned): what a script splits, a CI log shows whole and a
+    screen reader reads as words, where box drawing was read out as lines and a long cell
+    folded one row over several."""
+    try:
+        from rich.cells import cell_len   # CJK and emoji take two columns
+    except ImportError:
+        cell_len = len
+
+    def cell(text: str, width: int, header: str) -> str:
+        pad = " " * (width - cell_len(text))
+        return pad + text if header in right else text + pad
+
+    # A cell on one line, single-spaced; an empty one as "-", as the tables write "none":
+    # blank, the row's next value was read (by a script or a screen reader) as this column's.
+    rows = [[" ".join(c.split()) or "-" for c in r] for r in rows]
+    widths = [max([cell_len(h), *(cell_len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    print(title, file=file)
+    for r in [list(headers), *rows]:
+        print("  ".join(cell(c, w, h) for c, w, h in zip(r, widths, headers)).rstrip(),
+              file=file)
+
+
+def _boxes_wanted(file: TextIO) -> bool:
+    """Whether a table to `file` is drawn with rich's boxes: on a terminal that is not dumb,
+    or where FORCE_COLOR asks for rich output (CI runners that show colour)."""
+    if os.environ.get("TERM") == "dumb":
+        return False
+    return _on_terminal(file) or bool(os.environ.get("FORCE_COLOR"))
+
+
 def _on_terminal(file: TextIO) -> bool:
     try:
         return bool(file.isatty())
@@ -131,10 +165,19 @@ def _table_width(file: TextIO) -> int:
     try:
         # 0 columns: a pty nobody sized (`docker exec -t`, a CI runner), which printed nothing.
         if file.isatty() and (columns := os.get_terminal_size(file.fileno()).columns) > 0:
-            return columns
+            # COLUMNS narrows it, as it does --help (argparse reads it): a user's own width
+            return min(columns, _columns_env() or columns)
     except (AttributeError, OSError, ValueError):   # no descriptor (StringIO) or no size
         pass
     return max(120, min(200, shutil.get_terminal_size((160, 24)).columns))
+
+
+def _columns_env() -> Optional[int]:
+    """COLUMNS as a positive number of columns, or None."""
+    try:
+        return max(int(os.environ.get("COLUMNS", "")), 0) or None
+    except ValueError:
+        return None
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

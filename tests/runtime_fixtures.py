@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import re
 import select
 import shutil
 import struct
@@ -366,3 +367,10 @@ def with_stts(clip: Path, entries: list[tuple[int, int]], out: Path, strict: boo
     data[at:at + old] = new
     out.write_bytes(data)
     return out
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The rows of the tables `print_table` wrote to a log in `text`, header rows included:
+    each line of two or more cells two or more spaces apart (a title or legend line has one)."""
+    rows = [re.split(r" {2,}", line.strip()) for line in text.splitlines()]
+    return [r for r in rows if len(r) > 1]

@@ -11,6 +11,7 @@ import pytest
 from benchmarks.compare import (CompareError, Tolerances, compare_reports, load_report,
                                 parse_fail_on)
 from benchmarks.report import REPORT_FORMAT
+from runtime_fixtures import table_rows
 
 
 def _report(psnr=21.0, ssim=0.55, ms=8.0, p90=10.0, cpu="AMD EPYC", threads=1,
@@ -186,8 +187,8 @@ def test_bench_compare_prints_the_regressions_first_and_exits_1(tmp_path, capsys
     rc = main(["bench-compare", str(tmp_path / "a"), str(tmp_path / "b.json")])
     out = capsys.readouterr().out
     assert rc == 1, out
-    table = [ln for ln in out.splitlines() if "│" in ln]
-    assert "REGRESSED" in table[0] and "psnr dB" in table[0], out
+    first = " ".join(table_rows(out)[1])   # the row below the header
+    assert "REGRESSED" in first and "psnr dB" in first, out
     assert "only in this report (not compared): latency fast TFLite INT8" in out
     assert out.rstrip().endswith("1 regression"), out
     assert main(["bench-compare", str(tmp_path / "a"), str(tmp_path / "a")]) == 0

@@ -18,6 +18,7 @@ import pytest
 from bench_fixtures import ROOT, _bench, _blurred_frames, _run_suite
 from distill.checkpoint import atomic_save, make_checkpoint
 from distill.students import create_student
+from runtime_fixtures import table_rows
 
 pytestmark = pytest.mark.slow  # whole pipelines at toy sizes: tens of seconds
 
@@ -439,7 +440,7 @@ def test_a_failed_student_is_in_the_real_blur_tables_as_failed(env, tmp_path, ca
     dashes = {"pairs": " - | - | - | - | - |", "nogt": " - |"}
     for key, rest in dashes.items():
         assert f"| broken | failed: {why} |{rest}" in md, md
-    assert len([ln for ln in term.splitlines() if ln.startswith("│ broken ")]) == 2, term
+    assert len([r for r in table_rows(term) if r[0] == "broken"]) == 2, term
 
 
 def test_a_float_layer_a_student_lacks_is_a_usage_error_before_any_export(env, tmp_path,

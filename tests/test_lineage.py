@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pair_fixtures import noise_pairs
+from runtime_fixtures import table_rows
 
 pytest.importorskip("onnx")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -205,8 +206,7 @@ def test_sharpen_models_tells_a_validation_score_of_the_older_ssim_from_this_ver
     capsys.readouterr()
     for name, older in (("a/best.pt", False), ("a/last.pt", False), ("old.pt", True)):
         assert main(["models", str(tmp_path / name), "--height", "64", "--width", "96"]) == 0
-        text = " ".join(ln.split("│")[-2].strip() for ln in capsys.readouterr().out.splitlines()
-                        if ln.count("│") > 3)
+        text = " ".join(r[-1] for r in table_rows(capsys.readouterr().out))
         assert "model_gt_ssim" in text, text
         assert ("formula not recorded: an older version's 7x7 window" in text) == older, text
 

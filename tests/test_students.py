@@ -8,6 +8,7 @@ import torch.nn as nn
 from distill.students import (EdgeStudent, FastStudent, Gate, SeedStudent, count_macs,
                               count_params, create_student, for_inference, list_students,
                               receptive_field, run_padded)
+from runtime_fixtures import table_rows
 
 ALLOWED = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle,
            Gate)
@@ -191,8 +192,7 @@ def test_models_teacher_rows_count_attention_too(capsys):
     attention's matrix products add (torch's FLOP counter: 465 and 4901)."""
     from sharpen.cli import main
     assert main(["models", "seed", "--teacher", "--quiet"]) == 0
-    rows = {r.split("│")[1].strip(): r.split("│")[3].strip()
-            for r in capsys.readouterr().out.splitlines() if "restormer:" in r}
+    rows = {r[0]: r[2] for r in table_rows(capsys.readouterr().out) if "restormer:" in r[0]}
     assert rows["restormer:small"] == "~465" and rows["restormer:motion-deblur"] == "~4901", rows
 
 
@@ -222,7 +222,8 @@ def test_models_command_errors(capsys):
     # 744-px receptive field is probed at up to 2048 px, seconds of this test)
     assert main(["models", "fast,seed", "fast", "--height", "64", "--width", "96"]) == 0
     out = capsys.readouterr().out
-    assert out.count("│ fast ") == 1 and out.count("│ seed ") == 1
+    names = [r[0] for r in table_rows(out)]
+    assert names.count("fast") == 1 and names.count("seed") == 1, out
     assert main(["models", "--height", "0"]) == 2
     assert "--height" in capsys.readouterr().err
     assert main(["models", "fast", "--height", "64", "--width", "96", "--measure",
@@ -252,8 +253,8 @@ def test_models_says_what_its_columns_and_times_are(capsys):
     out = capsys.readouterr().out
     assert "median / p90 of 4 runs" in out, out
     assert " ".join(cpu_model().split()) in " ".join(out.split()), out
-    row = next(ln for ln in out.splitlines() if ln.startswith("│ fast "))
-    median, p90 = map(float, re.search(r"│ ([0-9.]+) / ([0-9.]+) ", row).groups())
+    row = next(ln for ln in out.splitlines() if ln.startswith("fast "))
+    median, p90 = map(float, re.search(r" ([0-9.]+) / ([0-9.]+) ", row).groups())
     assert 0 < median <= p90, row
 
 
@@ -293,19 +294,17 @@ def test_models_lists_a_checkpoints_own_layout(tmp_path, capsys, monkeypatch):
                 path)
     monkeypatch.chdir(tmp_path)
     assert main(["models", "fast", "b1.pt", "--height", "64", "--width", "96"]) == 0
-    rows = {ln.split("│")[1].strip(): ln for ln in capsys.readouterr().out.splitlines()
-            if ln.count("│") > 3}
+    rows = {r[0]: r for r in table_rows(capsys.readouterr().out)}
     mine, reg = rows["b1.pt"], rows["fast"]
-    assert "checkpoint: fast" in mine
-    assert f"{count_params(small):,}" in mine and mine.split("│")[2] != reg.split("│")[2]
+    assert "checkpoint: fast" in mine[-1]
+    assert mine[1] == f"{count_params(small):,}" and mine[1] != reg[1]
     # A trained one also says how far it was trained and what its validation scored (the
     # listing showed the layout alone: two checkpoints of a run looked the same).
     atomic_save(make_checkpoint(small, kind="student", arch="fast", arch_args=small.arch_args,
                                 step=1200, metrics={"model_gt_ssim": 0.83312, "step": 1000}),
                 tmp_path / "trained.pt")
     assert main(["models", "trained.pt", "--height", "64", "--width", "96"]) == 0
-    text = " ".join(ln.split("│")[-2].strip() for ln in capsys.readouterr().out.splitlines()
-                    if ln.count("│") > 3)
+    text = " ".join(r[-1] for r in table_rows(capsys.readouterr().out))
     assert "step 1200; validation at step 1000: model_gt_ssim 0.8331" in text, text
     assert main(["models", str(tmp_path / "none.pt")]) == 2
     assert "none.pt" in capsys.readouterr().err
