@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.console import count
+from runtime.console import count, unread_listed
+from runtime.warn import warn
 from .command_messages import refuse, out_folder_problem, out_of_range
 
 
@@ -39,7 +40,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
     """`synth`'s pairs of the photos in `src` written into `out`, whose lock is held."""
     import numpy as np
-    from tqdm import tqdm
 
     from .data.blur import BlurConfig, synthesize
     from .data.corpus import _names
@@ -98,15 +98,15 @@ def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
     if held:
         writing = {pair_name(f, c) for f in files for c in range(args.copies)}
         print(f"warning: {_held_pairs(out, held, writing)}", file=sys.stderr)
-    failed = 0
+    failed: list[str] = []   # why each photo that could not be read was skipped
     deep: list[Path] = []   # 16-bit photos, said once at the end
     for i, f in enumerate(progress(files, desc="synth", unit="img", quiet=args.quiet)):
         try:
             raw = decode_image(f)
             sharp = to_rgb_float(raw, str(f))
         except ImageReadError as e:
-            failed += 1
-            tqdm.write(f"skipped: {e}", file=sys.stderr)
+            failed.append(str(e))
+            warn(f"skipped: {e}")
             continue
         if raw.dtype == np.uint16:
             deep.append(f.relative_to(src))
@@ -116,8 +116,11 @@ def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
             blurred, target = make(sharp, rng)
             write_image(out / "input" / name, blurred)
             write_image(out / "target" / name, target)
-    warn_16_bit(deep, len(files) - failed, "synth")
-    print(f"synthetic pairs written to {out}/input and {out}/target ({failed} unreadable)")
+    warn_16_bit(deep, len(files) - len(failed), "synth")
+    print(f"synthetic pairs written to {out}/input and {out}/target ({len(failed)} unreadable)",
+          flush=True)
+    if failed:
+        print(unread_listed("synth", failed, "images"), file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from runtime.cli_errors import interrupt_exit_code
-from runtime.console import count
+from runtime.console import count, unread_listed
 from .command_messages import refuse, note_line
 from .teacher_run import TeacherRun
 
@@ -127,7 +127,8 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
               f"{out} "
               "from an earlier run with the same weights and settings (--no-resume writes them "
               "again)", file=sys.stderr)
-    failed, done = 0, len(files) - len(todo)
+    failed: list[str] = []   # why each image that could not be read was skipped
+    done = len(files) - len(todo)
     from runtime.imageio import file_header_size
     from runtime.tiling import count_tiles
     from tqdm import tqdm
@@ -152,7 +153,7 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                    quiet=args.quiet, dynamic_ncols=True)
     try:
         for src, rel in todo:
-            bar.set_postfix_str(f"{done + failed + 1}/{len(files)}: {src.name}", refresh=False)
+            bar.set_postfix_str(f"{done + len(failed) + 1}/{len(files)}: {src.name}", refresh=False)
             base, planned = bar.n, tiles(sizes.get(src))
 
             def on_tile(n: int, total: int) -> None:
@@ -205,10 +206,10 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                     current.clear()
                 done += 1
             except (ImageReadError, OSError, MemoryError) as e:
-                failed += 1
+                failed.append(str(e))
                 bar.total -= planned - (bar.n - base)   # its tiles that will not run
                 bar.refresh()
-                tqdm.write(f"skipped: {e}", file=sys.stderr)
+                warn(f"skipped: {e}")
     except KeyboardInterrupt as e:
         bar.close()
         run.close()   # its warning, if any, before the line that ends the run
@@ -232,7 +233,10 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     bar.close()
     earlier = len(files) - len(todo)
     print(f"teacher: {count(done, 'image')} in {out}"
-          + (f" ({earlier} from an earlier run)" if earlier else "") + f", {failed} failed")
+          + (f" ({earlier} from an earlier run)" if earlier else "") + f", {len(failed)} failed",
+          flush=True)
+    if failed:
+        print(unread_listed("teacher", failed, "images"), file=sys.stderr)
     return 1 if failed else 0
 
 

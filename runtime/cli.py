@@ -19,7 +19,7 @@ from .cli_errors import (interrupt_exit_code, interrupted_message, missing_depen
                          raise_if_interrupted, said_after_hang_up, stop_signals_as_interrupt)
 from .cli_parser import CommandParser
 from .console import (count, open_closed_std_fds, quiet_library_logs, report_fatal_errors,
-                      unread)
+                      unread_listed)
 from .host import limit_note, threads_help, threads_warning
 # Not .tiling's: it imports numpy, which --help must not load.
 from .options import (AUTO_TILE, AUTO_TILE_PIXELS, NO_EXIF_HELP, OVERLAP, PRESETS,
@@ -584,11 +584,8 @@ def handler(args: argparse.Namespace) -> int:
         print(f"sharpen run: {shown}: {compare_layout(options.view)}", file=sys.stderr)
     if skipped := summary.get("skipped_inputs"):
         # Listed again here: a library's run of hours said each among thousands of lines.
-        n, shown = len(skipped), skipped[:SKIPPED_LISTED]
-        more = f"\n  ... and {n - len(shown)} more (listed above)" if n > len(shown) else ""
         kind = (summary.get("source") or {}).get("kind")
-        print(f"sharpen run: {unread(n, kind)} could not be read; the rest were processed:\n"
-              + "\n".join(f"  {m}" for m in shown) + more, file=sys.stderr)
+        print(unread_listed("run", skipped, kind, SKIPPED_LISTED), file=sys.stderr)
         code = 1
     elif summary.get("interrupted"):   # the shell's 128 + signal number, as the trainers exit
         code = 128 + getattr(signal, summary.get("signal") or "SIGINT")

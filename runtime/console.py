@@ -30,6 +30,17 @@ def unread(n: int, source_kind: Optional[str]) -> str:
             else count(n, "input or stretch", "inputs or stretches") + " of the input")
 
 
+def unread_listed(command: str, skipped: Sequence[str], source_kind: Optional[str],
+                  limit: int = 20) -> str:
+    """The closing lines of a command that skipped inputs it could not read: how many, and
+    each as its warning said it (the first `limit`), listed again where a long log said them
+    among thousands of lines."""
+    n, shown = len(skipped), list(skipped[:limit])
+    more = f"\n  ... and {n - len(shown)} more (listed above)" if n > len(shown) else ""
+    return (f"sharpen {command}: {unread(n, source_kind)} could not be read; the rest were "
+            "processed:\n" + "\n".join(f"  {m}" for m in shown) + more)
+
+
 def shell_join(words: Sequence[str], system: Optional[str] = None) -> str:
     """`words` as one command line to paste into this system's shell (`system`: sys.platform's
     spelling, default this one's): shlex's quoting, but on Windows, whose cmd.exe takes single

@@ -112,6 +112,26 @@ def test_synth_reads_subfolders_keeps_every_photo_and_checks_its_flags(tmp_path,
         assert what in capsys.readouterr().err
 
 
+def test_synth_says_an_unreadable_photo_as_a_warning_and_lists_it_at_the_end(tmp_path, capsys):
+    """`synth` said "skipped: PATH: why" where every other command says "warning: skipped:"
+    (a CI log's grep for warnings missed it), and its last line a count alone ("1
+    unreadable"): which photo, among a long log's lines, the user had to scroll back for."""
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    photos = tmp_path / "photos"
+    write_image(photos / "good.png", np.random.default_rng(0).random((40, 48, 3)).astype(
+        np.float32))
+    (photos / "cut.png").write_bytes(b"\x89PNG garbage")
+    assert main(["synth", "--sharp", str(photos), "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    said = [ln for ln in err if "cut.png" in ln]
+    assert said[0].startswith(f"warning: skipped: {photos / 'cut.png'}: "), err
+    assert err[-2:] == ["sharpen synth: 1 image could not be read; the rest were processed:",
+                        "  " + said[0].removeprefix("warning: skipped: ")], err
+
+
 def test_synth_names_the_clips_it_leaves_out(tmp_path, capsys):
     """A folder of sharp dashcam clips gave "--sharp DIR: no images found", and clips beside
     photos were left out without a word: synth takes photos, and says what to do with clips."""

@@ -460,7 +460,12 @@ def test_a_folders_progress_counts_tiles_over_all_its_images(tmp_path, tiny_teac
     # The bar's own counters only: the temp folder's path (pytest-1515/...) holds digits too.
     counters = re.findall(r"teacher: (\d+)/(\d+) tile", err)
     assert counters and all(int(total) == n and int(done) <= n for done, total in counters), err
-    assert "skipped: " in err and "cut.png" in err
+    # A warning, as every command says a skipped input, and listed again at the end
+    said = [ln for ln in err.splitlines() if "cut.png" in ln]
+    assert said[0].startswith(f"warning: skipped: {src / 'cut.png'}: "), err
+    assert err.splitlines()[-2:] == [
+        "sharpen teacher: 1 image could not be read; the rest were processed:",
+        "  " + said[0].removeprefix("warning: skipped: ")], err
 
 
 def test_a_folders_bar_ends_at_its_tiles_where_a_header_does_not_give_the_size(
