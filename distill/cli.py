@@ -243,7 +243,12 @@ def add_commands(sub) -> None:
                        "the runs. A folder holding run folders (runs/) stands for every run in "
                        "it. Runs being written are read as they are, without their lock. --out "
                        "draws their training loss and validation curves overlaid in "
-                       "OUT/runs.png and writes the table's numbers to OUT/runs.csv.")
+                       "OUT/runs.png and writes the table's numbers to OUT/runs.csv. --same "
+                       "checks whether two runs are the same run (a reproduction): state, seed, "
+                       "settings, code version and software, training and validation data, "
+                       "weights of each checkpoint and metrics.jsonl, a row each with both "
+                       "values and the verdict; exit 0 the same, 1 they differ (or something "
+                       "is not recorded), 2 bad input.")
     p.add_argument("runs", nargs="+", metavar="RUN",
                    help="run folders (out= of a training run), or folders of them")
     p.add_argument("--out", "--output", default=None, metavar="DIR",
@@ -252,6 +257,13 @@ def add_commands(sub) -> None:
                    help="the curves' x axis: training steps, or crops seen (samples: runs of "
                    "other batch sizes or torchrun process counts line up by data); auto "
                    "takes samples where the runs' crops a step differ")
+    p.add_argument("--same", action="store_true",
+                   help="whether two runs are the same run, check by check (exit 0 the same, "
+                   "1 they differ, 2 bad input); wall times are not compared")
+    p.add_argument("--tolerance", type=float, default=0.0, metavar="T",
+                   help="with --same: the largest absolute difference allowed in a weight, "
+                   "loss or score (0: bit for bit, as two CPU runs of one seed, thread "
+                   "count and software are; a GPU's may need e.g. 1e-5)")
     p.set_defaults(func=cmd_runs)
 
     try:

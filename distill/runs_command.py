@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from .command_messages import out_folder_problem, refuse
@@ -10,6 +11,11 @@ from .command_messages import out_folder_problem, refuse
 def cmd_runs(args: argparse.Namespace) -> int:
     from .runs_compare import pick_axis, plot, read_run, report, run_folders, write_csv
 
+    if args.same:
+        return _same(args)
+    if args.tolerance:
+        return refuse("--tolerance applies to --same only (the ablation table compares no "
+                      "weights)")
     out = Path(args.out) if args.out else None
     if out is not None and (problem := out_folder_problem(out)):
         return refuse(problem)
@@ -26,3 +32,19 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print(f"curves by {axis}: {png}; the table's numbers: {table}")
     # 1 when nothing could be compared, as a command that found no input
     return 0 if comparable else 1
+
+
+def _same(args: argparse.Namespace) -> int:
+    """`--same`: the check table and its closing line; exit 0 the same, 1 not, 2 bad input."""
+    from .runs_same import BadRun, same_runs
+    if args.out:
+        return refuse("--same prints its table; --out (runs.png, runs.csv) is for the "
+                      "ablation table, without --same")
+    if not (args.tolerance >= 0 and math.isfinite(args.tolerance)):
+        return refuse(f"--tolerance must be a number >= 0, got {args.tolerance}")
+    try:
+        code, text = same_runs([Path(p) for p in args.runs], args.tolerance)
+    except BadRun as e:
+        return refuse(str(e))
+    print(text)
+    return code

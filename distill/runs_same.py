@@ -1,0 +1,313 @@
+"""`sharpen runs A B --same`: whether two training runs are the same run, as an audit before a
+model ships asks it (the same config and seed, code and software, training and validation
+data, weights within a tolerance, metrics): a table of each check with both runs' values and
+its verdict, and the exit code (0 the same, 1 they differ or cannot be shown the same, 2 bad
+input). Wall times are not compared: two identical runs never take the same seconds."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import RUN_CONTROL
+from .runs_compare import Run, format_table, read_run, run_folders
+
+SAME, DIFFERS, UNKNOWN, NOTE = "same", "DIFFERS", "not recorded", "not compared"
+# Keys naming where files are: two machines spell them differently for the same files, which
+# the data digests and the init's sha256 compare instead.
+WHERE = {"data.train", "data.val", "data.labels", "data.val_labels", "data.gt_train", "init",
+         "teacher"}
+# metrics.jsonl's timings: how long a step took is never the same twice.
+TIMINGS = {"time", "s_per_step", "data_s_per_step", "val_s"}
+# The software records compared apart from the code (provenance.run_environment's keys).
+SOFTWARE = ("python", "torch", "numpy", "opencv", "scikit_image", "torch_threads", "device")
+CHECKPOINTS = ("last.pt", "best.pt")
+
+
+@dataclass
+class Check:
+    what: str
+    a: str
+    b: str
+    verdict: str   # SAME, DIFFERS, UNKNOWN or NOTE, with what differs after it
+
+
+class BadRun(ValueError):
+    """Input that cannot be compared (exit 2): the message names the folder or file."""
+
+
+def _flat(run: Run) -> dict:
+    return {k: v for k, v in run.config.items() if k != "processes"}
+
+
+def _shown(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def _record(folder: Path) -> dict:
+    """What the run's checkpoint records (last.pt, full, records the data; else best.pt):
+    its environment, data signature, lineage and step. {} where there is no checkpoint."""
+    from .checkpoint import CheckpointError, read_checkpoint
+    for name in CHECKPOINTS:
+        p = folder / name
+        if p.is_file():
+            try:
+                ck = read_checkpoint(p, mmap=True)
+            except (CheckpointError, OSError) as e:
+                raise BadRun(f"{p}: {e}") from None
+            return {"from": name, **{k: ck.get(k) for k in ("environment", "data", "lineage")}}
+    return {}
+
+
+def settings_checks(a: Run, b: Run) -> list[Check]:
+    """The seed, then a row per config key that differs. Steering keys (log_every...) and
+    where files are (data.train...) are shown but not counted: the data digests compare the
+    files, and steering does not change what is trained."""
+    ca, cb = _flat(a), _flat(b)
+    if not ca or not cb:
+        missing = a if not ca else b
+        return [Check("settings", "config.yaml" if ca else "-", "config.yaml" if cb else "-",
+                      f"{UNKNOWN}: {missing.label} has no readable config.yaml")]
+    rows = [Check("seed", _shown(ca.get("seed")), _shown(cb.get("seed")),
+                  SAME if ca.get("seed") == cb.get("seed") else DIFFERS)]
+    differ = []
+    for k in sorted((set(ca) | set(cb)) - {"out", "seed"}):
+        va, vb = ca.get(k, "<unset>"), cb.get(k, "<unset>")
+        if json.dumps(va, sort_keys=True, default=str) == json.dumps(vb, sort_keys=True,
+                                                                        default=str):
+            continue
+        if k in RUN_CONTROL:
+            why = f"{NOTE} (steers the run, not what it trains)"
+        elif k in WHERE:
+            why = f"{NOTE} (a path: the files are compared below)"
+        else:
+            why = DIFFERS
+        differ.append(Check(f"setting {k}", _shown(va), _shown(vb), why))
+    if not any(c.verdict == DIFFERS for c in differ):
+        rows.append(Check("settings", f"{len(ca)} keys", f"{len(cb)} keys", SAME))
+    return rows + differ
+
+
+def software_checks(ra: dict, rb: dict) -> list[Check]:
+    """The code version (sharpen and its commit), then the libraries, threads and device."""
+    ea, eb = ra.get("environment"), rb.get("environment")
+    if not isinstance(ea, dict) or not isinstance(eb, dict):
+        return [Check("code version", "-", "-", f"{UNKNOWN}: a checkpoint records no software "
+                      "(no checkpoint, or an older version's)")]
+
+    def code(e: dict) -> str:
+        return f"sharpen {e.get('sharpen')}" + (f" ({e['code']})" if e.get("code") else "")
+    rows = []
+    if code(ea) != code(eb):
+        rows.append(Check("code version", code(ea), code(eb), DIFFERS))
+    elif not ea.get("code"):
+        rows.append(Check("code version", code(ea), code(eb),
+                          f"{UNKNOWN}: no git commit recorded, the version alone"))
+    elif ea["code"].endswith("+changes"):
+        rows.append(Check("code version", code(ea), code(eb), f"{UNKNOWN}: both with "
+                          "uncommitted changes, which are not recorded"))
+    else:
+        rows.append(Check("code version", code(ea), code(eb), SAME))
+    for k in SOFTWARE:
+        if ea.get(k) != eb.get(k):
+            # Shown, not counted: whether another library, thread count or device changed
+            # the numbers is what the weights and metrics rows say.
+            rows.append(Check(k.replace("_", " "), _shown(ea.get(k)), _shown(eb.get(k)),
+                              f"{NOTE} (the weights and metrics say whether it mattered)"))
+    if len(rows) == 1:
+        rows.append(Check("software", ", ".join(f"{k} {ea.get(k)}" for k in ("torch", "device")),
+                          ", ".join(f"{k} {eb.get(k)}" for k in ("torch", "device")), SAME))
+    return rows
+
+
+def data_checks(ra: dict, rb: dict) -> list[Check]:
+    """Training and validation files by count and digest (last.pt's data signature), and
+    the weights a fine-tune started from by their sha256."""
+    rows = []
+    da, db = ra.get("data"), rb.get("data")
+    for key, what in (("train", "training data"), ("val", "validation data")):
+        if not isinstance(da, dict) or not isinstance(db, dict) \
+                or f"{key}_digest" not in da or f"{key}_digest" not in db:
+            rows.append(Check(what, "-", "-", f"{UNKNOWN}: no last.pt records it"))
+            continue
+        sa, sb = _files(da, key), _files(db, key)
+        rows.append(Check(what, sa, sb, SAME if sa == sb else DIFFERS))
+    ia = (ra.get("lineage") or {}).get("init") or {}
+    ib = (rb.get("lineage") or {}).get("init") or {}
+    if ia or ib:
+        sa, sb = ia.get("sha256", "-"), ib.get("sha256", "-")
+        rows.append(Check("init weights", f"sha256 {sa}", f"sha256 {sb}",
+                          SAME if sa == sb and sa != "-" else DIFFERS))
+    return rows
+
+
+def _files(sig: dict, key: str) -> str:
+    n = sig.get(key)
+    if n == 0 and key == "train":   # the built-in set is made by the code, not read
+        return f"no files (the built-in set), digest {sig[f'{key}_digest']}"
+    return f"{n} image{'' if n == 1 else 's'}, digest {sig[f'{key}_digest']}"
+
+
+def _weights(path: Path) -> dict:
+    from .checkpoint import CheckpointError, read_checkpoint
+    try:
+        ck = read_checkpoint(path, mmap=True)
+    except (CheckpointError, OSError) as e:
+        raise BadRun(f"{path}: {e}") from None
+    return {f"{part}.{n}": t for part in ("model", "ema")
+            if isinstance(ck.get(part), dict) for n, t in ck[part].items()}
+
+
+def weight_checks(a: Run, b: Run, tolerance: float) -> list[Check]:
+    """Each checkpoint both runs have (last.pt, best.pt, stepN.pt): model and EMA tensors,
+    the largest absolute difference and where it is."""
+    names = [n for n in CHECKPOINTS if (a.path / n).is_file() or (b.path / n).is_file()]
+    names += sorted({p.name for r in (a, b) for p in r.path.glob("step*.pt")} - set(names),
+                    key=lambda n: (len(n), n))
+    if not names:
+        return [Check("weights", "-", "-", f"{UNKNOWN}: neither run saved a checkpoint")]
+    rows = []
+    for n in names:
+        pa, pb = a.path / n, b.path / n
+        if not (pa.is_file() and pb.is_file()):
+            rows.append(Check(f"weights {n}", "yes" if pa.is_file() else "missing",
+                              "yes" if pb.is_file() else "missing", DIFFERS))
+            continue
+        wa, wb = _weights(pa), _weights(pb)
+        if set(wa) != set(wb) or any(wa[k].shape != wb[k].shape for k in wa):
+            rows.append(Check(f"weights {n}", f"{len(wa)} tensors", f"{len(wb)} tensors",
+                              f"{DIFFERS}: other layers or shapes"))
+            continue
+        worst, where, differ = 0.0, "", 0
+        for k in wa:
+            d = (wa[k].double() - wb[k].double()).abs()
+            top = float(d.max()) if d.numel() else 0.0
+            if not math.isfinite(top):
+                top = 0.0 if bool((wa[k].isnan() == wb[k].isnan()).all()) and \
+                    bool((wa[k].nan_to_num() == wb[k].nan_to_num()).all()) else math.inf
+            differ += top > 0
+            if top > worst:
+                worst, where = top, k
+        rows.append(Check(f"weights {n}", f"{len(wa)} tensors", f"{len(wb)} tensors",
+                          _within(worst, tolerance, f"{differ} tensors differ, the most in "
+                                  f"{where}")))
+    return rows
+
+
+def _within(worst: float, tolerance: float, where: str) -> str:
+    if worst == 0:
+        return f"{SAME} (bit for bit)"
+    if worst <= tolerance:
+        return f"{SAME} (within {tolerance:g}: largest difference {worst:.3g}, {where})"
+    return f"{DIFFERS}: largest difference {worst:.3g} > {tolerance:g}, {where}"
+
+
+def _numbers(rec: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in rec.items():
+        if k in TIMINGS:
+            continue
+        if isinstance(v, dict):
+            out.update(_numbers(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = float(v)
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def metrics_check(a: Run, b: Run, tolerance: float) -> Check:
+    """metrics.jsonl's records in order, timings left out: losses, learning rates and
+    validation scores, each number within `tolerance`."""
+    ra, rb = [_numbers(r) for r in a.train + a.val], [_numbers(r) for r in b.train + b.val]
+    order = lambda r: (r.get("step", 0), "val.step" in r)   # noqa: E731
+    ra.sort(key=order)
+    rb.sort(key=order)
+    sa, sb = f"{len(ra)} records", f"{len(rb)} records"
+    if not ra and not rb:
+        return Check("metrics", sa, sb, f"{UNKNOWN}: neither run logged a step")
+    if len(ra) != len(rb):
+        return Check("metrics", sa, sb, f"{DIFFERS}: another number of records")
+    worst, where = 0.0, ""
+    for x, y in zip(ra, rb):
+        step = x.get("step")
+        if set(x) != set(y):
+            keys = sorted(set(x) ^ set(y))
+            return Check("metrics", sa, sb, f"{DIFFERS}: at step {step:g}, {', '.join(keys)} "
+                         "in one run only")
+        for k in x:
+            if isinstance(x[k], float) and isinstance(y[k], float):
+                d = abs(x[k] - y[k])
+                if math.isnan(d):
+                    d = 0.0 if math.isnan(x[k]) and math.isnan(y[k]) else math.inf
+                if d > worst:
+                    worst, where = d, f"{k} at step {step:g} ({x[k]:.6g} vs {y[k]:.6g})"
+            elif x[k] != y[k]:
+                return Check("metrics", sa, sb, f"{DIFFERS}: {k} at step {step:g}")
+    return Check("metrics", sa, sb, _within(worst, tolerance, where))
+
+
+def compare(a: Run, b: Run, tolerance: float) -> list[Check]:
+    """Every check of two readable runs, in the order an auditor reads them."""
+    ra, rb = _record(a.path), _record(b.path)
+    def state(r: Run) -> str:
+        return f"{r.state} {r.steps}" + (f"/{r.total_steps}" if r.total_steps else "")
+    rows = [Check("state", state(a), state(b), SAME if state(a) == state(b) else DIFFERS)]
+    rows += settings_checks(a, b)
+    rows += software_checks(ra, rb)
+    rows += data_checks(ra, rb)
+    rows += weight_checks(a, b, tolerance)
+    rows.append(metrics_check(a, b, tolerance))
+    return rows
+
+
+def read_pair(paths: list[Path]) -> tuple[Run, Run]:
+    """The two runs to compare; BadRun where they are not two readable run folders."""
+    if len(paths) == 2 and os.path.realpath(paths[0]) == os.path.realpath(paths[1]):
+        raise BadRun(f"--same: {paths[0]} and {paths[1]} are the same folder")
+    given = paths
+    paths = run_folders(paths)   # runs/ holding the two runs stands for them
+    if len(paths) != 2:
+        raise BadRun(f"--same compares two run folders, got {len(paths)}"
+                     + (f" in {' '.join(map(str, given))}" if paths != given else ""))
+    runs = [read_run(p) for p in paths]
+    for r in runs:
+        if r.problem:
+            raise BadRun(f"{r.path}: {r.problem}")
+    if runs[0].label == runs[1].label:
+        for r in runs:
+            r.label = str(r.path)
+    return runs[0], runs[1]
+
+
+def verdict(a: Run, b: Run, rows: list[Check]) -> tuple[int, str]:
+    """The exit code and the closing line."""
+    differ = [c.what for c in rows if c.verdict.startswith(DIFFERS)]
+    unknown = [c.what for c in rows if c.verdict.startswith(UNKNOWN)]
+    if differ:
+        return 1, f"differ: {a.label} and {b.label} ({', '.join(differ)})"
+    if unknown:
+        return 1, (f"not shown the same: {a.label} and {b.label} agree where both record it, "
+                   f"but {', '.join(unknown)} cannot be compared")
+    return 0, f"same: {a.label} and {b.label}"
+
+
+def report(a: Run, b: Run, tolerance: float) -> tuple[int, str]:
+    rows = compare(a, b, tolerance)
+    table = format_table(["check", a.label, b.label, "verdict"],
+                         [[c.what, c.a, c.b, c.verdict] for c in rows])
+    code, last = verdict(a, b, rows)
+    return code, f"{table}\n{last}"
+
+
+def same_runs(paths: list[Path], tolerance: float) -> tuple[int, str]:
+    """The exit code and what to print; BadRun (exit 2) for input that cannot be compared."""
+    a, b = read_pair(paths)
+    return report(a, b, tolerance)
+

@@ -1,0 +1,194 @@
+"""`sharpen runs A B --same`: whether two training runs are the same run (a reproduction
+audited before a model ships), check by check, with exit 0 the same, 1 they differ, 2 bad
+input. Real tiny runs, real checkpoints."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from distill.checkpoint import atomic_save, read_checkpoint
+from distill.trainer import train
+from runtime import host
+from sharpen.cli import main
+from test_trainer import _embedded_images_made_once, tiny_cfg   # noqa: F401
+
+
+COMMIT = "26c08ca1b2c3" + "0" * 28
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """a and b: one config and seed trained twice; c: the same with seed=1; d: a's run
+    stopped at step 2 and resumed by the same command."""
+    root = tmp_path_factory.mktemp("same")
+    # Trained as from a clean checkout at one commit, whatever this one's state: code with
+    # uncommitted changes cannot be shown the same (test_uncommitted_code_...).
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(host, "code_info", lambda: {"version": "0.1.0", "commit": COMMIT,
+                                               "dirty": False})
+        for name, extra in (("a", {}), ("b", {}), ("c", {"seed": 1})):
+            train(tiny_cfg(root / name, 4, val_every=2, **extra), quiet=True)
+        train(tiny_cfg(root / "d", 4, val_every=2, stop_after=2), quiet=True)
+        train(tiny_cfg(root / "d", 4, val_every=2), quiet=True)
+    return root
+
+
+def same(capsys, *args, flag: str = "--same") -> tuple[int, str]:
+    try:
+        code = main(["runs", *map(str, args), *([flag] if flag else [])])
+    except SystemExit as e:   # argparse's own usage errors
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def verdicts(text: str) -> dict[str, str]:
+    """The table's verdict column by check."""
+    lines = text.splitlines()
+    col = lines[0].index("verdict")
+    return {line[:col].split("  ")[0].strip(): line[col:].strip() for line in lines[2:]
+            if line[:1] != " " and len(line) > col}
+
+
+def test_one_config_and_seed_trained_twice_is_the_same_run(runs, capsys):
+    code, text = same(capsys, runs / "a", runs / "b")
+    assert code == 0, text
+    rows = verdicts(text)
+    for check in ("state", "seed", "settings", "code version", "software", "training data",
+                  "validation data", "weights last.pt", "weights best.pt", "metrics"):
+        assert rows[check].startswith("same"), (check, text)
+    assert rows["weights last.pt"] == "same (bit for bit)", text
+    assert text.splitlines()[-1] == "same: a and b", text
+
+
+def test_a_resumed_run_is_the_same_as_the_uninterrupted_one(runs, capsys):
+    code, text = same(capsys, runs / "a", runs / "d")
+    assert code == 0, text
+
+
+def test_a_folder_holding_the_two_runs_stands_for_them(runs, capsys, tmp_path):
+    for name in ("a", "b"):
+        shutil.copytree(runs / name, tmp_path / "runs" / name)
+    code, text = same(capsys, tmp_path / "runs")
+    assert code == 0 and text.splitlines()[-1] == "same: a and b", text
+
+
+def test_other_software_is_shown_and_left_to_the_weights_to_judge(runs, capsys, tmp_path):
+    """Another torch thread count recorded: said, but the runs are the same where their
+    weights and metrics are."""
+    shutil.copytree(runs / "b", tmp_path / "b")
+
+    def threads(ck):
+        ck["environment"]["torch_threads"] = 2
+    _edit_checkpoint(tmp_path / "b" / "last.pt", threads)
+    code, text = same(capsys, runs / "a", tmp_path / "b")
+    assert code == 0, text
+    assert verdicts(text)["torch threads"].startswith("not compared (the weights and metrics"), \
+        text
+
+
+def test_another_seed_is_named_with_every_check_it_changed(runs, capsys):
+    code, text = same(capsys, runs / "a", runs / "c")
+    assert code == 1, text
+    rows = verdicts(text)
+    assert rows["seed"] == "DIFFERS" and "0" in text and "1" in text, text
+    assert rows["weights last.pt"].startswith("DIFFERS: largest difference"), text
+    assert rows["metrics"].startswith("DIFFERS") and "at step" in rows["metrics"], text
+    assert rows["settings"] == "same" and rows["training data"] == "same", text
+    assert text.splitlines()[-1].startswith("differ: a and c (seed, weights last.pt"), text
+
+
+def _edit_checkpoint(path, edit) -> None:
+    ck = read_checkpoint(path)
+    edit(ck)
+    atomic_save(ck, path)
+
+
+def test_weights_within_the_tolerance_are_the_same_and_past_it_differ(runs, capsys, tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(runs / "b", b)
+
+    def nudge(ck):
+        name = next(iter(ck["model"]))
+        ck["model"][name] = ck["model"][name] + 1e-6
+    _edit_checkpoint(b / "last.pt", nudge)
+    code, text = same(capsys, runs / "a", b)
+    assert code == 1 and verdicts(text)["weights last.pt"].startswith("DIFFERS"), text
+    assert verdicts(text)["weights best.pt"] == "same (bit for bit)", text
+    code, text = same(capsys, runs / "a", b, "--tolerance", "1e-5")
+    assert code == 0, text
+    assert verdicts(text)["weights last.pt"].startswith("same (within 1e-05"), text
+
+
+def test_a_changed_setting_data_or_metric_is_named(runs, capsys, tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(runs / "b", b)
+    cfg = yaml.safe_load((b / "config.yaml").read_text())
+    cfg["optim"]["lr"] *= 2
+    cfg["log_every"] += 1
+    (b / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+    def relabel(ck):
+        ck["data"]["train_digest"] = "0" * 24
+    _edit_checkpoint(b / "last.pt", relabel)
+    recs = [json.loads(line) for line in (b / "metrics.jsonl").read_text().splitlines()]
+    recs[0]["loss"] += 0.5
+    (b / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    code, text = same(capsys, runs / "a", b)
+    assert code == 1, text
+    rows = verdicts(text)
+    assert rows["setting optim.lr"] == "DIFFERS", text
+    # steering is shown, not counted: it does not change what is trained
+    assert rows["setting log_every"].startswith("not compared"), text
+    assert rows["training data"] == "DIFFERS" and rows["validation data"] == "same", text
+    assert rows["metrics"].startswith("DIFFERS: largest difference 0.5 > 0, loss at step 1"), \
+        text
+
+
+def test_uncommitted_code_or_another_commit_is_not_the_same(runs, capsys, tmp_path):
+    """Both runs of one commit with uncommitted changes: the changes are not recorded, so
+    the runs cannot be shown the same (exit 1, said); another commit differs."""
+    for name, code in (("a", COMMIT[:12] + "+changes"), ("b", COMMIT[:12] + "+changes"),
+                       ("c", "0123456789ab")):
+        shutil.copytree(runs / ("b" if name == "c" else name), tmp_path / name)
+
+        def recode(ck, code=code):
+            ck["environment"]["code"] = code
+        _edit_checkpoint(tmp_path / name / "last.pt", recode)
+    code, text = same(capsys, tmp_path / "a", tmp_path / "b")
+    assert code == 1, text
+    assert verdicts(text)["code version"] == ("not recorded: both with uncommitted changes, "
+                                              "which are not recorded"), text
+    assert text.splitlines()[-1].endswith("but code version cannot be compared"), text
+    code, text = same(capsys, runs / "a", tmp_path / "c")
+    assert code == 1 and verdicts(text)["code version"] == "DIFFERS", text
+    assert f"({COMMIT[:12]})" in text and "(0123456789ab)" in text, text
+
+
+def test_bad_input_is_one_line_and_exit_2(runs, capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, text = same(capsys, runs / "a")
+    assert code == 2 and "--same compares two run folders, got 1" in text, text
+    code, text = same(capsys, runs)   # a folder of four runs
+    assert code == 2 and f"got 4 in {runs}" in text, text
+    code, text = same(capsys, runs / "a", runs / "a")
+    assert code == 2 and "the same folder" in text, text
+    code, text = same(capsys, runs / "a", tmp_path / "empty")
+    assert code == 2 and f"{tmp_path / 'empty'}: empty folder" in text, text
+    code, text = same(capsys, runs / "a", runs / "b", "--tolerance", "-1")
+    assert code == 2 and "--tolerance must be a number >= 0, got -1.0" in text, text
+    b = tmp_path / "b"
+    shutil.copytree(runs / "b", b)
+    (b / "last.pt").write_bytes(b"not a checkpoint")
+    code, text = same(capsys, runs / "a", b)
+    assert code == 2 and str(b / "last.pt") in text and "Traceback" not in text, text
+    assert len(text.strip().splitlines()) == 1, text
+
+
+def test_tolerance_without_same_is_refused(runs, capsys):
+    code, text = same(capsys, runs / "a", "--tolerance", "1e-5", flag="")
+    assert code == 2 and "--tolerance applies to --same only" in text, text
+
