@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from distill.checkpoint import read_checkpoint
-from distill.regression import regression_metrics
+from distill.regression import regression_changes, regression_metrics
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 CARDS = sorted(MODELS.glob("*.md"))
@@ -33,10 +33,25 @@ def test_shipped_model_quality_matches_card(card):
     assert "optimizer" not in ck, "ship slim checkpoints (distill.checkpoint.slim_checkpoint)"
     got = regression_metrics(ckpt)
     want = meta["regression"]
-    assert got["psnr"] == pytest.approx(want["psnr"], abs=0.05), got
-    assert got["ssim"] == pytest.approx(want["ssim"], abs=0.002), got
+    assert not regression_changes(got, want), (card.name, regression_changes(got, want))
     if meta["kind"] == "teacher":  # the teacher must beat its input on these images
         assert got["psnr"] > got["input_psnr"] and got["ssim"] > got["input_ssim"]
+
+
+def test_the_card_check_catches_a_small_change_of_the_weights(tmp_path):
+    """Each weight of the shipped `fast` moved by 0.5% (seeded): a change as small as a few
+    fine-tuning steps, which moved the mean PSNR by 0.03 dB, and which the card's check let
+    pass with its 0.05 dB. The check is tight because the numbers are: re-measured, every
+    shipped model is within the card's rounding (5e-5) of its numbers, on 1 and 2 threads."""
+    import torch
+    ck = read_checkpoint(MODELS / "student-fast.pt")
+    g = torch.Generator().manual_seed(0)
+    for name, t in ck["model"].items():
+        if t.is_floating_point():
+            ck["model"][name] = t * (1 + 0.005 * torch.randn(t.shape, generator=g))
+    torch.save(ck, tmp_path / "nudged.pt")
+    want = front_matter(MODELS / "student-fast.md")["regression"]
+    assert regression_changes(regression_metrics(tmp_path / "nudged.pt"), want)
 
 
 @pytest.mark.parametrize("card", CARDS, ids=lambda c: c.stem)
