@@ -38,10 +38,6 @@ class BadRun(ValueError):
     """Input that cannot be compared (exit 2): the message names the folder or file."""
 
 
-def _flat(run: Run) -> dict:
-    return {k: v for k, v in run.config.items() if k != "processes"}
-
-
 def _shown(v) -> str:
     if v is None:
         return "-"
@@ -69,7 +65,8 @@ def settings_checks(a: Run, b: Run) -> list[Check]:
     """The seed, then a row per config key that differs. Steering keys (log_every...) and
     where files are (data.train...) are shown but not counted: the data digests compare the
     files, and steering does not change what is trained."""
-    ca, cb = _flat(a), _flat(b)
+    # with `processes` (torchrun's, from train.log): the batch of a step is theirs together
+    ca, cb = a.config, b.config
     if not ca or not cb:
         missing = a if not ca else b
         return [Check("settings", "config.yaml" if ca else "-", "config.yaml" if cb else "-",

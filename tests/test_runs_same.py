@@ -134,6 +134,9 @@ def test_a_changed_setting_data_or_metric_is_named(runs, capsys, tmp_path):
     def relabel(ck):
         ck["data"]["train_digest"] = "0" * 24
     _edit_checkpoint(b / "last.pt", relabel)
+    log = (b / "train.log").read_text()
+    assert "1 process, batch 2 per process" in log
+    (b / "train.log").write_text(log.replace("1 process, batch", "2 processes, batch"))
     recs = [json.loads(line) for line in (b / "metrics.jsonl").read_text().splitlines()]
     recs[0]["loss"] += 0.5
     (b / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
@@ -141,6 +144,7 @@ def test_a_changed_setting_data_or_metric_is_named(runs, capsys, tmp_path):
     assert code == 1, text
     rows = verdicts(text)
     assert rows["setting optim.lr"] == "DIFFERS", text
+    assert rows["setting processes"] == "DIFFERS", text   # torchrun's, from train.log
     # steering is shown, not counted: it does not change what is trained
     assert rows["setting log_every"].startswith("not compared"), text
     assert rows["training data"] == "DIFFERS" and rows["validation data"] == "same", text
