@@ -388,10 +388,16 @@ def report(runs: list[Run]) -> str:
         key = keys.pop()
         scored = [(got, r) for r in runs if not r.problem and (got := _best(r, key))]
         if scored:
-            (score, step), r = max(scored, key=lambda p: p[0][0])
-            # by the score each run's best.pt is chosen by
-            out.append(f"best: {r.label} ({key.removesuffix('_ssim')} SSIM {score:.4f} at "
-                       f"step {step})")
+            score = max(got[0] for got, _ in scored)
+            # by the score each run's best.pt is chosen by; runs scoring alike (a rerun of
+            # one config and seed) are named together, not the first of them as the winner
+            won = [(got[1], r) for got, r in scored if got[0] == score]
+            steps = sorted({step for step, _ in won})
+            out.append(f"best: {' and '.join(r.label for _, r in won)}"
+                       + (", tied" if len(won) > 1 else "")
+                       + f" ({key.removesuffix('_ssim')} SSIM {score:.4f} at step"
+                       + (f" {steps[0]})" if len(steps) == 1
+                          else f"s {', '.join(map(str, steps))})"))
     for r in runs:
         if r.problem:
             out.append(f"{r.path}: {r.problem}")

@@ -255,6 +255,14 @@ def test_the_run_that_won_is_named_by_the_score_best_pt_is_chosen_by(two_runs, c
     assert "best:" not in text, text   # one run won nothing
 
 
+def test_runs_tied_on_the_best_score_are_named_together(two_runs, capsys, tmp_path):
+    """Two runs of one config and seed: `best:` crowned the first one named, as if it had
+    won, where a reproduction's two runs scored alike."""
+    shutil.copytree(two_runs / "a", tmp_path / "again")
+    code, text = runs(capsys, two_runs / "a", tmp_path / "again")
+    assert code == 0 and "best: a and again, tied (model_gt SSIM" in text, text
+
+
 def test_a_damaged_line_inside_metrics_jsonl_is_skipped_and_said(two_runs, capsys, tmp_path):
     damaged = tmp_path / "damaged"
     shutil.copytree(two_runs / "a", damaged)
