@@ -263,7 +263,8 @@ def add_commands(sub) -> None:
     p.add_argument("--tolerance", type=float, default=0.0, metavar="T",
                    help="with --same: the largest absolute difference allowed in a weight, "
                    "loss or score (0: bit for bit, as two CPU runs of one seed, thread "
-                   "count and software are; a GPU's may need e.g. 1e-5)")
+                   "count and software are; GPU runs, whose sums are not in a fixed order, "
+                   "may need more)")
     p.set_defaults(func=cmd_runs)
 
     try:

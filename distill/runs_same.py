@@ -173,8 +173,11 @@ def weight_checks(a: Run, b: Run, tolerance: float) -> list[Check]:
     for n in names:
         pa, pb = a.path / n, b.path / n
         if not (pa.is_file() and pb.is_file()):
+            # A snapshot one run kept (snapshot_every, keep_snapshots: steering) is no other
+            # training; a missing last.pt or best.pt is.
             rows.append(Check(f"weights {n}", "yes" if pa.is_file() else "missing",
-                              "yes" if pb.is_file() else "missing", DIFFERS))
+                              "yes" if pb.is_file() else "missing",
+                              DIFFERS if n in CHECKPOINTS else f"{NOTE} (in one run only)"))
             continue
         wa, wb = _weights(pa), _weights(pb)
         if set(wa) != set(wb) or any(wa[k].shape != wb[k].shape for k in wa):

@@ -121,6 +121,13 @@ def test_weights_within_the_tolerance_are_the_same_and_past_it_differ(runs, caps
     code, text = same(capsys, runs / "a", b, "--tolerance", "1e-5")
     assert code == 0, text
     assert verdicts(text)["weights last.pt"].startswith("same (within 1e-05"), text
+    # a snapshot kept in one run only (snapshot_every steers) is shown, not counted
+    shutil.copy(b / "best.pt", b / "step2.pt")
+    code, text = same(capsys, runs / "a", b, "--tolerance", "1e-5")
+    assert code == 0 and verdicts(text)["weights step2.pt"] == "not compared (in one run only)"
+    (b / "best.pt").unlink()
+    code, text = same(capsys, runs / "a", b, "--tolerance", "1e-5")
+    assert code == 1 and verdicts(text)["weights best.pt"] == "DIFFERS", text
 
 
 def test_a_changed_setting_data_or_metric_is_named(runs, capsys, tmp_path):
