@@ -247,7 +247,8 @@ def metrics_check(a: Run, b: Run, tolerance: float) -> Check:
                 if math.isnan(d):
                     d = 0.0 if math.isnan(x[k]) and math.isnan(y[k]) else math.inf
                 if d > worst:
-                    worst, where = d, f"{k} at step {step:g} ({x[k]:.6g} vs {y[k]:.6g})"
+                    # digits enough to show the two apart: 16.1731 vs 16.1731 told nothing
+                    worst, where = d, f"{k} at step {step:g} ({x[k]:.10g} vs {y[k]:.10g})"
             elif x[k] != y[k]:
                 return Check("metrics", sa, sb, f"{DIFFERS}: {k} at step {step:g}")
     return Check("metrics", sa, sb, _within(worst, tolerance, where))

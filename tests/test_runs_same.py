@@ -121,6 +121,14 @@ def test_weights_within_the_tolerance_are_the_same_and_past_it_differ(runs, caps
     code, text = same(capsys, runs / "a", b, "--tolerance", "1e-5")
     assert code == 0, text
     assert verdicts(text)["weights last.pt"].startswith("same (within 1e-05"), text
+    recs = [json.loads(line) for line in (b / "metrics.jsonl").read_text().splitlines()]
+    was = recs[0]["loss"]
+    recs[0]["loss"] = was * (1 + 1e-7)
+    (b / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    code, text = same(capsys, runs / "a", b)
+    shown = verdicts(text)["metrics"]
+    assert shown.startswith("DIFFERS") and f"({was:.10g} vs {was * (1 + 1e-7):.10g})" in shown
+    assert f"{was:.10g}" != f"{was * (1 + 1e-7):.10g}", shown   # the two told apart
     # a snapshot kept in one run only (snapshot_every steers) is shown, not counted
     shutil.copy(b / "best.pt", b / "step2.pt")
     code, text = same(capsys, runs / "a", b, "--tolerance", "1e-5")
