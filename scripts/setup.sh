@@ -36,7 +36,7 @@ if [ "${SKIP_TORCH:-0}" != 1 ] && [ "$EXTRAS" != runtime ] && [ "$EXTRAS" != lit
   "$VENV/bin/python" -m pip install -q $TORCH_SPEC
 fi
 echo "[setup] installing image-sharpening-kd[$EXTRAS] (editable; first run only: 2-4 minutes for"
-echo "[setup]   onnxruntime, TensorFlow-CPU (TFLite export), LiteRT, ModelOpt, scikit-image ...)"
+echo "[setup]   onnxruntime, TensorFlow (CPU; TFLite export), LiteRT, ModelOpt, scikit-image ...)"
 "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
 rm -f "$VENV"/.installed-*
 touch "$stamp"
