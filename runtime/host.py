@@ -45,10 +45,42 @@ def dist_version(*dists: str) -> Optional[str]:
     return None
 
 
+# Libraries a system package installs without pip's metadata: JetPack's python3-libnvinfer is
+# a bare `tensorrt` folder in /usr/lib/python3.10/dist-packages, which a Jetson's venv sees
+# (--system-site-packages) but importlib.metadata does not. Its __init__.py, as TensorRT's
+# build writes it, holds the version as a literal: (module, file in it, the name assigned).
+MODULE_VERSIONS: dict[str, tuple[str, str, str]] = {
+    "tensorrt": ("tensorrt", "__init__.py", "__version__"),
+}
+
+
+def module_version(module: str, file: str, name: str) -> Optional[str]:
+    """`name = "VERSION"` as written in `file` of the package `module` where this Python finds
+    it, or None; the package is found, not imported (TensorRT's loads CUDA libraries)."""
+    import re
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        try:
+            text = (Path(folder) / file).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if m := re.search(rf"^{re.escape(name)}\s*=\s*[\"']([^\"']+)[\"']", text, re.M):
+            return m[1]
+    return None
+
+
 def library_versions(names: Optional[Sequence[str]] = None) -> dict[str, Optional[str]]:
     """{library: installed version or None} for `names` (keys of LIBRARIES; default all), read
-    from the installed packages' metadata: nothing is imported, so it costs milliseconds."""
-    return {n: dist_version(*LIBRARIES[n]) for n in (LIBRARIES if names is None else names)}
+    from the installed packages' metadata, else (MODULE_VERSIONS) from the package's own file:
+    nothing is imported, so it costs milliseconds."""
+    return {n: dist_version(*LIBRARIES[n])
+            or (module_version(*MODULE_VERSIONS[n]) if n in MODULE_VERSIONS else None)
+            for n in (LIBRARIES if names is None else names)}
 
 
 # code_info's limit on git: it runs as every run starts, and a stalled git must not hold it up.

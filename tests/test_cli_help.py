@@ -190,6 +190,26 @@ def test_version_names_only_what_sharpen_run_can_use_as_a_backend(monkeypatch, t
     assert "LiteRT (tflite-runtime) 2.14.0" in backends and "not installed: LiteRT" not in backends
 
 
+def test_version_names_jetpacks_tensorrt_which_has_no_pip_metadata(monkeypatch, tmp_path):
+    """JetPack's python3-libnvinfer puts a bare `tensorrt` package in the system's
+    dist-packages, with no dist-info: in the README's Jetson venv (--system-site-packages),
+    where `sharpen run` loads engines with it, `sharpen --version` said "not installed:
+    TensorRT", and exports recorded no TensorRT version. Its __init__.py as TensorRT's build
+    writes it: not importable here (no tensorrt.so), as the version is read, not imported."""
+    import runtime.host
+    from sharpen.help_text import version_text
+    monkeypatch.setitem(runtime.host.LIBRARIES, "tensorrt", ("no-such-dist-x",))
+    pkg = tmp_path / "tensorrt"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text('import os\n\nfrom .tensorrt import *\n\n'
+                                     '__version__ = "10.3.0"\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    backends = next(line for line in version_text("9.9").splitlines()
+                    if line.startswith("backends: "))
+    assert "TensorRT 10.3.0" in backends and "not installed: TensorRT" not in backends, backends
+    assert runtime.host.library_versions(["tensorrt"]) == {"tensorrt": "10.3.0"}
+
+
 @pytest.mark.parametrize("command, group", [("bench", "inputs"), ("evaluate", "data")])
 def test_the_clip_frame_options_sit_with_the_data_they_pick_from(command, group):
     """`sharpen bench --help` listed --stride and --frames beside --out and --full, a screen
