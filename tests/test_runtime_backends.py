@@ -111,6 +111,26 @@ def test_tensorrt_provider_options_key_the_cache_by_model_and_cover_1080p_to_4k(
     assert not asymmetric_int8({"activations": "int8 symmetric"}) and not asymmetric_int8({})
 
 
+def test_the_tensorrt_providers_engine_cache_is_kept_per_tensorrt_version(tmp_path):
+    """ORT names a cached engine after the graph and the GPU's compute capability (`_sm87`),
+    not the TensorRT that built it: after a JetPack upgrade (6.0's TensorRT 8.6 to 6.1's 10.3,
+    with its onnxruntime-gpu) every start of the same model failed with "TensorRT EP could not
+    deserialize engine from cache", which `sharpen run` called a model made for a newer ONNX
+    Runtime or a damaged copy. The TensorRT version is libnvinfer's (getInferLibVersion)."""
+    from runtime.backends.onnxruntime_backend import trt_provider_options
+
+    old = trt_provider_options(tmp_path, "a" * 64, "input", 8, int8=False, trt_version="8602")
+    new = trt_provider_options(tmp_path, "a" * 64, "input", 8, int8=False, trt_version="100300")
+    assert old["trt_engine_cache_path"] != new["trt_engine_cache_path"]
+    assert old["trt_timing_cache_path"] == old["trt_engine_cache_path"]
+    for opts, tag in ((old, "trt8602"), (new, "trt100300")):
+        folder = Path(opts["trt_engine_cache_path"])
+        assert folder.is_dir() and folder.parent == tmp_path, folder
+        assert folder.name == f"{'a' * 16}-{tag}", folder   # still the model's hash first
+    unknown = trt_provider_options(tmp_path, "a" * 64, "input", 8, int8=False, trt_version=None)
+    assert unknown["trt_engine_cache_path"] == str(tmp_path / ("a" * 16))
+
+
 def test_a_failing_inference_is_a_model_error_naming_the_input(onnx_model):
     b = load_backend(onnx_model, threads=1)
     with pytest.raises(ModelError, match=r"failed on a \(1, 4, 16, 16\) float32 input"):

@@ -152,14 +152,47 @@ TRT_OPT_HW = (1080, 1920)
 TRT_MAX_HW = (2160, 3840)
 
 
+# TensorRT's shared library, as ONNX Runtime's TensorRT provider loads it (10.x, 8.x; Windows).
+NVINFER_LIBRARIES = ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so", "nvinfer_10.dll",
+                     "nvinfer.dll")
+
+
+@functools.lru_cache(maxsize=1)
+def nvinfer_version() -> Optional[str]:
+    """The TensorRT library the TensorRT provider runs on, as its getInferLibVersion() number
+    (100300 for 10.3.0, 8602 for 8.6.2), else the Python bindings' version, else None. The
+    library, not the bindings: on a Jetson ONNX Runtime loads JetPack's libnvinfer whether or
+    not python3-libnvinfer is installed."""
+    import ctypes
+
+    for name in NVINFER_LIBRARIES:
+        try:
+            return str(int(ctypes.CDLL(name).getInferLibVersion()))
+        except (OSError, AttributeError):
+            continue
+    from ..host import library_versions
+    return library_versions(["tensorrt"])["tensorrt"]
+
+
+_DETECT = "detect"
+
+
 def trt_provider_options(cache_root: Optional[Path], digest: str, input_name: str,
                          multiple: int, int8: bool, *, layout: str = "NCHW",
-                         fixed_hw: Optional[tuple[int, int]] = None) -> dict[str, str]:
+                         fixed_hw: Optional[tuple[int, int]] = None,
+                         trt_version: Optional[str] = _DETECT) -> dict[str, str]:
     """Options of ONNX Runtime's TensorRT provider for one model. Engines and timing caches go
     to a folder of this model's bytes: ORT names cached engines after the graph and its names,
     not the weights, so a re-exported model under the same name would run the old engine.
+    The folder is also the TensorRT version's (`trt_version`, default nvinfer_version(); None:
+    unknown, the model's hash alone): ORT names an engine after the GPU's compute capability
+    but not the TensorRT that built it, and fails to load it after a TensorRT upgrade (a
+    JetPack upgrade) with "could not deserialize engine from cache", at every start.
     cache_root None: trt_cache_root()'s. layout and fixed_hw: a foreign model's
     (runtime.backends.foreign), which its profile of input shapes follows."""
+    if trt_version == _DETECT:
+        trt_version = nvinfer_version()
+    tag = f"-trt{re.sub(r'[^0-9A-Za-z.]+', '_', trt_version)}" if trt_version else ""
     m = max(int(multiple), 1)
 
     def shape(hw: tuple[int, int], exact: bool = False) -> str:
@@ -175,7 +208,7 @@ def trt_provider_options(cache_root: Optional[Path], digest: str, input_name: st
     if int8:
         opts["trt_int8_enable"] = "True"   # QDQ scales come from the model, no calibration table
     try:
-        cache = (cache_root or trt_cache_root()) / digest[:16]
+        cache = (cache_root or trt_cache_root()) / f"{digest[:16]}{tag}"
     except OSError as exc:   # no home at all (a container's user without one)
         problem = str(exc)
     else:
