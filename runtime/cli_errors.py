@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import shlex
 import signal
 import sys
 import threading
@@ -151,6 +153,8 @@ def one_line(e: BaseException) -> str:
 
 # pyproject.toml's dependencies (import names): every install has them, whatever its extras.
 CORE_MODULES = ("numpy", "cv2", "tqdm")
+# Their distributions, for the one `pip install` that adds a missing one.
+CORE_DISTRIBUTIONS = {"numpy": "numpy", "cv2": "opencv-python-headless", "tqdm": "tqdm"}
 # The pip extra each command needs (pyproject.toml); commands not named need `train`.
 EXTRA_BY_COMMAND = {"run": "runtime", "export": "export", "bench": "dev", "demo": "dev"}
 OWN_PACKAGES = ("distill", "optimize", "runtime", "benchmarks", "sharpen")
@@ -177,12 +181,29 @@ def missing_dependency(command: str, exc: ImportError) -> str:
     extra = EXTRA_BY_COMMAND.get(command, "train")
     top = exc.name.split(".")[0]
     if top in CORE_MODULES:   # an extra would not add it back, and may bring torch
+        # The package alone: the checkout with its dependencies would also bring pip's OpenCV
+        # and numpy over a Jetson's own (README "On a Jetson" installs it with --no-deps).
         return (f"missing dependency {top!r}: a core dependency (pyproject.toml's "
-                f"dependencies; an install made before it joined them lacks it): "
-                f"{install_hint(None)}")
+                f"dependencies; an install made before it joined them, or with --no-deps as "
+                f"on a Jetson, lacks it): pip install {shlex.quote(core_requirement(top))}")
     without = f"; {WITHOUT_EXTRA[command]}" if command in WITHOUT_EXTRA else ""
     return (f"missing dependency {top!r}: `sharpen {command}` needs the {extra!r} extra: "
             f"{install_hint(extra)}{without}")
+
+
+def core_requirement(module: str) -> str:
+    """The project's requirement on the core dependency that provides `module` ('tqdm>=4.66'),
+    read from the installed project's metadata; the bare distribution where it cannot be."""
+    from importlib.metadata import PackageNotFoundError, requires
+    dist = CORE_DISTRIBUTIONS[module]
+    try:
+        reqs = requires("image-sharpening-kd") or []
+    except PackageNotFoundError:
+        reqs = []
+    for req in reqs:
+        if ";" not in req and re.match(rf"{re.escape(dist)}\s*[<>=!~(]", req):
+            return re.sub(r"[\s()]", "", req)
+    return dist
 
 
 def install_hint(extra: Optional[str]) -> str:
@@ -192,7 +213,6 @@ def install_hint(extra: Optional[str]) -> str:
     package (or someone else's): the folder pip recorded (PEP 610's direct_url.json) is named,
     editable where it was, else a checkout in general."""
     import json
-    import shlex
     from importlib.metadata import PackageNotFoundError, distribution
     from urllib.parse import urlsplit
     from urllib.request import url2pathname

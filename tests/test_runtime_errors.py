@@ -2419,12 +2419,25 @@ def test_a_missing_core_dependency_names_the_core_install_not_an_extra(command):
     from runtime.cli_errors import missing_dependency
     msg = missing_dependency(command, ModuleNotFoundError("No module named 'tqdm'", name="tqdm"))
     assert msg.startswith("missing dependency 'tqdm': a core dependency (pyproject.toml's "
-                          "dependencies; an install made before it joined them lacks it): "
-                          "pip install "), msg
+                          "dependencies; an install made before it joined them, or with "
+                          "--no-deps as on a Jetson, lacks it): pip install "), msg
     assert "[" not in msg and "extra" not in msg, msg
     # torch still names its extra
     absent = ModuleNotFoundError("No module named 'torch'", name="torch")
     assert "[train]" in missing_dependency("evaluate", absent)
+
+
+def test_a_missing_core_dependency_is_installed_alone_not_with_the_checkouts_others():
+    """The README's Jetson install (`pip install --no-deps .` beside JetPack's OpenCV and numpy)
+    has no tqdm: `sharpen evaluate --model` there was told to `pip install CHECKOUT`, which
+    also brings pip's opencv-python-headless and numpy 2, hiding JetPack's OpenCV (no
+    GStreamer) and breaking its import. The package is named with the project's own
+    requirement, to install alone."""
+    from runtime.cli_errors import missing_dependency
+    msg = missing_dependency("evaluate", ModuleNotFoundError("No module named 'tqdm'",
+                                                             name="tqdm"))
+    assert "pip install 'tqdm>=4.66'" in msg, msg
+    assert "checkout" not in msg, msg
 
 
 def test_evaluate_of_a_checkpoint_without_torch_names_evaluate_model():
