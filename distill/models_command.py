@@ -47,6 +47,10 @@ def _artifact_lines(args: argparse.Namespace) -> list[str] | int:
     lines: list[str] = []
     for n in [n for n in args.names if n.endswith(artifact_suffixes())]:
         if not Path(n).is_file():   # not "checkpoint not found": it names no checkpoint
+            from runtime.backends.provenance import pending_engine
+            # An engine whose trtexec line has not run yet: how to build it, as `run` says.
+            if pending := pending_engine(n):
+                return refuse(f"{n}: {pending}")
             return refuse(f"exported artifact not found: {n} (`sharpen models` traces an "
                           "existing .onnx, .tflite or .engine file from the export report "
                           "beside it)")

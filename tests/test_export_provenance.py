@@ -243,6 +243,20 @@ def test_sharpen_models_on_a_missing_artifact_names_it_as_one(tmp_path, capsys):
     assert f"exported artifact not found: {gone}" in err and "checkpoint" not in err, err
 
 
+def test_sharpen_models_on_an_engine_not_built_yet_gives_its_trtexec_line(tmp_path, capsys):
+    """The export folder copied to a Jetson before its trtexec line ran: `sharpen run` said the
+    engine was not built yet, with the line, while `sharpen models` on the same path said only
+    "exported artifact not found", as for a mistyped name."""
+    from sharpen.cli import main
+
+    line = "trtexec --onnx=m.onnx --saveEngine=m_fp16.engine --fp16"
+    (tmp_path / "m_fp16.engine.json").write_text(json.dumps(
+        {"built_by": "trtexec (the line `sharpen export` printed)", "trtexec": line}))
+    assert main(["models", str(tmp_path / "m_fp16.engine")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "not built yet" in err and line in err and "/usr/src/tensorrt/bin/trtexec" in err, err
+
+
 def test_sharpen_models_on_a_kept_artifact_says_what_built_it(fast_student_pt, export_data_dir,
                                                               tmp_path, capsys):
     """The same export run again keeps the up-to-date INT8 model: `sharpen models` said the
