@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Iterator, Optional
 
 # The signals that stop a command as Ctrl-C does, the one list every handler reads: SIGTERM
@@ -187,8 +188,16 @@ def missing_dependency(command: str, exc: ImportError) -> str:
                 f"dependencies; an install made before it joined them, or with --no-deps as "
                 f"on a Jetson, lacks it): pip install {shlex.quote(core_requirement(top))}")
     without = f"; {WITHOUT_EXTRA[command]}" if command in WITHOUT_EXTRA else ""
+    jetson = JETSON_TORCH if top == "torch" and JETSON_RELEASE.is_file() else ""
     return (f"missing dependency {top!r}: `sharpen {command}` needs the {extra!r} extra: "
-            f"{install_hint(extra)}{without}")
+            f"{install_hint(extra)}{jetson}{without}")
+
+
+# JetPack's (L4T's) release file: on a Jetson, pip's torch is the wrong one to let an extra fetch.
+JETSON_RELEASE = Path("/etc/nv_tegra_release")
+JETSON_TORCH = ("; on a Jetson, install NVIDIA's PyTorch wheel for your JetPack first (PyPI's "
+                "torch has no build for the Jetson's GPU), which pip then keeps, or run "
+                "`SKIP_TORCH=1 scripts/setup.sh` in the checkout once it is installed")
 
 
 def core_requirement(module: str) -> str:

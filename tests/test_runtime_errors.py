@@ -2440,6 +2440,22 @@ def test_a_missing_core_dependency_is_installed_alone_not_with_the_checkouts_oth
     assert "checkout" not in msg, msg
 
 
+def test_missing_torch_on_a_jetson_says_to_install_nvidias_wheel_first(monkeypatch, tmp_path):
+    """On a Jetson, `sharpen export` without torch said only `pip install 'CHECKOUT[export]'`,
+    which fetches PyPI's torch: no build for the Jetson's GPU (gigabytes of CUDA packages for
+    other GPUs, or a CPU build). JetPack's release file marks the board."""
+    from runtime import cli_errors
+    absent = ModuleNotFoundError("No module named 'torch'", name="torch")
+    monkeypatch.setattr(cli_errors, "JETSON_RELEASE", tmp_path / "nv_tegra_release")
+    assert "Jetson" not in cli_errors.missing_dependency("export", absent)
+    (tmp_path / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.3\n")
+    msg = cli_errors.missing_dependency("export", absent)
+    assert "[export]" in msg and "NVIDIA's PyTorch wheel for your JetPack" in msg, msg
+    assert "SKIP_TORCH=1" in msg, msg
+    tqdm = ModuleNotFoundError("No module named 'tqdm'", name="tqdm")
+    assert "Jetson's" not in cli_errors.missing_dependency("export", tqdm)
+
+
 def test_evaluate_of_a_checkpoint_without_torch_names_evaluate_model():
     """On a device `sharpen evaluate --weights fast` said only that evaluate needs the train
     extra (torch), though evaluate --model scores the checkpoint's exported files there."""
