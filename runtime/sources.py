@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -164,7 +165,7 @@ def _no_gstreamer(pipeline: str, flags: bool) -> str:
     head = re.split(r"!\s*appsink\b", shown_url(pipeline))[0].strip().rstrip("!").strip()
     if not re.search(r"!\s*videoconvert$", head):
         head += " ! videoconvert"   # y4menc takes planar YUV, not the BGR appsink was given
-    piped = (f"gst-launch-1.0 -q {head} ! y4menc ! fdsink | sharpen run "
+    piped = (f"gst-launch-1.0 -q {shell_pipeline(head)} ! y4menc ! fdsink | sharpen run "
              "--source - ..." if flags else "")
     return ("this OpenCV build has no GStreamer support (cv2.getBuildInformation() lists "
             "none), which a pipeline source needs; use an OpenCV built with it (on "
@@ -172,6 +173,19 @@ def _no_gstreamer(pipeline: str, flags: bool) -> str:
             + (f", or run the pipeline with gst-launch-1.0 and pipe its video in as Y4M: "
                f"{piped}" if flags else
                ", or read the video as Y4M from stdin (source='-')"))
+
+
+def shell_pipeline(pipeline: str) -> str:
+    """A GStreamer pipeline as gst-launch-1.0's words for a shell: each quoted where the shell
+    would read it otherwise (the caps `video/x-raw(memory:NVMM),...` of a Jetson's camera: a
+    syntax error at the parenthesis), `!` left bare as GStreamer's own examples write it.
+    gst-launch-1.0 escapes each word's spaces as it joins them, so `location="a b.mkv"` stays
+    one value. A pipeline whose quotes do not pair is given as it was."""
+    try:
+        words = shlex.split(pipeline)
+    except ValueError:
+        return pipeline
+    return " ".join(w if w == "!" else shlex.quote(w) for w in words)
 
 
 def _gstreamer_available() -> bool:

@@ -255,6 +255,28 @@ def test_gstreamer_pipeline_without_gstreamer_offers_the_pipe():
             "--source - ...") in said
 
 
+def test_the_offered_gst_launch_line_is_one_a_shell_runs_as_given():
+    """The Jetson CSI camera's pipeline (README) without GStreamer in OpenCV: the gst-launch-1.0
+    line offered instead had its caps `video/x-raw(memory:NVMM),...` unquoted, and bash,
+    given it as printed, stopped at "syntax error near unexpected token `('"."""
+    import shlex
+    import subprocess
+    if "GStreamer:                   YES" in cv2.getBuildInformation():
+        pytest.skip("this OpenCV has GStreamer")
+    caps = "video/x-raw(memory:NVMM),width=1920,height=1080,framerate=30/1"
+    for pipeline, head, word in (
+            (f"nvarguscamerasrc ! {caps} ! nvvidconv ! appsink drop=1", "nvarguscamerasrc", caps),
+            ('filesrc location="a b.mkv" ! decodebin ! appsink', "filesrc", "location=a b.mkv")):
+        with pytest.raises(SourceError) as e:
+            open_source(pipeline, flags=True)
+        line = str(e.value).split("as Y4M: ", 1)[1].replace(" --source - ...", " --source -")
+        bash = subprocess.run(["bash", "-n", "-c", line], capture_output=True, text=True)
+        assert bash.returncode == 0, (line, bash.stderr)
+        gst = shlex.split(line.split(" | ", 1)[0])
+        assert gst[:3] == ["gst-launch-1.0", "-q", head] and word in gst, gst
+        assert gst[-4:] == ["!", "y4menc", "!", "fdsink"], gst
+
+
 def test_a_terminal_is_refused_as_stdin_and_as_stdout(tmp_path, onnx_model):
     """`--source -` typed at a prompt waited for video that never came; `--out -` there
     filled the terminal with binary."""
