@@ -10,7 +10,7 @@ import argparse
 
 from runtime.console import HelpFormatter
 from runtime.host import ZERO_THREADS, threads_help
-from runtime.options import NO_EXIF_HELP
+from runtime.options import NO_EXIF_HELP, NO_METADATA_HELP
 from .corpus_command import cmd_corpus
 from .evaluate_command import cmd_evaluate
 from .grow_command import cmd_grow
@@ -38,6 +38,7 @@ def add_commands(sub) -> None:
                    help=threads_help("PyTorch, which runs the teacher"))
     p.add_argument("--bits16", action="store_true", help="write 16-bit PNGs")
     p.add_argument("--no-exif", action="store_true", help=NO_EXIF_HELP)
+    p.add_argument("--no-metadata", action="store_true", help=NO_METADATA_HELP)
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip images an earlier run into --out already wrote from the same "
                    "input with the same weights and settings (--no-resume writes every image)")

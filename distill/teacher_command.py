@@ -108,12 +108,14 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     if said:
         print(f"warning: {said}", file=sys.stderr)
     files = _unique_png_names(files)
+    no_exif = args.no_exif or args.no_metadata
     run = TeacherRun(out, {"weights": teacher.weights_id, "config": teacher.config_name,
                             "tile": args.tile, "overlap": args.overlap,
                             "bits": 16 if args.bits16 else 8,
                             "device": teacher.device.type,
                             # only when given: the records of runs before --no-exif stay valid
-                            **({"exif": False} if args.no_exif else {})}, resume=args.resume)
+                            # (--no-metadata: a photo's metadata is its EXIF)
+                            **({"exif": False} if no_exif else {})}, resume=args.resume)
     from .teacher_partial import PartialImage
     partial = PartialImage(out, run.settings)
     current: list[str] = []   # the image being sharpened, for the interrupted line
@@ -198,7 +200,7 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                 # capture date, camera and place in a photographer's catalogue.
                 icc, exif = photo_metadata(src.read_bytes())
                 write_image(out / rel, y, bits=16 if args.bits16 else 8, icc=icc,
-                            exif=None if args.no_exif else exif)
+                            exif=None if no_exif else exif)
                 del y   # kept, it would be held through the next image's reading and tiling
                 run.mark_done(src, rel)
                 if current:

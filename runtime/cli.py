@@ -22,8 +22,8 @@ from .console import (count, open_closed_std_fds, quiet_library_logs, report_fat
                       unread_listed)
 from .host import limit_note, threads_help, threads_warning
 # Not .tiling's: it imports numpy, which --help must not load.
-from .options import (AUTO_TILE, AUTO_TILE_PIXELS, NO_EXIF_HELP, OVERLAP, PRESETS,
-                      RATE_SETTING_KINDS, video_rate)
+from .options import (AUTO_TILE, AUTO_TILE_PIXELS, NO_EXIF_HELP, NO_METADATA_HELP, OVERLAP,
+                      PRESETS, RATE_SETTING_KINDS, video_rate)
 
 # The exit code of a camera or stream not there, or lost and not back (SourceLost): neither a
 # usage error (2: a service manager should stop, RestartPreventExitStatus=2) nor failed work
@@ -178,6 +178,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "refused, naming what changed, where the model, the source or an "
                         "option that shapes the frames differs")
     photos.add_argument("--no-exif", action="store_true", help=NO_EXIF_HELP)
+    output.add_argument("--no-metadata", action="store_true", help=NO_METADATA_HELP)
     photos.add_argument("--overwrite", action="store_true",
                         help="a folder's or glob's images into a folder: sharpen every image "
                              "again, replacing the outputs there (default: an output already "
@@ -374,6 +375,7 @@ def options_from_args(args: argparse.Namespace):
                          force=args.force,
                          compare=args.compare, audio=not args.no_audio, resume=args.resume,
                          overwrite=args.overwrite, exif=not args.no_exif,
+                         metadata=not args.no_metadata,
                          lossless=args.lossless, quality=args.quality, segment=args.segment,
                          codec=args.codec, crf=args.crf,
                          encoder_preset=args.encoder_preset,

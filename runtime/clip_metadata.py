@@ -24,6 +24,10 @@ _BARE = re.compile(rf"{_FIELDS}$")
 _CREATED = re.compile(r"^\s*creation_time\s*:", re.M)
 # The containers written here that hold a start timecode (an MP4/MOV tmcd track, a Matroska tag)
 TIMECODE_EXTS = (".mov", ".mp4", ".mkv")
+# The options of a copy that carries none of the source's metadata (--no-metadata): no global
+# tags (a phone's location, creation time, title, device), none of its streams' (the sound's
+# creation time), no chapters, and so no timecode either.
+STRIPPED = ["-map_metadata", "-1", "-map_chapters", "-1"]
 
 
 def _listing(source: str | os.PathLike, ffmpeg: str) -> str:

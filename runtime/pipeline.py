@@ -305,6 +305,9 @@ class StreamOptions:
     # (default: kept, unless older than their photo)
     overwrite: bool = False
     exif: bool = True                   # an image input's EXIF kept in its image output
+    # a source's metadata kept in its output: a photo's EXIF (as `exif`), a video file's
+    # container tags (a phone's location, creation time, title, device) and timecode
+    metadata: bool = True
     segment: Optional[float] = None     # seconds of video a file of the output (segment_sink)
     keep_segments: Optional[int] = None  # the most segments kept, the oldest removed (None: all)
     keep_gb: Optional[float] = None     # the most GB of segments kept, the oldest removed
@@ -641,7 +644,7 @@ class _Stream:
             src = ArraySource(source, fps=o.fps)
         self.src = src
         if isinstance(src, ImageSource):
-            src.keep_exif = o.exif
+            src.keep_exif = o.exif and o.metadata
         if self.notifier is not None:
             self.notifier.reconnect_due = lambda: getattr(src, "attempt_due", None)
         refuse_live_images(src, o.live, self.flags)
@@ -668,6 +671,7 @@ class _Stream:
                                o.compare, self.flags, o.audio, o.fps, self.note, o.lossless,
                                (o.segment or 0, o.keep_segments or 0, o.keep_gb or 0),
                                o.quality, (o.codec, o.crf, o.encoder_preset, o.threads))
+        self._keep_metadata(o)
         start = self.resumed_from = self._resume_from(src, output)
         if start and self.resume_record.get("output") == "video":
             video = _video_sink(self.sink)
@@ -839,6 +843,21 @@ class _Stream:
                           f"{out} holds the frames before it")
         return start
 
+    def _keep_metadata(self, o: StreamOptions) -> None:
+        """Tell the video output whether to carry its source's metadata (--no-metadata); and
+        say, where --no-exif alone was given a clip, that it leaves the clip's location in."""
+        vs = _video_sink(self.sink)
+        if vs is None:
+            return
+        vs.keep_metadata = o.metadata
+        if not o.exif and o.metadata and vs.colour_source is not None:
+            no_exif, no_metadata = (("--no-exif", "--no-metadata") if self.flags
+                                    else ("exif=False", "metadata=False"))
+            warn(f"{no_exif} leaves photos' EXIF out; {option('output', vs.path, self.flags)} "
+                 f"keeps the container metadata of {vs.colour_source} (a phone's location, "
+                 f"creation time, title, device, where it has them): {no_metadata} leaves it "
+                 "out")
+
     def _resume_library(self, src: ImageSource, out: Path) -> None:
         """Keep the resume record of a folder's or glob's images into an image folder, and
         with --resume leave out the images the stopped run wrote."""
@@ -846,7 +865,7 @@ class _Stream:
         now = resume_mod.library_identity(self.backend.path, src.spec, {
             "tile": o.tile, "overlap": o.overlap, "fps": o.fps, "compare": o.compare,
             "view": o.view if o.compare else None, "lossless": False, "quality": o.quality,
-            "exif": o.exif})
+            "exif": o.exif and o.metadata})
         self.output, self.resume_record, self.progress = out, now, {}
         record: dict[str, Any] = {}
         if o.resume:

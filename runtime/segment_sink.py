@@ -119,6 +119,7 @@ class SegmentSink(VideoFileSink):
         self.next_number += 1
         self.opened += 1
         seg.colour_source = self.colour_source
+        seg.keep_metadata = self.keep_metadata
         # ffmpeg's codec (--codec h264...), each segment a file of its own
         seg.codec, seg.crf, seg.preset = self.codec, self.crf, self.preset
         seg.encoder_threads = self.encoder_threads

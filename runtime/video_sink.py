@@ -27,7 +27,7 @@ import numpy as np
 
 from .atomic import new_file_mode, sync_folder
 from .atomic import pid_alive as _pid_alive
-from .clip_metadata import TIMECODE_EXTS, metadata_options
+from .clip_metadata import STRIPPED, TIMECODE_EXTS, metadata_options
 from .audio import ENV, ISO_EXTS, MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, find_ffmpeg
 from .video_codecs import CODECS as ENCODED, FFmpegEncoder, colour_names, pictures_said
 from .video_codecs import encode_command, encoding, source_read_as_bt601
@@ -162,6 +162,9 @@ class VideoFileSink(Sink):
         self._colour: Optional[tuple[Optional[str], list[str], bool]] = None
         self._tagged = False   # an ffmpeg copy wrote the colour tags
         self._carried = False   # ... or the source's timecode and metadata
+        # False: the copies carry none of the source's metadata (--no-metadata), and leave
+        # out its streams' own (the sound's creation time); run_stream sets it.
+        self.keep_metadata = True
         self._copies_stopped = False   # a Ctrl-C stopped one: no other is started
         self.audio_streams = 0   # the source's audio streams in the video
         self.audio_copied = False   # ... copied as they are, not encoded for its container
@@ -332,7 +335,9 @@ class VideoFileSink(Sink):
             carried = self._source_metadata(self._join_ffmpeg)
             first = [*colour, *carried]
             refused = ""
-            for renumber, tags in [(r, t) for t in ([first, []] if first else [[]])
+            # Without the tags, the parts' own metadata would come with the concat's copy.
+            plain = [] if self.keep_metadata else list(STRIPPED)
+            for renumber, tags in [(r, t) for t in ([first, plain] if first else [[]])
                                    for r in tries]:
                 given = ["-i", os.fspath(source)] if tags and carried else []
                 try:
@@ -811,7 +816,8 @@ class VideoFileSink(Sink):
             if why and (tags or carried) and not why.startswith(TIMED_OUT):
                 refused, tried, tags = why, tags, []
                 why, copied = mux_audio(self.tmp, source, muxed, self.frames / self.fps,
-                                        ffmpeg, codecs, start=self.audio_start)
+                                        ffmpeg, codecs, start=self.audio_start,
+                                        metadata=[] if self.keep_metadata else carried)
                 self._not_tagged = "" if why or not tried else refused
             if why:
                 warn(f"{silent} {ffmpeg} could not copy the audio of {source} into it ({why}); "
@@ -922,7 +928,11 @@ class VideoFileSink(Sink):
     def _source_metadata(self, ffmpeg: str, said_only: bool = False) -> list[str]:
         """The options that carry the source's timecode and metadata into a copy that reads it
         as input 1 (runtime/clip_metadata.py `metadata_options`): its timecode counts its
-        frames, so a video that plays them at another rate (--fps) gets none."""
+        frames, so a video that plays them at another rate (--fps) gets none. Without
+        `keep_metadata`, the options that carry none (said_only: no copy is made for that,
+        as OpenCV's writer wrote none)."""
+        if not self.keep_metadata:
+            return [] if said_only else list(STRIPPED)
         same = (self.source_fps > 0
                 and abs(self.fps - self.source_fps) <= 1e-3 * self.source_fps)
         return metadata_options(self.audio_source or self.colour_source, ffmpeg, 1,

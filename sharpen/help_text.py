@@ -86,7 +86,7 @@ EXAMPLES: dict[str, list[str]] = {
 GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
     "teacher": {
         "model": ("--teacher-weights", "--teacher-config"),
-        "photos": ("--bits16", "--no-exif"),
+        "photos": ("--bits16", "--no-exif", "--no-metadata"),
         "performance": ("--tile", "--overlap", "--batch-size", "--device", "--threads"),
     },
     "synth": {

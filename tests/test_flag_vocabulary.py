@@ -55,6 +55,7 @@ CONCEPTS: dict[str, tuple] = {
     "--fail-on": ("METRIC:TOL,...", "psnr:0.1,ssim:0.002,median:50%,p90:50%"),
     "--stride": ("N", 1),
     "--no-exif": (None, False),
+    "--no-metadata": (None, False),
     "--frames": ("LIST", None),
 }
 

@@ -1,0 +1,97 @@
+"""`--no-metadata`: sharpened footage published without where and when it was filmed. A phone
+clip carries its place in its container (QuickTime's `location` and
+`com.apple.quicktime.location.ISO6709`), with its creation time, title and device; a photo
+carries them in its EXIF. `sharpen run` keeps them by default (an NLE conforms a clip by them),
+and a news desk that must not leak a source's location had no way to leave a video's out:
+`--no-exif` left the photos' EXIF out and kept the clip's location without a word."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runtime_fixtures import ffmpeg_or_skip, onnx_model, run_cli, write_video
+
+__all__ = ["onnx_model"]  # the fixture is used by name
+
+FPS, FRAMES = 25.0, 10
+PLACE, TIMECODE, SHOT = "+48.8584+002.2945/", "01:02:03:04", "2026-11-30T10:00:00"
+TITLE, DEVICE = "Protest at the square", "iPhone 15 Pro"
+
+
+@pytest.fixture(scope="module")
+def ffmpeg() -> str:
+    return ffmpeg_or_skip("make a clip with a location")
+
+
+def _phone_clip(folder: Path, ffmpeg: str, sound: bool) -> Path:
+    """A MOV as a phone writes one: its place, creation time, title, device and a timecode."""
+    pictures = folder / "pictures.mp4"
+    write_video(pictures, FRAMES, FPS)
+    clip = folder / ("loud.mov" if sound else "silent.mov")
+    tone = (["-f", "lavfi", "-i", f"sine=frequency=440:duration={FRAMES / FPS}", "-map", "0:v",
+             "-map", "1:a", "-c:a", "aac"] if sound else [])
+    tags = {"location": PLACE, "com.apple.quicktime.location.ISO6709": PLACE,
+            "com.apple.quicktime.model": DEVICE, "creation_time": SHOT + "Z", "title": TITLE}
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(pictures), *tone,
+                    "-c:v", "copy", "-timecode", TIMECODE,
+                    *(a for k, v in tags.items() for a in ("-metadata", f"{k}={v}")),
+                    "-movflags", "use_metadata_tags", str(clip)], check=True, timeout=60)
+    return clip
+
+
+def _listing(ffmpeg: str, path: Path) -> str:
+    return subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
+                          capture_output=True, text=True, timeout=60).stderr
+
+
+@pytest.mark.parametrize("ext", ["mov", "mkv"])
+@pytest.mark.parametrize("sound", [True, False], ids=["with-sound", "silent"])
+def test_no_metadata_leaves_a_phone_clips_location_out(tmp_path, capsys, monkeypatch,
+                                                       onnx_model, ffmpeg, sound, ext):
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _phone_clip(tmp_path, ffmpeg, sound)
+    kept, stripped = tmp_path / f"kept.{ext}", tmp_path / f"stripped.{ext}"
+    for out, extra in ((kept, []), (stripped, ["--no-metadata"])):
+        rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
+                      str(out), "--quiet", *extra])
+        err = capsys.readouterr().err
+        assert rc == 0 and "warning" not in err, err
+    assert PLACE in _listing(ffmpeg, kept)   # the default keeps it, for an NLE
+    listing = _listing(ffmpeg, stripped).lower()
+    for said in (PLACE, "location", SHOT.lower(), TITLE.lower(), DEVICE.lower(), "timecode"):
+        assert said not in listing, (said, listing)
+    if sound:
+        assert "audio:" in listing, listing   # the sound is kept, its tags are not
+
+
+def _gps_photo(path: Path) -> None:
+    e = Image.Exif()
+    e[0x010F], e[0x0110] = "Apple", DEVICE
+    e.get_ifd(0x8825).update({1: "N", 2: (48.0, 51.0, 30.0)})   # GPSLatitudeRef, Latitude
+    rgb = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(path, exif=e)
+
+
+def test_no_metadata_leaves_a_photos_exif_out(tmp_path, capsys, onnx_model):
+    src, out = tmp_path / "photo.jpg", tmp_path / "sharp.jpg"
+    _gps_photo(src)
+    assert run_cli(["run", "--model", str(onnx_model), "--source", str(src), "--out",
+                    str(out), "--quiet", "--no-metadata"]) == 0, capsys.readouterr().err
+    with Image.open(out) as im:
+        assert not im.getexif(), dict(im.getexif())
+
+
+def test_no_exif_given_a_video_says_its_location_is_kept(tmp_path, capsys, monkeypatch,
+                                                         onnx_model, ffmpeg):
+    """--no-exif is about photos: given a clip, it kept the clip's location without a word."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _phone_clip(tmp_path, ffmpeg, sound=False)
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
+                  str(tmp_path / "sharp.mov"), "--quiet", "--no-exif"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "warning: --no-exif" in err and "--no-metadata" in err, err
