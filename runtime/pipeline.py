@@ -910,6 +910,8 @@ class _Stream:
         images without one, or changed since it was written, are sharpened."""
         kept, stale = resume_mod.outputs_there(out, src.names, src.paths)
         total = src.frame_count
+        if kept and not (self.o.exif and self.o.metadata):
+            self._strip_kept(src, out, kept)
         if stale:
             first = src.names[min(stale)]
             warn(f"{count(len(stale), 'image')} of {src.spec} changed since {out} got "
@@ -928,6 +930,29 @@ class _Stream:
             self.note(f"{count(len(kept), 'image')} already in {out} kept as they are, "
                       f"{left}; {option('overwrite', True, self.flags)} sharpens every "
                       "image again")
+
+    def _strip_kept(self, src: ImageSource, out: Path, kept: set[int]) -> None:
+        """Take out of `kept` the outputs there that hold EXIF where this run writes none
+        (--no-exif, --no-metadata): kept, with a warning and exit 0, a folder rerun to be
+        published without its photos' GPS position still held it. Each is read whole (a
+        PNG's eXIf may follow its pixels), only on such a run."""
+        from .imageio import exif_block
+        holding = set()
+        for i in kept:
+            try:
+                if exif_block((out / src.names[i]).read_bytes()) is not None:
+                    holding.add(i)
+            except OSError:   # gone meanwhile: sharpened again as well
+                holding.add(i)
+        if not holding:
+            return
+        kept -= holding
+        asked = ("exif=False" if self.o.metadata else "metadata=False") if not self.flags \
+            else ("--no-exif" if self.o.metadata else "--no-metadata")
+        first = src.names[min(holding)]
+        warn(f"{count(len(holding), 'image')} in {out} hold their photos' EXIF (capture date, "
+             f"camera, GPS position; {first}{', ...' if len(holding) > 1 else ''}): sharpened "
+             f"again without it, as {asked} asks")
 
     def _made_otherwise(self, src: ImageSource, out: Path, kept: int) -> None:
         """Warn where the outputs kept in `out` were made by another model or with other

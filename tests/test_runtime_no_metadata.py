@@ -95,3 +95,26 @@ def test_no_exif_given_a_video_says_its_location_is_kept(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert rc == 0, err
     assert "warning: --no-exif" in err and "--no-metadata" in err, err
+
+
+@pytest.mark.parametrize("flag", ["--no-exif", "--no-metadata"])
+def test_a_rerun_asked_to_strip_sharpens_again_the_outputs_that_hold_gps(
+        tmp_path, capsys, onnx_model, flag):
+    """A folder run kept the outputs already there (made with EXIF) and exited 0 after a
+    warning: a desk that reran with --no-exif to publish the folder published the GPS."""
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    _gps_photo(photos / "a.jpg")
+    _gps_photo(photos / "b.jpg")   # a folder of one is sharpened again as a single photo
+    base = ["run", "--model", str(onnx_model), "--source", str(photos), "--out", str(out),
+            "--quiet"]
+    assert run_cli(base) == 0
+    with Image.open(out / "a.jpg") as im:
+        assert im.getexif().get_ifd(0x8825)
+    capsys.readouterr()
+    assert run_cli([*base, flag]) == 0
+    err = capsys.readouterr().err
+    for name in ("a.jpg", "b.jpg"):
+        with Image.open(out / name) as im:
+            assert not im.getexif(), err
+    assert "sharpened again" in err, err
