@@ -24,6 +24,12 @@ _BARE = re.compile(rf"{_FIELDS}$")
 _CREATED = re.compile(r"^\s*creation_time\s*:", re.M)
 # The containers written here that hold a start timecode (an MP4/MOV tmcd track, a Matroska tag)
 TIMECODE_EXTS = (".mov", ".mp4", ".mkv")
+# A phone's place among the tags ffmpeg lists: QuickTime's (`location`, `location-eng`), its
+# mdta key (an iPhone's), or a Matroska's upper-cased copies of either.
+_LOCATION = re.compile(r"^\s*(location(-\w+)?|com\.apple\.quicktime\.location\.iso6709)\s*:",
+                       re.M | re.I)
+# The containers written here whose copy keeps it (ffmpeg's MPEG-TS and AVI muxers drop it)
+LOCATION_EXTS = (".mov", ".mp4", ".mkv", ".webm")
 # The options of a copy that carries none of the source's metadata (--no-metadata): no global
 # tags (a phone's location, creation time, title, device), none of its streams' (the sound's
 # creation time), no chapters, and so no timecode either.
@@ -89,3 +95,8 @@ def metadata_options(source: Optional[str | os.PathLike], ffmpeg: str, source_in
         return options
     # Where it cannot be moved on, an empty value drops the one the file's tags would carry.
     return options + ["-timecode", shifted] if shifted else options + ["-metadata", "timecode="]
+
+
+def source_location(source: str | os.PathLike, ffmpeg: str) -> bool:
+    """Whether the video file `source`'s own tags say where it was filmed."""
+    return bool(_LOCATION.search(_listing(source, ffmpeg).split("Stream #")[0]))

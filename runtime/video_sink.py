@@ -27,7 +27,8 @@ import numpy as np
 
 from .atomic import new_file_mode, sync_folder
 from .atomic import pid_alive as _pid_alive
-from .clip_metadata import STRIPPED, TIMECODE_EXTS, metadata_options
+from .clip_metadata import (LOCATION_EXTS, STRIPPED, TIMECODE_EXTS, metadata_options,
+                            source_location)
 from .audio import ENV, ISO_EXTS, MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, find_ffmpeg
 from .video_codecs import CODECS as ENCODED, FFmpegEncoder, colour_names, pictures_said
 from .video_codecs import encode_command, encoding, source_read_as_bt601
@@ -165,6 +166,7 @@ class VideoFileSink(Sink):
         # False: the copies carry none of the source's metadata (--no-metadata), and leave
         # out its streams' own (the sound's creation time); run_stream sets it.
         self.keep_metadata = True
+        self._location: Optional[bool] = None   # whether the source's place came with it
         self._copies_stopped = False   # a Ctrl-C stopped one: no other is started
         self.audio_streams = 0   # the source's audio streams in the video
         self.audio_copied = False   # ... copied as they are, not encoded for its container
@@ -743,8 +745,9 @@ class VideoFileSink(Sink):
         """What the video was written in, for --stats and the run's closing lines
         (`encoding_said`): every codec here takes 8 bits; FFV1 stores the frames as BGR."""
         if self.codec is not None:
-            return encoding(self.codec, self.crf, self._encoded_colours[0], self.audio_streams,
-                            self.audio_copied, self.timecode, self.preset)
+            return {**encoding(self.codec, self.crf, self._encoded_colours[0],
+                               self.audio_streams, self.audio_copied, self.timecode,
+                               self.preset), "location_kept": self._location_kept()}
         fourcc = fourcc_for(self.path, self.lossless)
         rgb = fourcc == LOSSLESS_FOURCC
         # MPEG program and transport streams (MPEG-2's containers) hold no timecode: ffmpeg's
@@ -754,7 +757,18 @@ class VideoFileSink(Sink):
                 "chroma": "4:4:4" if rgb else "4:2:0", "matrix": None if rgb else "bt601",
                 "range": None if rgb else "limited", "tagged": self._tagged,
                 "audio_streams": self.audio_streams, "audio_copied": self.audio_copied,
-                "timecode": timecode}
+                "timecode": timecode, "location_kept": self._location_kept()}
+
+    def _location_kept(self) -> bool:
+        """Whether a copy carried the source's tags into the video, its place among them (a
+        phone's location, which a desk must not publish unawares): said in the closing line."""
+        source = self.audio_source or self.colour_source
+        if self._location is None:
+            ffmpeg = find_ffmpeg()[0]
+            self._location = bool(self._carried and self.keep_metadata and source is not None
+                                  and self.path.suffix.lower() in LOCATION_EXTS
+                                  and ffmpeg is not None and source_location(source, ffmpeg))
+        return self._location
 
     def _say_aspect(self, sar: tuple[int, int], source: str) -> None:
         """OpenCV's writer has no pixel aspect ratio to set: players show the video narrower
@@ -1025,7 +1039,9 @@ def encoding_said(written: dict) -> str:
     kept = "copied" if written.get("audio_copied", True) else "encoded for the container"
     sound = f"{count(n, 'audio stream')} {kept}" if n else "no audio"
     timecode = f"; timecode {written['timecode']}" if written.get("timecode") else ""
-    return f"{pictures}; {sound}{timecode}"
+    place = ("; the source's location kept (--no-metadata leaves it out)"
+             if written.get("location_kept") else "")
+    return f"{pictures}; {sound}{timecode}{place}"
 
 
 def _timecode_of(options: list[str]) -> Optional[str]:

@@ -6,6 +6,7 @@ and a news desk that must not leak a source's location had no way to leave a vid
 `--no-exif` left the photos' EXIF out and kept the clip's location without a word."""
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -56,10 +57,16 @@ def test_no_metadata_leaves_a_phone_clips_location_out(tmp_path, capsys, monkeyp
     clip = _phone_clip(tmp_path, ffmpeg, sound)
     kept, stripped = tmp_path / f"kept.{ext}", tmp_path / f"stripped.{ext}"
     for out, extra in ((kept, []), (stripped, ["--no-metadata"])):
+        stats = tmp_path / f"{out.name}.json"
         rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
-                      str(out), "--quiet", *extra])
+                      str(out), "--quiet", "--stats", str(stats), *extra])
         err = capsys.readouterr().err
         assert rc == 0 and "warning" not in err, err
+        # The closing line says so, as it says the timecode: a desk that forgot the flag
+        # reads that the place went with the clip before publishing it.
+        said = "; the source's location kept (--no-metadata leaves it out)"
+        assert (said in err) == (not extra), err
+        assert json.loads(stats.read_text())["video"]["location_kept"] == (not extra)
     assert PLACE in _listing(ffmpeg, kept)   # the default keeps it, for an NLE
     listing = _listing(ffmpeg, stripped).lower()
     for said in (PLACE, "location", SHOT.lower(), TITLE.lower(), DEVICE.lower(), "timecode"):

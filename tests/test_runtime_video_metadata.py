@@ -93,7 +93,8 @@ def test_the_run_says_what_the_video_was_written_in(tmp_path, capsys, monkeypatc
     written = json.loads(stats.read_text())["video"]
     assert written == {"codec": "mpeg4", "fourcc": "mp4v", "bit_depth": 8, "chroma": "4:2:0",
                        "matrix": "bt601", "range": "limited", "tagged": True,
-                       "audio_streams": 1, "audio_copied": True, "timecode": TIMECODE}, written
+                       "audio_streams": 1, "audio_copied": True, "timecode": TIMECODE,
+                       "location_kept": False}, written
     rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
                   str(tmp_path / "sharp.mkv"), "--lossless", "--no-audio", "--quiet"])
     err = capsys.readouterr().err
