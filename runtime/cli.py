@@ -580,6 +580,10 @@ def handler(args: argparse.Namespace) -> int:
     if summary.get("video") and not summary.get("segment"):
         from .video_sink import encoding_said
         print(f"sharpen run: {written}: {encoding_said(summary['video'])}", file=sys.stderr)
+    if gps := summary.get("gps_kept"):
+        keep = "keeps its photo's" if gps == 1 else "keep their photos'"
+        print(f"sharpen run: {written}: {count(gps, 'image')} {keep} GPS position "
+              "(--no-metadata leaves it out)", file=sys.stderr)
     if args.compare and args.output:   # the frames' captions say it too, once opened
         from .compare_sink import compare_layout
         shown = "--out - (stdout)" if args.output.strip() == "-" else written

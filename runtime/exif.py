@@ -10,6 +10,7 @@ from typing import Optional
 
 ORIENTATION = 0x0112
 EXIF_IFD, PIXEL_X, PIXEL_Y = 0x8769, 0xA002, 0xA003
+GPS_IFD = 0x8825   # GPSInfo: where the GPS tags (a photo's position) are
 _JPEG_EXIF = b"Exif\x00\x00"
 # A JPEG APP1 segment's length field counts itself and "Exif\0\0" too.
 MAX_JPEG_EXIF_BYTES = 0xFFFF - 2 - len(_JPEG_EXIF)
@@ -71,6 +72,19 @@ def _entries(block: bytes | bytearray, e: str, ifd: int, n: int) -> dict[int, in
     """Tag -> offset of its 12-byte entry in the IFD at `ifd` of `n` entries."""
     return {struct.unpack(e + "H", block[ifd + 2 + 12 * k:ifd + 4 + 12 * k])[0]: ifd + 2 + 12 * k
             for k in range(n)}
+
+
+def has_gps(block: bytes) -> bool:
+    """Whether the TIFF-structured EXIF `block` holds GPS tags (its first IFD points at a GPS
+    IFD); False where it is no block read here."""
+    if block[:2] not in (b"II", b"MM"):
+        return False
+    e = "<" if block[:2] == b"II" else ">"
+    try:
+        ifd = struct.unpack(e + "I", block[4:8])[0]
+        return GPS_IFD in _entries(block, e, ifd, struct.unpack(e + "H", block[ifd:ifd + 2])[0])
+    except struct.error:
+        return False
 
 
 def _swap_pixel_dimensions(out: bytearray, e: str, ifd: int, n: int) -> None:

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from .atomic import atomic_path, atomic_write_bytes, remove_killed_writes, sync_files
-from .exif import with_exif
+from .exif import has_gps, with_exif
 from .imageio import IMAGE_EXTS, MAX_PNG_ICC_BYTES, icc_problem, with_icc_profile
 from .options import option
 from .output_paths import folders_to_make, make_folder, remove_if_empty
@@ -160,6 +160,7 @@ class ImageSink(Sink):
         # A run whose every input is unreadable should not leave an empty folder behind.
         self._made = folders_to_make(folder)
         self._written = 0
+        self.gps_kept = 0   # images written with their photo's GPS position (said at the end)
         self._unsynced: dict[Path, None] = {}   # images in place, not yet synced
         self.flags = flags
         make_folder(folder, option("output", self.path, flags))
@@ -197,7 +198,8 @@ class ImageSink(Sink):
         if layout is not None and layout.icc:
             data = self._with_profile(data, layout.icc, target, sharpened.ndim == 2)
         if layout is not None and layout.exif:
-            data = with_input_exif(data, layout.exif, target)
+            encoded, data = data, with_input_exif(data, layout.exif, target)
+            self.gps_kept += data is not encoded and has_gps(layout.exif)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)   # names may hold subfolders
             if self.single:

@@ -1254,6 +1254,9 @@ class _Stream:
         if video is not None and video.frames:   # whether its video took the name (a camera's
             summary["output_replaced"] = video.replaced   # too: kept as NAME.new.EXT)
             summary["video"] = video.encoding()
+        images = _inner_sink(self.sink, ImageSink) if self.sink is not None else None
+        if images is not None:   # a photo's place kept, which a desk must not publish unawares
+            summary["gps_kept"] = images.gps_kept
         piped = _inner_sink(self.sink, StdoutSink) if self.sink is not None else None
         if piped is not None:   # what stdout got whole: a stalled reader leaves frames out
             summary["stdout_frames"] = piped.writer.frames

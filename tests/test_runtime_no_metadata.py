@@ -125,3 +125,25 @@ def test_a_rerun_asked_to_strip_sharpens_again_the_outputs_that_hold_gps(
         with Image.open(out / name) as im:
             assert not im.getexif(), err
     assert "sharpened again" in err, err
+
+
+def test_a_run_that_keeps_photos_gps_says_how_many(tmp_path, capsys, onnx_model):
+    """As a clip's kept location is said: a desk that forgot the flag reads, before
+    publishing, that the sharpened photos hold the places they were taken."""
+    import json
+    photos, out, stats = tmp_path / "photos", tmp_path / "out", tmp_path / "stats.json"
+    photos.mkdir()
+    _gps_photo(photos / "a.jpg")
+    _gps_photo(photos / "b.png")
+    Image.open(photos / "a.jpg").save(photos / "plain.jpg")   # no EXIF
+    base = ["run", "--model", str(onnx_model), "--source", str(photos), "--quiet",
+            "--stats", str(stats)]
+    assert run_cli([*base, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert (f"sharpen run: {out}: 2 images keep their photos' GPS position (--no-metadata "
+            "leaves it out)") in err, err
+    assert json.loads(stats.read_text())["gps_kept"] == 2
+    assert run_cli([*base, "--out", str(tmp_path / "web"), "--no-metadata"]) == 0
+    err = capsys.readouterr().err
+    assert "GPS" not in err, err
+    assert json.loads(stats.read_text())["gps_kept"] == 0
