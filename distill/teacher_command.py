@@ -97,6 +97,7 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     from runtime.atomic import remove_killed_writes
     from runtime.warn import warn
     from runtime.imageio import decode_image
+    from runtime.exif import has_gps
     from runtime.image_sources import photo_metadata
     remove_killed_writes(out)   # a killed run's half-written outputs, up to ~100 MB each
     try:
@@ -131,6 +132,7 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
               "again)", file=sys.stderr)
     failed: list[str] = []   # why each image that could not be read was skipped
     done = len(files) - len(todo)
+    gps = 0   # images written with their photo's GPS position, said at the end
     from runtime.imageio import file_header_size
     from runtime.tiling import count_tiles
     from tqdm import tqdm
@@ -201,6 +203,7 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                 icc, exif = photo_metadata(src.read_bytes())
                 write_image(out / rel, y, bits=16 if args.bits16 else 8, icc=icc,
                             exif=None if no_exif else exif)
+                gps += bool(exif and not no_exif and has_gps(exif))
                 del y   # kept, it would be held through the next image's reading and tiling
                 run.mark_done(src, rel)
                 if current:
@@ -234,8 +237,11 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
         run.close()
     bar.close()
     earlier = len(files) - len(todo)
+    keep = "keeps its photo's" if gps == 1 else "keep their photos'"
     print(f"teacher: {count(done, 'image')} in {out}"
-          + (f" ({earlier} from an earlier run)" if earlier else "") + f", {len(failed)} failed",
+          + (f" ({earlier} from an earlier run)" if earlier else "") + f", {len(failed)} failed"
+          # As `sharpen run` says it: a photo's place, which a desk must not publish unawares
+          + (f"; {gps} {keep} GPS position (--no-metadata leaves it out)" if gps else ""),
           flush=True)
     if failed:
         print(unread_listed("teacher", failed, "images"), file=sys.stderr)

@@ -891,7 +891,8 @@ def test_a_photos_exif_is_kept_in_its_output_unless_no_exif(tmp_path, tiny_teach
         assert not im.getexif()
 
 
-def test_no_metadata_leaves_a_photos_gps_out_as_sharpen_run_does(tmp_path, tiny_teacher):
+def test_no_metadata_leaves_a_photos_gps_out_as_sharpen_run_does(tmp_path, tiny_teacher,
+                                                                 capsys):
     # One flag for both commands that write a sharpened photo: a desk that publishes them
     # gives `--no-metadata` to each (`sharpen run` leaves a clip's location out with it too).
     from PIL import Image
@@ -904,10 +905,15 @@ def test_no_metadata_leaves_a_photos_gps_out_as_sharpen_run_does(tmp_path, tiny_
     rgb = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(src / "shot.jpg", quality=95, exif=exif.tobytes())
     out = tmp_path / "out"
+    assert main(["teacher", str(src), "--out", str(tmp_path / "kept"), "--teacher-weights",
+                 tiny_teacher, "--tile", "0", "--quiet"]) == 0
+    said = "1 keeps its photo's GPS position (--no-metadata leaves it out)"
+    assert said in capsys.readouterr().out   # as `sharpen run` says it
     assert main(["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
                  "--tile", "0", "--quiet", "--no-metadata"]) == 0
     with Image.open(out / "shot.png") as im:
         assert not im.getexif()
+    assert "GPS" not in capsys.readouterr().out
 
 
 def test_a_video_is_refused_before_the_teacher_loads_naming_sharpen_run(tmp_path, capsys):
