@@ -12,6 +12,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Optional
@@ -142,6 +143,30 @@ def _mode_for(path: Path) -> int:
     return new | (st.st_mode & 0o664) if stat.S_ISREG(st.st_mode) else new
 
 
+# Windows refuses to replace a file another process has open without sharing its deletion (a
+# monitor polling the --stats file, a virus scanner or thumbnailer reading the last one):
+# ERROR_ACCESS_DENIED or ERROR_SHARING_VIOLATION. Such a reader holds it for milliseconds, so
+# the replace is tried again for about a second: one such read failed the run's final stats
+# write, and so the whole run.
+_HELD_BY_A_READER = (5, 32)
+REPLACE_RETRY_S = 1.0
+
+
+def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """os.replace, retried while Windows says another process holds `dst` (only Windows sets
+    `winerror`: elsewhere a PermissionError is the folder's and raised at once)."""
+    deadline = time.monotonic() + REPLACE_RETRY_S
+    while True:
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError as e:
+            if getattr(e, "winerror", None) not in _HELD_BY_A_READER \
+                    or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yields a temp path beside `path` to write; on success it becomes `path` (the mode of the
@@ -158,7 +183,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     try:
         yield Path(tmp)
         os.chmod(tmp, _mode_for(path))
-        os.replace(tmp, path)
+        replace(tmp, path)
     except OSError as e:
         if e.errno is None or e.filename not in (None, tmp, str(tmp)):
             raise

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from .atomic import new_file_mode, sync_folder
+from .atomic import new_file_mode, replace, sync_folder
 from .atomic import pid_alive as _pid_alive
 from .clip_metadata import (LOCATION_EXTS, STRIPPED, TIMECODE_EXTS, metadata_options,
                             source_location)
@@ -729,7 +729,7 @@ class VideoFileSink(Sink):
             raise
         unkept = self._keep_previous() if self.keep_previous else None
         try:
-            os.replace(self.tmp, self.path)
+            replace(self.tmp, self.path)   # retried while a scanner or thumbnailer reads it
         except OSError as exc:
             raise SinkError(self._not_replaced(exc)) from None
         self.replaced = True

@@ -3,6 +3,7 @@ the other systems, run directly (a platform argument, sys.platform set for the t
 module such as fcntl or resource made unimportable in a fresh interpreter)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -409,3 +410,39 @@ def test_printed_windows_commands_quote_the_shells_own_characters():
     assert shell_join(words, "win32") == (
         r'sharpen labels --data "C:\R&D\shots" --out "C:\R&D\labels\\" "data.val=x,y" '
         r'"model.args={width:8}" C:\plain\path "\\srv\C$\x"')
+
+
+class _SharingViolation(PermissionError):
+    """What os.replace raises on Windows while another process reads the target (a monitor
+    polling the --stats file): ERROR_SHARING_VIOLATION. Linux has no winerror to set."""
+    winerror = 32
+
+
+def test_a_replace_refused_while_a_reader_holds_the_file_is_retried(monkeypatch, tmp_path):
+    import runtime.atomic as atomic
+    real, refusals = os.replace, []
+
+    def held_twice(src, dst):
+        if len(refusals) < 2:
+            refusals.append(dst)
+            raise _SharingViolation(13, "The process cannot access the file", str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", held_twice)
+    target = tmp_path / "stats.json"
+    atomic.atomic_write_json(target, {"state": "done"})
+    assert len(refusals) == 2 and json.loads(target.read_text()) == {"state": "done"}
+    assert [p.name for p in tmp_path.iterdir()] == ["stats.json"]   # no temp file left
+
+
+def test_a_replace_refused_for_good_still_fails_naming_the_file(monkeypatch, tmp_path):
+    import runtime.atomic as atomic
+
+    def held(src, dst):
+        raise _SharingViolation(13, "The process cannot access the file", str(dst))
+
+    monkeypatch.setattr(atomic.os, "replace", held)
+    monkeypatch.setattr(atomic, "REPLACE_RETRY_S", 0.2)
+    with pytest.raises(PermissionError, match="stats.json"):
+        atomic.atomic_write_json(tmp_path / "stats.json", {"state": "done"})
+    assert list(tmp_path.iterdir()) == []
