@@ -71,3 +71,21 @@ def utf8_name(path: "str | os.PathLike[str]", error: type[Exception],
                     f"code page), which {library} cannot open or write; rename it, e.g. "
                     "`convmv -f latin1 -t utf8 --notest -r FOLDER`") from None
     return name
+
+
+def windows_ascii_hint(path: "str | os.PathLike[str]", library: str = "OpenCV") -> str:
+    """Why `library` failed on `path` where it likely is the name: on Windows OpenCV's video
+    reader and writer take a path in the ANSI code page, so a name beyond ASCII (Straße,
+    東京) fails there, with no reason given (opencv/opencv#4242). '' elsewhere, and for an
+    ASCII path."""
+    if sys.platform != "win32":
+        return ""
+    name = os.fspath(path)
+    odd = list(dict.fromkeys(c for c in name if ord(c) > 127))
+    if not odd:
+        return ""
+    shown = ", ".join(repr(c) for c in odd[:5]) + (", ..." if len(odd) > 5 else "")
+    return (f"on Windows {library} cannot open a path with characters beyond ASCII ({shown}): "
+            "move or rename it to an ASCII path, or turn on Windows' 'Beta: Use Unicode "
+            "UTF-8 for worldwide language support' (Settings, Time & language, Language & "
+            "region, Administrative language settings)")

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from .console import quiet_native_stderr
+from .locale_text import windows_ascii_hint
 from .options import option
 
 
@@ -69,6 +70,8 @@ def why_unwritable(path: Path, codec: str, size: Optional[tuple[int, int]] = Non
         path.unlink()
     except OSError as exc:
         return f"cannot write there ({exc.strerror or exc})"
+    if hint := windows_ascii_hint(path):   # Python writes the name; OpenCV's writer may not
+        return hint
     if why := size_refused(path, codec, size, fps, flags):
         return why
     if path.suffix.lower() == ".mp4":

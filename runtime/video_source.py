@@ -19,7 +19,7 @@ from .console import count
 from .frame_rate import peak_fps
 from .hdr import hdr_warning
 from .imageio import frames_over_budget, shown_path
-from .locale_text import utf8_name
+from .locale_text import utf8_name, windows_ascii_hint
 from .options import option
 from .orientation import oriented
 from .source_base import (Frame, Note, OpenStopped, Source, SourceError, SourceLost,
@@ -247,6 +247,8 @@ class VideoSource(Source):
             # plugged in, freed or reachable again (OpenCV cannot tell a GStreamer pipeline's
             # typo from its camera's absence: counted as absent).
             error = SourceError if self.kind == "video" else SourceLost
+            if self.kind == "video" and isinstance(self.target, str):
+                why["video"] = windows_ascii_hint(self.target) or why["video"]
             raise error(f"cannot open {self.kind} source {self.spec!r} "
                         f"({why.get(self.kind, 'unreadable')})")
         if self.kind in ("camera", "v4l2"):

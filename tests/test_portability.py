@@ -446,3 +446,31 @@ def test_a_replace_refused_for_good_still_fails_naming_the_file(monkeypatch, tmp
     with pytest.raises(PermissionError, match="stats.json"):
         atomic.atomic_write_json(tmp_path / "stats.json", {"state": "done"})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_video_opencv_cannot_open_on_windows_says_its_name_is_why(monkeypatch, tmp_path):
+    # OpenCV's video I/O on Windows takes a path in the ANSI code page: a name beyond ASCII
+    # fails there (opencv/opencv#4242) with no reason given; here a file it cannot read stands
+    # in for that failure.
+    from runtime.source_base import SourceError
+    from runtime.sources import open_source
+    clip = tmp_path / "Urlaub 東京" / "Straße.mp4"
+    clip.parent.mkdir()
+    clip.write_bytes(b"not a video")
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(SourceError) as e:
+        open_source(str(clip))
+    assert "beyond ASCII" in str(e.value) and "'東', '京', 'ß'" in str(e.value)
+    monkeypatch.setattr(sys, "platform", "linux")
+    with pytest.raises(SourceError, match="corrupt or unsupported") as e:
+        open_source(str(clip))
+    assert "ASCII" not in str(e.value)
+
+
+def test_a_video_output_opencv_cannot_write_on_windows_says_its_name_is_why(monkeypatch,
+                                                                          tmp_path):
+    from runtime.video_probe import why_unwritable
+    out = tmp_path / "Straße 東京.mp4"
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert "beyond ASCII" in why_unwritable(out, "mp4v", (64, 48))
+    assert "beyond ASCII" not in why_unwritable(tmp_path / "plain.mp4", "mp4v", (64, 48))
