@@ -36,8 +36,15 @@ MP4_PLAYED = ("aac", "mp3", "ac3", "eac3", "alac", "opus", "flac")
 
 def find_ffmpeg() -> tuple[Optional[str], str]:
     """(the ffmpeg executable, '') or (None, why there is none, for a message)."""
+    # cmd.exe's `set SHARPEN_FFMPEG="C:\Program Files\...\ffmpeg.exe"` keeps the quotes.
     named = os.environ.get(ENV, "").strip()
+    if len(named) > 1 and named[0] == named[-1] and named[0] in "\"'":
+        named = named[1:-1].strip()
     if named:
+        if os.path.isdir(named):   # ffmpeg's bin folder, as Windows builds unpack it
+            found = shutil.which("ffmpeg", path=named)
+            return (found, "") if found else (None, f"{ENV}={named} is a folder with no "
+                                                    "ffmpeg in it")
         found = shutil.which(named)
         if found:
             return found, ""
@@ -80,7 +87,8 @@ def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
     # would stop the copy at the first one, which the run takes as "finish what you are doing"
     # (the next ones stop waiting for it, and subprocess then kills it). It dies with the run:
     # a killed run's copy would otherwise go on, an orphan, writing a file no one renames.
-    return subprocess.run(command, capture_output=True, text=True, errors="replace",
+    # ffmpeg writes UTF-8 on every system, not Windows' ANSI code page (Python's default).
+    return subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace",
                           timeout=timeout, start_new_session=True, preexec_fn=dies_with_run())
 
 

@@ -474,3 +474,36 @@ def test_a_video_output_opencv_cannot_write_on_windows_says_its_name_is_why(monk
     monkeypatch.setattr(sys, "platform", "win32")
     assert "beyond ASCII" in why_unwritable(out, "mp4v", (64, 48))
     assert "beyond ASCII" not in why_unwritable(tmp_path / "plain.mp4", "mp4v", (64, 48))
+
+
+def test_sharpen_ffmpeg_as_cmd_sets_it_quoted_or_naming_its_folder(monkeypatch, tmp_path):
+    # cmd.exe's `set SHARPEN_FFMPEG="C:\Program Files\ffmpeg\bin\ffmpeg.exe"` keeps the quotes
+    # in the value; a folder (ffmpeg's bin, as its Windows builds unpack) is named as often.
+    from runtime.audio import find_ffmpeg
+    folder = tmp_path / "Program Files" / "ffmpeg" / "bin"
+    folder.mkdir(parents=True)
+    exe = folder / "ffmpeg"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    for value in (f'"{exe}"', f"'{exe}'", f" {exe} ", str(folder), f'"{folder}"'):
+        monkeypatch.setenv("SHARPEN_FFMPEG", value)
+        assert find_ffmpeg() == (str(exe), ""), value
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(tmp_path))
+    assert find_ffmpeg() == (None, f"SHARPEN_FFMPEG={tmp_path} is a folder with no ffmpeg in it")
+
+
+def test_ffmpegs_messages_are_read_as_utf8_under_a_windows_code_page(monkeypatch, tmp_path):
+    # ffmpeg writes UTF-8 whatever the system; Python's text mode decoded its stderr in the
+    # ANSI code page (cp1252 on a western Windows): 'Straße.mp4' was said as 'StraÃŸe.mp4'.
+    import locale
+
+    from runtime.audio import _run, copy_failure
+    if sys.flags.utf8_mode:
+        pytest.skip("Python's UTF-8 mode decodes as UTF-8 whatever the code page")
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\nprintf 'Stra\\303\\237e.mp4: Invalid data found\\n' >&2\n"
+                    "exit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(locale, "getencoding", lambda: "cp1252")
+    done = _run([str(fake)], 10)
+    assert copy_failure(done, tmp_path / "out.mp4") == "Straße.mp4: Invalid data found"
