@@ -825,13 +825,13 @@ def _default_output(source: str, taken: Optional[set[str]] = None) -> str:
     from pathlib import Path
 
     from .imageio import is_image, is_video
-    from .sources import spec_kind
+    from .sources import is_glob, spec_kind
     p = Path(source)
     if spec_kind(source) == "stream":   # named by the URL's file; a query is not a glob
         stem, ext = _url_output_name(source)
     elif spec_kind(source) == "stdin":   # '-': Y4M piped in
         stem, ext = "stdin", ".mp4"
-    elif any(c in source for c in "*?["):   # a glob: several images, so a folder
+    elif is_glob(source):   # several images, so a folder
         stem, ext = "".join(c if c.isalnum() else "_" for c in p.parent.name or "images"), ""
     elif is_video(p):
         stem, ext = p.stem, ".mp4"

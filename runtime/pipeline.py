@@ -45,6 +45,7 @@ from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, S
                       SourceError, SourceLost, VideoSource, open_source, refuse_live_images,
                       shown_url, spec_kind)
 from .service_notify import EngineWork, ServiceNotifier
+from .source_spec import is_glob
 from .stats import LiveReporter, Stats, StatsFile, stats_file_or_none, write_stats_atomic
 from .tiling import tiling_warnings
 from .segment_sink import SegmentSink, check_segment
@@ -1507,8 +1508,8 @@ def _refuse_output_the_glob_reaches(src: Source, output: Union[str, Path], singl
     """SinkError where a glob source ('lib/**/*') would list the images written into the
     output folder (lib/sharp): a rerun or --resume would read them as photos of the library
     (and was refused as writing into an input folder), so a stopped run could not go on."""
-    if (single or type(src) is not ImageSource or not any(c in src.spec for c in "*?[")
-            or Path(src.spec).is_dir() or _video_sink_for(Path(output))
+    if (single or type(src) is not ImageSource or not is_glob(src.spec)
+            or _video_sink_for(Path(output))
             # an input folder itself: refuse_overwriting_inputs says so in its own words
             or any(same_file(output, d) for d in {p.parent for p in src.paths})):
         return

@@ -3,6 +3,7 @@
 GStreamer pipeline reads a file (`pipeline_reads_file`)."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -23,6 +24,13 @@ def pipeline_reads_file(pipeline: str) -> bool:
     return bool(_GST_FILE_SOURCES.search(pipeline))
 
 
+def is_glob(spec: str) -> bool:
+    """Whether a source names images by a pattern ('photos/*.jpg'), not a file or folder that is
+    there: brackets are common in Windows and macOS names ("clip [1080p].mp4"), which glob
+    read as a character class matching nothing."""
+    return any(c in spec for c in "*?[") and not os.path.exists(spec)
+
+
 def spec_kind(spec: str) -> str:
     """The kind of source `open_source` makes of a spelling, without opening it: synthetic,
     camera, v4l2, gstreamer, stream, images, video or stdin ('-': Y4M piped in)."""
@@ -35,12 +43,12 @@ def spec_kind(spec: str) -> str:
         return "camera"
     if spec.startswith("/dev/video"):
         return "v4l2"
-    if "!" in spec:
+    if "!" in spec and not os.path.exists(spec):   # "Wow!.mp4" is a file, not a pipeline
         return "gstreamer"
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", spec):
         return "stream"
     p = Path(spec)
-    if p.is_dir() or any(c in spec for c in "*?[") or p.suffix.lower() in IMAGE_EXTS:
+    if p.is_dir() or is_glob(spec) or p.suffix.lower() in IMAGE_EXTS:
         return "images"
     return "video"
 

@@ -30,7 +30,7 @@ from .options import option
 from .pipe_io import StdinSource as StdinSource, is_stdio
 from .source_base import (Frame as Frame, Note as Note, Source as Source,
                           SourceError as SourceError, SourceLost as SourceLost)
-from .source_spec import (_SYNTH, pipeline_reads_file as pipeline_reads_file,
+from .source_spec import (_SYNTH, is_glob, pipeline_reads_file as pipeline_reads_file,
                           shown_url as shown_url, spec_kind as spec_kind)
 from .transport_stream import TRANSPORT_STREAM_EXTS as TRANSPORT_STREAM_EXTS
 from .url_image import (UrlImageSource as UrlImageSource, _fetch_image,
@@ -130,7 +130,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
     p = Path(spec)
     if p.is_dir():
         return _maybe_live(_folder_source(spec, p, flags, own_files), live, flags)
-    if any(c in spec for c in "*?["):
+    if is_glob(spec):
         found = glob_files(spec)
         images = _image_list(found)
         # Sorted as the images are: glob gives the file system's order, not one from run to run

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -507,3 +508,31 @@ def test_ffmpegs_messages_are_read_as_utf8_under_a_windows_code_page(monkeypatch
     monkeypatch.setattr(locale, "getencoding", lambda: "cp1252")
     done = _run([str(fake)], 10)
     assert copy_failure(done, tmp_path / "out.mp4") == "Straße.mp4: Invalid data found"
+
+
+@pytest.mark.parametrize("name", ["[2024] trip.mp4", "Wow!.mp4", "photo [1].png", "Hey!.png",
+                                  "what?.png"])
+def test_a_file_whose_name_has_glob_or_pipeline_characters_is_that_file(tmp_path, name):
+    # Brackets and '!' are common in Windows and macOS names (a download's "clip [1080p].mp4");
+    # such a file given as --source was read as a glob matching nothing ("no images found") or
+    # as a GStreamer pipeline. '?' exists only off Windows, where the same holds.
+    import cv2
+    import numpy as np
+
+    from runtime.image_sources import ImageSource
+    from runtime.sources import open_source, spec_kind
+    from runtime.video_source import VideoSource
+    path = tmp_path / name
+    frame = np.full((48, 64, 3), 90, np.uint8)
+    if path.suffix == ".png":
+        path.write_bytes(cv2.imencode(".png", frame)[1].tobytes())
+    else:
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10, (64, 48))
+        for _ in range(3):
+            writer.write(frame)
+        writer.release()
+    kind = "images" if path.suffix == ".png" else "video"
+    assert spec_kind(str(path)) == kind
+    with open_source(str(path)) as src:
+        assert isinstance(src, ImageSource if kind == "images" else VideoSource)
+        assert sum(1 for _ in src.frames(threading.Event())) == (1 if kind == "images" else 3)
