@@ -536,3 +536,49 @@ def test_a_file_whose_name_has_glob_or_pipeline_characters_is_that_file(tmp_path
     with open_source(str(path)) as src:
         assert isinstance(src, ImageSource if kind == "images" else VideoSource)
         assert sum(1 for _ in src.frames(threading.Event())) == (1 if kind == "images" else 3)
+
+
+# What Windows lacks of a POSIX Python, taken away in a fresh interpreter after the standard
+# library and the engines (which have their own Windows code) are imported.
+_NOT_ON_WINDOWS = """
+import os, select, signal, sys
+import subprocess, shutil, tempfile, threading, multiprocessing, platform, socket  # noqa
+import numpy, cv2, onnxruntime  # noqa
+for m in ("fcntl", "resource", "pwd", "grp", "termios", "tty", "pty"):
+    sys.modules[m] = None
+for mod, names in ((os, "geteuid getuid getegid getgid posix_fallocate O_NOFOLLOW O_NONBLOCK "
+                        "statvfs sched_getaffinity getloadavg getpgid setsid killpg fork "
+                        "mkfifo chown O_DIRECTORY sync getpgrp setpgrp nice"),
+                   (signal, "SIGHUP SIGUSR1 SIGUSR2 SIGALRM SIGPIPE SIGCHLD SIGQUIT SIGKILL "
+                            "pthread_sigmask pthread_kill alarm setitimer siginterrupt"),
+                   (select, "poll PIPE_BUF POLLIN POLLOUT POLLERR POLLHUP epoll")):
+    for name in names.split():
+        if hasattr(mod, name):
+            delattr(mod, name)
+"""
+
+
+def test_sharpen_run_and_models_need_no_posix_only_module_or_call(tmp_path):
+    """`sharpen run` into images, a video and a stats file, and `sharpen models`, in an
+    interpreter without fcntl, resource, pwd, SIGHUP, SIGUSR1, os.geteuid, select.poll...: a
+    POSIX-only module or call used unguarded on the runtime's path fails here, not first on
+    a Windows laptop."""
+    from runtime_fixtures import make_onnx_model
+    model = make_onnx_model(tmp_path / "m.onnx")
+    runs = [["run", "--model", str(model), "--source", "synthetic:64x48@10", "--max-frames",
+             "3", "--threads", "1", "--out", str(tmp_path / out), "--stats",
+             str(tmp_path / f"{out}.json")] for out in ("frames", "clip.mp4")]
+    code = ("from sharpen.cli import main\n"
+            + "".join(f"print('rc', main({argv!r}))\n" for argv in runs)
+            + "print('rc', main(['models']))\n")
+    # Run in tmp_path (runs/sharpen, a cache, stay there), importing this checkout's code.
+    path = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                            os.environ.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", _NOT_ON_WINDOWS + code], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path))
+    codes = [ln for ln in done.stdout.splitlines() if ln.startswith("rc ")]
+    assert codes == ["rc 0"] * 3, (done.stdout[-2000:], done.stderr[-3000:])
+    assert len(list((tmp_path / "frames").iterdir())) == 3
+    assert (tmp_path / "clip.mp4").stat().st_size > 0
+    assert json.loads((tmp_path / "clip.mp4.json").read_text())["state"] == "done"
