@@ -1148,3 +1148,34 @@ def test_sharpen_models_names_an_nchw_tflites_height_and_width_where_they_are(tm
     assert "float32 [1, 3, H, W] NCHW RGB" in inp, inp
     assert "(any size, 1x1 as loaded" in inp, inp
     assert "[1, 3, H, W]" in out, out
+
+
+def test_a_tflite_named_beyond_ascii_is_given_to_litert_as_bytes_on_windows(
+        tflite_models, tmp_path, monkeypatch):
+    """LiteRT opens a model_path with the C library's narrow-character calls, which on Windows
+    take the ANSI code page: 'Straße 東京' cannot be spelled there. There the runtime reads
+    the file itself and hands LiteRT its bytes (model_content); the engine is the real one,
+    only watched for the keyword it gets."""
+    import shutil
+    import sys
+
+    import runtime.backends.litert_backend as litert
+    named = tmp_path / "Straße 東京" / "fast.tflite"
+    named.parent.mkdir()
+    shutil.copy(tflite_models[0], named)
+    shutil.copy(f"{tflite_models[0]}.json", f"{named}.json")
+    real, given = litert._interpreter_class(), []
+
+    def watched(**kwargs):
+        given.append(sorted(kwargs))
+        return real(**kwargs)
+
+    monkeypatch.setattr(litert, "_interpreter_class", lambda: watched)
+    monkeypatch.setattr(sys, "platform", "win32")
+    b = load_backend(named, threads=1)
+    out = FrameProcessor(b)(textured_frame(5))
+    assert given and all("model_content" in k and "model_path" not in k for k in given)
+    monkeypatch.setattr(sys, "platform", "linux")
+    ref = FrameProcessor(load_backend(tflite_models[0], threads=1))(textured_frame(5))
+    assert np.array_equal(out, ref)
+    assert "model_path" in given[-1]

@@ -6,6 +6,7 @@ scale and zero point, so the pipeline always sees float32 in [0, 1].
 """
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,17 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
 
 
+def model_source(path: Union[str, Path]) -> dict[str, Any]:
+    """The interpreter's keyword for the model: its path, or on Windows, where the path is
+    beyond ASCII, its bytes: LiteRT opens a path with the C library's narrow-character calls,
+    which there take the ANSI code page, so 'Straße 東京' cannot be spelled (a model is a few
+    MB at most: read whole, as the interpreter keeps it anyway)."""
+    name = str(path)
+    if sys.platform == "win32" and not name.isascii():
+        return {"model_content": Path(path).read_bytes()}
+    return {"model_path": name}
+
+
 class LiteRTBackend(Backend):
     name = "litert"
 
@@ -69,7 +81,7 @@ class LiteRTBackend(Backend):
         try:
             # Hides "INFO: Created TensorFlow Lite XNNPACK delegate"; what else is said stays.
             with quiet_native_stderr(TF_NOISE):
-                self.interp = Interpreter(model_path=str(path), num_threads=threads or None)
+                self.interp = Interpreter(**model_source(path), num_threads=threads or None)
         except (ValueError, RuntimeError) as exc:
             hint = load_hint(path, "litert", str(exc))
             raise ModelError(f"cannot load {path} with LiteRT ({hint}): "
@@ -128,7 +140,7 @@ class LiteRTBackend(Backend):
         shape = [1, side, side, 3] if self.layout == "NHWC" else [1, 3, side, side]
         try:
             with quiet_native_stderr(TF_NOISE):
-                trial = self._interpreter(model_path=str(self._model_path), num_threads=1)
+                trial = self._interpreter(**model_source(self._model_path), num_threads=1)
                 inp = trial.get_input_details()[0]
                 trial.resize_tensor_input(inp["index"], shape, strict=False)
                 trial.allocate_tensors()
@@ -314,7 +326,7 @@ def tflite_io_lines(path: Path, record: dict[str, Any]) -> list[str]:
     the file."""
     try:
         with quiet_native_stderr(TF_NOISE):
-            interp = _interpreter_class()(model_path=str(path))
+            interp = _interpreter_class()(**model_source(path))
         inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     except Exception as exc:   # a damaged file or no LiteRT: said, the other lines stand
         raise_if_interrupted(exc)
