@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .die_with_run import dies_with_run
+from .die_with_run import own_session
 from .iso_boxes import ISO_EXTS, read_moov, tracks
 from .transport_stream import TRANSPORT_STREAM_EXTS
 
@@ -89,7 +89,7 @@ def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
     # a killed run's copy would otherwise go on, an orphan, writing a file no one renames.
     # ffmpeg writes UTF-8 on every system, not Windows' ANSI code page (Python's default).
     return subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace",
-                          timeout=timeout, start_new_session=True, preexec_fn=dies_with_run())
+                          timeout=timeout, **own_session())
 
 
 def copy_failure(done: subprocess.CompletedProcess, out: Path) -> str:

@@ -9,7 +9,7 @@ import ctypes
 import os
 import signal
 import sys
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .cli_errors import STOP_SIGNALS
 
@@ -55,3 +55,18 @@ def dies_with_run() -> Optional[Callable[[], None]]:
             os._exit(1)
 
     return tie
+
+
+# Windows' CREATE_NEW_PROCESS_GROUP (subprocess names it only there).
+_NEW_PROCESS_GROUP = 0x200
+
+
+def own_session() -> dict[str, Any]:
+    """subprocess keywords that keep a terminal's Ctrl-C from a child (an ffmpeg encoding or
+    copying a video: the run takes a Ctrl-C as "finish what you are doing" and ends its
+    children itself): a session of its own, tied to the run (`dies_with_run`), where there are
+    sessions; on Windows, which ignores start_new_session, a process group of its own, for
+    which the console's Ctrl-C is turned off. Called where `dies_with_run` would be."""
+    if sys.platform == "win32":
+        return {"creationflags": _NEW_PROCESS_GROUP}
+    return {"start_new_session": True, "preexec_fn": dies_with_run()}

@@ -217,15 +217,14 @@ class FFmpegEncoder:
     `release` it is kept in `failure` ('' when the video was written whole)."""
 
     def __init__(self, command: list[str], out: Path, flags: bool = False) -> None:
-        from .die_with_run import dies_with_run
+        from .die_with_run import own_session
         self.out, self.flags, self.failure = out, flags, ""
         self._log = tempfile.TemporaryFile()
         # In a session of its own, as the sound's copy is (runtime/audio.py `_run`): a
         # terminal's Ctrl-C, which the run takes as "finish what you are doing", would stop
         # ffmpeg before the frames it holds are written; it dies with a killed run.
         self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                      stderr=self._log, start_new_session=True,
-                                      preexec_fn=dies_with_run())
+                                      stderr=self._log, **own_session())
 
     def isOpened(self) -> bool:  # noqa: N802 - cv2.VideoWriter's name
         # Started: an ffmpeg that refused its options at once is said in its own words by

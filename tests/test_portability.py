@@ -582,3 +582,17 @@ def test_sharpen_run_and_models_need_no_posix_only_module_or_call(tmp_path):
     assert len(list((tmp_path / "frames").iterdir())) == 3
     assert (tmp_path / "clip.mp4").stat().st_size > 0
     assert json.loads((tmp_path / "clip.mp4.json").read_text())["state"] == "done"
+
+
+def test_ffmpeg_children_are_kept_from_the_consoles_ctrl_c_on_windows_too(monkeypatch):
+    # Windows ignores start_new_session: the console's Ctrl-C, which the run takes as "finish
+    # what you are doing", reached the ffmpeg encoding --codec h264 or copying the sound and
+    # ended it at once, the recording with it. A process group of its own has Ctrl-C off.
+    from runtime.die_with_run import own_session
+    from runtime.audio import _run
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert own_session() == {"creationflags": 0x200}   # CREATE_NEW_PROCESS_GROUP
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert own_session()["start_new_session"] is True
+    done = _run([sys.executable, "-c", "import os; print(os.getsid(0))"], 30)
+    assert int(done.stdout) != os.getsid(0)   # a session of its own, as ever
