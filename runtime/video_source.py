@@ -4,6 +4,7 @@ starts over from its opening when reopened is recognised as a recording that end
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import time
 from collections import deque
@@ -89,6 +90,14 @@ class _Held:
 NO_DECODABLE_FRAMES = ("no decodable frames (an empty recording, or frames in a codec this "
                        "OpenCV build cannot decode: convert it, e.g. with ffmpeg to H.264 or "
                        "MJPG)")
+
+
+# Where macOS and Windows keep a program from the camera until the user allows it: OpenCV
+# then fails as for a camera that is not there.
+_CAMERA_PERMISSION = {
+    "darwin": " Or not allowed to this terminal: System Settings > Privacy & Security > Camera",
+    "win32": " Or not allowed to desktop apps: Settings > Privacy & security > Camera",
+}
 
 
 class VideoSource(Source):
@@ -249,6 +258,7 @@ class VideoSource(Source):
             error = SourceError if self.kind == "video" else SourceLost
             if self.kind == "video" and isinstance(self.target, str):
                 why["video"] = windows_ascii_hint(self.target) or why["video"]
+            why["camera"] += _CAMERA_PERMISSION.get(sys.platform, "")
             raise error(f"cannot open {self.kind} source {self.spec!r} "
                         f"({why.get(self.kind, 'unreadable')})")
         if self.kind in ("camera", "v4l2"):

@@ -596,3 +596,19 @@ def test_ffmpeg_children_are_kept_from_the_consoles_ctrl_c_on_windows_too(monkey
     assert own_session()["start_new_session"] is True
     done = _run([sys.executable, "-c", "import os; print(os.getsid(0))"], 30)
     assert int(done.stdout) != os.getsid(0)   # a session of its own, as ever
+
+
+@pytest.mark.parametrize("platform,setting", [
+    ("darwin", "Privacy & Security > Camera"),
+    ("win32", "Privacy & security > Camera"),
+    ("linux", None)])
+def test_a_camera_that_does_not_open_names_the_systems_camera_permission(monkeypatch,
+                                                                         platform, setting):
+    # macOS and Windows refuse a terminal or desktop app the camera until the user allows it
+    # in the system's settings; OpenCV then fails as for a camera that is not there.
+    from runtime.source_base import SourceLost
+    from runtime.sources import open_source
+    monkeypatch.setattr(sys, "platform", platform)
+    with pytest.raises(SourceLost, match="no camera with this index") as e:
+        open_source("7")
+    assert (setting in str(e.value)) if setting else "Privacy" not in str(e.value)
