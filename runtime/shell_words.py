@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 # An option's value given as `--out=~/x`: bash expands a ~ after = only in variable assignments.
 _FLAG = re.compile(r"(--[\w-]+=)(~.*)", re.DOTALL)
@@ -11,7 +12,10 @@ _FLAG = re.compile(r"(--[\w-]+=)(~.*)", re.DOTALL)
 def home_of(path: str) -> str:
     """`path` with a leading `~` or `~/` expanded to the home folder. `~name` is left: quoted,
     it is more likely a folder named so than another user's home (`~backup` is /var/backups
-    on Debian)."""
+    on Debian). On Windows `~\\` too: cmd.exe never expands it, nor PowerShell in a word it
+    passes to a program."""
+    if sys.platform == "win32" and path.startswith("~\\"):
+        return os.path.join(os.path.expanduser("~"), path[2:])
     return os.path.expanduser(path) if path == "~" or path.startswith("~/") else path
 
 

@@ -612,3 +612,17 @@ def test_a_camera_that_does_not_open_names_the_systems_camera_permission(monkeyp
     with pytest.raises(SourceLost, match="no camera with this index") as e:
         open_source("7")
     assert (setting in str(e.value)) if setting else "Privacy" not in str(e.value)
+
+
+def test_a_home_folder_written_windows_style_is_expanded_there(monkeypatch):
+    # cmd.exe never expands ~, nor PowerShell for a program it runs: `--out ~\Videos\sharp`
+    # made a folder named ~ in the working folder.
+    from runtime.shell_words import home_expanded
+    home = os.path.expanduser("~")
+    monkeypatch.setattr(sys, "platform", "win32")
+    out = home_expanded(["--out", "~\\Videos\\sharp", "--stats=~\\s.json", "~backup\\x"])
+    assert out[1] == os.path.join(home, "Videos\\sharp")
+    assert out[2] == "--stats=" + os.path.join(home, "s.json")
+    assert out[3] == "~backup\\x"
+    monkeypatch.setattr(sys, "platform", "linux")   # a backslash is part of a name there
+    assert home_expanded(["~\\x"]) == ["~\\x"]
