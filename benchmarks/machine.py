@@ -19,47 +19,11 @@ from runtime.host import (LIBRARIES, cgroup_cpu_limit, code_info, cpu_model,  # 
 
 def peak_rss_mb(system: str | None = None) -> float | None:
     """Peak resident memory of this process so far, in MiB, on `system` (sys.platform's
-    spelling, default this one): Linux reports KiB, macOS bytes, Windows its peak working set
-    (it has no `resource` module: `sharpen bench` stopped there with ModuleNotFoundError
-    after its first stage). None where the system cannot say."""
-    import sys
-
-    system = system or sys.platform
-    if system == "win32":
-        return _windows_peak_mb()
-    try:
-        import resource
-    except ImportError:
-        return None
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(kb / (1024 * 1024 if system == "darwin" else 1024), 1)
-
-
-def _windows_peak_mb() -> float | None:
-    """The peak working set Windows keeps for this process, in MiB; None where its API is not
-    there to ask (another system) or refuses."""
-    try:
-        import ctypes
-        from ctypes import wintypes
-        kernel32 = ctypes.WinDLL("kernel32")
-    except (ImportError, AttributeError, OSError):
-        return None
-
-    class Counters(ctypes.Structure):   # PROCESS_MEMORY_COUNTERS
-        _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD),
-                    *((name, ctypes.c_size_t) for name in (
-                        "PeakWorkingSetSize", "WorkingSetSize", "QuotaPeakPagedPoolUsage",
-                        "QuotaPagedPoolUsage", "QuotaPeakNonPagedPoolUsage",
-                        "QuotaNonPagedPoolUsage", "PagefileUsage", "PeakPagefileUsage"))]
-
-    kernel32.GetCurrentProcess.restype = wintypes.HANDLE
-    kernel32.K32GetProcessMemoryInfo.argtypes = (wintypes.HANDLE, ctypes.POINTER(Counters),
-                                                 wintypes.DWORD)
-    counters = Counters(cb=ctypes.sizeof(Counters))
-    if not kernel32.K32GetProcessMemoryInfo(kernel32.GetCurrentProcess(),
-                                            ctypes.byref(counters), counters.cb):
-        return None
-    return round(counters.PeakWorkingSetSize / (1024 * 1024), 1)
+    spelling, default this one): runtime.host's, the `done:` line's, Windows' peak working set
+    included (it has no `resource` module: `sharpen bench` stopped there with
+    ModuleNotFoundError after its first stage). None where the system cannot say."""
+    from runtime import host
+    return host.peak_memory_mib(system)
 
 
 def load_average() -> Optional[float]:

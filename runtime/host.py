@@ -10,6 +10,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -224,16 +225,48 @@ def _cpus(folder: Path, files: tuple[str, ...]) -> Optional[float]:
     return quota / period if quota > 0 and period > 0 else None
 
 
-def peak_memory_mib() -> Optional[float]:
-    """This process's peak resident memory so far in MiB (getrusage's ru_maxrss: KiB on Linux,
-    bytes on macOS), None where it cannot be read (Windows). What a board with 2-4 GB shared
-    with its GPU is sized by: a 4K frame takes about three times a 1080p one's."""
+def peak_memory_mib(system: Optional[str] = None) -> Optional[float]:
+    """This process's peak resident memory so far in MiB on `system` (sys.platform's spelling,
+    default this one): getrusage's ru_maxrss (KiB on Linux, bytes on macOS), Windows' peak
+    working set (it has no `resource` module); None where the system cannot say. What a board
+    with 2-4 GB shared with its GPU is sized by: a 4K frame takes about three times a 1080p
+    one's."""
+    system = system or sys.platform
+    if system == "win32":
+        return _windows_peak_mib()
     try:
         import resource
     except ImportError:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1 << 20 if platform.system() == "Darwin" else 1 << 10), 1)
+    return round(peak / (1 << 20 if system == "darwin" else 1 << 10), 1)
+
+
+def _windows_peak_mib() -> Optional[float]:
+    """The peak working set Windows keeps for this process, in MiB; None where its API is not
+    there to ask (another system) or refuses."""
+    try:
+        import ctypes
+        from ctypes import wintypes
+        kernel32 = ctypes.WinDLL("kernel32")
+    except (ImportError, AttributeError, OSError):
+        return None
+
+    class Counters(ctypes.Structure):   # PROCESS_MEMORY_COUNTERS
+        _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD),
+                    *((name, ctypes.c_size_t) for name in (
+                        "PeakWorkingSetSize", "WorkingSetSize", "QuotaPeakPagedPoolUsage",
+                        "QuotaPagedPoolUsage", "QuotaPeakNonPagedPoolUsage",
+                        "QuotaNonPagedPoolUsage", "PagefileUsage", "PeakPagefileUsage"))]
+
+    kernel32.GetCurrentProcess.restype = wintypes.HANDLE
+    kernel32.K32GetProcessMemoryInfo.argtypes = (wintypes.HANDLE, ctypes.POINTER(Counters),
+                                                 wintypes.DWORD)
+    counters = Counters(cb=ctypes.sizeof(Counters))
+    if not kernel32.K32GetProcessMemoryInfo(kernel32.GetCurrentProcess(),
+                                            ctypes.byref(counters), counters.cb):
+        return None
+    return round(counters.PeakWorkingSetSize / (1 << 20), 1)
 
 
 def threads_top() -> int:

@@ -626,3 +626,15 @@ def test_a_home_folder_written_windows_style_is_expanded_there(monkeypatch):
     assert out[3] == "~backup\\x"
     monkeypatch.setattr(sys, "platform", "linux")   # a backslash is part of a name there
     assert home_expanded(["~\\x"]) == ["~\\x"]
+
+
+def test_the_runs_peak_memory_asks_windows_for_its_peak_working_set(monkeypatch):
+    """Windows has no `resource` module: the `done:` line and --stats left peak memory out
+    there, while `sharpen bench` asked Windows. Both ask the same function now."""
+    import runtime.host as host
+    from benchmarks.machine import peak_rss_mb
+    asked = []
+    monkeypatch.setattr(host, "_windows_peak_mib", lambda: asked.append(1) or 321.0)
+    assert host.peak_memory_mib(system="win32") == 321.0
+    assert peak_rss_mb(system="win32") == 321.0 and len(asked) == 2
+    assert host.peak_memory_mib() > 0 and not asked[2:]   # Linux: from resource, as ever
