@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -34,6 +35,11 @@ MP4_EXTS = (".mp4", ".m4v", ".3gp", ".3g2")
 MP4_PLAYED = ("aac", "mp3", "ac3", "eac3", "alac", "opus", "flac")
 
 
+# Homebrew's folders (Apple silicon, Intel): on PATH in a terminal, but not for a run that
+# launchd, cron or an app starts (PATH=/usr/bin:/bin:/usr/sbin:/sbin).
+MACOS_FFMPEG_FOLDERS = ("/opt/homebrew/bin", "/usr/local/bin")
+
+
 def find_ffmpeg() -> tuple[Optional[str], str]:
     """(the ffmpeg executable, '') or (None, why there is none, for a message)."""
     # cmd.exe's `set SHARPEN_FFMPEG="C:\Program Files\...\ffmpeg.exe"` keeps the quotes.
@@ -50,6 +56,8 @@ def find_ffmpeg() -> tuple[Optional[str], str]:
             return found, ""
         return None, f"{ENV}={named} is not an executable file"
     found = shutil.which("ffmpeg")
+    if not found and sys.platform == "darwin":
+        found = shutil.which("ffmpeg", path=os.pathsep.join(MACOS_FFMPEG_FOLDERS))
     return (found, "") if found else (None, "no ffmpeg was found on PATH")
 
 

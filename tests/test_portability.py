@@ -638,3 +638,21 @@ def test_the_runs_peak_memory_asks_windows_for_its_peak_working_set(monkeypatch)
     assert host.peak_memory_mib(system="win32") == 321.0
     assert peak_rss_mb(system="win32") == 321.0 and len(asked) == 2
     assert host.peak_memory_mib() > 0 and not asked[2:]   # Linux: from resource, as ever
+
+
+def test_homebrews_ffmpeg_is_found_on_macos_without_it_on_path(monkeypatch, tmp_path):
+    # A run started by launchd, cron or an app gets PATH=/usr/bin:/bin:/usr/sbin:/sbin, which
+    # leaves out Homebrew's folders (/opt/homebrew/bin on Apple silicon, /usr/local/bin).
+    import runtime.audio as audio
+    brew = tmp_path / "opt" / "homebrew" / "bin"
+    brew.mkdir(parents=True)
+    exe = brew / "ffmpeg"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.delenv("SHARPEN_FFMPEG", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(audio, "MACOS_FFMPEG_FOLDERS", (str(tmp_path / "none"), str(brew)))
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert audio.find_ffmpeg() == (str(exe), "")
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert audio.find_ffmpeg() == (None, "no ffmpeg was found on PATH")
