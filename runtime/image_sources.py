@@ -192,7 +192,8 @@ def glob_root(spec: str) -> Path:
     parts = Path(spec).parts
     fixed = []
     for part in parts[:-1]:
-        if any(c in part for c in "*?["):
+        # A folder that is there is named, brackets and all ("[raw] photos/*.png")
+        if any(c in part for c in "*?[") and not os.path.isdir(os.path.join(*fixed, part)):
             break
         fixed.append(part)
     return Path(*fixed) if fixed else Path(".")

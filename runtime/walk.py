@@ -129,11 +129,27 @@ def _target(link: Path) -> str:
         return "?"
 
 
+def _existing_folders_escaped(pattern: str) -> str:
+    """`pattern` with its leading folders that are there taken as named: brackets are common
+    in Windows and macOS names ("[raw] photos/*.png"), which glob read as a character class
+    matching nothing."""
+    parts = Path(pattern).parts
+    at = 0
+    for i in range(1, len(parts)):
+        if not os.path.isdir(os.path.join(*parts[:i])):
+            break
+        at = i
+    if at == 0 or "[" not in os.path.join(*parts[:at]):
+        return pattern
+    return os.path.join(globmod.escape(os.path.join(*parts[:at])), *parts[at:])
+
+
 def glob_files(pattern: str) -> list[str]:
     """glob.glob(pattern, recursive=True) for files, with each `**` walked by walk_files: glob
     follows linked folders but not loops, which listed a file once per turn (and two links to
     `.` in one folder never ended). Hidden names are matched as glob matches them: only by a
     part that starts with '.' (`**/.thumbs/*.png`), never by `*` or `**`."""
+    pattern = _existing_folders_escaped(pattern)
     parts = Path(pattern).parts
     if "**" not in parts:
         return [f for f in globmod.glob(pattern) if os.path.isfile(f)]
@@ -158,7 +174,7 @@ def glob_reaches(pattern: str, path: str | os.PathLike) -> bool:
     `..` folded): an output folder's images that a rerun would read as its source's."""
     def parts(p: str | os.PathLike) -> tuple[str, ...]:
         return Path(os.path.normpath(os.path.abspath(p))).parts
-    return _matches(parts(path), parts(pattern))
+    return _matches(parts(path), parts(_existing_folders_escaped(pattern)))
 
 
 def _matches(parts: tuple[str, ...], pats: tuple[str, ...]) -> bool:

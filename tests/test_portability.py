@@ -656,3 +656,21 @@ def test_homebrews_ffmpeg_is_found_on_macos_without_it_on_path(monkeypatch, tmp_
     assert audio.find_ffmpeg() == (str(exe), "")
     monkeypatch.setattr(sys, "platform", "linux")
     assert audio.find_ffmpeg() == (None, "no ffmpeg was found on PATH")
+
+
+def test_a_glob_inside_a_folder_named_with_brackets_finds_its_images(tmp_path):
+    # "[raw] photos/*.png": glob read the folder's brackets as a character class and found
+    # nothing ("no images found"); a folder that is there is taken as named.
+    import cv2
+    import numpy as np
+
+    from runtime.sources import open_source
+    from runtime.walk import glob_reaches
+    folder = tmp_path / "[raw] photos"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1])
+    for pattern in (f"{folder}/*.png", f"{folder}/**/*.png"):
+        with open_source(pattern) as src:
+            assert sorted(src.names) == ["a.png", "b.png"], pattern
+        assert glob_reaches(pattern, folder / "sharp" / "a.png") == ("**" in pattern)
