@@ -22,7 +22,8 @@ from .console import (count, open_closed_std_fds, quiet_library_logs, report_fat
                       unread_listed)
 from .host import limit_note, threads_help, threads_warning
 # Not .tiling's: it imports numpy, which --help must not load.
-from .options import (AUTO_TILE, AUTO_TILE_PIXELS, NO_EXIF_HELP, NO_METADATA_HELP, OVERLAP,
+from .options import (AUTO_TILE, AUTO_TILE_PIXELS, FFMPEG_GUESSED_FPS, NO_EXIF_HELP,
+                      NO_METADATA_HELP, OVERLAP,
                       PRESETS, RATE_SETTING_KINDS, video_rate)
 
 # The exit code of a camera or stream not there, or lost and not back (SourceLost): neither a
@@ -672,6 +673,13 @@ def _live_left_out_note(summary: dict, asked_fps: float) -> str:
         # Its declared rate is the video's, --fps or not: --fps only asks the camera for one.
         why = (f"than the {video_fps:g} fps it declares, which the video is written at "
                "(a camera may give another rate than the one it says)")
+    elif src.get("fps") and not math.isclose(src["fps"], FFMPEG_GUESSED_FPS) \
+            and math.isclose(video_fps, src["fps"], rel_tol=1e-3):
+        # A rate the stream declares (not FFmpeg's guess for one that declares none), which
+        # the video took: --fps with it changes nothing; a stream that fell behind, or came
+        # back after a drop, sends its frames in bursts.
+        why = (f"than the {video_fps:g} fps it declares, which the video is written at: a "
+               "stream that fell behind sends its frames in bursts")
     else:
         why = (f"than the video's {video_fps:g} fps (a stream that declares no rate, as "
                "MJPEG, is read at FFmpeg's guess of 25); --fps with the source's rate keeps "

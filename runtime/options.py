@@ -69,6 +69,8 @@ def is_number(value: object, whole: bool = True) -> bool:
 # and a GStreamer pipeline sets its own. Elsewhere --fps is the user's word over the source's
 # (for a stream, often FFmpeg's guess of 25).
 RATE_SETTING_KINDS = ("camera", "v4l2", "gstreamer")
+# The rate FFmpeg gives a stream that declares none (MJPEG over HTTP).
+FFMPEG_GUESSED_FPS = 25.0
 
 
 def video_rate(kind: str, declared: float, asked: float) -> float:

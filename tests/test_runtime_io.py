@@ -1239,6 +1239,24 @@ def test_a_y4m_pipes_left_out_frames_are_not_blamed_on_a_rate_it_declares():
     assert "keeps them" not in same and "bursts" in same, same
 
 
+def test_a_streams_left_out_frames_are_not_blamed_on_a_rate_it_declares():
+    """A camera stand-in served over HTTP (MPEG-TS, 10 fps declared), dropped and reconnected
+    during a service soak, sent its frames in bursts: the closing note said it declared no rate,
+    as MJPEG, and that --fps with its rate kept the frames, where the video was at that rate
+    already. FFmpeg's guess for a stream that declares none (25) still gets the advice."""
+    from runtime.cli import _live_left_out_note
+
+    summary = {"left_out_frames": 270, "frames_processed": 3553, "frames_captured": 3671,
+               "elapsed_s": 345.0, "source": {"kind": "stream", "fps": 10.0}}
+    for asked in (0.0, 10.0):
+        note = _live_left_out_note(summary, asked)
+        assert "leaves out 270 of the 3553 frames" in note and "about 11 fps" in note, note
+        assert "MJPEG" not in note and "keeps them" not in note, note
+        assert "10 fps it declares" in note and "bursts" in note, note
+    guessed = _live_left_out_note({**summary, "source": {"kind": "stream", "fps": 25.0}}, 0.0)
+    assert "MJPEG" in guessed and "keeps them" in guessed, guessed
+
+
 def test_a_live_video_ended_by_an_error_says_the_frames_it_holds(tmp_path, capsys, onnx_model):
     """A camera gone for good ends a live run with an error, and the line after it says what the
     video holds: it counted the frames sharpened, where a video of a camera faster than its
