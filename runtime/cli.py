@@ -307,16 +307,18 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
         return f"interrupted before the first frame was written: nothing written to {output}"
     if src.get("live") or not output:
         return "interrupted, output closed cleanly" if output else "interrupted"
+    pruned = ""
     if summary.get("segment"):   # --segment: the output is its segments
+        pruned = _segments_removed(summary)
         held = (f"{count(summary.get('segments_closed', 0), 'segment')} of {output}, the last "
-                f"{summary['segment']}, hold")
+                f"{summary['segment']}, {'held' if pruned else 'hold'}")
         whole = "each closed cleanly"
     else:
         held, whole = f"{output} holds", "closed cleanly"
     fifo = _is_fifo(src.get("spec"))
     if src.get("kind") == "stdin" or fifo:   # the frames not read yet are the writer's
         return (f"interrupted: {held} the {done} {'frame' if done == 1 else 'frames'} "
-                f"{'the FIFO ' + src['spec'] if fifo else 'stdin'} gave ({whole})")
+                f"{'the FIFO ' + src['spec'] if fifo else 'stdin'} gave ({whole}){pruned}")
     if summary.get("resumable"):   # a video file's run, which --resume goes on with
         done += resumed
         again = "run the same command with --resume to go on from there"
@@ -326,7 +328,19 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
             again += " (into segments numbered on from these)"
     part = f"{done} of {total}" if total else f"the first {done}"
     frames = unit if (total or done) == 1 else unit + "s"
-    return f"interrupted: {held} {part} {frames} only ({whole}); {again}"
+    return f"interrupted: {held} {part} {frames} only ({whole}){pruned}; {again}"
+
+
+def _segments_removed(summary: dict) -> str:
+    """How many of the run's closed segments --keep-segments or --keep-gb removed, said after
+    a note that counts them all ('' where none was): a day's service run closed 144 and kept
+    the last few."""
+    removed = summary.get("segments_removed") or 0
+    if not removed:
+        return ""
+    kept = max(0, (summary.get("segments_closed") or 0) - removed)
+    return (f"; the first {removed} were removed past --keep-segments or --keep-gb, the last "
+            f"{kept} kept")
 
 
 def options_from_args(args: argparse.Namespace):
@@ -736,13 +750,15 @@ def _kept_before_error(summary: Optional[dict], output: Optional[str]) -> str:
     if done and s.get("segment"):   # --segment: the output is its segments
         closed = s.get("segments_closed", 0)
         kept = s.get("segment_frames", done)
+        pruned = _segments_removed(s)
+        were = "were" if pruned else "are"
         if kept < done:   # a segment could not be closed (a full disk): its frames are lost
-            return (f"{kept} of the {done} frames written before the error are in "
-                    f"{count(closed, 'segment')} of {output} (each closed cleanly); the rest "
-                    "were in a segment that could not be closed (above)")
-        return (f"the {done} {'frame' if done == 1 else 'frames'} written before the error are "
-                f"in {count(closed, 'segment')} of {output}, the last {s['segment']} (each "
-                "closed cleanly)")
+            return (f"{kept} of the {done} frames written before the error {were} in "
+                    f"{count(closed, 'segment')} of {output} (each closed cleanly){pruned}; "
+                    "the rest were in a segment that could not be closed (above)")
+        return (f"the {done} {'frame' if done == 1 else 'frames'} written before the error "
+                f"{were} in {count(closed, 'segment')} of {output}, the last {s['segment']} "
+                f"(each closed cleanly){pruned}")
     if not done or not output or not os.path.exists(output):
         return ""
     if s.get("output_replaced") is False:   # discarded (a full disk, a join that failed)

@@ -717,7 +717,8 @@ class _Stream:
         if (segmented := _inner_sink(self.sink, SegmentSink)) is not None:
             # Its keys made now, before the writer runs: the stats refresh reads this dict
             # from another thread while the sink names each segment in it.
-            stats.info.update(segment=None, segments_closed=0, segment_frames=0)
+            stats.info.update(segment=None, segments_closed=0, segment_frames=0,
+                              segments_removed=0)
             segmented.stats_info = stats.info
             segmented.on_close_error = self._segment_failed
         # Live: a few frames of room, so that frames a network source delivers in a burst are

@@ -94,6 +94,10 @@ class SegmentSink(VideoFileSink):
         self._recover_killed()
         found = existing_segments(self.path)
         self.next_number = found[-1][0] + 1 if found else 0
+        # This run's own segments that the bound removed: its closing note said the frames
+        # of every segment it closed were there, where --keep-segments had removed most.
+        self.first_number = self.next_number
+        self.removed_own = 0
 
     def _recover_killed(self) -> None:
         """A killed run's segment under its temporary name: kept or removed as a killed run's
@@ -232,7 +236,7 @@ class SegmentSink(VideoFileSink):
                 past += 1
             if past > (max(0, len(found) - self.keep) if self.keep else 0):
                 bound = option("keep_gb", f"{self.keep_gb:g}", self.flags)
-        for _, old in found[:past]:
+        for number, old in found[:past]:
             try:
                 old.unlink()
             except FileNotFoundError:
@@ -240,6 +244,11 @@ class SegmentSink(VideoFileSink):
             except OSError as exc:   # another user's: said, and left
                 warn(f"{option('output', self.path, self.flags)}: {old} is past {bound} but "
                      f"could not be removed ({exc.strerror or exc})")
+                continue
+            if number >= self.first_number:
+                self.removed_own += 1
+                if self.stats_info is not None:
+                    self.stats_info["segments_removed"] = self.removed_own
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if self._close_error is not None:

@@ -219,6 +219,27 @@ def test_a_stopped_file_run_into_segments_says_where_its_frames_are(model, tmp_p
                     "numbered on from these)"), said
 
 
+def test_a_stopped_runs_note_says_which_segments_the_bound_removed(model, tmp_path):
+    """A service soak (--segment 10 --keep-segments 5, SIGTERM after 11 minutes) said
+    `66 segments of gate.mkv, the last gate-000209-....mkv, hold the 6580 frames stdin gave`,
+    where 61 of them had been removed by the bound: the operator read 6,580 frames on disk,
+    not 500. The note and the --stats file now say how many the bound removed."""
+    from runtime.cli import _interrupted_note, _kept_before_error
+    out = tmp_path / "rec.ts"
+    stats = run_stream(model, _frames(12), out, fps=10, segment=0.2, keep_segments=2)
+    segs = _segments(tmp_path)
+    assert len(segs) == 2 and stats["segments_closed"] == 6, segs
+    assert stats["segments_removed"] == 4, stats
+    stats["source"] = {"kind": "stdin", "live": False, "spec": "-"}
+    said = _interrupted_note(stats, str(out))
+    assert said == (f"interrupted: 6 segments of {out}, the last {segs[-1]}, held the 12 frames "
+                    "stdin gave (each closed cleanly); the first 4 were removed past "
+                    "--keep-segments or --keep-gb, the last 2 kept"), said
+    lost = _kept_before_error(stats, str(out))
+    assert lost.endswith("(each closed cleanly); the first 4 were removed past "
+                         "--keep-segments or --keep-gb, the last 2 kept"), lost
+
+
 def test_keep_gb_removes_the_oldest_segments_past_that_size(model, tmp_path):
     """A camera's bitrate varies with its scene: a bound in bytes keeps the disk from filling
     where a count of segments may not."""
