@@ -2590,8 +2590,8 @@ def test_labels_another_run_made_meanwhile_are_said_as_theirs(tmp_path):
 def test_a_shared_cache_whose_labels_or_lock_another_user_owns_is_refused_before_the_teacher(
         tmp_path, monkeypatch):
     """A team's cache folder writable by all, but its labels/ folder and .manifest.lock made
-    by a member under umask 022 (theirs alone to write): the folder's check passed, the
-    teacher loaded, and the first label ended in 'Permission denied' with 'the same command
+    by a member under umask 077 (theirs alone): the folder's check passed, the teacher
+    loaded, and the first label ended in 'Permission denied' with 'the same command
     run again skips them', which fails alike. Refused at once, naming what cannot be written
     and whose it is."""
     from child_fixtures import in_a_child
@@ -2607,7 +2607,7 @@ def test_a_shared_cache_whose_labels_or_lock_another_user_owns_is_refused_before
     (cache / "labels").mkdir(parents=True)
     cache.chmod(0o777)
     (cache / "labels").chmod(0o755)
-    (cache / ".manifest.lock").touch(0o644)
+    (cache / ".manifest.lock").touch(0o600)   # 0o644 locks as well: read, flock needs no write
 
     def work(said: dict) -> None:
         import io
@@ -2661,3 +2661,56 @@ def test_the_labelling_lock_is_writable_by_those_who_may_write_the_cache_not_by_
         out.chmod(folder_mode)
         LabelClaims(out).close()
         assert oct((out / CLAIMS).stat().st_mode & 0o777) == oct(lock_mode), oct(folder_mode)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="needs root, to label as another user (nobody)")
+def test_a_group_cache_first_labelled_under_umask_022_is_open_to_the_rest_of_the_group(
+        tmp_path):
+    """A studio's cache folder, group-writable (2775), first labelled by a member whose umask
+    is 022: its labels/ and .manifest.lock were that member's alone to write, and every other
+    member's labels run into it was refused ('cannot write in cache/labels'). They are now
+    made as writable as the folder they are in; a lock file an earlier version made so is
+    locked through a read-only handle (flock needs no write)."""
+    import stat
+
+    from child_fixtures import in_a_child
+    tmp_path.chmod(0o755)
+    _paired(tmp_path / "data", 2, h=16, w=16)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    os.chown(cache, 0, 65534)
+    cache.chmod(0o2775)
+
+    def label(said: dict, uid: int, names: int) -> None:
+        import io
+        from contextlib import redirect_stderr
+        os.chdir(tmp_path)
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(uid)
+        os.umask(0o022)
+        err = io.StringIO()
+        with redirect_stderr(err):
+            try:
+                s = run_labels("data", "cache", teacher=FakeTeacher(), tile=0, overlap=0,
+                               progress=False, limit=names)
+                said["done"] = s.done
+            except Exception as e:   # noqa: BLE001 - the child reports it
+                said["error"] = repr(e)
+        said["err"] = err.getvalue()
+
+    shut = [(p, p.stat().st_mode) for p in tmp_path.parents if not p.stat().st_mode & 0o001]
+    try:
+        for p, mode in shut:
+            p.chmod(mode | 0o001)
+        said = in_a_child(lambda d: label(d, 65534, 1))   # the first member (nobody)
+        assert said.get("done") == 1, said
+        assert stat.S_IMODE((cache / "labels").stat().st_mode) & 0o070 == 0o070
+        assert stat.S_IMODE((cache / ".manifest.lock").stat().st_mode) == 0o660
+        (cache / ".manifest.lock").chmod(0o644)   # as an earlier version left it
+        said = in_a_child(lambda d: label(d, 65533, 2))   # another member of the group
+    finally:
+        for p, mode in shut:
+            p.chmod(mode)
+    assert said.get("done") == 1 and "error" not in said, said

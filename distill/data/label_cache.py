@@ -212,8 +212,16 @@ def _manifest_lock(out_dir: Path):
     except ImportError:  # Windows: no concurrent ranks there in practice
         yield
         return
+    from .label_claims import share_with_folder
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / LOCK_FILE, "a", opener=no_follow) as f:
+    try:
+        f = open(out_dir / LOCK_FILE, "a", opener=no_follow)
+        share_with_folder(f.fileno(), os.fstat(f.fileno()), out_dir)   # as a team shares it
+    except PermissionError:
+        # Another user's, made under umask 022 by an earlier version: flock needs no write,
+        # and a group member was refused the whole cache for it.
+        f = open(out_dir / LOCK_FILE, "r", opener=no_follow)
+    with f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield

@@ -22,6 +22,38 @@ CLAIMS = ".labelling.lock"
 _BUSY = frozenset({errno.EACCES, errno.EAGAIN})
 
 
+def share_with_folder(fd: int, st: os.stat_result, folder: Path) -> None:
+    """The file open as `fd` (`st`, its fstat) made writable by whoever may write `folder`
+    (its group, every user where it is world-writable), whatever the umask: a team's cache
+    is shared through its folder's mode, and a lock file made under umask 022 kept the rest
+    of the group out of the cache. Not by more: a user who cannot write the cache could hold
+    a claim on every image, and each run into it would wait at its end for ever. Only a file
+    of this user's own that no other name shares: a hard link planted there to a file of
+    theirs (where the system allows one) would have had it opened up."""
+    if st.st_nlink == 1 and st.st_uid == os.geteuid():
+        with contextlib.suppress(OSError):
+            mode = os.stat(folder).st_mode
+            os.fchmod(fd, 0o600 | (0o060 if mode & 0o020 else 0)
+                      | (0o006 if mode & 0o002 else 0))
+
+
+def make_shared_folder(folder: Path) -> None:
+    """`folder` made (a cache's labels/, frames/), writable by whoever may write the folder it
+    is in, whatever the umask (as `share_with_folder`): one made under umask 022 in a team's
+    group-writable cache kept every other member's labels run out of it. A folder already
+    there is left as its owner set it."""
+    if folder.is_dir():
+        return
+    if not folder.parent.is_dir():   # labels/sub/: each folder made shared
+        make_shared_folder(folder.parent)
+    folder.mkdir(exist_ok=True)
+    with contextlib.suppress(OSError):
+        st, up = os.stat(folder), os.stat(folder.parent).st_mode
+        if st.st_uid == os.geteuid():
+            os.chmod(folder, stat.S_IMODE(st.st_mode) | (0o070 if up & 0o020 else 0)
+                     | (0o007 if up & 0o002 else 0))
+
+
 class LabelClaims:
     def __init__(self, out_dir: Path):
         self.fd: int | None = None
@@ -39,18 +71,9 @@ class LabelClaims:
         if not stat.S_ISREG(st.st_mode):   # a FIFO, a device: not a lock file of this run's
             os.close(fd)
             return
-        # Writable by whoever may write the cache folder (its group, every user where it is
-        # world-writable), whatever the umask: a record lock needs a writable file, and a run
-        # of another user that could not open it would label beside this one unclaimed. Not
-        # by more: a user who cannot write the cache could hold a claim on every image, and
-        # each run into it would wait at its end for ever. Only a file of this user's own
-        # that no other name shares: a hard link planted there to a file of theirs (where
-        # the system allows one) would have had it opened up.
-        if st.st_nlink == 1 and st.st_uid == os.geteuid():
-            with contextlib.suppress(OSError):
-                folder = os.stat(out_dir).st_mode
-                os.fchmod(fd, 0o600 | (0o060 if folder & 0o020 else 0)
-                          | (0o006 if folder & 0o002 else 0))
+        # A record lock needs a writable file: a run of another user that could not open it
+        # would label beside this one unclaimed.
+        share_with_folder(fd, st, out_dir)
         self.fd = fd
 
     @staticmethod

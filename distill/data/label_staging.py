@@ -33,7 +33,8 @@ def stage_image(path: Path, rgb: np.ndarray, bits: int) -> Path:
     import tempfile
 
     from ..images import write_image
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .label_claims import make_shared_folder
+    make_shared_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".png",
                                dir=path.parent)
     os.close(fd)

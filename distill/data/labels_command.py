@@ -64,11 +64,16 @@ def _unwritable(out: Path, flag: str) -> str:
         except OSError as e:
             return cannot_write(f"{flag} {out}", folder, e)
     if os.path.lexists(lock := out / LOCK_FILE):
+        nonblock = getattr(os, "O_NONBLOCK", 0)   # not on Windows
         try:
-            os.close(open_no_follow(lock, os.O_WRONLY | os.O_APPEND
-                                    | getattr(os, "O_NONBLOCK", 0)))   # not on Windows
+            os.close(open_no_follow(lock, os.O_WRONLY | os.O_APPEND | nonblock))
         except LinkRefused as e:   # planted: refused now, not once the teacher has loaded
             return str(e)
+        except PermissionError as e:
+            try:   # a member's under umask 022: read, it locks as well (label_cache)
+                os.close(open_no_follow(lock, os.O_RDONLY | nonblock))
+            except OSError:
+                return cannot_write(f"{flag} {out}", lock, e)
         except OSError as e:
             return cannot_write(f"{flag} {out}", lock, e)
     if os.path.islink(claims := out / CLAIMS):
