@@ -2714,3 +2714,37 @@ def test_a_group_cache_first_labelled_under_umask_022_is_open_to_the_rest_of_the
         for p, mode in shut:
             p.chmod(mode)
     assert said.get("done") == 1 and "error" not in said, said
+
+
+# Holds the claim on sys.argv[2] in the cache sys.argv[1], as a live run labelling it, until
+# a run waits on it (Linux's /proc/locks lists the waiter), or a minute has passed.
+CLAIM_HOLDER = ("import sys, time; from pathlib import Path\n"
+                "from distill.data.label_claims import LabelClaims\n"
+                "c = LabelClaims(Path(sys.argv[1])); assert c.take(sys.argv[2])\n"
+                "ino = f':{__import__(\"os\").fstat(c.fd).st_ino} '\n"
+                "print('held', flush=True); end = time.time() + 60\n"
+                "while time.time() < end and not any(\n"
+                "        ' -> ' in x and ino in x for x in open('/proc/locks')):\n"
+                "    time.sleep(0.05)")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's struct flock, /proc")
+def test_a_run_waiting_on_another_runs_claim_names_that_run(tmp_path, capsys):
+    """Two accounts labelling into one shared cache: the second waited on the first's image
+    saying only 'being labelled by another run: waiting for it', for ever where that run was
+    stopped (kill -STOP, a suspended terminal), with no way to tell whose run it was. It now
+    names the run's pid and user."""
+    import getpass
+
+    from holder_fixtures import held_elsewhere
+    _paired(tmp_path / "data", 2, h=16, w=16)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with held_elsewhere(CLAIM_HOLDER, str(cache), "im01") as holder:
+        s = run_labels(str(tmp_path / "data"), cache, teacher=FakeTeacher(), tile=0,
+                       overlap=0, progress=False)
+    err = capsys.readouterr().err
+    assert s.done == 2, err
+    assert "1 image(s) being labelled by another run" in err, err
+    assert (f"waiting for im01: the run labelling it is pid {holder.pid}, user "
+            f"{getpass.getuser()} (Ctrl-C stops this one") in err, err

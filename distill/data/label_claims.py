@@ -14,6 +14,7 @@ import errno
 import hashlib
 import os
 import stat
+import sys
 from pathlib import Path
 
 from runtime.atomic import open_no_follow
@@ -52,6 +53,19 @@ def make_shared_folder(folder: Path) -> None:
         if st.st_uid == os.geteuid():
             os.chmod(folder, stat.S_IMODE(st.st_mode) | (0o070 if up & 0o020 else 0)
                      | (0o007 if up & 0o002 else 0))
+
+
+def _user_of(pid: int) -> str:
+    """The name (else the id) of the user running `pid`, '' where it cannot be told."""
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return ""
+    try:
+        import pwd
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return str(uid)
 
 
 class LabelClaims:
@@ -94,6 +108,24 @@ class LabelClaims:
                 return False
             self.close()   # no locks here (ENOLCK, some NFS and FUSE mounts): unclaimed
         return True
+
+    def holder(self, name: str) -> str:
+        """Who holds `name`'s claim, for a run waiting on it: 'pid N, user U' (Linux, whose
+        struct flock this reads), '' where none or it cannot be told."""
+        if self.fd is None or not sys.platform.startswith("linux"):
+            return ""
+        import fcntl
+        import struct
+        layout = "@hhqqi4x"   # l_type, l_whence, l_start, l_len, l_pid (64-bit off_t)
+        try:
+            got = fcntl.fcntl(self.fd, fcntl.F_GETLK, struct.pack(
+                layout, fcntl.F_WRLCK, os.SEEK_SET, self._offset(name), 1, 0))
+            kind, _, _, _, pid = struct.unpack(layout, got)
+        except (OSError, struct.error):
+            return ""
+        if kind == fcntl.F_UNLCK or pid <= 0:   # free now, or held from another pid space
+            return ""
+        return f"pid {pid}" + (f", user {who}" if (who := _user_of(pid)) else "")
 
     def release(self, name: str) -> None:
         if self.fd is None:

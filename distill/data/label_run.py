@@ -262,7 +262,16 @@ class LabelRun:
             if theirs:
                 print(f"{tag}{len(theirs)} image(s) being labelled by another run into "
                       f"{self.out_dir}: waiting for it", file=sys.stderr, flush=True)
+            said = ""
             for sample in theirs:
+                # Which run, once for each it waits on: 'waiting for it' alone left a user of
+                # a shared server no way to tell whose run (a stopped one holds on for ever).
+                if not self.claims.take(sample.name) and (who := self.claims.holder(
+                        sample.name)) and who != said:
+                    print(f"{tag}waiting for {sample.name}: the run labelling it is {who} "
+                          "(Ctrl-C stops this one; the same command goes on later)",
+                          file=sys.stderr, flush=True)
+                    said = who
                 self.claims.take(sample.name, wait=True)
                 psnr = self._claimed(sample, tag, {}, psnr)[1]
         finally:
