@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from runtime.console import count
-from runtime.tiling import tiled_apply
+from runtime.tiling import Band, tiled_apply
 
 from .checkpoint import (FORMAT, CheckpointError, extract_state_dict, load_weights,
                          read_checkpoint)
@@ -336,7 +336,8 @@ class Teacher:
                 progress: bool = False, desc: str = "tiles",
                 on_tile: Optional[Callable[[int, int], None]] = None,
                 out: Optional[np.ndarray] = None, from_row: int = 0,
-                on_rows: Optional[Callable[[int], None]] = None) -> np.ndarray:
+                on_rows: Optional[Callable[[int], None]] = None, band: Optional[Band] = None,
+                on_band: Optional[Callable[[Band], None]] = None) -> np.ndarray:
         """Sharpen one image: HxWx3 float RGB in [0, 1] in (float32, or float16/64, converted),
         an HxWx3 float32 RGB image in [0, 1] of the same size out; the input is not changed.
         OpenCV's BGR uint8 is not accepted (FrameError, a ValueError, saying so): convert it
@@ -347,7 +348,8 @@ class Teacher:
         called after each batch of tiles (a folder's bar counts them over all its images).
         `out`, `from_row`, `on_rows`: an array to blend into whose rows above `from_row` are
         done, and a call as rows are finished (`runtime.tiling.tiled_apply`'s: a stopped
-        `sharpen teacher` goes on from the rows it had)."""
+        `sharpen teacher` goes on from the rows it had); `band`, `on_band`: the blend sums
+        below them to go on from, and a call with them after each batch (`tiled_apply`'s)."""
         from runtime.prepost import check_rgb_float
         image = check_rgb_float(image)
         if overlap is None:
@@ -372,7 +374,8 @@ class Teacher:
         try:
             return tiled_apply(image, self._run, tile=tile, overlap=overlap,
                                multiple=Restormer.multiple, batch_size=batch_size,
-                               on_tile=on_tile, out=out, from_row=from_row, on_rows=on_rows)
+                               on_tile=on_tile, out=out, from_row=from_row, on_rows=on_rows,
+                               band=band, on_band=on_band)
         finally:
             if bar is not None:
                 bar.close()

@@ -134,16 +134,27 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     done = len(files) - len(todo)
     gps = 0   # images written with their photo's GPS position, said at the end
     from runtime.imageio import file_header_size
-    from runtime.tiling import count_tiles
+    from runtime.tiling import Band, count_tiles
     from tqdm import tqdm
 
     from runtime.progress import progress
 
     from .restormer import Restormer
 
-    def left(shape: tuple[int, ...], from_row: int = 0) -> int:   # a stopped photo's tiles
+    def left(shape: tuple[int, ...], from_row: int = 0, at: int = 0) -> int:   # its tiles
         return count_tiles(*shape[:2], args.tile, args.overlap, Restormer.multiple,
-                           from_row=from_row, batch_size=args.batch_size)
+                           from_row=from_row, batch_size=args.batch_size, at=at)
+
+    def keep_band(band: Band) -> None:   # a full disk: the rows alone are kept, said once
+        if unbanded:   # not tried again, tens of MB each batch, for this photo
+            return
+        try:
+            partial.keep_band(band)
+        except OSError as e:
+            warn(f"{current[0]}: the tiles below its finished rows cannot be kept in {out} "
+                 f"({e}); a stop runs them again")
+            unbanded.append(e)
+    unbanded: list[OSError] = []
 
     def tiles(size: tuple[int, int] | None) -> int:
         return count_tiles(size[1], size[0], args.tile, args.overlap,
@@ -188,14 +199,17 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                          "it again")
                     rows = 1
                 current[:] = [src.name] if rows > 1 else []
-                if from_row:
-                    tqdm.write(f"{src.name}: going on from row {from_row} of {img.shape[0]}, "
-                               f"where an earlier run was stopped ({left(img.shape, from_row)} of "
-                               f"its {left(img.shape)} tiles left to run)", file=sys.stderr)
+                unbanded.clear()
+                if from_row or partial.band_at:
+                    tqdm.write(f"{src.name}: going on where an earlier run was stopped "
+                               f"({left(img.shape, from_row, partial.band_at)} of its "
+                               f"{left(img.shape)} tiles left to run)", file=sys.stderr)
                 y = teacher.sharpen(img, tile=args.tile, overlap=args.overlap,
                                     batch_size=args.batch_size, on_tile=on_tile,
                                     out=partial.array if rows > 1 else None, from_row=from_row,
-                                    on_rows=partial.done_to if rows > 1 else None)
+                                    on_rows=partial.done_to if rows > 1 else None,
+                                    band=partial.band if rows > 1 else None,
+                                    on_band=keep_band if rows > 1 else None)
                 del img
                 # As `sharpen run` keeps them: without its profile a phone's Display P3 photo
                 # is shown as sRGB, its colours duller; without its EXIF a photo loses its
@@ -219,12 +233,12 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
         bar.close()
         run.close()   # its warning, if any, before the line that ends the run
         kept = ""
-        # The tiles reaching the rows not kept run again: those of the row above them too,
-        # so a photo stopped in its second row of tiles is spared none.
-        if current and partial.rows and left(partial.shape, partial.rows) < left(partial.shape):
-            kept = (f" ({current[0]}: its rows 0-{partial.rows - 1} of {partial.height} kept, "
-                    f"{left(partial.shape, partial.rows)} of its {left(partial.shape)} tiles "
-                    "left to run)")
+        # Without a band kept (none yet, or no room for it) the tiles reaching the rows not
+        # kept run again: those of the row above them too.
+        todo_left = left(partial.shape, partial.rows, partial.band_at) if current else 0
+        if current and todo_left < left(partial.shape):
+            kept = (f" ({current[0]}: {left(partial.shape) - todo_left} of its "
+                    f"{left(partial.shape)} tiles kept, {todo_left} left to run)")
         elif current:
             if partial.rows:
                 kept = (f" ({current[0]}: nothing of it kept: the rows it finished need all "

@@ -8,6 +8,8 @@ from typing import Optional
 
 import numpy as np
 
+from runtime.tiling import Band
+
 
 class PartialImage:
     """One image's output rows so far, float32 in DATA (a memmap the tiles are blended into),
@@ -16,6 +18,12 @@ class PartialImage:
 
     DATA = ".sharpen-teacher.partial.npy"
     FILE = ".sharpen-teacher.partial.json"
+    # The blend sums of the rows below those done (`runtime.tiling.Band`): without them the
+    # row of tiles above the rows left ran again, minutes to an hour of a CPU's time.
+    BAND = ".sharpen-teacher.band.npz"
+    # At most one band written in this many seconds: a CPU's batch takes minutes, each kept;
+    # a GPU's a fraction of a second, where tens of MB a batch would slow it.
+    BAND_EVERY_S = 30.0
 
     def __init__(self, out: Path, settings: dict):
         # Those that change its pixels: a photo stopped and run again with --bits16 or
@@ -28,6 +36,10 @@ class PartialImage:
         self.dropped = ""
         self.unkept = ""
         self.array: Optional[np.ndarray] = None
+        self.band: Optional[Band] = None   # the kept band open() found, to go on from
+        # The last band kept: the tiles before it (Band.at, 0: none) and its top row.
+        self.band_at, self._band_top = 0, 0
+        self._band_saved = float("-inf")
         self._key: dict = {}
 
     def open(self, src: Path, rel: Path, shape: tuple[int, ...], resume: bool) -> int:
@@ -40,6 +52,7 @@ class PartialImage:
                                                   st.st_mtime_ns],
                      "shape": list(shape), "settings": self.settings}
         self.shape, self.height, self.rows, self.dropped = tuple(shape), shape[0], 0, ""
+        self.band, self.band_at, self._band_saved = None, 0, float("-inf")
         self.unkept = ""   # why there is no array: no room for it in --out
         data = self.out / self.DATA
         if resume:
@@ -50,6 +63,9 @@ class PartialImage:
                     self.array = np.lib.format.open_memmap(data, mode="r+")
                     if self.array.shape == tuple(shape) and self.array.dtype == np.float32:
                         self.rows = int(state["rows"])
+                        self.band = self._read_band(state.get("band"))
+                        if self.band is not None:
+                            self.band_at, self._band_top = self.band.at, self.band.top
                         return self.rows
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 pass   # none, cut short or another image's: this one starts at row 0
@@ -64,13 +80,25 @@ class PartialImage:
             self.unkept = str(e)
         return 0
 
+    def _read_band(self, recorded: object) -> Optional[Band]:
+        """The kept band, where it is the one the record names (a kill between writing it and
+        the record leaves a newer one: the rows alone are then gone on from)."""
+        import zipfile
+        try:
+            with np.load(self.out / self.BAND) as f:
+                band = Band(int(f["at"]), int(f["top"]), f["acc"], f["wsum"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None   # none, or cut short
+        return band if [band.at, band.top] == recorded else None
+
     def _why_dropped(self, state: object) -> str:
         """What the user is told of an earlier stopped run's rows this image replaces."""
         try:
             name, rows = str(state["name"]), int(state["rows"])
-        except (TypeError, KeyError, ValueError, IndexError):
+            tiles = int((state.get("band") or [0])[0])
+        except (TypeError, KeyError, ValueError, IndexError, AttributeError):
             return ""   # none, or cut short: nothing a user was told is kept
-        if not rows:
+        if not rows and not tiles:
             return ""
         if name != self._key["name"]:
             why = f"one stopped photo is kept per --out, and this run sharpens {self._key['name']}"
@@ -80,30 +108,63 @@ class PartialImage:
             why = f"{self.DATA} is missing or cut short"
         else:
             why = f"{name}'s input file changed since"
-        return f"the rows 0-{rows - 1} of {name} an earlier stopped run kept are dropped: {why}"
+        what = (f"the {tiles} tiles of {name} an earlier stopped run finished are" if tiles
+                else f"the rows 0-{rows - 1} of {name} an earlier stopped run kept are")
+        return f"{what} dropped: {why}"
 
     def kept_name(self) -> Optional[str]:
         """The output name of the image whose rows an earlier stopped run kept, if any."""
         import json
         try:
             state = json.loads((self.out / self.FILE).read_text())
-            return str(state["name"]) if int(state["rows"]) > 0 else None
-        except (OSError, ValueError, KeyError, TypeError):
+            return str(state["name"]) if int(state["rows"]) > 0 or state.get("band") else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def done_to(self, rows: int) -> None:
         """Rows up to `rows` are in the array: on disk, then recorded (a kill between the two
-        leaves the older count, whose rows are there)."""
-        from runtime.atomic import atomic_write_json
+        leaves the older count, whose rows are there). A kept band stays recorded: it goes on
+        from rows it recomputes as they were."""
         assert self.array is not None
         self.array.flush()
         self.rows = rows
-        atomic_write_json(self.out / self.FILE, {**self._key, "rows": rows})
+        self._record()
+
+    def keep_band(self, band: Band) -> None:
+        """The band after a batch kept (at most one in BAND_EVERY_S), so that a stop after it
+        runs none of the tiles blended so far again: the rows above it are on disk, the band
+        written whole, then recorded (a kill between the two leaves the older record, whose
+        band is not this one: the rows alone are gone on from). An OSError (no room) leaves
+        the record without a band, and is raised for the caller to say."""
+        import time
+
+        from runtime.atomic import atomic_file
+        if time.monotonic() - self._band_saved < self.BAND_EVERY_S:
+            return
+        assert self.array is not None
+        self.array.flush()
+        try:
+            with atomic_file(self.out / self.BAND) as f:
+                np.savez(f, at=band.at, top=band.top, acc=band.acc, wsum=band.wsum)
+        except OSError:
+            self.band_at = 0
+            self._record()
+            (self.out / self.BAND).unlink(missing_ok=True)
+            raise
+        self._band_saved = time.monotonic()
+        self.band_at, self._band_top = band.at, band.top
+        self._record()
+
+    def _record(self) -> None:
+        from runtime.atomic import atomic_write_json
+        band = {"band": [self.band_at, self._band_top]} if self.band_at else {}
+        atomic_write_json(self.out / self.FILE, {**self._key, "rows": self.rows, **band})
 
     def clear(self) -> None:
         """The image is written (or another begins): its rows are no longer needed."""
         self.array = None   # the memmap closed before its file is removed (Windows)
-        for name in (self.FILE, self.DATA):
+        self.band, self.band_at = None, 0
+        for name in (self.FILE, self.DATA, self.BAND):
             (self.out / name).unlink(missing_ok=True)
 
 

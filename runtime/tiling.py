@@ -12,7 +12,7 @@ little.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, NamedTuple, Optional
 
 import numpy as np
 
@@ -96,9 +96,21 @@ def cut_padded(image: np.ndarray, rows: np.ndarray, cols: np.ndarray,
     return image[rows[y:y + th, None], cols[None, x:x + tw]]
 
 
+class Band(NamedTuple):
+    """`tiled_rows`' state between two batches: the next batch begins at box `at` of the whole
+    run's, rows above `top` are finished (yielded), and `acc` (th x W x C) and `wsum` (th x W)
+    hold the weighted sums of rows top..top+th so far. A stopped run that kept it goes on
+    without running again the tiles already blended into rows below `top`."""
+    at: int
+    top: int
+    acc: np.ndarray
+    wsum: np.ndarray
+
+
 def tiled_rows(cut: CutFn, h: int, w: int, fn: TileFn, tile: int = 256,
                overlap: int = OVERLAP, multiple: int = 8, batch_size: int = 4,
-               on_tile: Optional[Callable[[int, int], None]] = None, from_row: int = 0
+               on_tile: Optional[Callable[[int, int], None]] = None, from_row: int = 0,
+               band: Optional[Band] = None, on_band: Optional[Callable[[Band], None]] = None
                ) -> Iterator[tuple[int, np.ndarray]]:
     """Run `fn` tile by tile over an h x w image and yield its blended output as it is
     finished, top to bottom: (y, rows), rows a k x w x C' float32 array for rows y..y+k
@@ -118,6 +130,10 @@ def tiled_rows(cut: CutFn, h: int, w: int, fn: TileFn, tile: int = 256,
     from it down run (from the start of the batch that holds the first, as a run from row 0
     batched them), and only rows from it down are yielded, each as that run made it (the tiles
     that reach it are the same, summed in the same order); `on_tile` counts those run.
+    band: a stopped run's blend band (`on_band`'s): the run goes on from its batch with its
+    sums, the tiles of the row above not run again, where that runs fewer tiles than
+    `from_row` does. on_band(band): called after each batch, once the rows it finished were
+    yielded, with the band as it stands (its arrays are reused: copy them to keep them).
     """
     if tile < 0 or overlap < 0:
         raise ValueError(f"tile and overlap must be >= 0, got tile={tile} overlap={overlap}")
@@ -136,7 +152,12 @@ def tiled_rows(cut: CutFn, h: int, w: int, fn: TileFn, tile: int = 256,
     th, tw = min(tile, H), min(tile, W)
     boxes = [(y, x) for y in tile_starts(H, th, overlap, multiple)
              for x in tile_starts(W, tw, overlap, multiple)]
-    boxes = boxes[_resume_at(boxes, th, batch_size, from_row, h):]
+    start = _resume_at(boxes, th, batch_size, from_row, h)
+    if band is not None and not _band_fits(band, start, len(boxes), batch_size, th, W):
+        band = None   # another image's or tiling's, or no tile spared by it
+    if band is not None:
+        start, from_row = band.at, band.top
+    boxes = boxes[start:]
     base = gaussian_window(th, tw)
     # Zero the weight of a strip of overlap/2 px along every tile edge that lies inside the image:
     # those pixels saw zero padding instead of their neighbours, and a neighbouring tile always
@@ -168,6 +189,9 @@ def tiled_rows(cut: CutFn, h: int, w: int, fn: TileFn, tile: int = 256,
     if not boxes:   # every row done
         return
     top = boxes[0][0]   # the band starts at the first tile row that runs
+    if band is not None:
+        acc, top = band.acc.copy(), band.top
+        wsum[:] = band.wsum
 
     def finished(k: int) -> Iterator[tuple[int, np.ndarray]]:
         # Rows top..top+k are done: divide out (those past the image are padding), then move
@@ -204,7 +228,17 @@ def tiled_rows(cut: CutFn, h: int, w: int, fn: TileFn, tile: int = 256,
             wsum[:, x:x + tw] += wt
         if on_tile:
             on_tile(min(i + batch_size, len(boxes)), len(boxes))
+        if on_band and i + batch_size < len(boxes):
+            on_band(Band(start + i + batch_size, top, acc, wsum))
     yield from finished(th)
+
+
+def _band_fits(band: Band, start: int, n: int, batch_size: int, th: int, W: int) -> bool:
+    """Whether `band` can go on in a run of `n` boxes that would otherwise start at `start`:
+    on a batch boundary of it, with the band's shape, and sparing more tiles than `start`."""
+    return (start < band.at < n and band.at % max(batch_size, 1) == 0
+            and band.acc.ndim == 3 and band.acc.shape[:2] == (th, W)
+            and band.wsum.shape == (th, W) and band.acc.dtype == band.wsum.dtype == np.float32)
 
 
 def _resume_at(boxes: list[tuple[int, int]], th: int, batch_size: int, from_row: int,
@@ -223,7 +257,8 @@ def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = O
                 multiple: int = 8, batch_size: int = 4,
                 on_tile: Optional[Callable[[int, int], None]] = None,
                 out: Optional[np.ndarray] = None, from_row: int = 0,
-                on_rows: Optional[Callable[[int], None]] = None) -> np.ndarray:
+                on_rows: Optional[Callable[[int], None]] = None, band: Optional[Band] = None,
+                on_band: Optional[Callable[[Band], None]] = None) -> np.ndarray:
     """Run `fn` over `image` (HxWxC float32) tile by tile and blend the outputs (`tiled_rows`).
 
     tile: tile side in pixels (rounded up to `multiple`); 0 runs the whole image at once.
@@ -232,6 +267,8 @@ def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = O
     out: the HxWxC' float32 array to write into (a file's memmap, which a stopped run keeps);
     from_row: its rows above this are done and kept, only the rest computed (`tiled_rows`);
     on_rows(n): called once rows up to n are in it.
+    band, on_band: a stopped run's blend band to go on from, and a call with it after each
+    batch (`tiled_rows`), once the rows that batch finished are in `out`.
     Returns an HxWxC' float32 image with the input's height and width (`out`, where given).
     """
     if image.ndim != 3:
@@ -241,7 +278,8 @@ def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = O
     rows, cols = padded_indices(h, w, multiple)
     result: Optional[np.ndarray] = out
     for y, part in tiled_rows(lambda *box: cut_padded(image, rows, cols, *box), h, w, fn,
-                              tile, overlap, multiple, batch_size, on_tile, from_row):
+                              tile, overlap, multiple, batch_size, on_tile, from_row,
+                              band, on_band):
         if result is None:
             result = np.empty((h, w, part.shape[2]), dtype=np.float32)
         result[y:y + len(part)] = part
@@ -252,10 +290,11 @@ def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = O
 
 
 def count_tiles(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
-                from_row: int = 0, batch_size: int = 1) -> int:
+                from_row: int = 0, batch_size: int = 1, at: int = 0) -> int:
     """Number of tiles `tiled_apply` runs for an h x w image (used to scale tile timings);
     with `from_row`, those it runs when the rows above it are done (`batch_size` tiles a
-    batch): what a stopped `sharpen teacher` has left of a photo."""
+    batch): what a stopped `sharpen teacher` has left of a photo; `at`, the box a kept blend
+    band (`Band.at`) goes on from, where it spares more."""
     H, W = round_up(h, multiple), round_up(w, multiple)
     if tile == 0 or (tile >= H and tile >= W):
         return 1
@@ -263,10 +302,11 @@ def count_tiles(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
     th = min(tile, H)
     rows = tile_starts(H, th, overlap, multiple)
     cols = len(tile_starts(W, min(tile, W), overlap, multiple))
-    if not from_row:
+    if not from_row and not at:
         return len(rows) * cols
     boxes = [(y, 0) for y in rows for _ in range(cols)]
-    return len(boxes) - _resume_at(boxes, th, batch_size, from_row, h)
+    at = at if at % max(batch_size, 1) == 0 else 0   # as `_band_fits`: off a batch, unused
+    return len(boxes) - max(_resume_at(boxes, th, batch_size, from_row, h), min(at, len(boxes)))
 
 
 def auto_overlap(tile: int, receptive_field: Optional[int] = None) -> int:

@@ -940,6 +940,7 @@ def test_a_photo_stopped_part_way_is_continued_from_the_rows_it_had(tmp_path, ti
     1 image') and the next run began again at its first tile. Its finished rows are now kept
     in --out, and the same command computes only the rest, the same image as one run's."""
     from distill.teacher import Teacher
+    from distill.teacher_partial import PartialImage
 
     src = tmp_path / "in"
     src.mkdir()
@@ -951,6 +952,7 @@ def test_a_photo_stopped_part_way_is_continued_from_the_rows_it_had(tmp_path, ti
     assert main(args) == 0
     out = tmp_path / "out"
     args[3] = str(out)
+    monkeypatch.setattr(PartialImage, "BAND_EVERY_S", 0.0)   # each batch's band kept
     real, batches = Teacher._run, []
 
     def stopped_at_the_last(self, batch):   # Ctrl-C while the last tile row runs
@@ -962,7 +964,7 @@ def test_a_photo_stopped_part_way_is_continued_from_the_rows_it_had(tmp_path, ti
     capsys.readouterr()
     assert main(args) == 130
     err = capsys.readouterr().err
-    assert "big.png: its rows 0-95 of 200 kept, 6 of its 8 tiles left to run); the same " \
+    assert "big.png: 6 of its 8 tiles kept, 2 left to run); the same " \
         "command continues" in err, err
     assert not (out / "big.png").exists()
     batches.clear()
@@ -970,9 +972,9 @@ def test_a_photo_stopped_part_way_is_continued_from_the_rows_it_had(tmp_path, ti
                                                               real(self, batch))[1])
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert "big.png: going on from row 96 of 200, where an earlier run was stopped (6 of " \
-        "its 8 tiles left to run)" in err, err
-    assert sum(batches) == 6   # of 8: the first tile row reaches no row left to do
+    assert "big.png: going on where an earlier run was stopped (2 of its 8 tiles left to " \
+        "run)" in err, err
+    assert sum(batches) == 2   # of 8: the blend band of those run before the stop was kept
     assert np.array_equal(cv2.imread(str(out / "big.png")),
                           cv2.imread(str(tmp_path / "whole" / "big.png")))
     assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "big.png"]
@@ -1024,23 +1026,39 @@ def _stopped_at_batch(monkeypatch, n: int) -> None:
     monkeypatch.setattr(Teacher, "_run", stopped)
 
 
-def test_a_photo_stopped_before_any_tile_is_spared_says_nothing_is_kept(tmp_path, tiny_teacher,
-                                                                       monkeypatch, capsys):
-    """Stopped in its second row of tiles, a photo's first rows are finished, but the first
-    row of tiles reaches below them and runs again: 'its rows 0-47 kept, from which it goes
-    on' promised a head start the next run did not have, and left a file of the photo's size
-    for it."""
+def test_a_photo_stopped_in_its_second_tile_row_keeps_its_first_rows_tiles(
+        tmp_path, tiny_teacher, monkeypatch, capsys):
+    """Stopped in its second row of tiles, a photo kept nothing ('nothing of it kept: the
+    rows it finished need all its tiles again'): only finished rows were kept, and the first
+    row of tiles reaches below them. A photographer's 12 MP photo stopped at 20 of its 70
+    tiles ran those 20 again, and stopped later, a row of ten (minutes to an hour on a CPU).
+    The blend band is now kept too: the next run runs only the tiles not yet run, and writes
+    what one run does, to the bit."""
+    from distill.teacher import Teacher
+    from distill.teacher_partial import PartialImage
+
     src = tmp_path / "big.png"
     cv2.imwrite(str(src), np.random.default_rng(0).integers(0, 255, (200, 90, 3), np.uint8))
     out = tmp_path / "out"
-    args = ["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
-            "--tile", "64", "--overlap", "16", "--quiet"]   # 2 tiles a row, a batch a row
+    args = ["teacher", str(src), "--out", str(tmp_path / "whole"), "--teacher-weights",
+            tiny_teacher, "--tile", "64", "--overlap", "16", "--quiet"]  # a batch a tile row
+    assert main(args) == 0
+    args[3] = str(out)
+    monkeypatch.setattr(PartialImage, "BAND_EVERY_S", 0.0)
     _stopped_at_batch(monkeypatch, 3)
+    capsys.readouterr()
     assert main(args) == 130
     err = capsys.readouterr().err
-    assert "big.png: nothing of it kept: the rows it finished need all its tiles again" in err
-    assert "rows 0-" not in err, err
-    assert sorted(p.name for p in out.iterdir()) == []
+    assert "big.png: 4 of its 8 tiles kept, 4 left to run)" in err, err
+    assert "nothing of it kept" not in err
+    real, ran = Teacher._run, []
+    monkeypatch.setattr(Teacher, "_run", lambda self, b: (ran.append(len(b)), real(self, b))[1])
+    assert main(args) == 0
+    assert "(4 of its 8 tiles left to run)" in capsys.readouterr().err
+    assert sum(ran) == 4
+    assert np.array_equal(cv2.imread(str(out / "big.png")),
+                          cv2.imread(str(tmp_path / "whole" / "big.png")))
+    assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "big.png"]
 
 
 def test_a_stopped_photo_s_rows_dropped_for_another_are_said(tmp_path, tiny_teacher,
@@ -1057,12 +1075,12 @@ def test_a_stopped_photo_s_rows_dropped_for_another_are_said(tmp_path, tiny_teac
             tiny_teacher, "--tile", "64", "--overlap", "16", "--quiet"]
     _stopped_at_batch(monkeypatch, 4)
     assert main(args) == 130
-    assert "a.png: its rows 0-95 of 200 kept" in capsys.readouterr().err
+    assert "a.png: 2 of its 8 tiles kept" in capsys.readouterr().err
     monkeypatch.undo()
     args[1] = str(tmp_path / "b.png")
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert ("warning: the rows 0-95 of a.png an earlier stopped run kept are dropped: one "
+    assert ("warning: the 2 tiles of a.png an earlier stopped run finished are dropped: one "
             "stopped photo is kept per --out, and this run sharpens b.png") in err, err
     args[1] = str(tmp_path / "a.png")
     _stopped_at_batch(monkeypatch, 4)
@@ -1071,14 +1089,14 @@ def test_a_stopped_photo_s_rows_dropped_for_another_are_said(tmp_path, tiny_teac
     capsys.readouterr()
     assert main([*args, "--bits16", "--no-exif"]) == 0   # how it is written, not its pixels
     err = capsys.readouterr().err
-    assert "a.png: going on from row 96 of 200" in err and "warning: the rows" not in err, err
+    assert "a.png: going on where" in err and "warning: the" not in err, err
     _stopped_at_batch(monkeypatch, 4)
     assert main(args) == 130
     monkeypatch.undo()
     capsys.readouterr()
     assert main([*args, "--overlap", "24"]) == 0
     err = capsys.readouterr().err
-    assert ("warning: the rows 0-95 of a.png an earlier stopped run kept are dropped: this "
+    assert ("warning: the 2 tiles of a.png an earlier stopped run finished are dropped: this "
             "run's weights, --tile, --overlap or device differ from that run's") in err, err
 
 
@@ -1108,6 +1126,32 @@ def test_a_photo_whose_rows_find_no_room_in_out_is_sharpened_without_them(tmp_pa
     assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "big.png"]
 
 
+def test_a_photo_whose_blend_band_finds_no_room_keeps_its_rows_and_says_so(tmp_path,
+                                                                        tiny_teacher, capsys):
+    """The band kept after each batch is 16 bytes a pixel of a tile row: where --out has room
+    for the rows' file but not for it, the photo is still sharpened, its rows kept, and the
+    user told that a stop runs those tiles again (once, not at every batch). The file-size
+    limit stands in for the disk: 80 rows of 96 columns are 92 kB, a 64-row band 98 kB."""
+    import resource
+
+    src = tmp_path / "low.png"
+    cv2.imwrite(str(src), np.random.default_rng(0).integers(0, 255, (80, 90, 3), np.uint8))
+    out = tmp_path / "out"
+    args = ["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
+            "--tile", "64", "--overlap", "16", "--batch-size", "1", "--quiet"]
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (95_000, hard))
+    try:
+        code = main(args)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert err.count("low.png: the tiles below its finished rows cannot be kept in") == 1, err
+    assert "File too large" in err and "a stop runs them again" in err
+    assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "low.png"]
+
+
 def test_a_stopped_photo_goes_on_first_when_the_folder_has_gained_photos(tmp_path, tiny_teacher,
                                                                          monkeypatch, capsys):
     """One stopped photo is kept per --out, and a folder's photos run in name order: a
@@ -1127,5 +1171,5 @@ def test_a_stopped_photo_goes_on_first_when_the_folder_has_gained_photos(tmp_pat
     capsys.readouterr()
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert "b.png: going on from row 96 of 200" in err and "dropped" not in err, err
+    assert "b.png: going on where" in err and "dropped" not in err, err
     assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "a.png", "b.png"]

@@ -4,7 +4,7 @@ import skimage.data
 import torch
 import torch.nn as nn
 
-from runtime.tiling import count_tiles, gaussian_window, tiled_apply, tile_starts
+from runtime.tiling import Band, count_tiles, gaussian_window, tiled_apply, tile_starts
 
 
 def conv_fn(kernel_size=5, seed=0):
@@ -248,3 +248,34 @@ def test_a_resumed_run_batches_its_tiles_as_the_whole_run_did():
         assert sum(ran) == count_tiles(150, 130, 64, 16, from_row=from_row, batch_size=2)
         if from_row == 150:   # every row kept: nothing runs
             assert ran == []
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_a_run_resumed_from_its_blend_band_runs_no_tile_twice(batch_size):
+    """A stopped `sharpen teacher` kept only finished rows, so the row of tiles above them ran
+    again (a tenth of a 12 MP photo, minutes on a CPU; stopped in its second tile row, all of
+    it). With the blend band kept after each batch, the next run goes on from the batch after
+    the last one done, and blends what one run does, to the bit."""
+    rng = np.random.default_rng(4)
+    img = rng.uniform(size=(150, 130, 3)).astype(np.float32)
+
+    def fn(batch):   # moved by what else is in its batch, as an engine's output is
+        return batch * 0.5 + np.float32(batch.mean() * 1e-3)
+    full, bands, rows_done = np.zeros_like(img), [], []
+    tiled_apply(img, fn, tile=64, overlap=16, multiple=8, batch_size=batch_size, out=full,
+                on_rows=rows_done.append,
+                on_band=lambda b: bands.append((Band(b.at, b.top, b.acc.copy(), b.wsum.copy()),
+                                                full.copy(), rows_done[-1:])))
+    total = count_tiles(150, 130, 64, 16)
+    assert len(bands) == -(-total // batch_size) - 1
+    for b, kept, rows in bands:
+        from_row = rows[0] if rows else 0
+        part = np.full_like(img, -1.0)
+        part[:from_row] = kept[:from_row]
+        ran = []
+        tiled_apply(img, lambda x: (ran.append(len(x)), fn(x))[1], tile=64, overlap=16,
+                    multiple=8, batch_size=batch_size, out=part, from_row=from_row, band=b)
+        assert np.array_equal(part, full), b.at
+        assert sum(ran) == total - b.at   # every tile blended before the stop spared
+        assert sum(ran) == count_tiles(150, 130, 64, 16, from_row=from_row,
+                                       batch_size=batch_size, at=b.at)
