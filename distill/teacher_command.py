@@ -121,10 +121,10 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     partial = PartialImage(out, run.settings)
     current: list[str] = []   # the image being sharpened, for the interrupted line
     todo = [(src, rel) for src, rel in files if not run.is_done(src, rel)]
-    # The photo a stopped run kept rows of goes first: one is kept per --out, and a photo
-    # added to the folder ahead of it in name order dropped them.
-    stopped = partial.kept_name() if args.resume else None
-    todo.sort(key=lambda f: str(f[1]) != stopped)
+    # The photos stopped runs kept rows of go first: their files, 12 bytes a pixel, are
+    # removed as soon as each is written.
+    stopped = partial.kept_names() if args.resume else set()
+    todo.sort(key=lambda f: str(f[1]) not in stopped)
     if len(todo) < len(files):
         print(f"resuming: {len(files) - len(todo)} of {count(len(files), 'image')} already in "
               f"{out} "

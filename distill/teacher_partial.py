@@ -1,6 +1,7 @@
-"""The rows of one image `sharpen teacher` had finished when it was stopped, kept in its --out
+"""The rows of an image `sharpen teacher` had finished when it was stopped, kept in its --out
 so that the same command goes on from them: a 12 MP photo is an hour of a loaded CPU's time,
-and Ctrl-C half-way kept nothing of it."""
+and Ctrl-C half-way kept nothing of it. Each stopped photo's are kept, under names its output
+name hashes to, until that photo is written."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,13 +15,17 @@ from runtime.tiling import Band
 class PartialImage:
     """One image's output rows so far, float32 in DATA (a memmap the tiles are blended into),
     and how many rows of it are done in FILE, for the image (its output name and input file's
-    path, size and mtime) and the run's settings. One at a time: the run's lock is held."""
+    path, size and mtime) and the run's settings. One image at a time: the run's lock is held.
+    DATA, FILE and BAND name an image's files with `{}` for its hash (`names`)."""
 
-    DATA = ".sharpen-teacher.partial.npy"
-    FILE = ".sharpen-teacher.partial.json"
+    DATA = ".sharpen-teacher.partial.{}.npy"
+    FILE = ".sharpen-teacher.partial.{}.json"
     # The blend sums of the rows below those done (`runtime.tiling.Band`): without them the
     # row of tiles above the rows left ran again, minutes to an hour of a CPU's time.
-    BAND = ".sharpen-teacher.band.npz"
+    BAND = ".sharpen-teacher.band.{}.npz"
+    # Where an earlier version kept its one stopped photo's: taken over by that photo.
+    LEGACY = (".sharpen-teacher.partial.json", ".sharpen-teacher.partial.npy",
+              ".sharpen-teacher.band.npz")
     # At most one band written in this many seconds: a CPU's batch takes minutes, each kept;
     # a GPU's a fraction of a second, where tens of MB a batch would slow it.
     BAND_EVERY_S = 30.0
@@ -41,6 +46,17 @@ class PartialImage:
         self.band_at, self._band_top = 0, 0
         self._band_saved = float("-inf")
         self._key: dict = {}
+        # This image's files (`names`), set by open(): none of a user's can be named so.
+        self.file, self.data, self.band_file = (out / n for n in self.names(Path("")))
+
+    @classmethod
+    def names(cls, rel: Path) -> tuple[str, str, str]:
+        """The FILE, DATA and BAND names of the image written as `rel`: one photo's no longer
+        dropped for another's (one was kept per --out: a photographer who stopped a photo and
+        sharpened another into the same folder lost the first's hour)."""
+        import hashlib
+        h = hashlib.sha1(str(rel).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        return cls.FILE.format(h), cls.DATA.format(h), cls.BAND.format(h)
 
     def open(self, src: Path, rel: Path, shape: tuple[int, ...], resume: bool) -> int:
         """The array this image's output goes into, and the rows of it an earlier run of the
@@ -54,11 +70,13 @@ class PartialImage:
         self.shape, self.height, self.rows, self.dropped = tuple(shape), shape[0], 0, ""
         self.band, self.band_at, self._band_saved = None, 0, float("-inf")
         self.unkept = ""   # why there is no array: no room for it in --out
-        data = self.out / self.DATA
+        self.file, self.data, self.band_file = (self.out / n for n in self.names(rel))
+        data = self.data
         if resume:
+            self._take_over_legacy(rel)
             state = {}
             try:
-                state = json.loads((self.out / self.FILE).read_text())
+                state = json.loads(self.file.read_text())
                 if {k: state.get(k) for k in self._key} == self._key:
                     self.array = np.lib.format.open_memmap(data, mode="r+")
                     if self.array.shape == tuple(shape) and self.array.dtype == np.float32:
@@ -85,7 +103,7 @@ class PartialImage:
         the record leaves a newer one: the rows alone are then gone on from)."""
         import zipfile
         try:
-            with np.load(self.out / self.BAND) as f:
+            with np.load(self.band_file) as f:
                 band = Band(int(f["at"]), int(f["top"]), f["acc"], f["wsum"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None   # none, or cut short
@@ -105,21 +123,40 @@ class PartialImage:
         elif state.get("settings") != self.settings:
             why = "this run's weights, --tile, --overlap or device differ from that run's"
         elif {k: state.get(k) for k in self._key} == self._key:
-            why = f"{self.DATA} is missing or cut short"
+            why = f"{self.data.name} is missing or cut short"
         else:
             why = f"{name}'s input file changed since"
         what = (f"the {tiles} tiles of {name} an earlier stopped run finished are" if tiles
                 else f"the rows 0-{rows - 1} of {name} an earlier stopped run kept are")
         return f"{what} dropped: {why}"
 
-    def kept_name(self) -> Optional[str]:
-        """The output name of the image whose rows an earlier stopped run kept, if any."""
+    def kept_names(self) -> set[str]:
+        """The output names of the images whose rows earlier stopped runs kept."""
         import json
+        kept = set()
+        for path in [*self.out.glob(self.FILE.format("*")), self.out / self.LEGACY[0]]:
+            try:
+                state = json.loads(path.read_text())
+                if int(state["rows"]) > 0 or state.get("band"):
+                    kept.add(str(state["name"]))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+        return kept
+
+    def _take_over_legacy(self, rel: Path) -> None:
+        """The one stopped photo an earlier version kept, renamed to its own names where it is
+        `rel` (its record last: a kill between leaves the legacy record, tried again)."""
+        import json
+        import os
         try:
-            state = json.loads((self.out / self.FILE).read_text())
-            return str(state["name"]) if int(state["rows"]) > 0 or state.get("band") else None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None
+            if json.loads((self.out / self.LEGACY[0]).read_text())["name"] != str(rel):
+                return
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        for old, new in ((self.LEGACY[1], self.data), (self.LEGACY[2], self.band_file),
+                         (self.LEGACY[0], self.file)):
+            if (self.out / old).exists():
+                os.replace(self.out / old, new)
 
     def done_to(self, rows: int) -> None:
         """Rows up to `rows` are in the array: on disk, then recorded (a kill between the two
@@ -144,12 +181,12 @@ class PartialImage:
         assert self.array is not None
         self.array.flush()
         try:
-            with atomic_file(self.out / self.BAND) as f:
+            with atomic_file(self.band_file) as f:
                 np.savez(f, at=band.at, top=band.top, acc=band.acc, wsum=band.wsum)
         except OSError:
             self.band_at = 0
             self._record()
-            (self.out / self.BAND).unlink(missing_ok=True)
+            self.band_file.unlink(missing_ok=True)
             raise
         self._band_saved = time.monotonic()
         self.band_at, self._band_top = band.at, band.top
@@ -158,14 +195,14 @@ class PartialImage:
     def _record(self) -> None:
         from runtime.atomic import atomic_write_json
         band = {"band": [self.band_at, self._band_top]} if self.band_at else {}
-        atomic_write_json(self.out / self.FILE, {**self._key, "rows": self.rows, **band})
+        atomic_write_json(self.file, {**self._key, "rows": self.rows, **band})
 
     def clear(self) -> None:
         """The image is written (or another begins): its rows are no longer needed."""
         self.array = None   # the memmap closed before its file is removed (Windows)
         self.band, self.band_at = None, 0
-        for name in (self.FILE, self.DATA, self.BAND):
-            (self.out / name).unlink(missing_ok=True)
+        for path in (self.file, self.data, self.band_file):
+            path.unlink(missing_ok=True)
 
 
 def _reserve(path: Path) -> None:

@@ -1061,12 +1061,13 @@ def test_a_photo_stopped_in_its_second_tile_row_keeps_its_first_rows_tiles(
     assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "big.png"]
 
 
-def test_a_stopped_photo_s_rows_dropped_for_another_are_said(tmp_path, tiny_teacher,
-                                                            monkeypatch, capsys):
-    """One stopped photo is kept per --out: another photo (or other settings) into it drops
-    that one's rows, minutes to hours of a CPU's work, which the interrupted line had said the
-    same command goes on from; dropped without a word, the user found it begun again. Run
-    again with --bits16 or --no-exif, which change how it is written, it goes on."""
+def test_a_stopped_photo_s_tiles_are_kept_while_another_is_sharpened_into_its_out(
+        tmp_path, tiny_teacher, monkeypatch, capsys):
+    """One stopped photo was kept per --out: a photographer who stopped a.png and sharpened
+    b.png into the same folder had a's rows dropped (minutes to hours of a CPU's work, said
+    only as a warning). Each photo's are kept now, and a.png goes on from them afterwards.
+    Other settings drop them, said; run again with --bits16 or --no-exif, which change how
+    it is written, it goes on."""
     rng = np.random.default_rng(0)
     for name in ("a.png", "b.png"):
         cv2.imwrite(str(tmp_path / name), rng.integers(0, 255, (200, 90, 3), np.uint8))
@@ -1080,11 +1081,16 @@ def test_a_stopped_photo_s_rows_dropped_for_another_are_said(tmp_path, tiny_teac
     args[1] = str(tmp_path / "b.png")
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert ("warning: the 2 tiles of a.png an earlier stopped run finished are dropped: one "
-            "stopped photo is kept per --out, and this run sharpens b.png") in err, err
+    assert "dropped" not in err, err
     args[1] = str(tmp_path / "a.png")
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "a.png: going on where an earlier run was stopped (6 of its 8 tiles left" in err, err
+    assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "a.png", "b.png"]
+    args.append("--no-resume")
     _stopped_at_batch(monkeypatch, 4)
     assert main(args) == 130
+    args.pop()
     monkeypatch.undo()
     capsys.readouterr()
     assert main([*args, "--bits16", "--no-exif"]) == 0   # how it is written, not its pixels
@@ -1098,6 +1104,31 @@ def test_a_stopped_photo_s_rows_dropped_for_another_are_said(tmp_path, tiny_teac
     err = capsys.readouterr().err
     assert ("warning: the 2 tiles of a.png an earlier stopped run finished are dropped: this "
             "run's weights, --tile, --overlap or device differ from that run's") in err, err
+
+
+def test_a_photo_an_earlier_version_kept_goes_on_from_its_files(tmp_path, tiny_teacher,
+                                                               monkeypatch, capsys):
+    """A photo stopped by a version that kept one per --out (under unhashed names) is not
+    begun again after an upgrade: its files are taken over as that photo's."""
+    from pathlib import Path
+
+    from distill.teacher_partial import PartialImage
+
+    src = tmp_path / "big.png"
+    cv2.imwrite(str(src), np.random.default_rng(0).integers(0, 255, (200, 90, 3), np.uint8))
+    out = tmp_path / "out"
+    args = ["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
+            "--tile", "64", "--overlap", "16", "--quiet"]
+    _stopped_at_batch(monkeypatch, 4)
+    assert main(args) == 130
+    monkeypatch.undo()
+    for name, legacy in zip(PartialImage.names(Path("big.png")), PartialImage.LEGACY):
+        (out / name).rename(out / legacy)
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "big.png: going on where an earlier run was stopped (6 of its 8 tiles" in err, err
+    assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "big.png"]
 
 
 def test_a_photo_whose_rows_find_no_room_in_out_is_sharpened_without_them(tmp_path, tiny_teacher,
@@ -1154,9 +1185,9 @@ def test_a_photo_whose_blend_band_finds_no_room_keeps_its_rows_and_says_so(tmp_p
 
 def test_a_stopped_photo_goes_on_first_when_the_folder_has_gained_photos(tmp_path, tiny_teacher,
                                                                          monkeypatch, capsys):
-    """One stopped photo is kept per --out, and a folder's photos run in name order: a
-    photographer who added a.png beside the stopped b.png and ran the same command had b's
-    rows dropped for a's. The stopped photo now runs first."""
+    """A folder's photos run in name order: a photographer who added a.png beside the
+    stopped b.png and ran the same command had b's rows dropped for a's (one stopped photo was
+    kept per --out). The stopped photo runs first, its file of 12 bytes a pixel then gone."""
     src = tmp_path / "in"
     src.mkdir()
     rng = np.random.default_rng(0)
