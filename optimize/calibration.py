@@ -153,15 +153,18 @@ def _array_images(path: Path) -> list[tuple[str, np.ndarray]]:
 
 
 def load_images(paths: Sequence[Path], blur_sigma: float = 0.0, what: str = "calibration",
-                min_side: int = 1) -> list[tuple[str, np.ndarray]]:
+                min_side: int = 1, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
     """Read image files / arrays as (name, HxWx3 float32 RGB in [0, 1]). `what` names the images
     in messages ("calibration", "parity"); images with a side below `min_side` (parity: SSIM's
-    window) are skipped by name."""
+    window) are skipped by name. `limit`: stop once that many images are read (the paths in
+    the order to try them: an unreadable one's place goes to the next)."""
     from distill.images import ImageReadError, read_image
     from runtime.imageio import VIDEO_EXTS
 
     out, skipped = [], []
     for p in paths:
+        if limit is not None and len(out) >= limit:
+            break
         if p.suffix.lower() in (".npy", ".npz"):
             items = _array_images(p)
         elif p.suffix.lower() in VIDEO_EXTS:
@@ -216,9 +219,21 @@ def crop_side(images: Sequence[tuple[str, np.ndarray]], size: int,
     return s, f"is not {rounded}"
 
 
+def spread(n: int, k: int) -> list[int]:
+    """`k` indices spread evenly over range(n), first and last among them; all n when k >= n.
+    The calibration images of a folder of video frames are in time order: the first k of them
+    are the clip's first seconds, not the footage."""
+    if k >= n:
+        return list(range(n))
+    if k == 1:
+        return [0]
+    return [round(i * (n - 1) / (k - 1)) for i in range(k)]
+
+
 def random_crops(images: Sequence[tuple[str, np.ndarray]], count: int, size: int,
                  multiple: int = 8, seed: int = 0) -> np.ndarray:
-    """`count` crops (N x 3 x S x S float32) cycling over the images at random positions.
+    """`count` crops (N x 3 x S x S float32) cycling over the images at random positions; with
+    fewer crops than images, one crop from each of `count` images spread over them (`spread`).
     S is `size` rounded down to `multiple`, shrunk to fit the smallest image (`crop_side`)."""
     if count < 1:
         raise CalibrationError(f"calibration count must be >= 1, got {count}")
@@ -229,7 +244,10 @@ def random_crops(images: Sequence[tuple[str, np.ndarray]], count: int, size: int
                                f"crops need at least {max(multiple, 16)} pixels a side")
     rng = np.random.default_rng(seed)
     crops = np.empty((count, 3, s, s), dtype=np.float32)
-    order = rng.permutation(count) % len(images)
+    # permutation(count) % n alone took only images 0..count-1 when count < n: 16 crops of
+    # 48 frames came from the first 16, the first two of six clips.
+    order = (rng.permutation(count) % len(images) if count >= len(images)
+             else rng.permutation(spread(len(images), count)))
     for k in range(count):
         img = images[order[k]][1]
         h, w = img.shape[:2]

@@ -155,10 +155,19 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
     crops, calib_names, calibration = None, [], None
     if needs_calib:
         held = f" (besides the {count(held_out, 'image')} held out for parity)" if held_out else ""
+        offered, limit = len(calib_paths or ()), None
+        if calib_paths and not any(p.suffix.lower() in (".npy", ".npz") for p in calib_paths):
+            # One crop an image: only the images crops are taken from are read, spread over
+            # the folder (time order for frames), not 3000 1080p frames held in memory at once;
+            # an unreadable one's place goes to the first of the others.
+            picked = cal.spread(len(calib_paths), o.calib_count)
+            rest = sorted(set(range(len(calib_paths))) - set(picked))
+            calib_paths = [calib_paths[i] for i in picked + rest]
+            limit = len(picked)
         with (_naming("calib", flags, str(_shown(o.calib)), held) if calib_paths
               else contextlib.nullcontext()):
-            calib_images = (cal.load_images(calib_paths, o.calib_blur) if calib_paths
-                            else cal.sample_images(cal.BUILTIN_CALIB))
+            calib_images = (cal.load_images(calib_paths, o.calib_blur, limit=limit)
+                            if calib_paths else cal.sample_images(cal.BUILTIN_CALIB))
         size = CALIB_SIZE if o.calib_size is None else o.calib_size
         crops = cal.random_crops(calib_images, o.calib_count, size, multiple, seed=o.seed)
         side, why = cal.crop_side(calib_images, size, multiple)
@@ -169,8 +178,10 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
         calib_names = [n for n, _ in calib_images]
         calibration = calibration_record(o, calib_paths, len(calib_names), crops)
         src = "--calib" if calib_paths else "built-in sample photos"
+        used = (f"{len(calib_names)} of {count(offered, 'image')}, spread over them"
+                if len(calib_names) < offered and limit else count(len(calib_names), 'image'))
         prog.say(f"calibration: {count(len(crops), 'crop')} of {crops.shape[2]}x{crops.shape[3]} "
-                 f"from {count(len(calib_names), 'image')} ({src})")
+                 f"from {used} ({src})")
     return _Data(parity_list, crops, calib_names, held_out, parity, calibration)
 
 

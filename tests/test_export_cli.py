@@ -1798,3 +1798,28 @@ def test_a_killed_exports_temp_folders_are_removed_by_the_next_export(ckpt, tmp_
     assert not any(p.exists() for p in left)
     # (files a library keeps there, as a 51-byte .ses, are not this package's)
     assert [p for p in [*systmp.iterdir(), *out.iterdir()] if p.is_dir()] == []
+
+
+def test_fewer_crops_than_calibration_frames_come_from_across_them(ckpt, tmp_path, capsys):
+    """16 crops of a folder of 48 time-ordered frames came from the first 16 (the first two of
+    six clips), every one of the 48 read into memory, and the export said "from 48 images":
+    the crops now come from frames spread over the folder, only those are read, and the
+    console and the report say which."""
+    from distill.images import write_image
+    from optimize.calibration import random_crops
+
+    images = [(f"f{i}", np.full((40, 48, 3), i / 10, np.float32)) for i in range(10)]
+    crops = random_crops(images, 3, 32, seed=0)
+    assert sorted(float(c[0, 0, 0]) for c in crops) == pytest.approx([0.0, 0.4, 0.9])
+    calib = tmp_path / "frames"
+    calib.mkdir()
+    for i in range(10):   # p08 and p09, the last fifth, are held out for parity
+        write_image(calib / f"p{i:02d}.png", np.full((40, 48, 3), i / 10, np.float32))
+    rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx-int8", "--out",
+                    str(tmp_path / "o"), "--no-latency", "--calib", str(calib),
+                    "--calib-count", "2", "--calib-size", "32", "--min-ssim", "0.01"], capsys)
+    assert rc == 0, err
+    assert "calibration: 2 crops of 32x32 from 2 of 8 images, spread over them (--calib)" in err
+    settings = json.loads((tmp_path / "o" / "export_report.json").read_text())["settings"]
+    assert settings["calib_images"] == ["p00", "p07"]
+    assert settings["calibration"]["files"] == 8 and settings["calibration"]["images"] == 2
