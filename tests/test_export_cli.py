@@ -1823,3 +1823,32 @@ def test_fewer_crops_than_calibration_frames_come_from_across_them(ckpt, tmp_pat
     settings = json.loads((tmp_path / "o" / "export_report.json").read_text())["settings"]
     assert settings["calib_images"] == ["p00", "p07"]
     assert settings["calibration"]["files"] == 8 and settings["calibration"]["images"] == 2
+
+
+def test_onnx_int8_calibrated_on_dark_frames_still_takes_pixels_up_to_white(ckpt, tmp_path):
+    """onnx-int8 calibrated on night frames (brightest pixel 0.30) set its input's range from
+    them: every brighter pixel clipped to 0.30, SSIM 0.745 to FP32 on daylight HIDE frames.
+    The input (a frame) and the output (the delivered image, clipped) now span [0, 1]."""
+    import onnx
+    from onnx import numpy_helper
+
+    from distill.images import write_image
+
+    calib = tmp_path / "night"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        write_image(calib / f"n{i}.png", (rng.random((48, 64, 3)) * 0.3).astype(np.float32))
+    assert main(["export", "--weights", str(ckpt), "--format", "onnx-int8", "--out",
+                 str(tmp_path / "o"), "--no-latency", "--quiet", "--calib", str(calib),
+                 "--calib-count", "4", "--calib-size", "32", "--min-ssim", "0.01"]) == 0
+    model = onnx.load(str(tmp_path / "o" / "student.onnx").replace(".onnx", "_int8.onnx"))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    spans = {}
+    for node in model.graph.node:
+        if (node.op_type == "QuantizeLinear" and node.input[0] == "input") or (
+                node.op_type == "DequantizeLinear" and node.output[0] == "output"):
+            scale, zero = float(inits[node.input[1]]), int(inits[node.input[2]])
+            spans[node.op_type] = (-zero * scale, (255 - zero) * scale)
+    assert spans["QuantizeLinear"] == pytest.approx((0.0, 1.0))
+    assert spans["DequantizeLinear"] == pytest.approx((0.0, 1.0))
