@@ -34,7 +34,7 @@ from runtime.backends.provenance import TRTEXEC_ON_JETSON
 from runtime.cli_errors import raise_if_interrupted
 from runtime.host import default_threads
 
-from .export_data import _calibration_data, _latency_image, _load_matching
+from .export_data import _calibration_data, _latency_image, _load_matching, say_calibration_look
 from .export_data import resolve_calib as resolve_calib
 from .export_options import (CALIB_SIZE as CALIB_SIZE, ExportError as ExportError,
                              ExportOptions as ExportOptions, Flags as Flags,
@@ -237,6 +237,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     # ---- data: calibration crops and held-out parity images (fail early on bad data)
     data = _calibration_data(o, multiple, any(FORMATS[f].needs_calibration for f in fmts),
                              ckpt["receptive_field"], prog, flags)
+    say_calibration_look(data, fmts, prog, flags)
     parity_list, crops, calib_names = data.parity_list, data.crops, data.calib_names
     gt = _load_matching(o.parity_gt, parity_list, "ground truth", prog)
     if o.thresholds.max_ssim_drop is not None and not gt:

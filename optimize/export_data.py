@@ -263,3 +263,49 @@ def _latency_image(img: np.ndarray) -> np.ndarray:
     import cv2
 
     return np.ascontiguousarray(cv2.resize(img, (1920, 1080), interpolation=cv2.INTER_LINEAR))
+
+
+# Formats whose INT8 input range is calibrated on the crops (onnx-int8's spans [0, 1]).
+_INPUT_RANGE_CALIBRATED = ("tflite-int8", "onnx-qdq-trt", "engine-int8")
+_DARK_CROPS = 0.9    # the crops' brightest pixel below this: brighter inputs clip
+_UNLIKE = 2.0        # median brightness of parity and calibration this many times apart
+
+
+def _brightness(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean luma (Rec. 601) of each HxWx3 RGB image in [0, 1]."""
+    luma = np.array([0.299, 0.587, 0.114], np.float32)
+    return np.array([float((np.asarray(im, np.float32) @ luma).mean()) for im in images])
+
+
+def say_calibration_look(data: _Data, fmts: Sequence[str], prog: Progress,
+                         flags: Flags = False) -> None:
+    """What the calibration crops and the parity images look like (brightness, the crops'
+    pixel range), and a warning where the gate cannot speak for the camera's frames: parity
+    images far brighter or darker than the crops (night footage judged on daylight photos,
+    or the other way round), or crops so dark that the formats whose input range they set
+    clip brighter pixels. A night-street export printed only "16 crops of 128x128"."""
+    if data.crops is None or not len(data.crops):
+        return
+    crops = data.crops.transpose(0, 2, 3, 1)
+    cb = _brightness(crops)
+    top = float(crops.max())
+    pb = _brightness([img for _, img in data.parity_list])
+    prog.say(f"calibration crops: brightness {cb.min():.2f}-{cb.max():.2f} (mean luma, median "
+             f"{np.median(cb):.2f}), pixels {float(crops.min()):.2f}-{top:.2f}; parity images "
+             f"({data.parity}): brightness {pb.min():.2f}-{pb.max():.2f}")
+    calib, pi = _option("calib", flags), _option("parity_images", flags)
+    ratio = (max(np.median(pb), 0.02) / max(np.median(cb), 0.02))
+    if ratio > _UNLIKE or ratio < 1 / _UNLIKE:
+        how = (f"give {pi} from the camera's own footage" if pi else
+               "give parity images from the camera's own footage")
+        prog.warn(f"the parity images look unlike the calibration crops (median brightness "
+                  f"{np.median(pb):.2f} against {np.median(cb):.2f}): the gate checks INT8 on "
+                  f"other frames than it was calibrated for, so its verdict does not speak for "
+                  f"the camera's; {how}, and {calib} frames like them")
+    clipped = [f for f in fmts if f in _INPUT_RANGE_CALIBRATED]
+    if top < _DARK_CROPS and clipped:
+        takes = "takes its" if len(clipped) == 1 else "take their"
+        prog.warn(f"the calibration crops' brightest pixel is {top:.2f}: {', '.join(clipped)} "
+                  f"{takes} input range from the crops, so brighter pixels (lamps, "
+                  f"headlights, daylight) clip to {top:.2f} there; add {calib} frames with "
+                  "highlights (onnx-int8's input spans [0, 1])")

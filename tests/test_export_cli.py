@@ -1852,3 +1852,44 @@ def test_onnx_int8_calibrated_on_dark_frames_still_takes_pixels_up_to_white(ckpt
             spans[node.op_type] = (-zero * scale, (255 - zero) * scale)
     assert spans["QuantizeLinear"] == pytest.approx((0.0, 1.0))
     assert spans["DequantizeLinear"] == pytest.approx((0.0, 1.0))
+
+
+def test_parity_images_unlike_the_calibration_crops_are_warned_about(ckpt, tmp_path, capsys):
+    """Calibrated on night frames and judged on daylight ones (or the other way round), the
+    gate's verdict said nothing of the camera's frames, and the export printed only "16 crops
+    of 128x128": it now says how bright the crops and the parity images are, and warns when
+    they are far apart, or when the crops are so dark that a format whose input range they
+    set clips brighter pixels."""
+    from distill.images import write_image
+    from optimize.export_data import _Data, say_calibration_look
+    from optimize.export_progress import Progress
+    from runtime.warn import SharpenWarning
+
+    rng = np.random.default_rng(0)
+    night, day = tmp_path / "night", tmp_path / "day"
+    for folder, lo, hi in ((night, 0.0, 0.3), (day, 0.4, 1.0)):
+        folder.mkdir()
+        for i in range(5):
+            write_image(folder / f"{folder.name}{i}.png",
+                        (lo + rng.random((48, 64, 3)) * (hi - lo)).astype(np.float32))
+    base = ["export", "--weights", str(ckpt), "--format", "onnx-int8", "--no-latency",
+            "--calib", str(night), "--calib-count", "4", "--calib-size", "32", "--min-ssim",
+            "0.01"]
+    for parity, unlike in ((day, True), (night / "night4.png", False)):
+        rc, err = _run([*base, "--out", str(tmp_path / f"o-{unlike}"), "--parity-images",
+                        str(parity)], capsys)
+        assert rc == 0, err
+        assert "calibration crops: brightness 0.1" in err and "parity images (--parity-" \
+            "images): brightness " in err, err
+        said = [ln for ln in err.splitlines() if "look unlike" in ln]
+        assert len(said) == unlike, err
+        assert "brightest pixel" not in err, err   # onnx-int8 spans [0, 1]
+    crops = (rng.random((2, 3, 32, 32)) * 0.3).astype(np.float32)
+    data = _Data([("d", np.full((40, 48, 3), 0.7, np.float32))], crops, ["n0"])
+    with pytest.warns(SharpenWarning) as got:
+        say_calibration_look(data, ["onnx-int8", "tflite-int8"], Progress(True), flags=True)
+    messages = [str(w.message) for w in got]
+    assert any(m.startswith("the parity images look unlike the calibration crops (median "
+                            "brightness 0.70 against 0.15)") for m in messages), messages
+    assert any("tflite-int8 takes its input range from the crops, so brighter pixels" in m
+               for m in messages), messages
