@@ -94,11 +94,13 @@ def brief(exc: BaseException, limit: int = 400) -> str:
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]],
                 file: Optional[TextIO] = None, right: Sequence[str] = (),
                 row_style: Optional[Callable[[Sequence[str]], Optional[str]]] = None) -> None:
-    """`right`: headers of right-aligned (numeric) columns; `row_style(row)`: a rich style.
+    """`right`: headers of right-aligned columns besides those of numbers, which are found
+    (`_numeric_columns`); `row_style(row)`: a rich style.
     A rich table on a terminal (or where FORCE_COLOR asks for one); plain aligned columns, a
     row a line, in a log, a pipe, on a dumb terminal or without rich (`_plain_table`)."""
     file = file or sys.stdout
     rows = [[str(c) for c in r] for r in rows]
+    right = [*right, *_numeric_columns(headers, rows)]
     try:
         from rich.console import Console
         from rich.table import Table
@@ -128,6 +130,21 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
                 table.add_row(h, c, style=row_style(r) if row_style else None)
             table.add_section()
     console.print(table)
+
+
+# A number as the tables write one: "4,294,800", "0.5473", "+0.12", "~45", "1.2e-07", "12%",
+# "3.1x", and a median with its p90, "8.0 / 9.1".
+_NUMBER = r"[~+-]?\d[\d,]*(\.\d+)?(e[+-]?\d+)?[%x]?"
+_NUMERIC_CELL = re.compile(rf"{_NUMBER}( / {_NUMBER})?|-|")
+
+
+def _numeric_columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The headers of the columns whose cells are all numbers (or "-", or empty), at least one
+    of them a number: right-aligned, so that digits line up, also where the caller (`sharpen
+    models`, `sharpen bench`) named no `right` column."""
+    return [h for i, h in enumerate(headers)
+            if all(_NUMERIC_CELL.fullmatch(r[i].strip()) for r in rows if i < len(r))
+            and any(r[i].strip() not in ("", "-") for r in rows if i < len(r))]
 
 
 def _plain_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]],

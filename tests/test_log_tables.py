@@ -95,3 +95,27 @@ def test_columns_narrows_a_terminal_table_as_it_narrows_help(plain_env):
     os.close(main_fd)
     lines = re.sub(r"\x1b\[[0-9;]*m", "", text.decode()).replace("\r", "").splitlines()
     assert lines and max(cell_len(line) for line in lines) <= 60, "\n".join(lines)
+
+
+@pytest.mark.parametrize("boxes", [False, True])
+def test_numbers_are_right_aligned_where_the_caller_named_no_column(plain_env, boxes):
+    """`sharpen models` and `sharpen bench` name no `right` columns: their params, GMAC,
+    PSNR and ms were left-aligned, 40,880 under 4,294,800's first digits, where export's and
+    bench-compare's numbers line up on their last digit."""
+    if boxes:
+        pytest.importorskip("rich")
+        plain_env.setenv("FORCE_COLOR", "1")
+        plain_env.setenv("NO_COLOR", "1")
+    out = io.StringIO()
+    rows = [["edge", "4,294,800", "~20.88", "8.0 / 9.1", "1920x1080"],
+            ["fast", "40,880", "-", "12.5 / 130.2", "320x180"]]
+    print_table("Models", ["name", "params", "GMAC", "ms", "size"], rows, file=out)
+    lines = [line for line in out.getvalue().splitlines() if "4,294,800" in line
+             or "40,880" in line]
+    assert len(lines) == 2, out.getvalue()
+    for number in ("4,294,800|40,880", "~20.88|-", "8.0 / 9.1|12.5 / 130.2"):
+        ends = {m.end() for line in lines for m in [re.search(number, line)]}
+        assert len(ends) == 1, (number, out.getvalue())
+    # what is no number (a size) stays left-aligned
+    starts = {line.index(size) for line, size in zip(lines, ("1920x1080", "320x180"))}
+    assert len(starts) == 1, out.getvalue()
