@@ -116,11 +116,13 @@ def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
             blurred, target = make(sharp, rng)
             write_image(out / "input" / name, blurred)
             write_image(out / "target" / name, target)
-    warn_16_bit(deep, len(files) - len(failed), "synth")
-    print(f"synthetic pairs written to {out}/input and {out}/target ({len(failed)} unreadable)",
-          flush=True)
+    read = len(files) - len(failed)
+    warn_16_bit(deep, read, "synth")
+    if read:   # none read: nothing written, no folder made
+        print(f"synthetic pairs written to {out}/input and {out}/target ({len(failed)} "
+              "unreadable)", flush=True)
     if failed:
-        print(unread_listed("synth", failed, "images"), file=sys.stderr)
+        print(unread_listed("synth", failed, "images", processed=read > 0), file=sys.stderr)
     return 1 if failed else 0
 
 

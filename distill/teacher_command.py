@@ -258,7 +258,7 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
           + (f"; {gps} {keep} GPS position (--no-metadata leaves it out)" if gps else ""),
           flush=True)
     if failed:
-        print(unread_listed("teacher", failed, "images"), file=sys.stderr)
+        print(unread_listed("teacher", failed, "images", processed=done > 0), file=sys.stderr)
     return 1 if failed else 0
 
 

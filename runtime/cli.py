@@ -35,9 +35,6 @@ SOURCE_LOST_EXIT = 3
 # with the other run, so that a restarted service takes over from a run started by hand.
 OUTPUT_LOCKED_EXIT = 4
 
-# The unreadable inputs the closing lines list again, the rest left to the warnings above.
-SKIPPED_LISTED = 20
-
 EPILOG = """examples:
   sharpen run --model student.onnx --source 0 --show    # USB camera, live window
   sharpen run --model student.onnx --source in.mp4 --out out.mp4 --stats s.json
@@ -606,7 +603,7 @@ def handler(args: argparse.Namespace) -> int:
     if skipped := summary.get("skipped_inputs"):
         # Listed again here: a library's run of hours said each among thousands of lines.
         kind = (summary.get("source") or {}).get("kind")
-        print(unread_listed("run", skipped, kind, SKIPPED_LISTED), file=sys.stderr)
+        print(unread_listed("run", skipped, kind), file=sys.stderr)
         code = 1
     elif summary.get("interrupted"):   # the shell's 128 + signal number, as the trainers exit
         code = 128 + getattr(signal, summary.get("signal") or "SIGINT")

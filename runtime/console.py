@@ -30,15 +30,21 @@ def unread(n: int, source_kind: Optional[str]) -> str:
             else count(n, "input or stretch", "inputs or stretches") + " of the input")
 
 
+# The unreadable inputs the closing lines list again, the rest left to the warnings above.
+SKIPPED_LISTED = 20
+
+
 def unread_listed(command: str, skipped: Sequence[str], source_kind: Optional[str],
-                  limit: int = 20) -> str:
+                  limit: int = SKIPPED_LISTED, processed: bool = True) -> str:
     """The closing lines of a command that skipped inputs it could not read: how many, and
     each as its warning said it (the first `limit`), listed again where a long log said them
-    among thousands of lines."""
+    among thousands of lines. `processed`: whether anything else was (not where every input
+    given was unreadable)."""
     n, shown = len(skipped), list(skipped[:limit])
     more = f"\n  ... and {n - len(shown)} more (listed above)" if n > len(shown) else ""
-    return (f"sharpen {command}: {unread(n, source_kind)} could not be read; the rest were "
-            "processed:\n" + "\n".join(f"  {m}" for m in shown) + more)
+    rest = "the rest were processed" if processed else "nothing was processed"
+    return (f"sharpen {command}: {unread(n, source_kind)} could not be read; {rest}:\n"
+            + "\n".join(f"  {m}" for m in shown) + more)
 
 
 def shell_join(words: Sequence[str], system: Optional[str] = None) -> str:

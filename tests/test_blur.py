@@ -132,6 +132,23 @@ def test_synth_says_an_unreadable_photo_as_a_warning_and_lists_it_at_the_end(tmp
                         "  " + said[0].removeprefix("warning: skipped: ")], err
 
 
+def test_synth_of_only_unreadable_photos_says_nothing_was_written(tmp_path, capsys):
+    """A folder whose every photo was cut said "synthetic pairs written to OUT/input and
+    OUT/target (1 unreadable)", a folder that was never made, and "the rest were processed"
+    where there was no rest."""
+    from sharpen.cli import main
+
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    (photos / "cut.png").write_bytes(b"\x89PNG garbage")
+    assert main(["synth", "--sharp", str(photos), "--out", str(out), "--quiet"]) == 1
+    said = capsys.readouterr()
+    assert "written" not in said.out and not (out / "input").exists(), said.out
+    err = said.err.splitlines()
+    assert err[-2:] == ["sharpen synth: 1 image could not be read; nothing was processed:",
+                        f"  {photos / 'cut.png'}: " + err[-1].split(": ", 1)[1]], err
+
+
 def test_synth_names_the_clips_it_leaves_out(tmp_path, capsys):
     """A folder of sharp dashcam clips gave "--sharp DIR: no images found", and clips beside
     photos were left out without a word: synth takes photos, and says what to do with clips."""

@@ -468,6 +468,20 @@ def test_a_folders_progress_counts_tiles_over_all_its_images(tmp_path, tiny_teac
         "  " + said[0].removeprefix("warning: skipped: ")], err
 
 
+def test_a_folder_of_only_unreadable_images_says_nothing_was_processed(tmp_path,
+                                                                         tiny_teacher, capsys):
+    """Its closing lines said "1 image could not be read; the rest were processed:" where no
+    image was: the list's heading is "nothing was processed" then."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "cut.png").write_bytes(b"\x89PNG garbage")
+    assert main(_teacher_args(src, tmp_path / "out", tiny_teacher)) == 1
+    said = capsys.readouterr()
+    assert "teacher: 0 images in" in said.out, said.out
+    assert said.err.splitlines()[-2] == ("sharpen teacher: 1 image could not be read; nothing "
+                                         "was processed:"), said.err
+
+
 def test_a_folders_bar_ends_at_its_tiles_where_a_header_does_not_give_the_size(
         tmp_path, tiny_teacher, capsys):
     # A JPEG whose size comes after 256 KB of APP segments (a large ICC profile or XMP) is
