@@ -11,7 +11,7 @@ import re
 import pytest
 
 from runtime.console import print_table
-from runtime_fixtures import drain
+from runtime_fixtures import drain, table_rows
 
 BOX = re.compile("[\u2500-\u257f]")   # the box-drawing block
 HEADERS = ["name", "params", "description"]
@@ -32,10 +32,6 @@ def plain_env(monkeypatch):
     return monkeypatch
 
 
-def _rows_of(text: str) -> list[list[str]]:
-    return [re.split(r" {2,}", line.strip()) for line in text.splitlines()[1:]]
-
-
 def test_a_table_off_a_terminal_is_plain_rows_one_a_line(plain_env):
     out = io.StringIO()
     print_table("Models (per frame)", HEADERS, ROWS, file=out, right=["params"])
@@ -43,7 +39,7 @@ def test_a_table_off_a_terminal_is_plain_rows_one_a_line(plain_env):
     assert not BOX.search(text) and "\x1b" not in text and "\r" not in text, text
     lines = text.splitlines()
     assert lines[0] == "Models (per frame)", text
-    assert _rows_of(text) == [HEADERS, *ROWS], text
+    assert table_rows(text) == [HEADERS, *ROWS], text
     # a right-aligned (numeric) column's numbers end where its header ends
     ends = {line.index(cell) + len(cell)
             for line, cell in zip(lines[1:], ("params", "4,294,800", "40,880"))}
@@ -55,7 +51,7 @@ def test_an_empty_cell_off_a_terminal_is_a_dash_not_a_gap(plain_env):
     out = io.StringIO()
     print_table("bench", ["model", "ms", "SSIM"], [["fast", "", "0.91\n(7x7)  window"]],
                 file=out)
-    assert _rows_of(out.getvalue()) == [["model", "ms", "SSIM"],
+    assert table_rows(out.getvalue()) == [["model", "ms", "SSIM"],
                                         ["fast", "-", "0.91 (7x7) window"]], out.getvalue()
 
 
@@ -63,7 +59,7 @@ def test_a_dumb_terminal_gets_the_plain_table_too(plain_env):
     plain_env.setenv("TERM", "dumb")
     out = _Terminal()
     print_table("Models", HEADERS, ROWS, file=out)
-    assert not BOX.search(out.getvalue()) and _rows_of(out.getvalue()) == [HEADERS, *ROWS]
+    assert not BOX.search(out.getvalue()) and table_rows(out.getvalue()) == [HEADERS, *ROWS]
 
 
 def test_force_color_keeps_rich_tables_in_a_ci_log(plain_env):

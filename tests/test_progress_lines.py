@@ -161,22 +161,28 @@ def test_a_bad_interval_does_not_stop_sharpen_run_which_draws_no_bar(tmp_path, c
     assert code == 2 and "none.onnx" in err
 
 
-def test_a_pause_left_out_of_the_rate_does_not_hold_back_the_next_line(monkeypatch):
-    """The trainer leaves each validation and checkpoint save out of the bar's rate by moving
-    tqdm's clock marks on by its time: off a terminal the next line came that much later, an
-    interval plus every validation in it apart, not once a minute."""
+def _training_bar_on_a_set_clock(monkeypatch, total: int):
+    """A training bar writing lines a minute apart into a StringIO, on a clock the test moves
+    on by hand (`clock[0] += seconds`): the bar, the clock and what it wrote."""
     import time
 
     import tqdm.std
-
-    from distill.trainer import _pause_bar
 
     clock = [1000.0]
     monkeypatch.setattr(time, "time", lambda: clock[0])
     monkeypatch.setattr(tqdm.std, "time", lambda: clock[0])
     monkeypatch.setenv(INTERVAL_ENV, "60")
     out = io.StringIO()
-    bar = progress(total=100, desc="train fast", unit="step", file=out)
+    return progress(total=total, desc="train fast", unit="step", file=out), clock, out
+
+
+def test_a_pause_left_out_of_the_rate_does_not_hold_back_the_next_line(monkeypatch):
+    """The trainer leaves each validation and checkpoint save out of the bar's rate by moving
+    tqdm's clock marks on by its time: off a terminal the next line came that much later, an
+    interval plus every validation in it apart, not once a minute."""
+    from distill.trainer import _pause_bar
+
+    bar, clock, out = _training_bar_on_a_set_clock(monkeypatch, total=100)
     clock[0] += 10
     bar.update(1)
     clock[0] += 60   # a validation of 30 s among them
@@ -193,18 +199,9 @@ def test_elapsed_is_the_wall_time_and_never_goes_back_across_a_pause(monkeypatch
     elapsed 00:02": the validations left out of the rate were left out of the elapsed time
     too, except in a line said during one (a validation's own line redraws the bar). Elapsed
     is the time since the job began, as its timestamps read; the rate leaves pauses out."""
-    import time
-
-    import tqdm.std
-
     from distill.trainer import _pause_bar
 
-    clock = [1000.0]
-    monkeypatch.setattr(time, "time", lambda: clock[0])
-    monkeypatch.setattr(tqdm.std, "time", lambda: clock[0])
-    monkeypatch.setenv(INTERVAL_ENV, "60")
-    out = io.StringIO()
-    bar = progress(total=40, desc="train fast", unit="step", file=out)
+    bar, clock, out = _training_bar_on_a_set_clock(monkeypatch, total=40)
     for _ in range(20):
         clock[0] += 2.5
         bar.update(1)   # 50 s: no line yet
