@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from runtime.cli_errors import interrupt_exit_code
-from runtime.console import count, unread_listed
+from runtime.console import brief, count, unread_listed
 from .command_messages import refuse, note_line
 from .teacher_run import TeacherRun
 
@@ -225,10 +225,12 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                     current.clear()
                 done += 1
             except (ImageReadError, OSError, MemoryError) as e:
-                failed.append(str(e))
+                # A write (a full disk) or memory fails it too, in words that name no photo
+                # ("[Errno 28] No space left on device") or the result, not the photo.
+                failed.append(str(e) if str(e).startswith(f"{src}: ") else f"{src}: {brief(e)}")
                 bar.total -= planned - (bar.n - base)   # its tiles that will not run
                 bar.refresh()
-                warn(f"skipped: {e}")
+                warn(f"skipped: {failed[-1]}")
     except KeyboardInterrupt as e:
         bar.close()
         run.close()   # its warning, if any, before the line that ends the run
@@ -258,7 +260,8 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
           + (f"; {gps} {keep} GPS position (--no-metadata leaves it out)" if gps else ""),
           flush=True)
     if failed:
-        print(unread_listed("teacher", failed, "images", processed=done > 0), file=sys.stderr)
+        print(unread_listed("teacher", failed, "images", processed=done > 0,
+                            failed_as="could not be sharpened"), file=sys.stderr)
     return 1 if failed else 0
 
 

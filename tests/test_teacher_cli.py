@@ -464,22 +464,54 @@ def test_a_folders_progress_counts_tiles_over_all_its_images(tmp_path, tiny_teac
     said = [ln for ln in err.splitlines() if "cut.png" in ln]
     assert said[0].startswith(f"warning: skipped: {src / 'cut.png'}: "), err
     assert err.splitlines()[-2:] == [
-        "sharpen teacher: 1 image could not be read; the rest were processed:",
+        "sharpen teacher: 1 image could not be sharpened; the rest were processed:",
         "  " + said[0].removeprefix("warning: skipped: ")], err
 
 
 def test_a_folder_of_only_unreadable_images_says_nothing_was_processed(tmp_path,
                                                                          tiny_teacher, capsys):
-    """Its closing lines said "1 image could not be read; the rest were processed:" where no
-    image was: the list's heading is "nothing was processed" then."""
+    """Its closing lines said "...; the rest were processed:" where no image was: the
+    list's heading is "nothing was processed" then."""
     src = tmp_path / "in"
     src.mkdir()
     (src / "cut.png").write_bytes(b"\x89PNG garbage")
     assert main(_teacher_args(src, tmp_path / "out", tiny_teacher)) == 1
     said = capsys.readouterr()
     assert "teacher: 0 images in" in said.out, said.out
-    assert said.err.splitlines()[-2] == ("sharpen teacher: 1 image could not be read; nothing "
-                                         "was processed:"), said.err
+    assert said.err.splitlines()[-2] == ("sharpen teacher: 1 image could not be sharpened; "
+                                         "nothing was processed:"), said.err
+
+
+def test_an_image_that_could_not_be_written_is_named_and_not_called_unreadable(tmp_path,
+                                                                                 tiny_teacher):
+    """A full disk (a file size limit, `ulimit -f`, stands in for it: the same write fails)
+    said "warning: skipped: [Errno 27] File too large: 'OUT/noise.png'" and ended on
+    "1 image could not be read": the photo was read; its result could not be written."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (160, 200, 3), dtype=np.uint8)
+    cv2.imwrite(str(src / "noise.png"), noise)   # its PNG is larger than the limit
+    cv2.imwrite(str(src / "flat.png"), np.full((40, 48, 3), 128, np.uint8))
+
+    def limit() -> None:   # Python ignores SIGXFSZ: the write fails with EFBIG, as ENOSPC
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    proc = subprocess.run([sys.executable, "-m", "sharpen", *_teacher_args(src, out,
+                                                                           tiny_teacher)],
+                          capture_output=True, text=True, timeout=300, preexec_fn=limit,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    err = proc.stderr.splitlines()
+    assert proc.returncode == 1 and "teacher: 1 image in" in proc.stdout, proc
+    said = [ln for ln in err if ln.startswith("warning: skipped: ")]
+    assert said == [ln for ln in said if ln.startswith(f"warning: skipped: {src / 'noise.png'}: ")
+                    and "File too large" in ln] and len(said) == 1, err
+    assert err[-2:] == ["sharpen teacher: 1 image could not be sharpened; the rest were "
+                        "processed:", "  " + said[0].removeprefix("warning: skipped: ")], err
 
 
 def test_a_folders_bar_ends_at_its_tiles_where_a_header_does_not_give_the_size(
