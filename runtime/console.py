@@ -110,17 +110,20 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
     right = [*right, *_numeric_columns(headers, rows)]
     try:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
     except ImportError:
         Table = None
     if Table is None or not _boxes_wanted(file):
         _plain_table(title, headers, rows, file, right)
         return
+    # Text, not rich's markup: "student[draft].onnx" lost "[draft]", and "a[/b]" raised.
+    title, said = escape(title), {h: escape(h) for h in headers}
     table = Table(title=title)
     for h in headers:
-        table.add_column(h, justify="right" if h in right else "left", overflow="fold")
+        table.add_column(said[h], justify="right" if h in right else "left", overflow="fold")
     for r in rows:
-        table.add_row(*r, style=row_style(r) if row_style else None)
+        table.add_row(*map(escape, r), style=row_style(r) if row_style else None)
     console = Console(file=file, width=_table_width(file))
     # A FORCE_COLOR log keeps the columns (a long description folds in its cell); only a
     # terminal narrower than the table gets a record per row.
@@ -134,7 +137,7 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
         table.add_column(overflow="fold")
         for r in rows:
             for h, c in zip(headers, r):
-                table.add_row(h, c, style=row_style(r) if row_style else None)
+                table.add_row(said[h], escape(c), style=row_style(r) if row_style else None)
             table.add_section()
     console.print(table)
 

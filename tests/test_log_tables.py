@@ -115,3 +115,18 @@ def test_numbers_are_right_aligned_where_the_caller_named_no_column(plain_env, b
     # what is no number (a size) stays left-aligned
     starts = {line.index(size) for line, size in zip(lines, ("1920x1080", "320x180"))}
     assert len(starts) == 1, out.getvalue()
+
+
+def test_square_brackets_in_a_rich_table_are_text_not_markup(plain_env):
+    """rich read a cell or title as markup: "student[draft].onnx" showed as "student.onnx",
+    a data folder "Urlaub [2024]" lost its year, and a cell "a[/b]" stopped the command with
+    rich's MarkupError, on a terminal and in a FORCE_COLOR CI log."""
+    pytest.importorskip("rich")
+    plain_env.setenv("FORCE_COLOR", "1")
+    plain_env.setenv("NO_COLOR", "1")
+    out = io.StringIO()
+    print_table("compared with the baseline Urlaub [2024]/report.json", ["format", "file [name]"],
+                [["onnx", "student[draft].onnx"], ["tflite", "a[/b]"]], file=out)
+    text = out.getvalue()
+    for said in ("Urlaub [2024]/report.json", "file [name]", "student[draft].onnx", "a[/b]"):
+        assert said in text, text
