@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 from runtime.cli_errors import interrupt_exit_code
 from runtime.console import brief, count, unread_listed
@@ -248,6 +249,8 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
             partial.clear()   # a file of the photo's size for nothing
         print(f"interrupted: {done} of {count(len(files), 'image')} in {out}{kept}; the same "
               "command continues with the rest", file=sys.stderr)
+        if failed:   # which, after the line that says how far the run got
+            print(_skipped_listed(failed, None), file=sys.stderr)
         return interrupt_exit_code(e)
     finally:   # the record whole, for a version that reads no journal
         run.close()
@@ -260,9 +263,14 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
           + (f"; {gps} {keep} GPS position (--no-metadata leaves it out)" if gps else ""),
           flush=True)
     if failed:
-        print(unread_listed("teacher", failed, "images", processed=done > 0,
-                            failed_as="could not be sharpened"), file=sys.stderr)
+        print(_skipped_listed(failed, done > 0), file=sys.stderr)
     return 1 if failed else 0
+
+
+def _skipped_listed(failed: list[str], processed: Optional[bool]) -> str:
+    """The closing lines naming the images skipped (a read, a write or memory failed them)."""
+    return unread_listed("teacher", failed, "images", processed=processed,
+                         failed_as="could not be sharpened")
 
 
 def _tile_rows(height: int, tile: int, overlap: int) -> int:

@@ -514,6 +514,32 @@ def test_an_image_that_could_not_be_written_is_named_and_not_called_unreadable(t
                         "processed:", "  " + said[0].removeprefix("warning: skipped: ")], err
 
 
+def test_a_stopped_run_lists_the_images_it_skipped_as_a_finished_one_does(
+        tmp_path, tiny_teacher, capsys, monkeypatch):
+    """Ctrl-C after a photo was skipped ended on the 'interrupted:' line alone: the skipped
+    photo's warning was among the lines above, where `sharpen run` lists them again."""
+    from distill.teacher import Teacher
+
+    real, calls = Teacher.sharpen, []
+
+    def sharpen(self, *a, **kw):   # the real teacher; Ctrl-C as it starts the second image
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(self, *a, **kw)
+    monkeypatch.setattr(Teacher, "sharpen", sharpen)
+    src = _folder(tmp_path / "in", 2)
+    (src / "a-cut.png").write_bytes(b"\x89PNG garbage")   # first, by name
+    out = tmp_path / "out"
+    assert main(_teacher_args(src, out, tiny_teacher)) == 130
+    err = capsys.readouterr().err.splitlines()
+    said = [ln for ln in err if ln.startswith("warning: skipped: ")]
+    assert len(said) == 1 and "a-cut.png" in said[0], err
+    assert err[-3].startswith(f"interrupted: 1 of 3 images in {out}; "), err
+    assert err[-2:] == ["sharpen teacher: 1 image could not be sharpened:",
+                        "  " + said[0].removeprefix("warning: skipped: ")], err
+
+
 def test_a_folders_bar_ends_at_its_tiles_where_a_header_does_not_give_the_size(
         tmp_path, tiny_teacher, capsys):
     # A JPEG whose size comes after 256 KB of APP segments (a large ICC profile or XMP) is
