@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from .imageio import IMAGE_EXTS
+from .imageio import IMAGE_EXTS, VIDEO_EXTS
 
 
 _SYNTH = re.compile(r"^synthetic(?::(\d+)x(\d+))?(?:@(\d+(?:\.\d+)?))?$")
@@ -31,6 +31,15 @@ def is_glob(spec: str) -> bool:
     return any(c in spec for c in "*?[") and not os.path.exists(spec)
 
 
+def _names_a_path(spec: str) -> bool:
+    """Whether a spelling with '!' is a file's, not a GStreamer pipeline's: one that is there
+    ("Wow!.mp4"), one in a folder that is there ("Wow!/*.png", a mistyped "clips/Wow!.mp4"), or
+    one with an image or video extension (a pipeline ends in its appsink)."""
+    folder = os.path.dirname(spec)
+    return (os.path.exists(spec) or bool(folder) and os.path.isdir(folder)
+            or Path(spec).suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
+
+
 def spec_kind(spec: str) -> str:
     """The kind of source `open_source` makes of a spelling, without opening it: synthetic,
     camera, v4l2, gstreamer, stream, images, video or stdin ('-': Y4M piped in)."""
@@ -43,7 +52,7 @@ def spec_kind(spec: str) -> str:
         return "camera"
     if spec.startswith("/dev/video"):
         return "v4l2"
-    if "!" in spec and not os.path.exists(spec):   # "Wow!.mp4" is a file, not a pipeline
+    if "!" in spec and not _names_a_path(spec):
         return "gstreamer"
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", spec):
         return "stream"

@@ -538,6 +538,32 @@ def test_a_file_whose_name_has_glob_or_pipeline_characters_is_that_file(tmp_path
         assert sum(1 for _ in src.frames(threading.Event())) == (1 if kind == "images" else 3)
 
 
+def test_a_name_with_an_exclamation_mark_that_is_no_file_yet_is_not_a_pipeline(tmp_path):
+    # A glob in a folder named with '!' ("Wow!/*.png") is no file, and was taken for a
+    # GStreamer pipeline ("this OpenCV build has no GStreamer support ... gst-launch-1.0 -q
+    # 'Wow!/*.png'"), as was a mistyped "Wow!.mp4": the images are read, the missing file
+    # is said missing. A pipeline is still one.
+    import cv2
+    import numpy as np
+
+    from runtime.source_base import SourceError
+    from runtime.sources import open_source, spec_kind
+    folder = tmp_path / "Wow!"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1])
+    assert spec_kind(f"{folder}/*.png") == "images"
+    with open_source(f"{folder}/*.png") as src:
+        assert sorted(src.names) == ["a.png", "b.png"]
+    for missing in (f"{folder}/clip.mp4", "Gone!.mp4"):
+        assert spec_kind(missing) == "video", missing
+        with pytest.raises(SourceError, match="source not found"):
+            open_source(missing)
+    for pipeline in ("videotestsrc ! appsink", "v4l2src device=/dev/video0 ! videoconvert ! "
+                     "appsink", "filesrc location=a.mp4 ! decodebin ! videoconvert ! appsink"):
+        assert spec_kind(pipeline) == "gstreamer", pipeline
+
+
 # What Windows lacks of a POSIX Python, taken away in a fresh interpreter after the standard
 # library and the engines (which have their own Windows code) are imported.
 _NOT_ON_WINDOWS = """
