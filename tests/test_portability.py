@@ -584,30 +584,41 @@ for mod, names in ((os, "geteuid getuid getegid getgid posix_fallocate O_NOFOLLO
 """
 
 
-def test_sharpen_run_and_models_need_no_posix_only_module_or_call(tmp_path):
-    """`sharpen run` into images, a video and a stats file, and `sharpen models`, in an
-    interpreter without fcntl, resource, pwd, SIGHUP, SIGUSR1, os.geteuid, select.poll...: a
-    POSIX-only module or call used unguarded on the runtime's path fails here, not first on
-    a Windows laptop."""
-    from runtime_fixtures import make_onnx_model
-    model = make_onnx_model(tmp_path / "m.onnx")
-    runs = [["run", "--model", str(model), "--source", "synthetic:64x48@10", "--max-frames",
-             "3", "--threads", "1", "--out", str(tmp_path / out), "--stats",
-             str(tmp_path / f"{out}.json")] for out in ("frames", "clip.mp4")]
+def _without_posix(tmp_path, commands: list[list[str]]) -> None:
+    """`sharpen` COMMAND for each of `commands`, all exiting 0, in a fresh interpreter without
+    _NOT_ON_WINDOWS, importing this checkout's code, run in `tmp_path` (runs/sharpen, a
+    cache, stay there)."""
     code = ("from sharpen.cli import main\n"
-            + "".join(f"print('rc', main({argv!r}))\n" for argv in runs)
-            + "print('rc', main(['models']))\n")
-    # Run in tmp_path (runs/sharpen, a cache, stay there), importing this checkout's code.
+            + "".join(f"print('rc', main({argv!r}))\n" for argv in commands))
     path = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                             os.environ.get("PYTHONPATH", "")])
     done = subprocess.run([sys.executable, "-c", _NOT_ON_WINDOWS + code], capture_output=True,
                           text=True, timeout=300, cwd=tmp_path,
                           env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path))
     codes = [ln for ln in done.stdout.splitlines() if ln.startswith("rc ")]
-    assert codes == ["rc 0"] * 3, (done.stdout[-2000:], done.stderr[-3000:])
+    assert codes == ["rc 0"] * len(commands), (done.stdout[-2000:], done.stderr[-3000:])
+
+
+def test_sharpen_run_and_models_need_no_posix_only_module_or_call(tmp_path):
+    """`sharpen run` into images, a video and a stats file, and `sharpen models` on the model,
+    in an interpreter without fcntl, resource, pwd, SIGHUP, SIGUSR1, os.geteuid,
+    select.poll...: a POSIX-only module or call used unguarded on the runtime's path fails
+    here, not first on a Windows laptop."""
+    from runtime_fixtures import make_onnx_model
+    model = make_onnx_model(tmp_path / "m.onnx")
+    runs = [["run", "--model", str(model), "--source", "synthetic:64x48@10", "--max-frames",
+             "3", "--threads", "1", "--out", str(tmp_path / out), "--stats",
+             str(tmp_path / f"{out}.json")] for out in ("frames", "clip.mp4")]
+    _without_posix(tmp_path, [*runs, ["models", str(model)]])
     assert len(list((tmp_path / "frames").iterdir())) == 3
     assert (tmp_path / "clip.mp4").stat().st_size > 0
     assert json.loads((tmp_path / "clip.mp4.json").read_text())["state"] == "done"
+
+
+@pytest.mark.slow
+def test_sharpen_models_list_needs_no_posix_only_module_or_call(tmp_path):
+    # The architectures' table: torch builds each one to count it (about 25 s on 2 cores).
+    _without_posix(tmp_path, [["models"]])
 
 
 def test_ffmpeg_children_are_kept_from_the_consoles_ctrl_c_on_windows_too(monkeypatch):
