@@ -4,6 +4,8 @@ device's unit without the console script) its `run`, so both say the same."""
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 import re
 import sys
 
@@ -67,8 +69,29 @@ class CommandParser(argparse.ArgumentParser):
             else:   # both, or the missing one comes to light only on the next try
                 return f"{message}; {unrecognized}{self._hints(unknown)}"
         if message.startswith("unrecognized arguments"):
-            message += self._hints(unknown)
+            message += self._hints(unknown) or self._shell_listed()
         return message
+
+    def _shell_listed(self) -> str:
+        """" (the shell listed ...)" where an option's value and the words after it are files
+        of one folder: bash expands an unquoted `--source frames/*.png` into its matches, and
+        the option takes one; '' otherwise."""
+        from .console import shell_join
+        for i, flag in enumerate(self.argv):
+            action = self._option_string_actions.get(flag)
+            if action is None or action.nargs is not None:   # one value, given as the next word
+                continue
+            files = list(itertools.takewhile(lambda w: not w.startswith("-"), self.argv[i + 1:]))
+            if (len(files) < 2 or not all(map(os.path.isfile, files))
+                    or len({os.path.dirname(f) for f in files}) > 1):
+                continue
+            folder = os.path.dirname(files[0])
+            exts = {os.path.splitext(f)[1] for f in files}
+            pattern = os.path.join(folder, "*" + (exts.pop() if len(exts) == 1 else ""))
+            return (f" (the shell listed {len(files)} files for a pattern given unquoted after "
+                    f"{flag}: quote it, {shell_join([flag, pattern])}, or give the folder, "
+                    f"{shell_join([flag, folder or '.'])})")
+        return ""
 
     def _hints(self, unknown: list[str]) -> str:
         """" (did you mean --model?)", or " (did you mean --model for -m, --out for -o?)", for
