@@ -174,7 +174,8 @@ def glob_reaches(pattern: str, path: str | os.PathLike) -> bool:
     `..` folded): an output folder's images that a rerun would read as its source's."""
     def parts(p: str | os.PathLike) -> tuple[str, ...]:
         return Path(os.path.normpath(os.path.abspath(p))).parts
-    return _matches(parts(path), parts(_existing_folders_escaped(pattern)))
+    # Escaped once absolute: the working folder's brackets ("[raw] photos") are a name too.
+    return _matches(parts(path), parts(_existing_folders_escaped(os.path.abspath(pattern))))
 
 
 def _matches(parts: tuple[str, ...], pats: tuple[str, ...]) -> bool:

@@ -711,3 +711,17 @@ def test_a_glob_inside_a_folder_named_with_brackets_finds_its_images(tmp_path):
         with open_source(pattern) as src:
             assert sorted(src.names) == ["a.png", "b.png"], pattern
         assert glob_reaches(pattern, folder / "sharp" / "a.png") == ("**" in pattern)
+
+
+def test_a_glob_run_in_a_folder_named_with_brackets_is_kept_from_its_own_output(tmp_path,
+                                                                               monkeypatch):
+    # In "[raw] photos", `--source '**/*.png' --out sharp` was let write into what the glob
+    # reads (the working folder's brackets, part of the absolute pattern, matched nothing), and
+    # its rerun was refused as "an input folder"; it is refused up front, as elsewhere.
+    from runtime.walk import glob_reaches
+    folder = tmp_path / "[raw] photos"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    assert glob_reaches("**/*.png", "sharp/a.png")
+    assert glob_reaches("./**/*.png", folder / "sharp" / "a.png")
+    assert not glob_reaches("*.png", "sharp/a.png")
