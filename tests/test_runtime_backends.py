@@ -1179,3 +1179,20 @@ def test_a_tflite_named_beyond_ascii_is_given_to_litert_as_bytes_on_windows(
     ref = FrameProcessor(load_backend(tflite_models[0], threads=1))(textured_frame(5))
     assert np.array_equal(out, ref)
     assert "model_path" in given[-1]
+
+
+@pytest.mark.parametrize("name,platform", [("Straße 東京/fast.tflite", "win32"),
+                                           ("fast.tflite", "linux"), ("m.onnx", "linux")])
+def test_an_empty_model_file_is_said_empty(tmp_path, monkeypatch, name, platform):
+    # An export or copy cut short at 0 bytes: on Windows a .tflite named beyond ASCII, given
+    # to LiteRT as its bytes, was refused as "`model_path` or `model_content` must be
+    # specified", which the user never wrote; elsewhere LiteRT said "mmap of size 0
+    # requested", ONNX Runtime "No graph was found in the protobuf".
+    import sys
+    empty = tmp_path / name
+    empty.parent.mkdir(exist_ok=True)
+    empty.write_bytes(b"")
+    monkeypatch.setattr(sys, "platform", platform)
+    with pytest.raises(ModelError) as e:
+        load_backend(empty, threads=1)
+    assert str(e.value) == f"{empty}: an empty file (0 bytes: an interrupted export or copy?)"

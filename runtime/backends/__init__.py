@@ -77,6 +77,8 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     if not p.is_file():   # a FIFO: the runtime would wait for a writer that may never come
         from ..imageio import why_not_a_file
         raise ModelError(f"{p}: {why_not_a_file(p)}; give a model file")
+    if p.stat().st_size == 0:   # cut short: each engine's own words for it mislead
+        raise ModelError(f"{p}: an empty file (0 bytes: an interrupted export or copy?)")
     reason = parity_failure(p)
     if reason and not force:   # before loading: a failed model is not opened at all
         raise ModelError(_refused(p, reason))
