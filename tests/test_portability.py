@@ -477,15 +477,21 @@ def test_a_video_output_opencv_cannot_write_on_windows_says_its_name_is_why(monk
     assert "beyond ASCII" not in why_unwritable(tmp_path / "plain.mp4", "mp4v", (64, 48))
 
 
+def _fake_ffmpeg(folder: Path, script: str = "") -> Path:
+    """An executable named ffmpeg in `folder` that runs the shell `script`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    exe = folder / "ffmpeg"
+    exe.write_text("#!/bin/sh\n" + script)
+    exe.chmod(0o755)
+    return exe
+
+
 def test_sharpen_ffmpeg_as_cmd_sets_it_quoted_or_naming_its_folder(monkeypatch, tmp_path):
     # cmd.exe's `set SHARPEN_FFMPEG="C:\Program Files\ffmpeg\bin\ffmpeg.exe"` keeps the quotes
     # in the value; a folder (ffmpeg's bin, as its Windows builds unpack) is named as often.
     from runtime.audio import find_ffmpeg
     folder = tmp_path / "Program Files" / "ffmpeg" / "bin"
-    folder.mkdir(parents=True)
-    exe = folder / "ffmpeg"
-    exe.write_text("#!/bin/sh\n")
-    exe.chmod(0o755)
+    exe = _fake_ffmpeg(folder)
     for value in (f'"{exe}"', f"'{exe}'", f" {exe} ", str(folder), f'"{folder}"'):
         monkeypatch.setenv("SHARPEN_FFMPEG", value)
         assert find_ffmpeg() == (str(exe), ""), value
@@ -501,10 +507,8 @@ def test_ffmpegs_messages_are_read_as_utf8_under_a_windows_code_page(monkeypatch
     from runtime.audio import _run, copy_failure
     if sys.flags.utf8_mode:
         pytest.skip("Python's UTF-8 mode decodes as UTF-8 whatever the code page")
-    fake = tmp_path / "ffmpeg"
-    fake.write_text("#!/bin/sh\nprintf 'Stra\\303\\237e.mp4: Invalid data found\\n' >&2\n"
-                    "exit 1\n")
-    fake.chmod(0o755)
+    fake = _fake_ffmpeg(tmp_path, "printf 'Stra\\303\\237e.mp4: Invalid data found\\n' >&2\n"
+                                  "exit 1\n")
     monkeypatch.setattr(locale, "getencoding", lambda: "cp1252")
     done = _run([str(fake)], 10)
     assert copy_failure(done, tmp_path / "out.mp4") == "Straße.mp4: Invalid data found"
@@ -682,10 +686,7 @@ def test_homebrews_ffmpeg_is_found_on_macos_without_it_on_path(monkeypatch, tmp_
     # leaves out Homebrew's folders (/opt/homebrew/bin on Apple silicon, /usr/local/bin).
     import runtime.audio as audio
     brew = tmp_path / "opt" / "homebrew" / "bin"
-    brew.mkdir(parents=True)
-    exe = brew / "ffmpeg"
-    exe.write_text("#!/bin/sh\n")
-    exe.chmod(0o755)
+    exe = _fake_ffmpeg(brew)
     monkeypatch.delenv("SHARPEN_FFMPEG", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(audio, "MACOS_FFMPEG_FOLDERS", (str(tmp_path / "none"), str(brew)))
