@@ -73,9 +73,9 @@ class CommandParser(argparse.ArgumentParser):
         return message
 
     def _shell_listed(self) -> str:
-        """" (the shell listed ...)" where an option's value and the words after it are files
-        of one folder: bash expands an unquoted `--source frames/*.png` into its matches, and
-        the option takes one; '' otherwise."""
+        """" (--source takes one file, not 3: ...)" where an option's value and the words after
+        it are files of one folder: bash expands an unquoted `--source frames/*.png` into its
+        matches, and the option takes one; '' otherwise."""
         from .console import shell_join
         for i, flag in enumerate(self.argv):
             action = self._option_string_actions.get(flag)
@@ -88,9 +88,9 @@ class CommandParser(argparse.ArgumentParser):
             folder = os.path.dirname(files[0])
             exts = {os.path.splitext(f)[1] for f in files}
             pattern = os.path.join(folder, "*" + (exts.pop() if len(exts) == 1 else ""))
-            return (f" (the shell listed {len(files)} files for a pattern given unquoted after "
-                    f"{flag}: quote it, {shell_join([flag, pattern])}, or give the folder, "
-                    f"{shell_join([flag, folder or '.'])})")
+            return (f" ({flag} takes one file, not {len(files)}: quote a pattern, which the "
+                    f"shell expands unquoted, {shell_join([flag, pattern])}, or give the "
+                    f"folder, {shell_join([flag, folder or '.'])})")
         return ""
 
     def _hints(self, unknown: list[str]) -> str:

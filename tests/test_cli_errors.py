@@ -181,7 +181,7 @@ def test_an_abbreviated_calibration_option_is_warned_about_too():
 def test_a_pattern_the_shell_expanded_unquoted_is_said_so(capsys, tmp_path, monkeypatch):
     """`sharpen run --source frames/*.png` unquoted: bash hands the run every match, and it
     said only "unrecognized arguments: frames/b.png frames/c.png", as for a typo. It says the
-    shell listed them, and how to give the pattern or the folder."""
+    option takes one file, and how to give the pattern or the folder."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "frames").mkdir()
     for name in ("a.png", "b.png", "c.png"):
@@ -189,8 +189,8 @@ def test_a_pattern_the_shell_expanded_unquoted_is_said_so(capsys, tmp_path, monk
     err = error_of(["run", "--model", "m.onnx", "--source", "frames/a.png", "frames/b.png",
                     "frames/c.png", "--out", "sharp"], capsys)
     assert err[0] == ("sharpen run: error: unrecognized arguments: frames/b.png frames/c.png "
-                      "(the shell listed 3 files for a pattern given unquoted after --source: "
-                      "quote it, --source 'frames/*.png', or give the folder, --source "
+                      "(--source takes one file, not 3: quote a pattern, which the shell "
+                      "expands unquoted, --source 'frames/*.png', or give the folder, --source "
                       "frames)"), err
     # Words that are no files, or no files beside the value's, are a plain mistake.
     err = error_of(["run", "--model", "m.onnx", "--source", "frames/a.png", "extra"], capsys)
