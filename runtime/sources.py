@@ -153,9 +153,23 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
         if p.is_symlink():   # exists() follows it: a loop or a gone target is no file
             raise SourceError(f"{shown_path(spec)}: {why_not_a_file(p)}")
         raise SourceError(f"source not found: {spec}")
+    if "*" in spec or "?" in spec:   # brackets are common in names ("clip [1080p].mp4")
+        _warn_also_a_pattern(spec)
     if kind == "images":
         return _maybe_live(ImageSource(spec, [p]), live, flags)
     return VideoSource(spec, str(p), cv2.CAP_ANY, live=bool(live), kind="video", **cam)
+
+
+def _warn_also_a_pattern(spec: str) -> None:
+    """A file whose name is also a pattern that matches others ("*.png" beside a.png) is read,
+    as a name that is there is; said, as the pattern may have been meant."""
+    others = sorted((f for f in map(Path, glob_files(spec)) if f != Path(spec)), key=name_order)
+    if others:
+        from .warn import warn
+        more = ", ..." if len(others) > 3 else ""
+        warn(f"{spec!r} is read as the file of that name; as a pattern it would also match "
+             f"{count(len(others), 'file')} ({', '.join(f.name for f in others[:3])}{more}): "
+             "give their folder, or rename the file, to read them all", stacklevel=3)
 
 
 def _no_gstreamer(pipeline: str, flags: bool) -> str:

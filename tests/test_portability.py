@@ -726,3 +726,27 @@ def test_a_glob_run_in_a_folder_named_with_brackets_is_kept_from_its_own_output(
     assert glob_reaches("**/*.png", "sharp/a.png")
     assert glob_reaches("./**/*.png", folder / "sharp" / "a.png")
     assert not glob_reaches("*.png", "sharp/a.png")
+
+
+def test_a_file_named_as_a_pattern_that_matches_others_too_is_read_and_said(tmp_path,
+                                                                             monkeypatch):
+    # A file named "*.png" beside a.png and b.png: --source '*.png' read that one image, as a
+    # name that is there now is, and said nothing of the two a pattern would have read.
+    import cv2
+    import numpy as np
+    from runtime_fixtures import runtime_warnings
+
+    from runtime.sources import open_source
+    monkeypatch.chdir(tmp_path)
+    png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1]
+    for name in ("*.png", "a.png", "b.png", "c[1].png", "c1.png"):
+        (tmp_path / name).write_bytes(png)
+    with runtime_warnings() as said, open_source("*.png") as src:
+        assert src.names == ["*.png"]
+    assert said == ["'*.png' is read as the file of that name; as a pattern it would also "
+                    "match 4 files (a.png, b.png, c1.png, ...): give their folder, or rename "
+                    "the file, to read them all"], said
+    # Brackets are common in names, and more likely meant as such than as a character class.
+    with runtime_warnings() as said, open_source("c[1].png") as src:
+        assert src.names == ["c[1].png"]
+    assert said == [], said
