@@ -72,8 +72,11 @@ def test_what_a_library_says_at_import_is_kept_where_no_temp_file_can_be_made(ca
 
 
 def _trt_options(cache_root):
+    # The TensorRT version pinned: by default the folder also names the libnvinfer found here,
+    # so on a host with TensorRT (a Jetson) the folder these tests expect was another one.
     from runtime.backends.onnxruntime_backend import trt_provider_options
-    return trt_provider_options(cache_root, "c" * 64, "input", 8, int8=False)
+    return trt_provider_options(cache_root, "c" * 64, "input", 8, int8=False,
+                                trt_version="100300")
 
 
 def test_a_tensorrt_cache_that_cannot_be_made_is_said_with_the_variable_that_moves_it(tmp_path):
@@ -87,10 +90,10 @@ def test_a_tensorrt_cache_that_cannot_be_made_is_said_with_the_variable_that_mov
         opts = _trt_options(blocker / "trt")
     assert "trt_engine_cache_path" not in opts and opts["trt_profile_min_shapes"]
     (line,) = [str(w.message) for w in said]
-    assert f"cannot make {blocker / 'trt' / ('c' * 16)}" in line, line
+    assert f"cannot make {blocker / 'trt' / ('c' * 16)}-trt100300 (" in line, line
     assert "every start builds it again" in line and "SHARPEN_TRT_CACHE" in line, line
     opts = _trt_options(tmp_path / "trt")   # a folder that can be made: cached, as before
-    assert opts["trt_engine_cache_path"] == str(tmp_path / "trt" / ("c" * 16))
+    assert opts["trt_engine_cache_path"] == str(tmp_path / "trt" / f"{'c' * 16}-trt100300")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork (POSIX)")
