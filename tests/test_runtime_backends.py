@@ -112,11 +112,12 @@ def test_tensorrt_provider_options_key_the_cache_by_model_and_cover_1080p_to_4k(
 
 
 def test_the_tensorrt_providers_engine_cache_is_kept_per_tensorrt_version(tmp_path):
-    """ORT names a cached engine after the graph and the GPU's compute capability (`_sm87`),
-    not the TensorRT that built it: after a JetPack upgrade (6.0's TensorRT 8.6 to 6.1's 10.3,
-    with its onnxruntime-gpu) every start of the same model failed with "TensorRT EP could not
-    deserialize engine from cache", which `sharpen run` called a model made for a newer ONNX
-    Runtime or a damaged copy. The TensorRT version is libnvinfer's (getInferLibVersion)."""
+    """ORT names a cached engine after the graph, the GPU's compute capability (`_sm87`), its
+    own version and the TensorRT major.minor it was compiled with, not the libnvinfer it loads:
+    after a TensorRT upgrade under the same onnxruntime-gpu every start of the same model failed
+    with "TensorRT EP could not deserialize engine from cache", which `sharpen run` called a
+    model made for a newer ONNX Runtime or a damaged copy. The TensorRT version is libnvinfer's
+    (getInferLibVersion)."""
     from runtime.backends.onnxruntime_backend import trt_provider_options
 
     old = trt_provider_options(tmp_path, "a" * 64, "input", 8, int8=False, trt_version="8602")

@@ -185,9 +185,11 @@ def trt_provider_options(cache_root: Optional[Path], digest: str, input_name: st
     to a folder of this model's bytes: ORT names cached engines after the graph and its names,
     not the weights, so a re-exported model under the same name would run the old engine.
     The folder is also the TensorRT version's (`trt_version`, default nvinfer_version(); None:
-    unknown, the model's hash alone): ORT names an engine after the GPU's compute capability
-    but not the TensorRT that built it, and fails to load it after a TensorRT upgrade (a
-    JetPack upgrade) with "could not deserialize engine from cache", at every start.
+    unknown, the model's hash alone): ORT names an engine after the GPU's compute capability,
+    its own version and the TensorRT major.minor it was compiled with, not the libnvinfer it
+    loads, so after a TensorRT upgrade under the same onnxruntime-gpu (pip's tensorrt, or
+    JetPack's libnvinfer by apt) it found the old engine and failed with "could not
+    deserialize engine from cache".
     cache_root None: trt_cache_root()'s. layout and fixed_hw: a foreign model's
     (runtime.backends.foreign), which its profile of input shapes follows."""
     if trt_version == _DETECT:
