@@ -157,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.argv = argv   # what the training log records
-    from runtime.imageio import ImageReadError, max_pixels
-    from runtime.progress import ProgressSettingError, line_interval
+    try:   # every command's first load of OpenCV and numpy, the core dependencies
+        from runtime.imageio import ImageReadError, max_pixels
+        from runtime.progress import ProgressSettingError, line_interval
+    except ModuleNotFoundError as e:   # a Jetson venv without JetPack's cv2: not a traceback
+        return _missing(args.command, e)
     try:   # a bad setting is one error now, not one skipped image per file later
         max_pixels()
         if args.command != "run":   # run draws no bar: a camera service is not stopped
@@ -182,13 +185,18 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         return interrupt_exit_code(e)
     except ModuleNotFoundError as e:
-        # A device install (runtime extra only) lists every command; those needing torch,
-        # yaml or scikit-image say what to install instead of a traceback.
-        if (e.name or "").split(".")[0] in OWN_PACKAGES or os.environ.get("SHARPEN_DEBUG"):
-            raise
-        print(f"sharpen {args.command}: error: {missing_dependency(args.command, e)}",
-              file=sys.stderr)
-        return 2
+        return _missing(args.command, e)
+
+
+def _missing(command: str, e: ModuleNotFoundError) -> int:
+    """A package `sharpen COMMAND` cannot import, said in one line with what to install: a
+    device install (runtime extra only) lists every command; those needing torch, yaml or
+    scikit-image say what to install instead of a traceback. Our own modules missing, or
+    SHARPEN_DEBUG set: the traceback."""
+    if (e.name or "").split(".")[0] in OWN_PACKAGES or os.environ.get("SHARPEN_DEBUG"):
+        raise e
+    print(f"sharpen {command}: error: {missing_dependency(command, e)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

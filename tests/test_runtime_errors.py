@@ -2456,6 +2456,27 @@ def test_missing_torch_on_a_jetson_says_to_install_nvidias_wheel_first(monkeypat
     assert "Jetson's" not in cli_errors.missing_dependency("export", tqdm)
 
 
+@pytest.mark.parametrize("missing", ["cv2", "numpy"])
+def test_sharpen_without_opencv_or_numpy_says_so_in_one_line(missing, tmp_path):
+    """The README's Jetson install (`pip install --no-deps .`) in a venv made without
+    --system-site-packages has no cv2: `sharpen run` and every other command ended in a
+    ModuleNotFoundError traceback as they loaded, while `python -m runtime.cli run` named the
+    package; each now says it in one line, as for a missing tqdm."""
+    import subprocess
+    import sys
+    code = (f"import sys\nsys.modules[{missing!r}] = None\n"
+            "from sharpen.cli import main\nsys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for args in (["models", "m.onnx"], ["run", "--model", "m.onnx", "--source", "x.mp4"]):
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                              text=True, timeout=300, env=env, cwd=tmp_path)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith(f"sharpen {args[0]}: error: missing dependency "
+                                      f"{missing!r}: a core dependency"), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 def test_evaluate_of_a_checkpoint_without_torch_names_evaluate_model():
     """On a device `sharpen evaluate --weights fast` said only that evaluate needs the train
     extra (torch), though evaluate --model scores the checkpoint's exported files there."""
