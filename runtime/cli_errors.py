@@ -184,9 +184,11 @@ def missing_dependency(command: str, exc: ImportError) -> str:
     if top in CORE_MODULES:   # an extra would not add it back, and may bring torch
         # The package alone: the checkout with its dependencies would also bring pip's OpenCV
         # and numpy over a Jetson's own (README "On a Jetson" installs it with --no-deps).
+        jetson = JETSON_OPENCV if top in ("cv2", "numpy") and JETSON_RELEASE.is_file() else ""
         return (f"missing dependency {top!r}: a core dependency (pyproject.toml's "
                 f"dependencies; an install made before it joined them, or with --no-deps as "
-                f"on a Jetson, lacks it): pip install {shlex.quote(core_requirement(top))}")
+                f"on a Jetson, lacks it): pip install {shlex.quote(core_requirement(top))}"
+                f"{jetson}")
     without = f"; {WITHOUT_EXTRA[command]}" if command in WITHOUT_EXTRA else ""
     jetson = JETSON_TORCH if top == "torch" and JETSON_RELEASE.is_file() else ""
     return (f"missing dependency {top!r}: `sharpen {command}` needs the {extra!r} extra: "
@@ -198,6 +200,11 @@ JETSON_RELEASE = Path("/etc/nv_tegra_release")
 JETSON_TORCH = ("; on a Jetson, install NVIDIA's PyTorch wheel for your JetPack first (PyPI's "
                 "torch has no build for the Jetson's GPU), which pip then keeps, or run "
                 "`SKIP_TORCH=1 scripts/setup.sh` in the checkout once it is installed")
+# A venv that does not see JetPack's OpenCV and numpy (made without --system-site-packages):
+# pip's OpenCV, which the core requirement names, has no GStreamer for the CSI camera.
+JETSON_OPENCV = ("; on a Jetson, rather make the venv with --system-site-packages as README's "
+                 "\"On a Jetson\" does: it sees JetPack's OpenCV, built with GStreamer for the "
+                 "CSI camera (pip's has none)")
 
 
 def core_requirement(module: str) -> str:

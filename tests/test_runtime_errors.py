@@ -2456,6 +2456,23 @@ def test_missing_torch_on_a_jetson_says_to_install_nvidias_wheel_first(monkeypat
     assert "Jetson's" not in cli_errors.missing_dependency("export", tqdm)
 
 
+def test_missing_opencv_on_a_jetson_points_to_jetpacks_not_pips(monkeypatch, tmp_path):
+    """A Jetson venv made without --system-site-packages has no cv2: `sharpen run` said only
+    `pip install 'opencv-python-headless>=4.8'`, pip's OpenCV, which has no GStreamer for the
+    README's CSI camera pipeline (and brings numpy 2, which JetPack's OpenCV is not built
+    for), where the README's venv sees JetPack's own."""
+    from runtime import cli_errors
+    absent = ModuleNotFoundError("No module named 'cv2'", name="cv2")
+    monkeypatch.setattr(cli_errors, "JETSON_RELEASE", tmp_path / "nv_tegra_release")
+    assert "Jetson's" not in cli_errors.missing_dependency("run", absent)
+    (tmp_path / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.3\n")
+    msg = cli_errors.missing_dependency("run", absent)
+    assert "pip install 'opencv-python-headless>=4.8'" in msg, msg
+    assert "--system-site-packages" in msg and "GStreamer" in msg, msg
+    tqdm = ModuleNotFoundError("No module named 'tqdm'", name="tqdm")
+    assert "--system-site-packages" not in cli_errors.missing_dependency("run", tqdm)
+
+
 @pytest.mark.parametrize("missing", ["cv2", "numpy"])
 def test_sharpen_without_opencv_or_numpy_says_so_in_one_line(missing, tmp_path):
     """The README's Jetson install (`pip install --no-deps .`) in a venv made without
