@@ -170,6 +170,14 @@ def test_a_command_line_in_a_help_text_stays_on_one_line(capsys):
     assert torchrun and all(line.rstrip().endswith("--out ...") for line in torchrun), torchrun
 
 
+def _backends_with(monkeypatch, folder) -> str:
+    """`sharpen --version`'s backends line with the packages in `folder` on sys.path."""
+    from sharpen.help_text import version_text
+    monkeypatch.syspath_prepend(str(folder))
+    return next(line for line in version_text("9.9").splitlines()
+                if line.startswith("backends: "))
+
+
 def test_version_names_only_what_sharpen_run_can_use_as_a_backend(monkeypatch, tmp_path):
     """TensorFlow (the TFLite export's converter) was listed as a backend `sharpen run` never
     imports, and a board with tflite-runtime (LiteRT's predecessor, which run uses where
@@ -184,9 +192,7 @@ def test_version_names_only_what_sharpen_run_can_use_as_a_backend(monkeypatch, t
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tflite-runtime\n"
                                    "Version: 2.14.0\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    backends = next(line for line in version_text("9.9").splitlines()
-                    if line.startswith("backends: "))
+    backends = _backends_with(monkeypatch, tmp_path)
     assert "LiteRT (tflite-runtime) 2.14.0" in backends and "not installed: LiteRT" not in backends
 
 
@@ -197,15 +203,12 @@ def test_version_names_jetpacks_tensorrt_which_has_no_pip_metadata(monkeypatch, 
     TensorRT", and exports recorded no TensorRT version. Its __init__.py as TensorRT's build
     writes it: not importable here (no tensorrt.so), as the version is read, not imported."""
     import runtime.host
-    from sharpen.help_text import version_text
     monkeypatch.setitem(runtime.host.LIBRARIES, "tensorrt", ("no-such-dist-x",))
     pkg = tmp_path / "tensorrt"
     pkg.mkdir()
     (pkg / "__init__.py").write_text('import os\n\nfrom .tensorrt import *\n\n'
                                      '__version__ = "10.3.0"\n')
-    monkeypatch.syspath_prepend(str(tmp_path))
-    backends = next(line for line in version_text("9.9").splitlines()
-                    if line.startswith("backends: "))
+    backends = _backends_with(monkeypatch, tmp_path)
     assert "TensorRT 10.3.0" in backends and "not installed: TensorRT" not in backends, backends
     assert runtime.host.library_versions(["tensorrt"]) == {"tensorrt": "10.3.0"}
 
