@@ -222,17 +222,17 @@ def core_requirement(module: str) -> str:
     return dist
 
 
-def install_hint(extra: Optional[str]) -> str:
-    """The pip command that adds `extra` (None: the core dependencies alone) to this install.
-    The project is installed from a
-    checkout, not from PyPI, where `pip install 'image-sharpening-kd[train]'` found no such
-    package (or someone else's): the folder pip recorded (PEP 610's direct_url.json) is named,
-    editable where it was, else a checkout in general."""
+def install_hint(extra: str) -> str:
+    """The pip command that adds `extra` to this install (a missing core dependency is named
+    alone: core_requirement). The project is installed from a checkout, not from PyPI, where
+    `pip install 'image-sharpening-kd[train]'` found no such package (or someone else's): the
+    folder pip recorded (PEP 610's direct_url.json) is named, editable where it was, else a
+    checkout in general."""
     import json
     from importlib.metadata import PackageNotFoundError, distribution
     from urllib.parse import urlsplit
     from urllib.request import url2pathname
-    wanted = f"[{extra}]" if extra else ""
+    wanted = f"[{extra}]"
     try:
         info = json.loads(distribution("image-sharpening-kd").read_text("direct_url.json")
                           or "{}")
