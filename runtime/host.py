@@ -57,7 +57,9 @@ MODULE_VERSIONS: dict[str, tuple[str, str, str]] = {
 
 def module_version(module: str, file: str, name: str) -> Optional[str]:
     """`name = "VERSION"` as written in `file` of the package `module` where this Python finds
-    it, or None; the package is found, not imported (TensorRT's loads CUDA libraries)."""
+    it, or None; the package is found, not imported (TensorRT's loads CUDA libraries). A
+    version starts with a digit: a template's placeholder ("##TENSORRT_PYTHON_VERSION##" in a
+    checkout of TensorRT's sources) is none."""
     import re
     from importlib.util import find_spec
 
@@ -67,10 +69,10 @@ def module_version(module: str, file: str, name: str) -> Optional[str]:
         return None
     for folder in (spec.submodule_search_locations or []) if spec else []:
         try:
-            text = (Path(folder) / file).read_text(encoding="utf-8", errors="replace")
+            text = (Path(folder) / file).read_text(encoding="utf-8-sig", errors="replace")
         except OSError:
             continue
-        if m := re.search(rf"^{re.escape(name)}\s*=\s*[\"']([^\"']+)[\"']", text, re.M):
+        if m := re.search(rf"^{re.escape(name)}\s*=\s*[\"']([0-9][^\"']*)[\"']", text, re.M):
             return m[1]
     return None
 

@@ -213,6 +213,22 @@ def test_version_names_jetpacks_tensorrt_which_has_no_pip_metadata(monkeypatch, 
     assert runtime.host.library_versions(["tensorrt"]) == {"tensorrt": "10.3.0"}
 
 
+@pytest.mark.parametrize("text, version", [
+    ('\ufeff__version__ = "10.3.0"\n', "10.3.0"),   # a BOM, as Python itself reads
+    ('__version__ = "##TENSORRT_PYTHON_VERSION##"\n', None),   # TensorRT's template
+    ('__version__ = "10.3.0"\r\n', "10.3.0"), ("__version__: str = get()\n", None)])
+def test_a_packages_version_is_read_only_where_its_file_writes_one(monkeypatch, tmp_path, text,
+                                                                 version):
+    """TensorRT's __init__.py as its template has it (a checkout of its sources on the path)
+    gave `sharpen --version` "TensorRT ##TENSORRT_PYTHON_VERSION##", which exports recorded as
+    the version; one that begins with a byte-order mark gave none."""
+    from runtime.host import module_version
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.py").write_text(text, newline="")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert module_version("tensorrt", "__init__.py", "__version__") == version
+
+
 @pytest.mark.parametrize("command, group", [("bench", "inputs"), ("evaluate", "data")])
 def test_the_clip_frame_options_sit_with_the_data_they_pick_from(command, group):
     """`sharpen bench --help` listed --stride and --frames beside --out and --full, a screen
