@@ -343,9 +343,12 @@ def test_each_docker_build_the_readme_gives_installs_the_engine_of_the_model_it_
 def _extra_requirements(extra: str, machine: str) -> set[str]:
     """The distributions `pip install ".[extra]"` asks for on a Linux machine of this
     architecture (`platform.machine()`), the project's own extras followed."""
-    import tomllib
-
     from packaging.requirements import Requirement
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:   # Python 3.10 (JetPack 6's): pytest's own TOML reader there
+        import tomli as tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     env = {"platform_machine": machine, "sys_platform": "linux", "platform_system": "Linux",
