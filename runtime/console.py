@@ -243,6 +243,15 @@ TF_NOISE = re.compile(r"(INFO: .*(TensorFlow Lite|delegate)"
                       r"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "
                       r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] )")
 
+def onnxruntime_telemetry_off() -> None:
+    """Keep ONNX Runtime's telemetry off, before it is imported: the Linux build of 1.32, at
+    its import, keeps an ID and an event store in ~/.cache/Microsoft/DeveloperTools/.onnxruntime
+    for Microsoft's collector, where a run writes only to --out and --stats (a service's
+    home, ProtectHome=, a camera's privacy). A variable a user set is theirs
+    (ORT_DISABLE_TELEMETRY=0 keeps it on)."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
 def quiet_library_logs() -> None:
     """Keep OpenCV's and FFmpeg's own warnings ("moov atom not found", "can't open camera by
     index", imread's "can't open/read file") off stderr: the command's one-line error or

@@ -11,7 +11,8 @@ from pathlib import Path
 from runtime.cli_errors import (OWN_PACKAGES, SharpenError, interrupt_exit_code,
                                  interrupted_message, missing_dependency, said_after_hang_up,
                                  stop_signals_as_interrupt)
-from runtime.console import open_closed_std_fds, quiet_library_logs, report_fatal_errors
+from runtime.console import (onnxruntime_telemetry_off, open_closed_std_fds, quiet_library_logs,
+                             report_fatal_errors)
 from runtime.cli_parser import OTHER_TOOLS_NAMES, CommandParser
 from runtime.locale_text import unspellable_escaped, utf8_file_names
 from runtime.shell_words import home_expanded
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     report_fatal_errors()   # a native crash inside a quiet_native_stderr window says so
     # TensorFlow (TFLite export) and absl print C++ INFO/WARNING lines users cannot act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    onnxruntime_telemetry_off()   # export, models and quantize import it too
     quiet_library_logs()
     _one_line_warnings()
     try:   # the commands' modules load here (numpy...: most of a second on a slow machine)

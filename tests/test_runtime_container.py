@@ -3,6 +3,7 @@ working folder, only the output folder writable (README: "Container / runtime-on
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,49 @@ def test_a_run_without_a_writable_home_shows_no_onnxruntime_telemetry_line(tmp_p
     assert r.returncode == 0, r.stderr
     assert "telemetry" not in r.stderr and "\x1b[" not in r.stderr, r.stderr
     assert "done: 3 frames" in r.stderr, r.stderr
+
+
+# What ONNX Runtime 1.32 reads to keep its telemetry off (its library's strings): a CI's own
+# variables too, which a test's environment may have and a service's has not.
+_TELEMETRY_OFF = ("ORT_DISABLE_TELEMETRY", "ORT_RUNNING_UNIT_TESTS", "CI", "TF_BUILD",
+                  "GITHUB_ACTIONS", "GITLAB_CI", "CIRCLECI", "TRAVIS", "JENKINS_URL",
+                  "CODEBUILD_BUILD_ID", "BUILDKITE", "TEAMCITY_VERSION", "APPVEYOR",
+                  "BITBUCKET_BUILD_NUMBER", "SYSTEM_TEAMFOUNDATIONCOLLECTIONURI")
+
+
+def test_a_run_with_a_writable_home_leaves_it_as_it_was(tmp_path, onnx_model):
+    """A 35-minute soak of `sharpen run` as a service found
+    ~/.cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,onnxruntime.db} in its user's
+    home: ONNX Runtime 1.32's telemetry, on at its import, keeps an ID and its events there
+    for Microsoft's collector, where the README says a run writes only to --out and --stats.
+    The run (command line or Python) turns it off, unless ORT_DISABLE_TELEMETRY says
+    otherwise."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XDG_CACHE_HOME", "SHARPEN_DEBUG", *_TELEMETRY_OFF)}
+    env.update(HOME=str(home), PYTHONPATH=str(REPO))
+    bare = subprocess.run([sys.executable, "-c", "import onnxruntime"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 0, bare.stderr
+    if not any(home.iterdir()):
+        pytest.skip("this ONNX Runtime build writes nothing in HOME (no 1DS telemetry)")
+    shutil.rmtree(home / ".cache")
+    video = tmp_path / "in.mp4"
+    write_video(video, n=3)
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "run", "--model", str(onnx_model),
+                        "--source", str(video), "--out", str(tmp_path / "out.mp4"),
+                        "--threads", "1"],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert list(home.iterdir()) == [], sorted(str(p) for p in home.rglob("*"))
+    api = ("import sys; from runtime import run_stream; "
+           "run_stream(sys.argv[1], sys.argv[2], sys.argv[3], threads=1, quiet=True)")
+    r = subprocess.run([sys.executable, "-c", api, str(onnx_model), str(video),
+                        str(tmp_path / "api.mp4")],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert list(home.iterdir()) == [], sorted(str(p) for p in home.rglob("*"))
 
 
 def test_what_a_library_says_at_import_is_kept_where_no_temp_file_can_be_made(capfd):
@@ -139,7 +183,6 @@ def test_a_container_run_writes_only_into_its_out_folder(tmp_path, onnx_model):
     written (/proc, even for root) and the model and source in folders of their own, a run and
     a stream stopped as `docker stop` stops it leave those folders as they were, writing only
     into the folder of --out and --stats."""
-    import shutil
     import signal
     import time
     env = _container_env(tmp_path)

@@ -12,7 +12,7 @@ from typing import ContextManager, Optional, Sequence, Union
 import numpy as np
 
 from ..cli_errors import raise_if_interrupted
-from ..console import brief, first_line, quiet_native_stderr
+from ..console import brief, first_line, onnxruntime_telemetry_off, quiet_native_stderr
 from ..host import check_threads, default_threads
 from ..options import option
 from ..prepost import FrameError
@@ -42,7 +42,8 @@ ProviderSpec = Union[None, str, Sequence[str]]
 # ONNX Runtime 1.32's 1DS telemetry keeps a device ID under $XDG_CACHE_HOME or ~/.cache and,
 # where it cannot (a container: HOME unset or read-only), says so in yellow on fd 2 while it is
 # imported, on every start: it reads as a failure of the run, and nothing of ours needs that
-# folder. Only that line is hidden (ORT_DISABLE_TELEMETRY=1 turns the telemetry itself off).
+# folder. The run turns the telemetry off (onnxruntime_telemetry_off); where a user kept it on
+# (ORT_DISABLE_TELEMETRY=0), or imported onnxruntime before, only that line is hidden.
 ORT_IMPORT_NOISE = re.compile(r".*\[W:onnxruntime:[^\]]*telemetry[^\]]*\] Failed to persist "
                               r"telemetry device ID")
 
@@ -281,6 +282,7 @@ class OnnxRuntimeBackend(Backend):
         """flags: messages name `sharpen run`'s flags (--provider), not the keywords."""
         check_threads(threads)
         try:
+            onnxruntime_telemetry_off()   # run_stream() from Python too
             with quiet_native_stderr(ORT_IMPORT_NOISE):
                 import onnxruntime as ort
         except ImportError as e:
