@@ -83,6 +83,8 @@ def prometheus_text(summary: dict[str, Any], camera: str) -> str:
              "frames sharpened but left out of the video, closer together than its interval"),
             ("reconnects_total", "reconnects", "times the source was reconnected"),
             ("segments_closed_total", "segments_closed", "--segment files closed"),
+            ("segments_removed_total", "segments_removed",
+             "--segment files closed, then removed by --keep-segments or --keep-gb"),
             ("segment_frames_total", "segment_frames", "frames in the closed segments")):
         one(name, "counter", help_, summary.get(key))
     one("frames_expected", "gauge",

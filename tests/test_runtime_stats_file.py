@@ -1087,3 +1087,29 @@ def test_a_prometheus_metric_named_as_a_json_field_holds_that_fields_number():
             assert float(value) == summary[name], (name, value, summary[name])
     camera = prometheus_text({**summary, "frames_total": None}, "c")
     assert "sharpen_frames_expected" not in camera, camera   # a camera's run has no end
+
+
+def test_a_prom_file_counts_the_segments_the_bound_removed_as_the_readme_lists_it(model,
+                                                                                   tmp_path):
+    """A service soak (--segment 10 --keep-segments 5) counted `segments_removed` in its JSON
+    --stats file, the segments --keep-segments had removed, but its .prom file had no such
+    metric: `sharpen_segments_closed_total` alone read as every closed segment on disk. Each
+    counter of the .prom file is in the README's table, with its JSON field."""
+    import re
+
+    from runtime import run_stream
+
+    prom = tmp_path / "yard.prom"
+    run_stream(str(model), "synthetic:32x24@10", str(tmp_path / "rec.ts"), segment=0.5,
+               keep_segments=2, max_frames=25, stats_path=str(prom), quiet=True, threads=1)
+    text = prom.read_text()
+    closed = int(re.search(r'^sharpen_segments_closed_total\{camera="yard"\} (\d+)$', text,
+                           re.M)[1])
+    assert closed > 2, text
+    assert re.search(rf'^sharpen_segments_removed_total\{{camera="yard"\}} {closed - 2}$', text,
+                     re.M), text
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = dict(re.findall(r"^\| `sharpen_([a-z_]+_total)` \(`([a-z_]+)`", readme, re.M))
+    for name in re.findall(r"^# TYPE sharpen_([a-z_]+) counter$", text, re.M):
+        assert name in table, f"sharpen_{name} is not in the README's table of counters"
+    assert table["segments_removed_total"] == "segments_removed", table
