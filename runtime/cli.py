@@ -336,8 +336,9 @@ def _segments_removed(summary: dict) -> str:
     if not removed:
         return ""
     kept = max(0, (summary.get("segments_closed") or 0) - removed)
-    return (f"; the first {removed} were removed past --keep-segments or --keep-gb, the last "
-            f"{kept} kept")
+    first = "the first was" if removed == 1 else f"the first {removed} were"
+    return (f"; {first} removed past --keep-segments or --keep-gb, the last"
+            f"{'' if kept == 1 else f' {kept}'} kept")
 
 
 def options_from_args(args: argparse.Namespace):

@@ -240,6 +240,20 @@ def test_a_stopped_runs_note_says_which_segments_the_bound_removed(model, tmp_pa
                          "--keep-segments or --keep-gb, the last 2 kept"), lost
 
 
+def test_a_stopped_runs_note_on_one_removed_segment_reads_as_english():
+    """A restarted service run stopped after 3 segments (--keep-segments 2) said `the first 1
+    were removed past --keep-segments or --keep-gb, the last 2 kept`."""
+    from runtime.cli import _interrupted_note
+    stats = {"frames_processed": 26, "segment": "gate-000007.mkv", "segments_closed": 3,
+             "segments_removed": 1, "source": {"kind": "stdin", "live": False, "spec": "-"}}
+    said = _interrupted_note(stats, "gate.mkv")
+    assert said.endswith("; the first was removed past --keep-segments or --keep-gb, the last "
+                         "2 kept"), said
+    said = _interrupted_note({**stats, "segments_closed": 4, "segments_removed": 3}, "gate.mkv")
+    assert said.endswith("; the first 3 were removed past --keep-segments or --keep-gb, the "
+                         "last kept"), said
+
+
 def test_keep_gb_removes_the_oldest_segments_past_that_size(model, tmp_path):
     """A camera's bitrate varies with its scene: a bound in bytes keeps the disk from filling
     where a count of segments may not."""
