@@ -666,32 +666,29 @@ def _live_left_out_note(summary: dict, asked_fps: float) -> str:
     video_fps = video_rate(kind, src.get("fps") or 0.0, asked_fps or 0.0) or 30.0
     elapsed = summary.get("elapsed_s") or 0
     sent = f" (about {summary.get('frames_captured', 0) / elapsed:.0f} fps)" if elapsed else ""
-    # --fps 29.97 for a header's 30000:1001 is its rate, as a user writes it
-    y4m_rate = src.get("format") == "y4m" and src.get("fps") and \
-        math.isclose(video_fps, src["fps"], rel_tol=1e-3)
-    if y4m_rate:
-        # Its header's rate, which the video took: only a feed that fell behind and caught up
-        # (ffmpeg -re on a loaded machine) gives frames faster.
-        why = (f"than the {video_fps:g} fps its Y4M header declares, which the video is "
-               "written at: a feed that fell behind sends its frames in bursts")
-    elif src.get("format") == "y4m" and src.get("fps") and video_fps < src["fps"]:
-        # --fps below the rate its header declares: the frames past --fps's are left out.
-        why = (f"than the video's {video_fps:g} fps (--fps; its Y4M header declares "
-               f"{src['fps']:g} fps); --fps {src['fps']:g}, or none, keeps them")
-    elif src.get("format") == "y4m" and src.get("fps"):
-        why = (f"than the video's {video_fps:g} fps (--fps, above the {src['fps']:g} fps its "
-               "Y4M header declares): a feed that fell behind sends its frames in bursts")
-    elif kind in RATE_SETTING_KINDS:
+    # A rate the source declares: a Y4M header's, or a stream's other than FFmpeg's guess for
+    # one that declares none (MJPEG over HTTP), which --fps with it would not change.
+    y4m = src.get("format") == "y4m"
+    fps = src.get("fps") or 0.0
+    declared = fps if y4m or not math.isclose(fps, FFMPEG_GUESSED_FPS) else 0.0
+    says, feed = ("its Y4M header declares", "feed") if y4m else ("it declares", "stream")
+    if kind in RATE_SETTING_KINDS:
         # Its declared rate is the video's, --fps or not: --fps only asks the camera for one.
         why = (f"than the {video_fps:g} fps it declares, which the video is written at "
                "(a camera may give another rate than the one it says)")
-    elif src.get("fps") and not math.isclose(src["fps"], FFMPEG_GUESSED_FPS) \
-            and math.isclose(video_fps, src["fps"], rel_tol=1e-3):
-        # A rate the stream declares (not FFmpeg's guess for one that declares none), which
-        # the video took: --fps with it changes nothing; a stream that fell behind, or came
-        # back after a drop, sends its frames in bursts.
-        why = (f"than the {video_fps:g} fps it declares, which the video is written at: a "
-               "stream that fell behind sends its frames in bursts")
+    # --fps 29.97 for a header's 30000:1001 is its rate, as a user writes it
+    elif declared and math.isclose(video_fps, declared, rel_tol=1e-3):
+        # The declared rate, which the video took: only a source that fell behind and caught
+        # up (ffmpeg -re on a loaded machine, a stream back after a drop) gives frames faster.
+        why = (f"than the {video_fps:g} fps {says}, which the video is written at: a {feed} "
+               "that fell behind sends its frames in bursts")
+    elif declared and video_fps < declared:
+        # --fps below the rate it declares: the frames past --fps's are left out.
+        why = (f"than the video's {video_fps:g} fps (--fps; {says} {declared:g} fps); "
+               f"--fps {declared:g}, or none, keeps them")
+    elif declared:
+        why = (f"than the video's {video_fps:g} fps (--fps, above the {declared:g} fps {says}): "
+               f"a {feed} that fell behind sends its frames in bursts")
     else:
         why = (f"than the video's {video_fps:g} fps (a stream that declares no rate, as "
                "MJPEG, is read at FFmpeg's guess of 25); --fps with the source's rate keeps "

@@ -1257,6 +1257,23 @@ def test_a_streams_left_out_frames_are_not_blamed_on_a_rate_it_declares():
     assert "MJPEG" in guessed and "keeps them" in guessed, guessed
 
 
+def test_a_streams_left_out_frames_under_a_lower_fps_name_the_rate_it_declares():
+    """The same stream (MPEG-TS declaring 10 fps) run with --fps 5 was said to declare no rate,
+    as MJPEG, and to be kept whole by --fps with its rate: it declares one, and the frames
+    past --fps 5 are what the video left out, as for a Y4M feed's header. --fps above it
+    leaves out only a burst's frames."""
+    from runtime.cli import _live_left_out_note
+
+    summary = {"left_out_frames": 1800, "frames_processed": 3600, "frames_captured": 3600,
+               "elapsed_s": 360.0, "source": {"kind": "stream", "fps": 10.0}}
+    slower = _live_left_out_note(summary, 5.0)
+    assert "MJPEG" not in slower and "declares no rate" not in slower, slower
+    assert "the video's 5 fps" in slower and "declares 10 fps" in slower, slower
+    assert "--fps 10, or none, keeps them" in slower, slower
+    faster = _live_left_out_note(summary, 15.0)
+    assert "MJPEG" not in faster and "keeps them" not in faster and "bursts" in faster, faster
+
+
 def test_a_live_video_ended_by_an_error_says_the_frames_it_holds(tmp_path, capsys, onnx_model):
     """A camera gone for good ends a live run with an error, and the line after it says what the
     video holds: it counted the frames sharpened, where a video of a camera faster than its
