@@ -693,6 +693,11 @@ def _live_left_out_note(summary: dict, asked_fps: float) -> str:
         why = (f"than the video's {video_fps:g} fps (a stream that declares no rate, as "
                "MJPEG, is read at FFmpeg's guess of 25); --fps with the source's rate keeps "
                "them")
+        if fps and math.isclose(video_fps, fps, rel_tol=1e-3):
+            # 25 fps read: the guess, or a stream that declares 25 (a PAL camera's), for which
+            # --fps 25 changes nothing. Which one is not told apart: both are said.
+            why += (f"; a stream that declares {fps:g} fps and fell behind sends its frames "
+                    "in bursts")
     return (f"the video leaves out {summary['left_out_frames']} of the "
             f"{summary.get('frames_processed', 0)} frames sharpened so that it plays in real "
             f"time: the source gave frames faster{sent} {why}")

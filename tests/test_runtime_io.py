@@ -1274,6 +1274,20 @@ def test_a_streams_left_out_frames_under_a_lower_fps_name_the_rate_it_declares()
     assert "MJPEG" not in faster and "keeps them" not in faster and "bursts" in faster, faster
 
 
+def test_a_25_fps_streams_left_out_frames_are_not_put_down_to_mjpeg_alone():
+    """A stream at 25 fps (a PAL camera's RTSP) reads as FFmpeg's guess for one that declares
+    no rate, and its note said only that: --fps with the source's rate keeps the frames, where
+    for that camera --fps 25 changes nothing, and the bursts of a stream that fell behind went
+    unsaid. Both are said, the advice for the one and the bursts for the other."""
+    from runtime.cli import _live_left_out_note
+
+    summary = {"left_out_frames": 40, "frames_processed": 1500, "frames_captured": 1540,
+               "elapsed_s": 60.0, "source": {"kind": "stream", "fps": 25.0}}
+    note = _live_left_out_note(summary, 0.0)
+    assert "MJPEG" in note and "--fps with the source's rate keeps them" in note, note
+    assert "declares 25 fps" in note and "bursts" in note, note
+
+
 def test_a_live_video_ended_by_an_error_says_the_frames_it_holds(tmp_path, capsys, onnx_model):
     """A camera gone for good ends a live run with an error, and the line after it says what the
     video holds: it counted the frames sharpened, where a video of a camera faster than its
