@@ -92,6 +92,11 @@ def test_a_run_with_a_writable_home_leaves_it_as_it_was(tmp_path, onnx_model):
                        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert list(home.iterdir()) == [], sorted(str(p) for p in home.rglob("*"))
+    # `sharpen models FILE` opens it with ONNX Runtime outside the run's backend
+    r = subprocess.run([sys.executable, "-m", "sharpen", "models", str(onnx_model)], env=env,
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert list(home.iterdir()) == [], sorted(str(p) for p in home.rglob("*"))
 
 
 def test_what_a_library_says_at_import_is_kept_where_no_temp_file_can_be_made(capfd):
