@@ -241,7 +241,7 @@ def test_a_misspelt_keyword_of_run_stream_itself_is_named(onnx_model):
                                          r"mean stop_event=\?\); it takes .*\bcompare, audio, "
                                          r"lossless, quality, codec, crf, encoder_preset, "
                                          r"resume, overwrite, "
-                                         r"exif, segment, keep_segments, keep_gb, "
+                                         r"exif, metadata, segment, keep_segments, keep_gb, "
                                          r"service_notify, "
                                          r"besides output, options, "
                                          r"stop_event, flags, note$"):
