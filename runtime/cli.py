@@ -593,6 +593,9 @@ def handler(args: argparse.Namespace) -> int:
     if summary.get("video") and not summary.get("segment"):
         from .video_sink import encoding_said
         print(f"sharpen run: {written}: {encoding_said(summary['video'])}", file=sys.stderr)
+    elif summary.get("video", {}).get("location_kept"):   # segments: their place, said alone
+        from .video_sink import LOCATION_KEPT
+        print(f"sharpen run: {written}: {LOCATION_KEPT}", file=sys.stderr)
     if gps := summary.get("gps_kept"):
         keep = "keeps its photo's" if gps == 1 else "keep their photos'"
         print(f"sharpen run: {written}: {count(gps, 'image')} {keep} GPS position "

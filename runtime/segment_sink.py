@@ -206,6 +206,9 @@ class SegmentSink(VideoFileSink):
     def _finish(self, seg: VideoFileSink) -> None:
         with self._once(seg):
             seg.close()
+        # A segment's copy carried the source's tags (its place among them): --stats' `video`
+        # and the closing line say it of the recording, as of a single video.
+        self._carried = self._carried or seg._carried
         if seg.replaced:
             self.closed_count += 1
             self.frames_closed += seg.frames

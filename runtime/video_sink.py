@@ -1022,6 +1022,11 @@ TS_PACKET = 188
 TS_PROBE_PACKETS = 16
 
 
+# The closing line's word that a copy carried a phone clip's place (`encoding_said`, and
+# alone for --segment's segments)
+LOCATION_KEPT = "the source's location kept (--no-metadata leaves it out)"
+
+
 def encoding_said(written: dict) -> str:
     """`VideoFileSink.encoding` in words: `MPEG-4 Part 2 (mp4v), 8-bit 4:2:0, BT.601 limited
     range (tagged), OpenCV's fixed quality; 2 audio streams copied; timecode 01:00:00:00`."""
@@ -1039,8 +1044,7 @@ def encoding_said(written: dict) -> str:
     kept = "copied" if written.get("audio_copied", True) else "encoded for the container"
     sound = f"{count(n, 'audio stream')} {kept}" if n else "no audio"
     timecode = f"; timecode {written['timecode']}" if written.get("timecode") else ""
-    place = ("; the source's location kept (--no-metadata leaves it out)"
-             if written.get("location_kept") else "")
+    place = f"; {LOCATION_KEPT}" if written.get("location_kept") else ""
     return f"{pictures}; {sound}{timecode}{place}"
 
 

@@ -147,3 +147,27 @@ def test_a_run_that_keeps_photos_gps_says_how_many(tmp_path, capsys, onnx_model)
     err = capsys.readouterr().err
     assert "GPS" not in err, err
     assert json.loads(stats.read_text())["gps_kept"] == 0
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-metadata"]], ids=["kept", "stripped"])
+def test_a_segmented_runs_kept_location_is_said_as_a_single_videos_is(tmp_path, capsys,
+                                                                      monkeypatch, onnx_model,
+                                                                      ffmpeg, extra):
+    """--segment: each segment carried the clip's place, yet --stats said location_kept false
+    and no closing line said it (a desk publishing a segment had no sign)."""
+    import json
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _phone_clip(tmp_path, ffmpeg, sound=True)
+    out, stats = tmp_path / "seg" / "part.mkv", tmp_path / "stats.json"
+    out.parent.mkdir()
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out", str(out),
+                  "--segment", str(FRAMES / 2 / FPS), "--quiet", "--stats", str(stats), *extra])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    segments = sorted(out.parent.glob("part-*.mkv"))
+    assert len(segments) == 2, segments
+    for seg in segments:
+        assert (PLACE in _listing(ffmpeg, seg)) == (not extra), seg
+    assert json.loads(stats.read_text())["video"]["location_kept"] == (not extra)
+    said = "the source's location kept (--no-metadata leaves it out)"
+    assert (said in err) == (not extra), err
