@@ -11,6 +11,7 @@ from typing import Optional
 ORIENTATION = 0x0112
 EXIF_IFD, PIXEL_X, PIXEL_Y = 0x8769, 0xA002, 0xA003
 GPS_IFD = 0x8825   # GPSInfo: where the GPS tags (a photo's position) are
+GPS_LATITUDE, GPS_LONGITUDE = 2, 4   # in the GPS IFD
 _JPEG_EXIF = b"Exif\x00\x00"
 # A JPEG APP1 segment's length field counts itself and "Exif\0\0" too.
 MAX_JPEG_EXIF_BYTES = 0xFFFF - 2 - len(_JPEG_EXIF)
@@ -75,16 +76,22 @@ def _entries(block: bytes | bytearray, e: str, ifd: int, n: int) -> dict[int, in
 
 
 def has_gps(block: bytes) -> bool:
-    """Whether the TIFF-structured EXIF `block` holds GPS tags (its first IFD points at a GPS
-    IFD); False where it is no block read here."""
+    """Whether the TIFF-structured EXIF `block` holds a GPS position: its first IFD points at
+    a GPS IFD with a latitude or longitude in it (a camera with its GPS off writes one with
+    its version alone); False where it is no block read here."""
     if block[:2] not in (b"II", b"MM"):
         return False
     e = "<" if block[:2] == b"II" else ">"
     try:
         ifd = struct.unpack(e + "I", block[4:8])[0]
-        return GPS_IFD in _entries(block, e, ifd, struct.unpack(e + "H", block[ifd:ifd + 2])[0])
+        at = _entries(block, e, ifd, struct.unpack(e + "H", block[ifd:ifd + 2])[0]).get(GPS_IFD)
+        if at is None:
+            return False
+        gps = struct.unpack(e + "I", block[at + 8:at + 12])[0]
+        tags = _entries(block, e, gps, struct.unpack(e + "H", block[gps:gps + 2])[0])
     except struct.error:
         return False
+    return GPS_LATITUDE in tags or GPS_LONGITUDE in tags
 
 
 def _swap_pixel_dimensions(out: bytearray, e: str, ifd: int, n: int) -> None:

@@ -171,3 +171,23 @@ def test_a_segmented_runs_kept_location_is_said_as_a_single_videos_is(tmp_path, 
     assert json.loads(stats.read_text())["video"]["location_kept"] == (not extra)
     said = "the source's location kept (--no-metadata leaves it out)"
     assert (said in err) == (not extra), err
+
+
+def test_a_photo_whose_gps_block_holds_no_position_is_not_said_to_keep_one(tmp_path, capsys,
+                                                                          onnx_model):
+    """A camera with its GPS off writes a GPS block with its version alone: the run said
+    '1 image keeps its photo's GPS position', which it held none of."""
+    import json
+    src, out, stats = tmp_path / "photo.jpg", tmp_path / "sharp.jpg", tmp_path / "stats.json"
+    e = Image.Exif()
+    e[0x010F] = "Nikon"
+    e.get_ifd(0x8825)[0] = b"\x02\x03\x00\x00"   # GPSVersionID, no latitude or longitude
+    rgb = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(src, exif=e)
+    with Image.open(src) as im:
+        assert im.getexif().get_ifd(0x8825) == {0: b"\x02\x03\x00\x00"}
+    assert run_cli(["run", "--model", str(onnx_model), "--source", str(src), "--out",
+                    str(out), "--quiet", "--stats", str(stats)]) == 0
+    err = capsys.readouterr().err
+    assert "GPS" not in err, err
+    assert json.loads(stats.read_text())["gps_kept"] == 0

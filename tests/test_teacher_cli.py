@@ -973,7 +973,7 @@ def test_no_metadata_leaves_a_photos_gps_out_as_sharpen_run_does(tmp_path, tiny_
     src.mkdir()
     exif = Image.Exif()
     exif[0x010F] = "TestCam"
-    exif.get_ifd(0x8825)[1] = "N"   # GPSLatitudeRef
+    exif.get_ifd(0x8825).update({1: "N", 2: (48.0, 51.0, 30.0)})   # GPSLatitudeRef, Latitude
     rgb = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(src / "shot.jpg", quality=95, exif=exif.tobytes())
     out = tmp_path / "out"
@@ -1276,3 +1276,20 @@ def test_a_stopped_photo_goes_on_first_when_the_folder_has_gained_photos(tmp_pat
     err = capsys.readouterr().err
     assert "b.png: going on where" in err and "dropped" not in err, err
     assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "a.png", "b.png"]
+
+
+def test_a_photo_whose_gps_block_holds_no_position_is_not_said_to_keep_one(tmp_path,
+                                                                          tiny_teacher, capsys):
+    # A camera with its GPS off writes a GPS block with its version alone: 'teacher: 1 image
+    # ...; 1 keeps its photo's GPS position' was said of a photo that held none.
+    from PIL import Image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    exif = Image.Exif()
+    exif.get_ifd(0x8825)[0] = b"\x02\x03\x00\x00"   # GPSVersionID
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(src / "shot.jpg", quality=95, exif=exif.tobytes())
+    assert main(["teacher", str(src), "--out", str(tmp_path / "out"), "--teacher-weights",
+                 tiny_teacher, "--tile", "0", "--quiet"]) == 0
+    assert "GPS" not in capsys.readouterr().out
