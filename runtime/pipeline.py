@@ -25,6 +25,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
+from .audio import find_ffmpeg
 from .backends import BACKEND_BY_SUFFIX, Backend, check_providers, load_backend
 from .cli_errors import drop_gone_outputs, signals_to_take
 from .compare_sink import CompareSink
@@ -852,7 +853,9 @@ class _Stream:
         if vs is None:
             return
         vs.keep_metadata = o.metadata
-        if not o.exif and o.metadata and vs.colour_source is not None:
+        # Without ffmpeg, OpenCV's writer alone writes the video, none of the clip's tags.
+        if not o.exif and o.metadata and vs.colour_source is not None \
+                and find_ffmpeg()[0] is not None:
             no_exif, no_metadata = (("--no-exif", "--no-metadata") if self.flags
                                     else ("exif=False", "metadata=False"))
             warn(f"{no_exif} leaves photos' EXIF out; {option('output', vs.path, self.flags)} "

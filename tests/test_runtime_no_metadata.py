@@ -191,3 +191,18 @@ def test_a_photo_whose_gps_block_holds_no_position_is_not_said_to_keep_one(tmp_p
     err = capsys.readouterr().err
     assert "GPS" not in err, err
     assert json.loads(stats.read_text())["gps_kept"] == 0
+
+
+def test_no_exif_given_a_clip_without_ffmpeg_does_not_say_its_location_is_kept(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg):
+    """Without ffmpeg, OpenCV's writer alone writes the video, none of the clip's tags with it:
+    --no-exif warned that the output kept the clip's location, which it did not hold."""
+    clip = _phone_clip(tmp_path, ffmpeg, sound=False)
+    out = tmp_path / "sharp.mov"
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(tmp_path / "no-ffmpeg"))
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out", str(out),
+                  "--quiet", "--no-exif"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "--no-exif" not in err and "location" not in err, err
+    assert PLACE not in _listing(ffmpeg, out)
