@@ -32,8 +32,8 @@ NO_EXIF_HELP = ("write image outputs without their photos' EXIF (capture date, c
 # when and with what a source was filmed, left out of every output (README: metadata kept).
 NO_METADATA_HELP = ("write outputs without their sources' metadata: a photo's EXIF (capture "
                     "date, camera, GPS position), a video's container tags (location, "
-                    "creation time, title, device) and timecode; colour profile and tags are "
-                    "kept (default: kept, for a catalogue or an NLE)")
+                    "creation time, title, device) and timecode; the colour profile, colour "
+                    "tags and sound are kept (default: all kept, for a catalogue or an NLE)")
 
 # x264's and x265's speed presets (`sharpen run --encoder-preset`), fastest first: a faster one
 # writes a larger file at one CRF. A file's encode waits for the model and may take its time;

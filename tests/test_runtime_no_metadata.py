@@ -206,3 +206,11 @@ def test_no_exif_given_a_clip_without_ffmpeg_does_not_say_its_location_is_kept(
     assert rc == 0, err
     assert "--no-exif" not in err and "location" not in err, err
     assert PLACE not in _listing(ffmpeg, out)
+
+
+def test_the_help_says_which_tags_no_metadata_keeps():
+    """'a video's container tags ... and timecode; colour profile and tags are kept' read as
+    the tags it had just said it left out kept after all."""
+    from runtime.options import NO_METADATA_HELP
+    assert "colour profile and tags are kept" not in NO_METADATA_HELP
+    assert "the colour profile, colour tags and sound are kept" in NO_METADATA_HELP
