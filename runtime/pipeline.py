@@ -925,7 +925,9 @@ class _Stream:
                  f"{'it' if len(stale) == 1 else 'them'}")
         if not kept:
             return
-        self._made_otherwise(src, out, len(kept))
+        # Those kept where this run writes no EXIF were read and hold none (`_strip_kept`):
+        # what the run that made them wrote of it is no difference to say.
+        self._made_otherwise(src, out, len(kept), exif_read=not (self.o.exif and self.o.metadata))
         src.leave_out(kept)
         self.kept_images = len(kept)
         self.nothing_to_do = not src.frame_count
@@ -959,16 +961,25 @@ class _Stream:
              f"camera, GPS position; {first}{', ...' if len(holding) > 1 else ''}): sharpened "
              f"again without it, as {asked} asks")
 
-    def _made_otherwise(self, src: ImageSource, out: Path, kept: int) -> None:
+    def _made_otherwise(self, src: ImageSource, out: Path, kept: int,
+                        exif_read: bool = False) -> None:
         """Warn where the outputs kept in `out` were made by another model or with other
         options (the records of the runs that made them, or of a stopped one): an rsync user
         expects no change of model to go unsaid. Their makers stay in the folder's record,
-        so that every rerun says it until they are made again (overwrite)."""
+        so that every rerun says it until they are made again (overwrite). `exif_read`: the
+        outputs kept were read and hold no EXIF, whatever their makers' `exif` was."""
         now, formats = self.resume_record, {Path(n).suffix.lower() or ".png" for n in src.names}
         stopped = self._stopped_record(out)
         records = resume_mod.made(out) + ([stopped] if stopped else [])
+
+        def as_made(r: dict[str, Any]) -> dict[str, Any]:
+            if not exif_read:
+                return now
+            then = r.get("options", {}).get("exif", resume_mod.UNRECORDED["exif"])
+            return {**now, "options": {**now["options"], "exif": then}}
         changed = next((c for r in records
-                        if (c := resume_mod.rerun_changes(r, now, self.flags, formats))), [])
+                        if (c := resume_mod.rerun_changes(r, as_made(r), self.flags,
+                                                          formats))), [])
         if not changed:
             return
         self.kept_makers = records

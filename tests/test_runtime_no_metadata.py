@@ -214,3 +214,26 @@ def test_the_help_says_which_tags_no_metadata_keeps():
     from runtime.options import NO_METADATA_HELP
     assert "colour profile and tags are kept" not in NO_METADATA_HELP
     assert "the colour profile, colour tags and sound are kept" in NO_METADATA_HELP
+
+
+@pytest.mark.parametrize("flag", ["--no-exif", "--no-metadata"])
+def test_a_stripped_rerun_says_nothing_of_outputs_kept_that_hold_no_exif(tmp_path, capsys,
+                                                                         onnx_model, flag):
+    """A .webp output is written without EXIF: kept by a rerun with the flag, it was said to
+    be 'made otherwise than this run makes them: --no-exif was not given, now given;
+    --overwrite sharpens them again', as if it still held its photo's GPS position."""
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    _gps_photo(photos / "a.jpg")
+    with Image.open(photos / "a.jpg") as im:
+        im.save(photos / "b.webp", exif=im.getexif())
+    base = ["run", "--model", str(onnx_model), "--source", str(photos), "--out", str(out),
+            "--quiet"]
+    assert run_cli(base) == 0
+    capsys.readouterr()
+    assert run_cli([*base, flag]) == 0
+    err = capsys.readouterr().err
+    assert "1 image in" in err and "sharpened again without it" in err, err
+    assert "made otherwise" not in err, err
+    with Image.open(out / "a.jpg") as im:
+        assert not im.getexif()
