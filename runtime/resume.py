@@ -172,9 +172,10 @@ def changes(recorded: dict[str, Any], now: dict[str, Any], flags: bool = False,
         then = ro.get(key, UNRECORDED.get(key))
         if then == now["options"].get(key):
             continue
-        if key == "exif" and flags:   # the flag is --no-exif: "--exif was True" named none
-            said.append("--no-exif was " + ("not given, now given" if then
-                                            else "given, now not given"))
+        if key == "exif" and flags:   # the flags are --no-exif and --no-metadata: "--exif
+            # was True" named none, and "--no-exif" alone one a --no-metadata run was not given
+            said.append("--no-exif or --no-metadata was " + ("not given, now one is" if then
+                                                             else "given, now neither is"))
             continue
         was, is_ = ("not given" if v is None else v for v in (then, now["options"].get(key)))
         if key == "encoder_preset":

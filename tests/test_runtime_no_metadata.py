@@ -237,3 +237,20 @@ def test_a_stripped_rerun_says_nothing_of_outputs_kept_that_hold_no_exif(tmp_pat
     assert "made otherwise" not in err, err
     with Image.open(out / "a.jpg") as im:
         assert not im.getexif()
+
+
+def test_a_rerun_without_no_metadata_names_it_among_what_changed(tmp_path, capsys,
+                                                                  onnx_model):
+    """The outputs a --no-metadata run wrote, kept by a plain rerun, were said to differ by
+    '--no-exif was given, now not given': a flag the user never gave."""
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    _gps_photo(photos / "a.jpg")
+    _gps_photo(photos / "b.jpg")
+    base = ["run", "--model", str(onnx_model), "--source", str(photos), "--out", str(out),
+            "--quiet"]
+    assert run_cli([*base, "--no-metadata"]) == 0
+    capsys.readouterr()
+    assert run_cli(base) == 0
+    err = capsys.readouterr().err
+    assert "--no-exif or --no-metadata was given, now neither is" in err, err

@@ -912,7 +912,7 @@ def test_a_resume_without_no_exif_after_a_run_with_it_is_refused(made, tmp_path)
     assert code == 130, err
     r = sharpen(*argv, "--resume")
     assert r.returncode == 2, r.stderr
-    assert "--no-exif was given, now not given" in r.stderr, r.stderr
+    assert "--no-exif or --no-metadata was given, now neither is" in r.stderr, r.stderr
     r = sharpen(*argv, "--resume", "--no-exif")
     assert r.returncode == 0, r.stderr
 
