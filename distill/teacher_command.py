@@ -98,7 +98,7 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     from runtime.atomic import remove_killed_writes
     from runtime.warn import warn
     from runtime.imageio import decode_image
-    from runtime.exif import has_gps
+    from runtime.exif import gps_kept_said, has_gps
     from runtime.image_sources import photo_metadata
     remove_killed_writes(out)   # a killed run's half-written outputs, up to ~100 MB each
     try:
@@ -256,11 +256,10 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
         run.close()
     bar.close()
     earlier = len(files) - len(todo)
-    keep = "keeps its photo's" if gps == 1 else "keep their photos'"
     print(f"teacher: {count(done, 'image')} in {out}"
           + (f" ({earlier} from an earlier run)" if earlier else "") + f", {len(failed)} failed"
           # As `sharpen run` says it: a photo's place, which a desk must not publish unawares
-          + (f"; {gps} {keep} GPS position (--no-metadata leaves it out)" if gps else ""),
+          + (f"; {gps_kept_said(gps, images=False)}" if gps else ""),
           flush=True)
     if failed:
         print(_skipped_listed(failed, done > 0), file=sys.stderr)

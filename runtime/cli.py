@@ -597,9 +597,8 @@ def handler(args: argparse.Namespace) -> int:
         from .video_sink import LOCATION_KEPT
         print(f"sharpen run: {written}: {LOCATION_KEPT}", file=sys.stderr)
     if gps := summary.get("gps_kept"):
-        keep = "keeps its photo's" if gps == 1 else "keep their photos'"
-        print(f"sharpen run: {written}: {count(gps, 'image')} {keep} GPS position "
-              "(--no-metadata leaves it out)", file=sys.stderr)
+        from .exif import gps_kept_said
+        print(f"sharpen run: {written}: {gps_kept_said(gps)}", file=sys.stderr)
     if args.compare and args.output:   # the frames' captions say it too, once opened
         from .compare_sink import compare_layout
         shown = "--out - (stdout)" if args.output.strip() == "-" else written

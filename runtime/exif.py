@@ -94,6 +94,14 @@ def has_gps(block: bytes) -> bool:
     return GPS_LATITUDE in tags or GPS_LONGITUDE in tags
 
 
+def gps_kept_said(n: int, images: bool = True) -> str:
+    """The closing lines' word that `n` images were written with their photos' GPS position
+    (`sharpen run`; `sharpen teacher`, whose line named them already: not `images`)."""
+    from .console import count
+    keep = "keeps its photo's" if n == 1 else "keep their photos'"
+    return f"{count(n, 'image') if images else n} {keep} GPS position (--no-metadata leaves it out)"
+
+
 def _swap_pixel_dimensions(out: bytearray, e: str, ifd: int, n: int) -> None:
     """Swap the Exif IFD's PixelXDimension and PixelYDimension (type, count and value each,
     as one may be a SHORT and the other a LONG) in `out`, where both are there."""
