@@ -254,3 +254,37 @@ def test_a_rerun_without_no_metadata_names_it_among_what_changed(tmp_path, capsy
     assert run_cli(base) == 0
     err = capsys.readouterr().err
     assert "--no-exif or --no-metadata was given, now neither is" in err, err
+
+
+def test_no_metadata_holds_where_ffmpeg_refuses_the_colour_tags(tmp_path, capsys, monkeypatch,
+                                                                 onnx_model, ffmpeg):
+    """An ffmpeg that refuses the colour tags (one built without a bitstream filter, or older)
+    gets the sound's copy again without them: that plain copy is stripped as well, or ffmpeg's
+    defaults bring the sound's own tags (its creation time) and the clip's chapters along."""
+    clip = tmp_path / "chaptered.mov"
+    chapters = tmp_path / "chapters.txt"
+    chapters.write_text(";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=200\n"
+                        "title=At the square\n")
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i",
+                    str(_phone_clip(tmp_path, ffmpeg, sound=True)), "-i", str(chapters),
+                    "-map", "0", "-map_chapters", "1", "-c", "copy", "-metadata:s:a",
+                    f"creation_time={SHOT}Z", "-movflags", "use_metadata_tags", str(clip)],
+                   check=True, timeout=60)
+    assert "at the square" in _listing(ffmpeg, clip).lower()
+    refusing = tmp_path / "bin" / "ffmpeg"
+    refusing.parent.mkdir()
+    refusing.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = -colorspace ] && '
+                        '{ echo "Unrecognized option colorspace" >&2; exit 1; }; done\n'
+                        f'exec "{ffmpeg}" "$@"\n')
+    refusing.chmod(0o755)
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(refusing))
+    out = tmp_path / "sharp.mp4"
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out", str(out),
+                  "--quiet", "--no-metadata"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "were not tagged (Unrecognized option" in err, err
+    listing = _listing(ffmpeg, out).lower()
+    assert "audio:" in listing, listing
+    for said in (PLACE, SHOT.lower(), TITLE.lower(), DEVICE.lower(), "at the square", "chapter",
+                 "timecode"):
+        assert said not in listing, (said, listing)
