@@ -978,3 +978,34 @@ def test_a_resumed_silent_run_keeps_the_timecode_in_the_joins_own_copy(made, tmp
     assert "timecode        : 01:02:03:04" in listing, listing
     assert "creation_time   : 2026-11-30T10:00:00" in listing, listing
     assert len(frames_and_times(out)[0]) == N
+
+
+def test_a_resume_with_no_metadata_joins_the_parts_without_the_clips_place(made, tmp_path):
+    """The stopped run kept the clip's place in its part (as a run without --no-metadata
+    does); --resume --no-metadata joins that part and its own without it: the join is the
+    silent clip's last copy, and a desk that resumed to publish got the place back."""
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        pytest.skip("no ffmpeg to tag a clip with")
+    place = "+48.8584+002.2945/"
+    clip = tmp_path / "phone.mov"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(made["clip"]), "-c",
+                    "copy", "-metadata", f"location={place}", "-metadata", "title=The square",
+                    "-metadata", "creation_time=2026-11-30T10:00:00Z", "-movflags",
+                    "use_metadata_tags", str(clip)], check=True, timeout=60)
+    env = _env(ffmpeg)
+
+    def listing(path: Path) -> str:
+        return subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
+                              capture_output=True, text=True, timeout=60).stderr
+
+    out = tmp_path / "sharp.mov"
+    argv = ["--model", str(made["model"]), "--source", str(clip), "--out", str(out)]
+    code, err = stopped(argv, 15, signal.SIGINT, env)
+    assert code == 130, err
+    assert place in listing(out)
+    r = sharpen(*argv, "--resume", "--no-metadata", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "resuming at frame" in r.stderr, r.stderr
+    said = listing(out)
+    assert place not in said and "The square" not in said and "2026-11-30" not in said, said
