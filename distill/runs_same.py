@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+from runtime.console import count
 
 from .config import RUN_CONTROL
 from .runs_compare import Run, format_table, read_run, run_folders
@@ -222,21 +225,44 @@ def _numbers(rec: dict, prefix: str = "") -> dict:
     return out
 
 
+def _keyed(run: Run) -> dict:
+    """metrics.jsonl's records by (kind, step, n): n tells apart two records of one step."""
+    out: dict = {}
+    seen: Counter = Counter()
+    for kind, recs in (("step", run.train), ("validation", run.val)):
+        for r in recs:
+            out[kind, r["step"], seen[kind, r["step"]]] = _numbers(r)
+            seen[kind, r["step"]] += 1
+    return out
+
+
 def metrics_check(a: Run, b: Run, tolerance: float) -> Check:
-    """metrics.jsonl's records in order, timings left out: losses, learning rates and
-    validation scores, each number within `tolerance`."""
-    ra, rb = [_numbers(r) for r in a.train + a.val], [_numbers(r) for r in b.train + b.val]
-    order = lambda r: (r.get("step", 0), "val.step" in r)   # noqa: E731
-    ra.sort(key=order)
-    rb.sort(key=order)
+    """metrics.jsonl's records of the steps both runs logged, timings left out: losses,
+    learning rates and validation scores, each number within `tolerance`. A record one run
+    has alone is said, not counted: a stop validates where it stops, and log_every and
+    val_every steer. Step records of runs of another log_every are not compared: each
+    averages the steps since the one before."""
+    ra, rb = _keyed(a), _keyed(b)
     sa, sb = f"{len(ra)} records", f"{len(rb)} records"
     if not ra and not rb:
         return Check("metrics", sa, sb, f"{UNKNOWN}: neither run logged a step")
-    if len(ra) != len(rb):
-        return Check("metrics", sa, sb, f"{DIFFERS}: another number of records")
+    skipped = ""
+    if a.config.get("log_every") != b.config.get("log_every"):
+        ra = {k: v for k, v in ra.items() if k[0] != "step"}
+        rb = {k: v for k, v in rb.items() if k[0] != "step"}
+        skipped = "; step records not compared (another log_every)"
+    shared = sorted(set(ra) & set(rb), key=lambda k: (k[1], k[0] == "validation", k[2]))
+    alone = sorted(set(ra) ^ set(rb), key=lambda k: (k[1], k[0]))
+    if alone:
+        said = ", ".join(f"{k[0]} at step {k[1]} in {(a if k in ra else b).label}"
+                         for k in alone[:3])
+        skipped += (f"; {count(len(alone), 'record')} in one run only, not compared "
+                    f"({said}{', ...' if len(alone) > 3 else ''})")
+    if not shared:
+        return Check("metrics", sa, sb, f"{UNKNOWN}: no step logged by both{skipped}")
     worst, where = 0.0, ""
-    for x, y in zip(ra, rb):
-        step = x.get("step")
+    for key in shared:
+        x, y, step = ra[key], rb[key], key[1]
         if set(x) != set(y):
             keys = sorted(set(x) ^ set(y))
             return Check("metrics", sa, sb, f"{DIFFERS}: at step {step:g}, {', '.join(keys)} "
@@ -251,7 +277,7 @@ def metrics_check(a: Run, b: Run, tolerance: float) -> Check:
                     worst, where = d, f"{k} at step {step:g} ({x[k]:.10g} vs {y[k]:.10g})"
             elif x[k] != y[k]:
                 return Check("metrics", sa, sb, f"{DIFFERS}: {k} at step {step:g}")
-    return Check("metrics", sa, sb, _within(worst, tolerance, where))
+    return Check("metrics", sa, sb, _within(worst, tolerance, where) + skipped)
 
 
 def compare(a: Run, b: Run, tolerance: float) -> list[Check]:

@@ -69,6 +69,27 @@ def test_a_resumed_run_is_the_same_as_the_uninterrupted_one(runs, capsys):
     assert code == 0, text
 
 
+def test_a_run_stopped_between_validations_and_resumed_is_the_same(runs, capsys, tmp_path,
+                                                                   monkeypatch):
+    """A stop validates where it stops (step 1 here, val_every=2): the resumed run had one
+    validation record more than the uninterrupted one, bit-identical weights, and --same
+    said 'DIFFERS: another number of records'. Another log_every or val_every (steering)
+    logs other records too: those the runs share are compared, the rest said."""
+    monkeypatch.setattr(host, "code_info", lambda: {"version": "0.1.0", "commit": COMMIT,
+                                                    "dirty": False})
+    train(tiny_cfg(tmp_path / "e", 4, val_every=2, stop_after=1), quiet=True)
+    train(tiny_cfg(tmp_path / "e", 4, val_every=2), quiet=True)
+    code, text = same(capsys, runs / "a", tmp_path / "e")
+    assert code == 0, text
+    assert verdicts(text)["metrics"] == ("same (bit for bit); 1 record in one run only, not "
+                                         "compared (validation at step 1 in e)"), text
+    train(tiny_cfg(tmp_path / "f", 4, val_every=4, log_every=2), quiet=True)
+    code, text = same(capsys, runs / "a", tmp_path / "f")
+    assert code == 0, text
+    assert verdicts(text)["metrics"].startswith("same (bit for bit); step records not "
+                                                "compared (another log_every); 1 record"), text
+
+
 def test_a_folder_holding_the_two_runs_stands_for_them(runs, capsys, tmp_path):
     for name in ("a", "b"):
         shutil.copytree(runs / name, tmp_path / "runs" / name)
@@ -143,7 +164,7 @@ def test_a_changed_setting_data_or_metric_is_named(runs, capsys, tmp_path):
     shutil.copytree(runs / "b", b)
     cfg = yaml.safe_load((b / "config.yaml").read_text())
     cfg["optim"]["lr"] *= 2
-    cfg["log_every"] += 1
+    cfg["ckpt_every"] += 1
     (b / "config.yaml").write_text(yaml.safe_dump(cfg))
 
     def relabel(ck):
@@ -161,7 +182,7 @@ def test_a_changed_setting_data_or_metric_is_named(runs, capsys, tmp_path):
     assert rows["setting optim.lr"] == "DIFFERS", text
     assert rows["setting processes"] == "DIFFERS", text   # torchrun's, from train.log
     # steering is shown, not counted: it does not change what is trained
-    assert rows["setting log_every"].startswith("not compared"), text
+    assert rows["setting ckpt_every"].startswith("not compared"), text
     assert rows["training data"] == "DIFFERS" and rows["validation data"] == "same", text
     assert rows["metrics"].startswith("DIFFERS: largest difference 0.5 > 0, loss at step 1"), \
         text
