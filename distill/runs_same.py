@@ -49,17 +49,23 @@ def _shown(v) -> str:
     return str(v)
 
 
+def _checkpoint(path: Path) -> dict:
+    """The checkpoint, its tensors mapped from the file, not read; BadRun naming the file
+    (once: read_checkpoint's messages mostly name it already) where it cannot be read."""
+    from .checkpoint import CheckpointError, read_checkpoint
+    try:
+        return read_checkpoint(path, mmap=True)
+    except (CheckpointError, OSError) as e:
+        raise BadRun(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+
+
 def _record(folder: Path) -> dict:
     """What the run's checkpoint records (last.pt, full, records the data; else best.pt):
     its environment, data signature, lineage and step. {} where there is no checkpoint."""
-    from .checkpoint import CheckpointError, read_checkpoint
     for name in CHECKPOINTS:
         p = folder / name
         if p.is_file():
-            try:
-                ck = read_checkpoint(p, mmap=True)
-            except (CheckpointError, OSError) as e:
-                raise BadRun(f"{p}: {e}") from None
+            ck = _checkpoint(p)
             return {"from": name, **{k: ck.get(k) for k in ("environment", "data", "lineage")}}
     return {}
 
@@ -155,13 +161,9 @@ def _files(sig: dict, key: str) -> str:
 
 
 def _weights(path: Path) -> tuple[dict, str]:
-    """The model and EMA tensors, mapped from the file, not read; and what the checkpoint
-    holds in words (its tensors and step)."""
-    from .checkpoint import CheckpointError, read_checkpoint
-    try:
-        ck = read_checkpoint(path, mmap=True)
-    except (CheckpointError, OSError) as e:
-        raise BadRun(f"{path}: {e}") from None
+    """The model and EMA tensors (mapped) and what the checkpoint holds in words (its tensors
+    and step)."""
+    ck = _checkpoint(path)
     tensors = {f"{part}.{n}": t for part in ("model", "ema")
                if isinstance(ck.get(part), dict) for n, t in ck[part].items()}
     step = ck.get("step")

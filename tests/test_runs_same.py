@@ -247,6 +247,10 @@ def test_bad_input_is_one_line_and_exit_2(runs, capsys, tmp_path):
     code, text = same(capsys, runs / "a", b)
     assert code == 2 and str(b / "last.pt") in text and "Traceback" not in text, text
     assert len(text.strip().splitlines()) == 1, text
+    # a truncated copy: the file named once ('X: X is not a readable ...' named it twice)
+    (b / "last.pt").write_bytes((runs / "b" / "last.pt").read_bytes()[:1000])
+    code, text = same(capsys, runs / "a", b)
+    assert code == 2 and text.count(str(b / "last.pt")) == 1 and "truncated" in text, text
 
 
 def test_tolerance_without_same_is_refused(runs, capsys):
