@@ -122,6 +122,7 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     partial = PartialImage(out, run.settings)
     current: list[str] = []   # the image being sharpened, for the interrupted line
     todo = [(src, rel) for src, rel in files if not run.is_done(src, rel)]
+    partial.remove_dead(run.is_done)
     # The photos stopped runs kept rows of go first: their files, 12 bytes a pixel, are
     # removed as soon as each is written.
     stopped = partial.kept_names() if args.resume else set()

@@ -5,7 +5,7 @@ name hashes to, until that photo is written."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -142,6 +142,30 @@ class PartialImage:
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue
         return kept
+
+    def remove_dead(self, done: Callable[[Path, Path], bool]) -> None:
+        """The kept files no run can go on from removed, 12 bytes a pixel each: those of a
+        photo `done(input, name)` says is written (a kill after writing it, before they went),
+        and data or a band with no record (a kill before a photo's first record, or inside
+        `clear`). Each photo's are kept under its own names: one name per --out was reused,
+        these stayed for good. The run's lock is held: no other run is writing them."""
+        import json
+        import re
+        names = re.compile(r"\.sharpen-teacher\.(?:partial|band)\.([0-9a-f]{16})\.(?:json|np[yz])")
+        found: dict[str, list[Path]] = {}
+        for path in self.out.glob(".sharpen-teacher.*.*.*"):
+            if m := names.fullmatch(path.name):
+                found.setdefault(m.group(1), []).append(path)
+        for h, paths in found.items():
+            try:
+                state = json.loads((self.out / self.FILE.format(h)).read_text())
+                name, src = Path(str(state["name"])), Path(str(state["input"][0]))
+                if self.names(name)[0] != self.FILE.format(h) or not done(src, name):
+                    continue
+            except (OSError, ValueError, KeyError, TypeError, IndexError):
+                pass   # no record, or cut short: nothing goes on from its data
+            for path in paths:
+                path.unlink(missing_ok=True)
 
     def _take_over_legacy(self, rel: Path) -> None:
         """The one stopped photo an earlier version kept, renamed to its own names where it is

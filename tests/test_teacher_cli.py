@@ -1293,3 +1293,36 @@ def test_a_photo_whose_gps_block_holds_no_position_is_not_said_to_keep_one(tmp_p
     assert main(["teacher", str(src), "--out", str(tmp_path / "out"), "--teacher-weights",
                  tiny_teacher, "--tile", "0", "--quiet"]) == 0
     assert "GPS" not in capsys.readouterr().out
+
+
+def test_kept_files_no_run_can_go_on_from_are_removed_by_the_next_run(tmp_path, tiny_teacher,
+                                                                      monkeypatch, capsys):
+    """Each stopped photo's files (12 bytes a pixel) are kept under its own names: those a kill
+    left that no run reads stayed for good, where one name per --out was reused before. A kill
+    after a photo was written but before its files went (it is done, never opened again), and
+    one before its first record (its data with no record), each left a photo's size on disk."""
+    from pathlib import Path
+
+    from distill.teacher_partial import PartialImage
+
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png", "c.png"):
+        cv2.imwrite(str(tmp_path / name), rng.integers(0, 255, (200, 90, 3), np.uint8))
+    out = tmp_path / "out"
+    args = ["teacher", None, "--out", str(out), "--teacher-weights", tiny_teacher,
+            "--tile", "64", "--overlap", "16", "--quiet"]
+    for name in ("a.png", "b.png"):
+        args[1] = str(tmp_path / name)
+        _stopped_at_batch(monkeypatch, 4)
+        assert main(args) == 130
+        monkeypatch.undo()
+    (out / PartialImage.names(Path("b.png"))[0]).unlink()   # killed before it was recorded
+    args[1] = str(tmp_path / "a.png")
+    monkeypatch.setattr(PartialImage, "clear", lambda self: None)   # killed once it is written
+    assert main(args) == 0
+    monkeypatch.undo()
+    assert any(p.name.startswith(".sharpen-teacher.partial.") for p in out.iterdir())
+    args[1] = str(tmp_path / "c.png")
+    capsys.readouterr()
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "a.png", "c.png"]
