@@ -61,8 +61,6 @@ class PartialImage:
     def open(self, src: Path, rel: Path, shape: tuple[int, ...], resume: bool) -> int:
         """The array this image's output goes into, and the rows of it an earlier run of the
         same image and settings finished (0 where there is none, or `resume` is False)."""
-        import json
-
         st = src.stat()
         self._key = {"name": str(rel), "input": [str(src.resolve()), st.st_size,
                                                   st.st_mtime_ns],
@@ -76,9 +74,9 @@ class PartialImage:
             self._take_over_legacy(rel)
             state = {}
             try:
-                state = json.loads(self.file.read_text())
+                state = _read_record(self.file)
                 if {k: state.get(k) for k in self._key} == self._key:
-                    self.array = np.lib.format.open_memmap(data, mode="r+")
+                    self.array = _open_kept(data)
                     if self.array.shape == tuple(shape) and self.array.dtype == np.float32:
                         self.rows = int(state["rows"])
                         self.band = self._read_band(state.get("band"))
@@ -101,9 +99,13 @@ class PartialImage:
     def _read_band(self, recorded: object) -> Optional[Band]:
         """The kept band, where it is the one the record names (a kill between writing it and
         the record leaves a newer one: the rows alone are then gone on from)."""
+        import os
         import zipfile
+
+        from runtime.atomic import open_no_follow
         try:
-            with np.load(self.band_file) as f:
+            with os.fdopen(open_no_follow(self.band_file, os.O_RDONLY), "rb") as file, \
+                    np.load(file) as f:
                 band = Band(int(f["at"]), int(f["top"]), f["acc"], f["wsum"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None   # none, or cut short
@@ -132,11 +134,10 @@ class PartialImage:
 
     def kept_names(self) -> set[str]:
         """The output names of the images whose rows earlier stopped runs kept."""
-        import json
         kept = set()
         for path in [*self.out.glob(self.FILE.format("*")), self.out / self.LEGACY[0]]:
             try:
-                state = json.loads(path.read_text())
+                state = _read_record(path)
                 if int(state["rows"]) > 0 or state.get("band"):
                     kept.add(str(state["name"]))
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -149,7 +150,6 @@ class PartialImage:
         and data or a band with no record (a kill before a photo's first record, or inside
         `clear`). Each photo's are kept under its own names: one name per --out was reused,
         these stayed for good. The run's lock is held: no other run is writing them."""
-        import json
         import re
         names = re.compile(r"\.sharpen-teacher\.(?:partial|band)\.([0-9a-f]{16})\.(?:json|np[yz])")
         found: dict[str, list[Path]] = {}
@@ -158,7 +158,7 @@ class PartialImage:
                 found.setdefault(m.group(1), []).append(path)
         for h, paths in found.items():
             try:
-                state = json.loads((self.out / self.FILE.format(h)).read_text())
+                state = _read_record(self.out / self.FILE.format(h))
                 name, src = Path(str(state["name"])), Path(str(state["input"][0]))
                 if self.names(name)[0] != self.FILE.format(h) or not done(src, name):
                     continue
@@ -170,10 +170,9 @@ class PartialImage:
     def _take_over_legacy(self, rel: Path) -> None:
         """The one stopped photo an earlier version kept, renamed to its own names where it is
         `rel` (its record last: a kill between leaves the legacy record, tried again)."""
-        import json
         import os
         try:
-            if json.loads((self.out / self.LEGACY[0]).read_text())["name"] != str(rel):
+            if _read_record(self.out / self.LEGACY[0])["name"] != str(rel):
                 return
         except (OSError, ValueError, KeyError, TypeError):
             return
@@ -227,6 +226,33 @@ class PartialImage:
         self.band, self.band_at = None, 0
         for path in (self.file, self.data, self.band_file):
             path.unlink(missing_ok=True)
+
+
+def _read_record(path: Path) -> dict:
+    """A kept photo's record (JSON), never read through a link nor from a FIFO planted under
+    its name (open_no_follow: LinkRefused, a ValueError): the names are a hash anyone can
+    work out, and a FIFO held every run into --out before its first photo."""
+    import json
+    import os
+
+    from runtime.atomic import open_no_follow
+    with os.fdopen(open_no_follow(path, os.O_RDONLY), "rb") as f:
+        return json.load(f)
+
+
+def _open_kept(path: Path) -> np.ndarray:
+    """The kept rows at `path` (an .npy) as a memmap to go on blending into, never through a
+    link planted under its name (open_no_follow): the rows went into the file linked to."""
+    import os
+
+    from runtime.atomic import open_no_follow
+    with os.fdopen(open_no_follow(path, os.O_RDWR), "r+b") as f:
+        version = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read(f)
+        return np.memmap(f, dtype=dtype, mode="r+", shape=shape, order="F" if fortran else "C",
+                         offset=f.tell())
 
 
 def _reserve(path: Path) -> None:

@@ -1326,3 +1326,47 @@ def test_kept_files_no_run_can_go_on_from_are_removed_by_the_next_run(tmp_path, 
     capsys.readouterr()
     assert main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "a.png", "c.png"]
+
+
+def test_a_fifo_or_link_planted_at_a_stopped_photos_names_is_not_read_through(
+        tmp_path, tiny_teacher, monkeypatch, capsys):
+    """A stopped photo's files are kept in --out under names anyone can work out (its output
+    name's hash), and every run reads each record there: a FIFO planted as one held the run
+    before its first photo until someone wrote to it, and a record and data planted as links
+    had the run blend its rows into the file linked to. Each is refused as a FIFO or a link
+    is (open_no_follow): that photo begins again, and the other file is left as it was."""
+    import os
+    import signal
+    from pathlib import Path
+
+    from distill.teacher_partial import PartialImage
+
+    src = tmp_path / "a.png"
+    cv2.imwrite(str(src), np.random.default_rng(0).integers(0, 255, (200, 90, 3), np.uint8))
+    out = tmp_path / "out"
+    args = ["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
+            "--tile", "64", "--overlap", "16", "--quiet"]
+    _stopped_at_batch(monkeypatch, 4)
+    assert main(args) == 130
+    monkeypatch.undo()
+    record, data, band = (out / n for n in PartialImage.names(Path("a.png")))
+    victim = tmp_path / "victim.npy"
+    data.rename(victim)
+    before = victim.read_bytes()
+    data.symlink_to(victim)   # its record as the run left it: the link is all that is planted
+    os.mkfifo(out / PartialImage.FILE.format("0" * 16))
+
+    class Hung(Exception):   # not an OSError, which the run takes as no record
+        pass
+
+    def hung(*_):
+        raise Hung("the run waited on the FIFO")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        assert main(args) == 0
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert victim.read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "a.png"]
