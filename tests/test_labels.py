@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -2663,6 +2664,28 @@ def test_the_labelling_lock_is_writable_by_those_who_may_write_the_cache_not_by_
         assert oct((out / CLAIMS).stat().st_mode & 0o777) == oct(lock_mode), oct(folder_mode)
 
 
+def _label_as(tmp_path, said: dict, uid: int, names: int, gid: int = 65534,
+              groups: tuple[int, ...] = ()) -> None:
+    """In a child: `names` images of tmp_path/data labelled into tmp_path/cache as user `uid`
+    (primary group `gid`, also in `groups`) under umask 022; what came of it put in `said`."""
+    import io
+    from contextlib import redirect_stderr
+    os.chdir(tmp_path)
+    os.setgroups(list(groups))
+    os.setgid(gid)
+    os.setuid(uid)
+    os.umask(0o022)
+    err = io.StringIO()
+    with redirect_stderr(err):
+        try:
+            s = run_labels("data", "cache", teacher=FakeTeacher(), tile=0, overlap=0,
+                           progress=False, limit=names)
+            said["done"] = s.done
+        except Exception as e:   # noqa: BLE001 - the child reports it
+            said["error"] = repr(e)
+    said["err"] = err.getvalue()
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
                     reason="needs root, to label as another user (nobody)")
 def test_a_group_cache_first_labelled_under_umask_022_is_open_to_the_rest_of_the_group(
@@ -2682,24 +2705,7 @@ def test_a_group_cache_first_labelled_under_umask_022_is_open_to_the_rest_of_the
     os.chown(cache, 0, 65534)
     cache.chmod(0o2775)
 
-    def label(said: dict, uid: int, names: int) -> None:
-        import io
-        from contextlib import redirect_stderr
-        os.chdir(tmp_path)
-        os.setgroups([])
-        os.setgid(65534)
-        os.setuid(uid)
-        os.umask(0o022)
-        err = io.StringIO()
-        with redirect_stderr(err):
-            try:
-                s = run_labels("data", "cache", teacher=FakeTeacher(), tile=0, overlap=0,
-                               progress=False, limit=names)
-                said["done"] = s.done
-            except Exception as e:   # noqa: BLE001 - the child reports it
-                said["error"] = repr(e)
-        said["err"] = err.getvalue()
-
+    label = partial(_label_as, tmp_path)
     shut = [(p, p.stat().st_mode) for p in tmp_path.parents if not p.stat().st_mode & 0o001]
     try:
         for p, mode in shut:
@@ -2748,3 +2754,40 @@ def test_a_run_waiting_on_another_runs_claim_names_that_run(tmp_path, capsys):
     assert "1 image(s) being labelled by another run" in err, err
     assert (f"waiting for im01: the run labelling it is pid {holder.pid}, user "
             f"{getpass.getuser()} (Ctrl-C stops this one") in err, err
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="needs root, to label as other users")
+def test_a_group_cache_without_setgid_is_shared_with_its_own_group_not_the_first_members(
+        tmp_path):
+    """A lab's cache folder, 0775 of the group lab but not setgid: what a member made in it
+    has the member's own primary group. labels/ and .manifest.lock were made writable by that
+    group (every user of a server where it is `users`), not the cache's: the rest of lab was
+    still refused ('cannot write in cache/labels'), and users who may not write the cache
+    could write its labels. They are now the cache folder's group where the member is in it,
+    and writable by no group where not."""
+    import stat
+
+    from child_fixtures import in_a_child
+    tmp_path.chmod(0o755)
+    _paired(tmp_path / "data", 2, h=16, w=16)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    lab, users = 65534, 65533
+    os.chown(cache, 0, lab)
+    cache.chmod(0o775)
+    label = partial(_label_as, tmp_path)
+    shut = [(p, p.stat().st_mode) for p in tmp_path.parents if not p.stat().st_mode & 0o001]
+    try:
+        for p, mode in shut:
+            p.chmod(mode | 0o001)
+        said = in_a_child(lambda d: label(d, 65534, 1, gid=users, groups=(users, lab)))
+        assert said.get("done") == 1, said
+        for made in (cache / "labels", cache / ".manifest.lock"):
+            st = made.stat()
+            assert (st.st_gid, stat.S_IMODE(st.st_mode) & 0o020) == (lab, 0o020), made
+        said = in_a_child(lambda d: label(d, 65533, 2, gid=lab))   # lab's other member
+    finally:
+        for p, mode in shut:
+            p.chmod(mode)
+    assert said.get("done") == 1 and "error" not in said, said

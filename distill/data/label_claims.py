@@ -33,9 +33,25 @@ def share_with_folder(fd: int, st: os.stat_result, folder: Path) -> None:
     theirs (where the system allows one) would have had it opened up."""
     if st.st_nlink == 1 and st.st_uid == os.geteuid():
         with contextlib.suppress(OSError):
-            mode = os.stat(folder).st_mode
-            os.fchmod(fd, 0o600 | (0o060 if mode & 0o020 else 0)
-                      | (0o006 if mode & 0o002 else 0))
+            up = os.stat(folder)
+            os.fchmod(fd, 0o600 | (0o060 if _folders_group(up, st, fd) else 0)
+                      | (0o006 if up.st_mode & 0o002 else 0))
+
+
+def _folders_group(up: os.stat_result, st: os.stat_result, fd: int | str) -> bool:
+    """Whether what `fd` (a descriptor, or a folder's path; `st`, its stat) is may be made
+    writable by its group, as the folder it is in (`up`) is: made in one that is not setgid,
+    it has its maker's own group (every user of a server where that is `users`), whose
+    members may not write the folder, and not the folder's, whose members were refused. It is
+    given the folder's group where its maker is in it, else no group's write."""
+    if not up.st_mode & 0o020:
+        return False
+    if st.st_gid != up.st_gid:
+        try:
+            os.chown(fd, -1, up.st_gid)
+        except OSError:   # not in the folder's group: theirs alone, as before this version
+            return False
+    return True
 
 
 def make_shared_folder(folder: Path) -> None:
@@ -49,10 +65,11 @@ def make_shared_folder(folder: Path) -> None:
         make_shared_folder(folder.parent)
     folder.mkdir(exist_ok=True)
     with contextlib.suppress(OSError):
-        st, up = os.stat(folder), os.stat(folder.parent).st_mode
+        st, up = os.stat(folder), os.stat(folder.parent)
         if st.st_uid == os.geteuid():
-            os.chmod(folder, stat.S_IMODE(st.st_mode) | (0o070 if up & 0o020 else 0)
-                     | (0o007 if up & 0o002 else 0))
+            os.chmod(folder, stat.S_IMODE(st.st_mode)
+                     | (0o070 if _folders_group(up, st, str(folder)) else 0)
+                     | (0o007 if up.st_mode & 0o002 else 0))
 
 
 def _user_of(pid: int) -> str:
