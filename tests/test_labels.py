@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -2621,11 +2622,7 @@ def test_a_shared_cache_whose_labels_or_lock_another_user_owns_is_refused_before
             said["rc"] = main(["--data", "data", "--out", "cache", "--tile", "0", "--quiet"])
         said["err"] = err.getvalue()
 
-    # pytest's tmp folders are root's alone: passable for nobody while it labels.
-    shut = [(p, p.stat().st_mode) for p in tmp_path.parents if not p.stat().st_mode & 0o001]
-    try:
-        for p, mode in shut:
-            p.chmod(mode | 0o001)
+    with _passable_for_all(tmp_path):
         said = in_a_child(work)
         assert said.get("rc") == 2, said
         assert said["err"].strip().splitlines()[-1].startswith(
@@ -2633,9 +2630,6 @@ def test_a_shared_cache_whose_labels_or_lock_another_user_owns_is_refused_before
             "denied; cache/labels belongs to user root)"), said
         (cache / "labels").chmod(0o777)
         said = in_a_child(work)
-    finally:
-        for p, mode in shut:
-            p.chmod(mode)
     assert said.get("rc") == 2, said
     assert said["err"].strip().splitlines()[-1].startswith(
         "sharpen labels: error: --out cache: cannot write in cache/.manifest.lock (Permission "
@@ -2662,6 +2656,30 @@ def test_the_labelling_lock_is_writable_by_those_who_may_write_the_cache_not_by_
         out.chmod(folder_mode)
         LabelClaims(out).close()
         assert oct((out / CLAIMS).stat().st_mode & 0o777) == oct(lock_mode), oct(folder_mode)
+
+
+@contextmanager
+def _passable_for_all(tmp_path):
+    """pytest's tmp folders are root's alone: passable for other users while the block runs."""
+    shut = [(p, p.stat().st_mode) for p in tmp_path.parents if not p.stat().st_mode & 0o001]
+    try:
+        for p, mode in shut:
+            p.chmod(mode | 0o001)
+        yield
+    finally:
+        for p, mode in shut:
+            p.chmod(mode)
+
+
+def _group_cache(tmp_path, mode: int, gid: int) -> Path:
+    """tmp_path/cache, root's with group `gid` and `mode`, to label tmp_path/data into."""
+    tmp_path.chmod(0o755)
+    _paired(tmp_path / "data", 2, h=16, w=16)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    os.chown(cache, 0, gid)
+    cache.chmod(mode)
+    return cache
 
 
 def _label_as(tmp_path, said: dict, uid: int, names: int, gid: int = 65534,
@@ -2698,27 +2716,14 @@ def test_a_group_cache_first_labelled_under_umask_022_is_open_to_the_rest_of_the
     import stat
 
     from child_fixtures import in_a_child
-    tmp_path.chmod(0o755)
-    _paired(tmp_path / "data", 2, h=16, w=16)
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    os.chown(cache, 0, 65534)
-    cache.chmod(0o2775)
-
-    label = partial(_label_as, tmp_path)
-    shut = [(p, p.stat().st_mode) for p in tmp_path.parents if not p.stat().st_mode & 0o001]
-    try:
-        for p, mode in shut:
-            p.chmod(mode | 0o001)
+    cache, label = _group_cache(tmp_path, 0o2775, 65534), partial(_label_as, tmp_path)
+    with _passable_for_all(tmp_path):
         said = in_a_child(lambda d: label(d, 65534, 1))   # the first member (nobody)
         assert said.get("done") == 1, said
         assert stat.S_IMODE((cache / "labels").stat().st_mode) & 0o070 == 0o070
         assert stat.S_IMODE((cache / ".manifest.lock").stat().st_mode) == 0o660
         (cache / ".manifest.lock").chmod(0o644)   # as an earlier version left it
         said = in_a_child(lambda d: label(d, 65533, 2))   # another member of the group
-    finally:
-        for p, mode in shut:
-            p.chmod(mode)
     assert said.get("done") == 1 and "error" not in said, said
 
 
@@ -2769,25 +2774,13 @@ def test_a_group_cache_without_setgid_is_shared_with_its_own_group_not_the_first
     import stat
 
     from child_fixtures import in_a_child
-    tmp_path.chmod(0o755)
-    _paired(tmp_path / "data", 2, h=16, w=16)
-    cache = tmp_path / "cache"
-    cache.mkdir()
     lab, users = 65534, 65533
-    os.chown(cache, 0, lab)
-    cache.chmod(0o775)
-    label = partial(_label_as, tmp_path)
-    shut = [(p, p.stat().st_mode) for p in tmp_path.parents if not p.stat().st_mode & 0o001]
-    try:
-        for p, mode in shut:
-            p.chmod(mode | 0o001)
+    cache, label = _group_cache(tmp_path, 0o775, lab), partial(_label_as, tmp_path)
+    with _passable_for_all(tmp_path):
         said = in_a_child(lambda d: label(d, 65534, 1, gid=users, groups=(users, lab)))
         assert said.get("done") == 1, said
         for made in (cache / "labels", cache / ".manifest.lock"):
             st = made.stat()
             assert (st.st_gid, stat.S_IMODE(st.st_mode) & 0o020) == (lab, 0o020), made
         said = in_a_child(lambda d: label(d, 65533, 2, gid=lab))   # lab's other member
-    finally:
-        for p, mode in shut:
-            p.chmod(mode)
     assert said.get("done") == 1 and "error" not in said, said

@@ -1178,6 +1178,19 @@ def test_a_stopped_photo_s_tiles_are_kept_while_another_is_sharpened_into_its_ou
             "run's weights, --tile, --overlap or device differ from that run's") in err, err
 
 
+def _a_photo_stopped(src, tiny_teacher, monkeypatch) -> tuple[list[str], object]:
+    """`src`, a random 200 x 90 photo, stopped by Ctrl-C in its 4th batch of tiles (2 of its
+    8 kept) as it was sharpened into the folder `out` beside it: the command, and `out`."""
+    cv2.imwrite(str(src), np.random.default_rng(0).integers(0, 255, (200, 90, 3), np.uint8))
+    out = src.parent / "out"
+    args = ["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
+            "--tile", "64", "--overlap", "16", "--quiet"]
+    _stopped_at_batch(monkeypatch, 4)
+    assert main(args) == 130
+    monkeypatch.undo()
+    return args, out
+
+
 def test_a_photo_an_earlier_version_kept_goes_on_from_its_files(tmp_path, tiny_teacher,
                                                                monkeypatch, capsys):
     """A photo stopped by a version that kept one per --out (under unhashed names) is not
@@ -1186,14 +1199,7 @@ def test_a_photo_an_earlier_version_kept_goes_on_from_its_files(tmp_path, tiny_t
 
     from distill.teacher_partial import PartialImage
 
-    src = tmp_path / "big.png"
-    cv2.imwrite(str(src), np.random.default_rng(0).integers(0, 255, (200, 90, 3), np.uint8))
-    out = tmp_path / "out"
-    args = ["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
-            "--tile", "64", "--overlap", "16", "--quiet"]
-    _stopped_at_batch(monkeypatch, 4)
-    assert main(args) == 130
-    monkeypatch.undo()
+    args, out = _a_photo_stopped(tmp_path / "big.png", tiny_teacher, monkeypatch)
     for name, legacy in zip(PartialImage.names(Path("big.png")), PartialImage.LEGACY):
         (out / name).rename(out / legacy)
     capsys.readouterr()
@@ -1203,25 +1209,30 @@ def test_a_photo_an_earlier_version_kept_goes_on_from_its_files(tmp_path, tiny_t
     assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "big.png"]
 
 
+def _main_with_file_size_limit(args: list[str], limit: int) -> int:
+    """`main(args)` where no file may grow past `limit` bytes: a full disk, for --out alone."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        return main(args)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
 def test_a_photo_whose_rows_find_no_room_in_out_is_sharpened_without_them(tmp_path, tiny_teacher,
                                                                           capsys):
     """The stopped rows' file is 12 bytes a pixel, four times an 8-bit PNG: on a disk with
     room for the image but not for it, a photo that was written before was skipped ('File too
     large', or on a full disk a sparse file's first write crashed Python with a bus error).
     It is now sharpened without them, saying so. The file-size limit stands in for the disk."""
-    import resource
-
     src = tmp_path / "big.png"
     cv2.imwrite(str(src), np.random.default_rng(0).integers(0, 255, (200, 90, 3), np.uint8))
     out = tmp_path / "out"
     args = ["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
             "--tile", "64", "--overlap", "16", "--quiet"]
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, hard))   # the rows: 216,000 bytes
-    try:
-        code = main(args)
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    code = _main_with_file_size_limit(args, 150_000)   # the rows: 216,000 bytes
     err = capsys.readouterr().err
     assert code == 0, err
     assert "big.png: its finished rows cannot be kept in" in err and "File too large" in err
@@ -1235,19 +1246,12 @@ def test_a_photo_whose_blend_band_finds_no_room_keeps_its_rows_and_says_so(tmp_p
     for the rows' file but not for it, the photo is still sharpened, its rows kept, and the
     user told that a stop runs those tiles again (once, not at every batch). The file-size
     limit stands in for the disk: 80 rows of 96 columns are 92 kB, a 64-row band 98 kB."""
-    import resource
-
     src = tmp_path / "low.png"
     cv2.imwrite(str(src), np.random.default_rng(0).integers(0, 255, (80, 90, 3), np.uint8))
     out = tmp_path / "out"
     args = ["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
             "--tile", "64", "--overlap", "16", "--batch-size", "1", "--quiet"]
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (95_000, hard))
-    try:
-        code = main(args)
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    code = _main_with_file_size_limit(args, 95_000)
     err = capsys.readouterr().err
     assert code == 0, err
     assert err.count("low.png: the tiles below its finished rows cannot be kept in") == 1, err
@@ -1341,15 +1345,8 @@ def test_a_fifo_or_link_planted_at_a_stopped_photos_names_is_not_read_through(
 
     from distill.teacher_partial import PartialImage
 
-    src = tmp_path / "a.png"
-    cv2.imwrite(str(src), np.random.default_rng(0).integers(0, 255, (200, 90, 3), np.uint8))
-    out = tmp_path / "out"
-    args = ["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
-            "--tile", "64", "--overlap", "16", "--quiet"]
-    _stopped_at_batch(monkeypatch, 4)
-    assert main(args) == 130
-    monkeypatch.undo()
-    record, data, band = (out / n for n in PartialImage.names(Path("a.png")))
+    args, out = _a_photo_stopped(tmp_path / "a.png", tiny_teacher, monkeypatch)
+    data = out / PartialImage.names(Path("a.png"))[1]
     victim = tmp_path / "victim.npy"
     data.rename(victim)
     before = victim.read_bytes()
