@@ -2784,3 +2784,36 @@ def test_a_group_cache_without_setgid_is_shared_with_its_own_group_not_the_first
             assert (st.st_gid, stat.S_IMODE(st.st_mode) & 0o020) == (lab, 0o020), made
         said = in_a_child(lambda d: label(d, 65533, 2, gid=lab))   # lab's other member
     assert said.get("done") == 1 and "error" not in said, said
+
+
+def test_a_caches_labels_folder_is_made_on_windows_too(tmp_path, monkeypatch):
+    """Making a cache's labels/ shared with whoever may write the cache (3efe2bfc) asked
+    os.geteuid, which Windows' os has not: the first label staged into a new cache there
+    ended in an AttributeError."""
+    from distill.data.label_claims import make_shared_folder
+    monkeypatch.delattr(os, "geteuid")
+    make_shared_folder(tmp_path / "cache" / "labels")
+    assert (tmp_path / "cache" / "labels").is_dir()
+
+
+@pytest.mark.skipif(not hasattr(os, "O_NOFOLLOW"), reason="POSIX modes")
+def test_a_link_swapped_in_for_a_labels_folder_just_made_is_not_opened_up(tmp_path,
+                                                                          monkeypatch):
+    """labels/ is made, then made as writable as the cache it is in, by its name: in a cache
+    anyone may write, a link put in its place between the two (to ~/.ssh, say) had its
+    target made writable by every user. What is opened up is the folder made, or nothing."""
+    from distill.data.label_claims import make_shared_folder
+    cache, victim = tmp_path / "cache", tmp_path / "victim"
+    cache.mkdir()
+    cache.chmod(0o777)
+    victim.mkdir(mode=0o700)
+    real = Path.mkdir
+
+    def swapped(self, *args, **kwargs):   # the other user wins the race
+        real(self, *args, **kwargs)
+        if self.name == "labels":
+            self.rename(cache / "moved")
+            self.symlink_to(victim)
+    monkeypatch.setattr(Path, "mkdir", swapped)
+    make_shared_folder(cache / "labels")
+    assert oct(victim.stat().st_mode & 0o777) == oct(0o700)

@@ -38,9 +38,9 @@ def share_with_folder(fd: int, st: os.stat_result, folder: Path) -> None:
                       | (0o006 if up.st_mode & 0o002 else 0))
 
 
-def _folders_group(up: os.stat_result, st: os.stat_result, fd: int | str) -> bool:
-    """Whether what `fd` (a descriptor, or a folder's path; `st`, its stat) is may be made
-    writable by its group, as the folder it is in (`up`) is: made in one that is not setgid,
+def _folders_group(up: os.stat_result, st: os.stat_result, fd: int) -> bool:
+    """Whether what `fd` (a file or folder open; `st`, its stat) is may be made writable by
+    its group, as the folder it is in (`up`) is: made in one that is not setgid,
     it has its maker's own group (every user of a server where that is `users`), whose
     members may not write the folder, and not the folder's, whose members were refused. It is
     given the folder's group where its maker is in it, else no group's write."""
@@ -64,12 +64,20 @@ def make_shared_folder(folder: Path) -> None:
     if not folder.parent.is_dir():   # labels/sub/: each folder made shared
         make_shared_folder(folder.parent)
     folder.mkdir(exist_ok=True)
+    if not (hasattr(os, "geteuid") and hasattr(os, "O_NOFOLLOW")):   # Windows: no modes
+        return
     with contextlib.suppress(OSError):
-        st, up = os.stat(folder), os.stat(folder.parent)
-        if st.st_uid == os.geteuid():
-            os.chmod(folder, stat.S_IMODE(st.st_mode)
-                     | (0o070 if _folders_group(up, st, str(folder)) else 0)
-                     | (0o007 if up.st_mode & 0o002 else 0))
+        # Through the folder made, not its name: a link put in its place meanwhile (in a
+        # cache anyone may write) had its target, a folder of this user's, opened up.
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            st, up = os.fstat(fd), os.stat(folder.parent)
+            if st.st_uid == os.geteuid():
+                group = 0o070 if _folders_group(up, st, fd) else 0
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) | group
+                          | (0o007 if up.st_mode & 0o002 else 0))
+        finally:
+            os.close(fd)
 
 
 def _user_of(pid: int) -> str:
