@@ -202,10 +202,12 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                     rows = 1
                 current[:] = [src.name] if rows > 1 else []
                 unbanded.clear()
-                if from_row or partial.band_at:
+                # Not where the kept rows spare no tile (a kill left no band): 'going on' with
+                # every tile left to run.
+                if (rest := left(img.shape, from_row, partial.band_at)) < left(img.shape):
                     tqdm.write(f"{src.name}: going on where an earlier run was stopped "
-                               f"({left(img.shape, from_row, partial.band_at)} of its "
-                               f"{left(img.shape)} tiles left to run)", file=sys.stderr)
+                               f"({rest} of its {left(img.shape)} tiles left to run)",
+                               file=sys.stderr)
                 y = teacher.sharpen(img, tile=args.tile, overlap=args.overlap,
                                     batch_size=args.batch_size, on_tile=on_tile,
                                     out=partial.array if rows > 1 else None, from_row=from_row,

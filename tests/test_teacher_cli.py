@@ -1367,3 +1367,24 @@ def test_a_fifo_or_link_planted_at_a_stopped_photos_names_is_not_read_through(
         signal.signal(signal.SIGALRM, old)
     assert victim.read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == [".sharpen-teacher.json", "a.png"]
+
+
+def test_a_photo_whose_kept_rows_spare_no_tile_is_not_said_to_go_on(tmp_path, tiny_teacher,
+                                                                     capsys):
+    """A kill between writing a photo's band and its record leaves the rows alone recorded,
+    and the rows above the second tile row spare none of its tiles: the next run said 'going
+    on where an earlier run was stopped (8 of its 8 tiles left to run)', and ran all 8."""
+    import json
+    from pathlib import Path
+
+    from distill.teacher_partial import PartialImage
+
+    args, out = _a_photo_stopped(tmp_path / "a.png", tiny_teacher, pytest.MonkeyPatch())
+    record = out / PartialImage.names(Path("a.png"))[0]
+    state = json.loads(record.read_text())
+    del state["band"]   # as a kill there leaves it, in its second tile row (48 px apart)
+    record.write_text(json.dumps({**state, "rows": 48}))
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "going on" not in err, err
