@@ -1336,7 +1336,7 @@ def test_a_fifo_or_link_planted_at_a_stopped_photos_names_is_not_read_through(
         tmp_path, tiny_teacher, monkeypatch, capsys):
     """A stopped photo's files are kept in --out under names anyone can work out (its output
     name's hash), and every run reads each record there: a FIFO planted as one held the run
-    before its first photo until someone wrote to it, and a record and data planted as links
+    before its first photo until someone wrote to it, and a photo's rows planted as a link
     had the run blend its rows into the file linked to. Each is refused as a FIFO or a link
     is (open_no_follow): that photo begins again, and the other file is left as it was."""
     import os
@@ -1370,7 +1370,7 @@ def test_a_fifo_or_link_planted_at_a_stopped_photos_names_is_not_read_through(
 
 
 def test_a_photo_whose_kept_rows_spare_no_tile_is_not_said_to_go_on(tmp_path, tiny_teacher,
-                                                                     capsys):
+                                                                     monkeypatch, capsys):
     """A kill between writing a photo's band and its record leaves the rows alone recorded,
     and the rows above the second tile row spare none of its tiles: the next run said 'going
     on where an earlier run was stopped (8 of its 8 tiles left to run)', and ran all 8."""
@@ -1379,7 +1379,7 @@ def test_a_photo_whose_kept_rows_spare_no_tile_is_not_said_to_go_on(tmp_path, ti
 
     from distill.teacher_partial import PartialImage
 
-    args, out = _a_photo_stopped(tmp_path / "a.png", tiny_teacher, pytest.MonkeyPatch())
+    args, out = _a_photo_stopped(tmp_path / "a.png", tiny_teacher, monkeypatch)
     record = out / PartialImage.names(Path("a.png"))[0]
     state = json.loads(record.read_text())
     del state["band"]   # as a kill there leaves it, in its second tile row (48 px apart)
