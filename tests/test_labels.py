@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -2590,12 +2589,13 @@ def test_labels_another_run_made_meanwhile_are_said_as_theirs(tmp_path):
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
                     reason="needs root, to label as another user (nobody)")
 def test_a_shared_cache_whose_labels_or_lock_another_user_owns_is_refused_before_the_teacher(
-        tmp_path, monkeypatch):
+        passable_tmp, monkeypatch):
     """A team's cache folder writable by all, but its labels/ folder and .manifest.lock made
     by a member under umask 077 (theirs alone): the folder's check passed, the teacher
     loaded, and the first label ended in 'Permission denied' with 'the same command
     run again skips them', which fails alike. Refused at once, naming what cannot be written
     and whose it is."""
+    tmp_path = passable_tmp
     from child_fixtures import in_a_child
     from distill.data import labels
 
@@ -2622,14 +2622,13 @@ def test_a_shared_cache_whose_labels_or_lock_another_user_owns_is_refused_before
             said["rc"] = main(["--data", "data", "--out", "cache", "--tile", "0", "--quiet"])
         said["err"] = err.getvalue()
 
-    with _passable_for_all(tmp_path):
-        said = in_a_child(work)
-        assert said.get("rc") == 2, said
-        assert said["err"].strip().splitlines()[-1].startswith(
-            "sharpen labels: error: --out cache: cannot write in cache/labels (Permission "
-            "denied; cache/labels belongs to user root)"), said
-        (cache / "labels").chmod(0o777)
-        said = in_a_child(work)
+    said = in_a_child(work)
+    assert said.get("rc") == 2, said
+    assert said["err"].strip().splitlines()[-1].startswith(
+        "sharpen labels: error: --out cache: cannot write in cache/labels (Permission "
+        "denied; cache/labels belongs to user root)"), said
+    (cache / "labels").chmod(0o777)
+    said = in_a_child(work)
     assert said.get("rc") == 2, said
     assert said["err"].strip().splitlines()[-1].startswith(
         "sharpen labels: error: --out cache: cannot write in cache/.manifest.lock (Permission "
@@ -2658,17 +2657,22 @@ def test_the_labelling_lock_is_writable_by_those_who_may_write_the_cache_not_by_
         assert oct((out / CLAIMS).stat().st_mode & 0o777) == oct(lock_mode), oct(folder_mode)
 
 
-@contextmanager
-def _passable_for_all(tmp_path):
-    """pytest's tmp folders are root's alone: passable for other users while the block runs."""
-    shut = [(p, p.stat().st_mode) for p in tmp_path.parents if not p.stat().st_mode & 0o001]
+@pytest.fixture
+def passable_tmp():
+    """A folder other users can pass through, for the tests that label as them. pytest's own
+    tmp folders sit in /tmp/pytest-of-USER, 0700; opening that up for a test's while raced
+    with the other workers' pytest, which closes it again when it finds it open, and with
+    each other: a child then failed at random with a PermissionError."""
+    import shutil
+    import tempfile
+    d = Path(tempfile.mkdtemp(prefix="sharpen-labels-"))
+    if any(not p.stat().st_mode & 0o001 for p in d.parents):
+        shutil.rmtree(d)
+        pytest.skip(f"{d.parent} is not passable for other users (TMPDIR)")
     try:
-        for p, mode in shut:
-            p.chmod(mode | 0o001)
-        yield
+        yield d
     finally:
-        for p, mode in shut:
-            p.chmod(mode)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _group_cache(tmp_path, mode: int, gid: int) -> Path:
@@ -2707,23 +2711,23 @@ def _label_as(tmp_path, said: dict, uid: int, names: int, gid: int = 65534,
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
                     reason="needs root, to label as another user (nobody)")
 def test_a_group_cache_first_labelled_under_umask_022_is_open_to_the_rest_of_the_group(
-        tmp_path):
+        passable_tmp):
     """A studio's cache folder, group-writable (2775), first labelled by a member whose umask
     is 022: its labels/ and .manifest.lock were that member's alone to write, and every other
     member's labels run into it was refused ('cannot write in cache/labels'). They are now
     made as writable as the folder they are in; a lock file an earlier version made so is
     locked through a read-only handle (flock needs no write)."""
+    tmp_path = passable_tmp
     import stat
 
     from child_fixtures import in_a_child
     cache, label = _group_cache(tmp_path, 0o2775, 65534), partial(_label_as, tmp_path)
-    with _passable_for_all(tmp_path):
-        said = in_a_child(lambda d: label(d, 65534, 1))   # the first member (nobody)
-        assert said.get("done") == 1, said
-        assert stat.S_IMODE((cache / "labels").stat().st_mode) & 0o070 == 0o070
-        assert stat.S_IMODE((cache / ".manifest.lock").stat().st_mode) == 0o660
-        (cache / ".manifest.lock").chmod(0o644)   # as an earlier version left it
-        said = in_a_child(lambda d: label(d, 65533, 2))   # another member of the group
+    said = in_a_child(lambda d: label(d, 65534, 1))   # the first member (nobody)
+    assert said.get("done") == 1, said
+    assert stat.S_IMODE((cache / "labels").stat().st_mode) & 0o070 == 0o070
+    assert stat.S_IMODE((cache / ".manifest.lock").stat().st_mode) == 0o660
+    (cache / ".manifest.lock").chmod(0o644)   # as an earlier version left it
+    said = in_a_child(lambda d: label(d, 65533, 2))   # another member of the group
     assert said.get("done") == 1 and "error" not in said, said
 
 
@@ -2764,25 +2768,25 @@ def test_a_run_waiting_on_another_runs_claim_names_that_run(tmp_path, capsys):
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
                     reason="needs root, to label as other users")
 def test_a_group_cache_without_setgid_is_shared_with_its_own_group_not_the_first_members(
-        tmp_path):
+        passable_tmp):
     """A lab's cache folder, 0775 of the group lab but not setgid: what a member made in it
     has the member's own primary group. labels/ and .manifest.lock were made writable by that
     group (every user of a server where it is `users`), not the cache's: the rest of lab was
     still refused ('cannot write in cache/labels'), and users who may not write the cache
     could write its labels. They are now the cache folder's group where the member is in it,
     and writable by no group where not."""
+    tmp_path = passable_tmp
     import stat
 
     from child_fixtures import in_a_child
     lab, users = 65534, 65533
     cache, label = _group_cache(tmp_path, 0o775, lab), partial(_label_as, tmp_path)
-    with _passable_for_all(tmp_path):
-        said = in_a_child(lambda d: label(d, 65534, 1, gid=users, groups=(users, lab)))
-        assert said.get("done") == 1, said
-        for made in (cache / "labels", cache / ".manifest.lock"):
-            st = made.stat()
-            assert (st.st_gid, stat.S_IMODE(st.st_mode) & 0o020) == (lab, 0o020), made
-        said = in_a_child(lambda d: label(d, 65533, 2, gid=lab))   # lab's other member
+    said = in_a_child(lambda d: label(d, 65534, 1, gid=users, groups=(users, lab)))
+    assert said.get("done") == 1, said
+    for made in (cache / "labels", cache / ".manifest.lock"):
+        st = made.stat()
+        assert (st.st_gid, stat.S_IMODE(st.st_mode) & 0o020) == (lab, 0o020), made
+    said = in_a_child(lambda d: label(d, 65533, 2, gid=lab))   # lab's other member
     assert said.get("done") == 1 and "error" not in said, said
 
 
