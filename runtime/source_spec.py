@@ -34,8 +34,11 @@ def is_glob(spec: str) -> bool:
 def _names_a_path(spec: str) -> bool:
     """Whether a spelling with '!' is a file's, not a GStreamer pipeline's: one that is there
     ("Wow!.mp4"), one in a folder that is there ("Wow!/*.png", a mistyped "clips/Wow!.mp4"), or
-    one with an image or video extension (a pipeline ends in its appsink)."""
+    one with an image or video extension (a pipeline ends in its appsink). A glob's folder is
+    the one above its first pattern ("Wow!" of the README's "Wow!/**/*")."""
     folder = os.path.dirname(spec)
+    while folder and not os.path.isdir(folder) and any(c in folder for c in "*?["):
+        folder = os.path.dirname(folder)
     return (os.path.exists(spec) or bool(folder) and os.path.isdir(folder)
             or Path(spec).suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
 

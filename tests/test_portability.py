@@ -559,6 +559,14 @@ def test_a_name_with_an_exclamation_mark_that_is_no_file_yet_is_not_a_pipeline(t
     assert spec_kind(f"{folder}/*.png") == "images"
     with open_source(f"{folder}/*.png") as src:
         assert sorted(src.names) == ["a.png", "b.png"]
+    # The README's recursive spelling ('photos/**/*'): its folder part ("Wow!/**") is no
+    # folder, and it was taken for a pipeline too; a subfolder's images are read with it.
+    (folder / "sub").mkdir()
+    (folder / "b.png").rename(folder / "sub" / "b.png")
+    for pattern in (f"{folder}/**/*", f"{folder}/*/*.png"):
+        assert spec_kind(pattern) == "images", pattern
+    with open_source(f"{folder}/**/*") as src:
+        assert sorted(src.names) == ["a.png", "sub/b.png"]
     for missing in (f"{folder}/clip.mp4", "Gone!.mp4"):
         assert spec_kind(missing) == "video", missing
         with pytest.raises(SourceError, match="source not found"):
