@@ -957,7 +957,8 @@ class _Stream:
         asked = ("exif=False" if self.o.metadata else "metadata=False") if not self.flags \
             else ("--no-exif" if self.o.metadata else "--no-metadata")
         first = src.names[min(holding)]
-        warn(f"{count(len(holding), 'image')} in {out} hold their photos' EXIF (capture date, "
+        holds = "holds its photo's" if len(holding) == 1 else "hold their photos'"
+        warn(f"{count(len(holding), 'image')} in {out} {holds} EXIF (capture date, "
              f"camera, GPS position; {first}{', ...' if len(holding) > 1 else ''}): sharpened "
              f"again without it, as {asked} asks")
 

@@ -234,6 +234,8 @@ def test_a_stripped_rerun_says_nothing_of_outputs_kept_that_hold_no_exif(tmp_pat
     assert run_cli([*base, flag]) == 0
     err = capsys.readouterr().err
     assert "1 image in" in err and "sharpened again without it" in err, err
+    # In the number it takes: it said '1 image in out hold their photos' EXIF'.
+    assert f"1 image in {out} holds its photo's EXIF (capture date" in err, err
     assert "made otherwise" not in err, err
     with Image.open(out / "a.jpg") as im:
         assert not im.getexif()
