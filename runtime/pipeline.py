@@ -49,7 +49,7 @@ from .service_notify import EngineWork, ServiceNotifier
 from .source_spec import is_glob
 from .stats import LiveReporter, Stats, StatsFile, stats_file_or_none, write_stats_atomic
 from .tiling import tiling_warnings
-from .segment_sink import SegmentSink, check_segment
+from .segment_sink import SegmentSink, check_segment, segments_shown
 from .video_codecs import (FILE_PRESET, codec_problems, crf_used, encoded_by_ffmpeg,
                            preset_used)
 from .video_sink import VideoFileSink, refuse_lossless
@@ -858,7 +858,9 @@ class _Stream:
                 and find_ffmpeg()[0] is not None:
             no_exif, no_metadata = (("--no-exif", "--no-metadata") if self.flags
                                     else ("exif=False", "metadata=False"))
-            warn(f"{no_exif} leaves photos' EXIF out; {option('output', vs.path, self.flags)} "
+            # Segments: named as the closing line names them, not as --out, never written.
+            shown = segments_shown(vs.path) if isinstance(vs, SegmentSink) else vs.path
+            warn(f"{no_exif} leaves photos' EXIF out; {option('output', shown, self.flags)} "
                  f"keeps the container metadata of {vs.colour_source} (a phone's location, "
                  f"creation time, title, device, where it has them): {no_metadata} leaves it "
                  "out")

@@ -104,6 +104,21 @@ def test_no_exif_given_a_video_says_its_location_is_kept(tmp_path, capsys, monke
     assert "warning: --no-exif" in err and "--no-metadata" in err, err
 
 
+def test_no_exif_given_a_clip_into_segments_names_the_segments(tmp_path, capsys, monkeypatch,
+                                                               onnx_model, ffmpeg):
+    """--segment: the warning named '--out seg.mp4 keeps the container metadata', a file the
+    run never writes, where the closing line and the other warnings name its segments."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _phone_clip(tmp_path, ffmpeg, sound=False)
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
+                  str(tmp_path / "seg.mp4"), "--quiet", "--no-exif", "--segment", "0.2"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    shown = tmp_path / "seg-NNNNNN-YYYYmmdd-HHMMSS.mp4"
+    assert f"--out {shown} keeps the container metadata of" in err, err
+    assert f"{shown}: the source's location kept" in err, err
+
+
 @pytest.mark.parametrize("flag", ["--no-exif", "--no-metadata"])
 def test_a_rerun_asked_to_strip_sharpens_again_the_outputs_that_hold_gps(
         tmp_path, capsys, onnx_model, flag):
