@@ -851,6 +851,7 @@ def _default_output(source: str, taken: Optional[set[str]] = None) -> str:
     from pathlib import Path
 
     from .imageio import is_image, is_video
+    from .source_spec import spec_folder
     from .sources import is_glob, spec_kind
     p = Path(source)
     if spec_kind(source) == "stream":   # named by the URL's file; a query is not a glob
@@ -858,7 +859,8 @@ def _default_output(source: str, taken: Optional[set[str]] = None) -> str:
     elif spec_kind(source) == "stdin":   # '-': Y4M piped in
         stem, ext = "stdin", ".mp4"
     elif is_glob(source):   # several images, so a folder
-        stem, ext = "".join(c if c.isalnum() else "_" for c in p.parent.name or "images"), ""
+        folder = Path(spec_folder(source)).name   # "photos" of 'photos/**/*', not "**"
+        stem, ext = "".join(c if c.isalnum() else "_" for c in folder or "images"), ""
     elif is_video(p):
         stem, ext = p.stem, ".mp4"
     elif is_image(p):

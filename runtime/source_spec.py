@@ -31,14 +31,22 @@ def is_glob(spec: str) -> bool:
     return any(c in spec for c in "*?[") and not os.path.exists(spec)
 
 
-def _names_a_path(spec: str) -> bool:
-    """Whether a spelling with '!' is a file's, not a GStreamer pipeline's: one that is there
-    ("Wow!.mp4"), one in a folder that is there ("Wow!/*.png", a mistyped "clips/Wow!.mp4"), or
-    one with an image or video extension (a pipeline ends in its appsink). A glob's folder is
-    the one above its first pattern ("Wow!" of the README's "Wow!/**/*")."""
+def spec_folder(spec: str) -> str:
+    """The folder a spelling names its file or images in: a glob's is the one above its first
+    pattern ("photos" of the README's "photos/**/*", whose parent "photos/**" is no folder);
+    a folder that is there keeps its brackets ("[raw] photos/*.png"). '' for none."""
     folder = os.path.dirname(spec)
     while folder and not os.path.isdir(folder) and any(c in folder for c in "*?["):
         folder = os.path.dirname(folder)
+    return folder
+
+
+def _names_a_path(spec: str) -> bool:
+    """Whether a spelling with '!' is a file's, not a GStreamer pipeline's: one that is there
+    ("Wow!.mp4"), one in a folder that is there ("Wow!/*.png", "Wow!/**/*", a mistyped
+    "clips/Wow!.mp4"), or one with an image or video extension (a pipeline ends in its
+    appsink)."""
+    folder = spec_folder(spec)
     return (os.path.exists(spec) or bool(folder) and os.path.isdir(folder)
             or Path(spec).suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
 

@@ -158,6 +158,16 @@ def test_default_output_names_are_numbered_readably(tmp_path, monkeypatch):
     assert _default_output("clip1.mp4") == "runs/sharpen/clip1-2.mp4"   # not clip12.mp4
 
 
+def test_a_recursive_globs_default_output_is_named_by_its_folder(tmp_path, monkeypatch):
+    # The README's 'photos/**/*' without --out wrote into runs/sharpen/__, named by '**'.
+    from runtime.cli import _default_output
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos" / "2024").mkdir(parents=True)
+    for pattern in ("photos/**/*", "photos/*/*.jpg", "photos/20*/**/*.png", "photos/*.jpg"):
+        assert _default_output(pattern) == "runs/sharpen/photos", pattern
+    assert _default_output("*.png") == "runs/sharpen/images"
+
+
 def test_one_line_warnings_are_installed_once():
     import warnings
 
