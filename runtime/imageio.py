@@ -13,8 +13,10 @@ import zlib
 from pathlib import Path
 from typing import Optional, Union
 
-import cv2
+# numpy first: without it, cv2's import prints three lines of its own on stdout (the missing
+# core dependency is said in one line, sharpen.cli).
 import numpy as np
+import cv2
 
 from .console import native_stderr_captured
 from .exif import orientation_entry, orientation_value

@@ -2492,6 +2492,9 @@ def test_sharpen_without_opencv_or_numpy_says_so_in_one_line(missing, tmp_path):
         assert done.stderr.startswith(f"sharpen {args[0]}: error: missing dependency "
                                       f"{missing!r}: a core dependency"), done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        # Nothing on stdout: cv2 imported before numpy printed 'OpenCV bindings requires
+        # "numpy" package. Install it via command: pip install numpy' there (a run's --out -).
+        assert done.stdout == "", done.stdout
 
 
 def test_evaluate_of_a_checkpoint_without_torch_names_evaluate_model():
