@@ -441,7 +441,7 @@ def handler(args: argparse.Namespace) -> int:
     except ImportError as exc:  # e.g. opencv or numpy missing on the device
         raise_if_interrupted(exc)
         print(f"sharpen run: error: {missing_dependency('run', exc)}", file=sys.stderr)
-        return 1
+        return 2   # as sharpen.cli's: an install to fix, which a service's restart repeats
     expected = (ModelError, SourceError, SinkError, FrameError, ValueError, OSError)
     from .imageio import ImageReadError, max_pixels
     try:   # once, a usage error, for `python -m runtime.cli` too (sharpen.cli checks it first)

@@ -2495,6 +2495,15 @@ def test_sharpen_without_opencv_or_numpy_says_so_in_one_line(missing, tmp_path):
         # Nothing on stdout: cv2 imported before numpy printed 'OpenCV bindings requires
         # "numpy" package. Install it via command: pip install numpy' there (a run's --out -).
         assert done.stdout == "", done.stdout
+    # `python -m runtime.cli run`, a unit's ExecStart, exits as `sharpen run` does (README: the
+    # same exit codes): 2, which RestartPreventExitStatus=2 takes as a restart repeating it;
+    # it exited 1 and was restarted in a loop.
+    code = code.replace("from sharpen.cli import", "from runtime.cli import")
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == "", (done.stdout, done.stderr)
+    assert done.stderr.startswith(f"sharpen run: error: missing dependency {missing!r}: a core "
+                                  "dependency"), done.stderr
 
 
 def test_evaluate_of_a_checkpoint_without_torch_names_evaluate_model():
