@@ -67,7 +67,9 @@ def add_commands(sub) -> None:
     g = p.add_argument_group("calibration (INT8 formats)")
     g.add_argument(*CALIB_FLAGS, **CALIB_OPTION)
     g.add_argument("--calib-count", type=int, default=64, metavar="N",
-                   help="number of random crops used for calibration (default 64)")
+                   help="number of calibration crops, each at a random place: one from each "
+                        "of N images spread over --calib, or cycling over them where it has "
+                        "fewer (default 64)")
     g.add_argument("--calib-size", type=int, default=256, metavar="PX",
                    help="side of the square calibration crops (default 256)")
     g.add_argument("--calib-blur", type=float, default=0.0, metavar="SIGMA",
