@@ -2748,7 +2748,8 @@ def test_a_run_waiting_on_another_runs_claim_names_that_run(tmp_path, capsys):
     """Two accounts labelling into one shared cache: the second waited on the first's image
     saying only 'being labelled by another run: waiting for it', for ever where that run was
     stopped (kill -STOP, a suspended terminal), with no way to tell whose run it was. It now
-    names the run's pid and user."""
+    names the run's process and user, worded as every lock's refusal names its holder
+    ('process N'), not 'pid N' here alone."""
     import getpass
 
     from holder_fixtures import held_elsewhere
@@ -2761,7 +2762,7 @@ def test_a_run_waiting_on_another_runs_claim_names_that_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert s.done == 2, err
     assert "1 image(s) being labelled by another run" in err, err
-    assert (f"waiting for im01: the run labelling it is pid {holder.pid}, user "
+    assert (f"waiting for im01: the run labelling it is process {holder.pid}, user "
             f"{getpass.getuser()} (Ctrl-C stops this one") in err, err
 
 

@@ -135,8 +135,9 @@ class LabelClaims:
         return True
 
     def holder(self, name: str) -> str:
-        """Who holds `name`'s claim, for a run waiting on it: 'pid N, user U' (Linux, whose
-        struct flock this reads), '' where none or it cannot be told."""
+        """Who holds `name`'s claim, for a run waiting on it: 'process N, user U', as the
+        lock messages name a holder (Linux, whose struct flock this reads), '' where none or
+        it cannot be told."""
         if self.fd is None or not sys.platform.startswith("linux"):
             return ""
         import fcntl
@@ -150,7 +151,7 @@ class LabelClaims:
             return ""
         if kind == fcntl.F_UNLCK or pid <= 0:   # free now, or held from another pid space
             return ""
-        return f"pid {pid}" + (f", user {who}" if (who := _user_of(pid)) else "")
+        return f"process {pid}" + (f", user {who}" if (who := _user_of(pid)) else "")
 
     def release(self, name: str) -> None:
         if self.fd is None:
