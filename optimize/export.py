@@ -78,7 +78,8 @@ def _tflite_available() -> str | None:
 
     # find_spec, not import: importing TensorFlow takes seconds and happens at build time.
     if find_spec("tensorflow") is None:
-        return ("TensorFlow is not installed (tensorflow-cpu converts to TFLite; "
+        # Not "tensorflow-cpu": x86-64 wheels only; the extra asks ARM for `tensorflow`.
+        return ("TensorFlow is not installed (it converts to TFLite; "
                 "pip install -e '.[export]')")
     if find_spec("ai_edge_litert") is None:
         return "ai-edge-litert is not installed (it runs .tflite models for the parity check)"

@@ -379,3 +379,15 @@ def test_the_export_extras_ask_arm_machines_for_a_tensorflow_that_has_their_whee
     assert "tensorflow-cpu" not in arm and "tensorflow" in arm, sorted(arm)
     x86 = _extra_requirements(extra, "x86_64")
     assert "tensorflow-cpu" in x86 and "tensorflow" not in x86, sorted(x86)
+
+
+def test_the_tflite_formats_missing_tensorflow_name_no_package_arm_cannot_install(monkeypatch):
+    """`sharpen export` on a Jetson without TensorFlow skipped the TFLite formats saying
+    'tensorflow-cpu converts to TFLite', a package with x86-64 wheels only there (the export
+    extra asks ARM for `tensorflow`): now it names TensorFlow and the extra that brings the
+    machine's build."""
+    from optimize.export import _tflite_available
+    monkeypatch.setitem(sys.modules, "tensorflow", None)   # find_spec: not installed
+    said = _tflite_available()
+    assert said and "TensorFlow is not installed" in said, said
+    assert "tensorflow-cpu" not in said and "pip install -e '.[export]'" in said, said
