@@ -144,7 +144,8 @@ def add_commands(sub) -> None:
                         "and parity data, exporter code, libraries and CPU; file unchanged "
                         "since it passed its gate) is kept, and each one rebuilt is said with "
                         "why")
-    g.add_argument("--quiet", action="store_true", help="only print the final table and errors")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress: the final table, warnings and errors stay")
     p.set_defaults(func=run_export)
 
 

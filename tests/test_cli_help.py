@@ -239,3 +239,13 @@ def test_the_clip_frame_options_sit_with_the_data_they_pick_from(command, group)
     titled = {g.title: {f for a in g._group_actions for f in a.option_strings}
               for g in sub.choices[command]._action_groups}
     assert {"--stride", "--frames", "--limit"} <= titled[group], titled
+
+
+def test_export_quiet_says_its_warnings_stay(capsys):
+    """`sharpen export --quiet` said 'only print the final table and errors', but its warnings
+    stay, as they must: a calibration on frames unlike the parity images, dark crops setting
+    an INT8 input range, a parity image skipped. A user trusting the help took a warning under
+    --quiet for an error, or filtered stderr expecting errors only."""
+    text = " ".join(help_of(["export", "--help"], capsys).split())
+    said = text.split("--quiet ", 1)[1].split(" formats ", 1)[0]
+    assert "warnings" in said and "errors" in said, said
