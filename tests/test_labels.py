@@ -219,7 +219,9 @@ def test_corrupt_input_warns_and_fails_run(tmp_path, teachers, capsys):
     captured = capsys.readouterr()
     assert "2 done" in captured.out and "1 failed" in captured.out
     said = [ln for ln in captured.err.splitlines() if "b.png" in ln]
-    assert len(said) == 1 and said[0].startswith("warning: skipping b:"), captured.err
+    # 'skipped:', as teacher, synth, corpus, evaluate and export word an input they could not
+    # read; 'skipping b:' read apart from them, and beside this run's '0 skipped (up to date)'
+    assert len(said) == 1 and said[0].startswith("warning: skipped: b:"), captured.err
     entries = _manifest(out)
     assert entries["a"]["status"] == "ok" and entries["c"]["status"] == "ok"
     assert entries["b"]["status"] == "failed" and "b.png" in entries["b"]["error"]
@@ -255,8 +257,8 @@ def test_a_clip_damaged_in_the_middle_fails_only_its_damaged_frames(tmp_path, te
                  "--tile", "0", "--device", "cpu", "--quiet"]) == 1
     said = capsys.readouterr()
     last = bad[0] - 1
-    assert [ln for ln in said.err.splitlines() if "skipping" in ln] == [
-        f"warning: skipping hurt_{i:06d}: {clip}: frame {i} cannot be decoded (the file is "
+    assert [ln for ln in said.err.splitlines() if "skipped:" in ln] == [
+        f"warning: skipped: hurt_{i:06d}: {clip}: frame {i} cannot be decoded (the file is "
         f"damaged there or ends before it; frame {last} is the last decoded before it)"
         for i in bad], said.err
     assert f"{30 - len(bad)} done, 0 skipped (up to date), {len(bad)} failed" in said.out
@@ -564,7 +566,7 @@ def test_without_progress_a_run_prints_nothing_and_warns_as_python_warnings(tmp_
                        progress=False)
     assert (s.done, s.failed) == (1, 1)
     said = [str(w.message) for w in rec]
-    assert any(m.startswith("skipping im01: ") for m in said), said
+    assert any(m.startswith("skipped: im01: ") for m in said), said
     assert ("1 image failed (see warnings above): its input cannot be decoded (damaged, "
             "truncated or not an image); replace or remove the damaged files: re-running fails "
             "it again") in said, said
@@ -1098,7 +1100,7 @@ def test_a_video_opencv_cannot_open_may_be_a_codec_and_is_told_to_convert_it(tmp
         stats = run.process(frames, progress=False)
         run.summary(stats, frames, "", lambda msg: None)
     said = [str(w.message) for w in rec]
-    assert (f"skipping clip_000000: {clip}: OpenCV cannot open this video (damaged, or in a "
+    assert (f"skipped: clip_000000: {clip}: OpenCV cannot open this video (damaged, or in a "
             "codec this OpenCV build cannot decode: convert it, e.g. with ffmpeg to H.264 or "
             "MJPG)") in said, said
     assert ("2 images failed (see warnings above): their input cannot be decoded (damaged, "

@@ -353,8 +353,9 @@ class LabelRun:
             return _Input(to_rgb_float(raw, f"{sample.input}[frame {sample.frame}]"), raw,
                           input_hash)
         except (ImageReadError, OSError) as e:
-            # One line, the bar cleared for it (e names the file).
-            warn(f"{tag}skipping {sample.name}: {e}")
+            # One line, the bar cleared for it (e names the file); 'skipped:', as every
+            # command words an input it could not read (teacher, synth, corpus, export).
+            warn(f"{tag}skipped: {sample.name}: {e}")
             stats.failed += 1
             stats.undecodable += isinstance(e, UndecodableImage)
             stats.unopenable += isinstance(e, UnopenableVideo)
