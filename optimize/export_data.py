@@ -290,9 +290,11 @@ def say_calibration_look(data: _Data, fmts: Sequence[str], prog: Progress,
     cb = _brightness(crops)
     top = float(crops.max())
     pb = _brightness([img for _, img in data.parity_list])
+    # Which parity images, not again why the built-in ones (the 'parity on' line said it).
+    which = data.parity.split(": ", 1)[0]
     prog.say(f"calibration crops: brightness {cb.min():.2f}-{cb.max():.2f} (mean luma, median "
              f"{np.median(cb):.2f}), pixels {float(crops.min()):.2f}-{top:.2f}; parity images "
-             f"({data.parity}): brightness {pb.min():.2f}-{pb.max():.2f}")
+             f"({which}): brightness {pb.min():.2f}-{pb.max():.2f}")
     calib, pi = _option("calib", flags), _option("parity_images", flags)
     ratio = (max(np.median(pb), 0.02) / max(np.median(cb), 0.02))
     if ratio > _UNLIKE or ratio < 1 / _UNLIKE:
