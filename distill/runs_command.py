@@ -16,6 +16,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.tolerance:
         return refuse("--tolerance applies to --same only (the ablation table compares no "
                       "weights)")
+    if not any(Path(p).exists() for p in args.runs):
+        # Every name mistyped: a usage error, as --same and `sharpen teacher` say one; one
+        # missing among runs is a line of the report, the rest compared.
+        return refuse("; ".join(f"{p}: no such folder" for p in args.runs))
     out = Path(args.out) if args.out else None
     if out is not None and (problem := out_folder_problem(out)):
         return refuse(problem)

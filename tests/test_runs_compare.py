@@ -476,3 +476,17 @@ def test_a_run_folder_named_in_latin1_is_drawn_by_its_bytes_not_a_crash(two_runs
     code, text = runs(capsys, latin1, two_runs / "b", "--out", tmp_path / "cmp")
     assert code == 0, text
     assert (tmp_path / "cmp" / "runs.png").is_file()
+
+
+def test_runs_that_are_all_misnamed_are_a_usage_error_as_with_same(tmp_path, capsys):
+    """`sharpen runs runs/fast-a runs/fast-b` with both names mistyped printed 'no such folder'
+    lines on stdout and exited 1, as for runs that exist but hold nothing to compare, while
+    `--same` on the same names exited 2 ('sharpen runs: error: ...'): one misnaming, two exit
+    codes. Every name missing is now the usage error (exit 2) both ways, as `sharpen teacher`
+    says its inputs are; one missing among runs is still a line of the table's report."""
+    gone = [tmp_path / "fast-a", tmp_path / "fast-b"]
+    for flag in ([], ["--same"]):
+        code = main(["runs", *map(str, gone), *flag])
+        out = capsys.readouterr()
+        assert code == 2, (flag, out)
+        assert out.err.startswith(f"sharpen runs: error: {gone[0]}: no such folder"), (flag, out)
