@@ -1883,7 +1883,8 @@ def test_parity_images_unlike_the_calibration_crops_are_warned_about(ckpt, tmp_p
             "images): brightness " in err, err
         said = [ln for ln in err.splitlines() if "look unlike" in ln]
         assert len(said) == unlike, err
-        assert "brightest pixel" not in err, err   # onnx-int8 spans [0, 1]
+        # onnx-int8's "input" spans [0, 1], yet its first convolution reads the crops' range
+        assert "brightest pixel is 0.30: onnx-int8 takes its first layer's input range" in err
     crops = (rng.random((2, 3, 32, 32)) * 0.3).astype(np.float32)
     data = _Data([("d", np.full((40, 48, 3), 0.7, np.float32))], crops, ["n0"])
     with pytest.warns(SharpenWarning) as got:
@@ -1891,8 +1892,8 @@ def test_parity_images_unlike_the_calibration_crops_are_warned_about(ckpt, tmp_p
     messages = [str(w.message) for w in got]
     assert any(m.startswith("the parity images look unlike the calibration crops (median "
                             "brightness 0.70 against 0.15)") for m in messages), messages
-    assert any("tflite-int8 takes its input range from the crops, so brighter pixels" in m
-               for m in messages), messages
+    assert any("onnx-int8, tflite-int8 take their first layer's input range from the crops, "
+               "so brighter pixels" in m for m in messages), messages
 
 
 def test_the_brightness_line_names_the_built_in_parity_photos_without_saying_why_again(capsys):
