@@ -1053,3 +1053,28 @@ def test_a_float_tflites_record_gives_no_scale_to_divide_by_and_its_output_its_s
     out = Interpreter(model_path=str(path)).get_output_details()[0]
     assert list(out["shape"]) == [1, 72, 128, 3]
     assert list(out["shape_signature"]) == [1, -1, -1, 3]
+
+
+def test_int8_calibrated_on_dark_crops_takes_pixels_up_to_white(tmp_path):
+    """Calibrated on night frames (brightest pixel 0.30) TFLite INT8 took its input's and
+    output's ranges from them: every brighter pixel clipped to 0.30, SSIM 0.745 to FP32 on
+    daylight HIDE frames. The input and the pixel-unshuffle that moves its pixels now span
+    [0, 1], the output at least that, and a daylight frame comes out nearer PyTorch's (the
+    layers after the input keep the crops' ranges)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from optimize.parity import load_runner, torch_runner
+    from optimize.tflite_export import export_tflite
+
+    model = _seeded("fast", seed=3)
+    rng = np.random.default_rng(0)
+    path = export_tflite(model, tmp_path / "night_int8.tflite", "int8",
+                         crops=rng.random((8, 3, 32, 32), dtype=np.float32) * 0.3)
+    interp = Interpreter(model_path=str(path))
+    spans = [((-128 - zero) * scale, (127 - zero) * scale) for scale, zero in (
+        d["quantization"] for d in (interp.get_input_details()[0], interp.get_output_details()[0]))]
+    assert spans[0] == pytest.approx((0, 1), abs=0.01)
+    assert spans[1][0] < 0.01 and spans[1][1] > 0.99, spans   # widened, an overshoot kept
+    day = rng.random((64, 96, 3), dtype=np.float32) * 0.6 + 0.4
+    out, ref = load_runner(path, threads=1)[0](day), torch_runner(model)(day)
+    assert float(np.abs(out - ref).mean()) < 0.2   # 0.39 clipped at 0.30, 0.11 now
