@@ -159,9 +159,11 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
         if calib_paths and not any(p.suffix.lower() in (".npy", ".npz") for p in calib_paths):
             # One crop an image: only the images crops are taken from are read, spread over
             # the folder (time order for frames), not 3000 1080p frames held in memory at once;
-            # an unreadable one's place goes to the first of the others.
+            # an unreadable one's place goes to the other frame farthest from those picked (the
+            # first of the others, as it was, bunched the crops at the clip's start).
             picked = cal.spread(len(calib_paths), o.calib_count)
-            rest = sorted(set(range(len(calib_paths))) - set(picked))
+            rest = sorted(set(range(len(calib_paths))) - set(picked),
+                          key=lambda i: (-min(abs(i - j) for j in picked), i))
             calib_paths = [calib_paths[i] for i in picked + rest]
             limit = len(picked)
         with (_naming("calib", flags, str(_shown(o.calib)), held) if calib_paths

@@ -1823,6 +1823,15 @@ def test_fewer_crops_than_calibration_frames_come_from_across_them(ckpt, tmp_pat
     settings = json.loads((tmp_path / "o" / "export_report.json").read_text())["settings"]
     assert settings["calib_images"] == ["p00", "p07"]
     assert settings["calibration"]["files"] == 8 and settings["calibration"]["images"] == 2
+    # An unreadable pick (p04 of p00, p04, p07) gave its place to p01, beside p00: now to the
+    # frame farthest from the others picked.
+    (calib / "p04.png").write_bytes(b"not a png")
+    rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx-int8", "--out",
+                    str(tmp_path / "o3"), "--no-latency", "--calib", str(calib),
+                    "--calib-count", "3", "--calib-size", "32", "--min-ssim", "0.01"], capsys)
+    assert rc == 0 and "skipped: " in err and "p04.png" in err, err
+    settings = json.loads((tmp_path / "o3" / "export_report.json").read_text())["settings"]
+    assert settings["calib_images"] == ["p00", "p07", "p02"]
 
 
 def test_onnx_int8_calibrated_on_dark_frames_still_takes_pixels_up_to_white(ckpt, tmp_path):
