@@ -169,9 +169,13 @@ def _widen_pixel_ranges(calibrated: bytes) -> bytes:
     for t in pinned | set(sg.outputs[:1]):
         q = sg.tensors[t].quantization
         if q is not None and q.min is not None and len(q.min) == 1:
-            # Widened to take [0, 1] in, never narrowed: a model's output may overshoot it.
-            q.min = np.minimum(np.asarray(q.min, np.float32), np.float32(0))
-            q.max = np.maximum(np.asarray(q.max, np.float32), np.float32(1))
+            # Widened to take [0, 1] in, never narrowed (a model's output may overshoot it),
+            # and only past an int8 step: crops of 0.99999 at most, widened to 1, cost the 9
+            # Kodak photos' worst image 0.0002 SSIM.
+            if float(q.min[0]) > 1 / 255:
+                q.min = np.array([0.0], np.float32)
+            if float(q.max[0]) < 1 - 1 / 255:
+                q.max = np.array([1.0], np.float32)
     return bytes(fbu.convert_object_to_bytearray(model))
 
 
