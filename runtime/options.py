@@ -45,7 +45,8 @@ PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "sl
 FILE_PRESET, LIVE_PRESET = "medium", "veryfast"
 
 # run_stream's keywords whose `sharpen run` flag has another name.
-_FLAGS = {"output": "--out", "stats_path": "--stats", "reconnect_attempts": "--reconnect"}
+_FLAGS = {"output": "--out", "stats_path": "--stats", "reconnect_attempts": "--reconnect",
+          "exif": "--no-exif", "metadata": "--no-metadata"}
 
 
 def option(name: str, value: object = None, flags: bool = False) -> str:
@@ -55,7 +56,9 @@ def option(name: str, value: object = None, flags: bool = False) -> str:
     if not flags:
         return name if value is None else f"{name}={value}"
     flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
-    return flag if value is None or value is True else f"{flag} {value}"
+    # A keyword a --no-X flag turns off (exif=False) is named as that flag alone.
+    off = value is False and flag.startswith("--no-")
+    return flag if value is None or value is True or off else f"{flag} {value}"
 
 
 def is_number(value: object, whole: bool = True) -> bool:

@@ -856,8 +856,7 @@ class _Stream:
         # Without ffmpeg, OpenCV's writer alone writes the video, none of the clip's tags.
         if not o.exif and o.metadata and vs.colour_source is not None \
                 and find_ffmpeg()[0] is not None:
-            no_exif, no_metadata = (("--no-exif", "--no-metadata") if self.flags
-                                    else ("exif=False", "metadata=False"))
+            no_exif, no_metadata = (option(k, False, self.flags) for k in ("exif", "metadata"))
             # Segments: named as the closing line names them, not as --out, never written.
             shown = segments_shown(vs.path) if isinstance(vs, SegmentSink) else vs.path
             warn(f"{no_exif} leaves photos' EXIF out; {option('output', shown, self.flags)} "
@@ -956,8 +955,7 @@ class _Stream:
         if not holding:
             return
         kept -= holding
-        asked = ("exif=False" if self.o.metadata else "metadata=False") if not self.flags \
-            else ("--no-exif" if self.o.metadata else "--no-metadata")
+        asked = option("exif" if self.o.metadata else "metadata", False, self.flags)
         first = src.names[min(holding)]
         holds = "holds its photo's" if len(holding) == 1 else "hold their photos'"
         warn(f"{count(len(holding), 'image')} in {out} {holds} EXIF (capture date, "
