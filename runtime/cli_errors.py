@@ -152,9 +152,8 @@ def one_line(e: BaseException) -> str:
     return " ".join(line.strip() for line in str(e).strip().splitlines()) or type(e).__name__
 
 
-# pyproject.toml's dependencies (import names): every install has them, whatever its extras.
-CORE_MODULES = ("numpy", "cv2", "tqdm")
-# Their distributions, for the one `pip install` that adds a missing one.
+# pyproject.toml's dependencies, by import name: every install has them, whatever its extras;
+# each with its distribution, for the one `pip install` that adds a missing one.
 CORE_DISTRIBUTIONS = {"numpy": "numpy", "cv2": "opencv-python-headless", "tqdm": "tqdm"}
 # The pip extra each command needs (pyproject.toml); commands not named need `train`.
 EXTRA_BY_COMMAND = {"run": "runtime", "export": "export", "bench": "dev", "demo": "dev"}
@@ -181,7 +180,7 @@ def missing_dependency(command: str, exc: ImportError) -> str:
                 "not loadable here: a missing system library?)")
     extra = EXTRA_BY_COMMAND.get(command, "train")
     top = exc.name.split(".")[0]
-    if top in CORE_MODULES:   # an extra would not add it back, and may bring torch
+    if top in CORE_DISTRIBUTIONS:   # an extra would not add it back, and may bring torch
         # The package alone: the checkout with its dependencies would also bring pip's OpenCV
         # and numpy over a Jetson's own (README "On a Jetson" installs it with --no-deps).
         jetson = JETSON_OPENCV if top in ("cv2", "numpy") and JETSON_RELEASE.is_file() else ""
