@@ -28,11 +28,9 @@ def peak_rss_mb(system: str | None = None) -> float | None:
 
 def load_average() -> Optional[float]:
     """The machine's 1-minute load average (runnable threads, every process's); None where
-    the system keeps none (Windows)."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
+    the system keeps none (Windows): runtime.host's, which `sharpen run`'s drop note reads."""
+    from runtime import host
+    return host.load_average()
 
 
 # Other processes' CPU beyond this, on average over the timings, slows them: half a core.

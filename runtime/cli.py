@@ -20,7 +20,8 @@ from .cli_errors import (interrupt_exit_code, interrupted_message, missing_depen
 from .cli_parser import CommandParser
 from .console import (count, open_closed_std_fds, quiet_library_logs, report_fatal_errors,
                       unread_listed)
-from .host import limit_note, threads_help, threads_warning
+from .host import (limit_note, load_average, threads_help, threads_warning,
+                   usable_cores)
 # Not .tiling's: it imports numpy, which --help must not load.
 from .options import (AUTO_TILE, AUTO_TILE_PIXELS, FFMPEG_GUESSED_FPS, NO_EXIF_HELP,
                       NO_METADATA_HELP, OVERLAP,
@@ -580,7 +581,8 @@ def handler(args: argparse.Namespace) -> int:
     elif not summary.get("live") and (retimed := _retimed_note(summary, args.source,
                                                                  args.fps)):
         print(f"sharpen run: {retimed}", file=sys.stderr)
-    if summary.get("live") and (slower := _slower_step_note(summary)):
+    if summary.get("live") and (slower := _slower_step_note(summary, usable_cores(),
+                                                             load_average())):
         print(f"sharpen run: {slower}", file=sys.stderr)
     if summary.get("live") and summary.get("left_out_frames"):
         print(f"sharpen run: {_live_left_out_note(summary, args.fps)}", file=sys.stderr)
@@ -621,11 +623,15 @@ def handler(args: argparse.Namespace) -> int:
 ENCODERS = {"h264": "libx264", "hevc": "libx265"}
 
 
-def _slower_step_note(summary: dict) -> str:
+def _slower_step_note(summary: dict, cores: Optional[int] = None,
+                      load: Optional[float] = None) -> str:
     """Which kept a live run from its source's rate where it dropped frames ('' where none
     were): sharpening (the model's thread) or writing the video (the caller's, which waits on
     ffmpeg's encoder), each at its mean time a frame, and what makes it faster. The live line
-    shows both, but an encoder behind the model read as the model's fault."""
+    shows both, but an encoder behind the model read as the model's fault. `cores` (those the
+    process may use) and `load` (the host's load average) keep "more --threads" out of the
+    advice where the threads already take every core, or other work (another camera's run)
+    holds the cores."""
     dropped, latency = summary.get("dropped_frames") or 0, summary.get("latency_ms") or {}
     sharpen = sum((latency.get(k) or {}).get("mean") or 0.0 for k in ("pre", "infer", "post"))
     write = (latency.get("write") or {}).get("mean")
@@ -643,8 +649,7 @@ def _slower_step_note(summary: dict) -> str:
                        "machine busy with other work) or bursts of the source, not by either "
                        "step's speed")
     if sharpen >= write:
-        return said + ("sharpening was the slower: a smaller frame, a faster model or more "
-                       "--threads keeps up better")
+        return said + _sharpening_slower(summary.get("threads"), cores, load)
     if video.get("preset") in PRESETS:
         at = PRESETS.index(video["preset"])
         quicker = [p for p in ("veryfast", "ultrafast") if PRESETS.index(p) < at]
@@ -658,6 +663,26 @@ def _slower_step_note(summary: dict) -> str:
     # Already the container's own codec (mp4v, VP8, MPEG-2): no cheaper one to point to.
     return said + ("writing the video was the slower: a faster disk or a smaller frame keeps "
                    "up better")
+
+
+def _sharpening_slower(threads: Optional[int], cores: Optional[int],
+                       load: Optional[float]) -> str:
+    """The advice where the model was the slower step. Its own threads count about one a
+    thread in the load average, the capture and writer threads one more, so a load above the
+    cores by over that is other work's."""
+    said = f"{cores} core{'' if cores == 1 else 's'}"
+    if cores and load is not None and load > cores + 1:
+        return (f"sharpening was the slower, on a host busier than its cores (load average "
+                f"{load:g} on {said}): other work, such as other cameras' runs, took "
+                "the CPU time, which threads added to this run do not win back; fewer runs at "
+                "once, a smaller frame or a faster model keeps up better (`sharpen bench "
+                "--streams N` measures N cameras here)")
+    if cores and threads is not None and (threads or cores) >= cores:
+        took = f"--threads {threads}" if threads else "the default thread count"
+        return (f"sharpening was the slower ({took} already takes the {said} this "
+                "process may use): a smaller frame or a faster model keeps up better")
+    return ("sharpening was the slower: a smaller frame, a faster model or more --threads "
+            "keeps up better")
 
 
 def _live_left_out_note(summary: dict, asked_fps: float) -> str:

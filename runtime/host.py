@@ -156,6 +156,15 @@ def usable_cores() -> int:
     return min(cores, max(1, math.ceil(limit))) if limit else cores
 
 
+def load_average() -> Optional[float]:
+    """The machine's 1-minute load average (runnable threads, every process's); None where
+    the system keeps none (Windows)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 # Where Linux shows the cgroups (v2 unified, or v1 one folder per controller) and this
 # process's membership of them.
 CGROUP_ROOT = Path("/sys/fs/cgroup")

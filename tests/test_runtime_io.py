@@ -1306,3 +1306,26 @@ def test_a_live_video_ended_by_an_error_says_the_frames_it_holds(tmp_path, capsy
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
     assert int(held.group(1)) == n, (err, n, summary)
+
+
+def test_a_drop_note_does_not_advise_more_threads_where_they_would_not_help():
+    """Three camera runs on a 2-core box, each --threads 1, dropped 48 of 60 frames each, and
+    each was told that more --threads keeps up better: the cores were already taken by the
+    other runs (load average above them), and a run whose --threads already covers the
+    cores it may use has none to add."""
+    from runtime.cli import _slower_step_note
+
+    summary = {"dropped_frames": 48, "threads": 1, "source": {"kind": "video", "fps": 30.0},
+               "latency_ms": _latency(pre=1, infer=180, post=1, write=20),
+               "video": {"codec": "mpeg2video"}}
+    alone = _slower_step_note(summary, cores=2, load=1.2)
+    assert "sharpening was the slower" in alone and "more --threads" in alone, alone
+    shared = _slower_step_note(summary, cores=2, load=5.4)
+    assert "sharpening was the slower" in shared and "more --threads" not in shared, shared
+    assert "load average 5.4" in shared and "2 cores" in shared, shared
+    assert "fewer runs" in shared and "--streams" in shared, shared
+    every_core = _slower_step_note({**summary, "threads": 2}, cores=2, load=1.5)
+    assert "more --threads" not in every_core and "--threads 2" in every_core, every_core
+    # ONNX Runtime's default (0) is a thread a core already
+    default = _slower_step_note({**summary, "threads": 0}, cores=2, load=None)
+    assert "more --threads" not in default, default
