@@ -98,6 +98,10 @@ def prometheus_text(summary: dict[str, Any], camera: str) -> str:
         (summary.get("recent") or {}).get("fps"))
     one("throughput_fps", "gauge", "frames a second over the whole run",
         summary.get("throughput_fps"))
+    # What sharpen_fps is held against: a camera behind its own rate, among several, is the
+    # one whose fps is under it (images declare none: no sample, not a rate of 0).
+    one("source_fps", "gauge", "the frame rate the source declares (a camera's, a video's)",
+        (summary.get("source") or {}).get("fps") or None)
     stages = {**(summary.get("latency_ms") or {}), "end_to_end": summary.get("end_to_end_ms")}
     lat: list[str] = []
     for stage, p in stages.items():

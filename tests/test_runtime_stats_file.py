@@ -1019,6 +1019,23 @@ def test_a_prom_file_counts_the_frames_a_video_left_out_beside_those_it_repeated
     assert help_ and "variable-rate" in help_[1], text
 
 
+def test_a_prom_file_gives_the_sources_rate_so_a_camera_behind_it_can_be_told():
+    """Three cameras into one textfile-collector folder, one sharpening 4 fps of its 30: the
+    .prom files gave each one's fps and drops, but not the rate its camera sends (the JSON's
+    `source.fps`), so no rule or panel could set a camera's fps against its own rate."""
+    import re
+
+    from runtime.prometheus import prometheus_text
+    from runtime.stats import Stats
+
+    live = {**Stats().summary(), "source": {"kind": "camera", "live": True, "fps": 30.0}}
+    text = prometheus_text(live, "gate")
+    assert re.search(r'^sharpen_source_fps\{camera="gate"\} 30(\.0)?$', text, re.M), text
+    # images (no rate, 0 in the JSON) give no sample rather than a rate of 0
+    photos = prometheus_text({**live, "source": {"kind": "images", "fps": 0.0}}, "lib")
+    assert "sharpen_source_fps" not in photos, photos
+
+
 def test_a_library_runs_prom_file_counts_the_photos_it_could_not_read(model, tmp_path):
     """A library run with a damaged photo exits 1 and its JSON --stats lists it under
     `skipped_inputs`; its .prom said `done` and nothing else, so no alert rule could tell it
