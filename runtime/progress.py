@@ -37,8 +37,22 @@ def interactive(stream: Optional[TextIO] = None, notebook: bool = True) -> bool:
     if os.environ.get("TERM") == "dumb":
         return False
     try:
-        return bool(stream.isatty())
+        if not stream.isatty():
+            return False
     except (AttributeError, OSError, ValueError):   # no isatty, or closed (a daemon's)
+        return False
+    return not _background_job(stream)
+
+
+def _background_job(stream: TextIO) -> bool:
+    """Whether this process is a background job of the terminal `stream` is (`cmd &` from an
+    interactive shell): the terminal's foreground process group is another's. Several runs
+    started so, a camera each, redrew their lines in place over one another and the shell's;
+    pv draws nothing there. False where the terminal is not this process's own (no job
+    control to ask) or the system has none (Windows)."""
+    try:
+        return os.tcgetpgrp(stream.fileno()) != os.getpgrp()
+    except (AttributeError, OSError, ValueError):
         return False
 
 

@@ -117,6 +117,51 @@ def test_a_notebook_keeps_its_bar(monkeypatch):
     assert interactive(OutStream()) and not interactive(io.StringIO())
 
 
+# A session on a pseudo-terminal of its own (setsid, then TIOCSCTTY makes it the session's
+# terminal), asking interactive() in its foreground process group and in a background one, as
+# `sharpen run ... &` is from an interactive shell. Prints "foreground background".
+_JOB_CONTROL = """
+import fcntl, os, sys, termios
+from runtime.progress import interactive
+os.setsid()
+tty = open(os.ttyname(int(sys.argv[1])), "w")
+fcntl.ioctl(tty.fileno(), termios.TIOCSCTTY, 0)
+os.environ.pop("TERM", None)
+read, write = os.pipe()
+child = os.fork()
+if child == 0:
+    os.setpgid(0, 0)
+    os.write(write, b"1" if interactive(tty) else b"0")
+    os._exit(0)
+os.waitpid(child, 0)
+print(interactive(tty), bool(int(os.read(read, 1))))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "tcgetpgrp"), reason="no job control (Windows)")
+def test_a_background_job_of_a_terminal_writes_lines_not_a_redrawn_bar(tmp_path):
+    """Three camera runs started with `&` from one shell each redrew its live line in place on
+    the shared terminal, erasing the others' and the shell's: the lines flickered between
+    cameras with nothing to tell them apart. A job in the background gets plain lines, as pv
+    draws nothing there; the foreground job keeps its bar."""
+    import pty
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    master, slave = pty.openpty()
+    try:
+        root = str(Path(__file__).resolve().parents[1])   # this tree's runtime, not another
+        r = subprocess.run([sys.executable, "-c", _JOB_CONTROL, str(slave)], pass_fds=(slave,),
+                           capture_output=True, text=True, timeout=60, cwd=root,
+                           env={**os.environ, "PYTHONPATH": root})
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "False"], (r.stdout, r.stderr)
+
+
 def test_synth_to_a_log_file_writes_progress_lines_not_bars(tmp_path, capsys, monkeypatch):
     """`sharpen synth > log 2>&1` showed no progress at all (tqdm hides itself off a terminal),
     and `sharpen corpus` the same way wrote carriage-return bars."""
