@@ -732,3 +732,42 @@ def test_a_corpus_killed_part_way_is_resumed_with_a_line_saying_what_was_kept(tm
         return {p.relative_to(root): hashlib.sha256(p.read_bytes()).hexdigest()
                 for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
     assert files(out) == files(tmp_path / "whole")
+
+
+def _split_of(s):
+    return {p: k for k, files in s.items() for p in files}
+
+
+def test_frames_of_a_clip_never_land_in_two_splits(tmp_path):
+    """A clip's frames, extracted one folder a clip (ffmpeg's %05d.png) or into one folder
+    (clipA_00001.png), were split by photo: frame 4 tested, frames 3 and 5 trained on, and
+    neighbouring frames are near-duplicates. Each clip now goes whole to one split."""
+    _photos(tmp_path / "folders", [(f"clip{c}/{i:05d}.png", 64)
+                                   for c in range(30) for i in range(1, 5)])
+    _photos(tmp_path / "flat", [(f"clip{c}_{i:05d}.png", 64)
+                                for c in range(30) for i in range(1, 5)])
+    for root, clip_of in ((tmp_path / "folders", lambda p: p.parent.name),
+                          (tmp_path / "flat", lambda p: p.name.split("_")[0])):
+        split = _split_of(split_photos(root))
+        clips: dict[str, set] = {}
+        for p, k in split.items():
+            clips.setdefault(clip_of(p), set()).add(k)
+        assert len(split) == 120 and all(len(ks) == 1 for ks in clips.values()), clips
+        assert len({k for ks in clips.values() for k in ks}) > 1   # not all in one split
+
+
+def test_photos_numbered_in_order_are_still_split_by_photo(tmp_path):
+    """Urban100's img_001..img_100 are numbered in order but differ in size: photos, each split
+    on its own as before (the shared photos' corpus keeps its split)."""
+    _photos(tmp_path, [(f"img_{i:03d}.png", 64 + i % 3) for i in range(1, 61)])
+    split = split_photos(tmp_path)
+    assert len(split["test"]) >= 1 and len(split["train"]) > 40
+
+
+def test_the_frames_of_one_clip_alone_are_warned_about(tmp_path):
+    """One clip's frames cannot be kept whole in one split without emptying the others: split
+    by photo, with a warning that neighbouring frames may land in train and test."""
+    _photos(tmp_path, [(f"walk/{i:05d}.png", 64) for i in range(1, 31)])
+    with pytest.warns(SharpenWarning, match=r"30 images walk/\* look like the frames of one"):
+        split = split_photos(tmp_path)
+    assert len(split["train"]) < 30

@@ -6,6 +6,9 @@ photos are added elsewhere and a test photo is never trained on:
          `../shared/data/photos`); a root with none of them holds out 1 photo in 10 by hash;
 - val:   1 in 25 of the remaining photos, by hash;
 - train: the rest.
+The frames of a clip (`_clips`: several runs of consecutively numbered images of one size, as
+ffmpeg extracts them) go whole to one split, by a hash of the clip: neighbouring frames are
+near-duplicates, so a test frame between two training frames scored what was trained on.
 Blurred pairs go to OUT/{train,val,test}/{input,target}/NAME.png (the paired-folder layout every
 training and labelling command reads). Train pairs are random crops (several blurs per photo);
 val and test pairs are one centre crop per photo (`test_crop`, or the photo's short side when
@@ -22,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import threading
 from dataclasses import asdict, dataclass
@@ -41,6 +45,7 @@ from .scene_blur import SYNTHESIS_VERSION, SceneBlurConfig, preset, synthesize_p
 
 TEST_FOLDERS = ("kodak24", "mcmaster")
 SPLITS = ("train", "val", "test")
+_NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 
 def _bucket(rel: str, n: int) -> int:
@@ -71,14 +76,58 @@ def split_photos(root: str | Path) -> dict[str, list[Path]]:
     rels = [f.relative_to(root).as_posix() for f in files]
     named_test = any(part in TEST_FOLDERS for r in rels for part in r.split("/")[:-1])
     out: dict[str, list[Path]] = {s: [] for s in SPLITS}
+    in_test = {rel: any(part in TEST_FOLDERS for part in rel.split("/")[:-1]) for rel in rels}
+    clip = _clips(root, [rel for rel in rels if not in_test[rel]])
     for f, rel in zip(files, rels):
+        key = clip.get(rel, rel)
         if named_test:
-            is_test = any(part in TEST_FOLDERS for part in rel.split("/")[:-1])
+            is_test = in_test[rel]
         else:
-            is_test = _bucket(rel, 10) == 0
-        split = "test" if is_test else ("val" if _bucket("val:" + rel, 25) == 0 else "train")
+            is_test = _bucket(key, 10) == 0
+        split = "test" if is_test else ("val" if _bucket("val:" + key, 25) == 0 else "train")
         out[split].append(f)
     return out
+
+
+def _clips(root: Path, rels: list[str]) -> dict[str, str]:
+    """The clip of each photo that is a video frame ("day1/walk/*", "walk_*"), by rel path.
+    A clip's frames: 3 or more images of one folder named PREFIX + consecutive numbers
+    (00001.png, walk_00002.png) and of one size, as ffmpeg writes them; and only where there
+    are two clips at least. One run alone is left to the photo rule, with a warning: as one
+    clip it went whole to one split, leaving the others empty, and a camera's own numbering
+    (IMG_0001.jpg ...) of a folder of photos looks the same. Urban100's img_001..img_100 differ
+    in size: photos."""
+    runs: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for rel in rels:
+        folder, _, name = rel.rpartition("/")
+        if m := _NUMBERED.match(name.rpartition(".")[0] or name):
+            runs.setdefault((folder, m.group(1)), []).append((int(m.group(2)), rel))
+    clips: dict[str, list[str]] = {}
+    for (folder, prefix), frames in runs.items():
+        numbers = sorted(n for n, _ in frames)
+        if len(numbers) < 3 or numbers[-1] - numbers[0] + 1 != len(numbers):
+            continue
+        if len({_size(root / rel) for _, rel in frames} - {None}) != 1:
+            continue
+        clips[f"{folder}/{prefix}*" if folder else f"{prefix}*"] = [rel for _, rel in frames]
+    if len(clips) == 1:
+        (name, frames), = clips.items()
+        warn(f"--photos {root}: its {len(frames)} images {name} look like the frames of one "
+             "clip (numbered in order, one size), split by photo as photos are, so a test "
+             "frame's neighbours may be trained on; to keep whole clips apart, give the frames "
+             "of several clips (a folder each, or CLIP_00001.png)")
+        return {}
+    return {rel: name for name, frames in clips.items() for rel in frames}
+
+
+def _size(path: Path) -> tuple[int, int] | None:
+    """The pixel size from the file's header (no decoding), or None where it cannot be read."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:   # noqa: BLE001 - an unreadable photo is named when it is read
+        return None
 
 
 def _names(root: Path, files: list[Path]) -> dict[Path, str]:
