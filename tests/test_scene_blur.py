@@ -771,3 +771,14 @@ def test_the_frames_of_one_clip_alone_are_warned_about(tmp_path):
     with pytest.warns(SharpenWarning, match=r"30 images walk/\* look like the frames of one"):
         split = split_photos(tmp_path)
     assert len(split["train"]) < 30
+
+
+def test_a_folder_of_clips_says_to_extract_their_frames(tmp_path):
+    """`corpus --photos` on a folder of the user's sharp clips said "no images found under
+    DIR", as if it were empty: it names the clips and how to turn them into photos."""
+    (tmp_path / "day1").mkdir()
+    for name in ("walk.mp4", "day1/bike.mov"):
+        (tmp_path / name).write_bytes(b"\0" * 16)
+    with pytest.raises(ValueError, match=r"no images found under .*: it holds 2 video clips "
+                       r"\(day1/bike.mov, walk.mp4\).*extract.*ffmpeg -i"):
+        split_photos(tmp_path)

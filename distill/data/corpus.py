@@ -68,11 +68,20 @@ def split_photos(root: str | Path) -> dict[str, list[Path]]:
     # and 100007 swapped places, so the same photos made other pairs than before.
     files = [root / r for r in sorted(_images_under(root, others=others),
                                       key=lambda r: r.as_posix())]
+    from runtime.imageio import VIDEO_EXTS
+    others = sorted(Path(o).relative_to(root).as_posix() for o in others)
+    clips = [o for o in others if Path(o).suffix.lower() in VIDEO_EXTS]
+    # A folder of sharp clips read "no images found", as if empty: the corpus blurs photos,
+    # so a clip's frames go in as photos, a folder a clip (each clip goes to one split).
+    extract = ("; extract their frames as photos first, a folder a clip (mkdir -p frames/CLIP "
+               "&& ffmpeg -i CLIP.mp4 frames/CLIP/%05d.png, then --photos frames); blurred "
+               "footage is labelled as it is: sharpen labels --data DIR") if clips else ""
     if not files:
-        raise ValueError(f"no images found under {root}")
+        holds = (f": it holds {count(len(clips), 'video clip')} ({', '.join(clips[:5])}"
+                 f"{', ...' if len(clips) > 5 else ''}){extract}") if clips else ""
+        raise ValueError(f"no images found under {root}{holds}")
     from runtime.sources import warn_not_images
-    warn_not_images(f"--photos {root}",
-                    sorted(Path(o).relative_to(root).as_posix() for o in others), "the corpus")
+    warn_not_images(f"--photos {root}", others, "the corpus", extract)
     rels = [f.relative_to(root).as_posix() for f in files]
     named_test = any(part in TEST_FOLDERS for r in rels for part in r.split("/")[:-1])
     out: dict[str, list[Path]] = {s: [] for s in SPLITS}
