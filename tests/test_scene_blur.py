@@ -782,3 +782,23 @@ def test_a_folder_of_clips_says_to_extract_their_frames(tmp_path):
     with pytest.raises(ValueError, match=r"no images found under .*: it holds 2 video clips "
                        r"\(day1/bike.mov, walk.mp4\).*extract.*ffmpeg -i"):
         split_photos(tmp_path)
+
+
+def test_a_hold_out_of_a_corpus_of_clips_keeps_each_clip_whole(tmp_path):
+    """`labels --hold-out` on a corpus of clips' frames (pairs named CLIP_FRAME_COPY) held out
+    the last fifth of pairs by name: frames 9-10 of a clip validated on, frames 1-8 trained
+    on. The corpus records each frame's clip, and the hold-out takes whole clips."""
+    from distill.data.holdout import hold_out
+
+    photos = tmp_path / "frames"
+    _photos(photos, [(f"clip{c}/{i:05d}.png", 64) for c in range(4) for i in range(1, 8)])
+    corpus = tmp_path / "corpus"
+    build_corpus(photos, corpus, CorpusOptions(copies=1, crop=32, test_crop=48, margin=4),
+                 progress=False)
+    plan = hold_out(str(corpus), 0.2, progress=False)
+    clip = {p.stem.rsplit("_", 1)[0]: p.stem.split("_")[0]
+            for p in (corpus / "train" / "input").iterdir()}
+    held = {clip[n.rsplit("_", 1)[0]] for n in plan.held}
+    trained = {clip[n.rsplit("_", 1)[0]] for n in plan.train}
+    assert held and trained and not held & trained, (held, trained)
+    assert plan.rule == "clips"

@@ -54,6 +54,25 @@ def _bucket(rel: str, n: int) -> int:
 
 def split_photos(root: str | Path) -> dict[str, list[Path]]:
     """Photos under `root` (recursively) by split; see the module docstring for the rule."""
+    return _split(root)[0]
+
+
+def corpus_clips(corpus: str | Path) -> dict[str, str]:
+    """The clip of each training pair of a corpus (the pair's name without its copy number,
+    as a sample of the corpus is named) whose photo is a video frame, from corpus.json; {}
+    for another folder or a corpus made before clips were recorded. `labels --hold-out` holds
+    out whole clips by it: by name it held out a clip's last frames and trained on the rest."""
+    try:
+        meta = json.loads((Path(corpus) / "corpus.json").read_text(encoding="utf-8"))
+        index = meta.get("photo_index") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {e["name"]: e["clip"] for e in index.values()
+            if isinstance(e, dict) and e.get("clip") and e.get("split") == "train"}
+
+
+def _split(root: str | Path) -> tuple[dict[str, list[Path]], dict[str, str]]:
+    """`split_photos`, and the clip of each photo that is a video frame, by its path in root."""
     from .sources import _images_under
 
     root = Path(root)
@@ -95,7 +114,7 @@ def split_photos(root: str | Path) -> dict[str, list[Path]]:
             is_test = _bucket(key, 10) == 0
         split = "test" if is_test else ("val" if _bucket("val:" + key, 25) == 0 else "train")
         out[split].append(f)
-    return out
+    return out, clip
 
 
 def _clips(root: Path, rels: list[str]) -> dict[str, str]:
@@ -207,7 +226,7 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
     root, out = Path(photos), Path(out)
     _refuse_out_inside_photos(out, root)
     _refuse_another_data_set(out)
-    by_split = split_photos(root)
+    by_split, clips = _split(root)
     names = {s: _names(root, by_split[s]) for s in SPLITS}
     meta = {"photos": str(root.resolve()), "synthesis": SYNTHESIS_VERSION,
             "options": asdict(opts),
@@ -218,7 +237,7 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
     # One run per corpus: the clean-up below would otherwise delete another run's files.
     with run_lock(out, doing="writing a corpus", flag="--out"):
         old = _check_same_recipe(out, meta)
-        index = _photo_index(root, names, old.get("photo_index") or {})
+        index = _photo_index(root, names, old.get("photo_index") or {}, clips)
         _check_same_photos(out, old, meta["photos"], index, say)
         _warn_empty_splits(root, out, by_split, splits)
         _remove_temp_files(out)
@@ -289,8 +308,9 @@ def _warn_empty_splits(root: Path, out: Path, by_split: dict[str, list[Path]],
 
 
 def _photo_index(root: Path, names: dict[str, dict[Path, str]],
-                 before: dict[str, dict]) -> dict[str, dict]:
-    """Per photo (relative path): its split, its pairs' name, size and content digest, which a
+                 before: dict[str, dict], clips: dict[str, str]) -> dict[str, dict]:
+    """Per photo (relative path): its split, its pairs' name, the clip it is a frame of (for
+    `corpus_clips`), size and content digest, which a
     rerun compares to find photos changed since (`_same_photo`). The digest is taken again
     only when size or mtime moved: a copy, `touch` or a fresh download of the same photos
     changes mtimes, and must not cost the corpus its pairs."""
@@ -305,6 +325,8 @@ def _photo_index(root: Path, names: dict[str, dict[Path, str]],
                 digest = hashlib.blake2b(f.read_bytes(), digest_size=16).hexdigest()
             index[rel] = {"split": split, "name": name, "size": st.st_size,
                           "mtime_ns": st.st_mtime_ns, "blake2b": digest}
+            if rel in clips:
+                index[rel]["clip"] = clips[rel]
     return dict(sorted(index.items()))
 
 

@@ -4,7 +4,8 @@
 
 1. a source with a val split apart from train (a paired root with split folders, a corpus, the
    embedded set) validates on it; nothing is held out. One with a test split but no val split
-   (a GoPro root, a corpus of a few photos) holds out of its train split by rule 2 or 3: its
+   (a GoPro root, a corpus of a few photos; of clips' frames, by the clips its corpus.json
+   records) holds out of its train split by rule 2 or 3: its
    test split is what `sharpen evaluate` scores by default, and a student chosen on it was
    reported on the images it was tuned on. Only where train has too few images to spare one
    does the test split validate, with a warning that says so;
@@ -166,7 +167,7 @@ def hold_out(spec: str, fraction: float, gopro_blur: str = "blur", progress: boo
     if n < 2:
         raise SourceError(f"{info.describe()}: {needs} needs at least 2 images (one to train on, "
                           "one to validate on)")
-    plan = _from_samples(fraction, samples)
+    plan = _from_samples(fraction, samples, _corpus_groups(spec, samples))
     if own == "test":
         plan = replace(plan, reason=(
             f"{spec} has no val split: held out of its train split instead, so that its test "
@@ -188,13 +189,26 @@ def _own_split(spec: str, train: str, gopro_blur: str, progress: bool) -> Option
     return None
 
 
-def _from_samples(fraction: float, samples: list[Sample]) -> HoldOut:
-    """Rules 2 and 3 over `samples` (at least 2)."""
+def _corpus_groups(spec: str, samples: list[Sample]) -> Optional[dict[str, str]]:
+    """A corpus of clips' frames: each pair's clip, or its photo (NAME_COPY: the copies of one
+    photo are crops of it), by sample name; None for another source or a corpus of photos."""
+    from .corpus import corpus_clips
+    clips = corpus_clips(spec)
+    if not clips:
+        return None
+    photo = {s.name: s.name.rpartition("_")[0] or s.name for s in samples}
+    return {name: clips.get(p, p) for name, p in photo.items()}
+
+
+def _from_samples(fraction: float, samples: list[Sample],
+                  group_of: Optional[dict[str, str]] = None) -> HoldOut:
+    """Rules 2 and 3 over `samples` (at least 2); `group_of` each sample's clip where the
+    names do not tell it (`_corpus_groups`)."""
     n = len(samples)
     k = min(n - 1, max(1, round(n * fraction)))
     groups: dict[str, list[str]] = {}
     for s in samples:
-        groups.setdefault(_group(s), []).append(s.name)
+        groups.setdefault(group_of[s.name] if group_of else _group(s), []).append(s.name)
     if len(groups) == 1:
         # Frames of several clips exported into one folder (clipA_0001.png, clipB_0001.png):
         # the clips, by the name before the number. As one run of frames the tail's gap held
