@@ -196,8 +196,9 @@ def _after_distill(cfg: Any, best_step: int | None = None) -> list[str]:
 def _test_split_source(data: Any) -> Path | None:
     """The source the validation cache was labelled from where that source has a test split
     (a corpus, a paired root with split folders) that neither cache was labelled from: None
-    for footage, a folder without splits, a cache whose run.json names no source that is
-    here, or labels of that test split (trained on, or best.pt chosen on it)."""
+    for footage, a folder without splits or with an empty test split, a cache whose run.json
+    names no source that is here, or labels of that test split (trained on, or best.pt chosen
+    on it)."""
     from .data.label_cache import read_run_record
     if not data.val_labels:
         return None
@@ -209,7 +210,14 @@ def _test_split_source(data: Any) -> Path | None:
         used = read_run_record(Path(cache)) if cache else {}
         if used.get("split") == "test" and used.get("data") == source:
             return None
-    return Path(source) if (Path(source) / "test").is_dir() else None
+    if not (Path(source) / "test").is_dir():
+        return None
+    from .data.sources import SourceError, resolve_source
+    try:   # an empty test split (a corpus of a few clips, each whole in train) scores nothing
+        resolve_source(source, split="test", progress=False, frames=False)
+    except (SourceError, OSError, ValueError):
+        return None
+    return Path(source)
 
 
 def _label_teacher(cache: Path) -> list[str]:

@@ -3186,6 +3186,9 @@ def test_a_student_validated_on_a_corpus_ends_with_how_to_score_it_on_its_test_s
     import json
 
     from distill.train_command import _after_distill
+    import cv2
+    import numpy as np
+
     corpus, out, val = tmp_path / "corpus", tmp_path / "ft", tmp_path / "val"
     for side in ("input", "target"):
         (corpus / "test" / side).mkdir(parents=True)
@@ -3194,6 +3197,11 @@ def test_a_student_validated_on_a_corpus_ends_with_how_to_score_it_on_its_test_s
     val.mkdir()
     (val / "run.json").write_text(json.dumps({"data": str(corpus), "split": "val"}))
     cfg = tiny_cfg(out, 1, task="student", init="fast", **{"data.val_labels": val})
+    # An empty test split (a corpus of a few clips, each whole in train): the line's command
+    # failed with "no images in CORPUS/test/input".
+    assert _after_distill(cfg, 1)[0].startswith("export it for")
+    for side in ("input", "target"):
+        cv2.imwrite(str(corpus / "test" / side / "a.png"), np.zeros((16, 16, 3), np.uint8))
     assert _after_distill(cfg, 1)[0] == (
         f"compare it with init=fast on the test split of {corpus}, never trained on (metrics, "
         f"side_by_side.png): sharpen evaluate --weights fast {out / 'best.pt'} --data {corpus} "
