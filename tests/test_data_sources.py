@@ -518,3 +518,14 @@ def test_a_label_cache_of_clips_given_to_evaluate_points_at_its_frames_only(tmp_
     with pytest.raises(SourceError) as e:
         resolve_source(cache, frames=False)
     assert f"labelled from ({footage})" in str(e.value), str(e.value)
+
+
+def test_a_paired_folder_of_clips_says_pairs_are_frames(tmp_path):
+    """blur/walk.mp4 beside sharp/walk.mp4 (a camera's real pairs, as clips) read "no images in
+    blur", as if the folder were empty: the clips are named, and how to pair their frames."""
+    for side in ("blur", "sharp"):
+        (tmp_path / side).mkdir()
+        (tmp_path / side / "walk.mp4").write_bytes(b"\0" * 16)
+    with pytest.raises(SourceError, match=r"no images in .*blur: it holds 1 video clip "
+                       r"\(walk.mp4\).*ffmpeg -i blur/walk.mp4 blur/walk_%05d.png"):
+        resolve_source(str(tmp_path))

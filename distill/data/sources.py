@@ -504,13 +504,28 @@ def pair_folders(in_dir: Path, gt_dir: Path, kind: str, root: Path,
     un_gt = [f"{gt_dir.name}/{k}" for k in sorted(gts, key=name_key) if k not in used]
     _report_unmatched(in_dir.parent, un_in, un_gt, gt_dir.name + " image", in_dir.name + " image")
     if not ins:
-        raise SourceError(f"no images in {in_dir}")
+        raise SourceError(f"no images in {in_dir}{_clips_in(in_dir, gt_dir, others)}")
     if not pairs:
         raise SourceError(f"no file in {in_dir} has a same-named file in {gt_dir}")
     both = [ins[k] for k in sorted(pairs, key=name_key)]
     names = _sample_names(both)
     samples = [Sample(names[r], in_dir / r, gt_dir / pairs[r.as_posix()]) for r in both]
     return SourceInfo(kind, root, samples, split, un_in, un_gt, not_images=sorted(others))
+
+
+def _clips_in(in_dir: Path, gt_dir: Path, others: list[str]) -> str:
+    """What to do with the clips of a blurred folder (a camera's real pairs recorded as
+    blur/walk.mp4 beside sharp/walk.mp4): pairs are matched image to image, so their frames.
+    It read "no images in blur", as if the folder were empty."""
+    clips = sorted(Path(o).relative_to(in_dir).as_posix() for o in others
+                   if Path(o).is_relative_to(in_dir) and is_video(o))
+    if not clips:
+        return ""
+    stem = Path(clips[0]).with_suffix("").as_posix()
+    return (f": it holds {count(len(clips), 'video clip')} ({_few(clips)}); pairs are "
+            f"matched image to image: extract each clip's frames on both sides, e.g. ffmpeg "
+            f"-i {in_dir.name}/{clips[0]} {in_dir.name}/{stem}_%05d.png and the same of "
+            f"{gt_dir.name}/ (ffmpeg numbers both alike)")
 
 
 def _match_pairs(ins: dict[str, Path], gts: dict[str, Path]) -> dict[str, Path]:
