@@ -802,3 +802,18 @@ def test_a_hold_out_of_a_corpus_of_clips_keeps_each_clip_whole(tmp_path):
     trained = {clip[n.rsplit("_", 1)[0]] for n in plan.train}
     assert held and trained and not held & trained, (held, trained)
     assert plan.rule == "clips"
+
+
+def test_an_empty_split_of_clips_frames_counts_the_clips(tmp_path):
+    """Frames of a few clips go to a split a clip at a time: "no photo fell in the test split
+    (60 photos; 1 in 10 goes to test)" read as if 6 test photos were due; it names the clips,
+    and `labels --hold-out` holding out whole clips."""
+    photos = tmp_path / "frames"
+    _photos(photos, [(f"clip{c}/{i:05d}.png", 40) for c in range(4) for i in range(1, 4)])
+    with pytest.warns(SharpenWarning) as said:
+        build_corpus(photos, tmp_path / "corpus",
+                     CorpusOptions(copies=1, crop=32, test_crop=32, margin=4), progress=False)
+    text = " ".join(str(w.message) for w in said)
+    assert "no photo fell in the test split (12 photos, the frames of 4 clips, each clip " \
+           "whole in one split; 1 in 10 goes to test" in text
+    assert "holds out whole training clips" in text

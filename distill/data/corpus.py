@@ -239,7 +239,7 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
         old = _check_same_recipe(out, meta)
         index = _photo_index(root, names, old.get("photo_index") or {}, clips)
         _check_same_photos(out, old, meta["photos"], index, say)
-        _warn_empty_splits(root, out, by_split, splits)
+        _warn_empty_splits(root, out, by_split, splits, len(set(clips.values())))
         _remove_temp_files(out)
         if old:   # only in a corpus of ours: --out may be another dataset by mistake
             _remove_stale_pairs(out, index, opts, old, say)
@@ -285,22 +285,27 @@ def _refuse_another_data_set(out: Path) -> None:
 
 
 def _warn_empty_splits(root: Path, out: Path, by_split: dict[str, list[Path]],
-                       splits: tuple[str, ...]) -> None:
+                       splits: tuple[str, ...], n_clips: int = 0) -> None:
     """A warning per empty val or test split, saying what it does to the steps after the corpus
     and what the user can do: by hash about 1 photo in 10 goes to test and 1 in 25 to val, so a
     small folder can leave both empty. "No photo fell in the val split" alone left a user's
-    `labels --hold-out` validating on the test split that `evaluate` reported on."""
+    `labels --hold-out` validating on the test split that `evaluate` reported on. `n_clips`:
+    the clips of frames among them, each whole in one split (a few clips leave val and test
+    empty however many frames)."""
     n = sum(len(v) for v in by_split.values())
+    n = (f"{n} photos, the frames of {count(n_clips, 'clip')}, each clip whole in one split"
+         if n_clips else f"{n} photos")
+    whole = "clips" if n_clips else "photos"
     if "val" in splits and not by_split["val"]:
-        warn(f"{root}: no photo fell in the val split ({n} photos; 1 in 25 goes to val, by a "
-             "hash of its path): `sharpen labels --hold-out` holds out whole training photos "
+        warn(f"{root}: no photo fell in the val split ({n}; 1 in 25 goes to val, by a "
+             f"hash of its path): `sharpen labels --hold-out` holds out whole training {whole} "
              f"instead, and `sharpen train`/`train-teacher` runs given data.val={out} validate "
              "on its test split, the images `sharpen evaluate` scores by default (they warn); "
              "no option of `sharpen corpus` sets the split sizes: add photos (about 25 per "
              "val photo)")
     if "test" in splits and not by_split["test"]:
         # Never with a kodak24/ or mcmaster/ subfolder: every photo under one is a test photo.
-        warn(f"{root}: no photo fell in the test split ({n} photos; 1 in 10 goes to test, by "
+        warn(f"{root}: no photo fell in the test split ({n}; 1 in 10 goes to test, by "
              f"a hash of its path): `sharpen evaluate --data {out}` has nothing to score by "
              "default (its --split is test); every photo under a subfolder named "
              f"{' or '.join(TEST_FOLDERS)} is the test split (and no other photo then), or "
