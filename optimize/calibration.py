@@ -81,13 +81,30 @@ def resolve_paths(specs: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
                 raise CalibrationError(f"no images match {s!r}")
             paths += found
         else:
-            raise CalibrationError(f"no such file or folder: {s}")
+            raise CalibrationError(f"no such file or folder: {s}{_no_frames_hint(p)}")
     seen, unique = set(), []
     for p in paths:
         if p.resolve() not in seen:
             seen.add(p.resolve())
             unique.append(p)
     return unique
+
+
+def _no_frames_hint(path: Path) -> str:
+    """Where a label cache's images are when it has no frames/: `--calib CACHE/frames`, as the
+    README's footage line has it, of a cache labelled from images (a corpus, a paired folder)
+    said only "no such file or folder": only video frames are saved in a cache."""
+    from distill.data.label_cache import FRAMES_DIR, is_label_cache, read_run_record
+    if path.name != FRAMES_DIR or not is_label_cache(path.parent):
+        return ""
+    record = read_run_record(path.parent)
+    data, split = record.get("data"), record.get("split")
+    if not isinstance(data, str):
+        return ""
+    inputs = Path(data) / split / "input" if isinstance(split, str) else None
+    where = inputs if inputs is not None and inputs.is_dir() else Path(data)
+    return (f": a label cache keeps frames/ only of footage (video clips' frames); "
+            f"{path.parent} was labelled from images: pass those, e.g. {where}")
 
 
 def _empty_folder_hint(folder: Path) -> str:

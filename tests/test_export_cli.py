@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -1905,3 +1906,20 @@ def test_parity_images_unlike_the_calibration_crops_are_warned_about(ckpt, tmp_p
     # tflite-int8's input and the pixel-unshuffle after it span [0, 1] whatever the crops
     assert any("is 0.30: onnx-int8, onnx-qdq-trt take their first layer's input range from "
                "the crops, so brighter pixels" in m for m in messages), messages
+
+
+def test_calib_of_a_paired_label_cache_frames_says_where_its_images_are(tmp_path):
+    """`--calib runs/lab/frames` (as the README's footage line) of a cache labelled from a
+    corpus said only 'no such file or folder': such a cache keeps no frames/, its inputs
+    are the corpus's."""
+    from distill.data.label_cache import MANIFEST, MANIFEST_FORMAT
+    from optimize.calibration import CalibrationError, resolve_paths
+
+    corpus, cache = tmp_path / "corpus", tmp_path / "lab"
+    (corpus / "train" / "input").mkdir(parents=True)
+    cache.mkdir()
+    (cache / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "entries": {}}))
+    (cache / "run.json").write_text(json.dumps({"data": str(corpus), "split": "train"}))
+    with pytest.raises(CalibrationError, match=r"no such file or folder: .*frames: .*keeps "
+                       r"frames/ only of footage .*" + re.escape(str(corpus / "train" / "input"))):
+        resolve_paths(cache / "frames")
