@@ -50,7 +50,11 @@ def _corpus_outcome(args: argparse.Namespace, summary: dict) -> int:
     and so is a run that made no training pair."""
     splits = ("train", "val", "test")
     counts = ", ".join(f"{s} {summary[s]}" for s in splits)
-    print(f"corpus written to {args.out}/{{train,val,test}}/{{input,target}}: {counts} pairs")
+    clips = summary.get("clips", 0)
+    by_clip = (f"; the frames of {count(clips, 'clip')}, each clip whole in one split (its "
+               "neighbouring frames are near-duplicates)") if clips else ""
+    print(f"corpus written to {args.out}/{{train,val,test}}/{{input,target}}: {counts} pairs"
+          f"{by_clip}")
     small, failed, photos = summary["small"], summary["failed"], summary["photos"]
     if small:
         where = ", ".join(f"{s} {n}" for s, n in summary["small_in"].items() if n)

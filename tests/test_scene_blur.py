@@ -817,3 +817,16 @@ def test_an_empty_split_of_clips_frames_counts_the_clips(tmp_path):
     assert "no photo fell in the test split (12 photos, the frames of 4 clips, each clip " \
            "whole in one split; 1 in 10 goes to test" in text
     assert "holds out whole training clips" in text
+
+
+def test_the_corpus_line_says_the_clips_went_whole_to_one_split(tmp_path, capsys):
+    """The summary line gave pair counts alone: a user could not tell whether the frames of
+    their clips were split by frame (a leak) or by clip."""
+    from sharpen.cli import main
+
+    photos = tmp_path / "frames"
+    _photos(photos, [(f"clip{c}/{i:05d}.png", 40) for c in range(3) for i in range(1, 4)])
+    assert main(["corpus", "--photos", str(photos), "--out", str(tmp_path / "c"), "--copies",
+                 "1", "--crop", "32", "--test-crop", "32", "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "pairs; the frames of 3 clips, each clip whole in one split" in said, said

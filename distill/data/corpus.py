@@ -253,6 +253,7 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
         atomic_write_json(out / "corpus.json", {**meta, "counts": counts, "photo_index": index})
         summary = _write_pairs(root, out, by_split, names, opts, splits, progress, workers)
         counts.update({s: summary[s] for s in splits})
+        summary["clips"] = len(set(clips.values()))
         atomic_write_json(out / "corpus.json", {**meta, "counts": counts, "photo_index": index})
     return summary
 
