@@ -817,6 +817,7 @@ def test_an_empty_split_of_clips_frames_counts_the_clips(tmp_path):
     assert "no photo fell in the test split (12 photos, the frames of 4 clips, each clip " \
            "whole in one split; 1 in 10 goes to test" in text
     assert "holds out whole training clips" in text
+    assert "add clips (about 25 per val clip)" in text
 
 
 def test_the_corpus_line_says_the_clips_went_whole_to_one_split(tmp_path, capsys):

@@ -302,15 +302,15 @@ def _warn_empty_splits(root: Path, out: Path, by_split: dict[str, list[Path]],
              f"hash of its path): `sharpen labels --hold-out` holds out whole training {whole} "
              f"instead, and `sharpen train`/`train-teacher` runs given data.val={out} validate "
              "on its test split, the images `sharpen evaluate` scores by default (they warn); "
-             "no option of `sharpen corpus` sets the split sizes: add photos (about 25 per "
-             "val photo)")
+             f"no option of `sharpen corpus` sets the split sizes: add {whole} (about 25 per "
+             f"val {whole[:-1]})")
     if "test" in splits and not by_split["test"]:
         # Never with a kodak24/ or mcmaster/ subfolder: every photo under one is a test photo.
         warn(f"{root}: no photo fell in the test split ({n}; 1 in 10 goes to test, by "
              f"a hash of its path): `sharpen evaluate --data {out}` has nothing to score by "
              "default (its --split is test); every photo under a subfolder named "
              f"{' or '.join(TEST_FOLDERS)} is the test split (and no other photo then), or "
-             "add photos")
+             f"add {whole}")
 
 
 def _photo_index(root: Path, names: dict[str, dict[Path, str]],
