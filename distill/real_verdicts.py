@@ -121,7 +121,13 @@ def pair_verdicts(r: dict) -> list[tuple[str, str]]:
         word = ("gains over the blurred input" if cp > 0 and cs > 0 else
                 "worse than the blurred input" if dp < 0 and ds < 0 and min(cp, cs) < 0 else
                 "no clear gain over the blurred input")
-        if dp > 0 and ds > 0 and not (cp > 0 and cs > 0):
+        if dp > 0 and ds > 0 and (cp > 0) != (cs > 0):
+            # One measure clear, the other within the noise: "no clear gain" read as a model
+            # that changes nothing (`fast` in TFLite INT8 on reds-mini: +0.58 dB, +0.0024).
+            clear, noisy = ("PSNR", "SSIM") if cp > 0 else ("SSIM", "PSNR")
+            word = (f"gains over the blurred input in {clear} only (its {noisy} gain is "
+                    "within the frames' spread, two standard errors)")
+        elif dp > 0 and ds > 0 and not (cp > 0 and cs > 0):
             word += " (the gain is within the frames' spread, two standard errors)"
         worst = (f"; worst frame {d['worst_psnr_gain']:+.2f} dB ({d['worst_image']})"
                  if "worst_image" in d else "")
