@@ -908,8 +908,11 @@ class Trainer:
                     self._log_interval(losses, terms, time.time() - t_log, paused, waits)
                     losses, terms, t_log, paused, waits = [], {}, time.time(), 0.0, []
                 last = self.step >= cfg.optim.steps
-                over = bool((cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60)
-                            or (cfg.stop_after and self.step - start_step >= cfg.stop_after))
+                # A budget spent at the last step finished the run: stopping there said
+                # "stopped (budget)" of it in train.log and `sharpen runs`.
+                over = not last and bool(
+                    (cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60)
+                    or (cfg.stop_after and self.step - start_step >= cfg.stop_after))
                 # This step's decisions use the flag as agreed, not self._stop: under DDP a
                 # signal that lands later on one rank only (rank 0 validating while the others
                 # went on, or one rank just after this all-reduce returned) sent the ranks into

@@ -65,6 +65,18 @@ def test_resume_equals_uninterrupted(tmp_path):
         assert torch.allclose(a["ema"][k], b["ema"][k], atol=1e-6), k
 
 
+def test_a_step_budget_that_ends_at_the_last_step_finishes_the_run(tmp_path):
+    """The same stop_after=3 command run twice over 6 steps reaches step 6 on the second: the
+    console said 'done', yet train.log ended 'stopped at step 6 (time or step budget
+    reached)' and `sharpen runs` showed the finished run as 'stopped (budget)  6/6'."""
+    from distill.runs_compare import read_run
+    train(tiny_cfg(tmp_path / "b", 6, stop_after=3), quiet=True)
+    train(tiny_cfg(tmp_path / "b", 6, stop_after=3), quiet=True)
+    log = (tmp_path / "b" / "train.log").read_text().splitlines()
+    assert "finished at step 6" in log[-1], log[-1]
+    assert read_run(tmp_path / "b").state == "finished"
+
+
 def test_a_resume_says_what_it_restored_so_the_run_goes_on_exactly(tmp_path, capsys):
     """"resumed from last.pt at step 3" left the user to wonder whether the learning rate,
     the EMA and the data order went on, or started over as in many trainers."""
