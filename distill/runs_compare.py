@@ -20,6 +20,7 @@ from typing import Optional
 from runtime.run_lock import LOCK_NAME
 from .config import RUN_CONTROL
 from .figure_fonts import any_script_text
+from .metrics import SSIM_ID
 
 # What makes a folder a training run: any one of them.
 RUN_FILES = ("metrics.jsonl", "train.log", "config.yaml", "last.pt", "best.pt")
@@ -225,6 +226,9 @@ def _read_run(path: Path) -> Run:
     if run.val and not any("ssim_formula" in r for r in run.val):
         run.notes.append("written by an older version: its SSIM used another formula than "
                          "this version's, so compare it with runs of its own version")
+    elif older := [r["step"] for r in run.val if r.get("ssim_formula") != SSIM_ID]:
+        run.notes.append(f"its SSIM up to step {max(older)} (before this version resumed it) "
+                         "used an older version's formula: left out of its best and last SSIM")
     try:
         import yaml
         cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
@@ -310,14 +314,22 @@ def differing_settings(runs: list[Run]) -> list[str]:
                     else "<unset>" for r in have}) > 1]
 
 
+def _scored(run: Run, key: str) -> list[dict]:
+    """The validation records whose `key` compares: of a run resumed across an upgrade, an
+    SSIM's of this version's formula only (the older one scored the same weights higher,
+    0.9234 against 0.9191, and was taken for the run's best)."""
+    mixed = key.endswith("_ssim") and any(r.get("ssim_formula") == SSIM_ID for r in run.val)
+    return [r for r in run.val if not mixed or r.get("ssim_formula") == SSIM_ID]
+
+
 def _best(run: Run, key: str) -> Optional[tuple[float, int]]:
-    pts = [(r["val"][key], r["step"]) for r in run.val
+    pts = [(r["val"][key], r["step"]) for r in _scored(run, key)
            if isinstance(r["val"].get(key), (int, float)) and math.isfinite(r["val"][key])]
     return max(pts, key=lambda p: (p[0], -p[1])) if pts else None
 
 
 def _last(run: Run, key: str) -> Optional[tuple[float, int]]:
-    pts = [(r["val"][key], r["step"]) for r in run.val
+    pts = [(r["val"][key], r["step"]) for r in _scored(run, key)
            if isinstance(r["val"].get(key), (int, float)) and math.isfinite(r["val"][key])]
     return pts[-1] if pts else None
 
@@ -515,7 +527,7 @@ def figure(runs: list[Run], axis: str):
         key = r.score_key
         if key:
             for j, k in enumerate((key.replace("_ssim", "_psnr"), key)):
-                pts = [(x_value(r, v, axis), v["val"][k]) for v in r.val
+                pts = [(x_value(r, v, axis), v["val"][k]) for v in _scored(r, k)
                        if isinstance(v["val"].get(k), (int, float))]
                 if pts:
                     ax[j + 1].plot(*zip(*pts), label=shown_path(r.label), **style)

@@ -184,6 +184,28 @@ def test_an_older_versions_ssim_is_flagged_as_not_comparable(two_runs, capsys, t
     assert "old: written by an older version: its SSIM used another formula" in text, text
 
 
+def test_a_run_resumed_across_an_upgrade_is_best_by_this_versions_ssim_alone(two_runs, capsys,
+                                                                           tmp_path):
+    """A run an older version stopped at step 2 and this one resumed: step 2's record holds
+    the older SSIM (0.9234 where this version's gives 0.9191 on the same weights), and it was
+    shown as the run's best SSIM and made the run best, beside records of this formula."""
+    resumed = tmp_path / "resumed"
+    shutil.copytree(two_runs / "a", resumed)
+    recs = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    for r in recs:
+        if "val" in r and r["step"] == 2:   # written before the upgrade: higher, no formula
+            del r["ssim_formula"]
+            r["val"]["model_gt_ssim"] = 0.99
+    (resumed / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    last = [r["val"]["model_gt_ssim"] for r in recs if "val" in r][-1]
+    code, text = runs(capsys, resumed)
+    row = rows(text)["resumed"]
+    assert f"{last:.4f} @4  {last:.4f} @4" in row, text
+    assert ("resumed: its SSIM up to step 2 (before this version resumed it) used an older "
+            "version's formula: left out of its best and last SSIM" in text), text
+    assert "written by an older version" not in text, text
+
+
 def test_runs_of_other_batches_or_process_counts_line_up_by_samples(two_runs, capsys, tmp_path):
     """A torchrun run of 2 processes takes twice the crops of a step: by steps its curve sat
     at half the data of the other's."""
