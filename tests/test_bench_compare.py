@@ -414,3 +414,20 @@ def test_scores_by_another_psnr_ssim_formula_are_shown_not_gated():
     assert any("quality.convention differs (ssim)" in d for d in comp["not_gated"]["quality"])
     base["quality"]["convention"] = CONVENTION   # the same formula: gated as before
     assert ("quality", "ssim") in _regressed(compare_reports(base, new, TOL))
+
+
+def test_a_baseline_naming_no_formula_is_an_older_versions_and_not_gated():
+    """A report.json of an older version names no convention (its SSIM the 7x7 window, on
+    float outputs): --baseline with it said 'ssim 0.5451 -> 0.5473 +0.0022 ok', a gain of
+    the formula alone, and a new formula scoring lower read as a regression of the model."""
+    from distill.metrics import CONVENTION
+    base, new = _report(), _report(ssim=0.50)
+    new["quality"]["convention"] = CONVENTION
+    base["quality"].pop("convention", None)
+    comp = compare_reports(base, new, TOL)
+    assert not _regressed(comp), comp["rows"]
+    assert any("the baseline names no quality.convention (an older version's report)" in d
+               for d in comp["not_gated"]["quality"]), comp["not_gated"]
+    assert ("latency" not in comp["not_gated"]), comp["not_gated"]   # timings still gated
+    del new["quality"]["convention"]   # neither names one: compared as the same
+    assert ("quality", "ssim") in _regressed(compare_reports(base, new, TOL))
