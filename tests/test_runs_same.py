@@ -129,6 +129,24 @@ def _edit_checkpoint(path, edit) -> None:
     atomic_save(ck, path)
 
 
+def test_training_data_digested_by_an_older_version_is_compared_by_count_not_called_changed(
+        runs, capsys, tmp_path):
+    """A run an older version began (its training digest took in file times) against the same
+    run resumed by this version: 'training data  4 images, digest 8923...  4 images, digest
+    89d0...  DIFFERS' of one label cache, which --same then called another run."""
+    old = tmp_path / "old"
+    shutil.copytree(runs / "b", old)
+
+    def older(ck):
+        del ck["data"]["train_digest_of"]
+        ck["data"]["train_digest"] = "89234fd1c3e2bb1e9eb7b175"
+    _edit_checkpoint(old / "last.pt", older)
+    code, text = same(capsys, runs / "a", old)
+    row = verdicts(text)["training data"]
+    assert row.startswith("not recorded: the same count, digested another way"), text
+    assert code == 1 and "DIFFERS" not in row, text
+
+
 def test_weights_within_the_tolerance_are_the_same_and_past_it_differ(runs, capsys, tmp_path):
     b = tmp_path / "b"
     shutil.copytree(runs / "b", b)
