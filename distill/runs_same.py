@@ -70,6 +70,13 @@ def _record(folder: Path) -> dict:
     return {}
 
 
+def _defaults() -> dict:
+    """This version's config defaults, by dotted key."""
+    from .config import TrainConfig
+    from .runs_compare import _flatten
+    return _flatten(TrainConfig().to_dict())
+
+
 def settings_checks(a: Run, b: Run) -> list[Check]:
     """The seed, then a row per config key that differs. Steering keys (log_every...) and
     where files are (data.train...) are shown but not counted: the data digests compare the
@@ -82,7 +89,7 @@ def settings_checks(a: Run, b: Run) -> list[Check]:
                       f"{UNKNOWN}: {missing.label} has no readable config.yaml")]
     rows = [Check("seed", _shown(ca.get("seed")), _shown(cb.get("seed")),
                   SAME if ca.get("seed") == cb.get("seed") else DIFFERS)]
-    differ = []
+    differ, defaults = [], _defaults()
     for k in sorted((set(ca) | set(cb)) - {"out", "seed"}):
         va, vb = ca.get(k, "<unset>"), cb.get(k, "<unset>")
         if json.dumps(va, sort_keys=True, default=str) == json.dumps(vb, sort_keys=True,
@@ -90,6 +97,12 @@ def settings_checks(a: Run, b: Run) -> list[Check]:
             continue
         if k in RUN_CONTROL:
             why = f"{NOTE} (steers the run, not what it trains)"
+        elif "<unset>" in (va, vb) and k in defaults \
+                and defaults[k] == (vb if va == "<unset>" else va):
+            # A key an older version did not have: the default it gained kept what that
+            # version did (data.gopro_blur: blur/ was always read), not a changed setting.
+            why = (f"{UNKNOWN}: not in an older version's config.yaml; "
+                   f"{_shown(defaults[k])} is this version's default")
         elif k in WHERE:
             why = f"{NOTE} (a path: the files are compared below)"
         else:

@@ -147,6 +147,31 @@ def test_training_data_digested_by_an_older_version_is_compared_by_count_not_cal
     assert code == 1 and "DIFFERS" not in row, text
 
 
+def test_a_key_an_older_versions_config_lacks_is_not_called_a_changed_setting(runs, capsys,
+                                                                             tmp_path):
+    """An older version's config.yaml has no data.gopro_blur (it always read blur/, the key's
+    default now): 'setting data.gopro_blur  <unset>  blur  DIFFERS' named a setting nobody
+    changed among the reasons the runs differ."""
+    old = tmp_path / "old"
+    shutil.copytree(runs / "b", old)
+    cfg = yaml.safe_load((old / "config.yaml").read_text())
+    del cfg["data"]["gopro_blur"]
+    (old / "config.yaml").write_text(yaml.safe_dump(cfg))
+    code, text = same(capsys, runs / "a", old)
+    row = verdicts(text)["setting data.gopro_blur"]
+    assert row == ("not recorded: not in an older version's config.yaml; blur is this "
+                   "version's default"), text
+    assert text.splitlines()[-1].startswith("not shown the same: a and old agree where both "
+                                            "record it"), text
+    cfg["data"]["gopro_blur"] = "blur_gamma"   # set otherwise than the default: changed
+    (old / "config.yaml").write_text(yaml.safe_dump(cfg))
+    del cfg["data"]["gopro_blur"]
+    new = tmp_path / "new"
+    shutil.copytree(old, new)
+    (new / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert verdicts(same(capsys, new, old)[1])["setting data.gopro_blur"] == "DIFFERS"
+
+
 def test_weights_within_the_tolerance_are_the_same_and_past_it_differ(runs, capsys, tmp_path):
     b = tmp_path / "b"
     shutil.copytree(runs / "b", b)
