@@ -184,6 +184,27 @@ def test_an_older_versions_ssim_is_flagged_as_not_comparable(two_runs, capsys, t
     assert "old: written by an older version: its SSIM used another formula" in text, text
 
 
+def test_an_older_versions_run_is_not_named_best_by_its_other_formula(two_runs, capsys,
+                                                                     tmp_path):
+    """An older version's run (SSIM 0.9234, 0.9191 by this version's formula) beside one of
+    this version (0.9217) was named 'best:' by the older formula's higher number."""
+    old = tmp_path / "old"
+    shutil.copytree(two_runs / "a", old)
+    recs = [json.loads(line) for line in (old / "metrics.jsonl").read_text().splitlines()]
+    for r in recs:
+        r.pop("ssim_formula", None)
+        if "val" in r:
+            r["val"]["model_gt_ssim"] = 0.99
+    (old / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    code, text = runs(capsys, two_runs / "a", old)
+    best = [line for line in text.splitlines() if line.startswith("best: ")]
+    assert best and best[0].startswith("best: a ("), text
+    assert best[0].endswith("; old left out: an older version's SSIM"), text
+    shutil.copytree(old, tmp_path / "old2")
+    code, text = runs(capsys, old, tmp_path / "old2")   # one older version's: among them
+    assert "best: old and old2, tied" in text, text
+
+
 def test_a_run_resumed_across_an_upgrade_is_best_by_this_versions_ssim_alone(two_runs, capsys,
                                                                            tmp_path):
     """A run an older version stopped at step 2 and this one resumed: step 2's record holds
