@@ -162,7 +162,10 @@ def _read_log(run: Run, log: Path) -> Optional[str]:
             state = None
             run.notes = [n for n in run.notes if not n.startswith("failed: ")]   # resumed since
         elif m := _END.search(line):
-            if m.group(1) == "finished":
+            # A budget spent at the last step said "stopped" of a finished run (before
+            # this version's trainer said "finished" there).
+            if m.group(1) == "finished" or (m.group(1) == "stopped" and not m.group(3)
+                                            and int(m.group(2)) == run.total_steps):
                 state = "finished"
             elif m.group(3):
                 state = f"interrupted ({m.group(3)})"

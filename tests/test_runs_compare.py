@@ -184,6 +184,20 @@ def test_an_older_versions_ssim_is_flagged_as_not_comparable(two_runs, capsys, t
     assert "old: written by an older version: its SSIM used another formula" in text, text
 
 
+def test_a_run_whose_budget_was_spent_at_its_last_step_reads_finished(two_runs, capsys,
+                                                                      tmp_path):
+    """An older version ended train.log with 'stopped at step 4 (time or step budget
+    reached)' where stop_after ran out at the last of 4 steps: shown 'stopped (budget) 4/4'."""
+    done = tmp_path / "done"
+    shutil.copytree(two_runs / "a", done)
+    log = (done / "train.log").read_text().splitlines()
+    log[-1] = log[-1].split(" finished at ")[0] + " stopped at step 4 (time or step budget " \
+        "reached)"
+    (done / "train.log").write_text("\n".join(log) + "\n")
+    code, text = runs(capsys, done)
+    assert "finished" in rows(text)["done"] and " 4/4 " in rows(text)["done"], text
+
+
 def test_an_older_versions_run_is_not_named_best_by_its_other_formula(two_runs, capsys,
                                                                      tmp_path):
     """An older version's run (SSIM 0.9234, 0.9191 by this version's formula) beside one of
