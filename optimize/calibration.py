@@ -1,9 +1,10 @@
 """Calibration and parity data: real images, never random noise.
 
-Sources (`--calib`, `--parity-images`): a folder of images, a glob, image files, or a .npy/.npz
-array of crops (N x 3 x H x W or N x H x W x 3, float in [0, 1]). Without one, scikit-image's
-bundled photographs are used, blurred with a small Gaussian so they look like the blurred
-inputs the student sees (calibration and parity use disjoint photos).
+Sources (`--calib`, `--parity-images`): a folder of images and clips, a glob, image or video
+files, or a .npy/.npz array of crops (N x 3 x H x W or N x H x W x 3, float in [0, 1]). A clip
+gives its frames (`frame_items`), read only where a crop or parity image is taken. Without one,
+scikit-image's bundled photographs are used, blurred with a small Gaussian so they look like the
+blurred inputs the student sees (calibration and parity use disjoint photos).
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class CalibrationError(ValueError):
 BUILTIN_CALIB = ("astronaut", "coffee", "rocket", "hubble_deep_field")
 BUILTIN_PARITY = ("chelsea", "immunohistochemistry")
 BUILTIN_BLUR_SIGMA = 1.2
+# Frames of the clips' held-out last fifth the parity gate runs on, spread over it.
+PARITY_FRAMES = 8
 
 
 def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -58,8 +61,10 @@ def sample_images(names: Sequence[str] = BUILTIN_CALIB,
 
 
 def resolve_paths(specs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Folders, globs and files -> sorted, de-duplicated list of files."""
-    from distill.images import is_image, list_images
+    """Folders, globs and files -> sorted, de-duplicated list of files (clips among them:
+    `frame_items` lists their frames)."""
+    from distill.images import is_image
+    from runtime.imageio import is_video
 
     if isinstance(specs, (str, os.PathLike)):
         specs = [specs]
@@ -68,15 +73,16 @@ def resolve_paths(specs: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
         s = str(spec)
         p = Path(s)
         if p.is_dir():
-            found = list_images(p)
+            found = _images_and_clips(p)
             if not found:
-                raise CalibrationError(f"no images in folder {p}{_empty_folder_hint(p)}")
+                raise CalibrationError(f"no images or clips in folder {p}"
+                                       f"{_empty_folder_hint(p)}")
             paths += found
         elif p.is_file():
             paths.append(p)
         elif any(ch in s for ch in "*?["):
             found = sorted(Path(f) for f in glob_files(s)
-                           if is_image(f) or f.endswith((".npy", ".npz")))
+                           if is_image(f) or is_video(f) or f.endswith((".npy", ".npz")))
             if not found:
                 raise CalibrationError(f"no images match {s!r}")
             paths += found
@@ -105,15 +111,59 @@ def _no_frames_hint(path: Path) -> str:
     where = inputs if inputs is not None and inputs.is_dir() else Path(data)
     return (f": a label cache keeps frames/ only of footage (video clips' frames); "
             f"{path.parent} was labelled from images: pass those, e.g. {where}")
+def _images_and_clips(folder: Path) -> list[Path]:
+    """The images and video clips directly in `folder`, sorted by name (hidden ones left out,
+    as `list_images` leaves them)."""
+    from distill.images import is_image
+    from runtime.imageio import is_video
+
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()
+                  and (is_image(p) or is_video(p)))
+
+
+def frame_items(paths: Sequence[Path], what: str = "calibration",
+                per_clip: int | None = None) -> list:
+    """`paths` with each clip replaced by its frames (`distill.data.sources.Sample`s, named
+    CLIP_000123, none decoded here); `per_clip`: that many spread over each clip. A clip that
+    cannot be read (not a video, no frame) is skipped by name among other files, as an
+    unreadable image is; alone it is an error."""
+    from distill.data.sources import SourceError, resolve_source
+    from runtime.imageio import is_video
+
+    out = []
+    for p in paths:
+        if not is_video(p):
+            out.append(p)
+            continue
+        try:
+            frames = resolve_source(f"video:{p}", frames=True).samples
+            out += (frames if per_clip is None
+                    else [frames[i] for i in spread(len(frames), per_clip)])
+        except SourceError as e:
+            if len(paths) == 1:
+                raise CalibrationError(str(e)) from None
+            warnings.warn(f"skipped: {e}", SharpenWarning)
+    if not out:
+        raise CalibrationError(f"no {what} images: none of the {len(paths)} clips is readable")
+    return out
+
+
+def is_frame(item) -> bool:
+    """A clip's frame among `frame_items`, not a file."""
+    return not isinstance(item, Path)
+
+
+def item_files(items: Sequence) -> list[Path]:
+    """The files `frame_items` came from, each once, in order: a clip's frames are one file."""
+    return list(dict.fromkeys(it.input if is_frame(it) else it for it in items))
 
 
 def _empty_folder_hint(folder: Path) -> str:
-    """What a folder without images directly in it holds instead, and what to pass: a user's
-    footage folder (clips, or stills in day1/, day2/) or a label cache's frames/ (one subfolder
+    """What a folder without images or clips directly in it holds instead, and what to pass:
+    a user's footage folder (stills in day1/, day2/) or a label cache's frames/ (one subfolder
     per clip) drew only "no images in folder", though its images were one level down."""
     from distill.data.label_cache import FRAMES_DIR, is_label_cache
     from distill.images import is_image
-    from runtime.imageio import VIDEO_EXTS
 
     if is_label_cache(folder):
         # A label cache: '**/*' would take the teacher's outputs in labels/ as inputs.
@@ -121,18 +171,12 @@ def _empty_folder_hint(folder: Path) -> str:
         return ("; it is a label cache, whose labels/ are the teacher's outputs: pass its blurred "
                 + (f"frames, '{frames / '**' / '*'}' (quoted), " if frames.is_dir() else "")
                 + "or the images it was labelled from")
-    entries = [q for q in folder.iterdir() if not q.name.startswith(".")]
-    videos = sorted(q.name for q in entries if q.is_file() and q.suffix.lower() in VIDEO_EXTS)
     # Bounded: a hint must not walk a whole disk when someone passes their home folder.
     below = sum(1 for q in islice(walk_files(folder, broken=[]), 100_000) if is_image(q))
     hints = []
     if below:
         hints.append(f"its subfolders hold {count(below, 'image file')}, which a folder does not "
                      f"include: pass '{folder / '**' / '*'}' (quoted) or one subfolder")
-    if videos:
-        hints.append(f"it holds video files ({', '.join(videos[:3])}), which are not read: "
-                     "pass frames instead, e.g. 'CACHE/frames/**/*' (quoted) of a cache "
-                     "`sharpen labels --data` labelled from them")
     return "; " + "; ".join(hints) if hints else ""
 
 
@@ -169,46 +213,63 @@ def _array_images(path: Path) -> list[tuple[str, np.ndarray]]:
     return [(f"{path.stem}[{i}]", np.ascontiguousarray(a)) for i, a in enumerate(arr)]
 
 
-def load_images(paths: Sequence[Path], blur_sigma: float = 0.0, what: str = "calibration",
+def load_images(paths: Sequence, blur_sigma: float = 0.0, what: str = "calibration",
                 min_side: int = 1, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
-    """Read image files / arrays as (name, HxWx3 float32 RGB in [0, 1]). `what` names the images
-    in messages ("calibration", "parity"); images with a side below `min_side` (parity: SSIM's
-    window) are skipped by name. `limit`: stop once that many images are read (the paths in
-    the order to try them: an unreadable one's place goes to the next)."""
+    """Read image files / arrays / clips' frames (`frame_items`) as (name, HxWx3 float32 RGB in
+    [0, 1]). `what` names the images in messages ("calibration", "parity"); images with a side
+    below `min_side` (parity: SSIM's window) are skipped by name. `limit`: stop once that many
+    images are read (the paths in the order to try them: an unreadable one's place goes to the
+    next). A clip among `paths` gives all its frames: pass `frame_items` to read some."""
+    from distill.data.sources import SampleReader
     from distill.images import ImageReadError, read_image
-    from runtime.imageio import VIDEO_EXTS
+    from runtime.imageio import is_video
 
+    if any(not is_frame(p) and is_video(p) for p in paths):
+        paths = frame_items(paths, what)
     out, skipped = [], []
-    for p in paths:
-        if limit is not None and len(out) >= limit:
-            break
-        if p.suffix.lower() in (".npy", ".npz"):
-            items = _array_images(p)
-        elif p.suffix.lower() in VIDEO_EXTS:
-            raise CalibrationError(f"{p}: a video; calibration and parity take images or "
-                                   ".npy arrays (extract frames first, e.g. with ffmpeg)")
-        else:
-            try:
-                items = [(p.stem, read_image(p))]
-            except ImageReadError as e:
-                if len(paths) == 1:
-                    raise CalibrationError(str(e)) from None
-                # One bad file in a folder is skipped, as `labels`, `corpus` and `evaluate` do.
-                warnings.warn(f"skipped: {e}", SharpenWarning)
-                skipped.append(str(p))
-                continue
-        for name, img in items:
-            if img.ndim != 3 or img.shape[2] != 3:
-                raise CalibrationError(f"{name}: image has shape {img.shape}; expected H x W x 3")
-            if min(img.shape[:2]) < min_side:
-                problem = (f"{p}: {img.shape[1]}x{img.shape[0]} is smaller than SSIM's "
-                           f"{min_side}x{min_side} window")
-                if len(paths) == 1 and len(items) == 1:
-                    raise CalibrationError(problem)
-                warnings.warn(f"skipped: {problem}", SharpenWarning)
-                skipped.append(str(p))
-                continue
-            out.append((name, gaussian_blur(img, blur_sigma) if blur_sigma > 0 else img))
+    reader = SampleReader()   # a clip stays open while its frames are read in order
+    try:
+        for p in paths:
+            if limit is not None and len(out) >= limit:
+                break
+            if is_frame(p):
+                try:
+                    items = [(p.name, reader.input(p))]
+                except ImageReadError as e:   # a damaged frame, or a clip cut short
+                    if len(paths) == 1:
+                        raise CalibrationError(str(e)) from None
+                    warnings.warn(f"skipped: {e}", SharpenWarning)
+                    skipped.append(str(p.input))
+                    continue
+            elif p.suffix.lower() in (".npy", ".npz"):
+                items = _array_images(p)
+            else:
+                try:
+                    items = [(p.stem, read_image(p))]
+                except ImageReadError as e:
+                    if len(paths) == 1:
+                        raise CalibrationError(str(e)) from None
+                    # One bad file in a folder is skipped, as `labels`, `corpus` and `evaluate`
+                    # do.
+                    warnings.warn(f"skipped: {e}", SharpenWarning)
+                    skipped.append(str(p))
+                    continue
+            for name, img in items:
+                if img.ndim != 3 or img.shape[2] != 3:
+                    raise CalibrationError(f"{name}: image has shape {img.shape}; expected "
+                                           "H x W x 3")
+                if min(img.shape[:2]) < min_side:
+                    where = f"{p.input}[frame {p.frame}]" if is_frame(p) else p
+                    problem = (f"{where}: {img.shape[1]}x{img.shape[0]} is smaller than SSIM's "
+                               f"{min_side}x{min_side} window")
+                    if len(paths) == 1 and len(items) == 1:
+                        raise CalibrationError(problem)
+                    warnings.warn(f"skipped: {problem}", SharpenWarning)
+                    skipped.append(str(where))
+                    continue
+                out.append((name, gaussian_blur(img, blur_sigma) if blur_sigma > 0 else img))
+    finally:
+        reader.close()
     if not out:
         raise CalibrationError(f"no {what} images" + (
             f": none of the {len(skipped)} files is a readable image"

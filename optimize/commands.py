@@ -39,10 +39,10 @@ SEED_OPTION = dict(
 CALIB_FLAGS = ("--calib",)
 CALIB_OPTION = dict(
     nargs="+", default=None, metavar="SRC",
-    help="real calibration images: folder(s), glob(s), image files or a .npy/.npz array "
-         "(N x 3 x H x W or N x H x W x 3, float in [0,1]); use frames like the device's "
-         "input (its camera's footage, blurred as it sees it; extract a video's frames "
-         "first): one crop each from --calib-count of them, spread over the set by name. "
+    help="real calibration images: folder(s) of images and clips, glob(s), image or video "
+         "files or a .npy/.npz array (N x 3 x H x W or N x H x W x 3, float in [0,1]); use "
+         "frames like the device's input (its camera's footage, blurred as it sees it): one "
+         "crop each from --calib-count of them (a clip's frames), spread over the set. "
          "Default: scikit-image sample photos, blurred")
 
 

@@ -80,8 +80,12 @@ def no_parity_held_out(calib_paths: Sequence[Path]) -> str | None:
     """Why --calib leaves no image to hold out for the parity gate, which then runs on the
     built-in sample photos; None when it holds a fifth of its images out. Shared with the
     bench, whose report said "a fifth held out" where none was."""
-    imgs = [p for p in calib_paths if p.suffix.lower() not in (".npy", ".npz")]
-    if len(imgs) >= 2:
+    from .calibration import is_frame
+    from runtime.imageio import is_video
+
+    imgs = [p for p in calib_paths if is_frame(p) or p.suffix.lower() not in (".npy", ".npz")]
+    # A clip (not yet listed as its frames: the bench keys on the files) holds frames to spare.
+    if len(imgs) >= 2 or any(not is_frame(p) and is_video(p) for p in imgs):
         return None
     return ("--calib holds .npy crops only, no image to hold out" if not imgs
             else "--calib has one image, none to hold out besides it")
@@ -97,12 +101,16 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
     from . import calibration as cal
 
     calib_paths = resolve_calib(o.calib, flags) if o.calib else None
+    calib_files = calib_paths
+    if calib_paths:
+        with _naming("calib", flags, str(_shown(o.calib))):
+            calib_paths = cal.frame_items(calib_paths)   # a clip's frames, none read yet
     parity_list = None
-    held_out_note, held_out, why_none = "", 0, None
+    held_out_note, held_out, why_none, held_noun = "", 0, None, "image"
     if o.parity_images:
         with _naming("parity_images", flags):
             parity_paths = cal.resolve_paths(o.parity_images)
-        both = {q.resolve() for q in parity_paths} & {q.resolve() for q in calib_paths or []}
+        both = {q.resolve() for q in parity_paths} & {q.resolve() for q in calib_files or []}
         if both:
             # Calibrated on the very images it is judged on, INT8 looks better than it is.
             also = ("is also a --calib image" if len(both) == 1
@@ -111,11 +119,29 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
                       f"{'' if len(both) == 1 else ', ...'}); parity is meant to be measured "
                       "on held-out images")
         with _naming("parity_images", flags):
-            parity_list = cal.load_images(parity_paths, what="parity", min_side=SSIM_MIN_SIDE)
+            # A clip: a few frames spread over it, not each full frame run through every format
+            parity_list = cal.load_images(cal.frame_items(parity_paths, "parity",
+                                                          cal.PARITY_FRAMES),
+                                          what="parity", min_side=SSIM_MIN_SIDE)
     elif calib_paths is not None:
-        imgs = [p for p in calib_paths if p.suffix.lower() not in (".npy", ".npz")]
+        imgs = [p for p in calib_paths
+                if cal.is_frame(p) or p.suffix.lower() not in (".npy", ".npz")]
         why_none = no_parity_held_out(calib_paths)
-        if why_none is None:
+        tail = imgs[-max(1, len(imgs) // 5):]
+        if why_none is None and any(cal.is_frame(p) for p in tail):
+            # A clip's last fifth is held out, but a minute of it is hundreds of full frames,
+            # each run through every artifact: the gate takes a few spread over it, read in
+            # order (one pass through the clip).
+            picks = [tail[i] for i in cal.spread(len(tail), cal.PARITY_FRAMES)]
+            with _naming("calib", flags, str(_shown(o.calib))):
+                parity_list = cal.load_images(picks, what="parity", min_side=SSIM_MIN_SIDE)
+            held_out, held_noun = len(parity_list), "frame"
+            gone = set(tail)
+            calib_paths = [p for p in calib_paths if p not in gone]
+            held_out_note = (f"held out the last {count(len(tail), 'frame')} of --calib for "
+                             "parity" + (f" (the gate runs on {held_out} spread over them)"
+                                         if held_out < len(tail) else ""))
+        elif why_none is None:
             # The last readable fifth: an unreadable file is skipped by name, not fatal.
             k, held, bad, loaded = max(1, len(imgs) // 5), [], [], []
             for p in reversed(imgs):
@@ -146,7 +172,7 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
         parity = (f"built-in sample photos ({', '.join(cal.BUILTIN_PARITY)})"
                   + (f": {why_none}" if why_none else ""))
     elif held_out:
-        parity = f"{count(held_out, 'image')} held out of --calib"
+        parity = f"{count(held_out, held_noun)} held out of --calib"
     else:
         parity = "--parity-images"
     if held_out_note:
@@ -154,9 +180,11 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
     _warn_small_parity(parity_list, receptive_field, prog, builtin, flags)
     crops, calib_names, calibration = None, [], None
     if needs_calib:
-        held = f" (besides the {count(held_out, 'image')} held out for parity)" if held_out else ""
+        held = (f" (besides the {count(held_out, held_noun)} held out for parity)" if held_out
+                else "")
         offered, limit = len(calib_paths or ()), None
-        if calib_paths and not any(p.suffix.lower() in (".npy", ".npz") for p in calib_paths):
+        if calib_paths and not any(not cal.is_frame(p) and p.suffix.lower() in (".npy", ".npz")
+                                   for p in calib_paths):
             # One crop an image: only the images crops are taken from are read, spread over
             # the folder (time order for frames), not 3000 1080p frames held in memory at once;
             # an unreadable one's place goes to the other frame farthest from those picked (the
@@ -178,9 +206,13 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
             # user chose must not change unsaid.
             prog.warn(f"--calib-size {o.calib_size} {why}: calibrating on {side}x{side} crops")
         calib_names = [n for n, _ in calib_images]
-        calibration = calibration_record(o, calib_paths, len(calib_names), crops)
+        calibration = calibration_record(o, calib_paths and cal.item_files(calib_paths),
+                                         len(calib_names), crops)
         src = "--calib" if calib_paths else "built-in sample photos"
-        used = (f"{len(calib_names)} of {count(offered, 'image')}, spread over them"
+        frames = sum(map(cal.is_frame, calib_paths or ()))
+        offer = (count(offered, "image") if not frames else count(offered, "frame")
+                 if frames == offered else f"{offered} images and clip frames")
+        used = (f"{len(calib_names)} of {offer}, spread over them"
                 if len(calib_names) < offered and limit else count(len(calib_names), 'image'))
         prog.say(f"calibration: {count(len(crops), 'crop')} of {crops.shape[2]}x{crops.shape[3]} "
                  f"from {used} ({src})")

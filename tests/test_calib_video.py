@@ -1,0 +1,98 @@
+"""`sharpen export --calib` on a camera's clips: a video, a folder of clips among images, a
+glob; crops spread over the clip's frames, only those read; bad clips named."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+
+def _clip(path: Path, n: int, w: int = 48, h: int = 40) -> Path:
+    """A clip of `n` frames, frame i a flat grey level of its own (20 + 10 i)."""
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10, (w, h))
+    assert vw.isOpened()
+    for i in range(n):
+        vw.write(np.full((h, w, 3), 20 + 10 * i, np.uint8))
+    vw.release()
+    return path
+
+
+def _data(calib, count: int, parity_images=None):
+    from optimize.export_data import _calibration_data
+    from optimize.export_options import ExportOptions
+    from optimize.export_progress import Progress
+
+    o = ExportOptions(calib=calib, calib_count=count, calib_size=32,
+                      parity_images=parity_images)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = _calibration_data(o, 8, True, None, Progress(True), True)
+    return data, [str(w.message) for w in caught]
+
+
+def test_a_clip_calibrates_on_frames_spread_over_it_and_holds_its_end_out(tmp_path):
+    """`--calib clip.mp4` was refused ("a video; ... extract frames first"): a device's
+    engineer has clips, not frame folders."""
+    clip = _clip(tmp_path / "street.mp4", 20)
+    data, said = _data(str(clip), 4)
+    # The last fifth of the frames is the parity gate's; the crops come from frames spread
+    # over the rest, not from its first four.
+    assert data.calib_names == [f"street_{i:06d}" for i in (0, 5, 10, 15)], said
+    assert data.held_out == 4 and data.parity.startswith("4 frames held out of --calib")
+    levels = sorted(round(float(img.mean()) * 255) for _, img in data.parity_list)
+    assert levels == pytest.approx([180, 190, 200, 210], abs=4)
+    assert data.crops.shape == (4, 3, 32, 32)
+    assert data.calibration["files"] == 1 and data.calibration["images"] == 4
+
+
+def test_a_folder_of_clips_and_images_calibrates_on_both(tmp_path):
+    d = tmp_path / "footage"
+    d.mkdir()
+    _clip(d / "a.mp4", 10)
+    cv2.imwrite(str(d / "b.png"), np.full((40, 48, 3), 99, np.uint8))
+    _clip(d / "c.mp4", 10)
+    data, said = _data(str(d), 64)
+    names = set(data.calib_names)
+    assert "b" in names and "a_000000" in names and "c_000005" in names, said
+    assert data.calibration["files"] == 3
+    # and a glob finds the clips too
+    data, _ = _data(str(d / "*"), 64)
+    assert "a_000009" in data.calib_names
+
+
+def test_a_bad_clip_is_named(tmp_path):
+    """A clip OpenCV cannot open: alone, the export stops naming it and why; in a folder of
+    footage it is skipped by name, as an unreadable image there is."""
+    from optimize.calibration import CalibrationError
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(CalibrationError, match=r"--calib.*broken\.mp4.*OpenCV cannot open"):
+        _data(str(bad), 4)
+    d = tmp_path / "footage"
+    d.mkdir()
+    _clip(d / "good.mp4", 10)
+    (d / "broken.mp4").write_bytes(b"not a video at all" * 100)
+    data, said = _data(str(d), 4)
+    assert any("skipped" in s and "broken.mp4" in s for s in said), said
+    assert all(n.startswith("good_") for n in data.calib_names)
+
+
+def test_a_clip_as_parity_images_is_judged_on_frames_spread_over_it(tmp_path):
+    """--parity-images CLIP: a few frames spread over it, not every full frame of a minute of
+    footage held in memory and run through every artifact."""
+    from optimize.calibration import PARITY_FRAMES
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(calib / f"p{i}.png"), np.full((40, 48, 3), 60 * i, np.uint8))
+    clip = _clip(tmp_path / "gate.mp4", 20)
+    data, said = _data(str(calib), 3, parity_images=str(clip))
+    names = [n for n, _ in data.parity_list]
+    assert len(names) == PARITY_FRAMES and names[0] == "gate_000000", said
+    assert names[-1] == "gate_000019"
