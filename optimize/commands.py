@@ -95,9 +95,9 @@ def add_commands(sub) -> None:
 
     g = p.add_argument_group("parity gate")
     g.add_argument("--parity-images", nargs="+", default=None, metavar="SRC",
-                   help="held-out images (folders, globs, files) run at full resolution; "
-                        "default: a fifth of the --calib images held out, else scikit-image "
-                        "sample photos")
+                   help="held-out images or clips (folders, globs, files; 8 frames spread "
+                        "over a clip) run at full resolution; default: the last fifth of the "
+                        "--calib images or frames held out, else scikit-image sample photos")
     g.add_argument("--parity-gt", default=None, metavar="DIR",
                    help="sharp ground truth for the parity images (matched by file name): "
                         "adds SSIM to ground truth")
