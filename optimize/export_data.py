@@ -213,7 +213,8 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
         offer = (count(offered, "image") if not frames else count(offered, "frame")
                  if frames == offered else f"{offered} images and clip frames")
         used = (f"{len(calib_names)} of {offer}, spread over them"
-                if len(calib_names) < offered and limit else count(len(calib_names), 'image'))
+                if len(calib_names) < offered and limit else
+                count(len(calib_names), "frame" if frames and frames == offered else "image"))
         prog.say(f"calibration: {count(len(crops), 'crop')} of {crops.shape[2]}x{crops.shape[3]} "
                  f"from {used} ({src})")
     return _Data(parity_list, crops, calib_names, held_out, parity, calibration)

@@ -96,3 +96,16 @@ def test_a_clip_as_parity_images_is_judged_on_frames_spread_over_it(tmp_path):
     names = [n for n, _ in data.parity_list]
     assert len(names) == PARITY_FRAMES and names[0] == "gate_000000", said
     assert names[-1] == "gate_000019"
+
+
+def test_the_export_says_it_calibrated_on_a_clips_frames(tmp_path, capsys):
+    from optimize.export_data import _calibration_data
+    from optimize.export_options import ExportOptions
+    from optimize.export_progress import Progress
+
+    clip = _clip(tmp_path / "street.mp4", 5)
+    o = ExportOptions(calib=str(clip), calib_count=64, calib_size=32, parity_images=str(clip))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # (the parity images are the calib's: warned)
+        _calibration_data(o, 8, True, None, Progress(False), True)
+    assert "64 crops of 32x32 from 5 frames (--calib)" in capsys.readouterr().err
