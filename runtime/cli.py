@@ -608,12 +608,20 @@ def handler(args: argparse.Namespace) -> int:
     if skipped := summary.get("skipped_inputs"):
         # Listed again here: a library's run of hours said each among thousands of lines.
         kind = (summary.get("source") or {}).get("kind")
-        print(unread_listed("run", skipped, kind), file=sys.stderr)
-        code = 1
-    elif summary.get("interrupted"):   # the shell's 128 + signal number, as the trainers exit
+        count_in = (summary.get("source") or {}).get("frame_count")
+        # --max-frames ended it before the source did: the images after were never read
+        stopped = (f"the run stopped at --max-frames {args.max_frames}, before the rest"
+                   if args.max_frames and not summary.get("interrupted")
+                   and (not count_in or count_in > args.max_frames) else "")
+        # A stopped run's own line says how far it got: not "the rest were processed"
+        print(unread_listed("run", skipped, kind, stopped=stopped,
+                            processed=None if summary.get("interrupted") else True),
+              file=sys.stderr)
+    if summary.get("interrupted"):   # the shell's 128 + signal number, as the trainers exit
+        # a stop before a failure: a supervisor tells a SIGTERM'd run by its 143
         code = 128 + getattr(signal, summary.get("signal") or "SIGINT")
     else:
-        code = 0
+        code = 1 if skipped else 0
     # A live run's frame limit, too, leaves a read that stalled behind (after WORKER_JOIN_S)
     _exit_now_if_workers_run(code)
     return code

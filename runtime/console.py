@@ -36,15 +36,17 @@ SKIPPED_LISTED = 20
 
 def unread_listed(command: str, skipped: Sequence[str], source_kind: Optional[str],
                   limit: int = SKIPPED_LISTED, processed: Optional[bool] = True,
-                  failed_as: str = "could not be read") -> str:
+                  failed_as: str = "could not be read", stopped: str = "") -> str:
     """The closing lines of a command that skipped inputs it could not read: how many, and
     each as its warning said it (the first `limit`), listed again where a long log said them
     among thousands of lines. `processed`: whether anything else was (not where every input
     given was unreadable), None where that is not said (a stopped run, whose own line says
-    how far it got); `failed_as`: what befell them, where it was not only reading."""
+    how far it got); `failed_as`: what befell them, where it was not only reading; `stopped`:
+    what ended the run before the rest were read (a frame limit), said instead."""
     n, shown = len(skipped), list(skipped[:limit])
     more = f"\n  ... and {n - len(shown)} more (listed above)" if n > len(shown) else ""
-    rest = ("" if processed is None else "; the rest were processed" if processed
+    rest = (f"; {stopped}" if stopped else "" if processed is None
+            else "; the rest were processed" if processed
             else "; nothing was processed")
     return (f"sharpen {command}: {unread(n, source_kind)} {failed_as}{rest}:\n"
             + "\n".join(f"  {m}" for m in shown) + more)

@@ -1009,3 +1009,22 @@ def test_a_resume_with_no_metadata_joins_the_parts_without_the_clips_place(made,
     assert "resuming at frame" in r.stderr, r.stderr
     said = listing(out)
     assert place not in said and "The square" not in said and "2026-11-30" not in said, said
+
+
+def test_a_folder_run_stopped_after_an_unreadable_image_exits_as_stopped(made, tmp_path):
+    """SIGTERM to a folder's run that had met an unreadable image closed on "1 image could
+    not be read; the rest were processed:" (most were never read) and exit 1, where a
+    supervisor looks for 143 to tell a stop from a failure."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "0bad.png").write_bytes(b"\x89PNG not really")
+    for p in sorted(made["truth"].iterdir()):
+        (src / p.name).write_bytes(p.read_bytes())
+    code, err = stopped(["--model", str(made["model"]), "--source", str(src), "--out",
+                         str(out)], 5, signal.SIGTERM)
+    lines = err.strip().splitlines()
+    assert code == 143 and len(list(out.iterdir())) < N, err
+    assert "the rest were processed" not in err, err
+    assert lines[-2:] == ["sharpen run: 1 image could not be read:",
+                          f"  {src / '0bad.png'}: not a readable image (corrupt or unsupported "
+                          "format)"], err
