@@ -4,6 +4,7 @@ with only the runtime installed never imports torch."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -188,6 +189,27 @@ def main(argv: list[str] | None = None) -> int:
         return interrupt_exit_code(e)
     except ModuleNotFoundError as e:
         return _missing(args.command, e)
+    except OSError as e:
+        if (e.errno not in BOX_ERRNOS or not e.filename
+                or os.environ.get("SHARPEN_DEBUG")):
+            raise
+        # The box, not the code: a full disk or quota, a read-only or vanished folder. What
+        # was finished before stays (every file is renamed into place whole).
+        again = ("; what was finished is kept: free some space and run the same command to "
+                 "continue" if e.errno in NO_SPACE_ERRNOS
+                 and args.command in (*RESUMABLE, *TRAINING) else "")
+        print(f"sharpen {args.command}: error: {e.filename}: {e.strerror}{again}",
+              file=sys.stderr)
+        return 1
+
+
+# A write or read the machine refused, said in one line naming the file, where a command has
+# no message of its own for it: no space (a disk, a quota, `ulimit -f`), a read-only or
+# unwritable folder, a file or folder gone, an I/O error of the disk.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+BOX_ERRNOS = NO_SPACE_ERRNOS | {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EIO}
+# Rerun, they go on from their last checkpoint (resume=auto)
+TRAINING = ("distill", "train", "train-teacher")
 
 
 def _missing(command: str, e: ModuleNotFoundError) -> int:
