@@ -44,8 +44,35 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     rename, and the folder after it, or a power cut could keep the rename but not the data (a
     last.pt of zeros, or the earlier one gone)."""
     with atomic_file(path) as f:
-        torch.save(obj, f)
+        watched = _WriteErrors(f)
+        try:
+            torch.save(obj, watched)
+        except RuntimeError as e:
+            # torch's zip writer turns a failed write (a full disk, a quota) into
+            # "unexpected pos 64 vs 0": the OSError under it names the cause, and atomic_file
+            # the file
+            if watched.error is None:
+                raise
+            raise watched.error from e
     return Path(path)
+
+
+class _WriteErrors:
+    """A file object that keeps the OSError its write raised, for atomic_save to raise where
+    torch.save raised its own RuntimeError instead."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.f, name)
 
 
 def folder_problem(path: str | os.PathLike) -> str:
