@@ -802,7 +802,11 @@ def _kept_before_error(summary: Optional[dict], output: Optional[str]) -> str:
     kept = s.get("kept_images" if unit == "image" else "resumed_from", 0)
     done += kept if s.get("resumable") else 0
     frames = unit if done == 1 else unit + "s"
-    return f"{output} holds the {done} {frames} written before the error (closed cleanly)"
+    # once the cause is gone (space freed, the mount back), --resume writes only the rest
+    again = ("; run the same command with --resume to go on from there"
+             if s.get("resumable") else "")
+    return (f"{output} holds the {done} {frames} written before the error (closed "
+            f"cleanly){again}")
 
 
 def _peak(summary: dict) -> str:

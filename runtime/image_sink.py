@@ -214,7 +214,8 @@ class ImageSink(Sink):
                     tmp.write_bytes(data)
                 self._unsynced[target] = None
         except OSError as exc:
-            raise SinkError(f"cannot write image {target}: {exc}") from None
+            # The cause alone (a full disk): str(exc) repeated the file name and the errno
+            raise SinkError(f"cannot write image {target}: {exc.strerror or exc}") from None
         if self.times is not None and (times := self.times.pop(name, None)) is not None:
             try:
                 os.utime(target, ns=times)

@@ -2536,3 +2536,42 @@ def test_evaluate_of_a_checkpoint_without_torch_names_evaluate_model():
                           "extra: pip install "), msg
     assert msg.endswith("; `sharpen evaluate --model FILE.onnx` (.tflite, .engine) needs none "
                         "of it: an exported model's PSNR/SSIM, on pairs or footage"), msg
+
+
+def test_an_image_folder_run_stopped_by_a_full_disk_says_how_to_go_on(tmp_path, onnx_model):
+    """A full disk part-way through a folder's run said "cannot write image X: [Errno 28] No
+    space left on device: 'X'" (the file twice, the errno's number) and that the folder holds
+    the images before it, but not that --resume goes on from there once space is freed. A
+    file size limit (ulimit -f) in the child stands in for the full disk: the noisy image's
+    PNG is over it, the flat ones before it are not."""
+    import resource
+    import subprocess
+    import sys
+    import tempfile
+
+    from runtime_fixtures import cli_module
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(src / name), np.full((128, 192, 3), 90, np.uint8))
+    noise = np.random.default_rng(0).integers(0, 256, (128, 192, 3), dtype=np.uint8)
+    cv2.imwrite(str(src / "c.png"), noise)
+    argv = [sys.executable, "-m", cli_module(), "run", "--model", str(onnx_model), "--source",
+            str(src), "--out", str(out), "--threads", "1", "--quiet"]
+
+    def limit() -> None:   # Python ignores SIGXFSZ: the write fails with EFBIG, as ENOSPC
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    r = subprocess.run(argv, cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                       timeout=120, preexec_fn=limit)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert lines[-2] == f"sharpen run: error: cannot write image {out / 'c.png'}: File too large"
+    assert lines[-1] == (f"sharpen run: {out} holds the 2 images written before the error "
+                         "(closed cleanly); run the same command with --resume to go on from "
+                         "there"), r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    r = subprocess.run([*argv, "--resume"], cwd=tempfile.gettempdir(), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "done: 1 frame" in r.stderr, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
