@@ -1287,10 +1287,18 @@ class _Stream:
         summary["state"] = self._ended()
         summary["reconnects"] = getattr(self.src, "reconnects", 0)
         summary["recent"] = self.stats.recent()
-        if self.stats_file is not None:
-            self.stats_file.final(summary)
-        elif self.o.stats_path:
-            write_stats_atomic(self.o.stats_path, summary)
+        try:
+            if self.stats_file is not None:
+                self.stats_file.final(summary)
+            elif self.o.stats_path:
+                write_stats_atomic(self.o.stats_path, summary)
+        except OSError as e:
+            if self.errors:   # the run's own error is the one to raise
+                warn(f"cannot write the stats file {self.o.stats_path}: {e.strerror or e}")
+            else:   # a full disk: "[Errno 28] ...: 'st.json'" named no option
+                raise SinkError(f"{option('stats_path', self.o.stats_path, self.flags)}: "
+                                f"cannot write the run's last stats ({e.strerror or e})"
+                                ) from e
         if self.errors:
             # As StreamInterrupted's: what ran before the error (an output with frames in it
             # is closed and kept), for the caller to say.

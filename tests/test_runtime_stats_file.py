@@ -1130,3 +1130,29 @@ def test_a_prom_file_counts_the_segments_the_bound_removed_as_the_readme_lists_i
     for name in re.findall(r"^# TYPE sharpen_([a-z_]+) counter$", text, re.M):
         assert name in table, f"sharpen_{name} is not in the README's table of counters"
     assert table["segments_removed_total"] == "segments_removed", table
+
+
+def test_a_stats_file_that_cannot_be_written_at_the_end_is_one_line_naming_the_option(
+        model, tmp_path):
+    """A full disk at the run's last stats write ended it with "error: [Errno 28] No space
+    left on device: 'st.json'": the errno and a bare path, not which option. A file size
+    limit (ulimit -f) in the child stands in for the full disk: the small image is written,
+    the stats file is over the limit."""
+    import resource
+
+    import numpy as np
+    src, out, st = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "st.json"
+    cv2.imwrite(str(src), np.full((24, 32, 3), 90, np.uint8))
+
+    def limit() -> None:   # Python ignores SIGXFSZ: the write fails with EFBIG, as ENOSPC
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))
+
+    r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                        "--source", str(src), "--out", str(out), "--stats", str(st),
+                        "--threads", "1", "--quiet"], cwd=tempfile.gettempdir(),
+                       capture_output=True, text=True, timeout=120, preexec_fn=limit)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"sharpen run: error: --stats {st}: cannot write the run's last stats (File too "
+        "large)"), r.stderr
+    assert out.exists() and not st.exists(), list(tmp_path.iterdir())
