@@ -33,6 +33,7 @@ from runtime.formats import FORMATS  # FORMATS is re-exported for callers
 from runtime.backends.provenance import TRTEXEC_ON_JETSON
 from runtime.cli_errors import raise_if_interrupted
 from runtime.host import default_threads
+from runtime.video_sink import free_bytes
 
 from .export_data import _calibration_data, _latency_image, _load_matching, say_calibration_look
 from .export_data import resolve_calib as resolve_calib
@@ -458,6 +459,22 @@ def _report_if_stopped(write: Callable[[str | None], object]) -> Iterator[None]:
         raise
 
 
+# Less free than this on --out's disk after a failed build: the build may have filled it. Its
+# scratch files (TensorFlow's SavedModel, ONNX Runtime's calibration models) are removed by
+# the time the failure is seen, and TensorFlow's failed as "TypeError: 'NoneType' object is
+# not callable", naming no cause (the shipped fast's tflite-fp16 in a 400 KB folder).
+SCRATCH_ROOM_BYTES = 16 * 1024 * 1024
+
+
+def _little_room(out: Path) -> str:
+    """' (only 0.4 MB free on the disk of OUT, ...)' where a failed build left little room."""
+    free = free_bytes(out if out.exists() else out.parent)
+    if free is None or free >= SCRATCH_ROOM_BYTES:
+        return ""
+    return (f" (only {free / 1e6:.1f} MB free on the disk of {out}, where the build writes "
+            "its scratch files: free some space)")
+
+
 def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssim_gt, teacher,
                     lat_image, weights_sha: str) -> FormatResult:
     """Build format `f` and judge it (see `_gate`); a failed build is an "error" result."""
@@ -470,7 +487,8 @@ def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssi
     try:
         path = ctx.build(f)
     except Exception as e:
-        res.reason = f"build failed: {type(e).__name__}: {first_line(e)}"
+        res.reason = (f"build failed: {type(e).__name__}: {first_line(e)}"
+                      f"{_little_room(ctx.out)}")
         stale = ctx.path_for(f)
         if stale.exists():   # an older build must not pass for this one
             atomic_write_json(failed_marker(stale), {

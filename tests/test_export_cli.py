@@ -1980,3 +1980,28 @@ def test_a_full_disk_is_one_line_naming_the_report_it_could_not_write(tmp_path, 
         f"sharpen export: error: {out / 'export_report.json'}: File too large; what was "
         "finished is kept: free some space and run the same command to continue"), said["err"]
     assert not out.exists() or not list(out.iterdir()), list(out.iterdir())
+
+
+def test_a_build_that_fails_with_little_room_left_says_the_disk_is_nearly_full(
+        ckpt, tmp_path, monkeypatch):
+    """TensorFlow's conversion, its SavedModel filling --out's disk (its scratch folder is
+    there), failed with "TypeError: 'NoneType' object is not callable" and removed what it
+    wrote: the export's row said that alone, the cause left to guess. A failed build where
+    the disk has less room than a build's scratch files take says how much was free. (The
+    room is said by free_bytes, this project's own; the failure is the library's as it came.)"""
+    import optimize.export as export_mod
+    from optimize.export import export
+
+    def build(self, fmt):
+        raise TypeError("'NoneType' object is not callable")
+
+    monkeypatch.setattr(export_mod._BuildContext, "build", build)
+    monkeypatch.setattr(export_mod, "free_bytes", lambda folder: 409600)
+    out = tmp_path / "out"
+    report = export(str(ckpt), ["onnx"], out, latency=False, quiet=True)
+    assert report.results[0].reason == (
+        "build failed: TypeError: 'NoneType' object is not callable (only 0.4 MB free on the "
+        f"disk of {out}, where the build writes its scratch files: free some space)")
+    monkeypatch.setattr(export_mod, "free_bytes", lambda folder: 10 ** 9)
+    report = export(str(ckpt), ["onnx"], out, latency=False, quiet=True)
+    assert report.results[0].reason == "build failed: TypeError: 'NoneType' object is not callable"
