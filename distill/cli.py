@@ -250,9 +250,13 @@ def add_commands(sub) -> None:
                        "settings, code version and software, training and validation data, "
                        "weights of each checkpoint and metrics.jsonl, a row each with both "
                        "values and the verdict; exit 0 the same, 1 they differ (or something "
-                       "is not recorded), 2 bad input.")
+                       "is not recorded), 2 bad input. Given two `sharpen export` folders, "
+                       "--same checks whether they are the same release: weights, settings, "
+                       "calibration digests, software and each artifact's sha256 (artifacts of "
+                       "other bytes: their outputs on the export's parity images).")
     p.add_argument("runs", nargs="+", metavar="RUN",
-                   help="run folders (out= of a training run), or folders of them")
+                   help="run folders (out= of a training run), or folders of them; with "
+                   "--same, two export folders (export_report.json) too")
     p.add_argument("--out", "--output", default=None, metavar="DIR",
                    help="write runs.png (the runs' curves overlaid) and runs.csv here")
     p.add_argument("--axis", default="auto", choices=("auto", "steps", "samples"),
@@ -264,9 +268,9 @@ def add_commands(sub) -> None:
                    "1 they differ, 2 bad input); wall times are not compared")
     p.add_argument("--tolerance", type=float, default=0.0, metavar="T",
                    help="with --same: the largest absolute difference allowed in a weight, "
-                   "loss or score (0: bit for bit, as two CPU runs of one seed, thread "
-                   "count and software are; GPU runs, whose sums are not in a fixed order, "
-                   "may need more)")
+                   "loss, score or exported model's output pixel (0: bit for bit, as two "
+                   "CPU runs of one seed, thread count and software are; GPU runs, whose "
+                   "sums are not in a fixed order, may need more)")
     p.set_defaults(func=cmd_runs)
 
     try:

@@ -46,8 +46,13 @@ def _same(args: argparse.Namespace) -> int:
                       "ablation table, without --same")
     if not (args.tolerance >= 0 and math.isfinite(args.tolerance)):
         return refuse(f"--tolerance must be a number >= 0, got {args.tolerance}")
+    from .exports_same import is_export, same_exports
+    paths = [Path(p) for p in args.runs]
     try:
-        code, text = same_runs([Path(p) for p in args.runs], args.tolerance)
+        if any(is_export(p) for p in paths):   # export folders: the same release?
+            code, text = same_exports(paths, args.tolerance)
+        else:
+            code, text = same_runs(paths, args.tolerance)
     except BadRun as e:
         return refuse(str(e))
     print(text)

@@ -113,8 +113,11 @@ def settings_checks(a: Run, b: Run) -> list[Check]:
     return rows + differ
 
 
-def software_checks(ra: dict, rb: dict) -> list[Check]:
-    """The code version (sharpen and its commit), then the libraries, threads and device."""
+def software_checks(ra: dict, rb: dict, keys: tuple[str, ...] = SOFTWARE,
+                    judge: str = "the weights and metrics") -> list[Check]:
+    """The code version (sharpen and its commit), then the libraries, threads and device
+    (`keys` of the environment: an export records its converters' too, which `judge`, its
+    artifacts, say whether they mattered)."""
     ea, eb = ra.get("environment"), rb.get("environment")
     if not isinstance(ea, dict) or not isinstance(eb, dict):
         return [Check("code version", "-", "-", f"{UNKNOWN}: a checkpoint records no software "
@@ -133,12 +136,12 @@ def software_checks(ra: dict, rb: dict) -> list[Check]:
                           "uncommitted changes, which are not recorded"))
     else:
         rows.append(Check("code version", code(ea), code(eb), SAME))
-    for k in SOFTWARE:
+    for k in keys:
         if ea.get(k) != eb.get(k):
             # Shown, not counted: whether another library, thread count or device changed
             # the numbers is what the weights and metrics rows say.
             rows.append(Check(k.replace("_", " "), _shown(ea.get(k)), _shown(eb.get(k)),
-                              f"{NOTE} (the weights and metrics say whether it mattered)"))
+                              f"{NOTE} ({judge} say whether it mattered)"))
     if len(rows) == 1:
         rows.append(Check("software", ", ".join(f"{k} {ea.get(k)}" for k in ("torch", "device")),
                           ", ".join(f"{k} {eb.get(k)}" for k in ("torch", "device")), SAME))

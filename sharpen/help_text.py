@@ -51,6 +51,7 @@ EXAMPLES: dict[str, list[str]] = {
         "sharpen runs runs/fast-a runs/fast-b runs/fast-c --out runs/compare",
         "sharpen runs runs/     # every run folder in runs/",
         "sharpen runs runs/fast-a runs/fast-a-again --same   # the same run? exit 0 yes, 1 no",
+        "sharpen runs export-a/ export-b/ --same   # the same export release? exit 0 yes",
     ],
     "labels": [
         "sharpen labels --data my_pairs/ --out runs/labels/train",

@@ -1,0 +1,230 @@
+"""`sharpen runs A B --same` on two export folders: whether two `sharpen export`s are the same
+release (the same weights, settings, calibration and software; each artifact byte for byte,
+else its output on the export's own parity images within --tolerance), as runs_same asks it of
+two training runs, with its table, vocabulary and exit codes (0 the same, 1 they differ or
+cannot be shown the same, 2 bad input). Build times and the folders' own paths are not
+compared: two exports of one release never take the same seconds or live in one folder."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .runs_compare import format_table
+from .runs_same import (DIFFERS, NOTE, SAME, UNKNOWN, BadRun, Check, _shown, _within,
+                        software_checks, verdict)
+
+REPORT = "export_report.json"
+# Settings that name where files are (two machines spell them differently; the digests
+# compare the files) or steer the export without changing what it builds (the artifact rows
+# say whether the thread count mattered).
+WHERE = {"calibration.source", "calibration.folders"}
+STEERING = {"threads", "formats_requested"}
+# The weights' sha256, which the settings repeat: the weights row compares it.
+SKIPPED_SETTINGS = {"weights_sha256"}
+
+
+@dataclass
+class Export:
+    path: Path
+    label: str
+    report: dict
+
+
+def is_export(path: Path) -> bool:
+    """A folder `sharpen export` wrote (it holds export_report.json), or that report itself."""
+    return (path / REPORT).is_file() or (path.name == REPORT and path.is_file())
+
+
+def read_export(path: Path) -> Export:
+    folder = path.parent if path.name == REPORT else path
+    try:
+        report = json.loads((folder / REPORT).read_text())
+    except (OSError, ValueError) as e:
+        raise BadRun(f"{folder / REPORT}: cannot be read ({e})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("results"), list):
+        raise BadRun(f"{folder / REPORT}: not an export report (no results)")
+    return Export(folder, folder.name or str(folder), report)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def settings_checks(a: Export, b: Export) -> list[Check]:
+    """The weights and student, then a row per setting that differs (calibration by the
+    digests of its files and crops, not by where they were)."""
+    ra, rb = a.report, b.report
+    rows = [Check("weights", f"sha256 {str(ra.get('weights_sha256', '-'))[:16]}",
+                  f"sha256 {str(rb.get('weights_sha256', '-'))[:16]}",
+                  SAME if ra.get("weights_sha256") and ra.get("weights_sha256")
+                  == rb.get("weights_sha256") else DIFFERS),
+            Check("student", _shown(ra.get("student")), _shown(rb.get("student")),
+                  SAME if ra.get("student") == rb.get("student") else DIFFERS)]
+    sa, sb = _flat(ra.get("settings") or {}), _flat(rb.get("settings") or {})
+    differ = []
+    for k in sorted((set(sa) | set(sb)) - SKIPPED_SETTINGS):
+        va, vb = sa.get(k, "<unset>"), sb.get(k, "<unset>")
+        if json.dumps(va, sort_keys=True) == json.dumps(vb, sort_keys=True):
+            continue
+        if k in STEERING:
+            why = f"{NOTE} (the artifacts below say whether it mattered)"
+        elif k in WHERE:
+            why = f"{NOTE} (a path: the files are compared by their digest)"
+        else:
+            why = DIFFERS
+        differ.append(Check(f"setting {k}", _shown(va), _shown(vb), why))
+    if not any(c.verdict == DIFFERS for c in differ):
+        digests = lambda s: (f"calibration {s.get('calibration.files_digest', '-')}, "  # noqa
+                             f"crops {s.get('calibration.crops_digest', '-')}")
+        rows.append(Check("settings", digests(sa), digests(sb), SAME))
+    return rows + differ
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _artifact(e: Export, row: dict) -> tuple[Path | None, str]:
+    """The artifact's file in the folder as it is now (found by name: a copied folder's
+    report names the file where it was exported) and how it is shown."""
+    if row.get("status") == "skipped" or not row.get("file"):
+        return None, f"{row.get('status', '-')}"
+    p = e.path / Path(row["file"]).name
+    sha = _sha256(p)
+    if sha is None:
+        return None, f"{p.name} missing"
+    recorded = (row.get("extra") or {}).get("file_sha256")
+    changed = ", CHANGED since its export" if recorded and recorded != sha else ""
+    return p, f"sha256 {sha[:12]}, {str(row.get('status', '-')).upper()}{changed}"
+
+
+def _parity_images(e: Export) -> list[tuple[str, object]]:
+    """The images the export judged its artifacts on, found again by name: in its --calib
+    folders (held out of them), else scikit-image's sample photos (the default)."""
+    from .images import list_images, read_image
+    s = e.report.get("settings") or {}
+    names = list(s.get("parity_images") or [])
+    found = {}
+    cal = s.get("calibration") or {}
+    for folder in cal.get("folders") or () if isinstance(cal, dict) else ():
+        if os.path.isdir(folder):
+            for p in list_images(folder):
+                if p.stem in names and p.stem not in found:
+                    found[p.stem] = read_image(p)
+    if not found:
+        try:
+            import numpy as np
+            import skimage.data
+        except ImportError:
+            return []
+        for n in names:
+            if callable(img := getattr(skimage.data, n, None)):
+                x = img()
+                x = np.repeat(x[..., None], 3, 2) if x.ndim == 2 else x[..., :3]
+                found[n] = x.astype(np.float32) / 255.0
+    return [(n, found[n]) for n in names if n in found]
+
+
+def output_difference(pa: Path, pb: Path, images) -> float:
+    """The largest absolute difference of two artifacts' outputs on the images, each run by
+    the runtime's own backend as `sharpen run` runs it (a failed gate's file too)."""
+    import numpy as np
+
+    from runtime.backends import load_backend
+    from runtime.backends.runner import BackendRunner
+    worst = 0.0
+    with BackendRunner(load_backend(pa, threads=1, providers="cpu", force=True,
+                                    say_forced=False)) as ra, \
+            BackendRunner(load_backend(pb, threads=1, providers="cpu", force=True,
+                                       say_forced=False)) as rb:
+        for _, img in images:
+            worst = max(worst, float(np.abs(ra(img) - rb(img)).max()))
+    return worst
+
+
+def artifact_checks(a: Export, b: Export, tolerance: float) -> list[Check]:
+    """Each format either export built: its file's sha256 now, its gate's verdict; files of
+    other bytes are run on the parity images and their outputs compared."""
+    ba = {r.get("format"): r for r in a.report["results"]}
+    bb = {r.get("format"): r for r in b.report["results"]}
+    rows = []
+    images = None
+    for f in list(dict.fromkeys([*ba, *bb])):
+        (pa, sa), (pb, sb) = (_artifact(a, ba[f]) if f in ba else (None, "-"),
+                              _artifact(b, bb[f]) if f in bb else (None, "-"))
+        what = f"artifact {f}"
+        if pa is None or pb is None:
+            both_skipped = f in ba and f in bb and sa == sb == "skipped"
+            rows.append(Check(what, sa, sb, f"{NOTE} (skipped in both)" if both_skipped
+                              else f"{DIFFERS}: in one export only"))
+            continue
+        if "CHANGED" in sa or "CHANGED" in sb:
+            rows.append(Check(what, sa, sb, f"{DIFFERS}: a file differs from the one its "
+                              "export built and checked (file_sha256)"))
+            continue
+        if ba[f].get("status") != bb[f].get("status"):
+            rows.append(Check(what, sa, sb, f"{DIFFERS}: the parity gate's verdict"))
+            continue
+        if sa == sb:
+            rows.append(Check(what, sa, sb, f"{SAME} (byte for byte)"))
+            continue
+        images = _parity_images(a) if images is None else images
+        if not images:
+            rows.append(Check(what, sa, sb, f"{UNKNOWN}: other bytes, and the export's parity "
+                              "images are not found here to compare their outputs"))
+            continue
+        worst = output_difference(pa, pb, images)
+        where = f"other bytes; output on {len(images)} parity images"
+        if worst == 0:
+            rows.append(Check(what, sa, sb, f"{SAME} (other bytes, the same output on "
+                              f"{len(images)} parity images)"))
+        else:
+            rows.append(Check(what, sa, sb, _within(worst, tolerance, where)))
+    return rows
+
+
+def compare(a: Export, b: Export, tolerance: float) -> list[Check]:
+    rows = settings_checks(a, b)
+    rows += software_checks({"environment": a.report.get("environment")},
+                            {"environment": b.report.get("environment")},
+                            keys=_software_keys(a, b), judge="the artifacts")
+    rows += artifact_checks(a, b, tolerance)
+    return rows
+
+
+def _software_keys(a: Export, b: Export) -> tuple[str, ...]:
+    keys = {**(a.report.get("environment") or {}), **(b.report.get("environment") or {})}
+    return tuple(k for k in keys if k not in ("sharpen", "code"))
+
+
+def same_exports(paths: list[Path], tolerance: float) -> tuple[int, str]:
+    """The exit code and what to print; BadRun (exit 2) for input that cannot be compared."""
+    if len(paths) != 2:
+        raise BadRun(f"--same compares two export folders, got {len(paths)}")
+    not_exports = [str(p) for p in paths if not is_export(p)]
+    if not_exports:
+        raise BadRun(f"{' and '.join(not_exports)}: no {REPORT} (--same compares two export "
+                     "folders, or two training runs)")
+    a, b = (read_export(p) for p in paths)
+    if os.path.realpath(a.path) == os.path.realpath(b.path):
+        raise BadRun(f"--same: {paths[0]} and {paths[1]} are the same folder")
+    if a.label == b.label:
+        a.label, b.label = str(a.path), str(b.path)
+    rows = compare(a, b, tolerance)
+    table = format_table(["check", a.label, b.label, "verdict"],
+                         [[c.what, c.a, c.b, c.verdict] for c in rows])
+    code, last = verdict(a, b, rows)
+    return code, f"{table}\n{last}"

@@ -1,0 +1,86 @@
+"""`sharpen runs A B --same` on two export folders: whether two `sharpen export`s are the same
+release (weights, settings, calibration, software; each artifact byte for byte, else its output
+on the parity images), with runs --same's table and exit codes (0 the same, 1 they differ, 2
+bad input). Real exports of the briefly trained `fast` student (tests/export_fixtures.py)."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from runtime import host
+from sharpen.cli import main
+from test_runs_same import COMMIT, same, verdicts
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("skimage")
+
+pytestmark = pytest.mark.slow  # real exports at toy sizes
+
+
+@pytest.fixture(scope="module")
+def exports(fast_student_pt, export_data_dir, tmp_path_factory):
+    """a and b: one export run twice (b from another working directory, with 2 threads);
+    c: the same with --seed 1. Exported as from a clean checkout at one commit: code with
+    uncommitted changes cannot be shown the same."""
+    root = tmp_path_factory.mktemp("exports")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(host, "code_info", lambda: {"version": "0.1.0", "commit": COMMIT,
+                                               "dirty": False})
+        for name, extra in (("a", ["--threads", "1"]), ("b", ["--threads", "2"]),
+                            ("c", ["--threads", "1", "--seed", "1"])):
+            if name == "b":
+                mp.chdir(root)
+            assert main(["export", "--weights", str(fast_student_pt), "--formats",
+                         "onnx,onnx-int8", "--out", str(root / name), "--calib",
+                         str(export_data_dir / "calib"), "--calib-count", "4",
+                         "--calib-size", "64", "--no-latency", "--quiet", *extra]) == 0
+    return root
+
+
+def test_one_export_run_twice_is_the_same_release(exports, capsys):
+    code, text = same(capsys, exports / "a", exports / "b")
+    assert code == 0, text
+    rows = verdicts(text)
+    for check in ("weights", "student", "settings", "code version"):
+        assert rows[check] == "same", text
+    for fmt in ("onnx", "onnx-int8"):
+        assert rows[f"artifact {fmt}"] == "same (byte for byte)", text
+    # The thread count is shown, not counted: the artifacts say it did not matter.
+    assert rows["setting threads"].startswith("not compared"), text
+    assert text.splitlines()[-1] == "same: a and b"
+
+
+def test_another_calibration_seed_differs_and_says_by_how_much(exports, capsys):
+    code, text = same(capsys, exports / "a", exports / "c")
+    assert code == 1, text
+    rows = verdicts(text)
+    assert rows["setting calib_seed"] == "DIFFERS", text
+    assert rows["artifact onnx"] == "same (byte for byte)", text
+    assert rows["artifact onnx-int8"].startswith("DIFFERS: largest difference "), text
+    assert "parity images" in rows["artifact onnx-int8"], text
+    assert text.splitlines()[-1].startswith("differ: a and c (")
+
+
+def test_a_tolerance_admits_int8_outputs_that_differ_little(exports, capsys):
+    code, text = same(capsys, exports / "a", exports / "c", "--tolerance", "1")
+    assert verdicts(text)["artifact onnx-int8"].startswith("same (within 1:"), text
+
+
+def test_an_artifact_changed_after_its_export_differs(exports, tmp_path, capsys):
+    shutil.copytree(exports / "b", tmp_path / "b")
+    int8 = next((tmp_path / "b").glob("*_int8.onnx"))
+    with open(int8, "ab") as f:
+        f.write(b"\0")
+    code, text = same(capsys, exports / "a", tmp_path / "b")
+    assert code == 1, text
+    row = verdicts(text)["artifact onnx-int8"]
+    assert row.startswith("DIFFERS: a file differs from the one its export built"), text
+
+
+def test_an_export_beside_a_folder_without_a_report_is_bad_input(exports, tmp_path, capsys):
+    code, text = same(capsys, exports / "a", tmp_path)
+    assert code == 2
+    assert f"{tmp_path}: no export_report.json" in text
