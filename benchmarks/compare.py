@@ -361,6 +361,11 @@ def table_rows(comp: dict) -> list[list[str]]:
             allowed = "-" if r["allowed"] is None else f"-{r['allowed']:g}"
         verdict = ("REGRESSED" if r["regressed"] else
                    "not gated" if not r["gated"] or r["allowed"] is None else "ok")
+        if verdict == "ok" and r["change"]:
+            # The change's sign alone left the reader to know that less is better for a
+            # latency and worse for a score: "ok" read the same for a gain and a drop.
+            faster_or_higher = (r["change"] < 0) == (r["unit"] == "%")
+            verdict += ", better" if faster_or_higher else ", worse"
         out.append([r["section"], r["model"], r["size"], r["metric"],
                     _num(r["baseline"], r["metric"]), _num(r["new"], r["metric"]), change,
                     allowed, verdict])

@@ -431,3 +431,22 @@ def test_a_baseline_naming_no_formula_is_an_older_versions_and_not_gated():
     assert ("latency" not in comp["not_gated"]), comp["not_gated"]   # timings still gated
     del new["quality"]["convention"]   # neither names one: compared as the same
     assert ("quality", "ssim") in _regressed(compare_reports(base, new, TOL))
+
+
+def test_the_verdict_says_which_side_is_better_in_either_direction():
+    """"ok" said of a drop within tolerance and of a gain alike: a reader compared
+    BASELINE NEW and NEW BASELINE and saw the same word for the better and the worse side."""
+    from benchmarks.compare import table_rows as rows_of
+
+    def verdicts(new: dict) -> dict:
+        comp = compare_reports(_report(), new, TOL)
+        return {(r[0], r[3]): r[-1] for r in rows_of(comp)}
+    worse = verdicts(_report(psnr=20.95, ssim=0.549, ms=11.0, p90=10.0))
+    assert worse[("quality", "psnr dB")] == "ok, worse"
+    assert worse[("quality", "ssim")] == "ok, worse"
+    assert worse[("latency", "median ms")] == "ok, worse"   # slower
+    assert worse[("latency", "p90 ms")] == "ok"             # no change
+    better = verdicts(_report(psnr=21.05, ssim=0.551, ms=6.0, p90=10.0))
+    assert better[("quality", "psnr dB")] == "ok, better"
+    assert better[("quality", "ssim")] == "ok, better"
+    assert better[("latency", "median ms")] == "ok, better"   # faster
