@@ -3,6 +3,7 @@ not launched by torchrun). Shared by the trainer and the labelling run."""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,15 @@ def _program(argv0: str) -> list[str] | None:
     if prog.name.lower() in ("sharpen", "sharpen.exe"):
         return ["sharpen"]
     return None
+
+
+def command_line(argv: list[str] | None) -> str:
+    """This command as a user would type it again, for train.log and export_report.json
+    (`argv`: the command line main() parsed, without the program): main(ARGV) called from
+    Python (a notebook, a test) has the caller's sys.argv, not ARGV."""
+    if argv is None or argv == sys.argv[1:]:
+        return launch_command(sys.argv)
+    return launch_command(["sharpen", *argv])
 
 
 def launch_command(argv: list[str]) -> str:

@@ -237,13 +237,9 @@ def _label_teacher(cache: Path) -> list[str]:
 
 
 def _command_line(args: argparse.Namespace) -> str:
-    """This command as a user would type it again, for train.log: main(ARGV) called from
-    Python (a notebook, a test) has the caller's sys.argv, not ARGV."""
-    from .dist import launch_command
-    argv = getattr(args, "argv", None)
-    if argv is None or argv == sys.argv[1:]:
-        return launch_command(sys.argv)
-    return launch_command(["sharpen", *argv])
+    """This command as a user would type it again, for train.log (dist.command_line)."""
+    from .dist import command_line
+    return command_line(getattr(args, "argv", None))
 
 
 def _warn_of_init_as_config(config: str | None, init: str | None) -> None:

@@ -5,6 +5,7 @@ Heavy imports (torch, onnx, tensorflow, tensorrt) happen inside the handler.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -239,7 +240,9 @@ def run_export(args) -> int:
         set_torch_threads(args.threads)
         if not args.threads and (note := limit_note("ONNX Runtime, LiteRT and PyTorch")):
             print(f"note: {note}", file=sys.stderr)
-        report = export(weights, args.formats, args.out, options, flags=True)
+        from distill.dist import command_line
+        command = {"line": command_line(getattr(args, "argv", None)), "cwd": os.getcwd()}
+        report = export(weights, args.formats, args.out, options, flags=True, command=command)
     except (ExportError, CheckpointError, CalibrationError) as e:
         return fail(one_line(e))
     print_table(report)

@@ -110,7 +110,7 @@ def _trt_int8_available() -> str | None:
 def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = None,
            out_dir: str | os.PathLike = "export", options: ExportOptions | None = None, *,
            progress: Progress | None = None, on_result=None, flags: Flags = False,
-           **overrides) -> ExportReport:
+           command: dict | None = None, **overrides) -> ExportReport:
     """Export `weights` (a student checkpoint, or a shipped student's name such as `fast`) to
     `formats` in `out_dir`; see the module doc.
     Settings come from `options` (an ExportOptions, `sharpen export` builds one from its flags)
@@ -126,6 +126,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     While it runs the process's temp folder (tempfile.gettempdir()) is a hidden folder of
     `out_dir`, removed at its end (`runtime.atomic.scratch_folder`): another thread's temp
     files made meanwhile go there too.
+    `command`: the command line that runs it, for the report ({"line", "cwd"}).
     `flags`: messages about the calibration and parity images name `sharpen export`'s flags
     (--parity-images), not these keywords (parity_images): the command line sets it; a
     mapping names another front end's (`Flags`: `sharpen bench`'s, which has no
@@ -142,7 +143,8 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         # the export has ended, its lock file removed before an empty folder is.
         with root_logging_kept(), contextlib.ExitStack() as held:
             return _export(weights, formats, out_dir, options, progress=progress,
-                           on_result=on_result, flags=flags, held=held, **overrides)
+                           on_result=on_result, flags=flags, held=held, command=command,
+                           **overrides)
     except BaseException:
         remove_if_empty(made)
         raise
@@ -151,7 +153,8 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
 def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
             out_dir: str | os.PathLike, options: ExportOptions | None, *,
             progress: Progress | None, on_result, flags: Flags = False,
-            held: contextlib.ExitStack | None = None, **overrides) -> ExportReport:
+            held: contextlib.ExitStack | None = None, command: dict | None = None,
+            **overrides) -> ExportReport:
     """`export`'s work, in the root logging state `export` restores; the folder's lock is
     entered into `held`, which the caller leaves when the export has ended."""
     known = {f.name for f in fields(ExportOptions)}
@@ -351,7 +354,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
             settings["error"] = error
         report = ExportReport(str(weights), model.arch_name, str(out), results + earlier,
                               reference, settings, stale, environment,
-                              ckpt.get("lineage") or {})
+                              ckpt.get("lineage") or {}, command)
         atomic_write_json(out / "export_report.json", report.to_dict())
         return report
 

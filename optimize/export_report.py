@@ -48,6 +48,9 @@ class ExportReport:
     environment: dict = field(default_factory=dict)
     # Where the weights came from (distill.lineage: the init checkpoint, the label caches).
     lineage: dict = field(default_factory=dict)
+    # The `sharpen export` command line and its working directory ({"line", "cwd"}), None
+    # from Python: what produced the release, its relative paths read from that folder.
+    command: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -80,7 +83,7 @@ class ExportReport:
         return {"weights": self.weights, "weights_path": str(Path(self.weights).resolve()),
                 "weights_sha256": self.settings.get("weights_sha256"),
                 "environment": self.environment, "lineage": self.lineage,
-                "student": self.student, "out_dir": self.out_dir,
+                "student": self.student, "out_dir": self.out_dir, "command": self.command,
                 "ok": self.ok, "not_built": [r.format for r in self.not_built],
                 "reference": self.reference, "settings": self.settings,
                 "results": [_finite(asdict(r)) for r in self.results], "stale": self.stale,

@@ -84,3 +84,13 @@ def test_an_export_beside_a_folder_without_a_report_is_bad_input(exports, tmp_pa
     code, text = same(capsys, exports / "a", tmp_path)
     assert code == 2
     assert f"{tmp_path}: no export_report.json" in text
+
+
+def test_the_report_records_the_command_and_where_it_ran(exports):
+    """What produced the release: the command line as typed again, and its working directory
+    (its relative paths are relative to it)."""
+    import json
+    rep = json.loads((exports / "b" / "export_report.json").read_text())
+    assert rep["command"]["line"].startswith("sharpen export --weights ")
+    assert "--threads 2" in rep["command"]["line"]
+    assert rep["command"]["cwd"] == str(exports)
