@@ -97,18 +97,22 @@ def _sha256(path: Path) -> str | None:
         return None
 
 
-def _artifact(e: Export, row: dict) -> tuple[Path | None, str]:
+def _artifact(e: Export, row: dict) -> tuple[Path | None, str, str | None]:
     """The artifact's file in the folder as it is now (found by name: a copied folder's
-    report names the file where it was exported) and how it is shown."""
+    report names the file where it was exported), how it is shown and its sidecar's sha256
+    (a .tflite's or an engine's: an app reads its input and output scales there)."""
+    from runtime.backends.base import sidecar_path
     if row.get("status") == "skipped" or not row.get("file"):
-        return None, f"{row.get('status', '-')}"
+        return None, f"{row.get('status', '-')}", None
     p = e.path / Path(row["file"]).name
     sha = _sha256(p)
     if sha is None:
-        return None, f"{p.name} missing"
+        return None, f"{p.name} missing", None
     recorded = (row.get("extra") or {}).get("file_sha256")
     changed = ", CHANGED since its export" if recorded and recorded != sha else ""
-    return p, f"sha256 {sha[:12]}, {str(row.get('status', '-')).upper()}{changed}"
+    side = sidecar_path(p)
+    return (p, f"sha256 {sha[:12]}, {str(row.get('status', '-')).upper()}{changed}",
+            side and _sha256(side))
 
 
 def _parity_images(e: Export) -> list[tuple[str, object]]:
@@ -163,8 +167,8 @@ def artifact_checks(a: Export, b: Export, tolerance: float) -> list[Check]:
     rows = []
     images = None
     for f in list(dict.fromkeys([*ba, *bb])):
-        (pa, sa), (pb, sb) = (_artifact(a, ba[f]) if f in ba else (None, "-"),
-                              _artifact(b, bb[f]) if f in bb else (None, "-"))
+        (pa, sa, ca), (pb, sb, cb) = (_artifact(a, ba[f]) if f in ba else (None, "-", None),
+                                      _artifact(b, bb[f]) if f in bb else (None, "-", None))
         what = f"artifact {f}"
         if pa is None or pb is None:
             both_skipped = f in ba and f in bb and sa == sb == "skipped"
@@ -177,6 +181,12 @@ def artifact_checks(a: Export, b: Export, tolerance: float) -> list[Check]:
             continue
         if ba[f].get("status") != bb[f].get("status"):
             rows.append(Check(what, sa, sb, f"{DIFFERS}: the parity gate's verdict"))
+            continue
+        if ca != cb:
+            from runtime.backends.base import sidecar_path
+            name = (sidecar_path(pb) or sidecar_path(pa)).name
+            rows.append(Check(what, sa, sb, f"{DIFFERS}: its sidecar {name} differs "
+                              "(an app reads its input and output there)"))
             continue
         if sa == sb:
             rows.append(Check(what, sa, sb, f"{SAME} (byte for byte)"))

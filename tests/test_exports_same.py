@@ -20,6 +20,15 @@ pytest.importorskip("skimage")
 pytestmark = pytest.mark.slow  # real exports at toy sizes
 
 
+def _formats() -> list[str]:
+    from runtime.formats import FORMATS as ALL
+    return ["onnx", "onnx-int8", *(["tflite-int8"] if not ALL["tflite-int8"].availability()
+                                   else [])]
+
+
+FORMATS = _formats()
+
+
 @pytest.fixture(scope="module")
 def exports(fast_student_pt, export_data_dir, tmp_path_factory):
     """a and b: one export run twice (b from another working directory, with 2 threads);
@@ -34,7 +43,7 @@ def exports(fast_student_pt, export_data_dir, tmp_path_factory):
             if name == "b":
                 mp.chdir(root)
             assert main(["export", "--weights", str(fast_student_pt), "--formats",
-                         "onnx,onnx-int8", "--out", str(root / name), "--calib",
+                         ",".join(FORMATS), "--out", str(root / name), "--calib",
                          str(export_data_dir / "calib"), "--calib-count", "4",
                          "--calib-size", "64", "--no-latency", "--quiet", *extra]) == 0
     return root
@@ -46,7 +55,7 @@ def test_one_export_run_twice_is_the_same_release(exports, capsys):
     rows = verdicts(text)
     for check in ("weights", "student", "settings", "code version"):
         assert rows[check] == "same", text
-    for fmt in ("onnx", "onnx-int8"):
+    for fmt in FORMATS:
         assert rows[f"artifact {fmt}"] == "same (byte for byte)", text
     # The thread count is shown, not counted: the artifacts say it did not matter.
     assert rows["setting threads"].startswith("not compared"), text
@@ -94,3 +103,20 @@ def test_the_report_records_the_command_and_where_it_ran(exports):
     assert rep["command"]["line"].startswith("sharpen export --weights ")
     assert "--threads 2" in rep["command"]["line"]
     assert rep["command"]["cwd"] == str(exports)
+
+
+def test_an_edited_sidecar_beside_the_same_model_differs(exports, tmp_path, capsys):
+    """An app reads a .tflite's input and output scales from its sidecar: one edited beside
+    the same model bytes is another release."""
+    if "tflite-int8" not in FORMATS:
+        pytest.skip("tflite-int8 cannot be built here")
+    import json
+    shutil.copytree(exports / "b", tmp_path / "b")
+    sidecar = next((tmp_path / "b").glob("*_int8.tflite.json"))
+    record = json.loads(sidecar.read_text())
+    record["output"]["scale"] *= 2
+    sidecar.write_text(json.dumps(record))
+    code, text = same(capsys, exports / "a", tmp_path / "b")
+    assert code == 1, text
+    assert verdicts(text)["artifact tflite-int8"].startswith(
+        f"DIFFERS: its sidecar {sidecar.name} differs"), text
