@@ -20,7 +20,7 @@ REPORT = "export_report.json"
 # Settings that name where files are (two machines spell them differently; the digests
 # compare the files) or steer the export without changing what it builds (the artifact rows
 # say whether the thread count mattered).
-WHERE = {"calibration.source", "calibration.folders"}
+WHERE = {"calibration.source", "calibration.folders", "parity_folders"}
 STEERING = {"threads", "formats_requested"}
 # The weights' sha256, which the settings repeat: the weights row compares it.
 SKIPPED_SETTINGS = {"weights_sha256"}
@@ -116,14 +116,17 @@ def _artifact(e: Export, row: dict) -> tuple[Path | None, str, str | None]:
 
 
 def _parity_images(e: Export) -> list[tuple[str, object]]:
-    """The images the export judged its artifacts on, found again by name: in its --calib
-    folders (held out of them), else scikit-image's sample photos (the default)."""
+    """The images the export judged its artifacts on, found again by name: in their folders
+    (--parity-images', or --calib's they were held out of), else scikit-image's sample photos
+    (the default)."""
     from .images import list_images, read_image
     s = e.report.get("settings") or {}
     names = list(s.get("parity_images") or [])
     found = {}
     cal = s.get("calibration") or {}
-    for folder in cal.get("folders") or () if isinstance(cal, dict) else ():
+    # An older report records no parity_folders: held out of --calib, they are among its.
+    folders = s.get("parity_folders") or (cal.get("folders") if isinstance(cal, dict) else ())
+    for folder in folders or ():
         if os.path.isdir(folder):
             for p in list_images(folder):
                 if p.stem in names and p.stem not in found:

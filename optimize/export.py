@@ -303,7 +303,8 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
         "profile": profile.to_dict(), "workspace_gb": o.workspace_gb,
         # What the checks and latencies ran on: --threads, else OMP_NUM_THREADS's (0: all cores)
         "threads": default_threads(o.threads) or 0,
-        "parity_images": [n for n, _ in parity_list], "parity": data.parity, "opset": o.opset,
+        "parity_images": [n for n, _ in parity_list], "parity": data.parity,
+        "parity_folders": data.parity_folders, "opset": o.opset,
     }
 
     # ---- build each format

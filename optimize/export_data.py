@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -74,6 +74,9 @@ class _Data:
     held_out: int = 0   # calib images held out for parity
     parity: str = ""    # where the parity gate runs, for the report (settings.parity)
     calibration: dict | None = None   # what the crops came from, for the report (files_digest)
+    # The folders of the parity images (settings.parity_folders): `sharpen runs --same` runs
+    # two exports' artifacts on them again. [] for the built-in photos.
+    parity_folders: list[str] = field(default_factory=list)
 
 
 def no_parity_held_out(calib_paths: Sequence[Path]) -> str | None:
@@ -105,7 +108,7 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
     if calib_paths:
         with _naming("calib", flags, str(_shown(o.calib))):
             calib_paths = cal.frame_items(calib_paths)   # a clip's frames, none read yet
-    parity_list = None
+    parity_list, parity_paths = None, []
     held_out_note, held_out, why_none, held_noun = "", 0, None, "image"
     if o.parity_images:
         with _naming("parity_images", flags):
@@ -155,7 +158,7 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
                     bad.append(p)
             calib_paths = [p for p in calib_paths if p not in held and p not in bad]
             if held and calib_paths:
-                parity_list, held_out = loaded[::-1], len(held)
+                parity_list, held_out, parity_paths = loaded[::-1], len(held), held
                 held_out_note = f"held out {held_out} of the --calib images for parity"
             else:   # too few readable ones to hold any out: calibrate on what there is
                 why_none = "--calib has too few readable images to hold one out"
@@ -217,7 +220,8 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
                 count(len(calib_names), "frame" if frames and frames == offered else "image"))
         prog.say(f"calibration: {count(len(crops), 'crop')} of {crops.shape[2]}x{crops.shape[3]} "
                  f"from {used} ({src})")
-    return _Data(parity_list, crops, calib_names, held_out, parity, calibration)
+    folders = sorted({str(p.resolve().parent) for p in parity_paths}) if not builtin else []
+    return _Data(parity_list, crops, calib_names, held_out, parity, calibration, folders)
 
 
 def calibration_record(o: ExportOptions, paths: Sequence[Path] | None, images: int,
