@@ -214,8 +214,25 @@ def compare(a: Export, b: Export, tolerance: float) -> list[Check]:
     rows += software_checks({"environment": a.report.get("environment")},
                             {"environment": b.report.get("environment")},
                             keys=_software_keys(a, b), judge="the artifacts")
+    rows += machine_check(a, b)
     rows += artifact_checks(a, b, tolerance)
     return rows
+
+
+def _machine(e: Export) -> str | None:
+    """The CPU the export built and checked its artifacts on (its rows' extra.inputs)."""
+    return next((m for r in e.report["results"]
+                 if (m := ((r.get("extra") or {}).get("inputs") or {}).get("machine"))), None)
+
+
+def machine_check(a: Export, b: Export) -> list[Check]:
+    """Another CPU is shown, not counted, as another library is: the artifacts say whether
+    it mattered (a release exported on two machines is the question asked)."""
+    ma, mb = _machine(a), _machine(b)
+    if ma == mb:
+        return []
+    return [Check("machine", _shown(ma), _shown(mb),
+                  f"{NOTE} (the artifacts say whether it mattered)")]
 
 
 def _software_keys(a: Export, b: Export) -> tuple[str, ...]:

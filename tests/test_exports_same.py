@@ -126,3 +126,18 @@ def test_an_edited_sidecar_beside_the_same_model_differs(exports, tmp_path, caps
     assert code == 1, text
     assert verdicts(text)["artifact tflite-int8"].startswith(
         f"DIFFERS: its sidecar {sidecar.name} differs"), text
+
+
+def test_another_machine_is_shown_not_counted(exports, tmp_path, capsys):
+    """The same bytes built on another CPU are the same release; the CPU is said."""
+    import json
+    shutil.copytree(exports / "b", tmp_path / "b")
+    report = tmp_path / "b" / "export_report.json"
+    rep = json.loads(report.read_text())
+    for r in rep["results"]:
+        r["extra"]["inputs"]["machine"] = "aarch64 Neoverse-V2"
+    report.write_text(json.dumps(rep))
+    code, text = same(capsys, exports / "a", tmp_path / "b")
+    assert code == 0, text
+    row = [line for line in text.splitlines() if line.startswith("machine ")]
+    assert row and "aarch64 Neoverse-V2" in row[0] and "not compared" in row[0], text
