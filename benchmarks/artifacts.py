@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from distill.teacher import file_hash, resolve_weights
 from runtime.atomic import atomic_write_json
 from runtime.cache import cache_lock
 
@@ -36,6 +35,13 @@ DEFAULT_CALIB_COUNT = 32
 NOT_REQUESTED = "not requested (--formats)"
 # The pytest suite's: a format of --formats that no test selected (-k) uses is not exported.
 NOT_SELECTED = "no selected test uses it (-k)"
+
+
+def file_hash(path: str | os.PathLike, n: int = 16) -> str:
+    """distill.teacher.file_hash without importing torch: a device's bench of --model files
+    alone runs without it."""
+    from runtime.resume import file_sha256
+    return file_sha256(path)[:n]
 
 
 class BenchError(ValueError):
@@ -85,6 +91,7 @@ def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool =
     # teacher's row (and input.pt the input's); data.pt the real-blur tables' `data` entry.
     from distill.checkpoint import CheckpointError, run_stem
     from distill.evaluate import RESERVED
+    from distill.teacher import resolve_weights
 
     reserved = set(RESERVED_NAMES) | set(RESERVED)
     names: set[str] = set(reserved)
@@ -330,11 +337,11 @@ def check_float_layers(students: Sequence[Student], float_layers: str | None) ->
     command's mistake, not a student's failure, so it stops the run before any export instead
     of failing that student minutes in. Reads each checkpoint; one that cannot be read is left
     to its export, which fails that student with the reason."""
+    if not (float_layers or "").strip() or not students:   # no checkpoint: torch unneeded
+        return
     from distill.checkpoint import load_student
     from optimize import float_layers as fl
 
-    if not (float_layers or "").strip():
-        return
     problems, fine = [], []
     for st in students:
         try:

@@ -183,13 +183,16 @@ def run_bench_cmd(args) -> int:
         return cli_error("bench", msg)
 
     try:
-        from distill.checkpoint import CheckpointError
-
         from benchmarks.artifacts import BenchError
         from benchmarks.report import run_bench
+        from distill.checkpoint import CheckpointError
     except ImportError as e:
         raise_if_interrupted(e)
-        return fail(missing_dependency("bench", e))
+        if getattr(e, "name", None) != "torch" or args.students or not args.models:
+            return fail(missing_dependency("bench", e))
+        # A device's runtime-only install: --model files alone are timed and scored against
+        # ground truth; what needs PyTorch (checkpoints, the teacher) is skipped, and said.
+        CheckpointError = BenchError
     timing = (("--sizes", args.sizes is not None),
               ("--stream-frames", args.stream_frames is not None),
               ("--target-fps", args.target_fps != _DEFAULTS["target_fps"]),
@@ -229,8 +232,10 @@ def run_bench_cmd(args) -> int:
         print(f"warning: {too_many}", file=sys.stderr)   # as sharpen run: times on shared cores
     # PyTorch eager (the teacher, the students' reference) on a CPU limit's count as the
     # runtimes: its default counted the cores a quota leaves idle. --threads is the runtimes'.
-    from distill.teacher import set_torch_threads
-    set_torch_threads(None)
+    from benchmarks.report import torch_missing
+    if not torch_missing():
+        from distill.teacher import set_torch_threads
+        set_torch_threads(None)
     if not args.threads and (note := limit_note("ONNX Runtime, LiteRT and PyTorch")):
         print(f"note: {note}", file=sys.stderr)
     opts = options_from_args(args)
@@ -268,11 +273,14 @@ def _print_summary(report: dict) -> None:
     qr = QualityResult(q["data"], q["images"], q["rows"], report["checks"], {}, q["settings"])
     from benchmarks.artifacts import not_requested_line
 
-    print_table(f"quality: mean over the held-out set ({held_out_label(report)})",
-                TABLE_HEADERS, format_table(qr))
-    print(quality_legend(q["settings"]))
-    _print_note(real_blur_note(report))
-    _print_note(not_requested_line(q["rows"]))
+    if skipped := q["settings"].get("skipped"):   # no PyTorch here: no teacher to score by
+        print(f"quality: skipped: {skipped}")
+    else:
+        print_table(f"quality: mean over the held-out set ({held_out_label(report)})",
+                    TABLE_HEADERS, format_table(qr))
+        print(quality_legend(q["settings"]))
+        _print_note(real_blur_note(report))
+        _print_note(not_requested_line(q["rows"]))
     if report["latency"]["rows"]:
         # Without report.md's peak MiB columns: a twelfth column wrapped each row's model
         # name on an 80-column terminal; What to ship below gives each pick's peaks.

@@ -212,7 +212,9 @@ def render_markdown(rep: dict) -> str:
                   _md_table(COMPARE_HEADERS, table_rows(comp)), ""]
         lines += [f"- {line}" for line in summary_lines(comp)] + [""]
     lines += ["## Quality", ""]
-    lines += [NOT_REACHED, ""] if not q["settings"] else _quality_lines(rep)
+    lines += ([NOT_REACHED, ""] if not q["settings"]
+              else [f"Skipped: {q['settings']['skipped']}.", ""] if q["settings"].get("skipped")
+              else _quality_lines(rep))
     if rep.get("real_blur"):
         # Only then: an interrupted run may have been stopped inside the imports it needs.
         from .realblur import markdown as real_markdown

@@ -30,9 +30,12 @@ def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: 
     picked by `stride` or `frames` as `sharpen evaluate` picks them. `models`: the --model files
     (`benchmarks.given.GivenModel`), under their names, those this machine can run.
     `failed`: student name -> why its export (or checkpoint) failed: not run, its entry in
-    each set {"status": "failed", "reason": why}, as its rows in the other tables."""
+    each set {"status": "failed", "reason": why}, as its rows in the other tables.
+    `teacher` None (no PyTorch here): the models alone, scored against ground truth; without
+    it the frames' PSNR to the teacher's output is not given, their sharpness and overshoot
+    are."""
     failed = failed or {}
-    fns = {"teacher": teacher,
+    fns = {**({"teacher": teacher} if teacher is not None else {}),
            **{s.name: load_model_fn(s.path) for s in students if s.name not in failed},
            **{gm.name: load_model_fn(gm.path) for gm in models if not gm.skipped}}
     res: dict = {"pairs": None, "nogt": None, "figures": {}}
@@ -44,24 +47,36 @@ def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: 
             say(f"note: {note}")
         outputs = r.pop("outputs")
         res[key] = _with_failed(r, failed)
+        if not can_draw:   # a device's runtime-only install: the numbers, said once
+            return
         # 128 px crops come out at 2x for up to six columns (input, teacher, three
         # students, ground truth): a pixel of ringing is seen.
         side_by_side(outputs, out / FIGURES[key], side=FIGURE_CROP, title=title)
         res["figures"][key] = FIGURES[key]
 
+    try:
+        import matplotlib  # noqa: F401 - the side-by-side figures' only need
+        can_draw = True
+    except ImportError:
+        can_draw = False
+        say("matplotlib is not installed: no real-blur figures (the tables are written)")
+
     if pairs:
         say(f"real blur pairs: {pairs}")
         # The figure shows the four pairs the teacher gains least on.
-        scored("pairs", pairs, f"Real blur pairs ({pairs}): input | teacher | students | "
-               "ground truth", limit=pairs_limit, keep_outputs=4,
+        shown = "teacher | students" if teacher is not None else "models"
+        scored("pairs", pairs, f"Real blur pairs ({pairs}): input | {shown} | ground truth",
+               limit=pairs_limit, keep_outputs=4,
                rank=lambda outs: _psnr_gain(outs, "teacher"))
     if nogt:
         shown = data_text(nogt)
         say(f"real blur without ground truth: {shown}")
         # Centre crops keep the CPU teacher to one tile per frame.
         scored("nogt", nogt[0] if len(nogt) == 1 else list(nogt),
-               f"Real blur, no ground truth ({shown}): input | teacher | students",
-               limit=nogt_limit, crop=384, reference="teacher", clips=True, stride=stride,
+               f"Real blur, no ground truth ({shown}): input | "
+               + ("teacher | students" if teacher is not None else "models"),
+               limit=nogt_limit, crop=384,
+               reference="teacher" if teacher is not None else None, clips=True, stride=stride,
                frames=frames)
     return res
 

@@ -212,6 +212,24 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
         raise
 
 
+# Why a device's bench (no torch) skips the rows that need the teacher, in each table's words.
+NO_TEACHER = ("PyTorch is not installed: the teacher, and so the held-out quality rows and "
+              "each model's SSIM to the teacher's output, need it (`sharpen bench` on a machine "
+              "with the 'dev' extra measures them); the --model files' latency and their "
+              "PSNR/SSIM to ground truth on --real-pairs are measured")
+
+
+def torch_missing() -> Optional[str]:
+    """Why PyTorch cannot be imported here (a runtime-only install), else None."""
+    try:
+        import torch  # noqa: F401 - the teacher and the students' checkpoints need it
+    except ImportError as e:
+        from runtime.cli_errors import one_line, raise_if_interrupted
+        raise_if_interrupted(e)
+        return one_line(e)
+    return None
+
+
 def calib_sources(spec: Optional[str | Sequence[str]]) -> list[str]:
     """--calib's sources (one given as a string is one source)."""
     if not spec:
@@ -378,15 +396,23 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
     models = resolve_models(opts.models, [s.name for s in students], opts.threads)
     check_calib(calib_sources(opts.calib))   # as export checks it, before the long work
     check_float_layers(students, opts.float_layers)
-    pairs, data_desc = load_pairs(opts.data, m["limit"])
+    no_torch = torch_missing()
+    if no_torch and students:   # the CLI says so first; the API's BenchOptions here
+        raise BenchError(f"--weights needs PyTorch ({no_torch}); without it give exported "
+                         "files alone (--model FILE.onnx)")
+    # The held-out set is scored against the teacher alone: not read where it cannot run.
+    pairs, data_desc = (([], "held-out set not scored") if no_torch
+                        else load_pairs(opts.data, m["limit"]))
     real_limits = {"--real-pairs": opts.limit or (None if opts.full else 20),
                    "--real-nogt": opts.limit or (8 if opts.full else 4)}
     for flag, spec in (("--real-pairs", opts.real_pairs), ("--real-nogt", opts.real_nogt)):
         if spec:
             _check_real_blur(flag, spec, real_limits[flag], need_gt=flag == "--real-pairs",
                              stride=opts.stride, frames=clip_frames(opts.frames))
-    teacher_out = TeacherOutputs(opts.teacher_weights, opts.teacher_config, TEACHER_TILE,
-                                 TEACHER_OVERLAP, cache, say=say)
+    # Without torch (a device's runtime-only install) there is no teacher: its rows are
+    # skipped, and every report table says so.
+    teacher_out = None if no_torch else TeacherOutputs(
+        opts.teacher_weights, opts.teacher_config, TEACHER_TILE, TEACHER_OVERLAP, cache, say=say)
     say(f"sharpen bench ({'full' if opts.full else 'quick'} mode): "
         f"{measured_text(students, models)}; {data_desc}; cache {cache}")
     for gm in models:
@@ -523,23 +549,11 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
                      + ("; the run goes on with the other students" if goes_on else ""))
 
     progress.stage = "quality"
-    todo = sum(not teacher_out.has(p.blurred) for p in pairs)
-    if students:   # --model files alone: nothing is exported, so no stage to report
-        progress.note_peak("export")
-    say(f"quality: {len(pairs)} held-out images; teacher outputs: {len(pairs) - todo} cached, "
-        + (f"computing {todo} now (tiled Restormer, slow on a CPU; cached for the next run)"
-           if todo else "none to compute") + f"; cache {teacher_out.folder}")
-    got: dict = {}
-    try:
-        progress.quality = evaluate(
-            pairs, teacher_out, students, progress.artifact_sets, opts.min_ssim_ratio,
-            min_ssim_gain=opts.min_ssim_gain, threads=opts.threads, data_desc=data_desc,
-            progress=not opts.quiet, say=say, partial=got, models=models,
-            failed=progress.failed)
-    except KeyboardInterrupt:
-        progress.quality = got.get("quality")
-        raise
-    progress.note_peak("quality")
+    if teacher_out is None:
+        progress.quality = QualityResult(data_desc, [], [], [], {}, {"skipped": NO_TEACHER})
+        say(f"quality: skipped: {NO_TEACHER}")
+    else:
+        _quality(opts, students, models, pairs, data_desc, teacher_out, progress, say)
 
     if opts.real_pairs or opts.real_nogt:
         progress.stage = "real blur"
@@ -561,7 +575,9 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
 
     if opts.latency:
         progress.stage = "latency"
-        tiles = TeacherTiles(teacher=teacher_out.teacher, n_tiles=m["teacher_tiles"])
+        tiles = (None if teacher_out is None
+                 else TeacherTiles(teacher=teacher_out.teacher, n_tiles=m["teacher_tiles"]))
+        got: dict = {}
         try:
             progress.latency = run_latency(opts, students, progress.artifact_sets, tiles, say,
                                            partial=got, models=models,
@@ -572,6 +588,28 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
         progress.note_peak("latency")
     else:
         progress.latency = {"rows": [], "stream": [], "settings": {"skipped": "--no-latency"}}
+
+
+def _quality(opts: BenchOptions, students, models, pairs, data_desc: str, teacher_out,
+             progress: _Progress, say) -> None:
+    """The held-out set's quality stage, each model against ground truth and the teacher."""
+    todo = sum(not teacher_out.has(p.blurred) for p in pairs)
+    if students:   # --model files alone: nothing is exported, so no stage to report
+        progress.note_peak("export")
+    say(f"quality: {len(pairs)} held-out images; teacher outputs: {len(pairs) - todo} cached, "
+        + (f"computing {todo} now (tiled Restormer, slow on a CPU; cached for the next run)"
+           if todo else "none to compute") + f"; cache {teacher_out.folder}")
+    got: dict = {}
+    try:
+        progress.quality = evaluate(
+            pairs, teacher_out, students, progress.artifact_sets, opts.min_ssim_ratio,
+            min_ssim_gain=opts.min_ssim_gain, threads=opts.threads, data_desc=data_desc,
+            progress=not opts.quiet, say=say, partial=got, models=models,
+            failed=progress.failed)
+    except KeyboardInterrupt:
+        progress.quality = got.get("quality")
+        raise
+    progress.note_peak("quality")
 
 
 def _report(opts: BenchOptions, m: dict, cache: Path, students, models, teacher_out,
@@ -597,7 +635,8 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, models, teacher_
                      "students": [s.to_dict() for s in students],
                      "models": [gm.to_dict() for gm in models],
                      "measured": measured_text(students, models),
-                     "teacher": teacher_out.describe(),
+                     "teacher": (teacher_out.describe() if teacher_out
+                                 else {"skipped": NO_TEACHER}),
                      "sizes": [size_label(z) for z in m["sizes"]],
                      "stream_frames": m["stream_frames"],
                      "real_pairs": opts.real_pairs,

@@ -169,6 +169,11 @@ def ship_section(rep: dict) -> Optional[dict]:
                   f"checks, the nearest, {f['model']} on {best['backend_label']}, takes "
                   f"{_times_text(f)} per frame, {f['judged_ms'] / best['budget_ms']:.1f}x the "
                   f"{budget_text(best['budget_ms'])} ms budget ({_target_text(best)}){note}")
+    elif skipped := ((rep.get("quality") or {}).get("settings") or {}).get("skipped"):
+        # A device's bench without PyTorch: no check was made, none failed.
+        answer = (f"not judged: the pick needs each model's held-out SSIM, not measured here "
+                  f"({skipped.split(':')[0]}); the Latency table gives each file's times at "
+                  f"{size}" + note)
     else:
         answer = (f"nothing: no model timed at {size} passes its checks (the quality gate "
                   f"and parity: see Checks)"

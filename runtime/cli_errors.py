@@ -163,7 +163,11 @@ WITHOUT_EXTRA = {"models": "`sharpen models FILE.onnx` (.tflite, .engine) needs 
                            "how an exported model was made, from the export report beside it",
                  "evaluate": "`sharpen evaluate --model FILE.onnx` (.tflite, .engine) needs none "
                              "of it: an exported model's PSNR/SSIM, on pairs or footage",
-                 "bench": "`sharpen run --model FILE --source synthetic:1920x1080 --max-frames 100 "
+                 "bench": "`sharpen bench --out DIR --model FILE.onnx` (.tflite, .engine, "
+                          "no --weights) needs none of it: the files' latency and, with "
+                          "--real-pairs, their PSNR/SSIM to ground truth (the rows scored "
+                          "against the teacher are skipped); "
+                          "`sharpen run --model FILE --source synthetic:1920x1080 --max-frames 100 "
                           "--out t.mp4 --stats t.json` times an exported model without it "
                           "(the stats file's per-stage latency, the done: line's peak memory), "
                           "and `sharpen evaluate --model FILE --data PAIRS` scores its quality "

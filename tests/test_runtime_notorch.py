@@ -78,12 +78,15 @@ SCRIPT = textwrap.dedent("""
             assert "Traceback" not in msg and msg.count(chr(10)) == 1, msg
             # ... and what the command does without it
             assert ("`sharpen models FILE.onnx`" in msg) == (argv == ["models"]), msg
-        # `sharpen bench` needs the dev extra; a device times a model with `sharpen run`.
+        # `sharpen bench` of a checkpoint needs the dev extra; a device times a model with
+        # `sharpen bench --model` or `sharpen run`.
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
-            rc = main(["bench", "--out", str(out / "bench"), "--model", model])
+            rc = main(["bench", "--out", str(out / "bench"), "--weights", "fast"])
         msg = err.getvalue()
         assert rc == 2 and "[dev]" in msg and msg.count(chr(10)) == 1, (rc, msg)
+        assert "missing dependency 'torch'" in msg, msg
+        assert "`sharpen bench --out DIR --model FILE.onnx`" in msg, msg
         assert "--source synthetic:1920x1080 --max-frames" in msg, msg
         # ... and scores its quality on the device's own pairs without it
         assert "`sharpen evaluate --model FILE --data PAIRS`" in msg, msg
@@ -353,3 +356,79 @@ def test_evaluate_scores_an_exported_model_on_pairs_without_torch(tmp_path, onnx
             for m in ("psnr", "ssim"):
                 assert image[who][m] == pytest.approx(dev["per_image"][name][who][m],
                                                       abs=1e-9), (name, who, m)
+
+
+BENCH_SCRIPT = textwrap.dedent("""
+    import contextlib, importlib.abc, importlib.util, io, json, sys
+    from pathlib import Path
+
+    # A Jetson's runtime-only install: no training or export stack.
+    BLOCKED = {"torch", "tensorflow", "keras"}
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"import of {name} blocked", name=name)
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+    # ... and find_spec says "not installed" of them, as it does where they are not
+    found = importlib.util.find_spec
+    importlib.util.find_spec = lambda name, package=None: (
+        None if name.split(".")[0] in BLOCKED else found(name, package))
+    from sharpen.cli import main
+    model, pairs, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    rc = main(["bench", "--out", str(out), "--model", model, "--real-pairs", pairs,
+               "--sizes", "64x48", "--stream-frames", "0", "--threads", "1", "--quiet"])
+    assert rc == 0, rc
+    rc = main(["bench-compare", str(out), str(out)])
+    assert rc == 0, rc
+    # --weights (a checkpoint) needs PyTorch: one line naming the extra, and what runs here
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["bench", "--out", str(out / "w"), "--weights", "fast", "--model", model])
+    msg = err.getvalue()
+    assert rc == 2 and "missing dependency 'torch'" in msg and "--model" in msg, (rc, msg)
+    assert "Traceback" not in msg and msg.count(chr(10)) == 1, msg
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+    assert not leaked, leaked
+    print("BENCH_OK")
+""")
+
+
+def test_bench_times_and_scores_an_exported_model_without_torch(tmp_path, onnx_model):
+    """A device (no torch) timing the exported file it will run, as `sharpen bench --model`:
+    it said "missing dependency 'torch'" even though nothing of its latency rows needs
+    PyTorch. The rows that need the teacher (held-out quality, SSIM to the teacher) are
+    skipped and the report says so; the file's latency and its real-pair PSNR/SSIM against
+    ground truth are measured, in a report `sharpen bench-compare` reads."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        sharp = cv2.GaussianBlur(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (3, 3), 0.7)
+        for sub, img in (("sharp", sharp), ("blur", cv2.GaussianBlur(sharp, (5, 5), 1.2))):
+            (tmp_path / "pairs" / sub).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(tmp_path / "pairs" / sub / f"{i}.png"), img)
+    out = tmp_path / "bench"
+    env = dict(os.environ, SHARPEN_BENCH_CACHE=str(tmp_path / "cache"), PYTHONPATH=os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    r = subprocess.run([sys.executable, "-c", BENCH_SCRIPT, str(onnx_model),
+                        str(tmp_path / "pairs"), str(out)],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "BENCH_OK" in r.stdout, r.stdout + r.stderr
+    said = r.stdout + r.stderr
+    assert "skipped" in said and "PyTorch" in said, said
+    rep = json.loads((out / "report.json").read_text())
+    rows = [x for x in rep["latency"]["rows"] if x["model"].startswith(onnx_model.stem)]
+    assert rows and rows[0]["status"] == "ok" and rows[0]["ms"] > 0, rep["latency"]["rows"]
+    assert not [x for x in rep["latency"]["rows"] if x["model"] == "teacher"], rep["latency"]
+    assert "PyTorch" in rep["quality"]["settings"]["skipped"], rep["quality"]["settings"]
+    # What to ship said "no model passes its checks" with no check failed: none was made
+    assert "not judged" in rep["ship"]["answer"] and "PyTorch" in rep["ship"]["answer"], rep["ship"]
+    pairs = rep["real_blur"]["pairs"]
+    assert pairs[onnx_model.stem]["ssim"] > 0, pairs
+    assert "PyTorch" in (out / "report.md").read_text()
