@@ -276,7 +276,13 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
             not_gated.setdefault(kind, []).append(
                 "the baseline names no quality.convention (an older version's report): "
                 "scored by another formula")
-    notes = _differences(base, new, NOTED) + list(dict.fromkeys(unknown))   # teacher: twice
+    # A device's bench (no PyTorch) skips the held-out quality rows: why they are in one
+    # report only, before the notes on what that report then lacks.
+    notes = [f"the {which} report's held-out quality rows were skipped ({why.split(':')[0]} "
+             "where it ran): the quality rows are not compared"
+             for which, rep in (("baseline", base), ("new", new))
+             if (why := ((rep.get("quality") or {}).get("settings") or {}).get("skipped"))]
+    notes += _differences(base, new, NOTED) + list(dict.fromkeys(unknown))   # teacher: twice
     # A busy machine's timings say more about the other processes than about the model (the
     # same model read 5x slower here at load 12 on 2 cores): shown, not gated.
     from .machine import busy_text

@@ -450,3 +450,22 @@ def test_the_verdict_says_which_side_is_better_in_either_direction():
     assert better[("quality", "psnr dB")] == "ok, better"
     assert better[("quality", "ssim")] == "ok, better"
     assert better[("latency", "median ms")] == "ok, better"   # faster
+
+
+def test_a_device_report_without_pytorch_says_why_its_quality_rows_are_not_compared():
+    """A device's bench (no PyTorch: the held-out quality rows skipped) against a dev box's:
+    the baseline's quality rows were listed as "only in the baseline" with no reason; the
+    reason is said, and the latency and real-blur rows are compared."""
+    from benchmarks.compare import summary_lines
+    from benchmarks.report import NO_TEACHER
+    device = _report()
+    device["quality"] = {"rows": [], "settings": {"skipped": NO_TEACHER}}
+    device["latency"]["rows"] = device["latency"]["rows"][:1]   # no teacher row
+    comp = compare_reports(_report(), device, TOL)
+    lines = summary_lines(comp)
+    said = [line for line in lines if "PyTorch" in line]
+    assert said and "held-out quality rows" in said[0] and "new report" in said[0], lines
+    assert {r["section"] for r in comp["rows"]} >= {"latency", "real blur"}, comp["rows"]
+    # ... and the other way round, the device's report as the baseline
+    lines = summary_lines(compare_reports(device, _report(), TOL))
+    assert any("PyTorch" in line and "baseline" in line for line in lines), lines
