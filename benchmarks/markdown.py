@@ -309,8 +309,9 @@ def render_markdown(rep: dict) -> str:
     lines += ["## Machine", "",
               f"- CPU: {mach['cpu']} ({', '.join(mach.get('cpu_flags') or []) or 'no flags read'}; "
               f"{mach['logical_cores']} logical cores, "
-              f"{mach['usable_cores']} usable{_cpu_limit(mach)}; torch threads "
-              f"{mach['torch_threads']})",
+              f"{mach['usable_cores']} usable{_cpu_limit(mach)}; "
+              + ("no PyTorch" if mach["torch_threads"] is None
+                 else f"torch threads {mach['torch_threads']}") + ")",
               f"- Memory: {mach['memory']}",
               f"- GPU: {'; '.join(mach['gpus']) if mach['gpus'] else 'none'}",
               f"- OS: {mach['os']} ({mach['machine']})",

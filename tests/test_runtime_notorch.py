@@ -431,4 +431,6 @@ def test_bench_times_and_scores_an_exported_model_without_torch(tmp_path, onnx_m
     assert "not judged" in rep["ship"]["answer"] and "PyTorch" in rep["ship"]["answer"], rep["ship"]
     pairs = rep["real_blur"]["pairs"]
     assert pairs[onnx_model.stem]["ssim"] > 0, pairs
-    assert "PyTorch" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "Skipped: PyTorch is not installed" in md, md
+    assert "torch threads None" not in md and "usable; no PyTorch)" in md, md
