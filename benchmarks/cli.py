@@ -193,6 +193,13 @@ def run_bench_cmd(args) -> int:
         # A device's runtime-only install: --model files alone are timed and scored against
         # ground truth; what needs PyTorch (checkpoints, the teacher) is skipped, and said.
         CheckpointError = BenchError
+        teacher = (("--data", args.data), ("--teacher-weights", args.teacher_weights),
+                   ("--teacher-config", args.teacher_config))
+        if idle := [flag for flag, given in teacher if given]:
+            # --data's pairs were silently not scored: the held-out rows need the teacher.
+            print(f"warning: {', '.join(idle)} ha{'ve' if len(idle) > 1 else 's'} no effect "
+                  "without PyTorch (the held-out quality rows are skipped); --real-pairs "
+                  "scores the files against ground truth", file=sys.stderr)
     timing = (("--sizes", args.sizes is not None),
               ("--stream-frames", args.stream_frames is not None),
               ("--target-fps", args.target_fps != _DEFAULTS["target_fps"]),
