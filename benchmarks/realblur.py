@@ -155,12 +155,15 @@ def markdown(res: dict, md_table) -> list[str]:
         lines += _failed_lines(p)
     if res.get("nogt"):
         n = res["nogt"]
+        stands_in = ("the teacher's output stands in for it: a student that sharpens real "
+                     "blur the teacher's way comes closer to it than the blurred input; one "
+                     "that invents its own correction (over-sharpening, tone shifts) moves "
+                     "further away" if "teacher" in n else
+                     "and no teacher here (PyTorch is not installed), no PSNR to its output "
+                     "is given: sharpness and overshoot only")
         lines += [f"Real blurred frames without ground truth: {data_text(n['data'])} "
                   f"({n['images']} centre crops{_clip_frames_text(n)}). With no ground "
-                  "truth, the teacher's output stands in for it: a student that sharpens real "
-                  "blur the teacher's way comes "
-                  "closer to it than the blurred input; one that invents its own correction "
-                  "(over-sharpening, tone shifts) moves further away. Sharpness is the mean "
+                  f"truth, {stands_in}. Sharpness is the mean "
                   "gradient magnitude relative to the input (higher is sharper, but ringing "
                   "raises it too: look at the figure).", "",
                   md_table(NOGT_HEADERS, table_rows(n)), ""]

@@ -439,3 +439,17 @@ def test_bench_times_and_scores_an_exported_model_without_torch(tmp_path, onnx_m
     md = (out / "report.md").read_text()
     assert "Skipped: PyTorch is not installed" in md, md
     assert "torch threads None" not in md and "usable; no PyTorch)" in md, md
+
+
+def test_bench_report_without_a_teacher_says_what_stands_in_for_ground_truth():
+    """The real-blur section of a device's bench (no PyTorch, so no teacher) said the
+    teacher's output stands in for the missing ground truth, above a column of dashes."""
+    from benchmarks.markdown import _md_table
+    from benchmarks.realblur import markdown
+
+    nogt = {"images": 2, "has_gt": False, "failed": [], "data": "frames/",
+            "input": {"sharpness": 1.0, "overshoot": 0.0},
+            "fast.onnx": {"sharpness": 1.02, "overshoot": 0.1}, "per_image": {}}
+    text = "\n".join(markdown({"nogt": nogt}, _md_table))
+    assert "the teacher's output stands in" not in text, text
+    assert "no teacher here (PyTorch is not installed)" in text, text
