@@ -193,6 +193,11 @@ def run_bench_cmd(args) -> int:
         # A device's runtime-only install: --model files alone are timed and scored against
         # ground truth; what needs PyTorch (checkpoints, the teacher) is skipped, and said.
         CheckpointError = BenchError
+        if args.no_latency and not (args.real_pairs or args.real_nogt):
+            return fail("nothing to measure: without PyTorch the held-out quality rows are "
+                        "skipped, and --no-latency leaves only --real-pairs (the files' "
+                        "PSNR/SSIM to ground truth) or --real-nogt: give one, or drop "
+                        "--no-latency")
         teacher = (("--data", args.data), ("--teacher-weights", args.teacher_weights),
                    ("--teacher-config", args.teacher_config))
         if idle := [flag for flag, given in teacher if given]:

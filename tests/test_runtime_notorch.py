@@ -395,6 +395,13 @@ BENCH_SCRIPT = textwrap.dedent("""
     msg = err.getvalue()
     assert rc == 2 and "missing dependency 'torch'" in msg and "--model" in msg, (rc, msg)
     assert "Traceback" not in msg and msg.count(chr(10)) == 1, msg
+    # --no-latency without real pairs or frames: nothing left to measure, said before the work
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["bench", "--out", str(out / "n"), "--model", model, "--no-latency"])
+    msg = err.getvalue()
+    assert rc == 2 and "nothing to measure" in msg and "--real-pairs" in msg, (rc, msg)
+    assert not (out / "n").exists()
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     assert not leaked, leaked
     print("BENCH_OK")
