@@ -25,6 +25,8 @@ weights, the exporter code and the versions of the libraries that made them (tor
 ONNX Runtime, TensorFlow / LiteRT, TensorRT) are unchanged. The same measurements run as a
 pytest-benchmark suite:
   pytest benchmarks/ [--full] --benchmark-json bench.json   (same option names)
+Without PyTorch (a device's runtime-only install), --model files alone are timed and, with
+--real-pairs, scored against ground truth; the rows that need the teacher are skipped.
 Exit codes: 0 every check passed, 1 a quality or parity check failed, a student's export
 (or checkpoint) failed (the report is still written, that student's rows say why, the others
 are measured) or a row regressed against --baseline past --fail-on, 2 a usage error,

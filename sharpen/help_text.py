@@ -150,13 +150,15 @@ start here:
 
 # The same for an install without PyTorch (a device's: the runtime or litert extra).
 DEVICE_START_HERE = """\
-no PyTorch here (a runtime-only install): `run` works, and `models` and `evaluate --model`
-on exported files; the other commands need the train extra (each says how to install it).
+no PyTorch here (a runtime-only install): `run` works, and `models`, `evaluate --model`
+and `bench --model` on exported files; the other commands need the train extra (each says
+how to install it).
 
 start here:
   sharpen run --model export/{model} --source in.mp4 --out out.mp4
   sharpen models export/{model}  # how an exported model was made
   sharpen evaluate --model export/{model} --data pairs/
+  sharpen bench --out bench/ --model export/{model}
 
 'sharpen COMMAND --help' describes a command, with examples at its end."""
 

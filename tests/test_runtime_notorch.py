@@ -67,6 +67,8 @@ SCRIPT = textwrap.dedent("""
             main(["--help"])
         start = shown.getvalue().split("start here:")[-1]
         assert "sharpen run --model" in start and "sharpen demo" not in start, shown.getvalue()
+        # ... and the bench that times an exported file there
+        assert "sharpen bench --out bench/ --model export/" in start, shown.getvalue()
         assert "no PyTorch" in shown.getvalue(), shown.getvalue()
         # A command that needs torch says what to install, in one line, not a traceback.
         for argv in (["models"], ["labels", "--data", video, "--out", str(out / "lab")]):
