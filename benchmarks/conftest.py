@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.artifacts import BenchError, path_unless_named, split_list  # noqa: E402
-from benchmarks.given import bench_students, resolve_models  # noqa: E402
+from benchmarks.given import bench_students, given_ids, resolve_models  # noqa: E402
 from benchmarks.options import (DEFAULT_MIN_SSIM_RATIO, GATE_GAIN, GATE_RATIO,  # noqa: E402
                                 add_to_pytest)
 from benchmarks.latency import (BACKENDS, SIZES_FULL, SIZES_REDUCED, parse_sizes,  # noqa: E402
@@ -99,20 +99,6 @@ def _skipped(reason: str) -> tuple[list, list[str]]:
     """The values and ids of a parameter with nothing to run: one test, id `none`, skipped
     with `reason`."""
     return [pytest.param(None, marks=pytest.mark.skip(reason=reason))], ["none"]
-
-
-def given_ids(paths: list) -> list[str]:
-    """Test ids of the --model files: the stem, or the file name where files share a stem
-    (student-fast_int8.onnx and .tflite), or its folder too where they share that. Never
-    pytest's order suffix (`_0`, `_1`): --benchmark-compare pairs runs by name, and a later run
-    giving the files in another order had compared one file's timing against another's."""
-    def counted(keys):
-        return [keys.count(k) for k in keys]
-    stems = [Path(p).stem for p in paths]
-    names = [Path(p).name for p in paths]
-    folders = [f"{Path(p).resolve().parent.name}-{Path(p).name}" for p in paths]
-    return [s if ns == 1 else n if nn == 1 else f
-            for s, n, f, ns, nn in zip(stems, names, folders, counted(stems), counted(names))]
 
 
 # pytest-benchmark's options for the marker's keys: one given on the command line wins.

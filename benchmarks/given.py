@@ -80,19 +80,37 @@ def resolve_models(spec: str | Sequence[str] | None, taken: Sequence[str] = (),
         raise BenchError("--model names no file (give exported models: .onnx, .tflite, "
                          ".engine)")
     names = set(RESERVED_NAMES) | set(taken) | _evaluate_keys()
-    out: list[GivenModel] = []
+    paths: list[Path] = []
     for item in items:
         p = Path(item)
         _check_file(p)
-        if any(g.path == p.resolve() for g in out):
+        if any(q.resolve() == p.resolve() for q in paths):
             print(f"warning: --model {item} names {p} again; benchmarked once", file=sys.stderr)
             continue
-        name, k = p.stem, 2
+        paths.append(p)
+    out: list[GivenModel] = []
+    for p, base in zip(paths, given_ids(paths)):
+        name, k = base, 2
         while name in names:
-            name, k = f"{p.stem}-{k}", k + 1
+            name, k = f"{base}-{k}", k + 1
         names.add(name)
         out.append(_read(p, name, threads))
     return out
+
+
+def given_ids(paths: list) -> list[str]:
+    """Names of the --model files, `sharpen bench`'s rows and `pytest benchmarks/`'s test ids:
+    the stem, or the file name where files share a stem (student-fast_int8.onnx and .tflite),
+    or its folder too where they share that. Never an order suffix (pytest's `_0`, the bench's
+    `-2`): --benchmark-compare and `bench-compare` pair rows by name, and a later run giving
+    the files in another order had compared one file's numbers against another's."""
+    def counted(keys):
+        return [keys.count(k) for k in keys]
+    stems = [Path(p).stem for p in paths]
+    names = [Path(p).name for p in paths]
+    folders = [f"{Path(p).resolve().parent.name}-{Path(p).name}" for p in paths]
+    return [s if ns == 1 else n if nn == 1 else f
+            for s, n, f, ns, nn in zip(stems, names, folders, counted(stems), counted(names))]
 
 
 def _evaluate_keys() -> set[str]:

@@ -253,3 +253,25 @@ def test_small_parity_images_warning_names_what_the_bench_takes(env, tmp_path):
         assert "--parity-images" not in msg and "give --calib images at least" in msg, msg
 
 
+
+
+def test_model_files_sharing_a_stem_are_named_alike_whatever_their_order(tmp_path):
+    """student-fast_int8.tflite and student-fast_int8.onnx (an export's pair) were named
+    `student-fast_int8` and `student-fast_int8-2` in the order given, and `bench-compare`
+    paired the real-blur row of one file in the baseline with the other's in the new report.
+    They take the names `pytest benchmarks/`'s ids give them (benchmarks.given.given_ids)."""
+    import shutil
+
+    from benchmarks.given import resolve_models
+    from runtime_fixtures import make_onnx_model
+
+    src = make_onnx_model(tmp_path / "m.onnx")
+    files = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        files.append(str(shutil.copy(src, tmp_path / folder / "student-fast_int8.onnx")))
+    names = [gm.name for gm in resolve_models(files)]
+    assert names == ["a-student-fast_int8.onnx", "b-student-fast_int8.onnx"], names
+    assert [gm.name for gm in resolve_models(files[::-1])] == names[::-1]
+    # a file alone keeps its stem
+    assert [gm.name for gm in resolve_models(files[:1])] == ["student-fast_int8"]
