@@ -26,12 +26,12 @@ STREAM_FORMAT = "onnx"
 
 
 def planned_rows(students, m: dict, artifact_sets: Optional[dict] = None,
-                 buildable: Optional[Sequence[str]] = None, models: Sequence = ()
-                 ) -> list[dict]:
+                 buildable: Optional[Sequence[str]] = None, models: Sequence = (),
+                 teacher: bool = True) -> list[dict]:
     """model, backend, backend_label and size of the rows run_latency makes, in its order,
     less those of formats the export skipped (not requested, not buildable here; for a student
     not exported yet, those not in `buildable`, when given): what an interrupted run lists as
-    not measured."""
+    not measured. `teacher` False: no teacher rows (none is timed without PyTorch)."""
     def skipped(st, fmt) -> bool:
         if fmt is None:
             return False
@@ -42,7 +42,7 @@ def planned_rows(students, m: dict, artifact_sets: Optional[dict] = None,
 
     sizes = [size_label(wh) for wh in m["sizes"]]
     rows = [{"model": "teacher", "backend": "teacher-tiled", "backend_label": TEACHER_LABEL,
-             "size": z} for z in sizes]
+             "size": z} for z in sizes if teacher]
     rows += [{"model": f"student {st.name}", "backend": spec.key, "backend_label": spec.label,
               "size": z} for st in students for spec in BACKENDS if not skipped(st, spec.fmt)
              for z in sizes]

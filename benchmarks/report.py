@@ -688,7 +688,8 @@ def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students
     if opts.latency:
         progress.latency = progress.latency or {"rows": [], "stream": [], "settings": {}}
         missing["latency"] = missing_rows(planned_rows(measured, m, progress.artifact_sets,
-                                                       buildable, models),
+                                                       buildable, models,
+                                                       teacher=teacher_out is not None),
                                           progress.latency["rows"] + progress.latency["stream"])
         if opts.stream_counts():   # minutes of N runs at once per row: a likely place to stop
             from .streams import not_measured

@@ -462,3 +462,13 @@ def test_bench_report_without_a_teacher_says_what_stands_in_for_ground_truth():
     text = "\n".join(markdown({"nogt": nogt}, _md_table))
     assert "the teacher's output stands in" not in text, text
     assert "no teacher here (PyTorch is not installed)" in text, text
+
+
+def test_an_interrupted_bench_without_a_teacher_does_not_list_its_rows_as_missing():
+    """A device's bench (no PyTorch) stopped part way listed the teacher's latency rows among
+    those not measured, rows it never meant to time."""
+    from benchmarks.latency_run import planned_rows
+
+    m = {"sizes": [(64, 48)], "stream_frames": 0}
+    assert [r["model"] for r in planned_rows([], m)] == ["teacher"]
+    assert planned_rows([], m, teacher=False) == []
