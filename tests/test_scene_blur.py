@@ -3,6 +3,7 @@ import contextlib
 import json
 import os
 import re
+import warnings
 from dataclasses import replace
 
 import cv2
@@ -831,3 +832,29 @@ def test_the_corpus_line_says_the_clips_went_whole_to_one_split(tmp_path, capsys
                  "1", "--crop", "32", "--test-crop", "32", "--quiet"]) == 0
     said = capsys.readouterr().out
     assert "pairs; the frames of 3 clips, each clip whole in one split" in said, said
+
+
+def test_a_phones_numbered_photos_are_split_by_photo_not_as_clips(tmp_path):
+    """A phone numbers its photos in order at one size (day1/IMG_0001.JPG .. day2/IMG_0030.JPG)
+    as ffmpeg numbers a clip's frames: each day's folder went whole to one split as a clip
+    (day1 all test, val empty), and one folder of them warned of one clip's frames. A camera's
+    EXIF (Make, Model) marks a photo: each is split on its own, as before clips."""
+    from PIL import Image
+
+    from distill.data.corpus import _bucket
+
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Apple", "iPhone 13"
+    for i in range(1, 31):
+        p = tmp_path / "phone" / f"day{1 if i <= 14 else 2}" / f"IMG_{i:04d}.JPG"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((texture(48, 64, seed=i) * 255).astype(np.uint8)).save(
+            p, exif=exif.tobytes())
+    root = tmp_path / "phone"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SharpenWarning)
+        split = _split_of(split_photos(root))
+        split_photos(root / "day2")
+    by_photo = {p: "test" if _bucket(r, 10) == 0 else "val" if _bucket("val:" + r, 25) == 0
+                else "train" for p in split for r in [p.relative_to(root).as_posix()]}
+    assert split == by_photo

@@ -122,9 +122,9 @@ def _clips(root: Path, rels: list[str]) -> dict[str, str]:
     A clip's frames: 3 or more images of one folder named PREFIX + consecutive numbers
     (00001.png, walk_00002.png) and of one size, as ffmpeg writes them; and only where there
     are two clips at least. One run alone is left to the photo rule, with a warning: as one
-    clip it went whole to one split, leaving the others empty, and a camera's own numbering
-    (IMG_0001.jpg ...) of a folder of photos looks the same. Urban100's img_001..img_100 differ
-    in size: photos."""
+    clip it went whole to one split, leaving the others empty. Urban100's img_001..img_100
+    differ in size: photos. A phone numbers its photos alike (day1/IMG_0001.JPG ..., one size)
+    but writes its make and model in their EXIF, which ffmpeg's frames lack: photos too."""
     runs: dict[tuple[str, str], list[tuple[int, str]]] = {}
     for rel in rels:
         folder, _, name = rel.rpartition("/")
@@ -135,7 +135,8 @@ def _clips(root: Path, rels: list[str]) -> dict[str, str]:
         numbers = sorted(n for n, _ in frames)
         if len(numbers) < 3 or numbers[-1] - numbers[0] + 1 != len(numbers):
             continue
-        if len({_size(root / rel) for _, rel in frames} - {None}) != 1:
+        headers = [_header(root / rel) for _, rel in frames]
+        if any(camera for _, camera in headers) or len({size for size, _ in headers} - {None}) != 1:
             continue
         clips[f"{folder}/{prefix}*" if folder else f"{prefix}*"] = [rel for _, rel in frames]
     if len(clips) == 1:
@@ -148,14 +149,17 @@ def _clips(root: Path, rels: list[str]) -> dict[str, str]:
     return {rel: name for name, frames in clips.items() for rel in frames}
 
 
-def _size(path: Path) -> tuple[int, int] | None:
-    """The pixel size from the file's header (no decoding), or None where it cannot be read."""
+def _header(path: Path) -> tuple[tuple[int, int] | None, bool]:
+    """The pixel size from the file's header (no decoding), None where it cannot be read; and
+    whether its EXIF names a camera's make or model (a photo, not an extracted frame)."""
     from PIL import Image
     try:
         with Image.open(path) as im:
-            return im.size
+            # A PNG's EXIF may follow its pixels: Pillow decodes the whole image to find it.
+            exif = im.getexif() if im.format != "PNG" or "exif" in im.info else {}
+            return im.size, bool(exif.get(0x010F) or exif.get(0x0110))   # Make, Model
     except Exception:   # noqa: BLE001 - an unreadable photo is named when it is read
-        return None
+        return None, False
 
 
 def _names(root: Path, files: list[Path]) -> dict[Path, str]:
