@@ -816,7 +816,8 @@ def test_an_empty_split_of_clips_frames_counts_the_clips(tmp_path):
                      CorpusOptions(copies=1, crop=32, test_crop=32, margin=4), progress=False)
     text = " ".join(str(w.message) for w in said)
     assert "no photo fell in the test split (12 photos, the frames of 4 clips, each clip " \
-           "whole in one split; 1 in 10 goes to test" in text
+           "whole in one split; 1 in 10 goes to test, by a hash of its path or its clip's)" \
+           in text
     assert "holds out whole training clips" in text
     assert "add clips (about 25 per val clip)" in text
 

@@ -301,9 +301,11 @@ def _warn_empty_splits(root: Path, out: Path, by_split: dict[str, list[Path]],
     n = (f"{n} photos, the frames of {count(n_clips, 'clip')}, each clip whole in one split"
          if n_clips else f"{n} photos")
     whole = "clips" if n_clips else "photos"
+    # A clip's frames go by a hash of the clip: "of its path" told a user theirs went one by one.
+    hashed = "its path or its clip's" if n_clips else "its path"
     if "val" in splits and not by_split["val"]:
         warn(f"{root}: no photo fell in the val split ({n}; 1 in 25 goes to val, by a "
-             f"hash of its path): `sharpen labels --hold-out` holds out whole training {whole} "
+             f"hash of {hashed}): `sharpen labels --hold-out` holds out whole training {whole} "
              f"instead, and `sharpen train`/`train-teacher` runs given data.val={out} validate "
              "on its test split, the images `sharpen evaluate` scores by default (they warn); "
              f"no option of `sharpen corpus` sets the split sizes: add {whole} (about 25 per "
@@ -311,7 +313,7 @@ def _warn_empty_splits(root: Path, out: Path, by_split: dict[str, list[Path]],
     if "test" in splits and not by_split["test"]:
         # Never with a kodak24/ or mcmaster/ subfolder: every photo under one is a test photo.
         warn(f"{root}: no photo fell in the test split ({n}; 1 in 10 goes to test, by "
-             f"a hash of its path): `sharpen evaluate --data {out}` has nothing to score by "
+             f"a hash of {hashed}): `sharpen evaluate --data {out}` has nothing to score by "
              "default (its --split is test); every photo under a subfolder named "
              f"{' or '.join(TEST_FOLDERS)} is the test split (and no other photo then), or "
              f"add {whole}")
