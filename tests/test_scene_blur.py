@@ -859,3 +859,21 @@ def test_a_phones_numbered_photos_are_split_by_photo_not_as_clips(tmp_path):
     by_photo = {p: "test" if _bucket(r, 10) == 0 else "val" if _bucket("val:" + r, 25) == 0
                 else "train" for p in split for r in [p.relative_to(root).as_posix()]}
     assert split == by_photo
+
+
+def test_a_clip_with_frames_deleted_still_goes_whole_to_one_split(tmp_path):
+    """Frames pruned by hand (the blurred ones of a sharp clip: 00001, 00002, 00004 ...) broke
+    the run of consecutive numbers, and that clip alone was split frame by frame, its frames in
+    train and test. Photos numbered far apart (bsds500's) stay photos."""
+    _photos(tmp_path / "frames", [(f"clip{c}/{i:05d}.png", 40) for c in range(30)
+                                  for i in (1, 2, 4, 5, 7, 8)])
+    clips: dict[str, set] = {}
+    for p, k in _split_of(split_photos(tmp_path / "frames")).items():
+        clips.setdefault(p.parent.name, set()).add(k)
+    assert all(len(ks) == 1 for ks in clips.values()), clips
+    assert len({k for ks in clips.values() for k in ks}) > 1
+    _photos(tmp_path / "photos", [(f"{c}/{i:05d}.png", 40) for c in range(2)
+                                  for i in range(1, 200, 7)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SharpenWarning)
+        assert len(split_photos(tmp_path / "photos")["test"]) >= 1

@@ -6,7 +6,7 @@ photos are added elsewhere and a test photo is never trained on:
          `../shared/data/photos`); a root with none of them holds out 1 photo in 10 by hash;
 - val:   1 in 25 of the remaining photos, by hash;
 - train: the rest.
-The frames of a clip (`_clips`: several runs of consecutively numbered images of one size, as
+The frames of a clip (`_clips`: several runs of images numbered in order, of one size, as
 ffmpeg extracts them) go whole to one split, by a hash of the clip: neighbouring frames are
 near-duplicates, so a test frame between two training frames scored what was trained on.
 Blurred pairs go to OUT/{train,val,test}/{input,target}/NAME.png (the paired-folder layout every
@@ -119,8 +119,10 @@ def _split(root: str | Path) -> tuple[dict[str, list[Path]], dict[str, str]]:
 
 def _clips(root: Path, rels: list[str]) -> dict[str, str]:
     """The clip of each photo that is a video frame ("day1/walk/*", "walk_*"), by rel path.
-    A clip's frames: 3 or more images of one folder named PREFIX + consecutive numbers
-    (00001.png, walk_00002.png) and of one size, as ffmpeg writes them; and only where there
+    A clip's frames: 3 or more images of one folder named PREFIX + numbers in order (00001.png,
+    walk_00002.png) and of one size, as ffmpeg writes them, at least half of the numbers from
+    the first to the last (a sharp clip's blurred frames deleted by hand left a gap, and that
+    clip was split by frame; bsds500's sparse numbers are photos); and only where there
     are two clips at least. One run alone is left to the photo rule, with a warning: as one
     clip it went whole to one split, leaving the others empty. Urban100's img_001..img_100
     differ in size: photos. A phone numbers its photos alike (day1/IMG_0001.JPG ..., one size)
@@ -133,7 +135,7 @@ def _clips(root: Path, rels: list[str]) -> dict[str, str]:
     clips: dict[str, list[str]] = {}
     for (folder, prefix), frames in runs.items():
         numbers = sorted(n for n, _ in frames)
-        if len(numbers) < 3 or numbers[-1] - numbers[0] + 1 != len(numbers):
+        if len(numbers) < 3 or numbers[-1] - numbers[0] + 1 > 2 * len(numbers):
             continue
         headers = [_header(root / rel) for _, rel in frames]
         if any(camera for _, camera in headers) or len({size for size, _ in headers} - {None}) != 1:
