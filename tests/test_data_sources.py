@@ -1,6 +1,7 @@
 """Source detection and parsing on small generated trees."""
 from __future__ import annotations
 
+import shlex
 import tempfile
 import subprocess
 import sys
@@ -522,10 +523,16 @@ def test_a_label_cache_of_clips_given_to_evaluate_points_at_its_frames_only(tmp_
 
 def test_a_paired_folder_of_clips_says_pairs_are_frames(tmp_path):
     """blur/walk.mp4 beside sharp/walk.mp4 (a camera's real pairs, as clips) read "no images in
-    blur", as if the folder were empty: the clips are named, and how to pair their frames."""
+    blur", as if the folder were empty: the clips are named, and how to pair their frames, by
+    the paths the error names (blur/walk.mp4 alone was no file where the user stood)."""
+    root = tmp_path / "my pairs"
     for side in ("blur", "sharp"):
-        (tmp_path / side).mkdir()
-        (tmp_path / side / "walk.mp4").write_bytes(b"\0" * 16)
-    with pytest.raises(SourceError, match=r"no images in .*blur: it holds 1 video clip "
-                       r"\(walk.mp4\).*ffmpeg -i blur/walk.mp4 blur/walk_%05d.png"):
-        resolve_source(str(tmp_path))
+        (root / side).mkdir(parents=True)
+        (root / side / "walk.mp4").write_bytes(b"\0" * 16)
+    with pytest.raises(SourceError) as e:
+        resolve_source(str(root))
+    sharp = shlex.quote(str(root / "sharp"))
+    assert f"no images in {root / 'blur'}: it holds 1 video clip (walk.mp4)" in str(e.value)
+    assert (f"ffmpeg -i {shlex.quote(str(root / 'blur' / 'walk.mp4'))} "
+            f"{shlex.quote(str(root / 'blur' / 'walk_%05d.png'))} and the same of {sharp}"
+            in str(e.value)), str(e.value)

@@ -32,7 +32,7 @@ from typing import Iterable, Optional
 import cv2
 import numpy as np
 
-from runtime.console import count
+from runtime.console import count, shell_join
 from runtime.hdr import LABELLED, hdr_warning
 from runtime.imageio import VIDEO_EXTS, frames_over_budget
 from runtime.locale_text import utf8_name
@@ -522,10 +522,11 @@ def _clips_in(in_dir: Path, gt_dir: Path, others: list[str]) -> str:
     if not clips:
         return ""
     stem = Path(clips[0]).with_suffix("").as_posix()
+    # By the paths the error names: blur/walk.mp4 was no file where the user stood.
+    ffmpeg = shell_join(["ffmpeg", "-i", in_dir / clips[0], in_dir / f"{stem}_%05d.png"])
     return (f": it holds {count(len(clips), 'video clip')} ({_few(clips)}); pairs are "
-            f"matched image to image: extract each clip's frames on both sides, e.g. ffmpeg "
-            f"-i {in_dir.name}/{clips[0]} {in_dir.name}/{stem}_%05d.png and the same of "
-            f"{gt_dir.name}/ (ffmpeg numbers both alike)")
+            f"matched image to image: extract each clip's frames on both sides, e.g. {ffmpeg} "
+            f"and the same of {shell_join([gt_dir])} (ffmpeg numbers both alike)")
 
 
 def _match_pairs(ins: dict[str, Path], gts: dict[str, Path]) -> dict[str, Path]:
