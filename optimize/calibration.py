@@ -101,14 +101,16 @@ def _no_frames_hint(path: Path) -> str:
     README's footage line has it, of a cache labelled from images (a corpus, a paired folder)
     said only "no such file or folder": only video frames are saved in a cache."""
     from distill.data.label_cache import FRAMES_DIR, is_label_cache, read_run_record
+    from distill.data.sources import pair_dirs
     if path.name != FRAMES_DIR or not is_label_cache(path.parent):
         return ""
     record = read_run_record(path.parent)
     data, split = record.get("data"), record.get("split")
     if not isinstance(data, str):
         return ""
-    inputs = Path(data) / split / "input" if isinstance(split, str) else None
-    where = inputs if inputs is not None and inputs.is_dir() else Path(data)
+    # The blurred half: pairs/ itself held no image directly, and pairs/**/* the sharp ones too.
+    dirs = pair_dirs(Path(data) / split if isinstance(split, str) else Path(data))
+    where = dirs[0] if dirs else Path(data)
     return (f": a label cache keeps frames/ only of footage (video clips' frames); "
             f"{path.parent} was labelled from images: pass those, e.g. {where}")
 def _images_and_clips(folder: Path) -> list[Path]:

@@ -76,6 +76,8 @@ def test_unknown_format(ckpt, tmp_path, capsys):
     # 'all' said to be unknown, then offered in the same line
     ("all,onnx", "'all' stands alone in --formats (every format this machine can build)"),
 ])
+
+
 def test_a_mistyped_format_is_answered_with_the_near_ones(given, said):
     from optimize.export import ExportError, parse_formats
 
@@ -85,6 +87,8 @@ def test_a_mistyped_format_is_answered_with_the_near_ones(given, said):
 
 
 @pytest.mark.parametrize("kind", ["file", "below-file"])
+
+
 def test_unwritable_output_path(ckpt, tmp_path, capsys, kind):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
@@ -133,6 +137,8 @@ def test_missing_calibration_source(ckpt, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag", ["--calib", "--parity-images"])
+
+
 def test_bad_calibration_or_parity_images_name_their_flag_and_leave_no_empty_out(
         tmp_path, capsys, ckpt, flag):
     """`--parity-images nowhere` said only 'no such file or folder: nowhere' (which of the
@@ -485,6 +491,8 @@ class _TimingCacheConfig:
     (b"\x00garbage", _TimingCacheConfig(raises=True), "Error Code 1: Serialization"),
     (b"TRTCACHE1", _TimingCacheConfig(other_gpu=True), "made on another GPU"),
 ])
+
+
 def test_an_unusable_timing_cache_is_discarded_and_the_build_starts_afresh(tmp_path, blob,
                                                                            config, why):
     """A corrupt timing cache file raised out of the build (or, where create_timing_cache
@@ -807,6 +815,8 @@ def test_builtin_parity_images_under_the_receptive_field_warn_with_the_fix(tmp_p
     ("--min-ssim", "nan", "--min-ssim must be in (0, 1], got nan"),
     ("--max-abs-fp32", "-1", "--max-abs-fp32 must be in (0, 1], got -1.0"),
 ])
+
+
 def test_parity_thresholds_out_of_range_are_usage_errors(ckpt, tmp_path, capsys, flag, value,
                                                          message):
     """NaN passed every artifact (its comparisons are all false); a negative budget failed
@@ -988,6 +998,8 @@ def test_a_failed_export_says_what_it_left_and_what_to_try(ckpt, tmp_path, capsy
            "on 96x96 crops")),
     (96, None),
 ], ids=["images-smaller", "not-a-multiple", "as-asked"])
+
+
 def test_a_shrunk_calib_size_is_said_once(ckpt, tmp_path, capsys, size, said):
     """The crops were silently smaller than --calib-size when the calibration images were (or
     the size was no multiple of the model's): the export now says what it used and why."""
@@ -1946,13 +1958,16 @@ def test_calib_of_a_paired_label_cache_frames_says_where_its_images_are(tmp_path
     from optimize.calibration import CalibrationError, resolve_paths
 
     corpus, cache = tmp_path / "corpus", tmp_path / "lab"
-    (corpus / "train" / "input").mkdir(parents=True)
+    for side in ("input", "target"):
+        (corpus / "train" / side).mkdir(parents=True)
     cache.mkdir()
     (cache / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "entries": {}}))
     (cache / "run.json").write_text(json.dumps({"data": str(corpus), "split": "train"}))
     with pytest.raises(CalibrationError, match=r"no such file or folder: .*frames: .*keeps "
                        r"frames/ only of footage .*" + re.escape(str(corpus / "train" / "input"))):
         resolve_paths(cache / "frames")
+
+
 def test_a_full_disk_is_one_line_naming_the_report_it_could_not_write(tmp_path, ckpt):
     """With the disk full, the model's own write failed into the report's table, but the
     report's then ended the export in a traceback through atomic.py. A file size limit
@@ -2005,3 +2020,20 @@ def test_a_build_that_fails_with_little_room_left_says_the_disk_is_nearly_full(
     monkeypatch.setattr(export_mod, "free_bytes", lambda folder: 10 ** 9)
     report = export(str(ckpt), ["onnx"], out, latency=False, quiet=True)
     assert report.results[0].reason == "build failed: TypeError: 'NoneType' object is not callable"
+
+
+def test_calib_of_a_label_cache_of_blur_sharp_pairs_names_the_blurred_half(tmp_path):
+    """A cache labelled from pairs/{blur,sharp} (no split) named pairs/ itself: `--calib pairs`
+    then found no image directly in it, and 'pairs/**/*' took the sharp ground truth too."""
+    from distill.data.label_cache import MANIFEST, MANIFEST_FORMAT
+    from optimize.calibration import CalibrationError, resolve_paths
+
+    pairs, cache = tmp_path / "pairs", tmp_path / "lab"
+    for side in ("blur", "sharp"):
+        (pairs / side).mkdir(parents=True)
+    cache.mkdir()
+    (cache / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "entries": {}}))
+    (cache / "run.json").write_text(json.dumps({"data": str(pairs), "split": None}))
+    with pytest.raises(CalibrationError, match=r"labelled from images: pass those, e\.g\. "
+                       + re.escape(str(pairs / "blur")) + "$"):
+        resolve_paths(cache / "frames")

@@ -200,7 +200,9 @@ def _few(items: list[str], n: int = 5) -> str:
 
 # --- layout detection -------------------------------------------------------------------------
 
-def _pair_dirs(root: Path) -> Optional[tuple[Path, Path]]:
+def pair_dirs(root: Path) -> Optional[tuple[Path, Path]]:
+    """`root`'s blurred folder and its ground truth's (input/ + target/, blur/ + sharp/), or
+    None where it holds neither pair."""
     for a, b in PAIR_DIRS:
         if (root / a).is_dir() and (root / b).is_dir():
             return root / a, root / b
@@ -240,7 +242,7 @@ def _gopro_root(path: Path) -> Optional[Path]:
 
 
 def _paired_split_root(path: Path) -> bool:
-    return any(_pair_dirs(path / s) for s in SPLITS if (path / s).is_dir())
+    return any(pair_dirs(path / s) for s in SPLITS if (path / s).is_dir())
 
 
 def data_set_in(folder: Path) -> str:
@@ -251,7 +253,7 @@ def data_set_in(folder: Path) -> str:
         return ""
     if (folder / "corpus.json").is_file():
         return "a photo corpus (corpus.json)"
-    if _pair_dirs(folder) or _paired_split_root(folder):
+    if pair_dirs(folder) or _paired_split_root(folder):
         return "a paired data set (input/ + target/ or blur/ + sharp/)"
     if _gopro_root(folder) is not None:
         return "a GoPro data set"
@@ -282,7 +284,7 @@ def detect_kind(path: Path) -> str:
     seqs = _gopro_sequences(path)
     if _gopro_root(path) is not None or (seqs and any(p.name not in SPLITS for p in seqs)):
         return "gopro"
-    if _pair_dirs(path) or _paired_split_root(path):
+    if pair_dirs(path) or _paired_split_root(path):
         return "paired"
     return layout_of(path) or "folder"
 
@@ -474,17 +476,17 @@ def _report_unmatched(where: Path, ins: list[str], gts: list[str], gt_word: str 
 
 
 def _resolve_paired(path: Path, split: str) -> SourceInfo:
-    dirs = _pair_dirs(path)
+    dirs = pair_dirs(path)
     used_split: Optional[str] = None
     root = path
     if dirs is None:
-        present = [s for s in SPLITS if (path / s).is_dir() and _pair_dirs(path / s)]
+        present = [s for s in SPLITS if (path / s).is_dir() and pair_dirs(path / s)]
         if not present:
             raise SourceError(f"{path} is not a paired folder: expected input/ + target/ or "
                               "blur/ + sharp/ (optionally under train/, val/, test/)")
         if split not in present:
             raise SourceError(f"{path} has no {split!r} split (it has: {', '.join(present)})")
-        dirs = _pair_dirs(path / split)
+        dirs = pair_dirs(path / split)
         used_split = split
     assert dirs is not None
     return pair_folders(*dirs, "paired", root, used_split)
