@@ -76,8 +76,6 @@ def test_unknown_format(ckpt, tmp_path, capsys):
     # 'all' said to be unknown, then offered in the same line
     ("all,onnx", "'all' stands alone in --formats (every format this machine can build)"),
 ])
-
-
 def test_a_mistyped_format_is_answered_with_the_near_ones(given, said):
     from optimize.export import ExportError, parse_formats
 
@@ -87,8 +85,6 @@ def test_a_mistyped_format_is_answered_with_the_near_ones(given, said):
 
 
 @pytest.mark.parametrize("kind", ["file", "below-file"])
-
-
 def test_unwritable_output_path(ckpt, tmp_path, capsys, kind):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
@@ -137,8 +133,6 @@ def test_missing_calibration_source(ckpt, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag", ["--calib", "--parity-images"])
-
-
 def test_bad_calibration_or_parity_images_name_their_flag_and_leave_no_empty_out(
         tmp_path, capsys, ckpt, flag):
     """`--parity-images nowhere` said only 'no such file or folder: nowhere' (which of the
@@ -491,8 +485,6 @@ class _TimingCacheConfig:
     (b"\x00garbage", _TimingCacheConfig(raises=True), "Error Code 1: Serialization"),
     (b"TRTCACHE1", _TimingCacheConfig(other_gpu=True), "made on another GPU"),
 ])
-
-
 def test_an_unusable_timing_cache_is_discarded_and_the_build_starts_afresh(tmp_path, blob,
                                                                            config, why):
     """A corrupt timing cache file raised out of the build (or, where create_timing_cache
@@ -815,8 +807,6 @@ def test_builtin_parity_images_under_the_receptive_field_warn_with_the_fix(tmp_p
     ("--min-ssim", "nan", "--min-ssim must be in (0, 1], got nan"),
     ("--max-abs-fp32", "-1", "--max-abs-fp32 must be in (0, 1], got -1.0"),
 ])
-
-
 def test_parity_thresholds_out_of_range_are_usage_errors(ckpt, tmp_path, capsys, flag, value,
                                                          message):
     """NaN passed every artifact (its comparisons are all false); a negative budget failed
@@ -998,8 +988,6 @@ def test_a_failed_export_says_what_it_left_and_what_to_try(ckpt, tmp_path, capsy
            "on 96x96 crops")),
     (96, None),
 ], ids=["images-smaller", "not-a-multiple", "as-asked"])
-
-
 def test_a_shrunk_calib_size_is_said_once(ckpt, tmp_path, capsys, size, said):
     """The crops were silently smaller than --calib-size when the calibration images were (or
     the size was no multiple of the model's): the export now says what it used and why."""
