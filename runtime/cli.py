@@ -582,7 +582,7 @@ def handler(args: argparse.Namespace) -> int:
                                                                  args.fps)):
         print(f"sharpen run: {retimed}", file=sys.stderr)
     if summary.get("live") and (slower := _slower_step_note(summary, usable_cores(),
-                                                             load_average())):
+                                                             load_average(), os.cpu_count())):
         print(f"sharpen run: {slower}", file=sys.stderr)
     if summary.get("live") and summary.get("left_out_frames"):
         print(f"sharpen run: {_live_left_out_note(summary, args.fps)}", file=sys.stderr)
@@ -632,7 +632,8 @@ ENCODERS = {"h264": "libx264", "hevc": "libx265"}
 
 
 def _slower_step_note(summary: dict, cores: Optional[int] = None,
-                      load: Optional[float] = None) -> str:
+                      load: Optional[float] = None,
+                      machine_cores: Optional[int] = None) -> str:
     """Which kept a live run from its source's rate where it dropped frames ('' where none
     were): sharpening (the model's thread) or writing the video (the caller's, which waits on
     ffmpeg's encoder), each at its mean time a frame, and what makes it faster. The live line
@@ -657,7 +658,8 @@ def _slower_step_note(summary: dict, cores: Optional[int] = None,
                        "machine busy with other work) or bursts of the source, not by either "
                        "step's speed")
     if sharpen >= write:
-        return said + _sharpening_slower(summary.get("threads"), cores, load)
+        return said + _sharpening_slower(summary.get("threads"), cores, load,
+                                         machine_cores or cores)
     if video.get("preset") in PRESETS:
         at = PRESETS.index(video["preset"])
         quicker = [p for p in ("veryfast", "ultrafast") if PRESETS.index(p) < at]
@@ -673,18 +675,20 @@ def _slower_step_note(summary: dict, cores: Optional[int] = None,
                    "up better")
 
 
-def _sharpening_slower(threads: Optional[int], cores: Optional[int],
-                       load: Optional[float]) -> str:
+def _sharpening_slower(threads: Optional[int], cores: Optional[int], load: Optional[float],
+                       machine_cores: Optional[int]) -> str:
     """The advice where the model was the slower step. Its own threads count about one a
     thread in the load average, the capture and writer threads one more, so a load above the
-    cores by over that is other work's."""
-    said = f"{cores} core{'' if cores == 1 else 's'}"
-    if cores and load is not None and load > cores + 1:
+    cores by over that is other work's. The load is the whole machine's, so it is held
+    against the machine's cores: against the cores this run may use, a run given its own
+    (CPUAffinity=, a pod's CPU limit) would take the other cameras' load on theirs for its."""
+    said = count(cores or 0, "core")
+    if machine_cores and load is not None and load > machine_cores + 1:
         return (f"sharpening was the slower, on a host busier than its cores (load average "
-                f"{load:g} on {said}): other work, such as other cameras' runs, took "
-                "the CPU time, which threads added to this run do not win back; fewer runs at "
-                "once, a smaller frame or a faster model keeps up better (`sharpen bench "
-                "--streams N` measures N cameras here)")
+                f"{load:g} on {count(machine_cores, 'core')}): other work, such as other "
+                "cameras' runs, took the CPU time, which threads added to this run do not "
+                "win back; fewer runs at once, a smaller frame or a faster model keeps up "
+                "better (`sharpen bench --streams N` measures N cameras here)")
     if cores and threads is not None and (threads or cores) >= cores:
         took = f"--threads {threads}" if threads else "the default thread count"
         return (f"sharpening was the slower ({took} already takes the {said} this "

@@ -1329,3 +1329,21 @@ def test_a_drop_note_does_not_advise_more_threads_where_they_would_not_help():
     # ONNX Runtime's default (0) is a thread a core already
     default = _slower_step_note({**summary, "threads": 0}, cores=2, load=None)
     assert "more --threads" not in default, default
+
+
+def test_a_drop_note_holds_the_load_average_against_the_machines_cores_not_its_share():
+    """A camera given its own core (`CPUAffinity=`, taskset, a pod's CPU limit) on a 4-core
+    host where three other cameras' runs held the load at 3.5 was told the host was busier
+    than its cores (load 3.5 on 1 core) and to run fewer at once: the load average counts
+    the whole machine's runnable threads, so it is held against the machine's 4 cores, and
+    that run's own core was its thread's to take."""
+    from runtime.cli import _slower_step_note
+
+    summary = {"dropped_frames": 48, "threads": 1, "source": {"kind": "video", "fps": 30.0},
+               "latency_ms": _latency(pre=1, infer=180, post=1, write=20),
+               "video": {"codec": "mpeg2video"}}
+    pinned = _slower_step_note(summary, cores=1, load=3.5, machine_cores=4)
+    assert "fewer runs" not in pinned and "busier" not in pinned, pinned
+    assert "--threads 1 already takes the 1 core" in pinned, pinned
+    busy = _slower_step_note(summary, cores=1, load=9.5, machine_cores=4)
+    assert "load average 9.5 on 4 cores" in busy and "fewer runs" in busy, busy
