@@ -26,11 +26,14 @@ class ProgressSettingError(SharpenError):
     """SHARPEN_PROGRESS_INTERVAL set to something that is not a number of seconds."""
 
 
-def interactive(stream: Optional[TextIO] = None, notebook: bool = True) -> bool:
+def interactive(stream: Optional[TextIO] = None, notebook: bool = True,
+                foreground: bool = True) -> bool:
     """Whether `stream` (default stderr) can redraw a bar in place: a terminal, but not where
     TERM=dumb (Emacs shells, some CI consoles), which take no cursor movement; a Jupyter
     notebook's output (unless `notebook` is False), which is no terminal but draws tqdm's
-    carriage returns in place."""
+    carriage returns in place; and, unless `foreground` is False (a caller that asks
+    `background_job` again as the job moves), not a terminal this process is a background
+    job of."""
     stream = sys.stderr if stream is None else stream
     if type(stream).__module__.startswith("ipykernel."):   # Jupyter draws \r in place
         return notebook
@@ -41,10 +44,10 @@ def interactive(stream: Optional[TextIO] = None, notebook: bool = True) -> bool:
             return False
     except (AttributeError, OSError, ValueError):   # no isatty, or closed (a daemon's)
         return False
-    return not _background_job(stream)
+    return not (foreground and background_job(stream))
 
 
-def _background_job(stream: TextIO) -> bool:
+def background_job(stream: TextIO) -> bool:
     """Whether this process is a background job of the terminal `stream` is (`cmd &` from an
     interactive shell): the terminal's foreground process group is another's. Several runs
     started so, a camera each, redrew their lines in place over one another and the shell's;

@@ -9,6 +9,7 @@ within RELATIVE_ACCURACY of them past it.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -29,7 +30,7 @@ from .console import count
 from .host import peak_memory_mib
 from .prometheus import HEAD, camera_name, is_prometheus, prometheus_text
 from .warn import warn
-from .progress import interactive
+from .progress import background_job, interactive
 
 STAGES = ("capture", "pre", "infer", "post", "write", "end_to_end")
 # How far a percentile of a run longer than the window may be from the samples' own, relative
@@ -473,43 +474,79 @@ class LiveReporter:
     """Prints `stats.line()` every `interval` seconds from its own thread (None: once a second
     on a terminal, once a minute in a log); rich when available and the terminal is
     interactive, plain lines otherwise (logs, pipes, devices without rich, TERM=dumb), each
-    with its time in a log, where nothing else dates it (cron's mail, `>> run.log`)."""
+    with its time in a log, where nothing else dates it (cron's mail, `>> run.log`). On a
+    terminal the job is asked again at each line, as `fg`, and Ctrl-Z then `bg`, move it while
+    the run goes on: in the background, plain dated lines (a minute apart without `interval`),
+    in the foreground the line redrawn in place."""
 
     def __init__(self, stats: Stats, interval: Optional[float] = None, stream=None) -> None:
         self.stream = stream or sys.stderr
-        self.terminal = interactive(self.stream, notebook=False)   # rich's line: a terminal
+        self.tty = interactive(self.stream, notebook=False, foreground=False)
+        self.terminal = self.tty and not background_job(self.stream)   # rich's line
+        # A background job's lines are a log's; a terminal's tick stays a second, to notice
+        # `fg` within one.
+        self._log_every = LOG_INTERVAL if interval is None else interval
         if interval is None:
-            interval = TERMINAL_INTERVAL if self.terminal else LOG_INTERVAL
+            interval = TERMINAL_INTERVAL if self.tty else LOG_INTERVAL
         self.stats, self.interval = stats, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stats", daemon=True)
-        self._live = None
+        self._live, self._rich = None, True
+        self._logged_at = time.monotonic()   # a background job's first line: a minute on
+        self._asks = stats.reports_asked
         # What the run does with no frame coming, said after the lines printed meanwhile (a
         # stop waits while the output closes): a line of 0 fps otherwise looks hung.
         self.doing: Optional[str] = None
 
     def start(self) -> "LiveReporter":
-        if self.terminal:
-            try:
-                from rich.console import Console
-                from rich.live import Live
-                self._live = Live("", console=Console(file=self.stream), refresh_per_second=2,
-                                  transient=False)
-                self._live.start()
-            except ImportError:
-                self._live = None
+        self._follow_job()
         self._thread.start()
         return self
 
+    def _follow_job(self) -> None:
+        """rich's line while the job holds the terminal's foreground; none in the background,
+        where its redraws went over the shell's and other jobs' lines."""
+        if self.tty:
+            self.terminal = not background_job(self.stream)
+        if self.terminal and self._live is None and self._rich:
+            try:
+                from rich.console import Console
+                from rich.live import Live
+            except ImportError:
+                self._rich = False
+                return
+            # Drawn at each line only: rich's own refresh thread, woken with the job by `bg`,
+            # redrew it over the prompt the shell had just written, before the line's tick.
+            self._live = Live("", console=Console(file=self.stream), auto_refresh=False,
+                              transient=False)
+            self._live.start()
+        elif not self.terminal and self._live is not None:
+            # Its last drawing stays as it was: rich's stop draws it once more, from where
+            # it was, over what the shell wrote since (its prompt); only the cursor comes back.
+            live, self._live, self._logged_at = self._live, None, time.monotonic()
+            live.console.file = io.StringIO()
+            live.stop()
+            print("\x1b[?25h", end="", file=self.stream, flush=True)
+
     def _emit(self, final: bool = False) -> None:
+        # The last line goes as the lines before it: a terminal hung up by then (the SIGHUP
+        # that stops the run) has no foreground to follow.
+        if not final:
+            self._follow_job()
+        asked, self._asks = self.stats.reports_asked != self._asks, self.stats.reports_asked
         text = self.stats.line()
         if self.doing and not final:
             text += f"  ({self.doing})"
         if self._live is not None:
-            self._live.update(text)
-        else:
-            stamp = "" if self.terminal else time.strftime("%Y-%m-%d %H:%M:%S ")
-            print(stamp + text, file=self.stream, flush=True)
+            self._live.update(text, refresh=True)   # now, not at its next tick
+            return
+        now = time.monotonic()
+        if (self.tty and not self.terminal and not (final or asked)
+                and now - self._logged_at < self._log_every):
+            return   # a background job ticks as a terminal's line does, logs as a log does
+        self._logged_at = now
+        stamp = "" if self.terminal else time.strftime("%Y-%m-%d %H:%M:%S ")
+        print(stamp + text, file=self.stream, flush=True)
 
     def _run(self) -> None:
         for _ in periods(self._stop, self.interval, self.stats):

@@ -291,3 +291,104 @@ def test_an_interrupted_job_says_where_it_stopped_once(monkeypatch):
     assert len(lines) == 2, lines
     assert re.match(STAMP + r"synth: 5/100 img", lines[0]), lines
     assert re.match(STAMP + r"train fast: 7/100 step", lines[1]), lines
+
+
+# A run's live line on a terminal of its own session, its job moved as a shell's `fg` and
+# Ctrl-Z then `bg` move it (tcsetpgrp): started in the background, brought to the foreground,
+# sent back. Marks each step on the terminal (<bg>, <fg>, <back>) after the lines it drew.
+_MOVED_JOB = """
+import fcntl, os, signal, sys, termios
+from runtime.stats import LiveReporter, Stats
+os.setsid()
+tty = open(os.ttyname(int(sys.argv[1])), "w")
+fcntl.ioctl(tty.fileno(), termios.TIOCSCTTY, 0)
+shell = os.getpgrp()
+read, write = os.pipe()
+child = os.fork()
+if child == 0:
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)   # a background job may take the terminal
+    reporter = LiveReporter(Stats(), stream=tty)
+    reporter._emit()                                  # within the minute: nothing
+    reporter.stats.ask_report()                       # SIGUSR1: a line at once
+    reporter._emit()
+    tty.write("<bg>"); tty.flush()
+    os.tcsetpgrp(tty.fileno(), os.getpgrp())          # fg
+    reporter._emit()
+    tty.write("<fg>"); tty.flush()
+    os.tcsetpgrp(tty.fileno(), shell)                 # Ctrl-Z, bg
+    reporter._emit()
+    reporter._emit()
+    tty.write("<back>"); tty.flush()
+    reporter.close()
+    os._exit(0)
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "tcgetpgrp"), reason="no job control (Windows)")
+def test_a_live_line_follows_its_job_into_the_foreground_and_back(monkeypatch):
+    """A camera run started with `&` and brought back with `fg` kept writing a dated line a
+    minute, as in the background: the foreground showed nothing for up to a minute, as if
+    hung. One sent from the foreground to the background (Ctrl-Z, `bg`) kept redrawing its
+    line in place over the shell's and the other cameras'. The live line follows the job."""
+    import pty
+    import select
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setenv("TERM", "xterm")
+    master, slave = pty.openpty()
+    drawn = b""
+    try:
+        root = str(Path(__file__).resolve().parents[1])   # this tree's runtime, not another
+        child = subprocess.Popen([sys.executable, "-c", _MOVED_JOB, str(slave)],
+                                 pass_fds=(slave,), cwd=root, stderr=subprocess.PIPE,
+                                 env={**os.environ, "PYTHONPATH": root})
+        os.close(slave)
+        while True:   # read as it draws: a full terminal would hold the run's writes
+            if select.select([master], [], [], 1.0)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:   # EIO: every writer closed the terminal
+                    break
+                if not chunk:
+                    break
+                drawn += chunk
+            elif child.poll() is not None:
+                break
+        assert child.wait(timeout=60) == 0, child.stderr.read()
+    finally:
+        os.close(master)
+    text = drawn.decode(errors="replace")
+    bg, rest = text.split("<bg>", 1)
+    fg, back = rest.split("<fg>", 1)
+    assert re.fullmatch(STAMP + "0 frames  .*\r\n", bg), repr(bg)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", fg)
+    assert "\x1b[" in fg and plain.startswith("0 frames  "), repr(fg)   # rich's, in place
+    moved, closing = back.split("<back>", 1)
+    # rich's line stays as last drawn, nothing drawn over the shell's since: only the cursor
+    # comes back; within the minute no line; the closing line is a dated one
+    assert moved == "\x1b[?25h", repr(back)
+    assert re.fullmatch(STAMP + "0 frames  .*\r\n", closing), repr(closing)
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="no pseudo-terminals")
+def test_without_job_control_a_terminal_keeps_its_line(monkeypatch):
+    """Windows has no os.tcgetpgrp (nor getpgrp): its console is asked nothing of jobs, and
+    keeps the line redrawn in place, rather than failing on the missing call."""
+    from runtime.progress import background_job, interactive
+    from runtime.stats import LiveReporter, Stats
+
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.delattr(os, "tcgetpgrp", raising=False)
+    monkeypatch.delattr(os, "getpgrp", raising=False)
+    main, second = os.openpty()
+    try:
+        with os.fdopen(second, "w") as tty:
+            assert not background_job(tty) and interactive(tty)
+            reporter = LiveReporter(Stats(), stream=tty)
+            assert reporter.terminal and reporter.interval == 1.0
+    finally:
+        os.close(main)
