@@ -629,6 +629,9 @@ def handler(args: argparse.Namespace) -> int:
 
 # ffmpeg's encoder of a --codec, as the stats' `video` names the codec
 ENCODERS = {"h264": "libx264", "hevc": "libx265"}
+# The engines' names for running on the CPU (ONNX Runtime's provider, LiteRT's delegate),
+# where --threads counts.
+CPU_PROVIDERS = ("CPU", "XNNPACK")
 
 
 def _slower_step_note(summary: dict, cores: Optional[int] = None,
@@ -658,8 +661,10 @@ def _slower_step_note(summary: dict, cores: Optional[int] = None,
                        "machine busy with other work) or bursts of the source, not by either "
                        "step's speed")
     if sharpen >= write:
+        provider = str((summary.get("backend") or {}).get("provider") or "CPU")
         return said + _sharpening_slower(summary.get("threads"), cores, load,
-                                         machine_cores or cores)
+                                         machine_cores or cores,
+                                         provider.startswith(CPU_PROVIDERS))
     if video.get("preset") in PRESETS:
         at = PRESETS.index(video["preset"])
         quicker = [p for p in ("veryfast", "ultrafast") if PRESETS.index(p) < at]
@@ -676,7 +681,7 @@ def _slower_step_note(summary: dict, cores: Optional[int] = None,
 
 
 def _sharpening_slower(threads: Optional[int], cores: Optional[int], load: Optional[float],
-                       machine_cores: Optional[int]) -> str:
+                       machine_cores: Optional[int], on_cpu: bool = True) -> str:
     """The advice where the model was the slower step. Its own threads count about one a
     thread in the load average, the capture and writer threads one more, so a load above the
     cores by over that is other work's. The load is the whole machine's, so it is held
@@ -689,6 +694,8 @@ def _sharpening_slower(threads: Optional[int], cores: Optional[int], load: Optio
                 "cameras' runs, took the CPU time, which threads added to this run do not "
                 "win back; fewer runs at once, a smaller frame or a faster model keeps up "
                 "better (`sharpen bench --streams N` measures N cameras here)")
+    if not on_cpu:   # a GPU engine's threads are 0 (not the CPU's): --threads is not its
+        return "sharpening was the slower: a smaller frame or a faster model keeps up better"
     if cores and threads is not None and (threads or cores) >= cores:
         took = f"--threads {threads}" if threads else "the default thread count"
         return (f"sharpening was the slower ({took} already takes the {said} this "

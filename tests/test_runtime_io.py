@@ -1347,3 +1347,21 @@ def test_a_drop_note_holds_the_load_average_against_the_machines_cores_not_its_s
     assert "--threads 1 already takes the 1 core" in pinned, pinned
     busy = _slower_step_note(summary, cores=1, load=9.5, machine_cores=4)
     assert "load average 9.5 on 4 cores" in busy and "fewer runs" in busy, busy
+
+
+def test_a_drop_note_on_a_gpu_engine_does_not_speak_of_cpu_threads():
+    """A TensorRT (or ONNX Runtime CUDA) run that fell behind was told that `the default
+    thread count already takes the 2 cores this process may use` (its threads are 0: not
+    the CPU's), or, before, to add --threads, which its engine does not use."""
+    from runtime.cli import _slower_step_note
+
+    summary = {"dropped_frames": 48, "threads": 0, "source": {"kind": "video", "fps": 30.0},
+               "latency_ms": _latency(pre=1, infer=180, post=1, write=20),
+               "video": {"codec": "mpeg2video"}}
+    for provider in ("TensorRT 10.3.0 on NVIDIA H100", "CUDAExecutionProvider"):
+        gpu = {**summary, "backend": {"provider": provider}}
+        note = _slower_step_note(gpu, cores=2, load=0.5, machine_cores=2)
+        assert "sharpening was the slower" in note and "thread" not in note, note
+        assert "a smaller frame or a faster model" in note, note
+    cpu = {**summary, "backend": {"provider": "CPUExecutionProvider"}}
+    assert "default thread count" in _slower_step_note(cpu, cores=2, load=0.5, machine_cores=2)
