@@ -140,6 +140,9 @@ def _lines_class(tqdm: type) -> type:
             self._said_at, self._said_n = now, self.n
             d = self.format_dict
             d["bar_format"] = _KNOWN_TOTAL if d.get("total") else _OPEN_TOTAL
+            # Whole: tqdm cuts a line at the terminal's width as it does a bar, and these go
+            # to terminals too (a background job's, TERM=dumb's), losing the ETA and loss.
+            d["ncols"] = None
             # The rate (and ETA) leave out what the caller paused (the trainer's validations);
             # elapsed is the wall time since the job began, as the timestamps read: leaving
             # pauses out of it too made it go back (01:10, then 01:00) after a line said

@@ -392,3 +392,34 @@ def test_without_job_control_a_terminal_keeps_its_line(monkeypatch):
             assert reporter.terminal and reporter.interval == 1.0
     finally:
         os.close(main)
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="no pseudo-terminals")
+def test_progress_lines_on_a_terminal_are_not_cut_at_its_width(monkeypatch):
+    """`sharpen train ... &` (a background job) or under TERM=dumb (an Emacs shell) writes
+    plain lines to a terminal: tqdm cut each at the terminal's width, as it does its bar, and
+    an 80-column one lost the ETA's last digit and the loss after it."""
+    import fcntl
+    import struct
+    import sys
+    import termios
+
+    monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.setenv(INTERVAL_ENV, "0")
+    main, second = os.openpty()
+    fcntl.ioctl(second, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))
+    try:
+        with os.fdopen(second, "w") as tty:
+            monkeypatch.setattr(sys, "stderr", tty)   # tqdm asks the width of stderr's only
+            bar = progress(total=4, desc="train fast", unit="step")
+            for _ in range(4):
+                bar.update(1)
+                bar.set_postfix(loss="0.1234", refresh=False)
+            bar.close()
+            monkeypatch.undo()
+        text = drain(main).decode()
+    finally:
+        os.close(main)
+    last = text.splitlines()[-1]
+    assert re.match(STAMP + r"train fast: 4/4 step \(100%\)", last), text
+    assert last.endswith("loss=0.1234"), text
