@@ -534,16 +534,16 @@ class LiveReporter:
         if not final:
             self._follow_job()
         asked, self._asks = self.stats.reports_asked != self._asks, self.stats.reports_asked
+        now = time.monotonic()
+        if (self.tty and not self.terminal and not (final or asked)
+                and now - self._logged_at < self._log_every):
+            return   # a background job ticks as a terminal's line does, logs as a log does
         text = self.stats.line()
         if self.doing and not final:
             text += f"  ({self.doing})"
         if self._live is not None:
             self._live.update(text, refresh=True)   # now, not at its next tick
             return
-        now = time.monotonic()
-        if (self.tty and not self.terminal and not (final or asked)
-                and now - self._logged_at < self._log_every):
-            return   # a background job ticks as a terminal's line does, logs as a log does
         self._logged_at = now
         stamp = "" if self.terminal else time.strftime("%Y-%m-%d %H:%M:%S ")
         print(stamp + text, file=self.stream, flush=True)
