@@ -257,23 +257,32 @@ def test_halos_are_not_excused_by_the_ground_truths_own_overshoot(tmp_path):
     assert "no overshoot beyond the ground truth" in verdicts["perfect"], verdicts["perfect"]
 
 
+# Per-frame gains that alternate +1.0 and -0.9: a mean of +0.05 within their spread.
+_NOISE = np.array([-0.9, 1.0] * 10)
+
+
+def _frame_verdicts(**models) -> dict[str, str]:
+    """pair_verdicts of models given as (PSNR gains, SSIM gains) per frame, each a number or
+    an array over 20 frames, over an input of 25 dB / 0.85."""
+    from distill.real_verdicts import pair_verdicts
+    res = {"has_gt": True, "input": {"psnr": 25.0, "ssim": 0.85}, "per_image": {}}
+    for i in range(20):
+        res["per_image"][f"f{i:02d}"] = {"input": {"psnr": 25.0, "ssim": 0.85}}
+    for k, (dp, ds) in models.items():
+        dp, ds = np.broadcast_to(dp, 20), np.broadcast_to(ds, 20)
+        for i, m in enumerate(res["per_image"].values()):
+            m[k] = {"psnr": 25.0 + float(dp[i]), "ssim": 0.85 + float(ds[i])}
+        res[k] = {"psnr": 25.0 + float(dp.mean()), "ssim": 0.85 + float(ds.mean()),
+                  "psnr_gain": float(dp.mean()), "ssim_gain": float(ds.mean())}
+    return dict(pair_verdicts(res))
+
+
 def test_a_gain_within_the_frames_noise_is_no_clear_gain():
     """'gains over the blurred input' went by the signs of the means alone: +0.05 dB from
     frames going +1.0 and -0.9 dB in turn was called a gain. A gain is called one where it
     stands clear of the spread over the frames (two standard errors)."""
-    from distill.real_verdicts import pair_verdicts
-    per_image = {}
-    for i in range(20):
-        up = 1.0 if i % 2 else -0.9
-        per_image[f"f{i:02d}"] = {"input": {"psnr": 25.0, "ssim": 0.85},
-                                  "noisy": {"psnr": 25.0 + up, "ssim": 0.85 + up / 100},
-                                  "clear": {"psnr": 25.5 + up / 10, "ssim": 0.86 + up / 1000}}
-    res = {"has_gt": True, "input": {"psnr": 25.0, "ssim": 0.85}, "per_image": per_image}
-    for k in ("noisy", "clear"):
-        p = float(np.mean([m[k]["psnr"] for m in per_image.values()]))
-        s = float(np.mean([m[k]["ssim"] for m in per_image.values()]))
-        res[k] = {"psnr": p, "ssim": s, "psnr_gain": p - 25.0, "ssim_gain": s - 0.85}
-    verdicts = dict(pair_verdicts(res))
+    verdicts = _frame_verdicts(noisy=(_NOISE, _NOISE / 100),
+                               clear=(0.5 + _NOISE / 10, 0.01 + _NOISE / 1000))
     assert verdicts["noisy"].startswith("no clear gain"), verdicts["noisy"]
     assert "within the frames' spread" in verdicts["noisy"], verdicts["noisy"]
     assert verdicts["clear"].startswith("gains over the blurred input"), verdicts["clear"]
@@ -284,19 +293,8 @@ def test_a_clear_gain_in_one_measure_is_named_not_called_no_gain():
     SSIM within the frames' spread: the verdict read "no clear gain over the blurred input",
     as for a model that changes nothing, and the README had to explain it. It says which
     measure gains clearly and which is within the spread."""
-    from distill.real_verdicts import pair_verdicts
-    per_image = {}
-    for i in range(20):
-        up = 1.0 if i % 2 else -0.9
-        per_image[f"f{i:02d}"] = {"input": {"psnr": 25.0, "ssim": 0.85},
-                                  "psnr_only": {"psnr": 25.5 + up / 10, "ssim": 0.85 + up / 100},
-                                  "ssim_only": {"psnr": 25.0 + up, "ssim": 0.86 + up / 1000}}
-    res = {"has_gt": True, "input": {"psnr": 25.0, "ssim": 0.85}, "per_image": per_image}
-    for k in ("psnr_only", "ssim_only"):
-        p = float(np.mean([m[k]["psnr"] for m in per_image.values()]))
-        s = float(np.mean([m[k]["ssim"] for m in per_image.values()]))
-        res[k] = {"psnr": p, "ssim": s, "psnr_gain": p - 25.0, "ssim_gain": s - 0.85}
-    verdicts = dict(pair_verdicts(res))
+    verdicts = _frame_verdicts(psnr_only=(0.5 + _NOISE / 10, _NOISE / 100),
+                               ssim_only=(_NOISE, 0.01 + _NOISE / 1000))
     assert verdicts["psnr_only"].startswith("gains over the blurred input in PSNR only"), \
         verdicts["psnr_only"]
     assert "SSIM gain is within the frames' spread" in verdicts["psnr_only"]
