@@ -79,7 +79,7 @@ def test_the_report_states_a_verdict_per_model_on_real_pairs():
     assert "gains over the blurred input" in verdicts["teacher"]
     assert "+0.89 dB" in verdicts["teacher"]
     assert "+0.0245" in verdicts["teacher"]
-    assert "no clear gain" in verdicts["seed"] and "-0.0166" in verdicts["seed"]
+    assert "in PSNR, worse than it in SSIM" in verdicts["seed"] and "-0.0166" in verdicts["seed"]
     assert "-3.98 dB" in verdicts["seed"]          # the frame it makes worse is named
     assert "overshoots" in verdicts["ringer"] and "6.0%" in verdicts["ringer"]
     assert "1.4%" in verdicts["ringer"]            # against the ground truth's
@@ -263,13 +263,14 @@ _NOISE = np.array([-0.9, 1.0] * 10)
 
 def _frame_verdicts(**models) -> dict[str, str]:
     """pair_verdicts of models given as (PSNR gains, SSIM gains) per frame, each a number or
-    an array over 20 frames, over an input of 25 dB / 0.85."""
+    an array over the frames (20 for _NOISE), over an input of 25 dB / 0.85."""
     from distill.real_verdicts import pair_verdicts
+    n = max(np.size(g) for gains in models.values() for g in gains)
     res = {"has_gt": True, "input": {"psnr": 25.0, "ssim": 0.85}, "per_image": {}}
-    for i in range(20):
+    for i in range(n):
         res["per_image"][f"f{i:02d}"] = {"input": {"psnr": 25.0, "ssim": 0.85}}
     for k, (dp, ds) in models.items():
-        dp, ds = np.broadcast_to(dp, 20), np.broadcast_to(ds, 20)
+        dp, ds = np.broadcast_to(dp, n), np.broadcast_to(ds, n)
         for i, m in enumerate(res["per_image"].values()):
             m[k] = {"psnr": 25.0 + float(dp[i]), "ssim": 0.85 + float(ds[i])}
         res[k] = {"psnr": 25.0 + float(dp.mean()), "ssim": 0.85 + float(ds.mean()),
@@ -301,6 +302,39 @@ def test_a_clear_gain_in_one_measure_is_named_not_called_no_gain():
     assert verdicts["ssim_only"].startswith("gains over the blurred input in SSIM only"), \
         verdicts["ssim_only"]
     assert "PSNR gain is within the frames' spread" in verdicts["ssim_only"]
+
+
+def test_a_clear_gain_beside_a_small_loss_is_named_too():
+    """The PSNR-only wording went by the signs of the means: +0.5 dB on every frame beside an
+    SSIM mean of -0.0005, within the frames' spread, still read "no clear gain over the blurred
+    input"; a clear gain in one measure beside a clear loss in the other read the same, as did
+    a clear loss beside a gain within the spread."""
+    verdicts = _frame_verdicts(small_loss=(0.5 + _NOISE / 10, -0.001 + _NOISE / 100),
+                               trade=(0.5 + _NOISE / 10, -0.01 + _NOISE / 1000),
+                               trade_back=(-0.5 + _NOISE / 10, 0.01 + _NOISE / 1000),
+                               loses_psnr=(-0.5 + _NOISE / 10, _NOISE / 100))
+    small = verdicts["small_loss"]
+    assert small.startswith("gains over the blurred input in PSNR only"), small
+    assert "its SSIM change is within the frames' spread" in small, small
+    assert verdicts["trade"].startswith(
+        "gains over the blurred input in PSNR, worse than it in SSIM ("), verdicts["trade"]
+    assert verdicts["trade_back"].startswith(
+        "gains over the blurred input in SSIM, worse than it in PSNR ("), verdicts["trade_back"]
+    lost = verdicts["loses_psnr"]
+    assert lost.startswith("worse than the blurred input in PSNR (its SSIM gain is within"), lost
+
+
+def test_one_frame_has_no_spread_to_name():
+    """With one frame the signs of the gains decide, and no verdict speaks of a spread that one
+    frame does not have."""
+    verdicts = _frame_verdicts(gains=(np.array([0.5]), np.array([0.01])),
+                               trade=(np.array([0.5]), np.array([-0.01])),
+                               worse=(np.array([-0.5]), np.array([-0.01])))
+    assert verdicts["gains"].startswith("gains over the blurred input ("), verdicts["gains"]
+    assert verdicts["trade"].startswith("gains over the blurred input in PSNR, worse than it "
+                                        "in SSIM ("), verdicts["trade"]
+    assert verdicts["worse"].startswith("worse than the blurred input ("), verdicts["worse"]
+    assert not any("spread" in v for v in verdicts.values()), verdicts
 
 
 def test_towards_the_teacher_only_clear_of_the_frames_spread():
