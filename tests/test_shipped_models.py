@@ -94,3 +94,25 @@ def test_readme_results_are_the_model_index_ones():
     for model, cells in index.items():
         for cell in cells[1:]:
             assert cell in " | ".join(readme[model]), f"{model}: models/README.md has {cell!r}"
+
+
+def _numbers(text: str) -> set[str]:
+    """The decimal numbers of `text`, signed where it signs them."""
+    return set(re.findall(r"[+-]?\d+\.\d+", text))
+
+
+def test_the_short_summary_quotes_the_results():
+    """models/README.md's "In short" repeats the Results' gains and ratios for a reader deciding
+    whether to ship: a table re-measured without it would leave it quoting old numbers. Each of
+    its numbers is in models/README.md's table or README's Results (a 4-decimal SSIM there
+    to 3 decimals)."""
+    index = (MODELS / "README.md").read_text()
+    short = index[index.index("**In short"):index.index("| file | what | card |")]
+    readme = (MODELS.parent / "README.md").read_text()
+    results = readme[readme.index("## Results"):readme.index("\n## ", readme.index("## Results"))]
+    table = index[index.index("| model | held-out realistic test (42) |"):]
+    known = _numbers(results) | _numbers(table[:table.index("\n\n")])
+    for n in sorted(_numbers(short)):
+        three = f"{float(n):+.3f}" if n[0] in "+-" else f"{float(n):.3f}"
+        assert n in known or (len(n.split(".")[1]) == 4 and three in known), \
+            f"models/README.md's In short says {n}, which neither results table has"
