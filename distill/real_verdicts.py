@@ -108,29 +108,30 @@ def _clear_sign(r: dict, k: str, metric: str, mean: float) -> int:
     return int(g.mean() > noise) - int(g.mean() < -noise)
 
 
-def _gain_word(dp: float, ds: float, cp: int, cs: int) -> str:
+def _gain_word(dp: float, ds: float, cp: int, cs: int) -> tuple[str, str]:
     """Gain, loss or neither over the blurred input from the mean PSNR and SSIM gains and their
-    `_clear_sign`s. A measure that clearly moves is named beside one that does not, whichever
-    the sign of the other's mean: "no clear gain" read as a model that changes nothing (`fast`
-    in TFLite INT8 on reds-mini: +0.58 dB on all but one frame, +0.0024 SSIM)."""
+    `_clear_sign`s, and why a gain is not called clear ("" where nothing needs saying). A
+    measure that clearly moves is named beside one that does not, whichever the sign of the
+    other's mean: "no clear gain" read as a model that changes nothing (`fast` in TFLite INT8 on
+    reds-mini: +0.58 dB on all but one frame, +0.0024 SSIM)."""
     spread = "within the frames' spread, two standard errors"
     if cp > 0 and cs > 0:
-        return "gains over the blurred input"
+        return "gains over the blurred input", ""
     if dp < 0 and ds < 0 and min(cp, cs) < 0:
-        return "worse than the blurred input"
+        return "worse than the blurred input", ""
     if max(cp, cs) > 0 > min(cp, cs):
         up, down = ("PSNR", "SSIM") if cp > 0 else ("SSIM", "PSNR")
-        return f"gains over the blurred input in {up}, worse than it in {down}"
+        return f"gains over the blurred input in {up}, worse than it in {down}", ""
     # At most one measure clear of the spread from here on.
     name, other, c, od = ("PSNR", "SSIM", cp, ds) if cp else ("SSIM", "PSNR", cs, dp)
-    change = "gain" if od > 0 else "change"
+    note = f"its {other} {'gain' if od > 0 else 'change'} is {spread}"
     if c > 0:
-        return f"gains over the blurred input in {name} only (its {other} {change} is {spread})"
+        return f"gains over the blurred input in {name} only", note
     if c < 0:
-        return f"worse than the blurred input in {name} (its {other} {change} is {spread})"
+        return f"worse than the blurred input in {name}", note
     if dp > 0 and ds > 0:
-        return f"no clear gain over the blurred input (the gain is {spread})"
-    return "no clear gain over the blurred input"
+        return "no clear gain over the blurred input", f"the gain is {spread}"
+    return "no clear gain over the blurred input", ""
 
 
 def pair_verdicts(r: dict) -> list[tuple[str, str]]:
@@ -142,12 +143,14 @@ def pair_verdicts(r: dict) -> list[tuple[str, str]]:
     for k in (k for k in r if k != "input" and isinstance(r[k], dict) and "psnr_gain" in r[k]):
         d = r[k]
         dp, ds = d.get("psnr_gain", 0.0), d.get("ssim_gain", 0.0)
-        word = _gain_word(dp, ds, _clear_sign(r, k, "psnr", dp), _clear_sign(r, k, "ssim", ds))
+        word, why = _gain_word(dp, ds, _clear_sign(r, k, "psnr", dp),
+                               _clear_sign(r, k, "ssim", ds))
         worst = (f"; worst frame {d['worst_psnr_gain']:+.2f} dB ({d['worst_image']})"
                  if "worst_image" in d else "")
         over = (_beyond_gt_text(r, k) if "overshoot_beyond_gt" in d else
                 f"{_over_text(d, gt, 'the ground truth')}{_worst_over(r, k, gt)}")
-        lines.append((k, f"{word} ({dp:+.2f} dB PSNR, {ds:+.4f} SSIM){worst}{over}"))
+        why = f"; {why}" if why else ""
+        lines.append((k, f"{word} ({dp:+.2f} dB PSNR, {ds:+.4f} SSIM{why}){worst}{over}"))
     return lines
 
 

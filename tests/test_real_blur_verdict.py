@@ -299,6 +299,9 @@ def test_a_clear_gain_in_one_measure_is_named_not_called_no_gain():
     assert verdicts["psnr_only"].startswith("gains over the blurred input in PSNR only"), \
         verdicts["psnr_only"]
     assert "SSIM gain is within the frames' spread" in verdicts["psnr_only"]
+    # One parenthesis: the numbers, then why one of them is not a clear gain.
+    assert "PSNR only (+0.51 dB PSNR, +0.0005 SSIM; its SSIM gain is within the frames' " \
+        "spread, two standard errors)" in verdicts["psnr_only"], verdicts["psnr_only"]
     assert verdicts["ssim_only"].startswith("gains over the blurred input in SSIM only"), \
         verdicts["ssim_only"]
     assert "PSNR gain is within the frames' spread" in verdicts["ssim_only"]
@@ -321,7 +324,8 @@ def test_a_clear_gain_beside_a_small_loss_is_named_too():
     assert verdicts["trade_back"].startswith(
         "gains over the blurred input in SSIM, worse than it in PSNR ("), verdicts["trade_back"]
     lost = verdicts["loses_psnr"]
-    assert lost.startswith("worse than the blurred input in PSNR (its SSIM gain is within"), lost
+    assert lost.startswith("worse than the blurred input in PSNR (-0.49 dB PSNR, +0.0005 SSIM; "
+                           "its SSIM gain is within"), lost
 
 
 def test_one_frame_has_no_spread_to_name():
