@@ -172,6 +172,30 @@ def test_a_key_an_older_versions_config_lacks_is_not_called_a_changed_setting(ru
     assert verdicts(same(capsys, new, old)[1])["setting data.gopro_blur"] == "DIFFERS"
 
 
+def test_an_older_versions_metrics_are_compared_where_both_versions_record_them(
+        runs, capsys, tmp_path):
+    """An older version's records lack `samples` and `ssim_formula`, and its validations
+    scored SSIM another way (0.8923 where this version gives 0.8858 for weights the same bit
+    for bit): --same of such a run and its rerun by this version said 'metrics DIFFERS: at
+    step 2, samples in one run only', a difference of the versions alone."""
+    old = tmp_path / "old"
+    shutil.copytree(runs / "b", old)
+    recs = [json.loads(line) for line in (old / "metrics.jsonl").read_text().splitlines()]
+    for r in recs:
+        r.pop("samples", None)
+        if r.pop("ssim_formula", None):
+            r["val"] = {k: v + 0.01 if k.endswith("_ssim") else v for k, v in r["val"].items()}
+    (old / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    code, text = same(capsys, runs / "a", old)
+    row = verdicts(text)["metrics"]
+    assert row == ("not recorded: validations at steps 2, 4 in old scored by an older "
+                   "version's formula, not compared; the rest same (bit for bit)"), text
+    recs[0]["loss"] += 0.5   # a step's loss still counts
+    (old / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert verdicts(same(capsys, runs / "a", old)[1])["metrics"].startswith(
+        "DIFFERS: largest difference 0.5 > 0, loss at step 1"), text
+
+
 def test_weights_within_the_tolerance_are_the_same_and_past_it_differ(runs, capsys, tmp_path):
     b = tmp_path / "b"
     shutil.copytree(runs / "b", b)
