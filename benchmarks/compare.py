@@ -269,12 +269,14 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
         for kind in ("quality", "real blur", NOGT):
             not_gated.setdefault(kind, []).append(
                 f"quality.convention differs ({', '.join(which)}): scored by another formula")
-    elif isinstance(conventions[1], dict) and conventions[0] is None and base.get("quality"):
+    elif (conventions[0] is None) != (conventions[1] is None) \
+            and base.get("quality") and new.get("quality"):
         # Reports name their convention since the formula changed (the 7x7 window on float
-        # outputs before): one naming none is an older version's.
+        # outputs before): one naming none is an older version's, the baseline or the new one.
+        which = "the baseline" if conventions[0] is None else "the new report"
         for kind in ("quality", "real blur", NOGT):
             not_gated.setdefault(kind, []).append(
-                "the baseline names no quality.convention (an older version's report): "
+                f"{which} names no quality.convention (an older version's report): "
                 "scored by another formula")
     # A device's bench (no PyTorch) skips the held-out quality rows: why they are in one
     # report only, before the notes on what that report then lacks.

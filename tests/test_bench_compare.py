@@ -469,3 +469,17 @@ def test_a_device_report_without_pytorch_says_why_its_quality_rows_are_not_compa
     # ... and the other way round, the device's report as the baseline
     lines = summary_lines(compare_reports(device, _report(), TOL))
     assert any("PyTorch" in line and "baseline" in line for line in lines), lines
+
+
+def test_a_new_report_naming_no_formula_is_not_gated_against_a_baseline_of_this_version():
+    """`bench-compare BASELINE NEW` where NEW is an older version's report (a rollback, or an
+    older release measured against this one's baseline) gated its older-formula SSIM against
+    this version's, as the other way round once did."""
+    from distill.metrics import CONVENTION
+    base, new = _report(), _report(ssim=0.50)
+    base["quality"]["convention"] = CONVENTION
+    new["quality"].pop("convention", None)
+    comp = compare_reports(base, new, TOL)
+    assert not _regressed(comp), comp["rows"]
+    assert any("the new report names no quality.convention (an older version's report)" in d
+               for d in comp["not_gated"]["quality"]), comp["not_gated"]
