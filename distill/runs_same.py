@@ -162,12 +162,14 @@ def data_checks(ra: dict, rb: dict) -> list[Check]:
             rows.append(Check(what, "-", "-", f"{UNKNOWN}: no last.pt records it"))
             continue
         sa, sb = _files(da, key), _files(db, key)
-        if key == "train" and da.get("train_digest_of") != db.get("train_digest_of") \
-                and da.get("train") == db.get("train"):
-            # An older version's digest took in file times: another digest for the same
-            # files, which the resume's own check compares by count alone too (data_changes).
-            rows.append(Check(what, sa, sb, f"{UNKNOWN}: the same count, digested another "
-                              "way (an older version's digest took in file times)"))
+        if key == "train" and sa != sb and da.get("train") == db.get("train") \
+                and None in (da.get("train_digest_of"), db.get("train_digest_of")):
+            # An older version's digest took in file times: a copy of the same files has
+            # another, as a relabelled file has; the resume's own check compares such a
+            # record by count alone too (data_changes).
+            rows.append(Check(what, sa, sb, f"{UNKNOWN}: the same count; whether the same "
+                              "files is not known (an older version's digest took in file "
+                              "times)"))
             continue
         rows.append(Check(what, sa, sb, SAME if sa == sb else DIFFERS))
     ia = (ra.get("lineage") or {}).get("init") or {}
