@@ -139,8 +139,9 @@ def _lock_held(folder: Path) -> bool:
 # train.log's lines after their timestamp (distill/train_log.py's append_text)
 _END = re.compile(r"^\S+ \S+ (?:(finished|stopped) at step (\d+)(?: by (\w+))?|error: (.*))")
 _ETA = re.compile(r"^\S+ \S+ step \d+/\d+ .* eta (\S+)")
+# "(es)": logs of versions before 5 December 2026 wrote "1 process(es)"
 _START = re.compile(r"^\S+ \S+ (?:started|resumed at) step (\d+) of (\d+): .*?(\d+) "
-                    r"process(?:es)?, batch (\d+) per process")
+                    r"process(?:es|\(es\))?, batch (\d+) per process")
 
 
 def _read_log(run: Run, log: Path) -> Optional[str]:

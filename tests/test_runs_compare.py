@@ -198,6 +198,22 @@ def test_a_run_whose_budget_was_spent_at_its_last_step_reads_finished(two_runs, 
     assert "finished" in rows(text)["done"] and " 4/4 " in rows(text)["done"], text
 
 
+def test_a_log_of_a_version_that_wrote_process_es_reads_its_budget_stop_at_the_end(
+        two_runs, capsys, tmp_path):
+    """train.log of versions of 3 to 5 December began '1 process(es), batch 2 per process':
+    its start line was not read (the steps, processes and batch of each stretch), and a
+    budget spent at the last of 4 steps still read 'stopped (budget) 4/4'."""
+    done = tmp_path / "done"
+    shutil.copytree(two_runs / "a", done)
+    log = (done / "train.log").read_text().splitlines()
+    log = [line.replace(" 1 process, batch", " 1 process(es), batch") for line in log]
+    log[-1] = log[-1].split(" finished at ")[0] + " stopped at step 4 (time or step budget " \
+        "reached)"
+    (done / "train.log").write_text("\n".join(log) + "\n")
+    code, text = runs(capsys, done)
+    assert "finished" in rows(text)["done"] and " 4/4 " in rows(text)["done"], text
+
+
 def test_an_older_versions_run_is_not_named_best_by_its_other_formula(two_runs, capsys,
                                                                      tmp_path):
     """An older version's run (SSIM 0.9234, 0.9191 by this version's formula) beside one of
