@@ -21,6 +21,7 @@ from runtime.run_lock import LOCK_NAME
 from .config import RUN_CONTROL
 from .figure_fonts import any_script_text
 from .metrics import SSIM_ID
+from .train_log import OLDER_SSIM
 
 # What makes a folder a training run: any one of them.
 RUN_FILES = ("metrics.jsonl", "train.log", "config.yaml", "last.pt", "best.pt")
@@ -548,15 +549,22 @@ def figure(runs: list[Run], axis: str):
                 pts = [(x_value(r, v, axis), v["val"][k]) for v in _scored(r, k)
                        if isinstance(v["val"].get(k), (int, float))]
                 if pts:
-                    ax[j + 1].plot(*zip(*pts), label=shown_path(r.label), **style)
+                    # An older version's SSIM reads higher for the same weights: named, as
+                    # `best:` leaves it out and curves.png names it.
+                    older = OLDER_SSIM if j == 1 and _older_ssim(r) else ""
+                    ax[j + 1].plot(*zip(*pts), label=shown_path(r.label) + older, **style)
     # The blurred input's score, where the validation has ground truth: the line a model must
-    # be above to sharpen at all (one per set of validation images).
+    # be above to sharpen at all (one per set of validation images, and SSIM formula).
     for j, kind in enumerate(("psnr", "ssim")):
-        inputs = sorted({v["val"][f"input_gt_{kind}"] for r in runs for v in r.val[-1:]
+        inputs = sorted({(kind == "ssim" and _older_ssim(r), v["val"][f"input_gt_{kind}"])
+                         for r in runs for v in r.val[-1:]
                          if isinstance(v["val"].get(f"input_gt_{kind}"), (int, float))})
-        for n, level in enumerate(inputs):
-            ax[j + 1].axhline(level, color="0.5", ls="--", lw=0.8,
-                              label="blurred input" if n == 0 else None)
+        named = set()
+        for older, level in inputs:
+            label = "blurred input" + (OLDER_SSIM if older else "")
+            ax[j + 1].axhline(level, color="0.5", ls=":" if older else "--", lw=0.8,
+                              label=None if label in named else label)
+            named.add(label)
     what = "crops seen (samples)" if axis == "samples" else "step"
     ax[0].set(title="training loss", xlabel=what)
     # Log only with a loss to scale: all NaN/inf/0 (a diverged run) made matplotlib warn.
