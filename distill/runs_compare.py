@@ -452,7 +452,9 @@ def write_csv(runs: list[Run], path: Path) -> Path:
     behind a `'`."""
     from runtime.spreadsheet import write_table_csv
     keys = differing_settings(runs)
-    cols = ["run", "path", "state", "steps", "total_steps", "seconds"]
+    # ssim_formula: a script taking the highest best_ssim would take an older version's, which
+    # reads higher for the same weights
+    cols = ["run", "path", "state", "steps", "total_steps", "seconds", "ssim_formula"]
     scores = [f"{which}_{kind}{part}" for kind in ("ssim", "psnr") for which in ("best", "last")
               for part in ("", "_step")]
     rows = []
@@ -460,8 +462,10 @@ def write_csv(runs: list[Run], path: Path) -> Path:
         if r.problem:
             continue
         key = r.score_key
+        formula = "" if not r.val else "not recorded (an older version's)" if _older_ssim(r) \
+            else SSIM_ID
         cells: list = [r.label, str(r.path), r.state, r.steps, r.total_steps, r.seconds,
-                       key.removesuffix("_ssim") if key else ""]
+                       formula, key.removesuffix("_ssim") if key else ""]
         for kind in ("ssim", "psnr"):
             k = key and key.replace("_ssim", f"_{kind}")
             for pick in (_best, _last):

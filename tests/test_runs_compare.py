@@ -252,6 +252,14 @@ def test_an_older_versions_run_is_not_named_best_by_its_other_formula(two_runs, 
     best = [line for line in text.splitlines() if line.startswith("best: ")]
     assert best and best[0].startswith("best: a ("), text
     assert best[0].endswith("; old left out: an older version's SSIM"), text
+    runs(capsys, two_runs / "a", old, "--out", tmp_path / "cmp")
+    import csv
+    from distill.metrics import SSIM_ID
+    with open(tmp_path / "cmp" / "runs.csv", encoding="utf-8-sig", newline="") as f:
+        table = {r["run"]: r for r in csv.DictReader(f)}
+    # a script taking the highest best_ssim took old's too
+    assert table["a"]["ssim_formula"] == SSIM_ID, table
+    assert table["old"]["ssim_formula"] == "not recorded (an older version's)", table
     shutil.copytree(old, tmp_path / "old2")
     code, text = runs(capsys, old, tmp_path / "old2")   # one older version's: among them
     assert "best: old and old2, tied" in text, text
