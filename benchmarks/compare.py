@@ -33,6 +33,7 @@ BASELINE_HELP = ("compare with a baseline report (a report.json, or the --out fo
 QUALITY_METRICS = {"psnr": "psnr", "ssim": "ssim", "ssim_teacher": "ssim"}   # metric: tolerance
 NOGT_METRICS = {"psnr_to_reference": "psnr"}   # --real-nogt: no ground truth, the teacher's
 NOGT = "real blur no-gt"
+ANOTHER_FORMULA = "scored by another formula"
 LATENCY_METRICS = {"ms": "median", "p90_ms": "p90"}
 UNITS = {"psnr": "dB", "ssim": "", "median": "%", "p90": "%"}
 HEADERS = ["section", "model", "size", "metric", "baseline", "new", "change", "allowed", "verdict"]
@@ -263,21 +264,24 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
     # Scores of another PSNR/SSIM formula (an older version's) differ by the formula, not the
     # model: every kind of score row is then shown, not gated.
     conventions = [(rep.get("quality") or {}).get("convention") for rep in (base, new)]
+    # the kinds of score row either report has: the others are not said not gated
+    scored = [k for k in ("quality", "real blur", NOGT)
+              if any(key[0] == k for rep in (base, new) for key in _quality_values(rep))]
     if all(isinstance(c, dict) for c in conventions) and conventions[0] != conventions[1]:
         which = sorted(k for k in {*conventions[0], *conventions[1]}
                        if conventions[0].get(k) != conventions[1].get(k))
-        for kind in ("quality", "real blur", NOGT):
+        for kind in scored:
             not_gated.setdefault(kind, []).append(
-                f"quality.convention differs ({', '.join(which)}): scored by another formula")
+                f"quality.convention differs ({', '.join(which)}): {ANOTHER_FORMULA}")
     elif (conventions[0] is None) != (conventions[1] is None) \
             and base.get("quality") and new.get("quality"):
         # Reports name their convention since the formula changed (the 7x7 window on float
         # outputs before): one naming none is an older version's, the baseline or the new one.
         which = "the baseline" if conventions[0] is None else "the new report"
-        for kind in ("quality", "real blur", NOGT):
+        for kind in scored:
             not_gated.setdefault(kind, []).append(
                 f"{which} names no quality.convention (an older version's report): "
-                "scored by another formula")
+                f"{ANOTHER_FORMULA}")
     # A device's bench (no PyTorch) skips the held-out quality rows: why they are in one
     # report only, before the notes on what that report then lacks.
     notes = [f"the {which} report's held-out quality rows were skipped ({why.split(':')[0]} "
@@ -389,8 +393,12 @@ def summary_lines(comp: dict) -> list[str]:
             lines.append(f"latency not gated: {'; '.join(diffs)} (rerun on a quiet machine "
                          "to gate on it)")
         else:
-            lines.append(f"not comparable, {kind} not gated: {'; '.join(diffs)} (save a new "
-                         "baseline made with these settings on this kind of machine)")
+            # another formula is another version's, whatever the settings and machine
+            advice = ("make both reports with one version of sharpen"
+                      if all(d.endswith(ANOTHER_FORMULA) for d in diffs)
+                      else "save a new baseline made with these settings on this kind of "
+                      "machine")
+            lines.append(f"not comparable, {kind} not gated: {'; '.join(diffs)} ({advice})")
     if comp["only_in_baseline"]:
         lines.append(f"only in the baseline (not compared): {', '.join(comp['only_in_baseline'])}")
     if comp["only_in_new"]:

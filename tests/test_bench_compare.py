@@ -475,3 +475,20 @@ def test_a_device_report_without_pytorch_says_why_its_quality_rows_are_not_compa
     lines = summary_lines(compare_reports(device, _report(), TOL))
     assert any("PyTorch" in line and "baseline" in line for line in lines), lines
 
+
+
+def test_another_formula_is_said_once_for_the_rows_there_are_with_advice_that_fits():
+    """An older version's baseline without real-blur rows said 'not comparable' three times
+    (quality, real blur, real blur no-gt: the last two in neither report), each advising a
+    baseline 'made with these settings on this kind of machine' where the version differs."""
+    from benchmarks.compare import summary_lines
+    from distill.metrics import CONVENTION
+    base, new = _report(), _report()
+    new["quality"]["convention"] = CONVENTION
+    for rep in (base, new):
+        rep.pop("real_blur", None)
+    lines = [line for line in summary_lines(compare_reports(base, new, TOL))
+             if line.startswith("not comparable")]
+    assert lines == ["not comparable, quality not gated: the baseline names no "
+                     "quality.convention (an older version's report): scored by another "
+                     "formula (make both reports with one version of sharpen)"], lines
