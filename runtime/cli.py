@@ -608,11 +608,15 @@ def handler(args: argparse.Namespace) -> int:
     if skipped := summary.get("skipped_inputs"):
         # Listed again here: a library's run of hours said each among thousands of lines.
         kind = (summary.get("source") or {}).get("kind")
+        # --max-frames ended it before the source did: the images after were never read.
+        # Counted against what was read: the unreadable files are among the source's count.
         count_in = (summary.get("source") or {}).get("frame_count")
-        # --max-frames ended it before the source did: the images after were never read
+        read = (summary.get("resumed_from", 0) + summary.get("frames_captured", 0)
+                + len(skipped))
         stopped = (f"the run stopped at --max-frames {args.max_frames}, before the rest"
                    if args.max_frames and not summary.get("interrupted")
-                   and (not count_in or count_in > args.max_frames) else "")
+                   and summary.get("frames_captured", 0) >= args.max_frames
+                   and (not count_in or count_in > read) else "")
         # A stopped run's own line says how far it got: not "the rest were processed"
         print(unread_listed("run", skipped, kind, stopped=stopped,
                             processed=None if summary.get("interrupted") else True),

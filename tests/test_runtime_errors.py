@@ -600,6 +600,25 @@ def test_a_run_stopped_by_max_frames_does_not_say_the_rest_were_processed(
                          "--max-frames 1, before the rest:"), err
 
 
+def test_a_max_frames_the_folder_does_not_reach_says_the_rest_were_processed(
+        tmp_path, capsys, onnx_model):
+    """`--max-frames 3` over one unreadable and three readable images sharpened all three,
+    the folder read to its end, yet the closing line said "the run stopped at --max-frames 3,
+    before the rest": the limit was counted against the folder's files, the unreadable one
+    among them."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a-bad.png").write_bytes(b"\x89PNG not really")
+    for name in ("b.png", "c.png", "d.png"):
+        cv2.imwrite(str(src / name), np.full((24, 32, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                   str(out), "--max-frames", "3")
+    lines = err.strip().splitlines()
+    assert rc == 1 and sorted(p.name for p in out.iterdir()) == ["b.png", "c.png", "d.png"], err
+    assert lines[-2] == "sharpen run: 1 image could not be read; the rest were processed:", err
+
+
 def test_a_video_that_did_not_get_written_is_an_error_not_done(tmp_path, onnx_model):
     """OpenCV's writer drops what does not fit on a full disk without a word: the run said
     'done', exit 0, and left an MP4 without its index under the final name."""
