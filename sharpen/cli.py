@@ -190,17 +190,41 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         return _missing(args.command, e)
     except OSError as e:
-        if (e.errno not in BOX_ERRNOS or not e.filename
-                or os.environ.get("SHARPEN_DEBUG")):
+        said = box_error_line(e, args.command)
+        if said is None or os.environ.get("SHARPEN_DEBUG"):
             raise
-        # The box, not the code: a full disk or quota, a read-only or vanished folder. What
-        # was finished before stays (every file is renamed into place whole).
-        again = ("; what was finished is kept: free some space and run the same command to "
-                 "continue" if e.errno in NO_SPACE_ERRNOS
-                 and args.command in (*RESUMABLE, *TRAINING) else "")
-        print(f"sharpen {args.command}: error: {e.filename}: {e.strerror}{again}",
-              file=sys.stderr)
+        print(said, file=sys.stderr)
         return 1
+
+
+def box_error_line(e: OSError, command: str) -> str | None:
+    """The one line for an OSError of the box, not the code: a full disk or quota, a
+    read-only or vanished folder. None where it keeps its traceback: an errno or a file
+    not of the box, or a file of the program's own (a bug, a broken install)."""
+    if e.errno not in BOX_ERRNOS or not e.filename or _own_file(e.filename):
+        return None
+    # What was finished before stays (every file is renamed into place whole)
+    again = ("; what was finished is kept: free some space and run the same command to "
+             "continue" if e.errno in NO_SPACE_ERRNOS
+             and command in (*RESUMABLE, *TRAINING) else "")
+    # A wrong path the code made reads as a vanished or forbidden file: the way to tell
+    debug = (" (set SHARPEN_DEBUG=1 for the traceback)"
+             if e.errno in (errno.ENOENT, errno.EACCES, errno.EPERM) else "")
+    return f"sharpen {command}: error: {e.filename}: {e.strerror}{again}{debug}"
+
+
+def _own_file(name: str | bytes | int) -> bool:
+    """Whether `name` is inside sharpen's own packages or Python's installed libraries."""
+    import importlib.util
+    import sysconfig
+    if not isinstance(name, (str, bytes)):
+        return False
+    roots = [sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")]
+    for package in OWN_PACKAGES:
+        if spec := importlib.util.find_spec(package):
+            roots.extend(spec.submodule_search_locations or ())
+    path = Path(os.path.realpath(os.fsdecode(name)))
+    return any(path.is_relative_to(os.path.realpath(root)) for root in roots)
 
 
 # A write or read the machine refused, said in one line naming the file, where a command has

@@ -195,3 +195,31 @@ def test_a_pattern_the_shell_expanded_unquoted_is_said_so(capsys, tmp_path, monk
     # Words that are no files, or no files beside the value's, are a plain mistake.
     err = error_of(["run", "--model", "m.onnx", "--source", "frames/a.png", "extra"], capsys)
     assert err[0] == "sharpen run: error: unrecognized arguments: extra", err
+
+
+def test_an_os_error_on_the_programs_own_files_keeps_its_traceback(tmp_path):
+    """The catch-all that says a full disk or a vanished file in one line took an ENOENT or
+    EACCES on a file of sharpen's own (a bug, or a broken install) for the box's, hiding where
+    it came from; a vanished file of the user's named no way to see where it was opened."""
+    import errno
+    import os
+    from pathlib import Path
+
+    import runtime
+    from sharpen.cli import box_error_line
+
+    def os_error(code: int, path: Path) -> OSError:
+        return OSError(code, os.strerror(code), str(path))
+
+    own = Path(runtime.__file__).parent / "formats.json"
+    assert box_error_line(os_error(errno.ENOENT, own), "export") is None
+    assert box_error_line(os_error(errno.EACCES, own), "run") is None
+    assert box_error_line(OSError(errno.ENOENT, "gone"), "run") is None   # no file named
+    assert box_error_line(os_error(errno.ENOENT, tmp_path / "a.json"), "labels") == (
+        f"sharpen labels: error: {tmp_path / 'a.json'}: No such file or directory (set "
+        "SHARPEN_DEBUG=1 for the traceback)")
+    assert box_error_line(os_error(errno.ENOSPC, tmp_path / "a.json"), "labels") == (
+        f"sharpen labels: error: {tmp_path / 'a.json'}: No space left on device; what was "
+        "finished is kept: free some space and run the same command to continue")
+    assert box_error_line(os_error(errno.EROFS, tmp_path / "a.json"), "run") == (
+        f"sharpen run: error: {tmp_path / 'a.json'}: Read-only file system")
