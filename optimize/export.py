@@ -31,7 +31,7 @@ from runtime.atomic import scratch_folder
 from runtime.console import count, first_line
 from runtime.formats import FORMATS  # FORMATS is re-exported for callers
 from runtime.backends.provenance import TRTEXEC_ON_JETSON
-from runtime.cli_errors import raise_if_interrupted
+from runtime.cli_errors import OWN_PACKAGES, raise_if_interrupted
 from runtime.host import default_threads
 from runtime.video_sink import free_bytes
 
@@ -470,8 +470,14 @@ def _report_if_stopped(write: Callable[[str | None], object]) -> Iterator[None]:
 SCRATCH_ROOM_BYTES = 16 * 1024 * 1024
 
 
-def _little_room(out: Path) -> str:
-    """' (only 0.4 MB free on the disk of OUT, ...)' where a failed build left little room."""
+def _little_room(out: Path, failure: Exception) -> str:
+    """' (only 0.4 MB free on the disk of OUT, ...)' where a failed build left little room
+    and its failure names no cause of its own: an errno, a missing package, a lack of memory
+    or this project's own message is no full disk's doing."""
+    if (isinstance(failure, (ImportError, MemoryError))
+            or isinstance(failure, OSError) and failure.errno is not None
+            or type(failure).__module__.split(".")[0] in OWN_PACKAGES):
+        return ""
     free = free_bytes(out if out.exists() else out.parent)
     if free is None or free >= SCRATCH_ROOM_BYTES:
         return ""
@@ -492,7 +498,7 @@ def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssi
         path = ctx.build(f)
     except Exception as e:
         res.reason = (f"build failed: {type(e).__name__}: {first_line(e)}"
-                      f"{_little_room(ctx.out)}")
+                      f"{_little_room(ctx.out, e)}")
         stale = ctx.path_for(f)
         if stale.exists():   # an older build must not pass for this one
             atomic_write_json(failed_marker(stale), {

@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 
 from distill.checkpoint import atomic_save, make_checkpoint  # noqa: E402
 from distill.students import create_student  # noqa: E402
+from optimize.calibration import CalibrationError  # noqa: E402
 from sharpen.cli import build_parser, main  # noqa: E402
 
 
@@ -2025,3 +2026,29 @@ def test_calib_of_a_label_cache_of_blur_sharp_pairs_names_the_blurred_half(tmp_p
     with pytest.raises(CalibrationError, match=r"labelled from images: pass those, e\.g\. "
                        + re.escape(str(pairs / "blur")) + "$"):
         resolve_paths(cache / "frames")
+
+
+@pytest.mark.parametrize("failure, said", [
+    (ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow"),
+     "ModuleNotFoundError: No module named 'tensorflow'"),
+    (PermissionError(13, "Permission denied", "/opt/trt/libnvinfer.so"),
+     "PermissionError: [Errno 13] Permission denied: '/opt/trt/libnvinfer.so'"),
+    (MemoryError("cannot allocate 2 GiB"), "MemoryError: cannot allocate 2 GiB"),
+    (CalibrationError("--calib: 3 images, under 8"), "CalibrationError: --calib: 3 images, "
+     "under 8"),
+])
+def test_a_build_failure_with_its_own_cause_does_not_blame_a_nearly_full_disk(
+        ckpt, tmp_path, monkeypatch, failure, said):
+    """With under 16 MB free, every failed build said the disk was nearly full and to free
+    some space: a missing package, a refused library or a lack of memory too, whose cause the
+    failure names and which no free space mends."""
+    import optimize.export as export_mod
+    from optimize.export import export
+
+    def build(self, fmt):
+        raise failure
+
+    monkeypatch.setattr(export_mod._BuildContext, "build", build)
+    monkeypatch.setattr(export_mod, "free_bytes", lambda folder: 409600)
+    report = export(str(ckpt), ["onnx"], tmp_path / "out", latency=False, quiet=True)
+    assert report.results[0].reason == f"build failed: {said}"
