@@ -510,9 +510,13 @@ def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssi
         return res
     # A fresh build is judged afresh, and counts as unchecked until it is: cleared before the
     # check, an earlier "failed" let `sharpen run` use an artifact whose check Ctrl-C cut short.
-    atomic_write_json(failed_marker(path), {
-        "format": f, "status": "unchecked", "weights_sha256": weights_sha,
-        "reason": "its parity check did not finish (export interrupted?); export it again"})
+    try:
+        atomic_write_json(failed_marker(path), {
+            "format": f, "status": "unchecked", "weights_sha256": weights_sha,
+            "reason": "its parity check did not finish (export interrupted?); export it again"})
+    except OSError:   # a full disk: unmarked, the unchecked model would pass for a checked one
+        path.unlink(missing_ok=True)
+        raise
     _record_failure_inside(path, None)
     res.build_s = round(time.perf_counter() - t0, 2)
     res.file = str(path)

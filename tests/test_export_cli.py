@@ -2052,3 +2052,19 @@ def test_a_build_failure_with_its_own_cause_does_not_blame_a_nearly_full_disk(
     monkeypatch.setattr(export_mod, "free_bytes", lambda folder: 409600)
     report = export(str(ckpt), ["onnx"], tmp_path / "out", latency=False, quiet=True)
     assert report.results[0].reason == f"build failed: {said}"
+
+
+def test_a_fresh_build_whose_unchecked_marker_cannot_be_written_is_not_left_unmarked(
+        ckpt, tmp_path):
+    """A disk that filled between the model's write and its "unchecked" marker's left a model
+    no parity check had seen, with no marker: as a passing build's, so that `sharpen run` took
+    it, while the export's line said what was finished is kept. A folder in the marker's
+    place stands in for the full disk: the marker's write fails as it would."""
+    from runtime.backends import failed_marker
+    out = tmp_path / "out"
+    out.mkdir()
+    failed_marker(out / "student.onnx").mkdir()
+    with pytest.raises(IsADirectoryError):
+        main(["export", "--weights", str(ckpt), "--format", "onnx", "--out", str(out),
+              "--no-latency", "--threads", "1", "--quiet"])
+    assert not (out / "student.onnx").exists(), list(out.iterdir())
