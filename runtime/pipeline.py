@@ -1293,7 +1293,8 @@ class _Stream:
             elif self.o.stats_path:
                 write_stats_atomic(self.o.stats_path, summary)
         except OSError as e:
-            if self.errors:   # the run's own error is the one to raise
+            # The run's own error is the one to raise, a stop's 130/143 the code to exit with
+            if self.errors or summary["state"] == "stopped":
                 warn(f"cannot write the stats file {self.o.stats_path}: {e.strerror or e}")
             else:   # a full disk: "[Errno 28] ...: 'st.json'" named no option
                 raise SinkError(f"{option('stats_path', self.o.stats_path, self.flags)}: "

@@ -73,7 +73,7 @@ LIVE_COUNT = r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )?\s*(\d+)/"
 
 def stopped(argv: list[str], after: int, signum: int | None, env: dict | None = None,
             then=None) -> tuple[int, str]:
-    """Run `sharpen run`, and send `signum` (if any) and call `then` (if any) once its live
+    """Run `sharpen run`, and call `then` (if any) and send `signum` (if any) once its live
     line says `after` frames are written; (exit code, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", *argv, "--threads",
                              "1", "--report-interval", "0.05"], cwd=tempfile.gettempdir(),
@@ -86,10 +86,10 @@ def stopped(argv: list[str], after: int, signum: int | None, env: dict | None = 
             lines.append(line)
             m = re.match(LIVE_COUNT, line)
             if m and int(m.group(1)) >= after:
-                if signum is not None:
-                    proc.send_signal(signum)
                 if then is not None:
                     then()
+                if signum is not None:
+                    proc.send_signal(signum)
                 break
         lines.append(proc.stderr.read())
         proc.wait()
@@ -1028,3 +1028,27 @@ def test_a_folder_run_stopped_after_an_unreadable_image_exits_as_stopped(made, t
     assert lines[-2:] == ["sharpen run: 1 image could not be read:",
                           f"  {src / '0bad.png'}: not a readable image (corrupt or unsupported "
                           "format)"], err
+
+
+def test_a_stopped_run_whose_last_stats_cannot_be_written_still_exits_as_stopped(made,
+                                                                                 tmp_path):
+    """SIGTERM to a run whose --stats file could not take its last write (a full disk) exited
+    2, a usage error's code, where a supervisor looks for 143 to tell a stop; the write's
+    failure is a warning, as it is after the run's own error. A file in the place of the
+    stats file's folder stands in for the full disk: the last write fails as it would."""
+    out, folder = tmp_path / "out", tmp_path / "stats"
+    folder.mkdir()
+
+    def break_the_folder() -> None:   # moved aside whole: a refresh may be writing in it
+        for i in range(100):   # until no refresh made the folder again in between
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(folder, tmp_path / f"moved-{i}")
+            with contextlib.suppress(FileExistsError):
+                folder.touch(exist_ok=False)
+                return
+
+    code, err = stopped(["--model", str(made["model"]), "--source", str(made["clip"]),
+                         "--out", str(out), "--stats", str(folder / "st.json")], 3,
+                        signal.SIGTERM, then=break_the_folder)
+    assert code == 143 and "Traceback" not in err, err
+    assert f"warning: cannot write the stats file {folder / 'st.json'}" in err, err
