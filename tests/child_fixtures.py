@@ -26,3 +26,32 @@ def in_a_child(work: Callable[[dict], None]) -> dict:
         said = json.loads(f.read() or "{}")
     os.waitpid(pid, 0)
     return said
+
+
+def file_size_limit(limit: int) -> Callable[[], None]:
+    """A subprocess's preexec_fn that lets its files grow to `limit` bytes (ulimit -f), a full
+    disk's stand-in: a write past it fails with EFBIG as one on a full disk with ENOSPC
+    (Python ignores SIGXFSZ, which would kill another program)."""
+    def limited() -> None:
+        import resource
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return limited
+
+
+def main_with_file_limit(argv: list[str], limit: int) -> dict:
+    """`sharpen ARGV` run by sharpen.cli.main in a forked child under file_size_limit(limit):
+    said["rc"], its exit code, and said["err"], its stderr (or said["error"])."""
+    import io
+    import signal
+    from contextlib import redirect_stderr
+
+    def work(said: dict) -> None:
+        from sharpen.cli import main
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # as Python's own start does
+        file_size_limit(limit)()
+        err = io.StringIO()
+        with redirect_stderr(err):
+            said["rc"] = main(argv)
+        said["err"] = err.getvalue()
+
+    return in_a_child(work)

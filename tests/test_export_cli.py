@@ -1961,24 +1961,10 @@ def test_a_full_disk_is_one_line_naming_the_report_it_could_not_write(tmp_path, 
     """With the disk full, the model's own write failed into the report's table, but the
     report's then ended the export in a traceback through atomic.py. A file size limit
     (ulimit -f) in a child stands in for the full disk: the same writes fail."""
-    import io
-    import resource
-    import signal
-    from contextlib import redirect_stderr
-
-    from child_fixtures import in_a_child
+    from child_fixtures import main_with_file_limit
     out = tmp_path / "out"
-
-    def work(said: dict) -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # EFBIG, as ENOSPC, not a kill
-        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
-        err = io.StringIO()
-        with redirect_stderr(err):
-            said["rc"] = main(["export", "--weights", str(ckpt), "--format", "onnx", "--out",
-                               str(out), "--no-latency", "--threads", "1", "--quiet"])
-        said["err"] = err.getvalue()
-
-    said = in_a_child(work)
+    said = main_with_file_limit(["export", "--weights", str(ckpt), "--format", "onnx", "--out",
+                                 str(out), "--no-latency", "--threads", "1", "--quiet"], 2000)
     assert "error" not in said and said.get("rc") == 1, said
     assert said["err"].strip().splitlines()[-1] == (
         f"sharpen export: error: {out / 'export_report.json'}: File too large; what was "

@@ -1138,20 +1138,17 @@ def test_a_stats_file_that_cannot_be_written_at_the_end_is_one_line_naming_the_o
     left on device: 'st.json'": the errno and a bare path, not which option. A file size
     limit (ulimit -f) in the child stands in for the full disk: the small image is written,
     the stats file is over the limit."""
-    import resource
-
     import numpy as np
+    from child_fixtures import file_size_limit
     src, out, st = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "st.json"
     cv2.imwrite(str(src), np.full((24, 32, 3), 90, np.uint8))
-
-    def limit() -> None:   # Python ignores SIGXFSZ: the write fails with EFBIG, as ENOSPC
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))
 
     r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
                         "--source", str(src), "--out", str(out), "--stats", str(st),
                         "--threads", "1", "--quiet"], cwd=tempfile.gettempdir(),
-                       capture_output=True, text=True, timeout=120, preexec_fn=limit)
-    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+                       capture_output=True, text=True, timeout=120,
+                       preexec_fn=file_size_limit(1500))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
         f"sharpen run: error: --stats {st}: cannot write the run's last stats (File too "
         "large)"), r.stderr

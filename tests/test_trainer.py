@@ -3974,13 +3974,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_saying_how_to_go_on(tmp_path):
     """A disk (or quota) full as last.pt was written ended `sharpen train` in a traceback
     through atomic.py. A file size limit (ulimit -f) in a child stands in for the full disk:
     the checkpoint's write fails as it would, the small logs beside it are written."""
-    import io
-    import resource
-    import signal
-    from contextlib import redirect_stderr
-
-    from child_fixtures import in_a_child
-    from sharpen.cli import main
+    from child_fixtures import main_with_file_limit
     out = tmp_path / "run"
     argv = ["train", f"out={out}", "task=teacher", "model.arch=fast",
             "model.args={width: 8, blocks: 1, low_blocks: 1}", "optim.steps=2",
@@ -3988,15 +3982,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_saying_how_to_go_on(tmp_path):
             "val_every=1000", "ckpt_every=1", "data.val_max_images=1", "data.val_max_side=64",
             "--quiet"]
 
-    def work(said: dict) -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # EFBIG, as ENOSPC, not a kill
-        resource.setrlimit(resource.RLIMIT_FSIZE, (8000, 8000))
-        err = io.StringIO()
-        with redirect_stderr(err):
-            said["rc"] = main(argv)
-        said["err"] = err.getvalue()
-
-    said = in_a_child(work)
+    said = main_with_file_limit(argv, 8000)
     assert "error" not in said and said.get("rc") == 1, said
     assert said["err"].strip().splitlines()[-1] == (
         f"sharpen train: error: {out / 'last.pt'}: File too large; what was finished is "
