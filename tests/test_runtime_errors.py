@@ -580,11 +580,17 @@ def test_skipped_inputs_are_warnings_from_python_and_warning_lines_on_the_comman
         assert lines[-1] == "  " + stats["skipped_inputs"][0], err
 
 
-def test_a_run_stopped_by_max_frames_does_not_say_the_rest_were_processed(
-        tmp_path, capsys, onnx_model):
+@pytest.mark.parametrize("limit, written, closing", [
+    (1, ["b.png"], "the run stopped at --max-frames 1, before the rest"),
+    (3, ["b.png", "c.png", "d.png"], "the rest were processed"),
+])
+def test_a_run_with_max_frames_says_whether_it_stopped_before_the_rest(
+        tmp_path, capsys, onnx_model, limit, written, closing):
     """After `--max-frames 1` over a folder with an unreadable image, the closing lines said
     "1 image could not be read; the rest were processed:" where the images after the limit
-    were never read."""
+    were never read; then `--max-frames 3`, which sharpened all three readable ones, said
+    "the run stopped at --max-frames 3, before the rest": the limit was weighed against the
+    folder's files, the unreadable one among them."""
     src = tmp_path / "in"
     src.mkdir()
     (src / "a-bad.png").write_bytes(b"\x89PNG not really")
@@ -592,31 +598,10 @@ def test_a_run_stopped_by_max_frames_does_not_say_the_rest_were_processed(
         cv2.imwrite(str(src / name), np.full((24, 32, 3), 90, np.uint8))
     out = tmp_path / "out"
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
-                   str(out), "--max-frames", "1")
+                   str(out), "--max-frames", str(limit))
     lines = err.strip().splitlines()
-    assert rc == 1 and sorted(p.name for p in out.iterdir()) == ["b.png"], err
-    assert "the rest were processed" not in err, err
-    assert lines[-2] == ("sharpen run: 1 image could not be read; the run stopped at "
-                         "--max-frames 1, before the rest:"), err
-
-
-def test_a_max_frames_the_folder_does_not_reach_says_the_rest_were_processed(
-        tmp_path, capsys, onnx_model):
-    """`--max-frames 3` over one unreadable and three readable images sharpened all three,
-    the folder read to its end, yet the closing line said "the run stopped at --max-frames 3,
-    before the rest": the limit was counted against the folder's files, the unreadable one
-    among them."""
-    src = tmp_path / "in"
-    src.mkdir()
-    (src / "a-bad.png").write_bytes(b"\x89PNG not really")
-    for name in ("b.png", "c.png", "d.png"):
-        cv2.imwrite(str(src / name), np.full((24, 32, 3), 90, np.uint8))
-    out = tmp_path / "out"
-    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
-                   str(out), "--max-frames", "3")
-    lines = err.strip().splitlines()
-    assert rc == 1 and sorted(p.name for p in out.iterdir()) == ["b.png", "c.png", "d.png"], err
-    assert lines[-2] == "sharpen run: 1 image could not be read; the rest were processed:", err
+    assert rc == 1 and sorted(p.name for p in out.iterdir()) == written, err
+    assert lines[-2] == f"sharpen run: 1 image could not be read; {closing}:", err
 
 
 def test_a_video_that_did_not_get_written_is_an_error_not_done(tmp_path, onnx_model):
