@@ -1972,6 +1972,18 @@ def test_a_full_disk_is_one_line_naming_the_report_it_could_not_write(tmp_path, 
     assert not out.exists() or not list(out.iterdir()), list(out.iterdir())
 
 
+def test_a_full_disk_keeps_its_traceback_with_sharpen_debug(tmp_path, ckpt, monkeypatch):
+    """SHARPEN_DEBUG=1 is how a user sees where any one-line error came from: the full
+    disk's line must not stand in for the traceback then."""
+    from child_fixtures import main_with_file_limit
+    monkeypatch.setenv("SHARPEN_DEBUG", "1")
+    out = tmp_path / "out"
+    said = main_with_file_limit(["export", "--weights", str(ckpt), "--format", "onnx", "--out",
+                                 str(out), "--no-latency", "--threads", "1", "--quiet"], 2000)
+    assert said.get("error") == (
+        f"OSError: [Errno 27] File too large: '{out / 'export_report.json'}'"), said
+
+
 def test_a_build_that_fails_with_little_room_left_says_the_disk_is_nearly_full(
         ckpt, tmp_path, monkeypatch):
     """TensorFlow's conversion, its SavedModel filling --out's disk (its scratch folder is
