@@ -3988,3 +3988,16 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_saying_how_to_go_on(tmp_path):
         f"sharpen train: error: {out / 'last.pt'}: File too large; what was finished is "
         "kept: free some space and run the same command to continue"), said["err"]
     assert not list(out.glob("*.pt")) and not list(out.glob(".*.pt*")), list(out.iterdir())
+
+
+def test_a_checkpoint_is_the_bytes_torch_save_writes_to_a_file(tmp_path):
+    """atomic_save hands torch.save a wrapper of the file (to keep a full disk's OSError): the
+    checkpoint must stay the bytes torch writes to the file itself, or export's
+    weights_sha256 of it (what its artifacts were built from) would change with the weights
+    the same."""
+    from distill.checkpoint import atomic_save
+    obj = {"model": {"w": torch.arange(300.0).reshape(3, 100)}, "step": 7}
+    atomic_save(obj, tmp_path / "a.pt")
+    with open(tmp_path / "b.pt", "wb") as f:
+        torch.save(obj, f)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
