@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         if said is None or os.environ.get("SHARPEN_DEBUG"):
             raise
         print(said, file=sys.stderr)
-        return 1
+        # 2, as run's and labels' own messages for it: a rerun repeats it until the box is
+        # fixed, and 1 is a verdict for some (runs --same: they differ; bench: a regression)
+        return 2
 
 
 def box_error_line(e: OSError, command: str) -> str | None:

@@ -223,3 +223,23 @@ def test_an_os_error_on_the_programs_own_files_keeps_its_traceback(tmp_path):
         "finished is kept: free some space and run the same command to continue")
     assert box_error_line(os_error(errno.EROFS, tmp_path / "a.json"), "run") == (
         f"sharpen run: error: {tmp_path / 'a.json'}: Read-only file system")
+
+
+def test_a_full_disk_exits_2_from_a_command_with_no_message_of_its_own(tmp_path):
+    """`sharpen run` and `labels` exit 2 on a full disk (a restart repeats it: a service's
+    RestartPreventExitStatus=2); the commands without a message of their own for it exited 1,
+    which `runs --same`, `bench` and `export` give a verdict (they differ, a row regressed, a
+    parity check failed). synth's first image is over the limit (ulimit -f stands in)."""
+    import cv2
+    import numpy as np
+
+    from child_fixtures import main_with_file_limit
+    sharp, out = tmp_path / "sharp", tmp_path / "out"
+    sharp.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    cv2.imwrite(str(sharp / "a.png"), noise)
+    said = main_with_file_limit(["synth", "--sharp", str(sharp), "--out", str(out),
+                                 "--quiet"], 8000)
+    assert "error" not in said and said.get("rc") == 2, said
+    assert said["err"].strip().splitlines()[-1] == (
+        f"sharpen synth: error: {out / 'input' / 'a.png'}: File too large"), said["err"]

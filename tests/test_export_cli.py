@@ -1965,7 +1965,7 @@ def test_a_full_disk_is_one_line_naming_the_report_it_could_not_write(tmp_path, 
     out = tmp_path / "out"
     said = main_with_file_limit(["export", "--weights", str(ckpt), "--format", "onnx", "--out",
                                  str(out), "--no-latency", "--threads", "1", "--quiet"], 2000)
-    assert "error" not in said and said.get("rc") == 1, said
+    assert "error" not in said and said.get("rc") == 2, said
     assert said["err"].strip().splitlines()[-1] == (
         f"sharpen export: error: {out / 'export_report.json'}: File too large; what was "
         "finished is kept: free some space and run the same command to continue"), said["err"]
