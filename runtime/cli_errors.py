@@ -116,11 +116,16 @@ def _drop_gone() -> None:
             continue
 
 
+# What a stopped or failed command whose rerun skips its finished work says of that work:
+# the interruption's line and sharpen.cli's for a full disk, in the same words.
+KEPT = "what is done is kept"
+
+
 def interrupted_message(command: str, e: BaseException, resumable: bool) -> str:
     """The line an interrupted command ends with; `resumable`: its rerun skips what is done."""
     signum = stop_signal(e)
     term = f" ({signal.Signals(signum).name})" if signum else ""
-    again = "; what is done is kept: run the same command to continue" if resumable else ""
+    again = f"; {KEPT}: run the same command to continue" if resumable else ""
     return f"sharpen {command}: interrupted{term}{again}"
 
 

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from runtime.cli_errors import (OWN_PACKAGES, SharpenError, interrupt_exit_code,
+from runtime.cli_errors import (KEPT, OWN_PACKAGES, SharpenError, interrupt_exit_code,
                                  interrupted_message, missing_dependency, said_after_hang_up,
                                  stop_signals_as_interrupt)
 from runtime.console import (onnxruntime_telemetry_off, open_closed_std_fds, quiet_library_logs,
@@ -206,8 +206,8 @@ def box_error_line(e: OSError, command: str) -> str | None:
     if e.errno not in BOX_ERRNOS or not e.filename or _own_file(e.filename):
         return None
     # What was finished before stays (every file is renamed into place whole)
-    again = ("; what was finished is kept: free some space and run the same command to "
-             "continue" if e.errno in NO_SPACE_ERRNOS
+    again = (f"; {KEPT}: free some space and run the same command to continue"
+             if e.errno in NO_SPACE_ERRNOS
              and command in (*RESUMABLE, *TRAINING) else "")
     # A wrong path the code made reads as a vanished or forbidden file: the way to tell
     debug = (" (set SHARPEN_DEBUG=1 for the traceback)"
