@@ -258,15 +258,15 @@ def _open_kept(path: Path) -> np.ndarray:
 def _reserve(path: Path) -> None:
     """The blocks of `path` (a sparse file as numpy makes it) allocated now: where the disk
     has no room for them, a write into the memmap later is a bus error that kills Python."""
-    import errno
     import os
 
+    from runtime.cli_errors import NO_SPACE_ERRNOS
     if not hasattr(os, "posix_fallocate"):   # macOS: APFS makes it sparse; nothing to ask
         return
     with open(path, "r+b") as f:
         try:
             os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            if e.errno in NO_SPACE_ERRNOS:
                 raise
             # a file system that cannot say: the sparse file, as before

@@ -116,6 +116,9 @@ def _drop_gone() -> None:
             continue
 
 
+# A write refused for want of room: a full disk, a user's quota, a file size limit
+# (`ulimit -f`, which tests stand in for a full disk with).
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 # What a stopped or failed command whose rerun skips its finished work says of that work:
 # the interruption's line and sharpen.cli's for a full disk, in the same words.
 KEPT = "what is done is kept"

@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from runtime.cli_errors import (KEPT, OWN_PACKAGES, SharpenError, interrupt_exit_code,
-                                 interrupted_message, missing_dependency, said_after_hang_up,
-                                 stop_signals_as_interrupt)
+from runtime.cli_errors import (KEPT, NO_SPACE_ERRNOS, OWN_PACKAGES, SharpenError,
+                                 interrupt_exit_code, interrupted_message, missing_dependency,
+                                 said_after_hang_up, stop_signals_as_interrupt)
 from runtime.console import (onnxruntime_telemetry_off, open_closed_std_fds, quiet_library_logs,
                              report_fatal_errors)
 from runtime.cli_parser import OTHER_TOOLS_NAMES, CommandParser
@@ -232,7 +232,6 @@ def _own_file(name: str | bytes | int) -> bool:
 # A write or read the machine refused, said in one line naming the file, where a command has
 # no message of its own for it: no space (a disk, a quota, `ulimit -f`), a read-only or
 # unwritable folder, a file or folder gone, an I/O error of the disk.
-NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 BOX_ERRNOS = NO_SPACE_ERRNOS | {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EIO}
 # Rerun, they go on from their last checkpoint (resume=auto)
 TRAINING = ("distill", "train", "train-teacher")
