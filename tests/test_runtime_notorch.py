@@ -275,19 +275,30 @@ def test_help_without_torch_starts_with_a_model_this_install_runs(lacking, shown
     assert models == {shown}, r.stdout
 
 
-EVALUATE_SCRIPT = textwrap.dedent("""
-    import contextlib, importlib.abc, io, json, sys
+# What a device's install (the core and the runtime extra, pyproject's) lacks: the training,
+# export and figure stacks. The scripts below start by making them unimportable, and
+# find_spec say "not installed" of them, as it does where they are not.
+DEVICE_LACKS = ("torch", "tensorflow", "keras", "skimage", "scipy", "matplotlib", "yaml",
+                "onnx", "rich", "einops")
+ON_A_DEVICE = textwrap.dedent(f"""
+    import importlib.abc, importlib.util, sys
 
-    # What a device install (the runtime extra) lacks: the training, export and figure stacks.
-    BLOCKED = {"torch", "tensorflow", "keras", "skimage", "scipy", "matplotlib", "yaml", "onnx"}
+    BLOCKED = set({DEVICE_LACKS!r})
 
     class Blocker(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
             if name.split(".")[0] in BLOCKED:
-                raise ModuleNotFoundError(f"import of {name} blocked", name=name)
+                raise ModuleNotFoundError(f"import of {{name}} blocked", name=name)
             return None
 
     sys.meta_path.insert(0, Blocker())
+    found = importlib.util.find_spec
+    importlib.util.find_spec = lambda name, package=None: (
+        None if name.split(".")[0] in BLOCKED else found(name, package))
+""")
+
+EVALUATE_SCRIPT = ON_A_DEVICE + textwrap.dedent("""
+    import contextlib, io, json
     from sharpen.cli import main
     model, data, out = sys.argv[1:4]
     err = io.StringIO()
@@ -360,24 +371,11 @@ def test_evaluate_scores_an_exported_model_on_pairs_without_torch(tmp_path, onnx
                                                       abs=1e-9), (name, who, m)
 
 
-BENCH_SCRIPT = textwrap.dedent("""
-    import contextlib, importlib.abc, importlib.util, io, json, sys
+# A Jetson's runtime-only install: it blocked torch, tensorflow and keras alone, and the bench
+# could have needed scikit-image, PyYAML or rich, which such an install lacks too.
+BENCH_SCRIPT = ON_A_DEVICE + textwrap.dedent("""
+    import contextlib, io, json
     from pathlib import Path
-
-    # A Jetson's runtime-only install: no training or export stack.
-    BLOCKED = {"torch", "tensorflow", "keras"}
-
-    class Blocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ModuleNotFoundError(f"import of {name} blocked", name=name)
-            return None
-
-    sys.meta_path.insert(0, Blocker())
-    # ... and find_spec says "not installed" of them, as it does where they are not
-    found = importlib.util.find_spec
-    importlib.util.find_spec = lambda name, package=None: (
-        None if name.split(".")[0] in BLOCKED else found(name, package))
     from sharpen.cli import main
     model, pairs, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     err = io.StringIO()
