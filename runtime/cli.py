@@ -9,6 +9,7 @@ import argparse
 import atexit
 import math
 import os
+import shlex
 import signal
 import stat
 import sys
@@ -668,7 +669,8 @@ def _slower_step_note(summary: dict, cores: Optional[int] = None,
         provider = str((summary.get("backend") or {}).get("provider") or "CPU")
         return said + _sharpening_slower(summary.get("threads"), cores, load,
                                          machine_cores or cores,
-                                         provider.startswith(CPU_PROVIDERS))
+                                         provider.startswith(CPU_PROVIDERS),
+                                         summary.get("model"))
     if video.get("preset") in PRESETS:
         at = PRESETS.index(video["preset"])
         quicker = [p for p in ("veryfast", "ultrafast") if PRESETS.index(p) < at]
@@ -685,7 +687,8 @@ def _slower_step_note(summary: dict, cores: Optional[int] = None,
 
 
 def _sharpening_slower(threads: Optional[int], cores: Optional[int], load: Optional[float],
-                       machine_cores: Optional[int], on_cpu: bool = True) -> str:
+                       machine_cores: Optional[int], on_cpu: bool = True,
+                       model: Optional[str] = None) -> str:
     """The advice where the model was the slower step. Its own threads count about one a
     thread in the load average, the capture and writer threads one more, so a load above the
     cores by over that is other work's. The load is the whole machine's, so it is held
@@ -697,7 +700,7 @@ def _sharpening_slower(threads: Optional[int], cores: Optional[int], load: Optio
                 f"{load:g} on {count(machine_cores, 'core')}): other work, such as other "
                 "cameras' runs, took the CPU time, which threads added to this run do not "
                 "win back; fewer runs at once, a smaller frame or a faster model keeps up "
-                "better (`sharpen bench --streams N` measures N cameras here)")
+                f"better (`{_streams_bench(model)}` measures N cameras here)")
     if not on_cpu:   # a GPU engine's threads are 0 (not the CPU's): --threads is not its
         return "sharpening was the slower: a smaller frame or a faster model keeps up better"
     if cores and threads is not None and (threads or cores) >= cores:
@@ -706,6 +709,13 @@ def _sharpening_slower(threads: Optional[int], cores: Optional[int], load: Optio
                 "process may use): a smaller frame or a faster model keeps up better")
     return ("sharpening was the slower: a smaller frame, a faster model or more --threads "
             "keeps up better")
+
+
+def _streams_bench(model: Optional[str]) -> str:
+    """The bench of N cameras as a camera box runs it: of the run's own model file, which
+    needs no PyTorch there (with no --model it exports the shipped students), and --out."""
+    return (f"sharpen bench --out bench/ --model {shlex.quote(model or 'MODEL')} "
+            "--streams N")
 
 
 def _live_left_out_note(summary: dict, asked_fps: float) -> str:

@@ -1349,6 +1349,25 @@ def test_a_drop_note_holds_the_load_average_against_the_machines_cores_not_its_s
     assert "load average 9.5 on 4 cores" in busy and "fewer runs" in busy, busy
 
 
+def test_a_busy_hosts_drop_note_names_a_bench_command_that_runs_there():
+    """The note told a camera box to run `sharpen bench --streams N`, which refuses without
+    --out and, with no --model, exports the shipped students, which needs PyTorch, which a
+    camera's install lacks; the command it names takes the run's own model file."""
+    import shlex
+
+    from runtime.cli import _slower_step_note
+
+    summary = {"dropped_frames": 48, "threads": 1, "source": {"kind": "video", "fps": 30.0},
+               "latency_ms": _latency(pre=1, infer=180, post=1, write=20),
+               "video": {"codec": "mpeg2video"}, "model": "/opt/models/gate cam.onnx"}
+    busy = _slower_step_note(summary, cores=1, load=9.5, machine_cores=4)
+    command = re.search(r"`(sharpen bench [^`]*)`", busy)
+    assert command, busy
+    argv = shlex.split(command.group(1))
+    assert argv[argv.index("--model") + 1] == "/opt/models/gate cam.onnx", argv
+    assert "--out" in argv and "--streams" in argv, argv
+
+
 def test_a_drop_note_on_a_gpu_engine_does_not_speak_of_cpu_threads():
     """A TensorRT (or ONNX Runtime CUDA) run that fell behind was told that `the default
     thread count already takes the 2 cores this process may use` (its threads are 0: not
