@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from runtime.cli_errors import interrupt_exit_code, interrupted_message, said_after_hang_up
 from runtime.console import count, unread_listed
 from runtime.warn import warn
 from .command_messages import refuse, out_folder_problem, out_of_range
@@ -100,22 +101,32 @@ def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
         print(f"warning: {_held_pairs(out, held, writing)}", file=sys.stderr)
     failed: list[str] = []   # why each photo that could not be read was skipped
     deep: list[Path] = []   # 16-bit photos, said once at the end
-    for i, f in enumerate(progress(files, desc="synth", unit="img", quiet=args.quiet)):
-        try:
-            raw = decode_image(f)
-            sharp = to_rgb_float(raw, str(f))
-        except ImageReadError as e:
-            failed.append(str(e))
-            warn(f"skipped: {e}")
-            continue
-        if raw.dtype == np.uint16:
-            deep.append(f.relative_to(src))
-        for c in range(args.copies):
-            rng = np.random.default_rng([args.seed, i, c])
-            name = pair_name(f, c)
-            blurred, target = make(sharp, rng)
-            write_image(out / "input" / name, blurred)
-            write_image(out / "target" / name, target)
+    try:
+        for i, f in enumerate(progress(files, desc="synth", unit="img", quiet=args.quiet)):
+            try:
+                raw = decode_image(f)
+                sharp = to_rgb_float(raw, str(f))
+            except ImageReadError as e:
+                failed.append(str(e))
+                warn(f"skipped: {e}")
+                continue
+            if raw.dtype == np.uint16:
+                deep.append(f.relative_to(src))
+            for c in range(args.copies):
+                rng = np.random.default_rng([args.seed, i, c])
+                name = pair_name(f, c)
+                blurred, target = make(sharp, rng)
+                write_image(out / "input" / name, blurred)
+                write_image(out / "target" / name, target)
+    except KeyboardInterrupt as e:
+        if not failed:
+            raise   # sharpen.cli says it
+        # As `sharpen run` and `teacher`: the skipped photos listed again under the stop's
+        # line, which the warnings among the lines above were not
+        with said_after_hang_up():
+            print(interrupted_message("synth", e, False), file=sys.stderr)
+            print(unread_listed("synth", failed, "images", processed=None), file=sys.stderr)
+        return interrupt_exit_code(e)
     read = len(files) - len(failed)
     warn_16_bit(deep, read, "synth")
     if read:   # none read: nothing written, no folder made

@@ -132,6 +132,34 @@ def test_synth_says_an_unreadable_photo_as_a_warning_and_lists_it_at_the_end(tmp
                         "  " + said[0].removeprefix("warning: skipped: ")], err
 
 
+def test_a_stopped_synth_lists_the_photos_it_skipped_as_run_and_teacher_do(tmp_path, capsys,
+                                                                         monkeypatch):
+    """Ctrl-C after a photo was skipped ended on 'sharpen synth: interrupted' alone: the
+    skipped photo's warning was among the lines above, where `sharpen run` and `teacher`
+    list them again under their stop line (not saying the rest were processed)."""
+    from distill.data import blur
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    photos = tmp_path / "photos"
+    (photos).mkdir()
+    (photos / "a-cut.png").write_bytes(b"\x89PNG garbage")
+    for name in ("b.png", "c.png"):
+        write_image(photos / name, np.random.default_rng(0).random((40, 48, 3)).astype(
+            np.float32))
+
+    def stops(*a, **k):   # Ctrl-C as the first readable photo is blurred
+        raise KeyboardInterrupt
+    monkeypatch.setattr(blur, "synthesize", stops)
+    assert main(["synth", "--sharp", str(photos), "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 130
+    err = capsys.readouterr().err.splitlines()
+    said = [ln for ln in err if ln.startswith("warning: skipped: ")]
+    assert len(said) == 1 and "a-cut.png" in said[0], err
+    assert err[-3:] == ["sharpen synth: interrupted", "sharpen synth: 1 image could not be read:",
+                        "  " + said[0].removeprefix("warning: skipped: ")], err
+
+
 def test_synth_of_only_unreadable_photos_says_nothing_was_written(tmp_path, capsys):
     """A folder whose every photo was cut said "synthetic pairs written to OUT/input and
     OUT/target (1 unreadable)", a folder that was never made, and "the rest were processed"
