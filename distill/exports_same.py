@@ -6,6 +6,7 @@ cannot be shown the same, 2 bad input). Build times and the folders' own paths a
 compared: two exports of one release never take the same seconds or live in one folder."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -117,8 +118,8 @@ def _artifact(e: Export, row: dict) -> tuple[Path | None, str, str | None]:
 
 def _parity_images(e: Export) -> list[tuple[str, object]]:
     """The images the export judged its artifacts on, found again by name: in their folders
-    (--parity-images', or --calib's they were held out of), else scikit-image's sample photos
-    (the default)."""
+    (--parity-images', or --calib's they were held out of; a clip's frames in the clip), else
+    scikit-image's sample photos (the default)."""
     from .images import list_images, read_image
     s = e.report.get("settings") or {}
     names = list(s.get("parity_images") or [])
@@ -131,6 +132,7 @@ def _parity_images(e: Export) -> list[tuple[str, object]]:
             for p in list_images(folder):
                 if p.stem in names and p.stem not in found:
                     found[p.stem] = read_image(p)
+            found |= _clip_frames(Path(folder), [n for n in names if n not in found])
     if not found:
         try:
             import numpy as np
@@ -143,6 +145,31 @@ def _parity_images(e: Export) -> list[tuple[str, object]]:
                 x = np.repeat(x[..., None], 3, 2) if x.ndim == 2 else x[..., :3]
                 found[n] = x.astype(np.float32) / 255.0
     return [(n, found[n]) for n in names if n in found]
+
+
+def _clip_frames(folder: Path, names: list[str]) -> dict:
+    """The frames named `names` of the clips in `folder` (CLIP_000123, as `sources` names a
+    video's frames): a --calib clip's held-out last fifth, or --parity-images CLIP's."""
+    from runtime.imageio import is_video
+
+    from .data.sources import SampleReader, SourceError, resolve_source
+    from .images import ImageReadError
+    clips = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and p.is_file()
+             and is_video(p) and any(n.startswith(f"{p.stem}_") for n in names)]
+    found, reader = {}, SampleReader()   # a clip stays open while its frames are read in order
+    try:
+        for clip in clips:
+            try:
+                samples = resolve_source(f"video:{clip}", frames=True).samples
+            except SourceError:   # not a video after all: its frames are not found, and said so
+                continue
+            for s in samples:
+                if s.name in names and s.name not in found:
+                    with contextlib.suppress(ImageReadError):
+                        found[s.name] = reader.input(s)
+    finally:
+        reader.close()
+    return found
 
 
 def output_difference(pa: Path, pb: Path, images) -> float:

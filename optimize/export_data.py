@@ -139,6 +139,7 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
             with _naming("calib", flags, str(_shown(o.calib))):
                 parity_list = cal.load_images(picks, what="parity", min_side=SSIM_MIN_SIDE)
             held_out, held_noun = len(parity_list), "frame"
+            parity_paths = cal.item_files(picks)   # the clips: parity_folders is theirs
             gone = set(tail)
             calib_paths = [p for p in calib_paths if p not in gone]
             held_out_note = (f"held out the last {count(len(tail), 'frame')} of --calib for "
