@@ -188,3 +188,9 @@ def test_int8_files_gated_on_a_clips_frames_are_compared_on_them(clip_exports, c
     assert row.startswith("DIFFERS: largest difference "), text
     assert f"output on {3 if a == 'clip' else 8} parity images" in row, text
 
+
+
+def test_a_clip_held_out_of_calib_records_its_folder(clip_exports):
+    import json
+    rep = json.loads((clip_exports / "clip" / "export_report.json").read_text())
+    assert rep["settings"]["parity_folders"] == [str((clip_exports / "clips").resolve())]
