@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,9 @@ WHERE = {"calibration.source", "calibration.folders", "parity_folders"}
 STEERING = {"threads", "formats_requested"}
 # The weights' sha256, which the settings repeat: the weights row compares it.
 SKIPPED_SETTINGS = {"weights_sha256"}
+# What the crops were taken from: beside the same crops (crops_digest), other files are
+# another form of the same frames (a clip and its frames saved as images), not another release.
+CALIBRATION_FILES = {"calibration.files", "calibration.files_digest", "calibration.images"}
 
 
 @dataclass
@@ -71,6 +75,7 @@ def settings_checks(a: Export, b: Export) -> list[Check]:
             Check("student", _shown(ra.get("student")), _shown(rb.get("student")),
                   SAME if ra.get("student") == rb.get("student") else DIFFERS)]
     sa, sb = _flat(ra.get("settings") or {}), _flat(rb.get("settings") or {})
+    crops = sa.get("calibration.crops_digest")
     differ = []
     for k in sorted((set(sa) | set(sb)) - SKIPPED_SETTINGS):
         va, vb = sa.get(k, "<unset>"), sb.get(k, "<unset>")
@@ -80,6 +85,12 @@ def settings_checks(a: Export, b: Export) -> list[Check]:
             why = f"{NOTE} (the artifacts below say whether it mattered)"
         elif k in WHERE:
             why = f"{NOTE} (a path: the files are compared by their digest)"
+        elif k in CALIBRATION_FILES and crops and crops == sb.get("calibration.crops_digest"):
+            why = f"{NOTE} (the same crops {crops}: other files, e.g. a clip and its frames)"
+        elif k == "parity" and _as_images(va) == _as_images(vb) \
+                and sa.get("parity_images") == sb.get("parity_images"):
+            # '3 frames held out of --calib' of a clip, '3 images' of its frames saved
+            why = f"{NOTE} (the same parity images by name, of a clip or its frames)"
         else:
             why = DIFFERS
         differ.append(Check(f"setting {k}", _shown(va), _shown(vb), why))
@@ -88,6 +99,11 @@ def settings_checks(a: Export, b: Export) -> list[Check]:
                              f"crops {s.get('calibration.crops_digest', '-')}")
         rows.append(Check("settings", digests(sa), digests(sb), SAME))
     return rows + differ
+
+
+def _as_images(v):
+    """A description with a clip's frames called images, as its frames saved as files are."""
+    return re.sub(r"\bframe(s?)\b", r"image\1", v) if isinstance(v, str) else v
 
 
 def _sha256(path: Path) -> str | None:

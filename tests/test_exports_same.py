@@ -194,3 +194,17 @@ def test_a_clip_held_out_of_calib_records_its_folder(clip_exports):
     import json
     rep = json.loads((clip_exports / "clip" / "export_report.json").read_text())
     assert rep["settings"]["parity_folders"] == [str((clip_exports / "clips").resolve())]
+
+
+def test_a_clip_and_its_frames_calibrate_the_same_release(clip_exports, capsys):
+    """The same crops from a clip and from its frames saved as images build the same bytes:
+    the files they came from (one clip, 15 PNGs) and the parity line's 'frames' for 'images'
+    are shown, not counted."""
+    code, text = same(capsys, clip_exports / "clip", clip_exports / "frames")
+    assert code == 0, text
+    rows = verdicts(text)
+    assert rows["artifact onnx-int8"] == "same (byte for byte)", text
+    files = rows["setting calibration.files_digest"]
+    assert files.startswith("not compared (the same crops "), text
+    assert rows["setting parity"].startswith("not compared"), text
+    assert text.splitlines()[-1] == "same: clip and frames"
