@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runs_compare import format_table
+from .runs_compare import _flatten, format_table
 from .runs_same import (DIFFERS, NOTE, SAME, UNKNOWN, BadRun, Check, _shown, _within,
-                        software_checks, verdict)
+                        setting_rows, software_checks, verdict)
 
 REPORT = "export_report.json"
 # Settings that name where files are (two machines spell them differently; the digests
@@ -54,16 +54,6 @@ def read_export(path: Path) -> Export:
     return Export(folder, folder.name or str(folder), report)
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def settings_checks(a: Export, b: Export) -> list[Check]:
     """The weights and student, then a row per setting that differs (calibration by the
     digests of its files and crops, not by where they were)."""
@@ -74,26 +64,23 @@ def settings_checks(a: Export, b: Export) -> list[Check]:
                   == rb.get("weights_sha256") else DIFFERS),
             Check("student", _shown(ra.get("student")), _shown(rb.get("student")),
                   SAME if ra.get("student") == rb.get("student") else DIFFERS)]
-    sa, sb = _flat(ra.get("settings") or {}), _flat(rb.get("settings") or {})
+    sa, sb = _flatten(ra.get("settings") or {}), _flatten(rb.get("settings") or {})
     crops = sa.get("calibration.crops_digest")
-    differ = []
-    for k in sorted((set(sa) | set(sb)) - SKIPPED_SETTINGS):
-        va, vb = sa.get(k, "<unset>"), sb.get(k, "<unset>")
-        if json.dumps(va, sort_keys=True) == json.dumps(vb, sort_keys=True):
-            continue
+
+    def why(k: str, va, vb) -> str:
         if k in STEERING:
-            why = f"{NOTE} (the artifacts below say whether it mattered)"
-        elif k in WHERE:
-            why = f"{NOTE} (a path: the files are compared by their digest)"
-        elif k in CALIBRATION_FILES and crops and crops == sb.get("calibration.crops_digest"):
-            why = f"{NOTE} (the same crops {crops}: other files, e.g. a clip and its frames)"
-        elif k == "parity" and _as_images(va) == _as_images(vb) \
+            return f"{NOTE} (the artifacts below say whether it mattered)"
+        if k in WHERE:
+            return f"{NOTE} (a path: the files are compared by their digest)"
+        if k in CALIBRATION_FILES and crops and crops == sb.get("calibration.crops_digest"):
+            return f"{NOTE} (the same crops {crops}: other files, e.g. a clip and its frames)"
+        if k == "parity" and _as_images(va) == _as_images(vb) \
                 and sa.get("parity_images") == sb.get("parity_images"):
             # '3 frames held out of --calib' of a clip, '3 images' of its frames saved
-            why = f"{NOTE} (the same parity images by name, of a clip or its frames)"
-        else:
-            why = DIFFERS
-        differ.append(Check(f"setting {k}", _shown(va), _shown(vb), why))
+            return f"{NOTE} (the same parity images by name, of a clip or its frames)"
+        return DIFFERS
+
+    differ = setting_rows(sa, sb, SKIPPED_SETTINGS, why)
     if not any(c.verdict == DIFFERS for c in differ):
         digests = lambda s: (f"calibration {s.get('calibration.files_digest', '-')}, "  # noqa
                              f"crops {s.get('calibration.crops_digest', '-')}")

@@ -11,6 +11,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from runtime.console import count
 
@@ -92,28 +93,40 @@ def settings_checks(a: Run, b: Run) -> list[Check]:
                       f"{UNKNOWN}: {missing.label} has no readable config.yaml")]
     rows = [Check("seed", _shown(ca.get("seed")), _shown(cb.get("seed")),
                   SAME if ca.get("seed") == cb.get("seed") else DIFFERS)]
-    differ, defaults = [], _defaults()
-    for k in sorted((set(ca) | set(cb)) - {"out", "seed"}):
+    defaults = _defaults()
+
+    def why(k: str, va, vb) -> str:
+        if k in RUN_CONTROL:
+            return f"{NOTE} (steers the run, not what it trains)"
+        if "<unset>" in (va, vb) and k in defaults \
+                and defaults[k] == (vb if va == "<unset>" else va):
+            # A key an older version did not have: the default it gained kept what that
+            # version did (data.gopro_blur: blur/ was always read), not a changed setting.
+            return (f"{UNKNOWN}: not in an older version's config.yaml; "
+                    f"{_shown(defaults[k])} is this version's default")
+        if k in WHERE:
+            return f"{NOTE} (a path: the files are compared below)"
+        return DIFFERS
+
+    differ = setting_rows(ca, cb, {"out", "seed"}, why)
+    if not any(c.verdict == DIFFERS for c in differ):
+        rows.append(Check("settings", f"{len(ca)} keys", f"{len(cb)} keys", SAME))
+    return rows + differ
+
+
+def setting_rows(ca: dict, cb: dict, skip: set[str],
+                 why: Callable[[str, object, object], str]) -> list[Check]:
+    """A row per key of two flattened settings (`skip`: those compared elsewhere) whose values
+    differ, "<unset>" where one lacks it, with `why`'s verdict (runs' config.yaml and exports'
+    settings alike)."""
+    rows = []
+    for k in sorted((set(ca) | set(cb)) - skip):
         va, vb = ca.get(k, "<unset>"), cb.get(k, "<unset>")
         if json.dumps(va, sort_keys=True, default=str) == json.dumps(vb, sort_keys=True,
                                                                         default=str):
             continue
-        if k in RUN_CONTROL:
-            why = f"{NOTE} (steers the run, not what it trains)"
-        elif "<unset>" in (va, vb) and k in defaults \
-                and defaults[k] == (vb if va == "<unset>" else va):
-            # A key an older version did not have: the default it gained kept what that
-            # version did (data.gopro_blur: blur/ was always read), not a changed setting.
-            why = (f"{UNKNOWN}: not in an older version's config.yaml; "
-                   f"{_shown(defaults[k])} is this version's default")
-        elif k in WHERE:
-            why = f"{NOTE} (a path: the files are compared below)"
-        else:
-            why = DIFFERS
-        differ.append(Check(f"setting {k}", _shown(va), _shown(vb), why))
-    if not any(c.verdict == DIFFERS for c in differ):
-        rows.append(Check("settings", f"{len(ca)} keys", f"{len(cb)} keys", SAME))
-    return rows + differ
+        rows.append(Check(f"setting {k}", _shown(va), _shown(vb), why(k, va, vb)))
+    return rows
 
 
 def software_checks(ra: dict, rb: dict, keys: tuple[str, ...] = SOFTWARE,
