@@ -220,6 +220,11 @@ def _read_run(path: Path) -> Run:
         run.problem = "empty folder (a run that could not start leaves none; nothing to compare)"
         return run
     if not names & set(RUN_FILES):
+        from .exports_same import REPORT
+        if REPORT in names:   # --same forgotten: it is what compares two exports
+            run.problem = ("an export folder, not a training run: `sharpen runs EXPORT-A "
+                           "EXPORT-B --same` compares two exports")
+            return run
         run.problem = ("not a training run (no metrics.jsonl, train.log, config.yaml or "
                        "checkpoint), nor a folder of them")
         return run

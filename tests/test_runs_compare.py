@@ -32,6 +32,18 @@ def runs(capsys, *args) -> tuple[int, str]:
     return code, out.out + out.err
 
 
+
+def test_an_export_folder_without_same_says_what_compares_it(tmp_path, capsys):
+    """`sharpen runs` on export folders, --same forgotten: the one comparison they have is
+    named, not only that they are no training runs."""
+    for name in ("export-a", "export-b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "export_report.json").write_text('{"results": []}')
+    code, text = runs(capsys, tmp_path / "export-a", tmp_path / "export-b")
+    assert code == 1, text
+    assert (f"{tmp_path / 'export-a'}: an export folder, not a training run: `sharpen runs "
+            "EXPORT-A EXPORT-B --same` compares two exports" in text), text
+
 def rows(text: str) -> dict[str, str]:
     return {line.split()[0]: line for line in text.splitlines()[2:] if line.split()}
 
