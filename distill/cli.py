@@ -264,8 +264,9 @@ def add_commands(sub) -> None:
                    "other batch sizes or torchrun process counts line up by data); auto "
                    "takes samples where the runs' crops a step differ")
     p.add_argument("--same", action="store_true",
-                   help="whether two runs are the same run, check by check (exit 0 the same, "
-                   "1 they differ, 2 bad input); wall times are not compared")
+                   help="whether two runs are the same run, or two export folders the same "
+                   "release, check by check (exit 0 the same, 1 they differ, 2 bad input); "
+                   "wall times are not compared")
     p.add_argument("--tolerance", type=float, default=0.0, metavar="T",
                    help="with --same: the largest absolute difference allowed in a weight, "
                    "loss, score or exported model's output pixel (0: bit for bit, as two "

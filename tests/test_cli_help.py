@@ -249,3 +249,11 @@ def test_export_quiet_says_its_warnings_stay(capsys):
     text = " ".join(help_of(["export", "--help"], capsys).split())
     said = text.split("--quiet ", 1)[1].split(" formats ", 1)[0]
     assert "warnings" in said and "errors" in said, said
+
+
+def test_runs_same_option_names_export_folders_too(capsys):
+    """`sharpen runs --help` said --same was 'whether two runs are the same run': a user
+    reading the options for the README's release check (two export folders) found nothing."""
+    text = " ".join(help_of(["runs", "--help"], capsys).split())
+    said = text.split(" options: ", 1)[1].split("--same ", 1)[1].split(" --tolerance ", 1)[0]
+    assert "export" in said, said
