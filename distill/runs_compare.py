@@ -219,11 +219,6 @@ def _read_run(path: Path) -> Run:
     if not names - {LOCK_NAME}:
         run.problem = "empty folder (a run that could not start leaves none; nothing to compare)"
         return run
-    if not names & set(RUN_FILES) and "export_report.json" in names:
-        # the README's release check with --same left out: say which flag compares these
-        run.problem = ("an export folder, not a training run: `sharpen runs A B --same` "
-                       "compares two export folders")
-        return run
     if not names & set(RUN_FILES):
         from .exports_same import REPORT
         if REPORT in names:   # --same forgotten: it is what compares two exports

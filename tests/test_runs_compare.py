@@ -32,7 +32,6 @@ def runs(capsys, *args) -> tuple[int, str]:
     return code, out.out + out.err
 
 
-
 def test_an_export_folder_without_same_says_what_compares_it(tmp_path, capsys):
     """`sharpen runs` on export folders, --same forgotten: the one comparison they have is
     named, not only that they are no training runs."""
@@ -605,15 +604,3 @@ def test_runs_that_are_all_misnamed_are_a_usage_error_as_with_same(tmp_path, cap
         out = capsys.readouterr()
         assert code == 2, (flag, out)
         assert out.err.startswith(f"sharpen runs: error: {gone[0]}: no such folder"), (flag, out)
-
-
-def test_an_export_folder_without_same_is_told_to_add_it(capsys, tmp_path):
-    """`sharpen runs export-a/ export-b/` (the README's release check with --same left out)
-    said only "not a training run": it names the folders as exports and the flag that
-    compares them."""
-    for name in ("export-a", "export-b"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "export_report.json").write_text("{}")
-    code, text = runs(capsys, tmp_path / "export-a", tmp_path / "export-b")
-    assert f"{tmp_path / 'export-a'}: an export folder, not a training run" in text, text
-    assert "--same" in text, text
