@@ -84,7 +84,7 @@ def resolve_paths(specs: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
             found = sorted(Path(f) for f in glob_files(s)
                            if is_image(f) or is_video(f) or f.endswith((".npy", ".npz")))
             if not found:
-                raise CalibrationError(f"no images match {s!r}")
+                raise CalibrationError(f"no images or clips match {s!r}")
             paths += found
         else:
             raise CalibrationError(f"no such file or folder: {s}{_no_frames_hint(p)}")
@@ -228,7 +228,7 @@ def load_images(paths: Sequence, blur_sigma: float = 0.0, what: str = "calibrati
 
     if any(not is_frame(p) and is_video(p) for p in paths):
         paths = frame_items(paths, what)
-    out, skipped = [], []
+    out, skipped, small_clips = [], [], set()
     reader = SampleReader()   # a clip stays open while its frames are read in order
     try:
         for p in paths:
@@ -241,7 +241,7 @@ def load_images(paths: Sequence, blur_sigma: float = 0.0, what: str = "calibrati
                     if len(paths) == 1:
                         raise CalibrationError(str(e)) from None
                     warnings.warn(f"skipped: {e}", SharpenWarning)
-                    skipped.append(str(p.input))
+                    skipped.append(p)
                     continue
             elif p.suffix.lower() in (".npy", ".npz"):
                 items = _array_images(p)
@@ -254,7 +254,7 @@ def load_images(paths: Sequence, blur_sigma: float = 0.0, what: str = "calibrati
                     # One bad file in a folder is skipped, as `labels`, `corpus` and `evaluate`
                     # do.
                     warnings.warn(f"skipped: {e}", SharpenWarning)
-                    skipped.append(str(p))
+                    skipped.append(p)
                     continue
             for name, img in items:
                 if img.ndim != 3 or img.shape[2] != 3:
@@ -266,18 +266,35 @@ def load_images(paths: Sequence, blur_sigma: float = 0.0, what: str = "calibrati
                                f"{min_side}x{min_side} window")
                     if len(paths) == 1 and len(items) == 1:
                         raise CalibrationError(problem)
-                    warnings.warn(f"skipped: {problem}", SharpenWarning)
-                    skipped.append(str(where))
+                    # A clip's frames are all one size: once for the clip, not a line a frame.
+                    if not is_frame(p) or p.input not in small_clips:
+                        warnings.warn(f"skipped: {problem}"
+                                      + (", as its other frames are" if is_frame(p) else ""),
+                                      SharpenWarning)
+                        small_clips.add(p.input if is_frame(p) else None)
+                    skipped.append(p)
                     continue
                 out.append((name, gaussian_blur(img, blur_sigma) if blur_sigma > 0 else img))
     finally:
         reader.close()
     if not out:
         raise CalibrationError(f"no {what} images" + (
-            f": none of the {len(skipped)} files is a readable image"
+            f": none of the {_skipped_items(skipped)} is a readable image"
             + (f" of at least {min_side}x{min_side} pixels" if min_side > 1 else "")
             if skipped else ""))
     return out
+
+
+def _skipped_items(skipped: Sequence) -> str:
+    """The files and clips' frames `load_images` skipped, counted: "4 files" said of 4 frames
+    of one clip named files that were not there."""
+    files = sum(not is_frame(p) for p in skipped)
+    clips = list(dict.fromkeys(p.input for p in skipped if is_frame(p)))
+    frames = count(len(skipped) - files, "frame")
+    of = (f"{frames} of {clips[0]}" if len(clips) == 1 else f"{frames} of {len(clips)} clips")
+    if not clips:
+        return count(files, "file")
+    return of if not files else f"{count(files, 'file')} and {of}"
 
 
 def crop_side(images: Sequence[tuple[str, np.ndarray]], size: int,

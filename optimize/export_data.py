@@ -91,7 +91,8 @@ def no_parity_held_out(calib_paths: Sequence[Path]) -> str | None:
     if len(imgs) >= 2 or any(not is_frame(p) and is_video(p) for p in imgs):
         return None
     return ("--calib holds .npy crops only, no image to hold out" if not imgs
-            else "--calib has one image, none to hold out besides it")
+            else f"--calib has one {'frame' if is_frame(imgs[0]) else 'image'}, none to hold "
+                 "out besides it")
 
 
 def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,

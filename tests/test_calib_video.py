@@ -21,17 +21,23 @@ def _clip(path: Path, n: int, w: int = 48, h: int = 40) -> Path:
     return path
 
 
-def _data(calib, count: int, parity_images=None):
+def _data(calib, count: int, parity_images=None, said: list | None = None):
+    """The export's calibration data and its warnings (also into `said`, for one that
+    raises)."""
     from optimize.export_data import _calibration_data
     from optimize.export_options import ExportOptions
     from optimize.export_progress import Progress
 
     o = ExportOptions(calib=calib, calib_count=count, calib_size=32,
                       parity_images=parity_images)
+    said = [] if said is None else said
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = _calibration_data(o, 8, True, None, Progress(True), True)
-    return data, [str(w.message) for w in caught]
+        try:
+            data = _calibration_data(o, 8, True, None, Progress(True), True)
+        finally:
+            said += [str(w.message) for w in caught]
+    return data, said
 
 
 def test_a_clip_calibrates_on_frames_spread_over_it_and_holds_its_end_out(tmp_path):
@@ -109,3 +115,31 @@ def test_the_export_says_it_calibrated_on_a_clips_frames(tmp_path, capsys):
         warnings.simplefilter("ignore")   # (the parity images are the calib's: warned)
         _calibration_data(o, 8, True, None, Progress(False), True)
     assert "64 crops of 32x32 from 5 frames (--calib)" in capsys.readouterr().err
+
+
+def test_a_clip_too_small_for_the_gate_is_named_as_a_clip_once(tmp_path):
+    """A 8x6 clip's held-out frames, all under SSIM's window, were warned of frame by frame
+    and ended in 'none of the 4 files is a readable image': they were frames of one file."""
+    from optimize.calibration import CalibrationError
+
+    clip = _clip(tmp_path / "tiny.mp4", 20, w=8, h=6)
+    said = []
+    with pytest.raises(CalibrationError) as e:
+        _data(str(clip), 4, said=said)
+    msg = str(e.value)
+    assert f"none of the 4 frames of {clip} is a readable image of at least 11x11" in msg, msg
+    assert said == [f"skipped: {clip}[frame 16]: 8x6 is smaller than SSIM's 11x11 window, as "
+                    "its other frames are"], said
+
+
+def test_a_one_frame_clip_says_it_has_one_frame_to_hold_out(tmp_path):
+    clip = _clip(tmp_path / "still.mp4", 1)
+    data, _ = _data(str(clip), 4)
+    assert data.parity.endswith("--calib has one frame, none to hold out besides it")
+
+
+def test_a_glob_matching_nothing_names_clips_too(tmp_path):
+    from optimize.calibration import CalibrationError, resolve_paths
+
+    with pytest.raises(CalibrationError, match=r"no images or clips match '.*\*\.mp4'"):
+        resolve_paths(str(tmp_path / "*.mp4"))
