@@ -68,9 +68,10 @@ def hdr_transfer(path: str | os.PathLike) -> Optional[str]:
 
 
 SHARPENED = "the sharpened video's colours come out washed out and its highlights flat"
-# `labels`, training and `evaluate` read footage alike (distill/data/sources.py).
-LABELLED = ("its frames, and the labels or scores made of them, come out with washed-out "
-            "colours and flat highlights")
+# `labels`, training, `evaluate` and `export --calib` read footage alike
+# (distill/data/sources.py).
+LABELLED = ("its frames, and the labels, scores or calibration crops made of them, come out "
+            "with washed-out colours and flat highlights")
 
 
 def hdr_warning(path: str | os.PathLike, spec: str, outcome: str = SHARPENED

@@ -143,3 +143,21 @@ def test_a_glob_matching_nothing_names_clips_too(tmp_path):
 
     with pytest.raises(CalibrationError, match=r"no images or clips match '.*\*\.mp4'"):
         resolve_paths(str(tmp_path / "*.mp4"))
+
+
+def test_an_hdr_phone_clip_says_the_calibration_crops_come_out_washed_out(tmp_path):
+    """An iPhone's HLG clip as --calib was warned of as 'its frames, and the labels or scores
+    made of them': the export makes neither, it calibrates on those frames."""
+    import subprocess
+
+    from runtime_fixtures import ffmpeg_or_skip
+
+    ffmpeg = ffmpeg_or_skip("tag a clip as HDR")
+    clip = tmp_path / "phone.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(_clip(tmp_path / "sdr.mp4", 10)),
+                    "-c", "copy", "-color_primaries", "bt2020", "-color_trc", "arib-std-b67",
+                    "-colorspace", "bt2020nc", "-movflags", "+write_colr", str(clip)],
+                   check=True, timeout=60)
+    _, said = _data(str(clip), 4)
+    hdr = [s for s in said if "is HDR video" in s]
+    assert len(hdr) == 1 and "the labels, scores or calibration crops made of them" in hdr[0], said

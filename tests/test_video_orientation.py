@@ -281,8 +281,9 @@ def test_labels_of_an_hdr_phone_clip_say_its_frames_come_out_washed_out(
         assert "HDR" not in err, err
     else:
         assert err.count(f"{clip} is HDR video (BT.2020 colours, {said} transfer), which is "
-                         "read as SDR without tone mapping: its frames, and the labels or "
-                         "scores made of them, come out with washed-out colours") == 1, err
+                         "read as SDR without tone mapping: its frames, and the labels, "
+                         "scores or calibration crops made of them, come out with washed-out "
+                         "colours") == 1, err
 
 
 def test_evaluate_of_an_hdr_phone_clip_says_its_scores_are_of_washed_out_frames(
@@ -298,8 +299,8 @@ def test_evaluate_of_an_hdr_phone_clip_says_its_scores_are_of_washed_out_frames(
     assert main(["evaluate", "--model", str(model), "--data", str(clip), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert err.count(f"{clip} is HDR video (BT.2020 colours, HLG transfer), which is read as "
-                     "SDR without tone mapping: its frames, and the labels or scores made of "
-                     "them, come out with washed-out colours") == 1, err
+                     "SDR without tone mapping: its frames, and the labels, scores or "
+                     "calibration crops made of them, come out with washed-out colours") == 1, err
 
 
 @pytest.mark.parametrize("rank, warned", [("0", 1), ("1", 0)])
