@@ -113,6 +113,8 @@ def _no_frames_hint(path: Path) -> str:
     where = dirs[0] if dirs else Path(data)
     return (f": a label cache keeps frames/ only of footage (video clips' frames); "
             f"{path.parent} was labelled from images: pass those, e.g. {where}")
+
+
 def _images_and_clips(folder: Path) -> list[Path]:
     """The images and video clips directly in `folder`, sorted by name (hidden ones left out,
     as `list_images` leaves them)."""
