@@ -199,6 +199,12 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
                           key=lambda i: (-min(abs(i - j) for j in picked), i))
             calib_paths = [calib_paths[i] for i in picked + rest]
             limit = len(picked)
+        elif calib_paths:
+            # .npy crops among them: all are read (an array's crops are not counted unread),
+            # but of a clip only the frames a crop can come from, not a minute of 1080p frames.
+            frames = [p for p in calib_paths if cal.is_frame(p)]
+            keep = {frames[i] for i in cal.spread(len(frames), o.calib_count)}
+            calib_paths = [p for p in calib_paths if not cal.is_frame(p) or p in keep]
         with (_naming("calib", flags, str(_shown(o.calib)), held) if calib_paths
               else contextlib.nullcontext()):
             calib_images = (cal.load_images(calib_paths, o.calib_blur, limit=limit)

@@ -161,3 +161,15 @@ def test_an_hdr_phone_clip_says_the_calibration_crops_come_out_washed_out(tmp_pa
     _, said = _data(str(clip), 4)
     hdr = [s for s in said if "is HDR video" in s]
     assert len(hdr) == 1 and "the labels, scores or calibration crops made of them" in hdr[0], said
+
+
+def test_a_clip_beside_npy_crops_reads_only_frames_crops_can_come_from(tmp_path):
+    """With .npy crops among --calib every image was read, to count the arrays' crops: a
+    clip's every frame (a minute of 1080p, 45 GB as floats) was held in memory for 4 crops."""
+    clip = _clip(tmp_path / "street.mp4", 20)
+    np.save(tmp_path / "crops.npy", np.full((2, 3, 40, 48), 0.5, np.float32))
+    data, said = _data([str(clip), str(tmp_path / "crops.npy")], 4)
+    frames = [n for n in data.calib_names if n.startswith("street_")]
+    # the last fifth held out, the crops spread over the other 16 frames
+    assert frames == [f"street_{i:06d}" for i in (0, 5, 10, 15)], said
+    assert "crops[0]" in data.calib_names and data.crops.shape == (4, 3, 32, 32)
