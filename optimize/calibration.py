@@ -168,6 +168,7 @@ def _empty_folder_hint(folder: Path) -> str:
     per clip) drew only "no images in folder", though its images were one level down."""
     from distill.data.label_cache import FRAMES_DIR, is_label_cache
     from distill.images import is_image
+    from runtime.imageio import is_video
 
     if is_label_cache(folder):
         # A label cache: '**/*' would take the teacher's outputs in labels/ as inputs.
@@ -176,10 +177,14 @@ def _empty_folder_hint(folder: Path) -> str:
                 + (f"frames, '{frames / '**' / '*'}' (quoted), " if frames.is_dir() else "")
                 + "or the images it was labelled from")
     # Bounded: a hint must not walk a whole disk when someone passes their home folder.
-    below = sum(1 for q in islice(walk_files(folder, broken=[]), 100_000) if is_image(q))
+    below = [q for q in islice(walk_files(folder, broken=[]), 100_000)
+             if is_image(q) or is_video(q)]
+    clips = sum(map(is_video, below))
+    held = " and ".join(([count(len(below) - clips, "image file")] if len(below) > clips else [])
+                        + ([count(clips, "clip")] if clips else []))
     hints = []
     if below:
-        hints.append(f"its subfolders hold {count(below, 'image file')}, which a folder does not "
+        hints.append(f"its subfolders hold {held}, which a folder does not "
                      f"include: pass '{folder / '**' / '*'}' (quoted) or one subfolder")
     return "; " + "; ".join(hints) if hints else ""
 

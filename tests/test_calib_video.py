@@ -173,3 +173,18 @@ def test_a_clip_beside_npy_crops_reads_only_frames_crops_can_come_from(tmp_path)
     # the last fifth held out, the crops spread over the other 16 frames
     assert frames == [f"street_{i:06d}" for i in (0, 5, 10, 15)], said
     assert "crops[0]" in data.calib_names and data.crops.shape == (4, 3, 32, 32)
+
+
+def test_a_folder_with_clips_only_below_it_says_what_to_pass(tmp_path):
+    """A camera's dump by day (footage/day1/walk.mp4) said only 'no images or clips in folder':
+    the hint counted the images in its subfolders, not the clips it now reads."""
+    from optimize.calibration import CalibrationError, resolve_paths
+
+    footage = tmp_path / "footage"
+    (footage / "day1").mkdir(parents=True)
+    _clip(footage / "day1" / "walk.mp4", 3)
+    with pytest.raises(CalibrationError) as e:
+        resolve_paths(footage)
+    msg = str(e.value)
+    assert "its subfolders hold 1 clip, which a folder does not include" in msg, msg
+    assert [p.name for p in resolve_paths(str(footage / "**" / "*"))] == ["walk.mp4"]
