@@ -188,3 +188,23 @@ def test_a_folder_with_clips_only_below_it_says_what_to_pass(tmp_path):
     msg = str(e.value)
     assert "its subfolders hold 1 clip, which a folder does not include" in msg, msg
     assert [p.name for p in resolve_paths(str(footage / "**" / "*"))] == ["walk.mp4"]
+
+
+def test_a_clips_calibration_is_the_same_twice_and_its_record_follows_the_clip(tmp_path):
+    """The export keeps an artifact whose crops and parity images digest the same ("up to
+    date"): the frames a clip gives must be the same each time, and the report's record of
+    the clip must change when the clip does (a frame re-recorded), not when only its time does."""
+    import os
+
+    clip = _clip(tmp_path / "street.mp4", 20)
+    first, _ = _data(str(clip), 4)
+    os.utime(clip, (1, 1))
+    again, _ = _data(str(clip), 4)
+    assert again.calibration == first.calibration
+    assert [n for n, _ in again.parity_list] == [n for n, _ in first.parity_list]
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 10, (48, 40))
+    for i in range(20):
+        vw.write(np.full((40, 48, 3), 20 + 10 * i + (5 if i == 18 else 0), np.uint8))
+    vw.release()
+    edited, _ = _data(str(clip), 4)
+    assert edited.calibration["files_digest"] != first.calibration["files_digest"]
