@@ -110,7 +110,7 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
         with _naming("calib", flags, str(_shown(o.calib))):
             calib_paths = cal.frame_items(calib_paths)   # a clip's frames, none read yet
     parity_list, parity_paths = None, []
-    held_out_note, held_out, why_none, held_noun = "", 0, None, "image"
+    held_out_note, held_out, why_none, held_noun = "", 0, None, ("image",)
     if o.parity_images:
         with _naming("parity_images", flags):
             parity_paths = cal.resolve_paths(o.parity_images)
@@ -139,11 +139,14 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
             picks = [tail[i] for i in cal.spread(len(tail), cal.PARITY_FRAMES)]
             with _naming("calib", flags, str(_shown(o.calib))):
                 parity_list = cal.load_images(picks, what="parity", min_side=SSIM_MIN_SIDE)
-            held_out, held_noun = len(parity_list), "frame"
+            # A photo named after the clip is held out with its last frames.
+            held_noun = (("frame",) if all(map(cal.is_frame, tail))
+                         else ("frame or image", "frames and images"))
+            held_out = len(parity_list)
             parity_paths = cal.item_files(picks)   # the clips: parity_folders is theirs
             gone = set(tail)
             calib_paths = [p for p in calib_paths if p not in gone]
-            held_out_note = (f"held out the last {count(len(tail), 'frame')} of --calib for "
+            held_out_note = (f"held out the last {count(len(tail), *held_noun)} of --calib for "
                              "parity" + (f" (the gate runs on {held_out} spread over them)"
                                          if held_out < len(tail) else ""))
         elif why_none is None:
@@ -177,7 +180,7 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
         parity = (f"built-in sample photos ({', '.join(cal.BUILTIN_PARITY)})"
                   + (f": {why_none}" if why_none else ""))
     elif held_out:
-        parity = f"{count(held_out, held_noun)} held out of --calib"
+        parity = f"{count(held_out, *held_noun)} held out of --calib"
     else:
         parity = "--parity-images"
     if held_out_note:
@@ -185,7 +188,7 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
     _warn_small_parity(parity_list, receptive_field, prog, builtin, flags)
     crops, calib_names, calibration = None, [], None
     if needs_calib:
-        held = (f" (besides the {count(held_out, held_noun)} held out for parity)" if held_out
+        held = (f" (besides the {count(held_out, *held_noun)} held out for parity)" if held_out
                 else "")
         offered, limit = len(calib_paths or ()), None
         if calib_paths and not any(not cal.is_frame(p) and p.suffix.lower() in (".npy", ".npz")

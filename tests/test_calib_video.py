@@ -208,3 +208,16 @@ def test_a_clips_calibration_is_the_same_twice_and_its_record_follows_the_clip(t
     vw.release()
     edited, _ = _data(str(clip), 4)
     assert edited.calibration["files_digest"] != first.calibration["files_digest"]
+
+
+def test_a_held_out_tail_of_frames_and_an_image_is_not_called_frames(tmp_path):
+    """The last fifth of a folder of a clip and a photo after it (walk.mp4, z.png) held out
+    three frames and the photo: it said 'the last 4 frames' and '4 frames held out'."""
+    d = tmp_path / "footage"
+    d.mkdir()
+    _clip(d / "walk.mp4", 20)
+    cv2.imwrite(str(d / "z.png"), np.full((40, 48, 3), 99, np.uint8))
+    data, said = _data(str(d), 4)
+    assert sorted(n for n, _ in data.parity_list) == ["walk_000017", "walk_000018",
+                                                      "walk_000019", "z"], said
+    assert data.parity.startswith("4 frames and images held out of --calib"), data.parity
