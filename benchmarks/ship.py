@@ -126,6 +126,8 @@ def ship_section(rep: dict) -> Optional[dict]:
     real = ((rep.get("real_blur") or {}).get("pairs") or {})
     checkpoints = {st["name"]: st.get("path") for st in settings.get("students") or []}
     refused = _refused(rep)
+    # A device's bench without PyTorch: no held-out SSIM, so no check to pass or fail.
+    unjudged = ((rep.get("quality") or {}).get("settings") or {}).get("skipped")
     # What the backends ran on: --threads, else OMP_NUM_THREADS's, which the shell pasting
     # the line may not set (a report from before it was kept: --threads).
     lat_set = lat.get("settings") or {}
@@ -138,7 +140,7 @@ def ship_section(rep: dict) -> Optional[dict]:
         gpu = backend_on_gpu(mine)
         out.append(_backend_row(backend, mine, size, targets[gpu], gpu, checks, quality, real,
                                 threads, checkpoints, refused, max_mib,
-                                settings.get("streams") or []))
+                                settings.get("streams") or [], unjudged))
     out = [r for r in out if r is not None]
     picks = [r for r in out if r["ship"]]
     # The product's frame: a pick at a smaller size may not hold there.
@@ -169,10 +171,9 @@ def ship_section(rep: dict) -> Optional[dict]:
                   f"checks, the nearest, {f['model']} on {best['backend_label']}, takes "
                   f"{_times_text(f)} per frame, {f['judged_ms'] / best['budget_ms']:.1f}x the "
                   f"{budget_text(best['budget_ms'])} ms budget ({_target_text(best)}){note}")
-    elif skipped := ((rep.get("quality") or {}).get("settings") or {}).get("skipped"):
-        # A device's bench without PyTorch: no check was made, none failed.
+    elif unjudged:   # no check was made, none failed
         answer = (f"not judged: the pick needs each model's held-out SSIM, not measured here "
-                  f"({skipped.split(':')[0]}); the Latency table gives each file's times at "
+                  f"({unjudged.split(':')[0]}); the Latency table gives each file's times at "
                   f"{size}" + note)
     else:
         answer = (f"nothing: no model timed at {size} passes its checks (the quality gate "
@@ -270,7 +271,8 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
                  checks: list[dict], quality: dict, real: dict,
                  threads=None, checkpoints: Optional[dict] = None,
                  refused: Optional[dict] = None, max_mib: Optional[float] = None,
-                 streams: Sequence[int] = ()) -> Optional[dict]:
+                 streams: Sequence[int] = (), unjudged: Optional[str] = None
+                 ) -> Optional[dict]:
     spec = BACKEND_BY_KEY.get(backend)
     label = rows[0].get("backend_label") or backend
     at_size = [r for r in rows if r["size"] == size]
@@ -367,6 +369,11 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
     r = min(ok, key=lambda r: judged(r)[0])
     row["fastest"] = {"model": _name(r), **_times(r)}
     t = row["fastest"]
+    if unjudged:
+        row["why"] = (f"not judged: no held-out SSIM ({unjudged.split(':')[0]}); the fastest, "
+                      f"{_name(r)}, takes {_times_text(t)}, {t['judged_ms'] / budget:.1f}x the "
+                      "budget" + tail)
+        return row
     row["why"] = ("none passes its checks" + (f" within the memory budget ({MEMORY_OPTION})"
                                               if max_mib is not None else "") + ": " + "; ".join(
         f"{_name(f)} ({why})" for f, why in failing)

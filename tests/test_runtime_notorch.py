@@ -470,3 +470,27 @@ def test_an_interrupted_bench_without_a_teacher_does_not_list_its_rows_as_missin
     m = {"sizes": [(64, 48)], "stream_frames": 0}
     assert [r["model"] for r in planned_rows([], m)] == ["teacher"]
     assert planned_rows([], m, teacher=False) == []
+
+
+def test_what_to_ship_without_a_teacher_says_each_backend_was_not_judged():
+    """A device's bench (no PyTorch, no held-out SSIM): the answer said "not judged", yet each
+    backend's row said "none passes its checks", as if a check had failed; none was made."""
+    from benchmarks.report import NO_TEACHER
+    from benchmarks.ship import ship_section
+
+    row = {"model": "fast_int8", "student": None, "backend": "ort-int8",
+           "backend_label": "ONNX Runtime INT8", "precision": "int8", "size": "320x180",
+           "width": 320, "height": 180, "status": "ok", "reason": None, "ms": 12.0,
+           "p90_ms": 20.0, "fps": 83.3, "given": "fast_int8", "file": "fast_int8.onnx",
+           "timing": {"rounds": 20}}
+    rep = {"latency": {"rows": [row], "settings": {"runtime_threads": 1}},
+           "quality": {"rows": [], "settings": {"skipped": NO_TEACHER}}, "checks": [],
+           "settings": {"target_fps": 30.0, "cpu_target_fps": 10.0, "students": []}}
+    for max_mib in (None, 500.0):
+        rep["settings"]["max_memory_mib"] = max_mib
+        ship = ship_section(rep)
+        assert "not judged" in ship["answer"], ship["answer"]
+        why = ship["rows"][0]["why"]
+        assert why.startswith("not judged: no held-out SSIM (PyTorch is not installed); "
+                              "the fastest, fast_int8, takes 20.0 ms at p90"), why
+        assert "passes its checks" not in why, why
