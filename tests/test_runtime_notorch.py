@@ -275,30 +275,19 @@ def test_help_without_torch_starts_with_a_model_this_install_runs(lacking, shown
     assert models == {shown}, r.stdout
 
 
-# What a device's install (the core and the runtime extra, pyproject's) lacks: the training,
-# export and figure stacks. The scripts below start by making them unimportable, and
-# find_spec say "not installed" of them, as it does where they are not.
-DEVICE_LACKS = ("torch", "tensorflow", "keras", "skimage", "scipy", "matplotlib", "yaml",
-                "onnx", "rich", "einops")
-ON_A_DEVICE = textwrap.dedent(f"""
-    import importlib.abc, importlib.util, sys
+EVALUATE_SCRIPT = textwrap.dedent("""
+    import contextlib, importlib.abc, io, json, sys
 
-    BLOCKED = set({DEVICE_LACKS!r})
+    # What a device install (the runtime extra) lacks: the training, export and figure stacks.
+    BLOCKED = {"torch", "tensorflow", "keras", "skimage", "scipy", "matplotlib", "yaml", "onnx"}
 
     class Blocker(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
             if name.split(".")[0] in BLOCKED:
-                raise ModuleNotFoundError(f"import of {{name}} blocked", name=name)
+                raise ModuleNotFoundError(f"import of {name} blocked", name=name)
             return None
 
     sys.meta_path.insert(0, Blocker())
-    found = importlib.util.find_spec
-    importlib.util.find_spec = lambda name, package=None: (
-        None if name.split(".")[0] in BLOCKED else found(name, package))
-""")
-
-EVALUATE_SCRIPT = ON_A_DEVICE + textwrap.dedent("""
-    import contextlib, io, json
     from sharpen.cli import main
     model, data, out = sys.argv[1:4]
     err = io.StringIO()
@@ -371,11 +360,33 @@ def test_evaluate_scores_an_exported_model_on_pairs_without_torch(tmp_path, onnx
                                                       abs=1e-9), (name, who, m)
 
 
-# A Jetson's runtime-only install: it blocked torch, tensorflow and keras alone, and the bench
-# could have needed scikit-image, PyYAML or rich, which such an install lacks too.
-BENCH_SCRIPT = ON_A_DEVICE + textwrap.dedent("""
-    import contextlib, io, json
+# A Jetson's runtime-only install (the runtime extra: no training, export or dev stack), as
+# a sitecustomize on PYTHONPATH: the bench's peak-memory and video children start their own
+# interpreters, which a blocker set up in the parent alone left free to import torch.
+DEVICE_SITE = textwrap.dedent("""
+    import importlib.abc, importlib.util, sys
+
+    BLOCKED = {"torch", "tensorflow", "keras", "skimage", "scipy", "matplotlib", "einops",
+               "yaml", "rich", "onnx", "pytest"}
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"import of {name} blocked", name=name)
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+    # ... and find_spec says "not installed" of them, as it does where they are not
+    found = importlib.util.find_spec
+    importlib.util.find_spec = lambda name, package=None: (
+        None if name.split(".")[0] in BLOCKED else found(name, package))
+""")
+
+BENCH_SCRIPT = textwrap.dedent("""
+    import contextlib, io, json, sys
     from pathlib import Path
+
+    from sitecustomize import BLOCKED   # the device's blocker, in every child too
     from sharpen.cli import main
     model, pairs, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     err = io.StringIO()
@@ -426,8 +437,10 @@ def test_bench_times_and_scores_an_exported_model_without_torch(tmp_path, onnx_m
             (tmp_path / "pairs" / sub).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(tmp_path / "pairs" / sub / f"{i}.png"), img)
     out = tmp_path / "bench"
+    (tmp_path / "device").mkdir()
+    (tmp_path / "device" / "sitecustomize.py").write_text(DEVICE_SITE)
     env = dict(os.environ, SHARPEN_BENCH_CACHE=str(tmp_path / "cache"), PYTHONPATH=os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        [str(tmp_path / "device"), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
     r = subprocess.run([sys.executable, "-c", BENCH_SCRIPT, str(onnx_model),
                         str(tmp_path / "pairs"), str(out)],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -437,6 +450,8 @@ def test_bench_times_and_scores_an_exported_model_without_torch(tmp_path, onnx_m
     rep = json.loads((out / "report.json").read_text())
     rows = [x for x in rep["latency"]["rows"] if x["model"].startswith(onnx_model.stem)]
     assert rows and rows[0]["status"] == "ok" and rows[0]["ms"] > 0, rep["latency"]["rows"]
+    # the peak-memory children, which run on the device's install as the bench does
+    assert rows[0]["peak_rss_mib"] > 0 and rows[0]["video_peak_rss_mib"] > 0, rows[0]
     assert not [x for x in rep["latency"]["rows"] if x["model"] == "teacher"], rep["latency"]
     assert "PyTorch" in rep["quality"]["settings"]["skipped"], rep["quality"]["settings"]
     # What to ship said "no model passes its checks" with no check failed: none was made
