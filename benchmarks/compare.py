@@ -373,7 +373,9 @@ def table_rows(comp: dict) -> list[list[str]]:
             allowed = "-" if r["allowed"] is None else f"-{r['allowed']:g}"
         verdict = ("REGRESSED" if r["regressed"] else
                    "not gated" if not r["gated"] or r["allowed"] is None else "ok")
-        if verdict == "ok" and r["change"]:
+        # By the change shown: a device's SSIM (OpenCV's filters) is a dev box's to 1e-14,
+        # which read "-0.0000  ok, worse".
+        if verdict == "ok" and r["change"] and float(change.rstrip("%")):
             # The change's sign alone left the reader to know that less is better for a
             # latency and worse for a score: "ok" read the same for a gain and a drop.
             faster_or_higher = (r["change"] < 0) == (r["unit"] == "%")

@@ -492,3 +492,14 @@ def test_another_formula_is_said_once_for_the_rows_there_are_with_advice_that_fi
     assert lines == ["not comparable, quality not gated: the baseline names no "
                      "quality.convention (an older version's report): scored by another "
                      "formula (make both reports with one version of sharpen)"], lines
+
+
+def test_a_change_that_rounds_to_nothing_is_neither_better_nor_worse():
+    """A device's SSIM (OpenCV's filters, no scikit-image) is a dev box's to 1e-14: the row
+    read '-0.0000  ok, worse' one way and '+0.0000  ok, better' the other."""
+    from benchmarks.compare import table_rows as rows_of
+
+    for ssim in (0.55 - 1e-14, 0.55 + 1e-14):
+        rows = rows_of(compare_reports(_report(), _report(ssim=ssim), TOL))
+        verdict = {(r[0], r[3]): r[-1] for r in rows}
+        assert verdict[("quality", "ssim")] == "ok", rows
