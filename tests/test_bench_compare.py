@@ -503,3 +503,21 @@ def test_a_change_that_rounds_to_nothing_is_neither_better_nor_worse():
         rows = rows_of(compare_reports(_report(), _report(ssim=ssim), TOL))
         verdict = {(r[0], r[3]): r[-1] for r in rows}
         assert verdict[("quality", "ssim")] == "ok", rows
+
+
+def test_a_device_report_names_no_teacher_and_held_out_images_only_once():
+    """Beside 'the held-out quality rows were skipped', a device's report (no PyTorch) against
+    a dev box's also noted 'held-out images is in the baseline report only: not checked' and
+    the same of the teacher's hash: what that skip already says, read as a second problem."""
+    from benchmarks.compare import summary_lines
+    from benchmarks.report import NO_TEACHER
+
+    box = _report()
+    box["quality"]["settings"]["teacher"] = {"hash": "abc"}
+    device = _report()
+    device["quality"] = {"rows": [], "settings": {"skipped": NO_TEACHER}}
+    for base, new in ((box, device), (device, box)):
+        lines = summary_lines(compare_reports(base, new, TOL))
+        assert any("held-out quality rows were skipped" in line for line in lines), lines
+        assert not [line for line in lines if "held-out images" in line
+                    or "teacher.hash" in line], lines
