@@ -302,6 +302,14 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
         not_gated["latency"] = not_gated.get("latency", []) + busy
     b = {**_quality_values(base), **_latency_values(base)}
     n = {**_quality_values(new), **_latency_values(new)}
+    renames = _same_files(base, new)
+    for side, values in (("baseline", b), ("new", n)):
+        for old, name in renames[side].items():
+            notes.append(f"the --model file {old!r} of the {side} report is {name!r} in the "
+                         "other (named by its stem where no other file shares it): paired "
+                         "by its file name")
+            for key in [k for k in values if k[1] == old or k[1].startswith(old + " ")]:
+                values[(key[0], name + key[1][len(old):], key[2])] = values.pop(key)
     rows, regressions = [], []
     for key in [k for k in n if k in b]:
         section, model, size = key
@@ -346,6 +354,35 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
             "not_gated": not_gated, "notes": notes,
             "baseline_created": base.get("created"),
             "baseline_code": ((base.get("machine") or {}).get("code") or {}).get("commit")}
+
+
+def _same_files(base: dict, new: dict) -> dict[str, dict[str, str]]:
+    """{"baseline": {name: to}, "new": {...}}: the --model files a report named otherwise than
+    the other, by file name (benchmarks.given.given_ids: `fast_int8` alone, `fast_int8.onnx`
+    beside a `fast_int8.tflite`), renamed to that one of the two names which is the file name,
+    else the baseline's; not where that name is taken by another model of the report."""
+    def given(rep: dict) -> dict[str, list[str]]:
+        by_file: dict[str, list[str]] = {}
+        for gm in (rep.get("settings") or {}).get("models") or []:
+            if gm.get("path") and gm.get("name"):
+                by_file.setdefault(Path(gm["path"]).name, []).append(gm["name"])
+        return by_file
+
+    def taken(rep: dict) -> set[str]:
+        settings = rep.get("settings") or {}
+        return ({gm.get("name") for gm in settings.get("models") or []}
+                | {st.get("name") for st in settings.get("students") or []})
+
+    gb, gn = given(base), given(new)
+    out: dict[str, dict[str, str]] = {"baseline": {}, "new": {}}
+    for file in gb.keys() & gn.keys():
+        if len(gb[file]) != 1 or len(gn[file]) != 1 or gb[file] == gn[file]:
+            continue
+        nb, nn = gb[file][0], gn[file][0]
+        side, old, to = (("baseline", nb, nn) if nn == file else ("new", nn, nb))
+        if to not in taken(base if side == "baseline" else new):
+            out[side][old] = to
+    return out
 
 
 def _number(v) -> Optional[float]:

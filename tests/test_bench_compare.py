@@ -521,3 +521,33 @@ def test_a_device_report_names_no_teacher_and_held_out_images_only_once():
         assert any("held-out quality rows were skipped" in line for line in lines), lines
         assert not [line for line in lines if "held-out images" in line
                     or "teacher.hash" in line], lines
+
+
+def test_a_model_file_named_by_its_stem_in_one_report_is_paired_by_its_file_name():
+    """A dev box benched an export's student-fast_int8.onnx beside its .tflite (rows named
+    `student-fast_int8.onnx`: the two share a stem), the device the .onnx alone (named
+    `student-fast_int8`): nothing was compared, and the gate failed as 'other --students,
+    --formats or --sizes?'. The same file name pairs them, and a note says so."""
+    def given(names: list[str]) -> dict:
+        rep = _report()
+        rep["settings"]["models"] = [{"name": n, "path": f"/x/{f}"} for n, f in names]
+        rep["quality"]["rows"] = []
+        rep["latency"]["rows"] = [
+            {"model": f"{n} (student fast)", "backend_label": "ONNX Runtime INT8",
+             "size": "320x180", "status": "ok", "ms": 8.0, "p90_ms": 10.0} for n, _ in names]
+        rep["real_blur"] = {"pairs": {n: {"psnr": 25.9, "ssim": 0.84, "sharpness": 1.0}
+                                      for n, _ in names}}
+        return rep
+    box = given([("student-fast_int8.onnx", "student-fast_int8.onnx"),
+                 ("student-fast_int8.tflite", "student-fast_int8.tflite")])
+    device = given([("student-fast_int8", "student-fast_int8.onnx")])
+    for base, new in ((box, device), (device, box)):
+        comp = compare_reports(base, new, TOL)
+        compared = {(r["section"], r["model"]) for r in comp["rows"]}
+        assert compared == {("real blur", "student-fast_int8.onnx"),
+                            ("latency",
+                             "student-fast_int8.onnx (student fast) ONNX Runtime INT8")}, compared
+        assert any("student-fast_int8" in n and "file name" in n for n in comp["notes"]), comp
+    assert comp["only_in_new"] == ["real blur student-fast_int8.tflite", "latency "
+                                   "student-fast_int8.tflite (student fast) ONNX Runtime INT8 "
+                                   "320x180"], comp["only_in_new"]
