@@ -275,11 +275,14 @@ def test_help_without_torch_starts_with_a_model_this_install_runs(lacking, shown
     assert models == {shown}, r.stdout
 
 
-EVALUATE_SCRIPT = textwrap.dedent("""
-    import contextlib, importlib.abc, io, json, sys
+# A Jetson's runtime-only install (the runtime extra: no training, export or dev stack), as
+# a sitecustomize on PYTHONPATH: the bench's peak-memory and video children start their own
+# interpreters, which a blocker set up in the parent alone left free to import torch.
+DEVICE_SITE = textwrap.dedent("""
+    import importlib.abc, importlib.util, sys
 
-    # What a device install (the runtime extra) lacks: the training, export and figure stacks.
-    BLOCKED = {"torch", "tensorflow", "keras", "skimage", "scipy", "matplotlib", "yaml", "onnx"}
+    BLOCKED = {"torch", "tensorflow", "keras", "skimage", "scipy", "matplotlib", "einops",
+               "yaml", "rich", "onnx", "pytest"}
 
     class Blocker(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
@@ -288,6 +291,40 @@ EVALUATE_SCRIPT = textwrap.dedent("""
             return None
 
     sys.meta_path.insert(0, Blocker())
+    # ... and find_spec says "not installed" of them, as it does where they are not
+    found = importlib.util.find_spec
+    importlib.util.find_spec = lambda name, package=None: (
+        None if name.split(".")[0] in BLOCKED else found(name, package))
+""")
+
+
+
+def device_env(tmp_path, **extra) -> dict:
+    """The environment of a device's interpreter (DEVICE_SITE first on PYTHONPATH), and of
+    every child it starts."""
+    (tmp_path / "device").mkdir(exist_ok=True)
+    (tmp_path / "device" / "sitecustomize.py").write_text(DEVICE_SITE)
+    return dict(os.environ, **extra, PYTHONPATH=os.pathsep.join(
+        [str(tmp_path / "device"), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+
+
+def write_pairs(folder) -> None:
+    """Two 64x48 blur/sharp pairs under folder/{blur,sharp}."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        sharp = cv2.GaussianBlur(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (3, 3), 0.7)
+        for sub, img in (("sharp", sharp), ("blur", cv2.GaussianBlur(sharp, (5, 5), 1.2))):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / sub / f"{i}.png"), img)
+
+
+EVALUATE_SCRIPT = textwrap.dedent("""
+    import contextlib, io, json, sys
+
+    from sitecustomize import BLOCKED   # the device's blocker
     from sharpen.cli import main
     model, data, out = sys.argv[1:4]
     err = io.StringIO()
@@ -321,20 +358,9 @@ def test_evaluate_scores_an_exported_model_on_pairs_without_torch(tmp_path, onnx
     import csv
     import json
 
-    import cv2
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        sharp = cv2.GaussianBlur(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (3, 3), 0.7)
-        (tmp_path / "pairs" / "sharp").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "pairs" / "blur").mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(tmp_path / "pairs" / "sharp" / f"{i}.png"), sharp)
-        cv2.imwrite(str(tmp_path / "pairs" / "blur" / f"{i}.png"),
-                    cv2.GaussianBlur(sharp, (5, 5), 1.2))
+    write_pairs(tmp_path / "pairs")
     out = tmp_path / "scores"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    env = device_env(tmp_path)
     r = subprocess.run([sys.executable, "-c", EVALUATE_SCRIPT, str(onnx_model),
                         str(tmp_path / "pairs"), str(out)],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -359,28 +385,6 @@ def test_evaluate_scores_an_exported_model_on_pairs_without_torch(tmp_path, onnx
                 assert image[who][m] == pytest.approx(dev["per_image"][name][who][m],
                                                       abs=1e-9), (name, who, m)
 
-
-# A Jetson's runtime-only install (the runtime extra: no training, export or dev stack), as
-# a sitecustomize on PYTHONPATH: the bench's peak-memory and video children start their own
-# interpreters, which a blocker set up in the parent alone left free to import torch.
-DEVICE_SITE = textwrap.dedent("""
-    import importlib.abc, importlib.util, sys
-
-    BLOCKED = {"torch", "tensorflow", "keras", "skimage", "scipy", "matplotlib", "einops",
-               "yaml", "rich", "onnx", "pytest"}
-
-    class Blocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ModuleNotFoundError(f"import of {name} blocked", name=name)
-            return None
-
-    sys.meta_path.insert(0, Blocker())
-    # ... and find_spec says "not installed" of them, as it does where they are not
-    found = importlib.util.find_spec
-    importlib.util.find_spec = lambda name, package=None: (
-        None if name.split(".")[0] in BLOCKED else found(name, package))
-""")
 
 BENCH_SCRIPT = textwrap.dedent("""
     import contextlib, io, json, sys
@@ -427,20 +431,9 @@ def test_bench_times_and_scores_an_exported_model_without_torch(tmp_path, onnx_m
     ground truth are measured, in a report `sharpen bench-compare` reads."""
     import json
 
-    import cv2
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        sharp = cv2.GaussianBlur(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (3, 3), 0.7)
-        for sub, img in (("sharp", sharp), ("blur", cv2.GaussianBlur(sharp, (5, 5), 1.2))):
-            (tmp_path / "pairs" / sub).mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(tmp_path / "pairs" / sub / f"{i}.png"), img)
+    write_pairs(tmp_path / "pairs")
     out = tmp_path / "bench"
-    (tmp_path / "device").mkdir()
-    (tmp_path / "device" / "sitecustomize.py").write_text(DEVICE_SITE)
-    env = dict(os.environ, SHARPEN_BENCH_CACHE=str(tmp_path / "cache"), PYTHONPATH=os.pathsep.join(
-        [str(tmp_path / "device"), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    env = device_env(tmp_path, SHARPEN_BENCH_CACHE=str(tmp_path / "cache"))
     r = subprocess.run([sys.executable, "-c", BENCH_SCRIPT, str(onnx_model),
                         str(tmp_path / "pairs"), str(out)],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
