@@ -1,6 +1,7 @@
 """report.md of `sharpen bench` (and the tables the command prints): markdown only."""
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 from pathlib import Path
@@ -305,6 +306,8 @@ def render_markdown(rep: dict) -> str:
         fig = (rep.get("real_blur") or {}).get("figures", {}).get(key)
         if fig:
             lines += [f"### {title}", "", f"![{title}]({fig})", ""]
+    if lines[-2:] == ["## Figures", ""] and importlib.util.find_spec("matplotlib") is None:
+        lines += ["None drawn: matplotlib is not installed (the 'dev' extra draws them).", ""]
     libs = ", ".join(f"{k} {v}" for k, v in mach["libraries"].items())
     lines += ["## Machine", "",
               f"- CPU: {mach['cpu']} ({', '.join(mach.get('cpu_flags') or []) or 'no flags read'}; "

@@ -454,6 +454,8 @@ def test_bench_times_and_scores_an_exported_model_without_torch(tmp_path, onnx_m
     md = (out / "report.md").read_text()
     assert "Skipped: PyTorch is not installed" in md, md
     assert "torch threads None" not in md and "usable; no PyTorch)" in md, md
+    # its Figures heading stood over nothing
+    assert "## Figures\n\nNone drawn: matplotlib is not installed" in md, md
 
 
 def test_bench_report_without_a_teacher_says_what_stands_in_for_ground_truth():
