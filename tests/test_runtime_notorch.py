@@ -282,7 +282,7 @@ DEVICE_SITE = textwrap.dedent("""
     import importlib.abc, importlib.util, sys
 
     BLOCKED = {"torch", "tensorflow", "keras", "skimage", "scipy", "matplotlib", "einops",
-               "yaml", "rich", "onnx", "pytest"}
+               "yaml", "rich", "onnx", "pytest", "pytest_benchmark"}
 
     class Blocker(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
@@ -454,6 +454,9 @@ def test_bench_times_and_scores_an_exported_model_without_torch(tmp_path, onnx_m
     md = (out / "report.md").read_text()
     assert "Skipped: PyTorch is not installed" in md, md
     assert "torch threads None" not in md and "usable; no PyTorch)" in md, md
+    # its Reproduce section gave `pytest benchmarks/` lines, which need the dev extra
+    reproduce = md.split("## Reproduce")[1]
+    assert "sharpen bench" in reproduce and "--benchmark-" not in reproduce, reproduce
     # its Figures heading stood over nothing
     assert "## Figures\n\nNone drawn: matplotlib is not installed" in md, md
 
