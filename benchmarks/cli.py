@@ -312,7 +312,7 @@ def _print_summary(report: dict) -> None:
     if stream := stream_table(report["latency"].get("stream") or []):
         print_table("streaming pipeline (sharpen run, ONNX Runtime FP32)", STREAM_HEADERS,
                     stream)
-    from benchmarks.realblur import HEADERS, NOGT_HEADERS, data_text, table_rows
+    from benchmarks.realblur import HEADERS, data_text, nogt_headers, table_rows
     real = report.get("real_blur") or {}
     if real.get("pairs"):
         p = real["pairs"]
@@ -322,7 +322,7 @@ def _print_summary(report: dict) -> None:
         n = real["nogt"]
         print_table(f"real blur without ground truth ({data_text(n['data'])}, "
                     f"{n['images']} crops)",
-                    NOGT_HEADERS, table_rows(n))
+                    nogt_headers(n), table_rows(n))
     failed = [c for c in report["checks"] if not c["passed"]]
     print(f"checks: {len(report['checks']) - len(failed)} passed, {len(failed)} failed")
     if ship := report.get("ship"):   # last: the answer the tables above lead to

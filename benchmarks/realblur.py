@@ -104,12 +104,19 @@ def _ratio(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+def nogt_headers(r: dict) -> list[str]:
+    """NOGT_HEADERS, less the PSNR to a reference where none was given (no teacher without
+    PyTorch): that column held only dashes."""
+    return NOGT_HEADERS if r.get("reference") is not None else [NOGT_HEADERS[0],
+                                                                 *NOGT_HEADERS[2:]]
+
+
 def table_rows(r: dict) -> list[list[str]]:
-    """Rows under HEADERS for pairs (with ground truth), under NOGT_HEADERS without it."""
+    """Rows under HEADERS for pairs (with ground truth), under nogt_headers(r) without it."""
     rows = []
     for k, d in r.items():
         if isinstance(d, dict) and d.get("status") == "failed":
-            n = len(HEADERS if r.get("has_gt") else NOGT_HEADERS)
+            n = len(HEADERS if r.get("has_gt") else nogt_headers(r))
             rows.append([k, f"failed: {d['reason']}", *["-"] * (n - 2)])
             continue
         if not isinstance(d, dict) or "sharpness" not in d:
@@ -120,6 +127,8 @@ def table_rows(r: dict) -> list[list[str]]:
                          f"{d['worst_psnr_gain']:+.2f} ({d['worst_image']})"
                          if "worst_image" in d else "-", _ratio(d["sharpness"]),
                          _percent(d.get("overshoot"))])
+        elif r.get("reference") is None:
+            rows.append([k, _ratio(d["sharpness"]), _percent(d.get("overshoot"))])
         else:
             to_ref = d.get("psnr_to_reference")
             rows.append([k, "reference" if k == r.get("reference") else
@@ -166,7 +175,7 @@ def markdown(res: dict, md_table) -> list[str]:
                   f"truth, {stands_in}. Sharpness is the mean "
                   "gradient magnitude relative to the input (higher is sharper, but ringing "
                   "raises it too: look at the figure).", "",
-                  md_table(NOGT_HEADERS, table_rows(n)), ""]
+                  md_table(nogt_headers(n), table_rows(n)), ""]
         verdicts = [f"- **{k}**: {v}" for k, v in nogt_verdicts(n)]
         if verdicts:
             lines += ["Verdict per student (overshoot: the share of pixels pushed more than 8 "

@@ -473,6 +473,12 @@ def test_bench_report_without_a_teacher_says_what_stands_in_for_ground_truth():
     text = "\n".join(markdown({"nogt": nogt}, _md_table))
     assert "the teacher's output stands in" not in text, text
     assert "no teacher here (PyTorch is not installed)" in text, text
+    # ... and the column of dashes under "PSNR to the teacher's output" is gone, in the
+    # terminal's table too
+    from benchmarks.realblur import nogt_headers, table_rows
+    assert "teacher's output (dB)" not in text, text
+    assert nogt_headers(nogt) == ["model", "sharpness (x input)", "overshoot (% px)"]
+    assert table_rows(nogt) == [["input", "1.000", "0.00"], ["fast.onnx", "1.020", "0.10"]]
 
 
 def test_an_interrupted_bench_without_a_teacher_does_not_list_its_rows_as_missing():
