@@ -150,8 +150,9 @@ def markdown(res: dict, md_table) -> list[str]:
     lines = ["## Real blur", ""]
     if res.get("pairs"):
         p = res["pairs"]
-        lines += [f"Real blur/sharp pairs: {p['data']} ({p['images']} images). PyTorch models "
-                  "(and the --model files); "
+        lines += [f"Real blur/sharp pairs: {p['data']} ({p['images']} images). "
+                  + ("PyTorch models (and the --model files); " if "teacher" in p
+                     else "The --model files; ") +   # no PyTorch here: those alone
                   "the gain is over the blurred input. A model that sharpens real blur has a "
                   "positive PSNR and SSIM gain here: PSNR, SSIM and their gains, higher is "
                   "better; overshoot, lower is better.", "",
@@ -174,7 +175,8 @@ def markdown(res: dict, md_table) -> list[str]:
                   f"({n['images']} centre crops{_clip_frames_text(n)}). With no ground "
                   f"truth, {stands_in}. Sharpness is the mean "
                   "gradient magnitude relative to the input (higher is sharper, but ringing "
-                  "raises it too: look at the figure).", "",
+                  "raises it too" + (": look at the figure" if (res.get("figures") or {})
+                                     .get("nogt") else "") + ").", "",
                   md_table(nogt_headers(n), table_rows(n)), ""]
         verdicts = [f"- **{k}**: {v}" for k, v in nogt_verdicts(n)]
         if verdicts:

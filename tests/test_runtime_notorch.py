@@ -477,6 +477,14 @@ def test_bench_report_without_a_teacher_says_what_stands_in_for_ground_truth():
     # terminal's table too
     from benchmarks.realblur import nogt_headers, table_rows
     assert "teacher's output (dB)" not in text, text
+    # no figure drawn (no matplotlib there either): none to look at
+    assert "raises it too)." in text, text
+    pairs = {"images": 1, "has_gt": True, "failed": [], "data": "pairs/",
+             "input": {"psnr": 25.0, "ssim": 0.8, "sharpness": 1.0, "overshoot": 0.0},
+             "fast.onnx": {"psnr": 25.5, "ssim": 0.81, "sharpness": 1.1, "overshoot": 0.1,
+                           "psnr_gain": 0.5, "ssim_gain": 0.01}, "per_image": {}}
+    text = "\n".join(markdown({"pairs": pairs}, _md_table))
+    assert "PyTorch models" not in text and "The --model files; the gain" in text, text
     assert nogt_headers(nogt) == ["model", "sharpness (x input)", "overshoot (% px)"]
     assert table_rows(nogt) == [["input", "1.000", "0.00"], ["fast.onnx", "1.020", "0.10"]]
 
