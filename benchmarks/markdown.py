@@ -191,7 +191,7 @@ def render_markdown(rep: dict) -> str:
                   "INT8 calibration crops).", ""]
     inc = rep.get("incomplete")
     if inc:
-        lines += _incomplete(inc)
+        lines += _incomplete(inc, s)
     lines += _ship_lines(rep.get("ship"))
     fails = [c for c in rep["checks"] if not c["passed"]]
     lines += ["## Checks", ""]
@@ -374,15 +374,21 @@ def _ship_lines(ship) -> list[str]:
 NOT_REACHED = "Not measured: the run was interrupted before any of it was finished."
 
 
-def _incomplete(inc: dict) -> list[str]:
+def _incomplete(inc: dict, settings: dict) -> list[str]:
     """The head of an interrupted run's report: how it stopped and every row it left out."""
     how = "Ctrl-C" if inc["signal"] == "SIGINT" else inc["signal"]
     missing = inc.get("missing") or {}
+    # --model files alone export nothing, and a device's bench (no PyTorch) has no teacher.
+    made = [what for what, there in (
+        ("exports", settings.get("students")),
+        ("teacher outputs", not (settings.get("teacher") or {}).get("skipped"))) if there]
+    kept = (f"The {' and '.join(made)} made so far are cached: the same command again "
+            "finishes it." if made else "Nothing of it is cached (no export, no teacher "
+            "output): the same command again measures them all.")
     lines = ["## Incomplete", "",
              f"**This run was interrupted ({how}) during its {inc['stage']} stage**: this "
-             "report holds only the rows it finished and the checks on them, and no figures. "
-             "The exports and teacher outputs made so far are cached: the same command again "
-             "finishes it.", ""]
+             f"report holds only the rows it finished and the checks on them, and no figures. "
+             f"{kept}", ""]
     what = {"quality": "Quality rows", "real_blur": "Real-blur sets", "latency": "Latency rows",
             "streams": "Concurrent streams (--streams) of the rows"}
     for key, items in missing.items():

@@ -521,3 +521,18 @@ def test_what_to_ship_without_a_teacher_says_each_backend_was_not_judged():
         assert why.startswith("not judged: no held-out SSIM (PyTorch is not installed); "
                               "the fastest, fast_int8, takes 20.0 ms at p90"), why
         assert "passes its checks" not in why, why
+
+
+def test_an_interrupted_bench_without_a_teacher_says_nothing_was_cached():
+    """Its Incomplete section said 'the exports and teacher outputs made so far are cached'
+    where neither is made: --model files alone, and no teacher without PyTorch."""
+    from benchmarks.markdown import _incomplete
+    from benchmarks.report import NO_TEACHER
+
+    inc = {"signal": "SIGINT", "stage": "latency", "missing": {}}
+    text = " ".join(_incomplete(inc, {"students": [], "teacher": {"skipped": NO_TEACHER}}))
+    assert "made so far" not in text and "the same command again measures them all" in text, text
+    text = " ".join(_incomplete(inc, {"students": [], "teacher": {"hash": "abc"}}))
+    assert "The teacher outputs made so far are cached" in text, text
+    text = " ".join(_incomplete(inc, {"students": [{"name": "fast"}], "teacher": {}}))
+    assert "The exports and teacher outputs made so far are cached" in text, text
