@@ -200,8 +200,11 @@ def run_bench_cmd(args) -> int:
                         "skipped, and --no-latency leaves only --real-pairs (the files' "
                         "PSNR/SSIM to ground truth) or --real-nogt: give one, or drop "
                         "--no-latency")
+        # The gate options are given only where typed (argparse.SUPPRESS): its rows too.
         teacher = (("--data", args.data), ("--teacher-weights", args.teacher_weights),
-                   ("--teacher-config", args.teacher_config))
+                   ("--teacher-config", args.teacher_config),
+                   ("--min-ssim-ratio", hasattr(args, "min_ssim_ratio")),
+                   ("--min-ssim-gain", hasattr(args, "min_ssim_gain")))
         if idle := [flag for flag, given in teacher if given]:
             # --data's pairs were silently not scored: the held-out rows need the teacher.
             print(f"warning: {', '.join(idle)} ha{'ve' if len(idle) > 1 else 's'} no effect "
