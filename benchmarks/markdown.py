@@ -198,7 +198,8 @@ def render_markdown(rep: dict) -> str:
     if not rep["checks"]:
         lines.append("No checks ran.")
     lines += [f"- {'PASS' if c['passed'] else '**FAIL**'}: {c['message']}" for c in rep["checks"]]
-    result = "all checks passed" if not fails else f"{count(len(fails), 'check')} FAILED"
+    result = ("none ran" if not rep["checks"] else "all checks passed" if not fails
+              else f"{count(len(fails), 'check')} FAILED")
     if inc:
         result = (f"**INCOMPLETE** (interrupted): {count(len(rep['checks']), 'check')} on the rows "
                   f"measured, {len(fails)} failed")

@@ -456,6 +456,8 @@ def test_bench_times_and_scores_an_exported_model_without_torch(tmp_path, onnx_m
     md = (out / "report.md").read_text()
     assert "Skipped: PyTorch is not installed" in md, md
     assert "torch threads None" not in md and "usable; no PyTorch)" in md, md
+    # with no check made (none without the held-out rows), none 'all passed'
+    assert "Result: all checks passed" not in md and "Result: none ran" in md, md
     # its Reproduce section gave `pytest benchmarks/` lines, which need the dev extra
     reproduce = md.split("## Reproduce")[1]
     assert "sharpen bench" in reproduce and "--benchmark-" not in reproduce, reproduce
