@@ -551,3 +551,20 @@ def test_a_model_file_named_by_its_stem_in_one_report_is_paired_by_its_file_name
     assert comp["only_in_new"] == ["real blur student-fast_int8.tflite", "latency "
                                    "student-fast_int8.tflite (student fast) ONNX Runtime INT8 "
                                    "320x180"], comp["only_in_new"]
+
+
+def test_a_device_report_as_either_side_is_no_older_versions_report():
+    """A device's report (no PyTorch) names its quality.convention as a dev box's does: as
+    the baseline it is not 'an older version's report', and its real-blur rows stay gated."""
+    from benchmarks.report import NO_TEACHER
+    from distill.metrics import CONVENTION
+
+    box, device = _report(), _report()
+    box["quality"]["convention"] = CONVENTION
+    device["quality"] = {"rows": [], "settings": {"skipped": NO_TEACHER},
+                         "convention": CONVENTION}
+    for base, new in ((device, box), (box, device)):
+        comp = compare_reports(base, new, TOL)
+        assert "real blur" not in comp["not_gated"], comp["not_gated"]
+        assert not [n for n in comp["notes"] if "older version" in n], comp["notes"]
+        assert {r["section"] for r in comp["rows"] if r["gated"]} >= {"real blur"}, comp
