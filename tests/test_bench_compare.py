@@ -476,7 +476,6 @@ def test_a_device_report_without_pytorch_says_why_its_quality_rows_are_not_compa
     assert any("PyTorch" in line and "baseline" in line for line in lines), lines
 
 
-
 def test_another_formula_is_said_once_for_the_rows_there_are_with_advice_that_fits():
     """An older version's baseline without real-blur rows said 'not comparable' three times
     (quality, real blur, real blur no-gt: the last two in neither report), each advising a
