@@ -221,3 +221,42 @@ def test_a_held_out_tail_of_frames_and_an_image_is_not_called_frames(tmp_path):
     assert sorted(n for n, _ in data.parity_list) == ["walk_000017", "walk_000018",
                                                       "walk_000019", "z"], said
     assert data.parity.startswith("4 frames and images held out of --calib"), data.parity
+
+
+def _found_again(data, tmp_path):
+    """The parity images `sharpen runs --same` finds again from what the report records."""
+    from distill.exports_same import Export, _parity_images
+    settings = {"parity_images": [n for n, _ in data.parity_list],
+                "parity_folders": data.parity_folders}
+    return _parity_images(Export(tmp_path, "x", {"settings": settings, "results": []}))
+
+
+def test_a_clips_held_out_frames_are_found_again_by_runs_same(tmp_path):
+    """Held out of --calib CLIP, the parity frames' folder was not recorded (parity_folders
+    []) and runs --same looked among images only: two exports' INT8 files of other bytes were
+    'not recorded', never compared by their outputs."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    clip = _clip(clips / "street.mp4", 20)
+    data, said = _data(str(clip), 4)
+    assert data.parity_folders == [str(clips.resolve())], said
+    again = _found_again(data, tmp_path)
+    assert [n for n, _ in again] == [n for n, _ in data.parity_list]
+    for (_, x), (_, y) in zip(again, data.parity_list):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_a_clip_given_as_parity_images_is_found_again_by_runs_same(tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(calib / f"p{i}.png"), np.full((40, 48, 3), 60 * i, np.uint8))
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    _clip(gate / "other.mp4", 5)   # beside it, not the one judged on
+    clip = _clip(gate / "gate.mp4", 20)
+    data, _ = _data(str(calib), 3, parity_images=str(clip))
+    again = _found_again(data, tmp_path)
+    assert [n for n, _ in again] == [n for n, _ in data.parity_list]
+    for (_, x), (_, y) in zip(again, data.parity_list):
+        np.testing.assert_array_equal(x, y)
