@@ -204,9 +204,8 @@ def artifact_checks(a: Export, b: Export, tolerance: float) -> list[Check]:
                                       _artifact(b, bb[f]) if f in bb else (None, "-", None))
         what = f"artifact {f}"
         if pa is None or pb is None:
-            both_skipped = f in ba and f in bb and sa == sb == "skipped"
-            rows.append(Check(what, sa, sb, f"{NOTE} (skipped in both)" if both_skipped
-                              else f"{DIFFERS}: in one export only"))
+            rows.append(Check(what, sa, sb, _not_both_built(f in ba and f in bb, (a, sa, pa),
+                                                            (b, sb, pb))))
             continue
         if "CHANGED" in sa or "CHANGED" in sb:
             rows.append(Check(what, sa, sb, f"{DIFFERS}: a file differs from the one its "
@@ -237,6 +236,24 @@ def artifact_checks(a: Export, b: Export, tolerance: float) -> list[Check]:
         else:
             rows.append(Check(what, sa, sb, _within(worst, tolerance, where)))
     return rows
+
+
+def _not_both_built(in_both: bool, *sides: tuple[Export, str, Path | None]) -> str:
+    """The verdict on a format whose file one folder or both lack: asked of one export only,
+    its file since deleted (the report's row names it), or not built (skipped, an error)."""
+    if not in_both:
+        return f"{DIFFERS}: in one export only"
+    missing = [(e.label, shown.split()[0]) for e, shown, _ in sides if shown.endswith(" missing")]
+    if len(missing) == 2:
+        return f"{UNKNOWN}: its file {missing[0][1]} is missing from both folders"
+    if missing:
+        return f"{DIFFERS}: its file {missing[0][1]} is missing from {missing[0][0]}"
+    built = [e.label for e, _, p in sides if p is not None]
+    unbuilt = [(e.label, shown) for e, shown, p in sides if p is None]
+    if built:
+        return f"{DIFFERS}: built in {built[0]} only ({unbuilt[0][0]}: {unbuilt[0][1]})"
+    statuses = list(dict.fromkeys(shown for _, shown in unbuilt))
+    return f"{NOTE} (built in neither: {', '.join(statuses)})"
 
 
 def compare(a: Export, b: Export, tolerance: float) -> list[Check]:

@@ -208,3 +208,35 @@ def test_a_clip_and_its_frames_calibrate_the_same_release(clip_exports, capsys):
     assert files.startswith("not compared (the same crops "), text
     assert rows["setting parity"].startswith("not compared"), text
     assert text.splitlines()[-1] == "same: clip and frames"
+
+
+def test_an_artifact_missing_or_skipped_in_a_folder_is_named_so(exports, tmp_path, capsys):
+    """Both reports name the format: a deleted file, or a format one export skipped, was
+    'DIFFERS: in one export only', as a format only one export was asked for; deleted from
+    both folders it was that too, though neither can be compared."""
+    import json
+    for name in ("a", "b"):
+        shutil.copytree(exports / name, tmp_path / name)
+    int8 = next((tmp_path / "b").glob("*_int8.onnx"))
+    int8.unlink()
+    code, text = same(capsys, tmp_path / "a", tmp_path / "b")
+    assert code == 1, text
+    assert verdicts(text)["artifact onnx-int8"] == (f"DIFFERS: its file {int8.name} is "
+                                                    "missing from b"), text
+    (tmp_path / "a" / int8.name).unlink()
+    code, text = same(capsys, tmp_path / "a", tmp_path / "b")
+    assert code == 1, text
+    assert verdicts(text)["artifact onnx-int8"] == (f"not recorded: its file {int8.name} is "
+                                                    "missing from both folders"), text
+    report = tmp_path / "a" / "export_report.json"
+    rep = json.loads(report.read_text())
+    for r in rep["results"]:
+        if r["format"] == "onnx-int8":
+            r.update(status="skipped", file=None)
+    report.write_text(json.dumps(rep))
+    code, text = same(capsys, exports / "b", tmp_path / "a")
+    assert code == 1, text
+    assert verdicts(text)["artifact onnx-int8"] == "DIFFERS: built in b only (a: skipped)", text
+    shutil.copyfile(report, tmp_path / "b" / "export_report.json")   # skipped in both
+    code, text = same(capsys, tmp_path / "b", tmp_path / "a")
+    assert verdicts(text)["artifact onnx-int8"] == "not compared (built in neither: skipped)"
