@@ -292,6 +292,11 @@ def same_exports(paths: list[Path], tolerance: float) -> tuple[int, str]:
     if len(paths) != 2:
         raise BadRun(f"--same compares two export folders, got {len(paths)}")
     not_exports = [str(p) for p in paths if not is_export(p)]
+    from .runs_compare import _holds_run_files
+    if len(not_exports) == 1 and _holds_run_files(Path(not_exports[0])):
+        export = next(p for p in paths if is_export(p))
+        raise BadRun(f"{not_exports[0]} is a training run and {export} an export folder: "
+                     "--same compares two export folders or two training runs")
     if not_exports:
         raise BadRun(f"{' and '.join(not_exports)}: no {REPORT} (--same compares two export "
                      "folders, or two training runs)")

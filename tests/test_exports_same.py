@@ -240,3 +240,25 @@ def test_an_artifact_missing_or_skipped_in_a_folder_is_named_so(exports, tmp_pat
     shutil.copyfile(report, tmp_path / "b" / "export_report.json")   # skipped in both
     code, text = same(capsys, tmp_path / "b", tmp_path / "a")
     assert verdicts(text)["artifact onnx-int8"] == "not compared (built in neither: skipped)"
+
+
+def test_an_export_beside_a_training_run_is_named_as_each(exports, tmp_path, capsys):
+    """An export and a training run: 'RUN: no export_report.json' left the user to see that
+    the other folder was a training run, which --same compares only with another."""
+    run = tmp_path / "fast-a"
+    run.mkdir()
+    (run / "train.log").write_text("sharpen distill: step 1/4\n")
+    for pair in ((exports / "a", run), (run, exports / "a")):
+        code, text = same(capsys, *pair)
+        assert code == 2, text
+        assert (f"{run} is a training run and {exports / 'a'} an export folder: --same "
+                "compares two export folders or two training runs") in text, text
+
+
+def test_an_export_folder_without_same_says_to_compare_it_with_same(exports, capsys):
+    """`sharpen runs` without --same reads training runs; an export folder got 'not a
+    training run (no metrics.jsonl, ...)' with no word of what compares exports."""
+    code, text = same(capsys, exports / "a", exports / "b", flag="")
+    assert code == 1, text
+    assert (f"{exports / 'a'}: an export folder (export_report.json), not a training run: "
+            "--same compares two of them") in text, text
