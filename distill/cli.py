@@ -266,7 +266,7 @@ def add_commands(sub) -> None:
     p.add_argument("--same", action="store_true",
                    help="whether two runs are the same run, or two export folders the same "
                    "release, check by check (exit 0 the same, 1 they differ, 2 bad input); "
-                   "wall times are not compared")
+                   "wall and build times are not compared")
     p.add_argument("--tolerance", type=float, default=0.0, metavar="T",
                    help="with --same: the largest absolute difference allowed in a weight, "
                    "loss, score or exported model's output pixel (0: bit for bit, as two "

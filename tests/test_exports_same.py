@@ -262,3 +262,13 @@ def test_an_export_folder_without_same_says_to_compare_it_with_same(exports, cap
     assert code == 1, text
     assert (f"{exports / 'a'}: an export folder (export_report.json), not a training run: "
             "--same compares two of them") in text, text
+
+
+def test_runs_help_says_same_compares_export_folders_too(capsys):
+    """--same's own help said 'whether two runs are the same run' alone, though it takes two
+    export folders too."""
+    with pytest.raises(SystemExit):
+        main(["runs", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--same whether two runs are the same run, or two export folders the same " \
+        "release, check by check" in text, text
