@@ -58,10 +58,10 @@ def settings_checks(a: Export, b: Export) -> list[Check]:
     """The weights and student, then a row per setting that differs (calibration by the
     digests of its files and crops, not by where they were)."""
     ra, rb = a.report, b.report
-    rows = [Check("weights", f"sha256 {str(ra.get('weights_sha256', '-'))[:16]}",
-                  f"sha256 {str(rb.get('weights_sha256', '-'))[:16]}",
-                  SAME if ra.get("weights_sha256") and ra.get("weights_sha256")
-                  == rb.get("weights_sha256") else DIFFERS),
+    wa, wb = ra.get("weights_sha256"), rb.get("weights_sha256")
+    rows = [Check("weights", f"sha256 {str(wa or '-')[:16]}", f"sha256 {str(wb or '-')[:16]}",
+                  (SAME if wa == wb else DIFFERS) if wa and wb
+                  else f"{UNKNOWN}: {_older(a, b, 'weights_sha256')} has no weights_sha256"),
             Check("student", _shown(ra.get("student")), _shown(rb.get("student")),
                   SAME if ra.get("student") == rb.get("student") else DIFFERS)]
     sa, sb = _flatten(ra.get("settings") or {}), _flatten(rb.get("settings") or {})
@@ -78,10 +78,14 @@ def settings_checks(a: Export, b: Export) -> list[Check]:
                 and sa.get("parity_images") == sb.get("parity_images"):
             # '3 frames held out of --calib' of a clip, '3 images' of its frames saved
             return f"{NOTE} (the same parity images by name, of a clip or its frames)"
+        if any(k not in sx and _older_version(x) and _missing(x, k)
+               for x, sx in ((a, sa), (b, sb))):
+            # Recorded from a later version on (the calibration, 2026-12): not a change.
+            return f"{UNKNOWN}: not in an older version's {REPORT}"
         return DIFFERS
 
     differ = setting_rows(sa, sb, SKIPPED_SETTINGS, why)
-    if not any(c.verdict == DIFFERS for c in differ):
+    if not any(c.verdict.startswith((DIFFERS, UNKNOWN)) for c in differ):
         digests = lambda s: (f"calibration {s.get('calibration.files_digest', '-')}, "  # noqa
                              f"crops {s.get('calibration.crops_digest', '-')}")
         rows.append(Check("settings", digests(sa), digests(sb), SAME))
@@ -91,6 +95,32 @@ def settings_checks(a: Export, b: Export) -> list[Check]:
 def _as_images(v):
     """A description with a clip's frames called images, as its frames saved as files are."""
     return re.sub(r"\bframe(s?)\b", r"image\1", v) if isinstance(v, str) else v
+
+
+def _older_version(e: Export) -> bool:
+    """A report written before the command was recorded, by a version that wrote fewer
+    records (no weights' sha256, software or calibration before 2026-12-06)."""
+    return "command" not in e.report
+
+
+def _missing(e: Export, key: str) -> bool:
+    """Whether the settings' dotted `key` is absent from a record (not a record of None, as
+    an export without an INT8 format records no calibration)."""
+    node = e.report.get("settings") or {}
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return False
+        if part not in node:
+            return True
+        node = node[part]
+    return False
+
+
+def _older(a: Export, b: Export, key: str) -> str:
+    """Which report lacks `key`, for a 'not recorded' verdict."""
+    lacking = [e for e in (a, b) if not e.report.get(key)]
+    older = " (an older version's)" if all(map(_older_version, lacking)) else ""
+    return f"{' and '.join(e.label for e in lacking)}'s {REPORT}{older}"
 
 
 def _sha256(path: Path) -> str | None:
@@ -258,9 +288,13 @@ def _not_both_built(in_both: bool, *sides: tuple[Export, str, Path | None]) -> s
 
 def compare(a: Export, b: Export, tolerance: float) -> list[Check]:
     rows = settings_checks(a, b)
-    rows += software_checks({"environment": a.report.get("environment")},
-                            {"environment": b.report.get("environment")},
-                            keys=_software_keys(a, b), judge="the artifacts")
+    if not all(isinstance(e.report.get("environment"), dict) for e in (a, b)):
+        rows.append(Check("code version", "-", "-", f"{UNKNOWN}: "
+                          f"{_older(a, b, 'environment')} records no software"))
+    else:
+        rows += software_checks({"environment": a.report.get("environment")},
+                                {"environment": b.report.get("environment")},
+                                keys=_software_keys(a, b), judge="the artifacts")
     rows += machine_check(a, b)
     rows += artifact_checks(a, b, tolerance)
     return rows

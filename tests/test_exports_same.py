@@ -272,3 +272,34 @@ def test_runs_help_says_same_compares_export_folders_too(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--same whether two runs are the same run, or two export folders the same " \
         "release, check by check" in text, text
+
+
+def test_an_older_versions_export_is_not_recorded_where_it_lacks_a_record(exports, tmp_path,
+                                                                         capsys):
+    """A report written before the weights' sha256, software and calibration were recorded
+    (and the command, parity_folders): each calibration key it lacks read 'DIFFERS' and the
+    weights 'sha256 -  DIFFERS', a release of the same bytes named as differing by what an
+    older version did not write; the software was 'a checkpoint records no software'."""
+    import json
+    shutil.copytree(exports / "b", tmp_path / "old")
+    report = tmp_path / "old" / "export_report.json"
+    rep = json.loads(report.read_text())
+    for key in ("command", "environment", "weights_sha256", "weights_path"):
+        rep.pop(key)
+    for key in ("calibration", "parity_folders", "weights_sha256"):
+        rep["settings"].pop(key)
+    report.write_text(json.dumps(rep))
+    code, text = same(capsys, exports / "a", tmp_path / "old")
+    assert code == 1, text
+    rows = verdicts(text)
+    assert rows["weights"] == ("not recorded: old's export_report.json (an older version's) "
+                               "has no weights_sha256"), text
+    assert rows["setting calibration.files_digest"] == (
+        "not recorded: not in an older version's export_report.json"), text
+    assert rows["code version"] == ("not recorded: old's export_report.json (an older "
+                                    "version's) records no software"), text
+    assert not [w for w, v in rows.items() if v.startswith("DIFFERS")], text
+    assert "settings" not in rows, text   # ('calibration -, crops -  same' it said)
+    for fmt in FORMATS:
+        assert rows[f"artifact {fmt}"] == "same (byte for byte)", text
+    assert text.splitlines()[-1].startswith("not shown the same: a and old agree"), text
