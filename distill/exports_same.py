@@ -43,6 +43,20 @@ def is_export(path: Path) -> bool:
     return (path / REPORT).is_file() or (path.name == REPORT and path.is_file())
 
 
+def export_folders(paths: list[Path]) -> list[Path]:
+    """Each path, or for a folder that is neither an export nor a run but holds exports
+    (releases/, as runs/ stands for the runs in it), the exports in it."""
+    from .runs_compare import _holds_run_files
+    out = []
+    for p in paths:
+        inside = []
+        with contextlib.suppress(OSError):
+            if p.is_dir() and not is_export(p) and not _holds_run_files(p):
+                inside = sorted(q for q in p.iterdir() if q.is_dir() and is_export(q))
+        out += inside or [p]
+    return out
+
+
 def read_export(path: Path) -> Export:
     folder = path.parent if path.name == REPORT else path
     try:
@@ -323,8 +337,10 @@ def _software_keys(a: Export, b: Export) -> tuple[str, ...]:
 
 def same_exports(paths: list[Path], tolerance: float) -> tuple[int, str]:
     """The exit code and what to print; BadRun (exit 2) for input that cannot be compared."""
+    given, paths = paths, export_folders(paths)
     if len(paths) != 2:
-        raise BadRun(f"--same compares two export folders, got {len(paths)}")
+        raise BadRun(f"--same compares two export folders, got {len(paths)}"
+                     + (f" in {' '.join(map(str, given))}" if paths != given else ""))
     not_exports = [str(p) for p in paths if not is_export(p)]
     from .runs_compare import _holds_run_files
     if len(not_exports) == 1 and _holds_run_files(Path(not_exports[0])):

@@ -46,10 +46,10 @@ def _same(args: argparse.Namespace) -> int:
                       "ablation table, without --same")
     if not (args.tolerance >= 0 and math.isfinite(args.tolerance)):
         return refuse(f"--tolerance must be a number >= 0, got {args.tolerance}")
-    from .exports_same import is_export, same_exports
+    from .exports_same import export_folders, is_export, same_exports
     paths = [Path(p) for p in args.runs]
     try:
-        if any(is_export(p) for p in paths):   # export folders: the same release?
+        if any(map(is_export, export_folders(paths))):   # export folders: the same release?
             code, text = same_exports(paths, args.tolerance)
         else:
             code, text = same_runs(paths, args.tolerance)

@@ -303,3 +303,19 @@ def test_an_older_versions_export_is_not_recorded_where_it_lacks_a_record(export
     for fmt in FORMATS:
         assert rows[f"artifact {fmt}"] == "same (byte for byte)", text
     assert text.splitlines()[-1].startswith("not shown the same: a and old agree"), text
+
+
+def test_a_folder_holding_two_exports_stands_for_them(exports, tmp_path, capsys):
+    """`sharpen runs runs/ --same` takes the two runs in runs/; a folder holding two exports
+    said '--same compares two run folders, got 1'."""
+    shelf = tmp_path / "releases"
+    shelf.mkdir()
+    for name in ("a", "b"):
+        shutil.copytree(exports / name, shelf / name)
+    code, text = same(capsys, shelf)
+    assert code == 0, text
+    assert text.splitlines()[-1] == "same: a and b", text
+    shutil.copytree(exports / "c", shelf / "c")
+    code, text = same(capsys, shelf)
+    assert code == 2, text
+    assert f"--same compares two export folders, got 3 in {shelf}" in text, text
