@@ -29,6 +29,8 @@ SKIPPED_SETTINGS = {"weights_sha256"}
 # What the crops were taken from: beside the same crops (crops_digest), other files are
 # another form of the same frames (a clip and its frames saved as images), not another release.
 CALIBRATION_FILES = {"calibration.files", "calibration.files_digest", "calibration.images"}
+# The settings an INT8 format's calibration records (none where no format is calibrated).
+CALIBRATION = {"calibration", "calib_size", "calib_images"}
 
 
 @dataclass
@@ -80,6 +82,16 @@ def settings_checks(a: Export, b: Export) -> list[Check]:
                   SAME if ra.get("student") == rb.get("student") else DIFFERS)]
     sa, sb = _flatten(ra.get("settings") or {}), _flatten(rb.get("settings") or {})
     crops = sa.get("calibration.crops_digest")
+    skipped = set(SKIPPED_SETTINGS)
+    calib_rows = []
+    uncalibrated = [e for e in (a, b) if _calibrated_nothing(e)]
+    if len(uncalibrated) == 1:
+        # An export of no INT8 format draws no crops: its calibration is no other setting,
+        # and the artifact rows name the format only the other built.
+        skipped |= {k for k in (*sa, *sb) if k.split(".")[0] in CALIBRATION}
+        calib_rows.append(Check("calibration", _digests(sa), _digests(sb),
+                                f"{NOTE} ({uncalibrated[0].label} built no calibrated "
+                                "format: the artifacts say what differs)"))
 
     def why(k: str, va, vb) -> str:
         if k in STEERING:
@@ -98,17 +110,28 @@ def settings_checks(a: Export, b: Export) -> list[Check]:
             return f"{UNKNOWN}: not in an older version's {REPORT}"
         return DIFFERS
 
-    differ = setting_rows(sa, sb, SKIPPED_SETTINGS, why)
-    if not any(c.verdict.startswith((DIFFERS, UNKNOWN)) for c in differ):
-        digests = lambda s: (f"calibration {s.get('calibration.files_digest', '-')}, "  # noqa
-                             f"crops {s.get('calibration.crops_digest', '-')}")
-        rows.append(Check("settings", digests(sa), digests(sb), SAME))
+    differ = calib_rows + setting_rows(sa, sb, skipped, why)
+    if not any(c.verdict.startswith((DIFFERS, UNKNOWN)) for c in differ) \
+            and len(uncalibrated) != 1:
+        rows.append(Check("settings", _digests(sa), _digests(sb), SAME))
     return rows + differ
 
 
 def _as_images(v):
     """A description with a clip's frames called images, as its frames saved as files are."""
     return re.sub(r"\bframe(s?)\b", r"image\1", v) if isinstance(v, str) else v
+
+
+def _digests(flat: dict) -> str:
+    return (f"calibration {flat.get('calibration.files_digest', '-')}, "
+            f"crops {flat.get('calibration.crops_digest', '-')}")
+
+
+def _calibrated_nothing(e: Export) -> bool:
+    """Whether the export built no format that is calibrated (its calibration is None; an
+    older version's report without the record is not known to be so)."""
+    settings = e.report.get("settings") or {}
+    return "calibration" in settings and settings["calibration"] is None
 
 
 def _older_version(e: Export) -> bool:

@@ -319,3 +319,28 @@ def test_a_folder_holding_two_exports_stands_for_them(exports, tmp_path, capsys)
     code, text = same(capsys, shelf)
     assert code == 2, text
     assert f"--same compares two export folders, got 3 in {shelf}" in text, text
+
+
+def test_an_export_without_int8_beside_one_with_it_says_so_once(exports, fast_student_pt,
+                                                                 export_data_dir, tmp_path,
+                                                                 capsys, monkeypatch):
+    """Mixed formats: an FP32-only export calibrates nothing. Each calibration record of the
+    other read 'DIFFERS' against '<unset>' (12 rows); the artifact in one export only is what
+    differs, and the calibration is one row saying why it is not compared."""
+    monkeypatch.setattr(host, "code_info", lambda: {"version": "0.1.0", "commit": COMMIT,
+                                                    "dirty": False})
+    assert main(["export", "--weights", str(fast_student_pt), "--formats", "onnx", "--out",
+                 str(tmp_path / "fp32"), "--calib", str(export_data_dir / "calib"),
+                 "--parity-images", str(exports / "held"), "--calib-count", "4",
+                 "--calib-size", "64", "--no-latency", "--quiet", "--threads", "1"]) == 0
+    capsys.readouterr()   # (the export's table)
+    code, text = same(capsys, tmp_path / "fp32", exports / "a")
+    assert code == 1, text
+    rows = verdicts(text)
+    assert not [k for k in rows if k.startswith(("setting calib", "settings"))], text
+    assert rows["calibration"] == ("not compared (fp32 built no calibrated format: the "
+                                   "artifacts say what differs)"), text
+    assert rows["artifact onnx"] == "same (byte for byte)", text
+    assert rows["artifact onnx-int8"] == "DIFFERS: in one export only", text
+    assert text.splitlines()[-1] == ("differ: fp32 and a (" + ", ".join(
+        f"artifact {f}" for f in FORMATS[1:]) + ")"), text
