@@ -97,7 +97,9 @@ def settings_checks(a: Export, b: Export) -> list[Check]:
         if k in STEERING:
             return f"{NOTE} (the artifacts below say whether it mattered)"
         if k in WHERE:
-            return f"{NOTE} (a path: the files are compared by their digest)"
+            what = "the parity images are compared by name" if k == "parity_folders" else \
+                "the files are compared by their digest"
+            return f"{NOTE} (a path: {what})"
         if k in CALIBRATION_FILES and crops and crops == sb.get("calibration.crops_digest"):
             return f"{NOTE} (the same crops {crops}: other files, e.g. a clip and its frames)"
         if k == "parity" and _as_images(va) == _as_images(vb) \

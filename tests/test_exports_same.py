@@ -300,6 +300,9 @@ def test_an_older_versions_export_is_not_recorded_where_it_lacks_a_record(export
                                     "version's) records no software"), text
     assert not [w for w, v in rows.items() if v.startswith("DIFFERS")], text
     assert "settings" not in rows, text   # ('calibration -, crops -  same' it said)
+    # (no digest of the parity images is taken: 'compared by their digest' it said)
+    assert rows["setting parity_folders"] == ("not compared (a path: the parity images are "
+                                              "compared by name)"), text
     for fmt in FORMATS:
         assert rows[f"artifact {fmt}"] == "same (byte for byte)", text
     assert text.splitlines()[-1].startswith("not shown the same: a and old agree"), text
