@@ -219,11 +219,6 @@ def _read_run(path: Path) -> Run:
     if not names - {LOCK_NAME}:
         run.problem = "empty folder (a run that could not start leaves none; nothing to compare)"
         return run
-    from .exports_same import REPORT
-    if REPORT in names and not names & set(RUN_FILES):
-        run.problem = (f"an export folder ({REPORT}), not a training run: --same compares "
-                       "two of them")
-        return run
     if not names & set(RUN_FILES):
         from .exports_same import REPORT
         if REPORT in names:   # --same forgotten: it is what compares two exports

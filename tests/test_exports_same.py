@@ -255,15 +255,6 @@ def test_an_export_beside_a_training_run_is_named_as_each(exports, tmp_path, cap
                 "compares two export folders or two training runs") in text, text
 
 
-def test_an_export_folder_without_same_says_to_compare_it_with_same(exports, capsys):
-    """`sharpen runs` without --same reads training runs; an export folder got 'not a
-    training run (no metrics.jsonl, ...)' with no word of what compares exports."""
-    code, text = same(capsys, exports / "a", exports / "b", flag="")
-    assert code == 1, text
-    assert (f"{exports / 'a'}: an export folder (export_report.json), not a training run: "
-            "--same compares two of them") in text, text
-
-
 def test_runs_help_says_same_compares_export_folders_too(capsys):
     """--same's own help said 'whether two runs are the same run' alone, though it takes two
     export folders too."""
