@@ -219,8 +219,8 @@ def test_an_os_error_on_the_programs_own_files_keeps_its_traceback(tmp_path):
         f"sharpen labels: error: {tmp_path / 'a.json'}: No such file or directory (set "
         "SHARPEN_DEBUG=1 for the traceback)")
     assert box_error_line(os_error(errno.ENOSPC, tmp_path / "a.json"), "labels") == (
-        f"sharpen labels: error: {tmp_path / 'a.json'}: No space left on device; what was "
-        "finished is kept: free some space and run the same command to continue")
+        f"sharpen labels: error: {tmp_path / 'a.json'}: No space left on device; what is "
+        "done is kept: free some space and run the same command to continue")
     assert box_error_line(os_error(errno.EROFS, tmp_path / "a.json"), "run") == (
         f"sharpen run: error: {tmp_path / 'a.json'}: Read-only file system")
 
