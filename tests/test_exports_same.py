@@ -255,16 +255,6 @@ def test_an_export_beside_a_training_run_is_named_as_each(exports, tmp_path, cap
                 "compares two export folders or two training runs") in text, text
 
 
-def test_runs_help_says_same_compares_export_folders_too(capsys):
-    """--same's own help said 'whether two runs are the same run' alone, though it takes two
-    export folders too."""
-    with pytest.raises(SystemExit):
-        main(["runs", "--help"])
-    text = " ".join(capsys.readouterr().out.split())
-    assert "--same whether two runs are the same run, or two export folders the same " \
-        "release, check by check" in text, text
-
-
 def test_an_older_versions_export_is_not_recorded_where_it_lacks_a_record(exports, tmp_path,
                                                                          capsys):
     """A report written before the weights' sha256, software and calibration were recorded
