@@ -2366,26 +2366,13 @@ def test_a_full_disk_mid_run_names_the_file_it_could_not_write(tmp_path, monkeyp
     """A disk (or a user's quota) full while a label was written said only
     'error: [Errno 28] No space left on device': not which file, nor on which disk. A file
     size limit (ulimit -f) in a child stands in for the full disk: the same write fails."""
-    import resource
-
-    from child_fixtures import in_a_child
+    from child_fixtures import main_with_file_limit
     data = _paired(tmp_path / "data", 2, h=64, w=64)
     out = tmp_path / "cache"
     from distill.data import labels
     monkeypatch.setattr(labels, "load_teacher", lambda *a, **k: FakeTeacher())
-
-    def work(said: dict) -> None:
-        import io
-        from contextlib import redirect_stderr
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # EFBIG, as ENOSPC, not a kill
-        resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))
-        err = io.StringIO()
-        with redirect_stderr(err):
-            said["rc"] = main(["--data", str(data), "--out", str(out), "--tile", "0",
-                               "--quiet"])
-        said["err"] = err.getvalue()
-
-    said = in_a_child(work)
+    said = main_with_file_limit(["labels", "--data", str(data), "--out", str(out), "--tile",
+                                 "0", "--quiet"], 4000)
     assert said.get("rc") == 2, said
     last = said["err"].strip().splitlines()[-1]
     assert last.startswith(f"sharpen labels: error: {out / 'labels'}/im0"), last

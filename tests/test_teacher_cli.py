@@ -488,22 +488,20 @@ def test_an_image_that_could_not_be_written_is_named_and_not_called_unreadable(t
     said "warning: skipped: [Errno 27] File too large: 'OUT/noise.png'" and ended on
     "1 image could not be read": the photo was read; its result could not be written."""
     import os
-    import resource
     import subprocess
     import sys
 
+    from child_fixtures import file_size_limit
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     noise = np.random.default_rng(0).integers(0, 256, (160, 200, 3), dtype=np.uint8)
     cv2.imwrite(str(src / "noise.png"), noise)   # its PNG is larger than the limit
     cv2.imwrite(str(src / "flat.png"), np.full((40, 48, 3), 128, np.uint8))
 
-    def limit() -> None:   # Python ignores SIGXFSZ: the write fails with EFBIG, as ENOSPC
-        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
-
     proc = subprocess.run([sys.executable, "-m", "sharpen", *_teacher_args(src, out,
                                                                            tiny_teacher)],
-                          capture_output=True, text=True, timeout=300, preexec_fn=limit,
+                          capture_output=True, text=True, timeout=300,
+                          preexec_fn=file_size_limit(60_000),
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     err = proc.stderr.splitlines()
     assert proc.returncode == 1 and "teacher: 1 image in" in proc.stdout, proc
