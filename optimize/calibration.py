@@ -359,14 +359,3 @@ def random_crops(images: Sequence[tuple[str, np.ndarray]], count: int, size: int
         x = int(rng.integers(0, w - s + 1))
         crops[k] = img[y:y + s, x:x + s].transpose(2, 0, 1)
     return crops
-
-
-def calibration_crops(source=None, count: int = 64, size: int = 256, multiple: int = 8,
-                      seed: int = 0, blur_sigma: float = 0.0) -> tuple[np.ndarray, list[str]]:
-    """Crops from `source` (paths/globs/folders/arrays; None = built-in photos).
-    Returns (N x 3 x S x S float32 in [0, 1], names of the images used)."""
-    if source is None or (not isinstance(source, (str, os.PathLike)) and not list(source)):
-        images = sample_images(BUILTIN_CALIB)
-    else:
-        images = load_images(resolve_paths(source), blur_sigma)
-    return random_crops(images, count, size, multiple, seed), [n for n, _ in images]
