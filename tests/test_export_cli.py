@@ -2066,3 +2066,27 @@ def test_a_fresh_build_whose_unchecked_marker_cannot_be_written_is_not_left_unma
         main(["export", "--weights", str(ckpt), "--format", "onnx", "--out", str(out),
               "--no-latency", "--threads", "1", "--quiet"])
     assert not (out / "student.onnx").exists(), list(out.iterdir())
+
+
+def test_a_tflite_only_export_takes_an_opt_shape_beyond_the_engine_profiles_default_max(
+        ckpt, tmp_path, capsys):
+    """`--formats tflite-fp16 --opt-shape 3840x2160` (a phone's portrait 4K) was refused with
+    'engine profile: --opt-shape 3840x2160 is larger than --max-shape 2160x3840': the
+    TensorRT profile's default maximum capped a .tflite, which has no profile, only the size
+    --opt-shape gives its input until an app resizes it."""
+    pytest.importorskip("ai_edge_litert")
+    from ai_edge_litert.interpreter import Interpreter
+
+    rc = main(["export", "--weights", str(ckpt), "--format", "tflite-fp16", "--out",
+               str(tmp_path / "a"), "--opt-shape", "3840x2160", "--no-latency", "--quiet",
+               "--threads", "1"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    path = next((tmp_path / "a").glob("*.tflite"))
+    assert list(Interpreter(model_path=str(path)).get_input_details()[0]["shape"]) == \
+        [1, 3840, 2160, 3]
+    # An engine asked for keeps its profile's check, as does a --max-shape given.
+    for extra in (["--format", "engine"], ["--format", "tflite-fp16", "--max-shape", "2160x2160"]):
+        assert main(["export", "--weights", str(ckpt), *extra, "--out", str(tmp_path / "b"),
+                     "--opt-shape", "3840x2160", "--no-latency", "--quiet"]) == 2
+        assert "--opt-shape 3840x2160 is larger than --max-shape" in capsys.readouterr().err
