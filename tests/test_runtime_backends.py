@@ -1145,10 +1145,29 @@ def test_sharpen_models_names_an_nchw_tflites_height_and_width_where_they_are(tm
     conv = tf.lite.TFLiteConverter.from_concrete_functions([nchw.get_concrete_function()], nchw)
     path = tmp_path / "nchw.tflite"
     path.write_bytes(conv.convert())
-    inp, out = tflite_io_lines(path, {})
+    inp, out = tflite_io_lines(path, {})[:2]   # then the ops
     assert "float32 [1, 3, H, W] NCHW RGB" in inp, inp
     assert "(any size, 1x1 as loaded" in inp, inp
     assert "[1, 3, H, W]" in out, out
+
+
+def test_sharpen_models_lists_a_tflites_ops_for_a_delegate(tmp_path):
+    """An app developer choosing a GPU delegate or an NPU checks that it supports every op of
+    the graph (an op it lacks runs on the CPU); `sharpen models X.tflite` gave the tensors but
+    not the ops, so the file went to Netron or TensorFlow's analyzer for that."""
+    tf = pytest.importorskip("tensorflow", reason="tensorflow is needed to build a .tflite model")
+    from runtime.backends.litert_backend import tflite_io_lines
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+    def model(x):
+        return tf.nn.relu(x - 0.5) + tf.nn.relu(x - 0.25)
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([model.get_concrete_function()],
+                                                           model)
+    path = tmp_path / "m.tflite"
+    path.write_bytes(conv.convert())
+    lines = tflite_io_lines(path, {})
+    assert lines[-1] == "  ops: ADD x1, SUB x2", lines   # the converter fuses each relu
 
 
 def test_a_tflite_named_beyond_ascii_is_given_to_litert_as_bytes_on_windows(

@@ -363,4 +363,17 @@ def tflite_io_lines(path: Path, record: dict[str, Any]) -> list[str]:
     return [f"  input {head(inp)} {layout}{', ' if m > 1 else ' '}{size}, "
             + quant(inp, "q = round(x / scale) + zero point, x in [0,1]"),
             f"  output {head(out)}, "
-            + quant(out, "x = (q - zero point) * scale, then clip to [0,1]")]
+            + quant(out, "x = (q - zero point) * scale, then clip to [0,1]"),
+            *_ops_line(interp)]
+
+
+def _ops_line(interp) -> list[str]:
+    """The graph's ops and how often each occurs: what a GPU delegate or an NPU must support,
+    an op it lacks running on the CPU. The interpreter's op list is not public API (LiteRT,
+    tflite-runtime and tf.lite all have it): without it, no line."""
+    try:
+        names = [d["op_name"] for d in interp._get_ops_details()]
+    except Exception:
+        return []
+    counts = {n: names.count(n) for n in sorted(set(names))}
+    return ["  ops: " + ", ".join(f"{n} x{c}" for n, c in counts.items())] if counts else []
