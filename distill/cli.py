@@ -57,7 +57,9 @@ def add_commands(sub) -> None:
                    help="only these students: registered names, or checkpoints (a trained "
                    "student's own layout, e.g. one grown or with blocks=1); an exported "
                    "artifact (.onnx, .tflite, .engine) says how it was made, from the "
-                   "export_report.json beside it that records its sha256")
+                   "export_report.json beside it that records its sha256; a .tflite also "
+                   "its input and output as an app sets them (dtype, shape, scale and zero "
+                   "point) and its ops, which a delegate must support")
     p.add_argument("--measure", action="store_true",
                    help="also time PyTorch CPU inference at this size on this machine")
     p.add_argument("--measure-runs", type=int, default=3, metavar="N",

@@ -257,3 +257,12 @@ def test_runs_same_option_names_export_folders_too(capsys):
     text = " ".join(help_of(["runs", "--help"], capsys).split())
     said = text.split(" options: ", 1)[1].split("--same ", 1)[1].split(" --tolerance ", 1)[0]
     assert "export" in said, said
+
+
+def test_models_help_says_a_tflite_gives_its_tensors_and_ops(capsys):
+    """`sharpen models FILE.tflite` gives the tensors as an app sets them (dtype, shape,
+    scale, zero point) and the ops a delegate must support; its help said only that an
+    artifact "says how it was made", so an app developer never looked there for them."""
+    text = " ".join(help_of(["models", "--help"], capsys).split())
+    said = text.split("NAME ", 2)[2].split(" options: ", 1)[0]
+    assert "zero point" in said and "ops" in said, said
