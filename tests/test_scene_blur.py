@@ -877,3 +877,44 @@ def test_a_clip_with_frames_deleted_still_goes_whole_to_one_split(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", SharpenWarning)
         assert len(split_photos(tmp_path / "photos")["test"]) >= 1
+
+
+def _pan(root, rel_pattern, n, size=64, step=3, seed=7):
+    """`n` frames of a camera panning over one texture, as a clip's extracted frames are."""
+    big = texture(size + n * step, size + n * step, seed=seed)
+    for i in range(n):
+        p = root / rel_pattern.format(i + 1)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(p), (big[i * step:i * step + size, i * step:i * step + size] * 255)
+                    .astype(np.uint8))
+
+
+def test_one_clip_among_photos_goes_whole_to_one_split(tmp_path):
+    """One clip's frames beside photos were split frame by frame, with the warning meant for a
+    folder of one clip alone: a test frame between two training frames scored what was trained
+    on, though the photos fill the other splits. The clip now goes whole to one split."""
+    for i in range(40):
+        cv2.imwrite(str(tmp_path / f"photo{i:02d}x.png"),
+                    (texture(64, 80, seed=100 + i) * 255).astype(np.uint8))
+    _pan(tmp_path, "walk/{:05d}.png", 30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SharpenWarning)
+        split = _split_of(split_photos(tmp_path))
+    assert len({k for p, k in split.items() if p.parent.name == "walk"}) == 1, split
+    assert len(set(split.values())) > 1
+
+
+def test_numbered_photos_unlike_each_other_are_not_a_clip(tmp_path):
+    """McMaster's 01.png .. 18.png are numbered in order at one size, as a clip's frames are:
+    a corpus of them warned that they "look like the frames of one clip". A clip's neighbouring
+    frames look alike and those photos do not: no warning, each photo split on its own."""
+    for i in range(1, 19):
+        cv2.imwrite(str(tmp_path / f"{i:02d}.png"),
+                    (texture(64, 64, seed=i) * 255).astype(np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SharpenWarning)
+        split_photos(tmp_path)
+    # A clip's frames alone are still told apart from photos by how alike they are.
+    _pan(tmp_path / "clip", "{:05d}.png", 18)
+    with pytest.warns(SharpenWarning, match=r"18 images \* look like the frames of one clip"):
+        split_photos(tmp_path / "clip")
