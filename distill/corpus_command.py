@@ -56,11 +56,20 @@ def _corpus_outcome(args: argparse.Namespace, summary: dict) -> int:
     print(f"corpus written to {args.out}/{{train,val,test}}/{{input,target}}: {counts} pairs"
           f"{by_clip}")
     small, failed, photos = summary["small"], summary["failed"], summary["photos"]
+    from .data.corpus import SMALL_NAMED
+
+    keeps = ""
     if small:
         where = ", ".join(f"{s} {n}" for s, n in summary["small_in"].items() if n)
+        listed = ("listed above" if len(small) <= SMALL_NAMED
+                  else f"the first {SMALL_NAMED} listed above")
+        it = "it" if len(small) == 1 else "them"
+        # A crop the user can type: the shortest side, a multiple of 8 as val/test crops are.
+        side = summary.get("small_side", 0) // 8 * 8
+        keeps = (f"--crop {side} or less keeps {it}" if side >= 32 else f"a smaller one keeps {it}")
         print(f"warning: {count(len(small), 'photo')} smaller than the crop skipped ({where}; "
-              f"listed above): expected with a large --crop ({args.crop}); a smaller one keeps "
-              f"{'it' if len(small) == 1 else 'them'}", file=sys.stderr)
+              f"{listed}): expected with a large --crop ({args.crop}); {keeps}",
+              file=sys.stderr)
     empty = [s for s in splits if photos.get(s) and not summary[s]]
     if failed:
         print(f"sharpen corpus: {count(len(failed), 'photo')} could not be read (listed "
@@ -71,7 +80,8 @@ def _corpus_outcome(args: argparse.Namespace, summary: dict) -> int:
         which = ("every photo" if "train" not in empty else "the one training photo" if n == 1
                  else f"all {n} training photos")
         print(f"sharpen corpus: error: no training pair was made: {which} skipped (smaller "
-              f"than --crop {args.crop}, or unreadable)", file=sys.stderr)
+              f"than --crop {args.crop}, or unreadable){'; ' + keeps if keeps else ''}",
+              file=sys.stderr)
         return 1
     if empty:
         print(f"warning: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} got "

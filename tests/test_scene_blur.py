@@ -918,3 +918,20 @@ def test_numbered_photos_unlike_each_other_are_not_a_clip(tmp_path):
     _pan(tmp_path / "clip", "{:05d}.png", 18)
     with pytest.warns(SharpenWarning, match=r"18 images \* look like the frames of one clip"):
         split_photos(tmp_path / "clip")
+
+
+def test_frames_smaller_than_the_crop_name_the_crop_that_keeps_them(tmp_path, capsys):
+    """Frames extracted from 320x180 clips are all smaller than the default 256 px crop: the
+    corpus printed a line a frame (84 for 8 short clips) and ended "smaller than --crop 256",
+    leaving the user to guess a crop. A few are named, the rest counted, and the error names
+    the largest crop that keeps them."""
+    from sharpen.cli import main
+
+    for c in range(3):
+        _pan(tmp_path / "frames", f"clip{c}/{{:05d}}.png", 12, size=40, seed=c)
+    rc = main(["corpus", "--photos", str(tmp_path / "frames"), "--out", str(tmp_path / "c"),
+               "--copies", "1", "--crop", "64", "--test-crop", "64", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert err.count("is smaller than the") <= 5, err
+    assert "--crop 40 or less keeps them" in err, err

@@ -45,6 +45,7 @@ from .scene_blur import SYNTHESIS_VERSION, SceneBlurConfig, preset, synthesize_p
 
 TEST_FOLDERS = ("kodak24", "mcmaster")
 SPLITS = ("train", "val", "test")
+SMALL_NAMED = 5   # photos smaller than the crop named a line each; the rest are counted
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 
@@ -458,7 +459,8 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
                  splits: tuple[str, ...], progress: bool, workers: int) -> dict:
     """Make the missing pairs of `splits`; returns {split: pairs written or present,
     "failed": [unreadable photos], "small": [photos smaller than the crop],
-    "small_in": {split: how many of them}, "photos": {split: photos}}. Says once how many of
+    "small_in": {split: how many of them}, "small_side": the shortest side among them,
+    "photos": {split: photos}}. Says once how many of
     the photos read were 16-bit (their pairs are 8-bit), as `synth` does."""
     from concurrent.futures import ProcessPoolExecutor
 
@@ -487,10 +489,15 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
                     deep.append(f.relative_to(root).as_posix())
                 if skipped:
                     # Smaller than the crop is expected (--crop 384 over photos of all sizes)
-                    # and not a failure; an unreadable photo is.
+                    # and not a failure; an unreadable photo is. A few of the small are named:
+                    # a clip's frames share a size, and 8 short clips printed 84 lines.
                     summary["small" if too_small else "failed"].append(skipped)
-                    summary["small_in"][split] += too_small
-                    warn(f"skipped: {skipped}")
+                    summary["small_in"][split] += bool(too_small)
+                    if too_small:
+                        summary["small_side"] = min(summary.get("small_side", too_small),
+                                                    too_small)
+                    if not too_small or len(summary["small"]) <= SMALL_NAMED:
+                        warn(f"skipped: {skipped}")
             summary[split] = n
     finally:
         if pool:
@@ -518,10 +525,10 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _photo_pairs(job: tuple) -> tuple[int, str | None, bool, int]:
+def _photo_pairs(job: tuple) -> tuple[int, str | None, int, int]:
     """The pairs of photo `i` of a split: (pairs written or present, why it was skipped,
-    whether that was because it is smaller than the crop rather than unreadable, the photo's
-    bit depth: 8 or 16, 0 when it was not decoded)."""
+    its short side where that was because it is smaller than the crop (0: unreadable), the
+    photo's bit depth: 8 or 16, 0 when it was not decoded)."""
     i, files, name_of, split, opts, out = job
     f = files[i]
     train = split == "train"
@@ -530,19 +537,19 @@ def _photo_pairs(job: tuple) -> tuple[int, str | None, bool, int]:
     copies = len(names)
     if all((out / split / "input" / nm).exists() and (out / split / "target" / nm).exists()
            for nm in names):
-        return copies, None, False, 0
+        return copies, None, 0, 0
     try:
         raw = decode_image(f)   # its bit depth, which the float image no longer has
         img = to_rgb_float(raw, str(f))
     except ImageReadError as e:
-        return 0, str(e), False, 0
+        return 0, str(e), 0, 0
     bits = 16 if raw.dtype == np.uint16 else 8
     side = opts.crop
     if not train:  # one centre crop: as large as the photo allows, up to test_crop
         side = max(opts.crop, min(opts.test_crop, min(img.shape[:2])) // 8 * 8)
     if min(img.shape[:2]) < side:
         return (0, f"{shown_path(f)}: {img.shape[1]}x{img.shape[0]} is smaller than the "
-                   f"{side}-px crop", True, bits)
+                   f"{side}-px crop", min(img.shape[:2]), bits)
     for c, nm in enumerate(names):
         rng = np.random.default_rng([opts.seed, SPLITS.index(split), _bucket(nm, 2**31), c])
         # Objects come from another photo of the same split (never across splits).
@@ -557,7 +564,7 @@ def _photo_pairs(job: tuple) -> tuple[int, str | None, bool, int]:
                                 centre=not train, other=other)
         write_image(out / split / "target" / nm, target)
         write_image(out / split / "input" / nm, blurred)
-    return copies, None, False, bits
+    return copies, None, 0, bits
 
 
 def _check_same_photos(out: Path, old: dict, photos: str, index: dict[str, dict],
