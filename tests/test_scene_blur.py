@@ -935,3 +935,16 @@ def test_frames_smaller_than_the_crop_name_the_crop_that_keeps_them(tmp_path, ca
     assert rc == 1, err
     assert err.count("is smaller than the") <= 5, err
     assert "--crop 40 or less keeps them" in err, err
+
+
+def test_an_empty_test_split_of_clips_says_how_to_test_on_a_clip(tmp_path):
+    """Of a few clips no frame fell in the test split, and the advice was to put photos under
+    a folder named kodak24 or mcmaster, or add clips: with clips, a clip kept out of --photos
+    is the test, its blurred and sharp frames scored as pairs by `sharpen evaluate`."""
+    photos = tmp_path / "frames"
+    _photos(photos, [(f"clip{c}/{i:05d}.png", 40) for c in range(4) for i in range(1, 4)])
+    with pytest.warns(SharpenWarning) as said:
+        build_corpus(photos, tmp_path / "corpus",
+                     CorpusOptions(copies=1, crop=32, test_crop=32, margin=4), progress=False)
+    text = " ".join(str(w.message) for w in said if "test split" in str(w.message))
+    assert "keep a clip out of --photos" in text and "sharpen evaluate --data" in text, text

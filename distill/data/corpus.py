@@ -348,9 +348,12 @@ def _warn_empty_splits(root: Path, out: Path, by_split: dict[str, list[Path]],
         # Never with a kodak24/ or mcmaster/ subfolder: every photo under one is a test photo.
         warn(f"{root}: no photo fell in the test split ({n}; 1 in 10 goes to test, by "
              f"a hash of {hashed}): `sharpen evaluate --data {out}` has nothing to score by "
-             "default (its --split is test); every photo under a subfolder named "
-             f"{' or '.join(TEST_FOLDERS)} is the test split (and no other photo then), or "
-             f"add {whole}")
+             "default (its --split is test); "
+             + ("keep a clip out of --photos and score its blurred and sharp frames as pairs "
+                "(sharpen evaluate --data PAIRS, README: With sharp clips too), or add clips"
+                if n_clips else
+                f"every photo under a subfolder named {' or '.join(TEST_FOLDERS)} is the test "
+                "split (and no other photo then), or add photos"))
 
 
 def _photo_index(root: Path, names: dict[str, dict[Path, str]],
