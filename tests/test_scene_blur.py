@@ -948,3 +948,16 @@ def test_an_empty_test_split_of_clips_says_how_to_test_on_a_clip(tmp_path):
                      CorpusOptions(copies=1, crop=32, test_crop=32, margin=4), progress=False)
     text = " ".join(str(w.message) for w in said if "test split" in str(w.message))
     assert "keep a clip out of --photos" in text and "sharpen evaluate --data" in text, text
+
+
+def test_a_folder_of_clips_names_the_command_for_its_own_first_clip_and_why(tmp_path):
+    """The extraction hint was a template (ffmpeg -i CLIP.mp4 frames/CLIP/%05d.png) and did not
+    say why a folder a clip: it names the folder's own first clip, and that each clip's folder
+    goes whole to one split."""
+    for name in ("walk.mp4", "bike.mov"):
+        (tmp_path / name).write_bytes(b"\0" * 16)
+    with pytest.raises(ValueError) as e:
+        split_photos(tmp_path)
+    bike = tmp_path / "bike.mov"
+    assert f"mkdir -p frames/bike && ffmpeg -i {bike} frames/bike/%05d.png" in str(e.value)
+    assert "each clip's frames go whole to one split" in str(e.value)

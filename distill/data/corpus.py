@@ -93,9 +93,17 @@ def _split(root: str | Path) -> tuple[dict[str, list[Path]], dict[str, str]]:
     clips = [o for o in others if Path(o).suffix.lower() in VIDEO_EXTS]
     # A folder of sharp clips read "no images found", as if empty: the corpus blurs photos,
     # so a clip's frames go in as photos, a folder a clip (each clip goes to one split).
-    extract = ("; extract their frames as photos first, a folder a clip (mkdir -p frames/CLIP "
-               "&& ffmpeg -i CLIP.mp4 frames/CLIP/%05d.png, then --photos frames); blurred "
-               "footage is labelled as it is: sharpen labels --data DIR") if clips else ""
+    extract = ""
+    if clips:
+        from runtime.console import shell_join
+        first = Path(clips[0])
+        frames = f"frames/{first.with_suffix('').as_posix()}"
+        extract = ("; extract their frames as photos first, a folder a clip, as for the first: "
+                   f"mkdir -p {shell_join([frames])} && "
+                   f"{shell_join(['ffmpeg', '-i', str(root / first), frames + '/%05d.png'])}, "
+                   "and so on, then --photos frames (a folder a clip: each clip's frames go "
+                   "whole to one split, as neighbouring frames are near-duplicates); blurred "
+                   "footage is labelled as it is: sharpen labels --data DIR")
     if not files:
         holds = (f": it holds {count(len(clips), 'video clip')} ({', '.join(clips[:5])}"
                  f"{', ...' if len(clips) > 5 else ''}){extract}") if clips else ""
