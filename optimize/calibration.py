@@ -223,12 +223,15 @@ def _array_images(path: Path) -> list[tuple[str, np.ndarray]]:
 
 
 def load_images(paths: Sequence, blur_sigma: float = 0.0, what: str = "calibration",
-                min_side: int = 1, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
+                min_side: int = 1, limit: int | None = None,
+                reader=None) -> list[tuple[str, np.ndarray]]:
     """Read image files / arrays / clips' frames (`frame_items`) as (name, HxWx3 float32 RGB in
     [0, 1]). `what` names the images in messages ("calibration", "parity"); images with a side
     below `min_side` (parity: SSIM's window) are skipped by name. `limit`: stop once that many
     images are read (the paths in the order to try them: an unreadable one's place goes to the
-    next). A clip among `paths` gives all its frames: pass `frame_items` to read some."""
+    next). A clip among `paths` gives all its frames: pass `frame_items` to read some.
+    `reader`: a `SampleReader` the caller keeps open (and closes), so frames read by a later
+    call go on from where this one left a clip, rather than decoding it again."""
     from distill.data.sources import SampleReader
     from distill.images import ImageReadError, read_image
     from runtime.imageio import is_video
@@ -236,7 +239,8 @@ def load_images(paths: Sequence, blur_sigma: float = 0.0, what: str = "calibrati
     if any(not is_frame(p) and is_video(p) for p in paths):
         paths = frame_items(paths, what)
     out, skipped, small_clips = [], [], set()
-    reader = SampleReader()   # a clip stays open while its frames are read in order
+    own = reader is None
+    reader = reader or SampleReader()   # a clip stays open while its frames are read in order
     try:
         for p in paths:
             if limit is not None and len(out) >= limit:
@@ -283,7 +287,8 @@ def load_images(paths: Sequence, blur_sigma: float = 0.0, what: str = "calibrati
                     continue
                 out.append((name, gaussian_blur(img, blur_sigma) if blur_sigma > 0 else img))
     finally:
-        reader.close()
+        if own:
+            reader.close()
     if not out:
         raise CalibrationError(f"no {what} images" + (
             f": none of the {_skipped_items(skipped)} is a readable image"

@@ -109,7 +109,7 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
     if calib_paths:
         with _naming("calib", flags, str(_shown(o.calib))):
             calib_paths = cal.frame_items(calib_paths)   # a clip's frames, none read yet
-    parity_list, parity_paths = None, []
+    parity_list, parity_paths, parity_picks = None, [], []
     held_out_note, held_out, why_none, held_noun = "", 0, None, ("image",)
     if o.parity_images:
         with _naming("parity_images", flags):
@@ -136,13 +136,14 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
             # A clip's last fifth is held out, but a minute of it is hundreds of full frames,
             # each run through every artifact: the gate takes a few spread over it, read in
             # order (one pass through the clip).
-            picks = [tail[i] for i in cal.spread(len(tail), cal.PARITY_FRAMES)]
-            with _naming("calib", flags, str(_shown(o.calib))):
-                parity_list = cal.load_images(picks, what="parity", min_side=SSIM_MIN_SIDE)
+            # They are read after the calibration frames, which come before them in the clip,
+            # on the same reader: read first, the clip was decoded again for calibration.
+            parity_picks = [tail[i] for i in cal.spread(len(tail), cal.PARITY_FRAMES)]
+            picks, parity_list = parity_picks, []
             # A photo named after the clip is held out with its last frames.
             held_noun = (("frame",) if all(map(cal.is_frame, tail))
                          else ("frame or image", "frames and images"))
-            held_out = len(parity_list)
+            held_out = len(picks)
             parity_paths = cal.item_files(picks)   # the clips: parity_folders is theirs
             gone = set(tail)
             calib_paths = [p for p in calib_paths if p not in gone]
@@ -185,7 +186,29 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
         parity = "--parity-images"
     if held_out_note:
         prog.say(held_out_note)
+    from distill.data.sources import SampleReader
+    reader = SampleReader()   # the clip's calibration frames, then its parity frames after them
+    try:
+        crops, calib_names, calibration = _calibration_crops(
+            o, multiple, needs_calib, calib_paths, held_out, held_noun, reader, prog, flags)
+        if parity_picks:
+            with _naming("calib", flags, str(_shown(o.calib))):
+                parity_list = cal.load_images(parity_picks, what="parity",
+                                              min_side=SSIM_MIN_SIDE, reader=reader)
+            held_out = len(parity_list)
+    finally:
+        reader.close()
     _warn_small_parity(parity_list, receptive_field, prog, builtin, flags)
+    folders = sorted({str(p.resolve().parent) for p in parity_paths}) if not builtin else []
+    return _Data(parity_list, crops, calib_names, held_out, parity, calibration, folders)
+
+
+def _calibration_crops(o: ExportOptions, multiple: int, needs_calib: bool, calib_paths,
+                       held_out: int, held_noun: tuple, reader, prog: Progress, flags: Flags):
+    """The calibration crops, the names of the images they came from and the report's record
+    of them (None, [], None without `needs_calib`); clips' frames read on `reader`."""
+    from . import calibration as cal
+
     crops, calib_names, calibration = None, [], None
     if needs_calib:
         held = (f" (besides the {count(held_out, *held_noun)} held out for parity)" if held_out
@@ -210,7 +233,8 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
             calib_paths = [p for p in calib_paths if not cal.is_frame(p) or p in keep]
         with (_naming("calib", flags, str(_shown(o.calib)), held) if calib_paths
               else contextlib.nullcontext()):
-            calib_images = (cal.load_images(calib_paths, o.calib_blur, limit=limit)
+            calib_images = (cal.load_images(calib_paths, o.calib_blur, limit=limit,
+                                            reader=reader)
                             if calib_paths else cal.sample_images(cal.BUILTIN_CALIB))
         size = CALIB_SIZE if o.calib_size is None else o.calib_size
         crops = cal.random_crops(calib_images, o.calib_count, size, multiple, seed=o.seed)
@@ -231,8 +255,7 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
                 count(len(calib_names), "frame" if frames and frames == offered else "image"))
         prog.say(f"calibration: {count(len(crops), 'crop')} of {crops.shape[2]}x{crops.shape[3]} "
                  f"from {used} ({src})")
-    folders = sorted({str(p.resolve().parent) for p in parity_paths}) if not builtin else []
-    return _Data(parity_list, crops, calib_names, held_out, parity, calibration, folders)
+    return crops, calib_names, calibration
 
 
 def calibration_record(o: ExportOptions, paths: Sequence[Path] | None, images: int,

@@ -21,9 +21,10 @@ def _clip(path: Path, n: int, w: int = 48, h: int = 40) -> Path:
     return path
 
 
-def _data(calib, count: int, parity_images=None, said: list | None = None):
+def _data(calib, count: int, parity_images=None, said: list | None = None,
+          needs_calib: bool = True):
     """The export's calibration data and its warnings (also into `said`, for one that
-    raises)."""
+    raises); `needs_calib` False: an FP32 export's, parity images alone."""
     from optimize.export_data import _calibration_data
     from optimize.export_options import ExportOptions
     from optimize.export_progress import Progress
@@ -34,7 +35,7 @@ def _data(calib, count: int, parity_images=None, said: list | None = None):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            data = _calibration_data(o, 8, True, None, Progress(True), True)
+            data = _calibration_data(o, 8, needs_calib, None, Progress(True), True)
         finally:
             said += [str(w.message) for w in caught]
     return data, said
@@ -119,13 +120,14 @@ def test_the_export_says_it_calibrated_on_a_clips_frames(tmp_path, capsys):
 
 def test_a_clip_too_small_for_the_gate_is_named_as_a_clip_once(tmp_path):
     """A 8x6 clip's held-out frames, all under SSIM's window, were warned of frame by frame
-    and ended in 'none of the 4 files is a readable image': they were frames of one file."""
+    and ended in 'none of the 4 files is a readable image': they were frames of one file.
+    (An INT8 export stops first at its calibration crops, which need 16 px: an FP32 one.)"""
     from optimize.calibration import CalibrationError
 
     clip = _clip(tmp_path / "tiny.mp4", 20, w=8, h=6)
     said = []
     with pytest.raises(CalibrationError) as e:
-        _data(str(clip), 4, said=said)
+        _data(str(clip), 4, said=said, needs_calib=False)
     msg = str(e.value)
     assert f"none of the 4 frames of {clip} is a readable image of at least 11x11" in msg, msg
     assert said == [f"skipped: {clip}[frame 16]: 8x6 is smaller than SSIM's 11x11 window, as "
@@ -260,3 +262,31 @@ def test_a_clip_given_as_parity_images_is_found_again_by_runs_same(tmp_path):
     assert [n for n, _ in again] == [n for n, _ in data.parity_list]
     for (_, x), (_, y) in zip(again, data.parity_list):
         np.testing.assert_array_equal(x, y)
+
+
+def test_a_clip_is_read_once_for_its_calibration_and_parity_frames(tmp_path, monkeypatch):
+    """The held-out parity frames (the clip's end) were read first, then the calibration frames
+    before them on a reader of their own: the clip was opened and decoded again from its start
+    (1080 frames decoded for a 600-frame clip with one keyframe). Both are read in time order
+    on one reader, so no frame is decoded twice."""
+    from distill.data import sources
+
+    opened, decoded = [], []
+    real_open, real_close = sources.FrameReader._open, sources.FrameReader.close
+
+    def counting_open(self):
+        opened.append(self.path.name)
+        real_open(self)
+
+    def counting_close(self):
+        if self._cap is not None:
+            decoded.append(self.decoded + self.seeks)
+        real_close(self)
+
+    monkeypatch.setattr(sources.FrameReader, "_open", counting_open)
+    monkeypatch.setattr(sources.FrameReader, "close", counting_close)
+    clip = _clip(tmp_path / "street.mp4", 20)
+    data, said = _data(str(clip), 4)
+    assert data.calib_names == [f"street_{i:06d}" for i in (0, 5, 10, 15)], said
+    assert data.held_out == 4 and len(data.parity_list) == 4
+    assert opened == ["street.mp4"] and sum(decoded) <= 20, (opened, decoded)
