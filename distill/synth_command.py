@@ -46,7 +46,7 @@ def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
     from .data.corpus import _names
     from .data.sources import _few, _images_under, is_video
     from runtime.atomic import remove_killed_writes
-    from runtime.console import count, shell_quote
+    from runtime.console import count, shell_join, shell_quote
     from .images import ImageReadError, list_images, to_rgb_float, warn_16_bit, write_image
     from runtime.imageio import decode_image
     from runtime.progress import progress
@@ -59,8 +59,12 @@ def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
     n_clips, named = count(len(clips), "video"), _few(clips)
     # What a user with video does instead: frames of sharp clips as photos; blurred footage
     # needs no synthetic blur.
-    instead = ("synth takes photos: extract sharp frames as images first (e.g. ffmpeg -i CLIP "
-               "-vf fps=1 DIR/%06d.png); blurred footage is labelled as it is: sharpen labels "
+    first = Path(clips[0]) if clips else Path("CLIP.mp4")
+    extract = shell_join(["ffmpeg", "-i", str(src / first), "-vf", "fps=1",
+                          f"frames/{first.stem}_%06d.png"])
+    instead = (f"synth takes photos: extract sharp frames as images first, e.g. {extract} for "
+               "the first, then --sharp frames (a frame a second: neighbouring frames are "
+               "near-duplicates); blurred footage is labelled as it is: sharpen labels "
                f"--data {shell_quote(str(src))} --out CACHE")
     if not files:
         holds = f"; it holds {n_clips} ({named}): {instead}" if clips else ""

@@ -412,3 +412,21 @@ def test_a_synth_rerun_with_a_photo_added_does_not_promise_the_same_pairs(tmp_pa
     assert hashlib.sha256((out / "input" / "a2.png").read_bytes()).hexdigest() != before
     assert "the same options and --seed write the same pairs" not in err, err
     assert "the same photos, options and --seed write the same pairs" in err, err
+
+
+def test_synth_names_the_command_for_its_own_first_clip_and_why_a_frame_a_second(tmp_path,
+                                                                                  capsys):
+    """The extraction hint was a template (ffmpeg -i CLIP -vf fps=1 DIR/%06d.png) with no word
+    on why a frame a second: it names the folder's first clip, and why."""
+    from sharpen.cli import main
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    vw = cv2.VideoWriter(str(clips / "drive.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    for _ in range(2):
+        vw.write(np.full((32, 48, 3), 128, np.uint8))
+    vw.release()
+    assert main(["synth", "--sharp", str(clips), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"ffmpeg -i {clips / 'drive.avi'} -vf fps=1 frames/drive_%06d.png" in err, err
+    assert "neighbouring frames are near-duplicates" in err and "--sharp frames" in err, err
