@@ -961,3 +961,18 @@ def test_a_folder_of_clips_names_the_command_for_its_own_first_clip_and_why(tmp_
     bike = tmp_path / "bike.mov"
     assert f"mkdir -p frames/bike && ffmpeg -i {bike} frames/bike/%05d.png" in str(e.value)
     assert "each clip's frames go whole to one split" in str(e.value)
+
+
+def test_an_empty_val_split_of_photos_and_a_clip_speaks_of_both(tmp_path):
+    """Photos beside one clip's frames: the empty val split's warning said the hold-out takes
+    "whole training clips" and to "add clips", as if all were frames."""
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / f"photo{i}x.png"),
+                    (texture(40, 40, seed=100 + i) * 255).astype(np.uint8))
+    _pan(tmp_path, "walk/{:05d}.png", 6, size=40)
+    with pytest.warns(SharpenWarning) as said:
+        build_corpus(tmp_path, tmp_path.with_name(tmp_path.name + "-corpus"),
+                     CorpusOptions(copies=1, crop=32, test_crop=32, margin=4), progress=False)
+    text = " ".join(str(w.message) for w in said if "val split" in str(w.message))
+    assert "holds out whole training photos and clips" in text, text
+    assert "add photos or clips" in text, text

@@ -285,7 +285,7 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
         old = _check_same_recipe(out, meta)
         index = _photo_index(root, names, old.get("photo_index") or {}, clips)
         _check_same_photos(out, old, meta["photos"], index, say)
-        _warn_empty_splits(root, out, by_split, splits, len(set(clips.values())))
+        _warn_empty_splits(root, out, by_split, splits, len(set(clips.values())), len(clips))
         _remove_temp_files(out)
         if old:   # only in a corpus of ours: --out may be another dataset by mistake
             _remove_stale_pairs(out, index, opts, old, say)
@@ -332,17 +332,19 @@ def _refuse_another_data_set(out: Path) -> None:
 
 
 def _warn_empty_splits(root: Path, out: Path, by_split: dict[str, list[Path]],
-                       splits: tuple[str, ...], n_clips: int = 0) -> None:
+                       splits: tuple[str, ...], n_clips: int = 0, n_frames: int = 0) -> None:
     """A warning per empty val or test split, saying what it does to the steps after the corpus
     and what the user can do: by hash about 1 photo in 10 goes to test and 1 in 25 to val, so a
     small folder can leave both empty. "No photo fell in the val split" alone left a user's
     `labels --hold-out` validating on the test split that `evaluate` reported on. `n_clips`:
     the clips of frames among them, each whole in one split (a few clips leave val and test
-    empty however many frames)."""
+    empty however many frames), `n_frames` their frames (fewer than the photos: photos too)."""
     n = sum(len(v) for v in by_split.values())
-    n = (f"{n} photos, the frames of {count(n_clips, 'clip')}, each clip whole in one split"
-         if n_clips else f"{n} photos")
-    whole = "clips" if n_clips else "photos"
+    mixed = n_clips and n_frames < n
+    n = (f"{n} photos, {f'{n_frames} of them ' if mixed else ''}the frames of "
+         f"{count(n_clips, 'clip')}, each clip whole in one split" if n_clips else f"{n} photos")
+    whole = "photos and clips" if mixed else "clips" if n_clips else "photos"
+    more, one = ("photos or clips", "photo or clip") if mixed else (whole, whole[:-1])
     # A clip's frames go by a hash of the clip: "of its path" told a user theirs went one by one.
     hashed = "its path or its clip's" if n_clips else "its path"
     if "val" in splits and not by_split["val"]:
@@ -350,8 +352,8 @@ def _warn_empty_splits(root: Path, out: Path, by_split: dict[str, list[Path]],
              f"hash of {hashed}): `sharpen labels --hold-out` holds out whole training {whole} "
              f"instead, and `sharpen train`/`train-teacher` runs given data.val={out} validate "
              "on its test split, the images `sharpen evaluate` scores by default (they warn); "
-             f"no option of `sharpen corpus` sets the split sizes: add {whole} (about 25 per "
-             f"val {whole[:-1]})")
+             f"no option of `sharpen corpus` sets the split sizes: add {more} (about 25 per "
+             f"val {one})")
     if "test" in splits and not by_split["test"]:
         # Never with a kodak24/ or mcmaster/ subfolder: every photo under one is a test photo.
         warn(f"{root}: no photo fell in the test split ({n}; 1 in 10 goes to test, by "
