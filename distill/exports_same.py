@@ -191,7 +191,7 @@ def _artifact(e: Export, row: dict) -> tuple[Path | None, str, str | None]:
 def _parity_images(e: Export) -> list[tuple[str, object]]:
     """The images the export judged its artifacts on, found again by name: in their folders
     (--parity-images', or --calib's they were held out of; a clip's frames in the clip), else
-    scikit-image's sample photos (the default)."""
+    scikit-image's sample photos, blurred as the export's gate ran on them (the default)."""
     from .images import list_images, read_image
     s = e.report.get("settings") or {}
     names = list(s.get("parity_images") or [])
@@ -206,16 +206,13 @@ def _parity_images(e: Export) -> list[tuple[str, object]]:
                     found[p.stem] = read_image(p)
             found |= _clip_frames(Path(folder), [n for n in names if n not in found])
     if not found:
+        # Blurred, as the gate ran on them (sharp, the outputs' difference was another one).
+        from .sample_photos import sample_photos
         try:
-            import numpy as np
             import skimage.data
         except ImportError:
             return []
-        for n in names:
-            if callable(img := getattr(skimage.data, n, None)):
-                x = img()
-                x = np.repeat(x[..., None], 3, 2) if x.ndim == 2 else x[..., :3]
-                found[n] = x.astype(np.float32) / 255.0
+        found = dict(sample_photos([n for n in names if callable(getattr(skimage.data, n, None))]))
     return [(n, found[n]) for n in names if n in found]
 
 

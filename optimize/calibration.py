@@ -16,6 +16,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from distill.sample_photos import BUILTIN_BLUR_SIGMA, BUILTIN_CALIB, gaussian_blur, sample_photos
+from distill.sample_photos import BUILTIN_PARITY  # noqa: F401  (export_data reads it here)
 from runtime.console import count
 from runtime.walk import glob_files, walk_files
 from runtime.warn import SharpenWarning
@@ -25,39 +27,18 @@ class CalibrationError(ValueError):
     """Calibration/parity data that cannot be used, with a one-line reason."""
 
 
-# Disjoint sets of scikit-image sample photos (all bundled with the package, no download).
-BUILTIN_CALIB = ("astronaut", "coffee", "rocket", "hubble_deep_field")
-BUILTIN_PARITY = ("chelsea", "immunohistochemistry")
-BUILTIN_BLUR_SIGMA = 1.2
 # Frames of the clips' held-out last fifth the parity gate runs on, spread over it.
 PARITY_FRAMES = 8
-
-
-def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    if sigma <= 0:
-        return img
-    import cv2
-
-    return cv2.GaussianBlur(img, (0, 0), sigmaX=sigma, sigmaY=sigma,
-                            borderType=cv2.BORDER_REFLECT_101)
 
 
 def sample_images(names: Sequence[str] = BUILTIN_CALIB,
                   blur_sigma: float = BUILTIN_BLUR_SIGMA) -> list[tuple[str, np.ndarray]]:
     """scikit-image's bundled photos as (name, HxWx3 float32 RGB in [0, 1]), Gaussian-blurred."""
     try:
-        import skimage.data
+        return sample_photos(names, blur_sigma)
     except ImportError as e:
         raise CalibrationError("no calibration images given (--calib) and scikit-image, which "
                                "provides the built-in sample photos, is not installed") from e
-    out = []
-    for n in names:
-        img = getattr(skimage.data, n)()
-        if img.ndim == 2:
-            img = np.repeat(img[..., None], 3, axis=2)
-        img = img[..., :3].astype(np.float32) / 255.0
-        out.append((n, np.ascontiguousarray(gaussian_blur(img, blur_sigma))))
-    return out
 
 
 def resolve_paths(specs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
