@@ -283,7 +283,10 @@ def artifact_checks(a: Export, b: Export, tolerance: float) -> list[Check]:
         if sa == sb and ca != cb:   # (of other models, other sidecars: their outputs tell)
             from runtime.backends.base import sidecar_path
             name = (sidecar_path(pb) or sidecar_path(pa)).name
-            rows.append(Check(what, sa, sb, f"{DIFFERS}: its sidecar {name} differs "
+            gone = [e.label for e, c in ((a, ca), (b, cb)) if c is None]
+            rows.append(Check(what, sa, sb, f"{DIFFERS}: its sidecar {name} is missing from "
+                              f"{gone[0]}" if len(gone) == 1 else
+                              f"{DIFFERS}: its sidecar {name} differs "
                               "(an app reads its input and output there)"))
             continue
         if sa == sb:
@@ -363,6 +366,8 @@ def same_exports(paths: list[Path], tolerance: float) -> tuple[int, str]:
     if len(paths) != 2:
         raise BadRun(f"--same compares two export folders, got {len(paths)}"
                      + (f" in {' '.join(map(str, given))}" if paths != given else ""))
+    if gone := [str(p) for p in paths if not p.exists()]:
+        raise BadRun("; ".join(f"{p}: no such folder" for p in gone))
     not_exports = [str(p) for p in paths if not is_export(p)]
     from .runs_compare import _holds_run_files
     if len(not_exports) == 1 and _holds_run_files(Path(not_exports[0])):

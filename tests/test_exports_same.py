@@ -130,6 +130,28 @@ def test_an_edited_sidecar_beside_the_same_model_differs(exports, tmp_path, caps
         f"DIFFERS: its sidecar {sidecar.name} differs"), text
 
 
+def test_a_deleted_sidecar_is_named_missing(exports, tmp_path, capsys):
+    """A .tflite whose sidecar was deleted beside the same model bytes: 'its sidecar differs'
+    sent the engineer comparing two files one of which is not there."""
+    if "tflite-int8" not in FORMATS:
+        pytest.skip("tflite-int8 cannot be built here")
+    shutil.copytree(exports / "b", tmp_path / "b")
+    sidecar = next((tmp_path / "b").glob("*_int8.tflite.json"))
+    sidecar.unlink()
+    code, text = same(capsys, exports / "a", tmp_path / "b")
+    assert code == 1, text
+    assert verdicts(text)["artifact tflite-int8"] == (
+        f"DIFFERS: its sidecar {sidecar.name} is missing from b"), text
+
+
+def test_an_export_beside_a_folder_that_is_not_there_names_it_so(exports, tmp_path, capsys):
+    """A mistyped folder was 'no export_report.json', as if the folder were there without
+    one (two mistyped training runs say 'no such folder')."""
+    code, text = same(capsys, exports / "a", tmp_path / "nosuch")
+    assert code == 2, text
+    assert f"{tmp_path / 'nosuch'}: no such folder" in text, text
+
+
 def test_another_machine_is_shown_not_counted(exports, tmp_path, capsys):
     """The same bytes built on another CPU are the same release; the CPU is said."""
     import json
