@@ -29,8 +29,9 @@ SKIPPED_SETTINGS = {"weights_sha256"}
 # What the crops were taken from: beside the same crops (crops_digest), other files are
 # another form of the same frames (a clip and its frames saved as images), not another release.
 CALIBRATION_FILES = {"calibration.files", "calibration.files_digest", "calibration.images"}
-# The settings an INT8 format's calibration records (none where no format is calibrated).
-CALIBRATION = {"calibration", "calib_size", "calib_images"}
+# The settings of an INT8 format's calibration (recorded, defaults among them, where no format
+# is calibrated: an FP32 export's --calib-count 64 and --seed 0 draw no crops).
+CALIBRATION = {"calibration", "calib_size", "calib_images", "calib_count", "calib_seed"}
 
 
 @dataclass

@@ -332,14 +332,17 @@ def test_an_export_without_int8_beside_one_with_it_says_so_once(exports, fast_st
                                                                  capsys, monkeypatch):
     """Mixed formats: an FP32-only export calibrates nothing. Each calibration record of the
     other read 'DIFFERS' against '<unset>' (12 rows); the artifact in one export only is what
-    differs, and the calibration is one row saying why it is not compared."""
+    differs, and the calibration is one row saying why it is not compared. Exported as a user
+    exports FP32 alone, without the calibration options: its default --calib-count (64) and
+    the other's --seed 1 were 'DIFFERS', though it draws no crops."""
     monkeypatch.setattr(host, "code_info", lambda: {"version": "0.1.0", "commit": COMMIT,
                                                     "dirty": False})
     assert main(["export", "--weights", str(fast_student_pt), "--formats", "onnx", "--out",
-                 str(tmp_path / "fp32"), "--calib", str(export_data_dir / "calib"),
-                 "--parity-images", str(exports / "held"), "--calib-count", "4",
-                 "--calib-size", "64", "--no-latency", "--quiet", "--threads", "1"]) == 0
+                 str(tmp_path / "fp32"), "--parity-images", str(exports / "held"),
+                 "--no-latency", "--quiet", "--threads", "1"]) == 0
     capsys.readouterr()   # (the export's table)
+    code, text = same(capsys, tmp_path / "fp32", exports / "c")
+    assert not [k for k in verdicts(text) if k.startswith(("setting calib", "settings"))], text
     code, text = same(capsys, tmp_path / "fp32", exports / "a")
     assert code == 1, text
     rows = verdicts(text)
