@@ -260,7 +260,8 @@ def add_commands(sub) -> None:
                    help="run folders (out= of a training run), or folders of them; with "
                    "--same, two export folders (export_report.json) too")
     p.add_argument("--out", "--output", default=None, metavar="DIR",
-                   help="write runs.png (the runs' curves overlaid) and runs.csv here")
+                   help="write runs.png (the runs' curves overlaid) and runs.csv here; "
+                   "with --same, same.json (each check and the verdict, for a program)")
     p.add_argument("--axis", default="auto", choices=("auto", "steps", "samples"),
                    help="the curves' x axis: training steps, or crops seen (samples: runs of "
                    "other batch sizes or torchrun process counts line up by data); auto "

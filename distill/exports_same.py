@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runs_compare import _flatten, format_table
-from .runs_same import (DIFFERS, NOTE, SAME, UNKNOWN, BadRun, Check, _shown, _within,
-                        setting_rows, software_checks, verdict)
+from .runs_compare import _flatten
+from .runs_same import (DIFFERS, NOTE, SAME, UNKNOWN, BadRun, Check, _shown, _within, report,
+                        setting_rows, software_checks)
 
 REPORT = "export_report.json"
 # Settings that name where files are (two machines spell them differently; the digests
@@ -361,8 +361,9 @@ def _software_keys(a: Export, b: Export) -> tuple[str, ...]:
     return tuple(k for k in keys if k not in ("sharpen", "code"))
 
 
-def same_exports(paths: list[Path], tolerance: float) -> tuple[int, str]:
-    """The exit code and what to print; BadRun (exit 2) for input that cannot be compared."""
+def same_exports(paths: list[Path], tolerance: float) -> tuple[int, str, dict]:
+    """The exit code, what to print and same.json's record; BadRun (exit 2) for input that
+    cannot be compared."""
     given, paths = paths, export_folders(paths)
     if len(paths) != 2:
         raise BadRun(f"--same compares two export folders, got {len(paths)}"
@@ -383,8 +384,4 @@ def same_exports(paths: list[Path], tolerance: float) -> tuple[int, str]:
         raise BadRun(f"--same: {paths[0]} and {paths[1]} are the same folder")
     if a.label == b.label:
         a.label, b.label = str(a.path), str(b.path)
-    rows = compare(a, b, tolerance)
-    table = format_table(["check", a.label, b.label, "verdict"],
-                         [[c.what, c.a, c.b, c.verdict] for c in rows])
-    code, last = verdict(a, b, rows)
-    return code, f"{table}\n{last}"
+    return report(a, b, compare(a, b, tolerance))

@@ -39,21 +39,32 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _same(args: argparse.Namespace) -> int:
-    """`--same`: the check table and its closing line; exit 0 the same, 1 not, 2 bad input."""
+    """`--same`: the check table and its closing line; exit 0 the same, 1 not, 2 bad input.
+    --out: the same as OUT/same.json, for a program (a release pipeline keeps it)."""
     from .runs_same import BadRun, same_runs
-    if args.out:
-        return refuse("--same prints its table; --out (runs.png, runs.csv) is for the "
-                      "ablation table, without --same")
+    out = Path(args.out) if args.out else None
+    if out is not None and (problem := out_folder_problem(out)):
+        return refuse(problem)
     if not (args.tolerance >= 0 and math.isfinite(args.tolerance)):
         return refuse(f"--tolerance must be a number >= 0, got {args.tolerance}")
     from .exports_same import export_folders, is_export, same_exports
     paths = [Path(p) for p in args.runs]
     try:
         if any(map(is_export, export_folders(paths))):   # export folders: the same release?
-            code, text = same_exports(paths, args.tolerance)
+            code, text, record = same_exports(paths, args.tolerance)
         else:
-            code, text = same_runs(paths, args.tolerance)
+            code, text, record = same_runs(paths, args.tolerance)
     except BadRun as e:
+        if out is not None:   # not an earlier run's same.json left to be read as this one's
+            _write_same(out, {"same": False, "exit_code": 2, "error": str(e)})
         return refuse(str(e))
     print(text)
+    if out is not None:
+        print(f"each check and the verdict: {_write_same(out, record)}")
     return code
+
+
+def _write_same(out: Path, record: dict) -> Path:
+    from runtime.atomic import atomic_write_json
+    out.mkdir(parents=True, exist_ok=True)
+    return atomic_write_json(out / "same.json", record)

@@ -402,16 +402,29 @@ def verdict(a: Run, b: Run, rows: list[Check]) -> tuple[int, str]:
     return 0, f"same: {a.label} and {b.label}"
 
 
-def report(a: Run, b: Run, tolerance: float) -> tuple[int, str]:
-    rows = compare(a, b, tolerance)
+def report(a: Run, b: Run, rows: list[Check]) -> tuple[int, str, dict]:
+    """The exit code, the table with its closing line, and what --out writes to same.json
+    (runs' and exports' alike)."""
     table = format_table(["check", a.label, b.label, "verdict"],
                          [[c.what, c.a, c.b, c.verdict] for c in rows])
     code, last = verdict(a, b, rows)
-    return code, f"{table}\n{last}"
+    checks = [{"check": c.what, "a": c.a, "b": c.b, "status": status(c.verdict),
+               "verdict": c.verdict} for c in rows]
+    record = {"same": code == 0, "exit_code": code, "a": str(a.path), "b": str(b.path),
+              "verdict": last, "differ": [c["check"] for c in checks
+                                          if c["status"] == DIFFERS.lower()],
+              "checks": checks}
+    return code, f"{table}\n{last}", record
 
 
-def same_runs(paths: list[Path], tolerance: float) -> tuple[int, str]:
-    """The exit code and what to print; BadRun (exit 2) for input that cannot be compared."""
+def status(v: str) -> str:
+    """A verdict's word alone, for a program: same, differs, not recorded or not compared."""
+    return next(w for w in (SAME, DIFFERS, UNKNOWN, NOTE) if v.startswith(w)).lower()
+
+
+def same_runs(paths: list[Path], tolerance: float) -> tuple[int, str, dict]:
+    """The exit code, what to print and same.json's record; BadRun (exit 2) for input that
+    cannot be compared."""
     a, b = read_pair(paths)
-    return report(a, b, tolerance)
+    return report(a, b, compare(a, b, tolerance))
 

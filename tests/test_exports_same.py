@@ -152,6 +152,38 @@ def test_an_export_beside_a_folder_that_is_not_there_names_it_so(exports, tmp_pa
     assert f"{tmp_path / 'nosuch'}: no such folder" in text, text
 
 
+def test_out_writes_the_verdict_and_each_check_for_ci(exports, tmp_path, capsys):
+    """A release pipeline keeps what --same found beside its exit code: --out was refused with
+    --same ('--same prints its table'), leaving a CI job to parse a table of padded columns.
+    Bad input writes its error there too, so a same.json of an earlier run is never read as
+    this one's."""
+    import json
+    out = tmp_path / "verdict"
+    code, text = same(capsys, exports / "a", exports / "c", "--out", out)
+    assert code == 1, text
+    rec = json.loads((out / "same.json").read_text())
+    assert rec["same"] is False and rec["exit_code"] == 1, rec
+    assert rec["a"] == str(exports / "a") and rec["b"] == str(exports / "c"), rec
+    assert rec["verdict"] == text.splitlines()[-2], (rec, text)   # (the line saying where)
+    checks = {c["check"]: c for c in rec["checks"]}
+    assert list(checks) == [row.split("  ")[0] for row in text.splitlines()[2:-2]], text
+    assert checks["artifact onnx"]["status"] == "same", rec
+    assert checks["artifact onnx-int8"]["status"] == "differs", rec
+    assert checks["artifact onnx-int8"]["verdict"] == verdicts(text)["artifact onnx-int8"]
+    assert rec["differ"] == [w for w, c in checks.items() if c["status"] == "differs"], rec
+    assert f"{out / 'same.json'}" in text.splitlines()[-1], text
+    code, text = same(capsys, exports / "a", exports / "b", "--out", out)
+    assert code == 0, text
+    rec = json.loads((out / "same.json").read_text())
+    assert rec["same"] is True and rec["exit_code"] == 0 and rec["differ"] == [], rec
+    assert {c["check"]: c["status"] for c in rec["checks"]}["setting threads"] == "not compared"
+    code, text = same(capsys, exports / "a", tmp_path / "nosuch", "--out", out)
+    assert code == 2, text
+    rec = json.loads((out / "same.json").read_text())
+    assert rec["same"] is False and rec["exit_code"] == 2, rec
+    assert rec["error"] == f"{tmp_path / 'nosuch'}: no such folder", rec
+
+
 def test_another_machine_is_shown_not_counted(exports, tmp_path, capsys):
     """The same bytes built on another CPU are the same release; the CPU is said."""
     import json
