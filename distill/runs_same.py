@@ -125,8 +125,17 @@ def setting_rows(ca: dict, cb: dict, skip: set[str],
         if json.dumps(va, sort_keys=True, default=str) == json.dumps(vb, sort_keys=True,
                                                                         default=str):
             continue
-        rows.append(Check(f"setting {k}", _shown(va), _shown(vb), why(k, va, vb)))
+        rows.append(Check(f"setting {k}", _cell(va), _cell(vb), why(k, va, vb)))
     return rows
+
+
+def _cell(v) -> str:
+    """A setting as its table cell: a long list (an export's 12 parity images' names) as its
+    length, first and last item; in full it made the table hundreds of columns wide."""
+    shown = _shown(v)
+    if isinstance(v, list) and len(v) > 2 and len(shown) > 60:
+        return f"{len(v)}: {_shown(v[0])} ... {_shown(v[-1])}"
+    return shown
 
 
 def software_checks(ra: dict, rb: dict, keys: tuple[str, ...] = SOFTWARE,

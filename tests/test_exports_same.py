@@ -184,6 +184,23 @@ def test_out_writes_the_verdict_and_each_check_for_ci(exports, tmp_path, capsys)
     assert rec["error"] == f"{tmp_path / 'nosuch'}: no such folder", rec
 
 
+def test_a_long_list_setting_is_shown_by_its_length_and_ends(exports, tmp_path, capsys):
+    """Exports parity-checked on 12 held-out REDS frames against one on the built-in photos:
+    the 12 names, in full, made the table 560 columns wide, each row wrapped on a terminal."""
+    import json
+    shutil.copytree(exports / "b", tmp_path / "b")
+    report = tmp_path / "b" / "export_report.json"
+    rep = json.loads(report.read_text())
+    names = [f"train_001_resized_{i:08d}" for i in range(12)]
+    rep["settings"]["parity_images"] = names
+    report.write_text(json.dumps(rep))
+    code, text = same(capsys, exports / "a", tmp_path / "b")
+    assert code == 1, text
+    row = next(r for r in text.splitlines() if r.startswith("setting parity_images"))
+    assert f"12: {names[0]} ... {names[-1]}" in row, text
+    assert max(map(len, text.splitlines()[:-1])) < 200, text
+
+
 def test_another_machine_is_shown_not_counted(exports, tmp_path, capsys):
     """The same bytes built on another CPU are the same release; the CPU is said."""
     import json
