@@ -37,7 +37,7 @@ RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outp
             "crop", "limit", "flat_images", "weights", "per_image", "reference", "interrupted",
             "exit_code", "teacher_labels", "environment", "convention", "clip_frames",
             "stride", "frames", "cut_clips", "clips_left_out", "seek_notes",
-            "per_sequence"}
+            "per_sequence", "gopro_blur"}
 
 
 # Rows of `sharpen evaluate --out`'s figure (--figure-images), and the images whose outputs
@@ -314,6 +314,7 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
     its folder, once), `limit` spread over all of them; a name two of them share (frame0 of two
     folders) becomes the image's path.
     info_out, when given, receives "split": the split folder used (None: the source has none),
+    "gopro_blur" where a GoPro root was read (its blurred folder),
     "videos": the clips left out, "not_images": the other files no item reads (a notes.txt).
     `gopro_blur`: a GoPro root's blurred folder (blur or blur_gamma), as labels reads it."""
     from .data.sources import resolve_source, spread
@@ -322,6 +323,7 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
     videos: set[str] = set()
     not_images: set[str] = set()
     used_split = None
+    read_gopro = False
     cut: list[str] = []
     lengths: dict = {}   # clip -> its number of frames
     past_end: list[str] = []   # --frames past a clip's end, said once the run is not refused
@@ -334,6 +336,7 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
         # ("not_images").
         info = resolve_source(one, split=split, frames=clips, gopro_blur=gopro_blur)
         used_split = used_split or info.split
+        read_gopro = read_gopro or info.kind == "gopro"
         if clips:
             lengths.update(_clip_lengths(info.samples))
             cut += _cut_short(info.samples)
@@ -368,6 +371,8 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
         items = [(str(inp) if counts[name] > 1 else name, inp, gt) for name, inp, gt in items]
     if info_out is not None:
         info_out["split"] = used_split
+        if read_gopro:
+            info_out["gopro_blur"] = gopro_blur
         info_out["videos"] = sorted(videos)
         info_out["not_images"] = sorted(not_images)
         info_out["cut_clips"] = cut
@@ -965,6 +970,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     res: dict = {"images": scored, "has_gt": has_gt, "failed": failed, "data": spec,
                  "split": used.get("split"), "crop": crop, "limit": limit,
                  "flat_images": flat, "interrupted": stopped is not None}
+    if used.get("gopro_blur"):   # blur/ or blur_gamma/: published GoPro tables differ by it
+        res["gopro_blur"] = used["gopro_blur"]
     if used.get("clips"):   # said even where --limit took no frame of them
         res["clip_frames"] = {n: on_clip[n] for n in per_image if n in on_clip}
         res["cut_clips"] = list(used.get("cut_clips") or [])
@@ -1182,6 +1189,7 @@ def format_table(res: dict) -> str:
                      else f"(sharpness: higher is sharper, {caveat})")
     n = res["images"]
     where = "".join([f", split {res['split']}" if res.get("split") else "",
+                     f", inputs from {res['gopro_blur']}/" if res.get("gopro_blur") else "",
                      f", centre crops of at most {res['crop']} px" if res.get("crop") else ""])
     partial = " (interrupted: a part of the set)" if res.get("interrupted") else ""
     on_clip = res.get("clip_frames") or {}
