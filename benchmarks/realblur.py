@@ -150,12 +150,20 @@ def markdown(res: dict, md_table) -> list[str]:
     lines = ["## Real blur", ""]
     if res.get("pairs"):
         p = res["pairs"]
-        lines += [f"Real blur/sharp pairs: {p['data']} ({p['images']} images). "
+        # The split and GoPro's blurred folder (blur/ or blur_gamma/) and how the scores are
+        # computed: what a reader needs before setting them beside published tables.
+        where = "".join([f", split {p['split']}" if p.get("split") else "",
+                         f", inputs from {p['gopro_blur']}/" if p.get("gopro_blur") else ""])
+        area = f"centre crops of at most {p['crop']} px" if p.get("crop") else "whole images"
+        lines += [f"Real blur/sharp pairs: {p['data']} ({p['images']} images{where}). "
                   + ("PyTorch models (and the --model files); " if "teacher" in p
                      else "The --model files; ") +   # no PyTorch here: those alone
                   "the gain is over the blurred input. A model that sharpens real blur has a "
                   "positive PSNR and SSIM gain here: PSNR, SSIM and their gains, higher is "
-                  "better; overshoot, lower is better.", "",
+                  "better; overshoot, lower is better. PSNR/SSIM (RGB, outputs rounded to 8 "
+                  f"bits, data range 255, {area}, no border crop; SSIM with scikit-image's "
+                  "Gaussian window sigma 1.5, population covariances, as published tables), "
+                  "mean over the images.", "",
                   md_table(HEADERS, table_rows(p)), ""]
         lines += ["Verdict per model (overshoot: the share of pixels pushed more than 8 levels "
                   "outside the input's 15x15 neighbourhood; a model is called out for pixels "
