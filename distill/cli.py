@@ -152,13 +152,14 @@ def add_commands(sub) -> None:
                        "input and each model, and the gain. Without (real blurred frames, and "
                        "video clips, read a frame at a time: --stride, --frames): a sharpness "
                        "ratio and overshoot, and PSNR/SSIM to a reference model's output (the "
-                       "teacher's, or --reference). PSNR/SSIM as published tables compute "
-                       "them: 8-bit RGB outputs, data range 255, no border crop, SSIM with "
-                       "scikit-image's Gaussian window sigma 1.5 (use_sample_covariance=False), "
-                       "mean over images. --out writes metrics.json (with the convention), "
-                       "per_image.csv (one row per image and model, and with ground truth one "
-                       "with its overshoot) and side_by_side.png (input | models | ground "
-                       "truth).")
+                       "teacher's, or --reference). PSNR as published tables compute it: 8-bit "
+                       "RGB outputs, data range 255, no border crop, mean over images; SSIM "
+                       "with scikit-image's Gaussian window sigma 1.5 "
+                       "(use_sample_covariance=False), channels averaged (--ssim 3d: as "
+                       "published GoPro tables' SSIMs). --out writes metrics.json (with the "
+                       "convention), per_image.csv (one row per image and model, and with "
+                       "ground truth one with its overshoot) and side_by_side.png (input | "
+                       "models | ground truth).")
     p.add_argument("--weights", nargs="+", default=None, metavar="CKPT",
                    help="project checkpoints (teacher or student), space or comma separated; "
                    "shipped ones by name (fast, edge, seed, teacher)")
@@ -190,6 +191,11 @@ def add_commands(sub) -> None:
                    help="write metrics.json, per_image.csv and side_by_side.png here, and a "
                    "record of each image's scores as it is scored: the same command after a "
                    "kill scores only the images left")
+    p.add_argument("--ssim", choices=("2d", "3d"), default="2d",
+                   help="2d: SSIM per channel, averaged (BasicSR's calculate_ssim, "
+                   "scikit-image); 3d: the window across the RGB channels too, as published "
+                   "GoPro tables' SSIMs are (NAFNet's calculate_ssim, MATLAB's ssim() in "
+                   "Restormer's script), which reads higher (default: 2d)")
     p.add_argument("--figure-images", type=int, default=6, metavar="N",
                    help="rows of the side-by-side figure: with ground truth the images some "
                         "model gains least on (worst first), else the first ones, or of clips "

@@ -23,8 +23,8 @@ from runtime.cli_errors import interrupt_exit_code
 from runtime.console import count, first_line
 from runtime.warn import SharpenWarning
 
-from .metrics import (CONVENTION, SSIM_MIN_SIDE, input_range, overshoot, psnr, quantise_8bit,
-                      ssim)
+from .metrics import (SSIM_MIN_SIDE, SSIMS, convention, input_range, overshoot, psnr,
+                      quantise_8bit, ssim)
 from .evaluate_journal import ScoreJournal
 from .evaluate_sequences import per_sequence, sequence_of
 from .figure_fonts import any_script_text
@@ -37,7 +37,7 @@ RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outp
             "crop", "limit", "flat_images", "weights", "per_image", "reference", "interrupted",
             "exit_code", "teacher_labels", "environment", "convention", "clip_frames",
             "stride", "frames", "cut_clips", "clips_left_out", "seek_notes",
-            "per_sequence", "gopro_blur"}
+            "per_sequence", "gopro_blur", "ssim_window"}
 
 
 # Rows of `sharpen evaluate --out`'s figure (--figure-images), and the images whose outputs
@@ -491,7 +491,8 @@ def _outputs(fns: dict[str, Fn], x: np.ndarray, y: Optional[np.ndarray], inp,
 
 
 def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
-           rank: Optional[Callable[[dict], float]]) -> dict:
+           rank: Optional[Callable[[dict], float]],
+           ssim: Callable[[np.ndarray, np.ndarray], float] = ssim) -> dict:
     """One image's scores as the results and the journal keep them (plain JSON numbers, so
     that an image read back from the journal adds to the means exactly as it did scored):
     "scores" (per model, `per_image`'s), "ratios" (sharpness, x the input's; {} for a flat
@@ -591,7 +592,7 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
              provider: str = "auto", gopro_blur: str = "blur", stride: int = 1,
              frames: Optional[Collection[int]] = None,
              out: Optional[str | os.PathLike] = None,
-             reference: Optional[str | os.PathLike] = None) -> dict:
+             reference: Optional[str | os.PathLike] = None, ssim_window: str = "2d") -> dict:
     """Checkpoints and exported artifacts (paths, or shipped names such as `fast` and
     `teacher`; one, or a list) over a data source; see `evaluate_fns`. With exactly one
     teacher among them, its output is the reference where the data has no ground truth.
@@ -603,7 +604,8 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
     image's scores are recorded as it is scored, so that the same call after a kill scores
     only the images left (see `evaluate_journal`). `reference`: one of `weights` whose output
     stands in for ground truth instead of the teacher's (the FP32 export beside its INT8 one);
-    ValueError naming it and the models when it is none of them, or the only one."""
+    ValueError naming it and the models when it is none of them, or the only one.
+    `ssim_window`: "2d" (channels averaged) or "3d" (`distill.metrics.ssim_3d`)."""
     if isinstance(weights, (str, os.PathLike)):   # iterated, a path was read letter by letter
         weights = [weights]
     if not all(is_artifact(w) for w in weights):   # exported models alone need no torch
@@ -642,13 +644,14 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
           if out is not None else contextlib.nullcontext()):
         if out is not None:
             journal = _score_journal(out, labels, weights, fns, crop, device, teacher_config,
-                                     threads, provider, tile, ref_label)
+                                     threads, provider, tile, ref_label, ssim_window)
         try:
             res = evaluate_fns(fns, spec, split, limit, crop, progress,
                                reference=ref_label,
                                keep_outputs=keep_outputs, rank=least_gain,
                                names=dict(zip(labels, weights)), gopro_blur=gopro_blur,
-                               clips=True, stride=stride, frames=frames, journal=journal)
+                               clips=True, stride=stride, frames=frames, journal=journal,
+                               ssim_window=ssim_window)
         except KeyboardInterrupt as e:
             if hasattr(e, "results"):
                 e.results["weights"] = dict(zip(labels, weights))
@@ -673,7 +676,8 @@ def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 def _score_journal(out, labels: list[str], weights: list[str], fns: dict[str, Fn], crop: int,
                    device: str, teacher_config: Optional[str], threads: int, provider: str,
-                   tile: Optional[int], reference: Optional[str] = None) -> ScoreJournal:
+                   tile: Optional[int], reference: Optional[str] = None,
+                   ssim_window: str = "2d") -> ScoreJournal:
     """`evaluate(out=)`'s record, its settings the models' files and the options that change
     every score."""
     from runtime.host import code_info, default_threads
@@ -688,7 +692,7 @@ def _score_journal(out, labels: list[str], weights: list[str], fns: dict[str, Fn
                     # the count the engines run with (--threads, else OMP_NUM_THREADS):
                     # it changes outputs' last digits
                     "threads": default_threads(threads), "--provider": provider,
-                    "tile": tile, "--reference": reference,
+                    "tile": tile, "--reference": reference, "--ssim": ssim_window,
                     "teacher labels": next((str(f.cache) for f in fns.values()
                                             if isinstance(f, LabelledTeacher)), None),
                     # The code that scored: an upgrade (a metric redefined, a bug fixed) took
@@ -796,7 +800,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                  names: Optional[dict[str, str]] = None, gopro_blur: str = "blur",
                  clips: bool = False, stride: int = 1,
                  frames: Optional[Collection[int]] = None,
-                 journal: Optional[ScoreJournal] = None) -> dict:
+                 journal: Optional[ScoreJournal] = None, ssim_window: str = "2d") -> dict:
     """{"images": n, "has_gt": bool, "input": {...}, "<model>": {psnr, ssim, psnr_gain,
     ssim_gain, worst_psnr_gain, worst_image, sharpness, overshoot}, "per_image": {name:
     {label: {psnr, ssim, overshoot} (without ground truth: {sharpness, psnr_to_reference,
@@ -920,7 +924,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                 continue
             # Everything of one image is computed first and then recorded at once, so that an
             # interrupt leaves only whole images in the results.
-            entries[i] = entry = _entry(outs, reference, rank)
+            entries[i] = entry = _entry(outs, reference, rank, SSIMS[ssim_window])
             if labelled is not None:
                 entry["teacher_label"] = labelled.last
             scored += 1
@@ -970,6 +974,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     res: dict = {"images": scored, "has_gt": has_gt, "failed": failed, "data": spec,
                  "split": used.get("split"), "crop": crop, "limit": limit,
                  "flat_images": flat, "interrupted": stopped is not None}
+    if has_gt or reference is not None:   # which SSIM the numbers are (`--ssim`)
+        res["ssim_window"] = ssim_window
     if used.get("gopro_blur"):   # blur/ or blur_gamma/: published GoPro tables differ by it
         res["gopro_blur"] = used["gopro_blur"]
     if used.get("clips"):   # said even where --limit took no frame of them
@@ -993,7 +999,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     if has_gt:
         # What sharpening this blur truly takes past the input's range (thin lines).
         res["ground_truth_overshoot"] = float(np.mean(gt_over))
-        res["convention"] = CONVENTION
+        res["convention"] = convention(ssim_window)
         for k in fns:
             res[k]["psnr_gain"] = res[k]["psnr"] - res["input"]["psnr"]
             res[k]["ssim_gain"] = res[k]["ssim"] - res["input"]["ssim"]
@@ -1209,10 +1215,14 @@ def format_table(res: dict) -> str:
         # How to check a number by hand (scikit-image, the same images), and what the d and
         # sharpness columns are: none of it was said where the numbers are read.
         area = f"centre crops of at most {res['crop']} px" if res.get("crop") else "whole images"
+        window = ("an 11x11x11 Gaussian window sigma 1.5 across the channels too, as NAFNet's "
+                  "and MATLAB's published GoPro SSIMs (--ssim 3d)"
+                  if res.get("ssim_window") == "3d" else
+                  "scikit-image's Gaussian window sigma 1.5, population covariances "
+                  "(Wang et al., BasicSR), channels averaged")
         lines.append(f"(PSNR/SSIM: RGB, outputs rounded to 8 bits, data range 255, {area}, no "
                      "border crop, mean over images, against the ground truth; SSIM: "
-                     "scikit-image's Gaussian window sigma 1.5, population covariances "
-                     "(Wang et al., BasicSR); d: gain over the input; sharpness: mean gradient, "
+                     f"{window}; d: gain over the input; sharpness: mean gradient, "
                      "x the input's; PSNR in dB)")
         lines.append("(higher is better: PSNR, SSIM and their gains; overshoot, lower is "
                      "better, down to the ground truth's own)")

@@ -165,7 +165,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                        teacher_config=args.teacher_config, threads=args.threads,
                        provider=args.provider, gopro_blur=args.gopro_blur,
                        stride=args.stride, frames=frames, out=args.out,
-                       reference=args.reference)
+                       reference=args.reference, ssim_window=args.ssim)
     except KeyboardInterrupt as e:   # after some images: theirs are reported and saved
         if not hasattr(e, "results"):
             raise

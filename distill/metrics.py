@@ -150,9 +150,62 @@ def _ssim_opencv(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
+def ssim_3d(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM as published GoPro tables take it (NAFNet's calculate_ssim, whose default ssim3d
+    stands in for MATLAB's ssim() on an RGB array, which Restormer's evaluate_gopro_hide.m
+    calls): the window an 11x11x11 Gaussian of sigma 1.5 across rows, columns and the
+    channels, replicate padding on all three, population covariances, the mean over every
+    pixel and channel. It reads higher than the channel-averaged `ssim`. Float images in
+    [0, 1], HxWx3, the same shape, each side at least SSIM_MIN_SIDE; values outside are
+    clipped. OpenCV alone (a device install has no scipy)."""
+    import cv2
+    a, b = _pair(a, b)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"3-D SSIM takes HxWx3 images, got shape {a.shape}")
+    if min(a.shape[:2]) < SSIM_MIN_SIDE:
+        raise ValueError(f"SSIM needs images of at least {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} "
+                         f"pixels (its window), got {a.shape[1]}x{a.shape[0]}")
+    radius = int(3.5 * SSIM_SIGMA + 0.5)
+    g = cv2.getGaussianKernel(2 * radius + 1, SSIM_SIGMA, cv2.CV_64F)[:, 0]
+    # Across the channels: each output channel a weighted sum of the replicate-padded ones.
+    across = np.zeros((3, 3))
+    for c in range(3):
+        for t in range(-radius, radius + 1):
+            across[c, min(max(c + t, 0), 2)] += g[t + radius]
+
+    def blur(x: np.ndarray) -> np.ndarray:   # the 3-D Gaussian is separable
+        x = x @ across.T
+        return np.stack([cv2.sepFilter2D(np.ascontiguousarray(x[..., c]), cv2.CV_64F, g, g,
+                                         borderType=cv2.BORDER_REPLICATE)
+                         for c in range(3)], axis=-1)
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    ua, ub = blur(a), blur(b)
+    va, vb, vab = blur(a * a) - ua * ua, blur(b * b) - ub * ub, blur(a * b) - ua * ub
+    s = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
+    return float(s.mean())
+
+
 def psnr_ssim(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """{"psnr": psnr(a, b), "ssim": ssim(a, b)}."""
     return {"psnr": psnr(a, b), "ssim": ssim(a, b)}
+
+
+# `sharpen evaluate --ssim`: which SSIM scores (see `ssim_3d` for why a second one).
+SSIMS = {"2d": ssim, "3d": ssim_3d}
+
+
+def convention(ssim_window: str = "2d") -> dict:
+    """CONVENTION, with the SSIM that `ssim_window` names (a key of SSIMS)."""
+    if ssim_window == "2d":
+        return CONVENTION
+    return {**CONVENTION,
+            "ssim": "RGB, 8-bit outputs, 3-D SSIM: an 11x11x11 Gaussian window sigma 1.5 "
+                    "across rows, columns and the 3 channels, replicate padding, population "
+                    "covariances, mean over every pixel and channel; NAFNet's calculate_ssim "
+                    "(ssim3d=True), standing in for MATLAB's ssim(out_uint8, gt_uint8) on the "
+                    "RGB array (Restormer's evaluate_gopro_hide.m)"}
 
 
 # Overshoot: the neighbourhood must span a blurred edge's whole ramp, so that restoring the

@@ -1071,6 +1071,69 @@ def test_ssim_is_the_gaussian_window_convention_of_published_tables():
     assert abs(ours - uniform) > 1e-3   # the two conventions do differ on this pair
 
 
+def _nafnet_ssim_3d(y8: np.ndarray, out8: np.ndarray) -> float:
+    """The SSIM of NAFNet's GoPro table (its basicsr/metrics/psnr_ssim.py, calculate_ssim with
+    its default ssim3d=True), as that code computes it, on the CPU: an 11x11x11 Gaussian
+    (sigma 1.5) over rows, columns and the RGB channels, replicate padding, data range 255.
+    It stands in for MATLAB's ssim() on an RGB array (Restormer's evaluate_gopro_hide.m)."""
+    import cv2
+    import torch
+    k = cv2.getGaussianKernel(11, 1.5)
+    window = np.outer(k, k.transpose())
+    kernel = torch.tensor(np.stack([window * c for c in k], axis=0))
+    conv = torch.nn.Conv3d(1, 1, (11, 11, 11), padding=(5, 5, 5), bias=False,
+                           padding_mode="replicate").double()
+    with torch.no_grad():
+        conv.weight[0, 0] = kernel
+
+        def g(x):
+            return conv(x[None, None])[0, 0]
+        a = torch.tensor(out8.astype(np.float64))
+        b = torch.tensor(y8.astype(np.float64))
+        c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+        ma, mb = g(a), g(b)
+        va, vb, vab = g(a * a) - ma ** 2, g(b * b) - mb ** 2, g(a * b) - ma * mb
+        m = ((2 * ma * mb + c1) * (2 * vab + c2)) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2))
+    return float(m.mean())
+
+
+def test_ssim_3d_is_the_ssim_of_published_gopro_tables():
+    """Restormer's (MATLAB ssim() on the RGB array) and NAFNet's (calculate_ssim, ssim3d) GoPro
+    SSIMs slide the window across the channels too; evaluate's channel-averaged SSIM was
+    called theirs, and no option scored theirs."""
+    from distill.metrics import ssim, ssim_3d
+    for seed in range(2):
+        x8, y8 = _smooth_pair(seed)
+        ours = ssim_3d(x8.astype(np.float32) / 255, y8.astype(np.float32) / 255)
+        assert ours == pytest.approx(_nafnet_ssim_3d(y8, x8), abs=1e-6)   # k/255 in float32
+        flat = ssim(x8.astype(np.float32) / 255, y8.astype(np.float32) / 255)
+        assert abs(ours - flat) > 1e-3   # the two do differ
+
+
+def test_evaluate_ssim_3d_scores_and_says_it(tmp_path, capsys):
+    """`sharpen evaluate --ssim 3d`: every SSIM (the input's and each model's) is the 3-D one,
+    and the table, metrics.json's convention and the record of options say so."""
+    from distill.images import write_image
+    from sharpen.cli import main
+    x8, y8 = _smooth_pair(3, 24, 32)
+    for d, img in (("blur", x8), ("sharp", y8)):
+        write_image(tmp_path / "pairs" / d / "a.png", img.astype(np.float32) / 255)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--weights", "fast", "--data", str(tmp_path / "pairs"), "--out",
+                 str(out), "--quiet", "--ssim", "3d"]) == 0, capsys.readouterr().err
+    said = capsys.readouterr().out
+    res = json.loads((out / "metrics.json").read_text())
+    assert res["input"]["ssim"] == pytest.approx(_nafnet_ssim_3d(y8, x8), abs=1e-6)
+    assert res["ssim_window"] == "3d"
+    assert "3-D" in res["convention"]["ssim"], res["convention"]
+    assert "SSIM: an 11x11x11 Gaussian window" in said, said
+    # The default stays the channel-averaged SSIM, and a rerun with the other one rescores.
+    assert main(["evaluate", "--weights", "fast", "--data", str(tmp_path / "pairs"), "--out",
+                 str(out), "--quiet"]) == 0
+    res = json.loads((out / "metrics.json").read_text())
+    assert res["input"]["ssim"] == pytest.approx(_field_ssim(y8, x8), abs=1e-6)
+
+
 def test_ground_truth_table_says_how_it_scores(tmp_path):
     """The table's PSNR/SSIM named no colour space, range, window or quantisation: checking
     one pair by hand with scikit-image meant reading the source. Model outputs were scored in
