@@ -536,3 +536,20 @@ def test_a_paired_folder_of_clips_says_pairs_are_frames(tmp_path):
     assert (f"ffmpeg -i {shlex.quote(str(root / 'blur' / 'walk.mp4'))} "
             f"{shlex.quote(str(root / 'blur' / 'walk_%05d.png'))} and the same of {sharp}"
             in str(e.value)), str(e.value)
+
+
+def test_paired_folders_inside_a_folder_read_as_footage_are_named(tmp_path):
+    """Restormer's prepared test sets (Datasets/test/GoPro/{input,target}, and HIDE beside it)
+    given one folder too high were read as footage, sharp images scored as blurred ones, with
+    a warning that named no folder that pairs: the paired folders inside are named now."""
+    from runtime.warn import SharpenWarning
+    root = tmp_path / "Datasets"
+    for i, name in enumerate(("GoPro", "HIDE")):
+        for d in ("input", "target"):
+            _png(root / "test" / name / d / f"{i}.png", seed=i)
+    with pytest.warns(SharpenWarning) as caught:
+        resolve_source(str(root))
+    said = [str(w.message) for w in caught if "ground-truth folders" in str(w.message)]
+    assert len(said) == 1, [str(w.message) for w in caught]
+    assert (f"paired folders inside: --data {root / 'test' / 'GoPro'}, "
+            f"--data {root / 'test' / 'HIDE'}") in said[0], said[0]

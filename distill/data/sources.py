@@ -627,11 +627,17 @@ def _warn_ground_truth_as_footage(path: Path, rels: list[Path]) -> None:
     if not gt:
         return
     folders = sorted({next(p for p in r.parts[:-1] if _GT_FOLDER.fullmatch(p)) for r in gt})
+    # A paired set one folder down (Restormer's Datasets/test/GoPro/{input,target}): given
+    # one folder too high, the folder to give is named.
+    inside = sorted({str(path / r.parents[1]) for r in gt
+                     if len(r.parts) > 2 and pair_dirs(path / r.parents[1])}, key=name_key)
+    pairs = (f"paired folders inside: {', '.join(f'--data {d}' for d in inside[:4])}"
+             f"{', ...' if len(inside) > 4 else ''}; " if inside else "")
     warn(f"{path}: {count(len(gt), 'image')} under ground-truth folders "
          f"({', '.join(f + '/' for f in folders)}) are read as blurred footage without ground "
          f"truth, e.g. {gt[0].as_posix()}: the layout is none that pairs (input/ + target/, "
-         "blur/ + sharp/, GoPro, REDS, HIDE); give the blurred images alone, or a list of "
-         "'GT_PATH BLUR_PATH' lines (RealBlur's) as --data; footage indeed: give it as "
+         f"blur/ + sharp/, GoPro, REDS, HIDE); {pairs}give the blurred images alone, or a "
+         "list of 'GT_PATH BLUR_PATH' lines (RealBlur's) as --data; footage indeed: give it as "
          f"folder:{path}", stacklevel=3)
 
 
