@@ -406,8 +406,9 @@ def _quality_lines(rep: dict) -> list[str]:
     s, q, checks = rep["settings"], rep["quality"], rep["checks"]
     lines = [
         f"Held-out set: {q['data']}. {real_blur_note(rep)} PSNR/SSIM (RGB, outputs rounded "
-        "to 8 bits, data range 255, no border crop; SSIM with scikit-image's Gaussian window "
-        "sigma 1.5, population covariances, as published tables) against ground truth, mean "
+        "to 8 bits, data range 255, no border crop, as published tables; SSIM with "
+        "scikit-image's Gaussian window sigma 1.5, population covariances, channels averaged, "
+        "not published GoPro tables' 3-D SSIM) against ground truth, mean "
         f"over the images, higher is better; {TEACHER_SSIM_MEANING} (the "
         "gate is in Checks); parity is the worst image against the FP32 PyTorch student "
         "(gates from "

@@ -161,9 +161,10 @@ def markdown(res: dict, md_table) -> list[str]:
                   "the gain is over the blurred input. A model that sharpens real blur has a "
                   "positive PSNR and SSIM gain here: PSNR, SSIM and their gains, higher is "
                   "better; overshoot, lower is better. PSNR/SSIM (RGB, outputs rounded to 8 "
-                  f"bits, data range 255, {area}, no border crop; SSIM with scikit-image's "
-                  "Gaussian window sigma 1.5, population covariances, as published tables), "
-                  "mean over the images.", "",
+                  f"bits, data range 255, {area}, no border crop, as published tables; SSIM "
+                  "with scikit-image's Gaussian window sigma 1.5, population covariances, "
+                  "channels averaged, not published GoPro tables' 3-D SSIM: `sharpen "
+                  "evaluate --ssim 3d`), mean over the images.", "",
                   md_table(HEADERS, table_rows(p)), ""]
         lines += ["Verdict per model (overshoot: the share of pixels pushed more than 8 levels "
                   "outside the input's 15x15 neighbourhood; a model is called out for pixels "
