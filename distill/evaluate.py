@@ -844,6 +844,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     """
     if reference is not None and reference not in fns:
         raise ValueError(f"reference {reference!r} is not one of the models {list(fns)}")
+    if ssim_window not in SSIMS:
+        raise ValueError(f"ssim_window must be one of {list(SSIMS)}, got {ssim_window!r}")
     from runtime.progress import progress as progress_bar
 
     from .images import ImageReadError

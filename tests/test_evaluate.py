@@ -1132,6 +1132,9 @@ def test_evaluate_ssim_3d_scores_and_says_it(tmp_path, capsys):
                  str(out), "--quiet"]) == 0
     res = json.loads((out / "metrics.json").read_text())
     assert res["input"]["ssim"] == pytest.approx(_field_ssim(y8, x8), abs=1e-6)
+    with pytest.raises(ValueError, match=r"ssim_window must be one of \['2d', '3d'\]"):
+        evaluate_fns({"m": lambda x: x}, str(tmp_path / "pairs"), progress=False,
+                     ssim_window="4d")
 
 
 def test_ground_truth_table_says_how_it_scores(tmp_path):
