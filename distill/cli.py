@@ -202,6 +202,9 @@ def add_commands(sub) -> None:
                         "frames spread over them (default 6)")
     p.add_argument("--figure-crop", type=int, default=192, metavar="PX",
                    help="side of each crop in the figure")
+    from .teacher_tiles import TILE, TILE_HELP
+    p.add_argument("--tile", type=int, default=TILE, metavar="N",
+                   help=TILE_HELP)
     p.add_argument("--device", default="auto",
                    help="where checkpoints run: auto (a CUDA GPU when present; the teacher then "
                    "in bf16/fp16), cpu, cuda, cuda:1 ...; exported artifacts run as `sharpen "

@@ -37,7 +37,8 @@ RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outp
             "crop", "limit", "flat_images", "weights", "per_image", "reference", "interrupted",
             "exit_code", "teacher_labels", "environment", "convention", "clip_frames",
             "stride", "frames", "cut_clips", "clips_left_out", "seek_notes",
-            "per_sequence", "gopro_blur", "ssim_window"}
+            "per_sequence", "gopro_blur", "ssim_window",
+            "teacher_tile"}
 
 
 # Rows of `sharpen evaluate --out`'s figure (--figure-images), and the images whose outputs
@@ -659,6 +660,9 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
             raise
     res["weights"] = dict(zip(labels, weights))
     res.update(_labels_record(fns, from_labels))
+    if tiles := [(f.fn if isinstance(f, LabelledTeacher) else f).tile for f in fns.values()
+                 if isinstance(f, (TeacherFn, LabelledTeacher))]:
+        res["teacher_tile"] = tiles[0]   # 0: whole images; tiles change the outputs
     return res
 
 

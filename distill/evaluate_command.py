@@ -127,7 +127,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     # --crop >= 0' left the user to find which of the three was wrong.
     for flag, value, lo, note in (("--figure-images", args.figure_images, 1, ""),
                                   ("--figure-crop", args.figure_crop, 16, ""),
-                                  ("--crop", args.crop, 0, " (0 = whole images)")):
+                                  ("--crop", args.crop, 0, " (0 = whole images)"),
+                                  ("--tile", args.tile, 0, " (0 = whole images)")):
         if problem := out_of_range(flag, value, lo, note=note):
             return refuse(problem)
     if 0 < args.crop < MIN_SIDE:
@@ -165,7 +166,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                        teacher_config=args.teacher_config, threads=args.threads,
                        provider=args.provider, gopro_blur=args.gopro_blur,
                        stride=args.stride, frames=frames, out=args.out,
-                       reference=args.reference, ssim_window=args.ssim)
+                       reference=args.reference, ssim_window=args.ssim, tile=args.tile)
     except KeyboardInterrupt as e:   # after some images: theirs are reported and saved
         if not hasattr(e, "results"):
             raise

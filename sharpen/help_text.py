@@ -96,7 +96,7 @@ GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
     "evaluate": {
         "data": ("--split", "--gopro-blur", "--limit", "--stride", "--frames", "--crop"),
         "figures": ("--figure-images", "--figure-crop"),
-        "performance": ("--device", "--threads", "--provider"),
+        "performance": ("--tile", "--device", "--threads", "--provider"),
         "advanced": ("--teacher-config",),
     },
     "labels": {

@@ -1438,3 +1438,24 @@ def test_ssim_without_scikit_image_on_flat_smooth_and_odd_layouts(case, monkeypa
     field = ssim(x, y)
     monkeypatch.setitem(sys.modules, "skimage.metrics", None)   # import fails, as not installed
     assert ssim(x, y) == pytest.approx(field, abs=1e-9)
+
+
+def test_evaluate_tile_runs_the_teacher_on_whole_images_and_records_it(tmp_path, tiny_teacher_pt,
+                                                                      capsys):
+    """Published Restormer numbers run whole images; evaluate always tiled the teacher at 512
+    px (Gaussian-blended, other outputs on a 1280x720 GoPro frame), with no option and no word
+    in metrics.json. `--tile 0` runs whole images, and metrics.json records the tile."""
+    from distill.images import write_image
+    from sharpen.cli import main
+    rng = np.random.default_rng(0)
+    for d in ("blur", "sharp"):
+        write_image(tmp_path / "pairs" / d / "a.png", rng.random((40, 56, 3)).astype(np.float32))
+    common = ["--weights", str(tiny_teacher_pt), "--data", str(tmp_path / "pairs"), "--device",
+              "cpu", "--quiet"]
+    assert main(["evaluate", *common, "--out", str(tmp_path / "whole"), "--tile", "0"]) == 0
+    assert json.loads((tmp_path / "whole" / "metrics.json").read_text())["teacher_tile"] == 0
+    assert main(["evaluate", *common, "--out", str(tmp_path / "tiled")]) == 0
+    assert json.loads((tmp_path / "tiled" / "metrics.json").read_text())["teacher_tile"] == 512
+    capsys.readouterr()
+    assert main(["evaluate", *common, "--tile", "-8"]) == 2
+    assert "--tile" in capsys.readouterr().err

@@ -78,9 +78,9 @@ DIFFERENT_DEFAULTS = {
                "evaluate has no default (required)",
                {"evaluate": None, "labels": "embedded", "bench": None, "demo": "embedded",
                 "pytest benchmarks/": None}),
-    "--tile": ("the teacher tiles at 512 (its memory); a student runs whole frames (0), "
-               "run's whole up to a frame size and tiled above (None)",
-               {"teacher": 512, "labels": 512, "run": None, "bench": 0,
+    "--tile": ("the teacher tiles at 512 (its memory), evaluate's teacher too; a student runs "
+               "whole frames (0), run's whole up to a frame size and tiled above (None)",
+               {"teacher": 512, "labels": 512, "evaluate": 512, "run": None, "bench": 0,
                 "pytest benchmarks/": 0}),
     "--resume": ("teacher skips the images it already wrote (--no-resume redoes them); run "
                  "goes on with a stopped video only when asked, as it would overwrite it",
