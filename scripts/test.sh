@@ -15,16 +15,24 @@
 # in the crops; with 16 instead of `sharpen bench`'s 32 every artifact of both students still
 # passes its parity gate with a margin (seed's ModelOpt QDQ SSIM 0.994 >= 0.98; with 8 it
 # failed at 0.974, so not fewer).
+# VENV (scripts/setup.sh's) names the environment both suites run in (default .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = --help ] || [ "${1:-}" = -h ]; then
+  # Before setup.sh, which would install everything (minutes, GBs) to print a help text.
+  echo "usage: scripts/test.sh [PYTEST_ARGS...]"
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 0
+fi
 scripts/setup.sh
+VENV=${VENV:-.venv}
 cores=$(nproc 2>/dev/null || echo 2)
 workers=${SHARPEN_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}
 rc=0
-.venv/bin/python -m pytest tests -q -p no:cacheprovider -n "$workers" --dist loadfile "$@" \
+"$VENV/bin/python" -m pytest tests -q -p no:cacheprovider -n "$workers" --dist loadfile "$@" \
     || rc=$?
 bench_rc=0
-.venv/bin/python -m pytest benchmarks -q -p no:cacheprovider --min-ssim-gain 0.05 \
+"$VENV/bin/python" -m pytest benchmarks -q -p no:cacheprovider --min-ssim-gain 0.05 \
     --calib-count 16 "$@" || bench_rc=$?
 # 5 is pytest's "no tests collected": `-k name` selects from one of the two runs only.
 if [ "$rc" -eq 5 ] && [ "$bench_rc" -eq 5 ]; then exit 5; fi

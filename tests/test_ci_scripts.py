@@ -1,0 +1,87 @@
+"""scripts/test.sh and scripts/setup.sh as a CI job runs them (`.ci/run`): on a copy of the
+scripts, with an environment setup.sh made before (its stamp) whose `python` is a stand-in that
+writes down each command it is given and exits with the status the test asks of it."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(not (shutil.which("bash") and shutil.which("sha256sum")),
+                                reason="the scripts need bash and sha256sum")
+
+# The stand-in for $VENV/bin/python: `-m pip config` goes to the real Python (what setup.sh
+# reads of pip's settings), every other command is written down and answered with the exit
+# status STUB_TESTS_RC (the tests/ run) or STUB_BENCH_RC (the benchmarks run) asks for.
+STUB = f"""#!/usr/bin/env bash
+if [ "$2 $3" = "pip config" ]; then exec {sys.executable} "$@"; fi
+printf '%s\\n' "$*" >> "$STUB_LOG"
+case " $* " in
+  *" -m pytest benchmarks "*) exit "${{STUB_BENCH_RC:-0}}";;
+  *" -m pytest tests "*) exit "${{STUB_TESTS_RC:-0}}";;
+esac
+exit 0
+"""
+
+
+def _checkout(tmp_path: Path, installed: bool = True) -> tuple[Path, Path]:
+    """(a checkout holding the scripts and pyproject.toml, the environment VENV names)."""
+    src = tmp_path / "src"
+    (src / "scripts").mkdir(parents=True)
+    for name in ("setup.sh", "test.sh"):
+        shutil.copy2(REPO / "scripts" / name, src / "scripts" / name)
+    shutil.copy2(REPO / "pyproject.toml", src / "pyproject.toml")
+    venv = tmp_path / "venv"
+    if installed:
+        (venv / "bin").mkdir(parents=True)
+        (venv / "bin" / "python").write_text(STUB)
+        (venv / "bin" / "python").chmod(0o755)
+        stamp = subprocess.run(["sha256sum"], input=(src / "pyproject.toml").read_bytes(),
+                               capture_output=True).stdout[:16].decode()
+        (venv / f".installed-{stamp}-dev").write_text("")
+    return src, venv
+
+
+def _test_sh(src: Path, venv: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess,
+                                                                     list[str]]:
+    log = src.parent / "commands.log"
+    r = subprocess.run(["bash", str(src / "scripts" / "test.sh"), *args],
+                       env={**os.environ, "VENV": str(venv), "STUB_LOG": str(log), **env},
+                       capture_output=True, text=True, timeout=60)
+    return r, (log.read_text().splitlines() if log.exists() else [])
+
+
+def test_help_says_how_to_run_the_tests_without_setting_up_an_environment(tmp_path):
+    """`scripts/test.sh --help` created .venv and installed torch, TensorFlow and the rest (minutes,
+    GBs) before pytest printed its own help: a CI maintainer reading what the script takes got
+    an install instead."""
+    src, venv = _checkout(tmp_path, installed=False)
+    r, _ = _test_sh(src, venv, "--help")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SHARPEN_TEST_WORKERS" in r.stdout and "usage: scripts/test.sh" in r.stdout, r.stdout
+    assert not venv.exists(), "set up an environment to print its help"
+
+
+def test_the_suites_run_in_the_environment_venv_names(tmp_path):
+    """setup.sh set up $VENV, but test.sh then ran .venv/bin/python: `VENV=/opt/venv
+    scripts/test.sh` (a CI image's environment) stopped with 'No such file or directory'."""
+    src, venv = _checkout(tmp_path)
+    r, ran = _test_sh(src, venv, "-k", "name")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [c.split()[:3] for c in ran] == [["-m", "pytest", "tests"],
+                                            ["-m", "pytest", "benchmarks"]], ran
+
+
+@pytest.mark.parametrize("tests_rc, bench_rc, expected", [
+    (0, 0, 0), (1, 0, 1), (0, 1, 1), (2, 1, 2), (5, 0, 0), (0, 5, 0), (5, 5, 5)])
+def test_the_exit_status_is_the_first_failing_suites(tmp_path, tests_rc, bench_rc, expected):
+    src, venv = _checkout(tmp_path)
+    r, ran = _test_sh(src, venv, STUB_TESTS_RC=str(tests_rc), STUB_BENCH_RC=str(bench_rc))
+    assert r.returncode == expected, (r.returncode, ran)
+    assert len(ran) == 2, ran   # the benchmark suite runs also after a failing tests/
