@@ -16,8 +16,23 @@
 # passes its parity gate with a margin (seed's ModelOpt QDQ SSIM 0.994 >= 0.98; with 8 it
 # failed at 0.974, so not fewer).
 # VENV (scripts/setup.sh's) names the environment both suites run in (default .venv).
+# SHARPEN_TEST_REPORTS=DIR: what CI collects, in DIR (made if missing; relative to where the
+# script is started): tests.xml and benchmarks.xml (JUnit, each test's duration in it) and
+# benchmarks.json (pytest-benchmark's timings). A --junitxml among the extra arguments is
+# refused: both runs would write it, the benchmark suite's over the tests'.
 set -euo pipefail
+reports=${SHARPEN_TEST_REPORTS:-}
+[ -z "$reports" ] || reports=$(mkdir -p "$reports" && cd "$reports" && pwd)
 cd "$(dirname "$0")/.."
+for arg in "$@"; do
+  case "$arg" in
+    --junitxml|--junitxml=*|--junit-xml|--junit-xml=*)
+      echo "scripts/test.sh: $arg would be written by both the tests and the benchmark suite," \
+        "the second over the first; set SHARPEN_TEST_REPORTS=DIR instead" \
+        "(DIR/tests.xml, DIR/benchmarks.xml, DIR/benchmarks.json)" >&2
+      exit 2;;
+  esac
+done
 if [ "${1:-}" = --help ] || [ "${1:-}" = -h ]; then
   # Before setup.sh, which would install everything (minutes, GBs) to print a help text.
   echo "usage: scripts/test.sh [PYTEST_ARGS...]"
@@ -28,12 +43,17 @@ scripts/setup.sh
 VENV=${VENV:-.venv}
 cores=$(nproc 2>/dev/null || echo 2)
 workers=${SHARPEN_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}
+tests_out=() bench_out=()
+if [ -n "$reports" ]; then
+  tests_out=("--junitxml=$reports/tests.xml")
+  bench_out=("--junitxml=$reports/benchmarks.xml" "--benchmark-json=$reports/benchmarks.json")
+fi
 rc=0
-"$VENV/bin/python" -m pytest tests -q -p no:cacheprovider -n "$workers" --dist loadfile "$@" \
-    || rc=$?
+"$VENV/bin/python" -m pytest tests -q -p no:cacheprovider -n "$workers" --dist loadfile \
+    ${tests_out[@]+"${tests_out[@]}"} "$@" || rc=$?
 bench_rc=0
 "$VENV/bin/python" -m pytest benchmarks -q -p no:cacheprovider --min-ssim-gain 0.05 \
-    --calib-count 16 "$@" || bench_rc=$?
+    --calib-count 16 ${bench_out[@]+"${bench_out[@]}"} "$@" || bench_rc=$?
 # 5 is pytest's "no tests collected": `-k name` selects from one of the two runs only.
 if [ "$rc" -eq 5 ] && [ "$bench_rc" -eq 5 ]; then exit 5; fi
 [ "$rc" -ne 5 ] || rc=0

@@ -85,3 +85,35 @@ def test_the_exit_status_is_the_first_failing_suites(tmp_path, tests_rc, bench_r
     r, ran = _test_sh(src, venv, STUB_TESTS_RC=str(tests_rc), STUB_BENCH_RC=str(bench_rc))
     assert r.returncode == expected, (r.returncode, ran)
     assert len(ran) == 2, ran   # the benchmark suite runs also after a failing tests/
+
+
+def test_ci_reports_go_to_one_file_each_in_the_folder_named(tmp_path):
+    """Extra arguments go to both pytest runs, so `scripts/test.sh --junitxml=junit.xml` wrote the
+    tests/ report and then the benchmark suite's over it: CI collected the benchmarks' alone, a
+    failing test nowhere in it. SHARPEN_TEST_REPORTS=DIR (relative to where the job is, not
+    the checkout) gets one JUnit file a suite, each test's duration in it, and the benchmark
+    JSON."""
+    src, venv = _checkout(tmp_path)
+    job = tmp_path / "job"
+    job.mkdir()
+    log = tmp_path / "commands.log"
+    r = subprocess.run(["bash", str(src / "scripts" / "test.sh"), "-x"], cwd=job,
+                       env={**os.environ, "VENV": str(venv), "STUB_LOG": str(log),
+                            "SHARPEN_TEST_REPORTS": "reports"},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    tests, bench = log.read_text().splitlines()
+    out = job / "reports"
+    assert out.is_dir()
+    assert f"--junitxml={out / 'tests.xml'}" in tests.split(), tests
+    assert {f"--junitxml={out / 'benchmarks.xml'}",
+            f"--benchmark-json={out / 'benchmarks.json'}"} <= set(bench.split()), bench
+    assert "-x" in tests.split() and "-x" in bench.split()
+
+
+@pytest.mark.parametrize("arg", ["--junitxml=junit.xml", "--junit-xml=junit.xml", "--junitxml"])
+def test_a_junit_file_both_suites_would_write_is_refused_naming_the_way(tmp_path, arg):
+    src, venv = _checkout(tmp_path)
+    r, ran = _test_sh(src, venv, "-q", arg)
+    assert r.returncode == 2 and not ran, (r.returncode, ran)
+    assert "SHARPEN_TEST_REPORTS=DIR" in r.stderr and arg in r.stderr, r.stderr
