@@ -25,6 +25,21 @@ fi
 # What setuptools (the build backend before hatchling) left in the checkout: Python started
 # here (python -m sharpen, python -m pytest) read its stale metadata before the install's.
 rm -rf image_sharpening_kd.egg-info
+# pip's last words with the package index unreachable are "No matching distribution found for
+# torch==2.13.0 (from versions: none)", as if the pin did not exist: say what, and the way on.
+pip_install() {
+  local rc=0
+  "$VENV/bin/python" -m pip install -q "$@" || rc=$?
+  [ "$rc" -eq 0 ] && return 0
+  {
+    echo "[setup] pip could not install $* (exit $rc; pip's messages above). 'from versions:"
+    echo "[setup]   none' after 'Retrying ... connection' lines: the package index is unreachable."
+    echo "[setup]   Offline: where it is reachable, 'pip download -d DIR' the same requirements"
+    echo "[setup]   (torch first, then '.[$EXTRAS]'), copy DIR here and rerun with"
+    echo "[setup]   PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR scripts/setup.sh"
+  } >&2
+  exit "$rc"
+}
 stamp="$VENV/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-$EXTRAS"
 if [ -f "$stamp" ]; then
   exit 0
@@ -33,11 +48,11 @@ fi
 if [ "${SKIP_TORCH:-0}" != 1 ] && [ "$EXTRAS" != runtime ] && [ "$EXTRAS" != litert ]; then
   echo "[setup] installing $TORCH_SPEC (first run only: a few minutes, ~200 MB download)"
   # Installed before the project so pip never resolves an unpinned torch (a multi-GB CUDA build).
-  "$VENV/bin/python" -m pip install -q $TORCH_SPEC
+  pip_install $TORCH_SPEC
 fi
 echo "[setup] installing image-sharpening-kd[$EXTRAS] (editable; first run only: 2-4 minutes for"
 echo "[setup]   onnxruntime, TensorFlow (CPU; TFLite export), LiteRT, ModelOpt, scikit-image ...)"
-"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
+pip_install -e ".[$EXTRAS]"
 rm -f "$VENV"/.installed-*
 touch "$stamp"
 echo "[setup] ready: $VENV/bin/sharpen"

@@ -18,20 +18,25 @@ pytestmark = pytest.mark.skipif(not (shutil.which("bash") and shutil.which("sha2
 
 # The stand-in for $VENV/bin/python: `-m pip config` goes to the real Python (what setup.sh
 # reads of pip's settings), every other command is written down and answered with the exit
-# status STUB_TESTS_RC (the tests/ run) or STUB_BENCH_RC (the benchmarks run) asks for.
+# status STUB_TESTS_RC (the tests/ run), STUB_BENCH_RC (the benchmarks run) or STUB_PIP_RC (a
+# `pip install` but pip's own upgrade) asks for.
 STUB = f"""#!/usr/bin/env bash
 if [ "$2 $3" = "pip config" ]; then exec {sys.executable} "$@"; fi
 printf '%s\\n' "$*" >> "$STUB_LOG"
 case " $* " in
   *" -m pytest benchmarks "*) exit "${{STUB_BENCH_RC:-0}}";;
   *" -m pytest tests "*) exit "${{STUB_TESTS_RC:-0}}";;
+  *" -m pip install -q --upgrade pip "*) exit 0;;
+  *" -m pip install "*) exit "${{STUB_PIP_RC:-0}}";;
 esac
 exit 0
 """
 
 
-def _checkout(tmp_path: Path, installed: bool = True) -> tuple[Path, Path]:
-    """(a checkout holding the scripts and pyproject.toml, the environment VENV names)."""
+def _checkout(tmp_path: Path, installed: bool = True,
+              stamped: bool = True) -> tuple[Path, Path]:
+    """(a checkout holding the scripts and pyproject.toml, the environment VENV names: made
+    where `installed`, its install done where `stamped`)."""
     src = tmp_path / "src"
     (src / "scripts").mkdir(parents=True)
     for name in ("setup.sh", "test.sh"):
@@ -42,6 +47,7 @@ def _checkout(tmp_path: Path, installed: bool = True) -> tuple[Path, Path]:
         (venv / "bin").mkdir(parents=True)
         (venv / "bin" / "python").write_text(STUB)
         (venv / "bin" / "python").chmod(0o755)
+    if installed and stamped:
         stamp = subprocess.run(["sha256sum"], input=(src / "pyproject.toml").read_bytes(),
                                capture_output=True).stdout[:16].decode()
         (venv / f".installed-{stamp}-dev").write_text("")
@@ -117,3 +123,26 @@ def test_a_junit_file_both_suites_would_write_is_refused_naming_the_way(tmp_path
     r, ran = _test_sh(src, venv, "-q", arg)
     assert r.returncode == 2 and not ran, (r.returncode, ran)
     assert "SHARPEN_TEST_REPORTS=DIR" in r.stderr and arg in r.stderr, r.stderr
+
+
+def _setup_sh(src: Path, venv: Path, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    log = src.parent / "commands.log"
+    r = subprocess.run(["bash", str(src / "scripts" / "setup.sh")],
+                       env={**os.environ, "VENV": str(venv), "STUB_LOG": str(log), **env},
+                       capture_output=True, text=True, timeout=60)
+    return r, (log.read_text().splitlines() if log.exists() else [])
+
+
+def test_an_install_pip_could_not_do_says_what_and_how_to_go_on_offline(tmp_path):
+    """With the package index unreachable (a CI runner without network, a proxy down), pip
+    retries and ends 'No matching distribution found for torch==2.13.0 (from versions: none)',
+    as if the pinned torch did not exist, and setup.sh ended there without a word of its own:
+    now it names what it could not install, the index as the likely cause and the offline way
+    (a folder of wheels)."""
+    src, venv = _checkout(tmp_path, stamped=False)
+    r, ran = _setup_sh(src, venv, STUB_PIP_RC="1")
+    assert r.returncode == 1, r.stdout + r.stderr
+    said = r.stderr
+    assert "[setup] pip could not install torch==2.13.0" in said, said
+    assert "unreachable" in said and "PIP_NO_INDEX=1 PIP_FIND_LINKS=" in said, said
+    assert not list(venv.glob(".installed-*"))
