@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv and install the project with everything for development (idempotent: re-running
 # is quick when pyproject.toml has not changed).
-#   TORCH_SPEC   torch requirement installed first (default torch==2.13.0, the CPU wheel here;
+#   TORCH_SPEC   torch requirement installed first (default torch==2.13.0, the CPU build: on
+#                Linux from PyTorch's CPU index, unless pip has an index or a wheel folder of
+#                its own (PIP_INDEX_URL, PIP_FIND_LINKS, PIP_NO_INDEX, pip.conf), left to it;
 #                e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124")
 #   SKIP_TORCH=1 keep the torch already in the environment (Jetson / vendor builds): a new
 #                $VENV then sees the system's packages, so JetPack's torch is used, not PyPI's
@@ -13,7 +15,6 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 EXTRAS=${EXTRAS:-dev}
-TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
   if [ "${SKIP_TORCH:-0}" = 1 ]; then
@@ -45,6 +46,17 @@ if [ -f "$stamp" ]; then
   exit 0
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
+# PyPI's Linux torch wheels are the CUDA build (torch 2.13.0 brings cuda-toolkit 13, cuDNN and
+# NCCL: GBs); PyTorch's CPU index serves the CPU one, and torch's own dependencies.
+if [ -z "${TORCH_SPEC:-}" ]; then
+  TORCH_SPEC=torch==2.13.0
+  # Read whole first: grep -q quits at its match, and pip's SIGPIPE then failed the pipe.
+  pip_conf=$("$VENV/bin/python" -m pip config list 2>/dev/null || true)
+  if [ "$(uname -s)" = Linux ] \
+      && ! grep -qE '\.(index-url|extra-index-url|find-links|no-index)=' <<<"$pip_conf"; then
+    TORCH_SPEC="$TORCH_SPEC --index-url https://download.pytorch.org/whl/cpu"
+  fi
+fi
 if [ "${SKIP_TORCH:-0}" != 1 ] && [ "$EXTRAS" != runtime ] && [ "$EXTRAS" != litert ]; then
   echo "[setup] installing $TORCH_SPEC (first run only: a few minutes, ~200 MB download)"
   # Installed before the project so pip never resolves an unpinned torch (a multi-GB CUDA build).

@@ -146,3 +146,29 @@ def test_an_install_pip_could_not_do_says_what_and_how_to_go_on_offline(tmp_path
     assert "[setup] pip could not install torch==2.13.0" in said, said
     assert "unreachable" in said and "PIP_NO_INDEX=1 PIP_FIND_LINKS=" in said, said
     assert not list(venv.glob(".installed-*"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PyPI's CUDA torch is Linux's")
+@pytest.mark.parametrize("pip_env, cpu_index", [
+    ({}, True),                                           # pip as installed: PyPI
+    ({"PIP_FIND_LINKS": "/srv/wheels"}, False),           # a wheel folder of the runner's own
+    ({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "w"}, False),   # offline
+    ({"PIP_INDEX_URL": "https://mirror.example/simple"}, False),   # a mirror
+])
+def test_the_default_torch_is_the_cpu_build_from_pytorchs_cpu_index(tmp_path, pip_env,
+                                                                     cpu_index):
+    """The README and setup.sh promise torch==2.13.0's CPU build (~200 MB), but PyPI's Linux
+    wheel of it is the CUDA build (cuda-toolkit 13, cuDNN, NCCL: GBs): a CI runner that installs
+    from PyPI downloaded those. PyTorch's CPU index serves the CPU one; a pip given an index or
+    a wheel folder of its own (a mirror, an offline wheelhouse) is left to it."""
+    src, venv = _checkout(tmp_path, stamped=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    log = tmp_path / "commands.log"
+    r = subprocess.run(["bash", str(src / "scripts" / "setup.sh")],
+                       env={**env, "PIP_CONFIG_FILE": os.devnull, **pip_env,
+                            "VENV": str(venv), "STUB_LOG": str(log)},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    torch, = [c for c in log.read_text().splitlines() if "torch==" in c]
+    assert ("--index-url https://download.pytorch.org/whl/cpu" in torch) == cpu_index, torch
+    assert torch.split()[4] == "torch==2.13.0", torch
