@@ -1,6 +1,8 @@
 import copy
 import os
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,29 @@ for _name in [n for n in os.environ if n.startswith("PYTEST_XDIST_")]:
 # child that never sees it. A handled signal is reset to its default in each child.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_configure(config):
+    """The suite's caches (the embedded data set, 76 MB; bench artifacts; TensorRT engines;
+    matplotlib's fonts) go to a folder of this run's, not $XDG_CACHE_HOME or ~/.cache: a test
+    run wrote the embedded set into the user's cache, which on a CI runner outlives the job.
+    The first process makes it and removes it at the end; pytest-xdist's workers (and a pytest a
+    test starts) inherit it. A SHARPEN_DATA of the user's own still holds the embedded set."""
+    ours = os.environ.get("SHARPEN_TESTS_CACHE")
+    if ours and os.environ.get("XDG_CACHE_HOME") == ours:
+        return
+    made = tempfile.mkdtemp(prefix="sharpen-tests-cache-")
+    os.environ["SHARPEN_TESTS_CACHE"] = os.environ["XDG_CACHE_HOME"] = made
+    config.stash[_MADE_CACHE] = made
+
+
+def pytest_unconfigure(config):
+    made = config.stash.get(_MADE_CACHE, None)
+    if made:
+        shutil.rmtree(made, ignore_errors=True)
+
+
+_MADE_CACHE = pytest.StashKey[str]()
 
 
 @pytest.fixture

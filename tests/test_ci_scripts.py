@@ -172,3 +172,19 @@ def test_the_default_torch_is_the_cpu_build_from_pytorchs_cpu_index(tmp_path, pi
     torch, = [c for c in log.read_text().splitlines() if "torch==" in c]
     assert ("--index-url https://download.pytorch.org/whl/cpu" in torch) == cpu_index, torch
     assert torch.split()[4] == "torch==2.13.0", torch
+
+
+def test_the_suite_caches_in_a_folder_of_its_own_not_the_users():
+    """A test run wrote the embedded data set (76 MB) into ~/.cache/sharpen/embedded, the
+    user's cache, which on a CI runner outlives the job: the suite's caches go to a folder of
+    the run's own (pytest-xdist's workers share it), removed after it."""
+    import tempfile
+
+    from runtime.cache import cache_dir
+    users = Path(os.path.expanduser("~")) / ".cache"
+    for name in ("bench", "trt"):
+        assert users not in cache_dir(name).parents, cache_dir(name)
+        assert Path(tempfile.gettempdir()).resolve() in cache_dir(name).resolve().parents
+    if "SHARPEN_DATA" not in os.environ:   # the user's own SHARPEN_DATA is theirs to give
+        from distill.data.embedded import default_root
+        assert users not in default_root().parents, default_root()
