@@ -16,6 +16,9 @@
 # passes its parity gate with a margin (seed's ModelOpt QDQ SSIM 0.994 >= 0.98; with 8 it
 # failed at 0.974, so not fewer).
 # VENV (scripts/setup.sh's) names the environment both suites run in (default .venv).
+# SHARPEN_TEST_TIMEOUT: seconds a test may take (pytest-timeout; default 1800, several times
+# the whole suite's time) before it fails with its stack, rather than a hung one holding the
+# job until the CI runner's own limit.
 # SHARPEN_TEST_REPORTS=DIR: what CI collects, in DIR (made if missing; relative to where the
 # script is started): tests.xml and benchmarks.xml (JUnit, each test's duration in it) and
 # benchmarks.json (pytest-benchmark's timings). A --junitxml among the extra arguments is
@@ -49,11 +52,12 @@ if [ -n "$reports" ]; then
   bench_out=("--junitxml=$reports/benchmarks.xml" "--benchmark-json=$reports/benchmarks.json")
 fi
 rc=0
-"$VENV/bin/python" -m pytest tests -q -p no:cacheprovider -n "$workers" --dist loadfile \
+timeout=--timeout=${SHARPEN_TEST_TIMEOUT:-1800}
+"$VENV/bin/python" -m pytest tests -q -p no:cacheprovider -n "$workers" --dist loadfile "$timeout" \
     ${tests_out[@]+"${tests_out[@]}"} "$@" || rc=$?
 bench_rc=0
 "$VENV/bin/python" -m pytest benchmarks -q -p no:cacheprovider --min-ssim-gain 0.05 \
-    --calib-count 16 ${bench_out[@]+"${bench_out[@]}"} "$@" || bench_rc=$?
+    --calib-count 16 "$timeout" ${bench_out[@]+"${bench_out[@]}"} "$@" || bench_rc=$?
 # 5 is pytest's "no tests collected": `-k name` selects from one of the two runs only.
 if [ "$rc" -eq 5 ] && [ "$bench_rc" -eq 5 ]; then exit 5; fi
 [ "$rc" -ne 5 ] || rc=0

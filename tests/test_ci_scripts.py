@@ -188,3 +188,18 @@ def test_the_suite_caches_in_a_folder_of_its_own_not_the_users():
     if "SHARPEN_DATA" not in os.environ:   # the user's own SHARPEN_DATA is theirs to give
         from distill.data.embedded import default_root
         assert users not in default_root().parents, default_root()
+
+
+def test_a_hung_test_fails_with_its_stack_not_the_whole_job(tmp_path):
+    """pytest-timeout is in the dev extra, but nothing set a timeout: a test hung on a camera
+    that never answers held the CI job until the runner's own limit (GitHub's is 6 hours) and
+    said nothing of where. Each test now has SHARPEN_TEST_TIMEOUT seconds (default 1800, several
+    times the whole suite's 7-15 minutes); a --timeout of the caller's, later, wins."""
+    src, venv = _checkout(tmp_path)
+    r, ran = _test_sh(src, venv)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert all("--timeout=1800" in c.split() for c in ran), ran
+    (tmp_path / "commands.log").unlink()
+    r, ran = _test_sh(src, venv, "--timeout=60", SHARPEN_TEST_TIMEOUT="300")
+    assert all(c.split().index("--timeout=300") < c.split().index("--timeout=60")
+               for c in ran), ran
