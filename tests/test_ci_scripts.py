@@ -203,3 +203,21 @@ def test_a_hung_test_fails_with_its_stack_not_the_whole_job(tmp_path):
     r, ran = _test_sh(src, venv, "--timeout=60", SHARPEN_TEST_TIMEOUT="300")
     assert all(c.split().index("--timeout=300") < c.split().index("--timeout=60")
                for c in ran), ran
+
+
+@pytest.mark.skipif((REPO.parent / "shared" / "restormer").exists()
+                    or (REPO / "shared" / "restormer").exists(),
+                    reason="shared/restormer lies beside this checkout: the parity test runs")
+def test_a_ci_job_without_shared_beside_the_clone_is_told_what_to_lay_there_or_unset():
+    """Every hosted CI (GitHub Actions, GitLab) sets CI, under which the Restormer state-dict
+    parity test fails when shared/restormer is not beside the clone, as the project's own CI
+    wants; an adopter's first job failed on 'shared/restormer (official state-dict listing)
+    not found', with no word of which file, where, or how to run without it."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "tests/test_restormer.py::test_official_config_matches_checkpoint_listing"],
+                       cwd=REPO, env={**os.environ, "CI": "true"}, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    said = r.stdout
+    assert "shared/restormer/motion_deblurring_state_dict.txt" in said, said
+    assert str(REPO.parent / "shared") in said and "CI unset" in said, said
