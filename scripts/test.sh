@@ -24,6 +24,12 @@
 # benchmarks.json (pytest-benchmark's timings). A --junitxml among the extra arguments is
 # refused: both runs would write it, the benchmark suite's over the tests'.
 set -euo pipefail
+if [ "${1:-}" = --help ] || [ "${1:-}" = -h ]; then
+  # Before setup.sh, which would install everything (minutes, GBs) to print a help text.
+  echo "usage: scripts/test.sh [PYTEST_ARGS...]"
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 0
+fi
 reports=${SHARPEN_TEST_REPORTS:-}
 [ -z "$reports" ] || reports=$(mkdir -p "$reports" && cd "$reports" && pwd)
 cd "$(dirname "$0")/.."
@@ -36,12 +42,6 @@ for arg in "$@"; do
       exit 2;;
   esac
 done
-if [ "${1:-}" = --help ] || [ "${1:-}" = -h ]; then
-  # Before setup.sh, which would install everything (minutes, GBs) to print a help text.
-  echo "usage: scripts/test.sh [PYTEST_ARGS...]"
-  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
-  exit 0
-fi
 scripts/setup.sh
 VENV=${VENV:-.venv}
 cores=$(nproc 2>/dev/null || echo 2)
