@@ -51,11 +51,16 @@ def pytest_configure(config):
     The first process makes it and removes it at the end; pytest-xdist's workers (and a pytest a
     test starts) inherit it. A SHARPEN_DATA of the user's own still holds the embedded set."""
     ours = os.environ.get("SHARPEN_TESTS_CACHE")
-    if ours and os.environ.get("XDG_CACHE_HOME") == ours:
-        return
-    made = tempfile.mkdtemp(prefix="sharpen-tests-cache-")
-    os.environ["SHARPEN_TESTS_CACHE"] = os.environ["XDG_CACHE_HOME"] = made
-    config.stash[_MADE_CACHE] = made
+    if not ours or os.environ.get("XDG_CACHE_HOME") != ours:
+        ours = tempfile.mkdtemp(prefix="sharpen-tests-cache-")
+        os.environ["SHARPEN_TESTS_CACHE"] = os.environ["XDG_CACHE_HOME"] = ours
+        config.stash[_MADE_CACHE] = ours
+    # pytest-benchmark (its configure runs last) makes its storage, ./.benchmarks, wherever
+    # pytest starts, though tests/ times nothing; a run asked to save one keeps it there.
+    opt = config.option
+    if (getattr(opt, "benchmark_storage", None) == "file://./.benchmarks"
+            and not (opt.benchmark_save or opt.benchmark_autosave)):
+        opt.benchmark_storage = f"file://{ours}/benchmarks"
 
 
 def pytest_unconfigure(config):

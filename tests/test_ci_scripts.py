@@ -221,3 +221,16 @@ def test_a_ci_job_without_shared_beside_the_clone_is_told_what_to_lay_there_or_u
     said = r.stdout
     assert "shared/restormer/motion_deblurring_state_dict.txt" in said, said
     assert str(REPO.parent / "shared") in said and "CI unset" in said, said
+
+
+def test_the_suite_leaves_nothing_in_the_folder_it_is_started_in(tmp_path):
+    """pytest-benchmark makes its storage, ./.benchmarks, wherever pytest starts, also for
+    tests/, which times nothing: `pytest ~/src/sharpen/tests/...` from a job's workspace left
+    an empty .benchmarks there."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        f"{REPO / 'tests' / 'test_ci_scripts.py'}::"
+                        "test_help_says_how_to_run_the_tests_without_setting_up_an_environment"],
+                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not list(tmp_path.iterdir()), list(tmp_path.iterdir())
