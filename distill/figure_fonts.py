@@ -1,7 +1,7 @@
 """Text of any script in the figures (side-by-side crops, bench figures, runs compared): a photo
 named `Straße 東京 🎥` or a folder `Urlaub 2026/写真` is labelled in a font that has its
 characters where one is installed; where none is, one warning names the characters drawn as
-boxes, not one matplotlib warning per character."""
+boxes, not one matplotlib warning per character. A `$` is a `$`, never the start of TeX."""
 from __future__ import annotations
 
 import functools
@@ -35,7 +35,9 @@ def any_script_text(draw: Callable[..., T]) -> Callable[..., T]:
                   *(f for f in FALLBACK_FAMILIES if f in installed)]
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
-            with matplotlib.rc_context({"font.family": family}):
+            # Labels are file and folder names, which may hold `$`: matplotlib drew the text
+            # between two as TeX, and died on `$\foo$.png`, losing the figure.
+            with matplotlib.rc_context({"font.family": family, "text.parse_math": False}):
                 result = draw(*args, **kwargs)
         missing = dict.fromkeys(chr(int(m.group(1))) for w in said
                                 if (m := _MISSING.match(str(w.message))))

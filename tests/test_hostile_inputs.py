@@ -475,3 +475,28 @@ def test_a_process_forked_while_another_thread_decodes_decodes_and_writes_stderr
                                             PYTHONPATH=os.pathsep.join(sys.path)))
     assert r.stdout == "parent done\n", r
     assert r.stderr == "child's own line\nchild decoded\n", r
+
+
+@pytest.mark.parametrize("name", ["$\\foo$", "$\\sqrt{$", "a$b$c"])
+def test_an_image_named_like_tex_is_labelled_as_named_not_a_crash(tmp_path, monkeypatch, name):
+    """matplotlib reads text between two `$` as TeX: `sharpen evaluate --out` over an image
+    named `$\\foo$.png` scored every image, then died with a traceback in the figure's label,
+    before per_image.csv was written; `a$b$c` was labelled `b` in italics."""
+    from matplotlib.text import Text
+
+    from distill.evaluate import side_by_side
+
+    img = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)
+    seen = []
+    drawn = Text.draw
+
+    def draw(self, renderer):   # the labels as drawn, to check none is parsed as TeX
+        seen.append((self.get_text(), self._preprocess_math(self.get_text())[1]))
+        return drawn(self, renderer)
+
+    monkeypatch.setattr(Text, "draw", draw)
+    out = side_by_side({name: {"input": img, "fast": img}}, tmp_path / "side.png", side=16,
+                       title=f"/uploads/{name}")
+    assert out.is_file()
+    assert any(name in text for text, _ in seen), seen
+    assert not any(math for _, math in seen), seen
