@@ -500,3 +500,44 @@ def test_an_image_named_like_tex_is_labelled_as_named_not_a_crash(tmp_path, monk
     assert out.is_file()
     assert any(name in text for text, _ in seen), seen
     assert not any(math for _, math in seen), seen
+
+
+def _weights_elsewhere(tmp_path: Path, location: str) -> Path:
+    """The test model with its weights kept as ONNX external data at `location`."""
+    import onnx
+    from onnx import TensorProto
+
+    from runtime_fixtures import make_onnx_model
+
+    model = onnx.load(str(make_onnx_model(tmp_path / "plain.onnx")))
+    w = model.graph.initializer[0]
+    data = w.raw_data or np.asarray(w.float_data, np.float32).tobytes()
+    (tmp_path / "outside.bin").write_bytes(data)
+    w.ClearField("raw_data")
+    w.ClearField("float_data")
+    w.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("length", str(len(data)))):
+        entry = w.external_data.add()
+        entry.key, entry.value = key, value
+    (tmp_path / "models").mkdir()
+    onnx.save(model, str(tmp_path / "models" / "m.onnx"))
+    return tmp_path / "models" / "m.onnx"
+
+
+@pytest.mark.parametrize("location", ["../outside.bin", "ABS", "missing.bin"])
+def test_an_onnx_models_weights_outside_its_folder_are_said_so_not_a_newer_version(
+        tmp_path, location):
+    """A model from elsewhere whose weights are external data out of its folder (a path up
+    or absolute, to read a file of the server's) or missing: ONNX Runtime refuses it, and we
+    said "made for a newer version, or a damaged copy?", which sent the user to upgrade."""
+    from runtime.backends import ModelError, load_backend
+
+    if location == "ABS":
+        location = str(tmp_path / "outside.bin")
+    model = _weights_elsewhere(tmp_path, location)
+    with pytest.raises(ModelError) as ei:
+        load_backend(model, threads=1)
+    msg = str(ei.value)
+    assert str(model) in msg and "newer version" not in msg, msg
+    assert "its weights in a separate file" in msg, msg
+    assert location in msg or "Absolute path not allowed" in msg, msg

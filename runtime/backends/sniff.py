@@ -67,6 +67,12 @@ def load_hint(path: Path, engine: str, error: str = "") -> str:
     version'), not a damaged one; anything else is likely no model."""
     if content_engine(path) != engine:
         return _QUESTION[engine]
+    if engine == "onnxruntime" and "External data path" in error:
+        # A whole model that parses: "a newer version?" sent the user upgrading.
+        return ("it keeps its weights in a separate file, ONNX external data, that ONNX "
+                "Runtime will not read: one missing, or outside the model's folder by a path "
+                "up, an absolute one or a link, refused as a model from elsewhere could read "
+                "any file so; keep the data file beside the model")
     if not any(m in error for m in _PARSE_FAILED.get(engine, ())):
         return (f"by its first bytes {KIND_NAME[engine]}, which this {ENGINE_NAME[engine]} "
                 "cannot load: made for a newer version, or a damaged copy?")
