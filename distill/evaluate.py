@@ -1238,4 +1238,7 @@ def format_table(res: dict) -> str:
     verdicts = pair_verdicts(res) if res["has_gt"] else nogt_verdicts(res)
     if verdicts:
         lines += ["verdict per model:", *(f"{k}: {v}" for k, v in verdicts)]
-    return "\n".join(lines)
+    from runtime.imageio import shown_path
+    # Image and folder names are a stranger's: a newline in one began a line of its own, which
+    # a log reader took for one of ours.
+    return "\n".join(map(shown_path, lines))

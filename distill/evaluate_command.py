@@ -203,8 +203,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(format_sequences(res, res["per_sequence"]))
     if said := teacher_labels_line(res):
         print(said)
-    for note in res.get("seek_notes") or []:
-        print(f"note: {note}")
+    from runtime.imageio import shown_path
+    for note in res.get("seek_notes") or []:   # they name clips
+        print(shown_path(f"note: {note}"))
     outputs = res.pop("outputs")
     if args.out:
         out = Path(args.out)
@@ -226,7 +227,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                                title=f"{args.data}, {which}: input | " + " | ".join(
                                    k for k in next(iter(shown.values())) if k != "input"))
         table = write_per_image_csv(res, out / f"per_image{tag}.csv")
-        print(f"written: {out / f'metrics{tag}.json'}, {table}" + (f", {fig}" if fig else ""))
+        print(shown_path(f"written: {out / f'metrics{tag}.json'}, {table}"
+                         + (f", {fig}" if fig else "")))
         if not res["interrupted"]:
             _remove_stale_partial(out)
     if res["interrupted"]:

@@ -65,4 +65,5 @@ def format_sequences(res: dict, seqs: dict[str, dict], most: int = 12) -> str:
         lines.append(f"{s:{width}s} {e['images']:6d} {e['input']['psnr']:10.2f}" + "".join(
             f"  {e[label]['psnr_gain']:+{max(len(label) + 6, 7)}.2f} "
             f"{e[label]['ssim_gain']:+7.4f}" for label in labels))
-    return "\n".join(lines)
+    from runtime.imageio import shown_path
+    return "\n".join(map(shown_path, lines))   # a sequence's name, one line as format_table's

@@ -541,3 +541,24 @@ def test_an_onnx_models_weights_outside_its_folder_are_said_so_not_a_newer_versi
     assert str(model) in msg and "newer version" not in msg, msg
     assert "its weights in a separate file" in msg, msg
     assert location in msg or "Absolute path not allowed" in msg, msg
+
+
+def test_evaluate_shows_an_image_named_with_a_newline_on_one_line(tmp_path):
+    """An uploaded pair named `x\\nsharpen evaluate: 0 images skipped.png`: its warnings
+    were one line each, but the table's worst image, the verdict and the closing lines
+    printed the newline as it is, so the name began a line of its own, as a log reader takes
+    a line of ours."""
+    from pair_fixtures import noise_pairs
+    from runtime_fixtures import make_onnx_model
+
+    pairs = noise_pairs(tmp_path / "pairs", 2, size=32)
+    for side in ("input", "target"):
+        for i in range(2):
+            (pairs / side / f"im0{i}.png").rename(pairs / side / f"{i}\nforged line.png")
+    model = make_onnx_model(tmp_path / "m.onnx")
+    r = _sharpen("evaluate", "--model", str(model), "--data", str(pairs), "--threads", "1",
+                 "--quiet", "--out", str(tmp_path / "ev"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    said = r.stdout + r.stderr
+    assert "\\nforged line" in said, said
+    assert not [line for line in said.splitlines() if line.startswith("forged line")], said
