@@ -176,6 +176,14 @@ def extract_state_dict(obj: dict, path: str | os.PathLike = "<checkpoint>",
 def load_weights(model: nn.Module, sd: dict[str, torch.Tensor],
                  source: str | os.PathLike = "<checkpoint>") -> None:
     """Strict load with a readable report of what does not match."""
+    check_fits(model, sd, source)
+    model.load_state_dict(sd, strict=True)
+
+
+def check_fits(model: nn.Module, sd: dict[str, torch.Tensor],
+               source: str | os.PathLike = "<checkpoint>") -> None:
+    """CheckpointError saying what of `sd` does not match `model`'s keys and shapes (a model
+    on the meta device will do: only the shapes are read)."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -192,7 +200,6 @@ def load_weights(model: nn.Module, sd: dict[str, torch.Tensor],
         lines.append("  (a checkpoint of another model or size: a teacher's Restormer config, "
                      "--teacher-config; a student's model.arch/model.args)")
         raise CheckpointError("\n".join(lines))
-    model.load_state_dict(sd, strict=True)
 
 
 def make_checkpoint(model: nn.Module, *, kind: str, arch: str, arch_args: dict,
@@ -257,13 +264,23 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
         warn(f"{path}: student {ckpt['arch']!r} was registered by {saved} when it was saved; "
              f"{now or 'the project (built in)'} registers it now, and its definition is the "
              "one these weights load into")
+    sd = extract_state_dict(ckpt, path, prefer_ema)
+    args = ckpt.get("arch_args", {})
     try:
-        model = student_from_saved_args(ckpt["arch"], ckpt.get("arch_args", {}))
+        # Laid out on the meta device first, which takes no memory: arguments within their
+        # ranges (a stranger's width 4096, 64 blocks) built hundreds of GB of layers before
+        # the weights were found not to fit them.
+        with torch.device("meta"):
+            probe = student_from_saved_args(ckpt["arch"], args)
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: its architecture arguments "
-                              f"{ckpt.get('arch_args')} do not build a {ckpt['arch']!r} "
-                              f"student ({e})") from None
-    load_weights(model, extract_state_dict(ckpt, path, prefer_ema), path)
+        raise CheckpointError(f"{path}: its architecture arguments {args} do not build a "
+                              f"{ckpt['arch']!r} student ({e})") from None
+    except Exception:   # noqa: BLE001 - a student of one's own that needs real tensors to
+        probe = None    # be built is built as before, and checked then
+    if probe is not None:
+        check_fits(probe, sd, path)
+    model = student_from_saved_args(ckpt["arch"], args)
+    load_weights(model, sd, path)
     return model.eval(), ckpt
 
 

@@ -13,7 +13,7 @@ import torch
 from runtime.console import count
 from runtime.tiling import Band, tiled_apply
 
-from .checkpoint import (FORMAT, CheckpointError, extract_state_dict, load_weights,
+from .checkpoint import (FORMAT, CheckpointError, check_fits, extract_state_dict, load_weights,
                          read_checkpoint)
 from .restormer import CONFIGS, Restormer, build_restormer, get_config
 from .teacher_tiles import BATCH as TEACHER_BATCH, OVERLAP, TILE, overlap_for  # noqa: F401 - OVERLAP for callers
@@ -242,9 +242,18 @@ def _load_teacher(weights: str | os.PathLike,
                     "state dicts): leave it out")
     else:
         cfg = get_config(config or "motion-deblur")
-    model = build_restormer(cfg)
     sd = extract_state_dict(ckpt, weights)
     try:
+        # Laid out on the meta device first, which takes no memory: a stranger's config (dim
+        # 4096) built hundreds of GB of layers before the weights were found not to fit them.
+        with torch.device("meta"):
+            probe = build_restormer(cfg)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{weights}: its Restormer config {cfg.to_dict()} builds no "
+                              f"model ({e})") from None
+    try:
+        check_fits(probe, sd, weights)
+        model = build_restormer(cfg)
         load_weights(model, sd, weights)
     except CheckpointError as e:
         fits = [] if ckpt.get("format") == FORMAT else named_configs_fitting(sd)

@@ -121,3 +121,29 @@ def test_one_mismatching_tensor_is_said_in_the_singular(tmp_path):
     assert "1 missing key: latent.0.attn.qkv.weight" in msg, msg
     assert "1 unexpected key: extra.weight" in msg, msg
     assert "1 shape mismatch: patch_embed.proj.weight: checkpoint (1, 3, 3, 3)" in msg, msg
+
+
+def test_a_teacher_checkpoint_naming_a_huge_restormer_is_refused_before_it_is_built(
+        tmp_path, tiny_teacher_pt):
+    """A stranger's teacher checkpoint: the tiny teacher's weights under a Restormer config of
+    dim 4096 (hundreds of GB of layers) was built first, its layers initialised until memory
+    ran out, before the weights were found not to fit it."""
+    import resource
+
+    from child_fixtures import in_a_child
+
+    ck = torch.load(tiny_teacher_pt, weights_only=True)
+    ck["arch_args"] = {**ck["arch_args"], "dim": 4096, "num_blocks": [8, 8, 8, 8]}
+    evil = tmp_path / "evil.pt"
+    torch.save(ck, evil)
+
+    def work(said: dict) -> None:
+        with open("/proc/self/status") as f:
+            vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
+        cap = vm + (1 << 30)   # a gigabyte more than now: the weights need a few MB
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        load_teacher_model(evil)
+
+    said = in_a_child(work)
+    assert said.get("error", "").startswith("CheckpointError"), said
+    assert "evil.pt does not match" in said["error"], said

@@ -368,3 +368,32 @@ def test_student_arguments_of_the_wrong_type_or_range_are_named():
         with pytest.raises((ValueError, KeyError), match=says):
             create_student(name, **kw)
     assert create_student("edge", enc=[1, 1, 1]).arch_args["enc"] == [1, 1, 1]   # YAML lists
+
+
+def test_a_checkpoint_naming_a_huge_architecture_is_refused_before_it_is_built(tmp_path):
+    """A checkpoint from a stranger holds small weights but architecture arguments within
+    their ranges that build a model of hundreds of GB (width 4096, 64 blocks): the model was
+    built first, its layers initialised until memory ran out (a traceback under a cap, the
+    OOM killer without one), before its weights were found not to fit. Now the architecture
+    is laid out without memory first and its shapes checked against the weights."""
+    import resource
+
+    from child_fixtures import in_a_child
+    from distill.checkpoint import load_student
+    from distill.teacher import resolve_weights
+
+    ck = torch.load(resolve_weights("fast", allow_teacher=False), weights_only=True)
+    ck["arch_args"] = {**ck["arch_args"], "width": 4096, "blocks": 64, "edge_width": 4096}
+    evil = tmp_path / "evil.pt"
+    torch.save(ck, evil)
+
+    def work(said: dict) -> None:
+        with open("/proc/self/status") as f:
+            vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
+        cap = vm + (1 << 30)   # a gigabyte more than now: the weights need a few hundred KB
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        load_student(evil)
+
+    said = in_a_child(work)
+    assert said.get("error", "").startswith("CheckpointError"), said
+    assert "evil.pt does not match" in said["error"] and "shape mismatch" in said["error"], said
