@@ -19,6 +19,7 @@ import numpy as np
 import cv2
 
 from .console import native_stderr_captured
+from .first_bytes import what_it_looks_like
 from .exif import orientation_entry, orientation_value
 
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
@@ -539,6 +540,10 @@ def decode_bytes(data: bytes, where: str, limit: Optional[int] = None) -> np.nda
     except MemoryError:
         raise ImageReadError(f"{where}: out of memory while decoding") from None
     if img is None:
+        looks = what_it_looks_like(data[:256]).strip(" ()")
+        if looks and "image" not in looks:   # a damaged JPEG or WebP is one
+            raise UndecodableImage(f"{where}: not an image the runtime reads: by its first "
+                                   f"bytes {looks}, whatever its extension says")
         raise UndecodableImage(f"{where}: not a readable image (corrupt or unsupported format)")
     damage = _JPEG_DAMAGE.search(said[0]) if data[:2] == b"\xff\xd8" else None
     if damage is None and _JPEG_STRAY_IN_HEADER.match(said[0]):

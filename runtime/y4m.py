@@ -16,6 +16,8 @@ from typing import BinaryIO, Optional
 import cv2
 import numpy as np
 
+from .first_bytes import what_it_looks_like
+
 MAGIC = b"YUV4MPEG2"
 FRAME = b"FRAME"
 MAX_HEADER = 1024          # a header is one short line; more than this is not Y4M
@@ -67,23 +69,6 @@ def _read_line(stream: BinaryIO, most: int) -> bytes:
     raise Y4MError(f"no end to a Y4M header line within {most} bytes")
 
 
-def _what_it_looks_like(head: bytes) -> str:
-    """Names a few formats by their first bytes, for the message refusing them."""
-    if head[4:8] == b"ftyp":
-        return " (an MP4/MOV file)"
-    if head[:4] == b"\x1aE\xdf\xa3":
-        return " (a Matroska/WebM file)"
-    if head[:1] == b"G" and len(head) > 188 and head[188:189] == b"G":
-        return " (an MPEG transport stream)"
-    if head[:4] == b"\x00\x00\x00\x01" or head[:3] == b"\x00\x00\x01":
-        return " (a raw H.264/HEVC or MPEG stream)"
-    if head[:2] == b"\xff\xd8":
-        return " (a JPEG image)"
-    if head[:4] == b"RIFF":
-        return " (an AVI or WAV file)"
-    return ""
-
-
 def parse_header(line: bytes, where: str) -> Y4MHeader:
     """The header line (without its newline) as a Y4MHeader; Y4MError naming `where` and the
     field at fault."""
@@ -94,7 +79,7 @@ def parse_header(line: bytes, where: str) -> Y4MHeader:
     if fields[0] != MAGIC:
         head = line[:16]
         raise Y4MError(f"{where} is not Y4M video: it starts {head!r}"
-                       f"{_what_it_looks_like(line)}, where Y4M starts with 'YUV4MPEG2'; "
+                       f"{what_it_looks_like(line)}, where Y4M starts with 'YUV4MPEG2'; "
                        f"make Y4M with: {PIPE_HINT}")
     width = height = None
     fps, chroma, full, aspect, interlace = 0.0, "420jpeg", False, "1:1", "p"

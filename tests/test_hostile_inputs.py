@@ -562,3 +562,17 @@ def test_evaluate_shows_an_image_named_with_a_newline_on_one_line(tmp_path):
     said = r.stdout + r.stderr
     assert "\\nforged line" in said, said
     assert not [line for line in said.splitlines() if line.startswith("forged line")], said
+
+
+@pytest.mark.parametrize("head, said", [
+    (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2", "an MP4/MOV file"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "a HEIC/AVIF photo"),
+    (b"\x1aE\xdf\xa3\x9fB\x86\x81\x01", "a Matroska/WebM file")])
+def test_a_video_or_heic_under_an_image_extension_is_said_to_be_one(tmp_path, head, said):
+    """An upload's extension lies: a phone's clip or HEIC photo saved as photo.jpg. It was
+    "not a readable image (corrupt or unsupported format)", and the user looked for damage."""
+    bad = tmp_path / "photo.jpg"
+    bad.write_bytes(head + bytes(4096))
+    with pytest.raises(UndecodableImage) as e:
+        decode_image(bad)
+    assert str(bad) in str(e.value) and f"by its first bytes {said}" in str(e.value), e.value
