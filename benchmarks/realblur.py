@@ -10,6 +10,7 @@ from typing import Callable, Optional, Sequence
 from distill.evaluate import evaluate_fns, load_model_fn, side_by_side
 from distill.real_verdicts import nogt_verdicts, pair_verdicts
 from runtime.console import count
+from runtime.imageio import shown_path   # a verdict names a stranger's image: one line
 
 FIGURES = {"pairs": "real_blur_pairs.png", "nogt": "real_blur_nogt.png"}
 FIGURE_CROP = 128
@@ -170,7 +171,7 @@ def markdown(res: dict, md_table) -> list[str]:
                   "outside the input's 15x15 neighbourhood; a model is called out for pixels "
                   "past the ground truth's too, which restoring thin lines and highlights "
                   "does not reach):", "",
-                  *[f"- **{k}**: {v}" for k, v in pair_verdicts(p)], ""]
+                  *[f"- **{k}**: {shown_path(v)}" for k, v in pair_verdicts(p)], ""]
         lines += _failed_lines(p)
     if res.get("nogt"):
         n = res["nogt"]
@@ -187,7 +188,7 @@ def markdown(res: dict, md_table) -> list[str]:
                   "raises it too" + (": look at the figure" if (res.get("figures") or {})
                                      .get("nogt") else "") + ").", "",
                   md_table(nogt_headers(n), table_rows(n)), ""]
-        verdicts = [f"- **{k}**: {v}" for k, v in nogt_verdicts(n)]
+        verdicts = [f"- **{k}**: {shown_path(v)}" for k, v in nogt_verdicts(n)]
         if verdicts:
             lines += ["Verdict per student (overshoot: the share of pixels pushed more than 8 "
                       "levels outside the input's 15x15 neighbourhood; wide real shake takes "

@@ -492,3 +492,15 @@ def test_a_device_install_is_not_sent_to_a_figure_or_a_teacher_it_cannot_have(mo
     assert "overshoots (halos or ringing)" in device[0], device
     assert not any("figure" in v or "--weights" in v for v in device), device
     assert "--reference" in device[1], device
+
+
+def test_a_worst_image_named_with_a_newline_stays_in_its_verdict_line():
+    """bench's report.md: a stranger's pair named `f9\\n# Forged heading` made the verdict's
+    worst frame begin a line of its own, a heading (or any Markdown) of the report."""
+    from benchmarks.markdown import _md_table as md_table
+    from benchmarks.realblur import markdown
+    res = _pairs_res(teacher=(0.89, 0.0245, -0.36, 0.6))
+    res["teacher"]["worst_image"] = "f9\n# Forged heading"
+    md = "\n".join(markdown({"pairs": res}, md_table))
+    assert "f9\\n# Forged heading" in md, md
+    assert not [ln for ln in md.splitlines() if ln.startswith("# Forged")], md
