@@ -16,8 +16,9 @@ import numpy as np
 
 from .console import count
 from .exif import upright_exif
-from .imageio import (IMAGE_EXTS, SIDECAR_EXTS, VIDEO_EXTS, ImageReadError, decode_image,
-                      exif_block, icc_profile, shown_path, tiff_pages, why_not_a_file)
+from .imageio import (IMAGE_EXTS, SIDECAR_EXTS, VIDEO_EXTS, ImageReadError, animation_frames,
+                      decode_image, exif_block, icc_profile, shown_path, tiff_pages,
+                      why_not_a_file)
 from .options import option
 from .output_paths import same_file
 from .prepost import FrameError, conversions, to_bgr
@@ -90,6 +91,9 @@ class ImageSource(Source):
                 continue
             t1 = time.perf_counter()
             _say_other_pages(where, *self._pages(i))
+            if (frames := self._frames(i)) > 1:
+                warn(f"{where}: an animation of {frames} frames; only the first frame is "
+                     "sharpened (convert it to a video to sharpen them all)")
             if self.times is not None and times is not None:
                 self.times[name] = times
             yield Frame(i, img, name, t1, t1 - t0)
@@ -119,6 +123,11 @@ class ImageSource(Source):
     def _pages(self, i: int) -> tuple[int, bool]:
         """Image `i`'s pages, and whether that count is only a floor (never, for a file)."""
         return tiff_pages(self.paths[i]), False
+
+    def _frames(self, i: int) -> int:
+        """Image `i`'s frames, where it is an animation: an upload's APNG or animated WebP
+        came out as a still of its first frame without a word."""
+        return animation_frames(self.paths[i])
 
 
 def photo_metadata(data: bytes) -> tuple[Optional[bytes], Optional[bytes]]:

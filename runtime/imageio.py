@@ -95,6 +95,26 @@ def tiff_pages(path: str | os.PathLike) -> int:
         return 1
 
 
+def animation_frames(path: str | os.PathLike) -> int:
+    """How many frames an animation (APNG, animated WebP, a GIF under any name) holds:
+    `decode_image` reads the first one only. 1 for a still and for other files; told from the
+    first 64 KiB, so that OpenCV counts the frames (a second read) of animations alone."""
+    try:
+        with _open_regular(path) as f:
+            head = f.read(1 << 16)
+    except (OSError, ImageReadError):
+        return 1
+    apng = head[:8] == b"\x89PNG\r\n\x1a\n" and b"acTL" in head.split(b"IDAT", 1)[0]
+    webp = head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and len(head) > 20 \
+        and head[20] & 0x02   # VP8X's animation flag
+    if not (apng or webp or head[:4] == b"GIF8"):
+        return 1
+    try:
+        return max(1, int(cv2.imcount(str(path))))
+    except cv2.error:
+        return 1
+
+
 # Classic TIFF (42): 2-byte entry counts, 12-byte entries, 4-byte offsets; BigTIFF (43):
 # 8, 20 and 8, its first offset at 8.
 _TIFF_LAYOUT = {42: ("H", 12, "I", 4), 43: ("Q", 20, "Q", 8)}

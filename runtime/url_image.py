@@ -42,6 +42,9 @@ class UrlImageSource(ImageSource):
     def _pages(self, i: int) -> tuple[int, bool]:
         return tiff_page_count_in(self._data)
 
+    def _frames(self, i: int) -> int:
+        return 1   # OpenCV counts an animation's frames in a file only, not in bytes held
+
 
 def url_image_name(spec: str) -> Optional[str]:
     """The file name of the image an http(s) URL names by its path's extension (photo.jpg for

@@ -2575,3 +2575,27 @@ def test_an_image_folder_run_stopped_by_a_full_disk_says_how_to_go_on(tmp_path, 
                        text=True, timeout=120)
     assert r.returncode == 0 and "done: 1 frame" in r.stderr, r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+@pytest.mark.parametrize("name, fmt", [("anim.png", "PNG"), ("anim.webp", "WEBP"),
+                                       ("gif-as.png", "GIF")])
+def test_an_animated_image_says_only_its_first_frame_is_sharpened(tmp_path, capsys, onnx_model,
+                                                                  name, fmt):
+    """An upload that is an animation (APNG, animated WebP, a GIF under .png) came out as a
+    still of its first frame, without a word about the others."""
+    from PIL import Image
+
+    frames = [Image.new("RGB", (32, 24), (v, v, v)) for v in (60, 200, 120)]
+    anim = tmp_path / name
+    frames[0].save(anim, fmt, save_all=True, append_images=frames[1:], duration=100)
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(anim), "--output",
+                   str(tmp_path / "out.png"))
+    assert rc == 0, err
+    said = [ln for ln in err.splitlines() if "frame" in ln and "warning" in ln]
+    assert said == [f"warning: {anim}: an animation of 3 frames; only the first frame is "
+                    "sharpened (convert it to a video to sharpen them all)"], err
+    still = tmp_path / "still.png"
+    frames[0].save(still, "PNG")
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(still), "--output",
+                   str(tmp_path / "still-out.png"))
+    assert rc == 0 and "animation" not in err, err
