@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Iterable, Optional
 
 import cv2
@@ -14,7 +14,7 @@ import numpy as np
 
 from .atomic import atomic_path, atomic_write_bytes, remove_killed_writes, sync_files
 from .exif import has_gps, with_exif
-from .imageio import IMAGE_EXTS, MAX_PNG_ICC_BYTES, icc_problem, with_icc_profile
+from .imageio import IMAGE_EXTS, MAX_PNG_ICC_BYTES, icc_problem, shown_path, with_icc_profile
 from .options import option
 from .output_paths import folders_to_make, make_folder, remove_if_empty
 from .prepost import to_8bit
@@ -180,6 +180,12 @@ class ImageSink(Sink):
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if self.number_on and not self.single:
             name = self._numbered_on(name)
+        if not self.single and (PurePath(name).anchor or ".." in PurePath(name).parts):
+            # Names may hold subfolders, never a way out: an app's own Source may name its
+            # frames as its uploaders named them.
+            raise SinkError(f"frame name {shown_path(name)!r} would be written outside "
+                            f"{shown_path(self.path)}: a frame's name is a path inside the "
+                            "output folder, without '..' or a root")
         target = self.path if self.single else self.path / name
         if target.suffix.lower() not in IMAGE_EXTS:
             target = target.with_name(target.name + ".png")

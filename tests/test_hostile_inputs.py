@@ -576,3 +576,21 @@ def test_a_video_or_heic_under_an_image_extension_is_said_to_be_one(tmp_path, he
     with pytest.raises(UndecodableImage) as e:
         decode_image(bad)
     assert str(bad) in str(e.value) and f"by its first bytes {said}" in str(e.value), e.value
+
+
+@pytest.mark.parametrize("name", ["../escaped.png", "sub/../../escaped.png", "ABSOLUTE"])
+def test_an_image_folder_output_writes_no_frame_named_out_of_it(tmp_path, name):
+    """An app's own Source (`runtime.Source`, exported) naming its frames after the names its
+    uploaders gave: a frame named `../x.png`, or an absolute path, was written there, out of
+    the output folder, by the sink that writes `--out sharp/`."""
+    from runtime.image_sink import ImageSink
+    from runtime.sinks import SinkError
+
+    if name == "ABSOLUTE":
+        name = str(tmp_path / "escaped.png")
+    sink = ImageSink(tmp_path / "out")
+    with pytest.raises(SinkError) as e:
+        sink.write(_noise(), _noise(), name)
+    sink.close()
+    assert "escaped.png" in str(e.value) and "outside" in str(e.value), e.value
+    assert not (tmp_path / "escaped.png").exists()
