@@ -230,10 +230,10 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     multiple = int(getattr(model, "multiple", 1))
     stem = o.name or run_stem(weights)   # runs/a/best.pt -> a-best: runs keep apart
     if shapes[1] is not None and shapes[2] == DEFAULT_MAX and not any(
-            FORMATS[f].engine == "tensorrt" for f in requested or fmts):
-        # No engine is built nor its trtexec line written: the profile's default maximum
-        # caps nothing, and a .tflite takes any --opt-shape (a phone's portrait 4K, 3840x2160)
-        # as its input's size until an app resizes it.
+            FORMATS[f].engine == "tensorrt" for f in (*fmts, *skipped)):
+        # No engine is built nor its trtexec line written (a skipped one's is, in the default
+        # 'all' too): the profile's default maximum caps nothing, and a .tflite takes any
+        # --opt-shape (a phone's portrait 4K, 3840x2160) as its input's size until resized.
         shapes = (shapes[0], shapes[1], tuple(map(max, shapes[1], DEFAULT_MAX)))
     try:
         profile = Profile.from_hw(*shapes, multiple=multiple, names=tuple(

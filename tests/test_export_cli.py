@@ -2090,3 +2090,16 @@ def test_a_tflite_only_export_takes_an_opt_shape_beyond_the_engine_profiles_defa
         assert main(["export", "--weights", str(ckpt), *extra, "--out", str(tmp_path / "b"),
                      "--opt-shape", "3840x2160", "--no-latency", "--quiet"]) == 2
         assert "--opt-shape 3840x2160 is larger than --max-shape" in capsys.readouterr().err
+
+
+def test_an_export_of_every_format_keeps_the_engine_profiles_default_max_on_any_host(
+        ckpt, tmp_path, capsys):
+    """With no --formats the engines are asked for too: where TensorRT is missing each is
+    skipped with a trtexec line to run on the device. That line took --maxShapes 3840x3840, a
+    maximum no one gave, where a host with TensorRT refused the same command."""
+    out = tmp_path / "all"
+    assert main(["export", "--weights", str(ckpt), "--out", str(out), "--opt-shape",
+                 "3840x2160", "--no-latency", "--quiet", "--threads", "1"]) == 2
+    assert "--opt-shape 3840x2160 is larger than --max-shape 2160x3840" in \
+        capsys.readouterr().err
+    assert not out.exists(), list(out.iterdir())
