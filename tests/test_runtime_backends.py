@@ -1170,6 +1170,27 @@ def test_sharpen_models_lists_a_tflites_ops_for_a_delegate(tmp_path):
     assert lines[-1] == "  ops: ADD x1, SUB x2", lines   # the converter fuses each relu
 
 
+def test_sharpen_models_lists_the_ops_inside_a_tflites_control_flow_too(tmp_path):
+    """A graph with a loop keeps its body in a subgraph of its own: the interpreter's op list
+    (the main graph's) said only `WHILE x1`, hiding the ADD, MUL and LESS that a delegate
+    must also support."""
+    tf = pytest.importorskip("tensorflow", reason="tensorflow is needed to build a .tflite model")
+    from runtime.backends.litert_backend import tflite_io_lines
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32)])
+    def model(x):
+        return tf.while_loop(lambda i, x: i < 3, lambda i, x: (i + 1, x * 2.0 + 1.0),
+                             [tf.constant(0), x])[1]
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([model.get_concrete_function()],
+                                                           model)
+    path = tmp_path / "loop.tflite"
+    path.write_bytes(conv.convert())
+    ops = tflite_io_lines(path, {})[-1]
+    assert ops.startswith("  ops: ") and all(
+        f"{op} x" in ops for op in ("ADD", "LESS", "MUL", "WHILE")), ops
+
+
 def test_a_tflite_named_beyond_ascii_is_given_to_litert_as_bytes_on_windows(
         tflite_models, tmp_path, monkeypatch):
     """LiteRT opens a model_path with the C library's narrow-character calls, which on Windows

@@ -364,16 +364,35 @@ def tflite_io_lines(path: Path, record: dict[str, Any]) -> list[str]:
             + quant(inp, "q = round(x / scale) + zero point, x in [0,1]"),
             f"  output {head(out)}, "
             + quant(out, "x = (q - zero point) * scale, then clip to [0,1]"),
-            *_ops_line(interp)]
+            *_ops_line(path)]
 
 
-def _ops_line(interp) -> list[str]:
+def _ops_line(path: Path) -> list[str]:
     """The graph's ops and how often each occurs: what a GPU delegate or an NPU must support,
-    an op it lacks running on the CPU. The interpreter's op list is not public API (LiteRT,
-    tflite-runtime and tf.lite all have it): without it, no line."""
+    an op it lacks running on the CPU. Read from the file, every subgraph: the interpreter's op
+    list (not public API) has the main graph's only, so a loop's body went unlisted, and once
+    tensors are allocated a DELEGATE node of its own. Without LiteRT's schema module, no line."""
+    import collections
+    import struct
+
     try:
-        names = [d["op_name"] for d in interp._get_ops_details()]
-    except Exception:
+        from ai_edge_litert import schema_py_generated as schema
+        fb = schema.Model.GetRootAs(Path(path).read_bytes(), 0)
+        builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
+        names = []
+        for g in range(fb.SubgraphsLength()):
+            sub = fb.Subgraphs(g)
+            for i in range(sub.OperatorsLength()):
+                code = fb.OperatorCodes(sub.Operators(i).OpcodeIndex())
+                # Codes past 127 are in BuiltinCode alone; older files set only the deprecated
+                # byte (the schema's rule, as the interpreter applies it).
+                op = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+                names.append((code.CustomCode() or b"?").decode(errors="replace")
+                             if op == schema.BuiltinOperator.CUSTOM else builtin.get(op, str(op)))
+    except (ImportError, OSError, ValueError, AttributeError, IndexError, TypeError,
+            struct.error):
+        # No schema module, or a file the flatbuffer reader cannot follow (cut short): the
+        # input and output lines stand without it.
         return []
-    counts = {n: names.count(n) for n in sorted(set(names))}
-    return ["  ops: " + ", ".join(f"{n} x{c}" for n, c in counts.items())] if counts else []
+    counts = sorted(collections.Counter(names).items())
+    return ["  ops: " + ", ".join(f"{n} x{c}" for n, c in counts)] if counts else []
