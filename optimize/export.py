@@ -175,7 +175,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
                               f"{', '.join(f.name for f in fields(Thresholds))}") from None
     from distill.checkpoint import load_student, run_stem
 
-    from .tensorrt_engine import DEFAULT_MAX, Profile, as_hw, supported_for
+    from .tensorrt_engine import DEFAULT_MAX, DEFAULT_MIN, Profile, as_hw, supported_for
 
     prog = progress or Progress(o.quiet)
     if o.thresholds is None:
@@ -229,12 +229,14 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     ckpt["receptive_field"] = receptive_field(model)
     multiple = int(getattr(model, "multiple", 1))
     stem = o.name or run_stem(weights)   # runs/a/best.pt -> a-best: runs keep apart
-    if shapes[1] is not None and shapes[2] == DEFAULT_MAX and not any(
+    if shapes[1] is not None and not any(
             FORMATS[f].engine == "tensorrt" for f in (*fmts, *skipped)):
         # No engine is built nor its trtexec line written (a skipped one's is, in the default
-        # 'all' too): the profile's default maximum caps nothing, and a .tflite takes any
+        # 'all' too): the profile's default bounds cap nothing, and a .tflite takes any
         # --opt-shape (a phone's portrait 4K, 3840x2160) as its input's size until resized.
-        shapes = (shapes[0], shapes[1], tuple(map(max, shapes[1], DEFAULT_MAX)))
+        lo, hi = shapes[0], shapes[2]
+        shapes = (tuple(map(min, shapes[1], lo)) if lo == DEFAULT_MIN else lo, shapes[1],
+                  tuple(map(max, shapes[1], hi)) if hi == DEFAULT_MAX else hi)
     try:
         profile = Profile.from_hw(*shapes, multiple=multiple, names=tuple(
             _option(f, flags) or f for f in ("min_shape", "opt_shape", "max_shape")))

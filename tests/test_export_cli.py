@@ -2103,3 +2103,25 @@ def test_an_export_of_every_format_keeps_the_engine_profiles_default_max_on_any_
     assert "--opt-shape 3840x2160 is larger than --max-shape 2160x3840" in \
         capsys.readouterr().err
     assert not out.exists(), list(out.iterdir())
+
+
+def test_a_tflite_only_export_takes_an_opt_shape_below_the_engine_profiles_default_min(
+        ckpt, tmp_path, capsys):
+    """The profile's default minimum (64x64) capped a .tflite's --opt-shape as its default
+    maximum did: `--formats tflite-fp16 --opt-shape 32x48` was refused with 'engine profile:
+    --min-shape 64x64 is larger than --opt-shape 32x48', an option no one gave for a file
+    that has no profile."""
+    pytest.importorskip("ai_edge_litert")
+    from ai_edge_litert.interpreter import Interpreter
+
+    rc = main(["export", "--weights", str(ckpt), "--format", "tflite-fp16", "--out",
+               str(tmp_path / "a"), "--opt-shape", "32x48", "--no-latency", "--quiet",
+               "--threads", "1"])
+    assert rc == 0, capsys.readouterr().err
+    path = next((tmp_path / "a").glob("*.tflite"))
+    assert list(Interpreter(model_path=str(path)).get_input_details()[0]["shape"]) == \
+        [1, 32, 48, 3]
+    for extra in (["--format", "engine"], ["--format", "tflite-fp16", "--min-shape", "40x40"]):
+        assert main(["export", "--weights", str(ckpt), *extra, "--out", str(tmp_path / "b"),
+                     "--opt-shape", "32x48", "--no-latency", "--quiet"]) == 2
+        assert "is larger than --opt-shape 32x48" in capsys.readouterr().err
