@@ -57,7 +57,7 @@ def add_commands(sub) -> None:
                    help="only these students: registered names, or checkpoints (a trained "
                    "student's own layout, e.g. one grown or with blocks=1); an exported "
                    "artifact (.onnx, .tflite, .engine) says how it was made, from the "
-                   "export_report.json beside it that records its sha256; a .tflite also "
+                   "export_report.json beside it that records its sha256; a .tflite also gives "
                    "its input and output as an app sets them (dtype, shape, scale and zero "
                    "point) and its ops, which a delegate must support")
     p.add_argument("--measure", action="store_true",
