@@ -841,9 +841,12 @@ def _peak(summary: dict) -> str:
 
 
 def _result_line(summary: dict) -> str:
-    """`done: N frames, F fps, D dropped[, peak memory M MiB] (engine precision on provider[;
-    tiles])`."""
+    """`done: N frames from SOURCE, F fps, D dropped[, peak memory M MiB] (engine precision
+    on provider[; tiles])`: the source named, as cameras' runs sharing one log end alike."""
+    from .source_spec import source_label
     b = summary.get("backend", {})
+    src = summary.get("source") or {}
+    where = f" from {source_label(src['spec'], src.get('kind', ''))}" if src.get("spec") else ""
     tiles = ""
     if summary.get("tile"):
         how = "automatic overlap" if summary.get("overlap_auto") else "overlap"
@@ -856,7 +859,7 @@ def _result_line(summary: dict) -> str:
     precision = (f"{b.get('precision')}, float from {', '.join(floats)}, " if floats
                  else f"{b.get('precision')} ")
     return (f"{'stopped' if summary.get('interrupted') else 'done'}: "
-            f"{n} frame{'' if n == 1 else 's'}, {summary['throughput_fps']:.1f} fps, "
+            f"{n} frame{'' if n == 1 else 's'}{where}, {summary['throughput_fps']:.1f} fps, "
             f"{summary['dropped_frames']} dropped{_peak(summary)} ({b.get('name')} {precision}on "
             f"{b.get('provider')}{tiles})")
 

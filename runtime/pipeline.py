@@ -46,7 +46,7 @@ from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, S
                       SourceError, SourceLost, VideoSource, open_source, refuse_live_images,
                       shown_url, spec_kind)
 from .service_notify import EngineWork, ServiceNotifier
-from .source_spec import is_glob
+from .source_spec import is_glob, source_label
 from .stats import LiveReporter, Stats, StatsFile, stats_file_or_none, write_stats_atomic
 from .tiling import tiling_warnings
 from .segment_sink import SegmentSink, check_segment, segments_shown
@@ -1162,7 +1162,8 @@ class _Stream:
         self.workers = [_Worker(name, fn, stop, self.errors)
                         for name, fn in zip(WORKER_NAMES, (self._capture, self._process))]
         if not self.o.quiet:
-            self.reporter = LiveReporter(stats, self.o.report_interval).start()
+            self.reporter = LiveReporter(stats, self.o.report_interval,
+                                         name=source_label(src.spec, src.kind)).start()
         self.phase = "running"
         if self.stats_file is not None and not self.stats_file.started:
             self.stats_file.start()   # open() found it is neither the source nor the output

@@ -125,3 +125,19 @@ def shown_url(spec: str) -> str:
         return spec
     spec = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}=***", spec)
     return _SECRET_IN_PATH.sub(lambda m: f"{m.group(1)}{m.group(2)}=***", spec)
+
+
+def source_label(spec: str, kind: str = "") -> str:
+    """A source as a log's lines name it (`done: 40 frames from yard.mp4`), so that several
+    cameras' runs writing to one log are told apart: as messages show it (`shown_url`), a
+    GStreamer pipeline by its source element (its caps and converters are alike in every
+    camera's), stdin as stdin and a camera index as `camera N`."""
+    kind = kind or spec_kind(spec)
+    if kind == "stdin":
+        return "stdin"
+    if kind == "camera":
+        return f"camera {spec}"
+    shown = shown_url(spec)
+    if kind == "gstreamer":
+        shown = shown.split("!", 1)[0].strip() or shown
+    return shown

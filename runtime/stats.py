@@ -477,10 +477,12 @@ class LiveReporter:
     with its time in a log, where nothing else dates it (cron's mail, `>> run.log`). On a
     terminal the job is asked again at each line, as `fg`, and Ctrl-Z then `bg`, move it while
     the run goes on: in the background, plain dated lines (a minute apart without `interval`),
-    in the foreground the line redrawn in place."""
+    in the foreground the line redrawn in place. `name`: the source, which a dated line
+    names after its time, as cameras' runs sharing one log are told apart by it."""
 
-    def __init__(self, stats: Stats, interval: Optional[float] = None, stream=None) -> None:
-        self.stream = stream or sys.stderr
+    def __init__(self, stats: Stats, interval: Optional[float] = None, stream=None,
+                 name: Optional[str] = None) -> None:
+        self.stream, self.name = stream or sys.stderr, name
         self.tty = interactive(self.stream, notebook=False, foreground=False)
         self.terminal = self.tty and not background_job(self.stream)   # rich's line
         # A background job's lines are a log's; a terminal's tick stays a second, to notice
@@ -545,7 +547,8 @@ class LiveReporter:
             self._live.update(text, refresh=True)   # now, not at its next tick
             return
         self._logged_at = now
-        stamp = "" if self.terminal else time.strftime("%Y-%m-%d %H:%M:%S ")
+        stamp = "" if self.terminal else time.strftime("%Y-%m-%d %H:%M:%S ") + (
+            f"{self.name}: " if self.name else "")
         print(stamp + text, file=self.stream, flush=True)
 
     def _run(self) -> None:

@@ -196,6 +196,17 @@ def lap_var(frame: np.ndarray) -> float:
     return float(cv2.Laplacian(g, cv2.CV_64F).var())
 
 
+# A live line in a log (stderr no terminal): dated, and the source named before its counts,
+# `2026-12-07 17:25:56 yard.mp4: 40/60 frames  24.8 fps ...`.
+LOG_LIVE_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (?:.*?: )?(\d+(?:/\d+)? frames?  .*)$",
+                           re.M)
+
+
+def live_lines(err: str) -> list[str]:
+    """`sharpen run`'s live lines in a log, their date and source name off."""
+    return LOG_LIVE_LINE.findall(err)
+
+
 def run_cli(argv: list[str]) -> int:
     """`sharpen ...` in-process: sharpen.cli when the full CLI can be built (distill.cli exists),
     else runtime.cli alone (same `run` parser)."""

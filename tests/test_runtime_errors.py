@@ -505,7 +505,7 @@ def test_runtime_warnings_are_python_warnings_that_the_cli_shows_once_each(tmp_p
         assert lines[:-2] == [f"warning: {m}" for m in said[:2]] + \
             [f"warning: 2 frames in all were resized to 32x24 in {tmp_path / f'{run}.mp4'}"], err
         # --quiet keeps the result and what the video was written in
-        assert lines[-2].startswith("done: 3 frames, "), err
+        assert lines[-2].startswith(f"done: 3 frames from {src}, "), err
         assert lines[-1].startswith(f"sharpen run: {tmp_path / f'{run}.mp4'}: MPEG-4"), err
 
 

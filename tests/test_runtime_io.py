@@ -747,7 +747,7 @@ def test_a_count_that_reading_goes_past_is_dropped_from_progress_and_stats(
     err = capsys.readouterr().err
     assert summary["frames_processed"] == 5 and not summary.get("skipped_inputs"), summary
     # (dated: stderr is no terminal here)
-    assert re.match(r"\S+ \S+ 5 frames  ", err) and "/3 frames" not in err, err
+    assert re.match(r"\S+ \S+ \S+: 5 frames  ", err) and "/3 frames" not in err, err
     assert json.loads(stats.read_text())["source"]["frame_count"] is None
     assert not said, said
 
@@ -762,7 +762,7 @@ def test_sharpen_run_of_an_mpg_says_no_total_it_does_not_know(tmp_path, onnx_mod
     rc = run_cli(["run", "--model", str(onnx_model), "--source", str(video),
                   "--out", str(tmp_path / "out.mp4"), "--stats", str(tmp_path / "s.json")])
     err = capsys.readouterr().err
-    assert rc == 0 and re.search(r"(?m)^\S+ \S+ 5 frames  ", err), err
+    assert rc == 0 and re.search(rf"(?m)^\S+ \S+ {re.escape(str(video))}: 5 frames  ", err), err
     assert not re.search(r"\d/\d+ frame", err), err
 
 

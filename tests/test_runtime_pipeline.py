@@ -106,7 +106,7 @@ def test_quiet_drops_the_live_line_not_the_result(tmp_path, onnx_model, capsys):
     assert run_cli(["run", "--model", str(onnx_model), "--source", str(img), "--output",
                     str(tmp_path / "out.png"), "--threads", "1", "--quiet"]) == 0
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("done: 1 frame, "), lines
+    assert len(lines) == 1 and lines[0].startswith(f"done: 1 frame from {img}, "), lines
     assert "(onnxruntime fp32 on CPUExecutionProvider)" in lines[0], lines
 
 
@@ -1242,7 +1242,7 @@ def test_the_live_line_of_a_file_says_how_far_and_the_time_left(tmp_path, onnx_m
                   str(tmp_path / "o.mp4"), "--max-frames", "4"])
     lines = capsys.readouterr().err.splitlines()
     live = [ln for ln in lines if " frames  " in ln][-1]   # dated; then done: and the codec
-    assert rc == 0 and live.split(" ", 2)[2].startswith("4/4 frames  "), lines
+    assert rc == 0 and live.split(" ", 2)[2].startswith(f"{src}: 4/4 frames  "), lines
     stats = Stats()
     stats.total, stats.frames_processed, stats.t_start = 9000, 1800, time.perf_counter() - 600
     assert stats.line().startswith("1800/9000 frames  40m00s left  3.0 fps  "), stats.line()

@@ -67,8 +67,9 @@ def sharpen(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           text=True, timeout=120, env=env)
 
 
-# The live line's frame count, dated where stderr is a log (as here, a pipe).
-LIVE_COUNT = r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )?\s*(\d+)/"
+# The live line's frame count, dated and after the source's name where stderr is a log (as
+# here, a pipe).
+LIVE_COUNT = r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d .*?: )?\s*(\d+)/"
 
 
 def stopped(argv: list[str], after: int, signum: int | None, env: dict | None = None,

@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 
 from runtime.video_sink import fourcc_for
-from tests.runtime_fixtures import camera_stream, cli_module, make_onnx_model, textured_frame
+from tests.runtime_fixtures import (camera_stream, cli_module, live_lines, make_onnx_model,
+                                   textured_frame, write_video)
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +80,8 @@ def test_a_config_error_exits_2_and_a_camera_not_there_or_lost_exits_3(model, tm
 
 
 def _status_lines(err: str) -> list[str]:
-    """The live lines, their date off (a log's lines are dated)."""
-    return [ln.split(" ", 2)[2] for ln in err.splitlines()
-            if re.match(r"\S+ \S+ \d+ frames?  [\d.]+ fps  e2e", ln)]
+    """The live lines, their date and source off (a log's lines are dated and named)."""
+    return live_lines(err)
 
 
 def test_a_live_line_goes_to_a_log_once_a_minute_not_once_a_second(model, tmp_path):
@@ -107,6 +107,28 @@ def test_a_live_line_goes_to_a_log_once_a_minute_not_once_a_second(model, tmp_pa
         assert r.returncode == 2 and r.stderr == (
             "sharpen run: error: --report-interval must be a number of seconds above 0, got "
             f"{float(bad):g}\n"), r.stderr
+
+
+def test_cameras_sharing_one_log_name_their_source_in_each_line(model, tmp_path):
+    """Three cameras' runs with `2>> cameras.log` wrote `40 frames  24.8 fps ...` and
+    `done: 40 frames, ...` alike: which camera fell behind, or ended, could not be told. A
+    log's dated live line and the done: line name the source (a pipeline by its source
+    element, stdin as stdin)."""
+    clip = tmp_path / "yard cam.mp4"
+    write_video(clip, n=6)
+    for source, name in {"synthetic:32x24@30": "synthetic:32x24@30", str(clip): str(clip)}.items():
+        r = _sharpen_run("--model", str(model), "--source", source, "--max-frames", "6",
+                         "--out", str(tmp_path / f"{len(name)}.ts"))
+        assert r.returncode == 0, r.stderr
+        lines = [ln for ln in r.stderr.splitlines() if " frames  " in ln]
+        named = re.compile(r"\S+ \S+ " + re.escape(name) + r": \d+(?:/\d+)? frames  ")
+        assert lines and all(named.match(ln) for ln in lines), r.stderr
+        assert f"done: 6 frames from {name}, " in r.stderr, r.stderr
+    from runtime.source_spec import source_label
+    labels = {"nvarguscamerasrc sensor-id=1 ! video/x-raw(memory:NVMM) ! nvvidconv ! appsink":
+             "nvarguscamerasrc sensor-id=1", "-": "stdin", "0": "camera 0",
+             "rtsp://admin:secret@10.0.0.7/ch1": "rtsp://admin:***@10.0.0.7/ch1"}
+    assert {spec: source_label(spec) for spec in labels} == labels
 
 
 def test_a_terminal_still_gets_the_live_line_once_a_second(monkeypatch):
