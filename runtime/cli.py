@@ -97,12 +97,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     output.add_argument("--compare", action="store_true",
                    help="write original and sharpened together (per --view) to --out, for "
                         "judging the result by eye, each side captioned (input, sharpened)")
-    output.add_argument("--stats", default=None, metavar="JSON",
+    output.add_argument("--stats", default=None, metavar="JSON", action="extend", nargs="+",
                    help="write per-stage latency (p50/p90/p95/p99, mean, min, max), "
                         "throughput, drops, the model and the threads it ran on to this JSON "
                         "file: refreshed every 10 s (--report-interval) while the run goes on, "
                         "its state saying how it ended; a name ending in .prom: Prometheus' text "
-                        "format, for node_exporter's textfile collector")
+                        "format, for node_exporter's textfile collector; several files (s.json "
+                        "s.prom) are each written")
     perf.add_argument("--threads", type=int, default=0, metavar="N",
                    help=threads_help("ONNX Runtime / LiteRT, and for --codec h264/hevc's "
                                      "encoder where given"))
@@ -381,7 +382,9 @@ def options_from_args(args: argparse.Namespace):
                          f"{args.fps:g}")
     # Before the model loads: a usage error. An automatic overlap (None) always fits its tile.
     check_tiling(args.tile or 0, 0 if args.overlap is None else args.overlap, flags=True)
-    return StreamOptions(show=args.show, view=args.view or "side", stats_path=args.stats,
+    # one file as before (its messages name it), several as a list
+    stats = args.stats[0] if args.stats and len(args.stats) == 1 else args.stats
+    return StreamOptions(show=args.show, view=args.view or "side", stats_path=stats,
                          threads=args.threads or None, provider=args.provider, tile=args.tile,
                          overlap=args.overlap, width=args.width, height=args.height,
                          fps=args.fps, max_frames=args.max_frames, live=args.live,

@@ -47,7 +47,8 @@ from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, S
                       shown_url, spec_kind)
 from .service_notify import EngineWork, ServiceNotifier
 from .source_spec import is_glob, source_label
-from .stats import LiveReporter, Stats, StatsFile, stats_file_or_none, write_stats_atomic
+from .stats import (LiveReporter, Stats, StatsFile, stats_file_or_none, stats_paths,
+                    write_stats_atomic)
 from .tiling import tiling_warnings
 from .segment_sink import SegmentSink, check_segment, segments_shown
 from .video_codecs import (FILE_PRESET, codec_problems, crf_used, encoded_by_ffmpeg,
@@ -269,7 +270,8 @@ class StreamOptions:
     """How `run_stream` runs (the flags of `sharpen run` besides model, source and --out)."""
     show: bool = False                  # window: original | sharpened, fps overlay
     view: str = "side"                  # side by side, or split
-    stats_path: Optional[Union[str, Path]] = None
+    # the --stats file, or several (a JSON summary and a .prom textfile), each written alike
+    stats_path: Optional[Union[str, Path, Sequence[Union[str, Path]]]] = None
     # CPU threads of ONNX Runtime / LiteRT (0/None: runtime.host.ZERO_THREADS)
     threads: Optional[int] = None
     provider: Union[str, Sequence[str]] = "auto"
@@ -389,8 +391,14 @@ def run_stream(model: Union[str, Path, Backend],
     # numpy's numbers pass the checks; the stats (JSON) take Python's.
     o = replace(o, **{k: (int if whole else float)(getattr(o, k)) for k, whole in _NUMBERS.items()
                       if getattr(o, k) is not None})
-    if o.stats_path:
-        _check_stats_path(o.stats_path, option("stats_path", o.stats_path, flags))
+    paths = stats_paths(o.stats_path)
+    for i, path in enumerate(paths):
+        _check_stats_path(path, option("stats_path", path, flags))
+        if any(same_file(path, other) for other in paths[:i]):
+            # The two writers' renames would take turns over one file: JSON, then .prom text
+            raise SinkError(f"{option('stats_path', path, flags)} is given twice; give each "
+                            f"{option('stats_path', flags=flags)} file its own name (e.g. "
+                            "stats.json and stats.prom)")
     _check_source(source)
     if stop_event is not None and stop_event.is_set():
         raise ValueError("run_stream: stop_event is already set (clear() it to run again)")
@@ -403,18 +411,18 @@ def run_stream(model: Union[str, Path, Backend],
         # Locked as the output is: two services given one --stats path (a template's missing
         # %i) each rewrote it every 10 s with its own numbers, and a monitor read either. The
         # output's own path is left to open()'s check, which says --stats names it.
-        if o.stats_path and not (isinstance(output, (str, os.PathLike))
-                                 and same_file(o.stats_path, output)):
-            _hold_run_lock(held, o.stats_path, "stats_path", flags,
-                           doing="writing its stats", replaced=True)
+        for path in paths:
+            if not (isinstance(output, (str, os.PathLike)) and same_file(path, output)):
+                _hold_run_lock(held, path, "stats_path", flags,
+                               doing="writing its stats", replaced=True)
         # From here on (the output is this run's) the --stats file is: a killed run's, which
         # said `running` for good, is replaced before the model loads (a TensorRT engine, a
         # camera slow to open), and a start that fails says so where it wrote nothing. Any
         # other file waits for open()'s check that it is not the source or the output.
         stats = Stats()
         states: list[Callable[[], dict[str, Any]]] = [lambda: {"state": "starting"}]
-        stats_file = (StatsFile(o.stats_path, stats, o.report_interval,
-                                lambda: states[-1]()) if o.stats_path else None)
+        stats_file = (StatsFile(paths, stats, o.report_interval,
+                                lambda: states[-1]()) if paths else None)
         notifier = ServiceNotifier(stats, lambda: states[-1]()["state"]) \
             if o.service_notify else None
         stream = summary = None
@@ -424,8 +432,9 @@ def run_stream(model: Union[str, Path, Backend],
             # in the try: a thread that cannot start is said there
             named = [p for p in (source, output)
                      if isinstance(p, (str, os.PathLike)) and not is_stdio(p)]   # no files
-            if stats_file is not None and stats_file_or_none(stats_file.path) and not any(
-                    same_file(stats_file.path, p) for p in named):
+            if stats_file is not None and all(
+                    stats_file_or_none(path) and not any(same_file(path, p) for p in named)
+                    for path in paths):
                 stats_file.start()
             own_backend = not isinstance(model, Backend)
             backend = (load_backend(model, threads=o.threads, providers=o.provider,
@@ -508,7 +517,8 @@ def _write_failed_start(stats_file: StatsFile, stats: Stats, exc: BaseException)
     try:
         stats_file.final(summary)
     except OSError as e:   # the run's own error is the one to raise
-        warn(f"cannot write the stats file {stats_file.path}: {e.strerror or e}")
+        warn(f"cannot write the stats file {getattr(e, 'stats_path', stats_file.path)}: "
+             f"{e.strerror or e}")
 
 
 def _check_keywords(overrides: dict[str, Any]) -> None:
@@ -623,7 +633,7 @@ class _Stream:
         this run has written it (an earlier run's stats, or no file), never a file that was
         something else (a photo of that folder, which the check in open() refuses)."""
         started = self.stats_file is not None and self.stats_file.started
-        return [self.o.stats_path] if started else []
+        return stats_paths(self.o.stats_path) if started else []
 
     def open(self, source: Union[str, Path, int, Source, Iterable[Any]],
              output: Optional[Union[str, Path, Sink]]) -> None:
@@ -657,10 +667,11 @@ class _Stream:
         # Any image the run reads, not only a single one: a folder's image named by --stats was
         # written over by the stats (the output is guarded by its folder, not each image).
         read = list(src.paths) if isinstance(src, ImageSource) else _input_files(src)
-        if o.stats_path and any(same_file(o.stats_path, f) for f in [*read, *out_file]):
-            raise SinkError(f"{option('stats_path', o.stats_path, self.flags)} is the source or "
-                            f"the {option('output', flags=self.flags)} file: the stats would "
-                            "overwrite it; choose another path")
+        for path in stats_paths(o.stats_path):
+            if any(same_file(path, f) for f in [*read, *out_file]):
+                raise SinkError(f"{option('stats_path', path, self.flags)} is the source or "
+                                f"the {option('output', flags=self.flags)} file: the stats "
+                                "would overwrite it; choose another path")
         self.processor = FrameProcessor(
             self.backend, tile=o.tile or 0, overlap=o.overlap, flags=self.flags,
             auto_tile_above=o.auto_tile_above if o.tile is None else None)
@@ -1291,14 +1302,20 @@ class _Stream:
         try:
             if self.stats_file is not None:
                 self.stats_file.final(summary)
-            elif self.o.stats_path:
-                write_stats_atomic(self.o.stats_path, summary)
+            else:
+                for path in stats_paths(self.o.stats_path):
+                    try:
+                        write_stats_atomic(path, summary)
+                    except OSError as e:
+                        e.stats_path = path
+                        raise
         except OSError as e:
+            path = getattr(e, "stats_path", None) or stats_paths(self.o.stats_path)[0]
             # The run's own error is the one to raise, a stop's 130/143 the code to exit with
             if self.errors or summary["state"] == "stopped":
-                warn(f"cannot write the stats file {self.o.stats_path}: {e.strerror or e}")
+                warn(f"cannot write the stats file {path}: {e.strerror or e}")
             else:   # a full disk: "[Errno 28] ...: 'st.json'" named no option
-                raise SinkError(f"{option('stats_path', self.o.stats_path, self.flags)}: "
+                raise SinkError(f"{option('stats_path', path, self.flags)}: "
                                 f"cannot write the run's last stats ({e.strerror or e})"
                                 ) from e
         if self.errors:

@@ -400,21 +400,33 @@ def stats_file_or_none(path: str | os.PathLike) -> bool:
 STATS_FILE_INTERVAL = 10.0
 
 
+def stats_paths(paths: Any) -> list:
+    """A run's --stats files: none, one path, or several (`--stats s.json --stats s.prom`: a
+    JSON summary for a health check and jq, and a textfile for Prometheus), each written
+    alike."""
+    if not paths:
+        return []
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+
+
 class StatsFile:
     """Rewrites the --stats file (atomically: a reader never sees half of it) every `interval`
     seconds from its own thread from the run's start (before the model loads) until its output
     is closed: the summary, `state()`'s fields (the run's state: starting, running,
     reconnecting, finishing), `refresh_s` (the period: a reader tells a dead run by an
     `updated_at` several periods old) and `recent` (the frames since the last write).
-    `final()` stops the refreshes and writes how the run ended, which none can overwrite."""
+    `final()` stops the refreshes and writes how the run ended, which none can overwrite.
+    `path` may be several (`stats_paths`), each written with the same numbers."""
 
-    def __init__(self, path: str | os.PathLike, stats: Stats, interval: Optional[float],
+    def __init__(self, path: Any, stats: Stats, interval: Optional[float],
                  state: Callable[[], dict[str, Any]]) -> None:
-        self.path, self.stats, self.state = path, stats, state
+        self.paths, self.stats, self.state = stats_paths(path), stats, state
+        self.path = self.paths[0]
         self.interval = STATS_FILE_INTERVAL if interval is None else interval
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._closed = self._failed = False
+        self._closed = False
+        self._failed: set[str] = set()   # the paths whose refresh failed: said once each
         self.ended = False   # final() was called: the file says how the run ended
         self.started = False
         self._thread = threading.Thread(target=self._run, name="stats-file", daemon=True)
@@ -422,8 +434,9 @@ class StatsFile:
     def start(self) -> "StatsFile":
         self.started = True
         # A refresh a kill cut short left its temp file (one more a kill, for days of runs)
-        with contextlib.suppress(OSError):
-            remove_killed_writes(Path(self.path).parent, Path(self.path).name)
+        for path in self.paths:
+            with contextlib.suppress(OSError):
+                remove_killed_writes(Path(path).parent, Path(path).name)
         self.write()   # at once: a monitor sees the run (its pid, state) before a frame is done
         self._thread.start()
         return self
@@ -434,16 +447,17 @@ class StatsFile:
                 return
             summary = {**self.stats.summary(), **self.state(), "refresh_s": self.interval,
                        "recent": self.stats.recent()}
-            try:
-                write_stats_atomic(self.path, summary)
-            except Exception as e:  # noqa: BLE001 - a full disk, a folder gone: said below
-                # The run goes on (its frames matter more than its stats), where this thread's
-                # traceback said nothing of it; said once, and the final write, which raises,
-                # says it again if it still fails.
-                if not self._failed:
-                    self._failed = True
-                    why = getattr(e, "strerror", None) or e
-                    warn(f"cannot refresh the stats file {self.path}: {why}; the run goes on")
+            for path in self.paths:   # one that fails leaves the others refreshed
+                try:
+                    write_stats_atomic(path, summary)
+                except Exception as e:  # noqa: BLE001 - a full disk, a folder gone: said below
+                    # The run goes on (its frames matter more than its stats), where this
+                    # thread's traceback said nothing of it; said once, and the final write,
+                    # which raises, says it again if it still fails.
+                    if str(path) not in self._failed:
+                        self._failed.add(str(path))
+                        why = getattr(e, "strerror", None) or e
+                        warn(f"cannot refresh the stats file {path}: {why}; the run goes on")
 
     def _run(self) -> None:
         for _ in periods(self._stop, self.interval, self.stats):
@@ -461,7 +475,15 @@ class StatsFile:
         error then, where a refresh's failure was only said)."""
         self.close()
         self.ended = True
-        write_stats_atomic(self.path, {**summary, "refresh_s": self.interval})
+        failed: Optional[OSError] = None
+        for path in self.paths:   # each written, though one fails: its error raised after
+            try:
+                write_stats_atomic(path, {**summary, "refresh_s": self.interval})
+            except OSError as e:
+                e.stats_path = path   # which of the files, for the message
+                failed = failed or e
+        if failed is not None:
+            raise failed
 
 
 # Seconds between live lines: on a terminal, where each replaces the last (rich) or scrolls

@@ -929,6 +929,42 @@ def test_a_stats_file_named_prom_is_prometheus_text_that_a_textfile_collector_re
     assert not stats_file_or_none(other)
 
 
+def test_stats_given_twice_writes_a_json_summary_and_a_prom_file_both_refreshed(model, tmp_path):
+    """An operator wants node_exporter's textfile for Prometheus and a JSON summary for the
+    health check and jq: `--stats` wrote one file, JSON or .prom, and a second --stats replaced
+    the first without a word. Given twice, both are written and refreshed while the run goes
+    on, each locked as one is; one path given twice is refused by name."""
+    js, prom = tmp_path / "yard.json", tmp_path / "textfile" / "yard.prom"
+    run = _start("--model", str(model), "--source", "synthetic:32x24@30", "--out",
+                 str(tmp_path / "yard.ts"), "--stats", str(js), "--stats", str(prom),
+                 "--report-interval", "0.2", "--quiet")
+    try:
+        seen = _wait_for(js, run, lambda s: s["state"] == "running" and s["frames_processed"])
+        assert prom.exists() and 'sharpen_state{camera="yard",state="running"} 1' in \
+            prom.read_text(), prom.read_text()
+        r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                            "--source", "synthetic:32x24@30", "--out", str(tmp_path / "gate.ts"),
+                            "--stats", str(tmp_path / "gate.json"), "--stats", str(prom),
+                            "--quiet"], cwd=tempfile.gettempdir(), capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 4 and f"--stats {prom}: " in r.stderr, (r.returncode, r.stderr)
+    finally:
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+    assert run.returncode == 143, err
+    done = _read(js)
+    assert done["state"] == "stopped" and done["pid"] == seen["pid"], done
+    text = prom.read_text()
+    assert 'sharpen_state{camera="yard",state="stopped"} 1' in text, text
+    assert f'sharpen_frames_processed_total{{camera="yard"}} {done["frames_processed"]}' in text
+    r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                        "--source", "synthetic:32x24", "--max-frames", "1", "--out",
+                        str(tmp_path / "twice.ts"), "--stats", str(js), "--stats",
+                        str(tmp_path / "." / "yard.json")], cwd=tempfile.gettempdir(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--stats" in r.stderr and "twice" in r.stderr, r.stderr
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_a_run_from_a_fifo_stopped_part_way_is_not_offered_resume(model, tmp_path):
     """ffmpeg writing into a FIFO that `sharpen run --source FIFO` reads (a camera's feed):
