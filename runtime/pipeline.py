@@ -1703,6 +1703,12 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
             # is known and the video's rate is a guess.
             file_sink.source_fps = (fps_asked if fps_asked and src.placed_at(fps_asked)
                                     else src.fps or fps_asked or 0.0)
+            if src.fps_guessed and not fps_asked and not src.live:
+                # Written frame by frame at the guess: a 10 fps camera's plays 2.5 times fast
+                warn(f"{src.spec} declares no frame rate (raw MJPEG): "
+                     f"{option('output', output, flags)} is written at FFmpeg's guess of "
+                     f"{src.fps:g} fps, faster or slower than the camera recorded; "
+                     f"{option('fps', flags=flags)} with the camera's rate sets it")
         if isinstance(file_sink, VideoFileSink) and isinstance(src, VideoSource) and src.sar:
             file_sink.source_sar = (src.sar, shown_url(src.spec))
         sinks.append(CompareSink(file_sink, view, flags) if compare else file_sink)

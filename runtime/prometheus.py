@@ -99,9 +99,11 @@ def prometheus_text(summary: dict[str, Any], camera: str) -> str:
     one("throughput_fps", "gauge", "frames a second over the whole run",
         summary.get("throughput_fps"))
     # What sharpen_fps is held against: a camera behind its own rate, among several, is the
-    # one whose fps is under it (images declare none: no sample, not a rate of 0).
+    # one whose fps is under it (images declare none: no sample, not a rate of 0; nor does
+    # an MJPEG camera, whose 25 is FFmpeg's guess and flagged a 10 fps camera as behind).
+    source = summary.get("source") or {}
     one("source_fps", "gauge", "the frame rate the source declares (a camera's, a video's)",
-        (summary.get("source") or {}).get("fps") or None)
+        None if source.get("fps_guessed") else source.get("fps") or None)
     stages = {**(summary.get("latency_ms") or {}), "end_to_end": summary.get("end_to_end_ms")}
     lat: list[str] = []
     for stage, p in stages.items():

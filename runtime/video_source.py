@@ -21,7 +21,7 @@ from .frame_rate import peak_fps
 from .hdr import hdr_warning
 from .imageio import frames_over_budget, shown_path
 from .locale_text import utf8_name, windows_ascii_hint
-from .options import option
+from .options import FFMPEG_GUESSED_FPS, option
 from .orientation import oriented
 from .source_base import (Frame, Note, OpenStopped, Source, SourceError, SourceLost,
                           _interruptible, _no_note)
@@ -210,6 +210,14 @@ class VideoSource(Source):
             self.count_found_short = (_interruptible(past) if kind == "stream" else past())
             if self.count_found_short:
                 self.frame_count = None
+        # Raw MJPEG (an MJPEG camera's multipart stream, its `.mjpeg` recording: JPEGs one
+        # after another) declares no rate and no length: FFmpeg reads it at 25 fps whatever
+        # the camera sent. Said as a guess, not recorded as the camera's rate; an MJPEG AVI,
+        # MKV or MOV declares both.
+        fourcc = int(self.cap.get(cv2.CAP_PROP_FOURCC) or 0) & 0xFFFFFFFF
+        self.fps_guessed = (kind in ("video", "stream") and self.frame_count is None
+                            and fourcc.to_bytes(4, "little") == b"MJPG"
+                            and self.fps == FFMPEG_GUESSED_FPS)
         self.transport = kind == "video" and Path(spec).suffix.lower() in TRANSPORT_STREAM_EXTS
         self.skipped: list[str] = []
         self._start = 0   # the first frame's number: another for a resumed run (`start_at`)
@@ -631,7 +639,7 @@ class VideoSource(Source):
 
     def describe(self) -> dict:
         d = super().describe()
-        d.update(width=self.width, height=self.height)
+        d.update(width=self.width, height=self.height, fps_guessed=self.fps_guessed)
         if self.average_fps:
             d.update(average_fps=self.average_fps)
         if self.peak_fps:

@@ -15,8 +15,8 @@ import pytest
 
 from strace_check import (assert_durable_write, assert_durable_write_observed,  # noqa: E402
                           observed_calls)
-from runtime_fixtures import (band_index, onnx_model, run_cli, runtime_warnings,  # noqa: E402
-                              textured_frame)
+from runtime_fixtures import (FRAME_H, FRAME_W, band_index, onnx_model, run_cli,  # noqa: E402
+                              runtime_warnings, textured_frame)
 
 from runtime.pipeline import run_stream  # noqa: E402
 from runtime.sinks import VIDEO_OUTPUT_EXTS, SinkError  # noqa: E402
@@ -1384,3 +1384,43 @@ def test_a_drop_note_on_a_gpu_engine_does_not_speak_of_cpu_threads():
         assert "a smaller frame or a faster model" in note, note
     cpu = {**summary, "backend": {"provider": "CPUExecutionProvider"}}
     assert "default thread count" in _slower_step_note(cpu, cores=2, load=0.5, machine_cores=2)
+
+
+def test_a_raw_mjpeg_files_rate_is_said_to_be_ffmpegs_guess_not_recorded_as_declared(
+        tmp_path, onnx_model):
+    """An MJPEG camera's recording (`.mjpeg`, JPEGs one after another) declares no rate, and
+    FFmpeg reads it at 25 fps: the --stats file gave 25 as the source's rate, the .prom file
+    a sharpen_source_fps of 25 that flags a 10 fps camera as behind, and the video played a
+    10 fps camera's frames 2.5 times too fast, without a word. The guess is said
+    (source.fps_guessed, no sharpen_source_fps sample, a warning naming --fps); an MJPEG AVI,
+    which declares its 25 fps, is no guess."""
+    from runtime.prometheus import prometheus_text
+
+    raw = tmp_path / "cam.mjpeg"
+    raw.write_bytes(b"".join(cv2.imencode(".jpg", textured_frame(i))[1].tobytes()
+                             for i in range(5)))
+    with runtime_warnings() as said:
+        summary = run_stream(onnx_model, str(raw), str(tmp_path / "out.mp4"), threads=1)
+    assert summary["source"]["fps"] == 25 and summary["source"]["fps_guessed"] is True, summary
+    assert "sharpen_source_fps" not in prometheus_text(summary, "cam")
+    assert [m for m in said if "declares no frame rate" in m and "fps with the camera" in m], said
+    with runtime_warnings() as said:
+        summary = run_stream(onnx_model, str(raw), str(tmp_path / "out10.mp4"), threads=1,
+                             fps=10)
+    assert not [m for m in said if "frame rate" in m], said   # told the camera's rate
+    avi = tmp_path / "cam.avi"
+    vw = cv2.VideoWriter(str(avi), cv2.VideoWriter.fourcc(*"MJPG"), 25.0, (FRAME_W, FRAME_H))
+    for i in range(5):
+        vw.write(textured_frame(i))
+    vw.release()
+    with runtime_warnings() as said:
+        summary = run_stream(onnx_model, str(avi), str(tmp_path / "avi.mp4"), threads=1)
+    assert summary["source"]["fps_guessed"] is False and not said, (summary["source"], said)
+    assert 'sharpen_source_fps{camera="cam"} 25' in prometheus_text(summary, "cam")
+    url, server = _serve_mjpeg(64, 48, 10.0)   # an MJPEG camera over HTTP: a guess too
+    try:
+        summary = run_stream(onnx_model, url, None, threads=1, max_frames=3)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert summary["source"]["fps_guessed"] is True, summary["source"]
