@@ -54,6 +54,21 @@ signals: SIGUSR1 prints the live stats line and rewrites the --stats file now; t
 """
 
 
+class _OneSource(argparse.Action):
+    """--source, once: argparse keeps an option's last value, and a run given two cameras
+    (`--source cam1.mp4 --source cam2.mp4`) sharpened the second alone, without a word."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        first = getattr(namespace, self.dest, None)
+        if first is not None:
+            from .source_spec import shown_url   # a camera URL's password stays out
+            parser.error(f"argument --source: given twice ({shown_url(first)}, "
+                         f"{shown_url(value)}): a run reads one source; start a run each, "
+                         "with its own --out and --stats (README: As a service), or give "
+                         "several files as their folder or a quoted glob")
+        setattr(namespace, self.dest, value)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `run` on the `sharpen` subparsers."""
     p = sub.add_parser(
@@ -75,7 +90,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     need.add_argument("--model", required=True, metavar="FILE",
                    help="exported model: .onnx (ONNX Runtime), .engine/.plan (TensorRT), "
                         ".tflite (LiteRT)")
-    need.add_argument("--source", required=True,
+    need.add_argument("--source", required=True, action=_OneSource,
                    help="camera index (0), V4L2 device (/dev/video0), video file, rtsp/http URL "
                         "(one whose path names an image file is read as that image), "
                         "GStreamer pipeline (contains '!'), image file, folder or glob, "

@@ -197,6 +197,18 @@ def test_a_pattern_the_shell_expanded_unquoted_is_said_so(capsys, tmp_path, monk
     assert err[0] == "sharpen run: error: unrecognized arguments: extra", err
 
 
+def test_a_second_source_is_refused_not_left_out_without_a_word(capsys):
+    """An operator with several cameras on one box tried one process for two of them,
+    `--source cam1.mp4 --source cam2.mp4`: the run sharpened cam2 alone, as argparse keeps an
+    option's last value, and cam1's frames went unsharpened without a word. A run reads one
+    source: a second is refused, with the way to run several cameras."""
+    err = error_of(["run", "--model", "m.onnx", "--source", "cam1.mp4", "--source=cam2.mp4",
+                    "--out", "o.ts"], capsys)
+    assert err[0].startswith("sharpen run: error: argument --source: given twice (cam1.mp4, "
+                             "cam2.mp4): a run reads one source; "), err
+    assert "a run each" in err[0] and "--stats" in err[0], err
+
+
 def test_an_os_error_on_the_programs_own_files_keeps_its_traceback(tmp_path):
     """The catch-all that says a full disk or a vanished file in one line took an ENOENT or
     EACCES on a file of sharpen's own (a bug, or a broken install) for the box's, hiding where
