@@ -112,7 +112,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     output.add_argument("--compare", action="store_true",
                    help="write original and sharpened together (per --view) to --out, for "
                         "judging the result by eye, each side captioned (input, sharpened)")
-    output.add_argument("--stats", default=None, metavar="JSON", action="extend", nargs="+",
+    output.add_argument("--stats", default=None, metavar="FILE", action="extend", nargs="+",
                    help="write per-stage latency (p50/p90/p95/p99, mean, min, max), "
                         "throughput, drops, the model and the threads it ran on to this JSON "
                         "file: refreshed every 10 s (--report-interval) while the run goes on, "
