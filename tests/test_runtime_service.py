@@ -340,14 +340,14 @@ def test_the_readmes_unit_file_restarts_a_lost_camera_and_stops_on_a_config_erro
     args = parser.parse_args(exec_start[1:])
     # A template (sharpen@.service), one instance a camera: a run per camera given one --out
     # or --stats is refused (exit 4), so each must name its own, by the instance's name.
-    assert all("%i" in p for p in (args.output, args.stats, service["EnvironmentFile"])), \
+    assert all("%i" in p for p in (args.output, *args.stats, service["EnvironmentFile"])), \
         (args.output, args.stats)
     out = tmp_path / Path(args.output).name
 
     def argv(**given: str) -> list[str]:
         """ExecStart's arguments, these flags' values swapped for the ones given."""
         swap = {"--model": str(model), "--out": str(out),
-                "--stats": str(tmp_path / Path(args.stats).name), **given}
+                "--stats": str(tmp_path / Path(args.stats[0]).name), **given}
         words = exec_start[2:]
         return [swap.get(words[i - 1], w) if i else w for i, w in enumerate(words)]
 
@@ -373,14 +373,14 @@ def test_the_readmes_unit_file_restarts_a_lost_camera_and_stops_on_a_config_erro
     r = _sharpen_run(*argv(**{"--source": "synthetic:96x64@30"}))
     assert r.returncode == 4 and restarts(r.returncode), (r.returncode, r.stderr)
     assert f"process {proc.pid}" in r.stderr, r.stderr
-    stats = json.loads((tmp_path / Path(args.stats).name).read_text())
+    stats = json.loads((tmp_path / Path(args.stats[0]).name).read_text())
     assert stats["pid"] == proc.pid and stats["state"] == "running", stats
     time.sleep(1)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in clean and not restarts(proc.returncode), (proc.returncode, err)
     assert "interrupted (SIGTERM), output closed cleanly" in err and out.exists(), err
-    assert (tmp_path / Path(args.stats).name).exists()
+    assert (tmp_path / Path(args.stats[0]).name).exists()
     # A model misnamed after an upgrade: exit 2, not restarted in a loop.
     r = _sharpen_run(*argv(**{"--model": str(tmp_path / "student-fast.onnx"),
                               "--source": "synthetic:96x64@30"}))
