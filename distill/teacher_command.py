@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from runtime.cli_errors import interrupt_exit_code
+from runtime.cli_errors import NO_SPACE_ERRNOS, interrupt_exit_code
 from runtime.console import brief, count, unread_listed
 from .command_messages import refuse, note_line
 from .teacher_run import TeacherRun
@@ -229,7 +229,14 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                     current.clear()
                 done += 1
             except (ImageReadError, OSError, MemoryError) as e:
-                # A write (a full disk) or memory fails it too, in words that name no photo
+                if isinstance(e, OSError) and e.errno in NO_SPACE_ERRNOS:
+                    # A full disk fails every photo after it too, each after its teacher run:
+                    # stopped, said by sharpen.cli in one line; a rerun skips what was written.
+                    bar.close()
+                    if failed:
+                        print(_skipped_listed(failed, done > 0), file=sys.stderr)
+                    raise
+                # A write or memory fails it too, in words that name no photo
                 # ("[Errno 28] No space left on device") or the result, not the photo.
                 failed.append(str(e) if str(e).startswith(f"{src}: ") else f"{src}: {brief(e)}")
                 bar.total -= planned - (bar.n - base)   # its tiles that will not run

@@ -81,7 +81,7 @@ def _command_parser(parser: argparse.ArgumentParser,
 
 
 # Commands whose rerun skips what an interrupted run finished (their caches and outputs).
-RESUMABLE = ("corpus", "labels", "bench", "export")
+RESUMABLE = ("corpus", "labels", "bench", "export", "teacher")
 
 
 def _as_overrides(argv: list[str], extra: list[str]) -> str:
@@ -206,9 +206,13 @@ def box_error_line(e: OSError, command: str) -> str | None:
     if e.errno not in BOX_ERRNOS or not e.filename or _own_file(e.filename):
         return None
     # What was finished before stays (every file is renamed into place whole)
+    resumable = command in (*RESUMABLE, *TRAINING)
     again = (f"; {KEPT}: free some space and run the same command to continue"
-             if e.errno in NO_SPACE_ERRNOS
-             and command in (*RESUMABLE, *TRAINING) else "")
+             if e.errno in NO_SPACE_ERRNOS and resumable else "")
+    if e.errno == errno.EFBIG:   # a limit on one file, which freeing space does not raise
+        again = (" (the limit on one file's size, ulimit -f or a FAT32 disk's 4 GiB, not the "
+                 "disk's space)" + (f"; {KEPT}: raise it or write elsewhere, and run the same "
+                                    "command to continue" if resumable else ""))
     # A wrong path the code made reads as a vanished or forbidden file: the way to tell
     debug = (" (set SHARPEN_DEBUG=1 for the traceback)"
              if e.errno in (errno.ENOENT, errno.EACCES, errno.EPERM) else "")

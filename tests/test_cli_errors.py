@@ -233,6 +233,14 @@ def test_an_os_error_on_the_programs_own_files_keeps_its_traceback(tmp_path):
     assert box_error_line(os_error(errno.ENOSPC, tmp_path / "a.json"), "labels") == (
         f"sharpen labels: error: {tmp_path / 'a.json'}: No space left on device; what is "
         "done is kept: free some space and run the same command to continue")
+    # A limit on a file's size (ulimit -f, FAT32's 4 GiB) is not cured by freeing space
+    assert box_error_line(os_error(errno.EFBIG, tmp_path / "a.json"), "labels") == (
+        f"sharpen labels: error: {tmp_path / 'a.json'}: File too large (the limit on one "
+        "file's size, ulimit -f or a FAT32 disk's 4 GiB, not the disk's space); what is done "
+        "is kept: raise it or write elsewhere, and run the same command to continue")
+    assert box_error_line(os_error(errno.EFBIG, tmp_path / "a.png"), "synth") == (
+        f"sharpen synth: error: {tmp_path / 'a.png'}: File too large (the limit on one "
+        "file's size, ulimit -f or a FAT32 disk's 4 GiB, not the disk's space)")
     assert box_error_line(os_error(errno.EROFS, tmp_path / "a.json"), "run") == (
         f"sharpen run: error: {tmp_path / 'a.json'}: Read-only file system")
 
@@ -254,4 +262,5 @@ def test_a_full_disk_exits_2_from_a_command_with_no_message_of_its_own(tmp_path)
                                  "--quiet"], 8000)
     assert "error" not in said and said.get("rc") == 2, said
     assert said["err"].strip().splitlines()[-1] == (
-        f"sharpen synth: error: {out / 'input' / 'a.png'}: File too large"), said["err"]
+        f"sharpen synth: error: {out / 'input' / 'a.png'}: File too large (the limit on one "
+        "file's size, ulimit -f or a FAT32 disk's 4 GiB, not the disk's space)"), said["err"]

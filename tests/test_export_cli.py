@@ -1967,8 +1967,10 @@ def test_a_full_disk_is_one_line_naming_the_report_it_could_not_write(tmp_path, 
                                  str(out), "--no-latency", "--threads", "1", "--quiet"], 2000)
     assert "error" not in said and said.get("rc") == 2, said
     assert said["err"].strip().splitlines()[-1] == (
-        f"sharpen export: error: {out / 'export_report.json'}: File too large; what is "
-        "done is kept: free some space and run the same command to continue"), said["err"]
+        f"sharpen export: error: {out / 'export_report.json'}: File too large (the limit "
+        "on one file's size, ulimit -f or a FAT32 disk's 4 GiB, not the disk's space); what "
+        "is done is kept: raise it or write elsewhere, and run the same command to continue"
+    ), said["err"]
     assert not out.exists() or not list(out.iterdir()), list(out.iterdir())
 
 

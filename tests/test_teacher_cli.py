@@ -482,11 +482,13 @@ def test_a_folder_of_only_unreadable_images_says_nothing_was_processed(tmp_path,
                                          "nothing was processed:"), said.err
 
 
-def test_an_image_that_could_not_be_written_is_named_and_not_called_unreadable(tmp_path,
-                                                                                 tiny_teacher):
+def test_an_image_that_could_not_be_written_stops_the_run_and_its_rerun_goes_on(tmp_path,
+                                                                              tiny_teacher):
     """A full disk (a file size limit, `ulimit -f`, stands in for it: the same write fails)
-    said "warning: skipped: [Errno 27] File too large: 'OUT/noise.png'" and ended on
-    "1 image could not be read": the photo was read; its result could not be written."""
+    skipped the photo and went on running the teacher over every photo left, each failing the
+    same way, to end on exit 1 after hours. The first result that cannot be written stops the
+    run: one line naming it (a file size limit said as one: freeing space does not help), exit
+    2, what was written kept; the same command, with room, goes on from there."""
     import os
     import subprocess
     import sys
@@ -496,20 +498,28 @@ def test_an_image_that_could_not_be_written_is_named_and_not_called_unreadable(t
     src.mkdir()
     noise = np.random.default_rng(0).integers(0, 256, (160, 200, 3), dtype=np.uint8)
     cv2.imwrite(str(src / "noise.png"), noise)   # its PNG is larger than the limit
-    cv2.imwrite(str(src / "flat.png"), np.full((40, 48, 3), 128, np.uint8))
+    cv2.imwrite(str(src / "flat.png"), np.full((40, 48, 3), 128, np.uint8))   # first by name
+    cv2.imwrite(str(src / "plain.png"), np.full((40, 48, 3), 64, np.uint8))   # after noise
 
-    proc = subprocess.run([sys.executable, "-m", "sharpen", *_teacher_args(src, out,
-                                                                           tiny_teacher)],
-                          capture_output=True, text=True, timeout=300,
-                          preexec_fn=file_size_limit(60_000),
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    err = proc.stderr.splitlines()
-    assert proc.returncode == 1 and "teacher: 1 image in" in proc.stdout, proc
-    said = [ln for ln in err if ln.startswith("warning: skipped: ")]
-    assert said == [ln for ln in said if ln.startswith(f"warning: skipped: {src / 'noise.png'}: ")
-                    and "File too large" in ln] and len(said) == 1, err
-    assert err[-2:] == ["sharpen teacher: 1 image could not be sharpened; the rest were "
-                        "processed:", "  " + said[0].removeprefix("warning: skipped: ")], err
+    def teacher(limit: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sharpen",
+                               *_teacher_args(src, out, tiny_teacher)],
+                              capture_output=True, text=True, timeout=300,
+                              preexec_fn=file_size_limit(limit),
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = teacher(60_000)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc
+    assert err[-1].startswith(f"sharpen teacher: error: {out / 'noise.png'}: File too large"
+                              " (the limit on one file's size"), err
+    assert err[-1].endswith("; what is done is kept: raise it or write elsewhere, and run "
+                            "the same command to continue"), err
+    assert not [ln for ln in err if "skipped" in ln], err
+    assert sorted(p.name for p in out.glob("*.png")) == ["flat.png"]   # plain.png never ran
+    proc = teacher(10_000_000)
+    assert proc.returncode == 0, proc
+    assert "teacher: 3 images in" in proc.stdout and "(1 from an earlier run)" in proc.stdout
+    assert sorted(p.name for p in out.glob("*.png")) == ["flat.png", "noise.png", "plain.png"]
 
 
 def test_a_stopped_run_lists_the_images_it_skipped_as_a_finished_one_does(

@@ -3985,8 +3985,9 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_saying_how_to_go_on(tmp_path):
     said = main_with_file_limit(argv, 8000)
     assert "error" not in said and said.get("rc") == 2, said
     assert said["err"].strip().splitlines()[-1] == (
-        f"sharpen train: error: {out / 'last.pt'}: File too large; what is done is "
-        "kept: free some space and run the same command to continue"), said["err"]
+        f"sharpen train: error: {out / 'last.pt'}: File too large (the limit on one file's "
+        "size, ulimit -f or a FAT32 disk's 4 GiB, not the disk's space); what is done is "
+        "kept: raise it or write elsewhere, and run the same command to continue"), said["err"]
     assert not list(out.glob("*.pt")) and not list(out.glob(".*.pt*")), list(out.iterdir())
 
 
