@@ -653,6 +653,20 @@ class VideoFileSink(Sink):
                             f"{self.path.parent}) after {count(self.frames, 'frame')}; the "
                             "video could "
                             "not be written completely")
+        # A limit on one file's size cuts the file however much the disk holds: the writer
+        # drops the rest as silently, and a file stopped at the limit was cut there.
+        limit = file_size_limit()
+        try:
+            cut = limit is not None and self.tmp is not None and self.tmp.stat().st_size >= limit
+        except OSError:   # not there (an ffmpeg encoder's that never started): nothing cut
+            cut = False
+        if cut:
+            cure = (f", or shorten {option('segment', flags=self.flags)}" if self.part else
+                    f", or cut the video into files with {option('segment', 'S', self.flags)}")
+            raise SinkError(f"{option('output', self.path, self.flags)}: the video reached the "
+                            f"limit on one file's size ({limit} bytes: ulimit -f) after "
+                            f"{count(self.frames, 'frame')}; the video could not be written "
+                            f"completely (raise the limit{cure})")
 
     def close(self) -> None:
         if self.writer is None:   # no frame came (Ctrl-C before the first): no video
@@ -1075,6 +1089,17 @@ def _said(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def file_size_limit() -> Optional[int]:
+    """The most bytes this process may write into one file (`ulimit -f`, systemd's
+    LimitFSIZE=), or None: no limit, or a system without one (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def free_bytes(folder: Path, system: Optional[str] = None) -> Optional[int]:

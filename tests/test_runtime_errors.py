@@ -700,6 +700,31 @@ def test_a_full_disk_stops_the_run_with_an_error(tmp_path, capsys, onnx_model, m
     assert "disk is full" in json.loads((tmp_path / "s.json").read_text())["error"]
 
 
+@pytest.mark.parametrize("name, segment", [("v.ts", []), ("v.mkv", []),
+                                           ("v.ts", ["--segment", "0.5"])])
+def test_a_video_cut_by_a_file_size_limit_is_an_error_not_done(tmp_path, onnx_model, name,
+                                                               segment):
+    """A limit on one file's size (ulimit -f, systemd's LimitFSIZE=, a FAT32 card's 4 GiB)
+    cut a .ts or .mkv output, or each segment, at the limit without a word from OpenCV's
+    writer, and the disk's free space, the full disk's check, was plenty: the run said
+    "done: 16 frames", exit 0, of files holding a part of them. It is the full disk's error
+    now, said as the limit it is, with what gets past it; nothing cut is named as done."""
+    from child_fixtures import main_with_file_limit
+    src = tmp_path / "in.mp4"
+    write_video(src, n=16)
+    out = tmp_path / "o" / name
+    said = main_with_file_limit(["run", "--model", str(onnx_model), "--source", str(src),
+                                 "--out", str(out), "--threads", "1", "--quiet", *segment],
+                                8_000)
+    assert said.get("rc") == 2, said
+    assert "done:" not in said["err"], said["err"]
+    assert "reached the limit on one file's size (8000 bytes: ulimit -f)" in said["err"]
+    assert ("--segment S" in said["err"] if not segment
+            else "or shorten --segment)" in said["err"]), said["err"]
+    kept = list(out.parent.iterdir()) if out.parent.exists() else []
+    assert all(p.stat().st_size < 8_000 for p in kept), kept
+
+
 def test_two_video_sinks_into_one_file_do_not_share_a_temp_file(tmp_path):
     from runtime.video_sink import VideoFileSink
 
