@@ -646,13 +646,16 @@ class VideoFileSink(Sink):
 
     def _check_disk(self, below: int = DISK_FULL_BYTES) -> None:
         # OpenCV's writer drops what does not fit without a word; a full disk is the usual why.
+        # The video is discarded (close): said, with what to do, since no --resume follows.
+        # A segment's run keeps those closed before it, which its closing note counts.
+        gone = "" if self.part else "; nothing was written under that name"
         free = free_bytes(self.path.parent)
         if free is not None and free < below:
             raise SinkError(f"{option('output', self.path, self.flags)}: the disk is full "
                             f"({free} bytes free in "
                             f"{self.path.parent}) after {count(self.frames, 'frame')}; the "
-                            "video could "
-                            "not be written completely")
+                            f"video could not be written completely{gone} (free some space "
+                            "and run the same command again)")
         # A limit on one file's size cuts the file however much the disk holds: the writer
         # drops the rest as silently, and a file stopped at the limit was cut there.
         limit = file_size_limit()
@@ -666,7 +669,7 @@ class VideoFileSink(Sink):
             raise SinkError(f"{option('output', self.path, self.flags)}: the video reached the "
                             f"limit on one file's size ({limit} bytes: ulimit -f) after "
                             f"{count(self.frames, 'frame')}; the video could not be written "
-                            f"completely (raise the limit{cure})")
+                            f"completely{gone} (raise the limit{cure})")
 
     def close(self) -> None:
         if self.writer is None:   # no frame came (Ctrl-C before the first): no video

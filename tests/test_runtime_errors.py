@@ -696,6 +696,10 @@ def test_a_full_disk_stops_the_run_with_an_error(tmp_path, capsys, onnx_model, m
                    str(out), "--stats", str(tmp_path / "s.json"))
     assert rc == 2, err
     assert "the disk is full (0 bytes free" in err, err
+    # What became of the frames written, and what to do (it was "could not be written
+    # completely" alone: a user looked for a half video, or for --resume, which has no record)
+    assert err.strip().endswith("could not be written completely; nothing was written under "
+                                "that name (free some space and run the same command again)")
     assert not out.parent.exists() or not list(out.parent.iterdir())
     assert "disk is full" in json.loads((tmp_path / "s.json").read_text())["error"]
 
@@ -719,8 +723,8 @@ def test_a_video_cut_by_a_file_size_limit_is_an_error_not_done(tmp_path, onnx_mo
     assert said.get("rc") == 2, said
     assert "done:" not in said["err"], said["err"]
     assert "reached the limit on one file's size (8000 bytes: ulimit -f)" in said["err"]
-    assert ("--segment S" in said["err"] if not segment
-            else "or shorten --segment)" in said["err"]), said["err"]
+    assert ("--segment S)" in said["err"] and "; nothing was written under that name" in
+            said["err"] if not segment else "or shorten --segment)" in said["err"]), said["err"]
     kept = list(out.parent.iterdir()) if out.parent.exists() else []
     assert all(p.stat().st_size < 8_000 for p in kept), kept
 
