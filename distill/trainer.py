@@ -34,8 +34,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from runtime.atomic import atomic_write_bytes
-from runtime.cli_errors import (STOP_SIGNALS, drop_gone_outputs, said_after_hang_up,
-                                signals_to_take)
+from runtime.cli_errors import (STOP_SIGNALS, SharpenError, drop_gone_outputs,
+                                said_after_hang_up, signals_to_take)
 from runtime.console import count, first_line
 from runtime.warn import SharpenWarning
 
@@ -961,6 +961,14 @@ class Trainer:
             else:
                 self._text(f"finished at step {self.step}; {self.best_text()}")
         except Exception as e:   # not KeyboardInterrupt: a user's stop is no error of the run
+            if isinstance(e, RuntimeError) and (why := _shared_memory_refused(e)):
+                msg = (f"the data-loading workers (data.workers={workers}) could not pass a "
+                       f"batch through shared memory (/dev/shm: {why}) at step {self.step}: "
+                       "give it room (a container: docker run --shm-size 2g) or set "
+                       f"data.workers=0; then {resume_hint(cfg)}")
+                with contextlib.suppress(OSError):
+                    self._text(f"error: {msg}")
+                raise SharedMemoryFull(msg, why) from None
             if not (isinstance(e, RuntimeError) and self.dist.enabled and _peer_lost(e)):
                 # train.log's last word on the run (diverged, out of memory, a full disk, an
                 # image that no longer decodes): without it the run read as killed, which the
@@ -1346,6 +1354,27 @@ def _pause_bar(bar, seconds: float) -> None:
 class ProcessLost(RuntimeError):
     """Another process of the torchrun job is gone (killed, out of memory, crashed, its node
     lost): a collective with it failed."""
+
+
+class SharedMemoryFull(SharpenError):
+    """A DataLoader worker could not hand its batch over: /dev/shm is full (a container's
+    64 MB default) or refused the file, said by torch only inside the worker's traceback.
+    `why`: the system's words for it ("No space left on device")."""
+
+    def __init__(self, message: str, why: str):
+        super().__init__(message)
+        self.why = why
+
+
+# torch's words for a shared-memory file it could not size or write, with strerror (errno)
+SHM_REFUSED = re.compile(r"unable to (?:resize|write to|allocate shared memory\(shm\) for) "
+                         r"file <[^>]*>[^:\n]*: ([^\n]+?) \(\d+\)")
+
+
+def _shared_memory_refused(e: RuntimeError) -> str:
+    """The strerror of `e` where it is a DataLoader worker's shared memory refused, else ""."""
+    m = SHM_REFUSED.search(str(e))
+    return m.group(1) if m and "DataLoader worker" in str(e) else ""
 
 
 def _peer_lost(e: RuntimeError) -> bool:

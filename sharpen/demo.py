@@ -544,7 +544,7 @@ def _run_demo(args: argparse.Namespace, run: _Run) -> int:
     from distill.data.sources import SourceError
     from distill.data.labels import run_labels
     from distill.teacher import BUNDLED_TEACHER, OVERLAP, TILE, models_dir
-    from distill.trainer import Trainer
+    from distill.trainer import SharedMemoryFull, Trainer
 
     # Raised, not printed: the entry point says `sharpen demo: error: ...` (exit 2), as for
     # every other command; the bare `error: ...` named no command.
@@ -671,6 +671,11 @@ def _run_demo(args: argparse.Namespace, run: _Run) -> int:
         metrics = trainer.fit()
     except (ValueError, FileNotFoundError) as e:   # the data it reads, not a bug: one line
         raise SharpenError(f"{_stage(3)}: {one_line(e)}", exit_code=1) from None
+    except SharedMemoryFull as e:   # the trainer's cures name settings the demo does not take
+        raise SharpenError(f"{_stage(3)}: its data-loading worker could not pass a batch "
+                           f"through shared memory (/dev/shm: {e.why}): give it room (a "
+                           "container: docker run --shm-size 2g) and run the same command "
+                           "again (the labels made are kept)") from None
     if trainer._stop:   # the trainer saved and stopped; a re-run fine-tunes anew
         said = _interrupted(int(trainer._stop), 3, out) + "; nothing exported"
         run.write_failure(said.removeprefix("sharpen demo: "), interrupted=True)

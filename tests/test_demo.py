@@ -657,3 +657,21 @@ def test_demo_in_a_cache_it_cannot_write_is_one_line_naming_stage_1_and_sharpen_
                            "in /sys ("), err
     assert last.endswith("set SHARPEN_DATA to a folder this user can write, where it is built "
                          "once"), err
+
+
+def test_demo_with_shared_memory_full_says_so_in_one_line(tmp_path):
+    """scripts/demo.sh ended with exit 1 and torch's DataLoader worker traceback when /dev/shm
+    was full (a container's 64 MB default): "unable to resize file </torch_...>", nothing of
+    /dev/shm or what to do. A file size limit stands in for it (/dev/shm's files meet it too):
+    a batch of 8 crops of 128 px is 1.5 MB; the demo's other files up to stage 3 are smaller."""
+    from child_fixtures import main_with_file_limit
+    out = tmp_path / "out"
+    said = main_with_file_limit(["demo", "--out", str(out), "--steps", "2", "--label-images",
+                                 "1", "--video-frames", "2", "--no-bench", "--threads", "1",
+                                 "--quiet"], 1_000_000)
+    assert "error" not in said and said.get("rc") == 2, said
+    assert "Traceback" not in said["err"], said["err"]
+    assert said["err"].strip().splitlines()[-1] == (
+        "sharpen demo: error: stage 3 (distillation): its data-loading worker could not pass a "
+        "batch through shared memory (/dev/shm: File too large): give it room (a container: "
+        "docker run --shm-size 2g) and run the same command again (the labels made are kept)")

@@ -3970,6 +3970,30 @@ def test_only_a_collectives_failure_counts_as_a_lost_process():
     assert not _peer_lost(RuntimeError("cannot decode /data/gloo-shots/a.png"))
 
 
+def test_full_shared_memory_for_the_loader_workers_is_one_line_saying_what_to_do(tmp_path):
+    """A data-loading worker that could not put its batch in shared memory (/dev/shm full, as
+    a container's 64 MB default fills; here a file size limit stands in, which /dev/shm's files
+    meet too) ended `sharpen train` and `sharpen demo` in torch's worker traceback, exit 1,
+    nothing said of /dev/shm or data.workers. One line now, exit 2, with both cures."""
+    from child_fixtures import main_with_file_limit
+    out = tmp_path / "run"
+    argv = ["train", f"out={out}", "task=teacher", "model.arch=fast",
+            "model.args={width: 8, blocks: 1, low_blocks: 1}", "optim.steps=2",
+            "optim.warmup_steps=1", "data.crop=64", "data.batch_size=2", "data.workers=1",
+            "val_every=1000", "ckpt_every=1", "data.val_max_images=1", "data.val_max_side=64",
+            "--quiet"]
+
+    said = main_with_file_limit(argv, 60_000)   # a batch's crops: 2 x 98,304 bytes
+    assert "error" not in said and said.get("rc") == 2, said
+    last = said["err"].strip().splitlines()[-1]
+    assert last.startswith("sharpen train: error: the data-loading workers (data.workers=1) "
+                           "could not pass a batch through shared memory (/dev/shm: File too "
+                           "large)"), said["err"]
+    assert "--shm-size" in last and "data.workers=0" in last, last
+    assert "Traceback" not in said["err"], said["err"]
+    assert "error: the data-loading workers" in (out / "train.log").read_text()
+
+
 def test_a_full_disk_at_a_checkpoint_is_one_line_saying_how_to_go_on(tmp_path):
     """A disk (or quota) full as last.pt was written ended `sharpen train` in a traceback
     through atomic.py. A file size limit (ulimit -f) in a child stands in for the full disk:
