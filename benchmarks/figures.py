@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill.figure_fonts import any_script_text
+from runtime.cli_errors import NO_SPACE_ERRNOS
 
 from .latency import BACKENDS
 from .markdown import where_timed
@@ -38,8 +39,17 @@ def write_figures(rep: dict, quality, out: Path, target_fps: float, say) -> dict
         try:
             if any_script_text(_saved)(make, out / FIGURES[key], dpi):
                 figs[key] = FIGURES[key]
+        except OSError as e:
+            if e.errno not in NO_SPACE_ERRNOS:
+                say.warn(f"figure {FIGURES[key]} failed: {type(e).__name__}: {e}")
+                continue
+            # A full disk: the report after it would not fit either, and without it the
+            # report showed a figure that was not there. The command line says it in one
+            # line naming the figure (matplotlib's error names no file).
+            (out / FIGURES[key]).unlink(missing_ok=True)
+            raise OSError(e.errno, e.strerror, str(out / FIGURES[key])) from None
         except Exception as e:  # noqa: BLE001 - a figure must not lose the report
-            say(f"figure {FIGURES[key]} failed: {type(e).__name__}: {e}")
+            say.warn(f"figure {FIGURES[key]} failed: {type(e).__name__}: {e}")
     return figs
 
 

@@ -1964,3 +1964,23 @@ def test_stride_or_frames_on_real_nogt_without_a_clip_is_said_to_do_nothing(tmp_
     for kw, flag in ((dict(stride=5), "--stride"), (dict(frames=[0, 9]), "--frames")):
         with pytest.warns(SharpenWarning, match=f"holds no video clip: {flag} applies to"):
             _check_real_blur("--real-nogt", [str(tmp_path / "photos")], 4, need_gt=False, **kw)
+
+
+def test_a_figure_the_disk_has_no_room_for_stops_the_bench_naming_it(env, tmp_path):
+    """A full disk (a file size limit stands in: the crops figure is over it, the report and
+    the cache are not) lost hardest_crops.png, said only without --quiet, and the run ended
+    "report: ..." with exit 0, its report.md showing a figure that is not there. It stops with
+    the full disk's line naming the figure now, exit 2; the same command with room goes on."""
+    from child_fixtures import main_with_file_limit
+    out = tmp_path / "out"
+    argv = ["bench", "--out", str(out), "--teacher-weights", str(env / "teacher.pt"), "--data",
+            str(env / "pairs"), "--cache", str(tmp_path / "cache"), "--quiet", "--weights",
+            str(env / "student-good.pt"), "--formats", "onnx", "--no-latency", "--limit", "2"]
+    said = main_with_file_limit(argv, 100_000)   # the figure: about 120 kB
+    assert "error" not in said and said.get("rc") == 2, said
+    assert said["err"].strip().splitlines()[-1].startswith(
+        f"sharpen bench: error: {out / 'hardest_crops.png'}: File too large"), said["err"]
+    assert not (out / "hardest_crops.png").exists()
+    said = main_with_file_limit(argv, 10**9)
+    assert said.get("rc") == 0, said
+    assert (out / "hardest_crops.png").read_bytes()[:4] == b"\x89PNG"
