@@ -31,7 +31,7 @@ from runtime.atomic import scratch_folder
 from runtime.console import count, first_line
 from runtime.formats import FORMATS  # FORMATS is re-exported for callers
 from runtime.backends.provenance import TRTEXEC_ON_JETSON
-from runtime.cli_errors import OWN_PACKAGES, raise_if_interrupted
+from runtime.cli_errors import NO_SPACE_ERRNOS, OWN_PACKAGES, raise_if_interrupted
 from runtime.host import default_threads
 from runtime.video_sink import free_bytes
 
@@ -505,6 +505,10 @@ def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssi
     try:
         path = ctx.build(f)
     except Exception as e:
+        if isinstance(e, OSError) and e.errno in NO_SPACE_ERRNOS and e.filename:
+            # A full disk is no failure of the format: every build after it would fail alike,
+            # and exit 1 reads as a parity verdict. The command line says it in one line.
+            raise
         res.reason = (f"build failed: {type(e).__name__}: {first_line(e)}"
                       f"{_little_room(ctx.out, e)}")
         stale = ctx.path_for(f)

@@ -1974,6 +1974,33 @@ def test_a_full_disk_is_one_line_naming_the_report_it_could_not_write(tmp_path, 
     assert not out.exists() or not list(out.iterdir()), list(out.iterdir())
 
 
+def test_a_model_the_disk_has_no_room_for_stops_the_export_and_its_rerun_goes_on(tmp_path,
+                                                                                ckpt):
+    """A full disk as the ONNX model was written (a file size limit stands in, under the model's
+    size and over the report's) made a failed row of the format, and of every format built from
+    it, each "build failed: OSError: [Errno 27] File too large", and exit 1, the export's verdict
+    of a failed parity check. It stops at the file now, one line naming it, exit 2."""
+    from child_fixtures import main_with_file_limit
+    out = tmp_path / "out"
+    argv = ["export", "--weights", str(ckpt), "--format", "onnx,onnx-int8", "--out", str(out),
+            "--no-latency", "--threads", "1", "--quiet", "--calib-count", "2", "--calib-size",
+            "32"]
+    size = _onnx_size(tmp_path / "probe", ckpt)
+    said = main_with_file_limit(argv, size - 1000)
+    assert "error" not in said and said.get("rc") == 2, said
+    assert said["err"].strip().splitlines()[-1].startswith(
+        f"sharpen export: error: {out / 'student.onnx'}: File too large"), said["err"]
+    assert "build failed" not in said["err"], said["err"]
+    said = main_with_file_limit(argv, 10**9)
+    assert said.get("rc") == 0, said
+
+
+def _onnx_size(out: Path, ckpt) -> int:
+    from optimize.export import export
+    report = export(str(ckpt), ["onnx"], out, latency=False, quiet=True)
+    return report.results[0].size_bytes
+
+
 def test_a_full_disk_keeps_its_traceback_with_sharpen_debug(tmp_path, ckpt, monkeypatch):
     """SHARPEN_DEBUG=1 is how a user sees where any one-line error came from: the full
     disk's line must not stand in for the traceback then."""
