@@ -1094,6 +1094,21 @@ def _said(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def refused_write(written: Path, name: Path) -> Optional[OSError]:
+    """The error the writes of `written` met, which OpenCV's writer does not report, told by its
+    size and the room left (as `VideoFileSink` tells them), as an OSError naming `name` (the
+    name it was to take): EFBIG where it stopped at the limit on one file's size, ENOSPC where
+    its disk has not a block free; None where neither."""
+    import errno
+    limit = file_size_limit()
+    if limit is not None and written.stat().st_size >= limit:
+        return OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(name))
+    free = free_bytes(written.parent)
+    if free is not None and free < DISK_BLOCK_BYTES:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(name))
+    return None
+
+
 def file_size_limit() -> Optional[int]:
     """The most bytes this process may write into one file (`ulimit -f`, systemd's
     LimitFSIZE=), or None: no limit, or a system without one (Windows)."""

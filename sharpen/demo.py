@@ -96,6 +96,10 @@ def make_demo_video(path: Path, frames: int = 24, fps: float = 12.0, size=(1920,
         blurred = apply_kernel(frame, camera_shake_kernel(rng, (9, 21)))
         writer.write((np.clip(blurred, 0, 1)[..., ::-1] * 255 + 0.5).astype(np.uint8))
     writer.release()
+    from runtime.video_sink import refused_write
+    if (refused := refused_write(tmp, path)) is not None:   # a video cut short: not named
+        tmp.unlink()
+        raise refused
     tmp.replace(path)
     return path
 

@@ -675,3 +675,23 @@ def test_demo_with_shared_memory_full_says_so_in_one_line(tmp_path):
         "sharpen demo: error: stage 3 (distillation): its data-loading worker could not pass a "
         "batch through shared memory (/dev/shm: File too large): give it room (a container: "
         "docker run --shm-size 2g) and run the same command again (the labels made are kept)")
+
+
+def test_demo_video_cut_by_a_full_disk_is_an_error_naming_it(tmp_path):
+    """Stage 1's blurred video, cut by a full disk (a file size limit stands in), was renamed
+    into place as if whole and the demo went on to sharpen what was left of it: OpenCV's writer
+    says nothing of the writes it lost. It is the full disk's error naming the video now."""
+    from child_fixtures import file_size_limit, in_a_child
+
+    from sharpen.demo import make_demo_video
+    path = tmp_path / "blurred.mp4"
+
+    def work(said: dict) -> None:
+        file_size_limit(5000)()
+        try:
+            make_demo_video(path, frames=3, size=(320, 240), progress=False)
+        except OSError as e:
+            said["errno"], said["filename"] = e.errno, e.filename
+    said = in_a_child(work)
+    assert said.get("filename") == str(path) and said.get("errno") == 27, said
+    assert list(tmp_path.iterdir()) == []
