@@ -331,6 +331,7 @@ def make_video(path: str | Path, width: int, height: int, frames: int, fps: floa
     OpenCV can write it, else MJPG AVI next to it; returns the path actually written."""
     import cv2
 
+    from runtime.video_sink import refused_write
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     big = sample_frame(width + 64, height + 64)
@@ -342,6 +343,10 @@ def make_video(path: str | Path, width: int, height: int, frames: int, fps: floa
             dx, dy = (2 * i) % 64, i % 64
             w.write(np.ascontiguousarray(big[dy:dy + height, dx:dx + width]))
         w.release()
+        # Cut by a full disk, it is no encoder's fault (nor would the AVI fit): said as the disk
+        if (refused := refused_write(p, p)) is not None:
+            p.unlink(missing_ok=True)
+            raise refused
         cap = cv2.VideoCapture(str(p))
         ok = cap.read()[0]
         cap.release()

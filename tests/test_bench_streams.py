@@ -336,3 +336,23 @@ def test_a_bench_interrupted_in_its_streams_lists_them_as_not_measured(env, tmp_
     assert "Every row was measured" not in md and "Concurrent streams (--streams)" in md, md
     # the clips' and streams' temp folders: in the bench's scratch folder inside --out
     assert list(tmp.glob("sharpen-bench-*")) == [] and list(out.glob(".bench-tmp*")) == []
+
+
+def test_a_generated_clip_cut_by_a_full_disk_is_an_error_naming_it(tmp_path):
+    """The streaming rows' generated clip, cut by a full disk (a file size limit stands in):
+    OpenCV's writer said nothing, and the bench timed the frames that were left, or the AVI it
+    then tried, cut as well. It is the full disk's error naming the clip now."""
+    from child_fixtures import file_size_limit, in_a_child
+
+    from benchmarks.latency import make_video
+    path = tmp_path / "clip.mp4"
+
+    def work(said: dict) -> None:
+        file_size_limit(5000)()
+        try:
+            make_video(path, 160, 96, 30)
+        except OSError as e:
+            said["errno"], said["filename"] = e.errno, e.filename
+    said = in_a_child(work)
+    assert said.get("filename") == str(path) and said.get("errno") == 27, said
+    assert list(tmp_path.iterdir()) == []
