@@ -103,6 +103,9 @@ def settings_checks(a: Export, b: Export) -> list[Check]:
             what = "the parity images are compared by name" if k == "parity_folders" else \
                 "the files are compared by their digest"
             return f"{NOTE} (a path: {what})"
+        if len(uncalibrated) == 2 and k.split(".")[0] in CALIBRATION:
+            # An FP32 export's --seed and --calib-count are recorded but steer nothing.
+            return f"{NOTE} (neither export built a calibrated format: no crops were drawn)"
         if k in CALIBRATION_FILES and crops and crops == sb.get("calibration.crops_digest"):
             return f"{NOTE} (the same crops {crops}: other files, e.g. a clip and its frames)"
         if k == "parity" and _as_images(va) == _as_images(vb) \

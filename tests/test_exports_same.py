@@ -378,6 +378,30 @@ def test_a_folder_holding_two_exports_stands_for_them(exports, tmp_path, capsys)
     assert f"--same compares two export folders, got 3 in {shelf}" in text, text
 
 
+def test_two_fp32_exports_of_other_seeds_are_the_same_release(exports, fast_student_pt,
+                                                              tmp_path, capsys, monkeypatch):
+    """Neither export built an INT8 format, so neither drew calibration crops: a pipeline's
+    --seed 1 and --calib-count 8 on one were 'DIFFERS' beside the same FP32 bytes."""
+    import json
+    monkeypatch.setattr(host, "code_info", lambda: {"version": "0.1.0", "commit": COMMIT,
+                                                    "dirty": False})
+    for name, extra in (("p", []), ("q", ["--seed", "1", "--calib-count", "8"])):
+        assert main(["export", "--weights", str(fast_student_pt), "--formats", "onnx", "--out",
+                     str(tmp_path / name), "--parity-images", str(exports / "held"),
+                     "--no-latency", "--quiet", "--threads", "1", *extra]) == 0
+    settings = json.loads((tmp_path / "q" / "export_report.json").read_text())["settings"]
+    assert (settings["calib_seed"], settings["calib_count"]) == (1, 8), settings
+    capsys.readouterr()   # (the exports' tables)
+    code, text = same(capsys, tmp_path / "p", tmp_path / "q")
+    assert code == 0, text
+    rows = verdicts(text)
+    for k in ("setting calib_seed", "setting calib_count"):
+        assert rows[k] == ("not compared (neither export built a calibrated format: no crops "
+                           "were drawn)"), text
+    assert rows["artifact onnx"] == "same (byte for byte)", text
+    assert text.splitlines()[-1] == "same: p and q", text
+
+
 def test_an_export_without_int8_beside_one_with_it_says_so_once(exports, fast_student_pt,
                                                                  export_data_dir, tmp_path,
                                                                  capsys, monkeypatch):
