@@ -45,11 +45,11 @@ def _same(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and (problem := out_folder_problem(out)):
         return refuse(problem)
-    if not (args.tolerance >= 0 and math.isfinite(args.tolerance)):
-        return refuse(f"--tolerance must be a number >= 0, got {args.tolerance}")
     from .exports_same import export_folders, is_export, same_exports
     paths = [Path(p) for p in args.runs]
     try:
+        if not (args.tolerance >= 0 and math.isfinite(args.tolerance)):
+            raise BadRun(f"--tolerance must be a number >= 0, got {args.tolerance}")
         if any(map(is_export, export_folders(paths))):   # export folders: the same release?
             code, text, record = same_exports(paths, args.tolerance)
         else:

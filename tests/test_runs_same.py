@@ -327,6 +327,19 @@ def test_bad_input_is_one_line_and_exit_2(runs, capsys, tmp_path):
     assert code == 2 and text.count(str(b / "last.pt")) == 1 and "truncated" in text, text
 
 
+def test_a_refused_tolerance_replaces_an_earlier_same_json(capsys, tmp_path):
+    """A CI job reruns into the same --out: a --tolerance refused (exit 2) left the earlier
+    run's same.json, 'same': true, to be read as this run's verdict."""
+    out = tmp_path / "verdict"
+    out.mkdir()
+    (out / "same.json").write_text(json.dumps({"same": True, "exit_code": 0}))
+    code, text = same(capsys, tmp_path / "a", tmp_path / "b", "--out", out, "--tolerance", "-1")
+    assert code == 2, text
+    rec = json.loads((out / "same.json").read_text())
+    assert rec == {"same": False, "exit_code": 2,
+                   "error": "--tolerance must be a number >= 0, got -1.0"}, rec
+
+
 def test_tolerance_without_same_is_refused(runs, capsys):
     code, text = same(capsys, runs / "a", "--tolerance", "1e-5", flag="")
     assert code == 2 and "--tolerance applies to --same only" in text, text
