@@ -125,7 +125,7 @@ def setting_rows(ca: dict, cb: dict, skip: set[str],
         if json.dumps(va, sort_keys=True, default=str) == json.dumps(vb, sort_keys=True,
                                                                         default=str):
             continue
-        rows.append(Check(f"setting {k}", _cell(va), _cell(vb), why(k, va, vb)))
+        rows.append(Check(f"setting {k}", *_cells(va, vb), why(k, va, vb)))
     return rows
 
 
@@ -136,6 +136,16 @@ def _cell(v) -> str:
     if isinstance(v, list) and len(v) > 2 and len(shown) > 60:
         return f"{len(v)}: {_shown(v[0])} ... {_shown(v[-1])}"
     return shown
+
+
+def _cells(va, vb) -> tuple[str, str]:
+    """Two values that differ as their cells; two long lists whose cells read the same (their
+    ends alike) with the first item where they part, else nothing in the row showed why."""
+    a, b = _cell(va), _cell(vb)
+    if a == b and isinstance(va, list) and isinstance(vb, list):
+        if (i := next((i for i, (x, y) in enumerate(zip(va, vb)) if x != y), None)) is not None:
+            a, b = f"{a}; item {i + 1}: {_shown(va[i])}", f"{b}; item {i + 1}: {_shown(vb[i])}"
+    return a, b
 
 
 def software_checks(ra: dict, rb: dict, keys: tuple[str, ...] = SOFTWARE,

@@ -203,6 +203,24 @@ def test_a_long_list_setting_is_shown_by_its_length_and_ends(exports, tmp_path, 
     assert max(map(len, text.splitlines()[:-1])) < 200, text
 
 
+def test_long_lists_of_the_same_ends_say_where_they_differ(exports, tmp_path, capsys):
+    """Twelve parity images of which the 6th was another: shown by length and ends alone,
+    both cells read the same beside 'DIFFERS', and the engineer could not see what did."""
+    import json
+    names = [f"train_001_resized_{i:08d}" for i in range(12)]
+    for folder, sixth in (("a", names[5]), ("b", "train_001_resized_other")):
+        shutil.copytree(exports / "b", tmp_path / folder)
+        report = tmp_path / folder / "export_report.json"
+        rep = json.loads(report.read_text())
+        rep["settings"]["parity_images"] = [*names[:5], sixth, *names[6:]]
+        report.write_text(json.dumps(rep))
+    code, text = same(capsys, tmp_path / "a", tmp_path / "b")
+    assert code == 1, text
+    row = next(r for r in text.splitlines() if r.startswith("setting parity_images"))
+    assert f"12: {names[0]} ... {names[-1]}; item 6: {names[5]}" in row, text
+    assert f"12: {names[0]} ... {names[-1]}; item 6: train_001_resized_other" in row, text
+
+
 def test_another_machine_is_shown_not_counted(exports, tmp_path, capsys):
     """The same bytes built on another CPU are the same release; the CPU is said."""
     import json
