@@ -68,6 +68,10 @@ def read_export(path: Path) -> Export:
         raise BadRun(f"{folder / REPORT}: cannot be read ({e})") from None
     if not isinstance(report, dict) or not isinstance(report.get("results"), list):
         raise BadRun(f"{folder / REPORT}: not an export report (no results)")
+    if not isinstance(report.get("settings") or {}, dict) \
+            or not all(isinstance(r, dict) for r in report["results"]):
+        raise BadRun(f"{folder / REPORT}: not an export report (its settings or results are "
+                     "not tables)")
     return Export(folder, folder.name or str(folder), report)
 
 

@@ -45,6 +45,8 @@ def _same(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and (problem := out_folder_problem(out)):
         return refuse(problem)
+    if out is not None:   # whatever stops this run (^C, an error), not the last one's verdict
+        (out / "same.json").unlink(missing_ok=True)
     from .exports_same import export_folders, is_export, same_exports
     paths = [Path(p) for p in args.runs]
     try:

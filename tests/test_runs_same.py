@@ -340,6 +340,25 @@ def test_a_refused_tolerance_replaces_an_earlier_same_json(capsys, tmp_path):
                    "error": "--tolerance must be a number >= 0, got -1.0"}, rec
 
 
+def test_a_malformed_export_report_is_bad_input_in_same_json(capsys, tmp_path):
+    """A report whose settings or results rows are not tables (edited by hand, or by another
+    tool) ended in a traceback, and --out kept the earlier run's same.json as this one's."""
+    out = tmp_path / "verdict"
+    out.mkdir()
+    for settings, results in (("x", []), ({}, ["onnx"])):
+        (out / "same.json").write_text(json.dumps({"same": True, "exit_code": 0}))
+        for name, report in (("a", {"settings": settings, "results": results}),
+                             ("b", {"settings": {}, "results": []})):
+            (tmp_path / name).mkdir(exist_ok=True)
+            (tmp_path / name / "export_report.json").write_text(json.dumps(report))
+        code, text = same(capsys, tmp_path / "a", tmp_path / "b", "--out", out)
+        assert code == 2 and "Traceback" not in text, text
+        rec = json.loads((out / "same.json").read_text())
+        assert rec["exit_code"] == 2, rec
+        assert rec["error"] == (f"{tmp_path / 'a' / 'export_report.json'}: not an export "
+                                "report (its settings or results are not tables)"), rec
+
+
 def test_tolerance_without_same_is_refused(runs, capsys):
     code, text = same(capsys, runs / "a", "--tolerance", "1e-5", flag="")
     assert code == 2 and "--tolerance applies to --same only" in text, text
