@@ -1,7 +1,7 @@
 """scikit-image's bundled photographs, Gaussian-blurred so they look like the blurred inputs the
-student sees: `sharpen export`'s calibration and parity images where none are given. Here, below
-optimize, so that `sharpen runs --same` runs two exports' artifacts on the very images their
-parity gate did (it ran them on the photos sharp, and said a difference the gate never saw)."""
+student sees: `sharpen export`'s calibration and parity images where none are given. Here in
+distill, which may not import optimize (the layer above it), so that `sharpen runs --same` runs
+two exports' artifacts on the very images, blurred alike, that their parity gate ran on."""
 from __future__ import annotations
 
 from typing import Sequence
