@@ -62,6 +62,7 @@ def _same(args: argparse.Namespace) -> int:
         return refuse(str(e))
     print(text)
     if out is not None:
+        record["tolerance"] = args.tolerance   # what 'same' admitted (0: bit for bit)
         print(f"each check and the verdict: {_write_same(out, record)}")
     return code
 

@@ -327,6 +327,17 @@ def test_bad_input_is_one_line_and_exit_2(runs, capsys, tmp_path):
     assert code == 2 and text.count(str(b / "last.pt")) == 1 and "truncated" in text, text
 
 
+def test_same_json_records_the_tolerance_it_judged_by(runs, capsys, tmp_path):
+    """'same': true means within --tolerance: a pipeline that keeps same.json could not tell
+    a bit-for-bit verdict from one that admitted 1e-5."""
+    for tolerance, want in ((None, 0.0), ("1e-5", 1e-5)):
+        extra = ["--tolerance", tolerance] if tolerance else []
+        code, text = same(capsys, runs / "a", runs / "b", "--out", tmp_path, *extra)
+        assert code == 0, text
+        rec = json.loads((tmp_path / "same.json").read_text())
+        assert rec["same"] is True and rec["tolerance"] == want, rec
+
+
 def test_a_refused_tolerance_replaces_an_earlier_same_json(capsys, tmp_path):
     """A CI job reruns into the same --out: a --tolerance refused (exit 2) left the earlier
     run's same.json, 'same': true, to be read as this run's verdict."""
