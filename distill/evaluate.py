@@ -21,7 +21,7 @@ import numpy as np
 from runtime.backends.runner import OutputSizeError
 from runtime.cli_errors import interrupt_exit_code
 from runtime.console import count, first_line
-from runtime.warn import SharpenWarning
+from runtime.warn import SharpenWarning, warn
 
 from .metrics import (SSIM_MIN_SIDE, SSIMS, convention, input_range, overshoot, psnr,
                       quantise_8bit, ssim)
@@ -29,6 +29,7 @@ from .evaluate_journal import ScoreJournal
 from .evaluate_sequences import per_sequence, sequence_of
 from .figure_fonts import any_script_text
 from .real_verdicts import nogt_verdicts, pair_verdicts
+from .teacher_tiles import TILE, tiling_context
 
 Fn = Callable[[np.ndarray], np.ndarray]
 
@@ -632,8 +633,16 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
                              "compared with its output; give the others (its INT8 file) with "
                              "--model or --weights too")
         ref_label = given[0]
+    if tile is not None and tile != TILE and not teachers:
+        # Students run whole images here: the option changed nothing, silently.
+        warn(f"--tile {tile} has no effect: it tiles teacher checkpoints, and none is among "
+             f"the models ({', '.join(weights)}); students run whole images", stacklevel=2)
     fns = {label: load_model_fn(w, tile, device, teacher_config, threads, provider)
            for label, w in zip(labels, weights)}
+    if (teacher := _teacher_fn(fns)) is not None:
+        # As `sharpen teacher` and `sharpen labels` say it: a small tile costs quality.
+        if said := tiling_context(teacher.tile, teacher.teacher.train_crop):
+            warn(said, stacklevel=2)
     from_labels = _teacher_from_labels(fns, spec, crop, split, limit, stride, frames)
     import contextlib
 
@@ -660,10 +669,15 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
             raise
     res["weights"] = dict(zip(labels, weights))
     res.update(_labels_record(fns, from_labels))
-    if tiles := [(f.fn if isinstance(f, LabelledTeacher) else f).tile for f in fns.values()
-                 if isinstance(f, (TeacherFn, LabelledTeacher))]:
-        res["teacher_tile"] = tiles[0]   # 0: whole images; tiles change the outputs
+    if (teacher := _teacher_fn(fns)) is not None:
+        res["teacher_tile"] = teacher.tile   # 0: whole images; tiles change the outputs
     return res
+
+
+def _teacher_fn(fns: dict[str, Fn]) -> Optional[TeacherFn]:
+    """The first teacher among `fns` (one reading a label cache's outputs too), else None."""
+    return next(((f.fn if isinstance(f, LabelledTeacher) else f) for f in fns.values()
+                 if isinstance(f, (TeacherFn, LabelledTeacher))), None)
 
 
 def _resolved(item: str | os.PathLike) -> str:
@@ -696,7 +710,9 @@ def _score_journal(out, labels: list[str], weights: list[str], fns: dict[str, Fn
                     # the count the engines run with (--threads, else OMP_NUM_THREADS):
                     # it changes outputs' last digits
                     "threads": default_threads(threads), "--provider": provider,
-                    "tile": tile, "--reference": reference, "--ssim": ssim_window,
+                    # the teacher's alone: students run whole images whatever --tile says
+                    "tile": teacher.tile if (teacher := _teacher_fn(fns)) else None,
+                    "--reference": reference, "--ssim": ssim_window,
                     "teacher labels": next((str(f.cache) for f in fns.values()
                                             if isinstance(f, LabelledTeacher)), None),
                     # The code that scored: an upgrade (a metric redefined, a bug fixed) took

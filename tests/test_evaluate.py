@@ -1459,3 +1459,37 @@ def test_evaluate_tile_runs_the_teacher_on_whole_images_and_records_it(tmp_path,
     capsys.readouterr()
     assert main(["evaluate", *common, "--tile", "-8"]) == 2
     assert "--tile" in capsys.readouterr().err
+
+
+def test_evaluate_tile_without_a_teacher_is_said_and_rescores_nothing(tmp_path, capsys):
+    """--tile tiles the teacher alone: with students only it changed nothing, without a word,
+    yet a rerun into the same --out with another --tile scored every image again, saying
+    'tile 0 (was 512)' as if the scores depended on it."""
+    from distill.images import write_image
+    from sharpen.cli import main
+    x8, y8 = _smooth_pair(4, 24, 32)
+    for d, img in (("blur", x8), ("sharp", y8)):
+        write_image(tmp_path / "pairs" / d / "a.png", img.astype(np.float32) / 255)
+    common = ["evaluate", "--weights", "fast", "--data", str(tmp_path / "pairs"), "--out",
+              str(tmp_path / "eval"), "--quiet"]
+    assert main(common) == 0
+    capsys.readouterr()
+    assert main([*common, "--tile", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "1 scored earlier, 0 to go" in err, err
+    assert "warning: --tile 0 has no effect: it tiles teacher checkpoints" in err, err
+
+
+def test_evaluate_tile_smaller_than_the_teachers_crops_is_warned(tmp_path, tiny_teacher_pt,
+                                                                   capsys):
+    """`sharpen teacher --tile 64` and `sharpen labels --tile 64` say what a tile under the
+    teacher's training crops costs; evaluate's --tile ran it without a word."""
+    from distill.images import write_image
+    from sharpen.cli import main
+    rng = np.random.default_rng(1)
+    for d in ("blur", "sharp"):
+        write_image(tmp_path / "pairs" / d / "a.png", rng.random((40, 56, 3)).astype(np.float32))
+    assert main(["evaluate", "--weights", str(tiny_teacher_pt), "--data",
+                 str(tmp_path / "pairs"), "--device", "cpu", "--quiet", "--tile", "32"]) == 0
+    err = capsys.readouterr().err
+    assert "--tile 32 gives the teacher 32 px of context per tile" in err, err
