@@ -10,9 +10,9 @@ resolution), each student's SSIM against the teacher, and the checks:
 - parity: every artifact within its `optimize.export.Thresholds` gate against the FP32 PyTorch
   student on the same images (FP32 formats: max abs error; INT8/FP16: worst-case SSIM).
 
-Metrics are `distill.metrics`' (as published tables compute them: RGB, model outputs rounded
-to 8 bits, data range 255, no border crop, SSIM's Gaussian window; `CONVENTION`), averaged over
-the images; parity uses `optimize.parity.compare` and
+Metrics are `distill.metrics`' (PSNR as published tables compute it: RGB, model outputs rounded
+to 8 bits, data range 255, no border crop; SSIM's Gaussian window, channels averaged:
+`CONVENTION`), averaged over the images; parity uses `optimize.parity.compare` and
 reports the worst image, like `sharpen export`.
 
 Teacher outputs are expensive on a CPU (seconds per 512x512 tile), so they are cached on disk:

@@ -106,7 +106,7 @@ def quantise_8bit(img: np.ndarray) -> np.ndarray:
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """SSIM (scikit-image, 11x11 Gaussian window of sigma 1.5, population covariances, data
-    range 1: the published convention) of two float images in [0, 1]: HxWx3
+    range 1: as BasicSR, channels averaged) of two float images in [0, 1]: HxWx3
     (channels averaged) or HxW, the same shape, each side at least SSIM_MIN_SIDE; values
     outside [0, 1] are clipped. ValueError for integer images, other shapes or smaller ones."""
     a, b = _pair(a, b)

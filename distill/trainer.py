@@ -1170,7 +1170,7 @@ class Trainer:
         # A branch into a folder holding a best.pt of its own: validated on images that the
         # checkpoint's data signature does not describe. Either way, scored again.
         unknown = recorded is None and not elsewhere
-        # Scored with another SSIM (a checkpoint from before the published convention): its
+        # Scored with another SSIM (a checkpoint from before the Gaussian-window SSIM): its
         # score and this run's validations are not comparable even on the same images.
         formula = (recorded is not None and not elsewhere
                    and self._resumed_data.get("val_score") != self._data_sig.get("val_score"))
