@@ -1208,6 +1208,9 @@ def format_table(res: dict) -> str:
                 f"  {d['ssim_to_reference']:.4f}" if "ssim_to_reference" in d else ""))
         against = f"; compare with {ref}'s" if ref else ""
         lines.append(f"({OVER_TEXT}{against})")
+        if ref and res.get("ssim_window") == "3d":   # said of ground truth's SSIM below too
+            lines.append(f"(SSIM to {ref}'s output: 3-D (--ssim 3d), the window across the "
+                         "channels too)")
         # Without ground truth neither column is a score the reader knows the sense of; the
         # sharpness ratio also rewards ringing, which the distance to the reference does not.
         caveat = "though halos and noise raise it too"

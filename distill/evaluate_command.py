@@ -181,6 +181,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"warning: {args.data} holds no video clip: "
               f"{'--stride' if frames is None else '--frames'} applies to a clip's frames; "
               "every image was evaluated", file=sys.stderr)
+    if args.ssim != "2d" and "ssim_window" not in res:   # no SSIM was computed
+        print(f"warning: --ssim {args.ssim} has no effect: {args.data} has no ground truth and "
+              "no model's output stands in for it (a teacher among --weights, or --reference)",
+              file=sys.stderr)
     if args.split and res["split"] is None:
         print(f"warning: {args.data} has no split folders (train/, val/, test/): --split "
               f"{args.split} does not apply; every image was evaluated", file=sys.stderr)

@@ -1493,3 +1493,21 @@ def test_evaluate_tile_smaller_than_the_teachers_crops_is_warned(tmp_path, tiny_
                  str(tmp_path / "pairs"), "--device", "cpu", "--quiet", "--tile", "32"]) == 0
     err = capsys.readouterr().err
     assert "--tile 32 gives the teacher 32 px of context per tile" in err, err
+
+
+def test_evaluate_ssim_3d_without_ground_truth_is_said(tmp_path, capsys):
+    """--ssim 3d on images without ground truth: with no reference no SSIM is computed, and
+    the option changed nothing without a word; with one, the SSIM to its output was the 3-D
+    one, which the table did not say (it said so only against ground truth)."""
+    from distill.images import write_image
+    from sharpen.cli import main
+    x8, _ = _smooth_pair(5, 24, 32)
+    write_image(tmp_path / "frames" / "a.png", x8.astype(np.float32) / 255)
+    common = ["evaluate", "--data", str(tmp_path / "frames"), "--quiet", "--ssim", "3d"]
+    assert main([*common, "--weights", "fast"]) == 0
+    said = capsys.readouterr()
+    assert "warning: --ssim 3d has no effect: " in said.err, said.err
+    assert main([*common, "--weights", "fast", "edge", "--reference", "fast"]) == 0
+    said = capsys.readouterr()
+    assert "--ssim" not in said.err, said.err
+    assert "SSIM to student-fast's output: 3-D (--ssim 3d)" in said.out, said.out
