@@ -23,8 +23,8 @@ from runtime.cli_errors import interrupt_exit_code
 from runtime.console import count, first_line
 from runtime.warn import SharpenWarning, warn
 
-from .metrics import (SSIM_MIN_SIDE, SSIMS, convention, input_range, overshoot, psnr,
-                      quantise_8bit, ssim)
+from .metrics import (SSIM_MIN_SIDE, convention, input_range, overshoot, psnr, quantise_8bit,
+                      ssim, ssim_named)
 from .evaluate_journal import ScoreJournal
 from .evaluate_sequences import per_sequence, sequence_of
 from .figure_fonts import any_script_text
@@ -608,6 +608,7 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
     stands in for ground truth instead of the teacher's (the FP32 export beside its INT8 one);
     ValueError naming it and the models when it is none of them, or the only one.
     `ssim_window`: "2d" (channels averaged) or "3d" (`distill.metrics.ssim_3d`)."""
+    ssim_named(ssim_window)   # before any model loads
     if isinstance(weights, (str, os.PathLike)):   # iterated, a path was read letter by letter
         weights = [weights]
     if not all(is_artifact(w) for w in weights):   # exported models alone need no torch
@@ -864,8 +865,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     """
     if reference is not None and reference not in fns:
         raise ValueError(f"reference {reference!r} is not one of the models {list(fns)}")
-    if ssim_window not in SSIMS:
-        raise ValueError(f"ssim_window must be one of {list(SSIMS)}, got {ssim_window!r}")
+    score_ssim = ssim_named(ssim_window)
     from runtime.progress import progress as progress_bar
 
     from .images import ImageReadError
@@ -946,7 +946,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                 continue
             # Everything of one image is computed first and then recorded at once, so that an
             # interrupt leaves only whole images in the results.
-            entries[i] = entry = _entry(outs, reference, rank, SSIMS[ssim_window])
+            entries[i] = entry = _entry(outs, reference, rank, score_ssim)
             if labelled is not None:
                 entry["teacher_label"] = labelled.last
             scored += 1

@@ -4,7 +4,7 @@ with an 11x11 Gaussian window of sigma 1.5 and population covariances (Wang et a
 BasicSR computes it). CONVENTION says it in words for the results files."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
@@ -194,6 +194,13 @@ def psnr_ssim(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 # `sharpen evaluate --ssim`: which SSIM scores (see `ssim_3d` for why a second one).
 SSIMS = {"2d": ssim, "3d": ssim_3d}
+
+
+def ssim_named(ssim_window: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The SSIM of SSIMS that `ssim_window` names, or ValueError naming the choices."""
+    if ssim_window not in SSIMS:
+        raise ValueError(f"ssim_window must be one of {list(SSIMS)}, got {ssim_window!r}")
+    return SSIMS[ssim_window]
 
 
 def convention(ssim_window: str = "2d") -> dict:

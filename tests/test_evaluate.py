@@ -1511,3 +1511,11 @@ def test_evaluate_ssim_3d_without_ground_truth_is_said(tmp_path, capsys):
     said = capsys.readouterr()
     assert "--ssim" not in said.err, said.err
     assert "SSIM to student-fast's output: 3-D (--ssim 3d)" in said.out, said.out
+
+
+def test_evaluate_refuses_an_unknown_ssim_before_any_model_loads(tmp_path):
+    """evaluate(ssim_window=) was checked by evaluate_fns, after every model (a teacher:
+    seconds to minutes) had loaded; a misspelt one is refused first now."""
+    from distill.evaluate import evaluate
+    with pytest.raises(ValueError, match=r"ssim_window must be one of \['2d', '3d'\], got '3D'"):
+        evaluate([str(tmp_path / "missing.pt")], str(tmp_path), ssim_window="3D")
