@@ -142,5 +142,7 @@ def _differences(old: object, new: dict) -> str:
     else:
         said += [f"{nm[k][0]} changed" for k in nm if om[k] != nm[k]]
     oo, no = old.get("options") or {}, new["options"]
-    said += [f"{k} {no[k]} (was {oo.get(k)})" for k in no if oo.get(k) != no[k]]
+    # An option newer than the record: "(was None)" read as if its scores had had none.
+    said += [f"{k} {no[k]}" + (f" (was {oo[k]})" if k in oo else ", which the record predates")
+             for k in no if oo.get(k) != no[k]]
     return "; ".join(said) or "a record of another version"

@@ -295,3 +295,20 @@ def test_scores_recorded_by_other_code_are_scored_again_naming_it(tmp_path, caps
     assert f"sharpen {version} (was 0.0.1)" in err and "0 scored earlier, 4 to go" in err, err
     assert main(_cmd(weights, data, out)) == 0
     assert "4 scored earlier, 0 to go" in capsys.readouterr().err
+
+
+def test_an_option_the_record_predates_is_said_so_not_none(tmp_path, capsys):
+    """A record written before an option existed (--ssim) was rescored saying '--ssim 2d (was
+    None)', as if the old scores had had no SSIM: it says the record has no word of it."""
+    from sharpen.cli import main
+    data = _pairs(tmp_path / "pairs", 2, side=32)
+    weights = _student(tmp_path / "s.pt")
+    out = tmp_path / "eval"
+    assert main(_cmd(weights, data, out)) == 0
+    capsys.readouterr()
+    record = json.loads((out / ".sharpen-evaluate.json").read_text())
+    del record["settings"]["options"]["--ssim"]   # as the release before --ssim wrote it
+    (out / ".sharpen-evaluate.json").write_text(json.dumps(record))
+    assert main(_cmd(weights, data, out)) == 0
+    err = capsys.readouterr().err
+    assert "(--ssim 2d, which the record predates): every image is scored again" in err, err
