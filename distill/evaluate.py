@@ -494,11 +494,12 @@ def _outputs(fns: dict[str, Fn], x: np.ndarray, y: Optional[np.ndarray], inp,
 
 def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
            rank: Optional[Callable[[dict], float]],
-           ssim: Callable[[np.ndarray, np.ndarray], float] = ssim) -> dict:
+           score_ssim: Callable[[np.ndarray, np.ndarray], float] = ssim) -> dict:
     """One image's scores as the results and the journal keep them (plain JSON numbers, so
     that an image read back from the journal adds to the means exactly as it did scored):
     "scores" (per model, `per_image`'s), "ratios" (sharpness, x the input's; {} for a flat
-    image), "flat", "gt_overshoot" and "rank" (`rank`'s value, else None)."""
+    image), "flat", "gt_overshoot" and "rank" (`rank`'s value, else None). `score_ssim`: the
+    SSIM of `--ssim` (`metrics.SSIMS`)."""
     import json
 
     x, y = outs["input"], outs.get("ground truth")
@@ -506,10 +507,11 @@ def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
     base = sharpness(x)
     ratios = {k: sharpness(img) / base for k, img in models.items()} if base >= FLAT else {}
     if y is not None:
-        scores = {k: {"psnr": psnr(img, y), "ssim": ssim(img, y)} for k, img in models.items()}
+        scores = {k: {"psnr": psnr(img, y), "ssim": score_ssim(img, y)}
+                  for k, img in models.items()}
     elif reference is not None:
         scores = {k: {"psnr_to_reference": psnr(img, models[reference]),
-                      "ssim_to_reference": ssim(img, models[reference])}
+                      "ssim_to_reference": score_ssim(img, models[reference])}
                   for k, img in models.items() if k != reference}
     else:
         scores = {}
