@@ -1456,9 +1456,15 @@ def test_evaluate_tile_runs_the_teacher_on_whole_images_and_records_it(tmp_path,
     assert json.loads((tmp_path / "whole" / "metrics.json").read_text())["teacher_tile"] == 0
     assert main(["evaluate", *common, "--out", str(tmp_path / "tiled")]) == 0
     assert json.loads((tmp_path / "tiled" / "metrics.json").read_text())["teacher_tile"] == 512
+    # The tile reaches the teacher: 32 px tiles of this 40x56 image give other outputs than
+    # the whole image (metrics.json's record alone would not show that it ran them).
+    assert main(["evaluate", *common, "--out", str(tmp_path / "small"), "--tile", "32"]) == 0
+    scores = [json.loads((tmp_path / d / "metrics.json").read_text())["teacher"]["psnr"]
+              for d in ("whole", "small")]
+    assert abs(scores[0] - scores[1]) > 1e-5, scores   # 1e-4 dB apart: a random tiny teacher
     capsys.readouterr()
     assert main(["evaluate", *common, "--tile", "-8"]) == 2
-    assert "--tile" in capsys.readouterr().err
+    assert "--tile must be >= 0 (0 = whole images), got -8" in capsys.readouterr().err
 
 
 def test_evaluate_tile_without_a_teacher_is_said_and_rescores_nothing(tmp_path, capsys):
