@@ -274,18 +274,24 @@ def test_a_resume_under_new_settings_over_an_older_record_does_not_say_it_starts
     assert "every image is scored again" not in err, err
 
 
+def _scored_once(tmp_path, images: int) -> tuple:
+    """(weights, data, out, the record it left): a student evaluated once into out."""
+    from sharpen.cli import main
+    data = _pairs(tmp_path / "pairs", images, side=32)
+    weights = _student(tmp_path / "s.pt")
+    out = tmp_path / "eval"
+    assert main(_cmd(weights, data, out)) == 0
+    return weights, data, out, json.loads((out / ".sharpen-evaluate.json").read_text())
+
+
 def test_scores_recorded_by_other_code_are_scored_again_naming_it(tmp_path, capsys):
     """The record held no word of the code that scored it: after an upgrade (a metric's
     definition changed, a bug fixed) the rerun into the same --out took every score of the
     old code and reported them as the new one's ('4 scored earlier, 0 to go')."""
     from runtime.host import code_info
     from sharpen.cli import main
-    data = _pairs(tmp_path / "pairs", 4, side=32)
-    weights = _student(tmp_path / "s.pt")
-    out = tmp_path / "eval"
-    assert main(_cmd(weights, data, out)) == 0
+    weights, data, out, record = _scored_once(tmp_path, 4)
     capsys.readouterr()
-    record = json.loads((out / ".sharpen-evaluate.json").read_text())
     version = code_info()["version"]
     assert record["settings"]["options"]["sharpen"] == version
     record["settings"]["options"]["sharpen"] = "0.0.1"   # as an older release wrote it
@@ -301,12 +307,8 @@ def test_an_option_the_record_predates_is_said_so_not_none(tmp_path, capsys):
     """A record written before an option existed (--ssim) was rescored saying '--ssim 2d (was
     None)', as if the old scores had had no SSIM: it says the record has no word of it."""
     from sharpen.cli import main
-    data = _pairs(tmp_path / "pairs", 2, side=32)
-    weights = _student(tmp_path / "s.pt")
-    out = tmp_path / "eval"
-    assert main(_cmd(weights, data, out)) == 0
+    weights, data, out, record = _scored_once(tmp_path, 2)
     capsys.readouterr()
-    record = json.loads((out / ".sharpen-evaluate.json").read_text())
     del record["settings"]["options"]["--ssim"]   # as the release before --ssim wrote it
     (out / ".sharpen-evaluate.json").write_text(json.dumps(record))
     assert main(_cmd(weights, data, out)) == 0
