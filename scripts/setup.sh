@@ -35,8 +35,11 @@ pip_install() {
   {
     echo "[setup] pip could not install $* (exit $rc; pip's messages above). 'from versions:"
     echo "[setup]   none' after 'Retrying ... connection' lines: the package index is unreachable."
-    echo "[setup]   Offline: where it is reachable, 'pip download -d DIR' the same requirements"
-    echo "[setup]   (torch first, then '.[$EXTRAS]'), copy DIR here and rerun with"
+    echo "[setup]   Offline: in a checkout where it is reachable (the same Python and platform)"
+    [ "$wants_torch" != 1 ] || echo "[setup]     pip download -d DIR $TORCH_SPEC"
+    # pip download keeps no build backend, and an editable install wants hatchling's editables.
+    echo "[setup]     pip download -d DIR '.[$EXTRAS]' hatchling editables"
+    echo "[setup]   then copy DIR here and rerun with"
     echo "[setup]   PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR scripts/setup.sh"
   } >&2
   exit "$rc"
@@ -57,7 +60,9 @@ if [ -z "${TORCH_SPEC:-}" ]; then
     TORCH_SPEC="$TORCH_SPEC --index-url https://download.pytorch.org/whl/cpu"
   fi
 fi
+wants_torch=0
 if [ "${SKIP_TORCH:-0}" != 1 ] && [ "$EXTRAS" != runtime ] && [ "$EXTRAS" != litert ]; then
+  wants_torch=1
   echo "[setup] installing $TORCH_SPEC (first run only: a few minutes, ~200 MB download)"
   # Installed before the project so pip never resolves an unpinned torch (a multi-GB CUDA build).
   pip_install $TORCH_SPEC

@@ -148,6 +148,27 @@ def test_an_install_pip_could_not_do_says_what_and_how_to_go_on_offline(tmp_path
     assert not list(venv.glob(".installed-*"))
 
 
+@pytest.mark.parametrize("extras, torch", [("dev", True), ("runtime", False)])
+def test_the_offline_way_downloads_all_an_offline_install_needs(tmp_path, extras, torch):
+    """The offline way said "'pip download -d DIR' the same requirements (torch first, then
+    '.[dev]')": the install from DIR then stopped at 'No matching distribution found for
+    hatchling' (the build backend, which pip download does not keep), then for editables
+    (hatchling's for an editable install), and a torch downloaded from PyPI on Linux was the
+    CUDA build. It now gives the commands, with setup.sh's own torch requirement."""
+    src, venv = _checkout(tmp_path, stamped=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    r = subprocess.run(["bash", str(src / "scripts" / "setup.sh")],
+                       env={**env, "PIP_CONFIG_FILE": os.devnull, "EXTRAS": extras,
+                            "VENV": str(venv), "STUB_LOG": str(tmp_path / "log"),
+                            "STUB_PIP_RC": "1"},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    said = r.stderr
+    assert f"pip download -d DIR '.[{extras}]' hatchling editables" in said, said
+    cpu = " --index-url https://download.pytorch.org/whl/cpu" if sys.platform == "linux" else ""
+    assert (f"pip download -d DIR torch==2.13.0{cpu}\n" in said) == torch, said
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="PyPI's CUDA torch is Linux's")
 @pytest.mark.parametrize("pip_env, cpu_index", [
     ({}, True),                                           # pip as installed: PyPI
