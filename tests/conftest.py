@@ -53,8 +53,8 @@ def pytest_configure(config):
     ours = os.environ.get("SHARPEN_TESTS_CACHE")
     if not ours or os.environ.get("XDG_CACHE_HOME") != ours:
         ours = tempfile.mkdtemp(prefix="sharpen-tests-cache-")
+        config.stash[_MADE_CACHE] = (ours, {k: os.environ.get(k) for k in _CACHE_VARS})
         os.environ["SHARPEN_TESTS_CACHE"] = os.environ["XDG_CACHE_HOME"] = ours
-        config.stash[_MADE_CACHE] = ours
     # pytest-benchmark (its configure runs last) makes its storage, ./.benchmarks, wherever
     # pytest starts, though tests/ times nothing; a run asked to save one keeps it there.
     opt = config.option
@@ -66,10 +66,18 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     made = config.stash.get(_MADE_CACHE, None)
     if made:
-        shutil.rmtree(made, ignore_errors=True)
+        folder, before = made
+        shutil.rmtree(folder, ignore_errors=True)
+        # Else a later pytest.main() in this process takes the removed folder for its own.
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
-_MADE_CACHE = pytest.StashKey[str]()
+_CACHE_VARS = ("SHARPEN_TESTS_CACHE", "XDG_CACHE_HOME")
+_MADE_CACHE = pytest.StashKey[tuple]()
 
 
 @pytest.fixture

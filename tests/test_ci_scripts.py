@@ -255,3 +255,26 @@ def test_the_suite_leaves_nothing_in_the_folder_it_is_started_in(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert not list(tmp_path.iterdir()), list(tmp_path.iterdir())
+
+
+def test_a_run_leaves_no_cache_folder_nor_its_environment_behind(tmp_path):
+    """The suite's cache folder was removed at the end of a run, but XDG_CACHE_HOME and
+    SHARPEN_TESTS_CACHE still named it: a second pytest.main() in that process (a script, an
+    IDE's runner) took the removed folder for its own, made it again (pytest-benchmark's
+    storage, the embedded set) and left it in the temporary folder for good."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    test = (f"{REPO / 'tests' / 'test_ci_scripts.py'}::"
+            "test_help_says_how_to_run_the_tests_without_setting_up_an_environment")
+    code = ("import os, pytest\n"
+            f"args = ['-q', '-p', 'no:cacheprovider', {test!r}]\n"
+            "for _ in range(2): assert pytest.main(args) == 0\n"
+            "print(os.environ.get('XDG_CACHE_HOME'), os.environ.get('SHARPEN_TESTS_CACHE'))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XDG_CACHE_HOME", "SHARPEN_TESTS_CACHE")}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300,
+                       env={**env, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-1] == "None None", r.stdout
+    assert not list(tmp.glob("sharpen-tests-cache-*")), list(tmp.glob("*/*"))
