@@ -53,7 +53,8 @@ def pytest_configure(config):
     ours = os.environ.get("SHARPEN_TESTS_CACHE")
     if not ours or os.environ.get("XDG_CACHE_HOME") != ours:
         ours = tempfile.mkdtemp(prefix="sharpen-tests-cache-")
-        config.stash[_MADE_CACHE] = (ours, {k: os.environ.get(k) for k in _CACHE_VARS})
+        config.stash[_MADE_CACHE] = (ours, {k: os.environ.get(k) for k in _CACHE_VARS},
+                                     _remove_on_sigterm(config, ours))
         os.environ["SHARPEN_TESTS_CACHE"] = os.environ["XDG_CACHE_HOME"] = ours
     # pytest-benchmark (its configure runs last) makes its storage, ./.benchmarks, wherever
     # pytest starts, though tests/ times nothing; a run asked to save one keeps it there.
@@ -63,10 +64,35 @@ def pytest_configure(config):
         opt.benchmark_storage = f"file://{ours}/benchmarks"
 
 
+def _remove_on_sigterm(config, folder: str):
+    """`timeout`, `docker stop` and a cancelled CI job end a run with SIGTERM, which skips
+    pytest_unconfigure: the folder (76 MB) stayed in the temporary folder for good. The run
+    still ends as SIGTERM ends it (143). Only where pytest-xdist's workers run the tests
+    (scripts/test.sh): a test run in this process must find SIGTERM's default handler, which
+    `sharpen` takes over only when it is the default. The handler set, or None."""
+    if getattr(config.option, "dist", "no") == "no" or not getattr(config.option, "tx", None):
+        return None
+
+    def remove_and_end(signum, frame):
+        shutil.rmtree(folder, ignore_errors=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, remove_and_end)
+            return remove_and_end
+    except ValueError:   # pytest.main() called from a thread other than the main one
+        pass
+    return None
+
+
 def pytest_unconfigure(config):
     made = config.stash.get(_MADE_CACHE, None)
     if made:
-        folder, before = made
+        folder, before, handler = made
+        if handler is not None and signal.getsignal(signal.SIGTERM) is handler:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         shutil.rmtree(folder, ignore_errors=True)
         # Else a later pytest.main() in this process takes the removed folder for its own.
         for name, value in before.items():

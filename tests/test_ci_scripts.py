@@ -3,10 +3,13 @@ scripts, with an environment setup.sh made before (its stamp) whose `python` is 
 writes down each command it is given and exits with the status the test asks of it."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -278,3 +281,46 @@ def test_a_run_leaves_no_cache_folder_nor_its_environment_behind(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.splitlines()[-1] == "None None", r.stdout
     assert not list(tmp.glob("sharpen-tests-cache-*")), list(tmp.glob("*/*"))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX signals")
+def test_a_run_stopped_by_sigterm_removes_its_cache_folder(tmp_path):
+    """`timeout`, `docker stop` and a cancelled CI job end pytest with SIGTERM, which ended it
+    at once: its cache folder (the embedded set, 76 MB) stayed in the temporary folder, one
+    more a stopped run, on a runner that outlives its jobs. It is removed first, and the run
+    still ends as SIGTERM ends it. As scripts/test.sh runs it: the tests in an xdist worker."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    said = tmp_path / "said"
+    os.mkfifo(said)
+    (tmp_path / "test_waits.py").write_text(
+        "import os, time\n"
+        "def test_waits():\n"
+        "    with open(os.environ['SAID'], 'w') as f:\n"
+        "        f.write(os.environ['XDG_CACHE_HOME'])\n"
+        "    time.sleep(300)\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XDG_CACHE_HOME", "SHARPEN_TESTS_CACHE")}
+    # The suite's conftest as a plugin: a test file of its own would join the suite.
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "-p", "conftest", "-n", "1", str(tmp_path / "test_waits.py")],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            env={**env, "TMPDIR": str(tmp), "SAID": str(said),
+                                 "PYTHONPATH": os.pathsep.join([str(REPO / "tests"),
+                                                                str(REPO)])})
+    def unblock():   # a run that ends before its test writes: the read gets ''
+        proc.wait()
+        with contextlib.suppress(OSError):   # ENXIO: read already
+            os.close(os.open(said, os.O_WRONLY | os.O_NONBLOCK))
+
+    threading.Thread(target=unblock, daemon=True).start()
+    try:
+        with open(said) as f:   # until the test, in the worker, writes
+            cache = Path(f.read())
+        proc.terminate()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert cache.parent == tmp, cache
+    assert proc.returncode == -signal.SIGTERM, proc.returncode
+    assert not cache.exists() and not list(tmp.glob("sharpen-tests-cache-*"))
