@@ -1,6 +1,7 @@
 """Source detection and parsing on small generated trees."""
 from __future__ import annotations
 
+import os
 import shlex
 import tempfile
 import subprocess
@@ -454,6 +455,24 @@ def test_embedded_spec(tmp_path, monkeypatch):
     assert info.kind == "embedded" and info.split == "val" and len(info.samples) == 2
     assert calls == [(tmp_path / "emb", ("val",))]
     assert resolve_source(f"embedded:{tmp_path / 'other'}").root == tmp_path / "other"
+
+
+def test_a_process_waits_for_the_embedded_set_another_builds_in_the_cache(tmp_path):
+    """Processes sharing the cache or SHARPEN_DATA (the test suite's workers, on a cache that
+    each run makes afresh; two commands started together) each built the same split (about
+    25 s for the three), writing the same files at once: the second now waits for the first,
+    then finds its stamp."""
+    from runtime.cache import cache_lock
+    root = tmp_path / "emb"
+    code = ("from distill.data.embedded import build_embedded; "
+            "build_embedded(splits=('val',), n_dead_leaves=1)")
+    with cache_lock(root, lambda msg: None, "building"):
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.PIPE,
+                                text=True, env={**os.environ, "SHARPEN_DATA": str(root)})
+        first = proc.stderr.readline()   # a builder that does not wait: its bar, or EOF
+    out = first + proc.communicate(timeout=120)[1]
+    assert first.startswith("waiting for process ") and str(root) in first, out
+    assert proc.returncode == 0 and (root / "val" / "embedded.json").exists(), out
 
 
 def _label_cache_of_one_frame(tmp_path: Path, data: Path) -> Path:

@@ -17,9 +17,11 @@ root/{train,val,test}/{input,target}/NAME.png by `build_embedded`.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
@@ -139,9 +141,16 @@ def build_embedded(root: str | os.PathLike | None = None, splits=("train", "val"
                    n_dead_leaves: int = 24, progress: bool = True) -> Path:
     """Write the embedded default as paired folders; skips a split already built with the same
     settings (a stamp file records them)."""
+    from runtime.cache import cache_lock
     root = Path(root) if root else default_root()
+    # Processes sharing the cache (the test suite's workers, two commands started together)
+    # each built the same split, writing the same files: the second waits, then finds the
+    # first's stamp. A folder the caller names is theirs: no lock file beside it.
+    shared = root == default_root()
     try:
-        _build(root, splits, n_dead_leaves, progress)
+        with (cache_lock(root, _note if progress else _quiet, "building the embedded data set")
+              if shared else contextlib.nullcontext()):
+            _build(root, splits, n_dead_leaves, progress)
     except OSError as e:
         if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
@@ -156,6 +165,14 @@ def build_embedded(root: str | os.PathLike | None = None, splits=("train", "val"
         raise SourceError(f"the embedded data set cannot be built in {root}: "
                           f"{cannot_write('', where, e).removeprefix(': ')}: {hint}") from None
     return root
+
+
+def _note(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _quiet(msg: str) -> None:
+    pass
 
 
 def _build(root: Path, splits, n_dead_leaves: int, progress: bool) -> None:
