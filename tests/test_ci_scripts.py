@@ -178,6 +178,8 @@ def test_the_offline_way_downloads_all_an_offline_install_needs(tmp_path, extras
     ({"PIP_FIND_LINKS": "/srv/wheels"}, False),           # a wheel folder of the runner's own
     ({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "w"}, False),   # offline
     ({"PIP_INDEX_URL": "https://mirror.example/simple"}, False),   # a mirror
+    ({"PIP_EXTRA_INDEX_URL": "https://more.example/simple"}, False),   # one more index
+    ({"PIP_CONFIG_FILE": "pip.conf"}, False),   # a pip.conf's, as a runner image has it
 ])
 def test_the_default_torch_is_the_cpu_build_from_pytorchs_cpu_index(tmp_path, pip_env,
                                                                      cpu_index):
@@ -187,6 +189,9 @@ def test_the_default_torch_is_the_cpu_build_from_pytorchs_cpu_index(tmp_path, pi
     a wheel folder of its own (a mirror, an offline wheelhouse) is left to it."""
     src, venv = _checkout(tmp_path, stamped=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    if pip_env.get("PIP_CONFIG_FILE"):   # a section and a spelling of its own: pip reads both
+        (tmp_path / "pip.conf").write_text("[install]\nindex_url = https://mirror.example/s\n")
+        pip_env = {"PIP_CONFIG_FILE": str(tmp_path / "pip.conf")}
     log = tmp_path / "commands.log"
     r = subprocess.run(["bash", str(src / "scripts" / "setup.sh")],
                        env={**env, "PIP_CONFIG_FILE": os.devnull, **pip_env,
