@@ -60,8 +60,11 @@ def _checkout(tmp_path: Path, installed: bool = True,
 def _test_sh(src: Path, venv: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess,
                                                                      list[str]]:
     log = src.parent / "commands.log"
+    # PYTHON=false: a setup.sh that went on to make an environment (a test.sh that ran it
+    # before --help) stops there, rather than install torch and the rest (minutes, GBs).
     r = subprocess.run(["bash", str(src / "scripts" / "test.sh"), *args],
-                       env={**os.environ, "VENV": str(venv), "STUB_LOG": str(log), **env},
+                       env={**os.environ, "VENV": str(venv), "STUB_LOG": str(log),
+                            "PYTHON": "false", **env},
                        capture_output=True, text=True, timeout=60)
     return r, (log.read_text().splitlines() if log.exists() else [])
 
