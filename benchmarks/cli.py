@@ -79,7 +79,7 @@ def add_commands(sub) -> None:
                    help="real blur/sharp pairs to report PSNR/SSIM gains on (a paired folder "
                         "such as reds-mini's blur/ + sharp/, a GoPro or HIDE root, REDS' "
                         "val/ folder, or a RealBlur pair list)")
-    p.add_argument("--real-nogt", default=None, nargs="+", metavar="PATH",
+    p.add_argument("--real-nogt", default=None, nargs="+", action="extend", metavar="PATH",
                    help="real blurred images without ground truth: image files, videos and "
                         "folders of them (several may be given; the real-blur limit is "
                         "spread over all of them; a clip gives its frames, picked by "

@@ -45,11 +45,11 @@ SCHEMA: tuple[Opt, ...] = (
         "--target-fps", type=float, default=DEFAULT_CPU_TARGET_FPS, metavar="FPS"),
     Opt(("--weights", "--students"), "students", "students: shipped names (seed, fast -> "
         "models/student-NAME.pt) or checkpoint paths, space or comma separated (default: seed "
-        "fast)", metavar="CKPT", nargs="+"),
+        "fast)", metavar="CKPT", nargs="+", action="extend"),
     Opt(("--model",), "models", "exported models to measure as they are (.onnx, .tflite, "
         ".engine: e.g. an engine built on the device, an INT8 model calibrated on your frames), "
         "one row each; without --weights, only these (no default students)", metavar="FILE",
-        nargs="+", pytest_aliases=("--bench-model",)),
+        nargs="+", action="extend", pytest_aliases=("--bench-model",)),
     Opt(("--teacher-weights",), "teacher_weights", TEACHER_WEIGHTS_HELP, metavar="PATH"),
     Opt(("--teacher-config",), "teacher_config", TEACHER_CONFIG_HELP, metavar="NAME"),
     Opt(("--data",), "data", "held-out set: a GoPro or HIDE root, a RealBlur pair list or a "
@@ -78,6 +78,7 @@ SCHEMA: tuple[Opt, ...] = (
         "is held out for the export's parity gate (none from one image or .npy crops: the "
         "gate then runs on the sample photos; artifacts cached per calibration)",
         metavar=CALIB_OPTION["metavar"], nargs=CALIB_OPTION["nargs"],
+        action=CALIB_OPTION["action"],
         pytest_aliases=("--bench-calib",)),
     Opt(("--calib-count",), "calib_count", "INT8 calibration crops per student (default 32)",
         type=int, default=32, metavar="N", pytest_aliases=("--bench-calib-count",)),

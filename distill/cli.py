@@ -160,10 +160,10 @@ def add_commands(sub) -> None:
                        "convention), per_image.csv (one row per image and model, and with "
                        "ground truth one with its overshoot) and side_by_side.png (input | "
                        "models | ground truth).")
-    p.add_argument("--weights", nargs="+", default=None, metavar="CKPT",
+    p.add_argument("--weights", nargs="+", action="extend", default=None, metavar="CKPT",
                    help="project checkpoints (teacher or student), space or comma separated; "
                    "shipped ones by name (fast, edge, seed, teacher)")
-    p.add_argument("--model", nargs="+", default=None, metavar="FILE",
+    p.add_argument("--model", nargs="+", action="extend", default=None, metavar="FILE",
                    help="exported student artifacts (.onnx, .tflite, .engine), run by the "
                    "runtime as `sharpen run` deploys them (INT8 included)")
     p.add_argument("--reference", default=None, metavar="MODEL",

@@ -39,7 +39,7 @@ SEED_OPTION = dict(
          "scales (export_report.json records it)")
 CALIB_FLAGS = ("--calib",)
 CALIB_OPTION = dict(
-    nargs="+", default=None, metavar="SRC",
+    nargs="+", action="extend", default=None, metavar="SRC",
     help="real calibration images: folder(s) of images and clips, glob(s), image or video "
          "files or a .npy/.npz array (N x 3 x H x W or N x H x W x 3, float in [0,1]); use "
          "frames like the device's input (its camera's footage, blurred as it sees it): one "
@@ -95,7 +95,8 @@ def add_commands(sub) -> None:
                         "Default none (full integer)")
 
     g = p.add_argument_group("parity gate")
-    g.add_argument("--parity-images", nargs="+", default=None, metavar="SRC",
+    g.add_argument("--parity-images", nargs="+", action="extend", default=None,
+                   metavar="SRC",
                    help="held-out images or clips (folders, globs, files; 8 frames spread "
                         "over a clip) run at full resolution; default: the last fifth of the "
                         "--calib images or frames held out, else scikit-image sample photos")

@@ -235,3 +235,39 @@ def test_the_bench_takes_exports_seed():
     helps = {command: a["help"] for command, a in ACTIONS if a["flags"][0] == "--seed"
              and command in ("export", "bench", "pytest benchmarks/")}
     assert len(helps) == 3 and len(set(helps.values())) == 1, helps
+
+
+def _list_options() -> list[tuple[str, str, object]]:
+    """(command, flag, its argparse action) of every option taking several values (nargs '+'),
+    of `sharpen`'s commands and of `pytest benchmarks/` (whose options are argparse's too)."""
+    out = []
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out += [(name, a.option_strings[0], a) for a in sub._actions
+                        if a.option_strings and a.nargs == "+"]
+    from _pytest.config.argparsing import Parser
+
+    from benchmarks import conftest
+
+    p = Parser()
+    conftest.pytest_addoption(p)
+    out += [("pytest benchmarks/", o.names()[0], o._action)
+            for group in p._groups for o in group.options if o._action.nargs == "+"]
+    return out
+
+
+LIST_OPTIONS = _list_options()
+
+
+@pytest.mark.parametrize("command,flag,stores", LIST_OPTIONS,
+                         ids=[f"{c}:{f}" for c, f, _ in LIST_OPTIONS])
+def test_a_list_of_files_given_twice_keeps_both(command, flag, stores):
+    """`run --stats a.json --stats b.prom` writes both; every other option taking several
+    files kept the last one given, without a word: `evaluate --weights fast --weights edge`
+    scored edge alone, `export --calib a/ --calib b/` calibrated on b/ alone."""
+    ns = argparse.Namespace(**{stores.dest: stores.default})
+    stores(argparse.ArgumentParser(), ns, ["a"], flag)
+    stores(argparse.ArgumentParser(), ns, ["b", "c"], flag)
+    assert getattr(ns, stores.dest) == ["a", "b", "c"], f"{command} {flag}"
