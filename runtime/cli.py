@@ -44,11 +44,11 @@ EPILOG = """examples:
   sharpen run --model student.tflite --source photos/ --out sharp/ --threads 4
 
 exit codes: 0 done; 1 inputs that could not be read (the rest processed) or an unexpected
-error; 2 a usage or configuration error (an option, the model, a source or output misnamed):
-restarting does not help; 3 a camera or stream not there, or lost and not back (--source -:
-silent for --timeout): a restart may find it; 4 another live run writes the same --out or
---stats: a restart takes over once it ends; 128+N stopped by signal N (130 Ctrl-C, 143
-SIGTERM, 129 SIGHUP)
+error; 2 a usage or configuration error (an option, the model, a source or output misnamed)
+or a full disk or file size limit: restarting does not help; 3 a camera or stream not
+there, or lost and not back (--source -: silent for --timeout): a restart may find it; 4
+another live run writes the same --out or --stats: a restart takes over once it ends;
+128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)
 
 signals: SIGUSR1 prints the live stats line and rewrites the --stats file now; the run goes on
 """
