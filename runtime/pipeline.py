@@ -1399,6 +1399,13 @@ def _check_stats_path(path: Union[str, Path], what: str) -> None:
         raise SinkError(f"{what}: the stats go to a file, rewritten while the run goes on "
                         "(its state, then how it ended), which '-' (stdout) cannot be; give a "
                         "file name (e.g. stats.json), or ./- for a file named '-'")
+    # Spelled as a list of values is (--formats onnx,tflite-int8): it made one .prom file
+    # named 's.json,s.prom'. A comma in a name of its own ('yard,north.json') is left alone.
+    joined = str(path).split(",")[:-1]
+    if joined and any(p.endswith((".json", ".prom")) for p in joined) \
+            and not os.path.lexists(path):
+        raise SinkError(f"{what}: one file named with commas; several stats files are given "
+                        "space separated (--stats s.json s.prom) or --stats again")
     try:
         mode = os.stat(path).st_mode
     except OSError:

@@ -1189,3 +1189,22 @@ def test_a_stats_file_that_cannot_be_written_at_the_end_is_one_line_naming_the_o
         f"sharpen run: error: --stats {st}: cannot write the run's last stats (File too "
         "large)"), r.stderr
     assert out.exists() and not st.exists(), list(tmp_path.iterdir())
+
+
+def test_stats_files_joined_by_a_comma_are_refused_saying_how_several_are_given(model, tmp_path,
+                                                                                 capsys):
+    """`--stats s.json,s.prom`, spelled as the project's lists of values are (--formats
+    onnx,tflite-int8), wrote one Prometheus file named 's.json,s.prom' and no JSON for the
+    health check, without a word. Refused, saying several files are given space separated; a
+    name with a comma of its own ('yard,north.json') is still a name."""
+    from sharpen.cli import main
+    given = f"{tmp_path / 's.json'},{tmp_path / 's.prom'}"
+    argv = ["run", "--model", str(model), "--source", "synthetic:32x24", "--max-frames", "1",
+            "--out", str(tmp_path / "o.ts"), "--quiet", "--stats"]
+    assert main([*argv, given]) == 2
+    err = capsys.readouterr().err
+    assert f"--stats {given}: " in err and "--stats s.json s.prom" in err, err
+    assert not list(tmp_path.glob("s.*")), list(tmp_path.iterdir())
+    named = tmp_path / "yard,north.json"
+    assert main([*argv, str(named)]) == 0, capsys.readouterr().err
+    assert _read(named)["state"] == "done"
