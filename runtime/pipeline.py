@@ -1404,8 +1404,10 @@ def _check_stats_path(path: Union[str, Path], what: str) -> None:
     joined = str(path).split(",")[:-1]
     if joined and any(p.endswith((".json", ".prom")) for p in joined) \
             and not os.path.lexists(path):
+        several = ("space separated (--stats s.json s.prom) or --stats again"
+                   if what.startswith("--") else "as a list (stats_path=['s.json', 's.prom'])")
         raise SinkError(f"{what}: one file named with commas; several stats files are given "
-                        "space separated (--stats s.json s.prom) or --stats again")
+                        f"{several}")
     try:
         mode = os.stat(path).st_mode
     except OSError:
