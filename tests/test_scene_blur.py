@@ -927,6 +927,27 @@ def test_frames_smaller_than_the_crop_name_the_crop_that_keeps_them(tmp_path, ca
     assert "--crop 40 or less keeps them" in err, err
 
 
+def test_the_crop_the_corpus_advises_is_taken_on_the_same_out(tmp_path, capsys):
+    """A corpus of frames all smaller than the crop wrote no pair, named "--crop 40 or less"
+    as the crop that keeps them, and the rerun it advised was refused ("built with other
+    options (crop: 64 -> 40)"): an --out without a pair has nothing to mix the new ones with."""
+    from sharpen.cli import main
+
+    for c in range(3):
+        _pan(tmp_path / "frames", f"clip{c}/{{:05d}}.png", 12, size=40, seed=c)
+    argv = ["corpus", "--photos", str(tmp_path / "frames"), "--out", str(tmp_path / "c"),
+            "--copies", "1", "--test-crop", "64", "--quiet"]
+    assert main(argv + ["--crop", "64"]) == 1
+    capsys.readouterr()
+    rc = main(argv + ["--crop", "40"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert len(list((tmp_path / "c" / "train" / "input").glob("*.png"))) > 0, err
+    # Pairs on disk still pin the options.
+    assert main(argv + ["--crop", "32"]) == 2
+    assert "built with other options (crop: 40 -> 32)" in capsys.readouterr().err
+
+
 def test_an_empty_test_split_of_clips_says_how_to_test_on_a_clip(tmp_path):
     """Of a few clips no frame fell in the test split, and the advice was to put photos under
     a folder named kodak24 or mcmaster, or add clips: with clips, a clip kept out of --photos

@@ -612,6 +612,10 @@ def _check_same_recipe(out: Path, meta: dict) -> dict:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} is unreadable ({e}); delete it, or the corpus, to rebuild") from e
+    if not any(_pair_files(out, s) for s in SPLITS):
+        # Nothing to mix with: a run whose photos were all smaller than the crop wrote none,
+        # and the --crop its error advises must not then be refused.
+        return {}
     was, now = old.get("synthesis", 1), meta["synthesis"]
     if was != now:
         raise ValueError(
