@@ -974,6 +974,17 @@ def test_a_folder_of_clips_names_the_command_for_its_own_first_clip_and_why(tmp_
     assert "each clip's frames go whole to one split" in str(e.value)
 
 
+def test_a_folder_of_clips_names_the_labels_command_that_runs(tmp_path):
+    """Blurred footage was pointed to "sharpen labels --data DIR", a template that does not run
+    (labels requires --out): it names the folder, as synth's hint does."""
+    clips = tmp_path / "my clips"
+    clips.mkdir()
+    (clips / "walk.mp4").write_bytes(b"\0" * 16)
+    with pytest.raises(ValueError) as e:
+        split_photos(clips)
+    assert f"sharpen labels --data '{clips}' --out CACHE" in str(e.value), str(e.value)
+
+
 def test_an_empty_val_split_of_photos_and_a_clip_speaks_of_both(tmp_path):
     """Photos beside one clip's frames: the empty val split's warning said the hold-out takes
     "whole training clips" and to "add clips", as if all were frames."""

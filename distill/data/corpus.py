@@ -103,7 +103,8 @@ def _split(root: str | Path) -> tuple[dict[str, list[Path]], dict[str, str]]:
                    f"{shell_join(['ffmpeg', '-i', str(root / first), frames + '/%05d.png'])}, "
                    "and so on, then --photos frames (a folder a clip: each clip's frames go "
                    "whole to one split, as neighbouring frames are near-duplicates); blurred "
-                   "footage is labelled as it is: sharpen labels --data DIR")
+                   "footage is labelled as it is: "
+                   f"{shell_join(['sharpen', 'labels', '--data', str(root), '--out', 'CACHE'])}")
     if not files:
         holds = (f": it holds {count(len(clips), 'video clip')} ({', '.join(clips[:5])}"
                  f"{', ...' if len(clips) > 5 else ''}){extract}") if clips else ""
