@@ -177,18 +177,23 @@ def test_synth_of_only_unreadable_photos_says_nothing_was_written(tmp_path, caps
                         f"  {photos / 'cut.png'}: " + err[-1].split(": ", 1)[1]], err
 
 
+def _folder_of_one_clip(clips):
+    """A folder holding one 2-frame grey clip, drive.avi."""
+    clips.mkdir()
+    vw = cv2.VideoWriter(str(clips / "drive.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    for _ in range(2):
+        vw.write(np.full((32, 48, 3), 128, np.uint8))
+    vw.release()
+    return clips
+
+
 def test_synth_names_the_clips_it_leaves_out(tmp_path, capsys):
     """A folder of sharp dashcam clips gave "--sharp DIR: no images found", and clips beside
     photos were left out without a word: synth takes photos, and says what to do with clips."""
     from distill.images import write_image
     from sharpen.cli import main
 
-    clips = tmp_path / "clips"
-    clips.mkdir()
-    vw = cv2.VideoWriter(str(clips / "drive.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
-    for _ in range(2):
-        vw.write(np.full((32, 48, 3), 128, np.uint8))
-    vw.release()
+    clips = _folder_of_one_clip(tmp_path / "clips")
     argv = ["synth", "--sharp", str(clips), "--out", str(tmp_path / "out"), "--size", "3", "7",
             "--quiet"]
     assert main(argv) == 2
@@ -420,12 +425,7 @@ def test_synth_names_the_command_for_its_own_first_clip_and_why_a_frame_a_second
     on why a frame a second: it names the folder's first clip, and why."""
     from sharpen.cli import main
 
-    clips = tmp_path / "clips"
-    clips.mkdir()
-    vw = cv2.VideoWriter(str(clips / "drive.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
-    for _ in range(2):
-        vw.write(np.full((32, 48, 3), 128, np.uint8))
-    vw.release()
+    clips = _folder_of_one_clip(tmp_path / "clips")
     assert main(["synth", "--sharp", str(clips), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert f"ffmpeg -i {clips / 'drive.avi'} -vf fps=1 frames/drive_%06d.png" in err, err
