@@ -9,6 +9,8 @@ from pathlib import Path
 from runtime.console import count, shell_join
 from .command_messages import refuse, out_folder_problem, out_of_range
 
+MIN_CROP = 32   # the smallest --crop and --test-crop taken, so advice never names a smaller one
+
 
 def cmd_corpus(args: argparse.Namespace) -> int:
     from .data.corpus import CorpusOptions, build_corpus
@@ -25,8 +27,9 @@ def cmd_corpus(args: argparse.Namespace) -> int:
                               f"{did_you_mean(name, PRESETS)}; choose from {', '.join(PRESETS)}")
     # One flag at a time: "--copies must be >= 1 and --crop/--test-crop >= 32" did not say
     # which was wrong.
-    for flag, value, lo in (("--copies", args.copies, 1), ("--crop", args.crop, 32),
-                            ("--test-crop", args.test_crop, 32), ("--workers", args.workers, 1),
+    for flag, value, lo in (("--copies", args.copies, 1), ("--crop", args.crop, MIN_CROP),
+                            ("--test-crop", args.test_crop, MIN_CROP),
+                            ("--workers", args.workers, 1),
                             ("--seed", args.seed, 0)):
         if problem := out_of_range(flag, value, lo):
             return refuse(problem)
@@ -66,7 +69,8 @@ def _corpus_outcome(args: argparse.Namespace, summary: dict) -> int:
         it = "it" if len(small) == 1 else "them"
         # A crop the user can type: the shortest side, a multiple of 8 as val/test crops are.
         side = summary.get("small_side", 0) // 8 * 8
-        keeps = (f"--crop {side} or less keeps {it}" if side >= 32 else f"a smaller one keeps {it}")
+        keeps = (f"--crop {side} or less keeps {it}" if side >= MIN_CROP
+                 else f"no --crop keeps {it} ({MIN_CROP} at least)")
         print(f"warning: {count(len(small), 'photo')} smaller than the crop skipped ({where}; "
               f"{listed}): expected with a large --crop ({args.crop}); {keeps}",
               file=sys.stderr)

@@ -927,6 +927,19 @@ def test_frames_smaller_than_the_crop_name_the_crop_that_keeps_them(tmp_path, ca
     assert "--crop 40 or less keeps them" in err, err
 
 
+def test_photos_smaller_than_any_crop_are_not_told_a_smaller_crop_keeps_them(tmp_path, capsys):
+    """24x24 photos: the corpus said "a smaller one keeps them", and --crop is 32 at least."""
+    from sharpen.cli import main
+
+    _photos(tmp_path / "icons", [(f"icon{i}.png", 24) for i in range(6)])
+    rc = main(["corpus", "--photos", str(tmp_path / "icons"), "--out", str(tmp_path / "c"),
+               "--copies", "1", "--crop", "32", "--test-crop", "32", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "smaller one keeps" not in err, err
+    assert "no --crop keeps them (32 at least)" in err, err
+
+
 def test_the_crop_the_corpus_advises_is_taken_on_the_same_out(tmp_path, capsys):
     """A corpus of frames all smaller than the crop wrote no pair, named "--crop 40 or less"
     as the crop that keeps them, and the rerun it advised was refused ("built with other
