@@ -171,7 +171,15 @@ def _maybe_simplify(proto):
         dims = [d.dim_param or d.dim_value for d in slim.graph.input[0].type.tensor_type.shape.dim]
         if any(isinstance(d, int) and d > 0 for i, d in enumerate(dims) if i != 1):
             return proto
-        return slim
+        # onnxslim's symbolic shape inference names the dims it cannot solve in an order that
+        # follows Python's string hashing: the edge student's ONNX, and the INT8 model built
+        # from it, differed run to run (value_info alone). ONNX's own inference is the same
+        # every run.
+        del slim.graph.value_info[:]
+        try:
+            return onnx.shape_inference.infer_shapes(slim)
+        except Exception:   # shapes are hints: the runtimes infer their own
+            return slim
     except Exception as e:  # a simplifier bug must never break the export
         warnings.warn(f"onnxslim failed ({type(e).__name__}: {e}); keeping the unsimplified "
                       "model", SharpenWarning)

@@ -375,3 +375,23 @@ def test_sharpen_models_on_a_file_that_is_no_model_says_so_and_fails(tmp_path, c
     out = capsys.readouterr().out
     engine = "ONNX Runtime" if name.endswith(".onnx") else "LiteRT"
     assert f"{engine} cannot open it (" in out, out
+
+
+def test_the_onnx_export_is_the_same_under_any_string_hashing(tmp_path):
+    """The edge student's ONNX (and the INT8 model made from it) differed from one
+    `sharpen export` to the next with the same weights: onnxslim names the dims it cannot solve
+    in the order Python's per-process string hashing gives. Two processes, two hash seeds."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxslim")
+    script = ("import sys, torch; from distill.students import create_student; "
+              "from optimize.onnx_export import export_onnx; torch.manual_seed(0); "
+              "export_onnx(create_student('edge'), sys.argv[1])")
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{seed}.onnx")],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    assert _sha(tmp_path / "1.onnx") == _sha(tmp_path / "2.onnx")
