@@ -68,8 +68,9 @@ def _corpus_outcome(args: argparse.Namespace, summary: dict) -> int:
                   else f"the first {SMALL_NAMED} listed above")
         it = "it" if len(small) == 1 else "them"
         # A crop the user can type: the shortest side, a multiple of 8 as val/test crops are.
-        side = summary.get("small_side", 0) // 8 * 8
-        keeps = (f"--crop {side} or less keeps {it}" if side >= MIN_CROP
+        side = summary.get("small_side")
+        keeps = (f"a smaller one keeps {it}" if side is None   # no side recorded: none to name
+                 else f"--crop {side // 8 * 8} or less keeps {it}" if side // 8 * 8 >= MIN_CROP
                  else f"no --crop keeps {it} ({MIN_CROP} at least)")
         print(f"warning: {count(len(small), 'photo')} smaller than the crop skipped ({where}; "
               f"{listed}): expected with a large --crop ({args.crop}); {keeps}",
