@@ -69,6 +69,22 @@ class _OneSource(argparse.Action):
         setattr(namespace, self.dest, value)
 
 
+class _StatsFiles(argparse.Action):
+    """--stats FILE [FILE ...], given once or more, each file added: several in one --stats
+    must each be .json or .prom, as that --stats takes every word up to the next option, and
+    `--stats s.json out.mp4` (the output misplaced) wrote the stats over out.mp4. One alone
+    keeps any name, as before."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .prometheus import SUFFIX
+        for v in values if len(values) > 1 else ():
+            if os.path.splitext(v)[1].lower() not in (".json", SUFFIX):
+                parser.error(f"argument --stats: {v} is no .json or .prom file, which each of "
+                             f"several --stats files is ({' '.join(values)}); an output "
+                             "video or image goes after --out")
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), *values])
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `run` on the `sharpen` subparsers."""
     p = sub.add_parser(
@@ -112,7 +128,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     output.add_argument("--compare", action="store_true",
                    help="write original and sharpened together (per --view) to --out, for "
                         "judging the result by eye, each side captioned (input, sharpened)")
-    output.add_argument("--stats", default=None, metavar="FILE", action="extend", nargs="+",
+    output.add_argument("--stats", default=None, metavar="FILE", action=_StatsFiles, nargs="+",
                    help="write per-stage latency (p50/p90/p95/p99, mean, min, max), "
                         "throughput, drops, the model and the threads it ran on to this JSON "
                         "file: refreshed every 10 s (--report-interval) while the run goes on, "

@@ -209,6 +209,25 @@ def test_a_second_source_is_refused_not_left_out_without_a_word(capsys):
     assert "a run each" in err[0] and "--stats" in err[0], err
 
 
+def test_a_word_after_stats_that_names_no_stats_file_is_refused_not_written_over(capsys):
+    """--stats takes several files (`--stats s.json s.prom`), and took any word after it:
+    `--stats s.json out.mp4`, the output misplaced, wrote the stats over out.mp4 (another
+    camera's recording, a photo) where a word left over was refused before. Several files in
+    one --stats are each .json or .prom; one alone keeps any name."""
+    for stray in ("out.mp4", "photo.png", "stats"):
+        err = error_of(["run", "--model", "m.onnx", "--source", "cam1.mp4", "--stats",
+                        "s.json", stray], capsys)
+        assert err[0].startswith(f"sharpen run: error: argument --stats: {stray} is no "), err
+        assert ".json or .prom" in err[0] and "--out" in err[0], err
+    from runtime.cli import options_from_args
+    args = build_parser().parse_args(["run", "--model", "m.onnx", "--source", "cam1.mp4",
+                                      "--stats", "s.JSON", "t.prom", "--stats", "stats"])
+    assert args.stats == ["s.JSON", "t.prom", "stats"], args.stats
+    args = build_parser().parse_args(["run", "--model", "m.onnx", "--source", "cam1.mp4",
+                                      "--stats", "stats.txt"])
+    assert options_from_args(args).stats_path == "stats.txt"
+
+
 def test_an_os_error_on_the_programs_own_files_keeps_its_traceback(tmp_path):
     """The catch-all that says a full disk or a vanished file in one line took an ENOENT or
     EACCES on a file of sharpen's own (a bug, or a broken install) for the box's, hiding where
