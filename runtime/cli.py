@@ -605,22 +605,22 @@ def handler(args: argparse.Namespace) -> int:
             note = _interrupted_note(summary, args.output, args.max_frames or 0)
             if summary.get("signal", "SIGINT") != "SIGINT":   # each note starts "interrupted"
                 note = note.replace("interrupted", f"interrupted ({summary['signal']})", 1)
-            print(f"sharpen run: {note}", file=sys.stderr)
+            print(_note_line(summary, note), file=sys.stderr)
         # Said with --quiet too: it silences progress (the live line), not the result, as
         # every command's --quiet does (training's `done:`, export's and evaluate's tables).
         print(_result_line(summary), file=sys.stderr)
     if summary.get("live") and summary.get("repeated_frames"):
-        print(f"sharpen run: the video repeats the frame before each drop "
-              f"({summary['repeated_frames']} frames in all) so that it plays in real time",
-              file=sys.stderr)
+        print(_note_line(summary, "the video repeats the frame before each drop "
+                         f"({summary['repeated_frames']} frames in all) so that it plays in "
+                         "real time"), file=sys.stderr)
     elif not summary.get("live") and (retimed := _retimed_note(summary, args.source,
                                                                  args.fps)):
         print(f"sharpen run: {retimed}", file=sys.stderr)
     if summary.get("live") and (slower := _slower_step_note(summary, usable_cores(),
                                                              load_average(), os.cpu_count())):
-        print(f"sharpen run: {slower}", file=sys.stderr)
+        print(_note_line(summary, slower), file=sys.stderr)
     if summary.get("live") and summary.get("left_out_frames"):
-        print(f"sharpen run: {_live_left_out_note(summary, args.fps)}", file=sys.stderr)
+        print(_note_line(summary, _live_left_out_note(summary, args.fps)), file=sys.stderr)
     written = args.output
     if written and summary.get("segment"):   # --out itself is not written: its segments are
         from .segment_sink import segments_shown
@@ -872,6 +872,17 @@ def _peak(summary: dict) -> str:
     """`, peak memory 347 MiB`: what a small board is sized by; '' where it was not read."""
     peak = summary.get("peak_memory_mib")
     return f", peak memory {peak:.0f} MiB" if peak else ""
+
+
+def _note_line(summary: dict, note: str) -> str:
+    """`sharpen run: NOTE`, a live run's after its source (`sharpen run: cam1: 86 frames were
+    dropped ...`): cameras' runs sharing one log end with notes alike, which a file's run
+    tells apart by the output each names."""
+    from .source_spec import source_label
+    src = summary.get("source") or {}
+    if summary.get("live") and src.get("spec"):
+        return f"sharpen run: {source_label(src['spec'], src.get('kind', ''))}: {note}"
+    return f"sharpen run: {note}"
 
 
 def _result_line(summary: dict) -> str:

@@ -131,6 +131,34 @@ def test_cameras_sharing_one_log_name_their_source_in_each_line(model, tmp_path)
     assert {spec: source_label(spec) for spec in labels} == labels
 
 
+def test_a_cameras_closing_notes_in_a_shared_log_name_its_source(model, tmp_path):
+    """The live lines and done: named the camera, and the notes a camera's run ends with did
+    not: three cameras stopped by `systemctl stop` wrote `sharpen run: interrupted (SIGTERM),
+    output closed cleanly` thrice into one log, and a `N frames were dropped` note that could
+    be any camera's. A live run's closing notes name its source."""
+    from runtime.cli import _note_line
+    out = tmp_path / "yard.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                             "--source", "synthetic:32x24@30", "--out", str(out), "--quiet"],
+                            cwd=tempfile.gettempdir(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(f".{out.stem}.*.partial{out.suffix}")):   # frames written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert ("sharpen run: synthetic:32x24@30: interrupted (SIGTERM), output closed cleanly\n"
+            in err), err
+    camera = {"live": True, "source": {"spec": "rtsp://admin:pw@10.0.0.7/ch1", "kind": "stream"}}
+    assert _note_line(camera, "86 frames were dropped: ...") == \
+        "sharpen run: rtsp://admin:***@10.0.0.7/ch1: 86 frames were dropped: ..."
+    # a file's notes name its output, as before
+    clip = {"live": False, "source": {"spec": "clip.mp4", "kind": "video"}}
+    assert _note_line(clip, "interrupted: o.mp4 holds ...") == \
+        "sharpen run: interrupted: o.mp4 holds ..."
+
+
 def test_a_terminal_still_gets_the_live_line_once_a_second(monkeypatch):
     """The interval follows what stderr is: a terminal's line is replaced in place."""
     from runtime.stats import LiveReporter, Stats
