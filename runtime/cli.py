@@ -133,8 +133,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "throughput, drops, the model and the threads it ran on to this JSON "
                         "file: refreshed every 10 s (--report-interval) while the run goes on, "
                         "its state saying how it ended; a name ending in .prom: Prometheus' text "
-                        "format, for node_exporter's textfile collector; several files (s.json "
-                        "s.prom) are each written")
+                        "format, for node_exporter's textfile collector; several files, each "
+                        ".json or .prom (s.json s.prom), are all written")
     perf.add_argument("--threads", type=int, default=0, metavar="N",
                    help=threads_help("ONNX Runtime / LiteRT, and for --codec h264/hevc's "
                                      "encoder where given"))
