@@ -31,7 +31,8 @@ class CommandParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
     def error(self, message: str):
-        m = re.fullmatch(r"argument (\S+): expected one argument", message)
+        # `at least one`: an option taking several values (run's --stats FILE [FILE ...])
+        m = re.fullmatch(r"argument (\S+): expected (?:at least )?one argument", message)
         names = m.group(1).split("/") if m else []
         after = [(a, self.argv[i + 1]) for i, a in enumerate(self.argv[:-1]) if a in names]
         if after and after[-1][1].startswith("-") and after[-1][1] != "-" \

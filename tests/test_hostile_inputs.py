@@ -191,6 +191,20 @@ def test_a_file_name_starting_with_a_dash_gets_the_way_to_write_it(tmp_path, cap
         assert "expected one argument" in err and "starting with '-'" not in err, err
 
 
+def test_a_stats_file_starting_with_a_dash_gets_the_way_to_write_it(capsys):
+    """--stats took several files, and argparse's message for it became 'expected at least one
+    argument', which the way to write `-s.json` (said for one argument) left out."""
+    from sharpen.cli import build_parser, main
+    with pytest.raises(SystemExit):
+        main(["run", "--model", "m.onnx", "--source", "cam1.mp4", "--stats", "-s.json"])
+    err = capsys.readouterr().err
+    assert ("argument --stats: expected at least one argument (-s.json, starting with '-', is "
+            "read as an option: write --stats=-s.json or --stats ./-s.json)") in err, err
+    args = build_parser().parse_args(["run", "--model", "m.onnx", "--source", "cam1.mp4",
+                                      "--stats=-s.json"])
+    assert args.stats == ["-s.json"], args.stats
+
+
 def test_a_value_starting_with_a_dash_that_is_no_file_is_not_told_to_write_it_as_one(capsys):
     """evaluate --frames -1,2 was told to write `--frames ./-1,2`, as a file would be."""
     from sharpen.cli import main
