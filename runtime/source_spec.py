@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from .imageio import IMAGE_EXTS, VIDEO_EXTS
+from .imageio import IMAGE_EXTS, VIDEO_EXTS, shown_path
 
 
 _SYNTH = re.compile(r"^synthetic(?::(\d+)x(\d+))?(?:@(\d+(?:\.\d+)?))?$")
@@ -131,7 +131,8 @@ def source_label(spec: str, kind: str = "") -> str:
     """A source as a log's lines name it (`done: 40 frames from yard.mp4`), so that several
     cameras' runs writing to one log are told apart: as messages show it (`shown_url`), a
     GStreamer pipeline by its source element (its caps and converters are alike in every
-    camera's), stdin as stdin and a camera index as `camera N`."""
+    camera's), stdin as stdin and a camera index as `camera N`; a control character in a
+    file's name escaped (`shown_path`), as a newline split the line it names."""
     kind = kind or spec_kind(spec)
     if kind == "stdin":
         return "stdin"
@@ -140,4 +141,4 @@ def source_label(spec: str, kind: str = "") -> str:
     shown = shown_url(spec)
     if kind == "gstreamer":
         shown = shown.split("!", 1)[0].strip() or shown
-    return shown
+    return shown_path(shown)

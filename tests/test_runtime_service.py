@@ -127,7 +127,9 @@ def test_cameras_sharing_one_log_name_their_source_in_each_line(model, tmp_path)
     from runtime.source_spec import source_label
     labels = {"nvarguscamerasrc sensor-id=1 ! video/x-raw(memory:NVMM) ! nvvidconv ! appsink":
              "nvarguscamerasrc sensor-id=1", "-": "stdin", "0": "camera 0",
-             "rtsp://admin:secret@10.0.0.7/ch1": "rtsp://admin:***@10.0.0.7/ch1"}
+             "rtsp://admin:secret@10.0.0.7/ch1": "rtsp://admin:***@10.0.0.7/ch1",
+             # a stranger's file name: one log line still, as messages show it
+             "yard\ncam\x1b[2J.mp4": "yard\\ncam\\x1b[2J.mp4"}
     assert {spec: source_label(spec) for spec in labels} == labels
 
 
