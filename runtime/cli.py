@@ -17,7 +17,8 @@ import threading
 from typing import Optional
 
 from .cli_errors import (interrupt_exit_code, interrupted_message, missing_dependency,
-                         raise_if_interrupted, said_after_hang_up, stop_signals_as_interrupt)
+                         raise_if_interrupted, said_after_hang_up, stop_signal,
+                         stop_signals_as_interrupt)
 from .cli_parser import CommandParser
 from .console import (count, open_closed_std_fds, quiet_library_logs, report_fatal_errors,
                       unread_listed)
@@ -556,7 +557,10 @@ def handler(args: argparse.Namespace) -> int:
         summary = e.stats
     except KeyboardInterrupt as e:   # before the stream's own handler is set, or a second Ctrl-C
         code = interrupt_exit_code(e)
-        print("sharpen run: interrupted", file=sys.stderr)
+        # The camera named, as in its closing notes: several stopped together share one log
+        from .source_spec import source_label
+        term = f" ({signal.Signals(stop_signal(e)).name})" if stop_signal(e) else ""
+        print(f"sharpen run: {source_label(args.source)}: interrupted{term}", file=sys.stderr)
         _exit_now_if_workers_run(code)
         return code
     except expected as exc:
