@@ -391,6 +391,7 @@ def run_stream(model: Union[str, Path, Backend],
     # numpy's numbers pass the checks; the stats (JSON) take Python's.
     o = replace(o, **{k: (int if whole else float)(getattr(o, k)) for k, whole in _NUMBERS.items()
                       if getattr(o, k) is not None})
+    _check_stats_kind(o.stats_path)
     paths = stats_paths(o.stats_path)
     for i, path in enumerate(paths):
         _check_stats_path(path, option("stats_path", path, flags))
@@ -549,6 +550,18 @@ def _check_model(model: Any) -> None:
     raise TypeError(f"run_stream: model must be a model file path "
                     f"({', '.join(sorted(BACKEND_BY_SUFFIX))}) or a Backend from load_backend, "
                     f"got {type(model).__name__}{hint}")
+
+
+def _check_stats_kind(given: Any) -> None:
+    """TypeError naming stats_path for what is no path nor list of them: an int met "'int'
+    object is not iterable" from deep inside. A list or tuple only: the paths are read again
+    at each refresh, and a generator's were gone after the first."""
+    items = given if isinstance(given, (list, tuple)) else [given] if given else []
+    wrong = [p for p in items if not isinstance(p, (str, os.PathLike))]
+    if wrong or not isinstance(given, (str, os.PathLike, list, tuple, type(None))):
+        what = type(wrong[0] if wrong else given).__name__
+        raise TypeError(f"run_stream: stats_path must be a file path or a list of them "
+                        f"(s.json, s.prom), got {what}")
 
 
 def _check_output(output: Any) -> None:

@@ -67,6 +67,17 @@ def test_an_output_of_another_kind_is_refused_before_the_model_loads(tmp_path):
         run_stream(missing, frames, 3)
 
 
+def test_a_stats_path_of_another_kind_is_named_before_the_model_loads(tmp_path):
+    """stats_path takes one path or a list of them: an int met "'int' object is not
+    iterable", and a None in the list stat()'s message, neither naming stats_path."""
+    missing = tmp_path / "no-such-model.onnx"
+    for given, got in ((5, "int"), ([str(tmp_path / "s.json"), None], "NoneType"),
+                       ([b"s.json"], "bytes")):
+        with pytest.raises(TypeError, match=rf"run_stream: stats_path must be a file path or "
+                                            rf"a list of them \(s\.json, s\.prom\), got {got}"):
+            run_stream(missing, [textured_frame(0)], stats_path=given)
+
+
 def test_a_frame_processor_in_tiles_warns_of_seams_as_run_stream_does(tmp_path):
     """FrameProcessor(backend, tile=48) on a model that sees 40 px ran tiles whose seams can
     show without a word, where run_stream(..., tile=48) warned: the warnings were the
