@@ -878,24 +878,26 @@ def _peak(summary: dict) -> str:
     return f", peak memory {peak:.0f} MiB" if peak else ""
 
 
+def _source_named(summary: dict) -> str:
+    """The run's source as its log lines name it (`source_label`); "" where none is known."""
+    from .source_spec import source_label
+    src = summary.get("source") or {}
+    return source_label(src["spec"], src.get("kind", "")) if src.get("spec") else ""
+
+
 def _note_line(summary: dict, note: str) -> str:
     """`sharpen run: NOTE`, a live run's after its source (`sharpen run: cam1: 86 frames were
     dropped ...`): cameras' runs sharing one log end with notes alike, which a file's run
     tells apart by the output each names."""
-    from .source_spec import source_label
-    src = summary.get("source") or {}
-    if summary.get("live") and src.get("spec"):
-        return f"sharpen run: {source_label(src['spec'], src.get('kind', ''))}: {note}"
-    return f"sharpen run: {note}"
+    named = _source_named(summary) if summary.get("live") else ""
+    return f"sharpen run: {named}: {note}" if named else f"sharpen run: {note}"
 
 
 def _result_line(summary: dict) -> str:
     """`done: N frames from SOURCE, F fps, D dropped[, peak memory M MiB] (engine precision
     on provider[; tiles])`: the source named, as cameras' runs sharing one log end alike."""
-    from .source_spec import source_label
     b = summary.get("backend", {})
-    src = summary.get("source") or {}
-    where = f" from {source_label(src['spec'], src.get('kind', ''))}" if src.get("spec") else ""
+    where = f" from {named}" if (named := _source_named(summary)) else ""
     tiles = ""
     if summary.get("tile"):
         how = "automatic overlap" if summary.get("overlap_auto") else "overlap"
