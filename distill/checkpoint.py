@@ -272,14 +272,15 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
         # the weights were found not to fit them.
         with torch.device("meta"):
             probe = student_from_saved_args(ckpt["arch"], args)
+    except Exception:   # noqa: BLE001 - a student of one's own may read tensor values when
+        probe = None    # built (`.numpy()` is a TypeError on meta): built as before below
+    if probe is not None:
+        check_fits(probe, sd, path)
+    try:
+        model = student_from_saved_args(ckpt["arch"], args)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its architecture arguments {args} do not build a "
                               f"{ckpt['arch']!r} student ({e})") from None
-    except Exception:   # noqa: BLE001 - a student of one's own that needs real tensors to
-        probe = None    # be built is built as before, and checked then
-    if probe is not None:
-        check_fits(probe, sd, path)
-    model = student_from_saved_args(ckpt["arch"], args)
     load_weights(model, sd, path)
     return model.eval(), ckpt
 

@@ -296,3 +296,28 @@ def test_a_recorded_module_no_import_can_name_is_not_suggested(recorded):
 
     assert registering_module_hint({"arch_module": recorded}) is None
     assert "SHARPEN_STUDENTS=pkg.mine," in registering_module_hint({"arch_module": "pkg.mine"})
+
+
+class Sampled(Tiny):
+    """A student whose layout is computed from a tensor's values in `__init__`, as a user's
+    may be (a kernel or a schedule worked out in numpy)."""
+
+    def __init__(self, width: int = 8):
+        super().__init__(width)
+        self.taps = [float(v) for v in torch.linspace(0, 1, 3).numpy()]
+
+
+def test_a_student_whose_init_reads_tensor_values_still_loads(tmp_path, registry):
+    """Checkpoints are first laid out on the meta device, where a tensor has no values:
+    `.numpy()` raises TypeError there, which was taken for arguments that build no student,
+    and a checkpoint of one's own that loaded before was refused."""
+    register("sampled", Sampled, "reads tensor values when built")
+    m = create_student("sampled")
+    atomic_save(make_checkpoint(m, kind="student", arch="sampled", arch_args=m.arch_args),
+                tmp_path / "s.pt")
+    loaded, _ = load_student(tmp_path / "s.pt")
+    assert torch.equal(loaded.head.weight, m.head.weight) and loaded.taps == [0.0, 0.5, 1.0]
+    with pytest.raises(CheckpointError, match="do not build a 'sampled' student"):
+        bad = make_checkpoint(m, kind="student", arch="sampled", arch_args={"depth": 3})
+        atomic_save(bad, tmp_path / "bad.pt")
+        load_student(tmp_path / "bad.pt")
