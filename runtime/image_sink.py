@@ -180,12 +180,14 @@ class ImageSink(Sink):
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if self.number_on and not self.single:
             name = self._numbered_on(name)
-        if not self.single and (PurePath(name).anchor or ".." in PurePath(name).parts):
+        parts = PurePath(name).parts
+        if not self.single and (not parts or PurePath(name).anchor or ".." in parts):
             # Names may hold subfolders, never a way out: an app's own Source may name its
-            # frames as its uploaders named them.
+            # frames as its uploaders named them ('' or '.', the folder itself, was written
+            # beside it as folder.png).
             raise SinkError(f"frame name {shown_path(name)!r} would be written outside "
-                            f"{shown_path(self.path)}: a frame's name is a path inside the "
-                            "output folder, without '..' or a root")
+                            f"{shown_path(self.path)}: a frame's name is a file's path inside "
+                            "the output folder, without '..' or a root")
         target = self.path if self.single else self.path / name
         if target.suffix.lower() not in IMAGE_EXTS:
             target = target.with_name(target.name + ".png")

@@ -608,3 +608,18 @@ def test_an_image_folder_output_writes_no_frame_named_out_of_it(tmp_path, name):
     sink.close()
     assert "escaped.png" in str(e.value) and "outside" in str(e.value), e.value
     assert not (tmp_path / "escaped.png").exists()
+
+
+@pytest.mark.parametrize("name", ["", ".", "./"])
+def test_an_image_folder_output_writes_no_frame_named_as_the_folder_itself(tmp_path, name):
+    """A frame named '' or '.' is the output folder itself: `sharp/` + '.png' was written
+    beside it as `sharp.png`, out of the folder, past the check for '..' and a root."""
+    from runtime.image_sink import ImageSink
+    from runtime.sinks import SinkError
+
+    sink = ImageSink(tmp_path / "out")
+    with pytest.raises(SinkError) as e:
+        sink.write(_noise(), _noise(), name)
+    sink.close()
+    assert "outside" in str(e.value) and str(tmp_path / "out") in str(e.value), e.value
+    assert [p.name for p in tmp_path.iterdir() if p.name != "out"] == []   # no out.png
