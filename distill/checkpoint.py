@@ -271,7 +271,7 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
         # ranges (a stranger's width 4096, 64 blocks) built hundreds of GB of layers before
         # the weights were found not to fit them.
         with torch.device("meta"):
-            probe = student_from_saved_args(ckpt["arch"], args)
+            probe = student_from_saved_args(ckpt["arch"], args, layout_only=True)
     except Exception:   # noqa: BLE001 - a student of one's own may read tensor values when
         probe = None    # built (`.numpy()` is a TypeError on meta): built as before below
     if probe is not None:

@@ -434,6 +434,10 @@ def student_spec(name: str) -> StudentSpec:
 
 
 def create_student(name: str, **overrides) -> nn.Module:
+    return _create(name, overrides)
+
+
+def _create(name: str, overrides: dict, check_shape: bool = True) -> nn.Module:
     spec = student_spec(name)
     args = {**spec.defaults, **overrides}
     accepted = inspect.signature(spec.builder).parameters
@@ -446,7 +450,8 @@ def create_student(name: str, **overrides) -> nn.Module:
         if key in accepted:
             _check_arg(name, key, value, accepted[key].default, spec.module == __name__)
     model = spec.builder(**args)
-    _check_shape(name, model)
+    if check_shape:
+        _check_shape(name, model)
     model.arch_name, model.arch_args = name, args
     return model
 
@@ -505,12 +510,14 @@ def _check_arg(name: str, key: str, value: object, default: object, sizes: bool)
 _ADDED_LATER = {"edge": 0, "edge_width": 0, "deep": 0}
 
 
-def student_from_saved_args(name: str, args: dict) -> nn.Module:
+def student_from_saved_args(name: str, args: dict, layout_only: bool = False) -> nn.Module:
     """Rebuild `name` from the arguments a checkpoint recorded; options it predates stay off
-    (see `_ADDED_LATER`), so older checkpoints keep loading when a registry default changes."""
+    (see `_ADDED_LATER`), so older checkpoints keep loading when a registry default changes.
+    `layout_only`: for the names and shapes of its weights alone (a probe on the meta device),
+    without the forward pass checking its output's shape, which doubled a student's load."""
     spec = student_spec(name)
     missing = {k: v for k, v in _ADDED_LATER.items() if k in spec.defaults and k not in args}
-    return create_student(name, **{**missing, **args})
+    return _create(name, {**missing, **args}, check_shape=not layout_only)
 
 
 def for_inference(model: nn.Module) -> nn.Module:

@@ -321,3 +321,25 @@ def test_a_student_whose_init_reads_tensor_values_still_loads(tmp_path, registry
         bad = make_checkpoint(m, kind="student", arch="sampled", arch_args={"depth": 3})
         atomic_save(bad, tmp_path / "bad.pt")
         load_student(tmp_path / "bad.pt")
+
+
+class Counted(Tiny):
+    """Tiny, counting its forward passes."""
+    calls = 0
+
+    def forward(self, x):
+        Counted.calls += 1
+        return super().forward(x)
+
+
+def test_loading_a_student_checks_its_output_shape_once(tmp_path, registry):
+    """The meta-device probe that checks a checkpoint's layout against its weights ran the
+    shape check's forward pass too, before the real build ran it again: a student's load
+    took up to twice as long (the shipped edge student's, ~0.3 s more)."""
+    register("counted", Counted, "counts its forward passes")
+    m = create_student("counted")
+    atomic_save(make_checkpoint(m, kind="student", arch="counted", arch_args=m.arch_args),
+                tmp_path / "c.pt")
+    Counted.calls = 0
+    loaded, _ = load_student(tmp_path / "c.pt")
+    assert Counted.calls == 1 and torch.equal(loaded.head.weight, m.head.weight)
