@@ -97,14 +97,15 @@ def tiff_pages(path: str | os.PathLike) -> int:
 
 def animation_frames(path: str | os.PathLike) -> int:
     """How many frames an animation (APNG, animated WebP, a GIF under any name) holds:
-    `decode_image` reads the first one only. 1 for a still and for other files; told from the
-    first 64 KiB, so that OpenCV counts the frames (a second read) of animations alone."""
+    `decode_image` reads the first one only. 1 for a still and for other files; told from its
+    first bytes (a PNG's chunk headers), so that OpenCV counts the frames (a second read) of
+    animations alone."""
     try:
         with _open_regular(path) as f:
-            head = f.read(1 << 16)
-    except (OSError, ImageReadError):
+            head = f.read(32)
+            apng = head[:8] == b"\x89PNG\r\n\x1a\n" and f.seek(8) and _has_actl(f)
+    except (OSError, ImageReadError, struct.error):
         return 1
-    apng = head[:8] == b"\x89PNG\r\n\x1a\n" and b"acTL" in head.split(b"IDAT", 1)[0]
     webp = head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and len(head) > 20 \
         and head[20] & 0x02   # VP8X's animation flag
     if not (apng or webp or head[:4] == b"GIF8"):
@@ -113,6 +114,23 @@ def animation_frames(path: str | os.PathLike) -> int:
         return max(1, int(cv2.imcount(str(path))))
     except cv2.error:
         return 1
+
+
+def _has_actl(f) -> bool:
+    """Whether the PNG open in `f`, at its first chunk, has an acTL (APNG's) before its image
+    data. Walked by chunk headers: a camera's eXIf or a big iCCP may put it past any fixed
+    number of bytes read."""
+    for _ in range(10_000):   # a file of empty chunks ends the walk too
+        head = f.read(8)
+        if len(head) < 8:
+            return False
+        n, kind = struct.unpack(">I4s", head)
+        if kind == b"acTL":
+            return True
+        if kind in (b"IDAT", b"IEND"):
+            return False
+        f.seek(n + 4, os.SEEK_CUR)   # the body and its CRC
+    return False
 
 
 # Classic TIFF (42): 2-byte entry counts, 12-byte entries, 4-byte offsets; BigTIFF (43):

@@ -2632,3 +2632,20 @@ def test_an_animated_image_says_only_its_first_frame_is_sharpened(tmp_path, caps
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(still), "--output",
                    str(tmp_path / "still-out.png"))
     assert rc == 0 and "animation" not in err, err
+
+
+def test_an_apng_whose_animation_chunk_comes_after_64_kib_is_counted(tmp_path):
+    """APNG's acTL may follow a large chunk (a camera's eXIf, a big iCCP): looked for in the
+    first 64 KiB only, such an animation was taken for a still, its frames dropped unsaid."""
+    from PIL import Image
+
+    from runtime.imageio import animation_frames
+
+    frames = [Image.new("RGB", (32, 24), (v, v, v)) for v in (60, 200, 120)]
+    anim = tmp_path / "anim.png"
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 100_000   # ImageDescription, written before acTL
+    frames[0].save(anim, "PNG", save_all=True, append_images=frames[1:], exif=exif)
+    assert anim.read_bytes().find(b"acTL") > 1 << 16
+    assert animation_frames(anim) == 3
+
