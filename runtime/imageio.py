@@ -90,7 +90,8 @@ def tiff_pages(path: str | os.PathLike) -> int:
     if Path(path).suffix.lower() not in (".tif", ".tiff"):
         return 1   # the other image formats hold one image; counting costs a second read
     try:
-        return max(1, int(cv2.imcount(str(path))))
+        with native_stderr_captured(DECODER_NOISE):   # libpng's lines, as decoding keeps them
+            return max(1, int(cv2.imcount(str(path))))
     except cv2.error:
         return 1
 
@@ -111,7 +112,8 @@ def animation_frames(path: str | os.PathLike) -> int:
     if not (apng or webp or head[:4] == b"GIF8"):
         return 1
     try:
-        return max(1, int(cv2.imcount(str(path))))
+        with native_stderr_captured(DECODER_NOISE):   # libpng's lines, as decoding keeps them
+            return max(1, int(cv2.imcount(str(path))))
     except cv2.error:
         return 1
 

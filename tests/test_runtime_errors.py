@@ -2649,3 +2649,17 @@ def test_an_apng_whose_animation_chunk_comes_after_64_kib_is_counted(tmp_path):
     assert anim.read_bytes().find(b"acTL") > 1 << 16
     assert animation_frames(anim) == 3
 
+
+def test_counting_an_animations_frames_keeps_the_decoders_lines_aside(tmp_path, capfd):
+    """OpenCV counting an APNG's frames let libpng's own line (`libpng warning: eXIf:
+    invalid`) through to the terminal, which decoding the same file keeps aside."""
+    from PIL import Image
+
+    from runtime.imageio import animation_frames
+
+    frames = [Image.new("RGB", (32, 24), (v, v, v)) for v in (60, 200, 120)]
+    anim = tmp_path / "anim.png"
+    frames[0].save(anim, "PNG", save_all=True, append_images=frames[1:], exif=b"not a TIFF")
+    capfd.readouterr()
+    assert animation_frames(anim) == 3
+    assert capfd.readouterr().err == ""
