@@ -16,6 +16,8 @@ def what_it_looks_like(head: bytes) -> str:
         return " (a Matroska/WebM file)"
     if head[:1] == b"G" and len(head) > 188 and head[188:189] == b"G":
         return " (an MPEG transport stream)"
+    if head[:4] == b"\x00\x00\x01\x00":   # before MPEG's start code, which it begins with
+        return " (a Windows ICO icon)"
     if head[:4] == b"\x00\x00\x00\x01" or head[:3] == b"\x00\x00\x01":
         return " (a raw H.264/HEVC or MPEG stream)"
     if head[:2] == b"\xff\xd8":

@@ -581,7 +581,9 @@ def test_evaluate_shows_an_image_named_with_a_newline_on_one_line(tmp_path):
 @pytest.mark.parametrize("head, said", [
     (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2", "an MP4/MOV file"),
     (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "a HEIC/AVIF photo"),
-    (b"\x1aE\xdf\xa3\x9fB\x86\x81\x01", "a Matroska/WebM file")])
+    (b"\x1aE\xdf\xa3\x9fB\x86\x81\x01", "a Matroska/WebM file"),
+    # A site's favicon.ico saved as .png: its 00 00 01 was taken for an MPEG start code.
+    (b"\x00\x00\x01\x00\x01\x00\x20\x20\x00\x00", "a Windows ICO icon")])
 def test_a_video_or_heic_under_an_image_extension_is_said_to_be_one(tmp_path, head, said):
     """An upload's extension lies: a phone's clip or HEIC photo saved as photo.jpg. It was
     "not a readable image (corrupt or unsupported format)", and the user looked for damage."""
