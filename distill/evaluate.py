@@ -21,6 +21,7 @@ import numpy as np
 from runtime.backends.runner import OutputSizeError
 from runtime.cli_errors import interrupt_exit_code
 from runtime.console import count, first_line
+from runtime.imageio import shown_path
 from runtime.warn import SharpenWarning, warn
 
 from .metrics import (SSIM_MIN_SIDE, convention, input_range, overshoot, psnr, quantise_8bit,
@@ -486,7 +487,9 @@ def _outputs(fns: dict[str, Fn], x: np.ndarray, y: Optional[np.ndarray], inp,
     except OutputSizeError as e:
         raise ValueError(_size_changed((names or {}).get(k, k), e, x, inp)) from None
     except Exception as e:  # noqa: BLE001 - torch/ORT/LiteRT each raise their own types
-        raise _ModelFailed(f"{inp}: {k} failed on it: {first_line(e, 200)}") from None
+        # An upload's name: escaped, as its other messages name it, so the skip is one line.
+        raise _ModelFailed(f"{shown_path(str(inp))}: {k} failed on it: "
+                           f"{first_line(e, 200)}") from None
     if y is not None:
         outs["ground truth"] = y
     return outs
@@ -1080,8 +1083,9 @@ def _size_changed(model: str, e: OutputSizeError, x: np.ndarray, inp) -> str:
     (scikit-image's 'Input images must have the same dimensions.' named neither)."""
     (oh, ow), (ph, pw), (h, w) = e.out_hw, e.in_hw, x.shape[:2]
     padded = f" (padded to {pw}x{ph}, the model's size multiple)" if (ph, pw) != (h, w) else ""
-    return (f"{model}: the model returned {ow}x{oh} for the {w}x{h} image {inp}{padded}: a "
-            "sharpening model keeps the image's size; one that changes it is not supported")
+    return (f"{model}: the model returned {ow}x{oh} for the {w}x{h} image "
+            f"{shown_path(str(inp))}{padded}: a sharpening model keeps the image's size; one "
+            "that changes it is not supported")
 
 
 # The widest figure that opens whole on a laptop's screen, in pixels.
@@ -1104,7 +1108,6 @@ def side_by_side(outputs: dict[str, dict[str, np.ndarray]], path: str | Path, si
     from matplotlib.figure import Figure
 
     from runtime.atomic import atomic_path
-    from runtime.imageio import shown_path
     names = list(outputs)
     cols = list(outputs[names[0]])
     # Many columns: smaller crops, still pixel for pixel, rather than a figure past the cap.
@@ -1259,7 +1262,6 @@ def format_table(res: dict) -> str:
     verdicts = pair_verdicts(res) if res["has_gt"] else nogt_verdicts(res)
     if verdicts:
         lines += ["verdict per model:", *(f"{k}: {v}" for k, v in verdicts)]
-    from runtime.imageio import shown_path
     # Image and folder names are a stranger's: a newline in one began a line of its own, which
     # a log reader took for one of ours.
     return "\n".join(map(shown_path, lines))

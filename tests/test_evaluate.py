@@ -1525,3 +1525,29 @@ def test_evaluate_refuses_an_unknown_ssim_before_any_model_loads(tmp_path):
     from distill.evaluate import evaluate
     with pytest.raises(ValueError, match=r"ssim_window must be one of \['2d', '3d'\], got '3D'"):
         evaluate([str(tmp_path / "missing.pt")], str(tmp_path), ssim_window="3D")
+
+
+def test_a_model_failing_on_an_image_named_with_a_newline_is_said_on_one_line(tmp_path):
+    """A model that fails on an upload named `p\\nforged.png`: the skip, in its warning and
+    in bench's report.md, printed the newline as it is, a line of its own (the image's
+    other messages name it escaped)."""
+    from runtime.warn import SharpenWarning
+
+    d = tmp_path / "pairs"
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "p\nforged.png"):
+        img = rng.random((40, 48, 3)).astype(np.float32)
+        write_image(d / "target" / name, img)
+        write_image(d / "input" / name, img * 0.8)
+
+    def fragile(x):   # fails on the second image, the one with the newline
+        fragile.calls = getattr(fragile, "calls", 0) + 1
+        if fragile.calls == 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        return x
+
+    with pytest.warns(SharpenWarning) as warned:
+        res = evaluate_fns({"fragile": fragile}, str(d), crop=16, progress=False)
+    said = [str(w.message) for w in warned if "failed on it" in str(w.message)]
+    assert len(said) == 1 and "p\\nforged.png" in said[0] and "\n" not in said[0], said
+    assert ["\n" in f for f in res["failed"]] == [False], res["failed"]
