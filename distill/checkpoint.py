@@ -274,14 +274,23 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
             probe = student_from_saved_args(ckpt["arch"], args, layout_only=True)
     except Exception:   # noqa: BLE001 - a student of one's own may read tensor values when
         probe = None    # built (`.numpy()` is a TypeError on meta): built as before below
-    if probe is not None:
-        check_fits(probe, sd, path)
+    # The hint of a mismatch is of a config's model.args; these are the checkpoint's own.
+    own = (f"\n  (here its own architecture arguments, {args}: edited, or saved by another "
+           f"definition of {ckpt['arch']!r}?)")
+    try:
+        if probe is not None:
+            check_fits(probe, sd, path)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}{own}") from None
     try:
         model = student_from_saved_args(ckpt["arch"], args)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its architecture arguments {args} do not build a "
                               f"{ckpt['arch']!r} student ({e})") from None
-    load_weights(model, sd, path)
+    try:
+        load_weights(model, sd, path)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}{own}") from None
     return model.eval(), ckpt
 
 

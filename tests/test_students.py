@@ -397,3 +397,6 @@ def test_a_checkpoint_naming_a_huge_architecture_is_refused_before_it_is_built(t
     said = in_a_child(work)
     assert said.get("error", "").startswith("CheckpointError"), said
     assert "evil.pt does not match" in said["error"] and "shape mismatch" in said["error"], said
+    # The arguments at fault are the checkpoint's own, not a config's the user can change.
+    assert "its own architecture arguments" in said["error"], said
+    assert "'width': 4096" in said["error"], said
