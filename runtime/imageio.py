@@ -118,6 +118,47 @@ def animation_frames(path: str | os.PathLike) -> int:
         return 1
 
 
+def animation_frames_in(data: bytes) -> int:
+    """`animation_frames` of an image held in memory (a URL's): counted in its chunks and
+    blocks, which OpenCV counts in a file only."""
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            for kind, body in _png_chunks(data):
+                if kind == b"acTL":
+                    return max(1, struct.unpack(">I", body[:4])[0])
+                if kind == b"IDAT":
+                    break
+        elif data[:4] == b"RIFF" and data[8:16] == b"WEBPVP8X" and len(data) > 20 \
+                and data[20] & 0x02:
+            return max(1, sum(kind == b"ANMF" for kind, _ in _webp_chunks(data)))
+        elif data[:4] == b"GIF8":
+            return _gif_frames(data)
+    except (struct.error, IndexError):
+        pass
+    return 1
+
+
+def _gif_frames(data: bytes) -> int:
+    """A GIF's image descriptors, each a frame; its extensions and image data are skipped by
+    their sub-blocks' lengths."""
+    def colour_table(flags: int) -> int:
+        return 3 << ((flags & 7) + 1) if flags & 0x80 else 0
+
+    i, frames = 13 + colour_table(data[10]), 0
+    while i < len(data) and data[i] != 0x3B:   # the trailer
+        if data[i] == 0x21:   # an extension: its label, then sub-blocks
+            i += 2
+        elif data[i] == 0x2C:   # an image: its descriptor, local colour table, LZW code size
+            frames += 1
+            i += 11 + colour_table(data[i + 9])
+        else:
+            break
+        while i < len(data) and data[i]:
+            i += data[i] + 1
+        i += 1
+    return max(1, frames)
+
+
 def _has_actl(f) -> bool:
     """Whether the PNG open in `f`, at its first chunk, has an acTL (APNG's) before its image
     data. Walked by chunk headers: a camera's eXIf or a big iCCP may put it past any fixed

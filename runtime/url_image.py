@@ -10,7 +10,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import numpy as np
 
 from .image_sources import ImageSource
-from .imageio import IMAGE_EXTS, decode_bytes, max_pixels, tiff_page_count_in
+from .imageio import (IMAGE_EXTS, animation_frames_in, decode_bytes, max_pixels,
+                      tiff_page_count_in)
 from .options import option
 from .source_base import SourceError, SourceLost, _interruptible
 from .source_spec import shown_url
@@ -43,7 +44,7 @@ class UrlImageSource(ImageSource):
         return tiff_page_count_in(self._data)
 
     def _frames(self, i: int) -> int:
-        return 1   # OpenCV counts an animation's frames in a file only, not in bytes held
+        return animation_frames_in(self._data)
 
 
 def url_image_name(spec: str) -> Optional[str]:

@@ -1424,3 +1424,34 @@ def test_a_raw_mjpeg_files_rate_is_said_to_be_ffmpegs_guess_not_recorded_as_decl
         server.shutdown()
         server.server_close()
     assert summary["source"]["fps_guessed"] is True, summary["source"]
+
+
+@pytest.mark.parametrize("name, fmt", [("anim.png", "PNG"), ("anim.webp", "WEBP"),
+                                       ("gif-as.png", "GIF")])
+def test_an_animation_fetched_by_url_says_only_its_first_frame_is_sharpened(tmp_path, name,
+                                                                            fmt):
+    """An animation at a URL (an upload's link) came out as a still of its first frame
+    without a word, as a file of one does not: its frames are counted in the bytes held."""
+    import io
+
+    from PIL import Image
+
+    from runtime.url_image import UrlImageSource
+    from runtime.warn import SharpenWarning
+
+    frames = [Image.new("RGB", (32, 24), (v, v, v)) for v in (60, 200, 120)]
+    buf = io.BytesIO()
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=100)
+    src = UrlImageSource(f"http://host/{name}", buf.getvalue(), name)
+    with pytest.warns(SharpenWarning, match="animation") as said:
+        [frame] = src.frames(threading.Event())
+    assert frame.image.shape[:2] == (24, 32)
+    assert [str(w.message) for w in said if "animation" in str(w.message)] == [
+        f"http://host/{name}: an animation of 3 frames; only the first frame is sharpened "
+        "(convert it to a video to sharpen them all)"]
+    still = io.BytesIO()
+    frames[0].save(still, "PNG")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        [_] = UrlImageSource("http://host/still.png", still.getvalue(), "still.png").frames(
+            threading.Event())
