@@ -233,8 +233,8 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                     # A full disk fails every photo after it too, each after its teacher run:
                     # stopped, said by sharpen.cli in one line; a rerun skips what was written.
                     bar.close()
-                    if failed:
-                        print(_skipped_listed(failed, done > 0), file=sys.stderr)
+                    if failed:   # the rest were not processed: the error line says why
+                        print(_skipped_listed(failed, None), file=sys.stderr)
                     raise
                 # A write or memory fails it too, in words that name no photo
                 # ("[Errno 28] No space left on device") or the result, not the photo.

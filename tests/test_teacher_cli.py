@@ -522,6 +522,28 @@ def test_an_image_that_could_not_be_written_stops_the_run_and_its_rerun_goes_on(
     assert sorted(p.name for p in out.glob("*.png")) == ["flat.png", "noise.png", "plain.png"]
 
 
+def test_a_run_stopped_by_a_full_disk_does_not_say_the_rest_were_processed(tmp_path,
+                                                                             tiny_teacher):
+    """A photo skipped (unreadable) before the result a full disk refused: the closing list
+    said "1 image could not be sharpened; the rest were processed:" (or "nothing was
+    processed") above the error line, though the run stopped there, the photos after it never
+    run and one before it written."""
+    from child_fixtures import main_with_file_limit
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "a-cut.png").write_bytes(b"\x89PNG garbage")
+    cv2.imwrite(str(src / "a-flat.png"), np.full((40, 48, 3), 128, np.uint8))   # written
+    noise = np.random.default_rng(0).integers(0, 256, (160, 200, 3), dtype=np.uint8)
+    cv2.imwrite(str(src / "noise.png"), noise)   # its PNG is larger than the limit
+    cv2.imwrite(str(src / "plain.png"), np.full((40, 48, 3), 64, np.uint8))   # after noise
+    said = main_with_file_limit(_teacher_args(src, out, tiny_teacher), 60_000)
+    assert "error" not in said and said.get("rc") == 2, said
+    err = said["err"].strip().splitlines()
+    assert err[-1].startswith(f"sharpen teacher: error: {out / 'noise.png'}: "), err
+    assert "sharpen teacher: 1 image could not be sharpened:" in err, err
+    assert not [ln for ln in err if "were processed" in ln or "was processed" in ln], err
+
+
 def test_a_stopped_run_lists_the_images_it_skipped_as_a_finished_one_does(
         tmp_path, tiny_teacher, capsys, monkeypatch):
     """Ctrl-C after a photo was skipped ended on the 'interrupted:' line alone: the skipped
