@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill.figure_fonts import any_script_text
+from runtime.atomic import atomic_path
 from runtime.cli_errors import NO_SPACE_ERRNOS
 
 from .latency import BACKENDS
@@ -45,9 +46,8 @@ def write_figures(rep: dict, quality, out: Path, target_fps: float, say) -> dict
                 continue
             # A full disk: the report after it would not fit either, and without it the
             # report showed a figure that was not there. The command line says it in one
-            # line naming the figure (matplotlib's error names no file).
-            (out / FIGURES[key]).unlink(missing_ok=True)
-            raise OSError(e.errno, e.strerror, str(out / FIGURES[key])) from None
+            # line naming the figure (atomic_path names it: matplotlib's error does not).
+            raise
         except Exception as e:  # noqa: BLE001 - a figure must not lose the report
             say.warn(f"figure {FIGURES[key]} failed: {type(e).__name__}: {e}")
     return figs
@@ -59,7 +59,9 @@ def _saved(make, path: Path, dpi: int) -> bool:
     fig = make()
     if fig is None:
         return False
-    fig.savefig(path, dpi=dpi)
+    # Beside it first: cut by a full disk or a stop, an earlier run's figure stays whole
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        fig.savefig(tmp, dpi=dpi)
     return True
 
 

@@ -3,6 +3,7 @@ greyscale, read by someone who does not tell red from green. Drawn from hand-mad
 (the figures read report.json's rows alone), rendered by matplotlib as the bench renders them."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 SIZES = (("1920x1080", 1920, 1080), ("1280x720", 1280, 720), ("640x360", 640, 360))
@@ -135,3 +136,31 @@ def test_hardest_crops_keeps_a_long_image_name_on_the_figure():
         assert e.x0 >= fig.bbox.x0 and e.x1 <= fig.bbox.x1, (ax.title.get_text(), e)
     shown = ["".join(ax.title.get_text().split("\n")[:-1]) for ax in fig.axes[::4]]
     assert [s.replace(" ", "") for s in shown] == [n.replace(" ", "") for n in names], shown
+
+
+def test_a_figure_cut_by_a_full_disk_leaves_the_earlier_one_whole(tmp_path):
+    """A figure was saved straight under its name: a full disk (a file size limit stands in)
+    left a cut PNG there, which the bench then deleted, the earlier run's figure, that its
+    report.md still shows, gone with it. It is written beside and renamed into place now."""
+    from child_fixtures import file_size_limit, in_a_child
+
+    from benchmarks.figures import _saved
+    path = tmp_path / "hardest_crops.png"
+    path.write_bytes(b"an earlier run's figure")
+
+    def noise():
+        import matplotlib.figure
+        fig = matplotlib.figure.Figure(figsize=(4, 4))
+        fig.add_subplot().imshow(np.random.default_rng(0).random((200, 200, 3)))
+        return fig
+
+    def work(said: dict) -> None:
+        file_size_limit(20_000)()
+        try:
+            _saved(noise, path, 100)
+        except OSError as e:
+            said["errno"], said["filename"] = e.errno, e.filename
+    said = in_a_child(work)
+    assert said.get("errno") == 27 and said.get("filename") == str(path), said
+    assert path.read_bytes() == b"an earlier run's figure"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
