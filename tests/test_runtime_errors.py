@@ -729,6 +729,32 @@ def test_a_video_cut_by_a_file_size_limit_is_an_error_not_done(tmp_path, onnx_mo
     assert all(p.stat().st_size < 8_000 for p in kept), kept
 
 
+def test_the_file_size_limit_is_none_where_there_is_none_to_meet(monkeypatch):
+    """The per-file limit every video is checked against: the soft limit in bytes where one is
+    set, None where none is (RLIM_INFINITY: a check against it cut every video) or where the
+    system has no `resource` module (Windows: `sharpen run` must still import and run)."""
+    import resource
+    import sys
+
+    from child_fixtures import file_size_limit as limited, in_a_child
+
+    from runtime.video_sink import file_size_limit
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[1] != resource.RLIM_INFINITY:
+        pytest.skip("this process's files have a hard size limit")
+
+    def unlimited(said: dict) -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+        said["limit"] = file_size_limit()
+
+    def work(said: dict) -> None:
+        limited(123_456)()
+        said["limit"] = file_size_limit()
+    assert in_a_child(unlimited) == {"limit": None}
+    assert in_a_child(work) == {"limit": 123_456}
+    monkeypatch.setitem(sys.modules, "resource", None)   # as on Windows: ImportError
+    assert file_size_limit() is None
+
+
 def test_two_video_sinks_into_one_file_do_not_share_a_temp_file(tmp_path):
     from runtime.video_sink import VideoFileSink
 
