@@ -3994,6 +3994,29 @@ def test_full_shared_memory_for_the_loader_workers_is_one_line_saying_what_to_do
     assert "error: the data-loading workers" in (out / "train.log").read_text()
 
 
+@pytest.mark.parametrize("text, why", [
+    # torch's three words for a shared-memory file it could not size, reserve or write
+    ("unable to allocate shared memory(shm) for file </torch_1_2_3>: No space left on device "
+     "(28)", "No space left on device"),
+    ("unable to resize file </torch_1_2_3> to the right size: No space left on device (28)",
+     "No space left on device"),
+    ("unable to write to file </torch_1_2_3>: No space left on device (28)",
+     "No space left on device"),
+    # a worker's own failure, which /dev/shm does not cure: torch's traceback as it was
+    ("RuntimeError: /data/a.png: not a readable image (corrupt or unsupported format)", ""),
+    ("OSError: [Errno 28] No space left on device: '/data/cache/a.npy'", ""),
+])
+def test_only_shared_memory_refused_to_a_loader_worker_is_said_as_dev_shm(text, why):
+    """The /dev/shm line stands in for a worker's traceback only where torch's own words say
+    the worker's batch found no room in shared memory, not for any worker's RuntimeError."""
+    from distill.trainer import _shared_memory_refused
+    caught = ("Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback (most "
+              "recent call last):\n  File \"fetch.py\", line 1, in fetch\n")
+    assert _shared_memory_refused(RuntimeError(caught + text)) == why
+    # the same words from this process, no worker's: not the loader's shared memory
+    assert _shared_memory_refused(RuntimeError(text)) == ""
+
+
 def test_a_full_disk_at_a_checkpoint_is_one_line_saying_how_to_go_on(tmp_path):
     """A disk (or quota) full as last.pt was written ended `sharpen train` in a traceback
     through atomic.py. A file size limit (ulimit -f) in a child stands in for the full disk:
