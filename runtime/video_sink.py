@@ -231,6 +231,8 @@ class VideoFileSink(Sink):
             self.writer.write(sharpened)
         except SinkError:   # ffmpeg stopped: close() discards the part written
             self._broken = True
+            if said := self._at_size_limit():
+                raise SinkError(said) from None
             raise
         self.frames += 1
         self._last = sharpened
@@ -656,20 +658,26 @@ class VideoFileSink(Sink):
                             f"{self.path.parent}) after {count(self.frames, 'frame')}; the "
                             f"video could not be written completely{gone} (free some space "
                             "and run the same command again)")
-        # A limit on one file's size cuts the file however much the disk holds: the writer
-        # drops the rest as silently, and a file stopped at the limit was cut there.
+        if said := self._at_size_limit():
+            raise SinkError(said)
+
+    def _at_size_limit(self) -> str:
+        """What to say where the video stopped at the limit on one file's size, else "". It
+        cuts the file however much the disk holds: OpenCV's writer drops the rest as silently,
+        and ffmpeg is killed (SIGXFSZ, which Python ignores and its children do not)."""
         limit = file_size_limit()
         try:
             cut = limit is not None and self.tmp is not None and self.tmp.stat().st_size >= limit
         except OSError:   # not there (an ffmpeg encoder's that never started): nothing cut
             cut = False
-        if cut:
-            cure = (f", or shorten {option('segment', flags=self.flags)}" if self.part else
-                    f", or cut the video into files with {option('segment', 'S', self.flags)}")
-            raise SinkError(f"{option('output', self.path, self.flags)}: the video reached the "
-                            f"limit on one file's size ({limit} bytes: ulimit -f) after "
-                            f"{count(self.frames, 'frame')}; the video could not be written "
-                            f"completely{gone} (raise the limit{cure})")
+        if not cut:
+            return ""
+        gone = "" if self.part else "; nothing was written under that name"
+        cure = (f", or shorten {option('segment', flags=self.flags)}" if self.part else
+                f", or cut the video into files with {option('segment', 'S', self.flags)}")
+        return (f"{option('output', self.path, self.flags)}: the video reached the limit on one "
+                f"file's size ({limit} bytes: ulimit -f) after {count(self.frames, 'frame')}; "
+                f"the video could not be written completely{gone} (raise the limit{cure})")
 
     def close(self) -> None:
         if self.writer is None:   # no frame came (Ctrl-C before the first): no video
@@ -679,8 +687,14 @@ class VideoFileSink(Sink):
             return
         self.writer.release()
         failure = getattr(self.writer, "failure", "")   # an ffmpeg encoder's
+        # Before a cut ffmpeg left is moved aside: that file tells the limit it stopped at
+        limited = self._at_size_limit() if failure and not self._broken else ""
         kept = getattr(self.writer, "killed", False) and self._keep_cut()
         self.writer = None
+        if limited:
+            self._broken = True
+            self.close()
+            raise SinkError(limited)
         if failure and not self._broken:
             self._broken = True
             self.close()

@@ -729,6 +729,33 @@ def test_a_video_cut_by_a_file_size_limit_is_an_error_not_done(tmp_path, onnx_mo
     assert all(p.stat().st_size < 8_000 for p in kept), kept
 
 
+@pytest.mark.parametrize("frames", [1, 120])   # ffmpeg killed as it closes, or in the run
+def test_a_video_ffmpeg_encodes_cut_by_a_file_size_limit_says_the_limit(tmp_path, onnx_model,
+                                                                       monkeypatch, frames):
+    """With --codec, ffmpeg encodes, and a limit on one file's size kills it (SIGXFSZ: Python
+    ignores the signal, its children do not): the run said "ffmpeg could not encode the video
+    (killed by SIGXFSZ)", or "ffmpeg stopped encoding (killed by SIGXFSZ)" where ffmpeg died
+    between frames, not the limit nor what gets past it, as it says for OpenCV's writer."""
+    from runtime_fixtures import ffmpeg_or_skip
+
+    from child_fixtures import main_with_file_limit
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg_or_skip("encode H.264"))
+    src = tmp_path / "in.mp4"
+    vw = cv2.VideoWriter(str(src), cv2.VideoWriter.fourcc(*"mp4v"), 10, (160, 128))
+    for i in range(frames):   # noise: lossless, each frame is tens of kB
+        vw.write(np.random.default_rng(i).integers(0, 256, (128, 160, 3), dtype=np.uint8))
+    vw.release()
+    out, limit = tmp_path / "o" / "v.mp4", 30_000
+    said = main_with_file_limit(["run", "--model", str(onnx_model), "--source", str(src),
+                                 "--out", str(out), "--threads", "1", "--quiet", "--codec",
+                                 "h264", "--crf", "0"], limit)
+    assert said.get("rc") == 2, said
+    last = said["err"].strip().splitlines()[-1]
+    assert f"reached the limit on one file's size ({limit} bytes: ulimit -f)" in last, last
+    assert "SIGXFSZ" not in last and "; nothing was written under that name" in last, last
+    assert not out.exists()
+
+
 def test_the_file_size_limit_is_none_where_there_is_none_to_meet(monkeypatch):
     """The per-file limit every video is checked against: the soft limit in bytes where one is
     set, None where none is (RLIM_INFINITY: a check against it cut every video) or where the
