@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from runtime.cli_errors import STOP_SIGNALS, Terminated
+from runtime.cli_errors import NO_SPACE_ERRNOS, STOP_SIGNALS, Terminated
 from runtime.console import count
 
 from .latency import (BACKEND_BY_FORMAT, BACKENDS, SkipCase, frame_fn, make_video, measure,
@@ -392,6 +392,8 @@ class Clips:
             except SkipCase as e:
                 self._made[wh, frames] = (None, str(e))
             except (OSError, MemoryError) as e:
+                if isinstance(e, OSError) and e.errno in NO_SPACE_ERRNOS:
+                    raise   # the report would not fit either: stopped, as by a figure
                 self._made[wh, frames] = (None, f"the clip could not be made: {e}")
         return self._made[wh, frames]
 

@@ -356,3 +356,25 @@ def test_a_generated_clip_cut_by_a_full_disk_is_an_error_naming_it(tmp_path):
     said = in_a_child(work)
     assert said.get("filename") == str(path) and said.get("errno") == 27, said
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_video_rows_clip_cut_by_a_full_disk_stops_the_bench_as_the_streams_clip_does():
+    """The video rows' clips (one per size) cut by a full disk (a file size limit stands in)
+    skipped each row, "the clip could not be made: [Errno 27] File too large", and the bench
+    went on without them, where the streaming rows' clip, or a figure, stops it with
+    the full disk's line. It is the full disk's error naming the clip now, as theirs is."""
+    from child_fixtures import file_size_limit, in_a_child
+
+    from benchmarks.latency_run import Clips
+
+    def work(said: dict) -> None:
+        file_size_limit(5000)()
+        clips = Clips()
+        try:
+            said["got"] = str(clips.get((160, 96), 30))
+        except OSError as e:
+            said["errno"], said["filename"] = e.errno, e.filename
+        finally:
+            clips.close()
+    said = in_a_child(work)
+    assert said.get("errno") == 27 and said.get("filename", "").endswith(".mp4"), said
