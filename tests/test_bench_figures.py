@@ -164,3 +164,18 @@ def test_a_figure_cut_by_a_full_disk_leaves_the_earlier_one_whole(tmp_path):
     assert said.get("errno") == 27 and said.get("filename") == str(path), said
     assert path.read_bytes() == b"an earlier run's figure"
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_figure_that_fails_other_than_for_room_is_a_warning_quiet_does_not_hide(tmp_path,
+                                                                                   capsys):
+    """A figure that could not be saved for another reason than room (here a folder in its
+    place) loses that figure alone: the report goes on without it, and the warning is said
+    under --quiet too (it was a step message, which --quiet hides)."""
+    from benchmarks.figures import FIGURES, write_figures
+    from runtime.console import Console
+    (tmp_path / FIGURES["latency"]).mkdir()
+    figs = write_figures(_report(), None, tmp_path, 30.0, Console(quiet=True))
+    assert "latency" not in figs and "scatter" in figs, figs
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: figure {FIGURES['latency']} failed: "), err
+    assert len(err.strip().splitlines()) == 1, err
