@@ -44,9 +44,9 @@ def write_figures(rep: dict, quality, out: Path, target_fps: float, say) -> dict
             if e.errno not in NO_SPACE_ERRNOS:
                 say.warn(f"figure {FIGURES[key]} failed: {type(e).__name__}: {e}")
                 continue
-            # A full disk: the report after it would not fit either, and without it the
-            # report showed a figure that was not there. The command line says it in one
-            # line naming the figure (atomic_path names it: matplotlib's error does not).
+            # A full disk stops the bench: the report after it would not fit either. The
+            # command line says it in one line naming the figure (atomic_path names it;
+            # matplotlib's error does not).
             raise
         except Exception as e:  # noqa: BLE001 - a figure must not lose the report
             say.warn(f"figure {FIGURES[key]} failed: {type(e).__name__}: {e}")
