@@ -101,12 +101,29 @@ def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
 
 
 def copy_failure(done: subprocess.CompletedProcess, out: Path) -> str:
-    """'' where an ffmpeg copy wrote `out`, else why not: its last error line, or its exit
-    code where it said nothing."""
+    """'' where an ffmpeg copy wrote `out`, else why not: its last error line, or how it
+    ended where it said nothing."""
     if done.returncode == 0 and out.exists() and out.stat().st_size:
         return ""
     lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
-    return lines[-1] if lines else f"exit code {done.returncode}"
+    return lines[-1] if lines else exit_said(done.returncode)
+
+
+def exit_said(code: int) -> str:
+    """How a child process that said nothing ended, in words: "exit code 1", or the signal
+    that killed it (subprocess's negative code, "exit code -25", was a number to look up)."""
+    import signal
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        return f"killed by signal {-code}"
+    # SIGKILL, unasked, is mostly the OOM killer's, which dmesg names; SIGXFSZ is a limit on
+    # one file's size, which Python ignores and its children (ffmpeg) do not.
+    return f"killed by {name}" + {"SIGKILL": ", as the OOM killer kills",
+                                  "SIGXFSZ": ": the limit on one file's size (ulimit -f)"
+                                  }.get(name, "")
 
 
 def _iso_has_sound_track(path: Path) -> Optional[bool]:

@@ -11,7 +11,6 @@ stream copies as OpenCV's videos get (runtime/video_sink.py).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -263,15 +262,8 @@ class FFmpegEncoder:
                  if ln.strip()]
         if lines:
             return lines[-1]
-        if code is not None and code < 0:   # a signal ffmpeg had no word for
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            # SIGKILL, unasked, is mostly the OOM killer's, which dmesg names
-            return f"killed by {name}" + (", as the OOM killer kills" if name == "SIGKILL"
-                                           else "")
-        return f"exit code {code}"
+        from .audio import exit_said
+        return exit_said(code) if code is not None else "exit code None"
 
 
 FOURCCS = {"h264": "avc1", "hevc": "hvc1", "prores": "apch"}

@@ -29,7 +29,7 @@ from .atomic import new_file_mode, replace, sync_folder
 from .atomic import pid_alive as _pid_alive
 from .clip_metadata import (LOCATION_EXTS, STRIPPED, TIMECODE_EXTS, metadata_options,
                             source_location)
-from .audio import ENV, ISO_EXTS, MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, find_ffmpeg
+from .audio import ENV, ISO_EXTS, MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, exit_said, find_ffmpeg
 from .video_codecs import CODECS as ENCODED, FFmpegEncoder, colour_names, pictures_said
 from .video_codecs import encode_command, encoding, source_read_as_bt601
 from .colour_tags import (copy_tagged, players_guess_hd, source_colours, tag_options, taggable,
@@ -357,7 +357,7 @@ class VideoFileSink(Sink):
                     break
                 lines = done.stderr.strip().splitlines()
                 why = ("" if not done.returncode and joined.stat().st_size
-                       else lines[-1] if lines else f"exit code {done.returncode}")
+                       else lines[-1] if lines else exit_said(done.returncode))
                 if not why:
                     break
                 refused = refused or (why if tags else "")

@@ -790,3 +790,23 @@ def test_a_jittery_variable_rate_clips_peak_rate_is_its_fast_stretchs(tmp_path, 
                  "+0.1*sin(N*2.3))/20/TB'")
     assert peak_fps(phone) == pytest.approx(20, rel=1e-3)
     assert peak_fps(clip(tmp_path / "short.mp4", 0.9, "null")) is None
+
+
+def test_a_sound_copy_cut_by_a_file_size_limit_says_the_limit_not_a_negative_exit_code(
+        tmp_path, monkeypatch, onnx_model, ffmpeg, clips):
+    """The video fits under a limit on one file's size (ulimit -f), the copy with its sound
+    does not: ffmpeg is killed by SIGXFSZ (Python ignores it, its children do not), and the
+    warning said "could not copy the audio ... (exit code -25)", a number to look up."""
+    from child_fixtures import main_with_file_limit
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    argv = ["run", "--model", str(onnx_model), "--threads", "1", "--quiet", "--source"]
+    silent = tmp_path / "silent.mp4"
+    assert main_with_file_limit([*argv, str(clips["silent"]), "--out", str(silent)],
+                                10**9).get("rc") == 0
+    out = tmp_path / "loud.mp4"
+    said = main_with_file_limit([*argv, str(clips["loud"]), "--out", str(out)],
+                                silent.stat().st_size + 2000)
+    assert said.get("rc") == 0, said
+    assert "could not copy the audio" in said["err"], said["err"]
+    assert "exit code" not in said["err"], said["err"]
+    assert "killed by SIGXFSZ: the limit on one file's size (ulimit -f)" in said["err"], said
