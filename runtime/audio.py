@@ -122,7 +122,7 @@ def exit_said(code: int) -> str:
     # SIGKILL, unasked, is mostly the OOM killer's, which dmesg names; SIGXFSZ is a limit on
     # one file's size, which Python ignores and its children (ffmpeg) do not.
     return f"killed by {name}" + {"SIGKILL": ", as the OOM killer kills",
-                                  "SIGXFSZ": ": the limit on one file's size (ulimit -f)"
+                                  "SIGXFSZ": ": the limit on one file's size, ulimit -f"
                                   }.get(name, "")
 
 

@@ -809,4 +809,4 @@ def test_a_sound_copy_cut_by_a_file_size_limit_says_the_limit_not_a_negative_exi
     assert said.get("rc") == 0, said
     assert "could not copy the audio" in said["err"], said["err"]
     assert "exit code" not in said["err"], said["err"]
-    assert "killed by SIGXFSZ: the limit on one file's size (ulimit -f)" in said["err"], said
+    assert "killed by SIGXFSZ: the limit on one file's size, ulimit -f)" in said["err"], said
