@@ -2,8 +2,10 @@
 # The test command: set up .venv if needed, then run the test suite (tests/, in parallel with
 # pytest-xdist, a worker per core up to 4) and then the benchmark suite in its quick (CI) mode,
 # alone: its latency rows need the machine to themselves, and pytest-benchmark turns timing off
-# under xdist. Both always run; the exit status is the first failure's. Extra arguments go to
-# both pytest runs (e.g. `-x`, `-k name`); SHARPEN_TEST_WORKERS=1 runs tests/ one at a time.
+# under xdist. Both always run; the exit status is the first failure's (a suite where `-k`
+# selects no test, pytest's 5, passes, and 5 is the status only where neither selects one).
+# Extra arguments go to both pytest runs (e.g. `-x`, `-k name`); SHARPEN_TEST_WORKERS=1 runs
+# tests/ one at a time.
 # --dist loadfile: a test file's tests share one worker, so the module fixtures that run a
 # whole demo, bench or export run once, not once per worker.
 # The shipped students are gated on the fraction of the teacher's SSIM gain they recover, as in
