@@ -268,6 +268,7 @@ def test_a_list_of_files_given_twice_keeps_both(command, flag, stores):
     files kept the last one given, without a word: `evaluate --weights fast --weights edge`
     scored edge alone, `export --calib a/ --calib b/` calibrated on b/ alone."""
     ns = argparse.Namespace(**{stores.dest: stores.default})
-    stores(argparse.ArgumentParser(), ns, ["a"], flag)
-    stores(argparse.ArgumentParser(), ns, ["b", "c"], flag)
-    assert getattr(ns, stores.dest) == ["a", "b", "c"], f"{command} {flag}"
+    # Names any of these options takes: --stats refuses several names that are no .json/.prom.
+    stores(argparse.ArgumentParser(), ns, ["a.json"], flag)
+    stores(argparse.ArgumentParser(), ns, ["b.prom", "c.json"], flag)
+    assert getattr(ns, stores.dest) == ["a.json", "b.prom", "c.json"], f"{command} {flag}"
