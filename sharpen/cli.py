@@ -203,7 +203,11 @@ def box_error_line(e: OSError, command: str) -> str | None:
     """The one line for an OSError of the box, not the code: a full disk or quota, a
     read-only or vanished folder. None where it keeps its traceback: an errno or a file
     not of the box, or a file of the program's own (a bug, a broken install)."""
-    if e.errno not in BOX_ERRNOS or not e.filename or _own_file(e.filename):
+    # A copy or rename that found no room (or a read-only disk) holds two names: the write,
+    # not the file read, is what did not fit (export copying its ONNX into its scratch folder)
+    name = (e.filename2 if e.errno in (*NO_SPACE_ERRNOS, errno.EROFS) and e.filename2
+            else e.filename)
+    if e.errno not in BOX_ERRNOS or not name or _own_file(name):
         return None
     # What was finished before stays (every file is renamed into place whole)
     resumable = command in (*RESUMABLE, *TRAINING)
@@ -216,7 +220,7 @@ def box_error_line(e: OSError, command: str) -> str | None:
     # A wrong path the code made reads as a vanished or forbidden file: the way to tell
     debug = (" (set SHARPEN_DEBUG=1 for the traceback)"
              if e.errno in (errno.ENOENT, errno.EACCES, errno.EPERM) else "")
-    return f"sharpen {command}: error: {e.filename}: {e.strerror}{again}{debug}"
+    return f"sharpen {command}: error: {name}: {e.strerror}{again}{debug}"
 
 
 def _own_file(name: str | bytes | int) -> bool:

@@ -264,6 +264,26 @@ def test_an_os_error_on_the_programs_own_files_keeps_its_traceback(tmp_path):
         f"sharpen run: error: {tmp_path / 'a.json'}: Read-only file system")
 
 
+def test_a_full_disk_met_copying_a_file_names_the_copy_not_the_original(tmp_path):
+    """`sharpen export` copies the FP32 ONNX into its scratch folder to quantise it; on a full
+    disk the line named the ONNX it copied from ("out/a.onnx: No space left on device"), a file
+    read, on a disk the user may then free in vain. shutil.copyfile's OSError holds both: the
+    copy (filename2) is what did not fit."""
+    import errno
+    import os
+
+    from sharpen.cli import box_error_line
+
+    src, dst = tmp_path / "photos" / "a.onnx", tmp_path / "out" / ".export-tmp" / "fp32.onnx"
+    for code in (errno.ENOSPC, errno.EFBIG, errno.EROFS):
+        said = box_error_line(OSError(code, os.strerror(code), str(src), None, str(dst)),
+                              "export")
+        assert said.startswith(f"sharpen export: error: {dst}: {os.strerror(code)}"), said
+    # A file not found or not readable may be either: the original, as before
+    said = box_error_line(OSError(errno.ENOENT, "gone", str(src), None, str(dst)), "export")
+    assert said.startswith(f"sharpen export: error: {src}: gone"), said
+
+
 def test_a_full_disk_exits_2_from_a_command_with_no_message_of_its_own(tmp_path):
     """`sharpen run` and `labels` exit 2 on a full disk (a restart repeats it: a service's
     RestartPreventExitStatus=2); the commands without a message of their own for it exited 1,
