@@ -248,9 +248,10 @@ def _load_teacher(weights: str | os.PathLike,
         # 4096) built hundreds of GB of layers before the weights were found not to fit them.
         with torch.device("meta"):
             probe = build_restormer(cfg)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{weights}: its Restormer config {cfg.to_dict()} builds no "
-                              f"model ({e})") from None
+    except (TypeError, ValueError, RuntimeError, IndexError) as e:
+        # IndexError: fewer heads or blocks than the four levels. Said as a student's is.
+        raise CheckpointError(f"{weights}: its architecture arguments {cfg.to_dict()} do not "
+                              f"build a Restormer ({e})") from None
     try:
         check_fits(probe, sd, weights)
         model = build_restormer(cfg)

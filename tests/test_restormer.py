@@ -147,3 +147,20 @@ def test_a_teacher_checkpoint_naming_a_huge_restormer_is_refused_before_it_is_bu
     said = in_a_child(work)
     assert said.get("error", "").startswith("CheckpointError"), said
     assert "evil.pt does not match" in said["error"], said
+
+
+def test_a_teacher_checkpoint_whose_config_builds_no_restormer_is_named(tmp_path,
+                                                                         tiny_teacher_pt):
+    """A stranger's teacher checkpoint whose config cannot be laid out (two heads for four
+    levels: IndexError; dim 0: ValueError) ended in a traceback for the first; both are named
+    as the student's are: its architecture arguments do not build one."""
+    from distill.checkpoint import CheckpointError
+
+    for bad in ({"heads": [1, 2]}, {"dim": 0}):
+        ck = torch.load(tiny_teacher_pt, weights_only=True)
+        ck["arch_args"] = {**ck["arch_args"], **bad}
+        evil = tmp_path / "evil.pt"
+        torch.save(ck, evil)
+        with pytest.raises(CheckpointError, match=r"evil\.pt: its architecture arguments "
+                                                  r"\{.*\} do not build a Restormer \("):
+            load_teacher_model(evil)
