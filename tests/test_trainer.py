@@ -3970,6 +3970,15 @@ def test_only_a_collectives_failure_counts_as_a_lost_process():
     assert not _peer_lost(RuntimeError("cannot decode /data/gloo-shots/a.png"))
 
 
+def _two_steps_argv(out, crop: int, workers: int) -> list[str]:
+    """`sharpen train` of a tiny student for two steps, a checkpoint at each."""
+    return ["train", f"out={out}", "task=teacher", "model.arch=fast",
+            "model.args={width: 8, blocks: 1, low_blocks: 1}", "optim.steps=2",
+            "optim.warmup_steps=1", f"data.crop={crop}", "data.batch_size=2",
+            f"data.workers={workers}", "val_every=1000", "ckpt_every=1", "data.val_max_images=1",
+            "data.val_max_side=64", "--quiet"]
+
+
 def test_full_shared_memory_for_the_loader_workers_is_one_line_saying_what_to_do(tmp_path):
     """A data-loading worker that could not put its batch in shared memory (/dev/shm full, as
     a container's 64 MB default fills; here a file size limit stands in, which /dev/shm's files
@@ -3977,11 +3986,7 @@ def test_full_shared_memory_for_the_loader_workers_is_one_line_saying_what_to_do
     nothing said of /dev/shm or data.workers. One line now, exit 2, with both cures."""
     from child_fixtures import main_with_file_limit
     out = tmp_path / "run"
-    argv = ["train", f"out={out}", "task=teacher", "model.arch=fast",
-            "model.args={width: 8, blocks: 1, low_blocks: 1}", "optim.steps=2",
-            "optim.warmup_steps=1", "data.crop=64", "data.batch_size=2", "data.workers=1",
-            "val_every=1000", "ckpt_every=1", "data.val_max_images=1", "data.val_max_side=64",
-            "--quiet"]
+    argv = _two_steps_argv(out, crop=64, workers=1)
 
     said = main_with_file_limit(argv, 60_000)   # a batch's crops: 2 x 98,304 bytes
     assert "error" not in said and said.get("rc") == 2, said
@@ -4023,11 +4028,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_saying_how_to_go_on(tmp_path):
     the checkpoint's write fails as it would, the small logs beside it are written."""
     from child_fixtures import main_with_file_limit
     out = tmp_path / "run"
-    argv = ["train", f"out={out}", "task=teacher", "model.arch=fast",
-            "model.args={width: 8, blocks: 1, low_blocks: 1}", "optim.steps=2",
-            "optim.warmup_steps=1", "data.crop=32", "data.batch_size=2", "data.workers=0",
-            "val_every=1000", "ckpt_every=1", "data.val_max_images=1", "data.val_max_side=64",
-            "--quiet"]
+    argv = _two_steps_argv(out, crop=32, workers=0)
 
     said = main_with_file_limit(argv, 8000)
     assert "error" not in said and said.get("rc") == 2, said
