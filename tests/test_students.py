@@ -400,3 +400,36 @@ def test_a_checkpoint_naming_a_huge_architecture_is_refused_before_it_is_built(t
     # The arguments at fault are the checkpoint's own, not a config's the user can change.
     assert "its own architecture arguments" in said["error"], said
     assert "'width': 4096" in said["error"], said
+
+
+def test_every_registered_student_is_laid_out_on_the_meta_device_and_loads_bit_for_bit(
+        tmp_path):
+    """`load_student` checks a checkpoint's weights against the student laid out on the meta
+    device before building it; a student that cannot be laid out there is built as before,
+    unchecked until then (a stranger's width 4096 would take the memory first). Every
+    registered student is laid out there, and the checkpoint it saves loads to the same
+    outputs, bit for bit, as building it and loading its state dict."""
+    from distill.checkpoint import atomic_save, check_fits, load_student, make_checkpoint
+    from distill.students import list_students, student_from_saved_args, student_spec
+
+    torch.manual_seed(0)
+    for name in list_students():
+        d = student_spec(name).defaults
+        small = {k: 8 for k in ("width", "edge_width", "detail") if d.get(k)}
+        m = create_student(name, **small).eval()
+        with torch.no_grad():   # weights no initialiser gives: a load that missed one shows
+            for p in m.parameters():
+                p.add_(torch.randn_like(p) * 0.01)
+        with torch.device("meta"):
+            probe = student_from_saved_args(name, m.arch_args, layout_only=True)
+        check_fits(probe, m.state_dict(), name)
+        path = tmp_path / f"{name}.pt"
+        atomic_save(make_checkpoint(m, kind="student", arch=name, arch_args=m.arch_args), path)
+        loaded, _ = load_student(path)
+        built = student_from_saved_args(name, m.arch_args)
+        built.load_state_dict(m.state_dict())
+        mul = int(getattr(m, "multiple", 1))
+        x = torch.rand(1, 3, 2 * mul, 3 * mul)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), built.eval()(x)), name
+            assert torch.equal(loaded(x), m(x)), name
