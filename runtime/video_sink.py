@@ -844,8 +844,13 @@ class VideoFileSink(Sink):
                  f"a live run drops frames, which would put it out of step; {off}")
             return
         if ffmpeg is None:
+            # A long run need not be made again for its sound: an ffmpeg found later adds it.
+            sounded = self.path.with_name(f"{self.path.stem}-sound{self.path.suffix}")
             warn(f"{silent} the audio of {source} is not copied, as {no_ffmpeg}; install "
-                 f"ffmpeg, or set {ENV} to an ffmpeg executable, to keep it ({off})")
+                 f"ffmpeg, or set {ENV} to an ffmpeg executable, to keep it ({off}), or "
+                 f"add it to the video made: ffmpeg -i {shell_quote(str(self.path))} "
+                 f"-i {shell_quote(str(source))} -map 0:v -map 1:a -c copy -shortest "
+                 f"{shell_quote(str(sounded))}")
             return
         muxed = self._copy_file()
         refused = ""

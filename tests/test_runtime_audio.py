@@ -117,6 +117,14 @@ def test_without_ffmpeg_the_run_succeeds_and_says_once_that_the_video_is_silent(
             f"as {why}; install ffmpeg, or set SHARPEN_FFMPEG") in err, err
     assert "--no-audio" in err, err
     assert len(read_video(out)[0]) == FRAMES and sound_of(ffmpeg, out) is None
+    # An hour's run need not be made again: the warning gives the line that adds the sound.
+    line = re.search(r"add it to the video made: (ffmpeg -i .*?sharp-sound\.mp4)", err)
+    assert line, err
+    argv = line.group(1).split()
+    assert argv[1:] == ["-i", str(out), "-i", str(clips["loud"]), "-map", "0:v", "-map",
+                        "1:a", "-c", "copy", "-shortest", str(tmp_path / "sharp-sound.mp4")]
+    subprocess.run([ffmpeg, "-v", "error", *argv[1:]], check=True)
+    assert_tone(sound_of(ffmpeg, tmp_path / "sharp-sound.mp4"), FRAMES / FPS)
 
     for source, flags in ((clips["loud"], ["--no-audio"]), (clips["silent"], [])):
         rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(source),
