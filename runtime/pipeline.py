@@ -1713,6 +1713,12 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
                 warn(f"{option('quality', quality, flags)} sets JPEG and WebP images' quality; "
                      f"{option('output', output, flags)} is written as "
                      f"{', '.join(sorted(exts))}, and it does not apply")
+        elif quality is not None and isinstance(file_sink, VideoFileSink):
+            # An editor reaching for the image knob is told the video's.
+            warn(f"{option('quality', quality, flags)} sets JPEG and WebP images' quality; "
+                 f"{option('output', output, flags)} is a video, whose quality "
+                 f"{option('crf', None, flags)} sets (with {option('codec', 'h264', flags)} "
+                 "or hevc)")
         elif quality is not None:
             warn(f"{option('quality', quality, flags)} sets JPEG and WebP images' quality; "
                  f"{option('output', output, flags)} is no image output, and it does not apply")

@@ -478,3 +478,18 @@ def test_h264_segments_stats_name_the_matrix_their_files_are_tagged_with(
     import json
     video = json.loads(stats.read_text())["video"]
     assert (video["codec"], video["matrix"], video["tagged"]) == ("h264", "bt709", True), video
+
+
+@pytest.mark.parametrize("codec", [[], ["--codec", "h264"]])
+def test_quality_given_for_a_video_names_the_option_that_sets_a_videos(
+        tmp_path, capsys, monkeypatch, onnx_model, codec):
+    """An editor's --quality (the image outputs' knob) on a video is told it does not apply,
+    and which option does: --crf, with --codec h264 or hevc."""
+    source, out = tmp_path / "clip.mp4", tmp_path / "sharp.mp4"
+    write_video(source, 3, FPS)
+    if codec:
+        monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg_or_skip("encode H.264"))
+    assert _run(onnx_model, source, out, "--quality", "90", *codec) == 0
+    err = capsys.readouterr().err
+    assert (f"--quality 90 sets JPEG and WebP images' quality; --out {out} is a video, whose "
+            "quality --crf sets (with --codec h264 or hevc)") in err, err
