@@ -179,6 +179,13 @@ class VideoSource(Source):
             self.sar = self.sar[::-1]
         if kind == "video" and (hdr := hdr_warning(str(target), spec)):
             warn(hdr)
+        elif kind == "video" and (bits := _decoded_bits(self.cap)) > 8:
+            # OpenCV hands over 8-bit BGR whatever the clip holds: an editor grading a
+            # 10-bit output (ProRes) would otherwise find the banding only in the grade.
+            warn(f"{spec} is {bits}-bit video, which is read at 8 bits a colour: the "
+                 f"sharpened video holds 8 bits of its colours (a 10-bit output such as "
+                 f"{option('codec', 'prores', flags)} pads them), which can band where it is "
+                 "graded")
         fps_prop = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps_prop) if fps_prop and MIN_FPS <= fps_prop <= MAX_FPS else 0.0
         # OpenCV's rate is the average: a variable-rate clip's video takes its peak rate,
@@ -684,3 +691,16 @@ def _same(img: np.ndarray, ref: Optional[np.ndarray]) -> bool:
     """Whether a frame is the picture `ref` is, byte for byte."""
     return (ref is not None and img.shape == ref.shape and img.dtype == ref.dtype
             and np.array_equal(img, ref))
+
+
+def _decoded_bits(cap: cv2.VideoCapture) -> int:
+    """The bits a colour of the pictures FFmpeg decodes, from its raw-video tag of their pixel
+    format ('Y3', the chroma, then the depth, for planar YUV over 8 bits; P010, P016); 8 where
+    another format or backend is named, or none."""
+    try:
+        tag = int(cap.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT)).to_bytes(4, "little")
+    except (cv2.error, OverflowError, ValueError):
+        return 8
+    if tag[:1] == b"Y" and tag[1:2] in b"134" and 8 < tag[3] <= 16:
+        return tag[3]
+    return {b"P010": 10, b"P016": 16}.get(tag, 8)

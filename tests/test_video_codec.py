@@ -493,3 +493,23 @@ def test_quality_given_for_a_video_names_the_option_that_sets_a_videos(
     err = capsys.readouterr().err
     assert (f"--quality 90 sets JPEG and WebP images' quality; --out {out} is a video, whose "
             "quality --crf sets (with --codec h264 or hevc)") in err, err
+
+
+def test_a_10_bit_clip_is_said_to_be_sharpened_at_8_bits(tmp_path, capsys, monkeypatch,
+                                                         onnx_model, ffmpeg):
+    """A camera's 10-bit SDR clip (a GoPro's, a phone's log) is read by OpenCV at 8 bits a
+    colour: an editor writing ProRes (10-bit) is told its frames hold 8 of them; an 8-bit clip
+    is told nothing of it."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    pictures = tmp_path / "pictures.mp4"
+    write_video(pictures, 3, FPS)
+    deep = tmp_path / "deep.mov"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(pictures), "-pix_fmt",
+                    "yuv420p10le", "-c:v", "libx265", "-x265-params", "log-level=error",
+                    str(deep)], check=True, timeout=60)
+    assert _run(onnx_model, deep, tmp_path / "sharp.mov", "--codec", "prores") == 0
+    err = capsys.readouterr().err
+    assert (f"{deep} is 10-bit video, which is read at 8 bits a colour: the sharpened video "
+            "holds 8 bits of its colours") in err, err
+    assert _run(onnx_model, pictures, tmp_path / "sharp8.mov", "--codec", "prores") == 0
+    assert "bits a colour" not in capsys.readouterr().err
