@@ -132,6 +132,7 @@ class VideoFileSink(Sink):
         self._broken = False
         self.writer: Optional[cv2.VideoWriter] = None
         self.size: Optional[tuple[int, int]] = None
+        self.edge_dropped = ""   # an odd size's last column and/or row, which the writer drops
         self.frames = 0
         self.resized = 0
         self.deep_warned = False
@@ -205,11 +206,11 @@ class VideoFileSink(Sink):
                 raise SinkError(f"cannot open video writer for {self.path} ({codec}, {w}x{h}): "
                                 f"{why_unwritable(self.tmp, codec, (w, h), self.fps, self.flags)}")
             if w % 2 or h % 2:   # FFmpeg's encoders drop it without a word
+                self.edge_dropped = ("the last " + ("column and row" if w % 2 and h % 2
+                                                    else "column" if w % 2 else "row"))
                 warn(f"{self.path}: {w}x{h} frames are stored as {w - w % 2}x{h - h % 2} (the "
-                     "video codec takes even sizes: the last "
-                     f"{'column and row' if w % 2 and h % 2 else 'column' if w % 2 else 'row'} "
-                     f"is dropped); write an image folder ({option('output', 'DIR', self.flags)}) "
-                     "to keep every pixel")
+                     f"video codec takes even sizes: {self.edge_dropped} is dropped); write an "
+                     f"image folder ({option('output', 'DIR', self.flags)}) to keep every pixel")
             self.size = (w, h)
             if self.joined is not None and self._join_ffmpeg is None:
                 try:
@@ -788,7 +789,8 @@ class VideoFileSink(Sink):
                 "chroma": "4:4:4" if rgb else "4:2:0", "matrix": None if rgb else "bt601",
                 "range": None if rgb else "limited", "tagged": self._tagged,
                 "audio_streams": self.audio_streams, "audio_copied": self.audio_copied,
-                "timecode": timecode, "location_kept": self._location_kept()}
+                "timecode": timecode, "location_kept": self._location_kept(),
+                **({"edge_dropped": self.edge_dropped} if self.edge_dropped else {})}
 
     def _location_kept(self) -> bool:
         """Whether a copy carried the source's tags into the video, its place among them (a
@@ -1070,8 +1072,9 @@ def encoding_said(written: dict) -> str:
     if written.get("quality"):   # ffmpeg's encode (runtime/video_codecs.py)
         pictures = pictures_said(written)
     elif written["matrix"] is None:
+        but = f" but {written['edge_dropped']}" if written.get("edge_dropped") else ""
         pictures = (f"{name}, {written['bit_depth']}-bit BGR {written['chroma']}, no YUV "
-                    "matrix, every pixel kept")
+                    f"matrix, every pixel kept{but}")
     else:
         pictures = (f"{name}, {written['bit_depth']}-bit {written['chroma']}, BT.601 "
                     f"{written['range']} range ({'' if written['tagged'] else 'un'}tagged), "

@@ -513,3 +513,22 @@ def test_a_10_bit_clip_is_said_to_be_sharpened_at_8_bits(tmp_path, capsys, monke
             "holds 8 bits of its colours") in err, err
     assert _run(onnx_model, pictures, tmp_path / "sharp8.mov", "--codec", "prores") == 0
     assert "bits a colour" not in capsys.readouterr().err
+
+
+def test_a_lossless_video_of_an_odd_size_does_not_say_every_pixel_was_kept(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg):
+    """OpenCV's writer stores even sizes only, FFV1 too: a 321x181 clip's --lossless video
+    lost its last column and row, said in a warning, yet the closing line said 'every pixel
+    kept'."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    pictures, odd = tmp_path / "pictures.mp4", tmp_path / "odd.mkv"
+    write_video(pictures, 3, FPS)
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(pictures), "-vf",
+                    "scale=321:181", "-c:v", "ffv1", str(odd)], check=True, timeout=60)
+    out = tmp_path / "sharp.mkv"
+    assert _run(onnx_model, odd, out, "--lossless") == 0
+    err = capsys.readouterr().err
+    assert read_video(out)[0][0].shape[:2] == (180, 320)
+    assert "every pixel kept;" not in err, err
+    assert (f"{out}: FFV1 (lossless), 8-bit BGR 4:4:4, no YUV matrix, every pixel kept but "
+            "the last column and row") in err, err
