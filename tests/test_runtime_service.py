@@ -133,6 +133,19 @@ def test_cameras_sharing_one_log_name_their_source_in_each_line(model, tmp_path)
     assert {spec: source_label(spec) for spec in labels} == labels
 
 
+def _started_run(args: list, out) -> subprocess.Popen:
+    """`sharpen run ARGS` started in the background, returned once it has written frames to
+    `out`'s partial file (a stop before that tests the start, not the recording)."""
+    proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", *args],
+                            cwd=tempfile.gettempdir(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(out.parent.glob(f".{out.stem}.*.partial{out.suffix}")):   # frames written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    return proc
+
+
 def test_a_cameras_closing_notes_in_a_shared_log_name_its_source(model, tmp_path):
     """The live lines and done: named the camera, and the notes a camera's run ends with did
     not: three cameras stopped by `systemctl stop` wrote `sharpen run: interrupted (SIGTERM),
@@ -140,14 +153,8 @@ def test_a_cameras_closing_notes_in_a_shared_log_name_its_source(model, tmp_path
     be any camera's. A live run's closing notes name its source."""
     from runtime.cli import _note_line
     out = tmp_path / "yard.mp4"
-    proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model", str(model),
-                             "--source", "synthetic:32x24@30", "--out", str(out), "--quiet"],
-                            cwd=tempfile.gettempdir(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(f".{out.stem}.*.partial{out.suffix}")):   # frames written
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
+    proc = _started_run(["--model", str(model), "--source", "synthetic:32x24@30", "--out",
+                         str(out), "--quiet"], out)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert ("sharpen run: synthetic:32x24@30: interrupted (SIGTERM), output closed cleanly\n"
@@ -389,14 +396,7 @@ def test_the_readmes_unit_file_restarts_a_lost_camera_and_stops_on_a_config_erro
         r = _sharpen_run(*argv(**{"--source": f"rtsp://127.0.0.1:{_closed_port()}/stream"}))
         assert r.returncode == 3 and restarts(r.returncode), (r.returncode, r.stderr)
     # Back: recording until `systemctl stop` (SIGTERM), a clean stop.
-    proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run",
-                             *argv(**{"--source": "synthetic:96x64@30"})],
-                            cwd=tempfile.gettempdir(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(f".{out.stem}.*.partial{out.suffix}")):   # frames written
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
+    proc = _started_run(argv(**{"--source": "synthetic:96x64@30"}), out)
     # The same command run by hand (or a second unit) while the service records: refused, exit
     # 4, told from a configuration error (2): restarted, it takes over once the other run
     # ends. The service's --stats file is left to the run that holds the output.
