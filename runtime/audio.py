@@ -33,6 +33,9 @@ _AUDIO_LINE = re.compile(r"^\s*Stream #\d+:\d+.*?: Audio: (\w+)", re.M)
 # Vorbis into one when asked, as tracks those players do not play: such sound is encoded.
 MP4_EXTS = (".mp4", ".m4v", ".3gp", ".3g2")
 MP4_PLAYED = ("aac", "mp3", "ac3", "eac3", "alac", "opus", "flac")
+# Containers whose muxer refuses AAC, the sound an MP4/MOV source most often holds: a line that
+# adds such a source's sound to one of them has ffmpeg encode it (to Vorbis, Opus, MPEG audio).
+AAC_REFUSED_EXTS = (".webm", ".ogv", ".mpg", ".mpeg")
 
 
 # Homebrew's folders (Apple silicon, Intel): on PATH in a terminal, but not for a run that

@@ -819,7 +819,8 @@ class VideoFileSink(Sink):
     def _add_audio(self, source: str) -> None:
         """Replace the written video by one that also holds `source`'s sound, over the video's
         length; where that cannot be done, say once that the output is silent, and why."""
-        from .audio import ENV, TIMED_OUT, audio_codecs, find_ffmpeg, has_audio, mux_audio
+        from .audio import (AAC_REFUSED_EXTS, ENV, TIMED_OUT, audio_codecs, find_ffmpeg,
+                            has_audio, mux_audio)
         ffmpeg, no_ffmpeg = find_ffmpeg()
         # One ffmpeg probe of the source tells both whether it has sound and how to copy it.
         codecs = audio_codecs(source, ffmpeg) if ffmpeg else None
@@ -848,10 +849,11 @@ class VideoFileSink(Sink):
         if ffmpeg is None:
             # A long run need not be made again for its sound: an ffmpeg found later adds it.
             sounded = self.path.with_name(f"{self.path.stem}-sound{self.path.suffix}")
+            copy = "-c:v copy" if self.path.suffix.lower() in AAC_REFUSED_EXTS else "-c copy"
             warn(f"{silent} the audio of {source} is not copied, as {no_ffmpeg}; install "
                  f"ffmpeg, or set {ENV} to an ffmpeg executable, to keep it ({off}), or "
                  f"add it to the video made: ffmpeg -i {shell_quote(str(self.path))} "
-                 f"-i {shell_quote(str(source))} -map 0:v -map 1:a -c copy -shortest "
+                 f"-i {shell_quote(str(source))} -map 0:v -map 1:a {copy} -shortest "
                  f"{shell_quote(str(sounded))}")
             return
         muxed = self._copy_file()

@@ -4,6 +4,7 @@ or named by SHARPEN_FFMPEG) copies it in; without one the run still succeeds and
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Optional
@@ -131,6 +132,26 @@ def test_without_ffmpeg_the_run_succeeds_and_says_once_that_the_video_is_silent(
                        "--out", str(tmp_path / "again.mp4"), *flags)
         said = err.replace(str(tmp_path), "")   # the paths name the test, "..._sound_..."
         assert rc == 0 and "sound" not in said and "warning" not in err, (source, err)
+
+
+def test_the_line_that_adds_the_sound_later_works_for_a_container_that_refuses_aac(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips):
+    """A WebM takes no AAC, so a plain copy of a phone's sound fails there: the line encodes
+    it for such a container, and it runs as given, paths with spaces included."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(tmp_path / "no-such-ffmpeg"))
+    folder = tmp_path / "my clips"
+    folder.mkdir()
+    source, out = folder / "loud clip.mp4", folder / "sharp clip.webm"
+    source.write_bytes(clips["loud"].read_bytes())
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(source),
+                   "--out", str(out))
+    assert rc == 0, err
+    line = re.search(r"add it to the video made: (ffmpeg .*)$", err, re.MULTILINE)
+    assert line, err
+    argv = shlex.split(line.group(1))
+    assert argv[-1] == str(folder / "sharp clip-sound.webm"), argv
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", *argv[1:]], check=True, timeout=60)
+    assert_tone(sound_of(ffmpeg, Path(argv[-1])), FRAMES / FPS)
 
 
 @pytest.mark.parametrize("flags, why", [
