@@ -776,10 +776,12 @@ class VideoFileSink(Sink):
     def encoding(self) -> dict:
         """What the video was written in, for --stats and the run's closing lines
         (`encoding_said`): every codec here takes 8 bits; FFV1 stores the frames as BGR."""
+        # Every codec here takes even sizes: an odd one's edge is dropped whichever wrote it.
+        edge = {"edge_dropped": self.edge_dropped} if self.edge_dropped else {}
         if self.codec is not None:
             return {**encoding(self.codec, self.crf, self._encoded_colours[0],
                                self.audio_streams, self.audio_copied, self.timecode,
-                               self.preset), "location_kept": self._location_kept()}
+                               self.preset), "location_kept": self._location_kept(), **edge}
         fourcc = fourcc_for(self.path, self.lossless)
         rgb = fourcc == LOSSLESS_FOURCC
         # MPEG program and transport streams (MPEG-2's containers) hold no timecode: ffmpeg's
@@ -789,8 +791,7 @@ class VideoFileSink(Sink):
                 "chroma": "4:4:4" if rgb else "4:2:0", "matrix": None if rgb else "bt601",
                 "range": None if rgb else "limited", "tagged": self._tagged,
                 "audio_streams": self.audio_streams, "audio_copied": self.audio_copied,
-                "timecode": timecode, "location_kept": self._location_kept(),
-                **({"edge_dropped": self.edge_dropped} if self.edge_dropped else {})}
+                "timecode": timecode, "location_kept": self._location_kept(), **edge}
 
     def _location_kept(self) -> bool:
         """Whether a copy carried the source's tags into the video, its place among them (a

@@ -532,3 +532,19 @@ def test_a_lossless_video_of_an_odd_size_does_not_say_every_pixel_was_kept(
     assert "every pixel kept;" not in err, err
     assert (f"{out}: FFV1 (lossless), 8-bit BGR 4:4:4, no YUV matrix, every pixel kept but "
             "the last column and row") in err, err
+
+
+def test_an_odd_size_encoded_by_ffmpeg_names_the_edge_dropped_in_its_stats(
+        tmp_path, monkeypatch, onnx_model, ffmpeg):
+    """4:2:0 takes even sizes in ffmpeg's encode too: --codec h264's --stats names the column
+    and row dropped (video.edge_dropped) as mp4v's and FFV1's do."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    pictures, odd = tmp_path / "pictures.mp4", tmp_path / "odd.mkv"
+    write_video(pictures, 3, FPS)
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(pictures), "-vf",
+                    "scale=321:180", "-c:v", "ffv1", str(odd)], check=True, timeout=60)
+    stats = tmp_path / "stats.json"
+    assert _run(onnx_model, odd, tmp_path / "sharp.mp4", "--codec", "h264",
+                "--stats", str(stats)) == 0
+    import json
+    assert json.loads(stats.read_text())["video"].get("edge_dropped") == "the last column"
