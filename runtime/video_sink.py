@@ -849,13 +849,15 @@ class VideoFileSink(Sink):
             return
         if ffmpeg is None:
             # A long run need not be made again for its sound: an ffmpeg found later adds it.
+            # Not to segments: their one warning names them all, each from its own time.
             sounded = self.path.with_name(f"{self.path.stem}-sound{self.path.suffix}")
             copy = "-c:v copy" if self.path.suffix.lower() in AAC_REFUSED_EXTS else "-c copy"
+            later = ("" if self.part else
+                     f", or add it to the video made: ffmpeg -i {shell_quote(str(self.path))} "
+                     f"-i {shell_quote(str(source))} -map 0:v -map 1:a {copy} -shortest "
+                     f"{shell_quote(str(sounded))}")
             warn(f"{silent} the audio of {source} is not copied, as {no_ffmpeg}; install "
-                 f"ffmpeg, or set {ENV} to an ffmpeg executable, to keep it ({off}), or "
-                 f"add it to the video made: ffmpeg -i {shell_quote(str(self.path))} "
-                 f"-i {shell_quote(str(source))} -map 0:v -map 1:a {copy} -shortest "
-                 f"{shell_quote(str(sounded))}")
+                 f"ffmpeg, or set {ENV} to an ffmpeg executable, to keep it ({off}){later}")
             return
         muxed = self._copy_file()
         refused = ""

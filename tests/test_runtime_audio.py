@@ -839,3 +839,16 @@ def test_a_sound_copy_cut_by_a_file_size_limit_says_the_limit_not_a_negative_exi
     assert "could not copy the audio" in said["err"], said["err"]
     assert "exit code" not in said["err"], said["err"]
     assert "killed by SIGXFSZ: the limit on one file's size, ulimit -f)" in said["err"], said
+
+
+def test_segments_without_ffmpeg_are_given_no_line_that_would_add_the_sound_out_of_step(
+        tmp_path, capsys, monkeypatch, onnx_model, clips):
+    """A segment's sound starts where its frames do in the source: a line copying it from the
+    source's start, named for all segments at once, would put every one but the first out of
+    step, so segments are told only how to keep the sound in the run."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(tmp_path / "no-such-ffmpeg"))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clips["loud"]),
+                   "--out", str(tmp_path / "seg" / "s.mp4"), "--segment", "1")
+    assert rc == 0, err
+    assert len(list((tmp_path / "seg").glob("s-*.mp4"))) > 1
+    assert "has no sound" in err and "add it to the video made" not in err, err
