@@ -695,12 +695,12 @@ def _same(img: np.ndarray, ref: Optional[np.ndarray]) -> bool:
 
 def _decoded_bits(cap: cv2.VideoCapture) -> int:
     """The bits a colour of the pictures FFmpeg decodes, from its raw-video tag of their pixel
-    format ('Y3', the chroma, then the depth, for planar YUV over 8 bits; P010, P016); 8 where
-    another format or backend is named, or none."""
+    format ('Y3', the chroma, then the depth, for planar YUV over 8 bits; 'G3', 0, the depth,
+    for planar RGB; P010, P016); 8 where another format or backend is named, or none."""
     try:
         tag = int(cap.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT)).to_bytes(4, "little")
     except (cv2.error, OverflowError, ValueError):
         return 8
-    if tag[:1] == b"Y" and tag[1:2] in b"134" and 8 < tag[3] <= 16:
+    if tag[:1] in (b"Y", b"G") and tag[1:2] in b"134" and 8 < tag[3] <= 16:
         return tag[3]
     return {b"P010": 10, b"P016": 16}.get(tag, 8)

@@ -548,3 +548,17 @@ def test_an_odd_size_encoded_by_ffmpeg_names_the_edge_dropped_in_its_stats(
                 "--stats", str(stats)) == 0
     import json
     assert json.loads(stats.read_text())["video"].get("edge_dropped") == "the last column"
+
+
+def test_a_10_bit_rgb_clip_is_said_to_be_sharpened_at_8_bits(tmp_path, capsys, monkeypatch,
+                                                             onnx_model, ffmpeg):
+    """An intermediate of 10-bit RGB planes (FFV1, FFmpeg's gbrp10) is read at 8 bits as a
+    10-bit YUV clip is, and said so."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    pictures, deep = tmp_path / "pictures.mp4", tmp_path / "deep.mkv"
+    write_video(pictures, 3, FPS)
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(pictures), "-pix_fmt",
+                    "gbrp10le", "-c:v", "ffv1", str(deep)], check=True, timeout=60)
+    assert _run(onnx_model, deep, tmp_path / "sharp.mkv", "--lossless") == 0
+    err = capsys.readouterr().err
+    assert f"{deep} is 10-bit video, which is read at 8 bits a colour" in err, err
