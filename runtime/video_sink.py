@@ -209,7 +209,8 @@ class VideoFileSink(Sink):
                 self.edge_dropped = ("the last " + ("column and row" if w % 2 and h % 2
                                                     else "column" if w % 2 else "row"))
                 warn(f"{self.path}: {w}x{h} frames are stored as {w - w % 2}x{h - h % 2} (the "
-                     f"video codec takes even sizes: {self.edge_dropped} is dropped); write an "
+                     f"video codec takes even sizes: {self.edge_dropped} "
+                     f"{'are' if w % 2 and h % 2 else 'is'} dropped); write an "
                      f"image folder ({option('output', 'DIR', self.flags)}) to keep every pixel")
             self.size = (w, h)
             if self.joined is not None and self._join_ffmpeg is None:
