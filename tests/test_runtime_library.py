@@ -88,7 +88,8 @@ def test_jpeg_quality_is_settable_and_its_default_is_said(tmp_path, onnx_model):
         with pytest.raises(ValueError, match=f"quality must be 1 to 100, got {bad}"):
             run_stream(onnx_model, str(tmp_path / "lib"), tmp_path / "bad", quality=bad)
     from runtime import SharpenWarning
-    with pytest.warns(SharpenWarning, match="quality=80 sets JPEG .* does not apply"):
+    with pytest.warns(SharpenWarning, match=r"quality=80 sets JPEG .*/v\.mp4 is a video, whose "
+                                            r"quality crf sets"):
         run_stream(onnx_model, str(tmp_path / "lib"), tmp_path / "v.mp4", quality=80)
 
 
