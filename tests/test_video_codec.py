@@ -515,16 +515,22 @@ def test_a_10_bit_clip_is_said_to_be_sharpened_at_8_bits(tmp_path, capsys, monke
     assert "bits a colour" not in capsys.readouterr().err
 
 
+def _odd_clip(tmp_path, ffmpeg: str, size: str):
+    """A 3-frame FFV1 clip scaled to `size` (W:H, odd), which OpenCV's writer cannot store."""
+    pictures, odd = tmp_path / "pictures.mp4", tmp_path / "odd.mkv"
+    write_video(pictures, 3, FPS)
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(pictures), "-vf",
+                    f"scale={size}", "-c:v", "ffv1", str(odd)], check=True, timeout=60)
+    return odd
+
+
 def test_a_lossless_video_of_an_odd_size_does_not_say_every_pixel_was_kept(
         tmp_path, capsys, monkeypatch, onnx_model, ffmpeg):
     """OpenCV's writer stores even sizes only, FFV1 too: a 321x181 clip's --lossless video
     lost its last column and row, said in a warning, yet the closing line said 'every pixel
     kept'."""
     monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
-    pictures, odd = tmp_path / "pictures.mp4", tmp_path / "odd.mkv"
-    write_video(pictures, 3, FPS)
-    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(pictures), "-vf",
-                    "scale=321:181", "-c:v", "ffv1", str(odd)], check=True, timeout=60)
+    odd = _odd_clip(tmp_path, ffmpeg, "321:181")
     out = tmp_path / "sharp.mkv"
     assert _run(onnx_model, odd, out, "--lossless") == 0
     err = capsys.readouterr().err
@@ -541,10 +547,7 @@ def test_an_odd_size_encoded_by_ffmpeg_names_the_edge_dropped_in_its_stats(
     """4:2:0 takes even sizes in ffmpeg's encode too: --codec h264's --stats names the column
     and row dropped (video.edge_dropped) as mp4v's and FFV1's do."""
     monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
-    pictures, odd = tmp_path / "pictures.mp4", tmp_path / "odd.mkv"
-    write_video(pictures, 3, FPS)
-    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(pictures), "-vf",
-                    "scale=321:180", "-c:v", "ffv1", str(odd)], check=True, timeout=60)
+    odd = _odd_clip(tmp_path, ffmpeg, "321:180")
     stats = tmp_path / "stats.json"
     assert _run(onnx_model, odd, tmp_path / "sharp.mp4", "--codec", "h264",
                 "--stats", str(stats)) == 0
