@@ -89,11 +89,7 @@ def tiff_pages(path: str | os.PathLike) -> int:
     1 for other files, and when OpenCV cannot tell (the first page decoded all the same)."""
     if Path(path).suffix.lower() not in (".tif", ".tiff"):
         return 1   # the other image formats hold one image; counting costs a second read
-    try:
-        with native_stderr_captured(DECODER_NOISE):   # libpng's lines, as decoding keeps them
-            return max(1, int(cv2.imcount(str(path))))
-    except cv2.error:
-        return 1
+    return _images_counted(path)
 
 
 def animation_frames(path: str | os.PathLike) -> int:
@@ -111,6 +107,11 @@ def animation_frames(path: str | os.PathLike) -> int:
         and head[20] & 0x02   # VP8X's animation flag
     if not (apng or webp or head[:4] == b"GIF8"):
         return 1
+    return _images_counted(path)
+
+
+def _images_counted(path: str | os.PathLike) -> int:
+    """OpenCV's count of the images in a file (a second read of it), 1 where it cannot tell."""
     try:
         with native_stderr_captured(DECODER_NOISE):   # libpng's lines, as decoding keeps them
             return max(1, int(cv2.imcount(str(path))))

@@ -651,15 +651,13 @@ class VideoFileSink(Sink):
     def _check_disk(self, below: int = DISK_FULL_BYTES) -> None:
         # OpenCV's writer drops what does not fit without a word; a full disk is the usual why.
         # The video is discarded (close): said, with what to do, since no --resume follows.
-        # A segment's run keeps those closed before it, which its closing note counts.
-        gone = "" if self.part else "; nothing was written under that name"
         free = free_bytes(self.path.parent)
         if free is not None and free < below:
             raise SinkError(f"{option('output', self.path, self.flags)}: the disk is full "
                             f"({free} bytes free in "
                             f"{self.path.parent}) after {count(self.frames, 'frame')}; the "
-                            f"video could not be written completely{gone} (free some space "
-                            "and run the same command again)")
+                            f"video could not be written completely{self._gone()} (free some "
+                            "space and run the same command again)")
         if said := self._at_size_limit():
             raise SinkError(said)
 
@@ -674,12 +672,15 @@ class VideoFileSink(Sink):
             cut = False
         if not cut:
             return ""
-        gone = "" if self.part else "; nothing was written under that name"
         cure = (f", or shorten {option('segment', flags=self.flags)}" if self.part else
                 f", or cut the video into files with {option('segment', 'S', self.flags)}")
         return (f"{option('output', self.path, self.flags)}: the video reached the limit on one "
                 f"file's size ({limit} bytes: ulimit -f) after {count(self.frames, 'frame')}; "
-                f"the video could not be written completely{gone} (raise the limit{cure})")
+                f"the video could not be written completely{self._gone()} (raise the limit{cure})")
+
+    def _gone(self) -> str:
+        # A segment's run keeps those closed before it, which its closing note counts.
+        return "" if self.part else "; nothing was written under that name"
 
     def close(self) -> None:
         if self.writer is None:   # no frame came (Ctrl-C before the first): no video
