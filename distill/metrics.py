@@ -110,9 +110,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     (channels averaged) or HxW, the same shape, each side at least SSIM_MIN_SIDE; values
     outside [0, 1] are clipped. ValueError for integer images, other shapes or smaller ones."""
     a, b = _pair(a, b)
-    if min(a.shape[:2]) < SSIM_MIN_SIDE:
-        raise ValueError(f"SSIM needs images of at least {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} "
-                         f"pixels (its window), got {a.shape[1]}x{a.shape[0]}")
+    _check_window(a)
     try:
         from skimage.metrics import structural_similarity
     except ImportError:   # a device install (the runtime extra): the same numbers by OpenCV
@@ -132,22 +130,42 @@ def _ssim_opencv(a: np.ndarray, b: np.ndarray) -> float:
     (truncated at 3.5 sigma: 11 taps) with its mirrored border, C1 = 0.01^2, C2 = 0.03^2, the
     map's mean without the window's half-width at each border, channels averaged."""
     import cv2
-    radius = int(3.5 * SSIM_SIGMA + 0.5)
-    g = cv2.getGaussianKernel(2 * radius + 1, SSIM_SIGMA, cv2.CV_64F)
+    radius, g = _window()
 
     def blur(x: np.ndarray) -> np.ndarray:   # scipy's mode="reflect" is OpenCV's REFLECT
         return cv2.sepFilter2D(x, cv2.CV_64F, g, g, borderType=cv2.BORDER_REFLECT)
 
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
     a, b = a.astype(np.float64), b.astype(np.float64)
     scores = []
     for x, y in ([(a, b)] if a.ndim == 2 else zip(np.moveaxis(a, -1, 0), np.moveaxis(b, -1, 0))):
-        x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
-        ux, uy = blur(x), blur(y)
-        vx, vy, vxy = blur(x * x) - ux * ux, blur(y * y) - uy * uy, blur(x * y) - ux * uy
-        s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+        s = _ssim_map(np.ascontiguousarray(x), np.ascontiguousarray(y), blur)
         scores.append(s[radius:-radius, radius:-radius].mean())
     return float(np.mean(scores))
+
+
+def _check_window(a: np.ndarray) -> None:
+    """ValueError where a side of `a` is smaller than SSIM's window."""
+    if min(a.shape[:2]) < SSIM_MIN_SIDE:
+        raise ValueError(f"SSIM needs images of at least {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} "
+                         f"pixels (its window), got {a.shape[1]}x{a.shape[0]}")
+
+
+def _window() -> tuple[int, np.ndarray]:
+    """SSIM's Gaussian window: its half-width and its taps (a column), truncated at 3.5 sigma
+    as scipy's gaussian_filter truncates it (11 taps)."""
+    import cv2
+    radius = int(3.5 * SSIM_SIGMA + 0.5)
+    return radius, cv2.getGaussianKernel(2 * radius + 1, SSIM_SIGMA, cv2.CV_64F)
+
+
+def _ssim_map(x: np.ndarray, y: np.ndarray, blur: Callable[[np.ndarray], np.ndarray]
+              ) -> np.ndarray:
+    """SSIM at each pixel of two float64 images, their local moments taken by `blur` (the
+    window), C1 = 0.01^2 and C2 = 0.03^2 for data range 1."""
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ux, uy = blur(x), blur(y)
+    vx, vy, vxy = blur(x * x) - ux * ux, blur(y * y) - uy * uy, blur(x * y) - ux * uy
+    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
 
 
 def ssim_3d(a: np.ndarray, b: np.ndarray) -> float:
@@ -162,11 +180,9 @@ def ssim_3d(a: np.ndarray, b: np.ndarray) -> float:
     a, b = _pair(a, b)
     if a.ndim != 3 or a.shape[2] != 3:
         raise ValueError(f"3-D SSIM takes HxWx3 images, got shape {a.shape}")
-    if min(a.shape[:2]) < SSIM_MIN_SIDE:
-        raise ValueError(f"SSIM needs images of at least {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} "
-                         f"pixels (its window), got {a.shape[1]}x{a.shape[0]}")
-    radius = int(3.5 * SSIM_SIGMA + 0.5)
-    g = cv2.getGaussianKernel(2 * radius + 1, SSIM_SIGMA, cv2.CV_64F)[:, 0]
+    _check_window(a)
+    radius, g = _window()
+    g = g[:, 0]
     # Across the channels: each output channel a weighted sum of the replicate-padded ones.
     across = np.zeros((3, 3))
     for c in range(3):
@@ -179,12 +195,7 @@ def ssim_3d(a: np.ndarray, b: np.ndarray) -> float:
                                          borderType=cv2.BORDER_REPLICATE)
                          for c in range(3)], axis=-1)
 
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    ua, ub = blur(a), blur(b)
-    va, vb, vab = blur(a * a) - ua * ua, blur(b * b) - ub * ub, blur(a * b) - ua * ub
-    s = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
-    return float(s.mean())
+    return float(_ssim_map(a.astype(np.float64), b.astype(np.float64), blur).mean())
 
 
 def psnr_ssim(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
