@@ -35,7 +35,11 @@ def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, re
             res.max_abs, res.psnr, res.ssim = pr.max_abs, pr.psnr, pr.ssim
             res.ssim_gt, res.ssim_teacher, res.images = pr.ssim_gt, pr.ssim_teacher, pr.images
             res.ssim_gt_drop = pr.ssim_gt_drop
-            if lat_image is not None and latency_runs > 0:
+            timed = lat_image is not None and latency_runs > 0
+            if why := timed and latency_outside_profile(path, lat_image):
+                res.extra["latency"] = f"not measured: {why}"
+                prog.say(f"  no 1080p latency: {why}")
+            elif timed:
                 res.latency_ms_1080p = 1000 * measure_latency(runner, runs=latency_runs,
                                                               image=lat_image)
     except Exception as e:
@@ -44,6 +48,24 @@ def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, re
         return
     _judge(res, spec, th)
     _say_verdict(res, prog)
+
+
+def latency_outside_profile(path: Path, image) -> str | None:
+    """Why an engine is not timed on `image` (the 1080p frame), or None: the frame is outside
+    the optimisation profile its sidecar records (--max-shape 720x1280 for a 720p camera). Run
+    anyway, TensorRT refused its shape and the engine, which had passed its parity images, was
+    said to fail ("parity run failed"). Not an engine, or no profile recorded: None."""
+    if Path(path).suffix.lower() not in (".engine", ".plan"):
+        return None
+    from runtime.backends.base import ModelError, read_sidecar
+
+    from .tensorrt_engine import profile_miss
+
+    try:
+        meta = read_sidecar(path)
+    except ModelError:   # the engine's load says so
+        return None
+    return profile_miss(meta.get("profile"), image.shape[:2], meta.get("multiple") or 1)
 
 
 def _judge(res: FormatResult, spec: Format, th: Thresholds) -> None:
@@ -121,6 +143,9 @@ def _measure_kept(res: FormatResult, o: ExportOptions, lat_image, prog: Progress
     from .parity import load_runner, measure_latency
 
     path = Path(res.file)
+    if why := latency_outside_profile(path, lat_image):
+        prog.warn(f"{res.format}: no 1080p latency: {why}")
+        return
     prog.say(f"{res.format}: measuring the 1080p latency of {path.name} (built with "
              "--no-latency)")
     try:

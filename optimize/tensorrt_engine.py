@@ -333,6 +333,26 @@ def profile_shapes(profile: Profile) -> str:
     return f"{batch}, height {h0} to {h1}, width {w0} to {w1} (its profile)"
 
 
+def profile_miss(profile: "Profile | dict | None", hw: tuple[int, int],
+                 multiple: int = 1) -> str | None:
+    """Why a frame of `hw` (height, width), padded to `multiple` as the runtime pads it, is
+    outside an engine's optimisation profile (a Profile, or the dict its sidecar records), or
+    None; None too for a profile that cannot be read (TensorRT then says)."""
+    try:
+        lo, hi = ((profile.min, profile.max) if isinstance(profile, Profile)
+                  else (profile["min"], profile["max"]))
+        (h0, w0), (h1, w1) = [int(v) for v in lo[2:4]], [int(v) for v in hi[2:4]]
+    except (TypeError, KeyError, ValueError, IndexError):
+        return None
+    m = max(int(multiple or 1), 1)
+    h, w = round_up(int(hw[0]), m), round_up(int(hw[1]), m)
+    if h0 <= h <= h1 and w0 <= w <= w1:
+        return None
+    padded = f", padded to a multiple of {m}" if (h, w) != (int(hw[0]), int(hw[1])) else ""
+    return (f"{h}x{w} (height x width{padded}) is outside the engine's optimisation profile, "
+            f"{h0}x{w0} to {h1}x{w1}")
+
+
 def write_pending_sidecar(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
                           profile: Profile, precision: str, multiple: int,
                           workspace_gb: float, extra_meta: dict | None = None) -> Path:

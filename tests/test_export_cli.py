@@ -254,6 +254,40 @@ def test_engine_profile_and_trtexec_line(tmp_path):
         assert "TensorRT" in reason or "GPU" in reason
 
 
+def test_an_engine_is_not_timed_at_1080p_outside_its_profile(tmp_path):
+    """An engine exported with --max-shape 720x1280 (a 720p camera, a Jetson's memory) passed
+    its parity images, then its 1080p latency ran the frame through it anyway: TensorRT refused
+    the shape and the engine's row said "parity run failed" (exit 1) for an engine that works.
+    Its latency is left out, said, from the profile its sidecar records."""
+    from optimize.parity_gate import latency_outside_profile
+    from optimize.tensorrt_engine import Profile, profile_miss
+
+    frame = np.zeros((1080, 1920, 3), np.float32)
+    engine = tmp_path / "m_fp16.engine"
+    small = Profile.from_hw(opt_hw=None, max_hw=(720, 1280), multiple=8)
+    (tmp_path / "m_fp16.engine.json").write_text(json.dumps(
+        {"profile": small.to_dict(), "multiple": 8}))
+    why = latency_outside_profile(engine, frame)
+    assert why == ("1080x1920 (height x width) is outside the engine's optimisation profile, "
+                   "64x64 to 720x1280")
+    # Within it, padded to the multiple as the runtime pads it: 1080 is 1088 for `edge`.
+    upto_1080p = {m: Profile.from_hw(opt_hw=None, max_hw=(1080, 1920), multiple=m)
+                  for m in (8, 32)}
+    assert profile_miss(upto_1080p[32], (1080, 1920), 32) is None
+    assert profile_miss(upto_1080p[8], (1080, 1921), 8).startswith(
+        "1080x1928 (height x width, padded to a multiple of 8) is outside")
+    from_720p = Profile.from_hw(min_hw=(720, 1280), opt_hw=None, multiple=8)
+    assert profile_miss(from_720p, (300, 451), 8).startswith("304x456 ")
+    (tmp_path / "m_fp16.engine.json").write_text(json.dumps(
+        {"profile": Profile.from_hw(multiple=8).to_dict(), "multiple": 8}))
+    assert latency_outside_profile(engine, frame) is None
+    # Not an engine, or no profile recorded (an engine trtexec built from its own line):
+    # timed, and TensorRT says what it says.
+    assert latency_outside_profile(tmp_path / "m.onnx", frame) is None
+    (tmp_path / "m_fp16.engine.json").write_text("{}")
+    assert latency_outside_profile(engine, frame) is None
+
+
 def test_a_pending_engine_keeps_its_trtexec_line_after_a_later_export(ckpt, tmp_path):
     """The README's two lines, `--formats engine` then `--formats engine-int8` into one folder:
     the second report lists only its own engine, so `sharpen run` given the FP16 engine
@@ -1281,7 +1315,7 @@ def test_when_an_engine_is_stale_is_decided_without_tensorrt(tmp_path, monkeypat
     installed["tensorrt"] = "10.3.0"
     elsewhere = {**inputs()["engine"], "gpu": {"gpu_name": "Orin", "gpu_sms": 16}}
     assert why({"engine": elsewhere}) == "changed since it was built: the GPU"
-    smaller = Profile.from_hw(max_hw=(1080, 1920), multiple=8)
+    smaller = Profile.from_hw(opt_hw=None, max_hw=(1080, 1920), multiple=8)
     assert "the engine profile" in why(inputs(prof=smaller))
     assert "--workspace" in why(inputs(workspace_gb=2.0))
     assert "the weights" in why(inputs(weights="w2"))
