@@ -252,6 +252,9 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
                              ckpt["receptive_field"], prog, flags)
     say_calibration_look(data, fmts, prog, flags)
     parity_list, crops, calib_names = data.parity_list, data.crops, data.calib_names
+    if any(f in ("engine", "engine-int8") for f in fmts):   # built here, then checked
+        if why := parity_outside_profile(parity_list, profile, multiple, flags):
+            raise ExportError(why)
     gt = _load_matching(o.parity_gt, parity_list, "ground truth", prog)
     if o.thresholds.max_ssim_drop is not None and not gt:
         # A gate the user asked for must not pass by not being applied.
@@ -537,6 +540,24 @@ def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssi
           o.threads, lat_image, o.latency_runs, prog)
     _mark(res, path, weights_sha)
     return res
+
+
+def parity_outside_profile(parity_list, profile, multiple: int, flags=False) -> str | None:
+    """Why an engine's parity check cannot run a parity image, or None: the image, padded to
+    the size multiple, is outside the engine's profile (--min-shape 720x1280 for one camera),
+    which TensorRT refuses; said before minutes of building, with what to give instead of
+    the runtime's advice to tile. `flags`: the options named as `export_options._option`."""
+    from .tensorrt_engine import profile_miss
+
+    for name, img in parity_list:
+        if why := profile_miss(profile, img.shape[:2], multiple):
+            given = _option("parity_images", flags)
+            shapes = "/".join(_option(f, flags) or f for f in ("min_shape", "max_shape"))
+            return (f"the engine's parity check cannot run parity image {name}: {why}: "
+                    + (f"give {given} within it (frames of the camera the engine is for), or "
+                       if given else "give ")
+                    + f"a {shapes} that covers them")
+    return None
 
 
 class _BuildContext:

@@ -288,6 +288,28 @@ def test_an_engine_is_not_timed_at_1080p_outside_its_profile(tmp_path):
     assert latency_outside_profile(engine, frame) is None
 
 
+def test_an_engine_profile_that_leaves_out_the_parity_images_is_refused_before_its_build():
+    """An engine for one camera size (--min-shape 720x1280, or min = opt = max, as TensorRT
+    users build for a fixed camera) was built for minutes, then its parity check ran the
+    default 300x451 photo through it: TensorRT refused the shape and the row said "parity run
+    failed ... or run with --tile", a `sharpen run` flag the export has not. Said before the
+    build, with what to give."""
+    from optimize.export import parity_outside_profile
+    from optimize.tensorrt_engine import Profile
+
+    images = [("chelsea", np.zeros((300, 451, 3), np.float32)),
+              ("frame", np.zeros((720, 1280, 3), np.float32))]
+    from_720p = Profile.from_hw(min_hw=(720, 1280), opt_hw=None, multiple=8)
+    assert parity_outside_profile(images, from_720p, 8, flags=True) == (
+        "the engine's parity check cannot run parity image chelsea: 304x456 (height x width, "
+        "padded to a multiple of 8) is outside the engine's optimisation profile, 720x1280 to "
+        "2160x3840: give --parity-images within it (frames of the camera the engine is for), "
+        "or a --min-shape/--max-shape that covers them")
+    assert "give parity_images within it" in parity_outside_profile(images, from_720p, 8, False)
+    assert parity_outside_profile(images[1:], from_720p, 8, flags=True) is None
+    assert parity_outside_profile(images, Profile.from_hw(multiple=8), 8, flags=True) is None
+
+
 def test_a_pending_engine_keeps_its_trtexec_line_after_a_later_export(ckpt, tmp_path):
     """The README's two lines, `--formats engine` then `--formats engine-int8` into one folder:
     the second report lists only its own engine, so `sharpen run` given the FP16 engine
