@@ -269,6 +269,22 @@ def test_tensorrt_sidecar_mismatch_message():
         check_sidecar(agx, "10.3.0", nano, Path("m.engine"))
 
 
+def test_an_engine_without_its_sidecar_is_said_to_run_on_guesses(tmp_path):
+    """An engine copied to the device without the sidecar `sharpen export` wrote beside it (or
+    built by a trtexec line of one's own) ran without a word: frames padded to the default
+    multiple of 8, which `edge` (32) fails at most sizes with no hint why, and no check of
+    the TensorRT version and GPU it was built for. As LiteRT says a .tflite's missing sidecar,
+    the TensorRT backend says it when it loads the engine (there, where TensorRT is)."""
+    from runtime.backends.tensorrt_backend import unrecorded_engine
+
+    engine = tmp_path / "student-edge_fp16.engine"
+    assert unrecorded_engine(engine, {}) == (
+        f"{engine} has no sidecar student-edge_fp16.engine.json (copy it along with the "
+        "engine): frames are padded to multiples of 8, at which a model that needs 32 "
+        "(`edge`) fails, and the TensorRT version and GPU it was built for are not checked")
+    assert unrecorded_engine(engine, {"multiple": 32, "profile": {}}) is None
+
+
 def test_tensorrt_io_tensors_must_be_linear_float():
     """The backend feeds and reads plain NCHW float arrays: an engine whose I/O trtexec made
     int8 (--inputIOFormats=int8:chw) or vectorised (fp16:hwc8) is refused by name instead of

@@ -21,8 +21,9 @@ import numpy as np
 
 from ..cli_errors import raise_if_interrupted
 from ..options import option
-from .base import (PARITY_KEY, Backend, ModelError, exported_without_receptive_field,
-                   layout_hint, parse_multiple,
+from ..warn import warn
+from .base import (DEFAULT_MULTIPLE, PARITY_KEY, Backend, ModelError,
+                   exported_without_receptive_field, layout_hint, parse_multiple,
                    parse_receptive_field, read_sidecar, recorded_float_layers)
 
 RUN_ONNX_INSTEAD = "or use the .onnx model"
@@ -251,6 +252,20 @@ def check_sidecar(meta: dict[str, Any], trt_version: str,
                              "from the .onnx model")
 
 
+def unrecorded_engine(path: Path, meta: Mapping[str, Any]) -> Optional[str]:
+    """Why an engine runs on guesses, or None: it has no sidecar (copied to the device without
+    the one `sharpen export` wrote, or built by a trtexec line of one's own). An engine holds
+    no size multiple: frames are padded to the default, at which `edge` fails, and the
+    TensorRT version and GPU it was built for cannot be checked. Said as LiteRT says a
+    .tflite's missing sidecar."""
+    if meta:
+        return None
+    return (f"{path} has no sidecar {Path(path).name}.json (copy it along with the engine): "
+            f"frames are padded to multiples of {DEFAULT_MULTIPLE}, at which a model that "
+            "needs 32 (`edge`) fails, and the TensorRT version and GPU it was built for are "
+            "not checked")
+
+
 # In a sidecar that `sharpen export` wrote for the engine its printed trtexec line builds, over
 # an engine of another build: that engine's sha256.
 REPLACES_KEY = "replaces_sha256"
@@ -284,6 +299,8 @@ class TensorRTBackend(Backend):
         self.cuda = _Cuda()
         path = Path(path)
         meta = read_sidecar(path)
+        if why := unrecorded_engine(path, meta):
+            warn(why)
         try:
             blob = path.read_bytes()
         except OSError as exc:
