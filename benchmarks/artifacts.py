@@ -294,9 +294,11 @@ BUILTIN_CALIBRATION = "built-in sample photos"
 # which a later run with the same --calib files reuses, not only in that run's console.
 BUILTIN_PARITY_FALLBACK = f"{BUILTIN_CALIBRATION} (no --calib image is readable)"
 # The export's messages name `sharpen export`'s flags, less those the bench does not take: its
-# parity images are the fifth of --calib held out (`optimize.export.Flags`), and it exports
-# into a folder of its --cache (a user's export there refuses it, naming that flag).
-EXPORT_FLAGS: dict = {"parity_images": None, "out_dir": "--cache"}
+# parity images are the fifth of --calib held out (`optimize.export.Flags`), it exports into
+# a folder of its --cache (a user's export there refuses it, naming that flag), and its
+# engines have the default profile.
+EXPORT_FLAGS: dict = {"parity_images": None, "out_dir": "--cache", "min_shape": None,
+                      "max_shape": None}
 
 
 def _settings(student: Student, calib_count: int, float_layers: str | None = None,

@@ -252,9 +252,6 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
                              ckpt["receptive_field"], prog, flags)
     say_calibration_look(data, fmts, prog, flags)
     parity_list, crops, calib_names = data.parity_list, data.crops, data.calib_names
-    if any(f in ("engine", "engine-int8") for f in fmts):   # built here, then checked
-        if why := parity_outside_profile(parity_list, profile, multiple, flags):
-            raise ExportError(why)
     gt = _load_matching(o.parity_gt, parity_list, "ground truth", prog)
     if o.thresholds.max_ssim_drop is not None and not gt:
         # A gate the user asked for must not pass by not being applied.
@@ -343,6 +340,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     results: list[FormatResult] = list(kept.values())
     ctx = _BuildContext(model, ckpt, out, stem, crops, profile, multiple, o, prog)
     ctx.float_by_fmt = float_by_fmt
+    ctx.unrunnable = parity_outside_profile(parity_list, profile, multiple, flags)
     for f, res in kept.items():
         # A format rebuilt from a kept one (onnx-int8 from onnx) uses the file as it passed.
         ctx.built[f] = Path(res.file)
@@ -506,13 +504,16 @@ def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssi
     res = FormatResult(f, "error", precision=spec.precision, target=spec.target)
     t0 = time.perf_counter()
     try:
+        if ctx.unrunnable and f in ("engine", "engine-int8"):   # not minutes of building
+            raise _NotBuilt(ctx.unrunnable)
         path = ctx.build(f)
     except Exception as e:
         if isinstance(e, OSError) and e.errno in NO_SPACE_ERRNOS and e.filename:
             # A full disk is no failure of the format: every build after it would fail alike,
             # and exit 1 reads as a parity verdict. The command line says it in one line.
             raise
-        res.reason = (f"build failed: {type(e).__name__}: {first_line(e)}"
+        res.reason = (f"not built: {e}" if isinstance(e, _NotBuilt) else
+                      f"build failed: {type(e).__name__}: {first_line(e)}"
                       f"{_little_room(ctx.out, e)}")
         stale = ctx.path_for(f)
         if stale.exists():   # an older build must not pass for this one
@@ -542,21 +543,27 @@ def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssi
     return res
 
 
+class _NotBuilt(Exception):
+    """A format that is not built, for the reason given (its row's reason, said as is)."""
+
+
 def parity_outside_profile(parity_list, profile, multiple: int, flags=False) -> str | None:
     """Why an engine's parity check cannot run a parity image, or None: the image, padded to
     the size multiple, is outside the engine's profile (--min-shape 720x1280 for one camera),
-    which TensorRT refuses; said before minutes of building, with what to give instead of
-    the runtime's advice to tile. `flags`: the options named as `export_options._option`."""
+    which TensorRT refuses. The engine was built for minutes, then said "parity run failed ...
+    or run with --tile", a flag of sharpen run's: said before the build, with the options to
+    change (`flags`, as `export_options._option` names them; a front end's None: unsaid)."""
     from .tensorrt_engine import profile_miss
 
     for name, img in parity_list:
         if why := profile_miss(profile, img.shape[:2], multiple):
             given = _option("parity_images", flags)
-            shapes = "/".join(_option(f, flags) or f for f in ("min_shape", "max_shape"))
-            return (f"the engine's parity check cannot run parity image {name}: {why}: "
-                    + (f"give {given} within it (frames of the camera the engine is for), or "
-                       if given else "give ")
-                    + f"a {shapes} that covers them")
+            shapes = [_option(f, flags) for f in ("min_shape", "max_shape")]
+            fixes = ([f"give {given} within it (frames of the camera the engine is for)"]
+                     if given else []) + ([f"a {'/'.join(shapes)} that covers them"]
+                                          if all(shapes) else [])
+            return (f"the engine's parity check cannot run parity image {name}: {why}"
+                    + (": " + ", or ".join(fixes) if fixes else ""))
     return None
 
 
@@ -571,6 +578,7 @@ class _BuildContext:
         self.requested: set[str] = set()
         self.built: dict[str, Path] = {}
         self.float_by_fmt: dict[str, list[str]] = {}   # INT8 formats: modules kept in float
+        self.unrunnable: str | None = None   # why an engine is not built (parity_outside_profile)
 
     def path_for(self, fmt: str) -> Path:
         """Final location when requested, else a temp location (intermediates)."""
