@@ -1,6 +1,7 @@
 """Backends: ONNX Runtime for real, LiteRT with a tiny converted model, TensorRT where present."""
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import os
@@ -283,6 +284,63 @@ def test_an_engine_without_its_sidecar_is_said_to_run_on_guesses(tmp_path):
         "engine): frames are padded to multiples of 8, at which a model that needs 32 "
         "(`edge`) fails, and the TensorRT version and GPU it was built for are not checked")
     assert unrecorded_engine(engine, {"multiple": 32, "profile": {}}) is None
+
+
+class _HostOnlyCudaRuntime:
+    """The cuda-python runtime calls the TensorRT backend's buffers make, on host memory: there
+    is no GPU here. Allocations fail while `fail` is set, as cudaMalloc does out of memory."""
+
+    class cudaError_t:   # noqa: N801 - cuda-python's name
+        cudaSuccess, cudaErrorMemoryAllocation = 0, 2
+
+    def __init__(self):
+        self.blocks, self.freed, self.fail = {}, [], False
+
+    def cudaMalloc(self, nbytes):   # noqa: N802 - cuda-python's name
+        if self.fail:
+            return (self.cudaError_t.cudaErrorMemoryAllocation, None)
+        block = ctypes.create_string_buffer(nbytes)
+        self.blocks[ctypes.addressof(block)] = block
+        return (self.cudaError_t.cudaSuccess, ctypes.addressof(block))
+
+    cudaMallocHost = cudaMalloc
+
+    def cudaFree(self, ptr):   # noqa: N802 - cuda-python's name
+        self.freed.append(ptr)
+        return (self.cudaError_t.cudaSuccess,)
+
+    cudaFreeHost = cudaFree
+
+
+def test_a_tensorrt_buffer_freed_for_a_larger_frame_is_never_used_again():
+    """The backend grows its pinned and device buffers for a larger frame by freeing the old
+    pair, then allocating: where the allocation failed (a 4K frame on a Jetson short of
+    memory), the freed pair stayed the backend's, and the next, smaller frame (the bench's
+    next size, an app's loop going on) was written into freed pinned memory, and close()
+    freed it again. A freed buffer is now empty: the next frame gets a new one, and it is
+    freed once. (CUDA's calls run on host memory here: the bookkeeping is what is checked.)"""
+    from runtime.backends.tensorrt_backend import TensorRTBackend, _Cuda
+
+    cuda = _Cuda.__new__(_Cuda)
+    cuda.rt = _HostOnlyCudaRuntime()
+
+    class Holder:   # what TensorRTBackend._ensure uses of the backend
+        pass
+
+    b = Holder()
+    b.cuda = cuda
+    f32 = np.dtype(np.float32)
+    first = TensorRTBackend._ensure(b, None, 64, f32)
+    assert TensorRTBackend._ensure(b, first, 32, f32) is first   # big enough: kept
+    cuda.rt.fail = True
+    with pytest.raises(ModelError, match="cudaErrorMemoryAllocation|CUDA error: 2"):
+        TensorRTBackend._ensure(b, first, 4096, f32)
+    assert len(cuda.rt.freed) == 2 and first.nbytes == 0 and first.host.size == 0
+    cuda.rt.fail = False
+    again = TensorRTBackend._ensure(b, first, 32, f32)   # what the backend still held
+    assert again is not first and again.nbytes == 32
+    first.free()   # close(), on what it held
+    assert len(cuda.rt.freed) == 2
 
 
 def test_tensorrt_io_tensors_must_be_linear_float():

@@ -186,15 +186,27 @@ class _Buffer:
     def __init__(self, cuda: _Cuda, nbytes: int, dtype: np.dtype) -> None:
         self.cuda, self.nbytes, self.dtype = cuda, nbytes, np.dtype(dtype)
         self.device = cuda.call(cuda.rt.cudaMalloc(nbytes))
-        self.host_ptr = cuda.call(cuda.rt.cudaMallocHost(nbytes))
+        try:
+            self.host_ptr = cuda.call(cuda.rt.cudaMallocHost(nbytes))
+        except ModelError:   # out of pinned memory: the device half is not kept either
+            cuda.rt.cudaFree(self.device)
+            raise
         count = nbytes // self.dtype.itemsize
         ctype = ctypes.c_byte * nbytes
         raw = np.ctypeslib.as_array(ctype.from_address(int(self.host_ptr)))
         self.host = raw.view(self.dtype)[:count]
 
     def free(self) -> None:
-        self.cuda.rt.cudaFree(self.device)
-        self.cuda.rt.cudaFreeHost(self.host_ptr)
+        """Frees both halves once, and leaves the buffer empty: one freed to grow it, where the
+        larger allocation then failed, is still the backend's (`_ensure`), and the next frame
+        wrote into the freed pinned memory, and close() freed it again."""
+        if self.device is None:
+            return
+        device, host = self.device, self.host_ptr
+        self.device = self.host_ptr = None
+        self.nbytes, self.host = 0, np.empty(0, self.dtype)
+        self.cuda.rt.cudaFree(device)
+        self.cuda.rt.cudaFreeHost(host)
 
 
 GPU_KEYS = ("gpu_name", "gpu_sms", "gpu_compute")   # written by the export, checked here
