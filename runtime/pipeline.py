@@ -38,7 +38,7 @@ from .options import (AUTO_TILE, AUTO_TILE_PIXELS, WHOLE_FRAME_BYTES_PER_PIXEL, 
 from .output_paths import make_folder, same_file
 from . import resume as resume_mod
 from .pipe_io import StdinSource, StdoutSink, is_stdio
-from .prepost import FrameProcessor, Timings
+from .prepost import FrameProcessor, Timings, beyond_whole
 from .run_lock import LinkRefused, RunLocked, output_lock
 from .sinks import (MultiSink, NullSink, Sink, SinkError, output_sink, raised_first,
                     refuse_unwritten_format)
@@ -1138,12 +1138,19 @@ class _Stream:
             stats.queue_len("output", len(self.q_out))
 
     def _say_auto_tiled(self, fr: Frame) -> None:
-        """The first frame tiled without --tile: that it is, and why (its memory whole)."""
+        """The first frame tiled without --tile: that it is, and why (its memory whole, or
+        the engine's profile)."""
         self.auto_tiled += 1
         self.stats.info["auto_tiled"] = self.auto_tiled
         if self.auto_tiled > 1 or not self.note:
             return
         h, w = fr.image.shape[:2]
+        most = beyond_whole(self.backend, h, w)
+        if most and h * w <= self.o.auto_tile_above:
+            self.note(f"{fr.name}: {w}x{h} is larger than the engine takes whole (at most "
+                      f"{most[1]}x{most[0]}, width x height, its optimisation profile): it is "
+                      f"sharpened in {AUTO_TILE}-pixel tiles")
+            return
         whole = h * w * WHOLE_FRAME_BYTES_PER_PIXEL / (1 << 30)
         self.note(f"{fr.name}: {w}x{h} ({h * w / 1e6:.1f} MP) is sharpened in {AUTO_TILE}-pixel "
                   f"tiles, as is every frame above {self.o.auto_tile_above / 1e6:.1f} MP: "

@@ -331,6 +331,17 @@ def _as_bgr_view(frame: Any) -> Any:
     return frame[..., 2::-1]
 
 
+def beyond_whole(backend: Backend, h: int, w: int) -> Optional[tuple[int, int]]:
+    """The largest frame (height, width) `backend` takes whole, where an h x w frame padded to
+    its multiple is beyond it, else None: a TensorRT engine refuses a frame outside its
+    profile (`Backend.max_hw`), which its tiles fit."""
+    most = getattr(backend, "max_hw", None)
+    if not most:
+        return None
+    m = getattr(backend, "multiple", 1) or 1
+    return tuple(most) if round_up(h, m) > most[0] or round_up(w, m) > most[1] else None
+
+
 class FrameProcessor:
     """pre -> infer -> post for one frame, timing each stage. With tile > 0 the frame is run in
     Gaussian-blended tiles (runtime.tiling), one at a time, for devices that cannot hold the
@@ -384,8 +395,10 @@ class FrameProcessor:
         self.tiling_said: set[str] = set()
 
     def auto_tiles(self, h: int, w: int) -> bool:
-        """Whether an h x w frame is run in automatic tiles (auto_tile_above)."""
-        return self.auto_tile_above is not None and h * w > self.auto_tile_above
+        """Whether an h x w frame is run in automatic tiles: above auto_tile_above, or beyond
+        what the backend takes whole (`beyond_whole`)."""
+        return self.auto_tile_above is not None and (
+            h * w > self.auto_tile_above or beyond_whole(self.backend, h, w) is not None)
 
     def _auto_tiled(self) -> FrameProcessor:
         if self._auto is None:

@@ -343,6 +343,38 @@ def test_a_tensorrt_buffer_freed_for_a_larger_frame_is_never_used_again():
     assert len(cuda.rt.freed) == 2
 
 
+def test_a_frame_beyond_an_engines_profile_is_tiled_not_refused(tmp_path, onnx_model):
+    """A TensorRT engine takes frames up to its profile's largest (2160x3840 by default), and
+    `sharpen run` tiles only frames above 8.9 MP: a portrait 4K frame (3840 high, 8.3 MP), or
+    any frame under --max-shape 720x1280 beyond it, was refused whole ("outside the engine's
+    optimisation profile ... run with --tile"). Where `sharpen run` tiles by itself, a frame
+    beyond what the backend takes whole (`max_hw`, which the TensorRT backend reads from its
+    engine's profile where TensorRT is; given to an ONNX Runtime backend here) is tiled as
+    --tile 512 tiles it, and said. An app's own FrameProcessor (no automatic tiling) is not."""
+    from runtime.options import AUTO_TILE, AUTO_TILE_PIXELS
+
+    frame = np.random.default_rng(0).integers(0, 256, (600, 700, 3), np.uint8)
+    with load_backend(str(onnx_model)) as b:
+        proc = FrameProcessor(b, auto_tile_above=AUTO_TILE_PIXELS)
+        assert not proc.auto_tiles(600, 700)
+        b.max_hw = (520, 520)
+        assert proc.auto_tiles(600, 700) and proc.auto_tiles(400, 600)
+        assert not proc.auto_tiles(512, 520) and not FrameProcessor(b).auto_tiles(600, 700)
+        with pytest.warns(SharpenWarning, match="tiles per 700x600 frame"):   # (--tile's)
+            tiled, auto = FrameProcessor(b, tile=AUTO_TILE)(frame), proc(frame)
+        assert np.array_equal(auto, tiled)
+        cv2.imwrite(str(tmp_path / "tall.png"), frame)
+        notes: list[str] = []
+        from runtime.pipeline import run_stream
+        with pytest.warns(SharpenWarning, match="tiles per 700x600 frame"):
+            stats = run_stream(b, str(tmp_path / "tall.png"), tmp_path / "out", tile=None,
+                               note=notes.append)
+    assert stats["auto_tiled"] == 1, stats
+    assert notes == [f"tall.png: 700x600 is larger than the engine takes whole (at most "
+                     f"520x520, width x height, its optimisation profile): it is sharpened in "
+                     f"{AUTO_TILE}-pixel tiles"], notes
+
+
 def test_tensorrt_io_tensors_must_be_linear_float():
     """The backend feeds and reads plain NCHW float arrays: an engine whose I/O trtexec made
     int8 (--inputIOFormats=int8:chw) or vectorised (fp16:hwc8) is refused by name instead of

@@ -34,7 +34,8 @@ class Backend(ABC):
     `source_sha256` is the sha256 of the checkpoint the export built it from, when recorded
     (see `provenance`). `float_layers`
     are the layers of an INT8 model that its export kept in float (`--float-layers`), as
-    its record says (`recorded_float_layers`); () for a model of one precision.
+    its record says (`recorded_float_layers`); () for a model of one precision. `max_hw` is
+    the largest frame (height, width) it takes whole, a TensorRT engine's profile's; None: any.
 
     `infer` may be called from several threads: ONNX Runtime runs concurrent calls itself,
     LiteRT and TensorRT (one interpreter / execution context) take them in turn.
@@ -53,6 +54,7 @@ class Backend(ABC):
     receptive_field_unrecorded: bool = False
     source_sha256: Optional[str] = None
     float_layers: tuple[str, ...] = ()
+    max_hw: Optional[tuple[int, int]] = None
     threads: int = 0   # the CPU threads it runs with (0: the engine's default, or not the CPU)
     path: Optional[Path] = None   # the model file it was loaded from
     closed: bool = False

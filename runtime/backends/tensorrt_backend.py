@@ -341,6 +341,7 @@ class TensorRTBackend(Backend):
             raise ModelError(f"{path}: expected one input and one output tensor, got {names}")
         self.input_name, self.output_name = ins[0], outs[0]
         self.in_dtype = self._io_dtype(path, self.input_name, "input")
+        self.max_hw = self._profile_max()   # frames beyond it are tiled (prepost.beyond_whole)
         self.out_dtype = self._io_dtype(path, self.output_name, "output")
         self.stream = self.cuda.call(self.cuda.rt.cudaStreamCreate())
         self._in: Optional[_Buffer] = None
@@ -411,6 +412,15 @@ class TensorRTBackend(Backend):
         n = out_bytes // self.out_dtype.itemsize
         # Copy out of the pinned buffer: the next frame overwrites it while this one is post-processed.
         return self._out.host[:n].reshape(out_shape).astype(np.float32, copy=True)
+
+    def _profile_max(self) -> Optional[tuple[int, int]]:
+        """The largest height and width profile 0 takes (get_tensor_profile_shape's max,
+        TensorRT 8.5+), or None where TensorRT does not say."""
+        try:
+            hi = self.engine.get_tensor_profile_shape(self.input_name, 0)[2]
+            return int(hi[2]), int(hi[3])
+        except Exception:   # noqa: BLE001 - then TensorRT refuses a frame beyond it, by name
+            return None
 
     def _profile_range(self) -> str:
         try:   # [min, opt, max] of profile 0 (TensorRT 8.5+)
