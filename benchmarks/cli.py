@@ -77,7 +77,7 @@ def add_commands(sub) -> None:
     add_to_argparse(p)   # the options `pytest benchmarks/` shares (benchmarks/options.py)
     p.add_argument("--real-pairs", default=None, metavar="SPEC",
                    help="real blur/sharp pairs to report PSNR/SSIM gains on (a paired folder "
-                        "such as reds-mini's blur/ + sharp/, a GoPro or HIDE root, REDS' "
+                        "such as reds-mini's blur/ + sharp/, a GoPro, HIDE or BSD root, REDS' "
                         "val/ folder, or a RealBlur pair list)")
     p.add_argument("--real-nogt", default=None, nargs="+", action="extend", metavar="PATH",
                    help="real blurred images without ground truth: image files, videos and "

@@ -175,8 +175,8 @@ def add_commands(sub) -> None:
                    "default: the teacher, where one is given)")
     p.add_argument("--teacher-config", default=None, metavar="NAME", help=CONFIG_HELP)
     p.add_argument("--data", required=True, metavar="SPEC",
-                   help="paired folder (blur/+sharp/, input/+target/), GoPro, REDS or HIDE "
-                   "root, RealBlur pair list, corpus, or "
+                   help="paired folder (blur/+sharp/, input/+target/), GoPro, REDS, HIDE or "
+                   "BSD root, RealBlur pair list, corpus, or "
                    "blurred images and/or video clips without ground truth (a folder or a "
                    "clip)")
     p.add_argument("--split", default=None, metavar="NAME",

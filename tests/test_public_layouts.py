@@ -314,3 +314,36 @@ def test_help_names_every_layout():
     from distill.data.sources import KINDS
     listed = set(re.findall(r"^  (\w+) ", LABELS_DESCRIPTION, re.MULTILINE))
     assert set(KINDS) <= listed, set(KINDS) - listed
+
+
+def _bsd(root: Path) -> Path:
+    """BSD (Zhong et al., ESTRNN) as published: a folder per clip, Blur/RGB/ beside Sharp/RGB/."""
+    for split in ("train", "valid", "test"):
+        for clip in ("000", "001"):
+            for i in range(3):
+                for side in ("Blur", "Sharp"):
+                    _png(root / split / clip / side / "RGB" / f"{i:08d}.png", i)
+    (root / "test" / "001" / "Sharp" / "RGB" / "00000002.png").unlink()
+    return root
+
+
+def test_bsd_pairs_by_clip_and_frame(tmp_path):
+    """BSD_2ms16ms/test was footage without ground truth, its Sharp/ frames scored as blurred."""
+    bsd = _bsd(tmp_path / "BSD_2ms16ms")
+    assert detect_kind(bsd) == "bsd" and detect_kind(bsd / "test") == "bsd"
+    with pytest.warns(UserWarning, match=r"001/00000002\.png") as rec:
+        info = resolve_source(bsd, split="test")
+    assert len(rec) == 1
+    assert info.kind == "bsd" and info.split == "test" and info.has_gt
+    pairs = _pairs(info)
+    assert list(pairs) == ["000/00000000", "000/00000001", "000/00000002",
+                           "001/00000000", "001/00000001"]
+    clip = bsd / "test" / "001"
+    assert pairs["001/00000001"] == (clip / "Blur" / "RGB" / "00000001.png",
+                                     clip / "Sharp" / "RGB" / "00000001.png")
+    assert len(resolve_source(bsd, split="val").samples) == 6   # BSD names it valid/
+    assert resolve_source(bsd / "train", split="test").split == "train"   # a split's folder
+    assert "BSD" in data_set_in(bsd)
+    (bsd / "train").rename(tmp_path / "elsewhere")
+    with pytest.raises(SourceError, match=r"no 'train' split \(it has: val, test"):
+        resolve_source(bsd, split="train")

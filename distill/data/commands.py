@@ -29,6 +29,7 @@ SPEC is a path whose layout is detected, or kind:path with kind one of
   reds      REDS: {train,val}/{train,val}_blur/<sequence>/*.png beside {train,val}_sharp/
   hide      HIDE: train/ and test/{test-close-ups,test-long-shot}/, ground truth in GT/
   list      a list of 'GT_PATH BLUR_PATH' lines (RealBlur_J_test_list.txt), or its folder
+  bsd       BSD: {train,valid,test}/<clip>/Blur/RGB/*.png beside <clip>/Sharp/RGB/
   folder    footage without ground truth: blurred images and/or video clips (searched
             recursively; a clip's frames are named <its path in the folder>_<frame:06d>)
   video     a video file; every frame is labelled

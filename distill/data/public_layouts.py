@@ -13,6 +13,8 @@
             the folder holding the lists, whose ``*_{split}_list.txt`` is read; samples are
             named by the blurred path, less a top folder and a blurred folder all share
             (``scene001/blur_1``).
+- ``bsd``   BSD (Zhong et al., ESTRNN): ``{train,valid,test}/<clip>/Blur/RGB/<frame>.png``
+            beside ``<clip>/Sharp/RGB/``; samples are named ``<clip>/<frame>``.
 
 Read as footage, these sets' sharp frames were scored as blurred inputs with no ground truth.
 """
@@ -27,9 +29,10 @@ from runtime.walk import walk_files
 from runtime.warn import warn
 
 from .sources import (_GT_FOLDER, SPLITS, Sample, SourceError, SourceInfo, _few, _images_under,
-                      _report_unmatched, _sample_names, is_image, pair_folders)
+                      _match_pairs, _report_unmatched, _sample_names, is_image, name_key,
+                      pair_folders)
 
-LAYOUTS = ("reds", "hide", "list")
+LAYOUTS = ("reds", "hide", "list", "bsd")
 HIDE_SPLITS = ("train", "test")
 LIST_SUFFIX = ".txt"
 
@@ -44,6 +47,8 @@ def layout_of(path: Path) -> Optional[str]:
         return "hide"
     if _split_lists(path):
         return "list"
+    if _bsd_splits(path):
+        return "bsd"
     return None
 
 
@@ -51,7 +56,8 @@ def describe(kind: str) -> str:
     """The layout in words, for a folder named as an output by mistake."""
     return {"reds": "a REDS data set ({split}_blur/ + {split}_sharp/)",
             "hide": "a HIDE data set (train/, test/ + GT/)",
-            "list": "a data set with pair lists (*_train_list.txt, *_test_list.txt)"}[kind]
+            "list": "a data set with pair lists (*_train_list.txt, *_test_list.txt)",
+            "bsd": "a BSD data set (<clip>/Blur/RGB/ + <clip>/Sharp/RGB/)"}[kind]
 
 
 def blurred_half(folder: Path) -> Optional[tuple[Path, str]]:
@@ -72,6 +78,8 @@ def resolve(kind: str, path: Path, split: str) -> SourceInfo:
         return _resolve_reds(path, split)
     if kind == "hide":
         return _resolve_hide(path, split)
+    if kind == "bsd":
+        return _resolve_bsd(path, split)
     return _resolve_list(path, split)
 
 
@@ -234,3 +242,63 @@ def _read_list(listed: Path, split: Optional[str]) -> SourceInfo:
         raise SourceError(f"{listed} lists a blurred image twice")
     samples = [Sample(names[r], base / b, base / g) for r, (b, g) in zip(rels, kept)]
     return SourceInfo("list", listed, samples, split, missing, [])
+
+
+# --- BSD ----------------------------------------------------------------------------------------
+
+BSD_SPLIT_DIRS = {"train": "train", "val": "valid", "test": "test"}
+BSD_SIDES = ("Blur", "Sharp")
+
+
+def _bsd_clips(folder: Path) -> list[Path]:
+    """The clip folders of a BSD split: Blur/RGB/ beside Sharp/RGB/."""
+    if not folder.is_dir():
+        return []
+    return sorted((c for c in folder.iterdir()
+                   if all((c / side / "RGB").is_dir() for side in BSD_SIDES)),
+                  key=lambda c: name_key(c.name))
+
+
+def _bsd_splits(path: Path) -> dict[str, Path]:
+    """Each split's folder, under the root or (a split's folder given alone) `path` itself."""
+    found = {s: path / d for s, d in BSD_SPLIT_DIRS.items() if _bsd_clips(path / d)}
+    if not found and _bsd_clips(path):
+        found = {s: path for s, d in BSD_SPLIT_DIRS.items() if path.name == d} or {"test": path}
+    return found
+
+
+def _resolve_bsd(path: Path, split: str) -> SourceInfo:
+    found = _bsd_splits(path)
+    if not found:
+        raise SourceError(f"{path} is not a BSD folder: expected {{train,valid,test}}/<clip>/"
+                          "Blur/RGB/*.png beside <clip>/Sharp/RGB/")
+    if len(found) == 1 and path in found.values():   # a split's folder given alone
+        split = next(iter(found))
+    elif split not in found:
+        raise SourceError(f"{path} has no {split!r} split (it has: {', '.join(found)}; BSD's "
+                          "val split is its valid/ folder)")
+    split_dir = found[split]
+    others: list[str] = []
+    sides: list[dict[str, Path]] = [{}, {}]
+    for clip in _bsd_clips(split_dir):
+        for files, side in zip(sides, BSD_SIDES):
+            for r in _images_under(clip / side / "RGB", others=others):
+                files[f"{clip.name}/{r.as_posix()}"] = Path(clip.name, r)
+    ins, gts = sides
+    pairs = _match_pairs(ins, gts)
+    used = {g.as_posix() for g in pairs.values()}
+    un_in = [k for k in sorted(ins, key=name_key) if k not in pairs]
+    un_gt = [k for k in sorted(gts, key=name_key) if k not in used]
+    _report_unmatched(split_dir, un_in, un_gt, "Sharp/RGB image", "Blur/RGB image")
+    if not pairs:
+        raise SourceError(f"no image in {split_dir}/<clip>/Blur/RGB has a same-named file in "
+                          "<clip>/Sharp/RGB")
+
+    def file(rel: Path, side: str) -> Path:
+        return split_dir / rel.parts[0] / side / "RGB" / Path(*rel.parts[1:])
+
+    both = [ins[k] for k in sorted(pairs, key=name_key)]
+    names = _sample_names(both)
+    samples = [Sample(names[r], file(r, "Blur"), file(pairs[r.as_posix()], "Sharp"))
+               for r in both]
+    return SourceInfo("bsd", path, samples, split, un_in, un_gt, not_images=sorted(others))

@@ -45,7 +45,7 @@ from ..dist import DistInfo
 from ..images import UndecodableImage, is_image, read_image, to_rgb_float
 from .frame_seek import SeekCheck
 
-KINDS = ("gopro", "paired", "reds", "hide", "list", "folder", "video", "embedded")
+KINDS = ("gopro", "paired", "reds", "hide", "list", "bsd", "folder", "video", "embedded")
 SPLITS = ("train", "val", "test")
 PAIR_DIRS = (("input", "target"), ("blur", "sharp"))
 GOPRO_BLUR = ("blur", "blur_gamma")
@@ -636,7 +636,7 @@ def _warn_ground_truth_as_footage(path: Path, rels: list[Path]) -> None:
     warn(f"{path}: {count(len(gt), 'image')} under ground-truth folders "
          f"({', '.join(f + '/' for f in folders)}) are read as blurred footage without ground "
          f"truth, e.g. {gt[0].as_posix()}: the layout is none that pairs (input/ + target/, "
-         f"blur/ + sharp/, GoPro, REDS, HIDE); {pairs}give the blurred images alone, or a "
+         f"blur/ + sharp/, GoPro, REDS, HIDE, BSD); {pairs}give the blurred images alone, or a "
          "list of 'GT_PATH BLUR_PATH' lines (RealBlur's) as --data; footage indeed: give it as "
          f"folder:{path}", stacklevel=3)
 
