@@ -158,7 +158,9 @@ def add_commands(sub) -> None:
                        "RGB outputs, data range 255, no border crop, mean over images; SSIM "
                        "with scikit-image's Gaussian window sigma 1.5 "
                        "(use_sample_covariance=False), channels averaged (--ssim 3d: as "
-                       "published GoPro tables' SSIMs). --out writes metrics.json (with the "
+                       "published GoPro tables' SSIMs); no alignment (RealBlur's published "
+                       "scores align each output to its ground truth first). --out writes "
+                       "metrics.json (with the "
                        "convention), per_image.csv (one row per image and model, and with "
                        "ground truth one with its overshoot) and side_by_side.png (input | "
                        "models | ground truth).")

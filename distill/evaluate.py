@@ -24,8 +24,8 @@ from runtime.console import count, first_line
 from runtime.imageio import shown_path
 from runtime.warn import SharpenWarning, warn
 
-from .metrics import (SSIM_MIN_SIDE, convention, input_range, overshoot, psnr, quantise_8bit,
-                      ssim, ssim_named)
+from .metrics import (ALIGNMENT, SSIM_MIN_SIDE, convention, input_range, overshoot, psnr,
+                      quantise_8bit, ssim, ssim_named)
 from .evaluate_journal import ScoreJournal
 from .evaluate_sequences import per_sequence, sequence_of
 from .figure_fonts import any_script_text
@@ -1026,7 +1026,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     if has_gt:
         # What sharpening this blur truly takes past the input's range (thin lines).
         res["ground_truth_overshoot"] = float(np.mean(gt_over))
-        res["convention"] = convention(ssim_window)
+        res["convention"] = {**convention(ssim_window), "alignment": ALIGNMENT}
         for k in fns:
             res[k]["psnr_gain"] = res[k]["psnr"] - res["input"]["psnr"]
             res[k]["ssim_gain"] = res[k]["ssim"] - res["input"]["ssim"]
@@ -1256,6 +1256,10 @@ def format_table(res: dict) -> str:
                      "x the input's; PSNR in dB)")
         lines.append("(higher is better: PSNR, SSIM and their gains; overshoot, lower is "
                      "better, down to the ground truth's own)")
+        if "realblur" in Path(str(res["data"])).name.lower():   # its list, Restormer's RealBlur_J/
+            lines.append("(RealBlur: outputs not aligned to the ground truth; its published "
+                         "scores align each first (evaluate_RealBlur.py: ECC homography, the "
+                         "overlap scored) and read higher)")
     if res.get("flat_images"):
         lines.append(f"({count(res['flat_images'], 'flat image')} without detail left out of the "
                      "sharpness ratio)")

@@ -47,6 +47,11 @@ CONVENTION = {
     "mean": "mean over images (not over sequences); gains are the model's minus the blurred "
             "input's",
 }
+# Evaluate's metrics.json names it beside CONVENTION; not in it, which bench reports carry and
+# bench-compare gates on as one formula: every earlier baseline would read as another one.
+ALIGNMENT = ("no alignment: each output is scored on its ground truth's pixel grid as given; "
+             "RealBlur's published scores (evaluate_RealBlur.py) first warp each output onto "
+             "its ground truth (an ECC homography) and score the overlap, and read higher")
 
 
 def _checked(name: str, x: np.ndarray) -> np.ndarray:

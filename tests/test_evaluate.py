@@ -1551,3 +1551,25 @@ def test_a_model_failing_on_an_image_named_with_a_newline_is_said_on_one_line(tm
     said = [str(w.message) for w in warned if "failed on it" in str(w.message)]
     assert len(said) == 1 and "p\\nforged.png" in said[0] and "\n" not in said[0], said
     assert ["\n" in f for f in res["failed"]] == [False], res["failed"]
+
+
+def test_realblur_scores_say_they_are_not_aligned_as_its_published_ones_are(tmp_path):
+    """RealBlur's published PSNR/SSIM align each output to its ground truth first
+    (evaluate_RealBlur.py: an ECC homography, the overlap scored); scored here without, a
+    paper's RealBlur numbers read lower than the table they were set beside, and neither the
+    table nor metrics.json said why."""
+    x8, y8 = _smooth_pair(1, 24, 32)
+    for d, img in (("blur", x8), ("gt", y8)):
+        write_image(tmp_path / "RealBlur" / "scene001" / d / f"{d}_1.png",
+                    img.astype(np.float32) / 255)
+        write_image(tmp_path / "pairs" / ("sharp" if d == "gt" else d) / "a.png",
+                    img.astype(np.float32) / 255)
+    listed = tmp_path / "RealBlur" / "RealBlur_J_test_list.txt"
+    listed.write_text("scene001/gt/gt_1.png scene001/blur/blur_1.png\n")
+    res = evaluate_fns({"m": lambda x: x}, str(listed), progress=False)
+    assert "no alignment" in res["convention"]["alignment"], res["convention"]
+    said = [line for line in format_table(res).splitlines() if "evaluate_RealBlur.py" in line]
+    assert len(said) == 1 and "not aligned" in said[0], format_table(res)
+    res = evaluate_fns({"m": lambda x: x}, str(tmp_path / "pairs"), progress=False)
+    assert "no alignment" in res["convention"]["alignment"]
+    assert "evaluate_RealBlur.py" not in format_table(res)   # said of RealBlur alone
