@@ -347,3 +347,15 @@ def test_bsd_pairs_by_clip_and_frame(tmp_path):
     (bsd / "train").rename(tmp_path / "elsewhere")
     with pytest.raises(SourceError, match=r"no 'train' split \(it has: val, test"):
         resolve_source(bsd, split="train")
+
+
+def test_a_paired_folder_whose_names_differ_is_told_to_list_its_pairs(tmp_path):
+    """blur/0000_blur.png beside sharp/0000_gt.png (Lai et al.'s kernel-suffixed names, a
+    set's own) stopped at "no file in blur has a same-named file in sharp", with no way on."""
+    _png(tmp_path / "set" / "blur" / "0000_blur.png")
+    _png(tmp_path / "set" / "sharp" / "0000_gt.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(SourceError, match=r"same-named.*'GT_PATH BLUR_PATH'.*"
+                                              r"sharp/0000_gt\.png blur/0000_blur\.png"):
+            resolve_source(tmp_path / "set")

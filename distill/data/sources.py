@@ -508,7 +508,13 @@ def pair_folders(in_dir: Path, gt_dir: Path, kind: str, root: Path,
     if not ins:
         raise SourceError(f"no images in {in_dir}{_clips_in(in_dir, gt_dir, others)}")
     if not pairs:
-        raise SourceError(f"no file in {in_dir} has a same-named file in {gt_dir}")
+        # Names that differ by a suffix (Lai et al.'s _kernel_01, a set's _blur/_gt) pair
+        # only by a list: which blurred image is which sharp one's is the set's to say.
+        how = (f": pair them in a list of 'GT_PATH BLUR_PATH' lines beside those folders "
+               f"(paths from the list's folder, e.g. {gt_dir.name}/{min(gts, key=name_key)} "
+               f"{in_dir.name}/{min(ins, key=name_key)}) and give the list as --data"
+               if gts else "")
+        raise SourceError(f"no file in {in_dir} has a same-named file in {gt_dir}{how}")
     both = [ins[k] for k in sorted(pairs, key=name_key)]
     names = _sample_names(both)
     samples = [Sample(names[r], in_dir / r, gt_dir / pairs[r.as_posix()]) for r in both]
