@@ -24,8 +24,8 @@ from runtime.console import count, first_line
 from runtime.imageio import shown_path
 from runtime.warn import SharpenWarning, warn
 
-from .metrics import (ALIGNMENT, SSIM_MIN_SIDE, convention, input_range, overshoot, psnr,
-                      quantise_8bit, ssim, ssim_named)
+from .metrics import (ALIGNMENT, MISALIGNED_PX, SSIM_MIN_SIDE, convention, gt_shift,
+                      input_range, overshoot, psnr, quantise_8bit, ssim, ssim_named)
 from .evaluate_journal import ScoreJournal
 from .evaluate_sequences import per_sequence, sequence_of
 from .figure_fonts import any_script_text
@@ -538,7 +538,25 @@ def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
         scores["ground truth"] = {"overshoot": gt_o}
     entry = {"scores": scores, "ratios": ratios, "flat": bool(base < FLAT),
              "gt_overshoot": gt_o, "rank": rank(outs) if rank else None}
+    if y is not None:
+        entry["gt_shift"] = gt_shift(x, y)
     return json.loads(json.dumps(entry, default=float))
+
+
+def _say_shifted(shown: str, shifts: list) -> None:
+    """A warning where the pairs' ground truth lies off their blurred inputs (`gt_shift`, the
+    median of each axis over the pairs): every score then measures the offset as much as the
+    blur, a model's gain turned into a loss."""
+    if not shifts:
+        return
+    dx, dy = np.median(np.asarray(shifts, dtype=float), axis=0)
+    if max(abs(dx), abs(dy)) < MISALIGNED_PX:
+        return
+    warnings.warn(f"{shown}: the ground truth sits about {dx:+.0f}, {dy:+.0f} px from its "
+                  f"blurred input (median of {count(len(shifts), 'pair')}, by phase correlation): "
+                  "PSNR/SSIM score that offset as well as the blur; check that both sides hold "
+                  "the same crops, or register the pairs (RealBlur's evaluate_RealBlur.py "
+                  "aligns each output to its ground truth)", SharpenWarning)
 
 
 def _item_stamp(inp, gt) -> list:
@@ -982,6 +1000,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
         if entry["gt_overshoot"] is not None:
             gt_over.append(entry["gt_overshoot"])
         per_image[name] = entry["scores"]
+    _say_shifted(shown, [e["gt_shift"] for e in entries.values() if e.get("gt_shift")])
     made = [e.get("teacher_label") for _, e in sorted(entries.items())]
     try:
         outputs = _figure_outputs(kept, entries, items, order_of, keep_outputs, fns, has_gt,

@@ -231,6 +231,29 @@ def convention(ssim_window: str = "2d") -> dict:
                     "RGB array (Restormer's evaluate_gopro_hide.m)"}
 
 
+# A ground truth this far off its blurred input (the median over a set's pairs) is out of line,
+# not blurred: motion blur moves the phase correlation's peak too, by up to 2.6 px on
+# reds-mini's most blurred pair, 0.2 px in the median of its 60.
+MISALIGNED_PX = 1.5
+# The correlation peak's height under which two images are not one scene moved: unrelated
+# noise peaks at 0.01-0.06, reds-mini's pairs at 0.37 and more.
+SHIFT_PEAK = 0.15
+
+
+def gt_shift(x: np.ndarray, y: np.ndarray) -> Optional[tuple[float, float]]:
+    """Where the ground truth `y` lies against its blurred input `x` (RGB in [0, 1]), as
+    (dx, dy) in pixels: the phase correlation of their grey levels, Hann-windowed so that the
+    images' edges, which the transform wraps around, add no peak of their own. None where no
+    peak stands out (SHIFT_PEAK): the two share too little to tell."""
+    import cv2
+
+    grey = [cv2.cvtColor(np.asarray(a, np.float32), cv2.COLOR_RGB2GRAY).astype(np.float64)
+            if a.ndim == 3 else np.asarray(a, np.float64) for a in (x, y)]
+    window = cv2.createHanningWindow(grey[0].shape[::-1], cv2.CV_64F)
+    (dx, dy), peak = cv2.phaseCorrelate(grey[0], grey[1], window)
+    return (float(dx), float(dy)) if peak >= SHIFT_PEAK else None
+
+
 # Overshoot: the neighbourhood must span a blurred edge's whole ramp, so that restoring the
 # edge to its two plateaus stays inside the input's range while a halo beside it does not;
 # 15x15 spans reds-mini's blur. Wider real shake (Koehler) puts true restoration outside it
