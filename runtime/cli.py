@@ -903,7 +903,7 @@ def _result_line(summary: dict) -> str:
         how = "automatic overlap" if summary.get("overlap_auto") else "overlap"
         tiles = f"; tile {summary['tile']}, {how} {summary['overlap']}"
     elif auto := summary.get("auto_tiled"):   # the frames above the size tiled without --tile
-        tiles = f"; {count(auto, 'frame')} in {AUTO_TILE}-pixel tiles"
+        tiles = f"; {count(auto, 'frame')} in {summary.get('auto_tile', AUTO_TILE)}-pixel tiles"
     n = summary["frames_processed"]
     # a mixed model's float layers (--float-layers): "int8" alone said integer throughout
     floats = b.get("float_layers") or ()

@@ -33,12 +33,12 @@ from .console import count, unread
 from .host import check_threads
 from .image_sink import QUALITY_EXTS, ImageSink
 from .locale_text import utf8_name
-from .options import (AUTO_TILE, AUTO_TILE_PIXELS, WHOLE_FRAME_BYTES_PER_PIXEL, is_number,
-                      option, video_rate)
+from .options import (AUTO_TILE_PIXELS, WHOLE_FRAME_BYTES_PER_PIXEL, is_number, option,
+                      video_rate)
 from .output_paths import make_folder, same_file
 from . import resume as resume_mod
 from .pipe_io import StdinSource, StdoutSink, is_stdio
-from .prepost import FrameProcessor, Timings, beyond_whole
+from .prepost import FrameProcessor, Timings, auto_tile, beyond_whole
 from .run_lock import LinkRefused, RunLocked, output_lock
 from .sinks import (MultiSink, NullSink, Sink, SinkError, output_sink, raised_first,
                     refuse_unwritten_format)
@@ -793,7 +793,7 @@ class _Stream:
         # The tile its frames are run at: without one, whole up to the automatic tiling's
         # size, as a record from before that rule holds it (0), else its tile.
         tile = o.tile if o.tile is not None else (
-            AUTO_TILE if self.processor.auto_tiles(src.height, src.width) else 0)
+            auto_tile(self.backend) if self.processor.auto_tiles(src.height, src.width) else 0)
         now = resume_mod.identity(self.backend.path, str(src.target), src.frame_count,
                                   {"tile": tile, "overlap": o.overlap, "fps": o.fps,
                                    "compare": o.compare, "view": o.view if o.compare else None,
@@ -1142,6 +1142,7 @@ class _Stream:
         the engine's profile)."""
         self.auto_tiled += 1
         self.stats.info["auto_tiled"] = self.auto_tiled
+        tile = self.stats.info["auto_tile"] = auto_tile(self.backend)
         if self.auto_tiled > 1 or not self.note:
             return
         h, w = fr.image.shape[:2]
@@ -1149,10 +1150,10 @@ class _Stream:
         if most and h * w <= self.o.auto_tile_above:
             self.note(f"{fr.name}: {w}x{h} is larger than the engine takes whole (at most "
                       f"{most[1]}x{most[0]}, width x height, its optimisation profile): it is "
-                      f"sharpened in {AUTO_TILE}-pixel tiles")
+                      f"sharpened in {tile}-pixel tiles")
             return
         whole = h * w * WHOLE_FRAME_BYTES_PER_PIXEL / (1 << 30)
-        self.note(f"{fr.name}: {w}x{h} ({h * w / 1e6:.1f} MP) is sharpened in {AUTO_TILE}-pixel "
+        self.note(f"{fr.name}: {w}x{h} ({h * w / 1e6:.1f} MP) is sharpened in {tile}-pixel "
                   f"tiles, as is every frame above {self.o.auto_tile_above / 1e6:.1f} MP: "
                   f"whole it would hold about {whole:.1f} GiB in float (README: peak memory); "
                   f"{option('tile', 0, self.flags)} runs it whole")

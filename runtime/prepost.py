@@ -342,6 +342,16 @@ def beyond_whole(backend: Backend, h: int, w: int) -> Optional[tuple[int, int]]:
     return tuple(most) if round_up(h, m) > most[0] or round_up(w, m) > most[1] else None
 
 
+def auto_tile(backend: Backend) -> int:
+    """The tile side a frame is run at without one given: AUTO_TILE, or the largest multiple
+    of the model's that fits an engine's profile below it (`Backend.max_hw`): an engine for a
+    VGA camera (--max-shape 480x640) refuses a 512-pixel tile as it refuses the frame."""
+    most = getattr(backend, "max_hw", None)
+    m = getattr(backend, "multiple", 1) or 1
+    fits = min(most) // m * m if most else 0
+    return min(AUTO_TILE, fits) if fits > 0 else AUTO_TILE
+
+
 class FrameProcessor:
     """pre -> infer -> post for one frame, timing each stage. With tile > 0 the frame is run in
     Gaussian-blended tiles (runtime.tiling), one at a time, for devices that cannot hold the
@@ -402,8 +412,8 @@ class FrameProcessor:
 
     def _auto_tiled(self) -> FrameProcessor:
         if self._auto is None:
-            self._auto = FrameProcessor(self.backend, AUTO_TILE, None, rgb=self.rgb,
-                                        flags=self.flags)
+            self._auto = FrameProcessor(self.backend, auto_tile(self.backend), None,
+                                        rgb=self.rgb, flags=self.flags)
             self._auto.tile_given = False   # its advice names the tile to give
         return self._auto
 
@@ -494,7 +504,7 @@ class FrameProcessor:
             if not is_out_of_memory(exc) or isinstance(exc, FrameOutOfMemory):
                 raise
             h, w = frame.shape[:2]
-            tile = AUTO_TILE if self.auto_tiles(h, w) else self.tile
+            tile = auto_tile(self.backend) if self.auto_tiles(h, w) else self.tile
             # `from exc`: SHARPEN_DEBUG's traceback goes on to the allocation that failed.
             raise FrameOutOfMemory(out_of_memory_message(
                 exc, h, w, getattr(self.backend, "path", None), tile, self.flags,

@@ -375,6 +375,32 @@ def test_a_frame_beyond_an_engines_profile_is_tiled_not_refused(tmp_path, onnx_m
                      f"{AUTO_TILE}-pixel tiles"], notes
 
 
+def test_a_frame_beyond_an_engine_smaller_than_the_tile_is_tiled_within_it(tmp_path,
+                                                                           onnx_model):
+    """An engine built for a VGA camera (--max-shape 480x640) was handed a 720p frame in
+    512-pixel tiles: 512 high is beyond its profile too, and TensorRT refused every tile. The
+    tiles `sharpen run` picks by itself are no larger than the engine takes (480 here), and
+    the note and the `done:` line say the tile it ran."""
+    from runtime.cli import _result_line
+    from runtime.pipeline import run_stream
+
+    frame = np.random.default_rng(1).integers(0, 256, (600, 700, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "wide.png"), frame)
+    with load_backend(str(onnx_model)) as b:
+        b.max_hw = (480, 640)
+        with pytest.warns(SharpenWarning):
+            want = FrameProcessor(b, tile=480)(frame)
+        notes: list[str] = []
+        with pytest.warns(SharpenWarning, match="tiles per 700x600 frame"):
+            stats = run_stream(b, str(tmp_path / "wide.png"), tmp_path / "out", tile=None,
+                               note=notes.append)
+    assert np.array_equal(cv2.imread(str(tmp_path / "out" / "wide.png")), want)
+    assert notes == ["wide.png: 700x600 is larger than the engine takes whole (at most "
+                     "640x480, width x height, its optimisation profile): it is sharpened in "
+                     "480-pixel tiles"], notes
+    assert _result_line(stats).endswith("; 1 frame in 480-pixel tiles)"), _result_line(stats)
+
+
 def test_tensorrt_io_tensors_must_be_linear_float():
     """The backend feeds and reads plain NCHW float arrays: an engine whose I/O trtexec made
     int8 (--inputIOFormats=int8:chw) or vectorised (fp16:hwc8) is refused by name instead of
