@@ -557,7 +557,8 @@ def parity_outside_profile(parity_list, profile, multiple: int, flags=False) -> 
 
     for name, img in parity_list:
         if why := profile_miss(profile, img.shape[:2], multiple):
-            given = _option("parity_images", flags)
+            # `sharpen bench` takes no --parity-images: its parity images are held out of --calib.
+            given = _option("parity_images", flags) or _option("calib", flags)
             shapes = [_option(f, flags) for f in ("min_shape", "max_shape")]
             fixes = ([f"give {given} within it (frames of the camera the engine is for)"]
                      if given else []) + ([f"a {'/'.join(shapes)} that covers them"]
