@@ -521,7 +521,8 @@ def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssi
                 "format": f, "status": "error", "reason": res.reason})
             with contextlib.suppress(Exception):   # best effort: the marker above is the record
                 _record_failure_inside(stale, res.reason)
-        res.extra["traceback"] = traceback.format_exc(limit=6)
+        if not isinstance(e, _NotBuilt):   # a refusal of the export's own is no crash to trace
+            res.extra["traceback"] = traceback.format_exc(limit=6)
         prog.say(f"  {res.reason}")
         return res
     # A fresh build is judged afresh, and counts as unchecked until it is: cleared before the

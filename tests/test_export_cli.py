@@ -317,6 +317,32 @@ def test_an_engine_profile_that_leaves_out_the_parity_images_is_said_before_its_
     assert parity_outside_profile(images, Profile.from_hw(multiple=8), 8, flags=True) is None
 
 
+def test_an_engine_left_out_for_its_parity_images_lets_the_other_formats_go_on(
+        ckpt, tmp_path, monkeypatch, capsys):
+    """Where TensorRT builds (its availability said so here: the engine is refused before any
+    TensorRT call), `--min-shape 720x1280` against the 300x451 parity photo leaves the engine
+    out, its row saying why and what to give; the ONNX model is built and passes, and the
+    export exits 1 with the engine not shipped."""
+    import optimize.tensorrt_engine as trt_mod
+
+    monkeypatch.setattr(trt_mod, "availability", lambda: None)
+    out = tmp_path / "out"
+    rc = main(["export", "--weights", str(ckpt), "--formats", "onnx,engine", "--out", str(out),
+               "--min-shape", "720x1280", "--no-latency", "--threads", "1", "--quiet"])
+    said = capsys.readouterr()
+    rows = {r["format"]: r for r in json.loads((out / "export_report.json").read_text())[
+        "results"]}
+    assert rc == 1, said
+    assert rows["onnx"]["status"] == "pass", rows["onnx"]
+    assert rows["engine"]["status"] == "error" and rows["engine"]["reason"].startswith(
+        "not built: the engine's parity check cannot run parity image "), rows["engine"]
+    assert rows["engine"]["reason"].endswith(
+        "give --parity-images within it (frames of the camera the engine is for), or a "
+        "--min-shape/--max-shape that covers them"), rows["engine"]
+    assert "Traceback" not in json.dumps(rows["engine"]), rows["engine"]
+    assert not list(out.glob("*.engine")), list(out.iterdir())
+
+
 def test_a_pending_engine_keeps_its_trtexec_line_after_a_later_export(ckpt, tmp_path):
     """The README's two lines, `--formats engine` then `--formats engine-int8` into one folder:
     the second report lists only its own engine, so `sharpen run` given the FP16 engine
