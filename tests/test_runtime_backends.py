@@ -294,7 +294,7 @@ class _HostOnlyCudaRuntime:
         cudaSuccess, cudaErrorMemoryAllocation = 0, 2
 
     def __init__(self):
-        self.blocks, self.freed, self.fail = {}, [], False
+        self.blocks, self.freed, self.fail, self.fail_pinned = {}, [], False, False
 
     def cudaMalloc(self, nbytes):   # noqa: N802 - cuda-python's name
         if self.fail:
@@ -303,7 +303,10 @@ class _HostOnlyCudaRuntime:
         self.blocks[ctypes.addressof(block)] = block
         return (self.cudaError_t.cudaSuccess, ctypes.addressof(block))
 
-    cudaMallocHost = cudaMalloc
+    def cudaMallocHost(self, nbytes):   # noqa: N802 - cuda-python's name
+        if self.fail_pinned:   # pinned memory runs out before device memory on a Jetson
+            return (self.cudaError_t.cudaErrorMemoryAllocation, None)
+        return self.cudaMalloc(nbytes)
 
     def cudaFree(self, ptr):   # noqa: N802 - cuda-python's name
         self.freed.append(ptr)
@@ -341,6 +344,20 @@ def test_a_tensorrt_buffer_freed_for_a_larger_frame_is_never_used_again():
     assert again is not first and again.nbytes == 32
     first.free()   # close(), on what it held
     assert len(cuda.rt.freed) == 2
+
+
+def test_a_tensorrt_buffer_whose_pinned_half_is_refused_frees_its_device_half():
+    """A buffer is a device allocation and a pinned one: where the pinned one failed, the
+    device one was already made and nothing held it, leaked for the process's life (an app's
+    loop retrying the frame lost it again each time)."""
+    from runtime.backends.tensorrt_backend import _Buffer, _Cuda
+
+    cuda = _Cuda.__new__(_Cuda)
+    cuda.rt = _HostOnlyCudaRuntime()
+    cuda.rt.fail_pinned = True
+    with pytest.raises(ModelError, match="cudaErrorMemoryAllocation|CUDA error: 2"):
+        _Buffer(cuda, 64, np.dtype(np.float32))
+    assert cuda.rt.freed == list(cuda.rt.blocks), (cuda.rt.freed, cuda.rt.blocks)
 
 
 def test_a_frame_beyond_an_engines_profile_is_tiled_not_refused(tmp_path, onnx_model):
