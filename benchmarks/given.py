@@ -44,6 +44,8 @@ class GivenModel:
     # A model exported elsewhere: how the runtime runs it (runtime.backends.foreign), which a
     # wrong guess shows only in its numbers.
     foreign: str = ""
+    # The file's own sha256: which bytes were measured (a re-export keeps the name).
+    sha256: Optional[str] = None
 
     @property
     def artifact(self) -> Artifact:
@@ -67,7 +69,8 @@ class GivenModel:
         return {"name": self.name, "path": str(self.path), "format": self.format,
                 "precision": self.precision, "source": self.source,
                 "source_sha256": self.source_sha256, "skipped": self.skipped,
-                "float_layers": list(self.float_layers), "export_gate": self.export_gate}
+                "float_layers": list(self.float_layers), "export_gate": self.export_gate,
+                "sha256": self.sha256}
 
 
 def resolve_models(spec: str | Sequence[str] | None, taken: Sequence[str] = (),
@@ -125,8 +128,14 @@ def _check_file(p: Path) -> None:
         from runtime.backends.provenance import pending_engine
         raise BenchError(f"--model {p}: {pending_engine(p) or 'no such file'}")
     if p.is_dir():
-        raise BenchError(f"--model {p}: a folder; give the model files in it (.onnx, .tflite, "
-                         ".engine)")
+        # The folder `sharpen export --out` wrote: its files, ready to paste.
+        from runtime.console import shell_join
+        found = sorted(str(q) for q in p.iterdir()
+                       if q.is_file() and q.suffix.lower() in ENGINE_BY_SUFFIX)
+        exts = ", ".join(sorted(ENGINE_BY_SUFFIX))
+        raise BenchError(f"--model {p}: a folder; give the model files in it ("
+                         + (f"--model {shell_join(found)}" if found else f"none here: {exts}")
+                         + ")")
     if not p.is_file():   # a FIFO: reading its head would wait for a writer
         from runtime.imageio import why_not_a_file
         raise BenchError(f"--model {p}: {why_not_a_file(p)}; give a model file")
@@ -217,8 +226,9 @@ def _read(p: Path, name: str, threads: int) -> GivenModel:
     source = str(meta.get("student") or reported.get("student") or UNKNOWN)
     if precision == "unknown":
         precision = FORMATS[fmt].precision
+    from runtime.resume import file_sha256
     return GivenModel(name, p.resolve(), fmt, precision, source, source_sha, skipped,
-                      tuple(recorded_float_layers(meta)), gate, foreign)
+                      tuple(recorded_float_layers(meta)), gate, foreign, file_sha256(p))
 
 
 def _format(p: Path, engine: str, precision: str) -> tuple[str, dict]:

@@ -340,8 +340,9 @@ def _models_lines(s: dict) -> list[str]:
              "metadata; parity against a student's FP32 output only where that student's "
              "checkpoint, which the file records, is benchmarked too):", ""]
     for gm in models:
+        sha = f", sha256 {gm['sha256'][:12]}" if gm.get("sha256") else ""
         lines.append(f"- {gm['name']}: {gm['path']} ({gm['format']}, "
-                     f"{str(gm['precision']).upper()}, student {gm['source']})"
+                     f"{str(gm['precision']).upper()}, student {gm['source']}{sha})"
                      + (f": skipped: {gm['skipped']}" if gm.get("skipped") else ""))
     return lines + [""]
 

@@ -74,7 +74,7 @@ def test_model_files_are_measured_as_rows(env, good_run, model_run):
     assert pairs["deployed"]["psnr"] == pytest.approx(row["psnr"], abs=1e-3)
     md = (env / "given" / "report.md").read_text()
     assert "| deployed (student fast) | onnx | ONNX Runtime FP32 |" in md
-    assert f"- deployed: {deployed.resolve()} (onnx, FP32, student fast)" in md
+    assert f"- deployed: {deployed.resolve()} (onnx, FP32, student fast, sha256 " in md
     cmd = rep["commands"][1]
     assert f"--model {deployed} " in cmd and "--weights" not in cmd, cmd
     assert set(rep["figures"]) == {"latency", "scatter", "crops"}
@@ -275,3 +275,40 @@ def test_model_files_sharing_a_stem_are_named_alike_whatever_their_order(tmp_pat
     assert [gm.name for gm in resolve_models(files[::-1])] == names[::-1]
     # a file alone keeps its stem
     assert [gm.name for gm in resolve_models(files[:1])] == ["student-fast_int8"]
+
+
+def test_a_model_files_sha256_is_in_the_report(tmp_path):
+    """Which bytes were measured: a --model file re-exported under the same name (another
+    calibration, another seed) got the same row, and report.md and report.json named only its
+    path and the checkpoint it came from, not the file itself."""
+    import hashlib
+
+    from benchmarks.given import resolve_models
+    from benchmarks.markdown import _models_lines
+    from runtime_fixtures import make_onnx_model
+
+    path = make_onnx_model(tmp_path / "mine.onnx")
+    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    (gm,) = resolve_models([str(path)])
+    assert gm.to_dict()["sha256"] == sha
+    lines = _models_lines({"measured": "--model mine", "models": [gm.to_dict()]})
+    assert any(ln.startswith("- mine: ") and f"sha256 {sha[:12]}" in ln for ln in lines), lines
+
+
+def test_an_export_folder_given_to_model_names_its_model_files(tmp_path):
+    """`--model export/` (the folder `sharpen export --out` wrote) said only 'a folder; give
+    the model files in it': the message lists them, ready to paste."""
+    from benchmarks.artifacts import BenchError
+    from benchmarks.given import resolve_models
+    from runtime_fixtures import make_onnx_model
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    make_onnx_model(folder / "b.onnx")
+    make_onnx_model(folder / "a.onnx")
+    (folder / "export_report.json").write_text("{}")
+    with pytest.raises(BenchError) as e:
+        resolve_models([str(folder)])
+    msg = str(e.value)
+    assert f"--model {folder / 'a.onnx'} {folder / 'b.onnx'}" in msg, msg
+    assert "export_report" not in msg, msg
