@@ -1984,3 +1984,20 @@ def test_a_figure_the_disk_has_no_room_for_stops_the_bench_naming_it(env, tmp_pa
     said = main_with_file_limit(argv, 10**9)
     assert said.get("rc") == 0, said
     assert (out / "hardest_crops.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_reproduce_compare_line_names_the_per_frame_tests_of_the_run():
+    """The README's advice, `-k test_student_latency` on the compare line, selected nothing in
+    a `--model` run (its rows are test_given_model_latency): every test skipped, and
+    `--benchmark-compare-fail` passed having compared nothing."""
+    from benchmarks.report import BenchOptions, reproduce_commands
+
+    def k_of(**kw):
+        line = reproduce_commands(BenchOptions(out="b", **kw))[-1]
+        assert "--benchmark-compare " in line, line
+        return line.split("-k ", 1)[1]
+
+    assert k_of(models=["m.onnx"]).startswith("test_given_model_latency:")
+    assert k_of().startswith("test_student_latency:")
+    assert k_of(students=["fast"], models=["m.onnx"]).startswith(
+        "'test_student_latency or test_given_model_latency':")
