@@ -562,14 +562,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                                 "cpu_target_fps": ctx.cpu_target_fps})
         tr.write_line(f"meets target: {RULE}; budget {budgets}")
         tr.write_line(f"mode {ctx.mode}; {runtime_threads_line(ctx.threads)}")
-        for r in ctx.results:
-            sp = r.get("speedup_vs_teacher")
-            tr.write_line(
-                f"  {r['model']:<16} {r['backend_label']:<34} {r['size']:>9}  "
-                f"{_ms_text(r)}  {r['fps']:>8.2f} fps  "
-                f"{'meets' if r['meets_target'] else 'misses'} target ({_judged_text(r)})"
-                + (f"  {sp:.0f}x teacher" if sp else "") + (f"  ({r['note']})"
-                                                          if r.get("note") else ""))
+        for line in latency_lines(ctx.results):
+            tr.write_line(line)
     if ctx._quality is not None:
         from benchmarks.quality import TABLE_HEADERS, format_table, held_out_label
 
@@ -595,6 +589,25 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"  {quality_legend(ctx._quality.settings)}")   # as `sharpen bench`
         for c in ctx._quality.checks:
             tr.write_line(f"  {'PASS' if c['passed'] else 'FAIL'}: {c['message']}")
+
+
+def latency_lines(results: list[dict]) -> list[str]:
+    """The summary's latency rows, in columns as wide as their longest cell: a --model file's
+    name (`student-edge_int8 (student edge)`) is longer than a student's."""
+    wm = max([16] + [len(r["model"]) for r in results])
+    wb = max([20] + [len(r["backend_label"]) for r in results])
+    ms = [_ms_text(r) for r in results]
+    wt = max(len(t) for t in ms) if ms else 0
+    out = []
+    for r, t in zip(results, ms):
+        sp = r.get("speedup_vs_teacher")
+        out.append(
+            f"  {r['model']:<{wm}} {r['backend_label']:<{wb}} {r['size']:>9}  "
+            f"{t:<{wt}}  {r['fps']:>8.2f} fps  "
+            f"{'meets' if r['meets_target'] else 'misses'} target ({_judged_text(r)})"
+            + (f"  {sp:.0f}x teacher" if sp else "") + (f"  ({r['note']})"
+                                                      if r.get("note") else ""))
+    return out
 
 
 def _ms_text(r: dict) -> str:

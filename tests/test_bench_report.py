@@ -2001,3 +2001,22 @@ def test_the_reproduce_compare_line_names_the_per_frame_tests_of_the_run():
     assert k_of().startswith("test_student_latency:")
     assert k_of(students=["fast"], models=["m.onnx"]).startswith(
         "'test_student_latency or test_given_model_latency':")
+
+
+def test_the_suites_latency_summary_keeps_its_columns_for_long_model_names():
+    """`pytest benchmarks/ --model exp/student-edge_int8.tflite ...`: the summary padded the
+    model to 16 characters, so `student-edge_int8 (student edge)` pushed its row's backend,
+    size and times right of the other rows'."""
+    from benchmarks.conftest import latency_lines
+
+    def row(model, backend, ms):
+        return {"model": model, "backend_label": backend, "size": "320x180", "ms": ms,
+                "p90_ms": ms * 1.2, "fps": 1000 / ms, "meets_target": True,
+                "target_device": "CPU", "target_option": "--cpu-target-fps",
+                "judged_on": "p90", "budget_ms": 100.0, "target_fps": 10.0,
+                "speedup_vs_teacher": None}
+    lines = latency_lines([row("student-edge_int8 (student edge)", "TFLite INT8 (LiteRT)", 35.2),
+                           row("fast", "ONNX Runtime FP32", 17.4)])
+    assert len({ln.index("320x180") for ln in lines}) == 1, lines
+    assert len({ln.index(" ms") for ln in lines}) == 1, lines
+    assert len({ln.index("fps") for ln in lines}) == 1, lines
