@@ -310,6 +310,7 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
                          "by its file name")
             for key in [k for k in values if k[1] == old or k[1].startswith(old + " ")]:
                 values[(key[0], name + key[1][len(old):], key[2])] = values.pop(key)
+    notes += _other_bytes(base, new, renames)
     rows, regressions = [], []
     for key in [k for k in n if k in b]:
         section, model, size = key
@@ -383,6 +384,19 @@ def _same_files(base: dict, new: dict) -> dict[str, dict[str, str]]:
         if to not in taken(base if side == "baseline" else new):
             out[side][old] = to
     return out
+
+
+def _other_bytes(base: dict, new: dict, renames: dict) -> list[str]:
+    """A note per --model file paired by name whose bytes differ (a re-export under the same
+    name): its rows then compare two files, not one file on two runs."""
+    def shas(rep: dict, side: str) -> dict:
+        return {renames[side].get(gm["name"], gm["name"]): gm["sha256"]
+                for gm in (rep.get("settings") or {}).get("models") or []
+                if gm.get("name") and gm.get("sha256")}
+    b, n = shas(base, "baseline"), shas(new, "new")
+    return [f"the --model file {name!r} is other bytes than the baseline's (sha256 "
+            f"{b[name][:12]} -> {n[name][:12]}): its rows compare two files"
+            for name in sorted(b.keys() & n.keys()) if b[name] != n[name]]
 
 
 def _number(v) -> Optional[float]:

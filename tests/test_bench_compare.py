@@ -567,3 +567,25 @@ def test_a_device_report_as_either_side_is_no_older_versions_report():
         assert "real blur" not in comp["not_gated"], comp["not_gated"]
         assert not [n for n in comp["notes"] if "older version" in n], comp["notes"]
         assert {r["section"] for r in comp["rows"] if r["gated"]} >= {"real blur"}, comp
+
+
+def test_a_model_file_of_other_bytes_under_the_same_name_is_noted():
+    """A user re-exports student-fast_int8.tflite (another calibration) and benches it against
+    the accepted report: the rows pair by name, and nothing said the two measured files were
+    not the same bytes. The note names the file and both sha256s; the same bytes say nothing."""
+    def given(sha):
+        rep = _report()
+        rep["settings"]["models"] = [{"name": "student-fast_int8", "sha256": sha,
+                                      "path": "/x/student-fast_int8.tflite"}]
+        rep["quality"]["rows"] = []
+        rep["real_blur"] = {"pairs": {"student-fast_int8": {"psnr": 25.9, "ssim": 0.84,
+                                                            "sharpness": 1.0}}}
+        return rep
+    comp = compare_reports(given("a" * 64), given("b" * 64), TOL)
+    assert any("'student-fast_int8'" in n and "aaaaaaaaaaaa -> bbbbbbbbbbbb" in n
+               for n in comp["notes"]), comp["notes"]
+    assert not any("sha256" in n for n in compare_reports(given("a" * 64), given("a" * 64),
+                                                           TOL)["notes"])
+    # a baseline from before the file's hash was kept: not a difference
+    assert not any("sha256" in n for n in compare_reports(given(None), given("b" * 64),
+                                                           TOL)["notes"])
