@@ -238,6 +238,10 @@ def calib_sources(spec: Optional[str | Sequence[str]]) -> list[str]:
     return [str(spec)] if isinstance(spec, (str, os.PathLike)) else [str(p) for p in spec]
 
 
+MODELS_CALIBRATION = ("none here: the --model files as their export calibrated them (its "
+                      "export_report.json's settings.calibration)")
+
+
 def calibration_text(calib: Optional[str | Sequence[str]], artifact_sets=None) -> str:
     """Which images the INT8 artifacts were calibrated on, for the report's settings.
     `artifact_sets`: the run's, whose FP32 artifacts say where no --calib image was readable
@@ -630,7 +634,10 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, models, teacher_
                      "threads": opts.threads, "calib_count": opts.calib_count,
                      "calib_seed": opts.seed, "max_memory_mib": opts.max_memory_mib,
                      "streams": opts.stream_counts(),
-                     "calibration": calibration_text(opts.calib, progress.artifact_sets),
+                     # Without students nothing is exported here: the --model files were
+                     # calibrated by their own export, which its export_report.json records.
+                     "calibration": (calibration_text(opts.calib, progress.artifact_sets)
+                                     if students else MODELS_CALIBRATION),
                      "students": [s.to_dict() for s in students],
                      "models": [gm.to_dict() for gm in models],
                      "measured": measured_text(students, models),

@@ -106,6 +106,15 @@ def test_what_to_ship_takes_model_files_by_their_name(model_run):
     assert f"real-blur SSIM gain {gain:+.4f} (the file itself)" in row["why"], row["why"]
 
 
+def test_a_model_only_run_does_not_claim_a_calibration_it_did_not_do(model_run):
+    """Without --weights the bench exports nothing, yet report.json's settings.calibration
+    said 'built-in sample photos': the --model files were calibrated by their own export
+    (on the user's frames, say), which bench-compare then noted as a difference."""
+    _, rep, _, _ = model_run
+    calib = rep["settings"]["calibration"]
+    assert "built-in" not in calib and "--model" in calib, calib
+
+
 def test_a_model_only_run_reports_the_memory_of_the_stages_it_ran(env, good_run, model_run):
     """Without --weights nothing is exported: the report's peak memory has no export stage
     (it was the RSS after loading the --model files, under a stage that did not run)."""
