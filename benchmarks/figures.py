@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.figure_fonts import any_script_text
+from distill.figure_fonts import any_script_text, plain_log_ticks
 from runtime.atomic import atomic_path
 from runtime.cli_errors import NO_SPACE_ERRNOS
 
@@ -101,6 +101,7 @@ def latency_figure(rep: dict, target_fps: float):
         ax.axhline(1000.0 / fps, color="red", ls=style, lw=1,
                    label=f"{fps:g} fps ({1000 / fps:.1f} ms){where}")
     ax.set_yscale("log")
+    plain_log_ticks(ax.yaxis)
     ax.set_ylabel("ms per frame (log)")
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=MIN_FONT_PT)
@@ -166,6 +167,7 @@ def scatter_figure(rep: dict, target_fps: float):
         ax.axvline(1000.0 / fps, color="red", ls=style, lw=1,
                    label=f"real time: {fps:g} fps = {1000 / fps:.1f} ms{where}")
     ax.set_xscale("log")
+    plain_log_ticks(ax.xaxis)
     ax.set_xlabel(f"median ms per frame at {size} (log)")
     # The held-out set goes in the title, which wraps: in the y label, a long --data path ran
     # up over the title and off the figure.

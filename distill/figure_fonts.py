@@ -52,3 +52,11 @@ def any_script_text(draw: Callable[..., T]) -> Callable[..., T]:
                  "draws Japanese and Chinese)")
         return result
     return drawn
+
+
+def plain_log_ticks(axis) -> None:
+    """A log `axis`' tick labels as plain numbers (10, 100, 1000): matplotlib's default writes
+    them as TeX (`$\\mathdefault{10^{2}}$`), drawn raw where any_script_text turns TeX off."""
+    from matplotlib.ticker import LogFormatter
+    axis.set_major_formatter(LogFormatter())
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))

@@ -19,7 +19,7 @@ from typing import Optional
 
 from runtime.run_lock import LOCK_NAME
 from .config import RUN_CONTROL
-from .figure_fonts import any_script_text
+from .figure_fonts import any_script_text, plain_log_ticks
 from .metrics import SSIM_ID
 from .train_log import OLDER_SSIM
 
@@ -580,6 +580,7 @@ def figure(runs: list[Run], axis: str):
     if any(isinstance(t.get("loss"), (int, float)) and 0 < t["loss"] < math.inf
            for r in runs for t in r.train):
         ax[0].set_yscale("log")
+        plain_log_ticks(ax[0].yaxis)
     ax[1].set(title="validation PSNR (dB)", xlabel=what)
     ax[2].set(title="validation SSIM", xlabel=what)
     for a in ax:

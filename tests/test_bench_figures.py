@@ -179,3 +179,32 @@ def test_a_figure_that_fails_other_than_for_room_is_a_warning_quiet_does_not_hid
     err = capsys.readouterr().err
     assert err.startswith(f"warning: figure {FIGURES['latency']} failed: "), err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_log_axes_read_as_numbers_and_the_latency_title_stays_on_the_figure():
+    """The figures draw with `text.parse_math` off (labels are file names, which may hold `$`),
+    and the log axes' ticks came out as the raw TeX `$\\mathdefault{10^{2}}$`: wide, they pushed
+    the latency figure's axes right, and its title ran off the figure's right edge."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from benchmarks.figures import latency_figure, scatter_figure
+    from distill.figure_fonts import any_script_text
+
+    rep = _report()
+    rep["machine"]["cpu"] = "Intel(R) Xeon(R) Processor"
+    rep["latency"]["rows"] = [r for r in rep["latency"]["rows"] if r["size"] == "640x360"]
+
+    @any_script_text
+    def drawn(make):
+        fig = make(rep, 30.0)
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)
+        ax = fig.axes[0]
+        ticks = [t.get_text() for t in ax.xaxis.get_ticklabels(which="both")
+                 + ax.yaxis.get_ticklabels(which="both") if t.get_visible()]
+        return ticks, ax.title.get_window_extent(renderer), fig.bbox
+
+    for make in (latency_figure, scatter_figure):
+        ticks, title, box = drawn(make)
+        assert ticks and not [t for t in ticks if "$" in t or "mathdefault" in t], ticks
+        assert title.x1 <= box.x1 + 1 and title.x0 >= box.x0 - 1, (make.__name__, title, box)
