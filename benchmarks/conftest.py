@@ -551,6 +551,8 @@ def bench(request, tmp_path_factory) -> BenchContext:
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     ctx: Optional[BenchContext] = getattr(config, "_sharpen_bench", None)
+    if line := compared_nothing(config):   # said first: a run of skips has no sections
+        terminalreporter.write_line(line, yellow=True)
     if ctx is None:
         return
     tr = terminalreporter
@@ -589,6 +591,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"  {quality_legend(ctx._quality.settings)}")   # as `sharpen bench`
         for c in ctx._quality.checks:
             tr.write_line(f"  {'PASS' if c['passed'] else 'FAIL'}: {c['message']}")
+
+
+def compared_nothing(config) -> Optional[str]:
+    """A line where --benchmark-compare loaded a saved run and none of this run's benchmarks
+    is in it: pytest-benchmark then says nothing, and --benchmark-compare-fail passes (-k
+    test_student_latency on a --model run, whose rows are test_given_model_latency)."""
+    bs = getattr(config, "_benchmarksession", None)
+    if bs is None or not getattr(bs, "compare", None) or not bs.compared_mapping:
+        return None
+    saved = {name for names in bs.compared_mapping.values() for name in names}
+    ran = [b for b in bs.benchmarks if b]
+    if any(b.fullname in saved for b in ran):
+        return None
+    from runtime.console import count
+    return (f"--benchmark-compare compared nothing: no benchmark this run timed is in "
+            f"{', '.join(map(str, bs.compared_mapping))} ({count(len(ran), 'benchmark')} timed; "
+            "-k test_given_model_latency selects --model files' rows, "
+            "-k test_student_latency the students'; ids saved by an older version: save anew)")
 
 
 def latency_lines(results: list[dict]) -> list[str]:

@@ -120,6 +120,27 @@ def test_student_tests_without_students_say_why_they_skip(tmp_path):
     assert "no students: --model without --weights measures those files alone" in out, out
 
 
+def test_a_compare_that_compared_nothing_says_so(tmp_path):
+    """`--benchmark-compare` where no benchmark this run timed is in the saved run (the
+    README's `-k test_student_latency` on a --model run, whose rows are
+    test_given_model_latency; a run saved under older ids) printed nothing about it: a CI
+    gate with --benchmark-compare-fail passed having compared nothing."""
+    saved = tmp_path / "0001_saved.json"
+    saved.write_text(json.dumps({"machine_info": {}, "commit_info": {}, "benchmarks": [
+        {"fullname": "benchmarks/test_latency.py::test_given_model_latency[a-640x360]",
+         "name": "test_given_model_latency[a-640x360]", "group": "latency 640x360",
+         "params": None, "param": None, "extra_info": {}, "options": {},
+         "stats": {"min": 0.01, "max": 0.01, "mean": 0.01, "stddev": 0.0, "rounds": 3,
+                   "median": 0.01, "iqr": 0.0, "q1": 0.01, "q3": 0.01, "iqr_outliers": 0,
+                   "stddev_outliers": 0, "outliers": "0;0", "ld15iqr": 0.01,
+                   "hd15iqr": 0.01, "ops": 100.0, "total": 0.03, "iterations": 1}}]}))
+    _, out = _run_suite("-k", "test_student_latency", "--model", str(tmp_path / "a.onnx"),
+                        "--benchmark-compare", str(saved),
+                        "--benchmark-compare-fail=median:10%", expect=0, timeout=120)
+    assert f"--benchmark-compare compared nothing: no benchmark this run timed is in " \
+           f"{saved}" in out, out
+
+
 @pytest.mark.parametrize("bad,says", [
     (["--target-fps", "0"], "--target-fps must be a finite number > 0, got 0"),
     (["--stream-frames", "-1"], "--stream-frames must be >= 0"),
