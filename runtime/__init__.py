@@ -9,6 +9,9 @@ The Python API, for an app that embeds the runtime (no torch, no TensorFlow):
     sharp = proc(frame)                          # one BGR uint8/uint16 frame -> same size/depth
     proc(frame, t := Timings())                  # t.pre, t.infer, t.post: that frame's seconds
     FrameProcessor(backend, rgb=True)(rgb)       # RGB(A) frames in, RGB out (PIL...)
+    frame = decode_bytes(upload)                 # an image file's bytes in (no temp file)
+    encode_bytes(proc(frame), ".jpg")            # and out; a bad upload: UndecodableImage,
+                                                 # one over SHARPEN_MAX_PIXELS: OverPixelBudget
 
     class Collect(Sink):                         # every frame of a stream, in order
         def write(self, original, sharpened, name): ...
@@ -31,6 +34,9 @@ if TYPE_CHECKING:   # for type checkers and editors, which do not run __getattr_
     # `X as X`: a re-export, as PEP 484 spells it.
     from .backends import Backend as Backend, ModelError as ModelError
     from .backends import load_backend as load_backend
+    from .image_sink import encode_bytes as encode_bytes
+    from .imageio import ImageReadError as ImageReadError, OverPixelBudget as OverPixelBudget
+    from .imageio import UndecodableImage as UndecodableImage, decode_bytes as decode_bytes
     from .pipeline import StreamInterrupted as StreamInterrupted
     from .pipeline import StreamOptions as StreamOptions, run_stream as run_stream
     from .prepost import FrameError as FrameError, FrameProcessor as FrameProcessor
@@ -50,6 +56,8 @@ _API = {
     "open_source": ".sources", "Source": ".sources", "SourceError": ".sources",
     "SourceLost": ".sources", "ArraySource": ".sources",
     "SharpenWarning": ".warn",
+    "decode_bytes": ".imageio", "ImageReadError": ".imageio", "UndecodableImage": ".imageio",
+    "OverPixelBudget": ".imageio", "encode_bytes": ".image_sink",
 }
 
 __all__ = sorted(_API)

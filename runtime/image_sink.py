@@ -145,6 +145,17 @@ def _encoded(image: np.ndarray, target: Path, quality: Optional[int] = None) -> 
             "or give the process more memory"]))) from None
 
 
+def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = None) -> bytes:
+    """`image` (BGR, BGRA or grey, 8 or 16 bit, as FrameProcessor returns it) encoded as the
+    file a `sharpen run --out` of that extension writes, in memory: ".jpg" at `quality` (95
+    without), ".webp" lossless without one. SinkError where the format cannot hold it,
+    ImageEncodeOutOfMemory where memory runs out."""
+    if not isinstance(ext, str) or ext.lower() not in IMAGE_EXTS:
+        raise ValueError(f"encode_bytes: ext must be one of {', '.join(sorted(IMAGE_EXTS))}, "
+                         f"got {ext!r}")
+    return _encoded(image, Path(f"image{ext}"), quality)
+
+
 class ImageSink(Sink):
     """Images named after the input files in a folder, or one image file for a single input.
     With `layouts` (frame name -> the source's `Layout`), a grayscale input is written back as

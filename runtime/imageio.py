@@ -592,9 +592,15 @@ def _jpeg_damage_past_header_stray(data: bytes) -> Optional[re.Match]:
     return _JPEG_DAMAGE.search(said[0])
 
 
-def decode_bytes(data: bytes, where: str, limit: Optional[int] = None) -> np.ndarray:
-    """An image file's bytes (fetched from a URL) decoded as `decode_image` decodes a file,
-    or ImageReadError naming `where`."""
+def decode_bytes(data: bytes, where: str = "image", limit: Optional[int] = None) -> np.ndarray:
+    """An image file's bytes (fetched from a URL, an upload) decoded as `decode_image` decodes a
+    file, or ImageReadError naming `where`: UndecodableImage (damaged, empty, not an image) or
+    OverPixelBudget (over `limit` pixels, SHARPEN_MAX_PIXELS's without it, said by its header
+    before any decoding)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):   # a path given by mistake
+        raise TypeError(f"decode_bytes: data must be bytes (an image file's contents), got "
+                        f"{type(data).__name__}")
+    data = bytes(data)
     limit = max_pixels() if limit is None else limit
     if not data:
         # Undecodable, not unreadable for now: reading it again gives the same 0 bytes.

@@ -1,0 +1,77 @@
+"""The runtime in a web service: an upload's bytes decoded, sharpened and encoded back to bytes
+with the `runtime` API alone (no temporary files), each bad upload one exception type the
+handler maps to an answer."""
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime_fixtures import onnx_model, textured_frame
+
+import runtime
+from runtime import FrameProcessor, load_backend
+
+__all__ = ["onnx_model"]  # the fixture is used by name
+
+
+def _png(frame: np.ndarray) -> bytes:
+    return cv2.imencode(".png", frame)[1].tobytes()
+
+
+def _claiming(png: bytes, w: int, h: int) -> bytes:
+    """`png` with its header saying w x h (its CRC made right): a decompression bomb's header."""
+    head = bytearray(png)
+    head[16:24] = struct.pack(">II", w, h)
+    head[29:33] = struct.pack(">I", zlib.crc32(bytes(head[12:29])))
+    return bytes(head)
+
+
+def test_an_upload_is_decoded_and_encoded_as_bytes_by_the_api(onnx_model):
+    """The API took frames only: a service decoded uploads with cv2.imdecode, which gives None
+    for a damaged one (FrameProcessor then said "got NoneType") and raises cv2.error for an
+    empty one, and it had nothing to refuse a decompression bomb with before decoding.
+    `runtime.decode_bytes` decodes as `sharpen run` does, and `runtime.encode_bytes` encodes."""
+    frame = textured_frame(0)
+    proc = FrameProcessor(load_backend(onnx_model, threads=1))
+    for ext in (".png", ".jpg"):
+        data = cv2.imencode(ext, frame)[1].tobytes()
+        got = runtime.decode_bytes(data)
+        assert np.array_equal(got, cv2.imdecode(np.frombuffer(data, np.uint8),
+                                                cv2.IMREAD_UNCHANGED))
+        sharp = proc(got)
+        encoded = runtime.encode_bytes(sharp, ext)
+        assert isinstance(encoded, bytes)
+        assert encoded == cv2.imencode(ext, sharp, [cv2.IMWRITE_JPEG_QUALITY, 95]
+                                       if ext == ".jpg" else [])[1].tobytes()
+    assert runtime.encode_bytes(frame, ".jpg", quality=50) == cv2.imencode(
+        ".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 50])[1].tobytes()
+    assert runtime.decode_bytes(bytearray(_png(frame))).shape == frame.shape
+
+
+def test_each_bad_upload_raises_one_api_type_and_a_bomb_another():
+    """What a handler maps to 400 (damaged, empty, not an image) is UndecodableImage, and an
+    image over the pixel budget (413) OverPixelBudget, refused from its header before any
+    decoding; both are ImageReadError, a ValueError, each in `runtime`."""
+    good = _png(textured_frame(0))
+    jpeg = cv2.imencode(".jpg", textured_frame(0))[1].tobytes()
+    for bad, said in [(b"", "empty"), (jpeg[:len(jpeg) // 2], "truncated"),
+                      (b"<html>404 not found</html>", "not a readable image"),
+                      (good[:40] + b"\0" * 200 + good[-12:], "")]:
+        with pytest.raises(runtime.UndecodableImage, match=f"^upload.png: .*{said}"):
+            runtime.decode_bytes(bad, "upload.png")
+    with pytest.raises(runtime.OverPixelBudget, match=r"^image: 30000x30000 = 900,000,000 pix"):
+        runtime.decode_bytes(_claiming(good, 30000, 30000))
+    with pytest.raises(runtime.OverPixelBudget, match="96x64 = 6,144 pixels exceeds the pixel "
+                                                      "budget of 1,000"):
+        runtime.decode_bytes(good, limit=1000)
+    for kind in ("UndecodableImage", "OverPixelBudget"):
+        assert kind in runtime.__all__
+        assert issubclass(getattr(runtime, kind), runtime.ImageReadError)
+    assert issubclass(runtime.ImageReadError, ValueError)
+    assert not issubclass(runtime.OverPixelBudget, runtime.UndecodableImage)
+    with pytest.raises(TypeError, match="decode_bytes: data must be bytes"):
+        runtime.decode_bytes("upload.png")
