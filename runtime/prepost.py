@@ -41,6 +41,10 @@ def to_bgr(frame: np.ndarray, warn: bool = True, order: str = "BGR") -> np.ndarr
     itself); other dtypes and shapes raise FrameError. `order`: the channel order the caller
     takes ("RGB": FrameProcessor(rgb=True), which hands over a swapped view), as the messages
     name it."""
+    if frame is None:   # OpenCV's answer to an image it cannot read, passed on unchecked
+        raise FrameError(f"expected a numpy image array (HxWx3 {order} uint8 or uint16), got "
+                         "None (cv2.imread and cv2.imdecode give None for an image they cannot "
+                         "read: runtime.decode_bytes raises UndecodableImage, which says why)")
     if not isinstance(frame, np.ndarray):
         raise FrameError(f"expected a numpy image array (HxWx3 {order} uint8 or uint16), got "
                          f"{type(frame).__name__}{_type_hint(frame, order)}")

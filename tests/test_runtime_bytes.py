@@ -75,3 +75,14 @@ def test_each_bad_upload_raises_one_api_type_and_a_bomb_another():
     assert not issubclass(runtime.OverPixelBudget, runtime.UndecodableImage)
     with pytest.raises(TypeError, match="decode_bytes: data must be bytes"):
         runtime.decode_bytes("upload.png")
+
+
+def test_the_none_that_opencv_gives_for_a_bad_image_is_said_as_such(onnx_model):
+    """cv2.imdecode's None for a damaged upload reached FrameProcessor, which said only "got
+    NoneType": the handler's author looked for the bug in their own code."""
+    proc = FrameProcessor(load_backend(onnx_model, threads=1))
+    bad = cv2.imdecode(np.frombuffer(b"<html>404</html>", np.uint8), cv2.IMREAD_UNCHANGED)
+    with pytest.raises(runtime.FrameError, match=r"got None \(cv2.imread and cv2.imdecode give "
+                                                 r"None for an image they cannot read: "
+                                                 r"runtime.decode_bytes .* says why\)"):
+        proc(bad)
