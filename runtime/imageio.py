@@ -9,6 +9,7 @@ import os
 import re
 import stat
 import struct
+import threading
 import zlib
 from pathlib import Path
 from typing import Optional, Union
@@ -334,12 +335,21 @@ def header_size(data: bytes) -> Optional[tuple[int, int]]:
     if size is None and data[:4] not in _TIFF_MAGIC:
         try:
             from PIL import Image
-            Image.MAX_IMAGE_PIXELS = None  # our own budget applies, not PIL's warning
-            with Image.open(io.BytesIO(data)) as im:
-                size = im.size
+            # Our own budget applies, not PIL's warning or error; PIL's is the process's (an
+            # app's own Image.open relies on it), so it is put back, and calls take turns.
+            with _PIL_BUDGET_OFF:
+                kept, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    with Image.open(io.BytesIO(data)) as im:
+                        size = im.size
+                finally:
+                    Image.MAX_IMAGE_PIXELS = kept
         except Exception:  # noqa: BLE001 - unknown to PIL as well: let OpenCV decide
             size = None
     return size
+
+
+_PIL_BUDGET_OFF = threading.Lock()
 
 
 def _tiff_size(data: bytes) -> Optional[tuple[int, int]]:

@@ -86,3 +86,18 @@ def test_the_none_that_opencv_gives_for_a_bad_image_is_said_as_such(onnx_model):
                                                  r"None for an image they cannot read: "
                                                  r"runtime.decode_bytes .* says why\)"):
         proc(bad)
+
+
+def test_decoding_an_upload_leaves_pillows_bomb_check_on():
+    """Reading a WebP's size (from its header, through Pillow) set Pillow's MAX_IMAGE_PIXELS
+    to None for the whole process: a service's own Image.open of a decompression bomb, after
+    one upload went through decode_bytes, no longer raised DecompressionBombError."""
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    webp = cv2.imencode(".webp", textured_frame(0))[1].tobytes()
+    assert runtime.decode_bytes(webp).shape == (64, 96, 3)
+    with pytest.raises(runtime.OverPixelBudget, match="96x64"):   # the size still read
+        runtime.decode_bytes(webp, limit=1000)
+    assert Image.MAX_IMAGE_PIXELS == before and before is not None
+
