@@ -232,6 +232,25 @@ def _png_size(head: bytes) -> Optional[tuple[int, int]]:
     return None
 
 
+# Radiance HDR's resolution line, after its text header's blank line ("-Y 64 +X 96": height
+# first; "+X 96 -Y 64" for a picture stored rotated), and PFM's size line ("PF\n96 64\n").
+_RADIANCE_SIZE = re.compile(rb"\n\n([-+][XY]) (\d{1,9}) ([-+][XY]) (\d{1,9})\n")
+_PFM_SIZE = re.compile(rb"P[Ff]\s+(\d{1,9})\s+(\d{1,9})\s")
+
+
+def _text_header_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) of a Radiance .hdr or a .pfm, which OpenCV decodes to float and no other
+    parser here reads: a few KB of run-length-encoded HDR can say 30000x30000 (10 GB of
+    floats)."""
+    if data[:2] == b"#?":
+        found = _RADIANCE_SIZE.search(data[:65536])
+        if found:
+            first, a, _, b = found.groups()
+            return (int(b), int(a)) if first.endswith(b"Y") else (int(a), int(b))
+    found = _PFM_SIZE.match(data[:64])
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
 def _jpeg_segments(data: bytes):
     """(marker, offset) of a JPEG's header segments, up to and including the first start of
     scan (FF DA) of the main image; embedded thumbnails sit inside APP segments and are skipped."""
@@ -326,7 +345,8 @@ def _open_regular(path: Union[str, os.PathLike]):
 
 def header_size(data: bytes) -> Optional[tuple[int, int]]:
     """(width, height) from an image file's header without decoding, or None when unknown."""
-    size = _png_size(data[:32]) or _jpeg_size(data) or _tiff_size(data)
+    size = (_png_size(data[:32]) or _jpeg_size(data) or _tiff_size(data)
+            or _text_header_size(data))
     if size is None and data[:2] == b"BM" and len(data) >= 26:
         w, h = struct.unpack("<ii", data[18:26])
         size = abs(w), abs(h)

@@ -101,3 +101,17 @@ def test_decoding_an_upload_leaves_pillows_bomb_check_on():
         runtime.decode_bytes(webp, limit=1000)
     assert Image.MAX_IMAGE_PIXELS == before and before is not None
 
+
+def test_a_radiance_or_pfm_upload_is_held_to_the_pixel_budget():
+    """Radiance .hdr and .pfm sizes were read by none of the header parsers (nor by Pillow),
+    so such an upload was decoded whatever its size: a few kilobytes of run-length-encoded
+    HDR saying 30000x30000 made OpenCV fill 10 GB of floats, the budget never asked."""
+    frame = np.random.default_rng(0).random((64, 96, 3)).astype(np.float32)
+    for ext in (".hdr", ".pfm"):
+        data = cv2.imencode(ext, frame)[1].tobytes()
+        assert runtime.decode_bytes(data).shape == (64, 96, 3)
+        with pytest.raises(runtime.OverPixelBudget, match=r"^image: 96x64 = 6,144 pixels"):
+            runtime.decode_bytes(data, limit=1000)
+    bomb = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 30000 +X 30000\n" + b"\x02\x02" * 64
+    with pytest.raises(runtime.OverPixelBudget, match=r"^up.hdr: 30000x30000 = 900,000,000"):
+        runtime.decode_bytes(bomb, "up.hdr")
