@@ -10,8 +10,9 @@ The Python API, for an app that embeds the runtime (no torch, no TensorFlow):
     proc(frame, t := Timings())                  # t.pre, t.infer, t.post: that frame's seconds
     FrameProcessor(backend, rgb=True)(rgb)       # RGB(A) frames in, RGB out (PIL...)
     frame = decode_bytes(upload)                 # an image file's bytes in (no temp file)
-    encode_bytes(proc(frame), ".jpg")            # and out; a bad upload: UndecodableImage,
-                                                 # one over SHARPEN_MAX_PIXELS: OverPixelBudget
+    encode_bytes(proc(frame), ".jpg", like=upload)   # out, its ICC and EXIF kept; a bad
+                                                 # upload raises UndecodableImage, and
+                                                 # one over SHARPEN_MAX_PIXELS OverPixelBudget
 
     class Collect(Sink):                         # every frame of a stream, in order
         def write(self, original, sharpened, name): ...

@@ -145,15 +145,26 @@ def _encoded(image: np.ndarray, target: Path, quality: Optional[int] = None) -> 
             "or give the process more memory"]))) from None
 
 
-def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = None) -> bytes:
+def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = None, *,
+                 like: Optional[bytes] = None) -> bytes:
     """`image` (BGR, BGRA or grey, 8 or 16 bit, as FrameProcessor returns it) encoded as the
     file a `sharpen run --out` of that extension writes, in memory: ".jpg" at `quality` (95
-    without), ".webp" lossless without one. SinkError where the format cannot hold it,
+    without), ".webp" lossless without one; with `like`, the input file's bytes, its colour
+    profile (ICC) and EXIF (Orientation 1: decode_bytes turned the pixels upright) kept as
+    `sharpen run` keeps them. SinkError where the format cannot hold it,
     ImageEncodeOutOfMemory where memory runs out."""
     if not isinstance(ext, str) or ext.lower() not in IMAGE_EXTS:
         raise ValueError(f"encode_bytes: ext must be one of {', '.join(sorted(IMAGE_EXTS))}, "
                          f"got {ext!r}")
-    return _encoded(image, Path(f"image{ext}"), quality)
+    target = Path(f"image{ext}")
+    data = _encoded(image, target, quality)
+    if like is None:
+        return data
+    from .image_sources import photo_metadata
+    icc, exif = photo_metadata(bytes(like))
+    if icc:
+        data = with_input_profile(data, icc, target, image.ndim == 2)
+    return with_input_exif(data, exif, target) if exif else data
 
 
 class ImageSink(Sink):

@@ -115,3 +115,28 @@ def test_a_radiance_or_pfm_upload_is_held_to_the_pixel_budget():
     bomb = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 30000 +X 30000\n" + b"\x02\x02" * 64
     with pytest.raises(runtime.OverPixelBudget, match=r"^up.hdr: 30000x30000 = 900,000,000"):
         runtime.decode_bytes(bomb, "up.hdr")
+
+
+def test_an_uploads_colour_profile_and_exif_go_back_with_its_result(onnx_model):
+    """encode_bytes wrote the result without the upload's colour profile, where `sharpen run`
+    keeps it: a phone's Display P3 photo came back from the service duller in every
+    colour-managed browser, and without its EXIF (capture date, camera). `like=` the upload's
+    bytes puts both back."""
+    import io
+
+    from PIL import Image, ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"   # Make
+    up = io.BytesIO()
+    Image.fromarray(textured_frame(0)[..., ::-1]).save(up, "JPEG", icc_profile=icc,
+                                                       exif=exif.tobytes())
+    upload = up.getvalue()
+    sharp = FrameProcessor(load_backend(onnx_model, threads=1))(runtime.decode_bytes(upload))
+    for ext in (".jpg", ".png"):
+        with Image.open(io.BytesIO(runtime.encode_bytes(sharp, ext, like=upload))) as out:
+            assert out.info.get("icc_profile") == icc, ext
+            assert out.getexif().get(0x010F) == "PhoneMaker", ext
+        with Image.open(io.BytesIO(runtime.encode_bytes(sharp, ext))) as out:
+            assert out.info.get("icc_profile") is None
