@@ -263,6 +263,7 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch):
     scope = {"frame": frame, "frame1": frame, "frame2": frame[::-1].copy()}
     exec(compile(block, "README.md", "exec"), scope)
     assert scope["sharp"].shape == frame.shape and scope["stats"]["frames_processed"] == 3
+    assert scope["body"][:2] == b"\xff\xd8" and scope["again"].shape == frame.shape
     assert scope["held"]["frames_processed"] == 2
 
 
