@@ -140,3 +140,15 @@ def test_an_uploads_colour_profile_and_exif_go_back_with_its_result(onnx_model):
             assert out.getexif().get(0x010F) == "PhoneMaker", ext
         with Image.open(io.BytesIO(runtime.encode_bytes(sharp, ext))) as out:
             assert out.info.get("icc_profile") is None
+
+
+def test_encode_bytes_refuses_a_quality_it_would_not_write():
+    """quality=0 (a form's empty field, int'ed) was written at 95 without a word, and 150
+    as OpenCV clamped it: the quality the service asked for was not the one it got."""
+    frame = textured_frame(0)
+    for bad in (0, 101, 150):
+        with pytest.raises(ValueError, match=rf"^encode_bytes: quality must be 1 to 100, "
+                                             rf"got {bad}$"):
+            runtime.encode_bytes(frame, ".jpg", quality=bad)
+    with pytest.raises(ValueError, match=r"^encode_bytes: ext must be one of .*got 'jpg'$"):
+        runtime.encode_bytes(frame, "jpg")
