@@ -145,6 +145,16 @@ def _encoded(image: np.ndarray, target: Path, quality: Optional[int] = None) -> 
             "or give the process more memory"]))) from None
 
 
+def _in_depth_of(image: np.ndarray, target: Path) -> np.ndarray:
+    """`image` in a depth `target`'s format holds: a 16-bit one as 8 bits (x / 257), said,
+    where OpenCV's encoder casts it by saturation, every level above 255 white."""
+    if image.dtype == np.uint16 and target.suffix.lower() not in DEEP_EXTS:
+        warn(f"{target.name}: written as 8-bit ({target.suffix} holds 8 bits; PNG, TIFF "
+             "and PPM keep the input's 16)")
+        return to_8bit(image)
+    return image
+
+
 def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = None, *,
                  like: Optional[bytes] = None) -> bytes:
     """`image` (BGR, BGRA or grey, 8 or 16 bit, as FrameProcessor returns it) encoded as the
@@ -161,7 +171,7 @@ def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = 
         # 0 was written at 95 and 150 as OpenCV clamps it, both without a word
         raise ValueError(f"encode_bytes: quality must be 1 to 100, got {quality!r}")
     target = Path(f"image{ext}")
-    data = _encoded(image, target, quality)
+    data = _encoded(_in_depth_of(image, target), target, quality)
     if like is None:
         return data
     from .image_sources import photo_metadata
@@ -217,10 +227,7 @@ class ImageSink(Sink):
         target = self.path if self.single else self.path / name
         if target.suffix.lower() not in IMAGE_EXTS:
             target = target.with_name(target.name + ".png")
-        if sharpened.dtype == np.uint16 and target.suffix.lower() not in DEEP_EXTS:
-            warn(f"{target.name}: written as 8-bit ({target.suffix} holds 8 bits; PNG, TIFF "
-                 "and PPM keep the input's 16)")
-            sharpened = to_8bit(sharpened)
+        sharpened = _in_depth_of(sharpened, target)
         layout = self.layouts.pop(name, None) if self.layouts is not None else None
         if layout is not None:
             sharpened = _restore_layout(sharpened, layout, target)

@@ -152,3 +152,21 @@ def test_encode_bytes_refuses_a_quality_it_would_not_write():
             runtime.encode_bytes(frame, ".jpg", quality=bad)
     with pytest.raises(ValueError, match=r"^encode_bytes: ext must be one of .*got 'jpg'$"):
         runtime.encode_bytes(frame, "jpg")
+
+
+def test_a_16_bit_result_encoded_as_jpeg_keeps_its_levels():
+    """A 16-bit PNG upload's result (16-bit, as FrameProcessor returns it) encoded to JPEG or
+    WebP came back white: OpenCV casts 16-bit samples to 8 bits by saturation. It is written
+    at x / 257, as `sharpen run` writes it, with the same warning."""
+    from runtime.prepost import to_8bit
+
+    from runtime_fixtures import runtime_warnings
+
+    deep = textured_frame(0).astype(np.uint16) * 257
+    for ext in (".jpg", ".webp"):
+        with runtime_warnings() as said:
+            got = runtime.encode_bytes(deep, ext, quality=90)
+        assert got == runtime.encode_bytes(to_8bit(deep), ext, quality=90), ext
+        assert said == [f"image{ext}: written as 8-bit ({ext} holds 8 bits; PNG, TIFF and PPM "
+                        "keep the input's 16)"]
+    assert runtime.decode_bytes(runtime.encode_bytes(deep, ".png")).dtype == np.uint16
