@@ -14,7 +14,8 @@ import numpy as np
 
 from .atomic import atomic_path, atomic_write_bytes, remove_killed_writes, sync_files
 from .exif import has_gps, with_exif
-from .imageio import IMAGE_EXTS, MAX_PNG_ICC_BYTES, icc_problem, shown_path, with_icc_profile
+from .imageio import (IMAGE_EXTS, MAX_PNG_ICC_BYTES, decode_bytes, icc_problem, shown_path,
+                      with_icc_profile)
 from .options import option
 from .output_paths import folders_to_make, make_folder, remove_if_empty
 from .prepost import to_8bit
@@ -159,9 +160,9 @@ def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = 
                  like: Optional[bytes] = None) -> bytes:
     """`image` (BGR, BGRA or grey, 8 or 16 bit, as FrameProcessor returns it) encoded as the
     file a `sharpen run --out` of that extension writes, in memory: ".jpg" at `quality` (95
-    without), ".webp" lossless without one; with `like`, the input file's bytes, its colour
-    profile (ICC) and EXIF (Orientation 1: decode_bytes turned the pixels upright) kept as
-    `sharpen run` keeps them. SinkError where the format cannot hold it,
+    without), ".webp" lossless without one; with `like`, the input file's bytes, its alpha
+    channel and greyness, colour profile (ICC) and EXIF (Orientation 1: decode_bytes turned
+    the pixels upright) kept as `sharpen run` keeps them. SinkError where the format cannot hold it,
     ImageEncodeOutOfMemory where memory runs out."""
     if not isinstance(ext, str) or ext.lower() not in IMAGE_EXTS:
         raise ValueError(f"encode_bytes: ext must be one of {', '.join(sorted(IMAGE_EXTS))}, "
@@ -171,11 +172,21 @@ def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = 
         # 0 was written at 95 and 150 as OpenCV clamps it, both without a word
         raise ValueError(f"encode_bytes: quality must be 1 to 100, got {quality!r}")
     target = Path(f"image{ext}")
-    data = _encoded(_in_depth_of(image, target), target, quality)
+    image = _in_depth_of(image, target)
+    if like is not None:
+        from .image_sources import Layout, photo_metadata
+        like = bytes(like)
+        # Its alpha and grey, which FrameProcessor's BGR result lost, put back as the image
+        # sink puts them back (for a result of the upload's size: not one resized since).
+        original = decode_bytes(like)
+        layout = Layout.of(original)
+        if layout is not None and image.ndim == 3 and image.shape[2] == 3 \
+                and original.shape[:2] == image.shape[:2]:
+            image = _restore_layout(image, layout, target)
+    data = _encoded(image, target, quality)
     if like is None:
         return data
-    from .image_sources import photo_metadata
-    icc, exif = photo_metadata(bytes(like))
+    icc, exif = photo_metadata(like)
     if icc:
         data = with_input_profile(data, icc, target, image.ndim == 2)
     return with_input_exif(data, exif, target) if exif else data

@@ -170,3 +170,24 @@ def test_a_16_bit_result_encoded_as_jpeg_keeps_its_levels():
         assert said == [f"image{ext}: written as 8-bit ({ext} holds 8 bits; PNG, TIFF and PPM "
                         "keep the input's 16)"]
     assert runtime.decode_bytes(runtime.encode_bytes(deep, ".png")).dtype == np.uint16
+
+
+def test_an_uploads_alpha_and_grey_go_back_with_its_result(onnx_model):
+    """FrameProcessor sharpens colour (alpha dropped, grey made BGR, as it warns); `sharpen
+    run` puts them back, but a service's `encode_bytes(..., like=upload)` answered a logo with
+    transparency as an opaque PNG, whatever lay under its transparent pixels now showing."""
+    proc = FrameProcessor(load_backend(onnx_model, threads=1))
+    bgr = textured_frame(0)
+    alpha = np.zeros(bgr.shape[:2], np.uint8)
+    alpha[16:48, 24:72] = 255
+    for upload_frame, want in [(np.dstack([bgr, alpha]), (64, 96, 4)),
+                               (bgr[..., 1], (64, 96))]:
+        upload = _png(upload_frame)
+        sharp = proc(runtime.decode_bytes(upload))
+        out = runtime.decode_bytes(runtime.encode_bytes(sharp, ".png", like=upload))
+        assert out.shape == want
+        if len(want) == 3:
+            assert np.array_equal(out[..., 3], alpha) and np.array_equal(out[..., :3], sharp)
+        else:
+            assert np.array_equal(out, cv2.cvtColor(sharp, cv2.COLOR_BGR2GRAY))
+    assert runtime.decode_bytes(runtime.encode_bytes(sharp, ".png")).shape == (64, 96, 3)
