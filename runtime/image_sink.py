@@ -162,8 +162,8 @@ def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = 
     file a `sharpen run --out` of that extension writes, in memory: ".jpg" at `quality` (95
     without), ".webp" lossless without one; with `like`, the input file's bytes, its alpha
     channel and greyness, colour profile (ICC) and EXIF (Orientation 1: decode_bytes turned
-    the pixels upright) kept as `sharpen run` keeps them. SinkError where the format cannot hold it,
-    ImageEncodeOutOfMemory where memory runs out."""
+    the pixels upright) kept as `sharpen run` keeps them. SinkError where the format cannot
+    hold it, ImageEncodeOutOfMemory where memory runs out."""
     if not isinstance(ext, str) or ext.lower() not in IMAGE_EXTS:
         raise ValueError(f"encode_bytes: ext must be one of {', '.join(sorted(IMAGE_EXTS))}, "
                          f"got {ext!r}")
