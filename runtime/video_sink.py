@@ -307,7 +307,7 @@ class VideoFileSink(Sink):
         time a slow disk takes to copy hours of video."""
         import subprocess
 
-        from .audio import MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, _run, video_lead
+        from .audio import MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, _first_time, _run, video_lead
         fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.{os.getpid()}.", suffix=".txt",
                                     dir=self.path.parent)
         os.close(fd)
@@ -316,13 +316,20 @@ class VideoFileSink(Sink):
             # The earlier part's own length, not its file's: its sound, copied in when it
             # closed, ends with its last AAC packet, past its last frame, and ffmpeg starts the
             # next file after the longer stream (this run's frames came up to 42 ms late, and
-            # the sound's copy at close then cut the last one). Counted from the file's start,
-            # which in MPEG-TS is the sound's, a packet before the first frame.
-            seconds = (video_lead(self.joined, self._join_ffmpeg)
-                       + self.joined_frames / self.fps)
+            # the sound's copy at close then cut the last one). ffmpeg times a file from its
+            # start, the sound's where it comes first: in MPEG-TS a packet before the first
+            # frame, counted in. In MP4/MOV, the sound's encoder delay (23 ms) before it:
+            # a timecode track there held the joined video's start at 0 and its frames 23 ms
+            # behind their sound, so it is timed from its first frame (in point), which MP4's
+            # index seeks exactly (an MPEG-TS's seek lost its first 12 frames).
+            first = (_first_time(self.joined, self._join_ffmpeg, "v:0", copyts=True)
+                     if self.path.suffix.lower() in ISO_EXTS else None)
+            inpoint = f"inpoint {first:.6f}\n" if first is not None else ""
+            seconds = (0.0 if inpoint else video_lead(self.joined, self._join_ffmpeg)) \
+                + self.joined_frames / self.fps
             listing.write_text("".join(
                 "file '" + str(p.resolve()).replace("'", "'\\''") + "'\n"
-                + (f"duration {seconds:.6f}\n" if p == self.joined else "")
+                + (f"{inpoint}duration {seconds:.6f}\n" if p == self.joined else "")
                 for p in (self.joined, self.tmp)))
             limit = MUX_TIMEOUT_S + 2 * (os.path.getsize(self.joined)
                                          + os.path.getsize(self.tmp)) / SLOW_DISK_BYTES_S

@@ -384,16 +384,19 @@ def test_the_record_beside_the_output_says_how_far_the_run_got(made, tmp_path):
                                                           "sharp.mp4"]
 
 
-def _with_sound(clip: Path, folder: Path, purpose: str) -> tuple[str, Path]:
+def _with_sound(clip: Path, folder: Path, purpose: str,
+                timecode: tuple[str, ...] = ()) -> tuple[str, Path]:
     """An ffmpeg, and folder/loud.mp4: `clip` with a 440 Hz tone in AAC over its whole length
-    (a phone's clip has sound); the test is skipped, saying `purpose`, without an ffmpeg."""
+    (a phone's clip has sound); the test is skipped, saying `purpose`, without an ffmpeg.
+    `timecode`: ffmpeg's options that give it one (a camera's clip has)."""
     ffmpeg = find_ffmpeg()
     if ffmpeg is None:
         pytest.skip(f"no ffmpeg to {purpose}")
     loud = folder / "loud.mp4"
     subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(clip), "-f", "lavfi",
                     "-i", f"sine=frequency=440:duration={N / FPS}", "-map", "0:v", "-map",
-                    "1:a", "-c:v", "copy", "-c:a", "aac", str(loud)], check=True, timeout=60)
+                    "1:a", "-c:v", "copy", "-c:a", "aac", *timecode, str(loud)], check=True,
+                   timeout=60)
     return ffmpeg, loud
 
 
@@ -498,8 +501,10 @@ def test_a_resumed_clip_with_sound_keeps_its_frames_times(made, tmp_path, ext):
     moved again by the whole's, the last frame was cut. An MPEG-TS keeps the sound's first
     AAC packet (its encoder delay, 23 ms before the first frame), and ffmpeg's join times a
     file from its earliest stream: given the frames' length alone, this run's came 23 ms
-    early."""
-    ffmpeg, loud = _with_sound(made["clip"], tmp_path, "make a clip with sound and join with")
+    early. A camera's clip has a timecode too, which the stopped run's video got (a timecode
+    track at 0): the join kept the frames 23 ms after it, behind their sound."""
+    ffmpeg, loud = _with_sound(made["clip"], tmp_path, "make a clip with sound and join with",
+                               ("-timecode", "01:00:00:00"))
     full, out = tmp_path / f"full{ext}", tmp_path / f"sharp{ext}"
     r = sharpen("--model", str(made["model"]), "--source", str(loud), "--out", str(full),
                 env=_env(ffmpeg))
@@ -515,6 +520,23 @@ def test_a_resumed_clip_with_sound_keeps_its_frames_times(made, tmp_path, ext):
     assert len(got) == len(want) == N, (k, len(got))
     assert times == want_times, (k, [(i, a, b) for i, (a, b) in
                                      enumerate(zip(times, want_times)) if a != b][:3])
+    # OpenCV's times count from the first frame; a player's from the file's start, against
+    # the sound: the join started the pictures 23 ms (AAC's encoder delay) after it in MP4.
+    assert _sound_to_pictures(ffmpeg, out) == _sound_to_pictures(ffmpeg, full)
+
+
+def _sound_to_pictures(ffmpeg: str, path: Path) -> float:
+    """Milliseconds from the first sound packet to the first frame, by their own times."""
+    def first(stream: str) -> float:
+        done = subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-copyts", "-i", str(path),
+                               "-map", f"0:{stream}", "-c", "copy", "-f", "framecrc", "-"],
+                              capture_output=True, text=True, timeout=60, check=True)
+        num, den = re.search(r"^#tb 0: (\d+)/(\d+)$", done.stdout, re.M).groups()
+        pts = [int(line.split(",")[2]) for line in done.stdout.splitlines()
+               if line and not line.startswith("#")]
+        return min(pts) * int(num) / int(den)
+
+    return round(1000 * (first("v:0") - first("a:0")), 1)
 
 
 def test_a_run_whose_video_was_discarded_leaves_no_record_to_resume_the_older_video(
