@@ -16,9 +16,11 @@ frames are not given again.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -265,14 +267,33 @@ def load(output: str | os.PathLike, flags: bool = False) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ResumeError(f"{what}: no stopped run into {option('output', output, flags)} to "
-                          f"go on with ({path.name} is not there: the run finished, or never "
-                          f"started); {again}") from None
+        named = option("output", output, flags)
+        if left := killed_video(output):
+            raise ResumeError(f"{what}: the run into {named} was killed (SIGKILL, a power cut) "
+                              f"before it closed the video, which is what {what} goes on "
+                              f"with: its frames are in {left.name}, which the run without "
+                              f"{what} keeps beside it as an interrupted recording (an image "
+                              f"folder --out resumes even after a kill); {again}") from None
+        raise ResumeError(f"{what}: no stopped run into {named} to go on with ({path.name} is "
+                          f"not there: the run finished, or never started); {again}") from None
     except (OSError, ValueError) as exc:
         raise ResumeError(f"{what}: cannot read {path} ({exc}); {again}") from None
     if not isinstance(record, dict) or record.get("version") != VERSION:
         raise ResumeError(f"{what}: {path} is not a record this version writes; {again}")
     return record
+
+
+def killed_video(output: str | os.PathLike) -> Optional[Path]:
+    """The video a run into `output` killed outright left under its hidden name
+    (runtime/video_sink.py `_temp_file`), which names the run's process, now gone; else None."""
+    from .video_sink import left_by_killed_run
+    p = Path(output)
+    mine = re.compile(rf"^\.{re.escape(p.stem)}\.(\d+)\.[^.]+\.partial{re.escape(p.suffix)}$")
+    for left in sorted(p.parent.glob(f".{glob.escape(p.stem)}.*.partial"
+                                     f"{glob.escape(p.suffix)}")):
+        if (m := mine.match(left.name)) and left_by_killed_run(int(m.group(1)), p):
+            return left
+    return None
 
 
 def save(output: str | os.PathLike, record: dict[str, Any], kind: str = "resume") -> None:

@@ -178,6 +178,27 @@ def test_a_stopped_video_run_resumes_to_an_uninterrupted_runs_frames(made, tmp_p
     assert np.mean(psnr) > np.mean(psnr_full) - 1.5, (np.mean(psnr), np.mean(psnr_full))
 
 
+def test_resume_after_a_killed_video_run_says_it_was_killed_not_finished(made, tmp_path):
+    """A video run killed outright (SIGKILL, a power cut) leaves its frames in a file never
+    closed, and no record: --resume said "the run finished, or never started", with the
+    killed run's video right there. It says the run was killed, what it left, and what the
+    run without --resume does with it."""
+    out = tmp_path / "sharp.mp4"
+    argv = ["--model", str(made["model"]), "--source", str(made["clip"]), "--out", str(out)]
+    code, err = stopped(argv, 15, signal.SIGKILL)
+    assert code == -signal.SIGKILL, err
+    left = list(tmp_path.glob(".sharp.*.partial.mp4"))
+    assert len(left) == 1 and not out.exists()
+    r = sharpen(*argv, "--resume")
+    assert r.returncode == 2, r.stderr
+    assert "finished, or never started" not in r.stderr, r.stderr
+    assert (f"the run into --out {out} was killed (SIGKILL, a power cut) before it closed the "
+            f"video, which is what --resume goes on with: its frames are in {left[0].name}"
+            in r.stderr), r.stderr
+    assert "run without --resume to start from the first frame" in r.stderr, r.stderr
+    assert left[0].exists()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
 def test_an_image_folder_resumes_past_the_frames_written(made, tmp_path, signum):
     """A folder's images are whole once there (each renamed into place), so a run killed
