@@ -82,6 +82,32 @@ def test_gopro_missing_blur_gamma(tmp_path):
         resolve_source(str(g), gopro_blur="blur_gamma")
 
 
+def test_gopro_sequence_without_sharp_folder_is_named(tmp_path):
+    # A sequence copied without its sharp/ (or its blurred folders) was dropped without a word:
+    # a user's GoPro-layout set trained on half its frames, the count the only hint.
+    g = tmp_path / "GOPRO_Large"
+    for seq in ("GOPR0372_07_00", "GOPR0374_11_00", "GOPR0378_13_00"):
+        for sub in ("blur", "blur_gamma", "sharp"):
+            _png(g / "train" / seq / sub / "000001.png")
+            _png(g / "test" / "GOPR0384_11_00" / sub / "000001.png")
+    import shutil
+    shutil.rmtree(g / "train" / "GOPR0374_11_00" / "sharp")
+    shutil.rmtree(g / "train" / "GOPR0378_13_00" / "blur")
+    shutil.rmtree(g / "train" / "GOPR0378_13_00" / "blur_gamma")
+    with pytest.warns(UserWarning) as rec:
+        info = resolve_source(str(g))
+    assert [s.name for s in info.samples] == ["GOPR0372_07_00/000001"]
+    msgs = " ".join(str(w.message) for w in rec)
+    assert "GOPR0374_11_00" in msgs and "no sharp/" in msgs
+    assert "GOPR0378_13_00" in msgs and "no blur/" in msgs
+    # With none left, the refusal says why rather than only what was expected.
+    shutil.rmtree(g / "train" / "GOPR0372_07_00" / "sharp")
+    with pytest.raises(SourceError, match=r"GOPR0372_07_00.*no sharp/"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            resolve_source(str(g), split="train")
+
+
 @pytest.mark.parametrize("dirs", [("input", "target"), ("blur", "sharp")])
 def test_paired_parsing_reports_unmatched(tmp_path, dirs):
     a, b = dirs

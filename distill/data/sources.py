@@ -233,6 +233,22 @@ def _gopro_sequences(split_dir: Path) -> list[Path]:
                   key=lambda p: name_key(p.name))
 
 
+def _gopro_halves(split_dir: Path) -> list[str]:
+    """What the folders of `split_dir` that hold a GoPro sequence's blurred frames without its
+    sharp/ (or sharp/ without them) lack, as "SEQ (no sharp/)": _gopro_sequences leaves them
+    out, and a sequence copied in part was dropped without a word."""
+    if not split_dir.is_dir():
+        return []
+    out = []
+    for p in sorted(split_dir.iterdir(), key=lambda p: name_key(p.name)):
+        if not p.is_dir() or p.name.startswith("."):
+            continue
+        sharp, blurred = (p / "sharp").is_dir(), any((p / b).is_dir() for b in GOPRO_BLUR)
+        if sharp != blurred:
+            out.append(f"{p.name} (no {'/, '.join(GOPRO_BLUR) + '/' if sharp else 'sharp/'})")
+    return out
+
+
 def _gopro_root(path: Path) -> Optional[Path]:
     """The GoPro root (the folder with train/ and test/) for `path`, if it is one."""
     for cand in (path, path / "GOPRO_Large"):
@@ -428,8 +444,10 @@ def _resolve_gopro(path: Path, split: str, blur: str) -> SourceInfo:
         split_dir = root / split
         seqs = _gopro_sequences(split_dir)
         if not seqs:
+            halves = _gopro_halves(split_dir)
             raise SourceError(f"GoPro root {root} has no {split}/ sequences "
-                              f"(<sequence>/{{{','.join(GOPRO_BLUR)},sharp}}/*.png)")
+                              f"(<sequence>/{{{','.join(GOPRO_BLUR)},sharp}}/*.png)"
+                              + (f"; {split_dir} holds {_few(halves)}" if halves else ""))
     else:
         split_dir = path   # a single split folder given directly
         seqs = _gopro_sequences(path)
@@ -442,6 +460,11 @@ def _resolve_gopro(path: Path, split: str, blur: str) -> SourceInfo:
     unmatched_in: list[str] = []
     unmatched_gt: list[str] = []
     others: list[str] = []
+    if halves := _gopro_halves(split_dir):
+        one = len(halves) == 1
+        warn(f"{split_dir}: {count(len(halves), 'sequence folder')} "
+             f"{'is' if one else 'are'} ignored, half a GoPro sequence: {_few(halves)}",
+             stacklevel=2)
     missing_blur = [s.name for s in seqs if not (s / blur).is_dir()]
     if missing_blur:
         raise SourceError(f"{len(missing_blur)} GoPro sequences have no {blur}/ folder: "
