@@ -71,8 +71,11 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
                      "more photos, 1 in 25 goes to val)")
             with naming("data.val", d.val):
                 pairs = pairs_from_source(info)
+            # The note names the sources' samples: GoPro's frame names recur in each sequence
+            # ("000001, 000003, 000001, 000003" said nothing of which were taken).
+            shown = {s.input: s.name for s in info.samples}
             out = _read_val_items([(inp, None, gt) for inp, gt, _ in pairs],
-                                  d.val_max_images, f"data.val={d.val}", note)
+                                  d.val_max_images, f"data.val={d.val}", note, shown)
             # Picked in the order of the numbers in their names, kept in their paths' character
             # order: the one sources listed them in before, which the digest a resume compares
             # (data_checks.data_signature) was taken in; another called them changed.
@@ -98,12 +101,14 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
 
 
 def _read_val_items(triples: list, n: Optional[int], what: str = "",
-                    note: Optional[Callable[[str], None]] = None) -> list[ValItem]:
+                    note: Optional[Callable[[str], None]] = None,
+                    shown_as: Optional[dict] = None) -> list[ValItem]:
     """`n` readable (input, target, gt) triples spread evenly over the list (in name order), read
     one by one: reading every pair of a large validation cache (300 labelled 1080p frames: ~15
     GB of float images) to keep `data.val_max_images` of them ran out of memory before the
     first step. The first `n` were taken before, which for footage is the opening frames of
-    one clip. An unreadable pick is replaced by its nearest neighbour not yet tried."""
+    one clip. An unreadable pick is replaced by its nearest neighbour not yet tried. `shown_as`
+    maps an input's path to the name the note gives it (its sample's)."""
     from .data.sources import spread
     total = len(triples)
     queue = spread(list(range(total)), n)
@@ -123,7 +128,7 @@ def _read_val_items(triples: list, n: Optional[int], what: str = "",
             queue.append(near)
     out = [got[i] for i in sorted(got)]
     if note and out and n and total > n:
-        names = [v.name for v in out]
+        names = [(shown_as or {}).get(v.path, v.name) for v in out]
         shown = ", ".join(names[:4]) + (f", ... {names[-1]}" if len(names) > 4 else "")
         note(f"{what} holds {total} validation pairs: validating on {len(out)} of them "
              f"(data.val_max_images={n}), spread evenly over them in name order ({shown})")

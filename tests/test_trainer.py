@@ -1765,6 +1765,30 @@ def test_validation_frames_are_spread_over_the_footage_not_its_first(tmp_path, c
     assert "validating on" not in capsys.readouterr().err
 
 
+def test_the_validation_note_names_gopro_frames_with_their_sequence(tmp_path, capsys):
+    """GoPro numbers the frames of each sequence from 000001: the note said which were taken
+    as "000001, 000003, 000001, 000003", not which sequence each came from."""
+    import cv2
+    import numpy as np
+    from distill.validation import load_val_items
+    g = tmp_path / "GOPRO_Large"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for seq in ("GOPR0384_11_00", "GOPR0385_11_01"):
+            for i in range(1, 4):
+                for sub in ("blur", "sharp"):
+                    (g / split / seq / sub).mkdir(parents=True, exist_ok=True)
+                    img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                    cv2.imwrite(str(g / split / seq / sub / f"{i:06d}.png"), img)
+    cfg = tiny_cfg(tmp_path / "r", 1, **{"data.train": g, "data.val": g,
+                                         "data.val_max_images": 4})
+    with pytest.warns(SharpenWarning, match="no 'val' split"):
+        assert len(load_val_items(cfg)) == 4
+    assert ("spread evenly over them in name order (GOPR0384_11_00/000001, "
+            "GOPR0384_11_00/000003, GOPR0385_11_01/000001, GOPR0385_11_01/000003)"
+            ) in capsys.readouterr().err
+
+
 def test_model_args_and_crop_are_checked_before_training(tmp_path):
     """Restormer's model.args other than `config` were ignored, typos included, while
     config.yaml recorded them; a crop the model cannot divide failed at step 1 with a shape
