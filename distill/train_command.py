@@ -180,7 +180,8 @@ def _after_distill(cfg: Any, best_step: int | None = None) -> list[str]:
         # on, and has ground truth; evaluate scores it by default.
         tried = out / "last.pt" if unchanged else weights
         words = ["sharpen", "evaluate", "--weights", *([str(cfg.init)] if cfg.init else []),
-                 str(tried), "--data", str(test), "--out", str(out / "eval")]
+                 str(tried), "--data", str(test), *_gopro_blur_of(Path(cfg.data.val_labels)),
+                 "--out", str(out / "eval")]
         before = f"init={cfg.init}" if cfg.init else "the blurred input"
         what = f"the fine-tune's last.pt (best.pt is init={cfg.init})" if unchanged else "it"
         lines.append(f"compare {what} with {before} on the test split of {test}, never trained "
@@ -218,6 +219,16 @@ def _test_split_source(data: Any) -> Path | None:
     except (SourceError, OSError, ValueError):
         return None
     return Path(source)
+
+
+def _gopro_blur_of(cache: Path) -> list[str]:
+    """`--gopro-blur X` where CACHE was labelled from GoPro's X/ other than blur/: the compare
+    line scored blur/ frames of a student taught on blur_gamma/ ones."""
+    from .data.label_cache import read_run_record
+    opts = read_run_record(cache).get("teacher_options")
+    opts = opts if isinstance(opts, list) else []
+    at = opts.index("--gopro-blur") if "--gopro-blur" in opts[:-1] else None
+    return [] if at is None else ["--gopro-blur", str(opts[at + 1])]
 
 
 def _label_teacher(cache: Path) -> list[str]:

@@ -3257,6 +3257,33 @@ def test_a_student_validated_on_a_corpus_ends_with_how_to_score_it_on_its_test_s
     assert _after_distill(cfg, 1)[0].startswith("export it for")
 
 
+def test_the_compare_line_of_a_student_on_gopro_blur_gamma_labels_scores_blur_gamma(tmp_path):
+    """Labelled from GoPro's blur_gamma/ (`labels --gopro-blur blur_gamma`), `distill` ended
+    with an evaluate command that scored the test split's blur/ frames: not the blur the
+    student and its teacher's labels were made from."""
+    import json
+
+    import cv2
+    import numpy as np
+    from distill.train_command import _after_distill
+    g, out, val = tmp_path / "GOPRO_Large", tmp_path / "ft", tmp_path / "val"
+    for sub in ("blur", "blur_gamma", "sharp"):
+        for split in ("train", "test"):
+            (g / split / "GOPR0384_11_00" / sub).mkdir(parents=True)
+            cv2.imwrite(str(g / split / "GOPR0384_11_00" / sub / "000001.png"),
+                        np.zeros((16, 16, 3), np.uint8))
+    out.mkdir()
+    (out / "best.pt").write_bytes(b"")
+    val.mkdir()
+    (val / "run.json").write_text(json.dumps({
+        "data": str(g), "split": "train",
+        "teacher_options": ["--teacher-weights", "t.pt", "--gopro-blur", "blur_gamma"]}))
+    cfg = tiny_cfg(out, 1, task="student", **{"data.val_labels": val})
+    assert _after_distill(cfg, 1)[0].endswith(
+        f"sharpen evaluate --weights {out / 'best.pt'} --data {g} --gopro-blur blur_gamma "
+        f"--out {out / 'eval'}")
+
+
 def test_the_export_line_of_a_fine_tune_that_never_beat_its_start_says_what_it_exports(
         tmp_path):
     """With best.pt still the init= weights, distill's compare line takes last.pt ("the
