@@ -89,6 +89,26 @@ def _label_ok(path: Path, shape) -> bool:
     return img is not None and img.dtype == np.uint16 and img.shape == shape
 
 
+def test_the_labelling_line_names_the_teacher_and_gopro_s_blurred_folder(tmp_path, teachers):
+    """`labelling 4 on cpu (tile 512, overlap 64)` was all a user saw: a mistyped or forgotten
+    --teacher-weights labelled with the shipped teacher, and --gopro-blur blur_gamma with blur/,
+    without a word before the manifest was opened."""
+    g = tmp_path / "GOPRO_Large"
+    for sub in ("blur", "blur_gamma", "sharp"):
+        write_image(g / "train" / "GOPR0372_07_00" / sub / "000001.png",
+                    np.full((16, 16, 3), 0.5, np.float32))
+    said = []
+    run_labels(str(g), tmp_path / "c", teacher_weights=str(teachers[0]), tile=32, overlap=8,
+               device="cpu", progress=False, say=said.append, gopro_blur="blur_gamma")
+    line = next(ln for ln in said if "; labelling 1" in ln)
+    assert line.endswith(f"with the teacher {teachers[0]}, inputs from blur_gamma/"), line
+    said.clear()
+    run_labels(str(g), tmp_path / "d", tile=32, overlap=8, device="cpu", progress=False,
+               say=said.append)
+    line = next(ln for ln in said if "; labelling 1" in ln)
+    assert line.endswith("with the shipped teacher, inputs from blur/"), line
+
+
 def test_an_overlap_that_computes_each_pixel_many_times_is_said(tmp_path, teachers):
     """--tile 100 --overlap 80 labelled 8x slower than the default, without a word."""
     data = _paired(tmp_path / "data", 1)

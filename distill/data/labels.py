@@ -129,6 +129,19 @@ def _clips_left_unseen(pool: list, samples: list) -> str:
             f"{len(samples)} ({_few(unseen)}): a clip's share of the limit follows its length")
 
 
+def _whose(teacher, weights: Optional[str]) -> str:
+    """The line's " with the teacher PATH" (as given) or " with the shipped teacher": a
+    forgotten or mistyped --teacher-weights labelled with another than the user's own teacher
+    unsaid."""
+    from ..teacher import BUNDLED_TEACHER, models_dir
+    path = getattr(teacher, "weights_path", None)
+    if not path:
+        return ""   # a teacher passed in already loaded (tests, notebooks)
+    if Path(path).resolve() == (models_dir() / BUNDLED_TEACHER).resolve():
+        return " with the shipped teacher"
+    return f" with the teacher {weights or path}"
+
+
 def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str] = None,
                config: Optional[str] = None, tile: int = TEACHER_TILE,
                overlap: Optional[int] = None,
@@ -210,7 +223,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         spread_over = (f", spread over its {len(pool)} (--limit {limit})"
                        if len(samples) < len(pool) else "")
         say(f"{tag}{info.describe()}; labelling {len(mine)}{share}{spread_over} on "
-            f"{teacher.device} (tile {tile}, overlap {overlap})")
+            f"{teacher.device} (tile {tile}, overlap {overlap}){_whose(teacher, teacher_weights)}"
+            + (f", inputs from {gopro_blur}/" if info.kind == "gopro" else ""))
         if spread_over and dist.rank == 0 and (unseen := _clips_left_unseen(pool, samples)):
             say(unseen)
         # Only a run that knows when every rank has finished can say the cache is complete.
