@@ -35,6 +35,9 @@ def naming(key: str, value, hint: str | Callable[[], str] = ""):
             # it names is most often here under another path, not to be made again.
             hint += (f"{'; ' if hint else ''}or, if it was moved or copied from elsewhere, give "
                      f"{key}={kind}ITS_PATH_HERE")
+        # The sources speak the commands' option (GoPro's "try --gopro-blur blur"), which
+        # training refuses: its setting is the config key.
+        msg = msg.replace("--gopro-blur ", "data.gopro_blur=")
         raise type(e)(f"{key}={value}: {msg}{f' ({hint})' if hint else ''}") from None
 
 

@@ -3036,6 +3036,14 @@ def test_a_gopro_root_trains_and_validates_on_the_blurred_folder_data_gopro_blur
     with pytest.raises(ValueError, match="data.gopro_blur must be blur or blur_gamma .*, got "
                                          "'gamma'"):
         train(tiny_cfg(tmp_path / "bad", 1, **{"data.gopro_blur": "gamma"}), quiet=True)
+    # A root without blur_gamma/ told train-teacher users "(try --gopro-blur blur)", an
+    # option that training refuses: the key it reads is data.gopro_blur.
+    for seq in ("train/GOPR0372_07_00", "test/GOPR0384_11_00"):
+        shutil.rmtree(root / seq / "blur_gamma")
+    with pytest.raises(ValueError, match=r"data.train=.*no blur_gamma/ folder: GOPR0372_07_00 "
+                                         r"\(try data.gopro_blur=blur\)"):
+        train(tiny_cfg(tmp_path / "nogamma", 1, **{"data.train": root, "data.val": root,
+                                                   "data.gopro_blur": "blur_gamma"}), quiet=True)
 
 
 def test_a_validation_image_under_ssims_window_is_skipped_before_training(tmp_path, capsys):

@@ -467,7 +467,9 @@ def _resolve_gopro(path: Path, split: str, blur: str) -> SourceInfo:
              stacklevel=2)
     missing_blur = [s.name for s in seqs if not (s / blur).is_dir()]
     if missing_blur:
-        raise SourceError(f"{len(missing_blur)} GoPro sequences have no {blur}/ folder: "
+        one = len(missing_blur) == 1
+        raise SourceError(f"{count(len(missing_blur), 'GoPro sequence')} "
+                          f"{'has' if one else 'have'} no {blur}/ folder: "
                           f"{_few(missing_blur)}"
                           + (" (try --gopro-blur blur)" if blur == "blur_gamma" else ""))
     for seq in seqs:
