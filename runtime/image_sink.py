@@ -55,7 +55,8 @@ def with_input_profile(data: bytes, icc: bytes, target: Path, gray: bool) -> byt
     kept = with_icc_profile(data, icc)
     if kept is None:
         warn(f"{target.name}: its input's colour profile (ICC) is dropped "
-             f"({target.suffix} is written without one; PNG and JPEG keep it): {as_srgb}")
+             f"({target.suffix} is written without one; PNG, JPEG and TIFF keep it): "
+             f"{as_srgb}")
     return kept or data
 
 

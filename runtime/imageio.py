@@ -453,6 +453,62 @@ MAX_ICC_BYTES = 255 * 65517
 MAX_PNG_ICC_BYTES = 1 << 20
 
 
+# A TIFF's InterColorProfile tag: its profile's bytes, UNDEFINED (7) or BYTE (1).
+_TIFF_ICC_TAG = 34675
+
+
+def _tiff_tag_bytes(data: bytes, tag: int) -> Optional[bytes]:
+    """The bytes of a TIFF's (classic or BigTIFF) BYTE or UNDEFINED `tag` in its first
+    directory, None where it has none or the value is cut."""
+    order = {b"II": "<", b"MM": ">"}.get(bytes(data[:2]))
+    layout = order and _TIFF_LAYOUT.get(struct.unpack_from(order + "H", data, 2)[0])
+    if not layout:
+        return None
+    count, entry, offset, first = layout
+    field = struct.calcsize(offset)   # a value this long or shorter is in the entry
+    at = struct.unpack_from(order + offset, data, first)[0]
+    for k in range(struct.unpack_from(order + count, data, at)[0]):
+        e = at + struct.calcsize(count) + entry * k
+        if struct.unpack_from(order + "H", data, e)[0] != tag:
+            continue
+        n = struct.unpack_from(order + offset, data, e + 4)[0]
+        if struct.unpack_from(order + "H", data, e + 2)[0] not in (1, 7) or n > MAX_ICC_BYTES:
+            return None
+        where = e + 4 + field
+        if n > field:
+            where = struct.unpack_from(order + offset, data, where)[0]
+        value = bytes(data[where:where + n])
+        return value if len(value) == n else None
+    return None
+
+
+def _tiff_with_tag(encoded: bytes, tag: int, value: bytes) -> Optional[bytes]:
+    """A TIFF's bytes (as OpenCV encodes them) with UNDEFINED `tag` set to `value` in its first
+    directory: the value and a copy of the directory with the tag in it are appended, and the
+    header points at the copy (libtiff's own way of rewriting a directory; the old one is
+    left unreferenced). None where the file cannot take it (past a classic TIFF's 4 GiB)."""
+    order = {b"II": "<", b"MM": ">"}[bytes(encoded[:2])]
+    count, entry, offset, first = _TIFF_LAYOUT[struct.unpack_from(order + "H", encoded, 2)[0]]
+    field, at = struct.calcsize(offset), struct.unpack_from(order + offset, encoded, first)[0]
+    n = struct.unpack_from(order + count, encoded, at)[0]
+    start = at + struct.calcsize(count)
+    entries = [encoded[start + entry * k:start + entry * (k + 1)] for k in range(n)]
+    chained = encoded[start + entry * n:start + entry * n + field]   # the next page's offset
+    out = bytearray(encoded)
+    out += bytes(len(out) & 1)   # offsets are word-aligned
+    value_at = len(out)
+    out += value + bytes(len(value) & 1)
+    if len(value) <= field or len(out) + entry * (n + 1) + 16 >= 1 << (8 * field):
+        return None
+    mine = (struct.pack(order + "HH", tag, 7) + struct.pack(order + offset, len(value))
+            + struct.pack(order + offset, value_at))
+    entries = [e for e in entries if struct.unpack_from(order + "H", e)[0] != tag] + [mine]
+    entries.sort(key=lambda e: struct.unpack_from(order + "H", e)[0])   # as TIFF requires
+    out[first:first + field] = struct.pack(order + offset, len(out))
+    out += struct.pack(order + count, len(entries)) + b"".join(entries) + chained
+    return bytes(out)
+
+
 def icc_problem(profile: bytes) -> str:
     """Why `profile` is not a whole ICC profile (cut short, a segment of a JPEG's lost, or not
     one at all), '' where its header holds: the checks colour management makes first."""
@@ -469,8 +525,8 @@ def icc_problem(profile: bytes) -> str:
 
 
 def icc_profile(data: bytes) -> Optional[bytes]:
-    """The ICC colour profile embedded in a JPEG, PNG or WebP file's bytes, or None (none, or
-    one cut or damaged: the pixels are then shown as sRGB, as without one)."""
+    """The ICC colour profile embedded in a JPEG, PNG, WebP or TIFF file's bytes, or None
+    (none, or one cut or damaged: the pixels are then shown as sRGB, as without one)."""
     try:
         if data[:2] == b"\xff\xd8":
             parts = {}
@@ -492,14 +548,18 @@ def icc_profile(data: bytes) -> Optional[bytes]:
             for kind, body in _webp_chunks(data):
                 if kind == b"ICCP":
                     return body or None
-    except (struct.error, ValueError, IndexError, zlib.error):
+        elif data[:4] in _TIFF_MAGIC:
+            return _tiff_tag_bytes(data, _TIFF_ICC_TAG) or None
+    except (struct.error, ValueError, IndexError, OverflowError, zlib.error):
         pass
     return None
 
 
 def with_icc_profile(encoded: bytes, profile: bytes) -> Optional[bytes]:
-    """A PNG's or JPEG's bytes (as OpenCV encodes them, without a profile) with `profile`
-    embedded; None for other formats, whose encoders here cannot carry one."""
+    """A PNG's, JPEG's or TIFF's bytes (as OpenCV encodes them, without a profile) with
+    `profile` embedded; None for other formats, whose encoders here cannot carry one."""
+    if encoded[:4] in _TIFF_MAGIC:
+        return _tiff_with_tag(encoded, _TIFF_ICC_TAG, profile)
     if encoded[:8] == b"\x89PNG\r\n\x1a\n":
         body = b"icc\x00\x00" + zlib.compress(profile)   # name, compression method 0
         chunk = (struct.pack(">I", len(body)) + b"iCCP" + body

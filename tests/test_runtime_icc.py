@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageCms
@@ -41,8 +42,8 @@ def _profile_of(path) -> bytes | None:
         return im.info.get("icc_profile")
 
 
-@pytest.mark.parametrize("src_ext", ["jpg", "png", "webp"])
-@pytest.mark.parametrize("out_ext", ["png", "jpg"])
+@pytest.mark.parametrize("src_ext", ["jpg", "png", "webp", "tif"])
+@pytest.mark.parametrize("out_ext", ["png", "jpg", "tif"])
 def test_the_input_s_colour_profile_is_kept(tmp_path, onnx_model, profile, src_ext, out_ext):
     src = tmp_path / f"photo.{src_ext}"
     _photo(np.random.default_rng(0)).save(src, icc_profile=profile)
@@ -53,6 +54,25 @@ def test_the_input_s_colour_profile_is_kept(tmp_path, onnx_model, profile, src_e
     with Image.open(out) as im:   # a whole file PIL decodes, the picture unchanged in size
         assert im.size == (56, 40)
         im.load()
+
+
+def test_a_16_bit_tiff_keeps_its_profile_and_its_depth(tmp_path, onnx_model, profile):
+    """A studio's master: a 16-bit TIFF in a wide-gamut space. Its profile (TIFF tag 34675)
+    was neither read nor written: the sharpened TIFF came out as sRGB, and nothing said so."""
+    import tifffile
+    rng = np.random.default_rng(9)
+    src = tmp_path / "master.tif"
+    tifffile.imwrite(src, (rng.random((40, 56, 3)) * 65535).astype(np.uint16),
+                     photometric="rgb", iccprofile=profile)
+    out = tmp_path / "sharp.tif"
+    run_stream(onnx_model, str(src), out)
+    with tifffile.TiffFile(out) as t:
+        page = t.pages[0]
+        assert page.dtype == np.uint16 and page.shape == (40, 56, 3)
+        assert page.tags["InterColorProfile"].value == profile
+    assert _profile_of(out) == profile
+    _opens(out)
+    assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).dtype == np.uint16
 
 
 def test_a_folder_keeps_each_image_s_own_profile_and_adds_none(tmp_path, onnx_model,
@@ -106,7 +126,6 @@ def _grown(profile: bytes, extra: int) -> bytes:
 
 def _opens(path) -> None:
     """The file decodes whole in Pillow and OpenCV."""
-    import cv2
     with Image.open(path) as im:
         im.load()
     assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is not None
