@@ -55,7 +55,7 @@ def with_input_profile(data: bytes, icc: bytes, target: Path, gray: bool) -> byt
     kept = with_icc_profile(data, icc)
     if kept is None:
         warn(f"{target.name}: its input's colour profile (ICC) is dropped "
-             f"({target.suffix} is written without one; PNG, JPEG and TIFF keep it): "
+             f"({target.suffix} is written without one; PNG, JPEG, TIFF and WebP keep it): "
              f"{as_srgb}")
     return kept or data
 
