@@ -203,7 +203,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                              "medium for a file)")
     photos.add_argument("--quality", type=int, default=None, metavar="Q",
                         help="JPEG and WebP image outputs' quality, 1-100 (default: JPEG 95, "
-                             "WebP lossless)")
+                             "WebP lossless); a JPEG at 90 or more keeps its colour at every "
+                             "pixel (4:4:4), below at half size (4:2:0)")
     adv.add_argument("--resume", action="store_true",
                    help="go on with a video file's run into --out that stopped part-way "
                         "(Ctrl-C, SIGTERM, a closed terminal) from the frame it got to, or "

@@ -85,6 +85,10 @@ MAX_SIDE = {".webp": 16383, ".jpg": 65500, ".jpeg": 65500}
 
 # OpenCV's own JPEG quality, said and kept as the default; its WebP default is lossless.
 JPEG_QUALITY = 95
+# From this JPEG quality up, colour is kept at every pixel (4:4:4), as ImageMagick writes it;
+# below, at half the width and height (4:2:0, OpenCV's default), for size. At 95, 4:2:0 blurred
+# a saturated edge's colour (a red sign) that the model had just sharpened.
+JPEG_FULL_CHROMA = 90
 # The formats --quality sets; the others are lossless or fixed.
 QUALITY_EXTS = frozenset({".jpg", ".jpeg", ".webp"})
 
@@ -115,10 +119,13 @@ def _encoded(image: np.ndarray, target: Path, quality: Optional[int] = None) -> 
                         f"{ext.lstrip('.').upper()} holds at most {side} pixels a side; "
                         "write a .png or .tif instead")
     try:
-        params = ([cv2.IMWRITE_JPEG_QUALITY, quality or JPEG_QUALITY]
-                  if ext.lower() in (".jpg", ".jpeg") else
-                  [cv2.IMWRITE_WEBP_QUALITY, quality] if ext.lower() == ".webp" and quality
+        params = ([cv2.IMWRITE_WEBP_QUALITY, quality] if ext.lower() == ".webp" and quality
                   else [])
+        if ext.lower() in (".jpg", ".jpeg"):
+            q = quality or JPEG_QUALITY
+            params = [cv2.IMWRITE_JPEG_QUALITY, q]
+            if q >= JPEG_FULL_CHROMA:
+                params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
         ok, buf = cv2.imencode(ext, image, params)
         if ok:
             return buf.tobytes()

@@ -93,6 +93,31 @@ def test_jpeg_quality_is_settable_and_its_default_is_said(tmp_path, onnx_model):
         run_stream(onnx_model, str(tmp_path / "lib"), tmp_path / "v.mp4", quality=80)
 
 
+def test_a_jpeg_at_quality_90_or_more_keeps_full_colour_resolution(tmp_path, onnx_model):
+    """A JPEG output was written with its colour at half the width and height (4:2:0, OpenCV's
+    default) at every quality: a saturated edge (a red sign, a blue sky against a roof) came
+    out blurred in colour from the sharpening tool. At 90 or more, where the file is kept
+    for its quality, colour keeps every pixel (4:4:4), as ImageMagick writes it."""
+    from PIL import Image, JpegImagePlugin
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "signs.png"
+    red_blue = np.where(rng.random((48, 64, 1)) < 0.5, [255, 0, 0], [0, 0, 255])
+    Image.fromarray(red_blue.astype(np.uint8)).save(src)
+    Image.fromarray(red_blue[..., 0].astype(np.uint8)).save(tmp_path / "grey.png")
+    errors = {}
+    for quality, sampling in ((None, 0), (90, 0), (89, 2), (80, 2)):
+        out = tmp_path / f"q{quality}.jpg"
+        run_stream(onnx_model, str(src), out, quality=quality)
+        with Image.open(out) as im:
+            assert JpegImagePlugin.get_sampling(im) == sampling, quality
+            errors[quality] = np.abs(np.asarray(im).astype(int) - red_blue).mean()
+    assert errors[None] < errors[89] / 2   # each pixel's own red or blue, not the average
+    run_stream(onnx_model, str(tmp_path / "grey.png"), tmp_path / "grey.jpg")
+    with Image.open(tmp_path / "grey.jpg") as im:
+        assert im.mode == "L"
+
+
 def test_a_library_keeps_the_folders_below_the_glob_not_below_its_photos_common_one(
         tmp_path, onnx_model):
     """A library of one year's months came out as 01/, 02/ (its year lost, the common folder
