@@ -17,7 +17,7 @@ import numpy as np
 from .console import count
 from .exif import upright_exif
 from .imageio import (IMAGE_EXTS, SIDECAR_EXTS, VIDEO_EXTS, ImageReadError, animation_frames,
-                      decode_image, exif_block, icc_profile, shown_path, tiff_pages,
+                      decode_image, exif_block, icc_profile, is_cmyk, shown_path, tiff_pages,
                       why_not_a_file)
 from .options import option
 from .output_paths import same_file
@@ -69,8 +69,15 @@ class ImageSource(Source):
                 img = self._decode(i)
                 changes = conversions(img)
                 # Profile and EXIF only for an output that keeps the layout (read again: cheap)
-                icc, exif = (photo_metadata(self._bytes(i)) if self.layouts is not None
-                             else (None, None))
+                data = self._bytes(i) if self.layouts is not None else b""
+                icc, exif = photo_metadata(data) if data else (None, None)
+                if is_cmyk(data):   # a print file, sent on to print as RGB unless said
+                    warn(f"{where}: CMYK, sharpened and written as RGB (not colour-managed: "
+                         "OpenCV's plain formula)" + ("; its CMYK colour profile is left out"
+                                                      if icc and icc[16:20] == b"CMYK" else ""))
+                    if img.ndim == 3 and img.shape[2] == 4:   # libtiff's RGBA, alpha all 255:
+                        img = img[..., :3]                    # none the file had
+                        changes = conversions(img)
                 layout = Layout.of(img, icc, exif if self.keep_exif else None)
                 try:
                     img = to_bgr(img, warn=False)

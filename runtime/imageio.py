@@ -279,6 +279,22 @@ def _jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
     return None
 
 
+def is_cmyk(data: bytes) -> bool:
+    """Whether an encoded image is CMYK (a print file: a JPEG of four components, a TIFF of
+    Photometric 5), which OpenCV decodes to RGB by a plain formula, not a colour-managed one."""
+    try:
+        if data[:2] == b"\xff\xd8":
+            for marker, i in _jpeg_segments(data):
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                    return data[i + 9:i + 10] == b"\x04"   # its component count
+        elif data[:4] in _TIFF_MAGIC:
+            value = _tiff_tag_bytes(data, 262, kinds=(3,))   # PhotometricInterpretation
+            return value is not None and value[:2] in (b"\x00\x05", b"\x05\x00")
+    except (struct.error, IndexError, OverflowError):
+        pass
+    return False
+
+
 def file_header_size(path: Union[str, Path]) -> Optional[tuple[int, int]]:
     """An image file's (width, height) from its first 256 KiB (past a JPEG's EXIF and ICC
     segments), for a progress bar's tile count before anything is decoded; None where the
@@ -457,9 +473,10 @@ MAX_PNG_ICC_BYTES = 1 << 20
 _TIFF_ICC_TAG = 34675
 
 
-def _tiff_tag_bytes(data: bytes, tag: int) -> Optional[bytes]:
-    """The bytes of a TIFF's (classic or BigTIFF) BYTE or UNDEFINED `tag` in its first
-    directory, None where it has none or the value is cut."""
+def _tiff_tag_bytes(data: bytes, tag: int, kinds: tuple[int, ...] = (1, 7)) -> Optional[bytes]:
+    """The bytes of a TIFF's (classic or BigTIFF) `tag` in its first directory, as stored (in
+    the file's byte order), where it is of one of `kinds`: BYTE, SHORT or UNDEFINED (1, 3, 7;
+    default: a profile's 1 or 7); None where it has none or the value is cut."""
     order = {b"II": "<", b"MM": ">"}.get(bytes(data[:2]))
     layout = order and _TIFF_LAYOUT.get(struct.unpack_from(order + "H", data, 2)[0])
     if not layout:
@@ -471,8 +488,9 @@ def _tiff_tag_bytes(data: bytes, tag: int) -> Optional[bytes]:
         e = at + struct.calcsize(count) + entry * k
         if struct.unpack_from(order + "H", data, e)[0] != tag:
             continue
-        n = struct.unpack_from(order + offset, data, e + 4)[0]
-        if struct.unpack_from(order + "H", data, e + 2)[0] not in (1, 7) or n > MAX_ICC_BYTES:
+        kind = struct.unpack_from(order + "H", data, e + 2)[0]
+        n = struct.unpack_from(order + offset, data, e + 4)[0] * (2 if kind == 3 else 1)
+        if kind not in kinds or n > MAX_ICC_BYTES:
             return None
         where = e + 4 + field
         if n > field:

@@ -108,12 +108,28 @@ def test_a_folder_keeps_each_image_s_own_profile_and_adds_none(tmp_path, onnx_mo
     # misread on that, and is left out.
     _photo(rng).convert("CMYK").save(tmp_path / "in" / "print.jpg",
                                      icc_profile=_in_space(profile, b"CMYK"))
-    run_stream(onnx_model, str(tmp_path / "in"), tmp_path / "out")
+    with pytest.warns(SharpenWarning, match=r"print\.jpg: CMYK"):
+        run_stream(onnx_model, str(tmp_path / "in"), tmp_path / "out")
     assert _profile_of(tmp_path / "out" / "p3.jpg") == profile
     assert _profile_of(tmp_path / "out" / "plain.jpg") is None
     assert _profile_of(tmp_path / "out" / "gray.png") == gray_profile
     assert _profile_of(tmp_path / "out" / "print.jpg") is None
     with Image.open(tmp_path / "out" / "print.jpg") as im:
+        assert im.mode == "RGB"
+
+
+@pytest.mark.parametrize("ext", ["jpg", "tif"])
+def test_a_cmyk_image_is_said_to_become_rgb(tmp_path, onnx_model, profile, ext):
+    """A print file (CMYK, a press profile) came out as RGB, its profile left out, and nothing
+    said so: a studio sent it on to print as it was."""
+    src = tmp_path / f"print.{ext}"
+    _photo(np.random.default_rng(11)).convert("CMYK").save(
+        src, icc_profile=_in_space(profile, b"CMYK"))
+    with pytest.warns(SharpenWarning, match=r"print\.%s: CMYK, sharpened and written as RGB "
+                                            r"\(not colour-managed.*its CMYK colour profile "
+                                            r"is left out" % ext):
+        run_stream(onnx_model, str(src), tmp_path / f"sharp.{ext}")
+    with Image.open(tmp_path / f"sharp.{ext}") as im:
         assert im.mode == "RGB"
 
 
