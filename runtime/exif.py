@@ -116,9 +116,12 @@ def _swap_pixel_dimensions(out: bytearray, e: str, ifd: int, n: int) -> None:
 
 
 def with_exif(encoded: bytes, block: bytes) -> Optional[bytes]:
-    """A JPEG's or PNG's bytes (as OpenCV encodes them, without EXIF) with the EXIF `block`;
-    None where the format is another (its encoder here writes none) or the block is larger
-    than a JPEG segment holds."""
+    """A JPEG's, PNG's or WebP's bytes (as OpenCV encodes them, without EXIF) with the EXIF
+    `block`; None where the format is another (its encoder here writes none) or the block is
+    larger than a JPEG segment holds."""
+    if encoded[:4] == b"RIFF" and encoded[8:12] == b"WEBP":
+        from .imageio import webp_with_chunk   # imageio reads the orientation here
+        return webp_with_chunk(encoded, b"EXIF", block)
     if encoded[:8] == b"\x89PNG\r\n\x1a\n":
         chunk = (struct.pack(">I", len(block)) + b"eXIf" + block
                  + struct.pack(">I", zlib.crc32(b"eXIf" + block)))

@@ -65,7 +65,7 @@ def with_input_exif(data: bytes, exif: bytes, target: Path) -> bytes:
     saying why where its format cannot carry it."""
     kept = with_exif(data, exif)
     if kept is None:
-        why = (f"{target.suffix} is written without it; JPEG and PNG keep it"
+        why = (f"{target.suffix} is written without it; JPEG, PNG and WebP keep it"
                if data[:2] != b"\xff\xd8" else
                f"{len(exif):,} bytes, more than a JPEG's EXIF segment holds; PNG keeps it")
         warn(f"{target.name}: its input's EXIF (capture date, camera, GPS) is dropped ({why})")

@@ -527,28 +527,35 @@ def _tiff_with_tag(encoded: bytes, tag: int, value: bytes) -> Optional[bytes]:
     return bytes(out)
 
 
-def _webp_with_icc(encoded: bytes, profile: bytes) -> Optional[bytes]:
+# The extended WebP header's (VP8X) flag for each metadata chunk it declares.
+_WEBP_FLAGS = {b"ICCP": 0x20, b"EXIF": 0x08}
+
+
+def webp_with_chunk(encoded: bytes, kind: bytes, body: bytes) -> Optional[bytes]:
     """A WebP's bytes (as OpenCV encodes them: a simple VP8 or VP8L file, or VP8X with ALPH
-    where lossy with alpha) with `profile` in an ICCP chunk, which only the extended format
-    (a VP8X header, its ICC bit set, first) holds. None for a WebP of another layout."""
-    chunks = [(k, b) for k, b in _webp_chunks(encoded) if k != b"ICCP"]
+    where lossy with alpha) with an ICCP (a profile) or EXIF chunk, which only the extended
+    format holds: a VP8X header first, its flag for the chunk set; ICCP right after it, EXIF
+    after the image, as the container's order requires. None for a WebP of another layout."""
+    chunks = [(k, b) for k, b in _webp_chunks(encoded) if k != kind]
     if not chunks:
         return None
-    kind, body = chunks[0]
-    if kind == b"VP8X" and len(body) == 10:
-        header, chunks = bytes([body[0] | 0x20]) + body[1:], chunks[1:]
-    elif kind == b"VP8L" and len(body) >= 5 and body[0] == 0x2F:
-        bits = int.from_bytes(body[1:5], "little")   # 14 bits width-1, 14 height-1, alpha
+    first, data = chunks[0]
+    if first == b"VP8X" and len(data) == 10:
+        header, chunks = bytes([data[0] | _WEBP_FLAGS[kind]]) + data[1:], chunks[1:]
+    elif first == b"VP8L" and len(data) >= 5 and data[0] == 0x2F:
+        bits = int.from_bytes(data[1:5], "little")   # 14 bits width-1, 14 height-1, alpha
         w, h, alpha = bits & 0x3FFF, (bits >> 14) & 0x3FFF, (bits >> 28) & 1
-        header = (bytes([0x20 | 0x10 * alpha, 0, 0, 0]) + w.to_bytes(3, "little")
+        header = (bytes([_WEBP_FLAGS[kind] | 0x10 * alpha, 0, 0, 0]) + w.to_bytes(3, "little")
                   + h.to_bytes(3, "little"))
-    elif kind == b"VP8 " and len(body) >= 10 and body[3:6] == b"\x9d\x01\x2a":
-        w = (int.from_bytes(body[6:8], "little") & 0x3FFF) - 1
-        h = (int.from_bytes(body[8:10], "little") & 0x3FFF) - 1
-        header = b"\x20\x00\x00\x00" + w.to_bytes(3, "little") + h.to_bytes(3, "little")
+    elif first == b"VP8 " and len(data) >= 10 and data[3:6] == b"\x9d\x01\x2a":
+        w = (int.from_bytes(data[6:8], "little") & 0x3FFF) - 1
+        h = (int.from_bytes(data[8:10], "little") & 0x3FFF) - 1
+        header = (bytes([_WEBP_FLAGS[kind], 0, 0, 0]) + w.to_bytes(3, "little")
+                  + h.to_bytes(3, "little"))
     else:
         return None
-    chunks = [(b"VP8X", header), (b"ICCP", profile)] + chunks
+    chunks = ([(b"VP8X", header), (kind, body)] + chunks if kind == b"ICCP" else
+              [(b"VP8X", header)] + chunks + [(kind, body)])
     riff = b"WEBP" + b"".join(k + struct.pack("<I", len(b)) + b + bytes(len(b) & 1)
                               for k, b in chunks)
     return b"RIFF" + struct.pack("<I", len(riff)) + riff
@@ -606,7 +613,7 @@ def with_icc_profile(encoded: bytes, profile: bytes) -> Optional[bytes]:
     if encoded[:4] in _TIFF_MAGIC:
         return _tiff_with_tag(encoded, _TIFF_ICC_TAG, profile)
     if encoded[:4] == b"RIFF" and encoded[8:12] == b"WEBP":
-        return _webp_with_icc(encoded, profile)
+        return webp_with_chunk(encoded, b"ICCP", profile)
     if encoded[:8] == b"\x89PNG\r\n\x1a\n":
         body = b"icc\x00\x00" + zlib.compress(profile)   # name, compression method 0
         chunk = (struct.pack(">I", len(body)) + b"iCCP" + body

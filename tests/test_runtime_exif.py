@@ -32,7 +32,7 @@ def _photo(path, orientation: int = 1, w: int = 56, h: int = 40) -> None:
 
 
 @pytest.mark.parametrize("src_ext", ["jpg", "png", "webp"])
-@pytest.mark.parametrize("out_ext", ["jpg", "png"])
+@pytest.mark.parametrize("out_ext", ["jpg", "png", "webp"])
 def test_the_photo_s_exif_is_kept(tmp_path, onnx_model, src_ext, out_ext):
     src, out = tmp_path / f"photo.{src_ext}", tmp_path / f"sharp.{out_ext}"
     _photo(src)
@@ -43,6 +43,28 @@ def test_the_photo_s_exif_is_kept(tmp_path, onnx_model, src_ext, out_ext):
         assert e.get_ifd(0x8769)[0x9003] == DATE
         assert e.get_ifd(0x8825)[1] == "N"
         im.load()   # a whole file
+
+
+def test_a_webp_output_keeps_both_the_profile_and_the_exif(tmp_path, onnx_model):
+    """A phone photo (Display P3, EXIF) into WebP: both go in the extended header's chunks, in
+    the container's order, and the file decodes whole."""
+    from PIL import ImageCms
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = tmp_path / "phone.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((40, 56, 3)) * 255).astype(np.uint8)).save(
+        src, exif=_exif(), icc_profile=profile)
+    for quality in (None, 80):
+        out = tmp_path / f"sharp{quality}.webp"
+        run_stream(onnx_model, str(src), out, quality=quality)
+        with Image.open(out) as im:
+            assert im.info["icc_profile"] == profile
+            assert im.getexif()[0x0132] == DATE
+            im.load()
+        data = out.read_bytes()
+        assert data[12:16] == b"VP8X" and data[20] == 0x28   # ICC and EXIF flags
+        assert data.index(b"ICCP") < data.index(b"VP8 " if quality else b"VP8L") \
+            < data.index(b"EXIF")
 
 
 def test_a_turned_photo_is_written_upright_and_its_exif_says_so(tmp_path, onnx_model):

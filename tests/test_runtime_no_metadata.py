@@ -234,14 +234,15 @@ def test_the_help_says_which_tags_no_metadata_keeps():
 @pytest.mark.parametrize("flag", ["--no-exif", "--no-metadata"])
 def test_a_stripped_rerun_says_nothing_of_outputs_kept_that_hold_no_exif(tmp_path, capsys,
                                                                          onnx_model, flag):
-    """A .webp output is written without EXIF: kept by a rerun with the flag, it was said to
-    be 'made otherwise than this run makes them: --no-exif was not given, now given;
-    --overwrite sharpens them again', as if it still held its photo's GPS position."""
+    """A .tif output is written without EXIF (a .webp one was, until WebP kept it): kept by a
+    rerun with the flag, it was said to be 'made otherwise than this run makes them: --no-exif
+    was not given, now given; --overwrite sharpens them again', as if it still held its
+    photo's GPS position."""
     photos, out = tmp_path / "photos", tmp_path / "out"
     photos.mkdir()
     _gps_photo(photos / "a.jpg")
     with Image.open(photos / "a.jpg") as im:
-        im.save(photos / "b.webp", exif=im.getexif())
+        im.save(photos / "b.tif", exif=im.getexif())
     base = ["run", "--model", str(onnx_model), "--source", str(photos), "--out", str(out),
             "--quiet"]
     assert run_cli(base) == 0
