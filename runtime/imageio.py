@@ -289,7 +289,8 @@ def is_cmyk(data: bytes) -> bool:
                     return data[i + 9:i + 10] == b"\x04"   # its component count
         elif data[:4] in _TIFF_MAGIC:
             value = _tiff_tag_bytes(data, 262, kinds=(3,))   # PhotometricInterpretation
-            return value is not None and value[:2] in (b"\x00\x05", b"\x05\x00")
+            order = "<" if data[:2] == b"II" else ">"
+            return value is not None and struct.unpack(order + "H", value[:2])[0] == 5
     except (struct.error, IndexError, OverflowError):
         pass
     return False
