@@ -46,6 +46,7 @@ class ImageSource(Source):
         # -> (atime, mtime) in ns.
         self.times: Optional[dict[str, tuple[int, int]]] = None
         self.keep_exif = True   # False: the outputs get no EXIF (GPS, camera) from the photos
+        self.profile_only = False   # True: layouts hold only the colour profile (--compare's)
 
     def leave_out(self, done: set[int]) -> None:
         """Read only the images not in `done` (indices), each keeping its output name: a
@@ -78,14 +79,15 @@ class ImageSource(Source):
                     if img.ndim == 3 and img.shape[2] == 4:   # libtiff's RGBA, alpha all 255:
                         img = img[..., :3]                    # none the file had
                         changes = conversions(img)
-                layout = Layout.of(img, icc, exif if self.keep_exif else None)
+                layout = (Layout(icc=icc) if icc else None) if self.profile_only else \
+                    Layout.of(img, icc, exif if self.keep_exif else None)
                 try:
                     img = to_bgr(img, warn=False)
                 except FrameError as e:   # e.g. a float TIFF: name the file, like a bad one
                     raise ImageReadError(f"{where}: {e}") from None
                 if layout is not None and self.layouts is not None:
                     self.layouts[name] = layout   # the output restores it
-                elif changes:
+                if changes and (layout is None or self.layouts is None or self.profile_only):
                     # Outputs are BGR; say which files that changes, one line each.
                     warn(f"{where}: {'; '.join(changes)}")
             except ImageReadError as e:

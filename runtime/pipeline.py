@@ -1694,9 +1694,12 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
             file_sink.preset = preset_used(codec[0], codec[2], src.live)
         if isinstance(file_sink, ImageSink) and isinstance(src, ImageSource):
             src.times = file_sink.times = {}   # each output dated as its photo
-        if isinstance(file_sink, ImageSink) and isinstance(src, ImageSource) and not compare:
-            # Grayscale images are written back as grayscale, an alpha channel is kept.
+        if isinstance(file_sink, ImageSink) and isinstance(src, ImageSource):
+            # Grayscale images are written back as grayscale, an alpha channel is kept; a
+            # --compare image, colour beside colour, keeps only the colour profile its two
+            # sides' values are in.
             src.layouts = file_sink.layouts = {}
+            src.profile_only = compare
         # Not a FIFO's: the run read its frames, and ffmpeg's own open of it waits for a
         # writer gone or hung (the probe's 30 s, the copy's minutes).
         if audio and isinstance(file_sink, VideoFileSink) and isinstance(src, VideoSource) \

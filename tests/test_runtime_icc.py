@@ -133,6 +133,25 @@ def test_a_cmyk_image_is_said_to_become_rgb(tmp_path, onnx_model, profile, ext):
         assert im.mode == "RGB"
 
 
+def test_a_compare_image_keeps_the_profile(tmp_path, onnx_model, profile):
+    """Both sides of a --compare image hold the input's values, in its colour space: written
+    without its profile, a Display P3 photo's before/after was shown duller than the photo
+    itself, both sides alike, and nothing said so."""
+    rng = np.random.default_rng(12)
+    src = tmp_path / "p3.jpg"
+    _photo(rng).save(src, icc_profile=profile)
+    Image.fromarray((rng.random((30, 30, 4)) * 255).astype(np.uint8), "RGBA").save(
+        tmp_path / "cut-out.png", icc_profile=profile)
+    run_stream(onnx_model, str(src), tmp_path / "compare.jpg", compare=True)
+    with pytest.warns(SharpenWarning, match=r"cut-out\.png: alpha channel dropped"):
+        run_stream(onnx_model, str(tmp_path / "cut-out.png"), tmp_path / "cut-compare.png",
+                   compare=True)
+    for out in ("compare.jpg", "cut-compare.png"):
+        assert _profile_of(tmp_path / out) == profile
+        with Image.open(tmp_path / out) as im:
+            assert im.mode == "RGB" and im.size[0] in (112, 60)   # both sides, no alpha
+
+
 def test_a_format_written_without_a_profile_says_so(tmp_path, onnx_model, profile):
     src = tmp_path / "photo.jpg"
     _photo(np.random.default_rng(2)).save(src, icc_profile=profile)
