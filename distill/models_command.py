@@ -7,7 +7,6 @@ import difflib
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
 
 from .command_messages import refuse, note_line
 
@@ -160,7 +159,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         from .restormer import CONFIGS, build_restormer
         for cname in CONFIGS:
             m = build_restormer(cname)
-            macs = _matmul_macs(m, 256) * (h * w) / (256 * 256)
+            macs = count_macs(m, 256, 256) * (h * w) / (256 * 256)
             rows.append([f"restormer:{cname}", f"{count_params(m):,}", f"~{macs / 1e9:.0f}",
                          "-", "-", "8"] + (["-"] if args.measure else []) +
                         ["teacher (MACs of convolutions and attention, scaled from 256x256 "
@@ -188,19 +187,3 @@ def cmd_models(args: argparse.Namespace) -> int:
     if provenance:
         print("\n".join(map(shown_path, provenance)))
     return 0
-
-
-def _matmul_macs(model: Any, size: int) -> int:   # a torch.nn.Module (imported lazily)
-    """Multiply-accumulates of every convolution and matrix product of one size x size input,
-    by torch's FLOP counter on the meta device (shapes only): count_macs counts convolutions,
-    which left out the Restormer's transposed attention, about 10 % of its work."""
-    import copy
-
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    net = copy.deepcopy(model).to("meta").eval()
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        net(torch.zeros(1, 3, size, size, device="meta"))
-    return counter.get_total_flops() // 2   # the counter's FLOPs are 2 per MAC

@@ -562,9 +562,9 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _meta_pass(model: nn.Module, h: int, w: int, count: Callable, leaves_only: bool) -> int:
-    """Sum of count(module, output) over a forward pass on the meta device (shapes only, no
-    arithmetic) of one h x w frame padded to the model's multiple."""
+def _meta_frame(model: nn.Module, h: int, w: int) -> tuple[nn.Module, torch.Tensor]:
+    """A copy of `model` on the meta device (shapes only, no arithmetic) and one h x w frame
+    padded to the model's multiple, to count what a forward pass does."""
     import copy
 
     from runtime.options import is_number
@@ -576,37 +576,42 @@ def _meta_pass(model: nn.Module, h: int, w: int, count: Callable, leaves_only: b
             raise ValueError(f"{name} must be a frame size in pixels (an integer >= 1), "
                              f"got {v!r}")
     m = getattr(model, "multiple", 1)
-    model = copy.deepcopy(model).to("meta")
     h, w = h + (-h) % m, w + (-w) % m
-    total = 0
-
-    def hook(mod, inp, out):
-        nonlocal total
-        total += count(mod, out)
-
-    mods = [mod for mod in model.modules()
-            if (not list(mod.children()) if leaves_only else isinstance(mod, nn.Conv2d))]
-    hooks = [mod.register_forward_hook(hook) for mod in mods]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, h, w, device="meta"))
-    finally:
-        for hk in hooks:
-            hk.remove()
-    return total
+    return copy.deepcopy(model).to("meta"), torch.zeros(1, 3, h, w, device="meta")
 
 
 def count_macs(model: nn.Module, h: int = 1080, w: int = 1920) -> int:
-    """Multiply-accumulates of conv layers for one h x w frame."""
-    return _meta_pass(model, h, w, lambda mod, out: out.numel() * (mod.in_channels // mod.groups)
-                      * mod.kernel_size[0] * mod.kernel_size[1], leaves_only=False)
+    """Multiply-accumulates of one h x w frame: every convolution (transposed, functional
+    `F.conv2d` too) and matrix product (linear layers, attention), by torch's FLOP counter;
+    hooks on nn.Conv2d missed the others in a student of one's own."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, x = _meta_frame(model, h, w)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() // 2   # the counter's FLOPs are 2 per MAC
 
 
 def activation_bytes(model: nn.Module, h: int = 1080, w: int = 1920, bytes_per: int = 4) -> int:
     """Bytes written by every layer for one h x w frame (the activation traffic an accelerator
     moves through memory if nothing is fused)."""
-    return _meta_pass(model, h, w, lambda mod, out: out.numel() * bytes_per
-                      if isinstance(out, torch.Tensor) else 0, leaves_only=True)
+    model, x = _meta_frame(model, h, w)
+    total = 0
+
+    def hook(mod, inp, out):
+        nonlocal total
+        total += out.numel() * bytes_per if isinstance(out, torch.Tensor) else 0
+
+    hooks = [mod.register_forward_hook(hook) for mod in model.modules()
+             if not list(mod.children())]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hk in hooks:
+            hk.remove()
+    return total
 
 
 # By layout: a registry student's field depends on its architecture alone (the probe replaces

@@ -186,6 +186,27 @@ def test_the_receptive_field_is_probed_once_per_layout(monkeypatch):
     assert receptive_field(plain) == receptive_field(plain) == 5 and len(probes) == 5
 
 
+def test_macs_count_every_convolution_and_matrix_product_not_only_nn_conv2d():
+    """count_macs hooked nn.Conv2d modules only: a student of one's own with F.conv2d on its
+    own weights (weight standardisation, which the export covers), a transposed convolution
+    or a linear layer was counted 8x too cheap (0.05 GMAC for 0.40)."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down = nn.Conv2d(3, 8, 2, stride=2)
+            self.ws = nn.Parameter(torch.zeros(8, 8, 3, 3))
+            self.fc = nn.Linear(8, 8)
+            self.up = nn.ConvTranspose2d(8, 3, 2, stride=2)
+
+        def forward(self, x):
+            y = torch.nn.functional.conv2d(self.down(x), self.ws, padding=1)
+            return x + self.up(y * self.fc(y.mean((2, 3)))[:, :, None, None])
+
+    px = 8 * 16   # at half resolution
+    want = px * 8 * 3 * 4 + px * 8 * 8 * 9 + 8 * 8 + px * 3 * 8 * 4
+    assert count_macs(Net(), 16, 32) == want
+
+
 def test_models_teacher_rows_count_attention_too(capsys):
     """`sharpen models --teacher` counted the Restormer's convolutions only: ~424 GMAC per
     1080p frame for `small`, ~4461 for `motion-deblur`, without the ~10 % its transposed
