@@ -91,7 +91,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError, load_student
     from .students import (OWN_STUDENT_HINT, activation_bytes, count_macs, count_params,
                            create_student, for_inference, list_students, receptive_field,
-                           run_padded, student_spec)
+                           run_padded, student_spec, GLOBAL_FIELD)
     from .teacher import check_threads, names_a_file, set_torch_threads
     from runtime.host import cpu_model
 
@@ -138,8 +138,10 @@ def cmd_models(args: argparse.Namespace) -> int:
                 m, description = create_student(name).eval(), student_spec(name).description
             except ValueError as e:
                 return refuse(str(e))
+        rf = receptive_field(m)
         row = [name, f"{count_params(m):,}", f"{count_macs(m, h, w) / 1e9:.2f}",
-               str(receptive_field(m)), f"{activation_bytes(m, h, w) / 2**20:.0f}",
+               "global" if rf >= GLOBAL_FIELD else str(rf),
+               f"{activation_bytes(m, h, w) / 2**20:.0f}",
                str(m.multiple)]
         if args.measure:
             m, x = for_inference(m), torch.rand(1, 3, h, w)
@@ -173,6 +175,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     # What the columns mean, where the table is read (the README is not always at hand).
     print("receptive field px: the input pixels one output pixel depends on (side of the "
           "square)\nmultiple: height and width are padded up to a multiple of it")
+    if any(row[3] == "global" for row in rows):
+        print(f"global: wider than {GLOBAL_FIELD // 2} px, all of a frame (global pooling, an "
+              "FFT, attention over the frame)")
     if args.measure:
         print(f"PyTorch ms: one FP32 {w}x{h} frame (batch 1) on {n} thread{'s' if n != 1 else ''}"
               f" of {cpu_model()}, after 2 warm-up runs")

@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from runtime.tiling import GLOBAL_FIELD
+
 
 class SeparableConv2d(nn.Sequential):
     """Keras SeparableConv2D: depthwise 3x3 then pointwise 1x1 (bias on the pointwise only)."""
@@ -624,7 +626,8 @@ def receptive_field(model: nn.Module, size: int = 256) -> int:
     measured from the gradient with positive weights (no dead paths, no cancellation) on a
     random positive image (on a zero one, a gate's product x * f(x) passes no gradient to x's
     neighbours and max pooling's ties all go to one corner: `seed` measured 19 px, not 20);
-    the probe grows until the field fits inside it."""
+    the probe grows until the field fits inside it, up to GLOBAL_FIELD (returned for a field
+    still clipped there: global)."""
     import copy
     import json
 
@@ -653,8 +656,10 @@ def _probe_field(net: nn.Module, size: int) -> int:
     while True:
         rf = max(_extent(net, thin, size, axis=1, gen=gen),
                  _extent(net, size, thin, axis=0, gen=gen))
-        if rf <= size // 2 or size >= 4096:   # well inside the probe: not clipped by it
+        if rf <= size // 2:   # well inside the probe: not clipped by it
             return rf
+        if size >= GLOBAL_FIELD:   # still clipped: global
+            return GLOBAL_FIELD
         size *= 2
 
 

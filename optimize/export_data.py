@@ -24,7 +24,10 @@ def _warn_small_parity(parity_list: list, field: int | None, prog: Progress,
     A warning even for the built-in images (`edge`, 744 px, always meets it): the user can act
     on it, and a note would vanish with --quiet, leaving a weak gate unsaid. `builtin`: the
     images are the built-in samples, which the user never chose."""
-    if not field or not parity_list:
+    from runtime.tiling import GLOBAL_FIELD
+
+    # A global field (pooling over the frame): every pixel sees the whole of any image.
+    if not field or not parity_list or field >= GLOBAL_FIELD:
         return
     largest = max(min(img.shape[:2]) for _, img in parity_list)
     if largest < field:

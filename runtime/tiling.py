@@ -309,6 +309,13 @@ def count_tiles(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
     return len(boxes) - max(_resume_at(boxes, th, batch_size, from_row, h), min(at, len(boxes)))
 
 
+# What distill.students.receptive_field returns for a field its largest probe still clips:
+# wider than half of it, the whole of any frame the project handles (global pooling, an FFT,
+# attention over the frame). `sharpen models` calls it global; no image is large enough to
+# hold it, and none needs to be.
+GLOBAL_FIELD = 4096
+
+
 def auto_overlap(tile: int, receptive_field: Optional[int] = None) -> int:
     """The overlap `sharpen run --tile` uses when --overlap is not given: the model's receptive
     field, since tiled_apply is exact once a tile's discarded border strip (overlap/2) covers

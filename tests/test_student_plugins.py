@@ -130,6 +130,39 @@ def test_models_names_a_student_that_changes_the_frame_shape(registry, capsys):
         "multiples of its `multiple` (1)")
 
 
+class Pooled(Tiny):
+    """A squeeze-excitation gate: every output pixel depends on the whole frame."""
+
+    def forward(self, x):
+        y = F.relu(self.stem(F.pixel_unshuffle(x, 2)))
+        y = y * torch.sigmoid(y.mean((2, 3), keepdim=True))
+        return x + F.pixel_shuffle(self.head(y), 2)
+
+
+def test_a_global_receptive_field_is_called_global_not_the_probes_size(registry, capsys):
+    """A student with global pooling (or an FFT, or attention over the frame) was listed with
+    a receptive field of 4096 px, the probe's largest size, and its export warned that parity
+    images under 4096 px see mostly padding: no image is large enough for a global field, and
+    none needs to be (every pixel sees the whole image)."""
+    import warnings
+
+    from optimize.export_data import _warn_small_parity
+    from optimize.export_progress import Progress
+    from runtime_fixtures import table_rows
+    from sharpen.cli import main
+
+    register("pooled", Pooled, "an SE gate")
+    register("tiny-local", Tiny, "local")
+    assert main(["models", "pooled", "tiny-local", "--quiet"]) == 0
+    rows = {r[0]: r[3] for r in table_rows(capsys.readouterr().out)}
+    assert rows["pooled"] == "global" and rows["tiny-local"] == "10", rows
+    field = students.receptive_field(create_student("pooled"))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        _warn_small_parity([("a", torch.zeros(64, 64, 3).numpy())], field, Progress(), True)
+    assert not said, [str(w.message) for w in said]
+
+
 def test_a_checkpoint_of_a_student_this_process_lacks_says_what_to_set(tmp_path, registry):
     register("tiny-ck", Tiny, "mine")
     m = create_student("tiny-ck")
