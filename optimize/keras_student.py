@@ -343,9 +343,16 @@ def _build_traced(b: _Builder, x, model: nn.Module):
             what = f"Tensor.{node.args[1]}"
         else:
             what = getattr(node.target, "__name__", str(node.target))
+        # Which block and line: "uses Tensor.permute" named neither, in a student with a
+        # permute in every block.
+        block, stack = "", list((node.meta.get("nn_module_stack") or {}).values())
+        if node.op != "call_module" and stack:
+            path, kind = stack[-1][0], stack[-1][1]
+            block = f" in {path} ({getattr(kind, '__name__', str(kind).rsplit('.', 1)[-1])})"
+        where = f", at {_source(node)[2:-1]}" if _source(node) else ""
         raise NotImplementedError(
-            f"{cls} uses {what}{why}, which the Keras rebuild for TFLite does not cover (it "
-            f"covers {', '.join(TRACED_OPS)})")
+            f"{cls} uses {what}{why}{block}, which the Keras rebuild for TFLite does not "
+            f"cover{where} (it covers {', '.join(TRACED_OPS)})")
 
     def gather(t, idx):
         return keras.layers.Lambda(lambda a, i=idx: tf.gather(a, i, axis=-1))(t)

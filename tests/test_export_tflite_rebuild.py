@@ -385,6 +385,38 @@ def test_an_operator_the_rebuild_lacks_is_named(model, named):
         build_keras_student(model)
 
 
+class _ChannelNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.ln = nn.LayerNorm(3)
+
+    def forward(self, x):
+        return self.ln(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _WithChannelNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.norm = _ChannelNorm()
+
+    def forward(self, x):
+        return x + self.norm(self.conv(x))
+
+
+def test_an_operator_the_rebuild_lacks_is_named_with_its_layer_and_line():
+    """A LayerNorm over channels (permute, LayerNorm, permute back) in a block of its own was
+    refused as "_WithChannelNorm uses Tensor.permute": neither which block nor which line, in a
+    student with a permute in every block."""
+    with pytest.raises(NotImplementedError) as e:
+        build_keras_student(_WithChannelNorm())
+    first = str(e.value).split(" (it covers")[0]
+    assert first.startswith("_WithChannelNorm uses Tensor.permute in norm (_ChannelNorm), which "
+                            "the Keras rebuild for TFLite does not cover, at "), first
+    assert first.endswith("test_export_tflite_rebuild.py:394: `return self.ln(x.permute(0, 2, "
+                          "3, 1)).permute(0, 3, 1, 2)`"), first
+
+
 def _export_matches(model, tmp_path, quant: str, tol: float):
     """`export_tflite` (the exporter `sharpen export` runs) of `model`, its LiteRT output
     PyTorch's on a frame of another size than the calibration crops."""
