@@ -14,9 +14,11 @@ project. Input "input" [N, 3, H, W], output "output" [N, 3, H, W] (not clamped).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -135,14 +137,26 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, ckpt: dict | None = N
     w = max(m, sample_hw[1] // m * m)
     dummy = torch.rand(1, 3, h, w)
     buf = io.BytesIO()
-    with warnings.catch_warnings():
+    from runtime.console import native_stderr_captured
+
+    failed = None
+    # The exporter's log goes to stdout by default, into `sharpen export`'s own output.
+    with contextlib.suppress(AttributeError, RuntimeError):
+        torch._C._jit_set_onnx_log_output_stream("stderr")
+    with native_stderr_captured(_IR_DUMP) as dump, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (dummy,), buf, dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                          OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"}},
-            do_constant_folding=True)
+        try:
+            torch.onnx.export(
+                model, (dummy,), buf, dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                              OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"}},
+                do_constant_folding=True)
+        except torch.onnx.errors.UnsupportedOperatorError as e:
+            failed = e
+    if failed is not None:
+        failed.args = (f"{failed}{_where_used(failed, dump[0] if dump else '', model)}",)
+        raise failed
     proto = onnx.load_from_string(buf.getvalue())
     if simplify:
         proto = _maybe_simplify(proto)
@@ -153,6 +167,33 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, ckpt: dict | None = N
     if len(data) >= 2 ** 31 - 1:  # protobuf limit; students are a few hundred kB
         raise ValueError("model too large for a single-file ONNX")
     return atomic_write_bytes(path, data)
+
+
+# The graph torch's TorchScript exporter writes to fd 2 when an operator fails (always: its
+# check of whether logging is on tests a function, not its result), kept off the terminal.
+_IR_DUMP = re.compile(r"Torch IR graph at exception: |\s+(%|return \()|\s*$")
+
+
+def _where_used(e: Exception, dump: str, model: nn.Module) -> str:
+    """'; Net uses it in block (Block), at file.py:12: `code`': the student's block and line
+    that call the operator `e` names, read off the exporter's graph dump ('... = aten::op(...),
+    scope: mod.Net::/mod.Block::block # file.py:12:0'); '' where the dump does not say."""
+    import linecache
+
+    op = re.search(r"'([\w:.]+)'", str(e))
+    line = next((ln for ln in dump.splitlines() if op and f"= {op[1]}(" in ln), "")
+    scope, src = re.search(r"scope: (\S+)", line), re.search(r"# (.+):(\d+):\d+\s*$", line)
+    if not scope:
+        return ""
+    said = f"; {type(model).__name__} uses it"
+    parts = [p.split("::") for p in scope[1].split("/")]
+    path = ".".join(name for _, name in parts if name)
+    if path:
+        said += f" in {path} ({parts[-1][0].rsplit('.', 1)[-1]})"
+    if src and not src[1].startswith(os.path.dirname(torch.__file__) + os.sep):
+        code = linecache.getline(src[1], int(src[2])).strip()
+        said += f", at {src[1]}:{src[2]}" + (f": `{code}`" if code else "")
+    return said
 
 
 def _maybe_simplify(proto):

@@ -163,6 +163,38 @@ def test_a_global_receptive_field_is_called_global_not_the_probes_size(registry,
     assert not said, [str(w.message) for w in said]
 
 
+class _Spectral(nn.Module):
+    def forward(self, x):
+        return torch.fft.irfft2(torch.fft.rfft2(x) * 0.5, s=x.shape[-2:])
+
+
+class Spectral(Tiny):
+    """An FFT block, as in spectral deblurring networks: ONNX opset 17 has no rfft2."""
+
+    def __init__(self, width: int = 8):
+        super().__init__(width)
+        self.fft = _Spectral()
+
+    def forward(self, x):
+        return x + self.fft(super().forward(x) - x)
+
+
+def test_an_operator_onnx_lacks_is_named_with_its_layer_and_line_not_a_graph_dump(tmp_path,
+                                                                                 capfd):
+    """An FFT block failed the ONNX export with torch's 40-line "Torch IR graph at exception"
+    on stdout (amid `sharpen export`'s table) and "Exporting the operator 'aten::fft_rfft2'
+    ... is not supported": not which block of the student, nor which line of its code."""
+    from optimize.onnx_export import export_onnx
+
+    with pytest.raises(torch.onnx.errors.UnsupportedOperatorError) as e:
+        export_onnx(Spectral().eval(), tmp_path / "s.onnx")
+    assert str(e.value) == (
+        "Exporting the operator 'aten::fft_rfft2' to ONNX opset version 17 is not supported; "
+        f"Spectral uses it in fft (_Spectral), at {__file__}:168: `return torch.fft.irfft2("
+        "torch.fft.rfft2(x) * 0.5, s=x.shape[-2:])`")
+    assert "Torch IR graph" not in "".join(capfd.readouterr())   # stdout: the table's
+
+
 def test_a_checkpoint_of_a_student_this_process_lacks_says_what_to_set(tmp_path, registry):
     register("tiny-ck", Tiny, "mine")
     m = create_student("tiny-ck")
