@@ -39,8 +39,8 @@ from runtime.cli_errors import (STOP_SIGNALS, SharpenError, drop_gone_outputs,
 from runtime.console import count, first_line
 from runtime.warn import SharpenWarning
 
-from .checkpoint import (CheckpointError, atomic_save, extract_state_dict, load_weights,
-                         make_checkpoint, read_checkpoint, slim)
+from .checkpoint import (CheckpointError, atomic_save, check_fits, extract_state_dict,
+                         load_weights, make_checkpoint, read_checkpoint, slim)
 from .config import (LossConfig, TrainConfig, as_overrides, check_config, config_changes,
                      loss_weights, save_config)
 from .data_checks import data_changes, data_problems, data_signature
@@ -387,6 +387,15 @@ class Trainer:
                              f"{ck.get('arch_args')}, this run builds {self.arch} "
                              f"{self.arch_args}; use another out folder or resume=never")
         self._check_init(ck, path)
+        try:   # the same name and arguments, another definition: a student of one's own edited
+            check_fits(self.model, ck["model"], path)
+        except CheckpointError as e:   # its lines but the first and the hint at another model
+            what = "\n".join(str(e).splitlines()[1:-1])
+            raise CheckpointError(
+                f"cannot resume from {path}: its weights do not fit {self.arch!r} as defined "
+                f"now ({type(self.model).__name__}):\n{what}\n  (its definition changed since "
+                "the run was saved: resume with the one it had, or start over in another out "
+                "folder or with resume=never)") from None
         self.model.load_state_dict(ck["model"])
         # A slim checkpoint (stepN.pt, slim_checkpoint's copy, grow's) has no EMA of its own:
         # its model is the EMA weights, which the EMA goes on from.

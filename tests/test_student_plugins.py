@@ -351,6 +351,35 @@ def test_a_resumed_run_in_a_shell_without_the_module_names_it(tmp_path):
     assert p.returncode == 2 and "mymodule" not in p.stderr, p.stderr
 
 
+def test_a_run_resumed_after_its_students_definition_was_edited_says_so(tmp_path):
+    """A researcher adds a layer to their student and reruns the same command: the resume
+    failed with torch's load_state_dict traceback (exit 1), where `sharpen evaluate` of the
+    same checkpoint said what does not match and why."""
+    (tmp_path / "mymodule.py").write_text(TINY.format(name="tiny-edited"))
+    script = textwrap.dedent('''
+        import mymodule
+        from distill.checkpoint import atomic_save, make_checkpoint
+        from distill.students import create_student
+        m = create_student("tiny-edited")
+        atomic_save(make_checkpoint(m, kind="student", arch="tiny-edited",
+                                    arch_args=m.arch_args, step=3), "run/last.pt")
+    ''')
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    (tmp_path / "run").mkdir()
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True,
+                   timeout=120)
+    edited = TINY.format(name="tiny-edited").replace(
+        "self.head = nn.Conv2d(width, 12, 3, padding=1)",
+        "self.head = nn.Conv2d(width, 12, 3, padding=1)\n        self.extra = nn.Conv2d(12, 12, 1)")
+    assert edited != TINY.format(name="tiny-edited")
+    (tmp_path / "mymodule.py").write_text(edited)
+    p = _sharpen(["distill", "--config", str(ROOT / "configs/distill-fast.yaml"),
+                  "model.arch=tiny-edited", "out=run"], tmp_path, SHARPEN_STUDENTS="mymodule")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "cannot resume from run/last.pt" in p.stderr and "extra.weight" in p.stderr, p.stderr
+    assert "resume=never" in p.stderr, p.stderr
+
+
 @pytest.mark.parametrize("recorded", ["__main__", "pkg.__main__", "/home/me/students.py",
                                       "C:\\mine\\students", "my-students", "import", "", None, 3])
 def test_a_recorded_module_no_import_can_name_is_not_suggested(recorded):
