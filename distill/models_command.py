@@ -142,7 +142,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         row = [name, f"{count_params(m):,}", f"{count_macs(m, h, w) / 1e9:.2f}",
                "global" if rf >= GLOBAL_FIELD else str(rf),
                f"{activation_bytes(m, h, w) / 2**20:.0f}",
-               str(m.multiple)]
+               str(getattr(m, "multiple", 1))]   # register(): 1 where a student has none
         if args.measure:
             m, x = for_inference(m), torch.rand(1, 3, h, w)
             times = []

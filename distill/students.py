@@ -470,8 +470,20 @@ def _check_shape(name: str, model: nn.Module) -> None:
     try:
         with torch.no_grad():
             y = copy.deepcopy(model).to("meta")(x)
-    except (NotImplementedError, RuntimeError):
+    except NotImplementedError:
         return   # an op without a meta kernel: the first real forward pass tells
+    except RuntimeError:
+        # A size the student cannot take (pixel_unshuffle without `multiple`) passed, to fail
+        # on the first frame of an odd size; an op the meta device lacks works on the CPU,
+        # whose message is the one a frame would meet (the meta device's names no operator).
+        try:
+            with torch.no_grad():
+                y = copy.deepcopy(model).to_empty(device="cpu")(torch.zeros(x.shape))
+        except RuntimeError as e:
+            raise ValueError(
+                f"student {name!r} fails on a {'x'.join(map(str, x.shape))} input ("
+                f"{str(e).splitlines()[0]}): if H and W must be multiples of a number, set "
+                f"the class attribute `multiple` to it (it is {m})") from None
     if not isinstance(y, torch.Tensor) or y.shape != x.shape:
         got = "x".join(map(str, y.shape)) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ValueError(f"student {name!r} maps a {'x'.join(map(str, x.shape))} input to "

@@ -195,6 +195,37 @@ def test_an_operator_onnx_lacks_is_named_with_its_layer_and_line_not_a_graph_dum
     assert "Torch IR graph" not in "".join(capfd.readouterr())   # stdout: the table's
 
 
+class Plain(nn.Module):   # no `multiple`: any size
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.c(x)
+
+
+class Unshuffled(Tiny):   # needs H and W multiples of 2 and says nothing
+    multiple = 1
+
+
+def test_a_student_without_multiple_is_listed_and_one_that_needs_it_is_told(registry, capsys):
+    """`multiple` defaults to 1 (register's docstring, the README), but `sharpen models` read
+    it as an attribute: a student without one crashed it (AttributeError traceback). One that
+    needs it (pixel_unshuffle) and lacks it passed the shape check, to fail later on the first
+    frame of an odd size."""
+    from runtime_fixtures import table_rows
+    from sharpen.cli import main
+
+    register("plain", Plain, "no multiple")
+    assert main(["models", "plain", "--quiet"]) == 0
+    assert table_rows(capsys.readouterr().out)[1][5] == "1"
+    register("unshuffled", Unshuffled, "multiple 1, unshuffle 2")
+    with pytest.raises(ValueError, match=r"^student 'unshuffled' fails on a 1x3x24x25 input "
+                       r"\(.*pixel_unshuffle.*\): if H and W must be multiples of a number, "
+                       r"set the class attribute `multiple` to it \(it is 1\)"):
+        create_student("unshuffled")
+
+
 def test_a_checkpoint_of_a_student_this_process_lacks_says_what_to_set(tmp_path, registry):
     register("tiny-ck", Tiny, "mine")
     m = create_student("tiny-ck")
