@@ -171,7 +171,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     n = torch.get_num_threads()
     timed = f"; PyTorch timed on {n} CPU thread{'s' if n != 1 else ''}" if args.measure else ""
     print_table(f"Models (per {w}x{h} frame; activations: FP32 bytes written by every layer, "
-                f"unfused{timed})", headers, rows)
+                f"unfused{timed})", headers, rows, right=["receptive field px"])   # "global" too
     # What the columns mean, where the table is read (the README is not always at hand).
     print("receptive field px: the input pixels one output pixel depends on (side of the "
           "square)\nmultiple: height and width are padded up to a multiple of it")

@@ -154,8 +154,16 @@ def test_a_global_receptive_field_is_called_global_not_the_probes_size(registry,
     register("pooled", Pooled, "an SE gate")
     register("tiny-local", Tiny, "local")
     assert main(["models", "pooled", "tiny-local", "--quiet"]) == 0
-    rows = {r[0]: r[3] for r in table_rows(capsys.readouterr().out)}
+    out = capsys.readouterr().out
+    rows = {r[0]: r[3] for r in table_rows(out)}
     assert rows["pooled"] == "global" and rows["tiny-local"] == "10", rows
+    # Right-aligned, as the column of numbers it is (a word in it left-aligned them all)
+    lines = out.splitlines()
+    head = next(ln for ln in lines if ln.startswith("name"))
+    end = head.index("receptive field px") + len("receptive field px")
+    for name, field in (("pooled", "global"), ("tiny-local", "10")):
+        line = next(ln for ln in lines if ln.startswith(name))
+        assert line[end - len(field):end] == field, out
     field = students.receptive_field(create_student("pooled"))
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
