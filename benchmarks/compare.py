@@ -238,6 +238,17 @@ def _with_image_names(rep: dict) -> dict:
             "real-nogt images": _names(sorted((real.get("nogt") or {}).get("per_image") or {}))}
 
 
+def _own_calibration(rep: dict) -> dict:
+    """`rep`, where its run measured --model files alone, with the calibration a report says
+    for them now: an older version's said the built-in photos (or its --calib), which that run
+    never did, and a newer report then read as another calibration of the same files."""
+    settings = rep.get("settings") or {}
+    if settings.get("students") != [] or not settings.get("models"):
+        return rep
+    from .report import MODELS_CALIBRATION
+    return {**rep, "settings": {**settings, "calibration": MODELS_CALIBRATION}}
+
+
 def _names(names: list) -> Optional[str]:
     """`2: a, b`; None where a report names none (not scored, or an older version's)."""
     if not names:
@@ -255,7 +266,7 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
                            "another version of sharpen bench, not comparable; save a new "
                            "baseline")
     not_gated = {}
-    base, new = _with_image_names(base), _with_image_names(new)
+    base, new = (_with_image_names(_own_calibration(rep)) for rep in (base, new))
     unknown: list[str] = []
     for kind, context in (("quality", QUALITY_CONTEXT), ("real blur", REAL_BLUR_CONTEXT),
                           (NOGT, NOGT_CONTEXT), ("latency", LATENCY_CONTEXT)):

@@ -589,3 +589,24 @@ def test_a_model_file_of_other_bytes_under_the_same_name_is_noted():
     # a baseline from before the file's hash was kept: not a difference
     assert not any("sha256" in n for n in compare_reports(given(None), given("b" * 64),
                                                            TOL)["notes"])
+
+
+def test_an_older_model_only_baseline_is_not_noted_as_another_calibration():
+    """A `--model` run saved before its report said the files' own export calibrated them
+    wrote 'built-in sample photos' (or its --calib), a calibration that run never did:
+    bench-compare against it noted `settings.calibration ... -> none here: ...`, though the
+    files are the same. A run of students whose calibration changed is still noted."""
+    from benchmarks.report import MODELS_CALIBRATION
+
+    def given(calibration, students=()):
+        rep = _report()
+        rep["settings"]["students"] = [{"name": s} for s in students]
+        rep["settings"]["models"] = [{"name": "student-fast_int8", "sha256": "a" * 64,
+                                      "path": "/x/student-fast_int8.onnx"}]
+        rep["settings"]["calibration"] = calibration
+        return rep
+    old = "built-in sample photos (scikit-image, blurred)"
+    notes = compare_reports(given(old), given(MODELS_CALIBRATION), TOL)["notes"]
+    assert not [n for n in notes if "calibration" in n], notes
+    notes = compare_reports(given(old, ["fast"]), given("--calib mine/", ["fast"]), TOL)["notes"]
+    assert [n for n in notes if "settings.calibration" in n], notes
