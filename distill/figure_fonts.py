@@ -58,5 +58,12 @@ def plain_log_ticks(axis) -> None:
     """A log `axis`' tick labels as plain numbers (10, 100, 1000): matplotlib's default writes
     them as TeX (`$\\mathdefault{10^{2}}$`), drawn raw where any_script_text turns TeX off."""
     from matplotlib.ticker import LogFormatter
-    axis.set_major_formatter(LogFormatter())
-    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+
+    class Plain(LogFormatter):
+        # LogFormatter picks which ticks to label; its own text is an exponent below 1 and
+        # past 10000 (1e−02, 1e+05), which runs.png's loss axis and sub-millisecond rows hit.
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    axis.set_major_formatter(Plain())
+    axis.set_minor_formatter(Plain(labelOnlyBase=False))

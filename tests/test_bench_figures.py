@@ -208,3 +208,31 @@ def test_log_axes_read_as_numbers_and_the_latency_title_stays_on_the_figure():
         ticks, title, box = drawn(make)
         assert ticks and not [t for t in ticks if "$" in t or "mathdefault" in t], ticks
         assert title.x1 <= box.x1 + 1 and title.x0 >= box.x0 - 1, (make.__name__, title, box)
+
+
+def test_log_ticks_below_one_and_past_ten_thousand_read_as_plain_numbers():
+    """runs.png's loss axis (0.01 to 0.5) and a GPU's sub-millisecond rows: the plain log
+    ticks read 1e−02 and 2e−01 (matplotlib's LogFormatter writes an exponent below 1, and
+    above 10000 while 10000 itself read 1e4), not 0.01 and 0.2 beside the 10 and 100."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from distill.figure_fonts import plain_log_ticks
+
+    def ticks(lo, hi):
+        fig = Figure()
+        ax = fig.add_subplot()
+        ax.plot([0, 1], [lo, hi])
+        ax.set_yscale("log")
+        plain_log_ticks(ax.yaxis)
+        FigureCanvasAgg(fig).draw()
+        lo_, hi_ = ax.get_ylim()
+        return [t.get_text() for t in ax.yaxis.get_ticklabels(which="both")
+                if t.get_text() and lo_ <= t.get_position()[1] <= hi_]
+
+    small = ticks(0.01, 0.5)
+    assert "0.01" in small and "0.1" in small, small
+    assert not [t for t in small if "e" in t], small
+    assert "0.2" in ticks(0.15, 0.9)
+    large = ticks(20, 2e5)
+    assert {"100", "1000", "10000", "100000"} <= set(large), large
