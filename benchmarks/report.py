@@ -400,6 +400,11 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
     # Read now: a missing or unreadable file stops the bench before the slow work.
     models = resolve_models(opts.models, [s.name for s in students], opts.threads)
     check_calib(calib_sources(opts.calib))   # as export checks it, before the long work
+    if calib_sources(opts.calib) and not students:
+        from runtime.warn import warn   # else the user's frames calibrate nothing unsaid
+        warn(f"--calib {' '.join(calib_sources(opts.calib))}: nothing is exported here "
+             "(--model without --weights): the --model files keep their own export's "
+             "calibration; give --calib to `sharpen export`")
     check_float_layers(students, opts.float_layers)
     # Students (their checkpoints) needed torch above; --model files alone do not.
     no_torch = torch_missing()

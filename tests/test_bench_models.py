@@ -321,3 +321,23 @@ def test_an_export_folder_given_to_model_names_its_model_files(tmp_path):
     msg = str(e.value)
     assert f"--model {folder / 'a.onnx'} {folder / 'b.onnx'}" in msg, msg
     assert "export_report" not in msg, msg
+
+
+def test_calib_beside_model_files_alone_is_said_to_do_nothing(tmp_path):
+    """`sharpen bench --model mine_int8.onnx --calib my_frames/` exports nothing (no --weights):
+    --calib was taken without a word, and the report now says the files keep their own
+    export's calibration, so the user's frames calibrated nothing unsaid."""
+    from benchmarks.artifacts import BenchError
+    from benchmarks.report import BenchOptions, run_bench
+    from runtime.warn import SharpenWarning
+    from runtime_fixtures import make_onnx_model
+
+    model = make_onnx_model(tmp_path / "mine.onnx")
+    rng = np.random.default_rng(0)
+    write_image(tmp_path / "frames" / "a.png", rng.random((32, 32, 3)).astype(np.float32))
+    # --real-pairs that is not there stops the run once its inputs are checked
+    opts = BenchOptions(out=str(tmp_path / "out"), models=[str(model)], quiet=True,
+                        calib=[str(tmp_path / "frames")], real_pairs=str(tmp_path / "none"))
+    with pytest.warns(SharpenWarning, match="--calib .*: nothing is exported here"):
+        with pytest.raises(BenchError):
+            run_bench(opts)
