@@ -125,20 +125,41 @@ def test_a_compare_that_compared_nothing_says_so(tmp_path):
     README's `-k test_student_latency` on a --model run, whose rows are
     test_given_model_latency; a run saved under older ids) printed nothing about it: a CI
     gate with --benchmark-compare-fail passed having compared nothing."""
-    saved = tmp_path / "0001_saved.json"
-    saved.write_text(json.dumps({"machine_info": {}, "commit_info": {}, "benchmarks": [
-        {"fullname": "benchmarks/test_latency.py::test_given_model_latency[a-640x360]",
-         "name": "test_given_model_latency[a-640x360]", "group": "latency 640x360",
-         "params": None, "param": None, "extra_info": {}, "options": {},
-         "stats": {"min": 0.01, "max": 0.01, "mean": 0.01, "stddev": 0.0, "rounds": 3,
-                   "median": 0.01, "iqr": 0.0, "q1": 0.01, "q3": 0.01, "iqr_outliers": 0,
-                   "stddev_outliers": 0, "outliers": "0;0", "ld15iqr": 0.01,
-                   "hd15iqr": 0.01, "ops": 100.0, "total": 0.03, "iterations": 1}}]}))
+    saved = _saved_run(tmp_path / "0001_saved.json", ["test_given_model_latency[a-640x360]"])
     _, out = _run_suite("-k", "test_student_latency", "--model", str(tmp_path / "a.onnx"),
                         "--benchmark-compare", str(saved),
                         "--benchmark-compare-fail=median:10%", expect=0, timeout=120)
     assert f"--benchmark-compare compared nothing: no benchmark this run timed is in " \
            f"{saved}" in out, out
+
+
+def _saved_run(path: Path, names: list[str]) -> Path:
+    """A run pytest-benchmark saved, of benchmarks/test_latency.py's tests `names`."""
+    stats = {"min": 0.01, "max": 0.01, "mean": 0.01, "stddev": 0.0, "rounds": 3,
+             "median": 0.01, "iqr": 0.0, "q1": 0.01, "q3": 0.01, "iqr_outliers": 0,
+             "stddev_outliers": 0, "outliers": "0;0", "ld15iqr": 0.01, "hd15iqr": 0.01,
+             "ops": 100.0, "total": 0.03, "iterations": 1}
+    path.write_text(json.dumps({"machine_info": {}, "commit_info": {}, "benchmarks": [
+        {"fullname": f"benchmarks/test_latency.py::{name}", "name": name,
+         "group": "latency " + name.rsplit("-", 1)[1].rstrip("]"), "params": None,
+         "param": None, "extra_info": {}, "options": {}, "stats": stats}
+        for name in names]}))
+    return path
+
+
+def test_a_compare_that_compared_some_benchmarks_says_nothing_of_it(tmp_path):
+    """The other side of 'compared nothing': a run one of whose benchmarks is in the saved run
+    (another there is not in this run) compared it, and gates on it."""
+    from runtime_fixtures import make_onnx_model
+
+    model = make_onnx_model(tmp_path / "a.onnx")
+    saved = _saved_run(tmp_path / "0001_saved.json", ["test_given_model_latency[a-64x64]",
+                                                      "test_given_model_latency[b-64x64]"])
+    _, out = _run_suite("-k", "test_given_model_latency", "--model", str(model), "--sizes",
+                        "64x64", "--threads", "1", "--benchmark-compare", str(saved),
+                        expect=0, timeout=120)
+    assert "test_given_model_latency[a-64x64] (NOW)" in out, out
+    assert "compared nothing" not in out, out
 
 
 @pytest.mark.parametrize("bad,says", [
