@@ -405,8 +405,8 @@ def _other_bytes(base: dict, new: dict, renames: dict) -> list[str]:
                 for gm in (rep.get("settings") or {}).get("models") or []
                 if gm.get("name") and gm.get("sha256")}
     b, n = shas(base, "baseline"), shas(new, "new")
-    return [f"the --model file {name!r} is other bytes than the baseline's (sha256 "
-            f"{b[name][:12]} -> {n[name][:12]}): its rows compare two files"
+    return [f"the --model file {name!r} is not the baseline's file (sha256 {b[name][:12]} -> "
+            f"{n[name][:12]}: another export under its name): its rows compare two files"
             for name in sorted(b.keys() & n.keys()) if b[name] != n[name]]
 
 
