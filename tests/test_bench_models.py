@@ -335,9 +335,9 @@ def test_calib_beside_model_files_alone_is_said_to_do_nothing(tmp_path):
     model = make_onnx_model(tmp_path / "mine.onnx")
     rng = np.random.default_rng(0)
     write_image(tmp_path / "frames" / "a.png", rng.random((32, 32, 3)).astype(np.float32))
-    # --real-pairs that is not there stops the run once its inputs are checked
+    # --data that is not there stops the run once its inputs are checked
     opts = BenchOptions(out=str(tmp_path / "out"), models=[str(model)], quiet=True,
-                        calib=[str(tmp_path / "frames")], real_pairs=str(tmp_path / "none"))
+                        calib=[str(tmp_path / "frames")], data=str(tmp_path / "none"))
     with pytest.warns(SharpenWarning, match="--calib .*: nothing is exported here"):
         with pytest.raises(BenchError):
             run_bench(opts)
