@@ -76,9 +76,6 @@ class ImageSource(Source):
                     warn(f"{where}: CMYK, sharpened and written as RGB (not colour-managed: "
                          "OpenCV's plain formula)" + ("; its CMYK colour profile is left out"
                                                       if icc and icc[16:20] == b"CMYK" else ""))
-                    if img.ndim == 3 and img.shape[2] == 4:   # libtiff's RGBA, alpha all 255:
-                        img = img[..., :3]                    # none the file had
-                        changes = conversions(img)
                 layout = (Layout(icc=icc) if icc else None) if self.profile_only else \
                     Layout.of(img, icc, exif if self.keep_exif else None)
                 try:

@@ -787,4 +787,8 @@ def decode_bytes(data: bytes, where: str = "image", limit: Optional[int] = None)
     # IMREAD_UNCHANGED (kept for 16-bit and alpha) ignores the EXIF rotation that viewers and
     # IMREAD_COLOR apply, which would leave phone photos sideways; TIFF is already upright.
     upright = _UPRIGHT.get(exif_orientation(data)) if data[:2] not in (b"II", b"MM") else None
+    if img.ndim == 3 and img.shape[2] == 4 and is_cmyk(data):
+        # libtiff's RGBA decode of a CMYK TIFF: its alpha all 255, a channel the file never
+        # had, which outputs and a service's answer would carry (OpenCV reads no CMYK + alpha)
+        img = np.ascontiguousarray(img[..., :3])
     return upright(img) if upright else img

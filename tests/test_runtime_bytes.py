@@ -194,3 +194,24 @@ def test_an_uploads_alpha_and_grey_go_back_with_its_result(onnx_model):
         else:
             assert np.array_equal(out, cv2.cvtColor(sharp, cv2.COLOR_BGR2GRAY))
     assert runtime.decode_bytes(runtime.encode_bytes(sharp, ".png")).shape == (64, 96, 3)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_a_cmyk_tiff_upload_comes_back_without_an_alpha_channel(tmp_path, onnx_model, order):
+    """libtiff decodes a CMYK TIFF (a print file) as RGBA, every alpha 255: `sharpen run` drops
+    that channel the file never had, but decode_bytes gave it to a service, whose
+    `encode_bytes(..., like=upload)` then answered with an opaque alpha channel added."""
+    import tifffile
+
+    from runtime.imageio import decode_image
+
+    cmyk = np.random.default_rng(3).integers(0, 256, (40, 56, 4), np.uint8)
+    path = tmp_path / "print.tif"
+    tifffile.imwrite(path, cmyk, photometric="separated", byteorder=order)
+    upload = path.read_bytes()
+    got = runtime.decode_bytes(upload)
+    assert got.shape == (40, 56, 3)
+    assert decode_image(path).shape == (40, 56, 3)
+    sharp = FrameProcessor(load_backend(onnx_model, threads=1))(got)
+    answer = runtime.decode_bytes(runtime.encode_bytes(sharp, ".png", like=upload))
+    assert answer.shape == (40, 56, 3)
