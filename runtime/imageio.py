@@ -389,22 +389,35 @@ def header_size(data: bytes) -> Optional[tuple[int, int]]:
 _PIL_BUDGET_OFF = threading.Lock()
 
 
+def _tiff_directory(data: bytes) -> Optional[tuple[str, tuple[str, int, str, int], range, int]]:
+    """A TIFF's (classic or BigTIFF) first directory: its byte order, its _TIFF_LAYOUT row,
+    the offsets of its entries (a range: a damaged count may say 2**64 of them), and where the
+    next directory's offset follows them; None for bytes of no TIFF, struct.error (or
+    OverflowError, past a BigTIFF's reach) where cut."""
+    order = {b"II": "<", b"MM": ">"}.get(bytes(data[:2]))
+    layout = order and _TIFF_LAYOUT.get(struct.unpack_from(order + "H", data, 2)[0])
+    if not layout:
+        return None
+    count, entry, offset, first = layout
+    at = struct.unpack_from(order + offset, data, first)[0]
+    start = at + struct.calcsize(count)
+    n = struct.unpack_from(order + count, data, at)[0]
+    return order, layout, range(start, start + entry * n, entry), start + entry * n
+
+
 def _tiff_size(data: bytes) -> Optional[tuple[int, int]]:
     """A TIFF's (classic or BigTIFF) first page's (width, height) from its first directory,
     read here rather than by Pillow, which prints its own warnings (with its source path) for
     a cut file's directory and reads no big-endian BigTIFF. A size stored in any integer type
     libtiff reads is read (a signed one may be negative: refused as invalid)."""
-    order = {b"II": "<", b"MM": ">"}.get(bytes(data[:2]))
     try:
-        layout = order and _TIFF_LAYOUT.get(struct.unpack_from(order + "H", data, 2)[0])
-        if not layout:
+        directory = _tiff_directory(data)
+        if directory is None:
             return None
-        count, entry, offset, first = layout
+        order, (_, _, offset, _), entries, _ = directory
         field = struct.calcsize(offset)   # a value this long or shorter is in the entry
-        at = struct.unpack_from(order + offset, data, first)[0]
         tags = {}
-        for k in range(struct.unpack_from(order + count, data, at)[0]):
-            e = at + struct.calcsize(count) + entry * k
+        for e in entries:
             tag, kind = struct.unpack_from(order + "HH", data, e)
             fmt = _TIFF_INTS.get(kind)
             if tag in (256, 257) and fmt:
@@ -478,15 +491,12 @@ def _tiff_tag_bytes(data: bytes, tag: int, kinds: tuple[int, ...] = (1, 7)) -> O
     """The bytes of a TIFF's (classic or BigTIFF) `tag` in its first directory, as stored (in
     the file's byte order), where it is of one of `kinds`: BYTE, SHORT or UNDEFINED (1, 3, 7;
     default: a profile's 1 or 7); None where it has none or the value is cut."""
-    order = {b"II": "<", b"MM": ">"}.get(bytes(data[:2]))
-    layout = order and _TIFF_LAYOUT.get(struct.unpack_from(order + "H", data, 2)[0])
-    if not layout:
+    directory = _tiff_directory(data)
+    if directory is None:
         return None
-    count, entry, offset, first = layout
+    order, (_, _, offset, _), entries, _ = directory
     field = struct.calcsize(offset)   # a value this long or shorter is in the entry
-    at = struct.unpack_from(order + offset, data, first)[0]
-    for k in range(struct.unpack_from(order + count, data, at)[0]):
-        e = at + struct.calcsize(count) + entry * k
+    for e in entries:
         if struct.unpack_from(order + "H", data, e)[0] != tag:
             continue
         kind = struct.unpack_from(order + "H", data, e + 2)[0]
@@ -506,13 +516,13 @@ def _tiff_with_tag(encoded: bytes, tag: int, value: bytes) -> Optional[bytes]:
     directory: the value and a copy of the directory with the tag in it are appended, and the
     header points at the copy (libtiff's own way of rewriting a directory; the old one is
     left unreferenced). None where the file cannot take it (past a classic TIFF's 4 GiB)."""
-    order = {b"II": "<", b"MM": ">"}[bytes(encoded[:2])]
-    count, entry, offset, first = _TIFF_LAYOUT[struct.unpack_from(order + "H", encoded, 2)[0]]
-    field, at = struct.calcsize(offset), struct.unpack_from(order + offset, encoded, first)[0]
-    n = struct.unpack_from(order + count, encoded, at)[0]
-    start = at + struct.calcsize(count)
-    entries = [encoded[start + entry * k:start + entry * (k + 1)] for k in range(n)]
-    chained = encoded[start + entry * n:start + entry * n + field]   # the next page's offset
+    directory = _tiff_directory(encoded)
+    if directory is None:
+        return None
+    order, (count, entry, offset, first), where, end = directory
+    field, n = struct.calcsize(offset), len(where)
+    entries = [encoded[e:e + entry] for e in where]
+    chained = encoded[end:end + field]   # the next page's offset
     out = bytearray(encoded)
     out += bytes(len(out) & 1)   # offsets are word-aligned
     value_at = len(out)
