@@ -43,8 +43,18 @@ def with_input_profile(data: bytes, icc: bytes, target: Path, gray: bool) -> byt
         warn(f"{target.name}: its input's colour profile (ICC) is damaged ({why}) and "
              f"left out: {as_srgb}")
         return data
+    # libwebp holds no grey: OpenCV writes a grey image's WebP as RGB.
+    gray = gray and data[:4] != b"RIFF"
     # A profile describes the channels it came with: a CMYK JPEG's, on the RGB result
-    # OpenCV converted it to, or an RGB one on a grey output, would be misread.
+    # OpenCV converted it to (said as the photo was read), or an RGB one on a grey output,
+    # would be misread.
+    if icc[16:20] == b"GRAY" and not gray:
+        # Colour-managed viewers apply no grey profile to RGB (LittleCMS builds no transform)
+        webp = " (WebP holds no grey; PNG, JPEG and TIFF keep it, and the grey)"
+        warn(f"{target.name}: its input's colour profile (ICC) is dropped: it describes grey, "
+             f"and the image is written in colour{webp if data[:4] == b'RIFF' else ''}: "
+             "colour-managed viewers show it as sRGB")
+        return data
     if icc[16:20] != (b"GRAY" if gray else b"RGB "):
         return data
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(icc) > MAX_PNG_ICC_BYTES:

@@ -152,6 +152,26 @@ def test_a_compare_image_keeps_the_profile(tmp_path, onnx_model, profile):
             assert im.mode == "RGB" and im.size[0] in (112, 60)   # both sides, no alpha
 
 
+def test_a_grey_photo_s_profile_is_not_put_on_a_colour_image(tmp_path, onnx_model, profile):
+    """libwebp holds no grey: a grey photo's WebP is written as RGB, and it was given the
+    photo's grey profile, which colour-managed viewers cannot apply to RGB (LittleCMS builds
+    no transform from it). Nor can a --compare image, colour, take it. Left out, said."""
+    from runtime import encode_bytes
+    gray_profile = _in_space(profile, b"GRAY")
+    src = tmp_path / "scan.png"
+    _photo(np.random.default_rng(13)).convert("L").save(src, icc_profile=gray_profile)
+    said = r"its input's colour profile \(ICC\) is dropped: it describes grey, and "
+    for out, compare in (("sharp.webp", False), ("compare.png", True)):
+        with pytest.warns(SharpenWarning, match=rf"{out}: {said}"):
+            run_stream(onnx_model, str(src), tmp_path / out, compare=compare)
+        assert _profile_of(tmp_path / out) is None, out
+    with pytest.warns(SharpenWarning, match=rf"image\.webp: {said}"):
+        answer = encode_bytes(np.zeros((40, 56), np.uint8), ".webp", like=src.read_bytes())
+    assert _profile_of(io.BytesIO(answer)) is None
+    run_stream(onnx_model, str(src), tmp_path / "sharp.png")   # grey, as the photo
+    assert _profile_of(tmp_path / "sharp.png") == gray_profile
+
+
 def test_a_format_written_without_a_profile_says_so(tmp_path, onnx_model, profile):
     src = tmp_path / "photo.jpg"
     _photo(np.random.default_rng(2)).save(src, icc_profile=profile)
