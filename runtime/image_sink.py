@@ -60,7 +60,7 @@ def with_input_profile(data: bytes, icc: bytes, target: Path, gray: bool) -> byt
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(icc) > MAX_PNG_ICC_BYTES:
         warn(f"{target.name}: its input's colour profile (ICC, {len(icc):,} bytes) is "
              "dropped: PNG readers such as Pillow refuse one over 1 MiB, and would not "
-             f"open the image (JPEG keeps it): {as_srgb}")
+             f"open the image (JPEG, TIFF and WebP keep it): {as_srgb}")
         return data
     kept = with_icc_profile(data, icc)
     if kept is None:
@@ -77,7 +77,7 @@ def with_input_exif(data: bytes, exif: bytes, target: Path) -> bytes:
     if kept is None:
         why = (f"{target.suffix} is written without it; JPEG, PNG and WebP keep it"
                if data[:2] != b"\xff\xd8" else
-               f"{len(exif):,} bytes, more than a JPEG's EXIF segment holds; PNG keeps it")
+               f"{len(exif):,} bytes, more than a JPEG's EXIF segment holds; PNG and WebP keep it")
         warn(f"{target.name}: its input's EXIF (capture date, camera, GPS) is dropped ({why})")
     return kept or data
 

@@ -67,6 +67,24 @@ def test_a_webp_output_keeps_both_the_profile_and_the_exif(tmp_path, onnx_model)
             < data.index(b"EXIF")
 
 
+def test_an_exif_block_over_a_jpeg_segment_is_kept_in_png_and_webp(tmp_path, onnx_model):
+    """A PNG's EXIF of 70 KB (a long description, a maker note) fits no JPEG segment: the
+    JPEG's warning named PNG alone as keeping it, where WebP does too."""
+    e = _exif()
+    e[0x010E] = "x" * 70_000   # ImageDescription
+    src = tmp_path / "photo.png"
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((40, 56, 3)) * 255).astype(np.uint8)).save(src, exif=e)
+    with pytest.warns(SharpenWarning, match=r"sharp\.jpg: its input's EXIF .* is dropped "
+                                            r"\(70,\d{3} bytes, more than a JPEG's EXIF "
+                                            r"segment holds; PNG and WebP keep it\)"):
+        run_stream(onnx_model, str(src), tmp_path / "sharp.jpg")
+    for ext in ("png", "webp"):
+        run_stream(onnx_model, str(src), tmp_path / f"sharp.{ext}")
+        with Image.open(tmp_path / f"sharp.{ext}") as im:
+            assert len(im.getexif()[0x010E]) == 70_000, ext
+
+
 def test_a_turned_photo_is_written_upright_and_its_exif_says_so(tmp_path, onnx_model):
     (tmp_path / "in").mkdir()
     e = _exif(6)   # stored on its side, as the camera's sensor took it

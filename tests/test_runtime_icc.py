@@ -246,21 +246,24 @@ def test_a_profile_that_is_not_one_is_left_out_with_a_warning(tmp_path, onnx_mod
     assert _profile_of(tmp_path / "sharp.jpg") is None
 
 
-def test_a_profile_over_pngs_readers_limit_is_kept_in_jpeg_only(tmp_path, onnx_model,
-                                                                profile):
+def test_a_profile_over_pngs_readers_limit_is_kept_in_the_other_formats(tmp_path, onnx_model,
+                                                                       profile):
     """Pillow refuses a PNG whose iCCP chunk inflates past 1 MiB: a 1.5 MB profile (a
-    calibrated display's lookup tables) written into a PNG made a file it cannot open."""
+    calibrated display's lookup tables) written into a PNG made a file it cannot open. The
+    warning named JPEG alone as keeping it, where TIFF and WebP do too."""
     big = _grown(profile, 1_500_000)
     src = tmp_path / "photo.jpg"
     _photo(np.random.default_rng(6)).save(src, icc_profile=big)
     with pytest.warns(SharpenWarning, match=r"sharp\.png: its input's colour profile \(ICC, "
-                                            r"1,50\d,\d{3} bytes\) is dropped.*JPEG keeps it"):
+                                            r"1,50\d,\d{3} bytes\) is dropped.*\(JPEG, TIFF "
+                                            r"and WebP keep it\)"):
         run_stream(onnx_model, str(src), tmp_path / "sharp.png")
     _opens(tmp_path / "sharp.png")
     assert _profile_of(tmp_path / "sharp.png") is None
-    run_stream(onnx_model, str(src), tmp_path / "sharp.jpg")
-    _opens(tmp_path / "sharp.jpg")
-    assert _profile_of(tmp_path / "sharp.jpg") == big
+    for ext in ("jpg", "tif", "webp"):
+        run_stream(onnx_model, str(src), tmp_path / f"sharp.{ext}")
+        _opens(tmp_path / f"sharp.{ext}")
+        assert _profile_of(tmp_path / f"sharp.{ext}") == big, ext
 
 
 def test_a_png_profile_that_inflates_without_end_is_not_read(tmp_path):
