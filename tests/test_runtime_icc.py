@@ -75,6 +75,26 @@ def test_a_16_bit_tiff_keeps_its_profile_and_its_depth(tmp_path, onnx_model, pro
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).dtype == np.uint16
 
 
+@pytest.mark.parametrize("kind", [{}, {"byteorder": ">"}, {"bigtiff": True},
+                                  {"bigtiff": True, "byteorder": ">"}, {"compression": "zlib"}])
+def test_a_profile_is_written_into_any_tiff_layout(profile, kind):
+    """The profile's tag goes into a copy of the first directory, appended: in either byte
+    order, classic or BigTIFF, compressed or not, each page's pixels and the chain to the next
+    page are left as they were (OpenCV writes one little-endian page; a change of it must not
+    break the others)."""
+    import tifffile
+    pages = (np.random.default_rng(14).random((3, 20, 30, 3)) * 65535).astype(np.uint16)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, pages, photometric="rgb", **kind)
+    out = with_icc_profile(buf.getvalue(), profile)
+    assert icc_profile(out) == profile
+    with tifffile.TiffFile(io.BytesIO(out)) as t:
+        assert t.pages[0].tags["InterColorProfile"].value == profile
+        assert len(t.pages) == 3
+        for page, want in zip(t.pages, pages):
+            assert np.array_equal(page.asarray(), want)
+
+
 @pytest.mark.parametrize("quality", [None, 80])   # lossless (VP8L) and lossy (VP8 + ALPH)
 def test_a_webp_output_keeps_the_profile_and_the_alpha(tmp_path, onnx_model, profile,
                                                          quality):
