@@ -170,8 +170,8 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8,
                 icc: bytes | None = None, exif: bytes | None = None) -> Path:
     """Write HxWx3 float RGB atomically (temp file + rename). PNG is lossless; bits=16 keeps the
     full precision of a float result. `icc`, `exif`: the input's colour profile and EXIF block
-    (its Orientation 1: the pixels are upright), kept in a PNG or JPEG (else left out with a
-    warning saying why, as `sharpen run` does)."""
+    (its Orientation 1: the pixels are upright), kept where `sharpen run` keeps them (else
+    left out with a warning saying why, as it does)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if bits == 16:
