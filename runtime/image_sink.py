@@ -189,25 +189,41 @@ def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = 
                                     and 1 <= quality <= 100):
         # 0 was written at 95 and 150 as OpenCV clamps it, both without a word
         raise ValueError(f"encode_bytes: quality must be 1 to 100, got {quality!r}")
-    target = Path(f"image{ext}")
-    image = _in_depth_of(image, target)
+    layout = None
     if like is not None:
         from .image_sources import Layout, photo_metadata
         like = bytes(like)
-        # Its alpha and grey, which FrameProcessor's BGR result lost, put back as the image
-        # sink puts them back (for a result of the upload's size: not one resized since).
-        original = decode_bytes(like)
-        layout = Layout.of(original)
-        if layout is not None and image.ndim == 3 and image.shape[2] == 3 \
-                and original.shape[:2] == image.shape[:2]:
-            image = _restore_layout(image, layout, target)
+        original = decode_bytes(like, "encode_bytes' like")
+        icc, exif = photo_metadata(like)
+        layout = Layout.of(original, icc, exif)
+        # Alpha and grey, which FrameProcessor's BGR result lost, go back onto a result of
+        # the upload's size (not one resized since, nor one already in their layout).
+        if layout is not None and not (image.ndim == 3 and image.shape[2] == 3
+                                       and original.shape[:2] == image.shape[:2]):
+            layout = Layout(icc=layout.icc, exif=layout.exif)
+    return _encoded_as_input(image, Path(f"image{ext}"), layout, quality)[0]
+
+
+def _encoded_as_input(image: np.ndarray, target: Path, layout, quality: Optional[int]
+                      ) -> tuple[bytes, bool]:
+    """The sharpened `image` encoded for `target`'s format as its input was (`layout`: the
+    source's `Layout`, or None): in a depth the format holds, grey and alpha put back, its
+    colour profile and EXIF kept; and whether that EXIF kept a GPS position. The image sink's
+    and encode_bytes' one route."""
+    image = _in_depth_of(image, target)
+    if layout is not None:
+        image = _restore_layout(image, layout, target)
+    if target.suffix.lower() in GRAY_EXTS and image.ndim == 3:   # one channel only
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4
+                             else cv2.COLOR_BGR2GRAY)
     data = _encoded(image, target, quality)
-    if like is None:
-        return data
-    icc, exif = photo_metadata(like)
-    if icc:
-        data = with_input_profile(data, icc, target, image.ndim == 2)
-    return with_input_exif(data, exif, target) if exif else data
+    if layout is not None and layout.icc:
+        data = with_input_profile(data, layout.icc, target, image.ndim == 2)
+    gps = False
+    if layout is not None and layout.exif:
+        encoded, data = data, with_input_exif(data, layout.exif, target)
+        gps = data is not encoded and has_gps(layout.exif)
+    return data, gps
 
 
 class ImageSink(Sink):
@@ -256,20 +272,10 @@ class ImageSink(Sink):
         target = self.path if self.single else self.path / name
         if target.suffix.lower() not in IMAGE_EXTS:
             target = target.with_name(target.name + ".png")
-        sharpened = _in_depth_of(sharpened, target)
         layout = self.layouts.pop(name, None) if self.layouts is not None else None
-        if layout is not None:
-            sharpened = _restore_layout(sharpened, layout, target)
-        if target.suffix.lower() in GRAY_EXTS and sharpened.ndim == 3:   # one channel only
-            sharpened = cv2.cvtColor(sharpened, cv2.COLOR_BGRA2GRAY if sharpened.shape[2] == 4
-                                     else cv2.COLOR_BGR2GRAY)
         # Atomic, so a run killed mid-write never leaves half an image under its final name.
-        data = _encoded(sharpened, target, self.quality)
-        if layout is not None and layout.icc:
-            data = self._with_profile(data, layout.icc, target, sharpened.ndim == 2)
-        if layout is not None and layout.exif:
-            encoded, data = data, with_input_exif(data, layout.exif, target)
-            self.gps_kept += data is not encoded and has_gps(layout.exif)
+        data, gps = _encoded_as_input(sharpened, target, layout, self.quality)
+        self.gps_kept += gps
         try:
             target.parent.mkdir(parents=True, exist_ok=True)   # names may hold subfolders
             if self.single:
@@ -319,10 +325,6 @@ class ImageSink(Sink):
              f"frame_{last:06d}: this run's are numbered on from frame_{last + 1:06d}, not "
              "written over them (a camera's frames, which no rerun gives again)")
         return last + 1
-
-    @staticmethod
-    def _with_profile(data: bytes, icc: bytes, target: Path, gray: bool) -> bytes:
-        return with_input_profile(data, icc, target, gray)
 
     def _sync(self) -> None:
         """Sync the images written since the last sync, and their folders."""

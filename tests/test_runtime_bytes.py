@@ -215,3 +215,41 @@ def test_a_cmyk_tiff_upload_comes_back_without_an_alpha_channel(tmp_path, onnx_m
     sharp = FrameProcessor(load_backend(onnx_model, threads=1))(got)
     answer = runtime.decode_bytes(runtime.encode_bytes(sharp, ".png", like=upload))
     assert answer.shape == (40, 56, 3)
+
+
+def _upload_with_gps(frame: np.ndarray, alpha: bool = False) -> bytes:
+    """A phone's photo: `frame` as a PNG with a colour profile and EXIF holding a GPS position."""
+    import io
+
+    from PIL import Image, ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"   # Make
+    exif[0x8825] = {0: b"\x02\x02\x00\x00", 1: "N", 2: (48.0, 51.0, 29.0), 3: "E",
+                    4: (2.0, 17.0, 40.0)}
+    rgb = cv2.cvtColor(frame, cv2.COLOR_BGRA2RGBA if alpha else cv2.COLOR_BGR2RGB)
+    up = io.BytesIO()
+    Image.fromarray(rgb).save(up, "PNG", icc_profile=icc, exif=exif.tobytes())
+    return up.getvalue()
+
+
+def test_encode_bytes_writes_the_upload_as_sharpen_run_writes_it(onnx_model, tmp_path):
+    """encode_bytes(..., like=upload) and `sharpen run`'s image output are one route: the same
+    upload gives the same bytes, alpha, colour profile and EXIF alike. encode_bytes had its own
+    copy of the sink's steps and left one out: a ".pgm" answer, grey as `sharpen run` writes
+    it, was refused ('cannot encode image image.pgm')."""
+    bgr = textured_frame(0)
+    alpha = np.zeros(bgr.shape[:2], np.uint8)
+    alpha[16:48, 24:72] = 255
+    upload = _upload_with_gps(np.dstack([bgr, alpha]), alpha=True)
+    (tmp_path / "up.png").write_bytes(upload)
+    backend = load_backend(onnx_model, threads=1)
+    proc = FrameProcessor(backend)
+    for ext in (".png", ".jpg", ".pgm"):
+        out = tmp_path / f"sharp{ext}"
+        runtime.run_stream(backend, str(tmp_path / "up.png"), str(out), threads=1)
+        sharp = proc(runtime.decode_bytes(upload))
+        assert runtime.encode_bytes(sharp, ext, like=upload) == out.read_bytes(), ext
+    assert runtime.decode_bytes(runtime.encode_bytes(bgr, ".pgm")).shape == bgr.shape[:2]
+
