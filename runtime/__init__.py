@@ -10,9 +10,10 @@ The Python API, for an app that embeds the runtime (no torch, no TensorFlow):
     proc(frame, t := Timings())                  # t.pre, t.infer, t.post: that frame's seconds
     FrameProcessor(backend, rgb=True)(rgb)       # RGB(A) frames in, RGB out (PIL...)
     frame = decode_bytes(upload)                 # an image file's bytes in (no temp file)
-    encode_bytes(proc(frame), ".png", like=upload)   # out, alpha, ICC, EXIF kept; a bad
-                                                 # upload raises UndecodableImage, and
-                                                 # one over SHARPEN_MAX_PIXELS OverPixelBudget
+    encode_bytes(proc(frame), ".png", like=upload)   # out, alpha, ICC, EXIF (GPS) kept
+                                                 # (metadata=False: no EXIF); a bad upload
+                                                 # raises UndecodableImage, and one over
+                                                 # SHARPEN_MAX_PIXELS OverPixelBudget
 
     class Collect(Sink):                         # every frame of a stream, in order
         def write(self, original, sharpened, name): ...

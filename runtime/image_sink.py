@@ -175,13 +175,14 @@ def _in_depth_of(image: np.ndarray, target: Path) -> np.ndarray:
 
 
 def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = None, *,
-                 like: Optional[bytes] = None) -> bytes:
+                 like: Optional[bytes] = None, metadata: bool = True) -> bytes:
     """`image` (BGR, BGRA or grey, 8 or 16 bit, as FrameProcessor returns it) encoded as the
     file a `sharpen run --out` of that extension writes, in memory: ".jpg" at `quality` (95
     without), ".webp" lossless without one; with `like`, the input file's bytes, its alpha
-    channel and greyness, colour profile (ICC) and EXIF (Orientation 1: decode_bytes turned
-    the pixels upright) kept as `sharpen run` keeps them. SinkError where the format cannot
-    hold it, ImageEncodeOutOfMemory where memory runs out."""
+    channel and greyness, colour profile (ICC) and EXIF (GPS position included; Orientation 1:
+    decode_bytes turned the pixels upright) kept as `sharpen run` keeps them, the EXIF left out
+    with `metadata=False` (`--no-metadata`'s). SinkError where the format cannot hold it,
+    ImageEncodeOutOfMemory where memory runs out."""
     if not isinstance(ext, str) or ext.lower() not in IMAGE_EXTS:
         raise ValueError(f"encode_bytes: ext must be one of {', '.join(sorted(IMAGE_EXTS))}, "
                          f"got {ext!r}")
@@ -195,7 +196,7 @@ def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = 
         like = bytes(like)
         original = decode_bytes(like, "encode_bytes' like")
         icc, exif = photo_metadata(like)
-        layout = Layout.of(original, icc, exif)
+        layout = Layout.of(original, icc, exif if metadata else None)
         # Alpha and grey, which FrameProcessor's BGR result lost, go back onto a result of
         # the upload's size (not one resized since, nor one already in their layout).
         if layout is not None and not (image.ndim == 3 and image.shape[2] == 3

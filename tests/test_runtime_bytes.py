@@ -253,3 +253,21 @@ def test_encode_bytes_writes_the_upload_as_sharpen_run_writes_it(onnx_model, tmp
         assert runtime.encode_bytes(sharp, ext, like=upload) == out.read_bytes(), ext
     assert runtime.decode_bytes(runtime.encode_bytes(bgr, ".pgm")).shape == bgr.shape[:2]
 
+
+def test_encode_bytes_leaves_the_uploads_exif_out_with_metadata_false(onnx_model):
+    """like=upload kept the upload's EXIF, its GPS position with it, and a service had no way to
+    keep the colour profile and alpha but leave out where the photo was taken, as `sharpen run
+    --no-metadata` (run_stream's metadata=False) does."""
+    import io
+
+    from PIL import Image
+
+    upload = _upload_with_gps(textured_frame(0))
+    sharp = FrameProcessor(load_backend(onnx_model, threads=1))(runtime.decode_bytes(upload))
+    for ext in (".jpg", ".png"):
+        with Image.open(io.BytesIO(runtime.encode_bytes(sharp, ext, like=upload))) as out:
+            assert out.getexif().get_ifd(0x8825), ext   # kept by default, as sharpen run keeps it
+        bare = runtime.encode_bytes(sharp, ext, like=upload, metadata=False)
+        with Image.open(io.BytesIO(bare)) as out:
+            assert not out.getexif(), ext
+            assert out.info.get("icc_profile"), ext
