@@ -9,7 +9,6 @@ import os
 import re
 import stat
 import struct
-import threading
 import zlib
 from pathlib import Path
 from typing import Optional, Union
@@ -370,23 +369,31 @@ def header_size(data: bytes) -> Optional[tuple[int, int]]:
     # A TIFF whose first directory cannot be read is not one libtiff reads either; and
     # Pillow's look at it prints warnings of its own.
     if size is None and data[:4] not in _TIFF_MAGIC:
-        try:
-            from PIL import Image
-            # Our own budget applies, not PIL's warning or error; PIL's is the process's (an
-            # app's own Image.open relies on it), so it is put back, and calls take turns.
-            with _PIL_BUDGET_OFF:
-                kept, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-                try:
-                    with Image.open(io.BytesIO(data)) as im:
-                        size = im.size
-                finally:
-                    Image.MAX_IMAGE_PIXELS = kept
-        except Exception:  # noqa: BLE001 - unknown to PIL as well: let OpenCV decide
-            size = None
+        size = _pillow_size(data)
     return size
 
 
-_PIL_BUDGET_OFF = threading.Lock()
+def _pillow_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) as Pillow's parsers read a header (WebP's, PNM's, GIF's...), or None.
+    Its plugins are called as Image.open calls them, without Image.open's decompression-bomb
+    check: our own budget applies, and Pillow's MAX_IMAGE_PIXELS, which turns that check off, is
+    the process's (an app's own Image.open in another thread ran unchecked while it was off)."""
+    try:
+        from PIL import Image
+        Image.init()
+        for fmt in list(Image.ID):
+            factory, accept = Image.OPEN[fmt]
+            said = accept(data[:16]) if accept else True
+            if not said or isinstance(said, str):   # a str: Pillow's "not this format"
+                continue
+            try:
+                with factory(io.BytesIO(data), None) as im:
+                    return im.size
+            except (SyntaxError, IndexError, TypeError, struct.error):   # Image.open's "next"
+                continue
+    except Exception:  # noqa: BLE001 - unknown to PIL as well: let OpenCV decide
+        return None
+    return None
 
 
 def _tiff_directory(data: bytes) -> Optional[tuple[str, tuple[str, int, str, int], range, int]]:

@@ -105,6 +105,34 @@ def test_decoding_an_upload_leaves_pillows_bomb_check_on():
     assert Image.MAX_IMAGE_PIXELS == before and before is not None
 
 
+def test_reading_an_uploads_size_never_turns_pillows_bomb_check_off():
+    """Its size read turned Pillow's MAX_IMAGE_PIXELS off for a moment, a lock making our own
+    reads take turns: the setting is the process's, so a service's own Image.open in another
+    thread during that moment ran without the check. Pillow's setting is left alone."""
+    import types
+
+    from PIL import Image
+
+    set_to = []
+
+    class Watched(types.ModuleType):
+        def __setattr__(self, name, value):
+            if name == "MAX_IMAGE_PIXELS":
+                set_to.append(value)
+            super().__setattr__(name, value)
+
+    webp = cv2.imencode(".webp", textured_frame(0))[1].tobytes()
+    ppm = cv2.imencode(".ppm", textured_frame(0))[1].tobytes()
+    Image.__class__ = Watched
+    try:
+        for data in (webp, ppm):
+            with pytest.raises(runtime.OverPixelBudget, match="96x64"):   # the size read
+                runtime.decode_bytes(data, limit=1000)
+    finally:
+        Image.__class__ = types.ModuleType
+    assert set_to == []
+
+
 def test_a_radiance_or_pfm_upload_is_held_to_the_pixel_budget():
     """Radiance .hdr and .pfm sizes were read by none of the header parsers (nor by Pillow),
     so such an upload was decoded whatever its size: a few kilobytes of run-length-encoded
