@@ -187,7 +187,7 @@ def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = 
         raise ValueError(f"encode_bytes: ext must be one of {', '.join(sorted(IMAGE_EXTS))}, "
                          f"got {ext!r}")
     if quality is not None and not (isinstance(quality, (int, np.integer))
-                                    and 1 <= quality <= 100):
+                                    and not isinstance(quality, bool) and 1 <= quality <= 100):
         # 0 was written at 95 and 150 as OpenCV clamps it, both without a word
         raise ValueError(f"encode_bytes: quality must be 1 to 100, got {quality!r}")
     layout = None

@@ -177,9 +177,10 @@ def test_encode_bytes_refuses_a_quality_it_would_not_write():
     """quality=0 (a form's empty field, int'ed) was written at 95 without a word, and 150
     as OpenCV clamped it: the quality the service asked for was not the one it got."""
     frame = textured_frame(0)
-    for bad in (0, 101, 150):
+    # True passed as an int, and OpenCV refused it in its own words ("Can't parse 'params'")
+    for bad in (0, 101, 150, True, 90.0, "90"):
         with pytest.raises(ValueError, match=rf"^encode_bytes: quality must be 1 to 100, "
-                                             rf"got {bad}$"):
+                                             rf"got {bad!r}$"):
             runtime.encode_bytes(frame, ".jpg", quality=bad)
     with pytest.raises(ValueError, match=r"^encode_bytes: ext must be one of .*got 'jpg'$"):
         runtime.encode_bytes(frame, "jpg")
