@@ -231,23 +231,33 @@ def _png_size(head: bytes) -> Optional[tuple[int, int]]:
     return None
 
 
-# Radiance HDR's resolution line, after its text header's blank line ("-Y 64 +X 96": height
-# first; "+X 96 -Y 64" for a picture stored rotated), and PFM's size line ("PF\n96 64\n").
-_RADIANCE_SIZE = re.compile(rb"\n\n([-+][XY]) (\d{1,9}) ([-+][XY]) (\d{1,9})\n")
-_PFM_SIZE = re.compile(rb"P[Ff]\s+(\d{1,9})\s+(\d{1,9})\s")
+# Radiance HDR's resolution line, right after its text header's first blank line ("-Y 64 +X 96":
+# height first; "+X 96 -Y 64" for a picture stored rotated), and PFM's size line ("PF\n96 64\n"),
+# spelt as loosely as OpenCV's sscanf reads them: any spaces or none, leading zeros, a plus.
+_RADIANCE_SIZE = re.compile(rb"\s*([-+][XY])\s*\+?(\d+)\s*([-+][XY])\s*\+?(\d+)")
+_PFM_SIZE = re.compile(rb"P[Ff]\s+\+?(\d+)\s+\+?(\d+)\s")
 
 
 def _text_header_size(data: bytes) -> Optional[tuple[int, int]]:
     """(width, height) of a Radiance .hdr or a .pfm, which OpenCV decodes to float and no other
     parser here reads: a few KB of run-length-encoded HDR can say 30000x30000 (10 GB of
-    floats)."""
+    floats). The whole header is read: a comment line can make it as long as the sender likes."""
     if data[:2] == b"#?":
-        found = _RADIANCE_SIZE.search(data[:65536])
+        end = data.find(b"\n\n")
+        found = _RADIANCE_SIZE.match(data, end + 2) if end >= 0 else None
         if found:
             first, a, _, b = found.groups()
-            return (int(b), int(a)) if first.endswith(b"Y") else (int(a), int(b))
-    found = _PFM_SIZE.match(data[:64])
-    return (int(found.group(1)), int(found.group(2))) if found else None
+            a, b = _header_int(a), _header_int(b)
+            return (b, a) if first.endswith(b"Y") else (a, b)
+    found = _PFM_SIZE.match(data)
+    return (_header_int(found.group(1)), _header_int(found.group(2))) if found else None
+
+
+def _header_int(digits: bytes) -> int:
+    """A header's decimal number, one of thousands of digits taken as over any budget (int()
+    refuses more than 4300 digits with a ValueError, which no caller of decode_bytes catches)."""
+    digits = digits.lstrip(b"0") or b"0"
+    return int(digits) if len(digits) <= 18 else 10 ** 18
 
 
 def _jpeg_segments(data: bytes):

@@ -148,6 +148,28 @@ def test_a_radiance_or_pfm_upload_is_held_to_the_pixel_budget():
         runtime.decode_bytes(bomb, "up.hdr")
 
 
+def test_a_radiance_or_pfm_header_spelt_otherwise_is_held_to_the_budget_too():
+    """The size was looked for in one spelling, in a Radiance file's first 64 KB: each of these
+    headers, which OpenCV reads as 96x64, was decoded whatever the budget (a long comment line,
+    sizes without spaces, with tabs, with leading zeros or a plus sign)."""
+    frame = np.random.default_rng(0).random((64, 96, 3)).astype(np.float32)
+    hdr = cv2.imencode(".hdr", frame)[1].tobytes()
+    pixels = hdr[hdr.index(b"+X 96\n") + 6:]
+    head = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n"
+    pfm = cv2.imencode(".pfm", frame)[1].tobytes()
+    floats = pfm[pfm.index(b"\n-1\n") + 4:]
+    for data in [b"#?RADIANCE\n#" + b"x" * 70000 + b"\nFORMAT=32-bit_rle_rgbe\n\n-Y 64 +X 96\n"
+                 + pixels, head + b"-Y64 +X96\n" + pixels, head + b"-Y\t64\t+X\t96\n" + pixels,
+                 head + b"-Y 0000000064 +X 0000000096\n" + pixels,
+                 head + b"-Y +64 +X +96\n" + pixels, b"PF\n0000000096 0000000064\n-1\n" + floats]:
+        assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED).shape[:2] \
+            == (64, 96)
+        with pytest.raises(runtime.OverPixelBudget, match=r"^up: 96x64 = 6,144 pixels"):
+            runtime.decode_bytes(data, "up", limit=1000)
+    with pytest.raises(runtime.OverPixelBudget, match=r"^up: 1000000000000000000x64 = "):
+        runtime.decode_bytes(head + b"-Y 64 +X " + b"9" * 5000 + b"\n" + pixels, "up")
+
+
 def test_an_uploads_colour_profile_and_exif_go_back_with_its_result(onnx_model):
     """encode_bytes wrote the result without the upload's colour profile, where `sharpen run`
     keeps it: a phone's Display P3 photo came back from the service duller in every
