@@ -199,8 +199,13 @@ def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = 
         layout = Layout.of(original, icc, exif if metadata else None)
         # Alpha and grey, which FrameProcessor's BGR result lost, go back onto a result of
         # the upload's size (not one resized since, nor one already in their layout).
-        if layout is not None and not (image.ndim == 3 and image.shape[2] == 3
-                                       and original.shape[:2] == image.shape[:2]):
+        bgr = image.ndim == 3 and image.shape[2] == 3
+        if layout is not None and not (bgr and original.shape[:2] == image.shape[:2]):
+            if bgr and (layout.gray or layout.alpha is not None):
+                (h, w), (uh, uw) = image.shape[:2], original.shape[:2]
+                lost = "greyness" if layout.gray else "alpha channel"
+                warn(f"encode_bytes: the image is {w}x{h} and like='s upload {uw}x{uh}: the "
+                     f"upload's {lost} is not put back (encode the result at the upload's size)")
             layout = Layout(icc=layout.icc, exif=layout.exif)
     return _encoded_as_input(image, Path(f"image{ext}"), layout, quality)[0]
 

@@ -322,3 +322,22 @@ def test_encode_bytes_leaves_the_uploads_exif_out_with_metadata_false(onnx_model
         with Image.open(io.BytesIO(bare)) as out:
             assert not out.getexif(), ext
             assert out.info.get("icc_profile"), ext
+
+
+def test_a_resized_result_says_that_the_uploads_alpha_is_not_put_back():
+    """A result resized since (a thumbnail) cannot take the upload's alpha channel: it was
+    answered opaque without a word, the logo's transparent pixels showing what lay under them."""
+    from runtime_fixtures import runtime_warnings
+
+    bgr = textured_frame(0)
+    upload = _png(np.dstack([bgr, np.zeros(bgr.shape[:2], np.uint8)]))
+    small = cv2.resize(bgr, (48, 32))
+    with runtime_warnings() as said:
+        got = runtime.decode_bytes(runtime.encode_bytes(small, ".png", like=upload))
+    assert got.shape == (32, 48, 3)
+    assert said == ["encode_bytes: the image is 48x32 and like='s upload 96x64: the upload's "
+                    "alpha channel is not put back (encode the result at the upload's size)"]
+    with runtime_warnings() as said:
+        runtime.encode_bytes(bgr, ".png", like=upload)
+        runtime.encode_bytes(small, ".png", like=_png(bgr))
+    assert said == []
