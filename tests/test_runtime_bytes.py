@@ -341,3 +341,20 @@ def test_a_resized_result_says_that_the_uploads_alpha_is_not_put_back():
         runtime.encode_bytes(bgr, ".png", like=upload)
         runtime.encode_bytes(small, ".png", like=_png(bgr))
     assert said == []
+
+
+def test_like_takes_an_upload_its_caller_decoded_over_the_default_budget(monkeypatch):
+    """A service that gave decode_bytes a larger `limit=` (for its large scans) had
+    encode_bytes(..., like=upload) refuse the same upload with OverPixelBudget, like= being
+    decoded again under SHARPEN_MAX_PIXELS: the result, already in memory at that size, was
+    lost."""
+    bgr = textured_frame(0)
+    alpha = np.full(bgr.shape[:2], 128, np.uint8)
+    upload = _png(np.dstack([bgr, alpha]))
+    monkeypatch.setenv("SHARPEN_MAX_PIXELS", "1000")
+    frame = runtime.decode_bytes(upload, limit=10_000)
+    got = runtime.decode_bytes(runtime.encode_bytes(frame[..., :3], ".png", like=upload),
+                               limit=10_000)
+    assert np.array_equal(got, frame)
+    with pytest.raises(runtime.OverPixelBudget, match="^encode_bytes' like: 192x128"):
+        runtime.encode_bytes(frame[..., :3], ".png", like=_png(cv2.resize(bgr, (192, 128))))
