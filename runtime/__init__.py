@@ -36,6 +36,7 @@ if TYPE_CHECKING:   # for type checkers and editors, which do not run __getattr_
     # `X as X`: a re-export, as PEP 484 spells it.
     from .backends import Backend as Backend, ModelError as ModelError
     from .backends import load_backend as load_backend
+    from .image_sink import ImageEncodeOutOfMemory as ImageEncodeOutOfMemory
     from .image_sink import encode_bytes as encode_bytes
     from .imageio import ImageReadError as ImageReadError, OverPixelBudget as OverPixelBudget
     from .imageio import UndecodableImage as UndecodableImage, decode_bytes as decode_bytes
@@ -60,6 +61,7 @@ _API = {
     "SharpenWarning": ".warn",
     "decode_bytes": ".imageio", "ImageReadError": ".imageio", "UndecodableImage": ".imageio",
     "OverPixelBudget": ".imageio", "encode_bytes": ".image_sink",
+    "ImageEncodeOutOfMemory": ".image_sink",
 }
 
 __all__ = sorted(_API)
