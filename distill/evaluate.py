@@ -24,8 +24,8 @@ from runtime.console import count, first_line
 from runtime.imageio import shown_path
 from runtime.warn import SharpenWarning, warn
 
-from .metrics import (ALIGNMENT, MISALIGNED_PX, SSIM_MIN_SIDE, convention, gt_shift,
-                      input_range, overshoot, psnr, quantise_8bit, ssim, ssim_named)
+from .metrics import (ALIGNMENT, SSIM_MIN_SIDE, convention, gt_shift, input_range, overshoot,
+                      psnr, quantise_8bit, shared_shift, ssim, ssim_named)
 from .evaluate_journal import ScoreJournal
 from .evaluate_sequences import per_sequence, sequence_of
 from .figure_fonts import any_script_text
@@ -544,14 +544,12 @@ def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
 
 
 def _say_shifted(shown: str, shifts: list) -> None:
-    """A warning where the pairs' ground truth lies off their blurred inputs (`gt_shift`, the
-    median of each axis over the pairs): every score then measures the offset as much as the
-    blur, a model's gain turned into a loss."""
-    if not shifts:
+    """A warning where the pairs' ground truth lies off their blurred inputs by an offset they
+    share (`shared_shift`): every score then measures the offset as much as the blur, a
+    model's gain turned into a loss."""
+    if (shared := shared_shift(shifts)) is None:
         return
-    dx, dy = np.median(np.asarray(shifts, dtype=float), axis=0)
-    if max(abs(dx), abs(dy)) < MISALIGNED_PX:
-        return
+    dx, dy = shared
     warnings.warn(f"{shown}: the ground truth sits about {dx:+.0f}, {dy:+.0f} px from its "
                   f"blurred input (median of {count(len(shifts), 'pair')}, by phase correlation): "
                   "PSNR/SSIM score that offset as well as the blur; check that both sides hold "

@@ -254,6 +254,28 @@ def gt_shift(x: np.ndarray, y: np.ndarray) -> Optional[tuple[float, float]]:
     return (float(dx), float(dy)) if peak >= SHIFT_PEAK else None
 
 
+# A crop or a camera pair not registered moves every pair alike; blur moves each pair's peak its
+# own way: the project's shake blur by up to 13 px on its test split, reds-mini's scaled to
+# REDS' 1280x720 by up to 16, so that the median of 5 of them read 3 px or more on exactly
+# aligned pairs. An offset is one at least half of the pairs, and 3 or more, lie within 1 px of.
+SHIFT_AGREE_PX = 1.0
+SHIFT_MIN_PAIRS = 3
+
+
+def shared_shift(shifts) -> Optional[tuple[float, float]]:
+    """The offset the pairs' ground truth shares against their blurred inputs: the median of
+    each axis of their `gt_shift`s, where it is MISALIGNED_PX or more and the pairs agree on it
+    (SHIFT_AGREE_PX, SHIFT_MIN_PAIRS); else None."""
+    if not len(shifts):
+        return None
+    at = np.asarray(shifts, dtype=float).reshape(-1, 2)
+    mid = np.median(at, axis=0)
+    agree = int((np.abs(at - mid).max(axis=1) <= SHIFT_AGREE_PX).sum())
+    if np.abs(mid).max() < MISALIGNED_PX or agree < max(SHIFT_MIN_PAIRS, len(at) / 2):
+        return None
+    return float(mid[0]), float(mid[1])
+
+
 # Overshoot: the neighbourhood must span a blurred edge's whole ramp, so that restoring the
 # edge to its two plateaus stays inside the input's range while a halo beside it does not;
 # 15x15 spans reds-mini's blur. Wider real shake (Koehler) puts true restoration outside it
