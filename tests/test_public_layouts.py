@@ -359,3 +359,21 @@ def test_a_paired_folder_whose_names_differ_is_told_to_list_its_pairs(tmp_path):
         with pytest.raises(SourceError, match=r"same-named.*'GT_PATH BLUR_PATH'.*"
                                               r"sharp/0000_gt\.png blur/0000_blur\.png"):
             resolve_source(tmp_path / "set")
+
+
+def test_a_bsd_clip_given_alone_pairs_its_frames(tmp_path):
+    """BSD's test/<clip>/ (one clip evaluated) read as footage, its Sharp/RGB frames scored as
+    blurred inputs without ground truth; `bsd:` on it said it was not a BSD folder; its
+    Blur/RGB/ alone was scored without ground truth, said nowhere."""
+    from distill.data.sources import paired_parent
+    clip = _bsd(tmp_path / "BSD_2ms16ms") / "valid" / "001"
+    assert detect_kind(clip) == "bsd"
+    for spec in (clip, f"bsd:{clip}"):
+        info = resolve_source(spec, split="test")
+        assert info.kind == "bsd" and info.split == "val", spec
+        assert _pairs(info)["001/00000002"] == (clip / "Blur" / "RGB" / "00000002.png",
+                                                clip / "Sharp" / "RGB" / "00000002.png")
+        assert len(info.samples) == 3
+    for half in (clip / "Blur", clip / "Blur" / "RGB"):
+        assert paired_parent(half) == (clip, "Sharp/RGB"), half
+    assert paired_parent(clip / "Sharp" / "RGB") is None

@@ -14,7 +14,8 @@
             named by the blurred path, less a top folder and a blurred folder all share
             (``scene001/blur_1``).
 - ``bsd``   BSD (Zhong et al., ESTRNN): ``{train,valid,test}/<clip>/Blur/RGB/<frame>.png``
-            beside ``<clip>/Sharp/RGB/``; samples are named ``<clip>/<frame>``.
+            beside ``<clip>/Sharp/RGB/``, or a split's or a clip's folder; samples are named
+            ``<clip>/<frame>``.
 
 Read as footage, these sets' sharp frames were scored as blurred inputs with no ground truth.
 """
@@ -63,13 +64,17 @@ def describe(kind: str) -> str:
 def blurred_half(folder: Path) -> Optional[tuple[Path, str]]:
     """(the folder to give, its ground truth's folder name) where `folder` holds the blurred
     images of one of LAYOUTS alone: REDS' `val_blur/` beside `val_sharp/`, HIDE's `test/` (or
-    `test/test-long-shot/`) whose ground truth is in `GT/` beside it. None otherwise."""
+    `test/test-long-shot/`) whose ground truth is in `GT/` beside it, a BSD clip's `Blur/RGB/`
+    beside `Sharp/RGB/`. None otherwise."""
     for s in SPLITS:
         if folder.name == f"{s}_blur" and (folder.parent / f"{s}_sharp").is_dir():
             return folder.parent, f"{s}_sharp"
     for split_dir in (folder, folder.parent):
         if split_dir.name in HIDE_SPLITS and _hide_root(split_dir.parent):
             return split_dir.parent, "GT"
+    blur = folder.parent if folder.name == "RGB" else folder   # BSD's <clip>/Blur/RGB/, Blur/
+    if blur.name == BSD_SIDES[0] and _is_bsd_clip(blur.parent):
+        return blur.parent, f"{BSD_SIDES[1]}/RGB"
     return None
 
 
@@ -250,20 +255,26 @@ BSD_SPLIT_DIRS = {"train": "train", "val": "valid", "test": "test"}
 BSD_SIDES = ("Blur", "Sharp")
 
 
+def _is_bsd_clip(folder: Path) -> bool:
+    return all((folder / side / "RGB").is_dir() for side in BSD_SIDES)
+
+
 def _bsd_clips(folder: Path) -> list[Path]:
     """The clip folders of a BSD split: Blur/RGB/ beside Sharp/RGB/."""
     if not folder.is_dir():
         return []
-    return sorted((c for c in folder.iterdir()
-                   if all((c / side / "RGB").is_dir() for side in BSD_SIDES)),
+    return sorted((c for c in folder.iterdir() if _is_bsd_clip(c)),
                   key=lambda c: name_key(c.name))
 
 
 def _bsd_splits(path: Path) -> dict[str, Path]:
-    """Each split's folder, under the root or (a split's folder given alone) `path` itself."""
+    """Each split's folder, under the root or (a split's folder, or one clip's, given alone)
+    `path` itself."""
     found = {s: path / d for s, d in BSD_SPLIT_DIRS.items() if _bsd_clips(path / d)}
-    if not found and _bsd_clips(path):
-        found = {s: path for s, d in BSD_SPLIT_DIRS.items() if path.name == d} or {"test": path}
+    if not found and (_bsd_clips(path) or _is_bsd_clip(path)):
+        split_dir = path.parent if _is_bsd_clip(path) else path
+        found = ({s: path for s, d in BSD_SPLIT_DIRS.items() if split_dir.name == d}
+                 or {"test": path})
     return found
 
 
@@ -272,15 +283,17 @@ def _resolve_bsd(path: Path, split: str) -> SourceInfo:
     if not found:
         raise SourceError(f"{path} is not a BSD folder: expected {{train,valid,test}}/<clip>/"
                           "Blur/RGB/*.png beside <clip>/Sharp/RGB/")
-    if len(found) == 1 and path in found.values():   # a split's folder given alone
+    if len(found) == 1 and path in found.values():   # a split's or a clip's folder given alone
         split = next(iter(found))
     elif split not in found:
         raise SourceError(f"{path} has no {split!r} split (it has: {', '.join(found)}; BSD's "
                           "val split is its valid/ folder)")
     split_dir = found[split]
+    clips = {c.name: c for c in ([split_dir] if _is_bsd_clip(split_dir) else
+                                 _bsd_clips(split_dir))}
     others: list[str] = []
     sides: list[dict[str, Path]] = [{}, {}]
-    for clip in _bsd_clips(split_dir):
+    for clip in clips.values():
         for files, side in zip(sides, BSD_SIDES):
             for r in _images_under(clip / side / "RGB", others=others):
                 files[f"{clip.name}/{r.as_posix()}"] = Path(clip.name, r)
@@ -295,7 +308,7 @@ def _resolve_bsd(path: Path, split: str) -> SourceInfo:
                           "<clip>/Sharp/RGB")
 
     def file(rel: Path, side: str) -> Path:
-        return split_dir / rel.parts[0] / side / "RGB" / Path(*rel.parts[1:])
+        return clips[rel.parts[0]] / side / "RGB" / Path(*rel.parts[1:])
 
     both = [ins[k] for k in sorted(pairs, key=name_key)]
     names = _sample_names(both)
