@@ -377,3 +377,23 @@ def test_a_bsd_clip_given_alone_pairs_its_frames(tmp_path):
     for half in (clip / "Blur", clip / "Blur" / "RGB"):
         assert paired_parent(half) == (clip, "Sharp/RGB"), half
     assert paired_parent(clip / "Sharp" / "RGB") is None
+
+
+def test_a_bsd_clip_whose_names_differ_is_named_as_given(tmp_path):
+    clip = tmp_path / "test" / "007"
+    _png(clip / "Blur" / "RGB" / "0000_blur.png")
+    _png(clip / "Sharp" / "RGB" / "0000.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(SourceError) as e:
+            resolve_source(clip)
+    assert f"no image in {clip / 'Blur' / 'RGB'} has a same-named file in " \
+           f"{clip / 'Sharp' / 'RGB'}: pair them in a list of 'GT_PATH BLUR_PATH' lines in " \
+           f"{clip} (paths from the list's folder, e.g. Sharp/RGB/0000.png " \
+           "Blur/RGB/0000_blur.png)" in str(e.value), e.value
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(SourceError, match=r"/test/<clip>/Blur/RGB has .* in .*/test \("
+                                              r".* e\.g\. 007/Sharp/RGB/0000\.png "
+                                              r"007/Blur/RGB/0000_blur"):
+            resolve_source(clip.parent)

@@ -30,8 +30,8 @@ from runtime.walk import walk_files
 from runtime.warn import warn
 
 from .sources import (_GT_FOLDER, SPLITS, Sample, SourceError, SourceInfo, _few, _images_under,
-                      _match_pairs, _report_unmatched, _sample_names, is_image, name_key,
-                      pair_folders)
+                      _match_pairs, _report_unmatched, _sample_names, is_image, list_hint,
+                      name_key, pair_folders)
 
 LAYOUTS = ("reds", "hide", "list", "bsd")
 HIDE_SPLITS = ("train", "test")
@@ -304,8 +304,18 @@ def _resolve_bsd(path: Path, split: str) -> SourceInfo:
     un_gt = [k for k in sorted(gts, key=name_key) if k not in used]
     _report_unmatched(split_dir, un_in, un_gt, "Sharp/RGB image", "Blur/RGB image")
     if not pairs:
-        raise SourceError(f"no image in {split_dir}/<clip>/Blur/RGB has a same-named file in "
-                          "<clip>/Sharp/RGB")
+        one = _is_bsd_clip(split_dir)   # a clip's folder given alone: its own paths
+        rgb = {side: split_dir / side / "RGB" if one else f"{split_dir}/<clip>/{side}/RGB"
+               for side in BSD_SIDES}
+
+        def listed(files: dict[str, Path], side: str) -> str:
+            clip, rel = min(files, key=name_key).split("/", 1)
+            return f"{side}/RGB/{rel}" if one else f"{clip}/{side}/RGB/{rel}"
+
+        how = (list_hint(listed(gts, "Sharp"), listed(ins, "Blur"), f"in {split_dir}")
+               if gts else "")
+        raise SourceError(f"no image in {rgb['Blur']} has a same-named file in "
+                          f"{rgb['Sharp']}{how}")
 
     def file(rel: Path, side: str) -> Path:
         return clips[rel.parts[0]] / side / "RGB" / Path(*rel.parts[1:])

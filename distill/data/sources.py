@@ -533,17 +533,23 @@ def pair_folders(in_dir: Path, gt_dir: Path, kind: str, root: Path,
     if not ins:
         raise SourceError(f"no images in {in_dir}{_clips_in(in_dir, gt_dir, others)}")
     if not pairs:
-        # Names that differ by a suffix (Lai et al.'s _kernel_01, a set's _blur/_gt) pair
-        # only by a list: which blurred image is which sharp one's is the set's to say.
-        how = (f": pair them in a list of 'GT_PATH BLUR_PATH' lines beside those folders "
-               f"(paths from the list's folder, e.g. {gt_dir.name}/{min(gts, key=name_key)} "
-               f"{in_dir.name}/{min(ins, key=name_key)}) and give the list as --data"
+        how = (list_hint(f"{gt_dir.name}/{min(gts, key=name_key)}",
+                         f"{in_dir.name}/{min(ins, key=name_key)}", "beside those folders")
                if gts else "")
         raise SourceError(f"no file in {in_dir} has a same-named file in {gt_dir}{how}")
     both = [ins[k] for k in sorted(pairs, key=name_key)]
     names = _sample_names(both)
     samples = [Sample(names[r], in_dir / r, gt_dir / pairs[r.as_posix()]) for r in both]
     return SourceInfo(kind, root, samples, split, un_in, un_gt, not_images=sorted(others))
+
+
+def list_hint(gt_example: str, in_example: str, where: str) -> str:
+    """How to pair images whose names differ, an error's end: `where` is the list's folder in
+    words, the examples are paths from it. Names that differ by a suffix (Lai et al.'s
+    _kernel_01, a set's _blur/_gt) pair only by a list: which blurred image is which sharp
+    one's is the set's to say."""
+    return (f": pair them in a list of 'GT_PATH BLUR_PATH' lines {where} (paths from the "
+            f"list's folder, e.g. {gt_example} {in_example}) and give the list as --data")
 
 
 def _clips_in(in_dir: Path, gt_dir: Path, others: list[str]) -> str:
