@@ -256,8 +256,8 @@ def gt_shift(x: np.ndarray, y: np.ndarray) -> Optional[tuple[float, float]]:
 
 # A crop or a camera pair not registered moves every pair alike; blur moves each pair's peak its
 # own way: the project's shake blur by up to 13 px on its test split, reds-mini's scaled to
-# REDS' 1280x720 by up to 16, so that the median of 5 of them read 3 px or more on exactly
-# aligned pairs. An offset is one at least half of the pairs, and 3 or more, lie within 1 px of.
+# REDS' 1280x720 by up to 16, so that the median of 5 of them can be 3 px on exactly aligned
+# pairs. An offset is one at least half of the pairs, and 3 or more, lie within 1 px of.
 SHIFT_AGREE_PX = 1.0
 SHIFT_MIN_PAIRS = 3
 
