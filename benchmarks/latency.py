@@ -29,10 +29,10 @@ from distill.teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TI
 SIZES_FULL = ((1920, 1080), (1280, 720), (640, 360))    # (width, height)
 SIZES_REDUCED = ((640, 360),)
 SIZES_QUICK_REPORT = ((1920, 1080), (640, 360))
-# Quick mode times a student at a size only when the FP32 bytes its layers write per frame
-# (distill.students.activation_bytes) stay under this: the runtimes' peak memory follows it, and
-# the seed layout at 1080p (5.4 GB written, 3.5-4.3 GB resident in every CPU runtime) alone
-# would take the quick bench past 4 GB.
+# Quick mode times a student at a size only when its FP32 activations alive at once in a frame's
+# forward pass (distill.students.activation_bytes) stay under this: the runtimes' peak memory
+# follows it, and the seed layout at 1080p (3.5 GB alive at once, 3.5-4.3 GB resident in every
+# CPU runtime) alone would take the quick bench past 4 GB.
 QUICK_MAX_ACTIVATION_GB = 2.0
 
 

@@ -445,7 +445,7 @@ def _add_peak_memory(rows: list, model: str, spec, source, sizes, threads: int,
 
 
 def _student_budget(path, sizes, tile: int = 0) -> dict:
-    """(GMAC per frame, GB of FP32 activations written at once) of the student at each
+    """(GMAC per frame, GB of FP32 activations alive at once) of the student at each
     (width, height). Tiled, as FrameProcessor runs it: the GMAC of every tile, the overlap's
     recomputation included, and the activations of one tile (they run one at a time)."""
     from distill.checkpoint import load_student
@@ -471,9 +471,10 @@ def _too_big(students, sizes, budget: dict, max_gb) -> dict:
     """{(student, size): reason} for the cases quick mode leaves out to bound its memory."""
     if max_gb is None:
         return {}
-    return {(st.name, wh): f"quick mode: {budget[st.name, wh][1]:.2f} GB of activations > "
-                           f"{max_gb:g} GB (left out to bound the bench's memory; --full times "
-                           "it, and --tile N in tiles, as sharpen run --tile runs it)"
+    return {(st.name, wh): f"quick mode: {budget[st.name, wh][1]:.2f} GB of activations alive "
+                           f"at once > {max_gb:g} GB (left out to bound the bench's memory; "
+                           "--full times it, and --tile N in tiles, as sharpen run --tile runs "
+                           "it)"
             for st in students for wh in sizes if budget[st.name, wh][1] > max_gb}
 
 

@@ -48,10 +48,10 @@ def add_commands(sub) -> None:
                                "make a JPEG of it with an image tool"}
 
     p = sub.add_parser("models", formatter_class=fmt, help="list student models (params, MACs)",
-                       description="Table of registered students with parameter counts and "
-                       "multiply-accumulates per frame.")
-    p.add_argument("--height", type=int, default=1080, help="frame height for MACs")
-    p.add_argument("--width", type=int, default=1920, help="frame width for MACs")
+                       description="Table of registered students with parameter counts, "
+                       "multiply-accumulates and peak activations per frame.")
+    p.add_argument("--height", type=int, default=1080, help="frame height for MACs and activations")
+    p.add_argument("--width", type=int, default=1920, help="frame width for MACs and activations")
     p.add_argument("--teacher", action="store_true", help="include Restormer configs")
     p.add_argument("names", nargs="*", metavar="NAME",
                    help="only these students: registered names, or checkpoints (a trained "

@@ -120,7 +120,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                         f"{', '.join(names)}, or a student checkpoint (.pt){hint}; "
                         f"{OWN_STUDENT_HINT}")
         names = args.names
-    headers = ["name", "params", "GMAC", "receptive field px", "activations MiB", "multiple"]
+    headers = ["name", "params", "GMAC", "receptive field px", "peak activations MiB",
+               "multiple"]
     if args.measure:
         runs = args.measure_runs
         headers.append(f"PyTorch ms, median / p90 of {runs} run{'s' if runs != 1 else ''}")
@@ -170,11 +171,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     # The measured times depend on the threads (OMP_NUM_THREADS, the cores): say how many.
     n = torch.get_num_threads()
     timed = f"; PyTorch timed on {n} CPU thread{'s' if n != 1 else ''}" if args.measure else ""
-    print_table(f"Models (per {w}x{h} frame; activations: FP32 bytes written by every layer, "
-                f"unfused{timed})", headers, rows, right=["receptive field px"])   # "global" too
+    print_table(f"Models (per {w}x{h} frame{timed})", headers, rows,
+                right=["receptive field px"])   # "global" too
     # What the columns mean, where the table is read (the README is not always at hand).
     print("receptive field px: the input pixels one output pixel depends on (side of the "
-          "square)\nmultiple: height and width are padded up to a multiple of it")
+          "square)\npeak activations MiB: the FP32 tensors alive at once in one frame's "
+          "forward pass\n  (batch 1, the frame in and out included, weights not), as PyTorch "
+          "frees them\nmultiple: height and width are padded up to a multiple of it")
     if any(row[3] == "global" for row in rows):
         print(f"global: wider than {GLOBAL_FIELD // 2} px, all of a frame (global pooling, an "
               "FFT, attention over the frame)")

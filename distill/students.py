@@ -608,24 +608,47 @@ def count_macs(model: nn.Module, h: int = 1080, w: int = 1920) -> int:
 
 
 def activation_bytes(model: nn.Module, h: int = 1080, w: int = 1920, bytes_per: int = 4) -> int:
-    """Bytes written by every layer for one h x w frame (the activation traffic an accelerator
-    moves through memory if nothing is fused)."""
+    """Peak bytes of the activations alive at once in one forward pass of one h x w frame
+    (batch 1, `bytes_per` a value: 4 for FP32), the frame in and out included, the weights
+    not: what a device must hold, functional ops (torch.cat, x * y) counted as modules are.
+    Freed as PyTorch frees them, a runtime's planner may reuse memory sooner or later."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+    import weakref
+
+    class Live(TorchDispatchMode):
+        """Every op's new storage, alive until the last tensor on it goes (views share it)."""
+
+        def __init__(self, x: torch.Tensor):
+            super().__init__()
+            self.seen: weakref.WeakSet = weakref.WeakSet()
+            self.live = self.peak = 0
+            self.add(x)
+
+        def add(self, t: torch.Tensor) -> None:
+            s = t.untyped_storage()
+            if s not in self.seen:
+                n = s.nbytes() // t.element_size() * bytes_per
+                self.seen.add(s)
+                self.live += n
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(s, self.free, n)
+
+        def free(self, n: int) -> None:
+            self.live -= n
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    self.add(t)
+            return out
+
     model, x = _meta_frame(model, h, w)
-    total = 0
-
-    def hook(mod, inp, out):
-        nonlocal total
-        total += out.numel() * bytes_per if isinstance(out, torch.Tensor) else 0
-
-    hooks = [mod.register_forward_hook(hook) for mod in model.modules()
-             if not list(mod.children())]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for hk in hooks:
-            hk.remove()
-    return total
+    live = Live(x)
+    with torch.no_grad(), live:
+        model(x)
+    return live.peak
 
 
 # By layout: a registry student's field depends on its architecture alone (the probe replaces

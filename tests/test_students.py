@@ -207,6 +207,27 @@ def test_macs_count_every_convolution_and_matrix_product_not_only_nn_conv2d():
     assert count_macs(Net(), 16, 32) == want
 
 
+def test_activations_are_the_peak_alive_at_once_functional_ops_included():
+    """activation_bytes summed the outputs of leaf modules: a functional op (torch.cat, x * y,
+    F.relu) went uncounted (`fast` 486 MiB at 1080p, 831 with them), and a sum of what every
+    layer writes is not what a device must hold. It is the peak of the tensors alive at once,
+    the frame in and out included: here while torch.cat runs, x (3 channels), y (16), y * 2
+    (16) and the concatenation (32)."""
+    from distill.students import activation_bytes
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up, self.down = nn.Conv2d(3, 16, 1), nn.Conv2d(16, 3, 1)
+
+        def forward(self, x):
+            y = self.up(x)
+            y = torch.cat([y, y * 2], 1)
+            return x + self.down(y[:, :16])
+
+    assert activation_bytes(Net(), 16, 32) == (3 + 16 + 16 + 32) * 16 * 32 * 4
+
+
 def test_models_teacher_rows_count_attention_too(capsys):
     """`sharpen models --teacher` counted the Restormer's convolutions only: ~424 GMAC per
     1080p frame for `small`, ~4461 for `motion-deblur`, without the ~10 % its transposed
