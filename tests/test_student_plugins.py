@@ -1,6 +1,7 @@
 """A user's own student architecture, defined outside the project and registered with
 `distill.students.register`: found by every command of a fresh process through
 SHARPEN_STUDENTS, refused with a message naming the problem when it cannot work."""
+import inspect
 import os
 import subprocess
 import sys
@@ -196,9 +197,10 @@ def test_an_operator_onnx_lacks_is_named_with_its_layer_and_line_not_a_graph_dum
 
     with pytest.raises(torch.onnx.errors.UnsupportedOperatorError) as e:
         export_onnx(Spectral().eval(), tmp_path / "s.onnx")
+    line = inspect.getsourcelines(_Spectral.forward)[1] + 1
     assert str(e.value) == (
         "Exporting the operator 'aten::fft_rfft2' to ONNX opset version 17 is not supported; "
-        f"Spectral uses it in fft (_Spectral), at {__file__}:168: `return torch.fft.irfft2("
+        f"Spectral uses it in fft (_Spectral), at {__file__}:{line}: `return torch.fft.irfft2("
         "torch.fft.rfft2(x) * 0.5, s=x.shape[-2:])`")
     assert "Torch IR graph" not in "".join(capfd.readouterr())   # stdout: the table's
 
