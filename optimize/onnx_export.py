@@ -140,10 +140,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, ckpt: dict | None = N
     from runtime.console import native_stderr_captured
 
     failed = None
-    # The exporter's log goes to stdout by default, into `sharpen export`'s own output.
-    with contextlib.suppress(AttributeError, RuntimeError):
-        torch._C._jit_set_onnx_log_output_stream("stderr")
-    with native_stderr_captured(_IR_DUMP) as dump, warnings.catch_warnings():
+    # Inside the window, which holds fd 2 for this thread alone: another export's dump waits.
+    with native_stderr_captured(_IR_DUMP) as dump, _onnx_log_on_stderr(), \
+            warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
@@ -167,6 +166,21 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, ckpt: dict | None = N
     if len(data) >= 2 ** 31 - 1:  # protobuf limit; students are a few hundred kB
         raise ValueError("model too large for a single-file ONNX")
     return atomic_write_bytes(path, data)
+
+
+@contextlib.contextmanager
+def _onnx_log_on_stderr():
+    """Torch's ONNX log sent to fd 2 for the block, where a window can keep it: it goes to
+    stdout, into `sharpen export`'s own output. Put back on stdout after, torch's default (it
+    has no getter): left on stderr, a program exporting its own models after ours found its
+    dumps moved."""
+    with contextlib.suppress(AttributeError, RuntimeError):
+        torch._C._jit_set_onnx_log_output_stream("stderr")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(AttributeError, RuntimeError):
+            torch._C._jit_set_onnx_log_output_stream("stdout")
 
 
 # The graph torch's TorchScript exporter writes to fd 2 when an operator fails (always: its

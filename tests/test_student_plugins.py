@@ -205,6 +205,24 @@ def test_an_operator_onnx_lacks_is_named_with_its_layer_and_line_not_a_graph_dum
     assert "Torch IR graph" not in "".join(capfd.readouterr())   # stdout: the table's
 
 
+def test_the_onnx_exporters_log_is_left_where_it_was(tmp_path, capfd):
+    """export_onnx sent torch's ONNX log to stderr for the rest of the process, a setting of
+    torch's that a program exporting its own models after ours never made: its failures' graph
+    dump no longer went where torch puts it (stdout)."""
+    import io
+
+    from optimize.onnx_export import export_onnx
+
+    with pytest.raises(torch.onnx.errors.UnsupportedOperatorError):
+        export_onnx(Spectral().eval(), tmp_path / "s.onnx")
+    capfd.readouterr()
+    with pytest.raises(torch.onnx.errors.UnsupportedOperatorError):
+        torch.onnx.export(Spectral().eval(), (torch.rand(1, 3, 16, 16),), io.BytesIO(),
+                          dynamo=False)
+    out, err = capfd.readouterr()
+    assert "Torch IR graph at exception" in out and "Torch IR graph" not in err, (out, err)
+
+
 class Plain(nn.Module):   # no `multiple`: any size
     def __init__(self):
         super().__init__()
