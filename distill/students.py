@@ -12,6 +12,7 @@ Registry in the style of timm: `create_student(name, **overrides)`, `list_studen
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import re
 import sys
@@ -476,14 +477,23 @@ def _check_shape(name: str, model: nn.Module) -> None:
         # A size the student cannot take (pixel_unshuffle without `multiple`) passed, to fail
         # on the first frame of an odd size; an op the meta device lacks works on the CPU,
         # whose message is the one a frame would meet (the meta device's names no operator).
+        cpu = copy.deepcopy(model).to_empty(device="cpu")
         try:
             with torch.no_grad():
-                y = copy.deepcopy(model).to_empty(device="cpu")(torch.zeros(x.shape))
+                y = cpu(torch.zeros(x.shape))
         except RuntimeError as e:
-            raise ValueError(
-                f"student {name!r} fails on a {'x'.join(map(str, x.shape))} input ("
-                f"{str(e).splitlines()[0]}): if H and W must be multiples of a number, set "
-                f"the class attribute `multiple` to it (it is {m})") from None
+            said = f"student {name!r} fails on a {'x'.join(map(str, x.shape))} input (" \
+                   f"{str(e).splitlines()[0]})"
+            # Only where a size of a larger multiple runs is `multiple` the cure: layers that
+            # do not fit each other (8 channels into a conv of 4) fail at every size.
+            big = m * 64 // math.gcd(m, 64)
+            try:
+                with torch.no_grad():
+                    cpu(torch.zeros(1, 3, big, 2 * big))
+            except RuntimeError:
+                raise ValueError(f"{said}, at {big}x{2 * big} too") from None
+            raise ValueError(f"{said}: if H and W must be multiples of a number, set the class "
+                             f"attribute `multiple` to it (it is {m})") from None
     if not isinstance(y, torch.Tensor) or y.shape != x.shape:
         got = "x".join(map(str, y.shape)) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ValueError(f"student {name!r} maps a {'x'.join(map(str, x.shape))} input to "

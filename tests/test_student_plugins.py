@@ -254,6 +254,27 @@ def test_a_student_without_multiple_is_listed_and_one_that_needs_it_is_told(regi
         create_student("unshuffled")
 
 
+class Miswired(nn.Module):   # 8 channels into a conv that takes 4: no size would do
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.b(self.a(x))
+
+
+def test_a_student_that_fails_at_every_size_is_not_told_to_set_multiple(registry):
+    """A student whose layers do not fit each other failed its build with "if H and W must be
+    multiples of a number, set the class attribute `multiple`", which no `multiple` cures; the
+    hint is for a student that runs at a size of a larger multiple."""
+    register("miswired", Miswired, "a conv of 4 channels fed 8")
+    with pytest.raises(ValueError) as e:
+        create_student("miswired")
+    assert str(e.value).startswith("student 'miswired' fails on a 1x3x24x25 input (Given "
+                                   "groups=1, weight of size [3, 4, 3, 3], expected input"), e
+    assert "multiple" not in str(e.value), e
+
+
 def test_a_checkpoint_of_a_student_this_process_lacks_says_what_to_set(tmp_path, registry):
     register("tiny-ck", Tiny, "mine")
     m = create_student("tiny-ck")
