@@ -353,7 +353,12 @@ def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
     H, W = round_up(h, multiple), round_up(w, multiple)
     if t >= H and t >= W:
         return out
-    if receptive_field and overlap < receptive_field and auto:
+    if receptive_field and receptive_field >= GLOBAL_FIELD:
+        # No overlap reaches it: a tile's pooling sees the tile, never the frame.
+        out.append(f"the model's receptive field is global (all of the frame): each tile sees "
+                   "itself alone, whatever the overlap, and tile seams or a tile's tone may "
+                   f"show; {named('tile', max(H, W))} or more runs the frame whole")
+    elif receptive_field and overlap < receptive_field and auto:
         out.append(f"the automatic overlap {overlap} is capped at half of "
                    f"{named('tile', t)}, narrower than the model's receptive field "
                    f"({receptive_field} px): tile seams may show; a {named('tile')} of at "

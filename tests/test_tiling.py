@@ -155,6 +155,20 @@ def test_an_overlap_narrower_than_the_receptive_field_is_said():
     assert not any("receptive field" in m for m in tiling_warnings(1080, 1920, 256, 32, 8))
 
 
+def test_a_global_receptive_field_is_not_promised_an_overlap_that_reaches_it():
+    """A student with global pooling (an SE gate, an FFT) records GLOBAL_FIELD, and tiling it
+    said "a --tile of at least 8192 lets the overlap reach it" (a frame of 3840 runs whole
+    at 3840): no overlap reaches a global field, each tile pools over itself alone."""
+    from runtime.tiling import GLOBAL_FIELD, tiling_warnings
+
+    for auto, overlap in ((True, 256), (False, 32)):
+        said = [m for m in tiling_warnings(2160, 3840, 512, overlap, 8, GLOBAL_FIELD, auto=auto,
+                                           flags=True) if "receptive field" in m]
+        assert said == ["the model's receptive field is global (all of the frame): each tile "
+                        "sees itself alone, whatever the overlap, and tile seams or a tile's "
+                        "tone may show; --tile 3840 or more runs the frame whole"], said
+
+
 def test_the_automatic_overlap_reaches_the_receptive_field_within_half_the_tile():
     """`sharpen run --tile` took --overlap 32 whatever the model, then warned about its own
     default for `fast` (132 px); without --overlap it now takes the receptive field."""
