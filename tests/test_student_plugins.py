@@ -397,23 +397,29 @@ def test_a_students_own_whole_numbers_are_not_held_to_the_built_ins_sizes(regist
         create_student("fast", width=5000)
 
 
-def test_a_resumed_run_in_a_shell_without_the_module_names_it(tmp_path):
-    """A fresh shell without SHARPEN_STUDENTS that goes on with a run of a student of one's own
-    (resume=auto, resume=CKPT), or scores or exports its checkpoint, is told the module the
-    checkpoint recorded (the distill run got the general hint), never has it imported."""
-    (tmp_path / "mymodule.py").write_text(TINY.format(name="tiny-resumed"))
-    script = textwrap.dedent('''
+def _saved_run(tmp_path, name: str) -> None:
+    """tmp_path/mymodule.py registering TINY as `name`, and run/last.pt, a distill run's
+    checkpoint of it at step 3, saved by another process (this one never imports mymodule)."""
+    (tmp_path / "mymodule.py").write_text(TINY.format(name=name))
+    script = textwrap.dedent(f'''
         import mymodule
         from distill.checkpoint import atomic_save, make_checkpoint
         from distill.students import create_student
-        m = create_student("tiny-resumed")
-        atomic_save(make_checkpoint(m, kind="student", arch="tiny-resumed",
+        m = create_student("{name}")
+        atomic_save(make_checkpoint(m, kind="student", arch="{name}",
                                     arch_args=m.arch_args, step=3), "run/last.pt")
     ''')
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
     (tmp_path / "run").mkdir(exist_ok=True)
     subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True,
                    timeout=120)
+
+
+def test_a_resumed_run_in_a_shell_without_the_module_names_it(tmp_path):
+    """A fresh shell without SHARPEN_STUDENTS that goes on with a run of a student of one's own
+    (resume=auto, resume=CKPT), or scores or exports its checkpoint, is told the module the
+    checkpoint recorded (the distill run got the general hint), never has it imported."""
+    _saved_run(tmp_path, "tiny-resumed")
     said = "module mymodule registered it when this checkpoint was saved: set " \
            "SHARPEN_STUDENTS=mymodule, with its folder on PYTHONPATH"
     distill = ["distill", "--config", str(ROOT / "configs/distill-fast.yaml"),
@@ -435,19 +441,7 @@ def test_a_run_resumed_after_its_students_definition_was_edited_says_so(tmp_path
     """A researcher adds a layer to their student and reruns the same command: the resume
     failed with torch's load_state_dict traceback (exit 1), where `sharpen evaluate` of the
     same checkpoint said what does not match and why."""
-    (tmp_path / "mymodule.py").write_text(TINY.format(name="tiny-edited"))
-    script = textwrap.dedent('''
-        import mymodule
-        from distill.checkpoint import atomic_save, make_checkpoint
-        from distill.students import create_student
-        m = create_student("tiny-edited")
-        atomic_save(make_checkpoint(m, kind="student", arch="tiny-edited",
-                                    arch_args=m.arch_args, step=3), "run/last.pt")
-    ''')
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
-    (tmp_path / "run").mkdir()
-    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True,
-                   timeout=120)
+    _saved_run(tmp_path, "tiny-edited")
     edited = TINY.format(name="tiny-edited").replace(
         "self.head = nn.Conv2d(width, 12, 3, padding=1)",
         "self.head = nn.Conv2d(width, 12, 3, padding=1)\n        self.extra = nn.Conv2d(12, 12, 1)")
