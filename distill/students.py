@@ -622,18 +622,33 @@ def activation_bytes(model: nn.Module, h: int = 1080, w: int = 1920, bytes_per: 
     (batch 1, `bytes_per` a value: 4 for FP32), the frame in and out included, the weights
     not: what a device must hold, functional ops (torch.cat, x * y) counted as modules are.
     Freed as PyTorch frees them, a runtime's planner may reuse memory sooner or later."""
+    return _activations(model, h, w, bytes_per).peak
+
+
+def activation_traffic(model: nn.Module, h: int = 1080, w: int = 1920,
+                       bytes_per: int = 4) -> int:
+    """Bytes every op writes for one h x w frame (views none): the activation traffic an
+    accelerator moves through memory if nothing is fused, for a bandwidth estimate."""
+    return _activations(model, h, w, bytes_per).written
+
+
+def _activations(model: nn.Module, h: int, w: int, bytes_per: int):
+    """A forward pass of one frame on the meta device counting every op's new storage: its
+    `peak` alive at once (the frame in included) and what was `written` in all."""
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
     import weakref
 
-    class Live(TorchDispatchMode):
-        """Every op's new storage, alive until the last tensor on it goes (views share it)."""
+    class Count(TorchDispatchMode):
+        """A storage is alive until the last tensor on it goes (views and in-place ops share
+        it): weakref.finalize sees PyTorch free it."""
 
         def __init__(self, x: torch.Tensor):
             super().__init__()
             self.seen: weakref.WeakSet = weakref.WeakSet()
-            self.live = self.peak = 0
+            self.live = self.peak = self.written = 0
             self.add(x)
+            self.written = 0   # the frame in is read, not written
 
         def add(self, t: torch.Tensor) -> None:
             s = t.untyped_storage()
@@ -641,6 +656,7 @@ def activation_bytes(model: nn.Module, h: int = 1080, w: int = 1920, bytes_per: 
                 n = s.nbytes() // t.element_size() * bytes_per
                 self.seen.add(s)
                 self.live += n
+                self.written += n
                 self.peak = max(self.peak, self.live)
                 weakref.finalize(s, self.free, n)
 
@@ -655,10 +671,10 @@ def activation_bytes(model: nn.Module, h: int = 1080, w: int = 1920, bytes_per: 
             return out
 
     model, x = _meta_frame(model, h, w)
-    live = Live(x)
-    with torch.no_grad(), live:
+    count = Count(x)
+    with torch.no_grad(), count:
         model(x)
-    return live.peak
+    return count
 
 
 # By layout: a registry student's field depends on its architecture alone (the probe replaces

@@ -207,6 +207,19 @@ def test_macs_count_every_convolution_and_matrix_product_not_only_nn_conv2d():
     assert count_macs(Net(), 16, 32) == want
 
 
+class _Concat(nn.Module):
+    """Functional ops between two convs: x * 2, a concatenation, a slice (a view)."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.down = nn.Conv2d(3, 16, 1), nn.Conv2d(16, 3, 1)
+
+    def forward(self, x):
+        y = self.up(x)
+        y = torch.cat([y, y * 2], 1)
+        return x + self.down(y[:, :16])
+
+
 def test_activations_are_the_peak_alive_at_once_functional_ops_included():
     """activation_bytes summed the outputs of leaf modules: a functional op (torch.cat, x * y,
     F.relu) went uncounted (`fast` 486 MiB at 1080p, 831 with them), and a sum of what every
@@ -215,17 +228,16 @@ def test_activations_are_the_peak_alive_at_once_functional_ops_included():
     (16) and the concatenation (32)."""
     from distill.students import activation_bytes
 
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.up, self.down = nn.Conv2d(3, 16, 1), nn.Conv2d(16, 3, 1)
+    assert activation_bytes(_Concat(), 16, 32) == (3 + 16 + 16 + 32) * 16 * 32 * 4
 
-        def forward(self, x):
-            y = self.up(x)
-            y = torch.cat([y, y * 2], 1)
-            return x + self.down(y[:, :16])
 
-    assert activation_bytes(Net(), 16, 32) == (3 + 16 + 16 + 32) * 16 * 32 * 4
+def test_activation_traffic_is_what_every_op_writes():
+    """The edge card's bandwidth estimate (activations moved if nothing is fused) was the sum
+    of leaf modules' outputs, read off `sharpen models`: every op's output counts, the slice
+    (a view) none, the frame in none."""
+    from distill.students import activation_traffic
+
+    assert activation_traffic(_Concat(), 16, 32) == (16 + 16 + 32 + 3 + 3) * 16 * 32 * 4
 
 
 def test_models_teacher_rows_count_attention_too(capsys):
