@@ -11,8 +11,8 @@ Every number comes from a run made here (`benchmarks.latency.measure`, the same 
 calibrated-rounds scheme as pytest-benchmark, median reported). Quick mode (default): 1920x1080
 and 640x360, few rounds, QUICK_LIMIT held-out images; full mode: 1920x1080, 1280x720 and
 640x360, more rounds, every held-out image. Quick mode also leaves out the sizes at which a
-student's activations exceed QUICK_MAX_ACTIVATION_GB (the seed layout at 1080p), so that it fits
-in 4 GB of memory. A failed check still writes the report, then the
+student's activations alive at once exceed QUICK_MAX_ACTIVATION_GB (the seed layout at 1080p),
+so that it fits in 4 GB of memory. A failed check still writes the report, then the
 command exits 1. An interrupted run (Ctrl-C, SIGTERM) writes the report of the rows it finished,
 marked incomplete with those it did not reach listed (report.json "incomplete"), without
 figures, and the command exits 130 / 143.
