@@ -627,8 +627,9 @@ def activation_bytes(model: nn.Module, h: int = 1080, w: int = 1920, bytes_per: 
 
 def activation_traffic(model: nn.Module, h: int = 1080, w: int = 1920,
                        bytes_per: int = 4) -> int:
-    """Bytes every op writes for one h x w frame (views none): the activation traffic an
-    accelerator moves through memory if nothing is fused, for a bandwidth estimate."""
+    """Bytes of every op's new output for one h x w frame (views none, an in-place op's
+    none either): the activation traffic an accelerator moves through memory if nothing is
+    fused, for a bandwidth estimate."""
     return _activations(model, h, w, bytes_per).written
 
 
