@@ -4,6 +4,7 @@ config key named in every error about a data folder or checkpoint it points at."
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -35,9 +36,11 @@ def naming(key: str, value, hint: str | Callable[[], str] = ""):
             # it names is most often here under another path, not to be made again.
             hint += (f"{'; ' if hint else ''}or, if it was moved or copied from elsewhere, give "
                      f"{key}={kind}ITS_PATH_HERE")
-        # The sources speak the commands' option (GoPro's "try --gopro-blur blur"), which
-        # training refuses: its setting is the config key.
+        # The sources speak the commands' options (GoPro's "try --gopro-blur blur", a list
+        # to "give as --data"), which training refuses: its settings are config keys.
         msg = msg.replace("--gopro-blur ", "data.gopro_blur=")
+        # ("as --data", "inside: --data X"), not a command's ("`sharpen labels --data X`")
+        msg = re.sub(r"(\bas |: |, )--data(?![\w-]) ?", rf"\1{key}=", msg)
         raise type(e)(f"{key}={value}: {msg}{f' ({hint})' if hint else ''}") from None
 
 

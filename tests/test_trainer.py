@@ -4109,3 +4109,27 @@ def test_a_checkpoint_is_the_bytes_torch_save_writes_to_a_file(tmp_path):
     with open(tmp_path / "b.pt", "wb") as f:
         torch.save(obj, f)
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+def test_a_data_source_message_names_the_config_key_not_the_commands_data_flag(tmp_path):
+    """A paired folder whose names differ told train-teacher users to 'give the list as
+    --data', an option training has not: the sources speak evaluate's and labels' flag, which
+    training names as its key (as it names --gopro-blur's)."""
+    import cv2
+    import numpy as np
+    for side, suffix in (("blur", "_blur"), ("sharp", "_gt")):
+        (tmp_path / "pairs" / side).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(tmp_path / "pairs" / side / f"{i:04d}{suffix}.png"),
+                        np.zeros((64, 64, 3), np.uint8))
+    with pytest.warns(SharpenWarning, match="ignored"):
+        with pytest.raises(ValueError, match=r"give the list as data\.train=") as e:
+            train(tiny_cfg(tmp_path / "run", 1, **{"data.train": tmp_path / "pairs"}),
+                  quiet=True)
+    assert "--data" not in str(e.value), e.value
+    from distill.train_data import naming
+    with pytest.raises(ValueError) as e:   # a command to run keeps its flag
+        with naming("data.val", "v"):
+            raise ValueError("run `sharpen labels --data D --out v`, or inside: --data a, --data b")
+    assert str(e.value) == ("data.val=v: run `sharpen labels --data D --out v`, or inside: "
+                            "data.val=a, data.val=b"), e.value
