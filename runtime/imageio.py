@@ -773,6 +773,9 @@ def decode_bytes(data: bytes, where: str = "image", limit: Optional[int] = None)
         raise TypeError(f"decode_bytes: data must be bytes (an image file's contents), got "
                         f"{type(data).__name__}")
     data = bytes(data)
+    # Which budget to name: a caller's limit= is not raised by the environment variable
+    raise_it = ("raise it with the SHARPEN_MAX_PIXELS environment variable" if limit is None
+                else f"limit={limit}")
     limit = max_pixels() if limit is None else limit
     if not data:
         # Undecodable, not unreadable for now: reading it again gives the same 0 bytes.
@@ -784,8 +787,7 @@ def decode_bytes(data: bytes, where: str = "image", limit: Optional[int] = None)
             raise UndecodableImage(f"{where}: header gives an invalid size {w}x{h}")
         if w * h > limit:
             raise OverPixelBudget(f"{where}: {w}x{h} = {w * h:,} pixels exceeds the pixel "
-                                 f"budget of {limit:,} (raise it with the "
-                                 "SHARPEN_MAX_PIXELS environment variable)")
+                                  f"budget of {limit:,} ({raise_it})")
     if _truncated(data):
         raise UndecodableImage(f"{where}: truncated or damaged file (it has no end-of-image "
                                "marker)")
