@@ -40,6 +40,7 @@ if TYPE_CHECKING:   # for type checkers and editors, which do not run __getattr_
     from .image_sink import encode_bytes as encode_bytes
     from .imageio import ImageReadError as ImageReadError, OverPixelBudget as OverPixelBudget
     from .imageio import UndecodableImage as UndecodableImage, decode_bytes as decode_bytes
+    from .imageio import ImageDecodeOutOfMemory as ImageDecodeOutOfMemory
     from .pipeline import StreamInterrupted as StreamInterrupted
     from .pipeline import StreamOptions as StreamOptions, run_stream as run_stream
     from .prepost import FrameError as FrameError, FrameProcessor as FrameProcessor
@@ -61,7 +62,7 @@ _API = {
     "SharpenWarning": ".warn",
     "decode_bytes": ".imageio", "ImageReadError": ".imageio", "UndecodableImage": ".imageio",
     "OverPixelBudget": ".imageio", "encode_bytes": ".image_sink",
-    "ImageEncodeOutOfMemory": ".image_sink",
+    "ImageEncodeOutOfMemory": ".image_sink", "ImageDecodeOutOfMemory": ".imageio",
 }
 
 __all__ = sorted(_API)

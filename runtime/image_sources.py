@@ -88,6 +88,8 @@ class ImageSource(Source):
                     # Outputs are BGR; say which files that changes, one line each.
                     warn(f"{where}: {'; '.join(changes)}")
             except ImageReadError as e:
+                if isinstance(e, MemoryError) and len(self.names) == 1:
+                    raise   # the machine's, not the file's: as sharpening's (exit 1)
                 if len(self.names) == 1:
                     raise SourceError(str(e)) from None
                 # One bad file in a folder must not end the run: report it, go on, and let the

@@ -50,6 +50,11 @@ class OverPixelBudget(ImageReadError):
     unless the budget is raised."""
 
 
+class ImageDecodeOutOfMemory(ImageReadError, MemoryError):
+    """Decoding a file ran out of memory (a memory limit, a small board, other work): no fault
+    of the file's, unlike UndecodableImage; a MemoryError, as encoding's and sharpening's."""
+
+
 # How far a TIFF's chain of pages is followed in a URL's bytes: past any real scan batch or
 # stack, short of the 85 million directories a hostile 513 MB fetch can chain (each one
 # remembered to spot a loop: gigabytes).
@@ -796,11 +801,15 @@ def decode_bytes(data: bytes, where: str = "image", limit: Optional[int] = None)
         # kept off the terminal: the error or warning below names the file and says why.
         with native_stderr_captured(DECODER_NOISE) as said:
             img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error as e:
+    except (cv2.error, MemoryError) as e:
+        from .prepost import is_out_of_memory
+        if is_out_of_memory(e):   # OpenCV's "Insufficient memory" too: not the file's fault
+            shape = f"{size[0]}x{size[1]}, " if size else ""
+            raise ImageDecodeOutOfMemory(
+                f"{where}: out of memory decoding it ({shape}{len(data):,} bytes): give the "
+                "process more memory (README: peak memory)") from None
         raise UndecodableImage(f"{where}: the decoder failed "
                                f"({str(e).strip().splitlines()[-1]})") from None
-    except MemoryError:
-        raise ImageReadError(f"{where}: out of memory while decoding") from None
     if img is None:
         looks = what_it_looks_like(data[:256]).strip(" ()")
         if looks and "image" not in looks:   # a damaged JPEG or WebP is one

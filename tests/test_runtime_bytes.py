@@ -3,14 +3,17 @@ with the `runtime` API alone (no temporary files), each bad upload one exception
 handler maps to an answer."""
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 import zlib
 
 import cv2
 import numpy as np
 import pytest
 
-from runtime_fixtures import onnx_model, textured_frame
+from runtime_fixtures import REPO, onnx_model, textured_frame
 
 import runtime
 from runtime import FrameProcessor, load_backend
@@ -359,3 +362,32 @@ def test_like_takes_an_upload_its_caller_decoded_over_the_default_budget(monkeyp
     assert np.array_equal(got, frame)
     with pytest.raises(runtime.OverPixelBudget, match="^encode_bytes' like: 192x128"):
         runtime.encode_bytes(frame[..., :3], ".png", like=_png(cv2.resize(bgr, (192, 128))))
+
+
+_DECODE_UNDER_A_LIMIT = """
+import re, resource, sys
+import cv2, numpy  # noqa: F401 - loaded before the limit
+import runtime
+data = open(sys.argv[1], "rb").read()
+vm = int(re.search(r"VmSize:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (40 << 20), resource.RLIM_INFINITY))
+try:
+    runtime.decode_bytes(data, "big.png")
+except Exception as e:
+    print(isinstance(e, MemoryError), isinstance(e, runtime.UndecodableImage),
+          isinstance(e, runtime.ImageReadError), e)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+def test_an_upload_that_runs_out_of_memory_decoding_is_a_memory_error(tmp_path):
+    """OpenCV's 'Insufficient memory' decoding an 8K upload under a memory limit was raised as
+    UndecodableImage, which says the upload is at fault (the README's HTTP 400) and fails
+    again; it is a MemoryError (and still an ImageReadError: a folder's run goes on)."""
+    photo = tmp_path / "big.png"
+    cv2.imwrite(str(photo), np.full((4320, 7680, 3), 128, np.uint8))
+    res = subprocess.run([sys.executable, "-c", _DECODE_UNDER_A_LIMIT, str(photo)],
+                         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=120)
+    assert res.stdout.startswith("True False True big.png: out of memory decoding it "
+                                 "(7680x4320"), res.stdout + res.stderr

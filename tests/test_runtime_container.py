@@ -750,6 +750,26 @@ def test_tile_sharpens_the_frame_that_ran_out_of_memory_under_the_same_limit(tmp
     assert cv2.imread(str(out)).shape == (4320, 7680, 3)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+def test_a_photo_too_big_to_decode_under_the_limit_is_said_as_out_of_memory(tmp_path,
+                                                                          onnx_model):
+    """An 8K photo that OpenCV could not decode under a memory limit ended with 'the decoder
+    failed (... Insufficient memory ...)', exit 2 (a usage error, which a restart repeats): it
+    is the out-of-memory line of encoding and sharpening, exit 1."""
+    import cv2
+    import numpy as np
+    photo = tmp_path / "big.png"
+    cv2.imwrite(str(photo), np.full((4320, 7680, 3), 128, np.uint8))
+    res = subprocess.run([sys.executable, "-c", _under_a_memory_limit(60),
+                          "run", "--model", str(onnx_model), "--source", str(photo),
+                          "--out", str(tmp_path / "out.png"), "--quiet"],
+                         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        f"sharpen run: error: {photo}: out of memory decoding it (7680x4320"), res.stderr
+
+
 _CAPPED_AT_THE_WRITE = """
 import re, resource, sys
 from {module} import main

@@ -460,7 +460,9 @@ def test_each_kind_of_failure_a_handler_catches_is_named_in_the_api(onnx_model):
              "FrameOutOfMemory": MemoryError, "SourceError": RuntimeError,
              "SinkError": RuntimeError,
              # encode_bytes' (an answer too big to encode), as FrameOutOfMemory is the model's
-             "ImageEncodeOutOfMemory": MemoryError}
+             "ImageEncodeOutOfMemory": MemoryError,
+             # decode_bytes' (memory, not the upload, at fault), an ImageReadError as well
+             "ImageDecodeOutOfMemory": MemoryError}
     for name, base in kinds.items():
         assert name in runtime.__all__ and issubclass(getattr(runtime, name), base), name
     backend = load_backend(onnx_model, threads=1)
