@@ -18,7 +18,7 @@ from .imageio import (IMAGE_EXTS, MAX_PNG_ICC_BYTES, decode_bytes, icc_problem, 
                       shown_path, with_icc_profile)
 from .options import option
 from .output_paths import folders_to_make, make_folder, remove_if_empty
-from .prepost import to_8bit
+from .prepost import FrameError, check_frame, to_8bit
 from .sinks import Sink, SinkError
 from .warn import warn
 
@@ -181,8 +181,9 @@ def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = 
     without), ".webp" lossless without one; with `like`, the input file's bytes, its alpha
     channel and greyness, colour profile (ICC) and EXIF (GPS position included; Orientation 1:
     decode_bytes turned the pixels upright) kept as `sharpen run` keeps them, the EXIF left out
-    with `metadata=False` (`--no-metadata`'s). SinkError where the format cannot hold it,
-    ImageEncodeOutOfMemory where memory runs out."""
+    with `metadata=False` (`--no-metadata`'s). FrameError for an image FrameProcessor would
+    refuse too, SinkError where the format cannot hold it, ImageEncodeOutOfMemory where
+    memory runs out."""
     if not isinstance(ext, str) or ext.lower() not in IMAGE_EXTS:
         raise ValueError(f"encode_bytes: ext must be one of {', '.join(sorted(IMAGE_EXTS))}, "
                          f"got {ext!r}")
@@ -190,6 +191,10 @@ def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = 
                                     and not isinstance(quality, bool) and 1 <= quality <= 100):
         # 0 was written at 95 and 150 as OpenCV clamps it, both without a word
         raise ValueError(f"encode_bytes: quality must be 1 to 100, got {quality!r}")
+    try:   # None (cv2.imread's failure), a float or batch: refused as FrameProcessor does
+        check_frame(image)
+    except FrameError as e:
+        raise FrameError(f"encode_bytes: image: {e}") from None
     layout = None
     if like is not None:
         from .image_sources import Layout, photo_metadata

@@ -35,12 +35,10 @@ def conversions(frame: np.ndarray) -> list[str]:
     return out
 
 
-def to_bgr(frame: np.ndarray, warn: bool = True, order: str = "BGR") -> np.ndarray:
-    """Any supported frame -> HxWx3 BGR of the same depth (uint8 or uint16). Grayscale and BGRA
-    are converted (warned once unless `warn` is False: an image source names each file
-    itself); other dtypes and shapes raise FrameError. `order`: the channel order the caller
-    takes ("RGB": FrameProcessor(rgb=True), which hands over a swapped view), as the messages
-    name it."""
+def check_frame(frame: Any, order: str = "BGR") -> None:
+    """FrameError where `frame` is not one the runtime takes: a numpy array, uint8 or uint16,
+    HxW or HxWx1, 3 or 4, not empty (FrameProcessor's input, encode_bytes' image). `order`:
+    the channel order the caller takes, as the messages name it."""
     if frame is None:   # OpenCV's answer to an image it cannot read, passed on unchecked
         raise FrameError(f"expected a numpy image array (HxWx3 {order} uint8 or uint16), got "
                          "None (cv2.imread and cv2.imdecode give None for an image they cannot "
@@ -53,18 +51,27 @@ def to_bgr(frame: np.ndarray, warn: bool = True, order: str = "BGR") -> np.ndarr
                          f"uint16{_dtype_hint(frame.dtype, order)}")
     if frame.ndim in (2, 3) and 0 in frame.shape[:2]:
         raise FrameError(f"empty frame of shape {frame.shape}")
-    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+    if not (frame.ndim == 2 or frame.ndim == 3 and frame.shape[2] in (1, 3, 4)):
+        raise FrameError(f"unsupported frame shape {frame.shape}: expected HxW, HxWx1, HxWx3 or "
+                         f"HxWx4{_shape_hint(frame.shape)}")
+
+
+def to_bgr(frame: np.ndarray, warn: bool = True, order: str = "BGR") -> np.ndarray:
+    """Any supported frame -> HxWx3 BGR of the same depth (uint8 or uint16). Grayscale and BGRA
+    are converted (warned once unless `warn` is False: an image source names each file
+    itself); other dtypes and shapes raise FrameError (`check_frame`). `order`: the channel
+    order the caller takes ("RGB": FrameProcessor(rgb=True), which hands over a swapped view),
+    as the messages name it."""
+    check_frame(frame, order)
+    if frame.ndim == 2 or frame.shape[2] == 1:
         if warn:   # per frame: the warnings filter shows it once, not 30 times a second
             _warn(f"grayscale frames are converted to {order}")
         return cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
-    if frame.ndim == 3 and frame.shape[2] == 4:
+    if frame.shape[2] == 4:
         if warn:
             _warn("BGRA frames are converted to BGR (alpha dropped)")
         return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-    if frame.ndim == 3 and frame.shape[2] == 3:
-        return frame
-    raise FrameError(f"unsupported frame shape {frame.shape}: expected HxW, HxWx1, HxWx3 or HxWx4"
-                     f"{_shape_hint(frame.shape)}")
+    return frame
 
 
 def _type_hint(frame: Any, order: str) -> str:

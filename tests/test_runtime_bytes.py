@@ -391,3 +391,18 @@ def test_an_upload_that_runs_out_of_memory_decoding_is_a_memory_error(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.stdout.startswith("True False True big.png: out of memory decoding it "
                                  "(7680x4320"), res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("image, said", [
+    (None, r"got None \(cv2\.imread"),
+    (np.zeros((8, 8, 3), np.float32), r"dtype float32.*np\.clip"),
+    (np.zeros((2, 8, 8, 3), np.uint8), r"shape \(2, 8, 8, 3\).*a batch"),
+    (np.zeros((8, 8, 5), np.uint8), r"shape \(8, 8, 5\)"),
+])
+def test_encode_bytes_refuses_what_frame_processor_refuses(image, said):
+    """encode_bytes took anything: None (cv2.imread's failure) raised AttributeError, a float
+    image was written black by OpenCV's fallback to 8 bits, a batch or five channels got
+    OpenCV's assertion. It raises FrameError, in FrameProcessor's words, as FrameProcessor
+    does for the same frame."""
+    with pytest.raises(runtime.FrameError, match=r"encode_bytes: image: .*" + said):
+        runtime.encode_bytes(image, ".png")
