@@ -14,8 +14,8 @@ import numpy as np
 
 from .atomic import atomic_path, atomic_write_bytes, remove_killed_writes, sync_files
 from .exif import has_gps, with_exif
-from .imageio import (IMAGE_EXTS, MAX_PNG_ICC_BYTES, decode_bytes, icc_problem, max_pixels,
-                      shown_path, with_icc_profile)
+from .imageio import (IMAGE_EXTS, MAX_PNG_ICC_BYTES, decode_bytes, icc_problem, is_cmyk,
+                      max_pixels, shown_path, with_icc_profile)
 from .options import option
 from .output_paths import folders_to_make, make_folder, remove_if_empty
 from .prepost import FrameError, check_frame, to_8bit
@@ -197,12 +197,14 @@ def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = 
         raise FrameError(f"encode_bytes: image: {e}") from None
     layout = None
     if like is not None:
-        from .image_sources import Layout, photo_metadata
+        from .image_sources import Layout, cmyk_note, photo_metadata
         like = bytes(like)
         # Up to the result's size too: its caller decoded it, maybe under a larger limit=.
         original = decode_bytes(like, "encode_bytes' like",
                                 max(max_pixels(), image.shape[0] * image.shape[1]))
         icc, exif = photo_metadata(like)
+        if is_cmyk(like):   # a print file: said, as sharpen run says it
+            warn(f"encode_bytes: like='s upload is {cmyk_note(icc)}")
         layout = Layout.of(original, icc, exif if metadata else None)
         # Alpha and grey, which FrameProcessor's BGR result lost, go back onto a result of
         # the upload's size (not one resized since, nor one already in their layout).

@@ -73,9 +73,7 @@ class ImageSource(Source):
                 data = self._bytes(i) if self.layouts is not None else b""
                 icc, exif = photo_metadata(data) if data else (None, None)
                 if is_cmyk(data):   # a print file, sent on to print as RGB unless said
-                    warn(f"{where}: CMYK, sharpened and written as RGB (not colour-managed: "
-                         "OpenCV's plain formula)" + ("; its CMYK colour profile is left out"
-                                                      if icc and icc[16:20] == b"CMYK" else ""))
+                    warn(f"{where}: {cmyk_note(icc)}")
                 layout = (Layout(icc=icc) if icc else None) if self.profile_only else \
                     Layout.of(img, icc, exif if self.keep_exif else None)
                 try:
@@ -136,6 +134,12 @@ class ImageSource(Source):
         """Image `i`'s frames, where it is an animation: an upload's APNG or animated WebP
         came out as a still of its first frame without a word."""
         return animation_frames(self.paths[i])
+
+
+def cmyk_note(icc: Optional[bytes]) -> str:
+    """What becomes of a CMYK input (`is_cmyk`): sharpen run's words and encode_bytes'."""
+    return ("CMYK, sharpened and written as RGB (not colour-managed: OpenCV's plain formula)"
+            + ("; its CMYK colour profile is left out" if icc and icc[16:20] == b"CMYK" else ""))
 
 
 def photo_metadata(data: bytes) -> tuple[Optional[bytes], Optional[bytes]]:

@@ -406,3 +406,20 @@ def test_encode_bytes_refuses_what_frame_processor_refuses(image, said):
     does for the same frame."""
     with pytest.raises(runtime.FrameError, match=r"encode_bytes: image: .*" + said):
         runtime.encode_bytes(image, ".png")
+
+
+def test_a_cmyk_upload_is_said_to_become_rgb_as_sharpen_run_says():
+    """sharpen run says a print file (CMYK) is sharpened and written as RGB, its CMYK profile
+    left out; encode_bytes(..., like=upload) answered it as RGB without a word."""
+    import io
+
+    from PIL import Image
+    from runtime_fixtures import runtime_warnings
+
+    buf = io.BytesIO()
+    Image.fromarray(textured_frame(0)[..., ::-1].copy()).convert("CMYK").save(buf, "TIFF")
+    upload = buf.getvalue()
+    with runtime_warnings() as said:
+        runtime.encode_bytes(runtime.decode_bytes(upload), ".png", like=upload)
+    assert said == ["encode_bytes: like='s upload is CMYK, sharpened and written as RGB (not "
+                    "colour-managed: OpenCV's plain formula)"], said
