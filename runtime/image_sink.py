@@ -200,8 +200,9 @@ def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = 
         from .image_sources import Layout, cmyk_note, photo_metadata
         like = bytes(like)
         # Up to the result's size too: its caller decoded it, maybe under a larger limit=.
-        original = decode_bytes(like, "encode_bytes' like",
-                                max(max_pixels(), image.shape[0] * image.shape[1]))
+        # (None: SHARPEN_MAX_PIXELS's, which its refusal then names)
+        size = image.shape[0] * image.shape[1]
+        original = decode_bytes(like, "encode_bytes' like", size if size > max_pixels() else None)
         icc, exif = photo_metadata(like)
         if is_cmyk(like):   # a print file: said, as sharpen run says it
             warn(f"encode_bytes: like='s upload is {cmyk_note(icc)}")

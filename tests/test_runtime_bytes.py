@@ -423,3 +423,13 @@ def test_a_cmyk_upload_is_said_to_become_rgb_as_sharpen_run_says():
         runtime.encode_bytes(runtime.decode_bytes(upload), ".png", like=upload)
     assert said == ["encode_bytes: like='s upload is CMYK, sharpened and written as RGB (not "
                     "colour-managed: OpenCV's plain formula)"], said
+
+
+def test_a_like_upload_over_the_budget_names_the_variable_that_raises_it(monkeypatch):
+    """like= is decoded under SHARPEN_MAX_PIXELS (or the result's size, where larger): its
+    refusal named 'limit=', a keyword the caller never gave."""
+    monkeypatch.setenv("SHARPEN_MAX_PIXELS", "1000")
+    with pytest.raises(runtime.OverPixelBudget, match=r"96x64 = 6,144 pixels exceeds the pixel "
+                                                      r"budget of 1,000 \(raise it with the "
+                                                      r"SHARPEN_MAX_PIXELS environment"):
+        runtime.encode_bytes(textured_frame(0)[:8, :8], ".png", like=_png(textured_frame(0)))
