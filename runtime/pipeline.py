@@ -50,7 +50,7 @@ from .source_spec import is_glob, source_label
 from .stats import (LiveReporter, Stats, StatsFile, stats_file_or_none, stats_paths,
                     write_stats_atomic)
 from .tiling import tiling_warnings
-from .segment_sink import SegmentSink, check_segment, segments_shown
+from .segment_sink import SegmentSink, check_segment, segments_shown, set_aside_after
 from .video_codecs import (FILE_PRESET, codec_problems, crf_used, encoded_by_ffmpeg,
                            preset_used)
 from .video_sink import VideoFileSink, refuse_lossless
@@ -387,7 +387,7 @@ def run_stream(model: Union[str, Path, Backend],
     if o.codec == "ffv1":   # OpenCV's FFV1, as --lossless writes it
         o = replace(o, lossless=True)
     if o.segment:
-        _check_segmented_output(output, o.resume, flags)
+        _check_segmented_output(output, flags)
     # numpy's numbers pass the checks; the stats (JSON) take Python's.
     o = replace(o, **{k: (int if whole else float)(getattr(o, k)) for k, whole in _NUMBERS.items()
                       if getattr(o, k) is not None})
@@ -466,7 +466,7 @@ def run_stream(model: Union[str, Path, Backend],
     return summary
 
 
-def _check_segmented_output(output: Any, resume: bool, flags: bool) -> None:
+def _check_segmented_output(output: Any, flags: bool) -> None:
     """SinkError, before anything is opened, where --segment cannot cut the output."""
     seg = option("segment", flags=flags)
     if output is None or isinstance(output, Sink) or is_stdio(output) \
@@ -477,9 +477,6 @@ def _check_segmented_output(output: Any, resume: bool, flags: bool) -> None:
         raise SinkError(f"{seg} cuts a video file {option('output', flags=flags)} into files; "
                         f"{named} (give a video file, e.g. "
                         f"{option('output', 'rec.ts', flags)})")
-    if resume:
-        raise SinkError(f"{option('resume', flags=flags)} does not apply to {seg}: each "
-                        "segment is closed whole, and a rerun numbers its segments on")
 
 
 def _ended_status(summary: dict[str, Any], exc: Optional[BaseException] = None) -> str:
@@ -789,7 +786,8 @@ class _Stream:
                                           src.live)
             return 0
         out = Path(output)
-        kind = "video" if _video_sink_for(out) else "images"
+        kind = ("images" if not _video_sink_for(out) else "segments" if o.segment
+                else "video")
         # The tile its frames are run at: without one, whole up to the automatic tiling's
         # size, as a record from before that rule holds it (0), else its tile.
         tile = o.tile if o.tile is not None else (
@@ -797,18 +795,20 @@ class _Stream:
         now = resume_mod.identity(self.backend.path, str(src.target), src.frame_count,
                                   {"tile": tile, "overlap": o.overlap, "fps": o.fps,
                                    "compare": o.compare, "view": o.view if o.compare else None,
-                                   "lossless": o.lossless and kind == "video",
+                                   "lossless": o.lossless and kind != "images",
                                    # ffmpeg's encode, which --resume does not join
-                                   "codec": o.codec if kind == "video"
+                                   "codec": o.codec if kind != "images"
                                    and encoded_by_ffmpeg(o.codec) else None,
                                    # as encoded: a --crf 18 given is h264's default
-                                   "crf": crf_used(o.codec, o.crf) if kind == "video"
+                                   "crf": crf_used(o.codec, o.crf) if kind != "images"
                                    else None,
                                    # as encoded, a resumed file's default (a record from
                                    # before the option: medium) left unrecorded
-                                   "encoder_preset": _preset_recorded(o) if kind == "video"
+                                   "encoder_preset": _preset_recorded(o) if kind != "images"
                                    else None,
-                                   "quality": o.quality if kind == "images" else None},
+                                   "quality": o.quality if kind == "images" else None,
+                                   # which frames each segment holds
+                                   "segment": o.segment if kind == "segments" else None},
                                   kind, self.video_fps, getattr(src, "average_fps", None))
         self.output, self.resume_record = out, now
         self.progress = {"next": 0, "slots": 0}
@@ -823,6 +823,8 @@ class _Stream:
                                       "started_ns": self.progress["started_ns"]})
 
             self.progress["first"] = first
+        if kind == "segments":
+            self._keep_segment_records(now)
         if not resume:
             return 0
         named = option("output", out, self.flags)
@@ -844,6 +846,8 @@ class _Stream:
                        "video there" if not start else "it was changed since the run stopped")
                 raise resume_mod.ResumeError(f"{what}: {named}: {why}; run without "
                                              f"{what} to start from the first frame")
+        elif kind == "segments":
+            start, slots = self._segments_resumed(record, out)
         else:
             start = resume_mod.images_done(out, since_ns=record.get("started_ns"))
             slots = start
@@ -857,18 +861,88 @@ class _Stream:
         if start and src.frame_count and start >= src.frame_count:
             raise resume_mod.ResumeError(f"{what}: {named} holds every frame of "
                                          f"{src.spec} already")
+        if kind == "segments":
+            self._set_aside_cut_segments(record, out)
         if start:
             # A folder's record tells the frame before `start` where the images in it end
             # at the stop's (not after a killed run's); else the source is read up to it.
             digest = (record.get("last_digest")
-                      if kind == "video" or record.get("next") == start else None)
+                      if kind != "images" or record.get("next") == start else None)
             how = src.start_at(start, digest, self.notifier.progress
                                if self.notifier is not None else None)
             if self.note:
+                held = (f"{segments_shown(out)} hold" if kind == "segments"
+                        else f"{out} holds")
                 self.note(f"resuming at frame {start} of {src.spec} ("
                           f"{'seek' if how == 'seek' else 'read from the start'}); "
-                          f"{out} holds the frames before it")
+                          f"{held} the frames before it")
         return start
+
+    def _keep_segment_records(self, now: dict[str, Any]) -> None:
+        """A --segment run's record, saved as each segment closes whole (a run killed outright
+        leaves its closed segments, which --resume goes on after): how far the frames in it
+        got, and that segment, which --resume checks is still as it closed. A fresh run's
+        replaces an earlier run's at its first frame, naming no segment yet."""
+        seg = _inner_sink(self.sink, SegmentSink)
+        out, sealed = self.output, {}
+        if not self.o.resume:
+            self.progress["first"] = lambda: resume_mod.save(
+                out, {**now, "next": 0, "slots": 0, "first_number": seg.first_number})
+
+        def snapshot() -> dict[str, Any]:
+            # self.progress at the time: a resumed run's is the record's, set after this
+            progress = self.progress
+            taken = {k: progress[k] for k in ("next", "origin", "m_prev", "slack")
+                     if k in progress}
+            if "last" in progress:
+                taken["last_digest"] = resume_mod.frame_digest(progress["last"])
+            return taken
+
+        def whole(path: Path, number: int, slots: int, taken: dict[str, Any]) -> None:
+            if not sealed:   # the model hashed once, in the closing thread
+                sealed.update(resume_mod.sealed(now))
+            try:
+                resume_mod.save(out, {**sealed, **taken, "slots": slots,
+                                      "segment_file": path.name, "segment_number": number,
+                                      "segment_stat": resume_mod.output_stat(path)})
+            except OSError as exc:
+                warn(f"{option('output', segments_shown(out), self.flags)}: cannot keep the "
+                     f"record {option('resume', True, self.flags)} goes on from after "
+                     f"{path.name} ({exc.strerror or exc})")
+
+        seg.snapshot, seg.on_whole = snapshot, whole
+
+    def _segments_resumed(self, record: dict[str, Any], out: Path) -> tuple[int, int]:
+        """The source frame and video slot a --segment run resumes at: after the last segment
+        the stopped run closed whole, which must be there as it closed."""
+        what = option("resume", True, self.flags)
+        if "segment_file" not in record:   # stopped before its first segment closed whole
+            return 0, 0
+        last = out.parent / record["segment_file"]
+        try:
+            there = resume_mod.output_stat(last)
+        except OSError:
+            there = None
+        # Gone where --keep-segments or --keep-gb bound them: removed as the cut one closed.
+        pruned = there is None and bool(self.o.keep_segments or self.o.keep_gb)
+        if there != record.get("segment_stat") and not pruned:
+            why = "is not there" if there is None else "was changed since the run stopped"
+            raise resume_mod.ResumeError(
+                f"{what}: {option('output', out, self.flags)}: its last whole segment, "
+                f"{last}, {why}; run without {what} to start from the first frame")
+        seg = _inner_sink(self.sink, SegmentSink)
+        seg.frames = int(record.get("slots", 0))   # the sound of the next is from there
+        return int(record.get("next", 0)), seg.frames
+
+    def _set_aside_cut_segments(self, record: dict[str, Any], out: Path) -> None:
+        """The stopped run's segments after its last whole one (the one a stop cut short, a
+        killed run's already set aside) are kept as interrupted, not as part of the
+        recording: their frames are sharpened again into the segments numbered on."""
+        after = record.get("segment_number", record.get("first_number", 0) - 1)
+        for old, kept in set_aside_after(out, after):
+            if self.note:
+                self.note(f"{old.name} was cut short by the stop: kept as {kept.name}, its "
+                          "frames sharpened again")
 
     def _keep_metadata(self, o: StreamOptions) -> None:
         """Tell the video output whether to carry its source's metadata (--no-metadata); and
@@ -1041,6 +1115,8 @@ class _Stream:
                 resume_mod.save_made(out, resume_mod.sealed(rec), self.kept_makers)
             return
         if "last" not in p:   # no frame of this run's reached the output
+            return
+        if rec["output"] == "segments":   # kept as each segment closed whole
             return
         if rec["output"] == "video":
             # Only where this run's video took the name: one discarded (a full disk, a join

@@ -33,13 +33,13 @@ VERSION = 1
 # The options that change the frames written (the provider and threads change no pixel
 # beyond float rounding, and --max-frames only where it stops).
 SHAPING = ("tile", "overlap", "fps", "compare", "view", "lossless", "quality", "codec",
-           "crf", "encoder_preset")
+           "crf", "encoder_preset", "segment")
 # Those of image outputs alone: compared where this run's identity holds them (a video's has
 # none, and its record from before them too).
 IMAGE_SHAPING = ("exif",)
 # A shaping option's value in a record written before it was one.
 UNRECORDED = {"lossless": False, "quality": None, "codec": None, "crf": None,
-              "encoder_preset": None, "exif": True}
+              "encoder_preset": None, "exif": True, "segment": None}
 # Where a rerun keeps the outputs there, those that tell their pixels apart only within the
 # tiling tolerance (README: peak memory), or not at all for images, are not compared.
 RERUN_IGNORED = ("tile", "overlap", "fps")
@@ -97,7 +97,7 @@ def identity(model: str | os.PathLike, source: str, frame_count: Optional[int],
     st, mst = os.stat(source), os.stat(model)
     src: dict[str, Any] = {"file": os.path.abspath(source), "size": st.st_size,
                            "mtime_ns": st.st_mtime_ns, "frame_count": frame_count}
-    if output_kind == "video" and fps:
+    if output_kind in ("video", "segments") and fps:
         src.update(fps=fps, average_fps=average_fps)
     return {"model": {"file": os.path.abspath(model), "size": mst.st_size,
                       "mtime_ns": mst.st_mtime_ns},

@@ -27,7 +27,7 @@ import numpy as np
 
 from .options import is_number, option
 from .sinks import raised_first
-from .video_sink import VideoFileSink, left_by_killed_run, remove_killed_copies
+from .video_sink import VideoFileSink, _move_aside, left_by_killed_run, remove_killed_copies
 from .warn import reworded, warn
 
 NUMBER_WIDTH = 6
@@ -61,6 +61,25 @@ def existing_segments(base: Path) -> list[tuple[int, Path]]:
             if m := name.match(p.name):
                 found.append((int(m.group(1)), p))
     return sorted(found)
+
+
+def set_aside_after(base: Path, after: int) -> list[tuple[Path, Path]]:
+    """`base`'s segments numbered past `after` (a stopped run's cut last one), renamed
+    NAME.interrupted-TIME.EXT as a killed run's are: kept, but no longer counted as part of
+    the recording that --resume goes on with. (old, new) of each."""
+    moved = []
+    for number, path in existing_segments(base):
+        if number <= after or ".interrupted-" in path.name:
+            continue
+        try:
+            when = time.localtime(path.stat().st_mtime)
+        except FileNotFoundError:
+            continue
+        kept = _move_aside(path, path.with_name(
+            f"{path.stem}.interrupted-{time.strftime('%Y%m%d-%H%M%S', when)}{path.suffix}"))
+        if kept is not None:
+            moved.append((path, kept))
+    return moved
 
 
 class SegmentSink(VideoFileSink):
@@ -98,6 +117,10 @@ class SegmentSink(VideoFileSink):
         # of every segment it closed were there, where --keep-segments had removed most.
         self.first_number = self.next_number
         self.removed_own = 0
+        # --resume's record (pipeline): `snapshot` takes the run's progress as a segment ends
+        # whole, `on_whole(path, number, slots, taken)` keeps it once that segment closed.
+        self.snapshot: Optional[Callable[[], dict[str, Any]]] = None
+        self.on_whole: Optional[Callable[[Path, int, int, dict[str, Any]], None]] = None
 
     def _recover_killed(self) -> None:
         """A killed run's segment under its temporary name: kept or removed as a killed run's
@@ -166,17 +189,22 @@ class SegmentSink(VideoFileSink):
         # `current`, for `close` to close whole rather than hidden and never released.
         self._join_closing()
         seg, self.current = self.current, None
+        # Taken here, in the writing thread, before the next segment's first frame: the
+        # progress then is where this one ends.
+        taken = (self.snapshot() if self.snapshot is not None
+                 and seg.frames >= self.frames_each else None)
+        whole = (self.next_number - 1, self.frames, taken) if taken is not None else None
         if seg._encoded_colours[0]:   # --codec: the colours ffmpeg tagged its segments with,
             self._encoded_colours = seg._encoded_colours   # which --stats' `video` names
         if wait:
-            self._finish(seg)
+            self._finish(seg, whole)
             return
         done = threading.Event()
         try:
-            threading.Thread(target=self._finish_apart, args=(seg, done),
+            threading.Thread(target=self._finish_apart, args=(seg, done, whole),
                              name="sharpen-segment-close", daemon=True).start()
         except RuntimeError:   # no thread to be had (a container's pids.max): closed here
-            self._finish(seg)
+            self._finish(seg, whole)
             return
         self._closing = done
 
@@ -190,9 +218,10 @@ class SegmentSink(VideoFileSink):
             exc, self._close_error = self._close_error, None
             raise exc
 
-    def _finish_apart(self, seg: VideoFileSink, done: threading.Event) -> None:
+    def _finish_apart(self, seg: VideoFileSink, done: threading.Event,
+                      whole: Optional[tuple] = None) -> None:
         try:
-            self._finish(seg)
+            self._finish(seg, whole)
         except BaseException as exc:  # noqa: BLE001 - raised in the writing thread
             self._close_error = exc
             if self.on_close_error is not None:
@@ -203,7 +232,9 @@ class SegmentSink(VideoFileSink):
         finally:
             done.set()
 
-    def _finish(self, seg: VideoFileSink) -> None:
+    def _finish(self, seg: VideoFileSink, whole: Optional[tuple] = None) -> None:
+        """Close `seg`; `whole`: (its number, the slots up to its end, the progress then),
+        given `on_whole` with its path once it closed under its name."""
         with self._once(seg):
             seg.close()
         # A segment's copy carried the source's tags (its place among them): --stats' `video`
@@ -216,6 +247,8 @@ class SegmentSink(VideoFileSink):
             if self.stats_info is not None:
                 self.stats_info["segments_closed"] = self.closed_count
                 self.stats_info["segment_frames"] = self.frames_closed
+            if whole is not None and self.on_whole is not None:
+                self.on_whole(seg.path, *whole)
             self._prune()
 
     def _prune(self) -> None:

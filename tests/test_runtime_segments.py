@@ -78,7 +78,7 @@ def test_keep_segments_removes_the_oldest_and_a_rerun_numbers_on(model, tmp_path
 @pytest.mark.parametrize("argv, said", [
     (["--out", "-"], "--segment cuts a video file --out into files; --out - is a stream"),
     (["--out", "{tmp}/frames"], "--segment cuts a video file --out into files"),
-    (["--out", "{tmp}/rec.mp4", "--resume"], "--resume does not apply to --segment"),
+    (["--out", "{tmp}/rec.mp4", "--resume"], "--resume: no stopped run into --out"),
     (["--out", "{tmp}/rec.mp4", "--segment", "0"], "--segment must be a number of seconds"),
     (["--out", "{tmp}/rec.mp4", "--keep-segments", "0"], "--keep-segments must be"),
 ])
