@@ -322,8 +322,9 @@ class VideoFileSink(Sink):
             # a timecode track there held the joined video's start at 0 and its frames 23 ms
             # behind their sound, so it is timed from its first frame (in point), which MP4's
             # index seeks exactly (an MPEG-TS's seek lost its first 12 frames).
+            iso = self.path.suffix.lower() in ISO_EXTS
             first = (_first_time(self.joined, self._join_ffmpeg, "v:0", copyts=True)
-                     if self.path.suffix.lower() in ISO_EXTS else None)
+                     if iso else None)
             inpoint = f"inpoint {first:.6f}\n" if first is not None else ""
             seconds = (0.0 if inpoint else video_lead(self.joined, self._join_ffmpeg)) \
                 + self.joined_frames / self.fps
@@ -354,8 +355,12 @@ class VideoFileSink(Sink):
                                    for r in tries]:
                 given = ["-i", os.fspath(source)] if tags and carried else []
                 try:
+                    # -copyts: ffmpeg moved every time by the joined input's start, its
+                    # sound's encoder delay, which an H.264 part's first picture (its B-frames'
+                    # decode time before 0) then kept: every picture 23 ms behind its sound.
                     done = _run([self._join_ffmpeg, "-hide_banner", "-nostdin", "-loglevel",
-                                 "error", "-y", "-f", "concat", "-safe", "0", "-i",
+                                 "error", "-y", *(["-copyts"] if iso else []),
+                                 "-f", "concat", "-safe", "0", "-i",
                                  str(listing), *given, "-map", "0:v:0", "-c", "copy",
                                  *renumber, *tags, str(joined)], limit)
                 except subprocess.TimeoutExpired:
