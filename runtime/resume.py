@@ -273,7 +273,8 @@ def load(output: str | os.PathLike, flags: bool = False) -> dict[str, Any]:
                               f"before it closed the video, which is what {what} goes on "
                               f"with: its frames are in {left.name}, which the run without "
                               f"{what} keeps beside it as an interrupted recording (an image "
-                              f"folder --out resumes even after a kill); {again}") from None
+                              f"folder {option('output', flags=flags)} resumes even after a "
+                              f"kill); {again}") from None
         raise ResumeError(f"{what}: no stopped run into {named} to go on with ({path.name} is "
                           f"not there: the run finished, or never started); {again}") from None
     except (OSError, ValueError) as exc:

@@ -1258,3 +1258,17 @@ def test_a_resumed_segmented_run_stopped_again_resumes_again(made, tmp_path):
         r.stderr
     whole = [p for p in _segments_of(tmp_path) if ".interrupted-" not in p.name]
     assert [len(frames_and_times(p)[0]) for p in whole] == [10] * 9
+
+
+def test_resume_after_a_killed_video_run_names_an_apps_keywords_not_flags(tmp_path):
+    """run_stream(..., resume=True) after a killed run: its message named --out, a flag the
+    app never gave."""
+    from runtime.resume import ResumeError, load
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    out = tmp_path / "sharp.mp4"
+    (tmp_path / f".sharp.{gone.pid}.abc123.partial.mp4").write_bytes(b"frames")
+    with pytest.raises(ResumeError) as said:
+        load(out)
+    assert "was killed" in str(said.value) and "--" not in str(said.value), said.value
+    assert "(an image folder output resumes even after a kill)" in str(said.value)
