@@ -16,11 +16,9 @@ frames are not given again.
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -287,12 +285,10 @@ def load(output: str | os.PathLike, flags: bool = False) -> dict[str, Any]:
 def killed_video(output: str | os.PathLike) -> Optional[Path]:
     """The video a run into `output` killed outright left under its hidden name
     (runtime/video_sink.py `_temp_file`), which names the run's process, now gone; else None."""
-    from .video_sink import left_by_killed_run
+    from .video_sink import left_by_killed_run, recordings_beside
     p = Path(output)
-    mine = re.compile(rf"^\.{re.escape(p.stem)}\.(\d+)\.[^.]+\.partial{re.escape(p.suffix)}$")
-    for left in sorted(p.parent.glob(f".{glob.escape(p.stem)}.*.partial"
-                                     f"{glob.escape(p.suffix)}")):
-        if (m := mine.match(left.name)) and left_by_killed_run(int(m.group(1)), p):
+    for left, pid in recordings_beside(p):
+        if left_by_killed_run(pid, p):
             return left
     return None
 

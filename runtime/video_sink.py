@@ -110,6 +110,16 @@ def left_by_killed_run(pid: int, output: Path) -> bool:
     return not _pid_alive(pid)
 
 
+def recordings_beside(output: Path) -> list[tuple[Path, int]]:
+    """The recordings into `output` under their hidden names (`VideoFileSink._temp_file`),
+    each with the process its name gives."""
+    mine = re.compile(rf"^\.{re.escape(output.stem)}\.(\d+)\.[^.]+\.partial"
+                      rf"{re.escape(output.suffix)}$")
+    return [(p, int(m.group(1))) for p in sorted(output.parent.glob(
+        f".{glob.escape(output.stem)}.*.partial{glob.escape(output.suffix)}"))
+        if (m := mine.match(p.name))]
+
+
 class VideoFileSink(Sink):
     """Video of the sharpened frames, same size and fps as the source, in the container's codec
     (`FOURCC`)."""
@@ -443,14 +453,12 @@ class VideoFileSink(Sink):
         at once), the real extension last (OpenCV picks the container from it), with the pid
         in it: what a killed run left is removed here, once that process is gone."""
         folder, stem, ext = self.path.parent, self.path.stem, self.path.suffix
-        mine = re.compile(rf"^\.{re.escape(stem)}\.(\d+)\.[^.]+\.partial{re.escape(ext)}$")
-        for old in folder.glob(f".{glob.escape(stem)}.*.partial{glob.escape(ext)}"):
-            m = mine.match(old.name)
+        for old, pid in recordings_beside(self.path):
             # Absolute, as mkstemp names them: a relative --out lists relative names.
-            if not m or old.absolute() in self._own:
+            if old.absolute() in self._own:
                 continue
-            if left_by_killed_run(int(m.group(1)), self.path):
-                self._keep_or_remove(old, int(m.group(1)))
+            if left_by_killed_run(pid, self.path):
+                self._keep_or_remove(old, pid)
         remove_killed_copies(folder, re.escape(stem), ext, self.path, self._own)
         _remove_killed_listings(folder, stem)
         fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}.", suffix=f".partial{ext}",
