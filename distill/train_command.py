@@ -214,8 +214,10 @@ def _test_split_source(data: Any) -> Path | None:
     if not (Path(source) / "test").is_dir():
         return None
     from .data.sources import SourceError, resolve_source
+    flag = _gopro_blur_of(Path(data.val_labels))   # GoPro's blurred folder as labelled
     try:   # an empty test split (a corpus of a few clips, each whole in train) scores nothing
-        resolve_source(source, split="test", progress=False, frames=False)
+        resolve_source(source, split="test", gopro_blur=flag[1] if flag else "blur",
+                       progress=False, frames=False)
     except (SourceError, OSError, ValueError):
         return None
     return Path(source)
@@ -223,7 +225,8 @@ def _test_split_source(data: Any) -> Path | None:
 
 def _gopro_blur_of(cache: Path) -> list[str]:
     """`--gopro-blur X` where CACHE was labelled from GoPro's X/ other than blur/: the compare
-    line scored blur/ frames of a student taught on blur_gamma/ ones."""
+    line scored blur/ frames of a student taught on blur_gamma/ ones, and a set copied without
+    blur/ had no compare line."""
     from .data.label_cache import read_run_record
     opts = read_run_record(cache).get("teacher_options")
     opts = opts if isinstance(opts, list) else []

@@ -3292,6 +3292,30 @@ def test_the_compare_line_of_a_student_on_gopro_blur_gamma_labels_scores_blur_ga
         f"--out {out / 'eval'}")
 
 
+def test_the_compare_line_is_said_for_a_gopro_set_with_blur_gamma_alone(tmp_path):
+    """A GoPro-layout set copied with blur_gamma/ and sharp/ but no blur/: its test split was
+    looked for in blur/, found wanting, and `distill` ended without the compare line."""
+    import json
+
+    import cv2
+    import numpy as np
+    from distill.train_command import _after_distill
+    g, out, val = tmp_path / "GOPRO_Large", tmp_path / "ft", tmp_path / "val"
+    for sub in ("blur_gamma", "sharp"):
+        for split in ("train", "test"):
+            (g / split / "GOPR0384_11_00" / sub).mkdir(parents=True)
+            cv2.imwrite(str(g / split / "GOPR0384_11_00" / sub / "000001.png"),
+                        np.zeros((16, 16, 3), np.uint8))
+    out.mkdir()
+    (out / "best.pt").write_bytes(b"")
+    val.mkdir()
+    (val / "run.json").write_text(json.dumps({
+        "data": str(g), "split": "train", "teacher_options": ["--gopro-blur", "blur_gamma"]}))
+    cfg = tiny_cfg(out, 1, task="student", **{"data.val_labels": val})
+    assert _after_distill(cfg, 1)[0].endswith(
+        f"--data {g} --gopro-blur blur_gamma --out {out / 'eval'}")
+
+
 def test_the_export_line_of_a_fine_tune_that_never_beat_its_start_says_what_it_exports(
         tmp_path):
     """With best.pt still the init= weights, distill's compare line takes last.pt ("the
