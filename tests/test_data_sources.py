@@ -99,13 +99,31 @@ def test_gopro_sequence_without_sharp_folder_is_named(tmp_path):
     assert [s.name for s in info.samples] == ["GOPR0372_07_00/000001"]
     msgs = " ".join(str(w.message) for w in rec)
     assert "GOPR0374_11_00" in msgs and "no sharp/" in msgs
-    assert "GOPR0378_13_00" in msgs and "no blur/" in msgs
+    assert "GOPR0378_13_00 (no blur/ or blur_gamma/)" in msgs
     # With none left, the refusal says why rather than only what was expected.
     shutil.rmtree(g / "train" / "GOPR0372_07_00" / "sharp")
     with pytest.raises(SourceError, match=r"GOPR0372_07_00.*no sharp/"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             resolve_source(str(g), split="train")
+
+
+def test_a_gopro_set_with_no_sharp_folder_at_all_is_said_to_be_read_as_footage(tmp_path):
+    # No sequence with its sharp/: not recognised as GoPro, the set was read as footage
+    # without a word, train and test, blur/ and blur_gamma/ frames of one scene both.
+    g = tmp_path / "GOPRO_Large"
+    for split, seq in (("train", "GOPR0372_07_00"), ("test", "GOPR0384_11_00")):
+        for sub in ("blur", "blur_gamma"):
+            _png(g / split / seq / sub / "000001.png")
+    with pytest.warns(UserWarning) as rec:
+        info = resolve_source(str(g))
+    assert info.kind == "folder" and len(info.samples) == 4
+    msgs = " ".join(str(w.message) for w in rec)
+    assert ("test/GOPR0384_11_00 (no sharp/), train/GOPR0372_07_00 (no sharp/): read as "
+            "a folder of footage without ground truth") in msgs, msgs
+    with warnings.catch_warnings():   # footage given as such is read without a word
+        warnings.simplefilter("error")
+        resolve_source(f"folder:{g}")
 
 
 @pytest.mark.parametrize("dirs", [("input", "target"), ("blur", "sharp")])

@@ -245,7 +245,17 @@ def _gopro_halves(split_dir: Path) -> list[str]:
             continue
         sharp, blurred = (p / "sharp").is_dir(), any((p / b).is_dir() for b in GOPRO_BLUR)
         if sharp != blurred:
-            out.append(f"{p.name} (no {'/, '.join(GOPRO_BLUR) + '/' if sharp else 'sharp/'})")
+            out.append(f"{p.name} (no {'/ or '.join(GOPRO_BLUR) + '/' if sharp else 'sharp/'})")
+    return out
+
+
+def _gopro_halves_under(path: Path) -> list[str]:
+    """_gopro_halves of `path` read as a GoPro root (its train/ and test/, or GOPRO_Large/'s)
+    and as a split folder, named from `path`."""
+    out = []
+    for d in (path, *(r / s for r in (path, path / "GOPRO_Large") for s in ("test", "train"))):
+        where = d.relative_to(path).as_posix()
+        out += [h if where == "." else f"{where}/{h}" for h in _gopro_halves(d)]
     return out
 
 
@@ -608,6 +618,13 @@ def _resolve_folder(path: Path, frames: bool = True, warn_gt: bool = True) -> So
     rels = _images_under(path, others=others)
     if warn_gt:
         _warn_ground_truth_as_footage(path, rels)
+        if halves := _gopro_halves_under(path):
+            # A GoPro-layout set none of whose sequences has both halves is not taken for
+            # GoPro: its blur/ and blur_gamma/ frames of each scene were read as two clips.
+            warn(f"{path} holds GoPro sequences without their pairs, {_few(halves)}: read as "
+                 "a folder of footage without ground truth, every image under it; for pairs "
+                 "give each sequence its sharp/ beside blur/ (footage indeed: give it as "
+                 f"folder:{path})", stacklevel=3)
     clips = _images_under(path, kind=is_video, broken=[])   # (its broken links: said above)
     not_images = sorted(o for o in others if not is_video(o))   # clips: frames, or left out
     if not frames and rels:
