@@ -27,8 +27,9 @@ def _signal_name(signum: int) -> str:
 
 
 class SecondSignal(BaseException):
-    """SIGTERM or SIGHUP, or a second SIGINT, while validation runs: skip it and save. A
-    BaseException, so that no `except Exception` on the way swallows it."""
+    """SIGTERM or SIGHUP, or a second SIGINT, while validation runs, or any of them while the
+    first step compiles (compile=true): skip it and save. A BaseException, so that no
+    `except Exception` on the way swallows it."""
 
 
 def resume_hint(cfg: TrainConfig) -> str:

@@ -191,6 +191,7 @@ class Trainer:
         self.weights = loss_weights(cfg.loss)
         self._stop = False
         self._validating = False
+        self._compiling = False           # compile=true: the first step, while it compiles
         self._bad_steps = 0
         self._time_offset = 0.0           # seconds logged by the runs this one resumes
         # metrics.jsonl up to the step resumed at (another folder's, for a branch), written
@@ -215,11 +216,7 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[self.device.index] if self.cuda else None)
         if cfg.compile:
-            self.net = torch.compile(self.net)
-            # The bar sits at 0 while it compiles: minutes on a CPU, which looked like a hang.
-            if self.dist.main and not self.quiet:
-                print("note: compile=true: the first steps compile the model (a few minutes on "
-                      "a CPU, then faster steps); compile=false skips it", file=sys.stderr)
+            self.net = torch.compile(self.net)   # compiled at its first step: fit says so
 
     # -- checkpoints
     def _batch_text(self) -> str:
@@ -901,7 +898,13 @@ class Trainer:
             waits: list[float] = []   # each step's wait for its batch (BasicSR's data time)
             for batch in batches:
                 waits.append(time.time() - t_ready)
-                loss, parts = self._train_step(batch)
+                if cfg.compile and self.step == start_step:
+                    stepped = self._compiling_step(batch)
+                    if stepped is None:   # a signal stopped it: saved as at any step
+                        break
+                    loss, parts = stepped
+                else:
+                    loss, parts = self._train_step(batch)
                 self.step += 1
                 losses.append(loss)
                 if math.isfinite(loss):
@@ -1117,6 +1120,39 @@ class Trainer:
         ema_update(self.ema, self.model, ema_decay_at(o.ema_decay, self.step + 1, o.ema_warmup))
         return float(loss.detach()), parts
 
+    def _compiling_step(self, batch: dict) -> Optional[tuple[float, dict]]:
+        """compile=true: this process's first step, which waits for torch.compile (a Restormer's
+        ran 12 minutes on a 2-core CPU without reaching step 1, the bar at 0 and train.log
+        silent). A signal meanwhile stops the run at once, saved at the step it began from,
+        and returns None: the compiler's processes took a terminal's or `timeout`'s signal
+        too, and their failure (CppCompileError) was recorded as the run's error."""
+        msg = (f"compiling the model (compile=true): step {self.step + 1} waits for it, "
+               "minutes on a CPU; compile=false skips it")
+        self.log(msg)
+        self._text(msg)
+        t0 = time.time()
+        self._compiling = True
+        try:
+            stepped = self._train_step(batch)
+            self._compiling = False
+        except (Exception, SecondSignal):
+            self._compiling = False
+            if not self._stop:
+                raise
+            name = signal.Signals(self._stop).name
+            self.log(f"stopping at step {self.step} ({name} while compiling the model); "
+                     f"{resume_hint(self.cfg)}")
+            if self.dist.main:
+                self.save()   # the weights as they were: the step never reached the optimizer
+            self._text(f"stopped at step {self.step} by {name} while compiling the model; "
+                       "last.pt saved")
+            return None
+        msg = (f"compiled the model: step {self.step + 1} took {time.time() - t0:.0f} s, the "
+               "steps after it run compiled")
+        self.log(msg)
+        self._text(msg)
+        return stepped
+
     def _share_qat_ranges(self) -> None:
         """Under DDP with qat=true, every process takes the widest of the processes' QAT ranges
         after its forward: what one process observing the step's whole batch has (each range
@@ -1327,6 +1363,8 @@ class Trainer:
         def stop(signum, frame):
             again, self._stop = bool(self._stop), self._stop or signum
             drop_gone_outputs(signum)
+            if self._compiling:
+                raise SecondSignal()   # not after it: compiling takes minutes on a CPU
             if not self._validating:
                 return
             # SIGTERM (a scheduler, torchrun) is followed by SIGKILL within seconds, and torchrun

@@ -1178,6 +1178,59 @@ def test_sigterm_saves_exits_143_and_resume_log_has_no_repeats(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("to_group", [True, False])
+def test_a_signal_while_the_model_compiles_stops_the_run_as_at_any_step(tmp_path, to_group):
+    """compile=true: on a CPU the first step waited minutes for torch.compile with nothing said
+    on the console or in train.log, and a SIGTERM meanwhile was recorded there as
+    `error: CppCompileError` (the compiler, in the run's process group, died of it): a crash,
+    not a stop. The compiler here waits for the signal, so it lands while compiling."""
+    import os
+    import signal
+
+    out, began = tmp_path / "run", tmp_path / "compiler-began"
+    cxx = tmp_path / "cxx"
+    cxx.write_text(f'#!/bin/sh\ncase "$*" in *--version*) exec g++ "$@";; esac\n'
+                   f'touch {began}\nexec sleep 300\n')
+    cxx.chmod(0o755)
+    base = _cli_teacher_run(tmp_path, out, workers=0)   # a tiny student: quick to trace
+    cmd = [*base[:3], "train", *base[4:], "optim.steps=2", "compile=true", "model.arch=fast",
+           "model.args={width: 8, blocks: 1, low_blocks: 1}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", CXX=str(cxx), TORCHINDUCTOR_COMPILE_THREADS="1",
+               TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    _wait_for(proc, began)
+    if to_group:   # as Ctrl-C, `timeout` and Slurm do: the compiler gets it too
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:          # as `kill PID` and `docker stop` do: the compiler would go on for minutes
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:   # not left behind, nor its compiler
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    log = (out / "train.log").read_text()
+    assert "compiling the model (compile=true): step 1 waits for it" in log, log
+    assert "error" not in log and "Error" not in err, err
+    assert log.splitlines()[-1].endswith(
+        "stopped at step 0 by SIGTERM while compiling the model; last.pt saved"), log
+    assert read_checkpoint(out / "last.pt")["step"] == 0
+    from sharpen.cli import main   # resumed as after any stop (uncompiled here: no wait)
+    assert main([*cmd[3:], "compile=false"]) == 0
+    assert read_checkpoint(out / "last.pt")["step"] == 2
+
+
+def _wait_for(proc, path, timeout: float = 600) -> None:
+    """Until `path` exists (or the process exited, or timeout seconds passed)."""
+    import time
+    t0 = time.time()
+    while time.time() - t0 < timeout and proc.poll() is None and not path.exists():
+        time.sleep(0.2)
+    assert path.exists(), proc.communicate()[1]
+
+
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_with_loader_workers_still_saves(tmp_path):
     """`timeout`, Slurm, systemd and Ctrl-C signal every process of the group, the loader
     workers too; the run must still finish its step, save and exit as interrupted."""
