@@ -66,7 +66,7 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
     add_teacher_arguments(p)
     p.add_argument("--split", default=None, metavar="NAME",
                    help="split of GoPro or HIDE (train, test), REDS (train, val), RealBlur's "
-                        "lists or a paired root with split folders (train, val, test) "
+                        "lists, BSD or a paired root with split folders (train, val, test) "
                         "(default: train)")
     add_gopro_blur_argument(p)
     p.add_argument("--device", default="auto",
