@@ -52,7 +52,7 @@ SCHEMA: tuple[Opt, ...] = (
         nargs="+", action="extend", pytest_aliases=("--bench-model",)),
     Opt(("--teacher-weights",), "teacher_weights", TEACHER_WEIGHTS_HELP, metavar="PATH"),
     Opt(("--teacher-config",), "teacher_config", TEACHER_CONFIG_HELP, metavar="NAME"),
-    Opt(("--data",), "data", "held-out set: a GoPro or HIDE root, a RealBlur pair list or a "
+    Opt(("--data",), "data", "held-out set: a GoPro, HIDE or BSD root, a RealBlur pair list or a "
         "paired folder (its test split); "
         "default: the embedded dataset's fixed test split", metavar="SPEC"),
     Opt(("--limit",), "limit", "evaluate N images spread over each set: held-out, --real-pairs "
