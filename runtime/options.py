@@ -16,10 +16,9 @@ from numbers import Integral, Real
 OVERLAP = 32
 
 # `sharpen run` without --tile tiles a frame above AUTO_TILE_PIXELS in AUTO_TILE-pixel tiles.
-# Whole, a frame is held as float copies, 85-120 bytes a pixel (README: peak memory; a 24 MP
-# photo peaked at 2 GiB): the rule keeps that under 1 GiB at the upper figure, about 8.9 MP.
-# A 4K photo (8.3 MP, 700 MiB whole) stays whole; a 12 MP phone's or a 24 MP camera's photo
-# is tiled (the 24 MP one peaked at 320 MiB, and ran faster). Here for the same reason.
+# Whole, a frame is held as float copies, 85-120 bytes a pixel (README, Peak memory, has the
+# measured figures): the rule keeps that under 1 GiB at the upper figure, about 8.9 MP, so a
+# 4K frame stays whole and a 12 or 24 MP photo is tiled, which also runs faster.
 WHOLE_FRAME_BYTES_PER_PIXEL = 120
 AUTO_TILE_PIXELS = (1 << 30) // WHOLE_FRAME_BYTES_PER_PIXEL
 AUTO_TILE = 512

@@ -616,3 +616,13 @@ def test_paired_folders_inside_a_folder_read_as_footage_are_named(tmp_path):
     assert len(said) == 1, [str(w.message) for w in caught]
     assert (f"paired folders inside: --data {root / 'test' / 'GoPro'}, "
             f"--data {root / 'test' / 'HIDE'}") in said[0], said[0]
+
+
+def test_a_folder_named_like_a_data_kind_is_told_to_be_given_as_a_path(tmp_path, monkeypatch):
+    """`--data bsd` for a folder called bsd said only "no path given in data source spec
+    'bsd'": the word is read as the kind bsd: with no path, and ./bsd is the folder."""
+    (tmp_path / "bsd").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SourceError, match=r"for the folder named bsd here give \./bsd"):
+        resolve_source("bsd")
+

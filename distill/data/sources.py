@@ -373,6 +373,9 @@ def resolve_source(spec: str | os.PathLike, split: str = "train",
     if kind == "embedded":
         return _resolve_embedded(raw, split, progress)
     if not raw:
+        if kind == os.fspath(spec) and Path(kind).is_dir():
+            raise SourceError(f"{kind!r} is read as the data source kind {kind}: with no path; "
+                              f"for the folder named {kind} here give ./{kind}")
         raise SourceError(f"no path given in data source spec {spec!r}")
     path = Path(raw).expanduser()
     if not path.exists():
