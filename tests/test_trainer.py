@@ -3318,17 +3318,15 @@ def test_a_student_validated_on_a_corpus_ends_with_how_to_score_it_on_its_test_s
     assert _after_distill(cfg, 1)[0].startswith("export it for")
 
 
-def test_the_compare_line_of_a_student_on_gopro_blur_gamma_labels_scores_blur_gamma(tmp_path):
-    """Labelled from GoPro's blur_gamma/ (`labels --gopro-blur blur_gamma`), `distill` ended
-    with an evaluate command that scored the test split's blur/ frames: not the blur the
-    student and its teacher's labels were made from."""
+def _distilled_on_gopro_labels(tmp_path, subs, teacher_options):
+    """A one-frame GoPro-layout set with SUBS folders, a student run's folder holding best.pt,
+    and the labels' run.json naming TEACHER_OPTIONS: what distill's compare line reads."""
     import json
 
     import cv2
     import numpy as np
-    from distill.train_command import _after_distill
     g, out, val = tmp_path / "GOPRO_Large", tmp_path / "ft", tmp_path / "val"
-    for sub in ("blur", "blur_gamma", "sharp"):
+    for sub in subs:
         for split in ("train", "test"):
             (g / split / "GOPR0384_11_00" / sub).mkdir(parents=True)
             cv2.imwrite(str(g / split / "GOPR0384_11_00" / sub / "000001.png"),
@@ -3337,9 +3335,18 @@ def test_the_compare_line_of_a_student_on_gopro_blur_gamma_labels_scores_blur_ga
     (out / "best.pt").write_bytes(b"")
     val.mkdir()
     (val / "run.json").write_text(json.dumps({
-        "data": str(g), "split": "train",
-        "teacher_options": ["--teacher-weights", "t.pt", "--gopro-blur", "blur_gamma"]}))
-    cfg = tiny_cfg(out, 1, task="student", **{"data.val_labels": val})
+        "data": str(g), "split": "train", "teacher_options": teacher_options}))
+    return g, out, tiny_cfg(out, 1, task="student", **{"data.val_labels": val})
+
+
+def test_the_compare_line_of_a_student_on_gopro_blur_gamma_labels_scores_blur_gamma(tmp_path):
+    """Labelled from GoPro's blur_gamma/ (`labels --gopro-blur blur_gamma`), `distill` ended
+    with an evaluate command that scored the test split's blur/ frames: not the blur the
+    student and its teacher's labels were made from."""
+    from distill.train_command import _after_distill
+    g, out, cfg = _distilled_on_gopro_labels(
+        tmp_path, ("blur", "blur_gamma", "sharp"),
+        ["--teacher-weights", "t.pt", "--gopro-blur", "blur_gamma"])
     assert _after_distill(cfg, 1)[0].endswith(
         f"sharpen evaluate --weights {out / 'best.pt'} --data {g} --gopro-blur blur_gamma "
         f"--out {out / 'eval'}")
@@ -3348,23 +3355,9 @@ def test_the_compare_line_of_a_student_on_gopro_blur_gamma_labels_scores_blur_ga
 def test_the_compare_line_is_said_for_a_gopro_set_with_blur_gamma_alone(tmp_path):
     """A GoPro-layout set copied with blur_gamma/ and sharp/ but no blur/: its test split was
     looked for in blur/, found wanting, and `distill` ended without the compare line."""
-    import json
-
-    import cv2
-    import numpy as np
     from distill.train_command import _after_distill
-    g, out, val = tmp_path / "GOPRO_Large", tmp_path / "ft", tmp_path / "val"
-    for sub in ("blur_gamma", "sharp"):
-        for split in ("train", "test"):
-            (g / split / "GOPR0384_11_00" / sub).mkdir(parents=True)
-            cv2.imwrite(str(g / split / "GOPR0384_11_00" / sub / "000001.png"),
-                        np.zeros((16, 16, 3), np.uint8))
-    out.mkdir()
-    (out / "best.pt").write_bytes(b"")
-    val.mkdir()
-    (val / "run.json").write_text(json.dumps({
-        "data": str(g), "split": "train", "teacher_options": ["--gopro-blur", "blur_gamma"]}))
-    cfg = tiny_cfg(out, 1, task="student", **{"data.val_labels": val})
+    g, out, cfg = _distilled_on_gopro_labels(tmp_path, ("blur_gamma", "sharp"),
+                                             ["--gopro-blur", "blur_gamma"])
     assert _after_distill(cfg, 1)[0].endswith(
         f"--data {g} --gopro-blur blur_gamma --out {out / 'eval'}")
 
