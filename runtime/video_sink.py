@@ -239,6 +239,15 @@ class VideoFileSink(Sink):
                      "keeping their aspect ratio")
             self.resized += 1
             sharpened = letterbox(sharpened, self.size)
+        if self.frames and self.frames % DISK_CHECK_EVERY == 0:
+            # Before this frame, not after the one before: a write that fails writes nothing,
+            # so "after N frames" counts the frames the run wrote, as its closing line does
+            # (it said one more, the frame whose write failed). close() checks the last.
+            try:
+                self._check_disk()
+            except SinkError:
+                self._broken = True   # close() discards it rather than naming half a video
+                raise
         try:
             self.writer.write(sharpened)
         except SinkError:   # ffmpeg stopped: close() discards the part written
@@ -248,12 +257,6 @@ class VideoFileSink(Sink):
             raise
         self.frames += 1
         self._last = sharpened
-        if self.frames % DISK_CHECK_EVERY == 0:
-            try:
-                self._check_disk()
-            except SinkError:
-                self._broken = True   # close() discards it rather than naming half a video
-                raise
 
     def join(self, earlier: Path, frames: int,
              progress: Optional[Callable[[], None]] = None) -> None:

@@ -729,6 +729,30 @@ def test_a_video_cut_by_a_file_size_limit_is_an_error_not_done(tmp_path, onnx_mo
     assert all(p.stat().st_size < 8_000 for p in kept), kept
 
 
+def test_a_segment_cut_by_a_file_size_limit_counts_its_frames_as_the_closing_line_does(
+        tmp_path, onnx_model):
+    """A segment found at the limit on one file's size while written (checked every 30
+    frames) was said to stop "after 120 frames", counting the frame whose write the check
+    ended, where the line under it said "0 of the 119 frames written before the error". The
+    check comes before the next frame is written: a write that fails writes nothing, and
+    both lines count the frames written."""
+    from child_fixtures import main_with_file_limit
+    src = tmp_path / "in.mp4"
+    vw = cv2.VideoWriter(str(src), cv2.VideoWriter.fourcc(*"mp4v"), 30, (96, 64))
+    for i in range(150):   # noise: kB a frame, written out in 32 KiB blocks
+        vw.write(np.random.default_rng(i).integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    vw.release()
+    out = tmp_path / "o" / "v.ts"
+    said = main_with_file_limit(["run", "--model", str(onnx_model), "--source", str(src),
+                                 "--out", str(out), "--threads", "1", "--quiet",
+                                 "--segment", "10"], 60_000)
+    assert said.get("rc") == 2, said
+    after = re.search(r"ulimit -f\) after (\d+) frames", said["err"])
+    closing = re.search(r"(\d+) of the (\d+) frames written before the error", said["err"])
+    assert after and closing, said["err"]
+    assert after.group(1) == closing.group(2) and closing.group(1) == "0", said["err"]
+
+
 @pytest.mark.parametrize("frames", [1, 120])   # ffmpeg killed as it closes, or in the run
 def test_a_video_ffmpeg_encodes_cut_by_a_file_size_limit_says_the_limit(tmp_path, onnx_model,
                                                                        monkeypatch, frames):
