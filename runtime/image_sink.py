@@ -14,8 +14,8 @@ import numpy as np
 
 from .atomic import atomic_path, atomic_write_bytes, remove_killed_writes, sync_files
 from .exif import has_gps, with_exif
-from .imageio import (IMAGE_EXTS, MAX_PNG_ICC_BYTES, decode_bytes, icc_problem, is_cmyk,
-                      max_pixels, shown_path, with_icc_profile)
+from .imageio import (IMAGE_EXTS, MAX_PNG_ICC_BYTES, decode_first_image, icc_problem,
+                      is_cmyk, max_pixels, shown_path, with_icc_profile)
 from .options import option
 from .output_paths import folders_to_make, make_folder, remove_if_empty
 from .prepost import FrameError, check_frame, to_8bit
@@ -202,7 +202,9 @@ def encode_bytes(image: np.ndarray, ext: str = ".png", quality: Optional[int] = 
         # Up to the result's size too: its caller decoded it, maybe under a larger limit=.
         # (None: SHARPEN_MAX_PIXELS's, which its refusal then names)
         size = image.shape[0] * image.shape[1]
-        original = decode_bytes(like, "encode_bytes' like", size if size > max_pixels() else None)
+        # Its other frames or pages are not said again: decode_bytes said them of the upload
+        original = decode_first_image(like, "encode_bytes' like",
+                                      size if size > max_pixels() else None)
         icc, exif = photo_metadata(like)
         if is_cmyk(like):   # a print file: said, as sharpen run says it
             warn(f"encode_bytes: like='s upload is {cmyk_note(icc)}")

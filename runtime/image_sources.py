@@ -17,8 +17,8 @@ import numpy as np
 from .console import count
 from .exif import upright_exif
 from .imageio import (IMAGE_EXTS, SIDECAR_EXTS, VIDEO_EXTS, ImageReadError, animation_frames,
-                      decode_image, exif_block, icc_profile, is_cmyk, shown_path, tiff_pages,
-                      why_not_a_file)
+                      decode_image, exif_block, icc_profile, is_cmyk, say_other_images,
+                      shown_path, tiff_pages, why_not_a_file)
 from .options import option
 from .output_paths import same_file
 from .prepost import FrameError, conversions, to_bgr
@@ -96,10 +96,7 @@ class ImageSource(Source):
                 warn(f"skipped: {e}")
                 continue
             t1 = time.perf_counter()
-            _say_other_pages(where, *self._pages(i))
-            if (frames := self._frames(i)) > 1:
-                warn(f"{where}: an animation of {frames} frames; only the first frame is "
-                     "sharpened (convert it to a video to sharpen them all)")
+            say_other_images(where, *self._pages(i), self._frames(i))
             if self.times is not None and times is not None:
                 self.times[name] = times
             yield Frame(i, img, name, t1, t1 - t0)
@@ -151,15 +148,6 @@ def photo_metadata(data: bytes) -> tuple[Optional[bytes], Optional[bytes]]:
     if exif is None or exif[:4] not in (b"II*\x00", b"MM\x00*"):
         exif = None
     return icc_profile(data), upright_exif(exif) if exif else None
-
-
-def _say_other_pages(where: str, pages: int, floor: bool = False) -> None:
-    """A multi-page TIFF (a scan batch, a stack) decodes as its first page: said once, or its
-    one output passes for the whole file. `floor`: the pages were counted up to a cap (a URL's
-    bytes), and there are more."""
-    if pages > 1:
-        many = f"at least {pages} pages (counted no further)" if floor else f"{pages} pages"
-        warn(f"{where}: a TIFF of {many}; only the first page is sharpened")
 
 
 @dataclass

@@ -21,6 +21,7 @@ import cv2
 from .console import native_stderr_captured
 from .first_bytes import what_it_looks_like
 from .exif import orientation_entry, orientation_value
+from .warn import warn
 
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
                         ".pgm", ".pnm"})
@@ -142,6 +143,20 @@ def animation_frames_in(data: bytes) -> int:
     except (struct.error, IndexError):
         pass
     return 1
+
+
+def say_other_images(where: str, pages: int = 1, floor: bool = False, frames: int = 1,
+                     done: str = "sharpened", stacklevel: int = 1) -> None:
+    """A multi-page TIFF (a scan batch, a stack) decodes as its first page, an animation
+    (`animation_frames`) as its first frame: said once, or its one output passes for the whole
+    file (`sharpen run`'s sources; decode_bytes', with `done` "decoded"). `floor`: the pages
+    were counted up to a cap (a URL's bytes), and there are more. `stacklevel` as warn's."""
+    if pages > 1:
+        many = f"at least {pages} pages (counted no further)" if floor else f"{pages} pages"
+        warn(f"{where}: a TIFF of {many}; only the first page is {done}", stacklevel + 1)
+    if frames > 1:
+        warn(f"{where}: an animation of {frames} frames; only the first frame is {done} "
+             "(convert it to a video to sharpen them all)", stacklevel + 1)
 
 
 def _gif_frames(data: bytes) -> int:
@@ -719,7 +734,7 @@ def decode_image(path: str | os.PathLike, limit: Optional[int] = None) -> np.nda
         raise ImageReadError(f"{where}: no such file") from None
     except OSError as e:
         raise ImageReadError(f"{where}: cannot read ({e.strerror or e})") from None
-    return decode_bytes(data, where, limit)
+    return decode_first_image(data, where, limit)   # its source counts the others in the file
 
 
 # What the decoders OpenCV calls write to stderr: libjpeg's warnings and errors, libpng's,
@@ -773,11 +788,24 @@ def decode_bytes(data: bytes, where: str = "image", limit: Optional[int] = None)
     """An image file's bytes (fetched from a URL, an upload) decoded as `decode_image` decodes a
     file, or ImageReadError naming `where`: UndecodableImage (damaged, empty, not an image) or
     OverPixelBudget (over `limit` pixels, SHARPEN_MAX_PIXELS's without it, said by its header
-    before any decoding)."""
+    before any decoding). Its first image: a SharpenWarning says where it holds others (an
+    animation's frames, a TIFF's pages), as `sharpen run` says it of such a file."""
     if not isinstance(data, (bytes, bytearray, memoryview)):   # a path given by mistake
         raise TypeError(f"decode_bytes: data must be bytes (an image file's contents), got "
                         f"{type(data).__name__}")
     data = bytes(data)
+    img = decode_first_image(data, where, limit)
+    # Counted in the bytes (no temporary file for OpenCV to count them in); the warning is
+    # the caller's line's: a service's upload, which a filter there can name.
+    say_other_images(where, *tiff_page_count_in(data), animation_frames_in(data),
+                     done="decoded", stacklevel=2)
+    return img
+
+
+def decode_first_image(data: bytes, where: str = "image",
+                       limit: Optional[int] = None) -> np.ndarray:
+    """`decode_bytes` without a word of the images after the first: for callers that say it
+    themselves (a source, once for its file) or have said it (encode_bytes' like=)."""
     # Which budget to name: a caller's limit= is not raised by the environment variable
     raise_it = ("raise it with the SHARPEN_MAX_PIXELS environment variable" if limit is None
                 else f"limit={limit}")

@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import numpy as np
 
 from .image_sources import ImageSource
-from .imageio import (IMAGE_EXTS, animation_frames_in, decode_bytes, max_pixels,
+from .imageio import (IMAGE_EXTS, animation_frames_in, decode_first_image, max_pixels,
                       tiff_page_count_in)
 from .options import option
 from .source_base import SourceError, SourceLost, _interruptible
@@ -29,7 +29,7 @@ class UrlImageSource(ImageSource):
         self.paths, self._data = [], data
 
     def _decode(self, i: int) -> np.ndarray:
-        return decode_bytes(self._data, self.spec)
+        return decode_first_image(self._data, self.spec)   # the others said as a file's
 
     def _times(self, i: int) -> Optional[tuple[int, int]]:
         return None   # a fetch's, not the picture's

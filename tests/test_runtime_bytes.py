@@ -433,3 +433,32 @@ def test_a_like_upload_over_the_budget_names_the_variable_that_raises_it(monkeyp
                                                       r"budget of 1,000 \(raise it with the "
                                                       r"SHARPEN_MAX_PIXELS environment"):
         runtime.encode_bytes(textured_frame(0)[:8, :8], ".png", like=_png(textured_frame(0)))
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP", "TIFF"])
+def test_an_uploads_other_frames_or_pages_are_said_as_sharpen_run_says_them(fmt):
+    """An animated GIF, APNG or WebP upload decoded as a still of its first frame, and a
+    multi-page TIFF as its first page, without a word: `sharpen run` says so of such a file,
+    and decode_bytes now does too, as a SharpenWarning a service can catch or filter. Once: a
+    result encoded `like=` the upload says nothing more; a still says nothing."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    frames = [Image.new("RGB", (32, 24), (v, v, v)) for v in (60, 200, 120)]
+    held = io.BytesIO()
+    frames[0].save(held, fmt, save_all=True, append_images=frames[1:], duration=100)
+    still = io.BytesIO()
+    frames[0].save(still, fmt)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        got = runtime.decode_bytes(held.getvalue(), "upload")
+        runtime.encode_bytes(got, ".png", like=held.getvalue())
+        runtime.decode_bytes(still.getvalue(), "still")
+    assert got.shape[:2] == (24, 32) and abs(np.median(got) - 60) <= 2   # WebP's lossy
+    want = ("upload: a TIFF of 3 pages; only the first page is decoded" if fmt == "TIFF" else
+            "upload: an animation of 3 frames; only the first frame is decoded (convert it to "
+            "a video to sharpen them all)")
+    assert [(w.category, str(w.message)) for w in said] == [(runtime.SharpenWarning, want)]
+    assert said[0].filename == __file__   # the caller's line, not the runtime's
