@@ -433,8 +433,12 @@ def _calibration_sentence(s: dict) -> str:
     """What the INT8 rows were calibrated on (a report from before it was recorded: nothing)."""
     if not s.get("calibration") or not s.get("students", True):
         return ""   # (--model files only: the bench calibrated nothing)
-    return (f" INT8 calibration: {s.get('calib_count')} crops per student from "
+    said = (f" INT8 calibration: {s.get('calib_count')} crops per student from "
             f"{s['calibration']}.")
+    if over := s.get("calib_overlap"):   # as the run warned: read off the terminal too
+        said += (f" {over['images']} of its {over['calib_images']} images are also scored: "
+                 "the INT8 rows are measured on frames they were calibrated on.")
+    return said
 
 
 def _note(line: str) -> list[str]:

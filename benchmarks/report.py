@@ -291,11 +291,12 @@ def clip_frames(frames: Optional[str]) -> Optional[list[int]]:
 
 
 def _check_real_blur(flag: str, spec: str | Sequence[str], limit: int, need_gt: bool,
-                     stride: int = 1, frames: Optional[Sequence[int]] = None) -> None:
+                     stride: int = 1, frames: Optional[Sequence[int]] = None) -> list:
     """Fail before the long work, not after it: every path must list images (an image file or a
     folder of them, or for --real-nogt a clip or a folder of clips, whose frames `stride` or
     `frames` pick as `sharpen evaluate` picks them), --real-pairs must have ground truth, and
-    at least one image among those the bench will use must be readable."""
+    at least one image among those the bench will use must be readable. Returns the image
+    files the bench will score (inputs and ground truth)."""
     from distill.data.sources import SampleReader, Sample, SourceError, is_video
     from distill.evaluate import ClipFrame, source_items
     from distill.images import IMAGE_EXTS, ImageReadError, is_image, read_image
@@ -353,13 +354,33 @@ def _check_real_blur(flag: str, spec: str | Sequence[str], limit: int, need_gt: 
                     reader.input_raw(Sample("", Path(path.path), None, path.index))
                 else:
                     read_image(path)
-                return
+                # The files scored (a clip's frames aside): --calib is checked against them.
+                return [f for _, p, gt in items for f in (p, gt)
+                        if f is not None and not isinstance(f, ClipFrame)]
             except (ImageReadError, OSError) as e:
                 errors.append(str(e))
     finally:
         reader.close()
     raise BenchError(f"{flag} {shown}: none of its {count(len(items), 'image')} could be read "
                      f"(first: {errors[0]})")
+
+
+def _warn_calib_overlap(calib, scored: list) -> Optional[dict]:
+    """Say, in one line, how many --calib images the bench also scores: the INT8 rows are then
+    measured on the frames they were calibrated on. What `calib_overlap` found, or None."""
+    if not calib_sources(calib) or not scored:
+        return None
+    from .calib_overlap import calib_overlap
+    found = calib_overlap(calib_sources(calib), scored)
+    if found:
+        from runtime.warn import warn
+        verb = "is" if found["images"] == 1 else "are"
+        warn(f"--calib {' '.join(calib_sources(calib))}: {found['images']} of its "
+             f"{count(found['calib_images'], 'image')} {verb} also scored "
+             f"({', '.join(found['examples'])}{' ...' if found['images'] > 3 else ''}): the "
+             "INT8 rows are measured on frames they were calibrated on and look better than "
+             "on unseen ones; give --calib a calibration folder apart from the scored images")
+    return found
 
 
 def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
@@ -413,10 +434,13 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
                         else load_pairs(opts.data, m["limit"]))
     real_limits = {"--real-pairs": opts.limit or (None if opts.full else 20),
                    "--real-nogt": opts.limit or (8 if opts.full else 4)}
+    scored = [f for p in pairs if p.files for f in p.files]
     for flag, spec in (("--real-pairs", opts.real_pairs), ("--real-nogt", opts.real_nogt)):
         if spec:
-            _check_real_blur(flag, spec, real_limits[flag], need_gt=flag == "--real-pairs",
-                             stride=opts.stride, frames=clip_frames(opts.frames))
+            scored += _check_real_blur(flag, spec, real_limits[flag],
+                                       need_gt=flag == "--real-pairs", stride=opts.stride,
+                                       frames=clip_frames(opts.frames))
+    overlap = _warn_calib_overlap(opts.calib, scored) if students else None
     # Without torch (a device's runtime-only install) there is no teacher: its rows are
     # skipped, and every report table says so.
     teacher_out = None if no_torch else TeacherOutputs(
@@ -431,7 +455,7 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
         if baseline and Path(baseline["_path"]).resolve() == (out / "report.json").resolve():
             baseline["_path"] = str(out / "report.previous.json")   # where it now is
 
-    progress = _Progress()
+    progress = _Progress(calib_overlap=overlap)
     try:
         _measure(opts, m, students, models, pairs, data_desc, teacher_out, cache, real_limits,
                  out, progress, say)
@@ -507,6 +531,7 @@ class _Progress:
     quality: Optional[QualityResult] = None
     real: Optional[dict] = None
     latency: Optional[dict] = None
+    calib_overlap: Optional[dict] = None   # --calib images also scored (calib_overlap.py)
 
     def note_peak(self, stage: str) -> None:
         """The peak memory after `stage`, where this system says it (the report leaves out
@@ -643,6 +668,7 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, models, teacher_
                      # calibrated by their own export, which its export_report.json records.
                      "calibration": (calibration_text(opts.calib, progress.artifact_sets)
                                      if students else MODELS_CALIBRATION),
+                     "calib_overlap": progress.calib_overlap,
                      "students": [s.to_dict() for s in students],
                      "models": [gm.to_dict() for gm in models],
                      "measured": measured_text(students, models),
