@@ -255,7 +255,7 @@ def run_export(args) -> int:
                       f"{r.extra['trtexec']}")
     print(f"report: {report.out_dir}/export_report.json")
     if not args.quiet:   # (--quiet: the table, the report and errors only)
-        for line in next_steps(report):
+        for line in next_steps(report, threads=args.threads):
             print(line)
     rc = 0
     if report.failed:
@@ -278,14 +278,17 @@ def run_export(args) -> int:
 RUN_SOURCE = "VIDEO_OR_CAMERA"
 
 
-def next_steps(report, gpu_here: bool | None = None) -> list[str]:
+def next_steps(report, gpu_here: bool | None = None, threads: int = 0) -> list[str]:
     """The commands that use what this export built, as `labels` and `distill` end with
     theirs: `sharpen run` on the artifact best suited to this machine (of those that passed
     their parity gate, the fastest at 1080p here, else the first built), and the `sharpen
     bench --model` that measures it as deployed. None when nothing passed (the FAILED / NOT
     BUILT lines say what to do instead). The ModelOpt QDQ model, meant for TensorRT, is offered
     only where ONNX Runtime runs it on TensorRT or CUDA (`gpu_here`; None: asked of this
-    machine): timed on the CPU it could come out fastest, and a CPU user was told to run it."""
+    machine): timed on the CPU it could come out fastest, and a CPU user was told to run it.
+    `threads`: the export's --threads, which both commands carry (0: not given, left out), as
+    distill's compare line carries its run's options: one who exported with --threads 1 was
+    told to run on every core."""
 
     from runtime.formats import FORMATS
     built = [r for r in report.results if r.status == "pass" and r.file
@@ -309,9 +312,10 @@ def next_steps(report, gpu_here: bool | None = None) -> list[str]:
         why = (f", the fastest here: {pick.latency_ms_1080p:.0f} ms at 1080p" if timed
                else ", the first built")
         why = f" ({Path(pick.file).name}{why})"
-    run = ["sharpen", "run", "--model", pick.file, "--source", RUN_SOURCE]
+    same = ["--threads", str(threads)] if threads else []
+    run = ["sharpen", "run", "--model", pick.file, "--source", RUN_SOURCE, *same]
     lines = [f"run it{why}: {shell_join(run)}"]
-    bench = ["sharpen", "bench", "--out", "bench/", "--model", pick.file]
+    bench = ["sharpen", "bench", "--out", "bench/", "--model", pick.file, *same]
     lines.append(f"measure it as deployed (quality and latency): {shell_join(bench)}")
     return lines
 

@@ -1639,6 +1639,23 @@ def test_an_export_ends_with_the_run_command_of_what_it_built(ckpt, tmp_path, ca
     assert "sharpen run" not in capsys.readouterr().out
 
 
+def test_the_next_commands_carry_the_exports_threads(ckpt, tmp_path, capsys):
+    """An export with --threads 1 (a shared machine's) ended by telling the user to run and
+    bench the artifact without it: on all cores, as the export did not. Now both lines carry
+    it, as distill's compare line carries the run's options; without --threads, neither."""
+    out = tmp_path / "export"
+    assert main(["export", "--weights", str(ckpt), "--formats", "onnx", "--out", str(out),
+                 "--no-latency", "--threads", "1"]) == 0
+    said = capsys.readouterr().out.splitlines()
+    for start, command in (("run it", "run"), ("measure it as deployed", "bench")):
+        args = _parses(next(ln for ln in said if ln.startswith(start)))
+        assert args.command == command and args.threads == 1, said
+    assert main(["export", "--weights", str(ckpt), "--formats", "onnx", "--out", str(out),
+                 "--no-latency"]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert not [ln for ln in said if ln.startswith(("run it", "measure it")) and "--threads" in ln]
+
+
 def test_the_run_command_takes_the_fastest_artifact_that_passed(tmp_path):
     """Of several artifacts, the one measured fastest at 1080p (all passed the parity gate);
     without timings the first built. Failed ones and an earlier export's rows are not offered."""
