@@ -38,6 +38,9 @@ class ImageSource(Source):
         self.paths = paths
         self.names = frame_names(paths, root)
         self.frame_count = len(paths)
+        # One image given: its failure is the run's error. A library's last image left to
+        # sharpen (the others' outputs kept) is one of many, skipped and listed as they are.
+        self.single = len(paths) == 1
         self.skipped: list[str] = []
         # Set to {} by an output that writes each image back in its own channel layout (an
         # image folder or file): frame name -> `Layout` of the grayscale and BGRA files.
@@ -86,9 +89,9 @@ class ImageSource(Source):
                     # Outputs are BGR; say which files that changes, one line each.
                     warn(f"{where}: {'; '.join(changes)}")
             except ImageReadError as e:
-                if isinstance(e, MemoryError) and len(self.names) == 1:
+                if isinstance(e, MemoryError) and self.single:
                     raise   # the machine's, not the file's: as sharpening's (exit 1)
-                if len(self.names) == 1:
+                if self.single:
                     raise SourceError(str(e)) from None
                 # One bad file in a folder must not end the run: report it, go on, and let the
                 # exit code say that some failed.

@@ -718,7 +718,9 @@ class _Stream:
             # frames", a SourceError.
             stats.info = self._info(output)
             return
-        if first is None and self.nothing_to_do:   # every image's output kept: said
+        if first is None and (self.nothing_to_do or self.kept_images):
+            # Every image's output kept, or those not kept could not be read (a rerun of a
+            # library with its damaged photos in it): said, and listed at the end.
             stats.info = self._info(output)
             return
         if first is None:

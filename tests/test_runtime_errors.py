@@ -75,6 +75,28 @@ def test_folder_of_unreadable_images_names_each_and_leaves_no_empty_output(tmp_p
     assert rc == 2 and out.is_dir()
 
 
+def test_a_rerun_with_only_unreadable_images_left_lists_them_not_no_frames(tmp_path, capsys,
+                                                                           onnx_model):
+    """A library sharpened, then run again (new photos looked for) with its damaged photos
+    still there: every readable one kept, the rest unreadable, ended in "error: source
+    produced no frames", exit 2, as though nothing had been found. It is done: exit 1 with the
+    list, as the first run ended."""
+    src = tmp_path / "lib" / "2024"
+    src.mkdir(parents=True)
+    cv2.imwrite(str(src / "ok.png"), textured_frame(0))
+    (src / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    argv = ("--model", str(onnx_model), "--source", str(tmp_path / "lib" / "**" / "*"),
+            "--output", str(out))
+    rc, err = _run(capsys, *argv)
+    assert rc == 1 and (out / "2024" / "ok.png").is_file(), err
+    rc, err = _run(capsys, *argv)
+    assert rc == 1, err
+    assert "produced no frames" not in err and "error" not in err, err
+    assert "1 image already in" in err and "empty.jpg: empty file (0 bytes)" in err, err
+    assert "1 image could not be read" in err, err
+
+
 def test_empty_folder_and_missing_camera(tmp_path, capsys, onnx_model):
     (tmp_path / "empty").mkdir()
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(tmp_path / "empty"))
