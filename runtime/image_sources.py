@@ -29,6 +29,9 @@ from .warn import warn
 
 class ImageSource(Source):
     kind = "images"
+    # A folder's or glob's images: a library, which a rerun into its output folder goes on
+    # with however few it holds (one photo so far is no single-image run).
+    library = False
 
     def __init__(self, spec: str, paths: list[Path], root: Optional[Path] = None) -> None:
         super().__init__(spec)
@@ -261,6 +264,7 @@ def _folder_source(spec: str, folder: Path, flags: bool = False,
     _say_not_images(spec, entries, bool(videos), flags)
     _say_subfolder_images(folder)
     src = ImageSource(spec, images)
+    src.library = True
     # Named as images but no files (an upload folder's FIFO, a link loop, a folder x.png):
     # each said and counted as an input not read, as a damaged file is.
     for q in entries:

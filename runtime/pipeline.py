@@ -32,6 +32,7 @@ from .compare_sink import CompareSink
 from .console import count, unread
 from .host import check_threads
 from .image_sink import QUALITY_EXTS, ImageSink
+from .imageio import IMAGE_EXTS
 from .locale_text import utf8_name
 from .options import (AUTO_TILE_PIXELS, WHOLE_FRAME_BYTES_PER_PIXEL, is_number, option,
                       video_rate)
@@ -768,8 +769,10 @@ class _Stream:
                      and isinstance(src, VideoSource)
                      and src.kind == "video" and not src.live and self.backend.path is not None
                      and _regular_file(src.target))   # a FIFO's frames are not given again
-        if (isinstance(src, ImageSource) and src.paths and src.frame_count > 1
+        if (isinstance(src, ImageSource) and src.paths
+                and (src.frame_count > 1 or src.library)
                 and isinstance(output, (str, os.PathLike)) and not is_stdio(output)
+                and Path(output).suffix.lower() not in IMAGE_EXTS
                 and not _video_sink_for(Path(output)) and self.backend.path is not None):
             self._resume_library(src, Path(output))
             return 0

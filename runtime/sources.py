@@ -148,7 +148,9 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
             warn_not_images(spec, [f.name for f in sorted(map(Path, found), key=name_order)
                                    if f.suffix.lower() not in IMAGE_EXTS | SIDECAR_EXTS
                                    and f.is_file()], "a glob source")
-        return _maybe_live(ImageSource(spec, images, glob_root(spec)), live, flags)
+        src = ImageSource(spec, images, glob_root(spec))
+        src.library = True
+        return _maybe_live(src, live, flags)
     if not p.exists():
         if p.is_symlink():   # exists() follows it: a loop or a gone target is no file
             raise SourceError(f"{shown_path(spec)}: {why_not_a_file(p)}")

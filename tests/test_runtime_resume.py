@@ -900,6 +900,28 @@ def test_a_stopped_overwrite_resumes_past_the_images_it_wrote_not_the_earlier_ru
         assert (out / p.relative_to(truth)).read_bytes() == p.read_bytes(), p
 
 
+def test_a_library_of_one_photo_keeps_its_edited_output_on_a_rerun(made, tmp_path):
+    """A glob or folder that holds one photo so far (a new year's folder, a first scan) was
+    run as a single image: a rerun wrote over its output, edited since, and recorded nothing of
+    the model that made it. A library's rerun keeps the outputs there, whatever their number."""
+    lib = tmp_path / "lib" / "2024"
+    lib.mkdir(parents=True)
+    cv2.imwrite(str(lib / "IMG_0001.png"), textured_frame(0, H, W))
+    out = tmp_path / "out"
+    for source in (str(tmp_path / "lib" / "**" / "*"), str(lib)):
+        argv = ["--model", str(made["model"]), "--source", source, "--out", str(out)]
+        r = sharpen(*argv)
+        assert r.returncode == 0, r.stderr
+        written = next(out.rglob("IMG_0001.png"))
+        written.write_bytes(b"edited")
+        r = sharpen(*argv)
+        assert r.returncode == 0, r.stderr
+        assert written.read_bytes() == b"edited", r.stderr
+        assert "1 image already in" in r.stderr, r.stderr
+        assert (tmp_path / ".out.made.json").is_file()
+        written.unlink()
+
+
 def test_a_stopped_rerun_resumes_keeping_the_outputs_it_kept(made, tmp_path):
     """A rerun keeps the outputs there (new photos added); stopped and resumed, it must keep
     them still, though they bear their photos' times and were written before the run."""
