@@ -641,6 +641,9 @@ def handler(args: argparse.Namespace) -> int:
     if gps := summary.get("gps_kept"):
         from .exif import gps_kept_said
         print(f"sharpen run: {written}: {gps_kept_said(gps)}", file=sys.stderr)
+    if left_out := summary.get("metadata_left_out"):
+        from .exif import left_out_said
+        print(f"sharpen run: {written}: {left_out_said(left_out)}", file=sys.stderr)
     if args.compare and args.output:   # the frames' captions say it too, once opened
         from .compare_sink import compare_layout
         shown = "--out - (stdout)" if args.output.strip() == "-" else written

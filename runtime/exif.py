@@ -102,6 +102,18 @@ def gps_kept_said(n: int, images: bool = True) -> str:
     return f"{count(n, 'image') if images else n} {keep} GPS position (--no-metadata leaves it out)"
 
 
+def left_out_said(left_out: dict) -> str:
+    """The closing lines' word on what a run's images are written without (`--stats`'
+    `metadata_left_out`: images, kinds, the first image's name)."""
+    from .console import count
+    n, first = left_out["images"], left_out["first"]
+    its = "is written without its photo's" if n == 1 else "are written without their photos'"
+    return (f"{count(n, 'image')} {its} {', '.join(left_out['kinds'])} ({first}"
+            f"{', ...' if n > 1 else ''}): only EXIF (of a JPEG, PNG or WebP) and the colour "
+            "profile are kept; exiftool -tagsFromFile PHOTO -XMP-dc:all -IPTC:all OUTPUT "
+            "copies captions and keywords")
+
+
 def _swap_pixel_dimensions(out: bytearray, e: str, ifd: int, n: int) -> None:
     """Swap the Exif IFD's PixelXDimension and PixelYDimension (type, count and value each,
     as one may be a SHORT and the other a LONG) in `out`, where both are there."""

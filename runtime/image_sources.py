@@ -16,9 +16,10 @@ import numpy as np
 
 from .console import count
 from .exif import upright_exif
-from .imageio import (IMAGE_EXTS, SIDECAR_EXTS, VIDEO_EXTS, ImageReadError, animation_frames,
-                      decode_image, exif_block, icc_profile, is_cmyk, say_other_images,
-                      shown_path, tiff_pages, why_not_a_file)
+from .imageio import (IMAGE_EXTS, KINDS_LEFT_OUT, SIDECAR_EXTS, VIDEO_EXTS, ImageReadError,
+                      animation_frames, decode_image, exif_block, icc_profile, is_cmyk,
+                      metadata_left_out, say_other_images, shown_path, tiff_pages,
+                      why_not_a_file)
 from .options import option
 from .output_paths import same_file
 from .prepost import FrameError, conversions, to_bgr
@@ -53,6 +54,9 @@ class ImageSource(Source):
         self.times: Optional[dict[str, tuple[int, int]]] = None
         self.keep_exif = True   # False: the outputs get no EXIF (GPS, camera) from the photos
         self.profile_only = False   # True: layouts hold only the colour profile (--compare's)
+        # The metadata its outputs are written without (XMP, IPTC, PNG text, a TIFF's EXIF):
+        # how many images, the kinds, the first image's name; said at the end of the run.
+        self.left_out = {"images": 0, "kinds": [], "first": None}
 
     def leave_out(self, done: set[int]) -> None:
         """Read only the images not in `done` (indices), each keeping its output name: a
@@ -78,6 +82,8 @@ class ImageSource(Source):
                 # Profile and EXIF only for an output that keeps the layout (read again: cheap)
                 data = self._bytes(i) if self.layouts is not None else b""
                 icc, exif = photo_metadata(data) if data else (None, None)
+                if data and self.keep_exif and not self.profile_only:
+                    self._count_left_out(name, data)
                 if is_cmyk(data):   # a print file, sent on to print as RGB unless said
                     warn(f"{where}: {cmyk_note(icc)}")
                 layout = (Layout(icc=icc) if icc else None) if self.profile_only else \
@@ -117,6 +123,15 @@ class ImageSource(Source):
         except OSError:
             return None
         return st.st_atime_ns, st.st_mtime_ns
+
+    def _count_left_out(self, name: str, data: bytes) -> None:
+        """Count what image `name`'s output will be written without (`metadata_left_out`)."""
+        if not (kinds := metadata_left_out(data)):
+            return
+        said = self.left_out
+        said["images"] += 1
+        said["kinds"] = [k for k in KINDS_LEFT_OUT if k in kinds or k in said["kinds"]]
+        said["first"] = said["first"] or name
 
     def _bytes(self, i: int) -> bytes:
         """Image `i`'s encoded bytes, for its colour profile and EXIF."""

@@ -511,6 +511,44 @@ def _unprefixed(block: bytes) -> bytes:
     return block[6:] if block[:6] == b"Exif\x00\x00" else block
 
 
+KINDS_LEFT_OUT = ("XMP", "IPTC", "PNG text", "TIFF EXIF")   # in the order they are said
+# A TIFF's tags of what `sharpen run` writes no output with: XMP, IPTC, and EXIF (read from
+# JPEG, PNG and WebP only): a TIFF keeps its camera, date and caption among its own tags
+# (ImageDescription, Make, Model, DateTime, Artist, Copyright), the rest in Exif and GPS
+# directories of its own.
+_TIFF_LEFT_OUT = {700: "XMP", 33723: "IPTC",
+                  **dict.fromkeys((270, 271, 272, 306, 315, 33432, 34665, 34853), "TIFF EXIF")}
+
+
+def metadata_left_out(data: bytes) -> list[str]:
+    """What an encoded photo holds that its output is written without, by kind ("XMP", "IPTC",
+    "PNG text", "TIFF EXIF"): an archive's captions, keywords and ratings, said at the end of a
+    run rather than lost unsaid. Its EXIF and colour profile are kept (other code's)."""
+    kinds: set[str] = set()
+    try:
+        if data[:2] == b"\xff\xd8":
+            for marker, i in _jpeg_segments(data):
+                if marker == 0xE1 and data[i + 4:i + 33] == b"http://ns.adobe.com/xap/1.0/\x00":
+                    kinds.add("XMP")
+                elif marker == 0xED and data[i + 4:i + 18] == b"Photoshop 3.0\x00":
+                    kinds.add("IPTC")
+        elif data[:8] == b"\x89PNG\r\n\x1a\n":
+            for kind, body in _png_chunks(data):
+                if kind in (b"tEXt", b"zTXt", b"iTXt"):
+                    kinds.add("XMP" if body.startswith(b"XML:com.adobe.xmp\x00") else "PNG text")
+        elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            kinds.update("XMP" for kind, _ in _webp_chunks(data) if kind == b"XMP ")
+        elif (directory := _tiff_directory(data)) is not None:
+            order, entries = directory[0], directory[2]
+            for e in entries[:4096]:   # a damaged count may say 2**64 of them
+                tag = struct.unpack_from(order + "H", data, e)[0]
+                if tag in _TIFF_LEFT_OUT:
+                    kinds.add(_TIFF_LEFT_OUT[tag])
+    except (struct.error, OverflowError):   # cut short: what was found so far
+        pass
+    return [k for k in KINDS_LEFT_OUT if k in kinds]
+
+
 _ICC_JPEG = b"ICC_PROFILE\x00"
 # The most a JPEG carries: 255 APP2 segments of at most 65,517 profile bytes. Also where a
 # PNG's iCCP chunk stops being inflated: no profile is larger, and 40 KB of zlib data inflate

@@ -1388,6 +1388,9 @@ class _Stream:
         images = _inner_sink(self.sink, ImageSink) if self.sink is not None else None
         if images is not None:   # a photo's place kept, which a desk must not publish unawares
             summary["gps_kept"] = images.gps_kept
+            left_out = getattr(self.src, "left_out", None)
+            if left_out and left_out["images"]:   # an archive's captions: said, not lost unsaid
+                summary["metadata_left_out"] = dict(left_out)
         piped = _inner_sink(self.sink, StdoutSink) if self.sink is not None else None
         if piped is not None:   # what stdout got whole: a stalled reader leaves frames out
             summary["stdout_frames"] = piped.writer.frames

@@ -168,3 +168,37 @@ def test_exif_false_writes_no_exif_and_says_no_drop(tmp_path, onnx_model, out_ex
         run_stream(onnx_model, str(src), out, exif=False)
     with Image.open(out) as im:
         assert not im.getexif().get_ifd(0x8825) and 0x010F not in im.getexif()
+
+
+def test_what_a_library_s_outputs_leave_out_of_their_photos_is_said_at_the_end(tmp_path,
+                                                                             onnx_model,
+                                                                             capsys):
+    """An archive's captions and keywords (a JPEG's XMP and IPTC, a PNG's text chunks) and a
+    TIFF scan's EXIF were left out of every output without a word: only EXIF and the colour
+    profile are written. The closing lines say which kinds, how many images and the first."""
+    from PIL import PngImagePlugin
+    from runtime_fixtures import run_cli
+    lib = tmp_path / "lib" / "2020"
+    lib.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    img = Image.fromarray((rng.random((40, 56, 3)) * 255).astype(np.uint8))
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+           b'02/22-rdf-syntax-ns#"/></x:xmpmeta>')
+    img.save(lib / "a caption.jpg", exif=_exif(), xmp=xmp)
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Title", "Harbour")
+    img.save(lib / "b.png", pnginfo=text)
+    img.save(lib / "c.tif", exif=_exif())
+    img.save(lib / "d.jpg", exif=_exif())   # EXIF alone: all of it kept
+    out = tmp_path / "out"
+    argv = ["run", "--model", str(onnx_model), "--source", str(tmp_path / "lib" / "**" / "*"),
+            "--quiet"]
+    assert run_cli([*argv, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    said = [ln for ln in err.splitlines() if "written without" in ln]
+    assert said == [f"sharpen run: {out}: 3 images are written without their photos' XMP, "
+                    "PNG text, TIFF EXIF (2020/a caption.jpg, ...): only EXIF (of a JPEG, PNG "
+                    "or WebP) and the colour profile are kept; exiftool -tagsFromFile PHOTO "
+                    "-XMP-dc:all -IPTC:all OUTPUT copies captions and keywords"], err
+    assert run_cli([*argv, "--out", str(tmp_path / "bare"), "--no-metadata"]) == 0
+    assert "written without" not in capsys.readouterr().err
