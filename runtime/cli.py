@@ -914,9 +914,19 @@ def _result_line(summary: dict) -> str:
     precision = (f"{b.get('precision')}, float from {', '.join(floats)}, " if floats
                  else f"{b.get('precision')} ")
     return (f"{'stopped' if summary.get('interrupted') else 'done'}: "
-            f"{n} frame{'' if n == 1 else 's'}{where}, {summary['throughput_fps']:.1f} fps, "
+            f"{n} frame{'' if n == 1 else 's'}{where}, {summary['throughput_fps']:.1f} fps"
+            f"{_over(summary)}, "
             f"{summary['dropped_frames']} dropped{_peak(summary)} ({b.get('name')} {precision}on "
             f"{b.get('provider')}{tiles})")
+
+
+def _over(summary: dict) -> str:
+    """` over 6.5s` (`3m05s`, `1h20m`): the time the `done:` line's rate is over, the model's
+    load and warm-up left out; a library's overnight run said its rate alone."""
+    from .stats import _duration
+    if not (seconds := summary.get("elapsed_s")):
+        return ""
+    return f" over {seconds:.1f}s" if seconds < 59.95 else f" over {_duration(seconds)}"
 
 
 def _note(message: str) -> None:
