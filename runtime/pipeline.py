@@ -1038,7 +1038,8 @@ class _Stream:
         if self.note:
             left = (f"{count(src.frame_count, 'image')} of {total} to sharpen"
                     if src.frame_count else "nothing to sharpen")
-            self.note(f"{count(len(kept), 'image')} already in {out} kept as they are, "
+            as_is = "it is" if len(kept) == 1 else "they are"
+            self.note(f"{count(len(kept), 'image')} already in {out} kept as {as_is}, "
                       f"{left}; {option('overwrite', True, self.flags)} sharpens every "
                       "image again")
 

@@ -93,7 +93,8 @@ def test_a_rerun_with_only_unreadable_images_left_lists_them_not_no_frames(tmp_p
     rc, err = _run(capsys, *argv)
     assert rc == 1, err
     assert "produced no frames" not in err and "error" not in err, err
-    assert "1 image already in" in err and "empty.jpg: empty file (0 bytes)" in err, err
+    assert f"1 image already in {out} kept as it is, " in err, err   # not "as they are"
+    assert "empty.jpg: empty file (0 bytes)" in err, err
     assert "1 image could not be read" in err, err
 
 
