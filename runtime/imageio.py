@@ -511,7 +511,8 @@ def _unprefixed(block: bytes) -> bytes:
     return block[6:] if block[:6] == b"Exif\x00\x00" else block
 
 
-KINDS_LEFT_OUT = ("XMP", "IPTC", "PNG text", "TIFF EXIF")   # in the order they are said
+# In the order they are said.
+KINDS_LEFT_OUT = ("XMP", "IPTC", "PNG text", "PNG gamma", "TIFF EXIF")
 # A TIFF's tags of what `sharpen run` writes no output with: XMP, IPTC, and EXIF (read from
 # JPEG, PNG and WebP only): a TIFF keeps its camera, date and caption among its own tags
 # (ImageDescription, Make, Model, DateTime, Artist, Copyright), the rest in Exif and GPS
@@ -522,8 +523,9 @@ _TIFF_LEFT_OUT = {700: "XMP", 33723: "IPTC",
 
 def metadata_left_out(data: bytes) -> list[str]:
     """What an encoded photo holds that its output is written without, by kind ("XMP", "IPTC",
-    "PNG text", "TIFF EXIF"): an archive's captions, keywords and ratings, said at the end of a
-    run rather than lost unsaid. Its EXIF and colour profile are kept (other code's)."""
+    "PNG text", "PNG gamma", "TIFF EXIF"): an archive's captions, keywords and ratings, said
+    at the end of a run rather than lost unsaid. Its EXIF and colour profile are kept (other
+    code's)."""
     kinds: set[str] = set()
     try:
         if data[:2] == b"\xff\xd8":
@@ -533,9 +535,15 @@ def metadata_left_out(data: bytes) -> list[str]:
                 elif marker == 0xED and data[i + 4:i + 18] == b"Photoshop 3.0\x00":
                     kinds.add("IPTC")
         elif data[:8] == b"\x89PNG\r\n\x1a\n":
+            chunks = set()
             for kind, body in _png_chunks(data):
+                chunks.add(kind)
                 if kind in (b"tEXt", b"zTXt", b"iTXt"):
                     kinds.add("XMP" if body.startswith(b"XML:com.adobe.xmp\x00") else "PNG text")
+            # gAMA and cHRM say how to show its values, as a profile does; where it has a
+            # profile (kept), colour-managed viewers follow that and ignore them.
+            if chunks & {b"gAMA", b"cHRM"} and b"iCCP" not in chunks:
+                kinds.add("PNG gamma")
         elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
             kinds.update("XMP" for kind, _ in _webp_chunks(data) if kind == b"XMP ")
         elif (directory := _tiff_directory(data)) is not None:

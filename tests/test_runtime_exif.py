@@ -187,6 +187,7 @@ def test_what_a_library_s_outputs_leave_out_of_their_photos_is_said_at_the_end(t
     img.save(lib / "a caption.jpg", exif=_exif(), xmp=xmp)
     text = PngImagePlugin.PngInfo()
     text.add_text("Title", "Harbour")
+    text.add(b"gAMA", (100000).to_bytes(4, "big"))   # gamma 1.0, a linear scan's: no profile
     img.save(lib / "b.png", pnginfo=text)
     img.save(lib / "c.tif", exif=_exif())
     img.save(lib / "d.jpg", exif=_exif())   # EXIF alone: all of it kept
@@ -197,8 +198,9 @@ def test_what_a_library_s_outputs_leave_out_of_their_photos_is_said_at_the_end(t
     err = capsys.readouterr().err
     said = [ln for ln in err.splitlines() if "written without" in ln]
     assert said == [f"sharpen run: {out}: 3 images are written without their photos' XMP, "
-                    "PNG text, TIFF EXIF (2020/a caption.jpg, ...): only EXIF (of a JPEG, PNG "
-                    "or WebP) and the colour profile are kept; exiftool -tagsFromFile PHOTO "
-                    "-XMP-dc:all -IPTC:all OUTPUT copies captions and keywords"], err
+                    "PNG text, PNG gamma, TIFF EXIF (2020/a caption.jpg, ...): only EXIF (of a "
+                    "JPEG, PNG or WebP) and the colour profile are kept; exiftool "
+                    "-tagsFromFile PHOTO -XMP-dc:all -IPTC:all OUTPUT copies captions and "
+                    "keywords"], err
     assert run_cli([*argv, "--out", str(tmp_path / "bare"), "--no-metadata"]) == 0
     assert "written without" not in capsys.readouterr().err
