@@ -4,7 +4,8 @@ OpenCV's capture converts a frame to 8-bit BGR by its YUV matrix alone: an HDR c
 BT.2020 colours and HLG/PQ transfer are not tone mapped, so the frames, and the SDR video
 written from them, look washed out and flat beside what the phone or a player shows. An
 iPhone records HLG by default, and says so in its MOV's `colr` box, as Android's MP4 writer
-does: that box is read (the stream's own header, which ffmpeg reads, is not).
+does: that box is read (the stream's own header, which ffmpeg reads, is not), and a Matroska
+file's (MKV, WebM: a phone clip remuxed) video track's Colour element (runtime/ebml.py).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import struct
 from pathlib import Path
 from typing import BinaryIO, Optional
 
+from .ebml import MATROSKA_EXTS, video_transfer
 from .iso_boxes import ISO_EXTS, Span, find_box, read_moov, tracks
 
 # ITU-T H.273 transfer characteristics
@@ -56,14 +58,16 @@ def _colr_in_moov(f: BinaryIO, moov: Span) -> Optional[tuple[int, int, int]]:
 
 
 def hdr_transfer(path: str | os.PathLike) -> Optional[str]:
-    """'HLG' or 'PQ' where the MP4/MOV file `path` says it is HDR, else None (SDR, or not said:
-    another container, or no `colr` box). No ffmpeg is asked: its probe before the first frame
-    would cost every run a process, and wait on a file share that stopped answering."""
+    """'HLG' or 'PQ' where the MP4/MOV or Matroska file `path` says it is HDR, else None (SDR,
+    or not said: another container, no `colr` box or Colour element). No ffmpeg is asked: its
+    probe before the first frame would cost every run a process, and wait on a file share that
+    stopped answering."""
     path = Path(path)
+    ext = path.suffix.lower()
     # A file only: a named pipe's bytes are OpenCV's (runtime/orientation.py)
-    if path.suffix.lower() not in ISO_EXTS or not path.is_file():
+    if ext not in (*ISO_EXTS, *MATROSKA_EXTS) or not path.is_file():
         return None
-    transfer = _colr_transfer(path)
+    transfer = video_transfer(path) if ext in MATROSKA_EXTS else _colr_transfer(path)
     return TRANSFERS.get(transfer) if transfer is not None else None
 
 

@@ -263,6 +263,53 @@ def test_an_hdr_phone_clip_is_said_to_come_out_washed_out(tmp_path, ffmpeg, monk
                 "first:") in err, err
 
 
+@pytest.mark.parametrize("trc, said", [("arib-std-b67", "HLG"), ("smpte2084", "PQ"),
+                                       ("bt709", None)])
+def test_an_hdr_clip_in_matroska_is_said_to_come_out_washed_out(tmp_path, ffmpeg, monkeypatch,
+                                                               capsys, trc, said):
+    """A phone's HDR clip remuxed into MKV (an editor's or a screen recorder's export) says its
+    transfer in the track's Colour element, not an MP4 `colr` box: it was told only that it is
+    10-bit video read at 8 bits, as an SDR clip is, and came out washed out without a word."""
+    if "libx265" not in subprocess.run([ffmpeg, "-hide_banner", "-encoders"],
+                                       capture_output=True, text=True, timeout=60).stdout:
+        pytest.skip(f"{ffmpeg} has no HEVC encoder (libx265) to make an HDR clip with")
+    clip = tmp_path / "phone.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i",
+                    str(_hdr_clip(ffmpeg, tmp_path / "phone.mp4", trc)), "-c", "copy",
+                    str(clip)], check=True, timeout=60)
+    monkeypatch.setenv("SHARPEN_FFMPEG", "/no/such/ffmpeg")
+    model = one_op_model(tmp_path / "identity.onnx", "Identity", ["input"], {})
+    assert run_cli(["run", "--model", str(model), "--source", str(clip), "--out",
+                    str(tmp_path / "sharp.mp4"), "--quiet", "--no-audio"]) == 0
+    err = capsys.readouterr().err
+    if said is None:
+        assert "HDR" not in err and "is 10-bit video" in err, err
+    else:
+        assert (f"{clip} is HDR video (BT.2020 colours, {said} transfer), which is read as "
+                "SDR without tone mapping:") in err, err
+        assert "is 10-bit video" not in err, err
+
+
+def test_a_damaged_matroska_file_is_taken_as_saying_nothing_of_hdr(tmp_path, ffmpeg):
+    """The Colour element is read before the first frame, from a stranger's file: one cut
+    short anywhere, or bytes that only claim to be Matroska, are read as saying nothing, never
+    as an error of the reader's own."""
+    from runtime.hdr import hdr_transfer
+    clip = tmp_path / "whole.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+                    f"testsrc2=size={W}x{H}:rate=10", "-frames:v", "1", "-vf",
+                    "setparams=color_trc=arib-std-b67", "-c:v", "libx264", str(clip)],
+                   check=True, timeout=60)
+    data = clip.read_bytes()
+    assert hdr_transfer(clip) == "HLG"
+    cut = tmp_path / "cut.mkv"
+    for end in range(0, len(data), 7):
+        cut.write_bytes(data[:end])
+        assert hdr_transfer(cut) in (None, "HLG")
+    cut.write_bytes(b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 8)
+    assert hdr_transfer(cut) is None
+
+
 @pytest.mark.parametrize("trc, said", [("arib-std-b67", "HLG"), ("bt709", None)])
 def test_labels_of_an_hdr_phone_clip_say_its_frames_come_out_washed_out(
         tmp_path, ffmpeg, capsys, tiny_teacher_pt, trc, said):
