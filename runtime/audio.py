@@ -139,14 +139,17 @@ def _iso_has_sound_track(path: Path) -> Optional[bool]:
 
 def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
               ffmpeg: str, codecs: Optional[list[str]], video_options: Sequence[str] = (),
-              start: float = 0.0, metadata: Sequence[str] = ()) -> tuple[str, bool]:
+              start: float = 0.0, metadata: Sequence[str] = ()
+              ) -> tuple[str, bool, list[tuple[int, str, str]]]:
     """Write `out`: `video`'s pictures, copied, with `source`'s audio over its first `seconds`
     (the video's length: a run that stopped early, --max-frames, gets that much of it), from
     `start` seconds after the first frame's time on (a segment of a recording, --segment). The
     audio is copied where `out`'s container takes its codec (and an MP4's or a TS's players
     play it), else encoded in the container's default one (AAC in MP4, from PCM or Vorbis).
     Returns ('' or why not, in words (ffmpeg's last error line); whether the sound was copied
-    as it is, not encoded). `codecs`: `audio_codecs` of `source`, which the caller probed
+    as it is, not encoded; the audio streams left out, each (its number from 1, its codec, why):
+    where the copy of all fails, each stream is tried alone, and those `out` takes go in).
+    `codecs`: `audio_codecs` of `source`, which the caller probed
     already to know there is sound. `video_options`: output options for the copied pictures
     (their colour tags, runtime/colour_tags.py). `metadata`: options that carry `source`'s
     (input 1's) timecode and metadata (runtime/clip_metadata.py)."""
@@ -156,33 +159,72 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
     lead = _sound_lead(source, ffmpeg) + start
     shift = (["-ss", f"{lead:.6f}"] if lead > 0.0005
              else ["-itsoffset", f"{-lead:.6f}"] if lead < -0.0005 else [])
-    base = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-i", os.fspath(video), *shift, "-i", os.fspath(source),
-            "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", *video_options, *metadata,
-            "-t", f"{seconds:.6f}"]
-    why = ""
+    inputs = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+              "-i", os.fspath(video), *shift, "-i", os.fspath(source), "-map", "0:v:0"]
+    rest = ["-c:v", "copy", *video_options, *metadata, "-t", f"{seconds:.6f}"]
     try:
         sizes = 2 * os.path.getsize(video) + os.path.getsize(source)
     except OSError:
         sizes = 0
     limit = MUX_TIMEOUT_S + sizes / SLOW_DISK_BYTES_S
-    tries: list[list[str]] = [["-c:a", "copy"], []]
-    # An MPEG-TS given PCM keeps it as a private data stream, which no player plays.
     ext = out.suffix.lower()
-    if ((ext in MP4_EXTS and any(c not in MP4_PLAYED for c in codecs or []))
-            or (ext in TRANSPORT_STREAM_EXTS and any(c.startswith("pcm_") for c in codecs or []))):
-        del tries[0]
-    for audio in tries:
-        try:
-            done = _run([*base, *audio, os.fspath(out)], limit)
-        except subprocess.TimeoutExpired:
-            return f"{TIMED_OUT} {limit:.0f} s", False
-        except (OSError, subprocess.SubprocessError) as exc:
-            return str(exc), False
-        why = copy_failure(done, out)
-        if not why:
-            return "", bool(audio)
-    return why, False
+
+    def copy(streams: Optional[list[int]], sound: Sequence[str], cut: Sequence[str] = (),
+             reasons: Optional[dict[str, str]] = None) -> tuple[str, bool]:
+        """('' or why not, whether copied as it is) of the copy of the audio `streams` (None:
+        all) whose codecs are `sound`; `cut`: options that end it early (a trial's);
+        `reasons`: filled with each failed way's first error line, by "copy" and "encode"."""
+        maps = (["-map", "1:a?"] if streams is None
+                else [a for i in streams for a in ("-map", f"1:a:{i}")])
+        tries: list[list[str]] = [["-c:a", "copy"], []]
+        # An MPEG-TS given PCM keeps it as a private data stream, which no player plays.
+        if ((ext in MP4_EXTS and any(c not in MP4_PLAYED for c in sound))
+                or (ext in TRANSPORT_STREAM_EXTS and any(c.startswith("pcm_") for c in sound))):
+            del tries[0]
+        why = ""
+        for audio in tries:
+            try:
+                done = _run([*inputs, *maps, *rest, *cut, *audio, os.fspath(out)], limit)
+            except subprocess.TimeoutExpired:
+                return f"{TIMED_OUT} {limit:.0f} s", False
+            except (OSError, subprocess.SubprocessError) as exc:
+                return str(exc), False
+            why = copy_failure(done, out)
+            if not why:
+                return "", bool(audio)
+            if reasons is not None:
+                reasons["copy" if audio else "encode"] = _first_error(done) or why
+        return why, False
+
+    why, copied = copy(None, codecs or [])
+    if not why or why.startswith(TIMED_OUT) or len(codecs or []) < 2:
+        return why, copied, []
+    # One stream that the container takes neither copied nor encoded (an iPhone's spatial
+    # audio, APAC, which ffmpeg cannot decode, beside its AAC) failed the copy of all, and the
+    # video had no sound: each is tried alone over a second, and those that go in are copied.
+    trials: dict[int, dict[str, str]] = {}
+    for i, codec in enumerate(codecs or []):
+        trials[i] = {}
+        if not copy([i], [codec], ["-t", "1"], trials[i])[0]:
+            del trials[i]
+    taken = [i for i in range(len(codecs or [])) if i not in trials]
+    if not taken:
+        return why, False, []
+    why, copied = copy(taken, [(codecs or [])[i] for i in taken])
+    left = [(i + 1, (codecs or [])[i],
+             "; ".join(f"{way}: {said}" for way, said in reasons.items()))
+            for i, reasons in trials.items()]
+    return why, copied, [] if why else left
+
+
+def _first_error(done: subprocess.CompletedProcess) -> str:
+    """ffmpeg's first error line, the cause (its last ones say only that the output could
+    not be opened), without the "[mp4 @ 0x55d0...]" that names its part."""
+    for line in done.stderr.splitlines():
+        line = re.sub(r"^\[[^]]*@ 0x[0-9a-f]+\]\s*", "", line.strip())
+        if line:
+            return line
+    return ""
 
 
 NO_TIME = -(1 << 63)   # ffmpeg's AV_NOPTS_VALUE, a packet without a time

@@ -889,17 +889,19 @@ class VideoFileSink(Sink):
         try:
             tags = self._colour_options()[1]
             carried = self._source_metadata(ffmpeg)
-            why, copied = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg,
-                                    codecs, tags, start=self.audio_start, metadata=carried)
+            why, copied, left = mux_audio(self.tmp, source, muxed, self.frames / self.fps,
+                                          ffmpeg, codecs, tags, start=self.audio_start,
+                                          metadata=carried)
             # An ffmpeg that refuses the tags still copies the sound (and the copy at close
             # is not tried, to be refused as well); one that ran out of time is not run again
             # to wait as long for the same source. The retry is the plain copy, without the
             # timecode and metadata either.
             if why and (tags or carried) and not why.startswith(TIMED_OUT):
                 refused, tried, tags = why, tags, []
-                why, copied = mux_audio(self.tmp, source, muxed, self.frames / self.fps,
-                                        ffmpeg, codecs, start=self.audio_start,
-                                        metadata=[] if self.keep_metadata else carried)
+                why, copied, left = mux_audio(self.tmp, source, muxed,
+                                              self.frames / self.fps, ffmpeg, codecs,
+                                              start=self.audio_start,
+                                              metadata=[] if self.keep_metadata else carried)
                 self._not_tagged = "" if why or not tried else refused
             if why:
                 warn(f"{silent} {ffmpeg} could not copy the audio of {source} into it ({why}); "
@@ -909,7 +911,12 @@ class VideoFileSink(Sink):
             muxed = None
             self._tagged = bool(tags)
             self._carried = not refused
-            self.audio_streams, self.audio_copied = len(codecs or []) or 1, copied
+            self.audio_streams = (len(codecs or []) or 1) - len(left)
+            self.audio_copied = copied
+            for number, codec, failed in left:
+                warn(f"{self.path} leaves out audio stream {number} of {source} ({codec}), "
+                     f"which ffmpeg can neither copy into {self.path.suffix.lower()} nor "
+                     f"encode for it ({failed}); the other audio is in it")
             if self._carried:
                 self.timecode = _timecode_of(carried)
         finally:

@@ -336,6 +336,51 @@ def test_a_movs_pcm_sound_is_encoded_to_aac_in_an_mp4(
         assert_tone(sound_of(ffmpeg, out), FRAMES / FPS)
 
 
+def _spatial_audio_clip(ffmpeg: str, loud: Path, path: Path) -> Path:
+    """`loud` with a second audio track that ffmpeg can neither decode nor put in an MP4, MKV
+    or TS, as an iPhone 16's spatial audio (APAC) beside its AAC: an AAC track whose sample
+    entry is renamed `apac`, its decoder configuration (`esds`) hidden."""
+    two = path.with_name(f"two-{path.name}")
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(loud), "-map", "0:v",
+                    "-map", "0:a", "-map", "0:a", "-c", "copy", str(two)], check=True,
+                   timeout=60)
+    data = bytearray(two.read_bytes())
+    moov = data.rfind(b"moov")   # ffmpeg writes it last, after the samples
+    second = data.index(b"mp4a", data.index(b"mp4a", moov) + 4)
+    data[second:second + 4] = b"apac"
+    esds = data.index(b"esds", second)
+    data[esds:esds + 4] = b"free"
+    path.write_bytes(bytes(data))
+    listing = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
+                             capture_output=True, text=True, timeout=60).stderr
+    if listing.count("Audio: aac") != 1 or "(apac" not in listing:
+        pytest.skip(f"{ffmpeg} does not read the made track as an unknown codec: {listing}")
+    return path
+
+
+def test_an_iphone_clips_spatial_audio_track_leaves_its_aac_sound_in_the_video(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips):
+    """An iPhone 16 records spatial audio by default: an APAC track beside the AAC one, which
+    ffmpeg can neither copy into an MP4 nor decode. The copy of both failed, and the video was
+    written without any sound, saying only "Error opening output files: Invalid argument".
+    The AAC track goes in; the one left out is named, with why and what keeps it."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _spatial_audio_clip(ffmpeg, clips["loud"], tmp_path / "iphone.mp4")
+    out = tmp_path / "sharp.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip),
+                   "--out", str(out))
+    assert rc == 0, err
+    assert_tone(sound_of(ffmpeg, out), FRAMES / FPS)
+    assert "has no sound" not in err, err
+    assert (f"{out} leaves out audio stream 2 of {clip} (apple_apac), which ffmpeg can neither "
+            "copy into .mp4 nor encode for it (") in err, err
+    # ffmpeg's cause, not its closing "Error opening output files: Invalid argument"
+    assert "Error opening output files" not in err, err
+    assert "apple_apac" in err.split("nor encode for it (")[1], err
+    assert err.count("warning") == 1, err
+    assert "1 audio stream copied" in err, err
+
+
 def test_a_clip_of_unknown_frame_rate_keeps_its_sound_only_at_the_rate_given(
         tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips):
     """A header of 2000 fps is taken as unknown and the video written at 30 fps: its sound,
