@@ -9,13 +9,15 @@ of an output's path, which every writing command uses, are in `output_paths`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from .imageio import IMAGE_EXTS, VIDEO_EXTS
 from .options import option
+from .source_spec import spec_kind
 from .warn import warn
 
 
@@ -98,9 +100,32 @@ UNWRITTEN_FORMATS = {".gif": "GIF", ".apng": "APNG", ".avif": "AVIF", ".heic": "
 VIDEO_OUTPUT_EXTS = VIDEO_EXTS.difference(UNWRITTEN_FORMATS)
 
 
+def _fed_from_a_pipe(output: str, flags: bool) -> Optional[str]:
+    """Why `output` is no file or folder, and the pipe that feeds it, for a V4L2 device or a
+    GStreamer writer pipeline; None for any other. --out /dev/video10 (a v4l2loopback device
+    whose module was not loaded) made a folder of PNGs in /dev, and `appsrc ! ... ! filesink
+    location=a.mkv` a video file named after the pipeline: no writer here opens either."""
+    text = output.strip()
+    if re.fullmatch(r"/dev/video\d*", text):
+        what, feed = "a V4L2 device", f"ffmpeg -f yuv4mpegpipe -i - -f v4l2 -pix_fmt yuv420p {text}"
+    elif "!" in text and not os.path.lexists(text) and (
+            re.match(r"appsrc\b", text) or spec_kind(text) == "gstreamer"):
+        rest = re.sub(r"^appsrc\b[^!]*!\s*", "", text)
+        what, feed = "a GStreamer pipeline", f"gst-launch-1.0 -q fdsrc ! y4mdec ! {rest}"
+    else:
+        return None
+    how = ("pipe --out - (Y4M video) into it: sharpen run ... --out - | " if flags else
+           "give a runtime.Sink that writes to it (sharpen run pipes --out - into it: ... | ")
+    return f"{what} is not written here; {how}{feed}{'' if flags else ')'}"
+
+
 def refuse_unwritten_format(output: str | os.PathLike, flags: bool = False) -> None:
     """SinkError naming the option when `output` names a format no sink writes (.gif), with
-    the extensions that are written: said before the model loads or the source opens."""
+    the extensions that are written, or a V4L2 device or GStreamer pipeline, with the pipe
+    that feeds one: said before the model loads or the source opens."""
+    piped = _fed_from_a_pipe(os.fspath(output), flags)
+    if piped:
+        raise SinkError(f"{option('output', output, flags)}: {piped}")
     p = Path(output)
     fmt = UNWRITTEN_FORMATS.get(p.suffix.lower())
     if fmt is None:

@@ -3,6 +3,7 @@ served over HTTP, a live stream that reconnects showing the picture it started w
 from __future__ import annotations
 
 
+import os
 import re
 import struct
 import threading
@@ -59,6 +60,27 @@ def test_an_animation_output_is_refused_before_the_run_naming_what_is_written(
     with pytest.raises(SinkError, match=rf"^output={out}: .* is not an output format"):
         run_stream(onnx_model, str(video), out)
     assert not (tmp_path / "sub").exists()
+
+
+@pytest.mark.parametrize("out", ["/dev/video97",
+                                 "appsrc ! videoconvert ! x264enc ! filesink location=a.mkv",
+                                 "appsrc ! videoconvert ! autovideosink"])
+def test_a_v4l2_device_or_gstreamer_pipeline_output_is_refused_with_the_pipe_to_use(
+        tmp_path, capsys, monkeypatch, out):
+    """A pipeline integrator's --out /dev/video10 (a v4l2loopback device whose module was not
+    loaded) made a folder of PNG frames in /dev, exit 0; a GStreamer writer pipeline became a
+    video file (or a folder of PNGs) named after the pipeline. Neither is written here: both
+    are refused before the model loads, naming the --out - pipe that feeds them."""
+    monkeypatch.chdir(tmp_path)
+    rc, err = _run(capsys, "--model", str(tmp_path / "missing.onnx"), "--source",
+                   str(tmp_path / "missing.mp4"), "--out", out)
+    assert rc == 2 and err.count("error:") == 1 and "missing" not in err, err
+    assert f"--out {out}:" in err and "--out - |" in err, err
+    assert ("-f v4l2" in err) if out.startswith("/dev/") else ("fdsrc ! y4mdec !" in err), err
+    assert not os.path.lexists(out) and list(tmp_path.iterdir()) == []
+    with pytest.raises(SinkError, match=r"^output=.*: .* runtime\.Sink "):
+        run_stream(tmp_path / "missing.onnx", str(tmp_path / "missing.mp4"), out)
+    assert not os.path.lexists(out)
 
 
 def test_every_video_output_extension_plays_back_or_is_refused_before_anything_opens(tmp_path):
