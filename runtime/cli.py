@@ -112,13 +112,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "(one whose path names an image file is read as that image), "
                         "GStreamer pipeline (contains '!'), image file, folder or glob, "
                         "synthetic[:WxH][@FPS], - for Y4M video on stdin "
-                        "(ffmpeg -i IN -f yuv4mpegpipe -pix_fmt yuv420p - | ...), or "
+                        "(ffmpeg -i IN -f yuv4mpegpipe -pix_fmt yuv420p - | ...), "
+                        "raw:WxH[@FPS] for raw BGR frames on stdin (ffmpeg ... -f rawvideo "
+                        "-pix_fmt bgr24 - | ...), or "
                         "env:NAME for the one in environment variable NAME (a URL's "
                         "password kept out of ps)")
     output.add_argument("--out", "--output", dest="output", default=None, metavar="PATH",
                    help="video file (.mp4, same size and fps as the source), image folder "
                         "(same file names), an image file for a single image input, or - "
-                        "for Y4M video on stdout (... | ffmpeg -f yuv4mpegpipe -i - out.mp4); "
+                        "for Y4M video on stdout (... | ffmpeg -f yuv4mpegpipe -i - out.mp4), "
+                        "raw BGR frames for a raw:WxH source; "
                         "without --out or --show, results go to runs/sharpen/<source name> "
                         "(numbered 2, 3... if taken)")
     output.add_argument("--show", action="store_true",

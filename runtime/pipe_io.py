@@ -20,7 +20,7 @@ import stat
 import sys
 import threading
 import time
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Union
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from .prepost import FrameOutOfMemory, is_out_of_memory
 from .sinks import Sink, SinkError
 from .source_base import Frame, Note, Source, SourceError, SourceLost, _no_note
 from .video_sink import letterbox
+from .raw_frames import RawReader, RawWriter
 from .y4m import FRAME, PIPE_HINT, Y4MError, Y4MReader, Y4MWriter
 
 STDIO = "-"
@@ -95,14 +96,17 @@ class _StdinReader:
 
 
 class StdinSource(Source):
-    """Y4M frames from stdin (or another binary stream, for tests and apps)."""
+    """Y4M frames from stdin (or another binary stream, for tests and apps); with `raw`
+    (width, height, fps, its spelling), raw BGR frames of that size (raw_frames)."""
 
     kind = "stdin"
 
     def __init__(self, live: bool = False, flags: bool = False, note: Optional[Note] = None,
-                 stream=None, timeout: Optional[float] = None) -> None:
+                 stream=None, timeout: Optional[float] = None,
+                 raw: Optional[tuple[int, int, float, str]] = None) -> None:
         super().__init__(STDIO)
         self.live, self.flags, self._note = live, flags, note or _no_note
+        self.raw = raw
         # Fed by a program (a pipe, a socket), whose frames no rerun gives again: an ffmpeg
         # of a camera, restarted by a service after --timeout. Not a file redirected in.
         self.once = False
@@ -128,7 +132,12 @@ class StdinSource(Source):
                 "(an ffmpeg whose camera went quiet); it counts as a lost stream"))
         self.stream = stream
         try:
-            self.reader = Y4MReader(stream, f"the stdin of {named}")
+            if raw is not None:
+                w, h, fps, spelled = *raw[:3], option("source", raw[3], flags)
+                self.reader = RawReader(stream, w, h, fps, f"the stdin of {spelled}", spelled,
+                                        named)
+            else:
+                self.reader = Y4MReader(stream, f"the stdin of {named}")
         except Y4MError as e:
             raise SourceError(str(e)) from None
         # The budget image files and video files have: a stranger's upload may come this way.
@@ -160,9 +169,13 @@ class StdinSource(Source):
             yield Frame(i, image, f"frame_{i:06d}", t1, t1 - t0)
             i += 1
         if self.reader.cut:
+            h = self.reader.header
+            # Raw frames of a wrong size end cut as a rule: the one sign of it the run can give.
+            size = (f"; {self.raw[3]} reads {h.width}x{h.height} BGR frames: is that the size "
+                    "the program writing it sends?" if self.raw else "")
             self._note(f"stdin ended inside frame {i} ({self.reader.truncated} of its "
                        f"{self.reader.frame_bytes} bytes): {count(i, 'frame')} read, the cut "
-                       "one left out")
+                       f"one left out{size}")
         self.closed = True
 
     def _out_of_memory(self, exc: BaseException) -> str:
@@ -178,7 +191,8 @@ class StdinSource(Source):
 
     def describe(self) -> dict:
         h = self.reader.header
-        return {**super().describe(), "format": "y4m", "width": h.width, "height": h.height,
+        return {**super().describe(), "format": "bgr24" if self.raw else "y4m",
+                "width": h.width, "height": h.height,
                 "chroma": h.chroma, "full_range": h.full_range}
 
 
@@ -256,7 +270,7 @@ class StdoutSink(Sink):
     def __init__(self, fps: float, chroma: str = "420jpeg",
                  stop: Optional[threading.Event] = None, note: Optional[Note] = None,
                  flags: bool = False, fd: Optional[int] = None, aspect: str = "1:1",
-                 interlace: str = "p") -> None:
+                 interlace: str = "p", raw: bool = False) -> None:
         self.flags, self.stop, self._note = flags, stop, note or _no_note
         named = option("output", STDIO, flags)
         claimed = False
@@ -278,7 +292,10 @@ class StdoutSink(Sink):
                                 "leave it on the terminal")
             fd, claimed = _claim_stdout(), True
         self.fd, self.claimed = fd, claimed
-        self.writer = Y4MWriter(self._send, fps, chroma, aspect, interlace)
+        self.raw = raw   # raw BGR frames (a raw:WxH source's), else Y4M
+        self.writer: Union[Y4MWriter, RawWriter] = (
+            RawWriter(self._send) if raw else Y4MWriter(self._send, fps, chroma, aspect,
+                                                        interlace))
         self.size: Optional[tuple[int, int]] = None
         self.last: Optional[np.ndarray] = None
         self.gone = self.stalled = False
@@ -344,12 +361,13 @@ class StdoutSink(Sink):
         being whole (a reader that wakes up later sees a stream cut inside a frame)."""
         self.gone, self.unwritten = True, 1
         whole = self.writer.frames
-        if whole == 0:   # the first write holds the header too
+        if whole == 0 and not self.raw:   # the first write holds the header too
             sent -= len(self.writer.header.line())
         if sent < 0:
             cut = "the Y4M header cut short"
         else:
-            cut = (f"frame {whole + 1} cut after {max(0, sent - len(FRAME) - 1)} of "
+            tag = 0 if self.raw else len(FRAME) + 1
+            cut = (f"frame {whole + 1} cut after {max(0, sent - tag)} of "
                    f"{self.writer.frame_bytes} bytes")
         self.stalled = True
         self._note(f"stdout's reader did not take the frame under way within "

@@ -1749,11 +1749,13 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
 def _stdout_sink(src: Source, fps: float, stop: threading.Event, compare: bool, view: str,
                  flags: bool, note: Optional[Note], lossless: bool = False) -> Sink:
     """Y4M on stdout at the source's rate, 4:4:4 where a Y4M source was or `lossless` asks
-    (else 4:2:0), with a Y4M source's pixel aspect and interlacing."""
+    (else 4:2:0), with a Y4M source's pixel aspect and interlacing; raw BGR frames where the
+    source's were (raw:WxH)."""
     y4m = src.reader.header if isinstance(src, StdinSource) else None
     chroma = "444" if lossless or (y4m is not None and y4m.chroma == "444") else "420jpeg"
     shape = dict(aspect=y4m.aspect, interlace=y4m.interlace) if y4m is not None else {}
-    sink = StdoutSink(fps, chroma, stop=stop, note=note, flags=flags, **shape)
+    raw = isinstance(src, StdinSource) and src.raw is not None   # raw BGR out as in
+    sink = StdoutSink(fps, chroma, stop=stop, note=note, flags=flags, raw=raw, **shape)
     return CompareSink(sink, view, flags) if compare else sink
 
 

@@ -11,6 +11,8 @@ from .imageio import IMAGE_EXTS, VIDEO_EXTS, shown_path
 
 
 _SYNTH = re.compile(r"^synthetic(?::(\d+)x(\d+))?(?:@(\d+(?:\.\d+)?))?$")
+# Raw BGR frames on stdin (ffmpeg -f rawvideo -pix_fmt bgr24 -), which carry no size or rate.
+RAW_STDIN = re.compile(r"^raw:(\d+)x(\d+)(?:@(\d+(?:\.\d+)?))?$")
 
 
 # GStreamer elements that read a file or a file URI: such a pipeline ends; any other source
@@ -53,9 +55,10 @@ def _names_a_path(spec: str) -> bool:
 
 def spec_kind(spec: str) -> str:
     """The kind of source `open_source` makes of a spelling, without opening it: synthetic,
-    camera, v4l2, gstreamer, stream, images, video or stdin ('-': Y4M piped in)."""
+    camera, v4l2, gstreamer, stream, images, video or stdin ('-': Y4M piped in; raw:WxH[@FPS]:
+    raw BGR frames)."""
     spec = str(spec).strip()
-    if spec == "-":
+    if spec == "-" or RAW_STDIN.match(spec):
         return "stdin"
     if _SYNTH.match(spec):
         return "synthetic"

@@ -30,7 +30,7 @@ from .options import option
 from .pipe_io import StdinSource as StdinSource, is_stdio
 from .source_base import (Frame as Frame, Note as Note, Source as Source,
                           SourceError as SourceError, SourceLost as SourceLost)
-from .source_spec import (_SYNTH, is_glob, pipeline_reads_file as pipeline_reads_file,
+from .source_spec import (_SYNTH, RAW_STDIN, is_glob, pipeline_reads_file as pipeline_reads_file,
                           shown_url as shown_url, spec_kind as spec_kind)
 from .transport_stream import TRANSPORT_STREAM_EXTS as TRANSPORT_STREAM_EXTS
 from .url_image import (UrlImageSource as UrlImageSource, _fetch_image,
@@ -70,6 +70,13 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
         raise SourceError(f"empty {option('source', flags=flags)}")
     if is_stdio(spec):   # Y4M piped in; a pipe waits for its reader: lossless unless --live
         return StdinSource(live=bool(live), flags=flags, note=note, timeout=timeout)
+    if m := RAW_STDIN.match(spec):   # raw BGR frames piped in, of the size spelled
+        w, h = int(m.group(1)), int(m.group(2))
+        if w < 1 or h < 1:
+            raise SourceError(f"{option('source', spec, flags)}: a frame size must be at "
+                              "least 1x1")
+        return StdinSource(live=bool(live), flags=flags, note=note, timeout=timeout,
+                           raw=(w, h, float(m.group(3) or 0), spec))
     cam = dict(width=width, height=height, fps=fps, reconnect_attempts=reconnect_attempts,
                reconnect_delay=reconnect_delay, note=note, flags=flags)
 

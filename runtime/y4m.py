@@ -78,9 +78,13 @@ def parse_header(line: bytes, where: str) -> Y4MHeader:
     fields = line.split(b" ")
     if fields[0] != MAGIC:
         head = line[:16]
+        looks = what_it_looks_like(line)
+        # Headerless pixels: most likely an app's or ffmpeg's raw frames, which carry no size.
+        raw = "" if looks else ("; raw BGR frames (ffmpeg -f rawvideo -pix_fmt bgr24) are "
+                                "read by the source raw:WxH[@FPS], their size and rate")
         raise Y4MError(f"{where} is not Y4M video: it starts {head!r}"
-                       f"{what_it_looks_like(line)}, where Y4M starts with 'YUV4MPEG2'; "
-                       f"make Y4M with: {PIPE_HINT}")
+                       f"{looks}, where Y4M starts with 'YUV4MPEG2'; "
+                       f"make Y4M with: {PIPE_HINT}{raw}")
     width = height = None
     fps, chroma, full, aspect, interlace = 0.0, "420jpeg", False, "1:1", "p"
     try:
@@ -215,7 +219,7 @@ class Y4MReader:
             raise Y4MError(f"{self.where}: expected a Y4M frame after frame "
                            f"{self.frames_read}, got {tag[:16]!r}: the stream is damaged or "
                            "is not one Y4M stream")
-        data = _read_exact(self.stream, self.frame_bytes)
+        data = read_exact(self.stream, self.frame_bytes)
         if len(data) < self.frame_bytes:
             self.cut, self.truncated = True, len(data)
             return None
@@ -223,7 +227,7 @@ class Y4MReader:
         return yuv_to_bgr(data, self.header)
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
+def read_exact(stream: BinaryIO, n: int) -> bytes:
     """n bytes, fewer only at the end of the stream (a pipe's read gives what is there)."""
     parts, got = [], 0
     while got < n:

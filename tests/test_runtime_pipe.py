@@ -859,3 +859,57 @@ def test_a_rerun_fed_by_a_pipe_numbers_its_images_on(tmp_path, onnx_model):
                            timeout=120, cwd=tmp_path)
         assert r.returncode == 0, r.stderr.decode()
     assert len(list(out.glob("*.png"))) == 4, sorted(p.name for p in out.iterdir())
+
+
+def test_raw_bgr24_frames_pipe_through_both_ways_untouched(tmp_path, onnx_model):
+    """`ffmpeg ... -f rawvideo -pix_fmt bgr24 - | sharpen run ... | ffmpeg -f rawvideo ...`,
+    the pipe an integrator with BGR frames writes first, was refused as not Y4M. With
+    `--source raw:WxH@FPS` stdin holds raw BGR frames of that size and `--out -` gives them back
+    so: the bytes are the model's output as run_stream gives it (no YUV rounding), which
+    ffmpeg encodes; a stream cut inside a frame is said, naming the size it was read at, and a
+    Y4M stream given so is refused, naming --source -."""
+    from runtime import Sink, run_stream
+
+    ffmpeg = ffmpeg_or_skip("pipe raw frames")
+    video = tmp_path / "clip.mp4"
+    write_video(video, n=12)
+    raw = subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(video), "-f", "rawvideo",
+                          "-pix_fmt", "bgr24", "-"], capture_output=True, timeout=60).stdout
+    frames = np.frombuffer(raw, np.uint8).reshape(12, FRAME_H, FRAME_W, 3)
+    spec = f"raw:{FRAME_W}x{FRAME_H}@10"
+    run = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", spec, "--out", "-"],
+                         input=raw, capture_output=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr.decode()
+    assert b"done: 12 frames" in run.stderr and len(run.stdout) == len(raw), run.stderr
+
+    class Keep(Sink):
+        got: list = []
+
+        def write(self, original, sharpened, name):
+            self.got.append(sharpened)
+
+    run_stream(onnx_model, list(frames), Keep(), threads=1)
+    assert run.stdout == b"".join(f.tobytes() for f in Keep.got)
+    mp4 = tmp_path / "out.mp4"
+    enc = subprocess.run([ffmpeg, "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "bgr24",
+                          "-s", f"{FRAME_W}x{FRAME_H}", "-r", "10", "-i", "-", "-c:v", "mpeg4",
+                          str(mp4)], input=run.stdout, capture_output=True, timeout=60)
+    assert enc.returncode == 0, enc.stderr.decode()
+    got, fps = read_video(mp4)
+    assert len(got) == 12 and fps == pytest.approx(10.0)
+    # Cut 100 bytes short: 11 frames, and the note names the size read at.
+    cut = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", spec, "--out", "-"],
+                         input=raw[:-100], capture_output=True, timeout=120, cwd=tmp_path)
+    err = cut.stderr.decode()
+    assert cut.returncode == 0 and len(cut.stdout) == 11 * FRAME_W * FRAME_H * 3, err
+    assert "inside frame 11" in err and f"{FRAME_W}x{FRAME_H}" in err, err
+    y4m = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", spec, "--out", "-"],
+                         input=_ffmpeg_y4m(ffmpeg, ["-i", str(video)]), capture_output=True,
+                         timeout=120, cwd=tmp_path)
+    err = y4m.stderr.decode()
+    assert y4m.returncode == 2 and "is Y4M" in err and "--source -" in err, err
+    # Raw frames given to --source -, which reads Y4M: the message names raw:WxH.
+    plain = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out", "-"],
+                           input=raw, capture_output=True, timeout=120, cwd=tmp_path)
+    err = plain.stderr.decode()
+    assert plain.returncode == 2 and "raw:WxH[@FPS]" in err and "bgr24" in err, err
