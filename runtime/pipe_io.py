@@ -141,7 +141,7 @@ class StdinSource(Source):
         except Y4MError as e:
             raise SourceError(str(e)) from None
         # The budget image files and video files have: a stranger's upload may come this way.
-        over = frames_over_budget(f"the stdin of {named}", self.reader.header.width,
+        over = frames_over_budget(self.reader.where, self.reader.header.width,
                                   self.reader.header.height)
         if over:
             raise SourceError(over)

@@ -913,3 +913,12 @@ def test_raw_bgr24_frames_pipe_through_both_ways_untouched(tmp_path, onnx_model)
                            input=raw, capture_output=True, timeout=120, cwd=tmp_path)
     err = plain.stderr.decode()
     assert plain.returncode == 2 and "raw:WxH[@FPS]" in err and "bgr24" in err, err
+
+
+def test_raw_frames_over_the_pixel_budget_name_their_spelling():
+    """A raw:WxH stream over the pixel budget was said to be `--source -`'s, the Y4M one."""
+    from runtime.pipe_io import StdinSource
+
+    with pytest.raises(SourceError, match=r"stdin of --source raw:9000x9000: its frames are"):
+        StdinSource(flags=True, stream=io.BytesIO(b"\0" * 64), raw=(9000, 9000, 0.0,
+                                                                     "raw:9000x9000"))
