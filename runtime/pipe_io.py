@@ -111,31 +111,33 @@ class StdinSource(Source):
         # of a camera, restarted by a service after --timeout. Not a file redirected in.
         self.once = False
         named = option("source", STDIO, flags)
+        # Messages name the source as given: raw:WxH's, which reads raw BGR frames.
+        shown = option("source", raw[3], flags) if raw else named
+        what, hint = (("raw BGR frames", f"ffmpeg -i INPUT -f rawvideo -pix_fmt bgr24 - | "
+                       f"sharpen run --source {raw[3]} ...") if raw else
+                      ("Y4M video", f"{PIPE_HINT} | sharpen run --source - ..."))
         if stream is None:
             if sys.stdin is None or sys.stdin.closed:
-                raise SourceError(f"{named}: there is no stdin to read")
+                raise SourceError(f"{shown}: there is no stdin to read")
             if sys.stdin.isatty():
-                raise SourceError(f"{named} reads Y4M video piped into stdin, and stdin is a "
-                                  f"terminal; pipe it in: {PIPE_HINT} | sharpen run "
-                                  f"--source - ...")
+                raise SourceError(f"{shown} reads {what} piped into stdin, and stdin is a "
+                                  f"terminal; pipe it in: {hint}")
             try:
                 fd = sys.stdin.fileno()
             except (AttributeError, OSError, ValueError):   # io.UnsupportedOperation too
                 # A notebook's or a test runner's stand-in, which no video can be piped into.
-                raise SourceError(f"{named}: stdin here ({type(sys.stdin).__name__}) is not a "
-                                  "pipe or file that Y4M video can be piped into") from None
+                raise SourceError(f"{shown}: stdin here ({type(sys.stdin).__name__}) is not a "
+                                  f"pipe or file that {what} can be piped into") from None
             with contextlib.suppress(OSError):
                 self.once = not stat.S_ISREG(os.fstat(fd).st_mode)
             stream = _StdinReader(fd, timeout, (
-                f"the stdin of {named} gave no data for {timeout or 0:g} s "
+                f"the stdin of {shown} gave no data for {timeout or 0:g} s "
                 f"({option('timeout', flags=flags)}): the program writing it stalled or hangs "
                 "(an ffmpeg whose camera went quiet); it counts as a lost stream"))
         self.stream = stream
         try:
             if raw is not None:
-                w, h, fps, spelled = *raw[:3], option("source", raw[3], flags)
-                self.reader = RawReader(stream, w, h, fps, f"the stdin of {spelled}", spelled,
-                                        named)
+                self.reader = RawReader(stream, *raw[:3], f"the stdin of {shown}", shown, named)
             else:
                 self.reader = Y4MReader(stream, f"the stdin of {named}")
         except Y4MError as e:

@@ -922,3 +922,25 @@ def test_raw_frames_over_the_pixel_budget_name_their_spelling():
     with pytest.raises(SourceError, match=r"stdin of --source raw:9000x9000: its frames are"):
         StdinSource(flags=True, stream=io.BytesIO(b"\0" * 64), raw=(9000, 9000, 0.0,
                                                                      "raw:9000x9000"))
+
+
+def test_raw_stdin_messages_name_raw_frames_not_y4m(monkeypatch):
+    """A raw:WxH source's terminal stdin was told to pipe Y4M into --source -, and its stalled
+    producer was said to be --source -'s: both now name raw:WxH and raw BGR frames."""
+    from runtime.pipe_io import StdinSource
+
+    raw = (8, 8, 0.0, "raw:8x8")
+    leader, follower = os.openpty()
+    with os.fdopen(follower, "rb") as tty:
+        monkeypatch.setattr(sys, "stdin", tty)
+        with pytest.raises(SourceError, match=r"^--source raw:8x8 reads raw BGR frames .*"
+                                              r"-pix_fmt bgr24 - \| sharpen run --source raw:8x8"):
+            StdinSource(flags=True, raw=raw)
+    os.close(leader)
+    r, w = os.pipe()
+    os.write(w, b"\0" * 64 * 3)
+    with os.fdopen(r, "rb") as pipe:
+        monkeypatch.setattr(sys, "stdin", pipe)
+        src = StdinSource(flags=True, raw=raw, timeout=1)
+        assert src.stream.stalled.startswith("the stdin of --source raw:8x8 gave no data")
+    os.close(w)
