@@ -944,3 +944,10 @@ def test_raw_stdin_messages_name_raw_frames_not_y4m(monkeypatch):
         src = StdinSource(flags=True, raw=raw, timeout=1)
         assert src.stream.stalled.startswith("the stdin of --source raw:8x8 gave no data")
     os.close(w)
+
+
+@pytest.mark.parametrize("spec", ["raw:320x180@2x5", "raw:320", "RAW:320x180"])
+def test_a_mistyped_raw_spelling_says_how_it_is_spelt(spec):
+    """`--source raw:320x180@2x5` said 'source not found', as of a missing file."""
+    with pytest.raises(SourceError, match=r"raw:WxH\[@FPS\], .*raw:1280x720@25"):
+        open_source(spec, flags=True)
