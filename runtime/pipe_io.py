@@ -8,6 +8,8 @@ stage of a Unix pipeline between ffmpeg (or gst-launch) and ffmpeg, ffplay or mp
 nothing), `StdoutSink` writes them with the source's size and rate. While it writes, file
 descriptor 1 is pointed at stderr, so that nothing else (a print, a native library's log) gets
 into the video; a reader that goes away (ffplay closed, `| head -c`) stops the run.
+`--source raw:WxH[@FPS]` reads raw BGR frames instead, and `--out -` then writes them so
+(raw_frames).
 """
 from __future__ import annotations
 

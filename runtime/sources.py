@@ -55,8 +55,8 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
     URL whose path names an image file, https://host/photo.jpg, is read as that image unless
     it answers with a stream); a string
     containing "!" a GStreamer pipeline (e.g. nvarguscamerasrc ! ... ! appsink); a video file;
-    an image file, folder or glob; "synthetic[:WxH][@FPS]"; "-" Y4M video on stdin.
-    width/height/fps apply to cameras,
+    an image file, folder or glob; "synthetic[:WxH][@FPS]"; "-" Y4M video on stdin;
+    "raw:WxH[@FPS]" raw BGR frames on stdin (raw_frames). width/height/fps apply to cameras,
     timeout (seconds to open or read; 0: FFmpeg's own) to URLs, and to stdin the seconds it
     may give nothing before it counts as lost (default and 0: no bound).
     live overrides the policy (None: live for cameras and streams, lossless for files).
