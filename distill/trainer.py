@@ -756,8 +756,13 @@ class Trainer:
             require_tensorboard()
         if self.step >= cfg.optim.steps:
             if self.dist.main:
+                # A sweep's next setting given into the same folder: said, or the finished
+                # run's scores read as that setting's.
+                unused = (f"; the settings this command changes were not used, nothing was "
+                          f"trained with them: {'; '.join(self._earlier_config[1])}"
+                          if self._earlier_config else "")
                 warnings.warn(f"the run in {self.out} is already at step {self.step} of "
-                              f"optim.steps={cfg.optim.steps}: nothing to train (raise "
+                              f"optim.steps={cfg.optim.steps}: nothing to train{unused} (raise "
                               "optim.steps to go on, or choose another out=)", SharpenWarning)
                 if not (self.out / "curves.png").exists():   # killed before it was drawn
                     self.plot()

@@ -458,6 +458,24 @@ def test_resume_says_what_changed_a_finished_run_trains_nothing_and_never_starts
     assert not (tmp_path / "never").exists()
 
 
+def test_a_finished_run_rerun_with_another_setting_says_it_was_not_used(tmp_path, capsys):
+    """A sweep's second command without its own out= (`optim.lr=1e-3` into the first run's
+    folder) resumed the finished run, trained nothing and printed its `done:` line, the
+    warning saying only "nothing to train": the new learning rate, never used, went unsaid,
+    and the first run's scores read as the second's."""
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 2), quiet=True)
+    before = (out / "last.pt").read_bytes(), (out / "config.yaml").read_text()
+    with runtime_warnings() as said:
+        train(tiny_cfg(out, 2, **{"optim.lr": 1e-4, "stop_after": 1}), quiet=True)
+    done = [m for m in said if "nothing to train" in m]
+    assert done and "optim.lr: 0.001 -> 0.0001" in done[0] and "not used" in done[0], said
+    assert "stop_after" not in done[0]   # steering one invocation is no setting of the run
+    assert "choose another out=" in done[0], done
+    assert ((out / "last.pt").read_bytes(), (out / "config.yaml").read_text()) == before
+    assert not list(out.glob("config-step*.yaml"))   # nothing was trained with them to keep
+
+
 def test_overfit_tiny_batch(one_thread):
     torch.manual_seed(0)
     from distill.students import create_student
