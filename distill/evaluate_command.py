@@ -192,6 +192,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"warning: {args.data} holds the {res['split']} split alone: --split "
               f"{args.split} does not apply; its {res['split']} images were evaluated",
               file=sys.stderr)
+    if checkpoints and (held := _not_held_out(res, args.data)):
+        res["not_held_out"] = held
     from runtime.host import default_threads
 
     from .provenance import LIBS, run_environment
@@ -249,3 +251,37 @@ def _evaluate(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _not_held_out(res: dict, data: str) -> dict:
+    """Per model label, the scored images its label caches trained or validated on, each
+    model said in a warning: their scores are no held-out ones (lineage.not_held_out)."""
+    from .checkpoint import CheckpointError, read_checkpoint
+    from .evaluate import is_artifact
+    from .lineage import not_held_out
+    held: dict = {}
+    scored = res.get("per_image") or {}
+    for label, w in (res.get("weights") or {}).items():
+        if is_artifact(w):
+            continue
+        try:
+            lineage = read_checkpoint(w, mmap=True).get("lineage")
+        except (CheckpointError, OSError):
+            continue
+        if not (found := not_held_out(lineage, data, scored)):
+            continue
+        held[label] = found
+        parts = []
+        for role, key, what in (("trained", "labels", "trained on {n} of the {of} scored"),
+                                ("validated", "val_labels", "validated on {n}")):
+            if names := found.get(role):
+                shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more"
+                                                if len(names) > 3 else "")
+                parts.append(what.format(n=len(names), of=count(len(scored), "image"))
+                             + f" (data.{key}={lineage[key]['path']}"
+                             + (", which chose best.pt" if role == "validated" else "")
+                             + f": {shown})")
+        print(f"warning: {w} {' and '.join(parts)}: the scores include these images, which "
+              "are not held out", file=sys.stderr)
+    return held
+

@@ -96,3 +96,33 @@ def describe_lineage(lineage: Any) -> list[str]:
         lines.append(f"{what} {origin.get('path')}"
                      + (f" ({', '.join(about)})" if about else "") + before)
     return lines
+
+
+def not_held_out(lineage: Any, data: str, scored: Any) -> dict[str, list[str]]:
+    """The images of `scored` (names `sharpen evaluate` scored from `data`) that the label
+    caches of `lineage` took from `data`: "trained" (data.labels) and "validated" (data.
+    val_labels, which chose best.pt); empty where none, or the caches are not here to read.
+    A sweep's runs distilled on labels of reds-mini and scored on all of it read as held out."""
+    from .data.label_cache import LabelCache
+    from .data.sources import SourceError
+    if not isinstance(lineage, dict):
+        return {}
+    root = os.path.realpath(data)
+    scored = set(scored)
+    out: dict[str, list[str]] = {}
+    for key, role in (("labels", "trained"), ("val_labels", "validated")):
+        origin = lineage.get(key)
+        if not isinstance(origin, dict) or not origin.get("path"):
+            continue
+        try:
+            cache = LabelCache(origin["path"])
+        except (SourceError, OSError, ValueError):
+            continue
+        # By name and by file: another folder's im000 is another image.
+        names = sorted(n for n, e in cache.entries.items()
+                       if n in scored and e.get("status") == "ok" and cache._selected(n)
+                       and isinstance(e.get("input"), str)
+                       and (os.path.realpath(e["input"]) + os.sep).startswith(root + os.sep))
+        if names:
+            out[role] = names
+    return out

@@ -1,0 +1,45 @@
+"""`sharpen evaluate` of a distilled student on the data its label caches came from: the images
+it trained on, and those that chose its best.pt, are named, as their scores are not held out."""
+from __future__ import annotations
+
+import json
+import shutil
+
+from sharpen.cli import main
+from test_evaluate_resume import _pairs
+
+TINY = ["model.arch=fast", "model.args={width: 8, blocks: 1, low_blocks: 1}", "optim.steps=1",
+        "optim.warmup_steps=0", "data.crop=32", "data.batch_size=1", "data.workers=0",
+        "device=cpu", "--quiet", "--threads", "1"]
+
+
+def test_a_students_own_training_and_validation_images_are_named_when_scored(
+        tmp_path, tiny_teacher_pt, capsys, monkeypatch):
+    """A sweep's runs, distilled on labels of reds-mini and scored by `sharpen evaluate` on all
+    of reds-mini, read as held-out scores: 26 of the 60 images had been trained on or had chosen
+    best.pt, and nothing said so."""
+    monkeypatch.chdir(tmp_path)
+    _pairs(tmp_path / "pairs", 4, side=48)
+    shutil.copytree(tmp_path / "pairs", tmp_path / "other")   # the same images, elsewhere
+    assert main(["labels", "--data", "pairs", "--out", "train", "--hold-out", "0.5",
+                 "--val-out", "val", "--teacher-weights", str(tiny_teacher_pt), "--tile", "0",
+                 "--quiet", "--threads", "1"]) == 0
+    assert main(["distill", "data.labels=train", "data.val_labels=val", "out=run", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--weights", "run/best.pt", "--data", "pairs", "--out", "ev",
+                 "--threads", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    said = [ln for ln in err.splitlines() if "not held out" in ln]
+    assert len(said) == 1, err
+    assert "run/best.pt trained on 1 of the 4 images scored (data.labels=" in said[0], said
+    assert "im000" in said[0] and "validated on 2 (data.val_labels=" in said[0], said
+    rec = json.loads((tmp_path / "ev" / "metrics.json").read_text())["not_held_out"]
+    assert rec == {"run-best": {"trained": ["im000"], "validated": ["im002", "im003"]}}, rec
+    # Other data, and only the images scored: --limit 1 takes im000 alone
+    assert main(["evaluate", "--weights", "run/best.pt", "--data", "other", "--threads", "1",
+                 "--quiet"]) == 0
+    assert "not held out" not in capsys.readouterr().err
+    assert main(["evaluate", "--weights", "run/best.pt", "--data", "pairs", "--limit", "1",
+                 "--threads", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "trained on 1 of the 1 image scored" in err and "validated on" not in err, err
