@@ -25,6 +25,9 @@ WHERE = {"data.train", "data.val", "data.labels", "data.val_labels", "data.gt_tr
          "teacher"}
 # metrics.jsonl's timings: how long a step took is never the same twice.
 TIMINGS = {"time", "s_per_step", "data_s_per_step", "val_s"}
+# metrics.jsonl's mark of the validations that became best.pt: the best.pt row compares that
+# (a stop's validation, which only a stopped run takes, may move it).
+MARKS = {"best"}
 # metrics.jsonl's keys this version added, which an older version's records lack: a record
 # without them is compared by the keys both have.
 ADDED_KEYS = {"samples", "ssim_formula"}
@@ -299,7 +302,7 @@ def _within(worst: float, tolerance: float, where: str) -> str:
 def _numbers(rec: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in rec.items():
-        if k in TIMINGS:
+        if k in TIMINGS or k in MARKS:
             continue
         if isinstance(v, dict):
             out.update(_numbers(v, f"{prefix}{k}."))

@@ -629,6 +629,8 @@ class Trainer:
             except ValueError:  # a line cut by a kill
                 continue
             if rec.get("step", 0) <= self.step:
+                if carry and rec.pop("best", None):   # this run's best.pt is its own choice
+                    line = json.dumps(rec)
                 keep.append(line)
                 # The log's clock goes on from where the resumed run stopped.
                 self._time_offset = max(self._time_offset, float(rec.get("time", 0.0)))
@@ -1292,16 +1294,18 @@ class Trainer:
         m["step"] = self.step
         self.metrics = m
         self._metrics_ssim = SSIM_ID
-        self._append_jsonl({"val": m, "step": self.step, "samples": self.samples_taken,
-                            "ssim_formula": SSIM_ID})
-        if self._tb is not None:
-            self._tb.scalars("val", m, self.step)
         key = "model_gt_ssim" if "model_gt_ssim" in m else "model_teacher_ssim"
-        self.log(f"step {self.step}: {val_summary(m)}")
         # A NaN score (diverged weights) is never best, and a NaN best (saved by a version
         # before this check) never blocks a real one.
         best = key in m and math.isfinite(m[key]) and (
             self.best is None or not math.isfinite(self.best) or m[key] > self.best)
+        # Marked as train.log marks it: curves read from metrics.jsonl tell which step
+        # best.pt holds.
+        self._append_jsonl({"val": m, "step": self.step, "samples": self.samples_taken,
+                            "ssim_formula": SSIM_ID, **({"best": True} if best else {})})
+        if self._tb is not None:
+            self._tb.scalars("val", m, self.step)
+        self.log(f"step {self.step}: {val_summary(m)}")
         self._text(f"validation at step {self.step} ({count(len(items), 'image')}): "
                    + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "step")
                    + (f"  -> best.pt ({key})" if best else ""))

@@ -476,6 +476,27 @@ def test_a_finished_run_rerun_with_another_setting_says_it_was_not_used(tmp_path
     assert not list(out.glob("config-step*.yaml"))   # nothing was trained with them to keep
 
 
+def test_metrics_jsonl_marks_the_validations_that_became_best_pt(tmp_path):
+    """A sweep's curves read from metrics.jsonl (pandas, a plot of one's own) could not tell
+    which validation best.pt holds: train.log alone said `-> best.pt`."""
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 4, val_every=1), quiet=True)
+    vals = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+            if "val" in r]
+    marked = [r["step"] for r in vals if r.get("best")]
+    said = re.findall(r"validation at step (\d+) .*-> best\.pt",
+                      (out / "train.log").read_text())
+    assert len(vals) == 4 and marked and marked == [int(s) for s in said], (vals, said)
+    assert all("best" not in r or r["best"] is True for r in vals), vals
+    assert read_checkpoint(out / "best.pt")["step"] == marked[-1]
+    # A branch carries a's records, not their marks: its best.pt is chosen among its own.
+    with runtime_warnings():   # optim.steps: 4 -> 5, said
+        train(tiny_cfg(tmp_path / "b", 5, val_every=1, resume=str(out / "last.pt")), quiet=True)
+    recs = [json.loads(ln) for ln in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if r.get("best")] in ([], [5]), recs
+    assert len([r for r in recs if "val" in r]) == 5, recs
+
+
 def test_overfit_tiny_batch(one_thread):
     torch.manual_seed(0)
     from distill.students import create_student
@@ -2698,7 +2719,9 @@ def test_a_run_resumed_into_another_folder_carries_the_history_before_its_step(t
     assert (a / "metrics.jsonl").read_text() == before
     recs = [json.loads(ln) for ln in (b / "metrics.jsonl").read_text().splitlines()]
     theirs = [json.loads(ln) for ln in before.splitlines()]
-    assert recs[:-2] == [r for r in theirs if r["step"] <= 3]     # a's records up to step 3
+    # a's records up to step 3, without a's marks of its best.pt: b's is chosen among its own
+    assert recs[:-2] == [{k: v for k, v in r.items() if k != "best"} for r in theirs
+                         if r["step"] <= 3]
     assert [r["step"] for r in recs if "loss" in r] == [1, 2, 3, 4]
     assert [r["step"] for r in recs if "val" in r] == [3, 4]
     times = [r["time"] for r in recs if "time" in r]
