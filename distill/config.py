@@ -380,7 +380,10 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
         except yaml.YAMLError as e:
             raise ValueError(f"override {ov!r}: the value is not valid YAML "
                              f"({_yaml_problem(e)}); quote it, e.g. '{k}=\"...\"'") from None
-        _set(cfg, k.strip(), value)
+        try:
+            _set(cfg, k.strip(), value)
+        except TypeError as e:   # where it was set, as a range error or a file's line says
+            raise TypeError(f"{e} (set by the override {ov})") from None
     if path and "out" in d and not any(ov.split("=", 1)[0].strip() == "out"
                                        for ov in overrides or []):
         _refuse_a_moved_runs_out(Path(path), cfg.out)

@@ -67,6 +67,23 @@ def test_an_out_of_range_override_is_refused_naming_the_override(tmp_path, capsy
                                     "optim.lr=-1)"), err
 
 
+@pytest.mark.parametrize("override, said", [
+    ("optim.lr=abc", "optim.lr must be a number, got 'abc'"),
+    ("data.crop=64.5", "data.crop must be an integer, got 64.5"),
+    ("data.flips=maybe", "data.flips must be true/false, got 'maybe'"),
+])
+def test_an_override_of_the_wrong_type_is_refused_naming_the_override(tmp_path, capsys,
+                                                                      override, said):
+    """A sweep's `optim.lr=abc` was refused without the override its range errors name: as
+    if the config file held it, where the key was set too."""
+    from sharpen.cli import main
+
+    rc = main(["distill", "--config", str(FAST), f"out={tmp_path / 'r'}", override,
+               "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and err.endswith(f"{said} (set by the override {override})"), err
+
+
 def test_print_config_shows_the_resolved_settings_and_trains_nothing(tmp_path, capsys):
     """A dry run: the settings file <- overrides as the run would use them, as YAML that
     --config reads back to the same settings, and no run folder made."""
