@@ -158,8 +158,8 @@ def add_commands(sub) -> None:
                        "RGB outputs, data range 255, no border crop, mean over images; SSIM "
                        "with scikit-image's Gaussian window sigma 1.5 "
                        "(use_sample_covariance=False), channels averaged (--ssim 3d: as "
-                       "published GoPro tables' SSIMs); no alignment (RealBlur's published "
-                       "scores align each output to its ground truth first). --out writes "
+                       "published GoPro tables' SSIMs); no alignment unless --align ecc "
+                       "(RealBlur's published scores align each output first). --out writes "
                        "metrics.json (with the "
                        "convention), per_image.csv (one row per image and model, and with "
                        "ground truth one with its overshoot) and side_by_side.png (input | "
@@ -200,6 +200,12 @@ def add_commands(sub) -> None:
                    "scikit-image); 3d: the window across the RGB channels too, as published "
                    "GoPro tables' SSIMs are (NAFNet's calculate_ssim, MATLAB's ssim() in "
                    "Restormer's script), which reads higher (default: 2d)")
+    from .alignment import ALIGNS
+    p.add_argument("--align", choices=ALIGNS, default="none",
+                   help="ecc: register each output, and the input, to its ground truth by ECC "
+                   "(a translation) and score the overlap, as RealBlur's published scores "
+                   "(evaluation_RealBlur_ecc.py); each image's offset goes to per_image.csv "
+                   "(default: none, the pixel grids as given)")
     p.add_argument("--figure-images", type=int, default=6, metavar="N",
                    help="rows of the side-by-side figure: with ground truth the images some "
                         "model gains least on (worst first), else the first ones, or of clips "

@@ -497,19 +497,33 @@ def _outputs(fns: dict[str, Fn], x: np.ndarray, y: Optional[np.ndarray], inp,
 
 def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
            rank: Optional[Callable[[dict], float]],
-           score_ssim: Callable[[np.ndarray, np.ndarray], float] = ssim) -> dict:
+           score_ssim: Callable[[np.ndarray, np.ndarray], float] = ssim,
+           align: str = "none") -> dict:
     """One image's scores as the results and the journal keep them (plain JSON numbers, so
     that an image read back from the journal adds to the means exactly as it did scored):
     "scores" (per model, `per_image`'s), "ratios" (sharpness, x the input's; {} for a flat
     image), "flat", "gt_overshoot" and "rank" (`rank`'s value, else None). `score_ssim`: the
-    SSIM of `--ssim` (`metrics.SSIMS`)."""
+    SSIM of `--ssim` (`metrics.SSIMS`). `align` "ecc": each image, the input too, scored
+    registered to the ground truth (`distill.alignment`), its offset_x and offset_y beside its
+    scores (None where ECC failed: "align_failed" says why, by model)."""
     import json
 
     x, y = outs["input"], outs.get("ground truth")
     models = {k: v for k, v in outs.items() if k != "ground truth"}
     base = sharpness(x)
     ratios = {k: sharpness(img) / base for k, img in models.items()} if base >= FLAT else {}
-    if y is not None:
+    failed_align: dict[str, str] = {}
+    if y is not None and align == "ecc":
+        from .alignment import align_ecc
+        scores = {}
+        for k, img in models.items():
+            a = align_ecc(img, y)
+            scores[k] = {"psnr": a.psnr, "ssim": a.ssim,
+                         "offset_x": a.offset and a.offset[0],
+                         "offset_y": a.offset and a.offset[1]}
+            if a.failed:
+                failed_align[k] = a.failed
+    elif y is not None:
         scores = {k: {"psnr": psnr(img, y), "ssim": score_ssim(img, y)}
                   for k, img in models.items()}
     elif reference is not None:
@@ -540,6 +554,8 @@ def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
              "gt_overshoot": gt_o, "rank": rank(outs) if rank else None}
     if y is not None:
         entry["gt_shift"] = gt_shift(x, y)
+    if failed_align:
+        entry["align_failed"] = failed_align
     return json.loads(json.dumps(entry, default=float))
 
 
@@ -553,8 +569,8 @@ def _say_shifted(shown: str, shifts: list) -> None:
     warnings.warn(f"{shown}: the ground truth sits about {dx:+.0f}, {dy:+.0f} px from its "
                   f"blurred input (median of {count(len(shifts), 'pair')}, by phase correlation): "
                   "PSNR/SSIM score that offset as well as the blur; check that both sides hold "
-                  "the same crops, or register the pairs (RealBlur's evaluate_RealBlur.py "
-                  "aligns each output to its ground truth)", SharpenWarning)
+                  "the same crops, or register the pairs (--align ecc aligns each output to its "
+                  "ground truth, as RealBlur's evaluation script)", SharpenWarning)
 
 
 def _item_stamp(inp, gt) -> list:
@@ -615,7 +631,8 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
              provider: str = "auto", gopro_blur: str = "blur", stride: int = 1,
              frames: Optional[Collection[int]] = None,
              out: Optional[str | os.PathLike] = None,
-             reference: Optional[str | os.PathLike] = None, ssim_window: str = "2d") -> dict:
+             reference: Optional[str | os.PathLike] = None, ssim_window: str = "2d",
+             align: str = "none") -> dict:
     """Checkpoints and exported artifacts (paths, or shipped names such as `fast` and
     `teacher`; one, or a list) over a data source; see `evaluate_fns`. With exactly one
     teacher among them, its output is the reference where the data has no ground truth.
@@ -628,8 +645,12 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
     only the images left (see `evaluate_journal`). `reference`: one of `weights` whose output
     stands in for ground truth instead of the teacher's (the FP32 export beside its INT8 one);
     ValueError naming it and the models when it is none of them, or the only one.
-    `ssim_window`: "2d" (channels averaged) or "3d" (`distill.metrics.ssim_3d`)."""
+    `ssim_window`: "2d" (channels averaged) or "3d" (`distill.metrics.ssim_3d`). `align`:
+    "none", or "ecc" (each image registered to its ground truth first, `distill.alignment`)."""
     ssim_named(ssim_window)   # before any model loads
+    from .alignment import ALIGNS
+    if align not in ALIGNS:
+        raise ValueError(f"align must be one of {list(ALIGNS)}, got {align!r}")
     if isinstance(weights, (str, os.PathLike)):   # iterated, a path was read letter by letter
         weights = [weights]
     if not all(is_artifact(w) for w in weights):   # exported models alone need no torch
@@ -676,14 +697,14 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
           if out is not None else contextlib.nullcontext()):
         if out is not None:
             journal = _score_journal(out, labels, weights, fns, crop, device, teacher_config,
-                                     threads, provider, tile, ref_label, ssim_window)
+                                     threads, provider, tile, ref_label, ssim_window, align)
         try:
             res = evaluate_fns(fns, spec, split, limit, crop, progress,
                                reference=ref_label,
                                keep_outputs=keep_outputs, rank=least_gain,
                                names=dict(zip(labels, weights)), gopro_blur=gopro_blur,
                                clips=True, stride=stride, frames=frames, journal=journal,
-                               ssim_window=ssim_window)
+                               ssim_window=ssim_window, align=align)
         except KeyboardInterrupt as e:
             if hasattr(e, "results"):
                 e.results["weights"] = dict(zip(labels, weights))
@@ -717,7 +738,7 @@ def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 def _score_journal(out, labels: list[str], weights: list[str], fns: dict[str, Fn], crop: int,
                    device: str, teacher_config: Optional[str], threads: int, provider: str,
                    tile: Optional[int], reference: Optional[str] = None,
-                   ssim_window: str = "2d") -> ScoreJournal:
+                   ssim_window: str = "2d", align: str = "none") -> ScoreJournal:
     """`evaluate(out=)`'s record, its settings the models' files and the options that change
     every score."""
     from runtime.host import code_info, default_threads
@@ -734,7 +755,7 @@ def _score_journal(out, labels: list[str], weights: list[str], fns: dict[str, Fn
                     "threads": default_threads(threads), "--provider": provider,
                     # the teacher's alone: students run whole images whatever --tile says
                     "tile": teacher.tile if (teacher := _teacher_fn(fns)) else None,
-                    "--reference": reference, "--ssim": ssim_window,
+                    "--reference": reference, "--ssim": ssim_window, "--align": align,
                     "teacher labels": next((str(f.cache) for f in fns.values()
                                             if isinstance(f, LabelledTeacher)), None),
                     # The code that scored: an upgrade (a metric redefined, a bug fixed) took
@@ -842,7 +863,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                  names: Optional[dict[str, str]] = None, gopro_blur: str = "blur",
                  clips: bool = False, stride: int = 1,
                  frames: Optional[Collection[int]] = None,
-                 journal: Optional[ScoreJournal] = None, ssim_window: str = "2d") -> dict:
+                 journal: Optional[ScoreJournal] = None, ssim_window: str = "2d",
+                 align: str = "none") -> dict:
     """{"images": n, "has_gt": bool, "input": {...}, "<model>": {psnr, ssim, psnr_gain,
     ssim_gain, worst_psnr_gain, worst_image, sharpness, overshoot}, "per_image": {name:
     {label: {psnr, ssim, overshoot} (without ground truth: {sharpness, psnr_to_reference,
@@ -883,7 +905,15 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     `journal` (`evaluate_journal.ScoreJournal`): each image's scores are appended to it as it
     is scored, and those it holds from an earlier run with the same settings and files are
     taken, not scored again; the figure's images among them have their outputs made again.
+
+    `align` "ecc" (`sharpen evaluate --align ecc`): with ground truth, each image (the input's
+    too) is registered to it by ECC and scored over the overlap, as RealBlur's published scores
+    are (`distill.alignment`); per image "offset_x"/"offset_y", and "alignment_failed" lists
+    the images and models ECC did not converge on (scored unaligned, a warning each).
     """
+    from .alignment import ALIGNS
+    if align not in ALIGNS:
+        raise ValueError(f"align must be one of {list(ALIGNS)}, got {align!r}")
     if reference is not None and reference not in fns:
         raise ValueError(f"reference {reference!r} is not one of the models {list(fns)}")
     score_ssim = ssim_named(ssim_window)
@@ -921,6 +951,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     has_gt = all(gt is not None for _, _, gt in items)
     flat, scored = 0, 0
     gt_over: list[float] = []
+    align_failed: list[dict] = []
     stopped: Optional[KeyboardInterrupt] = None
     from .data.sources import SampleReader, spread
     reader = SampleReader()
@@ -967,7 +998,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                 continue
             # Everything of one image is computed first and then recorded at once, so that an
             # interrupt leaves only whole images in the results.
-            entries[i] = entry = _entry(outs, reference, rank, score_ssim)
+            entries[i] = entry = _entry(outs, reference, rank, score_ssim, align)
             if labelled is not None:
                 entry["teacher_label"] = labelled.last
             scored += 1
@@ -998,7 +1029,12 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
         if entry["gt_overshoot"] is not None:
             gt_over.append(entry["gt_overshoot"])
         per_image[name] = entry["scores"]
-    _say_shifted(shown, [e["gt_shift"] for e in entries.values() if e.get("gt_shift")])
+        for k, why in (entry.get("align_failed") or {}).items():
+            align_failed.append({"image": name, "model": k, "error": why})
+            warnings.warn(f"{name}: ECC did not converge on {k}'s output ({why}): scored "
+                          "unaligned, on the ground truth's grid as given", SharpenWarning)
+    if align == "none":   # aligned, an offset the pairs share is what ECC took out
+        _say_shifted(shown, [e["gt_shift"] for e in entries.values() if e.get("gt_shift")])
     made = [e.get("teacher_label") for _, e in sorted(entries.items())]
     try:
         outputs = _figure_outputs(kept, entries, items, order_of, keep_outputs, fns, has_gt,
@@ -1043,7 +1079,12 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     if has_gt:
         # What sharpening this blur truly takes past the input's range (thin lines).
         res["ground_truth_overshoot"] = float(np.mean(gt_over))
-        res["convention"] = {**convention(ssim_window), "alignment": ALIGNMENT}
+        from . import alignment
+        res["align"] = align
+        res["convention"] = {**convention(ssim_window), "alignment": (
+            alignment.ALIGNMENT if align == "ecc" else ALIGNMENT)}
+        if align == "ecc":
+            res["alignment_failed"] = align_failed
         for k in fns:
             res[k]["psnr_gain"] = res[k]["psnr"] - res["input"]["psnr"]
             res[k]["ssim_gain"] = res[k]["ssim"] - res["input"]["ssim"]
@@ -1267,16 +1308,23 @@ def format_table(res: dict) -> str:
                   if res.get("ssim_window") == "3d" else
                   "scikit-image's Gaussian window sigma 1.5, population covariances "
                   "(Wang et al., BasicSR), channels averaged")
+        if res.get("align") == "ecc":
+            area = ("each image (the input too) aligned to the ground truth by ECC "
+                    "(translation) and scored over the overlap, as RealBlur's script")
         lines.append(f"(PSNR/SSIM: RGB, outputs rounded to 8 bits, data range 255, {area}, no "
                      "border crop, mean over images, against the ground truth; SSIM: "
                      f"{window}; d: gain over the input; sharpness: mean gradient, "
                      "x the input's; PSNR in dB)")
         lines.append("(higher is better: PSNR, SSIM and their gains; overshoot, lower is "
                      "better, down to the ground truth's own)")
-        if "realblur" in Path(str(res["data"])).name.lower():   # its list, Restormer's RealBlur_J/
+        if failed := res.get("alignment_failed"):
+            lines.append(f"(ECC did not converge on {count(len(failed), 'output')}, scored "
+                         "unaligned: metrics.json's alignment_failed names each)")
+        if (res.get("align", "none") == "none"
+                and "realblur" in Path(str(res["data"])).name.lower()):   # its list, RealBlur_J/
             lines.append("(RealBlur: outputs not aligned to the ground truth; its published "
                          "scores align each first (evaluate_RealBlur.py: ECC homography, the "
-                         "overlap scored) and read higher)")
+                         "overlap scored) and read higher: --align ecc)")
     if res.get("flat_images"):
         lines.append(f"({count(res['flat_images'], 'flat image')} without detail left out of the "
                      "sharpness ratio)")

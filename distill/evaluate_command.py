@@ -134,6 +134,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if 0 < args.crop < MIN_SIDE:
         return refuse(f"--crop {args.crop}: SSIM needs at least {MIN_SIDE}x{MIN_SIDE} pixels "
                     "(0 = whole images)")
+    if args.align == "ecc" and args.ssim != "2d":
+        return refuse(f"--align ecc scores RealBlur's SSIM (channels averaged over the "
+                      f"overlap); --ssim {args.ssim} applies unaligned: leave out one of them")
     dupes = sorted({w for w in weights if weights.count(w) > 1})
     if dupes:
         print(f"warning: {', '.join(dupes)} given more than once; evaluated once",
@@ -166,7 +169,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                        teacher_config=args.teacher_config, threads=args.threads,
                        provider=args.provider, gopro_blur=args.gopro_blur,
                        stride=args.stride, frames=frames, out=args.out,
-                       reference=args.reference, ssim_window=args.ssim, tile=args.tile)
+                       reference=args.reference, ssim_window=args.ssim, tile=args.tile,
+                       align=args.align)
     except KeyboardInterrupt as e:   # after some images: theirs are reported and saved
         if not hasattr(e, "results"):
             raise
@@ -184,6 +188,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.ssim != "2d" and "ssim_window" not in res:   # no SSIM was computed
         print(f"warning: --ssim {args.ssim} has no effect: {args.data} has no ground truth and "
               "no model's output stands in for it (a teacher among --weights, or --reference)",
+              file=sys.stderr)
+    if args.align != "none" and not res["has_gt"]:   # nothing to align to
+        print(f"warning: --align {args.align} has no effect: {args.data} has no ground truth",
               file=sys.stderr)
     if args.split and res["split"] is None:
         print(f"warning: {args.data} has no split folders (train/, val/, test/): --split "

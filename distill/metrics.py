@@ -51,7 +51,8 @@ CONVENTION = {
 # bench-compare gates on as one formula: every earlier baseline would read as another one.
 ALIGNMENT = ("no alignment: each output is scored on its ground truth's pixel grid as given; "
              "RealBlur's published scores (evaluate_RealBlur.py) first warp each output onto "
-             "its ground truth (an ECC homography) and score the overlap, and read higher")
+             "its ground truth (an ECC homography) and score the overlap, and read higher; "
+             "sharpen evaluate --align ecc does (distill.alignment)")
 
 
 def _checked(name: str, x: np.ndarray) -> np.ndarray:

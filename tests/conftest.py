@@ -185,6 +185,16 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def reds_mini() -> Path:
+    """shared/data/reds-mini (60 real blur/sharp pairs, 320x180) beside the clone or in it;
+    skipped where neither holds it (the data is never in the project)."""
+    for cand in (ROOT.parent / "shared", ROOT / "shared"):
+        if (cand / "data" / "reds-mini" / "sharp").is_dir():
+            return cand / "data" / "reds-mini"
+    pytest.skip(f"shared/data/reds-mini not found in {ROOT.parent} or {ROOT}")
+
+
+@pytest.fixture(scope="session")
 def export_data_dir(tmp_path_factory) -> Path:
     """Calibration, parity and ground-truth images of the export tests (export_fixtures)."""
     from export_fixtures import make_export_data
