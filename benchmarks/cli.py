@@ -79,6 +79,11 @@ def add_commands(sub) -> None:
                    help="real blur/sharp pairs to report PSNR/SSIM gains on (a paired folder "
                         "such as reds-mini's blur/ + sharp/, a GoPro, HIDE or BSD root, REDS' "
                         "val/ folder, or a RealBlur pair list)")
+    from distill.alignment import ALIGNS
+    p.add_argument("--align", choices=ALIGNS, default="none",
+                   help="ecc: score --real-pairs with each output, and the input, aligned to "
+                        "its ground truth first, as `sharpen evaluate --align ecc` (RealBlur's "
+                        "published scores) (default: none)")
     p.add_argument("--real-nogt", default=None, nargs="+", action="extend", metavar="PATH",
                    help="real blurred images without ground truth: image files, videos and "
                         "folders of them (several may be given; the real-blur limit is "
@@ -168,6 +173,7 @@ def options_from_args(args: argparse.Namespace):
                         teacher_weights=args.teacher_weights,
                         teacher_config=args.teacher_config, data=args.data,
                         real_pairs=args.real_pairs, real_nogt=args.real_nogt,
+                        align=args.align,
                         stride=args.stride, frames=args.frames,
                         min_ssim_ratio=ratio, min_ssim_gain=gain, limit=args.limit,
                         sizes=args.sizes, formats=args.formats, cache=args.cache,

@@ -214,7 +214,7 @@ def _differences(base: dict, new: dict, paths: list[tuple[str, ...]],
 # may change: that is what the gate is for.
 QUALITY_CONTEXT = [("held-out images",), ("settings", "calib_count"), ("settings", "calib_seed"),
                    ("quality", "settings", "teacher", "hash")]
-REAL_BLUR_CONTEXT = [("real-blur images",)]
+REAL_BLUR_CONTEXT = [("real-blur images",), ("real-blur alignment",)]
 # Scored against the teacher's output: the same frames (by name: a clip's carry their index, so
 # other --stride or --frames differ) and teacher.
 NOGT_CONTEXT = [("real-nogt images",), ("quality", "settings", "teacher", "hash")]
@@ -235,6 +235,9 @@ def _with_image_names(rep: dict) -> dict:
     real = rep.get("real_blur") or {}
     return {**rep, "held-out images": _names(held),
             "real-blur images": _names(sorted((real.get("pairs") or {}).get("per_image") or {})),
+            # aligned scores read higher: not gated against unaligned ones (an older report's)
+            "real-blur alignment": ((real.get("pairs") or {}).get("align", "none")
+                                    if real.get("pairs") else None),
             "real-nogt images": _names(sorted((real.get("nogt") or {}).get("per_image") or {}))}
 
 

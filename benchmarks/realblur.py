@@ -24,7 +24,7 @@ def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: 
                   students, out: Path, say, pairs_limit: Optional[int], nogt_limit: Optional[int],
                   quiet: bool = False, models: Sequence = (),
                   failed: Optional[dict] = None, stride: int = 1,
-                  frames: Optional[Sequence[int]] = None) -> dict:
+                  frames: Optional[Sequence[int]] = None, align: str = "none") -> dict:
     """{"pairs": {...metrics} | None, "nogt": {...} | None, "figures": {key: file name}}.
     The limits are the number of images spread over each set (None: all); `nogt` is image
     files, videos and folders of them, the limit spread over all of them, a clip's frames
@@ -34,7 +34,8 @@ def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: 
     each set {"status": "failed", "reason": why}, as its rows in the other tables.
     `teacher` None (no PyTorch here): the models alone, scored against ground truth; without
     it the frames' PSNR to the teacher's output is not given, their sharpness and overshoot
-    are."""
+    are. `align` "ecc": the pairs scored with each output aligned to its ground truth, as
+    `sharpen evaluate --align ecc` scores them."""
     failed = failed or {}
     fns = {**({"teacher": teacher} if teacher is not None else {}),
            **{s.name: load_model_fn(s.path) for s in students if s.name not in failed},
@@ -67,7 +68,7 @@ def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: 
         # The figure shows the four pairs the teacher gains least on.
         shown = "teacher | students" if teacher is not None else "models"
         scored("pairs", pairs, f"Real blur pairs ({pairs}): input | {shown} | ground truth",
-               limit=pairs_limit, keep_outputs=4,
+               limit=pairs_limit, keep_outputs=4, align=align,
                rank=lambda outs: _psnr_gain(outs, "teacher"))
     if nogt:
         shown = data_text(nogt)
@@ -156,6 +157,13 @@ def markdown(res: dict, md_table) -> list[str]:
         where = "".join([f", split {p['split']}" if p.get("split") else "",
                          f", inputs from {p['gopro_blur']}/" if p.get("gopro_blur") else ""])
         area = f"centre crops of at most {p['crop']} px" if p.get("crop") else "whole images"
+        if p.get("align") == "ecc":   # RealBlur's way: read beside its tables, not the others
+            area += (", each output and the input aligned to the ground truth by ECC (a "
+                     "translation) and scored over the overlap (`--align ecc`, as RealBlur's "
+                     "evaluation script)")
+            failed = p.get("alignment_failed") or []
+            area += (f"; ECC did not converge on {count(len(failed), 'output')}, scored "
+                     "unaligned (report.json's alignment_failed)" if failed else "")
         lines += [f"Real blur/sharp pairs: {p['data']} ({p['images']} images{where}). "
                   + ("PyTorch models (and the --model files); " if "teacher" in p
                      else "The --model files; ") +   # no PyTorch here: those alone

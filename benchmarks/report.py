@@ -72,6 +72,7 @@ class BenchOptions:
     teacher_config: Optional[str] = None
     data: Optional[str] = None
     real_pairs: Optional[str] = None         # real blur/sharp pairs (e.g. reds-mini, GoPro)
+    align: str = "none"                      # ecc: --real-pairs scored aligned (evaluate's)
     # Real blurred images without ground truth: image files and folders of them.
     real_nogt: Optional[Sequence[str]] = None
     # Of --real-nogt's clips: every N-th frame, or these indices ("0,900,1800"), as evaluate's.
@@ -102,7 +103,8 @@ class BenchOptions:
     quiet: bool = False
 
     # Valued flags of `sharpen bench` only; the shared ones come from benchmarks/options.py.
-    CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs", "stride": "--stride",
+    CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs", "align": "--align",
+                 "stride": "--stride",
                  "frames": "--frames",
                  "max_memory_mib": "--max-memory-mib", "streams": "--streams",
                  "baseline": "--baseline", "fail_on": "--fail-on"}
@@ -599,7 +601,7 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
                                           real_limits["--real-nogt"], quiet=opts.quiet,
                                           models=models, failed=progress.failed,
                                           stride=opts.stride,
-                                          frames=clip_frames(opts.frames))
+                                          frames=clip_frames(opts.frames), align=opts.align)
         except ValueError as e:   # e.g. every image unreadable after all
             raise BenchError(f"real blur: {e}") from None
         progress.note_peak("real_blur")

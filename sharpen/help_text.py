@@ -106,7 +106,7 @@ GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "bench": {
         "inputs": ("--weights", "--model", "--data", "--real-pairs", "--real-nogt", "--stride",
-                   "--frames", "--limit"),
+                   "--frames", "--limit", "--align"),
         "quality and speed gates": ("--min-ssim-ratio", "--min-ssim-gain", "--target-fps",
                                     "--cpu-target-fps", "--max-memory-mib"),
         "timing": ("--sizes", "--stream-frames", "--tile", "--threads"),

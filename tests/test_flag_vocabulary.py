@@ -57,6 +57,7 @@ CONCEPTS: dict[str, tuple] = {
     "--no-exif": (None, False),
     "--no-metadata": (None, False),
     "--frames": ("LIST", None),
+    "--align": (None, "none"),
 }
 
 # (command, flag) -> a metavar that says more than the concept's, and why.
@@ -201,7 +202,8 @@ def test_the_pytest_suite_takes_every_option_the_bench_shares_with_it():
     # --max-memory-mib budgets What to ship, which the suite does not pick or measure; the
     # suite times one process, --streams starts N `sharpen run`s beside the bench; the suite
     # compares with --benchmark-compare, the bench's report with --baseline.
-    bench_only = {"--out", "--real-pairs", "--real-nogt", "--stride", "--frames",
+    # --align scores --real-pairs, which the suite does not take.
+    bench_only = {"--out", "--real-pairs", "--real-nogt", "--stride", "--frames", "--align",
                   "--no-latency", "--quiet",
                   "--max-memory-mib", "--streams", "--baseline", "--fail-on"}
     assert bench - suite == bench_only, bench - suite
