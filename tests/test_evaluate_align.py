@@ -163,3 +163,11 @@ def test_align_ecc_with_ssim_3d_is_refused_by_name(tmp_path, capsys):
     assert main(["evaluate", "--weights", "fast", "--data", str(tmp_path / "pairs"),
                  "--align", "ecc", "--ssim", "3d", "--quiet"]) == 2
     assert "--align ecc scores RealBlur's SSIM" in capsys.readouterr().err
+
+
+def test_align_without_ground_truth_says_it_does_nothing(tmp_path, capsys):
+    from sharpen.cli import main
+    write_image(tmp_path / "frames" / "a.png", _smooth(4, 32, 40))
+    assert main(["evaluate", "--weights", "fast", "--data", str(tmp_path / "frames"),
+                 "--align", "ecc", "--quiet", "--threads", "1"]) == 0
+    assert "--align ecc has no effect: " in capsys.readouterr().err
