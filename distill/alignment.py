@@ -10,11 +10,12 @@ parameters also soak up some of the blur and read a little higher; a translation
 a user can check (`offset_x`, `offset_y` per image)."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
-import numpy as np
-
-from .metrics import PSNR_MAX, SSIM_SIGMA, _check_window, _pair, _ssim_map, _window
+if TYPE_CHECKING:
+    import numpy as np
+# numpy and the metrics are imported where used: `sharpen --help` and `sharpen run` build the
+# parser, which takes ALIGNS from here, before any handler (tests/test_runtime_notorch.py).
 
 # `--align`: none scores the grids as given (metrics.ALIGNMENT says so); ecc registers first.
 ALIGNS = ("none", "ecc")
@@ -46,6 +47,9 @@ def align_ecc(img: np.ndarray, gt: np.ndarray) -> Aligned:
     """`img` (HxWx3 in [0, 1]) registered to `gt` and scored over the overlap; where ECC does
     not converge (uncorrelated images, a flat frame), scored as given, with OpenCV's reason."""
     import cv2
+    import numpy as np
+
+    from .metrics import _check_window, _pair
     z, x = (np.ascontiguousarray(a, np.float32) for a in _pair(img, gt))
     _check_window(x)
     # The script's "simple intensity matching": one gain, so that exposure does not move ECC.
@@ -83,6 +87,9 @@ def _masked_scores(z: np.ndarray, x: np.ndarray, mask: np.ndarray) -> tuple[floa
     """PSNR and SSIM of `z` against `x` (both already zero outside `mask`) over `mask`: the
     squared error's sum over the mask's pixels, and the SSIM map's mean over the mask within
     the window's half-width of the border, per channel, channels averaged."""
+    import numpy as np
+
+    from .metrics import PSNR_MAX, _window
     err = float(np.sum((x.astype(np.float64) - z) ** 2)) / max(float(mask.sum()), 1.0)
     score = PSNR_MAX if err == 0 else min(float(10 * np.log10(1.0 / err)), PSNR_MAX)
     radius, _ = _window()
@@ -96,6 +103,9 @@ def _masked_scores(z: np.ndarray, x: np.ndarray, mask: np.ndarray) -> tuple[floa
 def _ssim_full(z: np.ndarray, x: np.ndarray) -> np.ndarray:
     """The SSIM map (HxWx3, or HxW) of the convention's SSIM: scikit-image's, else the same
     by OpenCV (a device install has no scipy)."""
+    import numpy as np
+
+    from .metrics import SSIM_SIGMA, _ssim_map, _window
     a, b = z.astype(np.float64), x.astype(np.float64)
     try:
         from skimage.metrics import structural_similarity
