@@ -551,12 +551,24 @@ def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
         # is judged against it (a mean over the set hid it).
         scores["ground truth"] = {"overshoot": gt_o}
     entry = {"scores": scores, "ratios": ratios, "flat": bool(base < FLAT),
-             "gt_overshoot": gt_o, "rank": rank(outs) if rank else None}
+             "gt_overshoot": gt_o, "rank": _rank(rank, outs, scores, align)}
     if y is not None:
         entry["gt_shift"] = gt_shift(x, y)
     if failed_align:
         entry["align_failed"] = failed_align
     return json.loads(json.dumps(entry, default=float))
+
+
+def _rank(rank: Optional[Callable[[dict], float]], outs: dict[str, np.ndarray], scores: dict,
+          align: str) -> Optional[float]:
+    """`rank`'s value of an image; `least_gain` by the aligned scores where they were aligned:
+    the figure's worst images are then the table's (a model's output merely moved ranked
+    first unaligned)."""
+    if rank is least_gain and align != "none" and "psnr" in scores.get("input", {}):
+        base = scores["input"]["psnr"]
+        return min((v["psnr"] - base for k, v in scores.items()
+                    if k not in ("input", "ground truth")), default=0.0)
+    return rank(outs) if rank else None
 
 
 def _say_shifted(shown: str, shifts: list) -> None:

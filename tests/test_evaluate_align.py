@@ -171,3 +171,26 @@ def test_align_without_ground_truth_says_it_does_nothing(tmp_path, capsys):
     assert main(["evaluate", "--weights", "fast", "--data", str(tmp_path / "frames"),
                  "--align", "ecc", "--quiet", "--threads", "1"]) == 0
     assert "--align ecc has no effect: " in capsys.readouterr().err
+
+
+def test_the_figure_shows_the_images_worst_by_the_aligned_gains(tmp_path):
+    """With --align ecc the table's worst image is by the aligned gains: the figure, "the
+    images some model gains least PSNR on", ranked them by the unaligned ones, so a model that
+    merely moved an image (no loss aligned) was shown before one that degraded another."""
+    import cv2
+
+    from distill.evaluate import least_gain
+    for name, seed in (("moved", 5), ("noisy", 6)):
+        y = _smooth(seed)
+        write_image(tmp_path / "blur" / f"{name}.png", cv2.GaussianBlur(y, (5, 5), 1.0))
+        write_image(tmp_path / "sharp" / f"{name}.png", y)
+    rng = np.random.default_rng(0)
+
+    def model(x):
+        if x.mean() == read_image(tmp_path / "blur" / "moved.png").mean():
+            return _moved(x, 2, 1)
+        return np.clip(x + rng.normal(0, 0.02, x.shape), 0, 1).astype(np.float32)
+    res = evaluate_fns({"m": model}, str(tmp_path), progress=False, align="ecc",
+                       keep_outputs=1, rank=least_gain)
+    assert res["m"]["worst_image"] == "noisy"
+    assert list(res["outputs"]) == ["noisy"], list(res["outputs"])
