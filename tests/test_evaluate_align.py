@@ -194,3 +194,11 @@ def test_the_figure_shows_the_images_worst_by_the_aligned_gains(tmp_path):
                        keep_outputs=1, rank=least_gain)
     assert res["m"]["worst_image"] == "noisy"
     assert list(res["outputs"]) == ["noisy"], list(res["outputs"])
+
+
+def test_a_checkpoint_named_like_a_result_key_of_align_keeps_its_folder():
+    """res["align"] and res["alignment_failed"] are results; a checkpoint align.pt labelled
+    "align" would have had its scores overwritten by the setting."""
+    from distill.evaluate import model_labels
+    assert model_labels(["runs/a/align.pt", "runs/b/alignment_failed.pt"]) == [
+        "a/align", "b/alignment_failed"]
