@@ -17,7 +17,6 @@ import numpy as np
 
 from .imageio import IMAGE_EXTS, VIDEO_EXTS
 from .options import option
-from .source_spec import spec_kind
 from .warn import warn
 
 
@@ -100,6 +99,11 @@ UNWRITTEN_FORMATS = {".gif": "GIF", ".apng": "APNG", ".avif": "AVIF", ".heic": "
 VIDEO_OUTPUT_EXTS = VIDEO_EXTS.difference(UNWRITTEN_FORMATS)
 
 
+# The last element of a GStreamer pipeline that writes (filesink, autovideosink, v4l2sink):
+# a folder's name with a '!' in it (Wow!, take 2!) ends in no such word.
+_WRITER_SINK = re.compile(r"\s*[\w-]*sink\b")
+
+
 def _fed_from_a_pipe(output: str, flags: bool) -> Optional[str]:
     """Why `output` is no file or folder, and the pipe that feeds it, for a V4L2 device or a
     GStreamer writer pipeline; None for any other. --out /dev/video10 (a v4l2loopback device
@@ -109,7 +113,7 @@ def _fed_from_a_pipe(output: str, flags: bool) -> Optional[str]:
     if re.fullmatch(r"/dev/video\d*", text):
         what, feed = "a V4L2 device", f"ffmpeg -f yuv4mpegpipe -i - -f v4l2 -pix_fmt yuv420p {text}"
     elif "!" in text and not os.path.lexists(text) and (
-            re.match(r"appsrc\b", text) or spec_kind(text) == "gstreamer"):
+            re.match(r"appsrc\b", text) or _WRITER_SINK.match(text.rsplit("!", 1)[1])):
         rest = re.sub(r"^appsrc\b[^!]*!\s*", "", text)
         what, feed = "a GStreamer pipeline", f"gst-launch-1.0 -q fdsrc ! y4mdec ! {rest}"
     else:

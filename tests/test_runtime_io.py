@@ -64,7 +64,8 @@ def test_an_animation_output_is_refused_before_the_run_naming_what_is_written(
 
 @pytest.mark.parametrize("out", ["/dev/video97",
                                  "appsrc ! videoconvert ! x264enc ! filesink location=a.mkv",
-                                 "appsrc ! videoconvert ! autovideosink"])
+                                 "appsrc ! videoconvert ! autovideosink",
+                                 "videoconvert ! x264enc ! mp4mux ! filesink location=a.mp4"])
 def test_a_v4l2_device_or_gstreamer_pipeline_output_is_refused_with_the_pipe_to_use(
         tmp_path, capsys, monkeypatch, out):
     """A pipeline integrator's --out /dev/video10 (a v4l2loopback device whose module was not
@@ -81,6 +82,21 @@ def test_a_v4l2_device_or_gstreamer_pipeline_output_is_refused_with_the_pipe_to_
     with pytest.raises(SinkError, match=r"^output=.*: .* runtime\.Sink "):
         run_stream(tmp_path / "missing.onnx", str(tmp_path / "missing.mp4"), out)
     assert not os.path.lexists(out)
+
+
+@pytest.mark.parametrize("out", ["Wow!", "best!/", "take 2!"])
+def test_an_image_folder_named_with_a_bang_is_written_not_refused_as_a_pipeline(
+        tmp_path, capsys, monkeypatch, onnx_model, out):
+    """--out Wow! (a new folder of a name with '!') was refused as a GStreamer writer
+    pipeline: a pipeline that writes ends in a sink element (filesink, autovideosink), which
+    a folder's name does not."""
+    monkeypatch.chdir(tmp_path)
+    image = tmp_path / "in.png"
+    cv2.imwrite(str(image), np.full((FRAME_H, FRAME_W, 3), 90, np.uint8))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(image), "--out", out,
+                   "--threads", "1")
+    assert rc == 0 and "GStreamer" not in err, err
+    assert (tmp_path / out / "in.png").is_file(), sorted(os.listdir(tmp_path))
 
 
 def test_every_video_output_extension_plays_back_or_is_refused_before_anything_opens(tmp_path):
