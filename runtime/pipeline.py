@@ -377,7 +377,7 @@ def run_stream(model: Union[str, Path, Backend],
     _check_model(model)
     _check_output(output)
     if isinstance(output, (str, os.PathLike)):
-        refuse_unwritten_format(output, flags)   # a usage error: before anything is opened
+        refuse_unwritten_format(output, flags, source)   # a usage error: before anything opens
         if o.lossless and _video_sink_for(Path(output)):
             refuse_lossless(output, flags)
         if _video_sink_for(Path(output)):   # OpenCV's writer's name: not after a camera's open

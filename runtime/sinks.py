@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from fractions import Fraction
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from .imageio import IMAGE_EXTS, VIDEO_EXTS
 from .options import option
+from .source_spec import RAW_STDIN
 from .warn import warn
 
 
@@ -104,30 +106,44 @@ VIDEO_OUTPUT_EXTS = VIDEO_EXTS.difference(UNWRITTEN_FORMATS)
 _WRITER_SINK = re.compile(r"\s*[\w-]*sink\b")
 
 
-def _fed_from_a_pipe(output: str, flags: bool) -> Optional[str]:
+def _fed_from_a_pipe(output: str, flags: bool, source: object = None) -> Optional[str]:
     """Why `output` is no file or folder, and the pipe that feeds it, for a V4L2 device or a
     GStreamer writer pipeline; None for any other. --out /dev/video10 (a v4l2loopback device
     whose module was not loaded) made a folder of PNGs in /dev, and `appsrc ! ... ! filesink
-    location=a.mkv` a video file named after the pipeline: no writer here opens either."""
+    location=a.mkv` a video file named after the pipeline: no writer here opens either.
+    A raw:WxH[@FPS] `source` makes --out - raw BGR frames, so the pipe named reads those."""
     text = output.strip()
+    raw = RAW_STDIN.match(source.strip()) if isinstance(source, str) else None
+    if raw:
+        w, h, fps = int(raw.group(1)), int(raw.group(2)), raw.group(3)
+        rate = Fraction(float(fps)).limit_denominator(1001) if fps else None
+        ffmpeg_in = f"-f rawvideo -pix_fmt bgr24 -s {w}x{h}{f' -r {fps}' if fps else ''}"
+        # Without plane-strides GStreamer reads rows padded to 4 bytes: an odd width askew.
+        gst_in = (f"rawvideoparse format=bgr width={w} height={h} 'plane-strides=<{3 * w}>'"
+                  f"{f' framerate={rate.numerator}/{rate.denominator}' if rate else ''}")
+    else:
+        ffmpeg_in, gst_in = "-f yuv4mpegpipe", "y4mdec"
     if re.fullmatch(r"/dev/video\d*", text):
-        what, feed = "a V4L2 device", f"ffmpeg -f yuv4mpegpipe -i - -f v4l2 -pix_fmt yuv420p {text}"
+        what, feed = "a V4L2 device", f"ffmpeg {ffmpeg_in} -i - -f v4l2 -pix_fmt yuv420p {text}"
     elif "!" in text and not os.path.lexists(text) and (
             re.match(r"appsrc\b", text) or _WRITER_SINK.match(text.rsplit("!", 1)[1])):
         rest = re.sub(r"^appsrc\b[^!]*!\s*", "", text)
-        what, feed = "a GStreamer pipeline", f"gst-launch-1.0 -q fdsrc ! y4mdec ! {rest}"
+        what, feed = "a GStreamer pipeline", f"gst-launch-1.0 -q fdsrc ! {gst_in} ! {rest}"
     else:
         return None
-    how = ("pipe --out - (Y4M video) into it: sharpen run ... --out - | " if flags else
+    written = "raw BGR frames" if raw else "Y4M video"
+    how = (f"pipe --out - ({written}) into it: sharpen run ... --out - | " if flags else
            "give a runtime.Sink that writes to it (sharpen run pipes --out - into it: ... | ")
     return f"{what} is not written here; {how}{feed}{'' if flags else ')'}"
 
 
-def refuse_unwritten_format(output: str | os.PathLike, flags: bool = False) -> None:
+def refuse_unwritten_format(output: str | os.PathLike, flags: bool = False,
+                            source: object = None) -> None:
     """SinkError naming the option when `output` names a format no sink writes (.gif), with
     the extensions that are written, or a V4L2 device or GStreamer pipeline, with the pipe
-    that feeds one: said before the model loads or the source opens."""
-    piped = _fed_from_a_pipe(os.fspath(output), flags)
+    that feeds one (from `source`'s --out -): said before the model loads or the source
+    opens."""
+    piped = _fed_from_a_pipe(os.fspath(output), flags, source)
     if piped:
         raise SinkError(f"{option('output', output, flags)}: {piped}")
     p = Path(output)

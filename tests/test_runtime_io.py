@@ -84,6 +84,25 @@ def test_a_v4l2_device_or_gstreamer_pipeline_output_is_refused_with_the_pipe_to_
     assert not os.path.lexists(out)
 
 
+@pytest.mark.parametrize("out", ["/dev/video97", "appsrc ! videoconvert ! autovideosink"])
+def test_a_raw_source_is_told_the_raw_pipe_that_feeds_a_device_or_pipeline(
+        tmp_path, capsys, monkeypatch, out):
+    """With --source raw:WxH, --out - writes raw BGR frames, yet --out /dev/video10 was told to
+    pipe them into ffmpeg -f yuv4mpegpipe (which refuses them) and a pipeline into y4mdec: the
+    pipe named now reads raw BGR of that size, GStreamer's at 3*W bytes a row (not its own
+    4-byte padding, which reads an odd width's frames askew)."""
+    monkeypatch.chdir(tmp_path)
+    rc, err = _run(capsys, "--model", str(tmp_path / "missing.onnx"), "--source",
+                   "raw:321x180@10", "--out", out)
+    assert rc == 2 and err.count("error:") == 1 and "(raw BGR frames)" in err, err
+    assert "yuv4mpegpipe" not in err and "y4mdec" not in err, err
+    if out.startswith("/dev/"):
+        assert "ffmpeg -f rawvideo -pix_fmt bgr24 -s 321x180 -r 10 -i - -f v4l2" in err, err
+    else:
+        assert ("fdsrc ! rawvideoparse format=bgr width=321 height=180 "
+                "'plane-strides=<963>' framerate=10/1 ! videoconvert ! autovideosink") in err, err
+
+
 @pytest.mark.parametrize("out", ["Wow!", "best!/", "take 2!"])
 def test_an_image_folder_named_with_a_bang_is_written_not_refused_as_a_pipeline(
         tmp_path, capsys, monkeypatch, onnx_model, out):
