@@ -77,9 +77,12 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
                               "least 1x1")
         return StdinSource(live=bool(live), flags=flags, note=note, timeout=timeout,
                            raw=(w, h, float(m.group(3) or 0), spec))
+    spelt = ("raw frames on stdin are spelt raw:WxH[@FPS], their width, height and rate "
+             "(raw:1280x720@25)")
     if spec[:4].lower() == "raw:" and not os.path.exists(spec):   # else "source not found"
-        raise SourceError(f"{option('source', spec, flags)}: raw frames on stdin are spelt "
-                          "raw:WxH[@FPS], their width, height and rate (raw:1280x720@25)")
+        raise SourceError(f"{option('source', spec, flags)}: {spelt}")
+    if spec.lower() == "raw" and not os.path.exists(spec):   # a folder, or raw:WxH meant
+        raise SourceError(f"source not found: {spec}; {spelt}")
     cam = dict(width=width, height=height, fps=fps, reconnect_attempts=reconnect_attempts,
                reconnect_delay=reconnect_delay, note=note, flags=flags)
 

@@ -951,3 +951,17 @@ def test_a_mistyped_raw_spelling_says_how_it_is_spelt(spec):
     """`--source raw:320x180@2x5` said 'source not found', as of a missing file."""
     with pytest.raises(SourceError, match=r"raw:WxH\[@FPS\], .*raw:1280x720@25"):
         open_source(spec, flags=True)
+
+
+def test_raw_without_its_size_is_told_the_spelling_and_a_folder_named_raw_is_read(
+        tmp_path, monkeypatch):
+    """`--source raw` (raw frames piped in, their size not given) said only 'source not found:
+    raw', as of a missing folder; it now says that too, with the raw:WxH[@FPS] spelling. A
+    folder named raw that is there is read as ever."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SourceError, match=r"^source not found: raw; raw frames on stdin are "
+                                          r"spelt raw:WxH\[@FPS\]"):
+        open_source("raw", flags=True)
+    (tmp_path / "raw").mkdir()
+    cv2.imwrite(str(tmp_path / "raw" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    assert open_source("raw", flags=True).kind == "images"
