@@ -286,8 +286,12 @@ def unapplied_output_flags(args: argparse.Namespace) -> list[str]:
     video's codec, or 4:4:4 for Y4M on stdout; image files are written without loss anyway."""
     from .imageio import VIDEO_EXTS
     from .pipe_io import is_stdio
+    from .source_spec import RAW_STDIN
 
     out = args.output
+    if args.lossless and out and is_stdio(out) and RAW_STDIN.match(args.source.strip()):
+        return [f"warning: --lossless has no effect on --out - for --source {args.source}: "
+                "its raw BGR frames are written as they are, without loss anyway"]
     if not args.lossless or (out and (is_stdio(out)
                                       or os.path.splitext(out)[1].lower() in VIDEO_EXTS)):
         return []

@@ -110,6 +110,16 @@ def test_lossless_without_a_video_out_is_said_to_have_no_effect(out):
         assert unapplied_output_flags(args) == []
 
 
+def test_lossless_for_a_raw_sources_stdout_is_said_to_have_no_effect():
+    """--source raw:WxH --out - writes the BGR frames as they are, which --lossless (4:4:4
+    Y4M) cannot change: it was taken without a word."""
+    from runtime.cli import unapplied_output_flags
+    args = build_parser().parse_args(["run", "--model", "m.onnx", "--source", "raw:64x48",
+                                      "--out", "-", "--lossless"])
+    said = unapplied_output_flags(args)
+    assert len(said) == 1 and "no effect" in said[0] and "raw BGR" in said[0], said
+
+
 def test_the_refusals_ffmpeg_line_makes_an_mp4_that_players_show_as_written(tmp_path):
     # From BGR, libx264 alone picks 4:4:4 (High 4:4:4, which browsers and phones do not play)
     # and ffmpeg converts by BT.601 untagged, which players take as BT.709 at HD sizes.
