@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional, Sequence
@@ -137,6 +138,15 @@ def _fed_from_a_pipe(output: str, flags: bool, source: object = None) -> Optiona
     return f"{what} is not written here; {how}{feed}{'' if flags else ')'}"
 
 
+def _device_or_pipe(path: str | os.PathLike) -> bool:
+    """Whether `path` is there and neither a file nor a folder (a character device, a FIFO)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def refuse_unwritten_format(output: str | os.PathLike, flags: bool = False,
                             source: object = None) -> None:
     """SinkError naming the option when `output` names a format no sink writes (.gif), with
@@ -146,6 +156,15 @@ def refuse_unwritten_format(output: str | os.PathLike, flags: bool = False,
     piped = _fed_from_a_pipe(os.fspath(output), flags, source)
     if piped:
         raise SinkError(f"{option('output', output, flags)}: {piped}")
+    if os.fspath(output).strip() != "-" and _device_or_pipe(output):
+        # /dev/null for a run that writes nothing, a FIFO a program reads: neither takes a
+        # folder of images or a video file, and stdout redirected there is the way in.
+        path = os.fspath(output)
+        how = f"--out - > {path}" if flags else f"output='-', stdout redirected to {path},"
+        raw = isinstance(source, str) and RAW_STDIN.match(source.strip())
+        raise SinkError(f"{option('output', output, flags)} is a device or pipe, not a file or "
+                        f"folder: {how} writes {'raw BGR frames' if raw else 'Y4M video'} "
+                        "into it")
     p = Path(output)
     fmt = UNWRITTEN_FORMATS.get(p.suffix.lower())
     if fmt is None:

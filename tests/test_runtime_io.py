@@ -103,6 +103,23 @@ def test_a_raw_source_is_told_the_raw_pipe_that_feeds_a_device_or_pipeline(
                 "'plane-strides=<963>' framerate=10/1 ! videoconvert ! autovideosink") in err, err
 
 
+@pytest.mark.parametrize("kind", ["null", "fifo"])
+def test_a_device_or_named_pipe_output_is_told_that_out_dash_writes_into_it(
+        tmp_path, capsys, monkeypatch, kind):
+    """--out /dev/null (a run that writes nothing) or --out a FIFO said '... exists and is not
+    a folder', leaving the way to them unsaid: --out - redirected there."""
+    monkeypatch.chdir(tmp_path)
+    out = os.devnull if kind == "null" else str(tmp_path / "feed")
+    if kind == "fifo":
+        os.mkfifo(out)
+    image = tmp_path / "in.png"
+    cv2.imwrite(str(image), np.full((FRAME_H, FRAME_W, 3), 90, np.uint8))
+    rc, err = _run(capsys, "--model", str(tmp_path / "missing.onnx"), "--source", str(image),
+                   "--out", out)
+    assert rc == 2 and f"--out {out} is a device or pipe, not a file or folder" in err, err
+    assert f"--out - > {out}" in err, err
+
+
 @pytest.mark.parametrize("out", ["Wow!", "best!/", "take 2!"])
 def test_an_image_folder_named_with_a_bang_is_written_not_refused_as_a_pipeline(
         tmp_path, capsys, monkeypatch, onnx_model, out):
