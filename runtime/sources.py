@@ -75,8 +75,12 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
         if w < 1 or h < 1:
             raise SourceError(f"{option('source', spec, flags)}: a frame size must be at "
                               "least 1x1")
+        rate = float(m.group(3) or 0)
+        if rate and not MIN_FPS <= rate <= MAX_FPS:   # typed, as --fps is: refused as it is
+            raise SourceError(f"{option('source', spec, flags)}: its rate must be "
+                              f"{MIN_FPS:g} to {MAX_FPS:g} fps, or left out (raw:{w}x{h})")
         return StdinSource(live=bool(live), flags=flags, note=note, timeout=timeout,
-                           raw=(w, h, float(m.group(3) or 0), spec))
+                           raw=(w, h, rate, spec))
     spelt = ("raw frames on stdin are spelt raw:WxH[@FPS], their width, height and rate "
              "(raw:1280x720@25)")
     if spec[:4].lower() == "raw:" and not os.path.exists(spec):   # else "source not found"

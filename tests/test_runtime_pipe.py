@@ -965,3 +965,12 @@ def test_raw_without_its_size_is_told_the_spelling_and_a_folder_named_raw_is_rea
     (tmp_path / "raw").mkdir()
     cv2.imwrite(str(tmp_path / "raw" / "a.png"), np.zeros((8, 8, 3), np.uint8))
     assert open_source("raw", flags=True).kind == "images"
+
+
+@pytest.mark.parametrize("spec", ["raw:64x48@0.0001", "raw:64x48@100000"])
+def test_a_raw_rate_no_video_takes_is_refused_before_stdin_is_read(spec):
+    """raw:WxH@0.0001 failed at the first frame, the video writer not opening, and @100000
+    became 30 fps without a word: the rate is refused as --fps's is, before stdin is read."""
+    with pytest.raises(SourceError, match=r"^--source raw:64x48@[0-9.]+: its rate must be "
+                                          r"0\.1 to 1000 fps"):
+        open_source(spec, flags=True)
