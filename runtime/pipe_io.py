@@ -106,7 +106,7 @@ class StdinSource(Source):
     def __init__(self, live: bool = False, flags: bool = False, note: Optional[Note] = None,
                  stream=None, timeout: Optional[float] = None,
                  raw: Optional[tuple[int, int, float, str]] = None) -> None:
-        super().__init__(STDIO)
+        super().__init__(raw[3] if raw else STDIO)   # as typed: messages and --stats give it
         self.live, self.flags, self._note = live, flags, note or _no_note
         self.raw = raw
         # Fed by a program (a pipe, a socket), whose frames no rerun gives again: an ffmpeg

@@ -3,6 +3,7 @@ processes, as a stage of a Unix pipeline (ffmpeg | sharpen run | ffmpeg/ffplay).
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import select
@@ -974,3 +975,20 @@ def test_a_raw_rate_no_video_takes_is_refused_before_stdin_is_read(spec):
     with pytest.raises(SourceError, match=r"^--source raw:64x48@[0-9.]+: its rate must be "
                                           r"0\.1 to 1000 fps"):
         open_source(spec, flags=True)
+
+
+def test_an_empty_raw_stream_and_its_stats_name_the_raw_spelling(tmp_path, onnx_model):
+    """An empty raw:WxH stdin ended in "source '-' produced no frames", and --stats recorded
+    the source as '-', the Y4M spelling: both now give raw:WxH@FPS as typed."""
+    stats = tmp_path / "s.json"
+    run = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "raw:64x48@10",
+                          "--out", "-"], input=b"", capture_output=True, timeout=120,
+                         cwd=tmp_path)
+    err = run.stderr.decode()
+    assert run.returncode == 2 and "source 'raw:64x48@10' produced no frames" in err, err
+    frame = np.full((48, 64, 3), 100, np.uint8).tobytes()
+    run = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "raw:64x48@10",
+                          "--out", "-", "--stats", str(stats)], input=frame * 2,
+                         capture_output=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr.decode()
+    assert json.loads(stats.read_text())["source"]["spec"] == "raw:64x48@10"
