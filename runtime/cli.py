@@ -394,14 +394,16 @@ def options_from_args(args: argparse.Namespace):
     args.height = 1080 if args.height is None else args.height
     args.reconnect = 5 if args.reconnect is None else args.reconnect
 
-    from .pipe_io import is_stdio
-    stdin = isinstance(args.source, str) and is_stdio(args.source)
+    from .source_spec import RAW_STDIN
+    stdin = isinstance(args.source, str) and (args.source.strip() == "-"
+                                              or RAW_STDIN.match(args.source.strip()))
     for flag, value, meaning in (("--threads", args.threads, f"0: {ZERO_THREADS}"),
                                  ("--fps", args.fps, "0: the source's own"),
                                  ("--max-frames", args.max_frames or 0, "0: all"),
                                  ("--reconnect", args.reconnect, "0: never"),
                                  ("--timeout", args.timeout or 0,
-                                  "0: no bound for --source -" if stdin else "0: FFmpeg's own"),
+                                  f"0: no bound for --source {args.source.strip()}" if stdin
+                                  else "0: FFmpeg's own"),
                                  ("--width", args.width, "the camera's capture size"),
                                  ("--height", args.height, "the camera's capture size")):
         if not value >= 0 or value == math.inf:   # nan and inf too

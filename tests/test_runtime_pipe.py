@@ -814,14 +814,15 @@ def test_a_stdin_that_stalls_past_timeout_is_a_lost_source(tmp_path, onnx_model,
     assert len(list((tmp_path / "out").glob("*.png"))) == frames
 
 
-def test_a_negative_timeout_for_stdin_says_what_0_means_there(tmp_path, onnx_model):
-    """`--timeout -1 --source -` was refused with "0: FFmpeg's own", which no stdin has:
-    there 0 is no bound."""
-    r = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out",
+@pytest.mark.parametrize("spec", ["-", "raw:8x8"])
+def test_a_negative_timeout_for_stdin_says_what_0_means_there(tmp_path, onnx_model, spec):
+    """`--timeout -1 --source -` (or raw:WxH) was refused with "0: FFmpeg's own", which no
+    stdin has: there 0 is no bound."""
+    r = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", spec, "--out",
                         str(tmp_path / "o"), "--timeout", "-1"], stdin=subprocess.DEVNULL,
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 2, r.stderr
-    assert "--timeout must be >= 0 (0: no bound for --source -)" in r.stderr, r.stderr
+    assert f"--timeout must be >= 0 (0: no bound for --source {spec})" in r.stderr, r.stderr
 
 
 def test_a_rerun_fed_by_a_pipe_keeps_the_earlier_recording(tmp_path, onnx_model):
