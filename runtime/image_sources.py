@@ -54,7 +54,7 @@ class ImageSource(Source):
         self.times: Optional[dict[str, tuple[int, int]]] = None
         self.keep_exif = True   # False: the outputs get no EXIF (GPS, camera) from the photos
         self.profile_only = False   # True: layouts hold only the colour profile (--compare's)
-        # The metadata its outputs are written without (XMP, IPTC, PNG text and gamma, a
+        # The metadata its outputs are written without (XMP, IPTC, PNG text, a gamma not sRGB's, a
         # TIFF's EXIF): how many images, the kinds, the first image's name; said at the end.
         self.left_out = {"images": 0, "kinds": [], "first": None}
 

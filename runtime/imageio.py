@@ -535,14 +535,12 @@ def metadata_left_out(data: bytes) -> list[str]:
                 elif marker == 0xED and data[i + 4:i + 18] == b"Photoshop 3.0\x00":
                     kinds.add("IPTC")
         elif data[:8] == b"\x89PNG\r\n\x1a\n":
-            chunks = set()
+            chunks = {}
             for kind, body in _png_chunks(data):
-                chunks.add(kind)
-                if kind in (b"tEXt", b"zTXt", b"iTXt"):
+                chunks.setdefault(kind, body)
+                if kind in (b"tEXt", b"zTXt", b"iTXt") and not body.startswith(b"date:"):
                     kinds.add("XMP" if body.startswith(b"XML:com.adobe.xmp\x00") else "PNG text")
-            # gAMA and cHRM say how to show its values, as a profile does; where it has a
-            # profile (kept), colour-managed viewers follow that and ignore them.
-            if chunks & {b"gAMA", b"cHRM"} and b"iCCP" not in chunks:
+            if _png_gamma_not_srgb(chunks):
                 kinds.add("PNG gamma")
         elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
             kinds.update("XMP" for kind, _ in _webp_chunks(data) if kind == b"XMP ")
@@ -555,6 +553,25 @@ def metadata_left_out(data: bytes) -> list[str]:
     except (struct.error, OverflowError):   # cut short: what was found so far
         pass
     return [k for k in KINDS_LEFT_OUT if k in kinds]
+
+
+# sRGB's gamma (1/2.2) and chromaticities (white, red, green, blue x and y) as a PNG's gAMA and
+# cHRM give them, in 1/100000ths: what libpng writes beside an sRGB chunk.
+_SRGB_GAMMA = 45455
+_SRGB_CHRM = (31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
+
+
+def _png_gamma_not_srgb(chunks: dict[bytes, bytes]) -> bool:
+    """Whether a PNG's gAMA or cHRM (`chunks`: kind -> body) shows its values other than as
+    sRGB, which an output without them is shown as. Where it has a profile (kept) or an sRGB
+    chunk, colour-managed viewers follow that and ignore them."""
+    if b"iCCP" in chunks or b"sRGB" in chunks:
+        return False
+    gamma, chrm = chunks.get(b"gAMA", b""), chunks.get(b"cHRM", b"")
+    off_gamma = len(gamma) == 4 and abs(int.from_bytes(gamma, "big") - _SRGB_GAMMA) > 500
+    off_chrm = len(chrm) == 32 and any(abs(v - s) > 100 for v, s in
+                                       zip(struct.unpack(">8I", chrm), _SRGB_CHRM))
+    return off_gamma or off_chrm
 
 
 _ICC_JPEG = b"ICC_PROFILE\x00"

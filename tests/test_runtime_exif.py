@@ -204,3 +204,39 @@ def test_what_a_library_s_outputs_leave_out_of_their_photos_is_said_at_the_end(t
                     "keywords"], err
     assert run_cli([*argv, "--out", str(tmp_path / "bare"), "--no-metadata"]) == 0
     assert "written without" not in capsys.readouterr().err
+
+
+def _png(path, *chunks: tuple[bytes, bytes]) -> bytes:
+    """A small PNG with `chunks` (kind, body) added as Pillow writes them."""
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    for kind, body in chunks:
+        info.add(kind, body)
+    Image.new("RGB", (8, 6), (90, 120, 40)).save(path, pnginfo=info)
+    return path.read_bytes()
+
+
+def _text(key: str, value: str) -> tuple[bytes, bytes]:
+    return b"tEXt", key.encode() + b"\x00" + value.encode()
+
+
+SRGB_CHRM = b"".join(v.to_bytes(4, "big") for v in (31270, 32900, 64000, 33000, 30000, 60000,
+                                                     15000, 6000))
+
+
+@pytest.mark.parametrize("chunks, said", [
+    # libpng's sRGB file (the Kodak set's): its gAMA and cHRM say sRGB's, as outputs are read
+    ([(b"gAMA", (45455).to_bytes(4, "big")), (b"sRGB", b"\x00")], []),
+    ([(b"gAMA", (45455).to_bytes(4, "big")), (b"cHRM", SRGB_CHRM)], []),
+    ([(b"gAMA", (45455).to_bytes(4, "big"))], []),
+    ([(b"gAMA", (100000).to_bytes(4, "big"))], ["PNG gamma"]),   # a linear scan's
+    # Adobe RGB's green
+    ([(b"cHRM", SRGB_CHRM[:16] + (21000).to_bytes(4, "big") + SRGB_CHRM[20:])], ["PNG gamma"]),
+    # ImageMagick stamps every PNG it writes with the file's times, which the output keeps
+    ([_text("date:create", "2012-02-07T13:25:16+01:00"),
+      _text("date:modify", "2012-02-07T13:25:16+01:00")], []),
+    ([_text("date:create", "2012-02-07"), _text("Title", "Harbour")], ["PNG text"]),
+])
+def test_png_metadata_an_sRGB_output_shows_alike_is_not_said_left_out(tmp_path, chunks, said):
+    from runtime.imageio import metadata_left_out
+    assert metadata_left_out(_png(tmp_path / "a.png", *chunks)) == said
