@@ -652,7 +652,10 @@ def handler(args: argparse.Namespace) -> int:
         print(f"sharpen run: {written}: {gps_kept_said(gps)}", file=sys.stderr)
     if left_out := summary.get("metadata_left_out"):
         from .exif import left_out_said
-        print(f"sharpen run: {written}: {left_out_said(left_out)}", file=sys.stderr)
+        from .imageio import IMAGE_EXTS
+        first = (written if os.path.splitext(written)[1].lower() in IMAGE_EXTS   # one image
+                 else os.path.join(written, left_out["captioned"] or ""))
+        print(f"sharpen run: {written}: {left_out_said(left_out, first)}", file=sys.stderr)
     if args.compare and args.output:   # the frames' captions say it too, once opened
         from .compare_sink import compare_layout
         shown = "--out - (stdout)" if args.output.strip() == "-" else written

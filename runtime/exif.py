@@ -102,16 +102,23 @@ def gps_kept_said(n: int, images: bool = True) -> str:
     return f"{count(n, 'image') if images else n} {keep} GPS position (--no-metadata leaves it out)"
 
 
-def left_out_said(left_out: dict) -> str:
+def left_out_said(left_out: dict, output: str) -> str:
     """The closing lines' word on what a run's images are written without (`--stats`'
-    `metadata_left_out`: images, kinds, the first image's name)."""
-    from .console import count
+    `metadata_left_out`), `output` the output of its first image with XMP or IPTC: where
+    there is one, the exiftool line that copies them back."""
+    from .console import count, shell_join
+    from .imageio import shown_path
     n, first = left_out["images"], left_out["first"]
     its = "is written without its photo's" if n == 1 else "are written without their photos'"
-    return (f"{count(n, 'image')} {its} {', '.join(left_out['kinds'])} ({first}"
+    said = (f"{count(n, 'image')} {its} {', '.join(left_out['kinds'])} ({shown_path(first)}"
             f"{', ...' if n > 1 else ''}): only EXIF (of a JPEG, PNG or WebP) and the colour "
-            "profile are kept; exiftool -tagsFromFile PHOTO -XMP-dc:all -IPTC:all OUTPUT "
-            "copies captions and keywords")
+            "profile are kept")
+    if not (photo := left_out.get("captioned_photo")):   # PNG text, a TIFF's tags: no exiftool
+        return said   # group copies them into every output format, nor leaves them upright
+    # XMP's Dublin Core alone: its tiff namespace's Orientation would turn an upright output.
+    line = shell_join(["exiftool", "-tagsFromFile", photo, "-XMP-dc:all", "-IPTC:all", output])
+    return (f"{said}; {shown_path(line)} copies the captions and keywords of "
+            f"{shown_path(left_out['captioned'])} (each photo's likewise)")
 
 
 def _swap_pixel_dimensions(out: bytearray, e: str, ifd: int, n: int) -> None:

@@ -55,8 +55,10 @@ class ImageSource(Source):
         self.keep_exif = True   # False: the outputs get no EXIF (GPS, camera) from the photos
         self.profile_only = False   # True: layouts hold only the colour profile (--compare's)
         # The metadata its outputs are written without (XMP, IPTC, PNG text, a gamma not sRGB's, a
-        # TIFF's EXIF): how many images, the kinds, the first image's name; said at the end.
-        self.left_out = {"images": 0, "kinds": [], "first": None}
+        # TIFF's EXIF): how many images, the kinds, the first image's name, and the first with
+        # XMP or IPTC (name, photo: exiftool's example); said at the end.
+        self.left_out = {"images": 0, "kinds": [], "first": None, "captioned": None,
+                         "captioned_photo": None}
 
     def leave_out(self, done: set[int]) -> None:
         """Read only the images not in `done` (indices), each keeping its output name: a
@@ -83,7 +85,7 @@ class ImageSource(Source):
                 data = self._bytes(i) if self.layouts is not None else b""
                 icc, exif = photo_metadata(data) if data else (None, None)
                 if data and self.keep_exif and not self.profile_only:
-                    self._count_left_out(name, data)
+                    self._count_left_out(i, data)
                 if is_cmyk(data):   # a print file, sent on to print as RGB unless said
                     warn(f"{where}: {cmyk_note(icc)}")
                 layout = (Layout(icc=icc) if icc else None) if self.profile_only else \
@@ -124,14 +126,16 @@ class ImageSource(Source):
             return None
         return st.st_atime_ns, st.st_mtime_ns
 
-    def _count_left_out(self, name: str, data: bytes) -> None:
-        """Count what image `name`'s output will be written without (`metadata_left_out`)."""
+    def _count_left_out(self, i: int, data: bytes) -> None:
+        """Count what image `i`'s output will be written without (`metadata_left_out`)."""
         if not (kinds := metadata_left_out(data)):
             return
         said = self.left_out
         said["images"] += 1
         said["kinds"] = [k for k in KINDS_LEFT_OUT if k in kinds or k in said["kinds"]]
-        said["first"] = said["first"] or name
+        said["first"] = said["first"] or self.names[i]
+        if said["captioned"] is None and {"XMP", "IPTC"} & set(kinds):   # exiftool's example
+            said["captioned"], said["captioned_photo"] = self.names[i], str(self.paths[i])
 
     def _bytes(self, i: int) -> bytes:
         """Image `i`'s encoded bytes, for its colour profile and EXIF."""

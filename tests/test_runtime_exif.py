@@ -200,8 +200,9 @@ def test_what_a_library_s_outputs_leave_out_of_their_photos_is_said_at_the_end(t
     assert said == [f"sharpen run: {out}: 3 images are written without their photos' XMP, "
                     "PNG text, PNG gamma, TIFF EXIF (2020/a caption.jpg, ...): only EXIF (of a "
                     "JPEG, PNG or WebP) and the colour profile are kept; exiftool "
-                    "-tagsFromFile PHOTO -XMP-dc:all -IPTC:all OUTPUT copies captions and "
-                    "keywords"], err
+                    f"-tagsFromFile '{lib}/a caption.jpg' -XMP-dc:all -IPTC:all "
+                    f"'{out}/2020/a caption.jpg' copies the captions and keywords of "
+                    "2020/a caption.jpg (each photo's likewise)"], err
     assert run_cli([*argv, "--out", str(tmp_path / "bare"), "--no-metadata"]) == 0
     assert "written without" not in capsys.readouterr().err
 
@@ -240,3 +241,47 @@ SRGB_CHRM = b"".join(v.to_bytes(4, "big") for v in (31270, 32900, 64000, 33000, 
 def test_png_metadata_an_sRGB_output_shows_alike_is_not_said_left_out(tmp_path, chunks, said):
     from runtime.imageio import metadata_left_out
     assert metadata_left_out(_png(tmp_path / "a.png", *chunks)) == said
+
+
+def test_the_exiftool_line_is_given_only_where_it_copies_something(tmp_path, onnx_model,
+                                                                   capsys):
+    """A PNG's text and a TIFF's EXIF are no XMP or IPTC: the exiftool line that copies those
+    (-XMP-dc:all -IPTC:all) copied nothing from them, though given. A stranger's file name is
+    said as shown_path shows it, not as a newline that splits the closing line."""
+    from runtime_fixtures import run_cli
+    from PIL import PngImagePlugin
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Title", "Harbour")
+    Image.new("RGB", (56, 40), (90, 120, 40)).save(lib / "a\nb.png", pnginfo=text)
+    out = tmp_path / "out"
+    assert run_cli(["run", "--model", str(onnx_model), "--source", str(lib), "--quiet",
+                    "--out", str(out)]) == 0
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "written without" in ln]
+    assert said == [f"sharpen run: {out}: 1 image is written without its photo's PNG text "
+                    "(a\\nb.png): only EXIF (of a JPEG, PNG or WebP) and the colour profile "
+                    "are kept"], said
+
+
+def test_the_exiftool_line_names_the_first_photo_with_xmp_or_iptc(tmp_path, onnx_model,
+                                                                  capsys):
+    """The line's example was the library's first image left out of, a PNG whose text it
+    does not copy, where the second's XMP was what it copies."""
+    from runtime_fixtures import run_cli
+    from PIL import PngImagePlugin
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Title", "Harbour")
+    img = Image.new("RGB", (56, 40), (90, 120, 40))
+    img.save(lib / "a.png", pnginfo=text)
+    img.save(lib / "b.jpg", xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>')
+    out = tmp_path / "out"
+    assert run_cli(["run", "--model", str(onnx_model), "--source", str(lib), "--quiet",
+                    "--out", str(out)]) == 0
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "written without" in ln]
+    assert len(said) == 1 and said[0].endswith(
+        f"(a.png, ...): only EXIF (of a JPEG, PNG or WebP) and the colour profile are kept; "
+        f"exiftool -tagsFromFile {lib}/b.jpg -XMP-dc:all -IPTC:all {out}/b.jpg copies the "
+        "captions and keywords of b.jpg (each photo's likewise)"), said
