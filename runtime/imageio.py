@@ -533,7 +533,9 @@ def metadata_left_out(data: bytes) -> list[str]:
                 if marker == 0xE1 and data[i + 4:i + 33] == b"http://ns.adobe.com/xap/1.0/\x00":
                     kinds.add("XMP")
                 elif marker == 0xED and data[i + 4:i + 18] == b"Photoshop 3.0\x00":
-                    kinds.add("IPTC")
+                    n = struct.unpack(">H", data[i + 2:i + 4])[0]
+                    if _holds_iptc(data[i + 18:i + 2 + n]):
+                        kinds.add("IPTC")
         elif data[:8] == b"\x89PNG\r\n\x1a\n":
             chunks = {}
             for kind, body in _png_chunks(data):
@@ -553,6 +555,21 @@ def metadata_left_out(data: bytes) -> list[str]:
     except (struct.error, OverflowError):   # cut short: what was found so far
         pass
     return [k for k in KINDS_LEFT_OUT if k in kinds]
+
+
+def _holds_iptc(resources: bytes) -> bool:
+    """Whether a JPEG's Photoshop segment (APP13: image resource blocks) holds an IPTC record
+    (resource 0x0404): Photoshop writes the segment into every JPEG it saves, its resolution
+    and a digest in it, caption or none."""
+    i = 0
+    while resources[i:i + 4] == b"8BIM" and i + 7 <= len(resources):
+        resource = struct.unpack_from(">H", resources, i + 4)[0]
+        i += 6 + ((resources[i + 6] + 2) & ~1)   # a Pascal name, padded to even
+        size = struct.unpack_from(">I", resources, i)[0]
+        if resource == 0x0404 and size:
+            return True
+        i += 4 + size + (size & 1)
+    return False
 
 
 # sRGB's gamma (1/2.2) and chromaticities (white, red, green, blue x and y) as a PNG's gAMA and

@@ -285,3 +285,24 @@ def test_the_exiftool_line_names_the_first_photo_with_xmp_or_iptc(tmp_path, onnx
         f"(a.png, ...): only EXIF (of a JPEG, PNG or WebP) and the colour profile are kept; "
         f"exiftool -tagsFromFile {lib}/b.jpg -XMP-dc:all -IPTC:all {out}/b.jpg copies the "
         "captions and keywords of b.jpg (each photo's likewise)"), said
+
+
+def _irb(resource: int, data: bytes) -> bytes:
+    """One Photoshop image resource block (8BIM, id, an empty name, size, data)."""
+    return (b"8BIM" + resource.to_bytes(2, "big") + b"\x00\x00" + len(data).to_bytes(4, "big")
+            + data + bytes(len(data) & 1))
+
+
+@pytest.mark.parametrize("resources, said", [
+    # Photoshop's JPEG of no caption: resolution and a digest, no IPTC record
+    ([(0x03ED, bytes(16)), (0x0425, bytes(16))], []),
+    ([(0x03ED, bytes(16)), (0x0404, b"\x1c\x02\x78\x00\x07Harbour")], ["IPTC"]),
+])
+def test_a_jpeg_s_photoshop_segment_is_iptc_only_where_it_holds_an_iptc_record(tmp_path,
+                                                                             resources, said):
+    from runtime.imageio import metadata_left_out
+    Image.new("RGB", (8, 6), (90, 120, 40)).save(tmp_path / "a.jpg")
+    body = b"Photoshop 3.0\x00" + b"".join(_irb(r, d) for r, d in resources)
+    jpeg = (tmp_path / "a.jpg").read_bytes()
+    segment = b"\xff\xed" + (2 + len(body)).to_bytes(2, "big") + body
+    assert metadata_left_out(jpeg[:2] + segment + jpeg[2:]) == said
