@@ -84,8 +84,6 @@ class ImageSource(Source):
                 # Profile and EXIF only for an output that keeps the layout (read again: cheap)
                 data = self._bytes(i) if self.layouts is not None else b""
                 icc, exif = photo_metadata(data) if data else (None, None)
-                if data and self.keep_exif and not self.profile_only:
-                    self._count_left_out(i, data)
                 if is_cmyk(data):   # a print file, sent on to print as RGB unless said
                     warn(f"{where}: {cmyk_note(icc)}")
                 layout = (Layout(icc=icc) if icc else None) if self.profile_only else \
@@ -94,6 +92,8 @@ class ImageSource(Source):
                     img = to_bgr(img, warn=False)
                 except FrameError as e:   # e.g. a float TIFF: name the file, like a bad one
                     raise ImageReadError(f"{where}: {e}") from None
+                if data and self.keep_exif and not self.profile_only:   # read: to be written
+                    self._count_left_out(i, data)
                 if layout is not None and self.layouts is not None:
                     self.layouts[name] = layout   # the output restores it
                 if changes and (layout is None or self.layouts is None or self.profile_only):

@@ -306,3 +306,25 @@ def test_a_jpeg_s_photoshop_segment_is_iptc_only_where_it_holds_an_iptc_record(t
     jpeg = (tmp_path / "a.jpg").read_bytes()
     segment = b"\xff\xed" + (2 + len(body)).to_bytes(2, "big") + body
     assert metadata_left_out(jpeg[:2] + segment + jpeg[2:]) == said
+
+
+def test_an_image_that_could_not_be_read_is_not_counted_as_written_without(tmp_path,
+                                                                          onnx_model, capsys):
+    """A float TIFF (its caption in ImageDescription), skipped as unreadable after its bytes
+    were looked at, was counted among the images written without their metadata, and named
+    as the first of them."""
+    from runtime_fixtures import run_cli
+    from PIL import PngImagePlugin
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    Image.fromarray(np.zeros((40, 56), np.float32)).save(lib / "a.tif", tiffinfo={270: "Pier"})
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Title", "Harbour")
+    Image.new("RGB", (56, 40), (90, 120, 40)).save(lib / "b.png", pnginfo=text)
+    out = tmp_path / "out"
+    assert run_cli(["run", "--model", str(onnx_model), "--source", str(lib), "--quiet",
+                    "--out", str(out)]) == 1
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "written without" in ln]
+    assert said == [f"sharpen run: {out}: 1 image is written without its photo's PNG text "
+                    "(b.png): only EXIF (of a JPEG, PNG or WebP) and the colour profile are "
+                    "kept"], said
