@@ -935,10 +935,10 @@ def _result_line(summary: dict) -> str:
 def _over(summary: dict) -> str:
     """` over 6.5s` (`3m05s`, `1h20m`): the time the `done:` line's rate is over, the model's
     load and warm-up left out; a library's overnight run said its rate alone."""
-    from .stats import _duration
+    from .stats import duration
     if not (seconds := summary.get("elapsed_s")):
         return ""
-    return f" over {seconds:.1f}s" if seconds < 59.95 else f" over {_duration(seconds)}"
+    return f" over {seconds:.1f}s" if seconds < 59.95 else f" over {duration(seconds)}"
 
 
 def _note(message: str) -> None:

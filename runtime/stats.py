@@ -318,7 +318,7 @@ class Stats:
         frames = count(done, "frame")
         if self.total:   # a file: how far, and how long the rest takes at the run's rate
             rest = self.total - done
-            left = f"  {_duration(rest / fps)} left" if fps > 0 and rest > 0 else ""
+            left = f"  {duration(rest / fps)} left" if fps > 0 and rest > 0 else ""
             frames = f"{done}/{count(self.total, 'frame')}{left}"
         return (f"{frames}  {rate:.1f} fps  "
                 f"e2e p50 {ms('end_to_end')} max {worst()} ms  infer {ms('infer')}  "
@@ -326,7 +326,7 @@ class Stats:
                 f"write {ms('write')}  dropped {s['dropped_frames']}")
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     """12s, 3m05s, 1h20m: a time left, to the unit that matters."""
     seconds = max(int(round(seconds)), 0)
     if seconds < 60:
