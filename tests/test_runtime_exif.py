@@ -213,7 +213,7 @@ def _png(path, *chunks: tuple[bytes, bytes]) -> bytes:
     info = PngImagePlugin.PngInfo()
     for kind, body in chunks:
         info.add(kind, body)
-    Image.new("RGB", (8, 6), (90, 120, 40)).save(path, pnginfo=info)
+    Image.new("RGB", (56, 40), (90, 120, 40)).save(path, pnginfo=info)
     return path.read_bytes()
 
 
@@ -243,22 +243,24 @@ def test_png_metadata_an_sRGB_output_shows_alike_is_not_said_left_out(tmp_path, 
     assert metadata_left_out(_png(tmp_path / "a.png", *chunks)) == said
 
 
+def _left_out_said(model, lib, out, capsys, rc: int = 0) -> list[str]:
+    """The closing lines of `sharpen run` over folder `lib` into `out` that say what its
+    outputs are written without."""
+    from runtime_fixtures import run_cli
+    assert run_cli(["run", "--model", str(model), "--source", str(lib), "--quiet", "--out",
+                    str(out)]) == rc
+    return [ln for ln in capsys.readouterr().err.splitlines() if "written without" in ln]
+
 def test_the_exiftool_line_is_given_only_where_it_copies_something(tmp_path, onnx_model,
                                                                    capsys):
     """A PNG's text and a TIFF's EXIF are no XMP or IPTC: the exiftool line that copies those
     (-XMP-dc:all -IPTC:all) copied nothing from them, though given. A stranger's file name is
     said as shown_path shows it, not as a newline that splits the closing line."""
-    from runtime_fixtures import run_cli
-    from PIL import PngImagePlugin
     lib = tmp_path / "lib"
     lib.mkdir()
-    text = PngImagePlugin.PngInfo()
-    text.add_text("Title", "Harbour")
-    Image.new("RGB", (56, 40), (90, 120, 40)).save(lib / "a\nb.png", pnginfo=text)
+    _png(lib / "a\nb.png", _text("Title", "Harbour"))
     out = tmp_path / "out"
-    assert run_cli(["run", "--model", str(onnx_model), "--source", str(lib), "--quiet",
-                    "--out", str(out)]) == 0
-    said = [ln for ln in capsys.readouterr().err.splitlines() if "written without" in ln]
+    said = _left_out_said(onnx_model, lib, out, capsys)
     assert said == [f"sharpen run: {out}: 1 image is written without its photo's PNG text "
                     "(a\\nb.png): only EXIF (of a JPEG, PNG or WebP) and the colour profile "
                     "are kept"], said
@@ -268,19 +270,12 @@ def test_the_exiftool_line_names_the_first_photo_with_xmp_or_iptc(tmp_path, onnx
                                                                   capsys):
     """The line's example was the library's first image left out of, a PNG whose text it
     does not copy, where the second's XMP was what it copies."""
-    from runtime_fixtures import run_cli
-    from PIL import PngImagePlugin
     lib = tmp_path / "lib"
     lib.mkdir()
-    text = PngImagePlugin.PngInfo()
-    text.add_text("Title", "Harbour")
-    img = Image.new("RGB", (56, 40), (90, 120, 40))
-    img.save(lib / "a.png", pnginfo=text)
-    img.save(lib / "b.jpg", xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>')
+    _png(lib / "a.png", _text("Title", "Harbour"))
+    Image.new("RGB", (56, 40)).save(lib / "b.jpg", xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>')
     out = tmp_path / "out"
-    assert run_cli(["run", "--model", str(onnx_model), "--source", str(lib), "--quiet",
-                    "--out", str(out)]) == 0
-    said = [ln for ln in capsys.readouterr().err.splitlines() if "written without" in ln]
+    said = _left_out_said(onnx_model, lib, out, capsys)
     assert len(said) == 1 and said[0].endswith(
         f"(a.png, ...): only EXIF (of a JPEG, PNG or WebP) and the colour profile are kept; "
         f"exiftool -tagsFromFile {lib}/b.jpg -XMP-dc:all -IPTC:all {out}/b.jpg copies the "
@@ -313,18 +308,12 @@ def test_an_image_that_could_not_be_read_is_not_counted_as_written_without(tmp_p
     """A float TIFF (its caption in ImageDescription), skipped as unreadable after its bytes
     were looked at, was counted among the images written without their metadata, and named
     as the first of them."""
-    from runtime_fixtures import run_cli
-    from PIL import PngImagePlugin
     lib = tmp_path / "lib"
     lib.mkdir()
     Image.fromarray(np.zeros((40, 56), np.float32)).save(lib / "a.tif", tiffinfo={270: "Pier"})
-    text = PngImagePlugin.PngInfo()
-    text.add_text("Title", "Harbour")
-    Image.new("RGB", (56, 40), (90, 120, 40)).save(lib / "b.png", pnginfo=text)
+    _png(lib / "b.png", _text("Title", "Harbour"))
     out = tmp_path / "out"
-    assert run_cli(["run", "--model", str(onnx_model), "--source", str(lib), "--quiet",
-                    "--out", str(out)]) == 1
-    said = [ln for ln in capsys.readouterr().err.splitlines() if "written without" in ln]
+    said = _left_out_said(onnx_model, lib, out, capsys, rc=1)   # a.tif: unreadable
     assert said == [f"sharpen run: {out}: 1 image is written without its photo's PNG text "
                     "(b.png): only EXIF (of a JPEG, PNG or WebP) and the colour profile are "
                     "kept"], said
