@@ -938,6 +938,8 @@ def _over(summary: dict) -> str:
     from .stats import duration
     if not (seconds := summary.get("elapsed_s")):
         return ""
+    if seconds < 0.095:   # a few small photos: "0.0s" said none
+        return f" over {max(seconds, 0.001):.2g}s"
     return f" over {seconds:.1f}s" if seconds < 59.95 else f" over {duration(seconds)}"
 
 
