@@ -553,6 +553,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     ctx: Optional[BenchContext] = getattr(config, "_sharpen_bench", None)
     if line := compared_nothing(config):   # said first: a run of skips has no sections
         terminalreporter.write_line(line, yellow=True)
+        if _compare_gate(config):
+            terminalreporter.write_line(COMPARE_GATED_NOTHING, red=True)
     if ctx is None:
         return
     tr = terminalreporter
@@ -591,6 +593,25 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"  {quality_legend(ctx._quality.settings)}")   # as `sharpen bench`
         for c in ctx._quality.checks:
             tr.write_line(f"  {'PASS' if c['passed'] else 'FAIL'}: {c['message']}")
+
+
+COMPARE_GATED_NOTHING = ("--benchmark-compare-fail gated nothing: a usage error (exit 4), as "
+                         "pytest-benchmark's without a saved run")
+
+
+def _compare_gate(config) -> bool:
+    """Whether --benchmark-compare-fail was given (a CI gate on the compare)."""
+    bs = getattr(config, "_benchmarksession", None)
+    return bool(getattr(bs, "compare_fail", None))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    """A --benchmark-compare-fail gate that compared nothing fails the run: it exited 0, a CI
+    job passing with nothing gated (pytest-benchmark stops the option only where no saved run
+    loads, "--benchmark-compare-fail requires valid --benchmark-compare")."""
+    if exitstatus == 0 and _compare_gate(session.config) and compared_nothing(session.config):
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
 
 def compared_nothing(config) -> Optional[str]:

@@ -123,14 +123,25 @@ def test_student_tests_without_students_say_why_they_skip(tmp_path):
 def test_a_compare_that_compared_nothing_says_so(tmp_path):
     """`--benchmark-compare` where no benchmark this run timed is in the saved run (the
     README's `-k test_student_latency` on a --model run, whose rows are
-    test_given_model_latency; a run saved under older ids) printed nothing about it: a CI
-    gate with --benchmark-compare-fail passed having compared nothing."""
+    test_given_model_latency; a run saved under older ids) printed nothing about it."""
+    saved = _saved_run(tmp_path / "0001_saved.json", ["test_given_model_latency[a-640x360]"])
+    _, out = _run_suite("-k", "test_student_latency", "--model", str(tmp_path / "a.onnx"),
+                        "--benchmark-compare", str(saved), expect=0, timeout=120)
+    assert f"--benchmark-compare compared nothing: no benchmark this run timed is in " \
+           f"{saved}" in out, out
+
+
+def test_a_compare_gate_that_compared_nothing_fails(tmp_path):
+    """A CI gate, `--benchmark-compare-fail`, that compared nothing (the saved run's ids are
+    none of this run's) exited 0: the job passed, gating nothing. pytest-benchmark refuses the
+    option without a saved run to compare ("requires valid --benchmark-compare"); a saved run
+    with nothing in common is no more valid: a usage error, as `sharpen bench-compare`'s."""
     saved = _saved_run(tmp_path / "0001_saved.json", ["test_given_model_latency[a-640x360]"])
     _, out = _run_suite("-k", "test_student_latency", "--model", str(tmp_path / "a.onnx"),
                         "--benchmark-compare", str(saved),
-                        "--benchmark-compare-fail=median:10%", expect=0, timeout=120)
-    assert f"--benchmark-compare compared nothing: no benchmark this run timed is in " \
-           f"{saved}" in out, out
+                        "--benchmark-compare-fail=median:10%", expect=4, timeout=120)
+    assert "--benchmark-compare compared nothing" in out, out
+    assert "--benchmark-compare-fail gated nothing" in out, out
 
 
 def _saved_run(path: Path, names: list[str]) -> Path:
