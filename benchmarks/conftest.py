@@ -21,8 +21,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from benchmarks.artifacts import BenchError, path_unless_named, split_list  # noqa: E402
-from benchmarks.given import bench_students, given_ids, resolve_models  # noqa: E402
+from benchmarks.artifacts import BenchError, path_unless_named  # noqa: E402
+from benchmarks.given import (bench_students, given_ids, model_files,  # noqa: E402
+                              resolve_models)
 from benchmarks.options import (DEFAULT_MIN_SSIM_RATIO, GATE_GAIN, GATE_RATIO,  # noqa: E402
                                 add_to_pytest)
 from benchmarks.latency import (BACKENDS, SIZES_FULL, SIZES_REDUCED, parse_sizes,  # noqa: E402
@@ -78,7 +79,11 @@ def pytest_generate_tests(metafunc):
     if "given_model" in metafunc.fixturenames:   # --model files, by their paths
         # One test per file, however it is spelled (a.onnx ./a.onnx), as `sharpen bench`.
         by_file: dict = {}
-        for p in split_list(config.getoption("models")):
+        try:
+            files = model_files(config.getoption("models"))
+        except BenchError as e:
+            raise pytest.UsageError(str(e)) from None
+        for p in files:
             by_file.setdefault(Path(p).resolve(), p)
         paths: list = list(by_file.values())
         ids = given_ids(paths)

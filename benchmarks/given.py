@@ -1,4 +1,5 @@
-"""Exported models given to `sharpen bench --model FILE` (and `pytest benchmarks/ --model`):
+"""Exported models given to `sharpen bench --model FILE` (and `pytest benchmarks/ --model`;
+a folder stands for its model files):
 measured as they are, not built from a checkpoint into the bench's cache. A TensorRT engine
 built on a Jetson, an INT8 model calibrated on the user's own frames or a .tflite copied from
 another machine is what the user deploys, and the bench's own exports of the same student are
@@ -78,7 +79,7 @@ def resolve_models(spec: str | Sequence[str] | None, taken: Sequence[str] = (),
     """The --model files, checked and read (see the module doc); BenchError naming the file
     for one that is missing, not an exported model or unreadable. `taken`: row names already
     used (the students'), which the files' stems must not repeat."""
-    items = split_list(spec)
+    items = model_files(spec)
     if spec is not None and not items:
         raise BenchError("--model names no file (give exported models: .onnx, .tflite, "
                          ".engine)")
@@ -98,6 +99,25 @@ def resolve_models(spec: str | Sequence[str] | None, taken: Sequence[str] = (),
             name, k = f"{base}-{k}", k + 1
         names.add(name)
         out.append(_read(p, name, threads))
+    return out
+
+
+def model_files(spec: str | Sequence[str] | None) -> list[str]:
+    """The --model items, each folder (the one `sharpen export --out` wrote, a CI job's folder
+    of exported models) replaced by its model files in name order: its own, not its
+    subfolders', nor hidden ones (a copy under way). BenchError for a folder with none."""
+    out: list[str] = []
+    for item in split_list(spec):
+        p = Path(item)
+        if not p.is_dir():
+            out.append(item)
+            continue
+        found = sorted(str(q) for q in p.iterdir() if not q.name.startswith(".")
+                       and q.suffix.lower() in ENGINE_BY_SUFFIX and q.is_file())
+        if not found:
+            exts = ", ".join(sorted(ENGINE_BY_SUFFIX))
+            raise BenchError(f"--model {p}: a folder with no exported model in it ({exts})")
+        out += found
     return out
 
 
@@ -127,15 +147,6 @@ def _check_file(p: Path) -> None:
         # An engine whose trtexec line `sharpen export` printed where TensorRT was missing.
         from runtime.backends.provenance import pending_engine
         raise BenchError(f"--model {p}: {pending_engine(p) or 'no such file'}")
-    if p.is_dir():
-        # The folder `sharpen export --out` wrote: its files, ready to paste.
-        from runtime.console import shell_join
-        found = sorted(str(q) for q in p.iterdir()
-                       if q.is_file() and q.suffix.lower() in ENGINE_BY_SUFFIX)
-        exts = ", ".join(sorted(ENGINE_BY_SUFFIX))
-        raise BenchError(f"--model {p}: a folder; give the model files in it ("
-                         + (f"--model {shell_join(found)}" if found else f"none here: {exts}")
-                         + ")")
     if not p.is_file():   # a FIFO: reading its head would wait for a writer
         from runtime.imageio import why_not_a_file
         raise BenchError(f"--model {p}: {why_not_a_file(p)}; give a model file")

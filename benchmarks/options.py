@@ -48,7 +48,8 @@ SCHEMA: tuple[Opt, ...] = (
         "fast)", metavar="CKPT", nargs="+", action="extend"),
     Opt(("--model",), "models", "exported models to measure as they are (.onnx, .tflite, "
         ".engine: e.g. an engine built on the device, an INT8 model calibrated on your frames), "
-        "one row each; without --weights, only these (no default students)", metavar="FILE",
+        "one row each; a folder gives its model files; without --weights, only these (no "
+        "default students)", metavar="FILE",
         nargs="+", action="extend", pytest_aliases=("--bench-model",)),
     Opt(("--teacher-weights",), "teacher_weights", TEACHER_WEIGHTS_HELP, metavar="PATH"),
     Opt(("--teacher-config",), "teacher_config", TEACHER_CONFIG_HELP, metavar="NAME"),

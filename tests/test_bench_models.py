@@ -304,9 +304,11 @@ def test_a_model_files_sha256_is_in_the_report(tmp_path):
     assert any(ln.startswith("- mine: ") and f"sha256 {sha[:12]}" in ln for ln in lines), lines
 
 
-def test_an_export_folder_given_to_model_names_its_model_files(tmp_path):
-    """`--model export/` (the folder `sharpen export --out` wrote) said only 'a folder; give
-    the model files in it': the message lists them, ready to paste."""
+def test_an_export_folder_given_to_model_measures_its_model_files(tmp_path):
+    """`--model export/` (the folder `sharpen export --out` wrote, or a CI job's folder of
+    exported models) was refused, 'a folder; give the model files in it': each file had to be
+    named, and a model added to the folder was left out of the job until its line changed. It
+    stands for its model files, in name order (not its report, not hidden files)."""
     from benchmarks.artifacts import BenchError
     from benchmarks.given import resolve_models
     from runtime_fixtures import make_onnx_model
@@ -316,11 +318,17 @@ def test_an_export_folder_given_to_model_names_its_model_files(tmp_path):
     make_onnx_model(folder / "b.onnx")
     make_onnx_model(folder / "a.onnx")
     (folder / "export_report.json").write_text("{}")
+    (folder / ".c.onnx.part").write_text("")   # a copy under way
+    (folder / "sub").mkdir()
+    make_onnx_model(folder / "sub" / "d.onnx")   # another folder's: not this one's
+    assert [gm.path for gm in resolve_models([str(folder)])] == [
+        (folder / "a.onnx").resolve(), (folder / "b.onnx").resolve()]
+    # a file named beside its folder is measured once
+    assert len(resolve_models([str(folder), str(folder / "a.onnx")])) == 2
     with pytest.raises(BenchError) as e:
-        resolve_models([str(folder)])
-    msg = str(e.value)
-    assert f"--model {folder / 'a.onnx'} {folder / 'b.onnx'}" in msg, msg
-    assert "export_report" not in msg, msg
+        resolve_models([str(folder / "sub"), str(tmp_path)])
+    assert str(e.value) == (f"--model {tmp_path}: a folder with no exported model in it "
+                            "(.engine, .onnx, .plan, .tflite)"), e.value
 
 
 def test_calib_beside_model_files_alone_is_said_to_do_nothing(tmp_path):

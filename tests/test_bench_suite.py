@@ -41,6 +41,20 @@ def test_model_files_with_one_stem_keep_their_test_ids_whatever_the_order(tmp_pa
     assert "test_given_model_quality[student-fast_int8]" in alone, alone
 
 
+def test_an_export_folder_given_to_model_is_its_model_files(tmp_path):
+    """`pytest benchmarks/ --model export/` stopped with 'a folder; give the model files in
+    it', where `sharpen bench` measures the folder's files: the same tests as the files named."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    for name in ("student-fast.onnx", "student-fast_int8.tflite", "export_report.json"):
+        (folder / name).write_bytes(b"x")   # collected only: nothing reads them
+    ids = [i for i in _collected("--model", str(folder)) if "given_model" in i]
+    named = [i for i in _collected("--model", str(folder / "student-fast.onnx"),
+                                   str(folder / "student-fast_int8.tflite"))
+             if "given_model" in i]
+    assert ids == named and "test_given_model_quality[student-fast_int8]" in ids, ids
+
+
 def test_k_selecting_one_student_evaluates_only_that_student(env, tmp_path):
     """`pytest benchmarks/ -k fast` with the default students still exported `seed` in every
     format and ran its quality evaluation (minutes for its INT8 calibrations), then listed it
