@@ -12,7 +12,7 @@ from runtime.cli_errors import cli_error, missing_dependency, one_line, raise_if
 from runtime.console import count, print_table, report_fatal_errors
 
 from .options import (DEFAULT_CPU_TARGET_FPS, DEFAULT_MIN_SSIM_RATIO, GATE_GAIN, GATE_RATIO,
-                      SCHEMA, add_to_argparse)
+                      REAL_NOGT_HELP, REAL_PAIRS_HELP, SCHEMA, add_to_argparse)
 
 _DEFAULTS = {o.dest: o.default for o in SCHEMA}
 
@@ -75,21 +75,16 @@ def add_commands(sub) -> None:
         epilog=BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", "--output", required=True, metavar="DIR", help="report folder")
     add_to_argparse(p)   # the options `pytest benchmarks/` shares (benchmarks/options.py)
-    p.add_argument("--real-pairs", default=None, metavar="SPEC",
-                   help="real blur/sharp pairs to report PSNR/SSIM gains on (a paired folder "
-                        "such as reds-mini's blur/ + sharp/, a GoPro, HIDE or BSD root, REDS' "
-                        "val/ folder, or a RealBlur pair list)")
+    p.add_argument("--real-pairs", default=None, metavar="SPEC", help=REAL_PAIRS_HELP)
     from distill.alignment import ALIGNS
     p.add_argument("--align", choices=ALIGNS, default="none",
                    help="ecc: score --real-pairs with each output, and the input, aligned to "
                         "its ground truth first, as `sharpen evaluate --align ecc` (RealBlur's "
                         "published scores) (default: none)")
     p.add_argument("--real-nogt", default=None, nargs="+", action="extend", metavar="PATH",
-                   help="real blurred images without ground truth: image files, videos and "
-                        "folders of them (several may be given; the real-blur limit is "
-                        "spread over all of them; a clip gives its frames, picked by "
-                        "--stride or --frames): side-by-side crops and each model's PSNR "
-                        "to the teacher's output in the report")
+                   help=REAL_NOGT_HELP.format(clips="; a clip gives its frames, picked by "
+                                              "--stride or --frames")
+                   + ", and side-by-side crops in the report")
     from distill.frame_pick import add_frame_pick_arguments
     add_frame_pick_arguments(p)
     add_gate_options(p)

@@ -25,7 +25,7 @@ from benchmarks.artifacts import BenchError, path_unless_named  # noqa: E402
 from benchmarks.given import (bench_students, given_ids, model_files,  # noqa: E402
                               resolve_models)
 from benchmarks.options import (DEFAULT_MIN_SSIM_RATIO, GATE_GAIN, GATE_RATIO,  # noqa: E402
-                                add_to_pytest)
+                                REAL_NOGT_HELP, REAL_PAIRS_HELP, add_to_pytest)
 from benchmarks.latency import (BACKENDS, SIZES_FULL, SIZES_REDUCED, parse_sizes,  # noqa: E402
                                 size_label, stream_size)
 
@@ -44,6 +44,11 @@ def pytest_addoption(parser):
     g.addoption(ratio, type=float, default=DEFAULT_MIN_SSIM_RATIO, metavar=r,
                 help=f"{ratio_help} (default {DEFAULT_MIN_SSIM_RATIO:g})")
     g.addoption(gain, type=float, default=None, metavar=gn, help=gain_help)
+    g.addoption("--real-pairs", dest="real_pairs", default=None, metavar="SPEC",
+                help=REAL_PAIRS_HELP + " (test_real_blur)")
+    g.addoption("--real-nogt", dest="real_nogt", default=None, nargs="+", action="extend",
+                metavar="PATH", help=REAL_NOGT_HELP.format(clips="; a clip's frames too")
+                + " (test_real_blur)")
 
 
 def _mode(config) -> str:
@@ -128,7 +133,10 @@ def pytest_collection_modifyitems(config, items):
         config.pluginmanager.hasplugin("benchmark")
     given = _given_timing(config)
     mark = {k: v for k, v in MODE_MARKS[_mode(config)].items() if k not in given}
+    no_real = not (config.getoption("real_pairs") or config.getoption("real_nogt"))
     for item in items:
+        if no_real and getattr(item, "originalname", None) == "test_real_blur":
+            item.add_marker(pytest.mark.skip(reason="no --real-pairs or --real-nogt given"))
         if "benchmark" not in getattr(item, "fixturenames", ()):
             continue
         if not has_plugin:
@@ -237,6 +245,19 @@ class BenchContext:
         # Read now, as `sharpen bench` reads them: a bad file is a usage error before any work.
         self.models = resolve_models(config.getoption("models"), list(self.students),
                                      self.threads)
+        self.real_pairs = config.getoption("real_pairs")
+        self.real_nogt = config.getoption("real_nogt")
+        self._real: Optional[dict] = None
+        from benchmarks.options import real_blur_limits
+        self.real_limits = real_blur_limits(limit, self.full)
+        if self._runs_real_blur():   # read now, as `sharpen bench` does: a bad path stops it
+            from benchmarks.report import _check_real_blur
+
+            for flag, spec in (("--real-pairs", self.real_pairs),
+                               ("--real-nogt", self.real_nogt)):
+                if spec:
+                    _check_real_blur(flag, spec, self.real_limits[flag],
+                                     need_gt=flag == "--real-pairs")
         self._pairs = None
         if self._runs_quality():   # read now, as `sharpen bench` does: a bad --data stops it
             from benchmarks.quality import load_pairs   # before the latency tests' minutes
@@ -472,12 +493,40 @@ class BenchContext:
                 raise
         return self._quality
 
+    def real_blur(self) -> dict:
+        """The real-blur tables of --real-pairs and --real-nogt, as report.json's `real_blur`
+        (its figures left out: drawn into the session's temporary folder), computed once per
+        session: the teacher, every student that has not failed and the --model files."""
+        if self._real is None:
+            from benchmarks.realblur import run_real_blur
+            from benchmarks.report import nogt_paths
+
+            failed = {n: f[2] for n, f in self._failed.items()}
+            try:
+                real = run_real_blur(self.real_pairs, nogt_paths(self.real_nogt),
+                                     self.teacher_outputs, list(self.students.values()),
+                                     self._video_dir / "real_blur", lambda msg: None,
+                                     self.real_limits["--real-pairs"],
+                                     self.real_limits["--real-nogt"], quiet=True,
+                                     models=self.models, failed=failed)
+            except (BenchError, ValueError) as e:   # e.g. every image unreadable after all
+                pytest.fail(f"real blur: {e}", pytrace=False)
+            real.pop("figures", None)
+            self._real = real
+        return self._real
+
+    def _runs_real_blur(self) -> bool:
+        """Whether test_real_blur is selected and not skipped (it has a real-blur set)."""
+        return any(it.originalname == "test_real_blur" and it.get_closest_marker("skip") is None
+                   for it in (self.items if self.items is not None else []))
+
     def _quality_items(self) -> list:
-        """The selected tests, not skipped (--benchmark-only), that evaluate quality: those of
-        the bench that time nothing."""
+        """The selected tests, not skipped (--benchmark-only), that evaluate the held-out set:
+        those of the bench that time nothing, but the real-blur one."""
         return [it for it in self.items or []
                 if "bench" in it.fixturenames and "benchmark" not in it.fixturenames
-                and it.get_closest_marker("skip") is None]
+                and it.get_closest_marker("skip") is None
+                and it.originalname != "test_real_blur"]
 
     def _runs_quality(self) -> bool:
         """Whether a selected test evaluates quality."""
@@ -573,6 +622,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"mode {ctx.mode}; {runtime_threads_line(ctx.threads)}")
         for line in latency_lines(ctx.results):
             tr.write_line(line)
+    if ctx._real:
+        _real_blur_summary(tr, ctx._real)
     if ctx._quality is not None:
         from benchmarks.quality import TABLE_HEADERS, format_table, held_out_label
 
@@ -617,6 +668,25 @@ def pytest_sessionfinish(session, exitstatus):
     loads, "--benchmark-compare-fail requires valid --benchmark-compare")."""
     if exitstatus == 0 and _compare_gate(session.config) and compared_nothing(session.config):
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
+
+
+def _real_blur_summary(tr, real: dict) -> None:
+    """The real-blur tables as `sharpen bench` prints them (benchmarks/realblur.py)."""
+    import io
+
+    from benchmarks.realblur import HEADERS, data_text, nogt_headers, table_rows
+    from runtime.console import print_table
+
+    tr.section("sharpen real blur")
+    buf = io.StringIO()   # not a terminal: plain columns, a row a line
+    if p := real.get("pairs"):
+        print_table(f"real blur pairs ({p['data']}, {p['images']} images; gains over the "
+                    "blurred input)", HEADERS, table_rows(p), file=buf)
+    if n := real.get("nogt"):
+        print_table(f"real blur without ground truth ({data_text(n['data'])}, "
+                    f"{n['images']} crops)", nogt_headers(n), table_rows(n), file=buf)
+    for line in buf.getvalue().splitlines():
+        tr.write_line(line)
 
 
 def compared_nothing(config) -> Optional[str]:
@@ -701,6 +771,9 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     `quality`, and each timed model's PSNR/SSIM and parity in its benchmark's
     extra_info.quality. The terminal showed them and no file held them."""
     ctx: Optional[BenchContext] = getattr(config, "_sharpen_bench", None)
+    if ctx is not None and ctx._real:
+        from benchmarks.report import finite
+        output_json["sharpen_real_blur"] = finite(ctx._real)   # as report.json's real_blur
     if ctx is None or ctx._quality is None:
         return
     from benchmarks.report import finite

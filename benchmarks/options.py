@@ -97,6 +97,22 @@ SCHEMA: tuple[Opt, ...] = (
 )
 
 
+# --real-pairs and --real-nogt, `sharpen bench`'s and `pytest benchmarks/`'s (which picks no
+# clip frames: --stride and --frames are the bench's).
+REAL_PAIRS_HELP = ("real blur/sharp pairs to report PSNR/SSIM gains on (a paired folder such as "
+                   "reds-mini's blur/ + sharp/, a GoPro, HIDE or BSD root, REDS' val/ folder, "
+                   "or a RealBlur pair list)")
+REAL_NOGT_HELP = ("real blurred images without ground truth: image files, videos and folders of "
+                  "them (several may be given; the real-blur limit is spread over all of "
+                  "them{clips}): each model's PSNR to the teacher's output")
+
+
+def real_blur_limits(limit: Optional[int], full: bool) -> dict:
+    """Images spread over each real-blur set (None: all), by flag: --limit, else the mode's."""
+    return {"--real-pairs": limit or (None if full else 20),
+            "--real-nogt": limit or (8 if full else 4)}
+
+
 # The quality gate, one of two options (`sharpen bench`, `sharpen demo`, `pytest benchmarks/`):
 # flag, metavar, help; each front end adds its default.
 DEFAULT_MIN_SSIM_RATIO = 0.95

@@ -48,7 +48,7 @@ from .figures import write_figures
 from .given import bench_students, resolve_models
 from .latency_run import missing_rows, planned_rows, run_latency
 from .machine import machine_info, peak_rss_mb
-from .options import DEFAULT_CPU_TARGET_FPS
+from .options import DEFAULT_CPU_TARGET_FPS, real_blur_limits
 from .compare import DEFAULT_FAIL_ON
 from .markdown import render_markdown
 from .ship import judge_latency, ship_section
@@ -145,7 +145,9 @@ class BenchOptions:
             argv += ["--model", *split_list(self.models)]
         if self.calib:
             argv += ["--calib", *calib_sources(self.calib)]
-        if self.real_nogt and not pytest:
+        if pytest and self.real_pairs:   # the suite's own: not in CLI_FLAGS
+            argv += ["--real-pairs", self.real_pairs]
+        if self.real_nogt:
             argv += ["--real-nogt", *nogt_paths(self.real_nogt)]
         if not self.latency and not pytest:
             argv.append("--no-latency")
@@ -434,8 +436,7 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
     # The held-out set is scored against the teacher alone: not read where it cannot run.
     pairs, data_desc = (([], "held-out set not scored") if no_torch
                         else load_pairs(opts.data, m["limit"]))
-    real_limits = {"--real-pairs": opts.limit or (None if opts.full else 20),
-                   "--real-nogt": opts.limit or (8 if opts.full else 4)}
+    real_limits = real_blur_limits(opts.limit, opts.full)
     scored = [f for p in pairs if p.files for f in p.files]
     for flag, spec in (("--real-pairs", opts.real_pairs), ("--real-nogt", opts.real_nogt)):
         if spec:

@@ -61,3 +61,13 @@ def test_reference_rows(bench):
         assert row["status"] == "ok", (key, row["reason"])
         assert row["n_images"] == len(q.images)
         assert 0.0 <= row["ssim"] <= 1.0 and row["psnr"] > 0, row
+
+
+def test_real_blur(bench):
+    """--real-pairs and --real-nogt scored by the teacher, the students and the --model files,
+    as `sharpen bench` scores them: reported (the summary, the JSON's `sharpen_real_blur`),
+    not gated; a model that failed fails its own tests."""
+    real = bench.real_blur()
+    for key, spec in (("pairs", bench.real_pairs), ("nogt", bench.real_nogt)):
+        if spec:
+            assert real.get(key) and real[key]["images"] > 0, (key, real)
