@@ -431,6 +431,10 @@ class BenchContext:
                                            False, f"{doing} failed: {why}"])
             return None
 
+    def failed_students(self) -> list[str]:
+        """Why each student that failed (its checkpoint, its export) did, so far."""
+        return [f[0] for f in self._failed.values()]
+
     def student_failed(self, name: str) -> None:
         """Nothing while student `name` has not failed (`attempt`). After it has, the first
         test that asks fails with the reason, without a traceback, and the later ones skip
@@ -498,9 +502,16 @@ class BenchContext:
         (its figures left out: drawn into the session's temporary folder), computed once per
         session: the teacher, every student that has not failed and the --model files."""
         if self._real is None:
+            from distill.evaluate import load_model_fn
             from benchmarks.realblur import run_real_blur
             from benchmarks.report import nogt_paths
 
+            # A checkpoint that cannot be read fails its student alone, as in `sharpen bench`:
+            # it stopped the set for every model.
+            for name, st in self.students.items():
+                if name not in self._failed:
+                    self.attempt(name, "reading its checkpoint",
+                                 lambda path=st.path: load_model_fn(path))
             failed = {n: f[2] for n, f in self._failed.items()}
             try:
                 real = run_real_blur(self.real_pairs, nogt_paths(self.real_nogt),
@@ -510,9 +521,11 @@ class BenchContext:
                                      self.real_limits["--real-nogt"], quiet=True,
                                      models=self.models, failed=failed)
             except (BenchError, ValueError) as e:   # e.g. every image unreadable after all
-                pytest.fail(f"real blur: {e}", pytrace=False)
+                real = {"error": f"real blur: {e}"}
             real.pop("figures", None)
             self._real = real
+        if "error" in self._real:   # outside the except: said once, not chained
+            pytest.fail(self._real["error"], pytrace=False)
         return self._real
 
     def _runs_real_blur(self) -> bool:
@@ -622,7 +635,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"mode {ctx.mode}; {runtime_threads_line(ctx.threads)}")
         for line in latency_lines(ctx.results):
             tr.write_line(line)
-    if ctx._real:
+    if ctx._real and "error" not in ctx._real:
         _real_blur_summary(tr, ctx._real)
     if ctx._quality is not None:
         from benchmarks.quality import TABLE_HEADERS, format_table, held_out_label
@@ -771,7 +784,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     `quality`, and each timed model's PSNR/SSIM and parity in its benchmark's
     extra_info.quality. The terminal showed them and no file held them."""
     ctx: Optional[BenchContext] = getattr(config, "_sharpen_bench", None)
-    if ctx is not None and ctx._real:
+    if ctx is not None and ctx._real and "error" not in ctx._real:
         from benchmarks.report import finite
         output_json["sharpen_real_blur"] = finite(ctx._real)   # as report.json's real_blur
     if ctx is None or ctx._quality is None:

@@ -71,3 +71,5 @@ def test_real_blur(bench):
     for key, spec in (("pairs", bench.real_pairs), ("nogt", bench.real_nogt)):
         if spec:
             assert real.get(key) and real[key]["images"] > 0, (key, real)
+    if failed := bench.failed_students():
+        pytest.fail("; ".join(failed), pytrace=False)

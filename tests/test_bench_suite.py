@@ -82,6 +82,23 @@ def test_the_suite_takes_real_blur_pairs_and_frames_without_ground_truth(env, tm
     assert "no --real-pairs or --real-nogt given" in out, out
 
 
+def test_a_broken_student_leaves_the_others_real_blur_scored(env, tmp_path):
+    """A student whose checkpoint cannot be read failed test_real_blur as a whole, the others
+    not scored and the reason said twice ("During handling of the above exception"): as in
+    `sharpen bench`, its real-blur rows say `failed`, the others are scored, and the test
+    fails naming it."""
+    broken = tmp_path / "student-broken.pt"
+    broken.write_bytes(bytes(range(256)) * 8)
+    _, out = _run_suite("-k", "test_real_blur", "--students", f"{broken},{env / 'student-good.pt'}",
+                        "--teacher-weights", str(env / "teacher.pt"), "--real-pairs",
+                        str(env / "pairs"), "--cache", str(tmp_path / "cache"), expect=1)
+    assert "During handling" not in out and "Traceback" not in out, out
+    assert "student broken" in out and "reading its checkpoint failed" in out, out
+    table = out.split("real blur pairs (", 1)[1]
+    assert "\n  good " in table or "\ngood " in table, out
+    assert "broken" in table and "failed" in table, out
+
+
 def test_k_selecting_one_student_evaluates_only_that_student(env, tmp_path):
     """`pytest benchmarks/ -k fast` with the default students still exported `seed` in every
     format and ran its quality evaluation (minutes for its INT8 calibrations), then listed it
