@@ -331,6 +331,29 @@ def test_an_export_folder_given_to_model_measures_its_model_files(tmp_path):
                             "(.engine, .onnx, .plan, .tflite)"), e.value
 
 
+def test_an_export_folder_says_which_engine_it_holds_only_the_trtexec_line_of(tmp_path):
+    """`--model export/` where `sharpen export` could not build the engine (no TensorRT): the
+    folder's files were measured without a word of the engine its sidecar is waiting for."""
+    from benchmarks.given import model_files
+    from runtime_fixtures import make_onnx_model
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    make_onnx_model(folder / "m.onnx")
+    line = "trtexec --onnx=m.onnx --saveEngine=m_fp16.engine --fp16"
+    (folder / "m_fp16.engine.json").write_text(json.dumps(
+        {"precision": "fp16", "multiple": 8, "trtexec": line,
+         "built_by": "trtexec (the line `sharpen export` printed)"}))
+    from runtime.warn import SharpenWarning
+
+    with pytest.warns(SharpenWarning) as said:
+        assert model_files([str(folder)]) == [str(folder / "m.onnx")]
+    [msg] = [str(w.message) for w in said]
+    assert msg.startswith(f"--model {folder}: {folder / 'm_fp16.engine'} is not measured: "
+                          "not built yet"), msg
+    assert f"in {folder}: {line}" in msg, msg
+
+
 def test_calib_beside_model_files_alone_is_said_to_do_nothing(tmp_path):
     """`sharpen bench --model mine_int8.onnx --calib my_frames/` exports nothing (no --weights):
     --calib was taken without a word, and the report now says the files keep their own
