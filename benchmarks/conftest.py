@@ -669,9 +669,10 @@ COMPARE_GATED_NOTHING = ("--benchmark-compare-fail gated nothing: a usage error 
 
 
 def _compare_gate(config) -> bool:
-    """Whether --benchmark-compare-fail was given (a CI gate on the compare)."""
+    """Whether --benchmark-compare-fail was given (a CI gate on the compare) to a run that
+    times: --benchmark-skip and --benchmark-disable time nothing on purpose."""
     bs = getattr(config, "_benchmarksession", None)
-    return bool(getattr(bs, "compare_fail", None))
+    return bool(getattr(bs, "compare_fail", None)) and not (bs.skip or bs.disabled)
 
 
 @pytest.hookimpl(trylast=True)
