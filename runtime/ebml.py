@@ -22,8 +22,8 @@ VIDEO = 0xE0
 COLOUR = 0x55B0
 TRANSFER = 0x55BA
 CLUSTER = 0x1F43B675
-# Elements looked at on one level: a damaged or hostile file of tiny elements is not walked
-# to its end.
+# Elements looked at in all, on every level: a damaged or hostile file of tiny elements is not
+# walked to its end. A muxer's track headers are a few dozen.
 MOST_ELEMENTS = 4096
 
 Element = tuple[int, int, int]   # (id, payload start, payload end)
@@ -44,33 +44,37 @@ def _vint(f: BinaryIO, keep_marker: bool) -> Optional[tuple[int, bool]]:
     return value, raw & ((1 << (7 * length)) - 1) == (1 << (7 * length)) - 1
 
 
-def _elements(f: BinaryIO, start: int, end: int) -> Iterator[Element]:
-    """The elements between `start` and `end`. One of unknown size (a live recording's
-    segment) runs to `end`, and ends the walk on this level once looked into."""
-    pos = start
-    for _ in range(MOST_ELEMENTS):
-        if pos >= end:
-            return
-        f.seek(pos)
-        eid = _vint(f, keep_marker=True)
-        size = _vint(f, keep_marker=False)
-        if eid is None or size is None:
-            return
-        body = f.tell()
-        if size[1]:
-            yield eid[0], body, end
-            return
-        yield eid[0], body, min(body + size[0], end)
-        pos = body + size[0]
+class _Walk:
+    """One file's elements, with one count of those looked at for the whole read: a limit on
+    each level alone is multiplied by the levels under it."""
 
+    def __init__(self, f: BinaryIO):
+        self.f, self.left = f, MOST_ELEMENTS
 
-def _find(f: BinaryIO, start: int, end: int, eid: int) -> Optional[Element]:
-    return next((e for e in _elements(f, start, end) if e[0] == eid), None)
+    def elements(self, start: int, end: int) -> Iterator[Element]:
+        """The elements between `start` and `end`. One of unknown size (a live recording's
+        segment) runs to `end`, and ends the walk on this level once looked into."""
+        f, pos = self.f, start
+        while pos < end and self.left > 0:
+            self.left -= 1
+            f.seek(pos)
+            eid = _vint(f, keep_marker=True)
+            size = _vint(f, keep_marker=False)
+            if eid is None or size is None:
+                return
+            body = f.tell()
+            if size[1]:
+                yield eid[0], body, end
+                return
+            yield eid[0], body, min(body + size[0], end)
+            pos = body + size[0]
 
+    def find(self, start: int, end: int, eid: int) -> Optional[Element]:
+        return next((e for e in self.elements(start, end) if e[0] == eid), None)
 
-def _uint(f: BinaryIO, element: Element) -> int:
-    f.seek(element[1])
-    return int.from_bytes(f.read(min(element[2] - element[1], 8)), "big")
+    def uint(self, element: Element) -> int:
+        self.f.seek(element[1])
+        return int.from_bytes(self.f.read(min(element[2] - element[1], 8)), "big")
 
 
 def video_transfer(path: str | os.PathLike) -> Optional[int]:
@@ -79,32 +83,32 @@ def video_transfer(path: str | os.PathLike) -> Optional[int]:
     cannot be read."""
     try:
         with open(path, "rb") as f:
-            end = os.fstat(f.fileno()).st_size
-            head = next(_elements(f, 0, end), None)
+            walk, end = _Walk(f), os.fstat(f.fileno()).st_size
+            head = next(walk.elements(0, end), None)
             if head is None or head[0] != EBML:
                 return None
-            segment = _find(f, head[2], end, SEGMENT)
+            segment = walk.find(head[2], end, SEGMENT)
             if segment is None:
                 return None
-            for eid, start, stop in _elements(f, segment[1], segment[2]):
+            for eid, start, stop in walk.elements(segment[1], segment[2]):
                 if eid == CLUSTER:   # pictures: the track headers come before them
                     return None
                 if eid == TRACKS:
-                    return _transfer_in_tracks(f, start, stop)
+                    return _transfer_in_tracks(walk, start, stop)
     except OSError:
         return None
     return None
 
 
-def _transfer_in_tracks(f: BinaryIO, start: int, end: int) -> Optional[int]:
-    for eid, s, e in _elements(f, start, end):
+def _transfer_in_tracks(walk: _Walk, start: int, end: int) -> Optional[int]:
+    for eid, s, e in walk.elements(start, end):
         if eid != TRACK_ENTRY:
             continue
-        kind = _find(f, s, e, TRACK_TYPE)
-        if kind is None or _uint(f, kind) != VIDEO_TRACK:
+        kind = walk.find(s, e, TRACK_TYPE)
+        if kind is None or walk.uint(kind) != VIDEO_TRACK:
             continue
-        video = _find(f, s, e, VIDEO)
-        colour = video and _find(f, video[1], video[2], COLOUR)
-        transfer = colour and _find(f, colour[1], colour[2], TRANSFER)
-        return _uint(f, transfer) if transfer else None
+        video = walk.find(s, e, VIDEO)
+        colour = video and walk.find(video[1], video[2], COLOUR)
+        transfer = colour and walk.find(colour[1], colour[2], TRANSFER)
+        return walk.uint(transfer) if transfer else None
     return None

@@ -310,6 +310,31 @@ def test_a_damaged_matroska_file_is_taken_as_saying_nothing_of_hdr(tmp_path, ffm
     assert hdr_transfer(cut) is None
 
 
+def _element(eid: bytes, body: bytes) -> bytes:
+    """A Matroska element: its id, its size in 8 bytes (a marker bit, then the size), body."""
+    return eid + ((1 << 56) | len(body)).to_bytes(8, "big") + body
+
+
+def test_a_matroska_file_of_countless_tiny_elements_is_not_walked_to_its_end(tmp_path):
+    """The elements looked at were limited on each level alone, and the limits multiplied:
+    a stranger's 33 MB file of 4096 track entries, each of 4096 two-byte elements, held the
+    run before its first frame for over a minute. The whole read now has one limit, which
+    the few dozen elements of any muxer's track headers are far below."""
+    from runtime.ebml import MOST_ELEMENTS
+    from runtime.hdr import hdr_transfer
+    padding = _element(b"\xae", b"\xec\x80" * (MOST_ELEMENTS // 2))   # Void elements
+    colour = _element(b"\x55\xb0", _element(b"\x55\xba", b"\x12"))     # transfer 18, HLG
+    video = _element(b"\xae", _element(b"\x83", b"\x01") + _element(b"\xe0", colour))
+    head = _element(b"\x1a\x45\xdf\xa3", _element(b"\x42\x82", b"matroska"))
+    clip = tmp_path / "said.mkv"
+    clip.write_bytes(head + _element(b"\x18\x53\x80\x67", _element(b"\x16\x54\xae\x6b", video)))
+    assert hdr_transfer(clip) == "HLG"
+    # Three entries of padding: each level holds fewer elements than the limit, the file more
+    clip.write_bytes(head + _element(b"\x18\x53\x80\x67",
+                                     _element(b"\x16\x54\xae\x6b", padding * 3 + video)))
+    assert hdr_transfer(clip) is None
+
+
 @pytest.mark.parametrize("trc, said", [("arib-std-b67", "HLG"), ("bt709", None)])
 def test_labels_of_an_hdr_phone_clip_say_its_frames_come_out_washed_out(
         tmp_path, ffmpeg, capsys, tiny_teacher_pt, trc, said):
