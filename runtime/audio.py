@@ -208,7 +208,9 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
         if not copy([i], [codec], ["-t", "1"], trials[i])[0]:
             del trials[i]
     taken = [i for i in range(len(codecs or [])) if i not in trials]
-    if not taken:
+    # All went in alone: the copy of all failed for none's sake (a disk that filled up), and
+    # would again, after as long
+    if not taken or not trials:
         return why, False, []
     why, copied = copy(taken, [(codecs or [])[i] for i in taken])
     left = [(i + 1, (codecs or [])[i],

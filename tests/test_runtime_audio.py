@@ -3,9 +3,11 @@ or GoPro clip sharpened into a silent video lost its sound without a word. An ff
 or named by SHARPEN_FFMPEG) copies it in; without one the run still succeeds and says so."""
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -897,3 +899,34 @@ def test_segments_without_ffmpeg_are_given_no_line_that_would_add_the_sound_out_
     assert rc == 0, err
     assert len(list((tmp_path / "seg").glob("s-*.mp4"))) > 1
     assert "has no sound" in err and "add it to the video made" not in err, err
+
+
+def test_a_copy_of_several_streams_that_fails_late_is_not_made_again_in_full(tmp_path, ffmpeg,
+                                                                             clips):
+    """Where the copy of all the sound fails for no one stream's sake (a disk that fills up,
+    here a limit on one file's size, as `ulimit -f` sets, under a clip's full length but over
+    a second of it), each stream went in alone over a second, and the copy of all of them was
+    made again, in full, copy and encode, to fail as the first did: a long clip's sound copied
+    twice more for nothing. Where every stream goes in alone, the first failure is the answer."""
+    from runtime.audio import mux_audio
+    two = tmp_path / "two.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(clips["loud"]), "-map", "0:v",
+                    "-map", "0:a", "-map", "0:a", "-c", "copy", str(two)], check=True,
+                   timeout=60)
+    log = tmp_path / "ffmpeg.log"
+    limited = tmp_path / "ffmpeg"   # ffmpeg itself, its files limited to most of the clip's
+    limit = int(0.7 * clips["loud"].stat().st_size)
+    limited.write_text(f"#!{sys.executable}\nimport json, os, resource, sys\n"
+                       f"with open({str(log)!r}, 'a') as f:\n"
+                       "    print(json.dumps(sys.argv[1:]), file=f)\n"
+                       f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+                       f"os.execv({ffmpeg!r}, [{ffmpeg!r}, *sys.argv[1:]])\n")
+    limited.chmod(0o755)
+    out = tmp_path / "sharp.mp4"
+    why, _, left = mux_audio(clips["silent"], two, out, FRAMES / FPS, str(limited),
+                             ["aac", "aac"])
+    assert why and not left, (why, left)
+    muxes = [c for c in map(json.loads, log.read_text().splitlines()) if str(out) in c]
+    # A trial's "-t 1" follows the clip's own "-t", and ffmpeg takes the last
+    full = [c for c in muxes if c[max(i for i, a in enumerate(c) if a == "-t") + 1] != "1"]
+    assert len(muxes) > len(full) == 2, muxes   # the copy, and the encode
