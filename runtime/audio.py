@@ -221,9 +221,10 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
 
 def _first_error(done: subprocess.CompletedProcess) -> str:
     """ffmpeg's first error line, the cause (its last ones say only that the output could
-    not be opened), without the "[mp4 @ 0x55d0...]" that names its part."""
+    not be opened), without the "[mp4 @ 0x55d0...]" that names its part (a Windows build's
+    pointer has no 0x: "[mp4 @ 000001682C...]")."""
     for line in done.stderr.splitlines():
-        line = re.sub(r"^\[[^]]*@ 0x[0-9a-f]+\]\s*", "", line.strip())
+        line = re.sub(r"^\[[^]]*@ (0x)?[0-9a-fA-F]+\]\s*", "", line.strip())
         if line:
             return line
     return ""

@@ -930,3 +930,14 @@ def test_a_copy_of_several_streams_that_fails_late_is_not_made_again_in_full(tmp
     # A trial's "-t 1" follows the clip's own "-t", and ffmpeg takes the last
     full = [c for c in muxes if c[max(i for i, a in enumerate(c) if a == "-t") + 1] != "1"]
     assert len(muxes) > len(full) == 2, muxes   # the copy, and the encode
+
+
+@pytest.mark.parametrize("pointer", ["0x55d0c3a1b2c0", "000001682C2523C0"])
+def test_the_reason_a_stream_is_left_out_is_said_without_ffmpegs_part_name(pointer):
+    """ffmpeg names the part that failed, and its address, before its error: "[mp4 @ 0x55d0...]"
+    where C's %p writes 0x, "[mp4 @ 000001682C...]" in a Windows build, which was kept."""
+    from runtime.audio import _first_error
+    said = (f"[mp4 @ {pointer}] Could not find tag for codec apple_apac in stream #1\n"
+            "Error opening output files: Invalid argument\n")
+    done = subprocess.CompletedProcess([], 1, "", said)
+    assert _first_error(done) == "Could not find tag for codec apple_apac in stream #1"
