@@ -140,15 +140,16 @@ def _iso_has_sound_track(path: Path) -> Optional[bool]:
 def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
               ffmpeg: str, codecs: Optional[list[str]], video_options: Sequence[str] = (),
               start: float = 0.0, metadata: Sequence[str] = ()
-              ) -> tuple[str, bool, list[tuple[int, str, str]]]:
+              ) -> tuple[str, bool, list[tuple[int, str, str, str]]]:
     """Write `out`: `video`'s pictures, copied, with `source`'s audio over its first `seconds`
     (the video's length: a run that stopped early, --max-frames, gets that much of it), from
     `start` seconds after the first frame's time on (a segment of a recording, --segment). The
     audio is copied where `out`'s container takes its codec (and an MP4's or a TS's players
     play it), else encoded in the container's default one (AAC in MP4, from PCM or Vorbis).
     Returns ('' or why not, in words (ffmpeg's last error line); whether the sound was copied
-    as it is, not encoded; the audio streams left out, each (its number from 1, its codec, why):
-    where the copy of all fails, each stream is tried alone, and those `out` takes go in).
+    as it is, not encoded; the audio streams left out, each (its number from 1, its codec, why,
+    ".mov" where a QuickTime file would keep it, else ''): where the copy of all fails, each
+    stream is tried alone, and those `out` takes go in).
     `codecs`: `audio_codecs` of `source`, which the caller probed
     already to know there is sound. `video_options`: output options for the copied pictures
     (their colour tags, runtime/colour_tags.py). `metadata`: options that carry `source`'s
@@ -213,10 +214,29 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
     if not taken or not trials:
         return why, False, []
     why, copied = copy(taken, [(codecs or [])[i] for i in taken])
-    left = [(i + 1, (codecs or [])[i],
-             "; ".join(f"{way}: {said}" for way, said in reasons.items()))
-            for i, reasons in trials.items()]
-    return why, copied, [] if why else left
+    if why:
+        return why, copied, []
+    return "", copied, [(i + 1, (codecs or [])[i],
+                         "; ".join(f"{way}: {said}" for way, said in reasons.items()),
+                         _kept_in_mov(source, i, out, ffmpeg, limit) if ext != ".mov" else "")
+                        for i, reasons in trials.items()]
+
+
+def _kept_in_mov(source: str | os.PathLike, stream: int, out: Path, ffmpeg: str,
+                 limit: float) -> str:
+    """".mov" where a QuickTime file takes `source`'s audio stream `stream` (from 0) as it is,
+    as it takes an iPhone's APAC, Apple's own, which MP4 and MKV refuse; else ''. A second of it
+    is copied next to `out`, and removed."""
+    trial = out.with_suffix(".mov")
+    try:
+        done = _run([ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+                     "-i", os.fspath(source), "-map", f"0:a:{stream}", "-c", "copy",
+                     "-t", "1", os.fspath(trial)], limit)
+        return "" if copy_failure(done, trial) else ".mov"
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    finally:
+        trial.unlink(missing_ok=True)
 
 
 def _first_error(done: subprocess.CompletedProcess) -> str:

@@ -913,10 +913,12 @@ class VideoFileSink(Sink):
             self._carried = not refused
             self.audio_streams = (len(codecs or []) or 1) - len(left)
             self.audio_copied = copied
-            for number, codec, failed in left:
+            for number, codec, failed, kept_in in left:
+                keep = (f"; {option('output', self.path.with_suffix(kept_in), self.flags)} "
+                        "keeps it as it is" if kept_in else "")
                 warn(f"{self.path} leaves out audio stream {number} of {source} ({codec}), "
                      f"which ffmpeg can neither copy into {self.path.suffix.lower()} nor "
-                     f"encode for it ({failed}); the other audio is in it")
+                     f"encode for it ({failed}); the other audio is in it{keep}")
             if self._carried:
                 self.timecode = _timecode_of(carried)
         finally:

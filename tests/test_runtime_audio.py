@@ -379,8 +379,11 @@ def test_an_iphone_clips_spatial_audio_track_leaves_its_aac_sound_in_the_video(
     # ffmpeg's cause, not its closing "Error opening output files: Invalid argument"
     assert "Error opening output files" not in err, err
     assert "apple_apac" in err.split("nor encode for it (")[1], err
+    # What keeps it: a QuickTime file, Apple's own, takes APAC as it is
+    assert f"; --out {out.with_suffix('.mov')} keeps it as it is" in err, err
     assert err.count("warning") == 1, err
     assert "1 audio stream copied" in err, err
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".mov"]
 
 
 def test_a_clip_of_unknown_frame_rate_keeps_its_sound_only_at_the_rate_given(
