@@ -386,6 +386,29 @@ def test_an_iphone_clips_spatial_audio_track_leaves_its_aac_sound_in_the_video(
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".mov"]
 
 
+
+def test_an_iphone_clips_spatial_audio_is_copied_where_the_container_takes_it(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips):
+    """An MKV refuses APAC too, but its copy is tried there (MP4's is not: its players play
+    none), and both of ffmpeg's reasons are given; a QuickTime file, as the README says, takes
+    it as it is, beside the AAC, without a word."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _spatial_audio_clip(ffmpeg, clips["loud"], tmp_path / "iphone.mp4")
+    mkv, mov = tmp_path / "sharp.mkv", tmp_path / "sharp.mov"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip), "--out", str(mkv))
+    assert rc == 0, err
+    assert_tone(sound_of(ffmpeg, mkv), FRAMES / FPS)
+    reason = err.split(f"{mkv} leaves out audio stream 2 of {clip} (apple_apac), which ffmpeg "
+                       "can neither copy into .mkv nor encode for it (")[-1]
+    assert reason.startswith("copy: ") and "; encode: " in reason, err
+    assert f"; --out {mov} keeps it as it is" in err and "1 audio stream copied" in err, err
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip), "--out", str(mov))
+    assert rc == 0 and "warning" not in err and "2 audio streams copied" in err, err
+    assert_tone(sound_of(ffmpeg, mov), FRAMES / FPS)
+    listing = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(mov)],
+                             capture_output=True, text=True, timeout=60).stderr
+    assert "Audio: apple_apac" in listing, listing
+
 def test_a_clip_of_unknown_frame_rate_keeps_its_sound_only_at_the_rate_given(
         tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips):
     """A header of 2000 fps is taken as unknown and the video written at 30 fps: its sound,
