@@ -264,6 +264,7 @@ def _not_held_out(res: dict, data: str) -> dict:
     """Per model label, the scored images its label caches trained or validated on, each
     model said in a warning: their scores are no held-out ones (lineage.not_held_out)."""
     from .checkpoint import CheckpointError, read_checkpoint
+    from .config import DataConfig
     from .evaluate import is_artifact
     from .lineage import not_held_out
     held: dict = {}
@@ -272,10 +273,15 @@ def _not_held_out(res: dict, data: str) -> dict:
         if is_artifact(w):
             continue
         try:
-            lineage = read_checkpoint(w, mmap=True).get("lineage")
+            ck = read_checkpoint(w, mmap=True)
         except (CheckpointError, OSError):
             continue
-        if not (found := not_held_out(lineage, data, scored)):
+        lineage = ck.get("lineage")
+        data_cfg = (ck.get("config") or {}).get("data")
+        # Else (a checkpoint before the setting was) the default it had then too.
+        n = (data_cfg.get("val_max_images") if isinstance(data_cfg, dict) else None) \
+            or DataConfig.val_max_images
+        if not (found := not_held_out(lineage, data, scored, n)):
             continue
         held[label] = found
         parts = []
@@ -284,8 +290,11 @@ def _not_held_out(res: dict, data: str) -> dict:
             if names := found.get(role):
                 shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more"
                                                 if len(names) > 3 else "")
+                before = "".join(f", after {e.get('path')} to step {e.get('until_step')}"
+                                 for e in lineage[key].get("earlier") or []
+                                 if isinstance(e, dict))
                 parts.append(what.format(n=len(names), of=count(len(scored), "image"))
-                             + f" (data.{key}={lineage[key]['path']}"
+                             + f" (data.{key}={lineage[key]['path']}{before}"
                              + (", which chose best.pt" if role == "validated" else "")
                              + f": {shown})")
         print(f"warning: {w} {' and '.join(parts)}: the scores include these images, which "

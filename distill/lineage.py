@@ -98,13 +98,16 @@ def describe_lineage(lineage: Any) -> list[str]:
     return lines
 
 
-def not_held_out(lineage: Any, data: str, scored: Any) -> dict[str, list[str]]:
+def not_held_out(lineage: Any, data: str, scored: Any,
+                 val_max_images: Optional[int] = None) -> dict[str, list[str]]:
     """The images of `scored` (names `sharpen evaluate` scored from `data`) that the label
-    caches of `lineage` took from `data`: "trained" (data.labels) and "validated" (data.
-    val_labels, which chose best.pt); empty where none, or the caches are not here to read.
-    A sweep's runs distilled on labels of reds-mini and scored on all of it read as held out."""
+    caches of `lineage` took from `data`: "trained" (data.labels, and the labels a branch's
+    weights were distilled on before it: "earlier") and "validated" (the `val_max_images` of
+    data.val_labels that validation spread over it, which chose best.pt); empty where none, or
+    the caches are not here to read. A sweep's runs distilled on labels of reds-mini and scored
+    on all of it read as held out."""
     from .data.label_cache import LabelCache
-    from .data.sources import SourceError
+    from .data.sources import SourceError, spread
     if not isinstance(lineage, dict):
         return {}
     root = os.path.realpath(data)
@@ -112,17 +115,30 @@ def not_held_out(lineage: Any, data: str, scored: Any) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for key, role in (("labels", "trained"), ("val_labels", "validated")):
         origin = lineage.get(key)
-        if not isinstance(origin, dict) or not origin.get("path"):
+        if not isinstance(origin, dict):
             continue
-        try:
-            cache = LabelCache(origin["path"])
-        except (SourceError, OSError, ValueError):
-            continue
-        # By name and by file: another folder's im000 is another image.
-        names = sorted(n for n, e in cache.entries.items()
-                       if n in scored and e.get("status") == "ok" and cache._selected(n)
-                       and isinstance(e.get("input"), str)
-                       and (os.path.realpath(e["input"]) + os.sep).startswith(root + os.sep))
-        if names:
-            out[role] = names
+        earlier = [e for e in origin.get("earlier") or [] if isinstance(e, dict)]
+        found: set[str] = set()
+        for one in (origin, *earlier):
+            if not one.get("path"):
+                continue
+            try:
+                cache = LabelCache(one["path"])
+            except (SourceError, OSError, ValueError):
+                continue
+            if role == "validated":   # as validation.load_val_items picks them
+                names = spread([s.name for s, _ in cache.items(sequence=True)], val_max_images)
+            else:
+                names = [n for n in cache.entries if cache._selected(n)]
+            # By name and by file: another folder's im000 is another image.
+            found.update(n for n in names if n in scored and _from(cache.entries.get(n), root))
+        if found:
+            out[role] = sorted(found)
     return out
+
+
+def _from(entry: Any, root: str) -> bool:
+    """Whether a label cache's entry labelled an image under the folder `root`."""
+    return (isinstance(entry, dict) and entry.get("status") == "ok"
+            and isinstance(entry.get("input"), str)
+            and (os.path.realpath(entry["input"]) + os.sep).startswith(root + os.sep))

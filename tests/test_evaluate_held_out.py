@@ -43,3 +43,52 @@ def test_a_students_own_training_and_validation_images_are_named_when_scored(
                  "--threads", "1", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "trained on 1 of the 1 image scored" in err and "validated on" not in err, err
+
+
+def _labels(data: str, out: str, teacher, *more: str) -> None:
+    assert main(["labels", "--data", data, "--out", out, "--teacher-weights", str(teacher),
+                 "--tile", "0", "--quiet", "--threads", "1", *more]) == 0
+
+
+def test_only_the_validation_images_that_chose_best_pt_are_named(
+        tmp_path, tiny_teacher_pt, capsys, monkeypatch):
+    """Validation reads data.val_max_images of data.val_labels, spread over it (8 of reds-mini's
+    20 held-out frames by default): the warning named all 20 as having chosen best.pt, the 12
+    never scored in training among them, and metrics.json listed them as not held out."""
+    monkeypatch.chdir(tmp_path)
+    _pairs(tmp_path / "pairs", 4, side=48)
+    _labels("pairs", "train", tiny_teacher_pt, "--limit", "1")
+    _labels("pairs", "val", tiny_teacher_pt)
+    assert main(["distill", "data.labels=train", "data.val_labels=val", "out=run",
+                 "data.val_max_images=2", *TINY]) == 0
+    capsys.readouterr()
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "validating on 2 of them" in log and "name order (im000, im003)" in log, log
+    assert main(["evaluate", "--weights", "run/best.pt", "--data", "pairs", "--out", "ev",
+                 "--threads", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "validated on 2 (data.val_labels=" in err, err
+    rec = json.loads((tmp_path / "ev" / "metrics.json").read_text())["not_held_out"]
+    assert rec == {"run-best": {"trained": ["im000"], "validated": ["im000", "im003"]}}, rec
+
+
+def test_a_branchs_earlier_labels_are_named_too(tmp_path, tiny_teacher_pt, capsys, monkeypatch):
+    """A run resumed into another folder with new data.labels holds weights distilled on the
+    earlier labels up to its step too (its lineage names them under "earlier"): scored on the
+    earlier labels' images, nothing was said of them."""
+    monkeypatch.chdir(tmp_path)
+    _pairs(tmp_path / "pairs", 2, side=48)
+    _pairs(tmp_path / "more", 2, side=48)
+    _labels("pairs", "first", tiny_teacher_pt)
+    _labels("more", "second", tiny_teacher_pt)
+    assert main(["distill", "data.labels=first", "out=a", *TINY]) == 0
+    assert main(["distill", "data.labels=second", "out=b", "resume=a/last.pt",
+                 *[o if o != "optim.steps=1" else "optim.steps=2" for o in TINY]]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--weights", "b/last.pt", "--data", "pairs", "--out", "ev",
+                 "--threads", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "b/last.pt trained on 2 of the 2 images scored (data.labels=" in err, err
+    assert "first" in err, err
+    rec = json.loads((tmp_path / "ev" / "metrics.json").read_text())["not_held_out"]
+    assert rec == {"b-last": {"trained": ["im000", "im001"]}}, rec
