@@ -294,7 +294,7 @@ def _not_held_out(res: dict, data: str) -> dict:
                                  for e in lineage[key].get("earlier") or []
                                  if isinstance(e, dict))
                 parts.append(what.format(n=len(names), of=count(len(scored), "image"))
-                             + f" (data.{key}={lineage[key]['path']}{before}"
+                             + f" (data.{key}={lineage[key].get('path')}{before}"
                              + (", which chose best.pt" if role == "validated" else "")
                              + f": {shown})")
         print(f"warning: {w} {' and '.join(parts)}: the scores include these images, which "

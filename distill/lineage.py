@@ -131,14 +131,18 @@ def not_held_out(lineage: Any, data: str, scored: Any,
             else:
                 names = [n for n in cache.entries if cache._selected(n)]
             # By name and by file: another folder's im000 is another image.
-            found.update(n for n in names if n in scored and _from(cache.entries.get(n), root))
+            found.update(n for n in names
+                         if n in scored and _from(cache.entries.get(n), cache.root, root))
         if found:
             out[role] = sorted(found)
     return out
 
 
-def _from(entry: Any, root: str) -> bool:
-    """Whether a label cache's entry labelled an image under the folder `root`."""
-    return (isinstance(entry, dict) and entry.get("status") == "ok"
-            and isinstance(entry.get("input"), str)
-            and (os.path.realpath(entry["input"]) + os.sep).startswith(root + os.sep))
+def _from(entry: Any, cache: Path, root: str) -> bool:
+    """Whether a label cache's entry labelled an image under the folder `root`: its input, or
+    the frame the cache saved of a clip (CACHE/frames, the --data its refusal points to)."""
+    if not (isinstance(entry, dict) and entry.get("status") == "ok"):
+        return False
+    files = [entry.get("input"), entry.get("input_file") and str(cache / entry["input_file"])]
+    return any(isinstance(f, str) and (os.path.realpath(f) + os.sep).startswith(root + os.sep)
+               for f in files)

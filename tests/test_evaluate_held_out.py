@@ -92,3 +92,23 @@ def test_a_branchs_earlier_labels_are_named_too(tmp_path, tiny_teacher_pt, capsy
     assert "first" in err, err
     rec = json.loads((tmp_path / "ev" / "metrics.json").read_text())["not_held_out"]
     assert rec == {"b-last": {"trained": ["im000", "im001"]}}, rec
+
+
+def test_the_frames_a_footage_cache_saved_are_named_when_scored(
+        tmp_path, tiny_teacher_pt, capsys, monkeypatch):
+    """`sharpen evaluate --data CACHE` is refused, pointing at the frames the cache saved
+    (CACHE/frames): scored there, the very frames trained on read as held out, as the cache
+    names the clip as their input."""
+    from runtime_fixtures import write_video
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clips").mkdir()
+    write_video(tmp_path / "clips" / "c.mp4", n=3)
+    _labels("clips", "lab", tiny_teacher_pt)
+    assert main(["distill", "data.labels=lab", "out=run", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--weights", "run/last.pt", "--data", "lab/frames", "--out", "ev",
+                 "--threads", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "run/last.pt trained on 3 of the 3 images scored (data.labels=" in err, err
+    rec = json.loads((tmp_path / "ev" / "metrics.json").read_text())["not_held_out"]
+    assert rec == {"run-last": {"trained": ["c_000000", "c_000001", "c_000002"]}}, rec
