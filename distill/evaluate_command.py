@@ -279,8 +279,8 @@ def _not_held_out(res: dict, data: str) -> dict:
         lineage = ck.get("lineage")
         data_cfg = (ck.get("config") or {}).get("data")
         # Else (a checkpoint before the setting was) the default it had then too.
-        n = (data_cfg.get("val_max_images") if isinstance(data_cfg, dict) else None) \
-            or DataConfig.val_max_images
+        n = ((data_cfg.get("val_max_images") if isinstance(data_cfg, dict) else None)
+             or DataConfig.val_max_images)
         if not (found := not_held_out(lineage, data, scored, n)):
             continue
         held[label] = found
@@ -300,4 +300,3 @@ def _not_held_out(res: dict, data: str) -> dict:
         print(f"warning: {w} {' and '.join(parts)}: the scores include these images, which "
               "are not held out", file=sys.stderr)
     return held
-
