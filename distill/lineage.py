@@ -104,7 +104,8 @@ def not_held_out(lineage: Any, data: str, scored: Any,
     caches of `lineage` took from `data`: "trained" (data.labels, and the labels a branch's
     weights were distilled on before it: "earlier") and "validated" (the `val_max_images` of
     data.val_labels that validation spread over it, which chose best.pt); empty where none, or
-    the caches are not here to read. A sweep's runs distilled on labels of reds-mini and scored
+    the caches are not here to read. An image is one the cache labelled from under `data`, or
+    a copy of it there (_copied). A sweep's runs distilled on labels of reds-mini and scored
     on all of it read as held out."""
     from .data.label_cache import LabelCache
     from .data.sources import SourceError, spread
@@ -130,9 +131,12 @@ def not_held_out(lineage: Any, data: str, scored: Any,
                 names = spread([s.name for s, _ in cache.items(sequence=True)], val_max_images)
             else:
                 names = [n for n in cache.entries if cache._selected(n)]
-            # By name and by file: another folder's im000 is another image.
-            found.update(n for n in names
-                         if n in scored and _from(cache.entries.get(n), cache.root, root))
+            # By name and by file: another folder's im000 is another image, a copy's the same.
+            ran_on = cache.run.get("data")
+            found.update(n for n in names if n in scored and (
+                _from(cache.entries.get(n), cache.root, root)
+                or _copied(cache.entries.get(n), ran_on if isinstance(ran_on, str) else None,
+                           root)))
         if found:
             out[role] = sorted(found)
     return out
@@ -146,3 +150,32 @@ def _from(entry: Any, cache: Path, root: str) -> bool:
     files = [entry.get("input"), entry.get("input_file") and str(cache / entry["input_file"])]
     return any(isinstance(f, str) and (os.path.realpath(f) + os.sep).startswith(root + os.sep)
                for f in files)
+
+
+def _copied(entry: Any, ran_on: Optional[str], root: str) -> bool:
+    """Whether the folder `root` holds a copy of a cache entry's input image (labelled from
+    `ran_on`, its labels run's --data): the file at its place under `root` (blur/im000.png of
+    a copied reds-mini, or im000.png of its blur/) with its bytes, by the hash the entry keeps
+    (file_hash, 64 digits; a frame's is its pixels', so a clip's frames are not matched).
+    Hashed only where the size is the entry's: an image of another folder, another image."""
+    from .teacher import file_hash
+    if not (isinstance(entry, dict) and entry.get("status") == "ok" and entry.get("frame") is None
+            and isinstance(entry.get("input"), str) and isinstance(entry.get("input_hash"), str)):
+        return False
+    inp = os.path.realpath(entry["input"])
+    base = os.path.realpath(ran_on) if ran_on else None
+    rel = (os.path.relpath(inp, base) if base and (inp + os.sep).startswith(base + os.sep)
+           else os.path.basename(inp))
+    parts = Path(rel).parts
+    stat = entry.get("input_stat")
+    size = stat[0] if isinstance(stat, list) and stat and isinstance(stat[0], int) else None
+    for i in range(len(parts)):   # blur/im000.png, then im000.png
+        cand = os.path.join(root, *parts[i:])
+        try:
+            if size is not None and os.path.getsize(cand) != size:
+                continue
+            if file_hash(cand, n=64) == entry["input_hash"]:
+                return True
+        except OSError:   # not there
+            continue
+    return False

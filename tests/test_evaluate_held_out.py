@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+from distill.images import read_image, write_image
 from sharpen.cli import main
 from test_evaluate_resume import _pairs
 
@@ -20,7 +21,10 @@ def test_a_students_own_training_and_validation_images_are_named_when_scored(
     best.pt, and nothing said so."""
     monkeypatch.chdir(tmp_path)
     _pairs(tmp_path / "pairs", 4, side=48)
-    shutil.copytree(tmp_path / "pairs", tmp_path / "other")   # the same images, elsewhere
+    shutil.copytree(tmp_path / "pairs", tmp_path / "copy")   # the same images, elsewhere
+    _pairs(tmp_path / "other", 4, side=48)
+    for p in (tmp_path / "other").rglob("*.png"):   # other images under the same names
+        write_image(p, 1 - read_image(p))
     assert main(["labels", "--data", "pairs", "--out", "train", "--hold-out", "0.5",
                  "--val-out", "val", "--teacher-weights", str(tiny_teacher_pt), "--tile", "0",
                  "--quiet", "--threads", "1"]) == 0
@@ -35,10 +39,16 @@ def test_a_students_own_training_and_validation_images_are_named_when_scored(
     assert "im000" in said[0] and "validated on 2 (data.val_labels=" in said[0], said
     rec = json.loads((tmp_path / "ev" / "metrics.json").read_text())["not_held_out"]
     assert rec == {"run-best": {"trained": ["im000"], "validated": ["im002", "im003"]}}, rec
-    # Other data, and only the images scored: --limit 1 takes im000 alone
+    # A copy of the data holds the same images (the same bytes), other data other ones
+    assert main(["evaluate", "--weights", "run/best.pt", "--data", "copy", "--out", "ev-copy",
+                 "--threads", "1", "--quiet"]) == 0
+    assert "not held out" in capsys.readouterr().err
+    copied = json.loads((tmp_path / "ev-copy" / "metrics.json").read_text())["not_held_out"]
+    assert copied == rec, copied
     assert main(["evaluate", "--weights", "run/best.pt", "--data", "other", "--threads", "1",
                  "--quiet"]) == 0
     assert "not held out" not in capsys.readouterr().err
+    # Only the images scored: --limit 1 takes im000 alone
     assert main(["evaluate", "--weights", "run/best.pt", "--data", "pairs", "--limit", "1",
                  "--threads", "1", "--quiet"]) == 0
     err = capsys.readouterr().err
