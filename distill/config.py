@@ -804,13 +804,25 @@ RUN_CONTROL = {"out", "resume", "max_minutes", "stop_after", "device", "compile"
                 "keep_snapshots", "data.workers"}
 
 
+# Settings naming where files are: spelt another way (./val, an absolute path), the same files.
+WHERE = {"data.train", "data.val", "data.labels", "data.val_labels", "data.gt_train", "init",
+         "teacher"}
+
+
 def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
-    """'key: old -> new' for every training setting that differs between two config dicts."""
+    """'key: old -> new' for every training setting that differs between two config dicts; a
+    data path of WHERE counts as one where both resolve to the same file here (a sweep's rerun
+    with data.labels=/abs/train of a run given data.labels=train was said to have changed it;
+    init= and teacher= may be names of models, not files)."""
     out = []
     for key in sorted(saved):   # a key the saved config lacks is newer code, not a change
         name = prefix + key
         a, b = saved[key], now.get(key)
         if name in RUN_CONTROL or a == b:
+            continue
+        if (name in WHERE and name.startswith("data.") and isinstance(a, str)
+                and isinstance(b, str)
+                and os.path.realpath(a) == os.path.realpath(b)):
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_changes(a, b, name + ".")

@@ -15,14 +15,12 @@ from typing import Callable
 
 from runtime.console import count
 
-from .config import RUN_CONTROL
+from .config import RUN_CONTROL, WHERE
 from .runs_compare import Run, format_table, read_run, run_folders
 
 SAME, DIFFERS, UNKNOWN, NOTE = "same", "DIFFERS", "not recorded", "not compared"
-# Keys naming where files are: two machines spell them differently for the same files, which
-# the data digests and the init's sha256 compare instead.
-WHERE = {"data.train", "data.val", "data.labels", "data.val_labels", "data.gt_train", "init",
-         "teacher"}
+# WHERE's keys name where files are: two machines spell them differently for the same files,
+# which the data digests and the init's sha256 compare instead.
 # metrics.jsonl's timings: how long a step took is never the same twice.
 TIMINGS = {"time", "s_per_step", "data_s_per_step", "val_s"}
 # metrics.jsonl's mark of the validations that became best.pt: the best.pt row compares that

@@ -390,3 +390,20 @@ def test_a_checkpoint_whose_init_is_itself_warns_that_the_rerun_starts_from_its_
                                 config=ran.to_dict()), ck)
     main(["distill", "--config", str(ck), f"out={tmp_path / 'again'}", "optim.steps=0"])
     assert "warning: init:" not in capsys.readouterr().err
+
+
+def test_a_path_spelt_another_way_is_no_changed_setting(tmp_path, monkeypatch):
+    """A sweep's rerun of a finished run gave data.labels=/abs/train where the run had
+    data.labels=train (the same cache from the same folder): it was said, as the resume's
+    warning says it, to be a changed setting that nothing was trained with."""
+    from distill.config import config_changes
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "other").mkdir()
+    was = {"data": {"labels": "train", "val_labels": "val"}, "optim": {"lr": 1e-3}}
+    same = {"data": {"labels": str(tmp_path / "train"), "val_labels": "./val"},
+            "optim": {"lr": 1e-3}}
+    assert config_changes(was, same) == []
+    moved = {"data": {"labels": "other", "val_labels": "val"}, "optim": {"lr": 1e-3}}
+    assert config_changes(was, moved) == ["data.labels: 'train' -> 'other'"]
