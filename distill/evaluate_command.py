@@ -266,7 +266,7 @@ def _not_held_out(res: dict, data: str) -> dict:
     from .checkpoint import CheckpointError, read_checkpoint
     from .config import DataConfig
     from .evaluate import is_artifact
-    from .lineage import not_held_out
+    from .lineage import gone_caches, not_held_out
     held: dict = {}
     scored = res.get("per_image") or {}
     for label, w in (res.get("weights") or {}).items():
@@ -281,6 +281,12 @@ def _not_held_out(res: dict, data: str) -> dict:
         # Else (a checkpoint before the setting was) the default it had then too.
         n = ((data_cfg.get("val_max_images") if isinstance(data_cfg, dict) else None)
              or DataConfig.val_max_images)
+        for key, gone in gone_caches(lineage, data):
+            print(f"warning: {w} was {'distilled' if key == 'labels' else 'validated'} on "
+                  f"labels of {gone['data']} (data.{key}={gone['path']}), a cache not found: "
+                  "which of the images scored it "
+                  f"{'trained' if key == 'labels' else 'chose best.pt'} on is not known, and "
+                  "their scores may not be held out", file=sys.stderr)
         if not (found := not_held_out(lineage, data, scored, n)):
             continue
         held[label] = found

@@ -179,3 +179,25 @@ def _copied(entry: Any, ran_on: Optional[str], root: str) -> bool:
         except OSError:   # not there
             continue
     return False
+
+
+def gone_caches(lineage: Any, data: str) -> list[tuple[str, dict]]:
+    """(key, origin) of the label caches of `lineage` (data.labels, a branch's earlier ones,
+    data.val_labels) that are not found, whose recorded --data holds `data` or lies in it:
+    which images of `data` they held is not known, where not_held_out reads the caches."""
+    if not isinstance(lineage, dict):
+        return []
+    root = os.path.realpath(data)
+    out = []
+    for key in ("labels", "val_labels"):
+        origin = lineage.get(key)
+        if not isinstance(origin, dict):
+            continue
+        for one in (origin, *(e for e in origin.get("earlier") or [] if isinstance(e, dict))):
+            src, path = one.get("data"), one.get("path")
+            if not (isinstance(path, str) and isinstance(src, str)) or os.path.isdir(path):
+                continue
+            src = os.path.realpath(src)
+            if any((a + os.sep).startswith(b + os.sep) for a, b in ((root, src), (src, root))):
+                out.append((key, one))
+    return out

@@ -122,3 +122,26 @@ def test_the_frames_a_footage_cache_saved_are_named_when_scored(
     assert "run/last.pt trained on 3 of the 3 images scored (data.labels=" in err, err
     rec = json.loads((tmp_path / "ev" / "metrics.json").read_text())["not_held_out"]
     assert rec == {"run-last": {"trained": ["c_000000", "c_000001", "c_000002"]}}, rec
+
+
+def test_a_gone_label_cache_of_the_data_scored_is_said(tmp_path, tiny_teacher_pt, capsys,
+                                                       monkeypatch):
+    """A student whose label cache was deleted after training (a sweep's caches cleaned up, the
+    runs kept) and scored on the data labelled said nothing, as if held out: its lineage still
+    names the cache's --data."""
+    monkeypatch.chdir(tmp_path)
+    _pairs(tmp_path / "pairs", 2, side=48)
+    _pairs(tmp_path / "other", 2, side=48)
+    _labels("pairs", "lab", tiny_teacher_pt)
+    assert main(["distill", "data.labels=lab", "out=run", *TINY]) == 0
+    shutil.rmtree(tmp_path / "lab")
+    capsys.readouterr()
+    assert main(["evaluate", "--weights", "run/last.pt", "--data", "pairs", "--threads", "1",
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    said = [ln for ln in err.splitlines() if "not found" in ln]
+    assert len(said) == 1 and "run/last.pt" in said[0] and "data.labels=" in said[0], err
+    assert str(tmp_path / "pairs") in said[0], said
+    assert main(["evaluate", "--weights", "run/last.pt", "--data", "other", "--threads", "1",
+                 "--quiet"]) == 0
+    assert "not found" not in capsys.readouterr().err
