@@ -1125,8 +1125,14 @@ def test_ddp_a_signal_during_rank0_validation_stops_every_rank_there(ddp_job):
     err = ddp_job.err("val_signal", 0) + ddp_job.err("val_signal", 1)
     assert "collective mismatch" not in err and "EnforceNotMet" not in err, err[-3000:]
     assert read_checkpoint(out / "last.pt")["step"] == 3, err[-3000:]
-    assert "stopped at step 3 by SIGINT" in (out / "train.log").read_text()
+    log = (out / "train.log").read_text()
+    assert "stopped at step 3 by SIGINT" in log
     assert err.count("interrupted by Ctrl-C (SIGINT) at step 3") == 1, err[-3000:]
+    # metrics.jsonl, written by process 0 alone, marks best.pt's validation as train.log does
+    recs = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    said = [int(s) for s in re.findall(r"validation at step (\d+) .*-> best\.pt", log)]
+    assert said and [r["step"] for r in recs if r.get("best")] == said, (recs, log)
+    assert read_checkpoint(out / "best.pt")["step"] == said[-1]
 
 
 @pytest.mark.slow
