@@ -72,6 +72,49 @@ def test_an_unshifted_output_scores_as_unaligned(reds_mini):
         assert same.ssim == pytest.approx(1.0)
 
 
+def _realblur_scores(img: np.ndarray, gt: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """RealBlur's evaluation_RealBlur_ecc.py (image_align, compute_psnr, compute_ssim) as it
+    reads, but for the translation in place of its homography: all 100 iterations run."""
+    import cv2
+    from skimage.metrics import structural_similarity
+    z, x = img.astype(np.float32), gt.astype(np.float32)
+    zs = (np.sum(x * z) / np.sum(z * z)) * z
+    grey = [cv2.cvtColor(a, cv2.COLOR_RGB2GRAY) for a in (x, zs)]
+    _, warp = cv2.findTransformECC(*grey, np.eye(2, 3, dtype=np.float32),
+                                   cv2.MOTION_TRANSLATION,
+                                   (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 0),
+                                   None, 5)
+    size, inverse = (x.shape[1], x.shape[0]), cv2.WARP_INVERSE_MAP
+    zr = cv2.warpAffine(zs, warp, size, flags=cv2.INTER_CUBIC + inverse,
+                        borderMode=cv2.BORDER_REFLECT)
+    cr = cv2.warpAffine(np.ones_like(zs), warp, size, flags=cv2.INTER_NEAREST + inverse,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    zr, xr = zr * cr, x * cr
+    err = np.sum((xr - zr) ** 2, dtype=np.float64) / np.sum(cr)
+    _, smap = structural_similarity(xr, zr, channel_axis=-1, gaussian_weights=True,
+                                    use_sample_covariance=False, data_range=1.0, full=True)
+    pad = 5
+    s = (smap * cr)[pad:-pad, pad:-pad].sum(axis=(0, 1)) / cr[pad:-pad, pad:-pad].sum(axis=(0, 1))
+    return float(10 * np.log10(1 / err)), float(np.mean(s)), warp[:, 2]
+
+
+def test_aligned_scores_are_realblurs_script_on_real_pairs(reds_mini):
+    """reds-mini's blurred inputs, as given and moved 3.4, -2.6 px, scored by align_ecc and by
+    RealBlur's script (its masked PSNR, its SSIM map weighted by the mask with the window's
+    5 px border cropped): the same numbers, though ECC stops once converged where the script
+    runs all 100 iterations."""
+    from distill.alignment import align_ecc
+    for p in sorted((reds_mini / "blur").glob("*.png"))[::15]:
+        gt = read_image(reds_mini / "sharp" / p.name)
+        for blurred in (read_image(p), _moved(read_image(p), 3.4, -2.6)):
+            a = align_ecc(blurred, gt)
+            want_psnr, want_ssim, want_offset = _realblur_scores(blurred, gt)
+            assert a.offset == pytest.approx(tuple(want_offset), abs=1e-3), p.name
+            assert a.psnr == pytest.approx(want_psnr, abs=1e-4), p.name
+            # The script's SSIM map is float32 (its images are), the project's float64.
+            assert a.ssim == pytest.approx(want_ssim, abs=1e-5), p.name
+
+
 def test_ecc_that_does_not_converge_is_said_and_scored_unaligned():
     """Noise against a photo: ECC stops without converging; the image is scored as given
     (the unaligned numbers exactly) and OpenCV's reason kept, without its source path."""
