@@ -513,8 +513,9 @@ def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
     base = sharpness(x)
     ratios = {k: sharpness(img) / base for k, img in models.items()} if base >= FLAT else {}
     failed_align: dict[str, str] = {}
+    far: dict[str, list[float]] = {}
     if y is not None and align == "ecc":
-        from .alignment import align_ecc
+        from .alignment import align_ecc, far_off
         scores = {}
         for k, img in models.items():
             a = align_ecc(img, y)
@@ -523,6 +524,8 @@ def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
                          "offset_y": a.offset and a.offset[1]}
             if a.failed:
                 failed_align[k] = a.failed
+            if far_off(a.offset, y.shape):
+                far[k] = list(a.offset)
     elif y is not None:
         scores = {k: {"psnr": psnr(img, y), "ssim": score_ssim(img, y)}
                   for k, img in models.items()}
@@ -556,6 +559,8 @@ def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
         entry["gt_shift"] = gt_shift(x, y)
     if failed_align:
         entry["align_failed"] = failed_align
+    if far:
+        entry["align_far"] = far
     return json.loads(json.dumps(entry, default=float))
 
 
@@ -583,6 +588,25 @@ def _say_shifted(shown: str, shifts: list) -> None:
                   "PSNR/SSIM score that offset as well as the blur; check that both sides hold "
                   "the same crops, or register the pairs (--align ecc aligns each output to its "
                   "ground truth, as RealBlur's evaluation script)", SharpenWarning)
+
+
+def _say_far_off(far: dict[str, dict[str, list[float]]]) -> None:
+    """One warning naming the images (up to 3) and models ECC moved over FAR_OFF of the image
+    (`alignment.far_off`): a wrong ground truth, or a model's output that lost its input, is
+    scored on what ECC found alike, over part of the image."""
+    if not far:
+        return
+    from .alignment import FAR_OFF
+    n = sum(len(by_model) for by_model in far.values())
+    shown = "; ".join(f"{name}: " + ", ".join(f"{k} {dx:+.1f}, {dy:+.1f} px"
+                                               for k, (dx, dy) in by_model.items())
+                      for name, by_model in list(far.items())[:3])
+    more = f"; and {count(len(far) - 3, 'image')} more" if len(far) > 3 else ""
+    warnings.warn(f"ECC moved {count(n, 'output')} by over {FAR_OFF:.0%} of the image ({shown}"
+                  f"{more}): a blur/sharp pair lies a few px apart, so ECC may have matched "
+                  "content the two do not share (a ground truth of another scene, an output "
+                  "that lost its input); each is scored over the overlap alone",
+                  SharpenWarning)
 
 
 def _item_stamp(inp, gt) -> list:
@@ -964,6 +988,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     flat, scored = 0, 0
     gt_over: list[float] = []
     align_failed: list[dict] = []
+    align_far: dict[str, dict[str, list[float]]] = {}
     stopped: Optional[KeyboardInterrupt] = None
     from .data.sources import SampleReader, spread
     reader = SampleReader()
@@ -1045,8 +1070,11 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
             align_failed.append({"image": name, "model": k, "error": why})
             warnings.warn(f"{name}: ECC did not converge on {k}'s output ({why}): scored "
                           "unaligned, on the ground truth's grid as given", SharpenWarning)
+        if entry.get("align_far"):
+            align_far[name] = entry["align_far"]
     if align == "none":   # aligned, an offset the pairs share is what ECC took out
         _say_shifted(shown, [e["gt_shift"] for e in entries.values() if e.get("gt_shift")])
+    _say_far_off(align_far)
     made = [e.get("teacher_label") for _, e in sorted(entries.items())]
     try:
         outputs = _figure_outputs(kept, entries, items, order_of, keep_outputs, fns, has_gt,

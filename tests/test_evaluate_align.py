@@ -245,3 +245,21 @@ def test_a_checkpoint_named_like_a_result_key_of_align_keeps_its_folder():
     from distill.evaluate import model_labels
     assert model_labels(["runs/a/align.pt", "runs/b/alignment_failed.pt"]) == [
         "a/align", "b/alignment_failed"]
+
+
+def test_an_offset_far_off_is_said_with_the_image_and_model(tmp_path, reds_mini):
+    """A ground truth of another clip (reds-mini's pairs 10 and 40): ECC converges 58 px off,
+    on content the two do not share, and the overlap scored is 80% of the image; the image,
+    model and offset are named. A pair 3, 2 px apart (a camera pair) is not."""
+    blur, sharp = sorted((reds_mini / "blur").glob("*.png")), sorted(
+        (reds_mini / "sharp").glob("*.png"))
+    data = _shifted_pairs(tmp_path / "pairs", reds_mini, n=1)
+    write_image(data / "blur" / "other.png", read_image(blur[10]))
+    write_image(data / "sharp" / "other.png", read_image(sharp[40]))
+    with pytest.warns(SharpenWarning) as said:
+        res = evaluate_fns({"m": lambda x: x}, str(data), progress=False, align="ecc")
+    far = [str(w.message) for w in said if "ECC moved" in str(w.message)]
+    assert len(far) == 1, [str(w.message) for w in said]
+    assert "other: input +57.8, +7.5 px, m +57.8, +7.5 px" in far[0], far[0]
+    assert "2 outputs" in far[0] and res["per_image"]["other"]["m"]["offset_x"] > 50
+    assert blur[0].name not in far[0]
