@@ -78,9 +78,9 @@ def add_commands(sub) -> None:
     p.add_argument("--real-pairs", default=None, metavar="SPEC", help=REAL_PAIRS_HELP)
     from distill.alignment import ALIGNS
     p.add_argument("--align", choices=ALIGNS, default="none",
-                   help="ecc: score --real-pairs with each output, and the input, aligned to "
-                        "its ground truth first, as `sharpen evaluate --align ecc` (RealBlur's "
-                        "published scores) (default: none)")
+                   help="ecc, ecc-homography: score --real-pairs with each output, and the "
+                        "input, aligned to its ground truth first, as `sharpen evaluate "
+                        "--align` (RealBlur's published scores) (default: none)")
     p.add_argument("--real-nogt", default=None, nargs="+", action="extend", metavar="PATH",
                    help=REAL_NOGT_HELP.format(clips="; a clip gives its frames, picked by "
                                               "--stride or --frames")

@@ -34,8 +34,8 @@ def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: 
     each set {"status": "failed", "reason": why}, as its rows in the other tables.
     `teacher` None (no PyTorch here): the models alone, scored against ground truth; without
     it the frames' PSNR to the teacher's output is not given, their sharpness and overshoot
-    are. `align` "ecc": the pairs scored with each output aligned to its ground truth, as
-    `sharpen evaluate --align ecc` scores them."""
+    are. `align` "ecc" or "ecc-homography": the pairs scored with each output aligned to its
+    ground truth, as `sharpen evaluate --align` scores them."""
     failed = failed or {}
     fns = {**({"teacher": teacher} if teacher is not None else {}),
            **{s.name: load_model_fn(s.path) for s in students if s.name not in failed},
@@ -157,10 +157,11 @@ def markdown(res: dict, md_table) -> list[str]:
         where = "".join([f", split {p['split']}" if p.get("split") else "",
                          f", inputs from {p['gopro_blur']}/" if p.get("gopro_blur") else ""])
         area = f"centre crops of at most {p['crop']} px" if p.get("crop") else "whole images"
-        if p.get("align") == "ecc":   # RealBlur's way: read beside its tables, not the others
+        from distill.alignment import WARPS
+        if warp := WARPS.get(p.get("align", "none")):   # RealBlur's way: beside its tables
             area += (", each output and the input aligned to the ground truth by ECC (a "
-                     "translation) and scored over the overlap (`--align ecc`, as RealBlur's "
-                     "evaluation script)")
+                     f"{warp}) and scored over the overlap (`--align {p['align']}`, as "
+                     "RealBlur's evaluation script)")
             failed = p.get("alignment_failed") or []
             area += (f"; ECC did not converge on {count(len(failed), 'output')}, scored "
                      "unaligned (report.json's alignment_failed)" if failed else "")

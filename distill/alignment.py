@@ -4,10 +4,11 @@ blur/sharp pairs lie a few pixels apart, and unaligned PSNR/SSIM scores that off
 the blur. The steps are that script's: the image's intensity matched to the ground truth (one
 least-squares gain), OpenCV's ECC on the grey levels (to 100 iterations, Gaussian pre-filter 5),
 the image warped onto the ground truth's grid (bicubic, border reflected), a mask of the pixels
-the warp brings in (nearest), and PSNR and SSIM over that mask alone. One difference, said in
-ALIGNMENT: a translation (MOTION_TRANSLATION), where the script fits a homography, whose 8
-parameters also soak up some of the blur and read a little higher; a translation is the offset
-a user can check (`offset_x`, `offset_y` per image)."""
+the warp brings in (nearest), and PSNR and SSIM over that mask alone. `--align ecc` differs, as
+ALIGNMENT says: a translation (MOTION_TRANSLATION), where the script fits a homography, whose 8
+parameters also soak up some of the blur and read a little higher (0.03 to 0.09 dB on six
+reds-mini pairs); a translation is the offset a user can check (`offset_x`, `offset_y`).
+`--align ecc-homography` fits the script's homography, for its published tables' numbers."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple, Optional
@@ -17,8 +18,10 @@ if TYPE_CHECKING:
 # numpy and the metrics are imported where used: `sharpen --help` and `sharpen run` build the
 # parser, which takes ALIGNS from here, before any handler (tests/test_runtime_notorch.py).
 
-# `--align`: none scores the grids as given (metrics.ALIGNMENT says so); ecc registers first.
-ALIGNS = ("none", "ecc")
+# `--align`: none scores the grids as given (metrics.ALIGNMENT says so); ecc registers by a
+# translation first; ecc-homography by the script's homography, its numbers exactly (the
+# offset then where the ground truth's centre lies in the image).
+ALIGNS = ("none", "ecc", "ecc-homography")
 
 # RealBlur's script: at most 100 iterations, a 5x5 Gaussian pre-filter. Its epsilon of 0 runs
 # all 100; a translation has converged after about 20, and the rest took 2.3 of ECC's 2.8 s of
@@ -28,14 +31,23 @@ ECC_ITERATIONS = 100
 ECC_EPS = 1e-8
 ECC_FILTER = 5
 
-ALIGNMENT = ("ECC translation (cv2.findTransformECC, MOTION_TRANSLATION, up to 100 iterations "
-             "stopped where the correlation moves under 1e-8, gaussFiltSize 5) of each output, "
-             "and of the blurred input, onto its ground truth after a least-squares intensity "
-             "gain; warped bicubic (border reflected), PSNR and SSIM over the mask of pixels the "
-             "warp brings in (SSIM map's 5 px border left out), as RealBlur's "
-             "evaluation_RealBlur_ecc.py, which fits a homography (all 100 iterations) instead "
-             "and leaves the input unaligned; an image ECC does not converge on is scored "
-             "unaligned (alignment_failed)")
+_STEPS = ("of each output, and of the blurred input, onto its ground truth after a least-"
+          "squares intensity gain; warped bicubic (border reflected), PSNR and SSIM over the "
+          "mask of pixels the warp brings in (SSIM map's 5 px border left out), as RealBlur's "
+          "evaluation_RealBlur_ecc.py")
+_FAILED = "; an image ECC does not converge on is scored unaligned (alignment_failed)"
+# metrics.json's convention.alignment, by --align.
+ALIGNMENT = {
+    "ecc": ("ECC translation (cv2.findTransformECC, MOTION_TRANSLATION, up to 100 iterations "
+            "stopped where the correlation moves under 1e-8, gaussFiltSize 5) " + _STEPS
+            + ", which fits a homography (all 100 iterations) instead and leaves the input "
+            "unaligned" + _FAILED),
+    "ecc-homography": ("ECC homography (cv2.findTransformECC, MOTION_HOMOGRAPHY, 100 "
+                       "iterations, gaussFiltSize 5) " + _STEPS + ", which leaves the input "
+                       "unaligned" + _FAILED),
+}
+# The table's word for the warp, by --align.
+WARPS = {"ecc": "translation", "ecc-homography": "homography"}
 
 # An offset over this part of the image's width or height is said (`far_off`): a camera pair
 # lies a few pixels apart, while ECC on content the two do not share (another clip's ground
@@ -59,9 +71,10 @@ class Aligned(NamedTuple):
     failed: Optional[str]
 
 
-def align_ecc(img: np.ndarray, gt: np.ndarray) -> Aligned:
-    """`img` (HxWx3 in [0, 1]) registered to `gt` and scored over the overlap; where ECC does
-    not converge (uncorrelated images, a flat frame), scored as given, with OpenCV's reason."""
+def align_ecc(img: np.ndarray, gt: np.ndarray, align: str = "ecc") -> Aligned:
+    """`img` (HxWx3 in [0, 1]) registered to `gt` (`align` one of ALIGNS but none) and scored
+    over the overlap; where ECC does not converge (uncorrelated images, a flat frame), scored
+    as given, with OpenCV's reason."""
     import cv2
     import numpy as np
 
@@ -71,21 +84,34 @@ def align_ecc(img: np.ndarray, gt: np.ndarray) -> Aligned:
     # The script's "simple intensity matching": one gain, so that exposure does not move ECC.
     zz = float(np.sum(z.astype(np.float64) ** 2))
     zs = (z * np.float32(float(np.sum(x.astype(np.float64) * z)) / zz) if zz > 0 else z)
-    warp = np.eye(2, 3, dtype=np.float32)
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, ECC_EPS)
+    if align not in WARPS:
+        raise ValueError(f"align must be one of {list(WARPS)}, got {align!r}")
+    homography = align == "ecc-homography"
+    # The homography as the script fits it, all 100 iterations: its numbers, not near them.
+    motion, warp, eps = ((cv2.MOTION_HOMOGRAPHY, np.eye(3, 3, dtype=np.float32), 0)
+                         if homography else
+                         (cv2.MOTION_TRANSLATION, np.eye(2, 3, dtype=np.float32), ECC_EPS))
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, eps)
     try:
-        _, warp = cv2.findTransformECC(_grey(x), _grey(zs), warp, cv2.MOTION_TRANSLATION,
-                                       criteria, None, ECC_FILTER)
+        _, warp = cv2.findTransformECC(_grey(x), _grey(zs), warp, motion, criteria, None,
+                                       ECC_FILTER)
     except cv2.error as e:   # "Iterations do not converge": the images share too little
         return Aligned(*_masked_scores(z, x, np.ones_like(x)), None, _reason(e))
     h, w = x.shape[:2]
     inverse = cv2.WARP_INVERSE_MAP
-    zr = cv2.warpAffine(zs, warp, (w, h), flags=cv2.INTER_CUBIC + inverse,
-                        borderMode=cv2.BORDER_REFLECT)
-    mask = cv2.warpAffine(np.ones_like(zs), warp, (w, h), flags=cv2.INTER_NEAREST + inverse,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    warped = cv2.warpPerspective if homography else cv2.warpAffine
+    zr = warped(zs, warp, (w, h), flags=cv2.INTER_CUBIC + inverse,
+                borderMode=cv2.BORDER_REFLECT)
+    mask = warped(np.ones_like(zs), warp, (w, h), flags=cv2.INTER_NEAREST + inverse,
+                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    # The inverse map takes the ground truth's pixel p to the image's warp(p): its centre's
+    # move is the offset (a translation's own).
+    centre = np.array([(w - 1) / 2, (h - 1) / 2, 1.0])
+    moved = warp.astype(np.float64) @ centre
+    if homography:
+        moved = moved[:2] / moved[2]
     return Aligned(*_masked_scores(zr * mask, x * mask, mask),
-                   (float(warp[0, 2]), float(warp[1, 2])), None)
+                   (float(moved[0] - centre[0]), float(moved[1] - centre[1])), None)
 
 
 def _grey(a: np.ndarray) -> np.ndarray:

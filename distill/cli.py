@@ -204,7 +204,8 @@ def add_commands(sub) -> None:
     p.add_argument("--align", choices=ALIGNS, default="none",
                    help="ecc: register each output, and the input, to its ground truth by ECC "
                    "(a translation) and score the overlap, as RealBlur's published scores "
-                   "(evaluation_RealBlur_ecc.py); each image's offset goes to per_image.csv "
+                   "(evaluation_RealBlur_ecc.py); ecc-homography: by the script's homography, "
+                   "its numbers; each image's offset goes to per_image.csv "
                    "(default: none, the pixel grids as given)")
     p.add_argument("--figure-images", type=int, default=6, metavar="N",
                    help="rows of the side-by-side figure: with ground truth the images some "

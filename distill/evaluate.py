@@ -503,9 +503,9 @@ def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
     that an image read back from the journal adds to the means exactly as it did scored):
     "scores" (per model, `per_image`'s), "ratios" (sharpness, x the input's; {} for a flat
     image), "flat", "gt_overshoot" and "rank" (`rank`'s value, else None). `score_ssim`: the
-    SSIM of `--ssim` (`metrics.SSIMS`). `align` "ecc": each image, the input too, scored
-    registered to the ground truth (`distill.alignment`), its offset_x and offset_y beside its
-    scores (None where ECC failed: "align_failed" says why, by model)."""
+    SSIM of `--ssim` (`metrics.SSIMS`). `align` "ecc" (or "ecc-homography"): each image, the
+    input too, scored registered to the ground truth (`distill.alignment`), its offset_x and
+    offset_y beside its scores (None where ECC failed: "align_failed" says why, by model)."""
     import json
 
     x, y = outs["input"], outs.get("ground truth")
@@ -514,11 +514,11 @@ def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
     ratios = {k: sharpness(img) / base for k, img in models.items()} if base >= FLAT else {}
     failed_align: dict[str, str] = {}
     far: dict[str, list[float]] = {}
-    if y is not None and align == "ecc":
+    if y is not None and align != "none":
         from .alignment import align_ecc, far_off
         scores = {}
         for k, img in models.items():
-            a = align_ecc(img, y)
+            a = align_ecc(img, y, align)
             scores[k] = {"psnr": a.psnr, "ssim": a.ssim,
                          "offset_x": a.offset and a.offset[0],
                          "offset_y": a.offset and a.offset[1]}
@@ -1122,8 +1122,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
         from . import alignment
         res["align"] = align
         res["convention"] = {**convention(ssim_window), "alignment": (
-            alignment.ALIGNMENT if align == "ecc" else ALIGNMENT)}
-        if align == "ecc":
+            alignment.ALIGNMENT[align] if align != "none" else ALIGNMENT)}
+        if align != "none":
             res["alignment_failed"] = align_failed
         for k in fns:
             res[k]["psnr_gain"] = res[k]["psnr"] - res["input"]["psnr"]
@@ -1348,9 +1348,10 @@ def format_table(res: dict) -> str:
                   if res.get("ssim_window") == "3d" else
                   "scikit-image's Gaussian window sigma 1.5, population covariances "
                   "(Wang et al., BasicSR), channels averaged")
-        if res.get("align") == "ecc":
+        from .alignment import WARPS
+        if (warp := WARPS.get(res.get("align", "none"))):
             area = ("each image (the input too) aligned to the ground truth by ECC "
-                    "(translation) and scored over the overlap, as RealBlur's script")
+                    f"({warp}) and scored over the overlap, as RealBlur's script")
         lines.append(f"(PSNR/SSIM: RGB, outputs rounded to 8 bits, data range 255, {area}, no "
                      "border crop, mean over images, against the ground truth; SSIM: "
                      f"{window}; d: gain over the input; sharpness: mean gradient, "
@@ -1364,7 +1365,7 @@ def format_table(res: dict) -> str:
                 and "realblur" in Path(str(res["data"])).name.lower()):   # its list, RealBlur_J/
             lines.append("(RealBlur: outputs not aligned to the ground truth; its published "
                          "scores align each first (evaluate_RealBlur.py: ECC homography, the "
-                         "overlap scored) and read higher: --align ecc)")
+                         "overlap scored) and read higher: --align ecc-homography)")
     if res.get("flat_images"):
         lines.append(f"({count(res['flat_images'], 'flat image')} without detail left out of the "
                      "sharpness ratio)")

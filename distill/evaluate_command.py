@@ -134,9 +134,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     if 0 < args.crop < MIN_SIDE:
         return refuse(f"--crop {args.crop}: SSIM needs at least {MIN_SIDE}x{MIN_SIDE} pixels "
                     "(0 = whole images)")
-    if args.align == "ecc" and args.ssim != "2d":
-        return refuse(f"--align ecc scores RealBlur's SSIM (channels averaged over the "
-                      f"overlap); --ssim {args.ssim} applies unaligned: leave out one of them")
+    if args.align != "none" and args.ssim != "2d":
+        return refuse(f"--align {args.align} scores RealBlur's SSIM (channels averaged over "
+                      f"the overlap); --ssim {args.ssim} applies unaligned: leave out one of "
+                      "them")
     dupes = sorted({w for w in weights if weights.count(w) > 1})
     if dupes:
         print(f"warning: {', '.join(dupes)} given more than once; evaluated once",

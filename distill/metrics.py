@@ -52,7 +52,8 @@ CONVENTION = {
 ALIGNMENT = ("no alignment: each output is scored on its ground truth's pixel grid as given; "
              "RealBlur's published scores (evaluate_RealBlur.py) first warp each output onto "
              "its ground truth (an ECC homography) and score the overlap, and read higher; "
-             "sharpen evaluate --align ecc does (distill.alignment)")
+             "sharpen evaluate --align ecc (a translation) or ecc-homography (the script's) "
+             "does (distill.alignment)")
 
 
 def _checked(name: str, x: np.ndarray) -> np.ndarray:

@@ -39,7 +39,10 @@ def test_bench_real_pairs_take_align_ecc_and_the_report_says_it(tmp_path):
     assert p["align"] == "ecc" and p["input"]["psnr"] > plain["input"]["psnr"] + 3
     assert all(abs(s["input"]["offset_x"] + 3) < 0.5 for s in p["per_image"].values())
     text = "\n".join(markdown(res, lambda h, rows: ""))
-    assert "aligned to the ground truth by ECC" in text, text
+    assert "aligned to the ground truth by ECC (a translation)" in text, text
+    homography = {**res, "pairs": {**p, "align": "ecc-homography"}}
+    text = "\n".join(markdown(homography, lambda h, rows: ""))
+    assert "by ECC (a homography)" in text and "`--align ecc-homography`" in text, text
 
 
 def test_a_baseline_of_the_other_alignment_is_shown_not_gated():

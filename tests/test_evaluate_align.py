@@ -72,23 +72,25 @@ def test_an_unshifted_output_scores_as_unaligned(reds_mini):
         assert same.ssim == pytest.approx(1.0)
 
 
-def _realblur_scores(img: np.ndarray, gt: np.ndarray) -> tuple[float, float, np.ndarray]:
+def _realblur_scores(img: np.ndarray, gt: np.ndarray, homography: bool = False
+                     ) -> tuple[float, float, np.ndarray]:
     """RealBlur's evaluation_RealBlur_ecc.py (image_align, compute_psnr, compute_ssim) as it
-    reads, but for the translation in place of its homography: all 100 iterations run."""
+    reads, all 100 iterations run; its homography, or a translation in its place."""
     import cv2
     from skimage.metrics import structural_similarity
     z, x = img.astype(np.float32), gt.astype(np.float32)
     zs = (np.sum(x * z) / np.sum(z * z)) * z
     grey = [cv2.cvtColor(a, cv2.COLOR_RGB2GRAY) for a in (x, zs)]
-    _, warp = cv2.findTransformECC(*grey, np.eye(2, 3, dtype=np.float32),
-                                   cv2.MOTION_TRANSLATION,
+    motion, warp = ((cv2.MOTION_HOMOGRAPHY, np.eye(3, 3, dtype=np.float32)) if homography
+                    else (cv2.MOTION_TRANSLATION, np.eye(2, 3, dtype=np.float32)))
+    _, warp = cv2.findTransformECC(*grey, warp, motion,
                                    (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 0),
                                    None, 5)
     size, inverse = (x.shape[1], x.shape[0]), cv2.WARP_INVERSE_MAP
-    zr = cv2.warpAffine(zs, warp, size, flags=cv2.INTER_CUBIC + inverse,
-                        borderMode=cv2.BORDER_REFLECT)
-    cr = cv2.warpAffine(np.ones_like(zs), warp, size, flags=cv2.INTER_NEAREST + inverse,
-                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    warped = cv2.warpPerspective if homography else cv2.warpAffine
+    zr = warped(zs, warp, size, flags=cv2.INTER_CUBIC + inverse, borderMode=cv2.BORDER_REFLECT)
+    cr = warped(np.ones_like(zs), warp, size, flags=cv2.INTER_NEAREST + inverse,
+                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     zr, xr = zr * cr, x * cr
     err = np.sum((xr - zr) ** 2, dtype=np.float64) / np.sum(cr)
     _, smap = structural_similarity(xr, zr, channel_axis=-1, gaussian_weights=True,
@@ -113,6 +115,36 @@ def test_aligned_scores_are_realblurs_script_on_real_pairs(reds_mini):
             assert a.psnr == pytest.approx(want_psnr, abs=1e-4), p.name
             # The script's SSIM map is float32 (its images are), the project's float64.
             assert a.ssim == pytest.approx(want_ssim, abs=1e-5), p.name
+
+
+def test_align_ecc_homography_scores_as_realblurs_script_exactly(reds_mini):
+    """--align ecc-homography: the script's homography, all 100 iterations, its numbers; the
+    offset is where the ground truth's centre lies in the image (3.4, -2.6 px moved)."""
+    from distill.alignment import align_ecc
+    for p in sorted((reds_mini / "blur").glob("*.png"))[::30]:
+        gt = read_image(reds_mini / "sharp" / p.name)
+        for blurred, shift in ((read_image(p), (0, 0)), (_moved(read_image(p), 3.4, -2.6),
+                                                        (3.4, -2.6))):
+            a = align_ecc(blurred, gt, "ecc-homography")
+            want_psnr, want_ssim, _ = _realblur_scores(blurred, gt, homography=True)
+            assert a.psnr == pytest.approx(want_psnr, abs=1e-4), p.name
+            assert a.ssim == pytest.approx(want_ssim, abs=1e-5), p.name
+            assert a.offset == pytest.approx(shift, abs=0.6), (p.name, a.offset)
+            assert a.psnr != pytest.approx(align_ecc(blurred, gt).psnr, abs=1e-3)
+
+
+def test_sharpen_evaluate_align_ecc_homography_says_so(tmp_path, reds_mini, capsys):
+    from sharpen.cli import main
+    data = _shifted_pairs(tmp_path / "pairs", reds_mini, n=1)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--weights", "fast", "--data", str(data), "--out", str(out),
+                 "--threads", "1", "--align", "ecc-homography"]) == 0, capsys.readouterr().err
+    assert "aligned to the ground truth by ECC (homography)" in capsys.readouterr().out
+    res = json.loads((out / "metrics.json").read_text())
+    assert res["align"] == "ecc-homography"
+    assert "ECC homography" in res["convention"]["alignment"]
+    offset = next(s["input"]["offset_x"] for s in res["per_image"].values())
+    assert offset == pytest.approx(-3, abs=0.6)
 
 
 def test_ecc_that_does_not_converge_is_said_and_scored_unaligned():
