@@ -49,26 +49,31 @@ ALIGNMENT = {
 # The table's word for the warp, by --align.
 WARPS = {"ecc": "translation", "ecc-homography": "homography"}
 
-# An offset over this part of the image's width or height is said (`far_off`): a camera pair
-# lies a few pixels apart, while ECC on content the two do not share (another clip's ground
-# truth) converged 58 px off on a 320x180 reds-mini pair, and scored 78% of the image.
+# A corner moved over this part of the image's width or height is said (`far_off`): a camera
+# pair lies a few pixels apart, while ECC on content the two do not share (another clip's
+# ground truth) converged 58 px off on a 320x180 reds-mini pair, and scored 78% of the image;
+# a homography there halved the image's width, its centre moved 1 px.
 FAR_OFF = 0.05
 
 
-def far_off(offset: Optional[tuple[float, float]], shape: tuple[int, ...]) -> bool:
-    """Whether `offset` (x, y px) is over FAR_OFF of an image of `shape` (HxW...) in either."""
-    return offset is not None and (abs(offset[0]) > FAR_OFF * shape[1]
-                                   or abs(offset[1]) > FAR_OFF * shape[0])
+def far_off(move: Optional[tuple[float, float]], shape: tuple[int, ...]) -> bool:
+    """Whether `move` (x, y px; `Aligned.reach`) is over FAR_OFF of an image of `shape`
+    (HxW...) in either."""
+    return move is not None and (abs(move[0]) > FAR_OFF * shape[1]
+                                 or abs(move[1]) > FAR_OFF * shape[0])
 
 
 class Aligned(NamedTuple):
     """An image registered to its ground truth (`align_ecc`): PSNR and SSIM over the overlap,
     the offset (where the image's content lies from the ground truth's, in pixels: a copy
-    moved 3 px right reads +3), and why ECC failed (None where it converged)."""
+    moved 3 px right reads +3; a homography's, its centre's), why ECC failed (None where it
+    converged) and the reach: the move of the corner the warp moves most (a translation's
+    offset itself; None where ECC failed)."""
     psnr: float
     ssim: float
     offset: Optional[tuple[float, float]]
     failed: Optional[str]
+    reach: Optional[tuple[float, float]] = None
 
 
 def align_ecc(img: np.ndarray, gt: np.ndarray, align: str = "ecc") -> Aligned:
@@ -105,13 +110,15 @@ def align_ecc(img: np.ndarray, gt: np.ndarray, align: str = "ecc") -> Aligned:
     mask = warped(np.ones_like(zs), warp, (w, h), flags=cv2.INTER_NEAREST + inverse,
                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     # The inverse map takes the ground truth's pixel p to the image's warp(p): its centre's
-    # move is the offset (a translation's own).
-    centre = np.array([(w - 1) / 2, (h - 1) / 2, 1.0])
-    moved = warp.astype(np.float64) @ centre
-    if homography:
-        moved = moved[:2] / moved[2]
+    # move is the offset (a translation's own), its corners' the reach.
+    points = np.array([[(w - 1) / 2, 0, w - 1, 0, w - 1], [(h - 1) / 2, 0, 0, h - 1, h - 1],
+                       [1, 1, 1, 1, 1]])
+    moved = warp.astype(np.float64) @ points
+    moves = (moved[:2] / moved[2] if homography else moved) - points[:2]
+    corner = 1 + int(np.argmax(np.maximum(np.abs(moves[0, 1:]) / w, np.abs(moves[1, 1:]) / h)))
     return Aligned(*_masked_scores(zr * mask, x * mask, mask),
-                   (float(moved[0] - centre[0]), float(moved[1] - centre[1])), None)
+                   (float(moves[0, 0]), float(moves[1, 0])), None,
+                   (float(moves[0, corner]), float(moves[1, corner])))
 
 
 def _grey(a: np.ndarray) -> np.ndarray:

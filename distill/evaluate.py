@@ -524,8 +524,8 @@ def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
                          "offset_y": a.offset and a.offset[1]}
             if a.failed:
                 failed_align[k] = a.failed
-            if far_off(a.offset, y.shape):
-                far[k] = list(a.offset)
+            if far_off(a.reach, y.shape):
+                far[k] = list(a.reach)
     elif y is not None:
         scores = {k: {"psnr": psnr(img, y), "ssim": score_ssim(img, y)}
                   for k, img in models.items()}
@@ -592,8 +592,9 @@ def _say_shifted(shown: str, shifts: list) -> None:
 
 def _say_far_off(far: dict[str, dict[str, list[float]]]) -> None:
     """One warning naming the images (up to 3) and models ECC moved over FAR_OFF of the image
-    (`alignment.far_off`): a wrong ground truth, or a model's output that lost its input, is
-    scored on what ECC found alike, over part of the image."""
+    (`alignment.far_off`), each by the move of its corner moved most: a wrong ground truth, or
+    a model's output that lost its input, is scored on what ECC found alike, over part of the
+    image."""
     if not far:
         return
     from .alignment import FAR_OFF
@@ -602,7 +603,8 @@ def _say_far_off(far: dict[str, dict[str, list[float]]]) -> None:
                                                for k, (dx, dy) in by_model.items())
                       for name, by_model in list(far.items())[:3])
     more = f"; and {count(len(far) - 3, 'image')} more" if len(far) > 3 else ""
-    warnings.warn(f"ECC moved {count(n, 'output')} by over {FAR_OFF:.0%} of the image ({shown}"
+    warnings.warn(f"ECC moved {count(n, 'output')} by over {FAR_OFF:.0%} of the image at a "
+                  f"corner ({shown}"
                   f"{more}): a blur/sharp pair lies a few px apart, so ECC may have matched "
                   "content the two do not share (a ground truth of another scene, an output "
                   "that lost its input); each is scored over the overlap alone",

@@ -295,3 +295,17 @@ def test_an_offset_far_off_is_said_with_the_image_and_model(tmp_path, reds_mini)
     assert "other: input +57.8, +7.5 px, m +57.8, +7.5 px" in far[0], far[0]
     assert "2 outputs" in far[0] and res["per_image"]["other"]["m"]["offset_x"] > 50
     assert blur[0].name not in far[0]
+
+
+def test_a_homography_far_off_is_said_by_the_corner_it_moves_most(tmp_path, reds_mini):
+    """The same pair of two clips under --align ecc-homography: ECC shrinks the image to half
+    its width, its centre moved 1 px but a corner 81 px; that corner's move is named."""
+    blur, sharp = sorted((reds_mini / "blur").glob("*.png")), sorted(
+        (reds_mini / "sharp").glob("*.png"))
+    write_image(tmp_path / "blur" / "other.png", read_image(blur[10]))
+    write_image(tmp_path / "sharp" / "other.png", read_image(sharp[40]))
+    said = r"ECC moved 2 outputs .*other: input \+81\.\d, -38\.\d px"
+    with pytest.warns(SharpenWarning, match=said):
+        res = evaluate_fns({"m": lambda x: x}, str(tmp_path), progress=False,
+                           align="ecc-homography")
+    assert abs(res["per_image"]["other"]["m"]["offset_x"]) < 2
