@@ -156,6 +156,12 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
         t = Teacher.load(path, config=None if ck.get("format") == FORMAT else teacher_config,
                          device=device)
         return TeacherFn(t, TILE if tile is None else tile)
+    if kind != "student" and ck.get("format") != FORMAT:
+        from .checkpoint import extract_state_dict
+        from .teacher import other_restormer_task
+        task = other_restormer_task(extract_state_dict(ck, path))
+        if task:   # Restormer's denoising or dual-pixel file: not "neither a teacher ..."
+            raise CheckpointError(f"{path}: {task}")
     if kind != "student":
         raise CheckpointError(f"{path} is neither a teacher nor a student checkpoint of this "
                               f"project (kind={kind!r}); they are written by `sharpen "

@@ -258,6 +258,9 @@ def _load_teacher(weights: str | os.PathLike,
         load_weights(model, sd, weights)
     except CheckpointError as e:
         fits = [] if ckpt.get("format") == FORMAT else named_configs_fitting(sd)
+        task = None if ckpt.get("format") == FORMAT else other_restormer_task(sd)
+        if task:
+            raise CheckpointError(f"{e}\n  {task}") from None
         if not fits:
             raise
         # The official weights under `small`, the small teacher's bare state dict under the
@@ -265,6 +268,30 @@ def _load_teacher(weights: str | os.PathLike,
         raise CheckpointError(f"{e}\n  these weights fit the Restormer config {fits[0]!r}: "
                               f"pass --teacher-config {fits[0]}") from None
     return model.eval(), ckpt
+
+
+def other_restormer_task(sd: dict[str, torch.Tensor]) -> Optional[str]:
+    """What is said of Restormer weights trained for another task than motion deblurring, or
+    None. Its denoisers (real_denoising.pth, gaussian_*_denoising_*.pth) have layer norms
+    without a bias (BiasFree), the grayscale ones one channel in; its dual-pixel defocus
+    deblurring file takes 6 channels (both views) and has a skip_conv. A plain "88 missing
+    keys" did not say that the file is a model for another job. (Deraining and single-image
+    defocus share motion deblurring's layout: nothing here tells them apart.)"""
+    def shape(name: str) -> tuple:
+        v = sd.get(name)
+        return tuple(v.shape) if isinstance(v, torch.Tensor) else ()
+    norms = [k for k in sd if k.endswith(("norm1.body.weight", "norm2.body.weight"))]
+    if "skip_conv.weight" in sd or shape("patch_embed.proj.weight")[1:2] == (6,):
+        task, why = "dual-pixel defocus deblurring", "6 channels in: the two dual-pixel views"
+    elif norms and not any(k[:-len("weight")] + "bias" in sd for k in norms):
+        gray = shape("patch_embed.proj.weight")[1:2] == (1,)
+        task = "grayscale denoising" if gray else "denoising"
+        why = "layer norms without a bias" + ("; 1 channel in" if gray else "")
+    else:
+        return None
+    return (f"these look like the weights of Restormer's {task} model ({why}), made for "
+            "another job than motion deblurring: the teacher takes motion_deblurring.pth "
+            "(Motion_Deblurring/pretrained_models in the Restormer repository)")
 
 
 def named_configs_fitting(sd: dict[str, torch.Tensor]) -> list[str]:

@@ -164,3 +164,28 @@ def test_a_teacher_checkpoint_whose_config_builds_no_restormer_is_named(tmp_path
         with pytest.raises(CheckpointError, match=r"evil\.pt: its architecture arguments "
                                                   r"\{.*\} do not build a Restormer \("):
             load_teacher_model(evil)
+
+
+@pytest.mark.parametrize("change, task", [
+    ({"LayerNorm_type": "BiasFree"}, "denoising"),
+    ({"LayerNorm_type": "BiasFree", "inp_channels": 1, "out_channels": 1}, "grayscale denoising"),
+    ({"inp_channels": 6, "dual_pixel_task": True}, "dual-pixel defocus deblurring"),
+])
+def test_weights_of_restormers_other_tasks_are_named(tmp_path, change, task):
+    """Restormer's denoising and dual-pixel defocus files (a `params` dict, as
+    motion_deblurring.pth) gave only "88 missing keys: ...norm1.body.bias" or "unexpected key:
+    skip_conv.weight" and "a checkpoint of another model or size": not that the file is a
+    model for another task, nor which file the teacher takes."""
+    from dataclasses import replace
+
+    from distill.evaluate import load_model_fn
+
+    model = build_restormer(replace(CONFIGS["tiny"], **change))
+    torch.save({"params": model.state_dict()}, tmp_path / "other.pth")
+    for load in (lambda: load_teacher_model(tmp_path / "other.pth", config="tiny"),
+                 lambda: load_model_fn(tmp_path / "other.pth")):
+        with pytest.raises(CheckpointError) as e:
+            load()
+        msg = str(e.value)
+        assert f"weights of Restormer's {task} model" in msg, msg
+        assert "motion_deblurring.pth" in msg, msg
