@@ -127,6 +127,13 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
     # torch.save writes a zip archive; older files are a pickle (first byte 0x80). Anything
     # else would only get the unpickler's cryptic complaint about its first byte.
     if head[:2] != b"PK" and head[:1] != b"\x80":
+        if _is_web_page(path):
+            # The official Restormer weights are on Google Drive, which answers a plain
+            # wget/curl of a large file with its virus-scan warning page.
+            raise CheckpointError(f"{path} is an HTML page, not a PyTorch checkpoint: a download "
+                                  "that saved the web page, not the file itself (Google Drive "
+                                  "answers a plain wget or curl of a large file with one); "
+                                  "download it again from a browser or with gdown")
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a torch.save zip "
                               "archive nor a pickle; truncated or another kind of file?)")
     try:
@@ -149,6 +156,16 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
     return obj
+
+
+def _is_web_page(path: Path) -> bool:
+    """Whether the file starts as an HTML page does (after blanks, any case)."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(512).lstrip().lower()
+    except OSError:
+        return False
+    return start.startswith((b"<!doctype html", b"<html"))
 
 
 def extract_state_dict(obj: dict, path: str | os.PathLike = "<checkpoint>",

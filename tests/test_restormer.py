@@ -189,3 +189,17 @@ def test_weights_of_restormers_other_tasks_are_named(tmp_path, change, task):
         msg = str(e.value)
         assert f"weights of Restormer's {task} model" in msg, msg
         assert "motion_deblurring.pth" in msg, msg
+
+
+def test_a_web_page_saved_as_the_checkpoint_is_named_so(tmp_path):
+    """motion_deblurring.pth is on Google Drive, whose large files a plain `wget`/`curl` saves
+    as its "can't scan this file for viruses" HTML page: that was "neither a torch.save zip
+    archive nor a pickle; truncated or another kind of file?", not what it is."""
+    page = tmp_path / "motion_deblurring.pth"
+    page.write_bytes(b"\n<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning"
+                     b"</title></head><body>...</body></html>")
+    with pytest.raises(CheckpointError) as e:
+        load_teacher_model(page)
+    msg = str(e.value)
+    assert "an HTML page" in msg and "not the file itself" in msg, msg
+    assert "Google Drive" in msg, msg
