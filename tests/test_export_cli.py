@@ -63,6 +63,21 @@ def test_not_a_student_checkpoint(tmp_path, capsys):
     assert f"sharpen run --model {onnx}" in _one_line_error(err)
 
 
+def test_the_official_teacher_file_is_said_to_be_a_teacher_not_exported(tmp_path, capsys):
+    """`sharpen export --weights motion_deblurring.pth` said "not a student checkpoint of this
+    project (kind=None)": not that the file is the Restormer teacher, which is not exported,
+    nor which commands take it."""
+    from distill.restormer import build_restormer
+
+    official = tmp_path / "motion_deblurring.pth"
+    torch.save({"params": build_restormer("tiny").state_dict()}, official)
+    rc, err = _run(["export", "--weights", str(official), "--out", str(tmp_path / "o")], capsys)
+    line = _one_line_error(err)
+    assert rc == 2 and "kind=None" not in line, line
+    assert "Restormer teacher weights" in line and "sharpen teacher" in line, line
+    assert not (tmp_path / "o").exists()
+
+
 def test_unknown_format(ckpt, tmp_path, capsys):
     rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx,coreml",
                     "--out", str(tmp_path)], capsys)
