@@ -166,7 +166,15 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     # of the images so far, hours off where a 48-megapixel photo follows 12-megapixel ones.
     # Not read under --quiet: a folder's headers read before the first image, for no bar.
     sizes = {} if args.quiet else {src: file_header_size(src) for src, _ in todo}
-    bar = progress(total=sum(tiles(s) for s in sizes.values()), desc="teacher", unit="tile",
+    total = sum(tiles(s) for s in sizes.values())
+    if not args.quiet and todo:
+        # Off a terminal the bar's first line comes after the first batch: minutes with the
+        # official teacher on a CPU, the log empty until then. Said as `labels` says its run.
+        size = f"{args.tile} px (overlap {args.overlap})" if args.tile else "whole images"
+        weights = Path(teacher.weights_path or "").name or teacher.config_name
+        print(f"teacher: {count(len(todo), 'image')}, {count(total, 'tile')} of {size} on "
+              f"{teacher.device} in {teacher.precision}, weights {weights}", file=sys.stderr)
+    bar = progress(total=total, desc="teacher", unit="tile",
                    quiet=args.quiet, dynamic_ncols=True)
     try:
         for src, rel in todo:
