@@ -20,7 +20,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -143,6 +143,15 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
                              mmap=mmap and head[:2] == b"PK")
     except Exception as e:  # torch raises many types for garbage input
         first = first_line(e, None)
+        held = _zip_not_torch(path) if head[:2] == b"PK" else None
+        if held is not None:
+            # A Google Drive folder downloads as a zip; torch's "Expected hasRecord("version")"
+            # did not say so.
+            shown = ", ".join(held[:5]) + (f" ... and {len(held) - 5} more" if len(held) > 5
+                                           else "")
+            raise CheckpointError(f"{path} is a zip archive, not a torch.save checkpoint "
+                                  f"(it holds {shown or 'nothing'}): unpack it and give the "
+                                  ".pth inside") from None
         if head[:2] == b"PK" and (isinstance(e, OSError) or "zip" in str(e).lower()
                                   or "central directory" in str(e)):
             first = ("a torch.save archive that does not read to its end: truncated or damaged, "
@@ -156,6 +165,20 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
     return obj
+
+
+def _zip_not_torch(path: Path) -> Optional[list[str]]:
+    """The files of a zip archive that torch.save did not write (it has no ARCHIVE/data.pkl),
+    or None: not a whole zip (a truncated checkpoint), or torch's own."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if not n.endswith("/")]
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+    if any(n.count("/") == 1 and n.endswith("/data.pkl") for n in names):
+        return None
+    return names
 
 
 def _is_web_page(path: Path) -> bool:

@@ -203,3 +203,22 @@ def test_a_web_page_saved_as_the_checkpoint_is_named_so(tmp_path):
     msg = str(e.value)
     assert "an HTML page" in msg and "not the file itself" in msg, msg
     assert "Google Drive" in msg, msg
+
+
+def test_a_zip_holding_the_checkpoint_says_what_it_holds(tmp_path):
+    """A Google Drive folder downloads as a zip: given it (or a zip renamed .pth), torch's
+    'Expected hasRecord("version") to be true ... (Could this error message be improved?)'
+    was passed on, not that it is a zip to unpack nor what is in it."""
+    import zipfile
+
+    inner = tmp_path / "motion_deblurring.pth"
+    torch.save({"params": build_restormer("tiny").state_dict()}, inner)
+    for name in ("pretrained_models.zip", "renamed.pth"):
+        with zipfile.ZipFile(tmp_path / name, "w") as z:
+            z.write(inner, "pretrained_models/motion_deblurring.pth")
+            z.writestr("pretrained_models/README.md", "weights")
+        with pytest.raises(CheckpointError) as e:
+            load_teacher_model(tmp_path / name)
+        msg = str(e.value)
+        assert "a zip archive, not a torch.save checkpoint" in msg, msg
+        assert "pretrained_models/motion_deblurring.pth" in msg and "hasRecord" not in msg, msg
