@@ -355,7 +355,11 @@ class Teacher:
                 raise CheckpointError(f"checkpoint not found: {weights}. "
                                       + OFFICIAL_WEIGHTS_HELP)
         model, ckpt = _load_teacher(weights, config)
-        name = config or "checkpoint"
+        # The config the weights were built in, named alike with or without the flag that
+        # names it: `sharpen teacher` records it, and a record of "checkpoint" against one of
+        # "motion-deblur" (the same model) wrote every image again. Project checkpoints carry
+        # their own config ("checkpoint", as their records have always said).
+        name = "checkpoint" if ckpt.get("format") == FORMAT else (config or "motion-deblur")
         return cls(model, device, weights_id=file_hash(weights), config_name=name,
                    weights_path=str(Path(weights).resolve()), train_crop=recorded_crop(ckpt))
 

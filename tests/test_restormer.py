@@ -222,3 +222,18 @@ def test_a_zip_holding_the_checkpoint_says_what_it_holds(tmp_path):
         msg = str(e.value)
         assert "a zip archive, not a torch.save checkpoint" in msg, msg
         assert "pretrained_models/motion_deblurring.pth" in msg and "hasRecord" not in msg, msg
+
+
+def test_the_teachers_recorded_config_is_the_same_with_or_without_its_flag(tmp_path,
+                                                                           tiny_teacher_pt):
+    """`sharpen teacher --teacher-weights motion_deblurring.pth` recorded config 'checkpoint',
+    the README's same command with `--teacher-config motion-deblur` 'motion-deblur': the same
+    model, yet the second run wrote every image again and dropped a stopped photo's tiles
+    ("this run's weights, --tile, --overlap or device differ"). A project checkpoint given its
+    own config by the flag did the same."""
+    official = tmp_path / "motion_deblurring.pth"
+    torch.save({"params": build_restormer("motion-deblur").state_dict()}, official)
+    for weights, config in ((official, "motion-deblur"), (tiny_teacher_pt, "tiny")):
+        bare = Teacher.load(weights, device="cpu").config_name
+        flagged = Teacher.load(weights, config=config, device="cpu").config_name
+        assert bare == flagged, (weights, bare, flagged)
