@@ -134,6 +134,11 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
                                   "that saved the web page, not the file itself (Google Drive "
                                   "answers a plain wget or curl of a large file with one); "
                                   "download it again from a browser or with gdown")
+        if _is_safetensors(path):
+            raise CheckpointError(
+                f"{path} is a safetensors file, not a torch.save checkpoint, which is what "
+                "this project reads: save its tensors as one (with the safetensors package: "
+                "torch.save(safetensors.torch.load_file(PATH), 'weights.pth'))")
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a torch.save zip "
                               "archive nor a pickle; truncated or another kind of file?)")
     try:
@@ -179,6 +184,19 @@ def _zip_not_torch(path: Path) -> Optional[list[str]]:
     if any(n.count("/") == 1 and n.endswith("/data.pkl") for n in names):
         return None
     return names
+
+
+def _is_safetensors(path: Path) -> bool:
+    """Whether the file starts as a safetensors file does: its JSON header's length (8 bytes,
+    little-endian, not past the file's end), then the header's opening brace."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return (len(start) == 9 and start[8:] == b"{"
+            and int.from_bytes(start[:8], "little") <= size - 8)
 
 
 def _is_web_page(path: Path) -> bool:

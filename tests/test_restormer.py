@@ -237,3 +237,18 @@ def test_the_teachers_recorded_config_is_the_same_with_or_without_its_flag(tmp_p
         bare = Teacher.load(weights, device="cpu").config_name
         flagged = Teacher.load(weights, config=config, device="cpu").config_name
         assert bare == flagged, (weights, bare, flagged)
+
+
+def test_a_safetensors_file_is_named_so(tmp_path):
+    """Restormer weights converted to safetensors (as model hubs hold them) were "neither a
+    torch.save zip archive nor a pickle; truncated or another kind of file?"."""
+    import json
+    import struct
+
+    header = json.dumps({"patch_embed.proj.weight": {"dtype": "F32", "shape": [1],
+                                                     "data_offsets": [0, 4]}}).encode()
+    path = tmp_path / "motion_deblurring.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0\0\0\0")
+    with pytest.raises(CheckpointError) as e:
+        load_teacher_model(path)
+    assert "is a safetensors file" in str(e.value) and "torch.save" in str(e.value), e.value
