@@ -4,6 +4,7 @@ import json
 import os
 import re
 import warnings
+import zlib
 from dataclasses import replace
 
 import cv2
@@ -159,7 +160,11 @@ def _photos(root, names):
     for rel, size in names:
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(p), (texture(size, size, seed=len(str(p))) * 255).astype(np.uint8))
+        img = (texture(size, size, seed=len(str(p))) * 255).astype(np.uint8)
+        # Alike (a clip's frames), never the same bytes: the corpus skips a photo that copies
+        # one of another split.
+        img[0, 0] = list(zlib.crc32(rel.encode()).to_bytes(4, "little")[:3])
+        cv2.imwrite(str(p), img)
 
 
 def test_split_is_disjoint_by_photo_and_stable(tmp_path):
@@ -1011,3 +1016,35 @@ def test_an_empty_val_split_of_photos_and_a_clip_speaks_of_both(tmp_path):
     text = " ".join(str(w.message) for w in said if "val split" in str(w.message))
     assert "holds out whole training photos and clips" in text, text
     assert "add photos or clips" in text, text
+
+
+def test_a_copy_of_a_test_photo_elsewhere_is_named_and_never_trained_on(tmp_path):
+    """A copy of kodak24/k0.png under set/ (the same bytes) went to training by its path, so
+    the test photo was trained on. Such a copy is named with the photo it copies and skipped
+    (the copy in the held-out split is kept); a copy within one split is noted."""
+    import shutil
+    photos, out = tmp_path / "photos", tmp_path / "c"
+    for seed, rel in enumerate(["kodak24/k0.png", "kodak24/k1.png",
+                                *(f"set/a{i}.png" for i in range(4))]):
+        (photos / rel).parent.mkdir(parents=True, exist_ok=True)   # _photos' are alike
+        cv2.imwrite(str(photos / rel), (texture(72, 72, seed=seed) * 255).astype(np.uint8))
+    shutil.copy(photos / "kodak24" / "k0.png", photos / "set" / "copy_of_k0.png")
+    shutil.copy(photos / "set" / "a0.png", photos / "set" / "a0_again.png")
+    said = []
+    with pytest.warns(SharpenWarning) as warned:
+        summary = build_corpus(photos, out, TINY, progress=False, say=said.append)
+    warned = [str(w.message) for w in warned]
+    assert any("set/copy_of_k0.png is a duplicate of" in m and "kodak24/k0.png" in m
+               and "a test photo" in m for m in warned), warned
+    assert len(summary["duplicates"]) == 1
+    assert any("set/a0_again.png of" in m and "set/a0.png" in m for m in said), said
+    pairs = [n for s in ("train", "val", "test") for n in _on_disk(out, s)]
+    assert not [n for n in pairs if "copy_of_k0" in n], pairs
+    assert "kodak24_k0.png" in _on_disk(out, "test")
+    # A corpus made before duplicates were found: the rerun removes the copy's pairs.
+    from distill.images import write_image
+    write_image(out / "train" / "input" / "set_copy_of_k0_0.png", np.zeros((8, 8, 3)))
+    write_image(out / "train" / "target" / "set_copy_of_k0_0.png", np.zeros((8, 8, 3)))
+    with pytest.warns(SharpenWarning, match="duplicate"):
+        build_corpus(photos, out, TINY, progress=False)
+    assert "set_copy_of_k0_0.png" not in _on_disk(out, "train")

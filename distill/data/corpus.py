@@ -289,6 +289,7 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
         old = _check_same_recipe(out, meta)
         index = _photo_index(root, names, old.get("photo_index") or {}, clips)
         _check_same_photos(out, old, meta["photos"], index, say)
+        duplicates = _skip_duplicates(root, index, by_split, say)
         _warn_empty_splits(root, out, by_split, splits, len(set(clips.values())), len(clips))
         _remove_temp_files(out)
         if old:   # only in a corpus of ours: --out may be another dataset by mistake
@@ -304,6 +305,7 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
         summary = _write_pairs(root, out, by_split, names, opts, splits, progress, workers)
         counts.update({s: summary[s] for s in splits})
         summary["clips"] = len(set(clips.values()))
+        summary["duplicates"] = duplicates
         atomic_write_json(out / "corpus.json", {**meta, "counts": counts, "photo_index": index})
     return summary
 
@@ -393,6 +395,45 @@ def _photo_index(root: Path, names: dict[str, dict[Path, str]],
     return dict(sorted(index.items()))
 
 
+def _skip_duplicates(root: Path, index: dict[str, dict], by_split: dict[str, list[Path]],
+                     say: Callable[[str], None]) -> list[str]:
+    """Photos with the same bytes as a photo of another split (by the index's digest) are left
+    out of `by_split` and marked `duplicate_of` in `index`; returns a message naming each. By
+    path alone a copy of kodak24/k0.png elsewhere went to training: the test photo was trained
+    on. The copy in the held-out split stays (test, then val, then train). Copies within one
+    split are only noted: they weigh a photo double, and leak nothing."""
+    rank = {s: i for i, s in enumerate(("test", "val", "train"))}
+    first: dict[str, str] = {}
+    for rel in sorted(index, key=lambda r: (rank[index[r]["split"]], r)):
+        first.setdefault(index[rel]["blake2b"], rel)
+    said: list[str] = []
+    same_split: list[str] = []
+    for rel, entry in index.items():
+        kept = first[entry["blake2b"]]
+        if kept == rel:
+            continue
+        if index[kept]["split"] == entry["split"]:
+            same_split.append(f"{shown_path(root / rel)} of {shown_path(root / kept)}")
+            continue
+        entry["duplicate_of"] = kept
+        by_split[entry["split"]].remove(root / rel)
+        said.append(f"{shown_path(root / rel)} is a duplicate of {shown_path(root / kept)} "
+                    f"(the same bytes), a {index[kept]['split']} photo: it would be "
+                    f"{'trained' if entry['split'] == 'train' else 'validated'} on")
+    for msg in said[:SMALL_NAMED]:
+        warn(f"skipped: {msg}")
+    if len(said) > SMALL_NAMED:
+        warn(f"skipped {len(said) - SMALL_NAMED} more duplicates of photos of another split "
+             "(corpus.json's photo_index names the photo each copies, as duplicate_of)")
+    if same_split:
+        one = len(same_split) == 1
+        say(f"note: {count(len(same_split), 'photo')} {'is a copy' if one else 'are copies'} "
+            f"of another photo of {'its' if one else 'their'} split, the same bytes "
+            f"({same_split[0]}{'' if one else ', ...'}); kept: "
+            f"{'its' if one else 'their'} pairs weigh that photo double")
+    return said
+
+
 def _same_photo(was: dict | None, now: dict) -> bool:
     """The pairs made from `was` still stand for `now`: same split, name and content (mtime
     aside). An entry without a digest (the first version of the index) compares by mtime."""
@@ -454,6 +495,8 @@ def _remove_stale_pairs(out: Path, index: dict[str, dict], opts: CorpusOptions,
             "replaced under the same name)")
     keep: dict[str, set[str]] = {s: set() for s in SPLITS}
     for rel, entry in index.items():
+        if "duplicate_of" in entry:   # its pairs, made before duplicates were found, go
+            continue
         if was is None or _same_photo(was.get(rel), entry):
             keep[entry["split"]].update(_pair_names(entry["name"], entry["split"], opts))
     removed = 0
@@ -464,9 +507,11 @@ def _remove_stale_pairs(out: Path, index: dict[str, dict], opts: CorpusOptions,
                 f.unlink(missing_ok=True)
             removed += 1
     if removed:
+        copies = any("duplicate_of" in e for e in index.values())
+        copy = ", or copies a photo of another split" if copies else ""
         whose = ("its photo was deleted, moved to another split or changed since (a changed "
-                 "one is made again)" if removed == 1 else "their photos were deleted, moved to "
-                 "another split or changed since (changed ones are made again)")
+                 f"one is made again){copy}" if removed == 1 else "their photos were deleted, "
+                 f"moved to another split or changed since (changed ones are made again){copy}")
         say(f"removed {count(removed, 'stale pair')} from {out}: {whose}")
     return removed
 
