@@ -11,8 +11,8 @@ from pathlib import Path
 from runtime.cli_errors import cli_error, missing_dependency, one_line, raise_if_interrupted
 from runtime.console import count, print_table, report_fatal_errors
 
-from .options import (DEFAULT_CPU_TARGET_FPS, DEFAULT_MIN_SSIM_RATIO, GATE_GAIN, GATE_RATIO,
-                      REAL_NOGT_HELP, REAL_PAIRS_HELP, SCHEMA, add_to_argparse)
+from .options import (ALIGN_HELP, DEFAULT_CPU_TARGET_FPS, DEFAULT_MIN_SSIM_RATIO, GATE_GAIN,
+                      GATE_RATIO, REAL_NOGT_HELP, REAL_PAIRS_HELP, SCHEMA, add_to_argparse)
 
 _DEFAULTS = {o.dest: o.default for o in SCHEMA}
 
@@ -78,9 +78,7 @@ def add_commands(sub) -> None:
     p.add_argument("--real-pairs", default=None, metavar="SPEC", help=REAL_PAIRS_HELP)
     from distill.alignment import ALIGNS
     p.add_argument("--align", choices=ALIGNS, default="none",
-                   help="ecc, ecc-homography: score --real-pairs with each output, and the "
-                        "input, aligned to its ground truth first, as `sharpen evaluate "
-                        "--align` (RealBlur's published scores) (default: none)")
+                   help=f"{ALIGN_HELP} (default: none)")
     p.add_argument("--real-nogt", default=None, nargs="+", action="extend", metavar="PATH",
                    help=REAL_NOGT_HELP.format(clips="; a clip gives its frames, picked by "
                                               "--stride or --frames")
@@ -316,17 +314,8 @@ def _print_summary(report: dict) -> None:
     if stream := stream_table(report["latency"].get("stream") or []):
         print_table("streaming pipeline (sharpen run, ONNX Runtime FP32)", STREAM_HEADERS,
                     stream)
-    from benchmarks.realblur import HEADERS, data_text, nogt_headers, table_rows
-    real = report.get("real_blur") or {}
-    if real.get("pairs"):
-        p = real["pairs"]
-        print_table(f"real blur pairs ({p['data']}, {p['images']} images; gains over the blurred "
-                    "input)", HEADERS, table_rows(p))
-    if real.get("nogt"):
-        n = real["nogt"]
-        print_table(f"real blur without ground truth ({data_text(n['data'])}, "
-                    f"{n['images']} crops)",
-                    nogt_headers(n), table_rows(n))
+    from benchmarks.realblur import print_tables
+    print_tables(report.get("real_blur") or {})
     failed = [c for c in report["checks"] if not c["passed"]]
     print(f"checks: {len(report['checks']) - len(failed)} passed, {len(failed)} failed")
     if ship := report.get("ship"):   # last: the answer the tables above lead to

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 from benchmarks.artifacts import BenchError, path_unless_named  # noqa: E402
 from benchmarks.given import (bench_students, given_ids, model_files,  # noqa: E402
                               resolve_models)
-from benchmarks.options import (DEFAULT_MIN_SSIM_RATIO, GATE_GAIN, GATE_RATIO,  # noqa: E402
-                                REAL_NOGT_HELP, REAL_PAIRS_HELP, add_to_pytest)
+from benchmarks.options import (ALIGN_HELP, DEFAULT_MIN_SSIM_RATIO, GATE_GAIN,  # noqa: E402
+                                GATE_RATIO, REAL_NOGT_HELP, REAL_PAIRS_HELP, add_to_pytest)
 from benchmarks.latency import (BACKENDS, SIZES_FULL, SIZES_REDUCED, parse_sizes,  # noqa: E402
                                 size_label, stream_size)
 
@@ -49,6 +49,9 @@ def pytest_addoption(parser):
     g.addoption("--real-nogt", dest="real_nogt", default=None, nargs="+", action="extend",
                 metavar="PATH", help=REAL_NOGT_HELP.format(clips="; a clip's frames too")
                 + " (test_real_blur)")
+    from distill.alignment import ALIGNS
+    g.addoption("--align", dest="align", choices=ALIGNS, default="none",
+                help=f"{ALIGN_HELP} (test_real_blur; default: none)")
 
 
 def _mode(config) -> str:
@@ -247,6 +250,7 @@ class BenchContext:
                                      self.threads)
         self.real_pairs = config.getoption("real_pairs")
         self.real_nogt = config.getoption("real_nogt")
+        self.align = config.getoption("align")
         self._real: Optional[dict] = None
         from benchmarks.options import real_blur_limits
         self.real_limits = real_blur_limits(limit, self.full)
@@ -519,7 +523,8 @@ class BenchContext:
                                      self._video_dir / "real_blur", lambda msg: None,
                                      self.real_limits["--real-pairs"],
                                      self.real_limits["--real-nogt"], quiet=True,
-                                     models=self.models, failed=failed)
+                                     models=self.models, failed=failed,
+                                     align=self.align)
             except (BenchError, ValueError) as e:   # e.g. every image unreadable after all
                 real = {"error": f"real blur: {e}"}
             real.pop("figures", None)
@@ -688,17 +693,11 @@ def _real_blur_summary(tr, real: dict) -> None:
     """The real-blur tables as `sharpen bench` prints them (benchmarks/realblur.py)."""
     import io
 
-    from benchmarks.realblur import HEADERS, data_text, nogt_headers, table_rows
-    from runtime.console import print_table
+    from benchmarks.realblur import print_tables
 
     tr.section("sharpen real blur")
     buf = io.StringIO()   # not a terminal: plain columns, a row a line
-    if p := real.get("pairs"):
-        print_table(f"real blur pairs ({p['data']}, {p['images']} images; gains over the "
-                    "blurred input)", HEADERS, table_rows(p), file=buf)
-    if n := real.get("nogt"):
-        print_table(f"real blur without ground truth ({data_text(n['data'])}, "
-                    f"{n['images']} crops)", nogt_headers(n), table_rows(n), file=buf)
+    print_tables(real, file=buf)
     for line in buf.getvalue().splitlines():
         tr.write_line(line)
 

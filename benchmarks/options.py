@@ -107,6 +107,11 @@ REAL_NOGT_HELP = ("real blurred images without ground truth: image files, videos
                   "them{clips}): each model's PSNR to the teacher's output")
 
 
+ALIGN_HELP = ("ecc, ecc-homography: score --real-pairs with each output, and the input, "
+              "aligned to its ground truth first, as `sharpen evaluate --align` (RealBlur's "
+              "published scores)")
+
+
 def real_blur_limits(limit: Optional[int], full: bool) -> dict:
     """Images spread over each real-blur set (None: all), by flag: --limit, else the mode's."""
     return {"--real-pairs": limit or (None if full else 20),

@@ -142,6 +142,22 @@ def table_rows(r: dict) -> list[list[str]]:
     return rows
 
 
+def print_tables(real: dict, file=None) -> None:
+    """The real-blur tables on a terminal: `sharpen bench`'s and `pytest benchmarks/`'s
+    summary (report.json's `real_blur`, or the suite's JSON `sharpen_real_blur`)."""
+    from runtime.console import print_table
+
+    if p := real.get("pairs"):
+        # Aligned scores are read beside RealBlur's published tables, not beside unaligned ones.
+        how = (", aligned to the ground truth by ECC (--align ecc)" if p.get("align") == "ecc"
+               else "")
+        print_table(f"real blur pairs ({p['data']}, {p['images']} images{how}; gains over the "
+                    "blurred input)", HEADERS, table_rows(p), file=file)
+    if n := real.get("nogt"):
+        print_table(f"real blur without ground truth ({data_text(n['data'])}, "
+                    f"{n['images']} crops)", nogt_headers(n), table_rows(n), file=file)
+
+
 def _percent(v) -> str:
     return "-" if v is None else f"{v:.2f}"
 

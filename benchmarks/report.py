@@ -147,6 +147,8 @@ class BenchOptions:
             argv += ["--calib", *calib_sources(self.calib)]
         if pytest and self.real_pairs:   # the suite's own: not in CLI_FLAGS
             argv += ["--real-pairs", self.real_pairs]
+            if self.align != "none":
+                argv += ["--align", self.align]
         if self.real_nogt:
             argv += ["--real-nogt", *nogt_paths(self.real_nogt)]
         if not self.latency and not pytest:

@@ -72,3 +72,20 @@ def test_bench_align_reaches_the_options_and_the_rerun_command():
     assert argv[argv.index("--align") + 1] == "ecc"
     assert "--align" not in options_from_args(build_parser().parse_args(
         ["bench", "--out", "b"])).to_argv()
+
+
+def test_the_suites_rerun_line_keeps_align():
+    """The report's `pytest benchmarks/` line kept --real-pairs but not --align ecc, which the
+    suite refused ('unrecognized arguments'): the line rerun scored the pairs unaligned, other
+    numbers than the report's it reproduces, and `--align ecc` typed there stopped the run."""
+    from _pytest.config.argparsing import Parser
+
+    from benchmarks import conftest
+    from benchmarks.report import BenchOptions
+
+    argv = BenchOptions(out="b", real_pairs="p", align="ecc").to_argv(pytest=True)
+    parser = Parser()
+    conftest.pytest_addoption(parser)
+    ns = parser.parse(argv)
+    assert (ns.real_pairs, ns.align) == ("p", "ecc"), argv
+    assert parser.parse([]).align == "none"

@@ -295,3 +295,15 @@ def test_teacher_tile_times_are_not_ranked_with_frame_times(saved_pytest_run):
     assert groups["test_student_latency"] == "latency 160x96"
     assert groups["test_teacher_tiled"] != groups["test_student_latency"]
     assert "not per frame" in groups["test_teacher_tiled"]
+
+
+def test_the_suite_scores_real_pairs_aligned_with_align_ecc(env, tmp_path):
+    """`pytest benchmarks/ --real-pairs SPEC --align ecc` scores the pairs aligned to their
+    ground truth, as `sharpen bench --align ecc` does, and its table says so: published
+    RealBlur scores are read beside aligned ones only."""
+    _, out = _run_suite("-k", "test_real_blur", "--weights", str(env / "student-good.pt"),
+                        "--teacher-weights", str(env / "teacher.pt"), "--real-pairs",
+                        str(env / "pairs"), "--align", "ecc", "--cache",
+                        str(tmp_path / "cache"), expect=0)
+    assert f"real blur pairs ({env / 'pairs'}, 3 images, aligned to the ground truth by ECC " \
+           "(--align ecc); gains over the blurred input)" in out, out

@@ -204,9 +204,8 @@ def test_the_pytest_suite_takes_every_option_the_bench_shares_with_it():
     # --max-memory-mib budgets What to ship, which the suite does not pick or measure; the
     # suite times one process, --streams starts N `sharpen run`s beside the bench; the suite
     # compares with --benchmark-compare, the bench's report with --baseline; --real-nogt's
-    # clips give the suite their frames spread by --limit. --align scores --real-pairs
-    # aligned, which the suite's test_real_blur does not.
-    bench_only = {"--out", "--stride", "--frames", "--align", "--no-latency", "--quiet",
+    # clips give the suite their frames spread by --limit.
+    bench_only = {"--out", "--stride", "--frames", "--no-latency", "--quiet",
                   "--max-memory-mib", "--streams", "--baseline", "--fail-on"}
     assert bench - suite == bench_only, bench - suite
 
