@@ -89,3 +89,4 @@ def test_the_suites_rerun_line_keeps_align():
     ns = parser.parse(argv)
     assert (ns.real_pairs, ns.align) == ("p", "ecc"), argv
     assert parser.parse([]).align == "none"
+

@@ -1666,6 +1666,21 @@ def test_the_reports_pytest_line_keeps_the_cpu_budget():
     assert (ns.cpu_target_fps, ns.target_fps) == (5.0, 60.0), argv
 
 
+def test_the_suites_rerun_line_leaves_out_clip_frames_it_cannot_pick():
+    """The report's `pytest benchmarks/` line carried --real-nogt without the --stride or
+    --frames that picked the clips' frames, which the suite does not take: rerun, it scored
+    other frames than the report's under the same rows. It carries --real-nogt only where the
+    suite picks the same frames."""
+    from benchmarks.report import BenchOptions
+
+    for picked in ({"stride": 5}, {"frames": "0,30"}):
+        argv = BenchOptions(out="b", real_nogt=["clip.mp4"], **picked).to_argv(pytest=True)
+        assert "--real-nogt" not in argv, argv
+        assert "--real-nogt" in BenchOptions(out="b", real_nogt=["clip.mp4"],
+                                             **picked).to_argv(), picked
+    assert "--real-nogt" in BenchOptions(out="b", real_nogt=["clip.mp4"]).to_argv(pytest=True)
+
+
 def test_format_is_an_alias_of_formats_as_in_export():
     """`sharpen export` takes --format for --formats; `sharpen bench` took it only as
     argparse's abbreviation (unlisted, and lost once any other --format... option exists), and
