@@ -675,9 +675,12 @@ COMPARE_GATED_NOTHING = ("--benchmark-compare-fail gated nothing: a usage error 
 
 def _compare_gate(config) -> bool:
     """Whether --benchmark-compare-fail was given (a CI gate on the compare) to a run that
-    times: --benchmark-skip and --benchmark-disable time nothing on purpose."""
+    times: --benchmark-skip and --benchmark-disable time nothing on purpose. The session's
+    `disabled` is not asked: pytest-benchmark sets it under xdist's -n too, with a warning."""
     bs = getattr(config, "_benchmarksession", None)
-    return bool(getattr(bs, "compare_fail", None)) and not (bs.skip or bs.disabled)
+    disabled = (config.getoption("benchmark_disable")
+                and not config.getoption("benchmark_enable"))
+    return bool(getattr(bs, "compare_fail", None)) and not (bs.skip or disabled)
 
 
 @pytest.hookimpl(trylast=True)

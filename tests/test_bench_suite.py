@@ -207,6 +207,17 @@ def test_a_compare_gate_that_compared_nothing_fails(tmp_path):
                "--benchmark-skip", expect=0, timeout=120)
 
 
+def test_a_compare_gate_under_xdist_that_timed_nothing_fails(tmp_path):
+    """pytest-benchmark disables its timing under xdist's -n (a warning, not an error): the
+    gate, taking that for --benchmark-disable given on purpose, passed a CI job's `-n auto`
+    run that gated nothing. Only a --benchmark-disable the job gave passes."""
+    saved = _saved_run(tmp_path / "0001_saved.json", ["test_given_model_latency[a-640x360]"])
+    gate = ("-k", "test_student_latency", "--model", str(tmp_path / "a.onnx"),
+            "--benchmark-compare", str(saved), "--benchmark-compare-fail=median:10%")
+    _, out = _run_suite("-n", "1", *gate, expect=4, timeout=120)
+    assert "--benchmark-compare-fail gated nothing" in out, out
+    _run_suite("-n", "1", "--benchmark-disable", *gate, expect=0, timeout=120)
+
 def _saved_run(path: Path, names: list[str]) -> Path:
     """A run pytest-benchmark saved, of benchmarks/test_latency.py's tests `names`."""
     stats = {"min": 0.01, "max": 0.01, "mean": 0.01, "stddev": 0.0, "rounds": 3,
