@@ -318,3 +318,24 @@ def test_the_suite_scores_real_pairs_aligned_with_align_ecc(env, tmp_path):
                         str(tmp_path / "cache"), expect=0)
     assert f"real blur pairs ({env / 'pairs'}, 3 images, aligned to the ground truth by ECC " \
            "(--align ecc); gains over the blurred input)" in out, out
+
+
+def test_the_suites_real_blur_tables_are_the_bench_reports(env, tmp_path):
+    """test_real_blur scores --real-pairs and --real-nogt as `sharpen bench` does: the same
+    tables, cell for cell, from the same options (the suite's rerun line is the report's)."""
+    import io
+
+    from bench_fixtures import _bench, _blurred_frames
+    from benchmarks.realblur import print_tables
+
+    nogt = _blurred_frames(env, "parity-nogt")
+    real = ("--real-pairs", str(env / "pairs"), "--real-nogt", str(nogt), "--limit", "2")
+    assert _bench(env, "real-parity", "--students", str(env / "student-good.pt"), "--formats",
+                  "onnx", "--no-latency", *real) == 0
+    buf = io.StringIO()
+    print_tables(json.loads((env / "real-parity" / "report.json").read_text())["real_blur"],
+                 file=buf)
+    _, out = _run_suite("-k", "test_real_blur", "--weights", str(env / "student-good.pt"),
+                        "--teacher-weights", str(env / "teacher.pt"), "--cache",
+                        str(env / "cache"), *real, expect=0)
+    assert buf.getvalue() in out, (buf.getvalue(), out)
