@@ -319,6 +319,9 @@ def test_an_export_folder_given_to_model_measures_its_model_files(tmp_path):
     make_onnx_model(folder / "a.onnx")
     (folder / "export_report.json").write_text("{}")
     (folder / ".c.onnx.part").write_text("")   # a copy under way
+    # macOS's AppleDouble file, beside each file copied to a FAT or exFAT stick: its suffix
+    # is a model's, its bytes are not
+    (folder / "._a.onnx").write_bytes(b"\x00\x05\x16\x07")
     (folder / "sub").mkdir()
     make_onnx_model(folder / "sub" / "d.onnx")   # another folder's: not this one's
     assert [gm.path for gm in resolve_models([str(folder)])] == [
