@@ -44,6 +44,17 @@ from .video_source import (ESTIMATED_COUNT_EXTS as ESTIMATED_COUNT_EXTS,
 from .walk import glob_files
 
 
+def _spelled_rate(spec: str, typed: Optional[str], without: str, flags: bool) -> float:
+    """The @FPS of raw:WxH@FPS or synthetic[:WxH]@FPS (0 where left out), refused as --fps's
+    is outside MIN_FPS to MAX_FPS: 0.0001 waited hours for a frame or failed the video
+    writer, 100000 wrote a video no player keeps up with. `without`: the spelling with none."""
+    rate = float(typed or 0)
+    if rate and not MIN_FPS <= rate <= MAX_FPS:
+        raise SourceError(f"{option('source', spec, flags)}: its rate must be "
+                          f"{MIN_FPS:g} to {MAX_FPS:g} fps, or left out ({without})")
+    return rate
+
+
 def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0.0,
                 live: Optional[bool] = None, reconnect_attempts: int = 5,
                 reconnect_delay: float = 0.5, timeout: Optional[float] = None,
@@ -75,10 +86,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
         if w < 1 or h < 1:
             raise SourceError(f"{option('source', spec, flags)}: a frame size must be at "
                               "least 1x1")
-        rate = float(m.group(3) or 0)
-        if rate and not MIN_FPS <= rate <= MAX_FPS:   # typed, as --fps is: refused as it is
-            raise SourceError(f"{option('source', spec, flags)}: its rate must be "
-                              f"{MIN_FPS:g} to {MAX_FPS:g} fps, or left out (raw:{w}x{h})")
+        rate = _spelled_rate(spec, m.group(3), f"raw:{w}x{h}", flags)
         return StdinSource(live=bool(live), flags=flags, note=note, timeout=timeout,
                            raw=(w, h, rate, spec))
     spelt = ("raw frames on stdin are spelt raw:WxH[@FPS], their width, height and rate "
@@ -100,7 +108,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
                 f"least 1x1, got {w}x{h}" + ("" if m.group(1) else
                                              f" (from {option('width', flags=flags)} and "
                                              f"{option('height', flags=flags)})"))
-        fps = float(m.group(3) or 0)
+        fps = _spelled_rate(spec, m.group(3), spec.split("@")[0], flags)
         # Unthrottled, live dropped all but the frames the model took: thousands "dropped" in
         # a short run and a written video padded with repeats of the few it kept.
         return SyntheticSource(spec, w, h, fps, fps > 0 if live is None else live)

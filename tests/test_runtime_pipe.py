@@ -978,6 +978,17 @@ def test_a_raw_rate_no_video_takes_is_refused_before_stdin_is_read(spec):
         open_source(spec, flags=True)
 
 
+@pytest.mark.parametrize("spec", ["synthetic:64x48@0.0001", "synthetic@100000"])
+def test_a_synthetic_rate_outside_the_video_range_is_refused_as_a_raw_one(spec):
+    """synthetic[:WxH][@FPS] is raw:WxH[@FPS]'s spelling, but only the raw rate was checked:
+    synthetic@0.0001 waited 10000 s for each frame, @100000 wrote a 100000 fps video that
+    repeats frames; both are refused, naming the range, as raw:WxH's and --fps's."""
+    with pytest.raises(SourceError, match=r"^--source synthetic[:0-9x]*@[0-9.]+: its rate "
+                                          r"must be 0\.1 to 1000 fps, or left out"):
+        open_source(spec, flags=True)
+    assert open_source("synthetic:64x48@0", flags=True).kind == "synthetic"   # unthrottled
+
+
 def test_an_empty_raw_stream_and_its_stats_name_the_raw_spelling(tmp_path, onnx_model):
     """An empty raw:WxH stdin ended in "source '-' produced no frames", and --stats recorded
     the source as '-', the Y4M spelling: both now give raw:WxH@FPS as typed."""
