@@ -40,7 +40,8 @@ RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outp
             "exit_code", "teacher_labels", "environment", "convention", "clip_frames",
             "stride", "frames", "cut_clips", "clips_left_out", "seek_notes",
             "per_sequence", "gopro_blur", "ssim_window",
-            "teacher_tile", "not_held_out", "align", "alignment_failed"}
+            "teacher_tile", "not_held_out", "align", "alignment_failed",
+            "ground_truth_overshoot"}
 
 
 # Rows of `sharpen evaluate --out`'s figure (--figure-images), and the images whose outputs

@@ -729,6 +729,38 @@ def test_a_runs_checkpoint_is_labelled_after_its_run():
     assert model_labels(["export/fast-mine-best_int8.tflite"]) == ["fast-mine-best_int8.tflite"]
 
 
+def _result_keys() -> set[str]:
+    """The keys evaluate and its command write into the results beside the models' (res[...]
+    = ..., e.results[...] = ..., the literal `res` starts from), read from their source."""
+    import ast
+    keys: set[str] = set()
+    for module in ("evaluate.py", "evaluate_command.py"):
+        tree = ast.parse((Path(__file__).parents[1] / "distill" / module).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store) and (
+                    isinstance(node.value, ast.Name) and node.value.id == "res"
+                    or isinstance(node.value, ast.Attribute) and node.value.attr == "results"):
+                if isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+                    keys.add(node.slice.value)
+            elif (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                  and node.target.id == "res" and isinstance(node.value, ast.Dict)):
+                keys |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    return keys
+
+
+def test_every_key_the_results_hold_is_reserved_from_model_labels():
+    """A model's label is a key of the results beside theirs: RESERVED keeps each result key
+    from a checkpoint's stem. Two trials added align and not_held_out each to it, and
+    ground_truth_overshoot had never been: models/ground_truth_overshoot.pt's row was written
+    over by the ground truth's overshoot."""
+    from distill.evaluate import RESERVED, model_labels
+    keys = _result_keys()
+    assert {"align", "not_held_out", "images", "teacher_tile"} <= keys, keys   # read at all
+    assert keys <= RESERVED, sorted(keys - RESERVED)
+    for key in sorted(keys):
+        assert model_labels([f"models/{key}.pt"]) == [f"models/{key}"], key
+
+
 def _labelled_clip(tmp_path: Path, teacher: Path) -> Path:
     """A label cache of a 4-frame clip by `teacher` (default tiling), its frames in
     CACHE/frames, as `sharpen labels` leaves footage for evaluate."""
