@@ -181,6 +181,9 @@ class VideoFileSink(Sink):
         self._copies_stopped = False   # a Ctrl-C stopped one: no other is started
         self.audio_streams = 0   # the source's audio streams in the video
         self.audio_copied = False   # ... copied as they are, not encoded for its container
+        # The source's audio streams its container takes neither way, for --stats (as a
+        # library's metadata_left_out): each one's number from 1, codec, why, what keeps it.
+        self.audio_left_out: list[dict] = []
         self.timecode: Optional[str] = None   # the source's start timecode, carried over
         # Why the copy at close that would tag them is not tried: the join's or the sound's
         # copy found them refused (an ffmpeg without mpeg2_metadata), or was stopped (Ctrl-C).
@@ -803,6 +806,8 @@ class VideoFileSink(Sink):
         (`encoding_said`): every codec here takes 8 bits; FFV1 stores the frames as BGR."""
         # Every codec here takes even sizes: an odd one's edge is dropped whichever wrote it.
         edge = {"edge_dropped": self.edge_dropped} if self.edge_dropped else {}
+        if self.audio_left_out:   # said only where there is one, as edge_dropped
+            edge = {**edge, "audio_left_out": self.audio_left_out}
         if self.codec is not None:
             return {**encoding(self.codec, self.crf, self._encoded_colours[0],
                                self.audio_streams, self.audio_copied, self.timecode,
@@ -913,6 +918,9 @@ class VideoFileSink(Sink):
             self._carried = not refused
             self.audio_streams = (len(codecs or []) or 1) - len(left)
             self.audio_copied = copied
+            self.audio_left_out = [dict(stream=number, codec=codec, why=failed,
+                                        kept_in=kept_in or None)
+                                   for number, codec, failed, kept_in in left]
             for number, codec, failed, kept_in in left:
                 keep = (f"; {option('output', self.path.with_suffix(kept_in), self.flags)} "
                         "keeps it as it is" if kept_in else "")

@@ -388,6 +388,29 @@ def test_an_iphone_clips_spatial_audio_track_leaves_its_aac_sound_in_the_video(
 
 
 
+def test_an_audio_stream_left_out_is_in_the_stats_as_the_metadata_left_out_is(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips):
+    """Per-stream muxing and --stats' metadata_left_out came in beside each other: a photo's
+    captions left out were in --stats, an audio stream left out only in a warning, --stats'
+    video saying audio_streams 1 of a clip of two. Its audio_left_out names each, as the
+    warning does: number from 1, codec, ffmpeg's reason, the output that keeps it."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _spatial_audio_clip(ffmpeg, clips["loud"], tmp_path / "iphone.mp4")
+    out, stats = tmp_path / "sharp.mp4", tmp_path / "s.json"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip),
+                   "--out", str(out), "--stats", str(stats))
+    assert rc == 0, err
+    video = json.loads(stats.read_text())["video"]
+    assert video["audio_streams"] == 1, video
+    [left] = video["audio_left_out"]
+    assert (left["stream"], left["codec"], left["kept_in"]) == (2, "apple_apac", ".mov"), left
+    assert left["why"] and left["why"] in err, (left, err)
+    # a clip whose audio all went in says no such key
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clips["loud"]),
+                   "--out", str(out), "--stats", str(stats), "--overwrite")
+    assert rc == 0 and "audio_left_out" not in json.loads(stats.read_text())["video"], err
+
+
 def test_an_iphone_clips_spatial_audio_is_copied_where_the_container_takes_it(
         tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips):
     """An MKV refuses APAC too, but its copy is tried there (MP4's is not: its players play
