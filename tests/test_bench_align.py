@@ -90,3 +90,15 @@ def test_the_suites_rerun_line_keeps_align():
     assert (ns.real_pairs, ns.align) == ("p", "ecc"), argv
     assert parser.parse([]).align == "none"
 
+
+def test_align_without_real_pairs_says_it_does_nothing(bench_env, tmp_path, capsys):
+    """`sharpen bench --align ecc` without --real-pairs aligned nothing without a word, where
+    evaluate says --align has no effect without ground truth and the bench says it of --fail-on
+    without --baseline and --stride without --real-nogt."""
+    from bench_fixtures import _bench
+    rc = _bench(bench_env, str(tmp_path / "x"), "--students", "nowhere.pt", "--align", "ecc")
+    err = capsys.readouterr().err
+    assert rc == 2 and "warning: --align ecc has no effect without --real-pairs" in err, err
+    rc = _bench(bench_env, str(tmp_path / "x"), "--students", "nowhere.pt", "--align", "ecc",
+                "--real-pairs", str(tmp_path))
+    assert "--align" not in capsys.readouterr().err
