@@ -264,13 +264,18 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _not_held_out(res: dict, data: str) -> dict:
     """Per model label, the scored images its label caches trained or validated on, each
     model said in a warning: their scores are no held-out ones (lineage.not_held_out)."""
+    return say_not_held_out(res.get("weights") or {}, data, res.get("per_image") or {})
+
+
+def say_not_held_out(weights: dict, data: str, scored) -> dict:
+    """`_not_held_out` of the models `weights` (label -> file) that scored the images named
+    `scored` from `data`: `sharpen evaluate`'s and `sharpen bench --real-pairs`'s."""
     from .checkpoint import CheckpointError, read_checkpoint
     from .config import DataConfig
     from .evaluate import is_artifact
     from .lineage import gone_caches, not_held_out
     held: dict = {}
-    scored = res.get("per_image") or {}
-    for label, w in (res.get("weights") or {}).items():
+    for label, w in weights.items():
         if is_artifact(w):
             continue
         try:

@@ -145,3 +145,29 @@ def test_a_gone_label_cache_of_the_data_scored_is_said(tmp_path, tiny_teacher_pt
     assert main(["evaluate", "--weights", "run/last.pt", "--data", "other", "--threads", "1",
                  "--quiet"]) == 0
     assert "not found" not in capsys.readouterr().err
+
+
+def test_the_bench_names_a_students_own_images_among_its_real_pairs(
+        tmp_path, tiny_teacher_pt, capsys, monkeypatch):
+    """`sharpen evaluate` names the scored images a student's label caches trained on, but
+    `sharpen bench --real-pairs` of the same data, the README's reds-mini, gave their gains as
+    held out without a word: the bench says it too, and report.json's pairs hold not_held_out
+    as metrics.json does."""
+    from benchmarks.artifacts import Student
+    from benchmarks.realblur import markdown, run_real_blur
+    monkeypatch.chdir(tmp_path)
+    _pairs(tmp_path / "pairs", 4, side=48)
+    assert main(["labels", "--data", "pairs", "--out", "train", "--hold-out", "0.5",
+                 "--val-out", "val", "--teacher-weights", str(tiny_teacher_pt), "--tile", "0",
+                 "--quiet", "--threads", "1"]) == 0
+    assert main(["distill", "data.labels=train", "data.val_labels=val", "out=run", *TINY]) == 0
+    capsys.readouterr()
+    student = Student("mine", tmp_path / "run" / "best.pt", "")
+    res = run_real_blur("pairs", None, None, [student], tmp_path / "bench", print, None, None,
+                        quiet=True)
+    err = capsys.readouterr().err
+    assert "run/best.pt trained on 1 of the 4 images scored (data.labels=" in err, err
+    assert res["pairs"]["not_held_out"] == {
+        "mine": {"trained": ["im000"], "validated": ["im002", "im003"]}}, res["pairs"]
+    text = "\n".join(markdown(res, lambda h, rows: ""))
+    assert "Not held out: mine trained or chose best.pt on some" in text, text
