@@ -46,6 +46,24 @@ def test_readme_has_commands():
     assert any(c.startswith("sharpen bench") for c in cmds)
 
 
+def _github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_links_to_its_own_sections_resolve():
+    """A renamed heading (`In a pipeline (...)` gained `--source raw:WxH`) silently broke every
+    link to it; each `](#anchor)` must name a heading, and the contents line must name the
+    pipeline section, where raw and Y4M frames on stdin and stdout are described."""
+    text = README.read_text()
+    body = re.sub(r"```.*?```", "", text, flags=re.S)   # a shell comment is no heading
+    anchors = {_github_anchor(h) for h in re.findall(r"^#+ (.+)$", body, flags=re.M)}
+    broken = sorted(set(re.findall(r"\]\(#([^)]+)\)", text)) - anchors)
+    assert not broken, broken
+    contents = next(p for p in text.split("\n\n") if p.startswith("Contents:"))
+    assert "in-a-pipeline" in contents, contents
+
+
 def test_readme_receptive_fields_are_the_measured_ones():
     """The README said `fast` sees ~130 px and `deep=2` ~530 px after `sharpen models` measured
     136 and 560: the numbers a user sizes tiles and parity images by come from receptive_field."""
