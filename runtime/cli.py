@@ -47,9 +47,9 @@ EPILOG = """examples:
 exit codes: 0 done; 1 inputs that could not be read (the rest processed) or an unexpected
 error; 2 a usage or configuration error (an option, the model, a source or output misnamed)
 or a full disk or file size limit: restarting does not help; 3 a camera or stream not
-there, or lost and not back (--source -: silent for --timeout): a restart may find it; 4
-another live run writes the same --out or --stats: a restart takes over once it ends;
-128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)
+there, or lost and not back (--source - or raw:WxH: silent for --timeout): a restart may
+find it; 4 another live run writes the same --out or --stats: a restart takes over once it
+ends; 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)
 
 signals: SIGUSR1 prints the live stats line and rewrites the --stats file now; the run goes on
 """
@@ -178,8 +178,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     cap.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="seconds a stream URL may take to open or to give a frame before it "
                         "counts as lost (default 20; raise it for slow cameras with long "
-                        "keyframe intervals; 0: FFmpeg's own); with --source -, seconds stdin "
-                        "may give nothing before it counts as lost (default: no bound)")
+                        "keyframe intervals; 0: FFmpeg's own); with --source - or raw:WxH, "
+                        "seconds stdin may give nothing before it counts as lost (default: "
+                        "no bound)")
     output.add_argument("--no-audio", action="store_true",
                    help="leave a video file source's sound out of a video --out without a "
                         "word (default: copied in by ffmpeg, found on PATH or named by "

@@ -105,6 +105,18 @@ def test_run_help_groups_its_options_common_first(capsys):
     assert "--force" in advanced and "--resume" in advanced
 
 
+def test_run_help_names_raw_stdin_where_it_names_y4m_stdin(capsys):
+    """raw:WxH reads stdin as --source - does, and a silent one ends at --timeout with exit 3
+    (checked: `sleep 6 | sharpen run --source raw:320x180 --timeout 1 ...` exits 3), but
+    --timeout's help and the exit codes named --source - alone, as though raw frames were
+    waited on forever."""
+    text = " ".join(help_of(["run", "--help"], capsys).split())
+    timeout = text.split("--timeout S seconds", 1)[1].split("--segment", 1)[0]
+    assert "raw:WxH" in timeout, timeout
+    exit3 = text.split("; 3 ", 1)[1].split("; 4 ", 1)[0]
+    assert "raw:WxH" in exit3, exit3
+
+
 @pytest.mark.parametrize("command", commands())
 def test_no_help_drowns_its_options_in_one_long_list(command):
     """`sharpen bench --help` listed 27 options in one group, `evaluate`, `labels` and `demo`
