@@ -60,6 +60,9 @@ def test_readme_links_to_its_own_sections_resolve():
     anchors = {_github_anchor(h) for h in re.findall(r"^#+ (.+)$", body, flags=re.M)}
     broken = sorted(set(re.findall(r"\]\(#([^)]+)\)", text)) - anchors)
     assert not broken, broken
+    for doc in [*README.parent.glob("models/*.md"), *README.parent.glob("docs/**/*.md")]:
+        broken = sorted(set(re.findall(r"README\.md#([^)\s]+)", doc.read_text())) - anchors)
+        assert not broken, (doc.name, broken)
     contents = next(p for p in text.split("\n\n") if p.startswith("Contents:"))
     assert "in-a-pipeline" in contents, contents
 
