@@ -47,7 +47,7 @@ def pytest_addoption(parser):
     g.addoption("--real-pairs", dest="real_pairs", default=None, metavar="SPEC",
                 help=REAL_PAIRS_HELP + " (test_real_blur)")
     g.addoption("--real-nogt", dest="real_nogt", default=None, nargs="+", action="extend",
-                metavar="PATH", help=REAL_NOGT_HELP.format(clips="; a clip's frames too")
+                metavar="PATH", help=REAL_NOGT_HELP.format(clips=", a clip's frames included")
                 + " (test_real_blur)")
     from distill.alignment import ALIGNS
     g.addoption("--align", dest="align", choices=ALIGNS, default="none",
