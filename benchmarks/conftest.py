@@ -279,6 +279,7 @@ class BenchContext:
         self._videos: dict = {}
         self._too_big: dict = {}
         self._video_dir = cache_dir
+        self.session: Optional[pytest.Session] = None   # the bench fixture's (usage_exit)
 
     def model(self, path: str):
         """The --model file given as `path` (a `given_model` parameter)."""
@@ -495,7 +496,7 @@ class BenchContext:
                                          models=self.models, failed=failed)
             except BenchError as e:
                 self._quality_error = e
-                usage_exit(str(e))
+                usage_exit(str(e), self.session)
             except Exception as e:
                 self._quality_error = e
                 raise
@@ -603,11 +604,27 @@ class BenchContext:
         return self._videos[key]
 
 
-def usage_exit(msg: str):
+# The key of an xdist worker's output that hands its usage error to the controller.
+USAGE_ERROR = "sharpen_usage_error"
+
+
+def usage_exit(msg: str, session: pytest.Session):
     """Stop the session on a bad option value, once, with the message and pytest's usage exit
     status: a UsageError raised in a fixture or a test was an ERROR with a traceback at every
-    test that used it, and exit 1 as if tests had failed."""
-    pytest.exit(f"usage error: {msg}", returncode=pytest.ExitCode.USAGE_ERROR)
+    test that used it, and exit 1 as if tests had failed. Under xdist's -n the check runs on a
+    worker, whose exit the controller took for a crash (an INTERNALERROR): the worker stops
+    the run as -x does and hands the message on (pytest_testnodedown)."""
+    said = f"usage error: {msg}"
+    if (out := getattr(session.config, "workeroutput", None)) is not None:
+        out[USAGE_ERROR] = said
+        session.shouldstop = said   # said by the controller: "Interrupted: usage error: ..."
+    pytest.exit(said, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.hookimpl(optionalhook=True)   # xdist's, on its controller
+def pytest_testnodedown(node, error):
+    if said := getattr(node, "workeroutput", {}).get(USAGE_ERROR):
+        node.config._sharpen_usage_error = said   # the exit status: pytest_sessionfinish
 
 
 @pytest.fixture(scope="session")
@@ -616,7 +633,8 @@ def bench(request, tmp_path_factory) -> BenchContext:
         ctx = BenchContext(request.config, tmp_path_factory.mktemp("bench"),
                            items=list(request.session.items))
     except (BenchError, pytest.UsageError) as e:
-        usage_exit(str(e))
+        usage_exit(str(e), request.session)
+    ctx.session = request.session   # for usage_exit in the quality evaluation
     request.config._sharpen_bench = ctx
     return ctx
 
@@ -689,6 +707,8 @@ def pytest_sessionfinish(session, exitstatus):
     job passing with nothing gated (pytest-benchmark stops the option only where no saved run
     loads, "--benchmark-compare-fail requires valid --benchmark-compare")."""
     if exitstatus == 0 and _compare_gate(session.config) and compared_nothing(session.config):
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
+    if getattr(session.config, "_sharpen_usage_error", None):   # a worker's (usage_exit)
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
 

@@ -205,6 +205,16 @@ def test_bad_model_files_stop_the_bench_before_the_work(env, tmp_path, capsys):
         assert not cache.exists() and not (env / "float-never-made").exists()
 
 
+def test_a_missing_model_file_under_xdist_is_a_usage_error_not_a_crash(tmp_path):
+    """`pytest benchmarks/ -n 1 --model missing.onnx` ended in an xdist INTERNALERROR (the
+    worker's usage exit taken for a crash), exit 3; without -n the file is named, exit 4."""
+    missing = tmp_path / "missing.onnx"
+    _, out = _run_suite("-n", "1", "-k", "test_given_model_latency", "--model", str(missing),
+                        expect=4, timeout=120)
+    assert f"usage error: --model {missing}: no such file" in out, out
+    assert "INTERNALERROR" not in out and "Traceback" not in out, out
+
+
 def test_a_model_engine_not_built_yet_says_its_trtexec_line(env, tmp_path, capsys):
     """The README's `--model export/student-fast_int8.onnx export/student-fast_fp16.engine`
     run where `sharpen export` could not build the engine (no TensorRT): "no such file" said
