@@ -240,6 +240,10 @@ def run_bench_cmd(args) -> int:
     if (args.stride != 1 or args.frames is not None) and not args.real_nogt:
         print(f"warning: {'--stride' if args.frames is None else '--frames'} has no effect "
               "without --real-nogt (the clips whose frames it picks)", file=sys.stderr)
+    from .options import align_unused
+    if idle := align_unused(args.align, args.real_pairs):
+        from runtime.warn import warn   # a SharpenWarning, as `pytest benchmarks/` says it
+        warn(idle)
     if args.seed < 0:   # as export says it, before the teacher's outputs and the first export
         return fail(f"--seed must be >= 0, got {args.seed}")
     from runtime.host import check_threads, limit_note, threads_warning

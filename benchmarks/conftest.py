@@ -25,7 +25,8 @@ from benchmarks.artifacts import BenchError, path_unless_named  # noqa: E402
 from benchmarks.given import (bench_students, given_ids, model_files,  # noqa: E402
                               resolve_models)
 from benchmarks.options import (ALIGN_HELP, DEFAULT_MIN_SSIM_RATIO, GATE_GAIN,  # noqa: E402
-                                GATE_RATIO, REAL_NOGT_HELP, REAL_PAIRS_HELP, add_to_pytest)
+                                GATE_RATIO, REAL_NOGT_HELP, REAL_PAIRS_HELP, add_to_pytest,
+                                align_unused)
 from benchmarks.latency import (BACKENDS, SIZES_FULL, SIZES_REDUCED, parse_sizes,  # noqa: E402
                                 size_label, stream_size)
 
@@ -68,6 +69,12 @@ def _sizes(config) -> list[tuple[int, int]]:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    # Once, on the controller under xdist's -n (its workers configure too): in pytest's
+    # warnings summary, as `sharpen bench` says it before any work.
+    if not hasattr(config, "workerinput") and (idle := align_unused(
+            config.getoption("align"), config.getoption("real_pairs"))):
+        from runtime.warn import SharpenWarning
+        config.issue_config_time_warning(SharpenWarning(idle), stacklevel=2)
 
 
 def pytest_generate_tests(metafunc):

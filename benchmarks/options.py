@@ -112,6 +112,15 @@ ALIGN_HELP = ("ecc, ecc-homography: score --real-pairs with each output, and the
               "published scores)")
 
 
+def align_unused(align: str, real_pairs) -> Optional[str]:
+    """The warning for an --align with nothing to align (no --real-pairs), else None: one
+    wording for `sharpen bench` and `pytest benchmarks/`, as --stride's without --real-nogt."""
+    if align == "none" or real_pairs:
+        return None
+    return (f"--align {align} has no effect without --real-pairs (the pairs it aligns to their "
+            "ground truth)")
+
+
 def real_blur_limits(limit: Optional[int], full: bool) -> dict:
     """Images spread over each real-blur set (None: all), by flag: --limit, else the mode's."""
     return {"--real-pairs": limit or (None if full else 20),

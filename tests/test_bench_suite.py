@@ -320,6 +320,25 @@ def test_the_suite_scores_real_pairs_aligned_with_align_ecc(env, tmp_path):
            "(--align ecc); gains over the blurred input)" in out, out
 
 
+def test_align_without_real_pairs_is_said_to_do_nothing_by_both_front_ends(tmp_path, capsys):
+    """`sharpen bench --align ecc` and `pytest benchmarks/ --align ecc` without --real-pairs
+    (the pairs it aligns) went on without a word, where --stride without --real-nogt is said
+    to do nothing: both say it now, in one wording."""
+    from benchmarks import cli as bench_cli
+
+    says = "--align ecc has no effect without --real-pairs"
+    # --seed -1 stops the bench after the options' warnings, before any work.
+    rc = bench_cli.main(["--out", str(tmp_path / "out"), "--align", "ecc", "--seed", "-1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"warning: {says}" in err, err
+    _, out = _run_suite("--collect-only", "-k", "test_real_blur", "--align", "ecc",
+                        expect=0, timeout=120)
+    assert f"SharpenWarning: {says}" in out, out
+    _, out = _run_suite("--collect-only", "-k", "test_real_blur", "--align", "ecc",
+                        "--real-pairs", str(tmp_path), expect=0, timeout=120)
+    assert "has no effect" not in out, out
+
+
 def test_the_suites_real_blur_tables_are_the_bench_reports(env, tmp_path):
     """test_real_blur scores --real-pairs and --real-nogt as `sharpen bench` does: the same
     tables, cell for cell, from the same options (the suite's rerun line is the report's)."""
