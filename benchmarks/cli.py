@@ -222,9 +222,6 @@ def run_bench_cmd(args) -> int:
     if args.fail_on != DEFAULT_FAIL_ON and not args.baseline:
         print("warning: --fail-on has no effect without --baseline (nothing is compared)",
               file=sys.stderr)
-    if args.align != "none" and not args.real_pairs:   # as evaluate's without ground truth
-        print(f"warning: --align {args.align} has no effect without --real-pairs (the pairs "
-              "it aligns)", file=sys.stderr)
     if args.calib_count < 1:
         return fail(f"--calib-count must be >= 1, got {args.calib_count}")
     from benchmarks.streams import parse_streams

@@ -99,6 +99,7 @@ def test_align_without_real_pairs_says_it_does_nothing(bench_env, tmp_path, caps
     rc = _bench(bench_env, str(tmp_path / "x"), "--students", "nowhere.pt", "--align", "ecc")
     err = capsys.readouterr().err
     assert rc == 2 and "warning: --align ecc has no effect without --real-pairs" in err, err
+    assert err.count("--align ecc has no effect") == 1, err   # one helper's line, not two
     rc = _bench(bench_env, str(tmp_path / "x"), "--students", "nowhere.pt", "--align", "ecc",
                 "--real-pairs", str(tmp_path))
     assert "--align" not in capsys.readouterr().err
