@@ -127,9 +127,13 @@ def add_commands(sub) -> None:
     p.add_argument("--test-crop", type=int, default=384, metavar="PX",
                    help="val/test centre crop side (px)")
     p.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="processes synthesising photos in parallel (the corpus is the same)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    perf = p.add_argument_group("performance")   # as `sharpen run --help` names it
+    perf.add_argument("--workers", type=int, default=1, metavar="N",
+                      help="processes synthesising photos in parallel (the corpus is the same)")
+    perf.add_argument("--threads", type=int, default=0, metavar="N",
+                      help=threads_help("OpenCV, which blurs the photos, in each --workers "
+                                        "process"))
     p.set_defaults(func=cmd_corpus)
 
     p = sub.add_parser("grow", formatter_class=fmt,

@@ -33,13 +33,19 @@ def cmd_corpus(args: argparse.Namespace) -> int:
                             ("--seed", args.seed, 0)):
         if problem := out_of_range(flag, value, lo):
             return refuse(problem)
+    from runtime.host import check_threads
+    try:
+        check_threads(args.threads, "--threads")
+    except ValueError as e:
+        return refuse(str(e))
     if err := out_folder_problem(Path(args.out)):
         return refuse(err)
     opts = CorpusOptions(mix=mix, test_preset=args.test_preset, copies=args.copies,
                          crop=args.crop, test_crop=args.test_crop, seed=args.seed)
     try:
         summary = build_corpus(args.photos, args.out, opts, progress=not args.quiet,
-                               workers=args.workers,   # --quiet: no bar, the notes stay
+                               workers=args.workers, threads=args.threads,
+                               # --quiet: no bar, the notes stay
                                say=lambda msg: print(msg, file=sys.stderr))
     except (FileNotFoundError, ValueError) as e:
         return refuse(str(e))

@@ -57,9 +57,11 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
 say "corpus: $COPIES blurs per training photo and sharp still frames, $WORKERS processes"
-sharpen corpus --photos "$PHOTOS" --out "$WORK/corpus" --copies "$COPIES" --workers "$WORKERS" --quiet
+# A process a core, each on one OpenCV thread (else each runs a thread per core).
+sharpen corpus --photos "$PHOTOS" --out "$WORK/corpus" --copies "$COPIES" --workers "$WORKERS" \
+    --threads 1 --quiet
 sharpen corpus --photos "$PHOTOS" --out "$WORK/still" --mix still --test-preset still --copies 1 \
-    --workers "$WORKERS" --quiet
+    --workers "$WORKERS" --threads 1 --quiet
 
 common=(--config configs/teacher-crop256.yaml "data.train=$WORK/corpus" "data.val=$WORK/corpus"
         "data.gt_train=$WORK/still" "data.gt_train_share=$STILL_SHARE" "data.batch_size=$BATCH" "data.crop=$CROP"

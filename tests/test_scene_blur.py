@@ -521,6 +521,14 @@ def test_corpus_json_is_the_same_bytes_between_identical_runs(tmp_path):
     assert all(r == runs[0] for r in runs)
 
 
+def _parent_pid(pid: int) -> int | None:
+    from pathlib import Path
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _pids_with(marker: str) -> list[int]:
     """Live processes whose command line holds `marker` (zombies are not live)."""
     from pathlib import Path
@@ -555,14 +563,15 @@ def test_corpus_workers_exit_with_the_main_process(tmp_path, sig):
         deadline = time.monotonic() + 60
         while not list((out / "train" / "input").glob("*.png")) and time.monotonic() < deadline:
             time.sleep(0.05)
-        workers = [p for p in _pids_with(str(out)) if p != main.pid]
+        # Spawned: a worker's command line is multiprocessing's, not the run's.
+        workers = [p for p in _pids_with("spawn_main") if _parent_pid(p) == main.pid]
         assert main.poll() is None and len(workers) == 2, "the run ended before the test"
         main.send_signal(getattr(signal, sig))
         main.wait(60)   # bounds on a loaded host, not speeds: each ends once it holds
         deadline = time.monotonic() + 60
-        while _pids_with(str(out)) and time.monotonic() < deadline:
+        while set(_pids_with("spawn_main")) & set(workers) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _pids_with(str(out))
+        assert not set(_pids_with("spawn_main")) & set(workers)
     finally:
         main.kill()
         for pid in workers:        # without the fix they would outlive the test
@@ -1048,3 +1057,31 @@ def test_a_copy_of_a_test_photo_elsewhere_is_named_and_never_trained_on(tmp_path
     with pytest.warns(SharpenWarning, match="duplicate"):
         build_corpus(photos, out, TINY, progress=False)
     assert "set_copy_of_k0_0.png" not in _on_disk(out, "train")
+
+
+def test_corpus_threads_reach_each_worker_and_the_parent_keeps_its_own(monkeypatch):
+    """OpenCV ignores OMP_NUM_THREADS, so each of `corpus --workers N` ran a thread per core;
+    setting the count in each forked worker deadlocked (the parent's OpenCV thread pool, run
+    before the fork, is not there in the child). Workers start fresh, the count set in each."""
+    from distill.data.corpus import corpus_pool, opencv_threads
+    cv2.GaussianBlur(np.zeros((512, 512, 3), np.float32), (31, 31), 5)   # the parent's pool
+    was = cv2.getNumThreads()
+    with corpus_pool(2, 1) as pool:
+        assert set(pool.map(opencv_threads, range(4))) == {1}
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")   # what --threads 0 means, as elsewhere
+    with corpus_pool(2, 0) as pool:
+        assert set(pool.map(opencv_threads, range(4))) == {1}
+    assert cv2.getNumThreads() == was
+
+
+def test_corpus_takes_threads_as_every_command_does(tmp_path, capsys):
+    from sharpen.cli import main
+    photos, out = tmp_path / "photos", tmp_path / "c"
+    _photos(photos, [(f"a{i}.png", 72) for i in range(3)])
+    args = ["corpus", "--photos", str(photos), "--out", str(out), "--copies", "1",
+            "--crop", "48", "--test-crop", "64", "--quiet"]
+    assert main([*args, "--threads", "1", "--workers", "2"]) == 0
+    assert len(_on_disk(out, "train")) == 3
+    assert main([*args, "--threads", "-1"]) == 2
+    assert "--threads must be >= 0" in capsys.readouterr().err

@@ -260,16 +260,19 @@ def _pair(img: np.ndarray, side: int, margin: int, rng: np.random.Generator,
 
 def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None = None,
                  splits: tuple[str, ...] = SPLITS, progress: bool = True,
-                 workers: int = 1, say: Callable[[str], None] | None = None) -> dict:
+                 workers: int = 1, say: Callable[[str], None] | None = None,
+                 threads: int = 0) -> dict:
     """Write the paired corpus; skips pairs already written (safe to re-run after a kill) and
     first removes the pairs of photos since deleted, moved to another split or changed.
     `workers` > 1 synthesises photos in that many processes (each pair is a pure function of its
-    photo and name, so the corpus is the same). Returns {split: pairs written or present,
-    "failed": [messages of unreadable photos], "small": [messages of photos smaller than the
-    crop, skipped], "small_in": {split: how many of those}, "photos": {split: photos in
-    it}}. `say` takes the run's notes (stale pairs removed, a moved photo folder); by default
-    they go to stderr with `progress` and nowhere without it. Problems (a photo skipped, an
-    empty split) are `runtime.SharpenWarning`s either way."""
+    photo and name, so the corpus is the same); each process, this one too, runs `threads`
+    OpenCV threads (0: runtime.host.default_threads, as --threads 0 means everywhere).
+    Returns {split: pairs written or present, "failed": [messages of unreadable photos],
+    "small": [messages of photos smaller than the crop, skipped], "small_in": {split: how
+    many of those}, "photos": {split: photos in it}, "duplicates": [messages of the photos
+    skipped as copies of another split's]}. `say` takes the run's notes (stale pairs removed,
+    a moved photo folder); by default they go to stderr with `progress` and nowhere without
+    it. Problems (a photo skipped, an empty split) are `runtime.SharpenWarning`s either way."""
     if say is None:
         say = _note if progress else (lambda msg: None)
     opts = opts or CorpusOptions()
@@ -285,7 +288,7 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
     from ..run_lock import run_lock
 
     # One run per corpus: the clean-up below would otherwise delete another run's files.
-    with run_lock(out, doing="writing a corpus", flag="--out"):
+    with run_lock(out, doing="writing a corpus", flag="--out"), _opencv_threads_set(threads):
         old = _check_same_recipe(out, meta)
         index = _photo_index(root, names, old.get("photo_index") or {}, clips)
         _check_same_photos(out, old, meta["photos"], index, say)
@@ -302,7 +305,8 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
         # Written first too, so a run killed half-way still records how its pairs were made
         # (and, through photo_index, which photos the pairs on disk were made from).
         atomic_write_json(out / "corpus.json", {**meta, "counts": counts, "photo_index": index})
-        summary = _write_pairs(root, out, by_split, names, opts, splits, progress, workers)
+        summary = _write_pairs(root, out, by_split, names, opts, splits, progress, workers,
+                               threads)
         counts.update({s: summary[s] for s in splits})
         summary["clips"] = len(set(clips.values()))
         summary["duplicates"] = duplicates
@@ -518,19 +522,18 @@ def _remove_stale_pairs(out: Path, index: dict[str, dict], opts: CorpusOptions,
 
 def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
                  names: dict[str, dict[Path, str]], opts: CorpusOptions,
-                 splits: tuple[str, ...], progress: bool, workers: int) -> dict:
+                 splits: tuple[str, ...], progress: bool, workers: int,
+                 threads: int = 0) -> dict:
     """Make the missing pairs of `splits`; returns {split: pairs written or present,
     "failed": [unreadable photos], "small": [photos smaller than the crop],
     "small_in": {split: how many of them}, "small_side": the shortest side among them,
     "photos": {split: photos}}. Says once how many of
     the photos read were 16-bit (their pairs are 8-bit), as `synth` does."""
-    from concurrent.futures import ProcessPoolExecutor
-
     from runtime.progress import progress as bar
 
     summary: dict = {"failed": [], "small": [], "small_in": {s: 0 for s in splits},
                      "photos": {s: len(by_split[s]) for s in splits}}
-    pool = ProcessPoolExecutor(workers, initializer=_exit_with_parent) if workers > 1 else None
+    pool = corpus_pool(workers, threads) if workers > 1 else None
     deep: list[str] = []   # 16-bit photos made into pairs now (relative paths)
     read = 0               # photos decoded now; those whose pairs were all present are not
     try:
@@ -566,6 +569,50 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
             pool.shutdown(cancel_futures=True)
     warn_16_bit(sorted(deep), read, "corpus")
     return summary
+
+
+def corpus_pool(workers: int, threads: int = 0):
+    """The process pool of `build_corpus`: `workers` processes, each on `threads` OpenCV
+    threads (0: default_threads). OpenCV reads no OMP_NUM_THREADS, so each worker ran a thread
+    per core. Spawned, not forked: cv2.setNumThreads in a forked worker hung once the parent
+    had run OpenCV's thread pool (the clip check does), its threads not there to stop."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from runtime.host import default_threads
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(default_threads(threads),))
+
+
+def _start_worker(threads: int | None) -> None:
+    _exit_with_parent()
+    if threads:
+        import cv2
+        cv2.setNumThreads(threads)
+
+
+def opencv_threads(_: object = None) -> int:
+    """The OpenCV thread count of the process it runs in (a pool's worker)."""
+    import cv2
+    return cv2.getNumThreads()
+
+
+@contextlib.contextmanager
+def _opencv_threads_set(threads: int):
+    """OpenCV on `threads` threads (0: default_threads; None of those: as it was) in this
+    process while the corpus is made, as it was afterwards (a caller's own setting kept)."""
+    import cv2
+
+    from runtime.host import default_threads
+
+    n, was = default_threads(threads), cv2.getNumThreads()
+    if n:
+        cv2.setNumThreads(n)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(was)
 
 
 def _exit_with_parent() -> None:
