@@ -98,15 +98,20 @@ def _corpus_outcome(args: argparse.Namespace, summary: dict) -> int:
         print(f"warning: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} got "
               f"no pair: every photo in {'them' if len(empty) > 1 else 'it'} was skipped",
               file=sys.stderr)
-    print(_corpus_next_step(args.out), flush=True)
+    print(_corpus_next_step(args.out, bool(summary["val"])), flush=True)
     return 1 if failed else 0
 
 
-def _corpus_next_step(out: str) -> str:
+def _corpus_next_step(out: str, has_val: bool = False) -> str:
     """The labels command that continues from the corpus: the README's order of steps was the
     only place that said what comes next, and `labels` ends with the distill line in turn.
-    --hold-out takes the corpus's own val split (whole training photos where val is empty)."""
+    --val-out takes the corpus's own val split, where it `has_val`; --hold-out's fraction,
+    which --val-out needs, then holds out nothing, and `labels` says it "does not apply", so
+    the line says what it does (whole training photos held out where val is empty)."""
     labels = str(Path(out).with_name(Path(out).name + "-labels"))
-    return "label it with the teacher: " + shell_join(
+    how = ("its val split into --val-out (0.2 holds out training photos only where a corpus "
+           "has none)" if has_val else "whole training photos held out for validation (the "
+           "corpus has no val split)")
+    return f"label it with the teacher, {how}: " + shell_join(
         ["sharpen", "labels", "--data", str(out), "--out", labels, "--hold-out", "0.2",
          "--val-out", labels + "-val"])

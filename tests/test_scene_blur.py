@@ -248,7 +248,8 @@ def test_corpus_says_once_that_16_bit_photos_are_written_as_8_bit_pairs(tmp_path
     # It ends with the next step, as `labels` ends with the distill command.
     labels = tmp_path / "corpus-labels"
     assert said.out.splitlines()[-1] == (
-        f"label it with the teacher: sharpen labels --data {out} --out {labels} "
+        "label it with the teacher, whole training photos held out for validation (the "
+        f"corpus has no val split): sharpen labels --data {out} --out {labels} "
         f"--hold-out 0.2 --val-out {labels}-val"), said.out
     pairs = list(out.glob("*/*/*.png"))
     assert len(pairs) == 8
@@ -1085,3 +1086,23 @@ def test_corpus_takes_threads_as_every_command_does(tmp_path, capsys):
     assert len(_on_disk(out, "train")) == 3
     assert main([*args, "--threads", "-1"]) == 2
     assert "--threads must be >= 0" in capsys.readouterr().err
+
+
+def test_the_next_step_after_a_corpus_with_a_val_split_says_what_the_fraction_does(
+        tmp_path, capsys):
+    """The line after `corpus` gave --hold-out 0.2, and `labels` then said "--hold-out 0.2
+    does not apply": --val-out takes a corpus's own val split, and the fraction (which
+    --val-out needs) only holds out training photos where that split is empty."""
+    from distill.data.corpus import _bucket
+    from sharpen.cli import main
+    rels = [f"set/p{i}.png" for i in range(60)]
+    val = [r for r in rels if _bucket("val:" + r, 25) == 0]
+    assert val   # the rule puts some of them in val
+    photos, out = tmp_path / "photos", tmp_path / "c"
+    _photos(photos, [("kodak24/k0.png", 72), *((r, 72) for r in [*rels[:4], val[0]])])
+    assert main(["corpus", "--photos", str(photos), "--out", str(out), "--copies", "1",
+                 "--crop", "48", "--test-crop", "64", "--quiet"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("label it with the teacher, its val split into --val-out (0.2 "
+                           "holds out training photos only where a corpus has none): "), last
+    assert last.endswith(f"--hold-out 0.2 --val-out {out}-labels-val"), last
