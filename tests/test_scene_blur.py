@@ -1051,6 +1051,9 @@ def test_a_copy_of_a_test_photo_elsewhere_is_named_and_never_trained_on(tmp_path
     pairs = [n for s in ("train", "val", "test") for n in _on_disk(out, s)]
     assert not [n for n in pairs if "copy_of_k0" in n], pairs
     assert "kodak24_k0.png" in _on_disk(out, "test")
+    index = json.loads((out / "corpus.json").read_text())["photo_index"]
+    assert index["set/copy_of_k0.png"]["duplicate_of"] == "kodak24/k0.png"
+    assert "duplicate_of" not in index["set/a0_again.png"]
     # A corpus made before duplicates were found: the rerun removes the copy's pairs.
     from distill.images import write_image
     write_image(out / "train" / "input" / "set_copy_of_k0_0.png", np.zeros((8, 8, 3)))
