@@ -1109,3 +1109,18 @@ def test_the_next_step_after_a_corpus_with_a_val_split_says_what_the_fraction_do
     assert last.startswith("label it with the teacher, its val split into --val-out (0.2 "
                            "holds out training photos only where a corpus has none): "), last
     assert last.endswith(f"--hold-out 0.2 --val-out {out}-labels-val"), last
+
+
+def test_corpus_threads_hold_in_the_main_process_while_it_runs_then_go_back(tmp_path):
+    """Without --workers the photos are blurred in the main process: --threads holds there,
+    and a caller's own OpenCV setting comes back afterwards."""
+    photos, out = tmp_path / "photos", tmp_path / "c"
+    _tiny_photos(photos)
+    was = cv2.getNumThreads()
+    build_corpus(photos, out, TINY, progress=False)
+    seen: list[int] = []
+    # A rerun notes the pairs it keeps from inside the run.
+    build_corpus(photos, out, TINY, progress=False, threads=1,
+                 say=lambda msg: seen.append(cv2.getNumThreads()))
+    assert seen and set(seen) == {1}, seen
+    assert cv2.getNumThreads() == was
