@@ -574,8 +574,9 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
 def corpus_pool(workers: int, threads: int = 0):
     """The process pool of `build_corpus`: `workers` processes, each on `threads` OpenCV
     threads (0: default_threads). OpenCV reads no OMP_NUM_THREADS, so each worker ran a thread
-    per core. Spawned, not forked: cv2.setNumThreads in a forked worker hung once the parent
-    had run OpenCV's thread pool (the clip check does), its threads not there to stop."""
+    per core. Spawned, not forked: cv2.setNumThreads in a forked worker hangs where the parent
+    had run OpenCV's thread pool, whose threads a fork does not copy; a spawned worker starts
+    with none (and its imports take a fraction of a second)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
