@@ -124,6 +124,13 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
     if not head:
         raise CheckpointError(f"{path} is an empty file (0 bytes), not a PyTorch checkpoint")
+    # Before the pickle's test: a safetensors header's length (padded to 8 bytes) starts with
+    # 0x80 in one file of 32, which torch.load then read by its name, or failed on.
+    if _is_safetensors(path):
+        raise CheckpointError(
+            f"{path} is a safetensors file, not a torch.save checkpoint, which is what "
+            "this project reads: save its tensors as one (with the safetensors package: "
+            "torch.save(safetensors.torch.load_file(PATH), 'weights.pth'))")
     # torch.save writes a zip archive; older files are a pickle (first byte 0x80). Anything
     # else would only get the unpickler's cryptic complaint about its first byte.
     if head[:2] != b"PK" and head[:1] != b"\x80":
@@ -134,11 +141,6 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
                                   "that saved the web page, not the file itself (Google Drive "
                                   "answers a plain wget or curl of a large file with one); "
                                   "download it again from a browser or with gdown")
-        if _is_safetensors(path):
-            raise CheckpointError(
-                f"{path} is a safetensors file, not a torch.save checkpoint, which is what "
-                "this project reads: save its tensors as one (with the safetensors package: "
-                "torch.save(safetensors.torch.load_file(PATH), 'weights.pth'))")
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a torch.save zip "
                               "archive nor a pickle; truncated or another kind of file?)")
     try:

@@ -252,3 +252,22 @@ def test_a_safetensors_file_is_named_so(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_teacher_model(path)
     assert "is a safetensors file" in str(e.value) and "torch.save" in str(e.value), e.value
+
+
+def test_a_safetensors_file_whose_header_length_starts_as_a_pickle_is_named_so(tmp_path):
+    """safetensors pads its header to 8 bytes, so one file in 32 has a length whose first byte
+    is 0x80, a pickle's: that file went to torch.load, which loaded it (torch 2.13 reads a
+    .safetensors by its name where the safetensors package is installed) or failed, where the
+    others were named safetensors files with how to convert them."""
+    import json
+    import struct
+
+    header = json.dumps({"patch_embed.proj.weight": {"dtype": "F32", "shape": [1],
+                                                     "data_offsets": [0, 4]}}).encode()
+    header = header.ljust(128)
+    path = tmp_path / "motion_deblurring.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0\0\0\0")
+    assert path.read_bytes()[:1] == b"\x80"
+    with pytest.raises(CheckpointError) as e:
+        load_teacher_model(path)
+    assert "is a safetensors file" in str(e.value), e.value
