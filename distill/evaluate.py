@@ -160,7 +160,10 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
     if kind != "student" and ck.get("format") != FORMAT:
         from .checkpoint import extract_state_dict
         from .teacher import other_restormer_task
-        task = other_restormer_task(extract_state_dict(ck, path))
+        try:
+            task = other_restormer_task(extract_state_dict(ck, path))
+        except CheckpointError:   # no tensors: "neither ..." below says what the file is not
+            task = None
         if task:   # Restormer's denoising or dual-pixel file: not "neither a teacher ..."
             raise CheckpointError(f"{path}: {task}")
     if kind != "student":

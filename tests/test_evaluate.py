@@ -1272,6 +1272,21 @@ def test_a_partial_restormer_state_dict_is_not_read_as_a_named_config(tmp_path):
         load_model_fn(tmp_path / "partial.pth")
 
 
+def test_a_file_of_no_tensors_is_still_said_to_be_neither_a_teacher_nor_a_student(tmp_path):
+    """The check for Restormer's other tasks read the file's state dict unguarded: a .pth with
+    no tensors (an optimizer's state, a run's settings) was "has no state dict of tensors"
+    where it had been "neither a teacher nor a student", with the --teacher-config that the
+    official file takes."""
+    import torch
+
+    from distill.checkpoint import CheckpointError
+    from distill.evaluate import load_model_fn
+
+    torch.save({"step": 3, "optimizer": {"lr": 0.1}}, tmp_path / "opt.pth")
+    with pytest.raises(CheckpointError, match="opt.pth is neither a teacher nor a student"):
+        load_model_fn(tmp_path / "opt.pth")
+
+
 def test_per_image_csv_opens_in_a_spreadsheet_without_running_names_as_formulas(tmp_path,
                                                                                  capsys):
     """per_image.csv had no byte-order mark, so Excel on Windows read `Straße 東京` in the ANSI
