@@ -132,6 +132,9 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
               f"{out} "
               "from an earlier run with the same weights and settings (--no-resume writes them "
               "again)", file=sys.stderr)
+    redone = run.written_otherwise([str(rel) for _, rel in todo])
+    if redone:
+        warn(redone)
     failed: list[str] = []   # why each image that could not be read was skipped
     done = len(files) - len(todo)
     gps = 0   # images written with their photo's GPS position, said at the end

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from runtime.atomic import no_follow
+from runtime.console import count
 
 from .journal_compaction import JournaledRecord
 
@@ -35,6 +36,9 @@ class TeacherRun(JournaledRecord):
         # read back by the next run, and FILE is tried again once, at the end (close).
         self.stuck = False
         self.closed = False
+        # The images an earlier run wrote with other settings, and those settings: this run
+        # writes them again, which a user rerunning a command expects to resume.
+        self.other: dict[str, dict] = {}
         if not resume:
             return
         if self.path.is_file():
@@ -42,9 +46,11 @@ class TeacherRun(JournaledRecord):
                 state = json.loads(self.path.read_text())
             except (OSError, ValueError):
                 state = {}     # unreadable: treated as no earlier run, every image is redone
-            if isinstance(state, dict) and state.get("settings") == settings \
-                    and isinstance(state.get("done"), dict):
-                self.done = state["done"]
+            if isinstance(state, dict) and isinstance(state.get("done"), dict):
+                if state.get("settings") == settings:
+                    self.done = state["done"]
+                elif isinstance(state.get("settings"), dict):
+                    self.other = dict.fromkeys(map(str, state["done"]), state["settings"])
         try:
             lines = self.journal.read_text().splitlines()
         except OSError:
@@ -56,8 +62,25 @@ class TeacherRun(JournaledRecord):
                     self.done[str(rec["name"])] = rec["stamp"]
                     # folded in by this run's flush, even one with no image left to write
                     self.journaled += 1
+                elif isinstance(rec["settings"], dict):
+                    self.other[str(rec["name"])] = rec["settings"]
             except (ValueError, KeyError, TypeError):
                 continue
+
+    def written_otherwise(self, names: list[str]) -> str:
+        """What is said of the images of `names` that an earlier run wrote into this folder
+        with other settings, which this run writes again ("" where there are none): how many,
+        and what differs (the first one's settings)."""
+        again = [n for n in names if n in self.other and n not in self.done]
+        if not again:
+            return ""
+        was = self.other[again[0]]
+        differ = ", ".join(f"{k} {was.get(k)!r}, now {self.settings.get(k)!r}"
+                           for k in sorted({*was, *self.settings})
+                           if was.get(k) != self.settings.get(k))
+        return (f"{count(len(again), 'image')} in {self.path.parent} "
+                f"{'were' if len(again) > 1 else 'was'} written by an earlier run with other "
+                f"settings ({differ}): written again")
 
     def _stamp(self, src: Path, rel: Path) -> list:
         """The input (path, size, mtime) and the output as written (size, mtime): an output

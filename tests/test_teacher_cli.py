@@ -1437,3 +1437,29 @@ def test_a_run_off_a_terminal_says_its_work_before_the_first_tiles(tiny_teacher_
     assert rc == 0 and err.splitlines()[0] == (
         f"teacher: 1 image, {n} tiles of 128 px (overlap 32) on cpu in fp32, "
         f"weights {tiny_teacher_pt.name}"), err
+
+
+def test_images_an_earlier_run_wrote_with_other_settings_are_said_to_be_written_again(
+        tmp_path, tiny_teacher_pt, capsys):
+    """A record written before a project checkpoint's config was named alike with or without
+    --teacher-config (it said 'tiny', now 'checkpoint'; the official file's 'checkpoint', now
+    'motion-deblur') had every image written again without a word, as had any run with other
+    settings: hours with the official teacher, the user expecting a resume."""
+    import json
+
+    out = tmp_path / "out"
+    args = _teacher_args(_folder(tmp_path / "in", 2), out, str(tiny_teacher_pt))
+    assert main(args) == 0
+    record = out / ".sharpen-teacher.json"
+    state = json.loads(record.read_text())
+    assert state["settings"]["config"] == "checkpoint"
+    record.write_text(json.dumps({**state, "settings": {**state["settings"], "config": "tiny"}}))
+    written = {p: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert (f"2 images in {out} were written by an earlier run with other settings (config "
+            "'tiny', now 'checkpoint'): written again") in err, err
+    assert all(p.stat().st_mtime_ns != t for p, t in written.items())
+    assert main(args) == 0   # said once: the record is now this run's
+    assert "other settings" not in capsys.readouterr().err
