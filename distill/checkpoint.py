@@ -306,16 +306,20 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
     path = resolve_weights(path, allow_teacher=False)
     ckpt = read_checkpoint(path)
     if ckpt.get("format") != FORMAT:
-        from .teacher import named_configs_fitting
+        from .teacher import named_configs_fitting, other_restormer_task
         try:
-            fits = named_configs_fitting(extract_state_dict(ckpt, path))
+            sd = extract_state_dict(ckpt, path)
         except CheckpointError:
-            fits = []
+            sd = {}
+        fits = named_configs_fitting(sd) if sd else []
         if fits:   # the official motion_deblurring.pth: "kind=None" did not say what it is
             raise CheckpointError(
                 f"{path} holds Restormer teacher weights (config {fits[0]}), not a student: "
                 "the teacher is not exported, it runs in PyTorch (`sharpen teacher`, `labels`, "
                 "`evaluate`); export a student that `sharpen distill` trains on its labels")
+        task = other_restormer_task(sd) if sd else None
+        if task:   # its denoising or dual-pixel file, as the teacher's loaders name them
+            raise CheckpointError(f"{path} is not a student: {task}")
     if ckpt.get("format") != FORMAT or ckpt.get("kind") != "student":
         raise CheckpointError(f"{path} is not a student checkpoint of this project "
                               f"(kind={ckpt.get('kind')!r}); students are written by "

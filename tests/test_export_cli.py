@@ -78,6 +78,23 @@ def test_the_official_teacher_file_is_said_to_be_a_teacher_not_exported(tmp_path
     assert not (tmp_path / "o").exists()
 
 
+def test_restormers_denoising_file_is_named_by_export_too(tmp_path, capsys):
+    """The official motion file was named by export (and bench, which exports), Restormer's
+    denoising file still "not a student checkpoint of this project (kind=None)", where the
+    teacher, labels and evaluate name it a model for another job."""
+    from dataclasses import replace
+
+    from distill.restormer import CONFIGS, build_restormer
+
+    denoiser = tmp_path / "real_denoising.pth"
+    model = build_restormer(replace(CONFIGS["tiny"], LayerNorm_type="BiasFree"))
+    torch.save({"params": model.state_dict()}, denoiser)
+    rc, err = _run(["export", "--weights", str(denoiser), "--out", str(tmp_path / "o")], capsys)
+    line = _one_line_error(err)
+    assert rc == 2 and "kind=None" not in line, line
+    assert "Restormer's denoising model" in line and "not a student" in line, line
+
+
 def test_unknown_format(ckpt, tmp_path, capsys):
     rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx,coreml",
                     "--out", str(tmp_path)], capsys)
