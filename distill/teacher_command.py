@@ -173,10 +173,11 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     if not args.quiet and todo:
         # Off a terminal the bar's first line comes after the first batch: minutes with the
         # official teacher on a CPU, the log empty until then. Said as `labels` says its run.
-        size = f"{args.tile} px (overlap {args.overlap})" if args.tile else "whole images"
+        work = (f"{count(total, 'tile')} of {args.tile} px (overlap {args.overlap})"
+                if args.tile else "whole (--tile 0),")
         weights = Path(teacher.weights_path or "").name or teacher.config_name
-        print(f"teacher: {count(len(todo), 'image')}, {count(total, 'tile')} of {size} on "
-              f"{teacher.device} in {teacher.precision}, weights {weights}", file=sys.stderr)
+        print(f"teacher: {count(len(todo), 'image')}, {work} on {teacher.device} in "
+              f"{teacher.precision}, weights {weights}", file=sys.stderr)
     bar = progress(total=total, desc="teacher", unit="tile",
                    quiet=args.quiet, dynamic_ncols=True)
     try:

@@ -1463,3 +1463,16 @@ def test_images_an_earlier_run_wrote_with_other_settings_are_said_to_be_written_
     assert all(p.stat().st_mtime_ns != t for p, t in written.items())
     assert main(args) == 0   # said once: the record is now this run's
     assert "other settings" not in capsys.readouterr().err
+
+
+def test_the_opening_line_of_a_run_of_whole_images_counts_no_tiles(tiny_teacher_pt, tmp_path,
+                                                                    capsys):
+    """With --tile 0 the run's first line said "1 image, 1 tile of whole images": an image
+    whole is no tile."""
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((16, 24, 3), np.uint8))
+    rc = main(["teacher", str(img), "--out", str(tmp_path / "o"), "--teacher-weights",
+               str(tiny_teacher_pt), "--tile", "0", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 0 and err.splitlines()[0] == (
+        f"teacher: 1 image, whole (--tile 0), on cpu in fp32, weights {tiny_teacher_pt.name}"), err
