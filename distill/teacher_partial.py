@@ -123,7 +123,10 @@ class PartialImage:
         if name != self._key["name"]:
             why = f"one stopped photo is kept per --out, and this run sharpens {self._key['name']}"
         elif state.get("settings") != self.settings:
-            why = "this run's weights, --tile, --overlap or device differ from that run's"
+            from .teacher_run import settings_differ
+            was = state.get("settings")
+            why = ("this run's settings differ from that run's "
+                   f"({settings_differ(was if isinstance(was, dict) else {}, self.settings)})")
         elif {k: state.get(k) for k in self._key} == self._key:
             why = f"{self.data.name} is missing or cut short"
         else:

@@ -10,6 +10,14 @@ from runtime.console import count
 from .journal_compaction import JournaledRecord
 
 
+def settings_differ(was: dict, now: dict) -> str:
+    """What differs between an earlier run's recorded settings and this run's, each as
+    "tile 128, now 256": the key a user can check, where "weights, --tile, --overlap or device"
+    named none (an older record's config, a run with other weights)."""
+    return ", ".join(f"{k} {was.get(k)!r}, now {now.get(k)!r}" for k in sorted({*was, *now})
+                     if was.get(k) != now.get(k))
+
+
 class TeacherRun(JournaledRecord):
     """What an earlier `sharpen teacher` into the same folder wrote, so that a re-run after an
     interrupt skips those images (the teacher takes seconds to minutes per image). An image counts
@@ -74,13 +82,10 @@ class TeacherRun(JournaledRecord):
         again = [n for n in names if n in self.other and n not in self.done]
         if not again:
             return ""
-        was = self.other[again[0]]
-        differ = ", ".join(f"{k} {was.get(k)!r}, now {self.settings.get(k)!r}"
-                           for k in sorted({*was, *self.settings})
-                           if was.get(k) != self.settings.get(k))
         return (f"{count(len(again), 'image')} in {self.path.parent} "
                 f"{'were' if len(again) > 1 else 'was'} written by an earlier run with other "
-                f"settings ({differ}): written again")
+                f"settings ({settings_differ(self.other[again[0]], self.settings)}): "
+                "written again")
 
     def _stamp(self, src: Path, rel: Path) -> list:
         """The input (path, size, mtime) and the output as written (size, mtime): an output

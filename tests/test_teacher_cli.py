@@ -1205,7 +1205,7 @@ def test_a_stopped_photo_s_tiles_are_kept_while_another_is_sharpened_into_its_ou
     assert main([*args, "--overlap", "24"]) == 0
     err = capsys.readouterr().err
     assert ("warning: the 2 tiles of a.png an earlier stopped run finished are dropped: this "
-            "run's weights, --tile, --overlap or device differ from that run's") in err, err
+            "run's settings differ from that run's (overlap 16, now 24)") in err, err
 
 
 def _a_photo_stopped(src, tiny_teacher, monkeypatch) -> tuple[list[str], object]:
