@@ -520,6 +520,37 @@ RUN_LINES = ("-", "--", ":", "-.")
 RUN_MARKERS = ("o", "s", "D", "^", "v", "P", "*", "X", "h", "<")
 
 
+def near_best_limits(curves: list[list[float]]) -> Optional[tuple[float, float]]:
+    """The y limits that leave out the runs far below the rest, or None where none is.
+
+    One bad run of a sweep (a 30-step run at 13 dB) stretched the shared axis so that the
+    others, 0.1 dB apart, drew as one line. Runs are taken best first; the first whose best is
+    below the lowest point of those above it by more than their own span (at least 5% of the
+    top score) and every run below it are left out: it would take over half the chart."""
+    curves = [c for c in curves if c]
+    order = sorted(curves, key=max, reverse=True)
+    for i in range(1, len(order)):
+        lo = min(min(c) for c in order[:i])
+        top = max(order[0])
+        if max(order[i]) < lo - max(top - lo, 0.05 * abs(top)):
+            pad = max(0.05 * (top - lo), 1e-3 * abs(top), 1e-6)
+            return lo - pad, top + pad
+    return None
+
+
+def _leave_out_the_far_below(ax, curves: list[list[float]], fmt: str) -> None:
+    """Limits `ax` to the runs near the best; each line left below is named so in the legend,
+    with its highest point (the blurred input's level too, where it is below the runs kept)."""
+    limits = near_best_limits(curves)
+    if limits is None:
+        return
+    ax.set_ylim(*limits)
+    for line in ax.get_lines():
+        ys = [y for y in line.get_ydata() if math.isfinite(y)]
+        if ys and not line.get_label().startswith("_") and max(ys) < limits[0]:
+            line.set_label(f"{line.get_label()}, below the chart (up to {fmt.format(max(ys))})")
+
+
 @any_script_text
 def plot(runs: list[Run], png: Path, axis: str) -> Path:
     """Training loss, validation PSNR and SSIM of every run, overlaid, to `png`."""
@@ -541,6 +572,7 @@ def figure(runs: list[Run], axis: str):
     fig = Figure(figsize=(15, 4.2))
     fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.9, wspace=0.22)
     ax = fig.subplots(1, 3)
+    curves: tuple[list, list] = ([], [])   # each run's PSNR and SSIM points, for the limits
     for i, r in enumerate(runs):
         # A line style and marker of its own too: by colour alone, runs were one curve in
         # greyscale and to a colour-blind reader (20 runs before a pair repeats).
@@ -562,6 +594,7 @@ def figure(runs: list[Run], axis: str):
                     # `best:` leaves it out and curves.png names it.
                     older = OLDER_SSIM if j == 1 and _older_ssim(r) else ""
                     ax[j + 1].plot(*zip(*pts), label=shown_path(r.label) + older, **style)
+                    curves[j].append([y for _, y in pts if math.isfinite(y)])
     # The blurred input's score, where the validation has ground truth: the line a model must
     # be above to sharpen at all (one per set of validation images, and SSIM formula).
     for j, kind in enumerate(("psnr", "ssim")):
@@ -583,6 +616,8 @@ def figure(runs: list[Run], axis: str):
         plain_log_ticks(ax[0].yaxis)
     ax[1].set(title="validation PSNR (dB)", xlabel=what)
     ax[2].set(title="validation SSIM", xlabel=what)
+    for a, ys, fmt in ((ax[1], curves[0], "{:.2f} dB"), (ax[2], curves[1], "{:.4f}")):
+        _leave_out_the_far_below(a, ys, fmt)
     for a in ax:
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=8)

@@ -604,3 +604,38 @@ def test_runs_that_are_all_misnamed_are_a_usage_error_as_with_same(tmp_path, cap
         out = capsys.readouterr()
         assert code == 2, (flag, out)
         assert out.err.startswith(f"sharpen runs: error: {gone[0]}: no such folder"), (flag, out)
+
+
+def test_one_run_far_below_the_rest_is_named_below_the_chart_not_drawn_to_its_scale(
+        two_runs, tmp_path):
+    """One bad run of a sweep (a 30-step seed at 13 dB) stretched runs.png's shared PSNR and
+    SSIM axes so that the other runs, 0.1 dB apart, drew as one line. The axes now keep to the
+    runs near the best, and the run left below is named so in the legend with its best."""
+    from distill.runs_compare import figure, read_run
+
+    def shifted(name: str, psnr: float, ssim: float):
+        shutil.copytree(two_runs / "a", tmp_path / name)
+        path = tmp_path / name / "metrics.jsonl"
+        recs = [json.loads(line) for line in path.read_text().splitlines()]
+        for r in recs:
+            if "val" in r:
+                r["val"] = {k: v + (psnr if k.endswith("_psnr") else ssim)
+                            if k.endswith(("_psnr", "_ssim")) and not k.startswith("input")
+                            else v for k, v in r["val"].items()}
+        path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+        return read_run(tmp_path / name)
+
+    kept = [read_run(two_runs / "a"), shifted("near", 0.1, 0.001)]
+    _, psnr, ssim = figure([*kept, shifted("bad", -15.0, -0.5)], "steps").axes
+    for ax, drop in ((psnr, 15.0), (ssim, 0.5)):
+        ys = [y for ln in ax.get_lines()[:2] for y in ln.get_ydata()]
+        low, high = ax.get_ylim()
+        assert min(ys) >= low and max(ys) <= high and high - low < 3 * (max(ys) - min(ys)) + \
+            0.01 * drop, (ax.get_title(), low, high, ys)
+        bad = max(ax.get_lines()[2].get_ydata())
+        assert bad < low
+        names = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert any(n.startswith("bad, below the chart (up to ") for n in names), names
+    # Runs that are all near one another keep matplotlib's own limits, as before.
+    _, psnr, _ = figure(kept, "steps").axes
+    assert all("below the chart" not in t.get_text() for t in psnr.get_legend().get_texts())
