@@ -436,6 +436,9 @@ class Trainer:
         self.best, self.best_step = found
         if self.dist.main:
             self._set_aside = self._later_history(path)
+        # The checkpoint's rate, before the config's optim.lr replaces it: the line below said
+        # the new setting's rate as though restored.
+        saved_lr = self.opt.param_groups[0]["lr"]
         self._apply_optim_config()
         self._resumed_data = ck.get("data") or {}
         self._resumed_env = ck.get("environment")
@@ -460,10 +463,18 @@ class Trainer:
             # Many trainers restart the schedule or the data order on a resume: say this one
             # did not (a weights-only checkpoint's fresh optimizer is warned of above).
             ranges = " and QAT ranges" if self._qat_ranges is not None else ""
-            exact = (f": weights, EMA, optimizer, learning rate "
-                     f"({self.opt.param_groups[0]['lr']:.2e}){',' if ranges else ' and'} "
-                     f"random state (crops and their order){ranges} restored"
-                     if "optimizer" in ck else "")
+            lr = self.opt.param_groups[0]["lr"]
+            if "optimizer" not in ck:
+                exact = ""
+            elif math.isclose(lr, saved_lr, rel_tol=1e-6):
+                exact = (f": weights, EMA, optimizer, learning rate ({lr:.2e})"
+                         f"{',' if ranges else ' and'} random state (crops and their "
+                         f"order){ranges} restored")
+            else:
+                exact = (f": weights, EMA, optimizer{',' if ranges else ' and'} random state "
+                         f"(crops and their order){ranges} restored; learning rate {lr:.2e} "
+                         f"from optim.lr {self.cfg.optim.lr:g} as set now at step "
+                         f"{self.step} of its schedule (the checkpoint's was {saved_lr:.2e})")
             print(f"resumed from {path} at step {self.step}{exact}", file=sys.stderr)
         before = ck.get("processes")
         b, world = self.cfg.data.batch_size, self.dist.world

@@ -90,6 +90,24 @@ def test_a_resume_says_what_it_restored_so_the_run_goes_on_exactly(tmp_path, cap
         in err, err
 
 
+def test_a_resume_with_another_optim_lr_says_the_rate_in_effect_and_where_it_came_from(
+        tmp_path, capsys):
+    """A finished run rerun with another optim.lr printed 'learning rate (1.00e-05) ...
+    restored': the new setting's rate, as though the checkpoint had brought it back."""
+    from distill.trainer import lr_lambda
+    train(tiny_cfg(tmp_path / "b", 6, stop_after=3), quiet=True)
+    saved = read_checkpoint(tmp_path / "b" / "last.pt")["optimizer"]["param_groups"][0]["lr"]
+    capsys.readouterr()
+    cfg = tiny_cfg(tmp_path / "b", 6, **{"optim.lr": 1e-5})
+    with pytest.warns(SharpenWarning, match="optim.lr: 0.001 -> 1e-05"):
+        train(cfg, quiet=False)
+    err = capsys.readouterr().err
+    now = 1e-5 * lr_lambda(cfg)(3)
+    assert (f"at step 3: weights, EMA, optimizer and random state (crops and their order) "
+            f"restored; learning rate {now:.2e} from optim.lr 1e-05 as set now at step 3 of "
+            f"its schedule (the checkpoint's was {saved:.2e})") in err, err
+
+
 def _without_timings(path: Path) -> list[dict]:
     """metrics.jsonl's records less the seconds they took, which no two runs share."""
     recs = [json.loads(line) for line in path.read_text().splitlines()]
