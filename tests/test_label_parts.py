@@ -25,6 +25,30 @@ def test_the_bar_follows_the_teachers_tiles_and_drops_those_that_never_ran(capsy
     assert "6/6" in capsys.readouterr().err
 
 
+def test_a_selection_of_one_tile_images_is_counted_in_images(capsys):
+    """The photo corpus's 256x256 pairs at --tile 512 are one tile each: the bar read
+    '12/1956 tile' beside '13/1956: name', two counts of what seemed different things. It counts
+    images where each is planned as one tile, an image done once its tiles all are."""
+    bar = TileBar({"a": 1, "b": 1, "c": 1}, 3, "", progress=True)
+    assert bar.bar.format_dict["unit"] == "image"
+    bar.start(0, Sample("a", Path("a.png")), "")
+    bar.on_tile(1, 2)   # the header said one tile; the teacher runs two
+    assert (bar.bar.n, bar.bar.total) == (0, 3)
+    bar.on_tile(2, 2)
+    bar.end(ran=True)
+    bar.start(1, Sample("b", Path("b.png")), "")
+    bar.end(ran=False)   # skipped
+    assert (bar.bar.n, bar.bar.total) == (1, 2)
+    bar.start(2, Sample("c", Path("c.png")), "")
+    bar.on_tile(1, 1)
+    bar.end(ran=True)
+    bar.close()
+    assert "2/2 image" in capsys.readouterr().err
+    mixed = TileBar({"a": 1, "b": 4}, 2, "", progress=True)
+    assert mixed.bar.format_dict["unit"] == "tile"
+    mixed.close()
+
+
 class _Teacher:
     weights_id = "w1"
     precision = "fp32"

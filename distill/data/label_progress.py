@@ -1,4 +1,5 @@
-"""`TileBar`: a labels run's progress bar, in tiles over the whole selection. Counted in images
+"""`TileBar`: a labels run's progress bar, in tiles over the whole selection (in images where each
+is one tile). Counted in images
 it sat still for minutes on a 48-megapixel photo, its rate and ETA those of the images so far.
 The tiles of each image are planned from its file's header (or its video's frame size) before
 the run, and corrected as the teacher reports them."""
@@ -52,7 +53,12 @@ class TileBar:
 
     def __init__(self, planned: dict[str, int], n_samples: int, tag: str, progress: bool):
         from runtime.progress import progress as bar
-        self.bar = bar(total=sum(planned.values()), desc=f"{tag}labels", unit="tile",
+        # Images, where each is planned as one tile (crops no bigger than a tile: the photo
+        # corpus's 256x256 pairs at --tile 512): "12/1956 tile" beside "13/1956: name" read as
+        # two counts of different things. Counted as each image ends, as its one tile would be.
+        self.images = bool(planned) and set(planned.values()) == {1}
+        self.bar = bar(total=sum(planned.values()), desc=f"{tag}labels",
+                       unit="image" if self.images else "tile",
                        quiet=not progress, dynamic_ncols=True)
         self.planned, self.n_samples = planned, n_samples
         self._base = 0   # the bar's count when this sample began
@@ -66,6 +72,8 @@ class TileBar:
 
     def on_tile(self, n: int, total: int) -> None:
         """The teacher's report: `n` of this sample's `total` tiles done."""
+        if self.images:   # the image done once its tiles all are (more than planned: a header
+            n, total = (n // total if total else 0), 1   # that gave a wrong size)
         if total != self._plan:   # a size the header did not give, or gave wrong
             self.bar.total += total - self._plan
             self._plan = total
