@@ -154,21 +154,13 @@ def _ssim_full(z: np.ndarray, x: np.ndarray) -> np.ndarray:
     by OpenCV (a device install has no scipy)."""
     import numpy as np
 
-    from .metrics import SSIM_SIGMA, _ssim_map, _window
+    from .metrics import SSIM_SIGMA, _ssim_maps_opencv
     a, b = z.astype(np.float64), x.astype(np.float64)
     try:
         from skimage.metrics import structural_similarity
     except ImportError:
-        import cv2
-        _, g = _window()
-
-        def blur(v: np.ndarray) -> np.ndarray:
-            return cv2.sepFilter2D(v, cv2.CV_64F, g, g, borderType=cv2.BORDER_REFLECT)
-        if a.ndim == 2:
-            return _ssim_map(a, b, blur)
-        return np.stack([_ssim_map(np.ascontiguousarray(a[..., c]),
-                                   np.ascontiguousarray(b[..., c]), blur)
-                         for c in range(a.shape[2])], axis=-1)
+        maps = _ssim_maps_opencv(a, b)
+        return maps[0] if a.ndim == 2 else np.stack(maps, axis=-1)
     return structural_similarity(b, a, channel_axis=-1 if a.ndim == 3 else None,
                                  data_range=1.0, gaussian_weights=True, sigma=SSIM_SIGMA,
                                  use_sample_covariance=False, full=True)[1]

@@ -136,18 +136,24 @@ def _ssim_opencv(a: np.ndarray, b: np.ndarray) -> float:
     computes the convention: float64, the Gaussian window scipy's gaussian_filter builds
     (truncated at 3.5 sigma: 11 taps) with its mirrored border, C1 = 0.01^2, C2 = 0.03^2, the
     map's mean without the window's half-width at each border, channels averaged."""
+    radius, _ = _window()
+    return float(np.mean([s[radius:-radius, radius:-radius].mean()
+                          for s in _ssim_maps_opencv(a, b)]))
+
+
+def _ssim_maps_opencv(a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
+    """The SSIM map of each channel (one of a 2-D image) of `a` against `b` by OpenCV, as
+    scikit-image's structural_similarity makes it (`_ssim_opencv`), in float64."""
     import cv2
-    radius, g = _window()
+    _, g = _window()
 
     def blur(x: np.ndarray) -> np.ndarray:   # scipy's mode="reflect" is OpenCV's REFLECT
         return cv2.sepFilter2D(x, cv2.CV_64F, g, g, borderType=cv2.BORDER_REFLECT)
 
     a, b = a.astype(np.float64), b.astype(np.float64)
-    scores = []
-    for x, y in ([(a, b)] if a.ndim == 2 else zip(np.moveaxis(a, -1, 0), np.moveaxis(b, -1, 0))):
-        s = _ssim_map(np.ascontiguousarray(x), np.ascontiguousarray(y), blur)
-        scores.append(s[radius:-radius, radius:-radius].mean())
-    return float(np.mean(scores))
+    return [_ssim_map(np.ascontiguousarray(x), np.ascontiguousarray(y), blur)
+            for x, y in ([(a, b)] if a.ndim == 2 else
+                         zip(np.moveaxis(a, -1, 0), np.moveaxis(b, -1, 0)))]
 
 
 def _check_window(a: np.ndarray) -> None:
