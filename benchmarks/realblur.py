@@ -156,8 +156,9 @@ def print_tables(real: dict, file=None) -> None:
 
     if p := real.get("pairs"):
         # Aligned scores are read beside RealBlur's published tables, not beside unaligned ones.
-        how = (", aligned to the ground truth by ECC (--align ecc)" if p.get("align") == "ecc"
-               else "")
+        from distill.alignment import WARPS
+        how = (f", aligned to the ground truth by ECC (--align {p['align']})"
+               if p.get("align") in WARPS else "")
         print_table(f"real blur pairs ({p['data']}, {p['images']} images{how}; gains over the "
                     "blurred input)", HEADERS, table_rows(p), file=file)
     if n := real.get("nogt"):

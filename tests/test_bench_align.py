@@ -43,6 +43,15 @@ def test_bench_real_pairs_take_align_ecc_and_the_report_says_it(tmp_path):
     homography = {**res, "pairs": {**p, "align": "ecc-homography"}}
     text = "\n".join(markdown(homography, lambda h, rows: ""))
     assert "by ECC (a homography)" in text and "`--align ecc-homography`" in text, text
+    # The terminal's table says the homography's alignment too, not the translation's alone.
+    import io
+
+    from benchmarks.realblur import print_tables
+    for real, align in ((res, "ecc"), (homography, "ecc-homography")):
+        buf = io.StringIO()
+        print_tables(real, file=buf)
+        assert f"aligned to the ground truth by ECC (--align {align})" in buf.getvalue(), \
+            buf.getvalue()
 
 
 def test_a_baseline_of_the_other_alignment_is_shown_not_gated():
